@@ -1,0 +1,185 @@
+package parser
+
+// scanConnection reads the connection options of every field with id
+// (Connection, or Proxy-Connection for old clients), sets h.conn, and marks
+// the fields the options name as hop-by-hop (RFC 9110 §7.6.1).
+func (h *Header) scanConnection(id HeaderID) {
+	h.Each(id, func(v []byte) bool {
+		for len(v) > 0 {
+			var opt []byte
+			opt, v = nextListElem(v)
+			switch {
+			case len(opt) == 0:
+			case equalFold(opt, "close"):
+				h.conn |= connClose
+			case equalFold(opt, "keep-alive"):
+				h.conn |= connKeepAlive
+			default:
+				if equalFold(opt, "upgrade") {
+					h.conn |= connUpgrade
+				}
+				h.markNamed(opt)
+			}
+		}
+		return true
+	})
+}
+
+func (h *Header) markNamed(name []byte) {
+	id := LookupHeaderID(name)
+	for i := range h.fields {
+		f := &h.fields[i]
+		if (id != HdrOther && f.id == id) || (id == HdrOther && f.id == HdrOther && equalFoldBytes(h.Name(i), name)) {
+			f.named = true
+		}
+	}
+}
+
+// scanExpect reads Expect (RFC 9110 §10.1.1).
+func (h *Header) scanExpect() {
+	h.Each(HdrExpect, func(v []byte) bool {
+		for len(v) > 0 {
+			var e []byte
+			e, v = nextListElem(v)
+			switch {
+			case len(e) == 0:
+			case equalFold(e, "100-continue"):
+				h.expect100 = true
+			default:
+				h.expectOther = true
+			}
+		}
+		return true
+	})
+}
+
+// bodyLength applies RFC 9112 §6.3 rules 3 to 8 to Transfer-Encoding and
+// Content-Length. def is the framing when neither is present.
+func (h *Header) bodyLength(def Framing) error {
+	h.contentLength = -1
+	te, cl := h.Has(HdrTransferEncoding), h.Has(HdrContentLength)
+	switch {
+	case te && cl:
+		// §6.3 rule 3: "ought to be handled as an error"; a proxy that
+		// let it through would enable request smuggling.
+		return h.fail(ErrTEAndCL, int(h.fields[h.known[HdrContentLength]-1].nameOff))
+	case te:
+		return h.transferEncoding()
+	case cl:
+		n, err := h.parseContentLength()
+		if err != nil {
+			return err
+		}
+		h.contentLength, h.framing = n, FramingLength
+		return nil
+	}
+	h.framing = def
+	return nil
+}
+
+// transferEncoding validates the coding list and sets the framing.
+func (h *Header) transferEncoding() error {
+	if !h.version.AtLeast11() {
+		// §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+		return h.fail(ErrTEInHTTP10, int(h.fields[h.known[HdrTransferEncoding]-1].nameOff))
+	}
+	chunked, last, seen := false, false, false
+	var err error
+	h.Each(HdrTransferEncoding, func(v []byte) bool {
+		off := cap(h.buf) - cap(v) // v is a view into h.buf
+		for len(v) > 0 {
+			var c []byte
+			c, v = nextListElem(v)
+			if len(c) == 0 {
+				continue
+			}
+			// Transfer parameters (";q=...") do not exist for the
+			// registered codings we accept; a parameter makes it unknown.
+			switch {
+			case equalFold(c, "chunked"):
+				if chunked {
+					err = h.fail(ErrChunkedTwice, off)
+					return false
+				}
+				chunked, last = true, true
+			case equalFold(c, "gzip"), equalFold(c, "x-gzip"), equalFold(c, "deflate"),
+				equalFold(c, "compress"), equalFold(c, "x-compress"):
+				if chunked {
+					// §6.1: chunked must be the final coding.
+					err = h.fail(ErrChunkedTwice, off)
+					return false
+				}
+				last = false
+			default:
+				err = h.fail(ErrUnknownTE, off)
+				return false
+			}
+			seen = true
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case !seen:
+		// An empty Transfer-Encoding names no coding: not a valid list.
+		return h.fail(ErrUnknownTE, int(h.fields[h.known[HdrTransferEncoding]-1].valOff))
+	case last:
+		h.framing = FramingChunked
+	case h.kind == kindRequest:
+		return h.fail(ErrTENotChunked, int(h.fields[h.known[HdrTransferEncoding]-1].valOff))
+	default:
+		h.framing = FramingUntilClose // §6.3 rule 4, response
+	}
+	return nil
+}
+
+const maxInt64 = 1<<63 - 1
+
+// parseContentLength reads every Content-Length line; identical values
+// (also as a comma list, §6.3 rule 5) fold into one, different ones fail.
+func (h *Header) parseContentLength() (int64, error) {
+	n := int64(-1)
+	for i := int(h.known[HdrContentLength]) - 1; i < len(h.fields); i++ {
+		f := &h.fields[i]
+		if f.id != HdrContentLength {
+			continue
+		}
+		v := h.buf[f.valOff:f.valEnd]
+		if len(v) == 0 {
+			return 0, h.fail(ErrBadContentLength, int(f.valOff))
+		}
+		for len(v) > 0 {
+			var e []byte
+			e, v = nextListElem(v)
+			m, r := parseDecimal(e)
+			if r != nil {
+				return 0, h.fail(r, int(f.valOff))
+			}
+			if n >= 0 && m != n {
+				return 0, h.fail(ErrCLMismatch, int(f.valOff))
+			}
+			n = m
+		}
+	}
+	return n, nil
+}
+
+// parseDecimal parses 1*DIGIT into a non-negative int64.
+func parseDecimal(b []byte) (int64, *Error) {
+	if len(b) == 0 {
+		return 0, ErrBadContentLength
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, ErrBadContentLength
+		}
+		if n > (maxInt64-int64(c-'0'))/10 {
+			return 0, ErrCLOverflow
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, nil
+}
