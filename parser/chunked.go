@@ -34,14 +34,15 @@ type ChunkedDecoder struct {
 type extState uint8
 
 const (
-	extSemi      extState = iota // BWS, then ";" or CR
+	extSemi      extState = iota // BWS, then ";"
 	extNameStart                 // BWS, then the first name char
-	extName                      // in the name
-	extAfterName                 // BWS, then "=", ";" or CR
+	extName                      // in the name; CR may end the line
+	extAfterName                 // BWS, then "=" or ";"
 	extValStart                  // BWS, then token or quoted-string
 	extToken                     // in a token value
 	extQuoted                    // in a quoted-string
 	extQuotedEsc                 // after a backslash in a quoted-string
+	extEnd                       // after a quoted-string: ";", BWS or CR
 )
 
 // Reset prepares the decoder for a new body; limits survive.
@@ -87,6 +88,10 @@ func (d *ChunkedDecoder) Next(in []byte) (data []byte, n int, err error) {
 	defer func() { d.consumed += int64(n) }()
 	for i < len(in) {
 		c := in[i]
+		// A byte read in these states belongs to a chunk-size line (its CR
+		// included) and counts toward the limit. Deciding by the state
+		// before the byte keeps out the LF that ends the previous chunk.
+		sizeLine := d.state == StateChunkSize || d.state == StateChunkExt
 		switch d.state {
 		case StateChunkData:
 			k := len(in) - i
@@ -130,12 +135,19 @@ func (d *ChunkedDecoder) Next(in []byte) (data []byte, n int, err error) {
 			}
 		case StateChunkExt:
 			if c == '\r' {
-				if d.ext == extNameStart || d.ext == extQuoted || d.ext == extQuotedEsc || d.ext == extValStart {
+				// The grammar allows whitespace only before ";" or "=":
+				// "5 \r\n" and "5;a \r\n" are malformed, a known
+				// place for parsers to disagree.
+				if d.ext != extName && d.ext != extToken && d.ext != extEnd {
 					n, err = d.fail(ErrBadChunkExt, i)
 					return nil, n, err
 				}
 				d.state = StateChunkSizeLF
 				break
+			}
+			if c == '\n' {
+				n, err = d.fail(ErrBareLF, i)
+				return nil, n, err
 			}
 			if !d.extByte(c) {
 				n, err = d.fail(ErrBadChunkExt, i)
@@ -195,8 +207,11 @@ func (d *ChunkedDecoder) Next(in []byte) (data []byte, n int, err error) {
 			}
 			line := d.trailer[d.lineLen:]
 			if _, _, _, bad, r := splitField(line, 0, len(line)); r != nil {
-				n, err = d.fail(r, i-len(line)+bad-1)
-				return nil, n, err
+				// The line may have arrived over earlier calls: report
+				// the offence at its absolute offset (the line ends
+				// with the CR before in[i]), and consume up to here.
+				d.err = &SyntaxError{Err: r, Offset: int(d.consumed) + i - 1 - len(line) + bad, State: d.state}
+				return nil, i, d.err
 			}
 			d.trailer = append(d.trailer, '\r', '\n')
 			d.state = StateTrailerStart
@@ -210,7 +225,7 @@ func (d *ChunkedDecoder) Next(in []byte) (data []byte, n int, err error) {
 		case StateChunkDone:
 			return nil, i, nil
 		}
-		if d.state == StateChunkSize || d.state == StateChunkExt || d.state == StateChunkSizeLF {
+		if sizeLine {
 			d.lineLen++
 			if d.lineLen > d.maxLine() {
 				n, err = d.fail(ErrChunkLineTooLong, i)
@@ -305,10 +320,19 @@ func (d *ChunkedDecoder) extByte(c byte) bool {
 		default:
 			return false
 		}
+	case extEnd:
+		switch {
+		case c == ';':
+			d.ext = extNameStart
+		case isOWS(c):
+			d.ext = extSemi
+		default:
+			return false
+		}
 	case extQuoted:
 		switch {
 		case c == '"':
-			d.ext = extSemi
+			d.ext = extEnd
 		case c == '\\':
 			d.ext = extQuotedEsc
 		case c == '\t' || c == ' ' || c == '!' || (c >= 0x23 && c != 0x7f):

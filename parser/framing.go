@@ -25,8 +25,15 @@ func (h *Header) scanConnection(id HeaderID) {
 	})
 }
 
+// markNamed marks the fields a connection option names. Options naming
+// Host or Content-Length are ignored: dropping those would let a client
+// strip the framing or the target of a message a proxy still forwards
+// (hop-by-hop abuse); the engine rewrites framing fields itself anyway.
 func (h *Header) markNamed(name []byte) {
 	id := LookupHeaderID(name)
+	if id == HdrHost || id == HdrContentLength {
+		return
+	}
 	for i := range h.fields {
 		f := &h.fields[i]
 		if (id != HdrOther && f.id == id) || (id == HdrOther && f.id == HdrOther && equalFoldBytes(h.Name(i), name)) {
@@ -35,7 +42,8 @@ func (h *Header) markNamed(name []byte) {
 	}
 }
 
-// scanExpect reads Expect (RFC 9110 §10.1.1).
+// scanExpect reads Expect (RFC 9110 §10.1.1). A 100-continue expectation
+// in an HTTP/1.0 request is ignored, as that section requires of servers.
 func (h *Header) scanExpect() {
 	h.Each(HdrExpect, func(v []byte) bool {
 		for len(v) > 0 {
@@ -44,7 +52,9 @@ func (h *Header) scanExpect() {
 			switch {
 			case len(e) == 0:
 			case equalFold(e, "100-continue"):
-				h.expect100 = true
+				if h.version.AtLeast11() {
+					h.expect100 = true
+				}
 			default:
 				h.expectOther = true
 			}
@@ -104,11 +114,9 @@ func (h *Header) transferEncoding() error {
 				chunked, last = true, true
 			case equalFold(c, "gzip"), equalFold(c, "x-gzip"), equalFold(c, "deflate"),
 				equalFold(c, "compress"), equalFold(c, "x-compress"):
-				if chunked {
-					// §6.1: chunked must be the final coding.
-					err = h.fail(ErrChunkedTwice, off)
-					return false
-				}
+				// A coding after chunked leaves the length unknown: an
+				// error in a request, a body read until close in a
+				// response (§6.3 rule 4).
 				last = false
 			default:
 				err = h.fail(ErrUnknownTE, off)
@@ -150,7 +158,10 @@ func (h *Header) parseContentLength() (int64, error) {
 		if len(v) == 0 {
 			return 0, h.fail(ErrBadContentLength, int(f.valOff))
 		}
-		for len(v) > 0 {
+		// nextListElem leaves rest nil only after the last element, so the
+		// empty element after a trailing comma is parsed, and rejected,
+		// like any other empty element.
+		for v != nil {
 			var e []byte
 			e, v = nextListElem(v)
 			m, r := parseDecimal(e)

@@ -28,7 +28,7 @@ type Header struct {
 
 	buf    []byte
 	fields []field
-	known  [numHeaderIDs]int16 // 1 + index of the first field with that id; 0 = absent
+	known  [numHeaderIDs]int32 // 1 + index of the first field with that id; 0 = absent
 	err    error               // sticky: once failed, Parse keeps failing
 
 	state   State
@@ -153,10 +153,16 @@ func (h *Header) ContentLength() int64 { return h.contentLength }
 // ConnectionClose reports a "close" connection option.
 func (h *Header) ConnectionClose() bool { return h.conn&connClose != 0 }
 
-// Upgrade reports an "upgrade" connection option with an Upgrade field.
-func (h *Header) Upgrade() bool { return h.conn&connUpgrade != 0 && h.Has(HdrUpgrade) }
+// Upgrade reports an "upgrade" connection option with an Upgrade field in
+// an HTTP/1.1 message. Upgrade in HTTP/1.0 is ignored (RFC 9110 §7.8): the
+// head is forwarded as HTTP/1.1, so honouring it would upgrade on behalf
+// of a client that cannot have asked for it.
+func (h *Header) Upgrade() bool {
+	return h.conn&connUpgrade != 0 && h.Has(HdrUpgrade) && h.version.AtLeast11()
+}
 
-// ExpectContinue reports "Expect: 100-continue" (RFC 9110 §10.1.1).
+// ExpectContinue reports "Expect: 100-continue" in an HTTP/1.1 request; in
+// HTTP/1.0 it is ignored (RFC 9110 §10.1.1).
 func (h *Header) ExpectContinue() bool { return h.expect100 }
 
 // ExpectOther reports an Expect value other than 100-continue, which a
@@ -314,7 +320,7 @@ func (h *Header) fieldLine(s, e int) error {
 	}
 	id := LookupHeaderID(h.buf[s:nameEnd])
 	if id != HdrOther && h.known[id] == 0 {
-		h.known[id] = int16(len(h.fields) + 1)
+		h.known[id] = int32(len(h.fields) + 1)
 	}
 	h.fields = append(h.fields, field{
 		nameOff: int32(s), nameEnd: int32(nameEnd),

@@ -167,7 +167,8 @@ func isAlpha(c byte) bool { return (c|0x20) >= 'a' && (c|0x20) <= 'z' }
 
 // validAuthority checks host [":" port] (RFC 3986 §3.2): a non-empty host
 // of host characters (no userinfo), an IP literal in brackets, and a
-// decimal port, which needPort requires.
+// decimal port, which needPort requires. A '%' must start a pct-encoded
+// octet, and brackets appear only around an IP literal.
 func validAuthority(a []byte, needPort bool) bool {
 	if len(a) == 0 {
 		return false
@@ -200,8 +201,18 @@ func validAuthority(a []byte, needPort bool) bool {
 	if len(host) == 0 || (needPort && (!hasPort || len(port) == 0)) {
 		return false
 	}
-	for _, c := range host {
-		if !hostTable[c] || c == '@' || (c == ':' && host[0] != '[') {
+	inner := host
+	if host[0] == '[' {
+		inner = host[1 : len(host)-1]
+	}
+	for i := 0; i < len(inner); i++ {
+		switch c := inner[i]; {
+		case c == '%':
+			if i+2 >= len(inner) || hexTable[inner[i+1]] < 0 || hexTable[inner[i+2]] < 0 {
+				return false
+			}
+			i += 2
+		case !hostTable[c], c == ':' && host[0] != '[':
 			return false
 		}
 	}
@@ -234,5 +245,13 @@ func (h *Header) finishRequest() error {
 	}
 	h.scanExpect()
 	// §6.3 rule 7: a request without length has no body.
-	return h.bodyLength(FramingNone)
+	if err := h.bodyLength(FramingNone); err != nil {
+		return err
+	}
+	if h.methodID == MethodConnect {
+		// RFC 9110 §9.3.6: CONNECT has no content; what follows the head
+		// is tunnel data, whatever a length field says.
+		h.framing, h.contentLength = FramingNone, -1
+	}
+	return nil
 }

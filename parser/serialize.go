@@ -119,6 +119,7 @@ func appendFields(b []byte, h *Header, e *Edits) []byte {
 	for k := range e.ops {
 		e.ops[k].done = false
 	}
+	wroteCL := false
 fields:
 	for i := range h.fields {
 		if e.StripHopByHop && h.IsHopByHop(i) && !e.Keep.Has(h.fields[i].id) {
@@ -134,6 +135,18 @@ fields:
 				b = appendField(b, x.name, nil, x.value)
 			}
 			continue fields
+		}
+		if h.fields[i].id == HdrContentLength && h.framing == FramingLength {
+			// Forward the length as parsed, once: "5, 5" or "007" reach
+			// the next hop as "5" and "7", so it cannot read them differently.
+			if !wroteCL {
+				wroteCL = true
+				b = append(b, h.Name(i)...)
+				b = append(b, ": "...)
+				b = strconv.AppendInt(b, h.contentLength, 10)
+				b = append(b, "\r\n"...)
+			}
+			continue
 		}
 		b = appendField(b, "", h.Name(i), h.Value(i))
 	}

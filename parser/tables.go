@@ -38,8 +38,9 @@ func init() {
 		hostTable[c-'a'+'A'] = true
 	}
 	// unreserved, sub-delims, ':' for the port and IP literals, '%' for
-	// pct-encoded reg-names and zone IDs.
-	for _, c := range "-._~!$&'()*+,;=:[]%" {
+	// pct-encoded reg-names and zone IDs. The brackets of an IP literal
+	// are not host characters: validAuthority checks them by position.
+	for _, c := range "-._~!$&'()*+,;=:%" {
 		hostTable[c] = true
 	}
 }
