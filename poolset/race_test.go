@@ -1,0 +1,5 @@
+//go:build race
+
+package poolset_test
+
+const raceEnabled = true

@@ -1,0 +1,128 @@
+package poolset
+
+// Stats is one key's gauges and counters. Counters start when the key's
+// state is created and are lost when the pool retires the state, which it
+// does once the key has had no connections and no waiters for IdleTimeout
+// (60s when IdleTimeout is negative), so that a forward proxy visiting
+// many origins does not grow without bound. Draining keys are kept.
+type Stats struct {
+	// Gauges.
+	Connecting int // dial permits out (TryReserve or granted to a waiter), not yet Dialed or DialFailed
+	Busy       int // checked out: by Get, handed over, or Dialed
+	Idle       int // in the idle list
+	Pinned     int // moved out of the shared accounting by Pin
+	Waiting    int // queued waiters
+
+	// Counters.
+	Reused       uint64 // connections handed out from the idle list or straight from a Put
+	Dialed       uint64 // permits turned into connections (Dialed)
+	DialFailed   uint64 // permits given back by DialFailed
+	Waits        uint64 // waiters that had to queue
+	WaitTimeouts uint64 // queued waiters whose deadline passed
+	WaitCancels  uint64 // queued waiters withdrawn by Cancel
+	QueueFull    uint64 // Wait calls refused with ErrQueueFull
+	Closed       CloseCounts
+}
+
+// Conns is the key's connection count: connecting + busy + idle + pinned,
+// the figure MaxConnsPerKey caps.
+func (s Stats) Conns() int { return s.Connecting + s.Busy + s.Idle + s.Pinned }
+
+// CloseCounts counts connections closed, by reason.
+type CloseCounts struct {
+	IdleTimeout    uint64 // idle for IdleTimeout
+	HintExpired    uint64 // idle past the window an origin's Keep-Alive: timeout hint allows
+	Lifetime       uint64 // older than MaxLifetime, found idle or on return
+	MaxRequests    uint64 // returned after MaxRequests requests
+	DeadOnCheckout uint64 // failed Alive when Get or Wait took it from the idle list
+	DeadOnReturn   uint64 // failed Alive when returned by Put
+	PeerClosedIdle uint64 // closed by the peer while idle: found by the sweeper or reported by PeerClosed
+	OverCap        uint64 // refused by MaxIdlePerKey, or evicted as the oldest by MaxIdle
+	Drained        uint64 // closed by Drain, CloseIdle or Close, or returned while draining or closed
+	Owner          uint64 // closed by the caller and reported with Closed
+}
+
+// Total is the sum over all reasons.
+func (c CloseCounts) Total() uint64 {
+	return c.IdleTimeout + c.HintExpired + c.Lifetime + c.MaxRequests + c.DeadOnCheckout +
+		c.DeadOnReturn + c.PeerClosedIdle + c.OverCap + c.Drained + c.Owner
+}
+
+// reason is why a connection was closed; it selects a CloseCounts field.
+// The three expiry reasons come first: errExpired is indexed by them.
+type reason uint8
+
+const (
+	whyIdleTimeout reason = iota
+	whyHintExpired
+	whyLifetime
+	whyMaxRequests
+	whyDeadOnCheckout
+	whyDeadOnReturn
+	whyPeerClosedIdle
+	whyOverCap
+	whyDrained
+	whyOwner
+)
+
+// add counts one close for r.
+func (c *CloseCounts) add(r reason) {
+	switch r {
+	case whyIdleTimeout:
+		c.IdleTimeout++
+	case whyHintExpired:
+		c.HintExpired++
+	case whyLifetime:
+		c.Lifetime++
+	case whyMaxRequests:
+		c.MaxRequests++
+	case whyDeadOnCheckout:
+		c.DeadOnCheckout++
+	case whyDeadOnReturn:
+		c.DeadOnReturn++
+	case whyPeerClosedIdle:
+		c.PeerClosedIdle++
+	case whyOverCap:
+		c.OverCap++
+	case whyDrained:
+		c.Drained++
+	case whyOwner:
+		c.Owner++
+	}
+}
+
+// Stats returns the gauges and counters of key; the zero Stats if the pool
+// has no state for it.
+func (p *Pool[C]) Stats(key Key) Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ks := p.keys[key]; ks != nil {
+		return ks.statsLocked()
+	}
+	return Stats{}
+}
+
+// Snapshot returns the Stats of every key the pool has state for, taken
+// under one lock acquisition, so the figures are consistent with each
+// other. It allocates the map; it is meant for metrics scrapes, not for the
+// request path.
+func (p *Pool[C]) Snapshot() map[Key]Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := make(map[Key]Stats, len(p.keys))
+	for k, ks := range p.keys {
+		m[k] = ks.statsLocked()
+	}
+	return m
+}
+
+// statsLocked fills the gauges into the key's counters. p.mu must be held.
+func (ks *keyState[C]) statsLocked() Stats {
+	s := ks.stats
+	s.Connecting = ks.connecting
+	s.Busy = ks.busy
+	s.Idle = ks.idle
+	s.Pinned = ks.pinned
+	s.Waiting = ks.waiters.n
+	return s
+}
