@@ -1001,7 +1001,7 @@ func TestConformanceInterimThenFinal(t *testing.T) {
 					}
 					got = append(got, msg{r.Status(), r.IsInterim(), r.Framing(), r.ContentLength()})
 					start += n
-					r.Reset()
+					r.ResetInterim()
 				}
 				if !reflect.DeepEqual(got, c.want) || c.in[start:] != c.rest {
 					t.Errorf("%s (%s): got %+v rest %q, want %+v rest %q", cut.name, c.ref, got, c.in[start:], c.want, c.rest)

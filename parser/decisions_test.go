@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/valyala/bytebufferpool"
@@ -61,6 +62,97 @@ func TestSerializerNormalizesContentLength(t *testing.T) {
 	defer bytebufferpool.Put(bb)
 	WriteResponseHead(bb, &r, nil)
 	if want := "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nX: y\r\n\r\n"; string(bb.B) != want {
+		t.Fatalf("got %q, want %q", bb.B, want)
+	}
+}
+
+func TestConnectionOptionsBounded(t *testing.T) {
+	// Marking named fields costs options × fields: the options are capped.
+	in := "GET / HTTP/1.1\r\nHost: a\r\nConnection: a1,a2,a3,a4,a5,a6,a7,a8,a9,b1,b2,b3,b4,b5,b6,b7,b8\r\n\r\n"
+	var r Request
+	if _, err := r.Parse([]byte(in)); !errors.Is(err, ErrTooManyConnOptions) {
+		t.Fatalf("got %v, want ErrTooManyConnOptions", err)
+	}
+}
+
+func TestSwitchNeedsUpgrade(t *testing.T) {
+	var r Response
+	if _, err := r.Parse([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")); !errors.Is(err, ErrBadSwitch) {
+		t.Fatalf("got %v, want ErrBadSwitch", err)
+	}
+	r.Reset()
+	if _, err := r.Parse([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")); err != nil || r.Framing() != FramingTunnel {
+		t.Fatalf("got %v %v, want tunnel", err, r.Framing())
+	}
+}
+
+func TestFragmentInTargetRejected(t *testing.T) {
+	var r Request
+	if _, err := r.Parse([]byte("GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n")); !errors.Is(err, ErrBadTarget) {
+		t.Fatalf("got %v, want ErrBadTarget", err)
+	}
+}
+
+func TestViewsFollowTheLastBuffer(t *testing.T) {
+	in := []byte("GET / HTTP/1.1\r\nHost: abc\r\n\r\n")
+	var r Request
+	if _, err := r.Parse(in); err != nil {
+		t.Fatal(err)
+	}
+	moved := append([]byte(nil), in...)
+	for i := range in {
+		in[i] = 'X'
+	}
+	if _, err := r.Parse(moved); err != nil || string(r.Get(HdrHost)) != "abc" {
+		t.Fatalf("after re-Parse: %v %q", err, r.Get(HdrHost))
+	}
+	if _, err := r.Parse(moved[:5]); !errors.Is(err, ErrShortBuffer) {
+		t.Fatalf("shorter buffer: got %v, want ErrShortBuffer", err)
+	}
+}
+
+func TestFoldStaysUnfoldedInAFreshCopy(t *testing.T) {
+	// A caller that rebuilds the buffer from the bytes as received gets
+	// the fold replaced again, so no CR or LF can reach the serializer.
+	raw := "HTTP/1.1 200 OK\r\nX: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+	var r Response
+	if _, err := r.Parse([]byte(raw[:60])); err != ErrNeedMore {
+		t.Fatalf("first part: %v", err)
+	}
+	if _, err := r.Parse([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(r.Peek([]byte("X"))); got != "a   Transfer-Encoding: chunked" {
+		t.Fatalf("X = %q", got)
+	}
+}
+
+func TestEditsAreValidated(t *testing.T) {
+	var r Request
+	if _, err := r.Parse([]byte("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	bb := bytebufferpool.Get()
+	defer bytebufferpool.Put(bb)
+	for name, e := range map[string]*Edits{
+		"CRLF in value": func() *Edits { var e Edits; e.Add("X", []byte("a\r\nTransfer-Encoding: chunked")); return &e }(),
+		"bad name":      func() *Edits { var e Edits; e.Add("X Y", []byte("a")); return &e }(),
+		"bad target":    {Target: []byte("/ HTTP/1.1\r\nHost: evil")},
+		"bad method":    {Method: []byte("GE T")},
+	} {
+		bb.Reset()
+		if err := WriteRequestHead(bb, &r, e); !errors.Is(err, ErrBadEdit) || len(bb.B) != 0 {
+			t.Errorf("%s: got %v and %q, want ErrBadEdit and nothing written", name, err, bb.B)
+		}
+	}
+	// A framing edit replaces every parsed framing field: one framing.
+	var e Edits
+	e.Add("Transfer-Encoding", []byte("chunked"))
+	bb.Reset()
+	if err := WriteRequestHead(bb, &r, &e); err != nil {
+		t.Fatal(err)
+	}
+	if want := "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"; string(bb.B) != want {
 		t.Fatalf("got %q, want %q", bb.B, want)
 	}
 }

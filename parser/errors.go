@@ -51,6 +51,10 @@ var (
 	ErrBadFieldValue    = rule("field value contains CR, LF, NUL or another control character", "RFC 9110 §5.5", 400)
 	ErrObsFold          = rule("obsolete line folding", "RFC 9112 §5.2", 400)
 
+	ErrShortBuffer        = rule("buffer shorter than the bytes already parsed", "RFC 9112 §2.2", 400)
+	ErrTooManyConnOptions = rule("too many field names in Connection", "RFC 9110 §7.6.1", 400)
+	ErrBadSwitch          = rule("101 Switching Protocols without Upgrade", "RFC 9110 §15.2.2", 400)
+
 	ErrTEAndCL          = rule("both Transfer-Encoding and Content-Length", "RFC 9112 §6.3", 400)
 	ErrBadContentLength = rule("Content-Length is not a non-negative decimal integer", "RFC 9110 §8.6", 400)
 	ErrCLOverflow       = rule("Content-Length overflows", "RFC 9110 §8.6", 400)

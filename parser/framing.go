@@ -1,9 +1,17 @@
 package parser
 
+// maxConnOptions bounds the distinct field names one message may list in
+// Connection: marking them costs options × fields, and no real client
+// names more than a handful.
+const maxConnOptions = 16
+
 // scanConnection reads the connection options of every field with id
 // (Connection, or Proxy-Connection for old clients), sets h.conn, and marks
 // the fields the options name as hop-by-hop (RFC 9110 §7.6.1).
-func (h *Header) scanConnection(id HeaderID) {
+func (h *Header) scanConnection(id HeaderID) error {
+	var named [maxConnOptions][]byte
+	n := 0
+	var err error
 	h.Each(id, func(v []byte) bool {
 		for len(v) > 0 {
 			var opt []byte
@@ -18,26 +26,42 @@ func (h *Header) scanConnection(id HeaderID) {
 				if equalFold(opt, "upgrade") {
 					h.conn |= connUpgrade
 				}
-				h.markNamed(opt)
+				if n == maxConnOptions {
+					err = h.fail(ErrTooManyConnOptions, cap(h.buf)-cap(opt))
+					return false
+				}
+				named[n] = opt
+				n++
 			}
 		}
 		return true
 	})
+	if err != nil || n == 0 {
+		return err
+	}
+	h.markNamed(named[:n])
+	return nil
 }
 
-// markNamed marks the fields a connection option names. Options naming
-// Host or Content-Length are ignored: dropping those would let a client
-// strip the framing or the target of a message a proxy still forwards
-// (hop-by-hop abuse); the engine rewrites framing fields itself anyway.
-func (h *Header) markNamed(name []byte) {
-	id := LookupHeaderID(name)
-	if id == HdrHost || id == HdrContentLength {
-		return
+// markNamed marks the fields the connection options name, in one pass.
+// Options naming Host or Content-Length are ignored: dropping those would
+// let a client strip the framing or the target of a message a proxy still
+// forwards (hop-by-hop abuse); the serializer writes framing itself.
+func (h *Header) markNamed(names [][]byte) {
+	var ids [maxConnOptions]HeaderID
+	for k, name := range names {
+		ids[k] = LookupHeaderID(name)
 	}
 	for i := range h.fields {
 		f := &h.fields[i]
-		if (id != HdrOther && f.id == id) || (id == HdrOther && f.id == HdrOther && equalFoldBytes(h.Name(i), name)) {
-			f.named = true
+		if f.id == HdrHost || f.id == HdrContentLength {
+			continue
+		}
+		for k, name := range names {
+			if ids[k] == f.id && (f.id != HdrOther || equalFoldBytes(h.Name(i), name)) {
+				f.named = true
+				break
+			}
 		}
 	}
 }
@@ -148,6 +172,16 @@ const maxInt64 = 1<<63 - 1
 // parseContentLength reads every Content-Length line; identical values
 // (also as a comma list, §6.3 rule 5) fold into one, different ones fail.
 func (h *Header) parseContentLength() (int64, error) {
+	n, r, off := h.contentLengthValue()
+	if r != nil {
+		return 0, h.fail(r, off)
+	}
+	return n, nil
+}
+
+// contentLengthValue folds the Content-Length lines into one value, or
+// reports the rule broken and where, without allocating.
+func (h *Header) contentLengthValue() (int64, *Error, int) {
 	n := int64(-1)
 	for i := int(h.known[HdrContentLength]) - 1; i < len(h.fields); i++ {
 		f := &h.fields[i]
@@ -156,7 +190,7 @@ func (h *Header) parseContentLength() (int64, error) {
 		}
 		v := h.buf[f.valOff:f.valEnd]
 		if len(v) == 0 {
-			return 0, h.fail(ErrBadContentLength, int(f.valOff))
+			return 0, ErrBadContentLength, int(f.valOff)
 		}
 		// nextListElem leaves rest nil only after the last element, so the
 		// empty element after a trailing comma is parsed, and rejected,
@@ -166,15 +200,15 @@ func (h *Header) parseContentLength() (int64, error) {
 			e, v = nextListElem(v)
 			m, r := parseDecimal(e)
 			if r != nil {
-				return 0, h.fail(r, int(f.valOff))
+				return 0, r, int(f.valOff)
 			}
 			if n >= 0 && m != n {
-				return 0, h.fail(ErrCLMismatch, int(f.valOff))
+				return 0, ErrCLMismatch, int(f.valOff)
 			}
 			n = m
 		}
 	}
-	return n, nil
+	return n, nil, 0
 }
 
 // parseDecimal parses 1*DIGIT into a non-negative int64.

@@ -1,6 +1,9 @@
 package parser
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/binary"
+)
 
 // field is one field line as offsets into the parsed buffer.
 type field struct {
@@ -8,6 +11,7 @@ type field struct {
 	valOff, valEnd   int32
 	id               HeaderID
 	named            bool // listed in Connection: hop-by-hop for this message
+	folded           bool // the value spans an unfolded obs-fold
 }
 
 // connection-management flags gathered from Connection (and, for requests
@@ -43,6 +47,7 @@ type Header struct {
 	expect100     bool
 	expectOther   bool
 	kind          uint8 // kindRequest or kindResponse, set by Parse
+	folded        bool  // some field was unfolded (responses only)
 
 	// Start line. Requests: method, target and its parts. Responses:
 	// status and reason; reqMethod is the method the response answers.
@@ -180,10 +185,15 @@ func (h *Header) parseHead(buf []byte) (int, error) {
 	if h.err != nil {
 		return 0, h.err
 	}
-	if h.state == StateDone {
-		return h.headLen, nil
+	if len(buf) < h.pos {
+		// The caller must pass the bytes already seen again, and more.
+		return 0, h.fail(ErrShortBuffer, len(buf))
 	}
 	h.buf = buf
+	if h.state == StateDone {
+		h.reblank()
+		return h.headLen, nil
+	}
 	max := h.Opts.maxHead()
 	for {
 		i := bytes.IndexByte(buf[h.pos:], '\n')
@@ -224,6 +234,7 @@ func (h *Header) parseHead(buf []byte) (int, error) {
 			h.state = StateFields
 		} else if end == h.line {
 			h.headLen = h.pos
+			h.reblank()
 			var err error
 			if h.kind == kindRequest {
 				err = h.finishRequest()
@@ -253,23 +264,68 @@ func (h *Header) tooLarge(max int) error {
 	return h.fail(ErrHeadTooLarge, max)
 }
 
-// scanName returns the end of the token starting at s.
+// scanToken returns the end of the token starting at s.
 func scanToken(b []byte, s, e int) int {
-	for s < e && tokenTable[b[s]] {
-		s++
+	for i, c := range b[s:e] { // ranging over a subslice: no bounds checks
+		if !tokenTable[c] {
+			return s + i
+		}
 	}
-	return s
+	return e
+}
+
+// Word-at-a-time screening for checkValue: a word is clean when none of
+// its bytes is below 0x20 or equal to 0x7f (obs-text, 0x80 and up, has the
+// high bit set and is never flagged). HTAB is below 0x20, so a word with a
+// tab is flagged and checked byte by byte, like any flagged word.
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+func cleanWord(x uint64) bool {
+	y := x ^ (0x7f * lsb) // bytes equal to 0x7f become zero
+	return ((x-0x20*lsb)&^x|(y-lsb)&^y)&msb == 0
 }
 
 // checkValue validates field-value bytes in [s, e) and returns the offset
-// of the first bad byte with its rule, or -1.
+// of the first bad byte with its rule, or -1. It screens eight bytes at a
+// time and looks at single bytes only in a flagged word and in a value
+// shorter than a word.
 func checkValue(b []byte, s, e int) (int, *Error) {
-	for i := s; i < e; i++ {
-		if !valueTable[b[i]] {
-			if b[i] == '\r' {
-				return i, ErrBareCR
+	v := b[s:e]
+	i := 0
+	if len(v) >= 8 {
+		for ; i+8 <= len(v); i += 8 {
+			if !cleanWord(binary.LittleEndian.Uint64(v[i:])) {
+				if j, r := checkBytes(v, i, i+8); r != nil {
+					return s + j, r
+				}
 			}
-			return i, ErrBadFieldValue
+		}
+		if i == len(v) {
+			return -1, nil
+		}
+		// The tail, as one word overlapping bytes already checked.
+		i = len(v) - 8
+		if cleanWord(binary.LittleEndian.Uint64(v[i:])) {
+			return -1, nil
+		}
+	}
+	if j, r := checkBytes(v, i, len(v)); r != nil {
+		return s + j, r
+	}
+	return -1, nil
+}
+
+// checkBytes is checkValue one byte at a time, over v[i:e].
+func checkBytes(v []byte, i, e int) (int, *Error) {
+	for k, c := range v[i:e] {
+		if !valueTable[c] {
+			if c == '\r' {
+				return i + k, ErrBareCR
+			}
+			return i + k, ErrBadFieldValue
 		}
 	}
 	return -1, nil
@@ -322,10 +378,19 @@ func (h *Header) fieldLine(s, e int) error {
 	if id != HdrOther && h.known[id] == 0 {
 		h.known[id] = int32(len(h.fields) + 1)
 	}
-	h.fields = append(h.fields, field{
-		nameOff: int32(s), nameEnd: int32(nameEnd),
-		valOff: int32(vs), valEnd: int32(ve), id: id,
-	})
+	// Fill the new element in place: appending a composite literal builds
+	// it on the stack with narrow stores and copies it with wide loads,
+	// which stalls store-to-load forwarding on every field.
+	n := len(h.fields)
+	if n < cap(h.fields) {
+		h.fields = h.fields[:n+1]
+	} else {
+		h.fields = append(h.fields, field{})
+	}
+	f := &h.fields[n]
+	f.nameOff, f.nameEnd = int32(s), int32(nameEnd)
+	f.valOff, f.valEnd = int32(vs), int32(ve)
+	f.id, f.named = id, false
 	return nil
 }
 
@@ -361,7 +426,28 @@ func (h *Header) fold(s, e int) error {
 		}
 	}
 	f.valEnd = int32(ve)
+	f.folded = true
+	h.folded = true
 	return nil
+}
+
+// reblank re-applies the obs-fold replacement to the buffer last passed:
+// a caller that builds each longer buffer from the bytes as received would
+// otherwise hand the folds' CR and LF back, and the serializer would
+// forward a folded line. Rare, so a plain loop.
+func (h *Header) reblank() {
+	if !h.folded {
+		return
+	}
+	for i := range h.fields {
+		if f := &h.fields[i]; f.folded {
+			for k := f.valOff; k < f.valEnd; k++ {
+				if c := h.buf[k]; c == '\r' || c == '\n' || c == '\t' {
+					h.buf[k] = ' '
+				}
+			}
+		}
+	}
 }
 
 func (h *Header) foldPolicyRejects() bool { return h.Opts.RejectObsFold || h.kind == kindRequest }

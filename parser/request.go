@@ -76,7 +76,8 @@ func (h *Header) requestLine(s, e int) error {
 	h.methodID = methodID(b[s:m])
 	ts := m + 1
 	t := ts
-	for t < e && b[t] > ' ' && b[t] != 0x7f {
+	// No fragment: RFC 9112 §3.2 targets never carry one.
+	for t < e && b[t] > ' ' && b[t] != 0x7f && b[t] != '#' {
 		t++
 	}
 	if t == e || b[t] != ' ' || t == ts {
@@ -238,10 +239,12 @@ func (h *Header) finishRequest() error {
 			return h.fail(ErrBadHost, int(h.fields[h.known[HdrHost]-1].valOff))
 		}
 	}
-	if h.Has(HdrConnection) {
-		h.scanConnection(HdrConnection)
-	} else if h.Has(HdrProxyConnection) {
-		h.scanConnection(HdrProxyConnection)
+	connID := HdrConnection
+	if !h.Has(HdrConnection) {
+		connID = HdrProxyConnection
+	}
+	if err := h.scanConnection(connID); err != nil {
+		return err
 	}
 	h.scanExpect()
 	// §6.3 rule 7: a request without length has no body.

@@ -6,10 +6,13 @@ type Response struct {
 	Header
 }
 
-// Reset clears the response for the next message; Opts and the request
-// method survive, so a caller reads the final response after an interim
-// one with Reset and Parse.
-func (r *Response) Reset() {
+// Reset clears the response for the next exchange, request method
+// included; Opts survive.
+func (r *Response) Reset() { r.Header.reset() }
+
+// ResetInterim clears the response after an interim (1xx) one, keeping
+// what SetRequestMethod said: the final response answers the same request.
+func (r *Response) ResetInterim() {
 	m := r.reqMethod
 	r.Header.reset()
 	r.reqMethod = m
@@ -17,7 +20,7 @@ func (r *Response) Reset() {
 
 // SetRequestMethod tells the parser which request the response answers:
 // responses to HEAD have no body and 2xx responses to CONNECT open a
-// tunnel (RFC 9112 §6.3). Call it before Parse; it survives Reset.
+// tunnel (RFC 9112 §6.3). Call it after Reset, before Parse.
 func (r *Response) SetRequestMethod(m Method) { r.reqMethod = m }
 
 // Parse parses the response head at the start of buf. Call it again with
@@ -123,9 +126,16 @@ func (h *Header) statusLine(s, e int) error {
 
 // finishResponse applies the framing rules of RFC 9112 §6.3 in order.
 func (h *Header) finishResponse() error {
-	h.scanConnection(HdrConnection)
+	if err := h.scanConnection(HdrConnection); err != nil {
+		return err
+	}
 	h.contentLength = -1
 	switch {
+	case h.status == 101 && !h.Has(HdrUpgrade):
+		// §15.2.2: a 101 names the protocol it switches to. Whether the
+		// request offered it (§7.8) is the caller's check: it knows the
+		// request.
+		return h.fail(ErrBadSwitch, 0)
 	case h.status == 101 || (h.reqMethod == MethodConnect && h.status/100 == 2):
 		// Rule 2: the connection becomes a tunnel after the empty line.
 		h.framing = FramingTunnel
@@ -136,10 +146,9 @@ func (h *Header) finishResponse() error {
 		// representation; an invalid one is ignored, not fatal.
 		h.framing = FramingNone
 		if h.Has(HdrContentLength) && !h.Has(HdrTransferEncoding) {
-			if n, err := h.parseContentLength(); err == nil {
+			if n, r, _ := h.contentLengthValue(); r == nil {
 				h.contentLength = n
 			}
-			h.err = nil
 		}
 		return nil
 	}

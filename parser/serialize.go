@@ -1,6 +1,8 @@
 package parser
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/valyala/bytebufferpool"
@@ -42,8 +44,14 @@ type Edits struct {
 	Status int
 	Reason []byte
 
-	ops []edit
+	ops     []edit
+	framing bool  // an edit names Content-Length or Transfer-Encoding
+	err     error // first invalid edit; Write*Head returns it
 }
+
+// ErrBadEdit reports an edit whose name is not a token or whose value, or
+// start-line override, holds bytes that would split or end the head.
+var ErrBadEdit = errors.New("parser: invalid edit")
 
 // Reset clears the edits for the next message, keeping capacity.
 func (e *Edits) Reset() { *e = Edits{ops: e.ops[:0]} }
@@ -55,11 +63,61 @@ func (e *Edits) Remove(name string) { e.push(opRemove, name, nil) }
 // drops the others; if there is none, the field is added at the end.
 func (e *Edits) Set(name string, value []byte) { e.push(opSet, name, value) }
 
-// Add appends a field at the end, after the existing fields.
+// Add appends a field at the end, after the existing fields. Framing
+// fields are the exception: an edit that names Content-Length or
+// Transfer-Encoding replaces the parsed framing fields, all of them, so a
+// head never carries two framings.
 func (e *Edits) Add(name string, value []byte) { e.push(opAdd, name, value) }
 
 func (e *Edits) push(op editOp, name string, value []byte) {
-	e.ops = append(e.ops, edit{op: op, id: LookupHeaderID([]byte(name)), name: name, value: value})
+	nb := []byte(name)
+	if name == "" || scanToken(nb, 0, len(nb)) != len(nb) {
+		e.setErr("field name", name)
+		return
+	}
+	if _, r := checkValue(value, 0, len(value)); r != nil {
+		e.setErr("value of", name)
+		return
+	}
+	id := LookupHeaderID(nb)
+	if id == HdrContentLength || id == HdrTransferEncoding {
+		e.framing = true
+		if op == opAdd {
+			op = opSet
+		}
+	}
+	e.ops = append(e.ops, edit{op: op, id: id, name: name, value: value})
+}
+
+func (e *Edits) setErr(what, name string) {
+	if e.err == nil {
+		e.err = fmt.Errorf("%w: %s %q", ErrBadEdit, what, name)
+	}
+}
+
+// check validates the start-line overrides.
+func (e *Edits) check() error {
+	if e.err != nil {
+		return e.err
+	}
+	if e.Method != nil && (len(e.Method) == 0 || scanToken(e.Method, 0, len(e.Method)) != len(e.Method)) {
+		return fmt.Errorf("%w: method %q", ErrBadEdit, e.Method)
+	}
+	for _, c := range e.Target {
+		if c <= ' ' || c == 0x7f {
+			return fmt.Errorf("%w: target %q", ErrBadEdit, e.Target)
+		}
+	}
+	if e.Target != nil && len(e.Target) == 0 {
+		return fmt.Errorf("%w: empty target", ErrBadEdit)
+	}
+	if e.Status != 0 && (e.Status < 100 || e.Status > 999) {
+		return fmt.Errorf("%w: status %d", ErrBadEdit, e.Status)
+	}
+	if _, r := checkValue(e.Reason, 0, len(e.Reason)); r != nil {
+		return fmt.Errorf("%w: reason %q", ErrBadEdit, e.Reason)
+	}
+	return nil
 }
 
 // match reports whether edit x names field i of h.
@@ -71,27 +129,40 @@ func (x *edit) match(h *Header, i int) bool {
 }
 
 // WriteRequestHead serializes r with the edits applied into bb, from the
-// parsed views, without parsing again.
-func WriteRequestHead(bb *bytebufferpool.ByteBuffer, r *Request, e *Edits) {
+// parsed views, without parsing again. An invalid edit (ErrBadEdit) writes
+// nothing.
+func WriteRequestHead(bb *bytebufferpool.ByteBuffer, r *Request, e *Edits) error {
 	method, target := r.Method(), r.Target()
-	if e != nil && e.Method != nil {
-		method = e.Method
-	}
-	if e != nil && e.Target != nil {
-		target = e.Target
+	if e != nil {
+		if err := e.check(); err != nil {
+			return err
+		}
+		if e.Method != nil {
+			method = e.Method
+		}
+		if e.Target != nil {
+			target = e.Target
+		}
 	}
 	b := append(bb.B, method...)
 	b = append(b, ' ')
 	b = append(b, target...)
 	b = append(b, " HTTP/1.1\r\n"...)
 	bb.B = appendFields(b, &r.Header, e)
+	return nil
 }
 
-// WriteResponseHead serializes r with the edits applied into bb.
-func WriteResponseHead(bb *bytebufferpool.ByteBuffer, r *Response, e *Edits) {
+// WriteResponseHead serializes r with the edits applied into bb. An
+// invalid edit (ErrBadEdit) writes nothing.
+func WriteResponseHead(bb *bytebufferpool.ByteBuffer, r *Response, e *Edits) error {
 	status, reason := r.Status(), r.Reason()
-	if e != nil && e.Status != 0 {
-		status, reason = e.Status, e.Reason
+	if e != nil {
+		if err := e.check(); err != nil {
+			return err
+		}
+		if e.Status != 0 {
+			status, reason = e.Status, e.Reason
+		}
 	}
 	b := append(bb.B, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(status), 10)
@@ -99,6 +170,7 @@ func WriteResponseHead(bb *bytebufferpool.ByteBuffer, r *Response, e *Edits) {
 	b = append(b, reason...)
 	b = append(b, "\r\n"...)
 	bb.B = appendFields(b, &r.Header, e)
+	return nil
 }
 
 func appendField(b []byte, name string, nameB, value []byte) []byte {
@@ -136,10 +208,17 @@ fields:
 			}
 			continue fields
 		}
-		if h.fields[i].id == HdrContentLength && h.framing == FramingLength {
+		if id := h.fields[i].id; id == HdrContentLength || id == HdrTransferEncoding {
+			if e.framing || (h.kind == kindRequest && h.methodID == MethodConnect) {
+				continue // replaced by an edit; or CONNECT, which has no content
+			}
+		}
+		if h.fields[i].id == HdrContentLength && h.framing != FramingChunked && h.framing != FramingUntilClose {
 			// Forward the length as parsed, once: "5, 5" or "007" reach
-			// the next hop as "5" and "7", so it cannot read them differently.
-			if !wroteCL {
+			// the next hop as "5" and "7", so it cannot read them
+			// differently. A length that did not parse where it does not
+			// frame the body (HEAD, 304) is dropped.
+			if !wroteCL && h.contentLength >= 0 {
 				wroteCL = true
 				b = append(b, h.Name(i)...)
 				b = append(b, ": "...)

@@ -309,7 +309,7 @@ const (
 
 func (l Limits) maxHead() int {
 	if l.MaxHeadBytes > 0 {
-		return l.MaxHeadBytes
+		return min(l.MaxHeadBytes, 1<<31-1) // offsets are int32
 	}
 	return DefaultMaxHeadBytes
 }
