@@ -83,7 +83,10 @@ func (h *Header) Done() bool { return h.state == StateDone }
 // inclusive, once Done.
 func (h *Header) HeadLen() int { return h.headLen }
 
-// Raw returns the head bytes as parsed (obs-folds already replaced).
+// Raw returns the head bytes as received, obs-folds replaced. It is for
+// logging and diagnostics: never forward it, since it keeps what the
+// serializer normalizes away (bare LF, empty lines before a request line,
+// repeated Content-Length, hop-by-hop fields).
 func (h *Header) Raw() []byte { return h.buf[:h.headLen] }
 
 // Version is the message's HTTP version.
@@ -387,10 +390,13 @@ func (h *Header) fieldLine(s, e int) error {
 	} else {
 		h.fields = append(h.fields, field{})
 	}
+	// Zero the element first: a reused one holds the flags of an earlier
+	// message (named, folded), which must not survive.
 	f := &h.fields[n]
+	*f = field{}
 	f.nameOff, f.nameEnd = int32(s), int32(nameEnd)
 	f.valOff, f.valEnd = int32(vs), int32(ve)
-	f.id, f.named = id, false
+	f.id = id
 	return nil
 }
 
