@@ -13,9 +13,10 @@ test:
 run:
 	go run ./cmd/serverside
 
-# Parser benchmarks (client and proxy benchmarks will join here).
+# Parser and client benchmarks (the client ones start a real nginx).
 bench:
-	go test -run '^$$' -bench . -benchmem ./parser/
+	GOMAXPROCS=2 go test -run '^$$' -bench . -benchmem ./parser/ ./poolset/
+	GOMAXPROCS=2 go test -run '^$$' -bench BenchmarkClient -benchtime 20000x -count 3 ./bench/
 
 # Every Fuzz target, one at a time, for FUZZTIME each (make fuzz FUZZTIME=2m).
 fuzz:
