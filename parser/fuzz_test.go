@@ -820,3 +820,25 @@ func TestFieldValueBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestResetForgetsFolds parses a response whose first field is folded,
+// then reuses the Response for one whose first field holds a tab and whose
+// second is folded: the first message's flags must not make the second
+// one's unfolding touch its first field.
+func TestResetForgetsFolds(t *testing.T) {
+	var r parser.Response
+	if _, err := r.Parse([]byte("HTTP/1.1 200 OK\r\nA: x\r\n\ty\r\nB: z\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	in := []byte("HTTP/1.1 200 OK\r\nC: p\tq\r\nD: r\r\n s\r\n\r\n")
+	orig := fzCopy(in)
+	r.Reset()
+	for k := 0; k < 2; k++ { // the second call returns the parsed head again
+		if _, err := r.Parse(in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(in[:22]) != string(orig[:22]) || string(r.Value(0)) != "p\tq" || string(r.Value(1)) != "r   s" {
+		t.Fatalf("buffer %q, values %q %q", in, r.Value(0), r.Value(1))
+	}
+}

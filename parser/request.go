@@ -167,9 +167,10 @@ func (h *Header) classifyTarget(s, e int) error {
 func isAlpha(c byte) bool { return (c|0x20) >= 'a' && (c|0x20) <= 'z' }
 
 // validAuthority checks host [":" port] (RFC 3986 §3.2): a non-empty host
-// of host characters (no userinfo), an IP literal in brackets, and a
-// decimal port, which needPort requires. A '%' must start a pct-encoded
-// octet, and brackets appear only around an IP literal.
+// of host characters (no userinfo) or an IP literal in brackets whose
+// address is checked too, and a decimal port, which needPort requires. A
+// '%' must start a pct-encoded octet, and brackets appear only around an
+// IP literal.
 func validAuthority(a []byte, needPort bool) bool {
 	if len(a) == 0 {
 		return false
@@ -202,19 +203,21 @@ func validAuthority(a []byte, needPort bool) bool {
 	if len(host) == 0 || (needPort && (!hasPort || len(port) == 0)) {
 		return false
 	}
-	inner := host
 	if host[0] == '[' {
-		inner = host[1 : len(host)-1]
-	}
-	for i := 0; i < len(inner); i++ {
-		switch c := inner[i]; {
-		case c == '%':
-			if i+2 >= len(inner) || hexTable[inner[i+1]] < 0 || hexTable[inner[i+2]] < 0 {
+		if !validIPLiteral(host[1 : len(host)-1]) {
+			return false
+		}
+	} else {
+		for i := 0; i < len(host); i++ {
+			switch c := host[i]; {
+			case c == '%':
+				if i+2 >= len(host) || hexTable[host[i+1]] < 0 || hexTable[host[i+2]] < 0 {
+					return false
+				}
+				i += 2
+			case !hostTable[c], c == ':':
 				return false
 			}
-			i += 2
-		case !hostTable[c], c == ':' && host[0] != '[':
-			return false
 		}
 	}
 	for _, c := range port {
@@ -223,6 +226,118 @@ func validAuthority(a []byte, needPort bool) bool {
 		}
 	}
 	return len(port) <= 5
+}
+
+// validIPLiteral checks what lies between the brackets of an IP-literal
+// (RFC 3986 §3.2.2): an IPv6 address, optionally with a zone ("%25" then
+// unreserved or pct-encoded octets, RFC 6874), or IPvFuture.
+func validIPLiteral(b []byte) bool {
+	if len(b) > 0 && (b[0] == 'v' || b[0] == 'V') {
+		// IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+		i := 1
+		for i < len(b) && hexTable[b[i]] >= 0 {
+			i++
+		}
+		if i == 1 || i+1 >= len(b) || b[i] != '.' {
+			return false
+		}
+		for _, c := range b[i+1:] {
+			if !hostTable[c] || c == '%' {
+				return false
+			}
+		}
+		return true
+	}
+	for z := 0; z < len(b); z++ {
+		if b[z] != '%' {
+			continue
+		}
+		zone := b[z:]
+		if len(zone) < 4 || zone[1] != '2' || zone[2] != '5' {
+			return false
+		}
+		for i := 3; i < len(zone); i++ {
+			switch c := zone[i]; {
+			case c == '%':
+				if i+2 >= len(zone) || hexTable[zone[i+1]] < 0 || hexTable[zone[i+2]] < 0 {
+					return false
+				}
+				i += 2
+			case !isAlpha(c) && !isDigit(c) && c != '-' && c != '.' && c != '_' && c != '~':
+				return false
+			}
+		}
+		b = b[:z]
+		break
+	}
+	return validIPv6(b)
+}
+
+// validIPv6 checks an IPv6address (RFC 3986 §3.2.2): eight groups of one
+// to four hex digits, "::" once standing for one or more zero groups, and
+// the last two groups optionally written as a dotted IPv4 address.
+func validIPv6(b []byte) bool {
+	groups, gap, i := 0, false, 0
+	if len(b) >= 2 && b[0] == ':' && b[1] == ':' {
+		gap, i = true, 2
+	}
+	for i < len(b) {
+		j := i
+		for j < len(b) && j-i < 4 && hexTable[b[j]] >= 0 {
+			j++
+		}
+		if j < len(b) && b[j] == '.' {
+			// An IPv4 address ends the address and counts as two groups.
+			return validIPv4(b[i:]) && (gap && groups <= 5 || !gap && groups == 6)
+		}
+		if j == i {
+			return false
+		}
+		groups++
+		if j == len(b) {
+			break
+		}
+		if b[j] != ':' {
+			return false
+		}
+		i = j + 1
+		if i < len(b) && b[i] == ':' {
+			if gap {
+				return false
+			}
+			gap = true
+			i++
+		} else if i == len(b) {
+			return false // a single trailing colon
+		}
+	}
+	if gap {
+		return groups <= 7
+	}
+	return groups == 8
+}
+
+// validIPv4 checks a dotted IPv4address: four dec-octets, 0 to 255,
+// without leading zeros (RFC 3986 §3.2.2).
+func validIPv4(b []byte) bool {
+	for k := 0; k < 4; k++ {
+		if k > 0 {
+			if len(b) == 0 || b[0] != '.' {
+				return false
+			}
+			b = b[1:]
+		}
+		n, d := 0, 0
+		for d < len(b) && d < 3 && isDigit(b[d]) {
+			n = n*10 + int(b[d]-'0')
+			d++
+		}
+		if d == 0 || n > 255 || d > 1 && b[0] == '0' {
+			return false
+		}
+		b = b[d:]
+	}
+	return len(b) == 0
 }
 
 // finishRequest applies the request rules that need the whole head.
