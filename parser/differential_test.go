@@ -82,6 +82,39 @@ func dfHostChar(c byte) bool {
 		strings.IndexByte("-._~!$&'()*+,;=:[]%", c) >= 0
 }
 
+// dfStrictIPLiteral reports whether a bracketed host (port allowed) is an
+// IPv6 address, optionally with an RFC 6874 zone: "%25" then unreserved
+// or pct-encoded octets.
+func dfStrictIPLiteral(a []byte) bool {
+	end := bytes.IndexByte(a, ']')
+	if end < 0 {
+		return false
+	}
+	inner := string(a[1:end])
+	addr, zone, hasZone := strings.Cut(inner, "%25")
+	if hasZone {
+		if zone == "" {
+			return false
+		}
+		for i := 0; i < len(zone); i++ {
+			c := zone[i]
+			switch {
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-._~", c) >= 0:
+			case c == '%' && i+2 < len(zone) && dfIsHex(zone[i+1]) && dfIsHex(zone[i+2]):
+				i += 2
+			default:
+				return false
+			}
+		}
+	}
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && ip.Is6() && ip.Zone() == ""
+}
+
+func dfIsHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 // dfOddHost reports an authority with a character no RFC 3986 host or
 // port may hold, or brackets other than around an IP literal.
 func dfOddHost(a []byte) bool {
@@ -230,6 +263,22 @@ var dfRequestKnown = []dfKnown{
 		_, target, _ := dfRequestLine(c.input)
 		a, ok := dfAuthority(target)
 		return c.is(parser.ErrBadTarget) && c.goOK() && ok && dfOddHost(a)
+	}},
+	// RFC 3986 §3.2.2 and RFC 6874: an IP literal holds an IPv6 address,
+	// optionally with a zone of unreserved or pct-encoded octets after
+	// "%25". net/http's URL parser accepts other zone characters ("!",
+	// "<") and loose addresses; we follow the grammar. Nothing dialable is
+	// lost: the engine never resolves such a host.
+	{"IP literal outside RFC 3986 / RFC 6874 (zone or address)", func(c *dfCase) bool {
+		if !(c.is(parser.ErrBadTarget) || c.is(parser.ErrBadHost)) || !c.goOK() {
+			return false
+		}
+		_, target, _ := dfRequestLine(c.input)
+		a, ok := dfAuthority(target)
+		if !ok || len(a) == 0 || a[0] != '[' {
+			a = []byte(c.goReq.Host)
+		}
+		return len(a) > 0 && a[0] == '[' && !dfStrictIPLiteral(a)
 	}},
 	// RFC 9112 §3.2: no form of request-target carries a fragment
 	// (origin-form is absolute-path ["?" query]; absolute-URI excludes
