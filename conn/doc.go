@@ -1,7 +1,51 @@
 // Package conn implements one upstream connection.
 //
-// Plain TCP connections use netpoll; TLS connections and CONNECT tunnels use
-// Go net and crypto/tls behind the same interface. Each connection follows an
-// explicit state machine (connecting, idle, busy, pinned, closing), and this
-// package makes the keep-alive decision after each reply: close, pool or pin.
+// A [Conn] is one plain-TCP connection to an upstream, dialed with netpoll
+// ([Dial]; TLS connections will come later behind the same type). It has an
+// explicit state machine ([State]: connecting, idle, busy, pinned, closing,
+// closed) whose every change goes through one validating transition
+// function, and it makes the keep-alive decision after each exchange
+// ([Conn.Reusable]).
+//
+// # Exchanges: the caller's goroutine blocks
+//
+// [Conn.RoundTrip] runs one request/response exchange on the calling
+// goroutine ("mapping C" of the netpoll notes): it writes the head with one
+// netpoll Write from a bytebufferpool buffer (never Malloc/WriteBinary, which
+// panic after a close in netpoll v0.7.2), streams the body, then blocks in
+// netpoll's Reader (Peek waits for bytes, bounded by SetReadTimeout) while the
+// parser consumes the head incrementally. No OnRequest handler is installed,
+// so netpoll never runs our code on its goroutines, and only the goroutine
+// running RoundTrip reads the connection. Callers (the shards) run RoundTrip
+// on an ants worker, never on a shard goroutine.
+//
+// # Memory bound: detaching from netpoll
+//
+// netpoll reads without backpressure: its poller drains the socket into
+// memory whatever the consumer does. While a body streams to a slow sink,
+// RoundTrip watches the bytes netpoll has buffered; above the high-water mark
+// ([Config.BodyHighWater], 1 MiB by default) it slices out what is buffered,
+// detaches the connection from the poller (netpoll's Detach, which
+// deregisters the fd without closing it), recovers any bytes the poller read
+// between the slice and the detach, and continues on blocking Go net I/O over
+// the same fd (os.NewFile + net.FileConn). Blocking reads give TCP
+// backpressure back: the kernel window closes when the sink is slow. A
+// detached connection is closed after its response; Outcome.Detached reports
+// it.
+//
+// Why no byte is lost (netpoll v0.7.2): without an OnRequest handler,
+// Detach runs the close callbacks synchronously on the caller. One of them
+// frees the fd operator, which spins until the poller is not inside a read of
+// this fd and then marks the operator unused, so a read event still queued
+// in the poller's current batch is skipped. When Detach returns no poller
+// goroutine touches the input buffer again. closeBuffer leaves a non-empty
+// input buffer alone (no OnRequest), so the bytes read in the window are
+// still there to be taken out, in order, before the first Go net read.
+//
+// # Errors
+//
+// Every failure is an [*Error] naming the [Phase] it happened in, the
+// upstream, whether the connection had been used before, and whether request
+// bytes were written and response bytes received: what a retry policy needs.
+// A parser rejection is PhaseProtocol wrapping the parser's rule.
 package conn

@@ -1,8 +1,41 @@
 // Package engine is the public library surface that HTTP proxies embed to
 // talk to origin servers and parent proxies.
 //
-// An Engine is built from a Config and runs a set of event-loop shards. Do
-// sends one request upstream and streams the reply into a caller-supplied
-// sink, with backpressure; a RoundTripper adapter lets net/http clients use
-// the engine unchanged; Stats reports connections, pool and request counters.
+// An [Engine] is built from a [Config] and runs a set of event-loop shards
+// (package shard) over one shared persistent-connection pool (package
+// poolset). Each upstream connection is a netpoll connection (package
+// conn).
+//
+//   - [Engine.Send] sends one request and streams the response into a
+//     caller-supplied [Sink], asynchronously, with backpressure: a sink that
+//     blocks holds the exchange, and a large body then moves the connection
+//     to blocking I/O so that the kernel, not our memory, absorbs it.
+//   - [Engine.Do] is the blocking form: it returns a [Response] whose Body
+//     streams through a bounded hand-off pipe.
+//   - [Engine.Transport] adapts the engine to net/http as an
+//     http.RoundTripper, for httputil.ReverseProxy or an http.Client.
+//   - [Engine.Stats] reports, per upstream, the pool's gauges and counters
+//     and the engine's request counters.
+//
+// Requests name their upstream by a resolved address ([Upstream]); the
+// engine does no DNS. The engine needs GOMAXPROCS ≥ 2: netpoll's poller
+// stalls at 1, and New logs a warning.
+//
+// # Where a request runs
+//
+// Send posts the request to a shard's inbox (hop 1). The shard finds a
+// connection (pinned session, idle pool connection, dial on the dial
+// worker pool, or a pool wait) and hands the exchange to an exchange
+// worker (hop 2), which writes the request and blocks in netpoll's reader
+// while the sink consumes the response. The worker posts the result back
+// to the shard (hop 3), which returns, pins or closes the connection,
+// decides on a stale-connection retry, and calls Sink.OnDone. Do adds one
+// more hand-off per body piece: from the worker to the goroutine reading
+// Response.Body.
+//
+// # Shutdown
+//
+// Drain stops accepting requests and waits for those in flight; Close
+// also aborts them (their contexts end, which closes their connections).
+// Both then close the shards, the worker pools and the pool.
 package engine

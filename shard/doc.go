@@ -1,8 +1,53 @@
 // Package shard implements the engine's event-loop shards.
 //
-// Each shard owns its in-flight requests, its busy upstream connections, its
-// timers and its pinned (NTLM/Negotiate) sessions, and mutates them only from
-// its own goroutine, so that state needs no locks. Work arrives through an
-// MPSC inbox: requests from callers, and results (dials, parsed reply events,
-// errors) posted back by connection handlers and worker pools.
+// A [Set] runs N shards (default GOMAXPROCS). Each [Shard] is one goroutine
+// with an MPSC inbox: any goroutine posts events (new requests, dial
+// results, pool grants, finished exchanges, cancellations) under a mutex
+// into a slice, and a 1-buffered wake channel tells the shard; the shard
+// swaps the slice out and handles the batch without holding the lock. The
+// shard owns, and alone touches: its requests waiting for a connection, its
+// pinned sessions (pin key → connection) and what its timers decide. The
+// timers themselves fire elsewhere and only post into the inbox: a waiting
+// request's pending deadline is the pool waiter's timer, and the end of a
+// request's context is a context.AfterFunc. Nothing on a shard goroutine
+// blocks: dials and exchanges run on ants workers, and the pool's lock is
+// held only for short list operations.
+//
+// Requests of a pinned session always go to the shard that owns the
+// session (pin key modulo N); other requests are spread round-robin.
+//
+// # The path of a request
+//
+// The shard's queue runner takes a request and, in order:
+//
+//  1. Pinned session? If the request names a pin key with a session, it
+//     runs on that session's connection. A session whose connection is
+//     closed, or that belongs to another upstream, fails the request with
+//     ErrPinnedGone: it is never silently re-sent on another connection.
+//  2. An idle connection from the shared pool (poolset.Pool.Get: LIFO,
+//     checked with Alive).
+//  3. A dial permit (TryReserve): the dial runs on the "dial" ants pool,
+//     submitted without blocking (an overloaded pool fails the request with
+//     ErrOverloaded), and its result is posted back to the inbox.
+//  4. Otherwise the request waits (poolset.Pool.Wait) with the pending
+//     deadline; the grant is posted back to the inbox.
+//
+// With a connection in hand, the exchange runs on an "exchange" ants
+// worker (conn.Conn.RoundTrip blocks on I/O and on the caller's sink), and
+// its completion is posted back. The shard then decides: pool.Put with the
+// connection's keep-alive information, pin it, or close it (pool.Closed).
+//
+// # Stale-connection retry
+//
+// An upstream may close a kept-alive connection just as we reuse it. A
+// request that failed on a reused connection before any response byte
+// arrived is sent again on a fresh connection when that is safe: an
+// idempotent method without body, or a body the caller can replay
+// (GetBody); a non-idempotent request is never replayed once request bytes
+// were written. Retries are bounded by Config.MaxRetries, and each upstream
+// counts the races hit and retried. A retry skips the idle list (an idle
+// connection is as old as the one that failed); a connection the pool
+// hands to a waiting retry is used, since it has just completed an
+// exchange. Timeouts, sink failures and request-body failures are never
+// taken for the race.
 package shard

@@ -1,0 +1,238 @@
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// maxPiece bounds one piece handed to the sink.
+const maxPiece = 64 << 10
+
+// source yields response body bytes: peek returns at least one unread byte
+// (blocking for it), valid until consume.
+type source interface {
+	peek() ([]byte, error)
+	consume(n int)
+}
+
+// readBody streams the body framed as resp says into sink.
+func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
+	fr := resp.Framing()
+	switch fr {
+	case parser.FramingNone:
+		return nil
+	case parser.FramingTunnel:
+		// Upgrades and tunnels are not relayed here; the connection is
+		// spent.
+		c.noReuse = true
+		return nil
+	}
+	left := resp.ContentLength()
+	dec := &c.chunked
+	dec.Reset()
+	_ = c.nc.SetReadTimeout(cfg.ReadTimeout)
+	var src source = &npSource{c: c}
+	for {
+		if fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done() {
+			return nil
+		}
+		if !c.detached.Load() && c.overHighWater(fr, left, cfg.BodyHighWater) {
+			gs, err := c.detach(cfg.ReadTimeout)
+			if err != nil {
+				return c.fail(PhaseBody, fmt.Errorf("detach: %w", err))
+			}
+			src = gs
+		}
+		b, err := src.peek()
+		if err != nil {
+			if fr == parser.FramingUntilClose && errors.Is(err, ErrUnexpectedEOF) {
+				return nil // the close ends the body
+			}
+			if e := AsError(err); e != nil {
+				return e
+			}
+			return c.fail(PhaseBody, err)
+		}
+		var data []byte
+		var n int
+		switch fr {
+		case parser.FramingLength:
+			n = int(min(int64(len(b)), left))
+			data = b[:n]
+			left -= int64(n)
+		case parser.FramingChunked:
+			var derr error
+			data, n, derr = dec.Next(b)
+			if derr != nil {
+				return c.fail(PhaseProtocol, fmt.Errorf("chunked body: %w", derr))
+			}
+		default:
+			data, n = b, len(b)
+		}
+		if len(data) > 0 {
+			c.last.BodyBytes += int64(len(data))
+			if err := sink.OnBody(data); err != nil {
+				src.consume(n)
+				return c.fail(PhaseBody, fmt.Errorf("%w: %w", ErrSink, err))
+			}
+		}
+		src.consume(n)
+	}
+}
+
+// overHighWater reports that netpoll holds more than hw body bytes and
+// more are still to come than it holds: time to leave it for blocking
+// reads. A body already wholly buffered gains nothing from a detach.
+func (c *Conn) overHighWater(fr parser.Framing, left int64, hw int) bool {
+	buf := c.nc.Reader().Len()
+	return buf > hw && (fr != parser.FramingLength || left > int64(buf))
+}
+
+// npSource reads from netpoll's buffer.
+type npSource struct{ c *Conn }
+
+func (s *npSource) peek() ([]byte, error) {
+	r := s.c.nc.Reader()
+	n := r.Len()
+	if n == 0 {
+		if _, err := r.Peek(1); err != nil {
+			return nil, s.c.readErr(PhaseBody, err, ErrReadTimeout)
+		}
+		n = r.Len()
+	}
+	s.c.last.Responded = true
+	b, err := r.Peek(min(n, maxPiece))
+	if err != nil {
+		return nil, s.c.readErr(PhaseBody, err, ErrReadTimeout)
+	}
+	return b, nil
+}
+
+func (s *npSource) consume(n int) {
+	r := s.c.nc.Reader()
+	_ = r.Skip(n)
+	_ = r.Release()
+}
+
+// goSource reads after a detach: first the bytes sliced out of netpoll's
+// buffer, then those recovered after the detach, then the socket through
+// blocking Go net reads.
+type goSource struct {
+	sl      netpoll.Reader // sliced before the detach; nil once drained
+	rest    []byte         // recovered after the detach
+	gc      net.Conn
+	timeout time.Duration
+	buf     []byte
+	r, w    int
+	from    int // where the last peek came from: 0 sl, 1 rest, 2 buf
+}
+
+func (s *goSource) peek() ([]byte, error) {
+	if s.sl != nil {
+		if n := s.sl.Len(); n > 0 {
+			s.from = 0
+			return s.sl.Peek(min(n, maxPiece))
+		}
+		_ = s.sl.Release()
+		s.sl = nil
+	}
+	if len(s.rest) > 0 {
+		s.from = 1
+		return s.rest[:min(len(s.rest), maxPiece)], nil
+	}
+	s.from = 2
+	if s.r < s.w {
+		return s.buf[s.r:s.w], nil
+	}
+	_ = s.gc.SetReadDeadline(time.Now().Add(s.timeout))
+	n, err := s.gc.Read(s.buf)
+	s.r, s.w = 0, n
+	if n > 0 {
+		return s.buf[:n], nil
+	}
+	var ne net.Error
+	switch {
+	case err == io.EOF:
+		return nil, fmt.Errorf("%w: %w", ErrUnexpectedEOF, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil, fmt.Errorf("%w: %w", ErrReadTimeout, err)
+	case err == nil:
+		return nil, io.ErrNoProgress
+	}
+	return nil, err
+}
+
+func (s *goSource) consume(n int) {
+	switch s.from {
+	case 0:
+		_ = s.sl.Skip(n)
+	case 1:
+		s.rest = s.rest[n:]
+	default:
+		s.r += n
+	}
+}
+
+// testHookBeforeDetach runs between the slice and the detach; tests use it
+// to widen the window in which the poller reads more bytes.
+var testHookBeforeDetach func()
+
+// detach moves the connection from netpoll to blocking Go net I/O (see the
+// package documentation for why no byte is lost). The connection is spent
+// afterwards: it is closed after the response.
+func (c *Conn) detach(timeout time.Duration) (*goSource, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	d, ok := c.nc.(detacher)
+	if !ok {
+		return nil, ErrNotNetpoll
+	}
+	s := &goSource{timeout: timeout, buf: make([]byte, maxPiece)}
+	r := c.nc.Reader()
+	if n := r.Len(); n > 0 {
+		sl, err := r.Slice(n)
+		if err != nil {
+			return nil, fmt.Errorf("slice buffered body: %w", err)
+		}
+		s.sl = sl
+	}
+	if testHookBeforeDetach != nil {
+		testHookBeforeDetach()
+	}
+	fd := d.Fd()
+	if err := d.Detach(); err != nil {
+		return nil, fmt.Errorf("netpoll detach: %w", err)
+	}
+	c.detached.Store(true)
+	// The poller is done with the fd: what it read since the slice is
+	// still in the input buffer. Take it out; never Release through the
+	// connection again (its fd operator is freed).
+	if n := r.Len(); n > 0 {
+		b, err := r.Next(n)
+		if err != nil {
+			return nil, fmt.Errorf("recover buffered body: %w", err)
+		}
+		s.rest = append([]byte(nil), b...)
+		c.last.Recovered += int64(n)
+	}
+	f := os.NewFile(uintptr(fd), "upstream "+c.addr)
+	gc, err := net.FileConn(f) // dups the fd
+	_ = f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("adopt fd: %w", err)
+	}
+	c.gc = gc
+	s.gc = gc
+	c.last.Detached = true
+	return s, nil
+}

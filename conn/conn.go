@@ -1,0 +1,138 @@
+package conn
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// Conn is one upstream HTTP/1.1 connection. One goroutine at a time runs
+// an exchange on it (RoundTrip); State, Alive and Close are safe from any
+// goroutine.
+type Conn struct {
+	addr  string
+	born  time.Time
+	nc    netpoll.Connection
+	state atomic.Uint32
+
+	mu       sync.Mutex // guards gc, closed, for Close racing a detach
+	gc       net.Conn   // the Go net connection after a detach
+	closed   bool
+	detached atomic.Bool
+
+	// Owned by the goroutine running RoundTrip, read by the owner after.
+	requests int             // exchanges started on this connection
+	resp     parser.Response // reused per exchange
+	chunked  parser.ChunkedDecoder
+	ownEdits parser.Edits // framing edits when the exchange brings none
+	last     Outcome
+	noReuse  bool // this exchange left the connection unusable
+}
+
+// detacher is what netpoll's concrete connection offers beyond the
+// Connection interface.
+type detacher interface {
+	Detach() error
+	Fd() int
+}
+
+// Dial connects to addr (an ip:port the caller resolved; netpoll would
+// otherwise resolve it with the default resolver) within timeout. It blocks:
+// callers off the hot path run it on a worker pool. The returned connection
+// is Busy, held by the caller. A failure is an *Error with PhaseDial.
+func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); timeout <= 0 || left < timeout {
+			timeout = left
+		}
+	}
+	c := &Conn{addr: addr}
+	c.state.Store(uint32(Connecting))
+	nc, err := netpoll.DialConnection("tcp", addr, timeout)
+	if err != nil {
+		_ = c.transition(Closing)
+		_ = c.transition(Closed)
+		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: fmt.Errorf("dial %s: %w", addr, err)}
+	}
+	if err := ctx.Err(); err != nil {
+		_ = nc.Close()
+		_ = c.transition(Closing)
+		_ = c.transition(Closed)
+		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
+	}
+	c.nc = nc
+	c.born = time.Now()
+	if err := c.transition(Busy); err != nil {
+		_ = nc.Close()
+		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
+	}
+	return c, nil
+}
+
+// Addr is the upstream address.
+func (c *Conn) Addr() string { return c.addr }
+
+// Born is when the connection was established.
+func (c *Conn) Born() time.Time { return c.born }
+
+// Requests is how many exchanges the connection has started.
+func (c *Conn) Requests() int { return c.requests }
+
+// Detached reports that the connection left netpoll for Go net I/O.
+func (c *Conn) Detached() bool { return c.detached.Load() }
+
+// Alive reports, without blocking, that the peer has not closed the
+// connection and no unread byte is buffered on it: bytes on an idle
+// HTTP/1.1 connection mean it is broken or closing. It implements
+// poolset.Conn and is called under the pool's lock.
+func (c *Conn) Alive() bool {
+	if c.detached.Load() {
+		return false
+	}
+	s := c.State()
+	if s == Closing || s == Closed {
+		return false
+	}
+	return c.nc.IsActive() && c.nc.Reader().Len() == 0
+}
+
+// Close closes the connection. It is idempotent and safe from any
+// goroutine; an exchange blocked on the connection fails with ErrClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	gc := c.gc
+	c.mu.Unlock()
+	if err := c.transition(Closing); err != nil {
+		// Only Closing or Closed can refuse it, and closed guards those.
+		return err
+	}
+	var err error
+	if gc != nil {
+		err = gc.Close()
+	} else if c.nc != nil && !c.detached.Load() {
+		err = c.nc.Close()
+	}
+	_ = c.transition(Closed)
+	return err
+}
+
+// isClosed reports whether Close has been called.
+func (c *Conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}

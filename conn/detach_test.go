@@ -1,0 +1,122 @@
+package conn
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// bigOrigin answers every request with size bytes of a position-dependent
+// pattern, as fast as the socket takes them, and reports the checksum.
+func bigOrigin(t *testing.T, size int64, sums chan<- uint32) *origin {
+	return newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		block := make([]byte, 1<<20)
+		for i := range block {
+			block[i] = byte(i*7 + i>>9)
+		}
+		var sum uint32
+		for off := int64(0); off < size; off += int64(len(block)) {
+			binary.BigEndian.PutUint64(block, uint64(off))
+			b := block[:min(int64(len(block)), size-off)]
+			sum = crc32.Update(sum, crc32.IEEETable, b)
+			if _, err := c.Write(b); err != nil {
+				sums <- 0
+				return
+			}
+		}
+		sums <- sum
+	})
+}
+
+func TestDetachBoundsMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("256 MiB transfer")
+	}
+	checkLeaks(t)
+	const size = 256 << 20
+	sums := make(chan uint32, 1)
+	o := bigOrigin(t, size, sums)
+	c := dial(t, o.addr())
+
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+		}
+	}()
+
+	s := &sink{delay: 100 * time.Microsecond}
+	out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := <-sums
+	growth := int64(peak.Load()) - int64(base)
+	t.Logf("heap in-use growth %.1f MiB, detached %v, recovered %d bytes", float64(growth)/(1<<20), out.Detached, out.Recovered)
+	if s.n != size || s.sum != want {
+		t.Fatalf("got %d bytes sum %x, want %d sum %x", s.n, s.sum, size, want)
+	}
+	if !out.Detached || c.Reusable() {
+		t.Fatalf("detached %v reusable %v", out.Detached, c.Reusable())
+	}
+	if growth > 64<<20 {
+		t.Fatalf("heap in-use grew by %d MiB", growth>>20)
+	}
+}
+
+// TestDetachRecoversWindow holds the detach back after the slice, so that
+// the poller reads more into netpoll's buffer in between; those bytes must
+// arrive, in order.
+func TestDetachRecoversWindow(t *testing.T) {
+	checkLeaks(t)
+	const size = 48 << 20
+	sums := make(chan uint32, 1)
+	o := bigOrigin(t, size, sums)
+	c := dial(t, o.addr())
+	testHookBeforeDetach = func() { time.Sleep(30 * time.Millisecond) }
+	defer func() { testHookBeforeDetach = nil }()
+	s := &sink{delay: 2 * time.Millisecond}
+	ex := &Exchange{Head: request(t, getReq), Config: Config{BodyHighWater: 256 << 10}}
+	out, err := c.RoundTrip(context.Background(), ex, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := <-sums; s.n != size || s.sum != want {
+		t.Fatalf("got %d bytes sum %x, want %d sum %x", s.n, s.sum, size, want)
+	}
+	if !out.Detached || out.Recovered == 0 {
+		t.Fatalf("detached %v recovered %d", out.Detached, out.Recovered)
+	}
+	t.Logf("recovered %d bytes read by the poller between slice and detach", out.Recovered)
+}

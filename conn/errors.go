@@ -1,0 +1,103 @@
+package conn
+
+import (
+	"errors"
+	"strings"
+)
+
+// Phase is the part of an exchange an error happened in.
+type Phase uint8
+
+// Phases.
+const (
+	PhaseDial      Phase = iota // connecting to the upstream
+	PhaseWrite                  // writing the request head or body
+	PhaseAwaitHead              // waiting for or reading the response head
+	PhaseBody                   // reading the response body or handing it to the sink
+	PhaseProtocol               // the upstream broke HTTP/1.1 (a parser rule)
+	PhasePoolWait               // waiting for a connection from the pool
+	numPhases
+)
+
+// NumPhases is the number of phases, for per-phase counters.
+const NumPhases = int(numPhases)
+
+var phaseNames = [numPhases]string{"dial", "write", "await-head", "body", "protocol", "pool-wait"}
+
+// String names the phase.
+func (p Phase) String() string {
+	if p < numPhases {
+		return phaseNames[p]
+	}
+	return "invalid phase"
+}
+
+// Error is a failed dial or exchange.
+type Error struct {
+	// Phase is where the exchange failed.
+	Phase Phase
+	// Addr is the upstream address.
+	Addr string
+	// Reused reports that the connection had served an exchange before
+	// this one: a failure before any response byte may then be the stale
+	// keep-alive race rather than a broken upstream.
+	Reused bool
+	// Written reports that request bytes reached the socket.
+	Written bool
+	// Responded reports that at least one response byte arrived.
+	Responded bool
+	// Err is the cause: a sentinel of this package, a parser rule (inside
+	// a *parser.SyntaxError), a context error or a socket error.
+	Err error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("conn: ")
+	b.WriteString(e.Phase.String())
+	b.WriteString(" ")
+	b.WriteString(e.Addr)
+	if e.Reused {
+		b.WriteString(" (reused)")
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Sentinels, found with errors.Is inside an *Error.
+var (
+	// ErrClosed reports use of a connection that is closed or closing.
+	ErrClosed = errors.New("conn: connection closed")
+	// ErrHeaderTimeout reports that no complete response head arrived
+	// within the response-header timeout.
+	ErrHeaderTimeout = errors.New("conn: response header timeout")
+	// ErrReadTimeout reports a body read that waited longer than the read
+	// timeout for a byte.
+	ErrReadTimeout = errors.New("conn: read timeout")
+	// ErrUnexpectedEOF reports a close before the response was complete.
+	ErrUnexpectedEOF = errors.New("conn: connection closed before the response was complete")
+	// ErrSink reports that the sink refused the response (its error is
+	// wrapped too); the upstream is not at fault.
+	ErrSink = errors.New("conn: sink aborted")
+	// ErrBodyLength reports a request body that did not match its
+	// ContentLength.
+	ErrBodyLength = errors.New("conn: request body length differs from ContentLength")
+	// ErrNotNetpoll reports a connection whose type lacks Detach or Fd.
+	ErrNotNetpoll = errors.New("conn: connection cannot be detached")
+)
+
+// AsError returns the *Error in err's chain, or nil.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}

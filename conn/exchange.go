@@ -1,0 +1,151 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultBodyHighWater         = 1 << 20
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultExpectContinueTimeout = time.Second
+	DefaultWriteTimeout          = 60 * time.Second
+	DefaultReadTimeout           = 60 * time.Second
+)
+
+// Config tunes exchanges. The zero value of every field selects its
+// default.
+type Config struct {
+	// BodyHighWater is how many bytes netpoll may hold buffered while a
+	// response body streams before the connection is detached to blocking
+	// Go net I/O. Default 1 MiB.
+	BodyHighWater int
+	// ResponseHeaderTimeout bounds the wait for the final response head
+	// after the request was written. Default 60s.
+	ResponseHeaderTimeout time.Duration
+	// WriteTimeout bounds each write of the request. Default 60s.
+	WriteTimeout time.Duration
+	// ReadTimeout bounds each wait for response body bytes. Default 60s.
+	ReadTimeout time.Duration
+}
+
+func (c Config) normalized() Config {
+	if c.BodyHighWater <= 0 {
+		c.BodyHighWater = DefaultBodyHighWater
+	}
+	if c.ResponseHeaderTimeout <= 0 {
+		c.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	return c
+}
+
+// Exchange is one request to send.
+type Exchange struct {
+	// Head is the parsed client request head; Edits (may be nil) says how
+	// the forwarded head differs. The body framing fields are set by
+	// RoundTrip from Body and ContentLength.
+	Head  *parser.Request
+	Edits *parser.Edits
+	// Body is the request body, nil for none. ContentLength is its length,
+	// or -1 when unknown: the body is then sent chunked.
+	Body          io.Reader
+	ContentLength int64
+	// ExpectContinueTimeout is how long to wait for "100 Continue" before
+	// sending the body of a request with "Expect: 100-continue"; zero
+	// means DefaultExpectContinueTimeout.
+	ExpectContinueTimeout time.Duration
+	// Config tunes the exchange.
+	Config Config
+
+	framed bool // the framing edit was added to Edits
+}
+
+// Sink receives a response. Its methods run on the goroutine running
+// RoundTrip; a sink that blocks holds the exchange, which is the
+// backpressure.
+type Sink interface {
+	// OnHead receives the final response head. The views it returns are
+	// valid only during the call. An error aborts the exchange.
+	OnHead(resp *parser.Response) error
+	// OnBody receives the next piece of body, valid only during the call.
+	// An error aborts the exchange.
+	OnBody(p []byte) error
+}
+
+// Outcome describes a finished exchange, successful or not.
+type Outcome struct {
+	Status    int   // final status; 0 if none arrived
+	BodyBytes int64 // body bytes handed to the sink
+	Reused    bool  // the connection had served an exchange before
+	Written   bool  // request bytes reached the socket
+	Responded bool  // at least one response byte arrived
+	Detached  bool  // the body was finished on Go net I/O
+	Recovered int64 // bytes taken out of netpoll's buffer after the detach
+	// BodySkipped reports an "Expect: 100-continue" request answered with
+	// a final status before its body was sent.
+	BodySkipped bool
+	// KeepAliveHint is the response's "Keep-Alive: timeout=N", 0 if none.
+	KeepAliveHint time.Duration
+}
+
+// RoundTrip sends ex and streams the response into sink, blocking the
+// calling goroutine. It must be called on a Busy or Pinned connection, by one
+// goroutine at a time. When ctx ends, the connection is closed to unblock
+// the exchange. After RoundTrip, Reusable says whether the connection may
+// carry another request.
+func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outcome, err error) {
+	c.noReuse = true
+	c.last = Outcome{Reused: c.requests > 0}
+	c.requests++
+	if s := c.State(); s != Busy && s != Pinned {
+		return c.last, c.fail(PhaseWrite, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return c.last, c.fail(PhaseWrite, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	err = c.exchange(ex, sink)
+	if !stop() && err != nil {
+		// The context closed the connection: report why.
+		if e := AsError(err); e != nil && !errors.Is(err, ErrSink) {
+			e.Err = fmt.Errorf("%w: %w", ctx.Err(), e.Err)
+		}
+	}
+	if err != nil {
+		c.noReuse = true
+	}
+	return c.last, err
+}
+
+// fail builds the *Error for the current exchange.
+func (c *Conn) fail(p Phase, err error) *Error {
+	return &Error{Phase: p, Addr: c.addr, Reused: c.last.Reused, Written: c.last.Written,
+		Responded: c.last.Responded, Err: err}
+}
+
+// Reusable reports whether the last exchange left the connection fit for
+// another request, as Pingora's reuse(): it completed without error, the
+// response allows keep-alive, the request did not ask to close, the body
+// was fully read, nothing extra is buffered, the body was not skipped
+// after an early final status, and the connection was not detached.
+func (c *Conn) Reusable() bool {
+	if c.noReuse || c.detached.Load() || c.isClosed() {
+		return false
+	}
+	return c.nc.IsActive() && c.nc.Reader().Len() == 0
+}
+
+// LastOutcome returns the outcome of the last exchange.
+func (c *Conn) LastOutcome() Outcome { return c.last }

@@ -1,0 +1,169 @@
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// exchange runs the steps of RoundTrip: head, body (after 100 Continue when
+// asked), response head with interim responses, response body.
+func (c *Conn) exchange(ex *Exchange, sink Sink) error {
+	cfg := ex.Config.normalized()
+	_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
+	resp := &c.resp
+	resp.Reset()
+	m := ex.Head.MethodID()
+	resp.SetRequestMethod(m)
+
+	hasBody := ex.Body != nil && ex.ContentLength != 0 && m != parser.MethodConnect
+	expect := hasBody && ex.Head.ExpectContinue()
+	inline := hasBody && !expect && ex.ContentLength > 0 && ex.ContentLength <= inlineMax
+	if err := c.writeHead(ex, inline); err != nil {
+		return err
+	}
+	bodyDone := !hasBody || inline
+
+	var hl int
+	var err error
+	if expect {
+		wait := ex.ExpectContinueTimeout
+		if wait <= 0 {
+			wait = DefaultExpectContinueTimeout
+		}
+		hl, err = c.awaitContinue(time.Now().Add(wait))
+		switch {
+		case errors.Is(err, ErrHeaderTimeout): // no answer: send the body anyway
+		case err != nil:
+			return err
+		case hl > 0: // a final status before the body: skip the body
+			bodyDone = true
+			c.last.BodySkipped = true
+		}
+	}
+	if !bodyDone {
+		if err := c.writeBody(ex); err != nil {
+			return err
+		}
+	}
+	if hl == 0 {
+		if hl, err = c.readFinalHead(time.Now().Add(cfg.ResponseHeaderTimeout)); err != nil {
+			return err
+		}
+	}
+	c.last.Status = resp.Status()
+	if t, _ := resp.KeepAliveHint(); t > 0 {
+		c.last.KeepAliveHint = time.Duration(t) * time.Second
+	}
+	herr := sink.OnHead(resp)
+	r := c.nc.Reader()
+	_ = r.Skip(hl) // the head is buffered: Skip does not block
+	_ = r.Release()
+	if herr != nil {
+		return c.fail(PhaseAwaitHead, fmt.Errorf("%w: %w", ErrSink, herr))
+	}
+	if err := c.readBody(resp, sink, cfg); err != nil {
+		return err
+	}
+	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || c.requestClose(ex) || c.detached.Load()
+	return nil
+}
+
+// requestClose reports that the forwarded head said "Connection: close".
+func (c *Conn) requestClose(ex *Exchange) bool {
+	if !ex.Head.ConnectionClose() {
+		return false
+	}
+	e := ex.Edits
+	return e == nil || !e.StripHopByHop || e.Keep.Has(parser.HdrConnection)
+}
+
+// awaitContinue waits until deadline for the answer to "Expect:
+// 100-continue". It returns 0 after a 100 (send the body), or the head
+// length of a final response that came first (its head is parsed in
+// c.resp). Other interim responses are skipped.
+func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
+	for {
+		hl, err := c.readHead(deadline)
+		if err != nil {
+			return 0, err
+		}
+		if !c.resp.IsInterim() {
+			return hl, nil
+		}
+		cont := c.resp.Status() == 100
+		c.skipInterim(hl)
+		if cont {
+			return 0, nil
+		}
+	}
+}
+
+// readFinalHead reads heads until a final one, skipping interim responses.
+func (c *Conn) readFinalHead(deadline time.Time) (int, error) {
+	for {
+		hl, err := c.readHead(deadline)
+		if err != nil {
+			return 0, err
+		}
+		if !c.resp.IsInterim() {
+			return hl, nil
+		}
+		c.skipInterim(hl)
+	}
+}
+
+func (c *Conn) skipInterim(hl int) {
+	r := c.nc.Reader()
+	_ = r.Skip(hl)
+	_ = r.Release()
+	c.resp.ResetInterim()
+}
+
+// readHead parses one response head into c.resp and returns its length.
+// The head stays in netpoll's buffer (the views point into it) until the
+// caller skips it. It blocks in Peek for more bytes, at most until
+// deadline. A head that takes several reads is parsed incrementally: each
+// Peek returns the bytes so far, possibly a fresh copy when they span
+// buffer nodes, and the parser resumes on it (re-applying its obs-fold
+// rewrites to the new buffer).
+func (c *Conn) readHead(deadline time.Time) (int, error) {
+	r := c.nc.Reader()
+	n := r.Len()
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return 0, c.fail(PhaseAwaitHead, ErrHeaderTimeout)
+		}
+		_ = c.nc.SetReadTimeout(left)
+		buf, err := r.Peek(max(n, 1))
+		if err != nil {
+			return 0, c.readErr(PhaseAwaitHead, err, ErrHeaderTimeout)
+		}
+		c.last.Responded = true
+		hl, perr := c.resp.Parse(buf)
+		if perr == nil {
+			return hl, nil
+		}
+		if perr != parser.ErrNeedMore {
+			return 0, c.fail(PhaseProtocol, fmt.Errorf("response head: %w", perr))
+		}
+		n = max(r.Len(), len(buf)+1)
+	}
+}
+
+// readErr maps a netpoll read error.
+func (c *Conn) readErr(p Phase, err, timeout error) *Error {
+	switch {
+	case errors.Is(err, netpoll.ErrReadTimeout):
+		return c.fail(p, fmt.Errorf("%w: %w", timeout, err))
+	case c.isClosed():
+		return c.fail(p, fmt.Errorf("%w: %w", ErrClosed, err))
+	case errors.Is(err, netpoll.ErrEOF) || errors.Is(err, netpoll.ErrConnClosed):
+		return c.fail(p, fmt.Errorf("%w: %w", ErrUnexpectedEOF, err))
+	}
+	return c.fail(p, err)
+}

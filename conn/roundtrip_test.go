@@ -1,0 +1,319 @@
+package conn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+const getReq = "GET /x HTTP/1.1\r\nHost: o\r\n\r\n"
+
+func TestRoundTripKeepAlive(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			body := fmt.Sprintf("hello %d", i)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=7\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	c := dial(t, o.addr())
+	for i := 0; i < 3; i++ {
+		s := &sink{keep: true}
+		out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.status != 200 || string(s.body) != fmt.Sprintf("hello %d", i) {
+			t.Fatalf("got %d %q", s.status, s.body)
+		}
+		if out.Reused != (i > 0) || !out.Written || !out.Responded || out.KeepAliveHint != 7*time.Second {
+			t.Fatalf("outcome %+v", out)
+		}
+		if !c.Reusable() {
+			t.Fatalf("exchange %d: not reusable", i)
+		}
+	}
+	if c.Requests() != 3 {
+		t.Fatalf("requests %d", c.Requests())
+	}
+}
+
+func TestRoundTripChunkedAndInterim(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		time.Sleep(10 * time.Millisecond)
+		io.WriteString(c, "6\r\n world\r\n0\r\nX-T: 1\r\n\r\n")
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	s := &sink{keep: true}
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s); err != nil {
+		t.Fatal(err)
+	}
+	if s.status != 200 || string(s.body) != "hello world" || !c.Reusable() {
+		t.Fatalf("got %d %q reusable=%v", s.status, s.body, c.Reusable())
+	}
+}
+
+func TestRoundTripMalformed(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{})
+	e := AsError(err)
+	if e == nil || e.Phase != PhaseProtocol || !errors.Is(err, parser.ErrCLMismatch) || !e.Responded {
+		t.Fatalf("err %v", err)
+	}
+	if c.Reusable() {
+		t.Fatal("reusable after a protocol error")
+	}
+}
+
+func TestRoundTripHeaderTimeout(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
+	c := dial(t, o.addr())
+	ex := &Exchange{Head: request(t, getReq), Config: Config{ResponseHeaderTimeout: 50 * time.Millisecond}}
+	start := time.Now()
+	_, err := c.RoundTrip(context.Background(), ex, &sink{})
+	if e := AsError(err); e == nil || e.Phase != PhaseAwaitHead || !errors.Is(err, ErrHeaderTimeout) || e.Responded || !e.Written {
+		t.Fatalf("err %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+func TestRoundTripContextCancel(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
+	c := dial(t, o.addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := c.RoundTrip(ctx, &Exchange{Head: request(t, getReq)}, &sink{})
+	// The context's Close may still be finishing on its own goroutine.
+	for deadline := time.Now().Add(2 * time.Second); c.State() != Closed && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || c.State() != Closed {
+		t.Fatalf("err %v state %v", err, c.State())
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	for _, early := range []bool{false, true} {
+		t.Run(fmt.Sprint("early=", early), func(t *testing.T) {
+			checkLeaks(t)
+			got := make(chan string, 1)
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				readHead(br)
+				if early {
+					io.WriteString(c, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 3\r\n\r\nno!")
+					c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+					b, _ := io.ReadAll(br)
+					got <- string(b)
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+				b := make([]byte, 4)
+				io.ReadFull(br, b)
+				got <- string(b)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				io.Copy(io.Discard, br)
+			})
+			c := dial(t, o.addr())
+			head := request(t, "POST /u HTTP/1.1\r\nHost: o\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+			s := &sink{keep: true}
+			ex := &Exchange{Head: head, Body: strings.NewReader("data"), ContentLength: 4, ExpectContinueTimeout: 5 * time.Second}
+			out, err := c.RoundTrip(context.Background(), ex, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := <-got
+			if early {
+				if s.status != 417 || string(s.body) != "no!" || !out.BodySkipped || c.Reusable() || body != "" {
+					t.Fatalf("status %d body %q skipped %v reusable %v origin got %q", s.status, s.body, out.BodySkipped, c.Reusable(), body)
+				}
+				return
+			}
+			if s.status != 200 || string(s.body) != "ok" || out.BodySkipped || !c.Reusable() || body != "data" {
+				t.Fatalf("status %d body %q skipped %v origin got %q", s.status, s.body, out.BodySkipped, body)
+			}
+		})
+	}
+}
+
+func TestChunkedRequestBody(t *testing.T) {
+	checkLeaks(t)
+	got := make(chan string, 1)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		lines, _ := readHead(br)
+		var te bool
+		for _, l := range lines {
+			te = te || strings.EqualFold(l, "Transfer-Encoding: chunked")
+		}
+		var d parser.ChunkedDecoder
+		var body []byte
+		buf := make([]byte, 4096)
+		for !d.Done() {
+			n, err := br.Read(buf)
+			in := buf[:n]
+			for len(in) > 0 {
+				data, k, derr := d.Next(in)
+				if derr != nil {
+					got <- derr.Error()
+					return
+				}
+				body = append(body, data...)
+				in = in[k:]
+			}
+			if err != nil {
+				break
+			}
+		}
+		got <- fmt.Sprint(te, " ", string(body))
+		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	head := request(t, "POST /u HTTP/1.1\r\nHost: o\r\n\r\n")
+	ex := &Exchange{Head: head, Body: io.MultiReader(strings.NewReader("abc"), strings.NewReader("defg")), ContentLength: -1}
+	if _, err := c.RoundTrip(context.Background(), ex, &sink{}); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; g != "true abcdefg" {
+		t.Fatalf("origin got %q", g)
+	}
+}
+
+func TestResetMidBody(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+		time.Sleep(20 * time.Millisecond)
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	c := dial(t, o.addr())
+	_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{})
+	if e := AsError(err); e == nil || e.Phase != PhaseBody || !errors.Is(err, ErrUnexpectedEOF) {
+		t.Fatalf("err %v", err)
+	}
+	if c.Reusable() {
+		t.Fatal("reusable")
+	}
+}
+
+func TestExtraBytesNotReusable(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	s := &sink{keep: true}
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s); err != nil {
+		t.Fatal(err)
+	}
+	if string(s.body) != "ok" {
+		t.Fatalf("body %q", s.body)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if c.Reusable() || c.Alive() {
+		t.Fatal("a connection with unread bytes is reusable")
+	}
+}
+
+func TestRoundTripOnClosed(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
+	c := dial(t, o.addr())
+	c.Close()
+	c.Close()
+	_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{})
+	if !errors.Is(err, ErrClosed) || c.State() != Closed || c.Alive() {
+		t.Fatalf("err %v state %v", err, c.State())
+	}
+}
+
+type headSink struct {
+	sink
+	fold []byte
+}
+
+func (s *headSink) OnHead(r *parser.Response) error {
+	s.fold = append([]byte(nil), r.Peek([]byte("X-F"))...)
+	return s.sink.OnHead(r)
+}
+
+// TestFoldedHeadOverSeveralReads: a response head larger than one netpoll
+// buffer node, with an obs-fold, arriving in two parts. The parser unfolds
+// in place; the unfolding must survive the second read.
+func TestFoldedHeadOverSeveralReads(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", 20000)+"\r\nX-F: a\r\n b\r\nX-After: 1\r\n")
+		time.Sleep(30 * time.Millisecond)
+		// More than netpoll's peek cache can hold: the next Peek copies
+		// the raw bytes again.
+		io.WriteString(c, "X-Big2: "+strings.Repeat("b", 20000)+"\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	s := &headSink{sink: sink{keep: true}}
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(string(s.fold), "\r\n") || !strings.HasPrefix(string(s.fold), "a") || !strings.HasSuffix(string(s.fold), "b") {
+		t.Fatalf("folded value %q", s.fold)
+	}
+	if string(s.body) != "ok" || !c.Reusable() {
+		t.Fatalf("body %q reusable %v", s.body, c.Reusable())
+	}
+}
+
+// TestExpectContinueTimeout: no interim answer comes; the body goes out
+// once the wait is over.
+func TestExpectContinueTimeout(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		b := make([]byte, 4)
+		io.ReadFull(br, b)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%s", b)
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	head := request(t, "PUT /u HTTP/1.1\r\nHost: o\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+	s := &sink{keep: true}
+	start := time.Now()
+	ex := &Exchange{Head: head, Body: strings.NewReader("data"), ContentLength: 4, ExpectContinueTimeout: 50 * time.Millisecond}
+	if _, err := c.RoundTrip(context.Background(), ex, s); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); string(s.body) != "data" || d < 50*time.Millisecond || !c.Reusable() {
+		t.Fatalf("body %q after %v reusable %v", s.body, d, c.Reusable())
+	}
+}

@@ -1,0 +1,147 @@
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/valyala/bytebufferpool"
+)
+
+// Separate pools keep head sizes and body chunk sizes apart, so one does
+// not skew the other's calibration.
+var headPool, bodyPool bytebufferpool.Pool
+
+const (
+	bodyChunk = 32 << 10 // request body read size
+	inlineMax = 16 << 10 // bodies up to this size go out with the head
+)
+
+// write sends p with one netpoll Write (which checks for a close and takes
+// the flushing lock). netpoll v0.7.2 writer paths can panic on a connection
+// closed concurrently; a panic becomes ErrClosed.
+func (c *Conn) write(p []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: write panicked: %v", ErrClosed, r)
+		}
+	}()
+	if _, err = c.nc.Write(p); err != nil {
+		if errors.Is(err, netpoll.ErrConnClosed) || errors.Is(err, netpoll.ErrEOF) {
+			return fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		return err
+	}
+	c.last.Written = true
+	return nil
+}
+
+// edits returns the edits to serialize with, with the body framing set:
+// Content-Length for a known length, chunked for an unknown one, and
+// "Content-Length: 0" when the parsed head announced a body that is absent.
+// The framing edit is added to ex.Edits once (a retried exchange reuses it);
+// without caller edits the connection's own are used.
+func (c *Conn) edits(ex *Exchange) *parser.Edits {
+	e := ex.Edits
+	if e == nil {
+		c.ownEdits.Reset()
+		e = &c.ownEdits
+	} else if ex.framed {
+		return e
+	}
+	ex.framed = true
+	h := ex.Head
+	switch {
+	case h.MethodID() == parser.MethodConnect:
+	case ex.Body == nil:
+		if h.Has(parser.HdrContentLength) || h.Has(parser.HdrTransferEncoding) {
+			e.Set("Content-Length", []byte("0"))
+		}
+	case ex.ContentLength >= 0:
+		e.Set("Content-Length", strconv.AppendInt(nil, ex.ContentLength, 10))
+	default:
+		e.Set("Transfer-Encoding", []byte("chunked"))
+	}
+	return e
+}
+
+// writeHead serializes the head and sends it, with a small body of known
+// length appended when inline is true, in one write.
+func (c *Conn) writeHead(ex *Exchange, inline bool) error {
+	bb := headPool.Get()
+	defer headPool.Put(bb)
+	if err := parser.WriteRequestHead(bb, ex.Head, c.edits(ex)); err != nil {
+		return c.fail(PhaseWrite, fmt.Errorf("serialize head: %w", err))
+	}
+	if inline {
+		n := len(bb.B)
+		bb.B = append(bb.B, make([]byte, ex.ContentLength)...)
+		if _, err := io.ReadFull(ex.Body, bb.B[n:]); err != nil {
+			return c.fail(PhaseWrite, fmt.Errorf("%w: %w", ErrBodyLength, err))
+		}
+	}
+	if err := c.write(bb.B); err != nil {
+		return c.fail(PhaseWrite, fmt.Errorf("write head: %w", err))
+	}
+	return nil
+}
+
+// writeBody streams the body: exactly ContentLength bytes, or chunked.
+func (c *Conn) writeBody(ex *Exchange) error {
+	bb := bodyPool.Get()
+	defer bodyPool.Put(bb)
+	const pre = 18 // room for a chunk-size line: 16 hex digits + CRLF
+	if cap(bb.B) < pre+bodyChunk+2 {
+		bb.B = make([]byte, pre+bodyChunk+2)
+	}
+	buf := bb.B[:pre+bodyChunk+2]
+	if ex.ContentLength >= 0 {
+		left := ex.ContentLength
+		for left > 0 {
+			n, err := ex.Body.Read(buf[:min(int64(bodyChunk), left)])
+			if n > 0 {
+				if werr := c.write(buf[:n]); werr != nil {
+					return c.fail(PhaseWrite, fmt.Errorf("write body: %w", werr))
+				}
+				left -= int64(n)
+			}
+			if err == io.EOF {
+				if left > 0 {
+					return c.fail(PhaseWrite, fmt.Errorf("%w: %d bytes short", ErrBodyLength, left))
+				}
+				break
+			}
+			if err != nil {
+				return c.fail(PhaseWrite, fmt.Errorf("read request body: %w", err))
+			}
+		}
+		return nil
+	}
+	for {
+		n, err := ex.Body.Read(buf[pre : pre+bodyChunk])
+		if n > 0 {
+			size := strconv.AppendUint(buf[:0:pre], uint64(n), 16)
+			size = append(size, '\r', '\n')
+			start := pre - len(size)
+			copy(buf[start:], size)
+			end := pre + n
+			buf[end], buf[end+1] = '\r', '\n'
+			if werr := c.write(buf[start : end+2]); werr != nil {
+				return c.fail(PhaseWrite, fmt.Errorf("write body chunk: %w", werr))
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return c.fail(PhaseWrite, fmt.Errorf("read request body: %w", err))
+		}
+	}
+	if err := c.write([]byte("0\r\n\r\n")); err != nil {
+		return c.fail(PhaseWrite, fmt.Errorf("write last chunk: %w", err))
+	}
+	return nil
+}

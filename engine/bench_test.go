@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+)
+
+// parallelism × GOMAXPROCS requests are in flight at once.
+const parallelism = 8
+
+// benchOrigin answers every request with a 512-byte body, keep-alive.
+func benchOrigin(b *testing.B) *origin {
+	body := make([]byte, 512)
+	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Length: 512\r\n\r\n"), body...)
+	o := newOrigin(b, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
+		}
+	})
+	return o
+}
+
+// BenchmarkDo measures one request through the engine: shard hop, exchange
+// worker hop, netpoll I/O, parse, body pipe to the caller.
+func BenchmarkDo(b *testing.B) {
+	o := benchOrigin(b)
+	e, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	req := get(o.addr(), b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 4096)
+		for pb.Next() {
+			r := *req
+			resp, err := e.Do(ctx, &r)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for {
+				if _, err := resp.Body.Read(buf); err != nil {
+					break
+				}
+			}
+			resp.Body.Close()
+		}
+	})
+}
+
+// BenchmarkSend is the sink form, without the pipe to another goroutine.
+func BenchmarkSend(b *testing.B) {
+	o := benchOrigin(b)
+	e, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	req := get(o.addr(), b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		s := &chanSink{done: make(chan error, 1)}
+		for pb.Next() {
+			r := *req
+			if err := e.Send(ctx, &r, s); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := <-s.done; err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkNetHTTP is the same request through net/http's Transport, for
+// reference.
+func BenchmarkNetHTTP(b *testing.B) {
+	o := benchOrigin(b)
+	tr := &http.Transport{MaxIdleConnsPerHost: 256}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	url := "http://" + o.addr() + "/r"
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}

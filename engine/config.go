@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultIdleTimeout           = 60 * time.Second
+	DefaultConnectTimeout        = 10 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultExpectContinueTimeout = time.Second
+	DefaultMaxIdlePerUpstream    = 32
+	DefaultMaxIdle               = 1024
+	DefaultMaxPending            = 4096
+	DefaultPendingTimeout        = 30 * time.Second
+	DefaultMaxRetries            = 2
+	DefaultBodyHighWater         = conn.DefaultBodyHighWater
+)
+
+// Config configures an Engine. The zero value of every field selects the
+// documented default; Config is read once, by New.
+type Config struct {
+	// Shards is the number of event-loop shards. Default GOMAXPROCS.
+	Shards int
+	// IdleTimeout is how long an idle pooled connection is kept. Default
+	// 60s. An upstream's shorter "Keep-Alive: timeout=N" is honoured.
+	IdleTimeout time.Duration
+	// ConnectTimeout bounds a dial. Default 10s.
+	ConnectTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the response head once the
+	// request is written, and each wait for body bytes. Default 60s.
+	ResponseHeaderTimeout time.Duration
+	// ExpectContinueTimeout is how long a request with "Expect:
+	// 100-continue" waits for "100 Continue" before sending its body
+	// anyway. Default 1s.
+	ExpectContinueTimeout time.Duration
+	// MaxIdlePerUpstream caps the idle connections kept per upstream
+	// (default 32); MaxIdle caps them all together (default 1024).
+	// Negative keeps none.
+	MaxIdlePerUpstream, MaxIdle int
+	// MaxConnsPerUpstream caps the connections of one upstream (dialing,
+	// busy, idle and pinned); requests over it wait. Default 0: no cap.
+	MaxConnsPerUpstream int
+	// MaxPending bounds, per shard, the requests waiting for a connection
+	// (default 4096); PendingTimeout bounds each wait (default 30s).
+	MaxPending     int
+	PendingTimeout time.Duration
+	// MaxRetries bounds the stale-connection retries of one request.
+	// Default 2; negative disables them.
+	MaxRetries int
+	// BodyHighWater is how many response bytes netpoll may buffer before
+	// a connection moves to blocking I/O for the rest of a body. Default
+	// 1 MiB.
+	BodyHighWater int
+	// Logger receives the engine's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) normalized() Config {
+	if c.Shards <= 0 {
+		c.Shards = runtime.GOMAXPROCS(0)
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.ResponseHeaderTimeout <= 0 {
+		c.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if c.ExpectContinueTimeout <= 0 {
+		c.ExpectContinueTimeout = DefaultExpectContinueTimeout
+	}
+	if c.MaxIdlePerUpstream == 0 {
+		c.MaxIdlePerUpstream = DefaultMaxIdlePerUpstream
+	}
+	if c.MaxIdle == 0 {
+		c.MaxIdle = DefaultMaxIdle
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.PendingTimeout <= 0 {
+		c.PendingTimeout = DefaultPendingTimeout
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = DefaultMaxRetries
+	}
+	if c.BodyHighWater <= 0 {
+		c.BodyHighWater = DefaultBodyHighWater
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

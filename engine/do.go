@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"context"
+	"io"
+	"net/http"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+// Response is a response head copied out of the connection's buffer, with
+// the body still streaming.
+type Response struct {
+	// Status and Reason are from the status line; Version is the
+	// upstream's HTTP version.
+	Status  int
+	Reason  string
+	Version parser.Version
+	// Header holds every field as received (names canonicalized by
+	// http.Header), hop-by-hop fields included.
+	Header http.Header
+	// ContentLength is the body length, -1 when unknown.
+	ContentLength int64
+	// Body streams the body with backpressure: the connection reads on as
+	// the caller reads. Reading it to EOF returns the connection to the
+	// pool; closing it early closes the connection. Callers must close it.
+	Body io.ReadCloser
+}
+
+// Do sends req and returns once the response head arrived. The body
+// streams through Response.Body, bound to ctx.
+func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
+	// The body pipe must also give up when the engine closes, even if the
+	// caller never reads or closes the body.
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(e.root, cancel)
+	s := &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
+		stop()
+		cancel()
+	}}
+	if err := e.Send(ctx, req, s); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	var r headResult
+	select {
+	case r = <-s.head:
+	case <-ctx.Done():
+		// OnDone cancels ctx after delivering its result: prefer that.
+		select {
+		case r = <-s.head:
+		default:
+			_ = s.pipe.Close()
+			return nil, ctx.Err()
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return r.resp, nil
+}
+
+type headResult struct {
+	resp *Response
+	err  error
+}
+
+// doSink adapts Sink to Do: the head goes to a channel, the body into the
+// pipe.
+type doSink struct {
+	pipe   *bodyPipe
+	head   chan headResult
+	sent   bool   // head delivered; touched by the worker, then by OnDone after it
+	cancel func() // ends the request's context and its watch on the engine
+}
+
+func (s *doSink) OnHead(r *parser.Response) error {
+	h := make(http.Header, r.Len())
+	for i := 0; i < r.Len(); i++ {
+		h.Add(string(r.Name(i)), string(r.Value(i)))
+	}
+	cl := r.ContentLength()
+	if r.Framing() != parser.FramingLength {
+		cl = -1
+		if r.Framing() == parser.FramingNone {
+			cl = 0
+		}
+	}
+	s.sent = true
+	s.head <- headResult{resp: &Response{Status: r.Status(), Reason: string(r.Reason()), Version: r.Version(),
+		Header: h, ContentLength: cl, Body: s.pipe}}
+	return nil
+}
+
+func (s *doSink) OnBody(p []byte) error { return s.pipe.write(p) }
+
+func (s *doSink) OnDone(err error) {
+	if !s.sent {
+		s.head <- headResult{err: err}
+	}
+	s.pipe.finish(err)
+	s.cancel()
+}

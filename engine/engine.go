@@ -1,0 +1,246 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
+	"github.com/serverside-go/serverside/shard"
+)
+
+// Errors returned by Send and Do (request outcomes are *conn.Error values
+// naming the phase; see package conn).
+var (
+	// ErrClosed reports a request to an engine that is closed or draining.
+	ErrClosed = errors.New("engine: closed")
+	// ErrNoGroup reports a request naming a peer group: groups are not
+	// supported yet.
+	ErrNoGroup = errors.New("engine: peer groups are not supported")
+	// ErrPinnedGone is shard.ErrPinnedGone: the pinned session's
+	// connection is gone; the request was not sent.
+	ErrPinnedGone = shard.ErrPinnedGone
+	// ErrOverloaded is shard.ErrOverloaded: a worker pool or the pending
+	// queue is full; the request was not sent.
+	ErrOverloaded = shard.ErrOverloaded
+)
+
+// Upstream names where a request goes.
+type Upstream struct {
+	// Addr is the resolved ip:port of the origin or parent proxy: the
+	// engine does no DNS.
+	Addr string
+	// Group names a peer group to pick the upstream from; reserved, and
+	// rejected with ErrNoGroup for now.
+	Group string
+}
+
+// Request is one request to send upstream.
+type Request struct {
+	Upstream
+	// Head is the parsed request head, Edits (optional) how the forwarded
+	// head differs. The engine adds the body framing to Edits, so an Edits
+	// belongs to one request at a time.
+	Head  *parser.Request
+	Edits *parser.Edits
+	// Body is the request body, nil for none; ContentLength its length, or
+	// -1 when unknown (the body is then sent chunked).
+	Body          io.Reader
+	ContentLength int64
+	// GetBody returns a fresh copy of the body, allowing a request with a
+	// body to be retried after a stale connection; nil when not possible.
+	GetBody func() (io.Reader, error)
+	// PinKey names a pinned session (a client connection authenticated
+	// with NTLM/Negotiate, say); zero for none. A request with the key of
+	// a live session runs on that session's connection, or fails with
+	// ErrPinnedGone. Pin asks that the connection be pinned to PinKey
+	// after this exchange, starting a session.
+	PinKey uint64
+	Pin    bool
+}
+
+// Sink receives a response as it streams. OnHead and OnBody run on a
+// worker goroutine, one call at a time; blocking in them is the
+// backpressure. OnDone runs once, last, on a shard goroutine, and must not
+// block.
+type Sink interface {
+	// OnHead receives the final head; views are valid during the call.
+	OnHead(resp *parser.Response) error
+	// OnBody receives the next piece of body, valid during the call.
+	OnBody(p []byte) error
+	// OnDone reports the end: nil after a complete response.
+	OnDone(err error)
+}
+
+// Engine sends requests upstream over pooled connections.
+type Engine struct {
+	cfg    Config
+	pool   *poolset.Pool[*conn.Conn]
+	shards *shard.Set
+	stats  shard.Registry
+	root   context.Context
+	abort  context.CancelFunc
+
+	mu       sync.Mutex
+	closed   bool
+	inflight int
+	idle     chan struct{} // closed when inflight reaches zero after closed
+	once     sync.Once
+}
+
+// New starts an engine.
+func New(cfg Config) (*Engine, error) {
+	cfg = cfg.normalized()
+	if n := runtime.GOMAXPROCS(0); n < 2 {
+		cfg.Logger.Warn("engine: GOMAXPROCS below 2; netpoll's poller stalls the process, set GOMAXPROCS>=2", "gomaxprocs", n)
+	}
+	e := &Engine{cfg: cfg}
+	e.pool = poolset.New[*conn.Conn](poolset.Config{
+		IdleTimeout:    cfg.IdleTimeout,
+		MaxIdlePerKey:  cfg.MaxIdlePerUpstream,
+		MaxIdle:        cfg.MaxIdle,
+		MaxConnsPerKey: cfg.MaxConnsPerUpstream,
+	})
+	set, err := shard.New(shard.Config{
+		Shards:         cfg.Shards,
+		ConnectTimeout: cfg.ConnectTimeout,
+		MaxRetries:     max(cfg.MaxRetries, -1),
+		MaxPending:     cfg.MaxPending,
+		PendingTimeout: cfg.PendingTimeout,
+		Logger:         cfg.Logger,
+	}, e.pool, &e.stats)
+	if err != nil {
+		e.pool.Close()
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	e.shards = set
+	e.root, e.abort = context.WithCancel(context.Background())
+	return e, nil
+}
+
+// Send sends req and streams the response into sink, asynchronously. An
+// error means the request was not accepted and sink is not called;
+// otherwise sink.OnDone is called exactly once. The request is bound to ctx.
+func (e *Engine) Send(ctx context.Context, req *Request, sink Sink) error {
+	if req == nil || req.Head == nil || !req.Head.Done() {
+		return errors.New("engine: request without a parsed head")
+	}
+	if req.Group != "" {
+		return fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
+	}
+	if req.Addr == "" {
+		return errors.New("engine: request without an upstream address")
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	e.inflight++
+	e.mu.Unlock()
+
+	tctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(e.root, cancel)
+	cl := req.ContentLength
+	if req.Body == nil {
+		cl = 0
+	}
+	t := &shard.Task{
+		Ctx: tctx,
+		Key: poolset.Key{Addr: req.Addr},
+		Exchange: conn.Exchange{
+			Head: req.Head, Edits: req.Edits, Body: req.Body, ContentLength: cl,
+			ExpectContinueTimeout: e.cfg.ExpectContinueTimeout,
+			Config: conn.Config{
+				BodyHighWater:         e.cfg.BodyHighWater,
+				ResponseHeaderTimeout: e.cfg.ResponseHeaderTimeout,
+				ReadTimeout:           e.cfg.ResponseHeaderTimeout,
+			},
+		},
+		GetBody: req.GetBody,
+		PinKey:  req.PinKey,
+		Pin:     req.Pin,
+		Sink:    sink,
+		Done: func(err error) {
+			stop()
+			cancel()
+			sink.OnDone(err)
+			e.doneOne()
+		},
+	}
+	e.shards.Submit(t)
+	return nil
+}
+
+func (e *Engine) doneOne() {
+	e.mu.Lock()
+	e.inflight--
+	if e.inflight == 0 && e.idle != nil {
+		close(e.idle)
+		e.idle = nil
+	}
+	e.mu.Unlock()
+}
+
+// Unpin ends the pinned session pinKey and closes its connection.
+func (e *Engine) Unpin(pinKey uint64) { e.shards.Unpin(pinKey) }
+
+// Drain stops accepting requests, waits for those in flight to finish (or
+// for ctx to end, which aborts them), then closes the pool and the shards.
+// It returns ctx's error if the requests had to be aborted.
+func (e *Engine) Drain(ctx context.Context) error {
+	var err error
+	if !e.waitIdle(ctx) {
+		err = fmt.Errorf("engine: drain: %w", ctx.Err())
+		e.abort()
+		wctx, cancel := context.WithTimeout(context.Background(), e.cfg.ConnectTimeout+time.Second)
+		e.waitIdle(wctx)
+		cancel()
+	}
+	e.teardown()
+	return err
+}
+
+// Close aborts the requests in flight, waits for them to report, and
+// releases every connection and goroutine. It is idempotent.
+func (e *Engine) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = e.Drain(ctx)
+	return nil
+}
+
+// waitIdle marks the engine closed and waits for zero requests in flight.
+func (e *Engine) waitIdle(ctx context.Context) bool {
+	e.mu.Lock()
+	e.closed = true
+	if e.inflight == 0 {
+		e.mu.Unlock()
+		return true
+	}
+	if e.idle == nil {
+		e.idle = make(chan struct{})
+	}
+	ch := e.idle
+	e.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (e *Engine) teardown() {
+	e.once.Do(func() {
+		e.abort()
+		e.shards.Close(5 * time.Second)
+		e.pool.Close()
+	})
+}

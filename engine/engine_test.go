@@ -1,0 +1,515 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// keepAlive answers every request on a connection with "ok <i>".
+func keepAlive(extra string) func(int, net.Conn, *bufio.Reader) {
+	return func(_ int, c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			for _, l := range lines {
+				if strings.HasPrefix(strings.ToLower(l), "content-length: ") {
+					var n int64
+					fmt.Sscan(l[len("content-length: "):], &n)
+					io.CopyN(io.Discard, br, n)
+				}
+			}
+			body := fmt.Sprintf("ok %d", i)
+			send := body
+			if strings.HasPrefix(lines[0], "HEAD ") {
+				send = ""
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s", extra, len(body), send)
+		}
+	}
+}
+
+func TestDoKeepAliveReuse(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 2})
+	for i := 0; i < 5; i++ {
+		st, body, err := do(t, e, get(o.addr(), t))
+		if err != nil || st != 200 || body != fmt.Sprintf("ok %d", i) {
+			t.Fatalf("request %d: %d %q %v", i, st, body, err)
+		}
+	}
+	s := e.Stats()[o.addr()]
+	if s.Pool.Dialed != 1 || s.Pool.Reused != 4 || s.OnReused != 4 || s.Requests != 5 || s.ReuseRatio != 0.8 {
+		t.Fatalf("stats %+v", s)
+	}
+	if o.accepted() != 1 {
+		t.Fatalf("origin accepted %d connections", o.accepted())
+	}
+}
+
+func TestKeepAliveHintHonoured(t *testing.T) {
+	checkLeaks(t)
+	// timeout=1 leaves no safe idle window (poolset: min(0.8s, 0s)).
+	o := newOrigin(t, keepAlive("Keep-Alive: timeout=1\r\n"))
+	e := newEngine(t, Config{Shards: 1})
+	for i := 0; i < 2; i++ {
+		if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+			t.Fatalf("%d %v", st, err)
+		}
+	}
+	s := e.Stats()[o.addr()]
+	if s.Pool.Dialed != 2 || s.Pool.Closed.HintExpired != 2 || s.Pool.Reused != 0 {
+		t.Fatalf("stats %+v", s.Pool)
+	}
+}
+
+// staleOrigin serves one request per connection and then, like a server
+// whose idle timer fired, closes the connection as the next request
+// arrives, without answering it.
+func staleOrigin(t *testing.T) *origin {
+	return newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		readHead(br)
+		c.(*net.TCPConn).SetLinger(0)
+	})
+}
+
+func TestStaleConnRetriedForGET(t *testing.T) {
+	checkLeaks(t)
+	o := staleOrigin(t)
+	e := newEngine(t, Config{Shards: 1})
+	for i := 0; i < 3; i++ {
+		if st, body, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q %v", i, st, body, err)
+		}
+	}
+	s := e.Stats()[o.addr()]
+	if s.RacesHit != 2 || s.RacesRetried != 2 || s.Retries != 2 || s.Requests != 3 || len(s.Errors) != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestStaleConnPOSTNotRetried(t *testing.T) {
+	checkLeaks(t)
+	o := staleOrigin(t)
+	e := newEngine(t, Config{Shards: 1})
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("%d %v", st, err)
+	}
+	post := &Request{Upstream: Upstream{Addr: o.addr()},
+		Head: head(t, "POST /p HTTP/1.1\r\nHost: o\r\nContent-Length: 5\r\n\r\n"),
+		Body: strings.NewReader("hello"), ContentLength: 5}
+	_, _, err := do(t, e, post)
+	ce := conn.AsError(err)
+	if ce == nil || !ce.Reused || !ce.Written || ce.Responded || ce.Phase != conn.PhaseAwaitHead {
+		t.Fatalf("err %v (%+v)", err, ce)
+	}
+	s := e.Stats()[o.addr()]
+	if s.RacesHit != 1 || s.RacesRetried != 0 || s.Errors["await-head"] != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	// The same POST with a replayable body and an idempotent method goes
+	// through: PUT with GetBody.
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("%d %v", st, err)
+	}
+	put := &Request{Upstream: Upstream{Addr: o.addr()},
+		Head: head(t, "PUT /p HTTP/1.1\r\nHost: o\r\nContent-Length: 5\r\n\r\n"),
+		Body: strings.NewReader("hello"), ContentLength: 5,
+		GetBody: func() (io.Reader, error) { return strings.NewReader("hello"), nil }}
+	if st, _, err := do(t, e, put); err != nil || st != 200 {
+		t.Fatalf("PUT: %d %v", st, err)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	cases := []struct {
+		name  string
+		serve func(c net.Conn, br *bufio.Reader)
+		phase conn.Phase
+		cause error
+		head  bool // the head arrives; the error comes from the body
+	}{
+		{"reset before head", func(c net.Conn, br *bufio.Reader) {
+			readHead(br)
+			c.(*net.TCPConn).SetLinger(0)
+		}, conn.PhaseAwaitHead, conn.ErrUnexpectedEOF, false},
+		{"reset mid-body", func(c net.Conn, br *bufio.Reader) {
+			readHead(br)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+			time.Sleep(20 * time.Millisecond)
+			c.(*net.TCPConn).SetLinger(0)
+		}, conn.PhaseBody, conn.ErrUnexpectedEOF, true},
+		{"close mid-chunked-body", func(c net.Conn, br *bufio.Reader) {
+			readHead(br)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+		}, conn.PhaseBody, conn.ErrUnexpectedEOF, true},
+		{"stall", func(c net.Conn, br *bufio.Reader) {
+			readHead(br)
+			io.Copy(io.Discard, br)
+		}, conn.PhaseAwaitHead, conn.ErrHeaderTimeout, false},
+		{"malformed", func(c net.Conn, br *bufio.Reader) {
+			readHead(br)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n")
+			io.Copy(io.Discard, br)
+		}, conn.PhaseProtocol, parser.ErrTEAndCL, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) { tc.serve(c, br) })
+			e := newEngine(t, Config{Shards: 1, ResponseHeaderTimeout: 200 * time.Millisecond})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := e.Do(ctx, get(o.addr(), t))
+			if tc.head {
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			ce := conn.AsError(err)
+			if ce == nil || ce.Phase != tc.phase || !errors.Is(err, tc.cause) || ce.Reused {
+				t.Fatalf("err %v, want phase %v cause %v", err, tc.phase, tc.cause)
+			}
+			s := e.Stats()[o.addr()]
+			if s.Errors[tc.phase.String()] != 1 || s.Pool.Closed.Owner != 1 || s.Pool.Idle != 0 || s.Retries != 0 {
+				t.Fatalf("stats %+v", s)
+			}
+		})
+	}
+}
+
+func TestMalformedConnNeverReused(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			if i == 0 { // first connection: a valid head with a bad chunk
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	_, _, err := do(t, e, get(o.addr(), t))
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseProtocol || !errors.Is(err, parser.ErrBadChunkSize) {
+		t.Fatalf("err %v", err)
+	}
+	if st, body, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 || body != "ok" {
+		t.Fatalf("%d %q %v", st, body, err)
+	}
+	if s := e.Stats()[o.addr()]; s.Pool.Dialed != 2 || s.OnReused != 0 || o.accepted() != 2 {
+		t.Fatalf("stats %+v accepted %d", s, o.accepted())
+	}
+}
+
+func TestExpectContinueEarlyFinal(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+		io.Copy(io.Discard, br)
+	})
+	e := newEngine(t, Config{Shards: 1, ExpectContinueTimeout: 5 * time.Second})
+	req := &Request{Upstream: Upstream{Addr: o.addr()},
+		Head: head(t, "POST /u HTTP/1.1\r\nHost: o\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n"),
+		Body: strings.NewReader(strings.Repeat("x", 1000000)), ContentLength: 1000000}
+	start := time.Now()
+	st, _, err := do(t, e, req)
+	if err != nil || st != 413 || time.Since(start) > 3*time.Second {
+		t.Fatalf("%d %v after %v", st, err, time.Since(start))
+	}
+	if s := e.Stats()[o.addr()]; s.Pool.Closed.Owner != 1 || s.Pool.Idle != 0 {
+		t.Fatalf("connection kept: %+v", s.Pool)
+	}
+}
+
+func TestPinnedSessions(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	o2 := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 2})
+	ctx := context.Background()
+	r := get(o.addr(), t)
+	r.PinKey, r.Pin = 7, true
+	if st, _, err := do(t, e, r); err != nil || st != 200 {
+		t.Fatal(st, err)
+	}
+	if st, ok := e.shards.PinnedState(ctx, 7); !ok || st != conn.Pinned {
+		t.Fatalf("session: %v %v", st, ok)
+	}
+	// Concurrent requests of the session run one at a time on its
+	// connection.
+	var wg sync.WaitGroup
+	bodies := make(chan string, 6)
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := get(o.addr(), t)
+			r.PinKey = 7
+			_, body, err := do(t, e, r)
+			if err != nil {
+				body = err.Error()
+			}
+			bodies <- body
+		}()
+	}
+	wg.Wait()
+	close(bodies)
+	seen := map[string]bool{}
+	for b := range bodies {
+		seen[b] = true
+	}
+	for i := 1; i <= 6; i++ {
+		if !seen[fmt.Sprintf("ok %d", i)] {
+			t.Fatalf("session bodies %v", seen)
+		}
+	}
+	if s := e.Stats()[o.addr()]; s.Pool.Pinned != 1 || o.accepted() != 1 {
+		t.Fatalf("pool %+v accepted %d", s.Pool, o.accepted())
+	}
+	// Another upstream under the same session: refused; the session stays.
+	r = get(o2.addr(), t)
+	r.PinKey = 7
+	if _, _, err := do(t, e, r); !errors.Is(err, ErrPinnedGone) {
+		t.Fatalf("err %v", err)
+	}
+	if st, ok := e.shards.PinnedState(ctx, 7); !ok || st != conn.Pinned {
+		t.Fatalf("session: %v %v", st, ok)
+	}
+	e.Unpin(7)
+	if _, ok := e.shards.PinnedState(ctx, 7); ok {
+		t.Fatal("session survived Unpin")
+	}
+	// A session whose connection the origin closed: its requests fail
+	// until Unpin, and are never sent on a new connection.
+	r = get(o2.addr(), t)
+	r.PinKey, r.Pin = 8, true
+	if _, _, err := do(t, e, r); err != nil {
+		t.Fatal(err)
+	}
+	o2.close()
+	for i := 0; i < 2; i++ {
+		r = get(o2.addr(), t)
+		r.PinKey = 8
+		if _, _, err := do(t, e, r); !errors.Is(err, ErrPinnedGone) {
+			t.Fatalf("err %v", err)
+		}
+	}
+	if st, ok := e.shards.PinnedState(ctx, 8); !ok || st != conn.Closed {
+		t.Fatalf("session: %v %v", st, ok)
+	}
+	e.Unpin(8)
+	r = get(o.addr(), t)
+	r.PinKey = 8
+	if _, body, err := do(t, e, r); err != nil || body != "ok 0" {
+		t.Fatalf("after Unpin: %q %v", body, err)
+	}
+	if s := e.Stats()[o.addr()]; s.Pool.Pinned != 0 {
+		t.Fatalf("pool %+v", s.Pool)
+	}
+	if s := e.Stats()[o2.addr()]; s.Pool.Pinned != 0 || s.Pool.Busy != 0 {
+		t.Fatalf("pool %+v", s.Pool)
+	}
+}
+
+func TestAPIErrors(t *testing.T) {
+	checkLeaks(t)
+	e := newEngine(t, Config{Shards: 1})
+	r := get("127.0.0.1:1", t)
+	r.Group = "g"
+	if _, err := e.Do(context.Background(), r); !errors.Is(err, ErrNoGroup) {
+		t.Fatal(err)
+	}
+	if _, _, err := do(t, e, get("127.0.0.1:1", t)); conn.AsError(err) == nil || conn.AsError(err).Phase != conn.PhaseDial {
+		t.Fatalf("dial error %v", err)
+	}
+	e.Close()
+	if _, err := e.Do(context.Background(), get("127.0.0.1:1", t)); !errors.Is(err, ErrClosed) {
+		t.Fatal(err)
+	}
+}
+
+func TestDrainWaitsForInFlight(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		<-release
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br)
+	})
+	e := newEngine(t, Config{Shards: 1})
+	got := make(chan error, 1)
+	go func() {
+		_, _, err := do(t, e, get(o.addr(), t))
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	drained := make(chan error, 1)
+	go func() { drained <- e.Drain(context.Background()) }()
+	select {
+	case <-drained:
+		t.Fatal("Drain returned with a request in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := e.Do(context.Background(), get(o.addr(), t)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("accepted while draining: %v", err)
+	}
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCloseAbortsInFlight(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.Copy(io.Discard, br)
+	})
+	e := newEngine(t, Config{Shards: 1})
+	got := make(chan error, 1)
+	go func() {
+		_, _, err := do(t, e, get(o.addr(), t))
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	e.Close()
+	if err := <-got; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// TestIdleCloseByOrigin: the origin closes a pooled connection while it is
+// idle; the next request notices (Alive) and dials anew, with no error.
+func TestIdleCloseByOrigin(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		time.Sleep(20 * time.Millisecond)
+	})
+	e := newEngine(t, Config{Shards: 1})
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatal(st, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatal(st, err)
+	}
+	s := e.Stats()[o.addr()]
+	if s.Pool.Dialed != 2 || s.Pool.Closed.DeadOnCheckout+s.Pool.Closed.PeerClosedIdle != 1 || s.RacesHit != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestWarnsBelowTwoProcs(t *testing.T) {
+	checkLeaks(t)
+	var buf strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	prev := runtime.GOMAXPROCS(1)
+	e, err := New(Config{Logger: logger})
+	runtime.GOMAXPROCS(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), "GOMAXPROCS") || len(e.shards.Shards()) != 1 {
+		t.Fatalf("log %q", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// recSink records the order of sink calls.
+type recSink struct {
+	mu     sync.Mutex
+	events []string
+	done   chan error
+}
+
+func (s *recSink) add(ev string) {
+	s.mu.Lock()
+	s.events = append(s.events, ev)
+	s.mu.Unlock()
+}
+func (s *recSink) OnHead(r *parser.Response) error {
+	s.add(fmt.Sprint("head ", r.Status()))
+	return nil
+}
+func (s *recSink) OnBody(p []byte) error { s.add("body " + string(p)); return nil }
+func (s *recSink) OnDone(err error)      { s.add(fmt.Sprint("done ", err)); s.done <- err }
+
+func TestSendSinkOrderAndHead(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive("Keep-Alive: timeout=30\r\n"))
+	e := newEngine(t, Config{Shards: 1})
+	s := &recSink{done: make(chan error, 1)}
+	if err := e.Send(context.Background(), get(o.addr(), t), s); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-s.done; err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(s.events, "|"); got != "head 200|body ok 0|done <nil>" {
+		t.Fatalf("events %q", got)
+	}
+	// HEAD: the announced length is reported, no body is read, and the
+	// connection stays reusable.
+	req := &Request{Upstream: Upstream{Addr: o.addr()}, Head: head(t, "HEAD /r HTTP/1.1\r\nHost: o\r\n\r\n")}
+	resp, err := e.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || len(b) != 0 || resp.Status != 200 || resp.Header.Get("Content-Length") != "4" {
+		t.Fatalf("HEAD: %d %q %v %v", resp.Status, b, resp.Header, err)
+	}
+	if st, body, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 || body != "ok 2" {
+		t.Fatalf("%d %q %v", st, body, err)
+	}
+	if s := e.Stats()[o.addr()]; s.Pool.Dialed != 1 {
+		t.Fatalf("stats %+v", s.Pool)
+	}
+}

@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+)
+
+// errBodyClosed is what the exchange sees when the reader closed the body
+// early; the connection is then closed, not reused.
+var errBodyClosed = errors.New("engine: response body closed by the reader")
+
+// bodyPipe hands body pieces from the exchange worker (OnBody) to the
+// reader of Response.Body without buffering: OnBody blocks until the
+// reader has copied the whole piece, so the piece (a view into the
+// connection's buffer) is never used after OnBody returns, and a slow
+// reader holds the exchange, which is the backpressure. Its bound is one
+// piece in flight.
+type bodyPipe struct {
+	ctx    context.Context // the request's: ends a blocked OnBody
+	ch     chan []byte     // a piece offered by OnBody
+	ack    chan struct{}   // the offered piece was consumed (capacity 1)
+	done   chan struct{}   // closed by finish
+	closed chan struct{}   // closed by Close
+
+	mu       sync.Mutex // guards cur and isClosed against Close and an aborted OnBody
+	cur      []byte     // what is left of the piece being read
+	isClosed bool
+	err      error // set before done is closed
+	once     sync.Once
+}
+
+func newBodyPipe(ctx context.Context) *bodyPipe {
+	return &bodyPipe{ctx: ctx, ch: make(chan []byte), ack: make(chan struct{}, 1),
+		done: make(chan struct{}), closed: make(chan struct{})}
+}
+
+// write offers p to the reader and waits until it is consumed.
+func (bp *bodyPipe) write(p []byte) error {
+	select {
+	case bp.ch <- p:
+	case <-bp.closed:
+		return errBodyClosed
+	case <-bp.ctx.Done():
+		return bp.ctx.Err()
+	}
+	select {
+	case <-bp.ack:
+		return nil
+	case <-bp.closed:
+		return errBodyClosed // Close held mu: the reader is not copying p
+	case <-bp.ctx.Done():
+		bp.mu.Lock() // wait out a copy in progress, then drop p
+		bp.cur = nil
+		bp.mu.Unlock()
+		return bp.ctx.Err()
+	}
+}
+
+// finish ends the body with err (nil: complete).
+func (bp *bodyPipe) finish(err error) {
+	bp.err = err
+	close(bp.done)
+}
+
+// Read implements io.Reader.
+func (bp *bodyPipe) Read(b []byte) (int, error) {
+	bp.mu.Lock()
+	if len(bp.cur) == 0 && !bp.isClosed {
+		bp.mu.Unlock()
+		select {
+		case p := <-bp.ch:
+			bp.mu.Lock()
+			bp.cur = p
+		case <-bp.done:
+			if bp.err != nil {
+				return 0, bp.err
+			}
+			return 0, io.EOF
+		case <-bp.closed:
+			return 0, errBodyClosed
+		}
+	}
+	defer bp.mu.Unlock()
+	if bp.isClosed {
+		return 0, errBodyClosed
+	}
+	if bp.cur == nil { // the writer gave up on this piece
+		return 0, bp.ctx.Err()
+	}
+	n := copy(b, bp.cur)
+	bp.cur = bp.cur[n:]
+	if len(bp.cur) == 0 {
+		bp.cur = nil
+		bp.ack <- struct{}{}
+	}
+	return n, nil
+}
+
+// Close implements io.Closer: an unfinished body aborts the exchange and
+// its connection is closed; a finished one has already released it.
+func (bp *bodyPipe) Close() error {
+	bp.once.Do(func() {
+		bp.mu.Lock()
+		bp.isClosed = true
+		bp.cur = nil
+		close(bp.closed)
+		bp.mu.Unlock()
+	})
+	return nil
+}

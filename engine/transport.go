@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+// Transport returns an http.RoundTripper that sends requests through the
+// engine: the http.Request is serialized into a head, parsed with the
+// engine's parser (so it is held to the same rules as a proxied request)
+// and sent to URL.Host, which must be a resolved ip:port (port 80 assumed
+// when absent). Only plain http is supported for now. The response body
+// streams with backpressure; closing it early closes the connection.
+func (e *Engine) Transport() http.RoundTripper { return transport{e} }
+
+type transport struct{ e *Engine }
+
+var headerExclude = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true}
+
+// RoundTrip implements http.RoundTripper.
+func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
+	closeBody := func() {
+		if hr.Body != nil {
+			_ = hr.Body.Close()
+		}
+	}
+	if hr.URL == nil || hr.URL.Scheme != "http" {
+		closeBody()
+		return nil, errors.New("engine: transport supports http:// URLs only")
+	}
+	addr := hr.URL.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
+	}
+	host := hr.Host
+	if host == "" {
+		host = hr.URL.Host
+	}
+	var body io.Reader
+	cl := hr.ContentLength
+	if hr.Body != nil && hr.Body != http.NoBody {
+		body = hr.Body
+		if cl == 0 {
+			cl = -1 // net/http: 0 with a body means unknown
+		}
+	} else {
+		cl = 0
+	}
+
+	var b strings.Builder
+	method := hr.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	b.WriteString(method)
+	b.WriteByte(' ')
+	b.WriteString(hr.URL.RequestURI())
+	b.WriteString(" HTTP/1.1\r\nHost: ")
+	b.WriteString(host)
+	b.WriteString("\r\n")
+	if hr.Close && hr.Header.Get("Connection") == "" {
+		b.WriteString("Connection: close\r\n")
+	}
+	if err := hr.Header.WriteSubset(&b, headerExclude); err != nil {
+		closeBody()
+		return nil, fmt.Errorf("engine: transport: %w", err)
+	}
+	switch {
+	case body == nil:
+	case cl >= 0:
+		b.WriteString("Content-Length: " + strconv.FormatInt(cl, 10) + "\r\n")
+	default:
+		b.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	b.WriteString("\r\n")
+	head := new(parser.Request)
+	if _, err := head.Parse([]byte(b.String())); err != nil {
+		closeBody()
+		return nil, fmt.Errorf("engine: transport: request head: %w", err)
+	}
+	req := &Request{Upstream: Upstream{Addr: addr}, Head: head, Body: body, ContentLength: cl}
+	if hr.GetBody != nil {
+		req.GetBody = func() (io.Reader, error) { return hr.GetBody() }
+	}
+	resp, err := t.e.Do(hr.Context(), req)
+	if err != nil {
+		closeBody()
+		return nil, err
+	}
+	return &http.Response{
+		Status:        strconv.Itoa(resp.Status) + " " + resp.Reason,
+		StatusCode:    resp.Status,
+		Proto:         resp.Version.String(),
+		ProtoMajor:    int(resp.Version.Major),
+		ProtoMinor:    int(resp.Version.Minor),
+		Header:        resp.Header,
+		ContentLength: resp.ContentLength,
+		Body:          &respBody{ReadCloser: resp.Body, closeReq: closeBody},
+		Request:       hr,
+	}, nil
+}
+
+// respBody closes the request body along with the response body, as the
+// RoundTripper contract asks.
+type respBody struct {
+	io.ReadCloser
+	closeReq func()
+}
+
+func (r *respBody) Close() error {
+	err := r.ReadCloser.Close()
+	r.closeReq()
+	return err
+}

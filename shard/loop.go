@@ -1,0 +1,380 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+type evKind uint8
+
+const (
+	evSubmit   evKind = iota // a new request
+	evDialed                 // a dial finished: c or err
+	evGrant                  // the pool answered a waiter: g
+	evCanceled               // a waiting request's context ended
+	evDone                   // an exchange finished: c, out, err
+	evUnpin                  // end session pinKey
+	evLookup                 // report session pinKey on reply
+)
+
+type event struct {
+	kind   evKind
+	t      *Task
+	c      *conn.Conn
+	g      poolset.Grant[*conn.Conn]
+	err    error
+	out    conn.Outcome
+	pinKey uint64
+	reply  chan<- lookup
+}
+
+type lookup struct {
+	state conn.State
+	ok    bool
+}
+
+// Shard is one event-loop goroutine and the state it owns.
+type Shard struct {
+	set *Set
+	id  int
+
+	mu    sync.Mutex // guards q only
+	q     []event
+	wake  chan struct{}
+	quit  chan struct{}
+	spare []event
+
+	// Owned by the shard goroutine.
+	stopping bool // shutting down: no new work starts
+	pending  int  // requests waiting for the pool
+	pinned   map[uint64]*session
+}
+
+// post appends ev to the inbox; safe from any goroutine, never blocks.
+func (s *Shard) post(ev event) {
+	s.mu.Lock()
+	s.q = append(s.q, ev)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Shard) run() {
+	defer s.set.wg.Done()
+	for {
+		select {
+		case <-s.wake:
+		case <-s.quit:
+			s.stopping = true
+			s.drainInbox()
+			s.closeSessions()
+			return
+		}
+		s.mu.Lock()
+		batch := s.q
+		s.q = s.spare[:0]
+		s.mu.Unlock()
+		for i := range batch {
+			s.handle(batch[i])
+			batch[i] = event{}
+		}
+		s.spare = batch[:0]
+	}
+}
+
+// drainInbox answers what is left at shutdown without starting work.
+func (s *Shard) drainInbox() {
+	s.mu.Lock()
+	batch := s.q
+	s.q = nil
+	s.mu.Unlock()
+	for _, ev := range batch {
+		switch ev.kind {
+		case evSubmit:
+			ev.t.Done(ErrClosed)
+		case evLookup:
+			ev.reply <- lookup{}
+		default:
+			s.handle(ev) // results must still be accounted for
+		}
+	}
+}
+
+func (s *Shard) handle(ev event) {
+	switch ev.kind {
+	case evSubmit:
+		s.start(ev.t)
+	case evDialed:
+		s.dialed(ev.t, ev.c, ev.err)
+	case evGrant:
+		s.granted(ev.t, ev.g)
+	case evCanceled:
+		if t := ev.t; t.waiter != nil && t.waiter.Cancel() {
+			t.waiter = nil
+			s.pending--
+			s.finish(t, s.fail(t, conn.PhasePoolWait, t.Ctx.Err()))
+		}
+	case evDone:
+		s.exchanged(ev.t, ev.c, ev.out, ev.err)
+	case evUnpin:
+		if ss, ok := s.pinned[ev.pinKey]; ok {
+			s.endSession(ev.pinKey, ss, false)
+		}
+	case evLookup:
+		ss, ok := s.pinned[ev.pinKey]
+		st := conn.Closed
+		if ok && ss.c != nil {
+			st = ss.c.State()
+		}
+		ev.reply <- lookup{state: st, ok: ok}
+	}
+}
+
+// fail wraps err for t in a *conn.Error of phase p.
+func (s *Shard) fail(t *Task, p conn.Phase, err error) error {
+	return &conn.Error{Phase: p, Addr: t.Key.Addr, Err: err}
+}
+
+// start runs the queue runner's steps for t.
+func (s *Shard) start(t *Task) {
+	if s.stopping {
+		s.finish(t, ErrClosed)
+		return
+	}
+	if err := t.Ctx.Err(); err != nil {
+		s.finish(t, s.fail(t, conn.PhasePoolWait, err))
+		return
+	}
+	if t.PinKey != 0 {
+		if ss, ok := s.pinned[t.PinKey]; ok {
+			s.runPinned(t, ss)
+			return
+		}
+	}
+	pool := s.set.pool
+	for !t.fresh {
+		c, ok := pool.Get(t.Key)
+		if !ok {
+			break
+		}
+		if s.take(t.Key, c) {
+			s.exchange(t, c)
+			return
+		}
+	}
+	if pool.TryReserve(t.Key) {
+		s.dial(t)
+		return
+	}
+	if s.pending >= s.set.cfg.MaxPending {
+		s.finish(t, s.fail(t, conn.PhasePoolWait, fmt.Errorf("%w: %d requests pending", ErrOverloaded, s.pending)))
+		return
+	}
+	w, err := pool.Wait(t.Key, time.Now().Add(s.set.cfg.PendingTimeout), func(g poolset.Grant[*conn.Conn]) {
+		s.post(event{kind: evGrant, t: t, g: g})
+	})
+	if err != nil {
+		s.finish(t, s.fail(t, conn.PhasePoolWait, err))
+		return
+	}
+	s.pending++
+	t.waiter = w
+	t.stopWait = context.AfterFunc(t.Ctx, func() { s.post(event{kind: evCanceled, t: t}) })
+}
+
+// take marks a connection from the pool busy. It fails only for a
+// connection closed after the pool's Alive probe (a context that ended as
+// the connection was returned); that one is accounted closed.
+func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
+	if err := c.SetState(conn.Busy); err != nil {
+		_ = c.Close()
+		s.set.pool.Closed(key, poolset.Busy)
+		return false
+	}
+	return true
+}
+
+func (s *Shard) dial(t *Task) {
+	err := s.set.dials.Submit(func() {
+		c, err := conn.Dial(t.Ctx, t.Key.Addr, s.set.cfg.ConnectTimeout)
+		s.post(event{kind: evDialed, t: t, c: c, err: err})
+	})
+	if err != nil {
+		s.set.pool.DialFailed(t.Key)
+		s.finish(t, s.fail(t, conn.PhaseDial, fmt.Errorf("%w: dial pool: %w", ErrOverloaded, err)))
+	}
+}
+
+func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
+	pool := s.set.pool
+	if err != nil {
+		pool.DialFailed(t.Key)
+		s.finish(t, err)
+		return
+	}
+	pool.Dialed(t.Key)
+	if err := t.Ctx.Err(); err != nil {
+		s.release(t.Key, c) // a fresh connection: keep it for the next request
+		s.finish(t, s.fail(t, conn.PhaseDial, err))
+		return
+	}
+	s.exchange(t, c)
+}
+
+func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
+	s.pending--
+	t.waiter = nil
+	if t.stopWait != nil {
+		t.stopWait()
+		t.stopWait = nil
+	}
+	switch {
+	case g.Err != nil:
+		s.finish(t, s.fail(t, conn.PhasePoolWait, g.Err))
+	case g.Permit:
+		if err := t.Ctx.Err(); err != nil {
+			s.set.pool.DialFailed(t.Key)
+			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
+			return
+		}
+		s.dial(t)
+	default:
+		c := g.Conn
+		if !s.take(t.Key, c) {
+			s.start(t)
+			return
+		}
+		if err := t.Ctx.Err(); err != nil {
+			s.release(t.Key, c)
+			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
+			return
+		}
+		s.exchange(t, c)
+	}
+}
+
+// release returns an unused busy connection to the pool.
+func (s *Shard) release(key poolset.Key, c *conn.Conn) {
+	if err := c.SetState(conn.Idle); err != nil {
+		_ = c.Close()
+		s.set.pool.Closed(key, poolset.Busy)
+		return
+	}
+	s.set.pool.Put(key, c, poolset.PutInfo{Requests: c.Requests(), Born: c.Born()})
+}
+
+// exchange hands the exchange to a worker; blocking I/O never runs here.
+func (s *Shard) exchange(t *Task, c *conn.Conn) {
+	t.attempts++
+	t.ctr.Attempts.Add(1)
+	if c.Requests() > 0 {
+		t.ctr.OnReused.Add(1)
+	}
+	err := s.set.exchanges.Submit(func() {
+		out, err := c.RoundTrip(t.Ctx, &t.Exchange, t.Sink)
+		s.post(event{kind: evDone, t: t, c: c, out: out, err: err})
+	})
+	if err != nil {
+		if t.pinned {
+			if ss, ok := s.pinned[t.PinKey]; ok && ss.c == c {
+				ss.busy = false
+				defer s.nextPinned(ss)
+			}
+		} else {
+			s.release(t.Key, c)
+		}
+		s.finish(t, s.fail(t, conn.PhasePoolWait, fmt.Errorf("%w: exchange pool: %w", ErrOverloaded, err)))
+	}
+}
+
+// exchanged decides the connection's fate, then retries or finishes t.
+func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
+	pool := s.set.pool
+	reusable := err == nil && c.Reusable()
+	switch {
+	case t.pinned:
+		s.pinnedDone(t, c, reusable)
+	case reusable && t.Pin && t.PinKey != 0:
+		s.pin(t, c)
+	case reusable:
+		if serr := c.SetState(conn.Idle); serr != nil {
+			_ = c.Close()
+			pool.Closed(t.Key, poolset.Busy)
+			break
+		}
+		pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})
+	default:
+		_ = c.Close()
+		pool.Closed(t.Key, poolset.Busy)
+		if out.Detached {
+			t.ctr.Detached.Add(1)
+		}
+	}
+	if err == nil {
+		s.finish(t, nil)
+		return
+	}
+	if e := conn.AsError(err); t.pinned && e != nil && t.Ctx.Err() == nil && stale(e) {
+		// The session's connection was found closed on use: the same
+		// answer as when it is found closed before.
+		e.Err = fmt.Errorf("%w: session %d: %w", ErrPinnedGone, t.PinKey, e.Err)
+	}
+	if e := conn.AsError(err); e != nil && t.Ctx.Err() == nil && stale(e) {
+		t.ctr.RacesHit.Add(1)
+		if t.attempts <= s.set.cfg.MaxRetries && t.Ctx.Err() == nil && t.replayable(e) && s.rewind(t) {
+			t.ctr.RacesRetried.Add(1)
+			t.ctr.Retries.Add(1)
+			t.fresh = true
+			s.start(t)
+			return
+		}
+	}
+	s.finish(t, err)
+}
+
+// rewind prepares the body for another attempt.
+func (s *Shard) rewind(t *Task) bool {
+	if t.Exchange.Body == nil || t.Exchange.ContentLength == 0 {
+		return true
+	}
+	b, err := t.GetBody()
+	if err != nil {
+		s.set.cfg.Logger.Debug("shard: GetBody for a retry failed", "upstream", t.Key.Addr, "err", err)
+		return false
+	}
+	t.Exchange.Body = b
+	return true
+}
+
+// finish reports t's outcome and counts it.
+func (s *Shard) finish(t *Task, err error) {
+	if t.stopWait != nil {
+		t.stopWait()
+		t.stopWait = nil
+	}
+	t.ctr.Requests.Add(1)
+	if e := conn.AsError(err); e != nil && int(e.Phase) < len(t.ctr.Errors) {
+		t.ctr.Errors[e.Phase].Add(1)
+	}
+	t.Done(err)
+}
+
+// stale reports a failure that looks like the stale keep-alive race: on a
+// reused connection, before any response byte, the connection was found
+// closed or reset. Timeouts and sink or request-body failures are not.
+func stale(e *conn.Error) bool {
+	if !e.Reused || e.Responded {
+		return false
+	}
+	return errors.Is(e, conn.ErrUnexpectedEOF) || errors.Is(e, conn.ErrClosed) ||
+		errors.Is(e, syscall.ECONNRESET) || errors.Is(e, syscall.EPIPE)
+}

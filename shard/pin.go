@@ -1,0 +1,126 @@
+package shard
+
+import (
+	"fmt"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// session is a pinned connection, owned by one shard. Its requests run one
+// at a time, in order; the others queue. When the connection is found
+// closed the session becomes a tombstone (c == nil): later requests with
+// its key fail with ErrPinnedGone, never silently go to a new connection,
+// until Unpin forgets the key.
+type session struct {
+	c     *conn.Conn // nil: the session's connection is gone
+	key   poolset.Key
+	busy  bool    // an exchange runs on c
+	queue []*Task // requests waiting for c
+}
+
+func goneErr(t *Task) error {
+	return &conn.Error{Phase: conn.PhasePoolWait, Addr: t.Key.Addr,
+		Err: fmt.Errorf("%w: session %d", ErrPinnedGone, t.PinKey)}
+}
+
+// runPinned runs t on its session's connection, or queues or fails it.
+func (s *Shard) runPinned(t *Task, ss *session) {
+	switch {
+	case ss.c == nil:
+		s.finish(t, goneErr(t))
+	case ss.key != t.Key:
+		// The session's connection speaks for another upstream.
+		s.finish(t, &conn.Error{Phase: conn.PhasePoolWait, Addr: t.Key.Addr,
+			Err: fmt.Errorf("%w: session %d belongs to %s", ErrPinnedGone, t.PinKey, ss.key.Addr)})
+	case ss.busy:
+		ss.queue = append(ss.queue, t)
+	case !ss.c.Alive():
+		s.endSession(t.PinKey, ss, true)
+		s.finish(t, goneErr(t))
+	default:
+		ss.busy = true
+		t.pinned = true
+		s.exchange(t, ss.c)
+	}
+}
+
+// pinnedDone takes back a session's connection after an exchange on it.
+func (s *Shard) pinnedDone(t *Task, c *conn.Conn, reusable bool) {
+	ss, ok := s.pinned[t.PinKey]
+	if !ok || ss.c != c {
+		// Unpinned or replaced meanwhile: the connection is ours to close.
+		_ = c.Close()
+		s.set.pool.Closed(t.Key, poolset.Pinned)
+		return
+	}
+	ss.busy = false
+	if !reusable {
+		s.endSession(t.PinKey, ss, true)
+		return
+	}
+	s.nextPinned(ss)
+}
+
+// nextPinned starts the next queued request of an idle session.
+func (s *Shard) nextPinned(ss *session) {
+	if !ss.busy && len(ss.queue) > 0 {
+		next := ss.queue[0]
+		ss.queue[0] = nil
+		ss.queue = ss.queue[1:]
+		s.runPinned(next, ss)
+	}
+}
+
+// pin makes c, busy after a reusable exchange of t, the connection of
+// session t.PinKey, replacing a previous one.
+func (s *Shard) pin(t *Task, c *conn.Conn) {
+	if old, ok := s.pinned[t.PinKey]; ok {
+		s.endSession(t.PinKey, old, false)
+	}
+	if err := c.SetState(conn.Pinned); err != nil {
+		_ = c.Close()
+		s.set.pool.Closed(t.Key, poolset.Busy)
+		return
+	}
+	s.set.pool.Pin(t.Key)
+	s.pinned[t.PinKey] = &session{c: c, key: t.Key}
+}
+
+// endSession closes a session's connection (unless an exchange still runs
+// on it: then pinnedDone closes it) and fails its queued requests. With
+// tombstone the key stays known as gone; otherwise it is forgotten.
+func (s *Shard) endSession(key uint64, ss *session, tombstone bool) {
+	if ss.c != nil {
+		if ss.busy {
+			_ = ss.c.Close() // the exchange fails; pinnedDone accounts for it
+		} else {
+			_ = ss.c.Close()
+			s.set.pool.Closed(ss.key, poolset.Pinned)
+		}
+	}
+	if tombstone {
+		ss.c, ss.busy = nil, false
+	} else {
+		delete(s.pinned, key)
+	}
+	queue := ss.queue
+	ss.queue = nil
+	for _, q := range queue {
+		s.finish(q, goneErr(q))
+	}
+}
+
+// closeSessions ends every session at shutdown.
+func (s *Shard) closeSessions() {
+	for k, ss := range s.pinned {
+		if ss.c != nil {
+			_ = ss.c.Close()
+			s.set.pool.Closed(ss.key, poolset.Pinned)
+		}
+		delete(s.pinned, k)
+		for _, q := range ss.queue {
+			q.Done(ErrClosed)
+		}
+	}
+}

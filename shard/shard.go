@@ -1,0 +1,164 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/ants/v2"
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// Config configures a Set. Zero fields take the documented defaults.
+type Config struct {
+	Shards         int           // default GOMAXPROCS
+	ConnectTimeout time.Duration // default 10s
+	MaxRetries     int           // stale-connection retries; default 2, negative for none
+	// MaxPending bounds, per shard, the requests waiting for a connection;
+	// beyond it requests fail with ErrOverloaded. Default 4096.
+	MaxPending int
+	// PendingTimeout bounds the wait for a connection; default 30s.
+	PendingTimeout time.Duration
+	// DialWorkers and ExchangeWorkers size the ants pools; defaults 256
+	// and 4096.
+	DialWorkers, ExchangeWorkers int
+	Logger                       *slog.Logger
+}
+
+func (c Config) normalized() Config {
+	if c.Shards <= 0 {
+		c.Shards = runtime.GOMAXPROCS(0)
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 2
+	} else if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 4096
+	}
+	if c.PendingTimeout <= 0 {
+		c.PendingTimeout = 30 * time.Second
+	}
+	if c.DialWorkers <= 0 {
+		c.DialWorkers = 256
+	}
+	if c.ExchangeWorkers <= 0 {
+		c.ExchangeWorkers = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Set is the engine's shards with what they share: the pool, the worker
+// pools and the counters.
+type Set struct {
+	cfg       Config
+	pool      *poolset.Pool[*conn.Conn]
+	stats     *Registry
+	dials     *ants.Pool
+	exchanges *ants.Pool
+	shards    []*Shard
+	rr        atomic.Uint64
+	wg        sync.WaitGroup
+	closed    atomic.Bool
+}
+
+// New starts cfg.Shards shards over pool; stats receives the counters.
+func New(cfg Config, pool *poolset.Pool[*conn.Conn], stats *Registry) (*Set, error) {
+	cfg = cfg.normalized()
+	dials, err := ants.NewPool(cfg.DialWorkers, ants.WithNonblocking(true))
+	if err != nil {
+		return nil, fmt.Errorf("shard: dial pool: %w", err)
+	}
+	exchanges, err := ants.NewPool(cfg.ExchangeWorkers, ants.WithNonblocking(true))
+	if err != nil {
+		dials.Release()
+		return nil, fmt.Errorf("shard: exchange pool: %w", err)
+	}
+	s := &Set{cfg: cfg, pool: pool, stats: stats, dials: dials, exchanges: exchanges}
+	for i := 0; i < cfg.Shards; i++ {
+		sh := &Shard{set: s, id: i, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+			pinned: make(map[uint64]*session)}
+		s.shards = append(s.shards, sh)
+		s.wg.Add(1)
+		go sh.run()
+	}
+	return s, nil
+}
+
+// Submit routes t to a shard: requests of a pinned session always to the
+// same one (pin key affinity), others round-robin. t.Done reports the
+// outcome; Submit on a closed Set calls it at once with ErrClosed.
+func (s *Set) Submit(t *Task) {
+	if s.closed.Load() {
+		t.Done(ErrClosed)
+		return
+	}
+	t.ctr = s.stats.For(t.Key)
+	s.shardFor(t.PinKey).post(event{kind: evSubmit, t: t})
+}
+
+func (s *Set) shardFor(pinKey uint64) *Shard {
+	if pinKey != 0 {
+		return s.shards[pinKey%uint64(len(s.shards))]
+	}
+	return s.shards[s.rr.Add(1)%uint64(len(s.shards))]
+}
+
+// Shards returns the shards.
+func (s *Set) Shards() []*Shard { return s.shards }
+
+// ID is the shard's index in its Set.
+func (s *Shard) ID() int { return s.id }
+
+// Unpin ends the pinned session pinKey, closing its connection, and
+// forgets the key: a session whose connection is gone keeps failing its
+// requests with ErrPinnedGone until Unpin.
+func (s *Set) Unpin(pinKey uint64) {
+	if pinKey != 0 && !s.closed.Load() {
+		s.shardFor(pinKey).post(event{kind: evUnpin, pinKey: pinKey})
+	}
+}
+
+// PinnedState reports the state of the connection of session pinKey
+// (Closed for a session whose connection is gone), and false when the key
+// is unknown. It waits for the owning shard.
+func (s *Set) PinnedState(ctx context.Context, pinKey uint64) (conn.State, bool) {
+	if pinKey == 0 || s.closed.Load() {
+		return 0, false
+	}
+	reply := make(chan lookup, 1)
+	s.shardFor(pinKey).post(event{kind: evLookup, pinKey: pinKey, reply: reply})
+	select {
+	case r := <-reply:
+		return r.state, r.ok
+	case <-ctx.Done():
+		return 0, false
+	}
+}
+
+// Close stops the shards after closing their pinned sessions and waits for
+// the worker pools (up to timeout). Callers first let in-flight requests
+// finish: Close does not fail them.
+func (s *Set) Close(timeout time.Duration) {
+	if !s.closed.CompareAndSwap(false, true) {
+		return
+	}
+	for _, sh := range s.shards {
+		close(sh.quit)
+	}
+	s.wg.Wait()
+	_ = s.dials.ReleaseTimeout(timeout)
+	_ = s.exchanges.ReleaseTimeout(timeout)
+}

@@ -1,0 +1,146 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+func TestMain(m *testing.M) {
+	netpoll.Initialize()
+	os.Exit(m.Run())
+}
+
+type nopSink struct{}
+
+func (nopSink) OnHead(*parser.Response) error { return nil }
+func (nopSink) OnBody([]byte) error           { return nil }
+
+func task(t *testing.T, ctx context.Context, addr string, done chan<- error) *Task {
+	var h parser.Request
+	if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: o\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	return &Task{Ctx: ctx, Key: poolset.Key{Addr: addr}, Exchange: conn.Exchange{Head: &h},
+		Sink: nopSink{}, Done: func(err error) { done <- err }}
+}
+
+// TestExchangePoolOverload fills the one exchange worker with a stalled
+// exchange: the next request fails at once with ErrOverloaded, and the
+// connection it had dialed goes back to the pool unused.
+func TestExchangePoolOverload(t *testing.T) {
+	checkLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	pool := poolset.New[*conn.Conn](poolset.Config{})
+	var reg Registry
+	set, err := New(Config{Shards: 1, ExchangeWorkers: 1, DialWorkers: 1}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done1, done2 := make(chan error, 1), make(chan error, 1)
+	set.Submit(task(t, ctx, ln.Addr().String(), done1))
+	time.Sleep(100 * time.Millisecond) // the first exchange is stalled on its worker
+	set.Submit(task(t, context.Background(), ln.Addr().String(), done2))
+	err = <-done2
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhasePoolWait || !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("err %v", err)
+	}
+	if s := pool.Stats(poolset.Key{Addr: ln.Addr().String()}); s.Idle != 1 || s.Busy != 1 {
+		t.Fatalf("pool %+v", s)
+	}
+	cancel()
+	if err := <-done1; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first: %v", err)
+	}
+	set.Close(5 * time.Second)
+	pool.Close()
+	ln.Close()
+	for {
+		select {
+		case c := <-accepted:
+			c.Close()
+			continue
+		default:
+		}
+		break
+	}
+}
+
+func TestInboxManyProducers(t *testing.T) {
+	sh := &Shard{wake: make(chan struct{}, 1)}
+	const producers, each = 8, 1000
+	for p := 0; p < producers; p++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				sh.post(event{kind: evLookup, pinKey: uint64(i)})
+			}
+		}()
+	}
+	got := 0
+	deadline := time.After(10 * time.Second)
+	for got < producers*each {
+		select {
+		case <-sh.wake:
+		case <-deadline:
+			t.Fatalf("got %d events", got)
+		}
+		sh.mu.Lock()
+		got += len(sh.q)
+		sh.q = sh.q[:0]
+		sh.mu.Unlock()
+	}
+}
+
+// checkLeaks records goroutine and fd counts; at cleanup it waits for both
+// to return to them.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	g0, f0 := runtime.NumGoroutine(), fdCount(t)
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			g, f := runtime.NumGoroutine(), fdCount(t)
+			if g <= g0 && f <= f0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("leak: goroutines %d -> %d, fds %d -> %d", g0, g, f0, f)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+func fdCount(t *testing.T) int {
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}

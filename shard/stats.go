@@ -1,0 +1,44 @@
+package shard
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// Counters are one upstream's request counters, updated with atomics by
+// shards and read by Stats.
+type Counters struct {
+	Requests     atomic.Uint64 // requests finished, successfully or not
+	Attempts     atomic.Uint64 // exchanges started, retries included
+	OnReused     atomic.Uint64 // exchanges started on a reused connection
+	Retries      atomic.Uint64 // exchanges sent again after a failure
+	RacesHit     atomic.Uint64 // failures on a reused connection before any response byte
+	RacesRetried atomic.Uint64 // of those, retried
+	Detached     atomic.Uint64 // connections moved to Go net I/O for a large body, then closed
+	Errors       [conn.NumPhases]atomic.Uint64
+}
+
+// Registry maps upstreams to their counters.
+type Registry struct {
+	m sync.Map // poolset.Key -> *Counters
+}
+
+// For returns key's counters, creating them on first use.
+func (r *Registry) For(key poolset.Key) *Counters {
+	if c, ok := r.m.Load(key); ok {
+		return c.(*Counters)
+	}
+	c, _ := r.m.LoadOrStore(key, new(Counters))
+	return c.(*Counters)
+}
+
+// Range calls fn for every upstream with counters.
+func (r *Registry) Range(fn func(poolset.Key, *Counters)) {
+	r.m.Range(func(k, v any) bool {
+		fn(k.(poolset.Key), v.(*Counters))
+		return true
+	})
+}

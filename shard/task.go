@@ -1,0 +1,74 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// Errors a task may finish with (inside a *conn.Error when a phase
+// applies).
+var (
+	// ErrPinnedGone reports a request for a pinned session whose
+	// connection is closed or belongs to another upstream. Nothing was
+	// sent: the session is over, and the caller decides (typically by
+	// closing its client connection).
+	ErrPinnedGone = errors.New("shard: pinned connection gone")
+	// ErrOverloaded reports a full worker pool or too many pending
+	// requests; nothing was sent.
+	ErrOverloaded = errors.New("shard: overloaded")
+	// ErrClosed reports a request submitted to a closed Set.
+	ErrClosed = errors.New("shard: closed")
+)
+
+// Task is one request travelling through a shard. The caller fills the
+// exported fields and hands it to Set.Submit; it must not touch the task
+// afterwards, until Done.
+type Task struct {
+	// Ctx bounds the whole request; when it ends the request fails.
+	Ctx context.Context
+	// Key is the upstream the request goes to.
+	Key poolset.Key
+	// Exchange is the request to send (head, edits, body).
+	Exchange conn.Exchange
+	// GetBody returns a fresh copy of the body for a retry; nil when the
+	// body cannot be replayed.
+	GetBody func() (io.Reader, error)
+	// PinKey names a pinned session; zero for none. Pin asks that the
+	// connection be pinned to PinKey after a reusable exchange (the seam
+	// for connection-based authentication).
+	PinKey uint64
+	Pin    bool
+	// Sink receives the response, on an exchange worker.
+	Sink conn.Sink
+	// Done is called exactly once, after the connection was put back,
+	// pinned or closed: on the shard goroutine, or on the caller's for a
+	// Set that is already closed. It must not block.
+	Done func(error)
+
+	ctr      *Counters
+	attempts int
+	fresh    bool // skip idle connections: a retry after a stale one
+	waiter   *poolset.Waiter[*conn.Conn]
+	stopWait func() bool // stops the context watch while waiting
+	pinned   bool        // running on a pinned session's connection
+}
+
+// replayable reports whether a failed attempt may be sent again.
+func (t *Task) replayable(e *conn.Error) bool {
+	if t.pinned || e == nil || !e.Reused || e.Responded {
+		return false
+	}
+	m := t.Exchange.Head.MethodID()
+	hasBody := t.Exchange.Body != nil && t.Exchange.ContentLength != 0
+	if !hasBody {
+		return m.Idempotent() || !e.Written
+	}
+	if t.GetBody == nil {
+		return false
+	}
+	return m.Idempotent() || !e.Written
+}
