@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/serverside-go/serverside/parser"
 )
 
 // parallelism × GOMAXPROCS requests are in flight at once.
@@ -88,6 +90,38 @@ func BenchmarkSend(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkExchange is the synchronous sink form: with an idle connection
+// the exchange runs on the caller's goroutine, no shard or worker hop.
+func BenchmarkExchange(b *testing.B) {
+	o := benchOrigin(b)
+	e, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	req := get(o.addr(), b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		s := &discardSink{}
+		for pb.Next() {
+			r := *req
+			if err := e.Exchange(ctx, &r, s); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// discardSink drops the response.
+type discardSink struct{}
+
+func (discardSink) OnHead(*parser.Response) error { return nil }
+func (discardSink) OnBody([]byte) error           { return nil }
+func (discardSink) OnDone(error)                  {}
 
 // BenchmarkNetHTTP is the same request through net/http's Transport, for
 // reference.

@@ -128,19 +128,50 @@ func New(cfg Config) (*Engine, error) {
 // error means the request was not accepted and sink is not called;
 // otherwise sink.OnDone is called exactly once. The request is bound to ctx.
 func (e *Engine) Send(ctx context.Context, req *Request, sink Sink) error {
+	t, err := e.task(ctx, req, sink, nil)
+	if err != nil {
+		return err
+	}
+	e.shards.Submit(t)
+	return nil
+}
+
+// Exchange sends req and streams the response into sink on the calling
+// goroutine, returning once sink.OnDone has been called, with the error
+// OnDone got (or the error that kept the request from being accepted, in
+// which case sink is not called). When the shared pool holds a free
+// persistent connection to the upstream and the request is not pinned, the
+// whole exchange runs right here, with no hop to a shard or a worker: the
+// path for proxies that serve each client connection on its own goroutine.
+// Otherwise the request goes through a shard and Exchange waits for it.
+func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
+	done := make(chan error, 1)
+	t, err := e.task(ctx, req, sink, done)
+	if err != nil {
+		return err
+	}
+	if !e.shards.RunInline(t) {
+		e.shards.Submit(t)
+	}
+	return <-done
+}
+
+// task validates req and builds its shard task; done, when not nil,
+// receives the outcome after sink.OnDone.
+func (e *Engine) task(ctx context.Context, req *Request, sink Sink, done chan<- error) (*shard.Task, error) {
 	if req == nil || req.Head == nil || !req.Head.Done() {
-		return errors.New("engine: request without a parsed head")
+		return nil, errors.New("engine: request without a parsed head")
 	}
 	if req.Group != "" {
-		return fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
+		return nil, fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
 	}
 	if req.Addr == "" {
-		return errors.New("engine: request without an upstream address")
+		return nil, errors.New("engine: request without an upstream address")
 	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	e.inflight++
 	e.mu.Unlock()
@@ -151,7 +182,7 @@ func (e *Engine) Send(ctx context.Context, req *Request, sink Sink) error {
 	if req.Body == nil {
 		cl = 0
 	}
-	t := &shard.Task{
+	return &shard.Task{
 		Ctx: tctx,
 		Key: poolset.Key{Addr: req.Addr},
 		Exchange: conn.Exchange{
@@ -172,10 +203,11 @@ func (e *Engine) Send(ctx context.Context, req *Request, sink Sink) error {
 			cancel()
 			sink.OnDone(err)
 			e.doneOne()
+			if done != nil {
+				done <- err
+			}
 		},
-	}
-	e.shards.Submit(t)
-	return nil
+	}, nil
 }
 
 func (e *Engine) doneOne() {

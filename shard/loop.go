@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"syscall"
 	"time"
@@ -298,26 +299,14 @@ func (s *Shard) exchange(t *Task, c *conn.Conn) {
 
 // exchanged decides the connection's fate, then retries or finishes t.
 func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
-	pool := s.set.pool
 	reusable := err == nil && c.Reusable()
 	switch {
 	case t.pinned:
 		s.pinnedDone(t, c, reusable)
 	case reusable && t.Pin && t.PinKey != 0:
 		s.pin(t, c)
-	case reusable:
-		if serr := c.SetState(conn.Idle); serr != nil {
-			_ = c.Close()
-			pool.Closed(t.Key, poolset.Busy)
-			break
-		}
-		pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})
 	default:
-		_ = c.Close()
-		pool.Closed(t.Key, poolset.Busy)
-		if out.Detached {
-			t.ctr.Detached.Add(1)
-		}
+		s.set.settle(t, c, out, err)
 	}
 	if err == nil {
 		s.finish(t, nil)
@@ -330,7 +319,7 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 	}
 	if e := conn.AsError(err); e != nil && t.Ctx.Err() == nil && stale(e) {
 		t.ctr.RacesHit.Add(1)
-		if t.attempts <= s.set.cfg.MaxRetries && t.Ctx.Err() == nil && t.replayable(e) && s.rewind(t) {
+		if t.attempts <= s.set.cfg.MaxRetries && t.Ctx.Err() == nil && t.replayable(e) && rewind(t, s.set.cfg.Logger) {
 			t.ctr.RacesRetried.Add(1)
 			t.ctr.Retries.Add(1)
 			t.fresh = true
@@ -341,14 +330,30 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 	s.finish(t, err)
 }
 
+// settle makes the keep-alive decision for an unpinned connection after
+// an exchange: back to the shared pool, or closed.
+func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) {
+	if err == nil && c.Reusable() {
+		if serr := c.SetState(conn.Idle); serr == nil {
+			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})
+			return
+		}
+	}
+	_ = c.Close()
+	s.pool.Closed(t.Key, poolset.Busy)
+	if out.Detached {
+		t.ctr.Detached.Add(1)
+	}
+}
+
 // rewind prepares the body for another attempt.
-func (s *Shard) rewind(t *Task) bool {
+func rewind(t *Task, log *slog.Logger) bool {
 	if t.Exchange.Body == nil || t.Exchange.ContentLength == 0 {
 		return true
 	}
 	b, err := t.GetBody()
 	if err != nil {
-		s.set.cfg.Logger.Debug("shard: GetBody for a retry failed", "upstream", t.Key.Addr, "err", err)
+		log.Debug("shard: GetBody for a retry failed", "upstream", t.Key.Addr, "err", err)
 		return false
 	}
 	t.Exchange.Body = b
@@ -361,6 +366,11 @@ func (s *Shard) finish(t *Task, err error) {
 		t.stopWait()
 		t.stopWait = nil
 	}
+	finish(t, err)
+}
+
+// finish counts t's outcome and reports it.
+func finish(t *Task, err error) {
 	t.ctr.Requests.Add(1)
 	if e := conn.AsError(err); e != nil && int(e.Phase) < len(t.ctr.Errors) {
 		t.ctr.Errors[e.Phase].Add(1)

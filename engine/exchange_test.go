@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+// bodySink collects the status and body on the calling goroutine.
+type bodySink struct {
+	status int
+	body   strings.Builder
+	done   int
+	err    error
+}
+
+func (s *bodySink) OnHead(r *parser.Response) error { s.status = r.Status(); return nil }
+func (s *bodySink) OnBody(p []byte) error           { s.body.Write(p); return nil }
+func (s *bodySink) OnDone(err error)                { s.done++; s.err = err }
+
+func exchange(t *testing.T, e *Engine, req *Request) *bodySink {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := &bodySink{}
+	if err := e.Exchange(ctx, req, s); err != s.err || s.done != 1 {
+		t.Fatalf("Exchange returned %v, OnDone %d times with %v", err, s.done, s.err)
+	}
+	return s
+}
+
+// The first request dials through a shard; the next ones find an idle
+// connection and run inline on the caller's goroutine, reusing it.
+func TestExchangeInlineReuse(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 2})
+	for i := 0; i < 5; i++ {
+		s := exchange(t, e, get(o.addr(), t))
+		if s.err != nil || s.status != 200 || s.body.String() != fmt.Sprintf("ok %d", i) {
+			t.Fatalf("request %d: %d %q %v", i, s.status, s.body.String(), s.err)
+		}
+	}
+	st := e.Stats()[o.addr()]
+	if st.Pool.Dialed != 1 || st.Pool.Reused != 4 || st.Requests != 5 || o.accepted() != 1 {
+		t.Fatalf("stats %+v, origin accepted %d", st, o.accepted())
+	}
+}
+
+// A stale idle connection found inline is retried through a shard, which
+// dials: the caller sees one clean answer.
+func TestExchangeInlineStaleRetried(t *testing.T) {
+	checkLeaks(t)
+	o := staleOrigin(t)
+	e := newEngine(t, Config{Shards: 1})
+	for i := 0; i < 3; i++ {
+		if s := exchange(t, e, get(o.addr(), t)); s.err != nil || s.status != 200 || s.body.String() != "ok" {
+			t.Fatalf("request %d: %d %q %v", i, s.status, s.body.String(), s.err)
+		}
+	}
+	st := e.Stats()[o.addr()]
+	if st.RacesHit != 2 || st.RacesRetried != 2 || st.Requests != 3 || len(st.Errors) != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// Concurrent callers share the pool without exceeding what they need.
+func TestExchangeConcurrent(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 2})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				s := &bodySink{}
+				if err := e.Exchange(context.Background(), get(o.addr(), t), s); err != nil || s.status != 200 {
+					errs <- fmt.Errorf("%d %v", s.status, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := o.accepted(); n > 8 {
+		t.Fatalf("origin accepted %d connections for 8 callers", n)
+	}
+	if st := e.Stats()[o.addr()]; st.Requests != 400 {
+		t.Fatalf("requests %d", st.Requests)
+	}
+}

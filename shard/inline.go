@@ -1,0 +1,63 @@
+package shard
+
+import (
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// RunInline runs t on the caller's goroutine when the queue runner's first
+// two steps settle it without shard state: the request is not pinned and
+// the shared pool has a free persistent connection. The exchange then
+// blocks the caller, not an exchange worker, and no inbox hop is paid: the
+// common case of a kept-alive upstream costs what a flat client costs.
+//
+// It reports false, having done nothing, when t needs a shard (a pin key,
+// no idle connection, a closed Set); the caller then Submits t. A retry
+// after a stale connection goes through a shard, which dials. t.Done is
+// called exactly once when RunInline reports true, on this goroutine or,
+// for a retry, on a shard's.
+func (s *Set) RunInline(t *Task) bool {
+	if t.PinKey != 0 || t.fresh || s.closed.Load() {
+		return false
+	}
+	var c *conn.Conn
+	for {
+		var ok bool
+		if c, ok = s.pool.Get(t.Key); !ok {
+			return false
+		}
+		if err := c.SetState(conn.Busy); err == nil {
+			break
+		}
+		_ = c.Close()
+		s.pool.Closed(t.Key, poolset.Busy)
+	}
+	t.ctr = s.stats.For(t.Key)
+	t.attempts++
+	t.ctr.Attempts.Add(1)
+	if c.Requests() > 0 {
+		t.ctr.OnReused.Add(1)
+	}
+	out, err := c.RoundTrip(t.Ctx, &t.Exchange, t.Sink)
+	s.settle(t, c, out, err)
+	if err == nil {
+		finish(t, nil)
+		return true
+	}
+	if e := conn.AsError(err); e != nil && t.Ctx.Err() == nil && stale(e) {
+		t.ctr.RacesHit.Add(1)
+		if t.attempts <= s.cfg.MaxRetries && t.replayable(e) && rewind(t, s.cfg.Logger) {
+			t.ctr.RacesRetried.Add(1)
+			t.ctr.Retries.Add(1)
+			t.fresh = true
+			if s.closed.Load() {
+				finish(t, err)
+				return true
+			}
+			s.shardFor(0).post(event{kind: evSubmit, t: t})
+			return true
+		}
+	}
+	finish(t, err)
+	return true
+}
