@@ -95,6 +95,12 @@ var (
 
 // AsError returns the *Error in err's chain, or nil.
 func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := err.(*Error); ok {
+		return e
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e
