@@ -9,6 +9,7 @@ const (
 	DefaultMaxIdle          = 1024
 	DefaultMaxWaitersPerKey = 1024
 	DefaultKeepAliveSafety  = 0.8
+	DefaultProbeInterval    = time.Second
 )
 
 // Config sets the pool's limits. The zero value of every field selects the
@@ -67,6 +68,14 @@ type Config struct {
 	// Zero, negative or above 1 means DefaultKeepAliveSafety (0.8).
 	KeepAliveSafety float64
 
+	// ProbeInterval is how often, while connections are idle, the sweeper
+	// probes them all with Alive, so that one the peer closed (an origin's
+	// own idle timeout) is closed and counted within about this long
+	// instead of holding a half-closed socket until its expiry. A probe is
+	// an atomic load per connection. Zero means DefaultProbeInterval (1s);
+	// negative turns probing off (Get still probes at checkout).
+	ProbeInterval time.Duration
+
 	// Now is the clock. Nil means time.Now; tests pass a fake clock. The
 	// sweeper and waiter deadlines still run on real timers, armed for the
 	// difference between the target and Now().
@@ -98,6 +107,9 @@ func (c Config) normalized() Config {
 	}
 	if !(c.KeepAliveSafety > 0 && c.KeepAliveSafety <= 1) {
 		c.KeepAliveSafety = DefaultKeepAliveSafety
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
 	}
 	if c.Now == nil {
 		c.Now = time.Now

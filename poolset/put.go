@@ -104,6 +104,7 @@ func (p *Pool[C]) tryPutLocked(ks *keyState[C], c C, info PutInfo, alive bool, s
 	}
 	p.pushIdleLocked(ks, c, info, since, expireAt, why)
 	p.armLocked(expireAt, now)
+	p.armLocked(p.probeAtLocked(now), now)
 	return nil
 }
 

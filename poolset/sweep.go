@@ -4,8 +4,9 @@ import "time"
 
 // The sweeper is one time.Timer for the whole pool, armed at the earliest
 // moment something is due: an idle connection's expiry (IdleTimeout, the
-// Keep-Alive hint window or MaxLifetime) or the retirement of an empty
-// key's state. When it fires, one sweep walks every idle connection once,
+// Keep-Alive hint window or MaxLifetime), the retirement of an empty key's
+// state, or, while anything is idle, the next liveness probe
+// (ProbeInterval). When it fires, one sweep walks every idle connection once,
 // closes the expired ones and those that fail Alive, retires the keys that
 // have stayed empty, and re-arms the timer for the next due moment.
 //
@@ -72,6 +73,9 @@ func (p *Pool[C]) sweep() {
 	if t := p.retireKeysLocked(now); !t.IsZero() && (next.IsZero() || t.Before(next)) {
 		next = t
 	}
+	if t := p.probeAtLocked(now); !t.IsZero() && (next.IsZero() || t.Before(next)) {
+		next = t
+	}
 	p.armLocked(next, now)
 	p.mu.Unlock()
 	b.run(p)
@@ -101,6 +105,16 @@ func (p *Pool[C]) sweepIdleLocked(now time.Time, b *batch[C]) (next time.Time) {
 		n = nn
 	}
 	return next
+}
+
+// probeAtLocked returns when the next liveness probe of the idle
+// connections is due: ProbeInterval from now while any is idle, else zero.
+// p.mu must be held.
+func (p *Pool[C]) probeAtLocked(now time.Time) time.Time {
+	if p.lruHead == nil || p.cfg.ProbeInterval <= 0 {
+		return time.Time{}
+	}
+	return now.Add(p.cfg.ProbeInterval)
 }
 
 // retireKeysLocked forgets keys that have been empty for retireAfter and

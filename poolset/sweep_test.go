@@ -31,7 +31,7 @@ func TestSweeperRealTimer(t *testing.T) {
 }
 
 func TestSweepClosesOnlyWhatIsDue(t *testing.T) {
-	p, clock, r := newPool(t, poolset.Config{IdleTimeout: time.Minute, MaxLifetime: 10 * time.Minute})
+	p, clock, r := newPool(t, poolset.Config{IdleTimeout: time.Minute, MaxLifetime: 10 * time.Minute, ProbeInterval: -1})
 	born := clock.Now().Add(-9*time.Minute - 50*time.Second) // lifetime ends in 10s
 	plain, hinted, old := dial(t, p, r, keyA), dial(t, p, r, keyA), dial(t, p, r, keyB)
 	p.Put(keyA, plain, poolset.PutInfo{Requests: 1, Born: clock.Now()})
@@ -73,7 +73,7 @@ func TestSweepClosesOnlyWhatIsDue(t *testing.T) {
 }
 
 func TestSweeperNotArmedWhenNothingIsDue(t *testing.T) {
-	p, clock, r := newPool(t, poolset.Config{IdleTimeout: -1})
+	p, clock, r := newPool(t, poolset.Config{IdleTimeout: -1, ProbeInterval: -1})
 	c := dial(t, p, r, keyA)
 	p.Put(keyA, c, poolset.PutInfo{Requests: 1})
 	if at := p.SweepAtForTesting(); !at.IsZero() {
@@ -81,4 +81,31 @@ func TestSweeperNotArmedWhenNothingIsDue(t *testing.T) {
 	}
 	clock.Advance(24 * time.Hour)
 	mustGet(t, p, keyA, c)
+}
+
+// TestProbeFindsPeerClosedIdle: while connections are idle the sweeper
+// probes them every ProbeInterval, so one the origin closed goes within
+// about that long, not at its expiry.
+func TestProbeFindsPeerClosedIdle(t *testing.T) {
+	p, clock, r := newPool(t, poolset.Config{IdleTimeout: time.Minute, ProbeInterval: 2 * time.Second})
+	live, gone := dial(t, p, r, keyA), dial(t, p, r, keyA)
+	p.Put(keyA, live, poolset.PutInfo{Requests: 1})
+	p.Put(keyA, gone, poolset.PutInfo{Requests: 1})
+	if at, want := p.SweepAtForTesting(), clock.Now().Add(2*time.Second); !at.Equal(want) {
+		t.Fatalf("armed for %v, want the probe at %v", at, want)
+	}
+	gone.dead.Store(true)
+	clock.Advance(2 * time.Second)
+	p.SweepForTesting()
+	if !gone.closed() || live.closes.Load() != 0 {
+		t.Fatal("probe did not close exactly the dead conn")
+	}
+	if st := p.Stats(keyA); st.Closed.PeerClosedIdle != 1 || st.Idle != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if at, want := p.SweepAtForTesting(), clock.Now().Add(2*time.Second); !at.Equal(want) {
+		t.Fatalf("re-armed for %v, want %v", at, want)
+	}
+	mustGet(t, p, keyA, live)
+	p.Put(keyA, live, poolset.PutInfo{Requests: 2})
 }
