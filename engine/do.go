@@ -80,11 +80,14 @@ func (s *doSink) OnHead(r *parser.Response) error {
 		h.Add(string(r.Name(i)), string(r.Value(i)))
 	}
 	cl := r.ContentLength()
-	if r.Framing() != parser.FramingLength {
+	switch r.Framing() {
+	case parser.FramingLength:
+	case parser.FramingNone:
+		// No body follows; a response to HEAD (or a 304) still announces
+		// the length of the representation, as net/http reports it.
+		cl = max(cl, 0)
+	default:
 		cl = -1
-		if r.Framing() == parser.FramingNone {
-			cl = 0
-		}
 	}
 	s.sent = true
 	s.head <- headResult{resp: &Response{Status: r.Status(), Reason: string(r.Reason()), Version: r.Version(),
