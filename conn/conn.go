@@ -30,7 +30,8 @@ type Conn struct {
 	requests int             // exchanges started on this connection
 	resp     parser.Response // reused per exchange
 	chunked  parser.ChunkedDecoder
-	ownEdits parser.Edits // framing edits when the exchange brings none
+	ownEdits parser.Edits // the exchange's edits plus framing; owned by the exchange
+	clBuf    [20]byte     // Content-Length digits referenced by ownEdits
 	last     Outcome
 	noReuse  bool // this exchange left the connection unusable
 }

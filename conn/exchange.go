@@ -54,8 +54,8 @@ func (c Config) normalized() Config {
 // Exchange is one request to send.
 type Exchange struct {
 	// Head is the parsed client request head; Edits (may be nil) says how
-	// the forwarded head differs. The body framing fields are set by
-	// RoundTrip from Body and ContentLength.
+	// the forwarded head differs. RoundTrip only reads Edits: the body
+	// framing, from Body and ContentLength, goes into the connection's copy.
 	Head  *parser.Request
 	Edits *parser.Edits
 	// Body is the request body, nil for none. ContentLength is its length,
@@ -68,8 +68,6 @@ type Exchange struct {
 	ExpectContinueTimeout time.Duration
 	// Config tunes the exchange.
 	Config Config
-
-	framed bool // the framing edit was added to Edits
 }
 
 // Sink receives a response. Its methods run on the goroutine running
@@ -117,10 +115,13 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	err = c.exchange(ex, sink)
-	if !stop() && err != nil {
-		// The context closed the connection: report why.
+	if !stop() {
+		// The context's watch has started closing the connection, maybe
+		// not finished: it must never go back to the pool, where the late
+		// close would kill the next request.
+		c.noReuse = true
 		if e := AsError(err); e != nil && !errors.Is(err, ErrSink) {
-			e.Err = fmt.Errorf("%w: %w", ctx.Err(), e.Err)
+			e.Err = fmt.Errorf("%w: %w", ctx.Err(), e.Err) // report why
 		}
 	}
 	if err != nil {

@@ -39,20 +39,18 @@ func (c *Conn) write(p []byte) (err error) {
 	return nil
 }
 
-// edits returns the edits to serialize with, with the body framing set:
-// Content-Length for a known length, chunked for an unknown one, and
-// "Content-Length: 0" when the parsed head announced a body that is absent.
-// The framing edit is added to ex.Edits once (a retried exchange reuses it);
-// without caller edits the connection's own are used.
+// edits returns the edits to serialize with: a copy of the caller's (the
+// caller's own are never written to, so one Edits may serve request after
+// request) with the body framing set: Content-Length for a known length,
+// chunked for an unknown one, and "Content-Length: 0" when the parsed head
+// announced a body that is absent.
 func (c *Conn) edits(ex *Exchange) *parser.Edits {
-	e := ex.Edits
-	if e == nil {
-		c.ownEdits.Reset()
-		e = &c.ownEdits
-	} else if ex.framed {
-		return e
+	e := &c.ownEdits
+	if ex.Edits != nil {
+		e.CopyFrom(ex.Edits)
+	} else {
+		e.Reset()
 	}
-	ex.framed = true
 	h := ex.Head
 	switch {
 	case h.MethodID() == parser.MethodConnect:
@@ -61,7 +59,7 @@ func (c *Conn) edits(ex *Exchange) *parser.Edits {
 			e.Set("Content-Length", []byte("0"))
 		}
 	case ex.ContentLength >= 0:
-		e.Set("Content-Length", strconv.AppendInt(nil, ex.ContentLength, 10))
+		e.Set("Content-Length", strconv.AppendInt(c.clBuf[:0], ex.ContentLength, 10))
 	default:
 		e.Set("Transfer-Encoding", []byte("chunked"))
 	}

@@ -45,8 +45,8 @@ type Upstream struct {
 type Request struct {
 	Upstream
 	// Head is the parsed request head, Edits (optional) how the forwarded
-	// head differs. The engine adds the body framing to Edits, so an Edits
-	// belongs to one request at a time.
+	// head differs. The engine only reads Edits (it adds the body framing
+	// to a copy), so one Edits may serve many requests, also at once.
 	Head  *parser.Request
 	Edits *parser.Edits
 	// Body is the request body, nil for none; ContentLength its length, or

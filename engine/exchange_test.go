@@ -2,12 +2,14 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -99,5 +101,57 @@ func TestExchangeConcurrent(t *testing.T) {
 	}
 	if st := e.Stats()[o.addr()]; st.Requests != 400 {
 		t.Fatalf("requests %d", st.Requests)
+	}
+}
+
+// panicSink panics in OnHead: the engine must still report the request
+// and free the connection's slot.
+type panicSink struct{ done chan error }
+
+func (s *panicSink) OnHead(*parser.Response) error { panic("sink bug") }
+func (s *panicSink) OnBody([]byte) error           { return nil }
+func (s *panicSink) OnDone(err error)              { s.done <- err }
+
+func TestSinkPanicReportedAndSlotFreed(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1, MaxConnsPerUpstream: 1, PendingTimeout: 2 * time.Second})
+	s := &panicSink{done: make(chan error, 1)}
+	if err := e.Send(context.Background(), get(o.addr(), t), s); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-s.done; !errors.Is(err, conn.ErrSink) {
+		t.Fatalf("OnDone got %v, want an ErrSink", err)
+	}
+	// Inline path too: the second request finds no idle connection (the
+	// panicked one was closed) and dials; a third runs inline and panics.
+	if b := exchange(t, e, get(o.addr(), t)); b.err != nil || b.status != 200 {
+		t.Fatalf("after the panic: %d %v", b.status, b.err)
+	}
+	if err := e.Exchange(context.Background(), get(o.addr(), t), &panicSink{done: make(chan error, 1)}); !errors.Is(err, conn.ErrSink) {
+		t.Fatalf("inline panic: got %v", err)
+	}
+	if b := exchange(t, e, get(o.addr(), t)); b.err != nil || b.status != 200 {
+		t.Fatalf("with MaxConnsPerUpstream 1 after two panics: %d %v", b.status, b.err)
+	}
+}
+
+// One Edits serves request after request: the engine's framing for a
+// body must not stick to it.
+func TestEditsReusedAcrossRequests(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1, ResponseHeaderTimeout: 2 * time.Second})
+	var ed parser.Edits
+	ed.Add("X-Via", []byte("test"))
+	post := &Request{Upstream: Upstream{Addr: o.addr()}, Head: head(t, "POST /p HTTP/1.1\r\nHost: o\r\n\r\n"),
+		Edits: &ed, Body: strings.NewReader("hello"), ContentLength: 5}
+	if b := exchange(t, e, post); b.err != nil || b.status != 200 {
+		t.Fatalf("POST: %d %v", b.status, b.err)
+	}
+	g := get(o.addr(), t)
+	g.Edits = &ed
+	if b := exchange(t, e, g); b.err != nil || b.status != 200 {
+		t.Fatalf("GET after POST with the same Edits: %d %v", b.status, b.err)
 	}
 }

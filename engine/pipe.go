@@ -24,11 +24,12 @@ type bodyPipe struct {
 	done   chan struct{}   // closed by finish
 	closed chan struct{}   // closed by Close
 
-	mu       sync.Mutex // guards cur and isClosed against Close and an aborted OnBody
-	cur      []byte     // what is left of the piece being read
-	isClosed bool
-	err      error // set before done is closed
-	once     sync.Once
+	mu        sync.Mutex // guards cur and isClosed against Close and an aborted OnBody
+	cur       []byte     // what is left of the piece being read
+	isClosed  bool
+	abandoned bool  // the writer gave up on a piece (its context ended)
+	err       error // set before done is closed
+	once      sync.Once
 }
 
 func newBodyPipe(ctx context.Context) *bodyPipe {
@@ -53,6 +54,7 @@ func (bp *bodyPipe) write(p []byte) error {
 	case <-bp.ctx.Done():
 		bp.mu.Lock() // wait out a copy in progress, then drop p
 		bp.cur = nil
+		bp.abandoned = true // a Read holding p but not yet mu must drop it too
 		bp.mu.Unlock()
 		return bp.ctx.Err()
 	}
@@ -72,6 +74,12 @@ func (bp *bodyPipe) Read(b []byte) (int, error) {
 		select {
 		case p := <-bp.ch:
 			bp.mu.Lock()
+			if bp.abandoned {
+				// The writer gave up between the hand-off and this lock:
+				// p may already be reused memory.
+				bp.mu.Unlock()
+				return 0, bp.ctx.Err()
+			}
 			bp.cur = p
 		case <-bp.done:
 			if bp.err != nil {

@@ -56,6 +56,15 @@ var ErrBadEdit = errors.New("parser: invalid edit")
 // Reset clears the edits for the next message, keeping capacity.
 func (e *Edits) Reset() { *e = Edits{ops: e.ops[:0]} }
 
+// CopyFrom makes e a copy of src, reusing e's capacity, so that a copy can
+// be extended (with framing, say) without touching the caller's edits. The
+// byte slices src refers to are shared, not copied.
+func (e *Edits) CopyFrom(src *Edits) {
+	ops := append(e.ops[:0], src.ops...)
+	*e = *src
+	e.ops = ops
+}
+
 // Remove drops every field named name.
 func (e *Edits) Remove(name string) { e.push(opRemove, name, nil) }
 

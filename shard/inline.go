@@ -38,7 +38,7 @@ func (s *Set) RunInline(t *Task) bool {
 	if c.Requests() > 0 {
 		t.ctr.OnReused.Add(1)
 	}
-	out, err := c.RoundTrip(t.Ctx, &t.Exchange, t.Sink)
+	out, err := roundTrip(t, c)
 	s.settle(t, c, out, err)
 	if err == nil {
 		finish(t, nil)

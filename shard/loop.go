@@ -223,6 +223,13 @@ func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
 		return
 	}
 	pool.Dialed(t.Key)
+	if s.stopping {
+		// A dial that finished during shutdown: start nothing new.
+		_ = c.Close()
+		pool.Closed(t.Key, poolset.Busy)
+		s.finish(t, ErrClosed)
+		return
+	}
 	if err := t.Ctx.Err(); err != nil {
 		s.release(t.Key, c) // a fresh connection: keep it for the next request
 		s.finish(t, s.fail(t, conn.PhaseDial, err))
@@ -241,6 +248,14 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 	switch {
 	case g.Err != nil:
 		s.finish(t, s.fail(t, conn.PhasePoolWait, g.Err))
+	case s.stopping && g.Permit:
+		s.set.pool.DialFailed(t.Key)
+		s.finish(t, ErrClosed)
+	case s.stopping:
+		if s.take(t.Key, g.Conn) {
+			s.release(t.Key, g.Conn)
+		}
+		s.finish(t, ErrClosed)
 	case g.Permit:
 		if err := t.Ctx.Err(); err != nil {
 			s.set.pool.DialFailed(t.Key)
@@ -281,7 +296,7 @@ func (s *Shard) exchange(t *Task, c *conn.Conn) {
 		t.ctr.OnReused.Add(1)
 	}
 	err := s.set.exchanges.Submit(func() {
-		out, err := c.RoundTrip(t.Ctx, &t.Exchange, t.Sink)
+		out, err := roundTrip(t, c)
 		s.post(event{kind: evDone, t: t, c: c, out: out, err: err})
 	})
 	if err != nil {
@@ -295,6 +310,19 @@ func (s *Shard) exchange(t *Task, c *conn.Conn) {
 		}
 		s.finish(t, s.fail(t, conn.PhasePoolWait, fmt.Errorf("%w: exchange pool: %w", ErrOverloaded, err)))
 	}
+}
+
+// roundTrip runs the exchange, turning a panic in the caller's sink (or
+// below) into an error: the completion must always reach the shard, or
+// the connection's slot and the request's OnDone would be lost.
+func roundTrip(t *Task, c *conn.Conn) (out conn.Outcome, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			_ = c.Close()
+			err = &conn.Error{Phase: conn.PhaseBody, Addr: t.Key.Addr, Err: fmt.Errorf("%w: panic: %v", conn.ErrSink, r)}
+		}
+	}()
+	return c.RoundTrip(t.Ctx, &t.Exchange, t.Sink)
 }
 
 // exchanged decides the connection's fate, then retries or finishes t.
