@@ -87,12 +87,21 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 	}
 }
 
-// overHighWater reports that netpoll holds more than hw body bytes and
-// more are still to come than it holds: time to leave it for blocking
-// reads. A body already wholly buffered gains nothing from a detach.
+// overHighWater reports that it is time to leave netpoll for blocking
+// reads. A sink may block inside one OnBody as long as it likes while
+// netpoll keeps reading, so the bound must hold before the call, not just
+// between calls: a body of known length leaves while more than hw bytes
+// are still to arrive beyond what is buffered (so netpoll never holds more
+// than hw plus what it already had); a body of unknown length leaves once
+// netpoll holds more than hw, or once more than hw was delivered (a large
+// body: the rest goes through the kernel's window). A body already wholly
+// buffered gains nothing from a detach.
 func (c *Conn) overHighWater(fr parser.Framing, left int64, hw int) bool {
 	buf := c.nc.Reader().Len()
-	return buf > hw && (fr != parser.FramingLength || left > int64(buf))
+	if fr == parser.FramingLength {
+		return left-int64(buf) > int64(hw)
+	}
+	return buf > hw || c.last.BodyBytes > int64(hw)
 }
 
 // npSource reads from netpoll's buffer.

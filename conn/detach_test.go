@@ -120,3 +120,53 @@ func TestDetachRecoversWindow(t *testing.T) {
 	}
 	t.Logf("recovered %d bytes read by the poller between slice and detach", out.Recovered)
 }
+
+// stallSink blocks for a while inside its first OnBody, then drains.
+type stallSink struct {
+	sink
+	stall time.Duration
+	once  bool
+}
+
+func (s *stallSink) OnBody(p []byte) error {
+	if !s.once {
+		s.once = true
+		time.Sleep(s.stall)
+	}
+	return s.sink.OnBody(p)
+}
+
+// TestBlockedSinkBounded: a sink that blocks inside one OnBody must not let
+// netpoll take in the rest of a large body meanwhile: a body of known
+// length leaves netpoll before the first piece is handed over.
+func TestBlockedSinkBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("64 MiB transfer")
+	}
+	checkLeaks(t)
+	const size = 64 << 20
+	sums := make(chan uint32, 1)
+	o := bigOrigin(t, size, sums)
+	c := dial(t, o.addr())
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	s := &stallSink{stall: time.Second}
+	var mid runtime.MemStats
+	timer := time.AfterFunc(800*time.Millisecond, func() { runtime.ReadMemStats(&mid) })
+	ex := &Exchange{Head: request(t, getReq), Config: Config{BodyHighWater: 256 << 10}}
+	out, err := c.RoundTrip(context.Background(), ex, s)
+	timer.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := <-sums; s.n != size || s.sum != want {
+		t.Fatalf("got %d bytes sum %x, want %d sum %x", s.n, s.sum, size, want)
+	}
+	growth := int64(mid.HeapInuse) - int64(base)
+	t.Logf("heap in-use growth while the sink was blocked: %.1f MiB (detached %v)", float64(growth)/(1<<20), out.Detached)
+	if !out.Detached || growth > 16<<20 {
+		t.Fatalf("detached %v, heap grew %d MiB while the sink blocked", out.Detached, growth>>20)
+	}
+}
