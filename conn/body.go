@@ -124,11 +124,7 @@ func (s *npSource) peek() ([]byte, error) {
 	return b, nil
 }
 
-func (s *npSource) consume(n int) {
-	r := s.c.nc.Reader()
-	_ = r.Skip(n)
-	_ = r.Release()
-}
+func (s *npSource) consume(n int) { s.c.skip(n) }
 
 // goSource reads after a detach: first the bytes sliced out of netpoll's
 // buffer, then those recovered after the detach, then the socket through

@@ -125,10 +125,29 @@ func (c *Conn) Close() error {
 	if gc != nil {
 		err = gc.Close()
 	} else if c.nc != nil && !c.detached.Load() {
+		// Under mu: netpoll frees the input buffer on close, and the
+		// exchange goroutine changes that buffer (Skip, Release, Slice,
+		// Detach) only under mu, so a close from the context's watch never
+		// lands in the middle of one.
+		c.mu.Lock()
 		err = c.nc.Close()
+		c.mu.Unlock()
 	}
 	_ = c.transition(Closed)
 	return err
+}
+
+// skip drops n parsed bytes from netpoll's input buffer and releases what
+// was read, unless the connection was closed meanwhile (the buffer is then
+// gone).
+func (c *Conn) skip(n int) {
+	c.mu.Lock()
+	if !c.closed {
+		r := c.nc.Reader()
+		_ = r.Skip(n)
+		_ = r.Release()
+	}
+	c.mu.Unlock()
 }
 
 // isClosed reports whether Close has been called.

@@ -59,9 +59,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		c.last.KeepAliveHint = time.Duration(t) * time.Second
 	}
 	herr := sink.OnHead(resp)
-	r := c.nc.Reader()
-	_ = r.Skip(hl) // the head is buffered: Skip does not block
-	_ = r.Release()
+	c.skip(hl) // the head is buffered: Skip does not block
 	if herr != nil {
 		return c.fail(PhaseAwaitHead, fmt.Errorf("%w: %w", ErrSink, herr))
 	}
@@ -117,9 +115,7 @@ func (c *Conn) readFinalHead(deadline time.Time) (int, error) {
 }
 
 func (c *Conn) skipInterim(hl int) {
-	r := c.nc.Reader()
-	_ = r.Skip(hl)
-	_ = r.Release()
+	c.skip(hl)
 	c.resp.ResetInterim()
 }
 
