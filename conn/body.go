@@ -38,7 +38,8 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 	dec := &c.chunked
 	dec.Reset()
 	_ = c.nc.SetReadTimeout(cfg.ReadTimeout)
-	var src source = &npSource{c: c}
+	c.np.c = c
+	var src source = &c.np
 	for {
 		if fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done() {
 			return nil

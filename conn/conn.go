@@ -18,6 +18,7 @@ import (
 type Conn struct {
 	addr  string
 	born  time.Time
+	slot  uint32 // picks the connection's set in an Abortable
 	nc    netpoll.Connection
 	state atomic.Uint32
 
@@ -33,7 +34,9 @@ type Conn struct {
 	ownEdits parser.Edits // the exchange's edits plus framing; owned by the exchange
 	clBuf    [20]byte     // Content-Length digits referenced by ownEdits
 	last     Outcome
-	noReuse  bool // this exchange left the connection unusable
+	noReuse  bool     // this exchange left the connection unusable
+	np       npSource // the body source while on netpoll
+	closeFn  func()   // closes c; the context watch's function, made once
 }
 
 // detacher is what netpoll's concrete connection offers beyond the
@@ -56,7 +59,7 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 			timeout = left
 		}
 	}
-	c := &Conn{addr: addr}
+	c := &Conn{addr: addr, slot: slots.Add(1)}
 	c.state.Store(uint32(Connecting))
 	nc, err := netpoll.DialConnection("tcp", addr, timeout)
 	if err != nil {

@@ -113,9 +113,31 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 	if err := ctx.Err(); err != nil {
 		return c.last, c.fail(PhaseWrite, err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	// The context's end closes the connection: an Abortable keeps it in a
+	// set, any other context is watched with context.AfterFunc, and one
+	// that can never end (Done is nil) needs no watch.
+	var stop func() bool
+	ab, _ := ctx.(*Abortable)
+	switch {
+	case ab != nil:
+		if !ab.watch(c) {
+			return c.last, c.fail(PhaseWrite, ab.Err())
+		}
+	case ctx.Done() != nil:
+		if c.closeFn == nil {
+			c.closeFn = func() { _ = c.Close() }
+		}
+		stop = context.AfterFunc(ctx, c.closeFn)
+	}
 	err = c.exchange(ex, sink)
-	if !stop() {
+	stopped := true
+	switch {
+	case ab != nil:
+		stopped = ab.unwatch(c)
+	case stop != nil:
+		stopped = stop()
+	}
+	if !stopped {
 		// The context's watch has started closing the connection, maybe
 		// not finished: it must never go back to the pool, where the late
 		// close would kill the next request.

@@ -317,3 +317,23 @@ func TestExpectContinueTimeout(t *testing.T) {
 		t.Fatalf("body %q after %v reusable %v", s.body, d, c.Reusable())
 	}
 }
+
+func TestRoundTripAbortable(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
+	a := NewAbortable()
+	c := dial(t, o.addr())
+	time.AfterFunc(50*time.Millisecond, a.Abort)
+	_, err := c.RoundTrip(a, &Exchange{Head: request(t, getReq)}, &sink{})
+	if !errors.Is(err, context.Canceled) || c.State() != Closed || c.Reusable() {
+		t.Fatalf("err %v state %v", err, c.State())
+	}
+	// Once aborted, nothing is sent.
+	c2 := dial(t, o.addr())
+	_, err = c2.RoundTrip(a, &Exchange{Head: request(t, getReq)}, &sink{})
+	if e := AsError(err); e == nil || e.Phase != PhaseWrite || e.Written || !errors.Is(err, context.Canceled) || c2.Reusable() {
+		t.Fatalf("err %v", err)
+	}
+	_ = c2.Close()
+	a.Abort() // idempotent
+}

@@ -84,8 +84,9 @@ type Engine struct {
 	pool   *poolset.Pool[*conn.Conn]
 	shards *shard.Set
 	stats  shard.Registry
-	root   context.Context
-	abort  context.CancelFunc
+	root   *conn.Abortable // ends when the engine aborts its requests
+
+	requests sync.Pool // *request, recycled by Exchange
 
 	mu       sync.Mutex
 	closed   bool
@@ -120,7 +121,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.shards = set
-	e.root, e.abort = context.WithCancel(context.Background())
+	e.root = conn.NewAbortable()
 	return e, nil
 }
 
@@ -128,11 +129,11 @@ func New(cfg Config) (*Engine, error) {
 // error means the request was not accepted and sink is not called;
 // otherwise sink.OnDone is called exactly once. The request is bound to ctx.
 func (e *Engine) Send(ctx context.Context, req *Request, sink Sink) error {
-	t, err := e.task(ctx, req, sink, nil)
-	if err != nil {
+	r := newRequest(e)
+	if err := e.task(ctx, req, sink, r); err != nil {
 		return err
 	}
-	e.shards.Submit(t)
+	e.shards.Submit(&r.t)
 	return nil
 }
 
@@ -145,44 +146,111 @@ func (e *Engine) Send(ctx context.Context, req *Request, sink Sink) error {
 // path for proxies that serve each client connection on its own goroutine.
 // Otherwise the request goes through a shard and Exchange waits for it.
 func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
-	done := make(chan error, 1)
-	t, err := e.task(ctx, req, sink, done)
-	if err != nil {
+	r, _ := e.requests.Get().(*request)
+	if r == nil {
+		r = newRequest(e)
+	}
+	if r.done == nil {
+		r.done = make(chan error, 1)
+	}
+	if err := e.task(ctx, req, sink, r); err != nil {
+		e.requests.Put(r) // nothing refers to it: it never left this call
 		return err
 	}
-	if !e.shards.RunInline(t) {
-		e.shards.Submit(t)
+	inline := e.shards.RunInline(&r.t)
+	if !inline {
+		e.shards.Submit(&r.t)
 	}
-	return <-done
+	err := <-r.done
+	// A task that ran wholly on this goroutine is referenced by nothing
+	// once Done has run: it was never posted to a shard, so no event, pool
+	// waiter or context watch can name it. One that went through a shard
+	// (submitted, or a retry) may still be named by a late event there, so
+	// it is left to the collector.
+	if inline && !r.t.Retried() {
+		r.reset()
+		e.requests.Put(r)
+	}
+	return err
 }
 
-// task validates req and builds its shard task; done, when not nil,
-// receives the outcome after sink.OnDone.
-func (e *Engine) task(ctx context.Context, req *Request, sink Sink, done chan<- error) (*shard.Task, error) {
+// request is one request's engine state: its shard task, whose Done is
+// the request's finish method bound once, and the channel Exchange waits
+// on. Exchange recycles the requests that ran inline.
+type request struct {
+	t      shard.Task
+	e      *Engine
+	sink   Sink
+	done   chan error  // receives the outcome after sink.OnDone; nil for Send
+	stop   func() bool // stops the engine root's watch of a derived context
+	cancel context.CancelFunc
+	finish func(error) // r.finishTask, bound once
+}
+
+func newRequest(e *Engine) *request {
+	r := &request{e: e}
+	r.finish = r.finishTask
+	return r
+}
+
+// reset drops what a recycled request refers to.
+func (r *request) reset() {
+	r.t = shard.Task{}
+	r.sink, r.stop, r.cancel = nil, nil, nil
+}
+
+// finishTask is the task's Done: exactly once, after the connection was
+// settled. r must not be touched after the send on done, which lets
+// Exchange recycle it.
+func (r *request) finishTask(err error) {
+	if r.stop != nil {
+		r.stop()
+		r.cancel()
+	}
+	r.sink.OnDone(err)
+	r.e.doneOne()
+	if r.done != nil {
+		r.done <- err
+	}
+}
+
+// task validates req and fills r's shard task.
+//
+// The task's context ends when ctx does or when the engine aborts. A ctx
+// that can never end (Done returns nil, as for context.Background) needs
+// no context of its own: the task runs under the engine's Abortable
+// directly, and a request costs no context setup or watch. The
+// engine's packages read no values from the task's context.
+func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) error {
 	if req == nil || req.Head == nil || !req.Head.Done() {
-		return nil, errors.New("engine: request without a parsed head")
+		return errors.New("engine: request without a parsed head")
 	}
 	if req.Group != "" {
-		return nil, fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
+		return fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
 	}
 	if req.Addr == "" {
-		return nil, errors.New("engine: request without an upstream address")
+		return errors.New("engine: request without an upstream address")
 	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	e.inflight++
 	e.mu.Unlock()
 
-	tctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(e.root, cancel)
+	var tctx context.Context = e.root
+	if ctx.Done() != nil {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithCancel(ctx)
+		r.stop, r.cancel = context.AfterFunc(e.root, cancel), cancel
+	}
 	cl := req.ContentLength
 	if req.Body == nil {
 		cl = 0
 	}
-	return &shard.Task{
+	r.sink = sink
+	r.t = shard.Task{
 		Ctx: tctx,
 		Key: poolset.Key{Addr: req.Addr},
 		Exchange: conn.Exchange{
@@ -198,16 +266,9 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, done chan<- 
 		PinKey:  req.PinKey,
 		Pin:     req.Pin,
 		Sink:    sink,
-		Done: func(err error) {
-			stop()
-			cancel()
-			sink.OnDone(err)
-			e.doneOne()
-			if done != nil {
-				done <- err
-			}
-		},
-	}, nil
+		Done:    r.finish,
+	}
+	return nil
 }
 
 func (e *Engine) doneOne() {
@@ -230,7 +291,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 	var err error
 	if !e.waitIdle(ctx) {
 		err = fmt.Errorf("engine: drain: %w", ctx.Err())
-		e.abort()
+		e.root.Abort()
 		wctx, cancel := context.WithTimeout(context.Background(), e.cfg.ConnectTimeout+time.Second)
 		e.waitIdle(wctx)
 		cancel()
@@ -271,7 +332,7 @@ func (e *Engine) waitIdle(ctx context.Context) bool {
 
 func (e *Engine) teardown() {
 	e.once.Do(func() {
-		e.abort()
+		e.root.Abort()
 		e.shards.Close(5 * time.Second)
 		e.pool.Close()
 	})

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -153,5 +156,49 @@ func TestEditsReusedAcrossRequests(t *testing.T) {
 	g.Edits = &ed
 	if b := exchange(t, e, g); b.err != nil || b.status != 200 {
 		t.Fatalf("GET after POST with the same Edits: %d %v", b.status, b.err)
+	}
+}
+
+// An exchange blocked on a pooled connection (the inline path) is aborted
+// by its caller's context, and by Close when the caller's context can
+// never end.
+func TestExchangeInlineAborted(t *testing.T) {
+	for _, byClose := range []bool{false, true} {
+		t.Run(fmt.Sprint("byClose=", byClose), func(t *testing.T) {
+			checkLeaks(t)
+			o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+				readHead(br)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				readHead(br)
+				io.Copy(io.Discard, br) // the second request is never answered
+			})
+			e := newEngine(t, Config{Shards: 1})
+			if s := exchange(t, e, get(o.addr(), t)); s.err != nil || s.status != 200 {
+				t.Fatalf("first: %d %v", s.status, s.err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if byClose {
+				ctx = context.Background()
+			}
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				if byClose {
+					e.Close()
+				} else {
+					cancel()
+				}
+			}()
+			s := &bodySink{}
+			err := e.Exchange(ctx, get(o.addr(), t), s)
+			if !errors.Is(err, context.Canceled) || s.err != err || s.done != 1 {
+				t.Fatalf("Exchange returned %v, OnDone %d times with %v", err, s.done, s.err)
+			}
+			if !byClose {
+				if st := e.Stats()[o.addr()]; st.Pool.Reused != 1 || st.Requests != 2 {
+					t.Fatalf("stats %+v", st)
+				}
+			}
+		})
 	}
 }

@@ -23,22 +23,35 @@ type Counters struct {
 
 // Registry maps upstreams to their counters.
 type Registry struct {
-	m sync.Map // poolset.Key -> *Counters
+	m sync.Map // poolset.Key -> *regEntry
+	// last is the entry For returned last: requests mostly go where the
+	// one before went, and the comparison is cheaper than the map's hash.
+	last atomic.Pointer[regEntry]
+}
+
+type regEntry struct {
+	key poolset.Key
+	ctr Counters
 }
 
 // For returns key's counters, creating them on first use.
 func (r *Registry) For(key poolset.Key) *Counters {
-	if c, ok := r.m.Load(key); ok {
-		return c.(*Counters)
+	if e := r.last.Load(); e != nil && e.key == key {
+		return &e.ctr
 	}
-	c, _ := r.m.LoadOrStore(key, new(Counters))
-	return c.(*Counters)
+	v, ok := r.m.Load(key)
+	if !ok {
+		v, _ = r.m.LoadOrStore(key, &regEntry{key: key})
+	}
+	e := v.(*regEntry)
+	r.last.Store(e)
+	return &e.ctr
 }
 
 // Range calls fn for every upstream with counters.
 func (r *Registry) Range(fn func(poolset.Key, *Counters)) {
 	r.m.Range(func(k, v any) bool {
-		fn(k.(poolset.Key), v.(*Counters))
+		fn(k.(poolset.Key), &v.(*regEntry).ctr)
 		return true
 	})
 }

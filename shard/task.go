@@ -57,6 +57,12 @@ type Task struct {
 	pinned   bool        // running on a pinned session's connection
 }
 
+// Retried reports that t was sent again after a stale connection, which
+// hands it to a shard. Read it after Done: a task Submitted, or Retried
+// after RunInline, may still be named by a late event on its shard after
+// Done, while one RunInline ran without a retry is referenced by nothing.
+func (t *Task) Retried() bool { return t.fresh }
+
 // replayable reports whether a failed attempt may be sent again.
 func (t *Task) replayable(e *conn.Error) bool {
 	if t.pinned || e == nil || !e.Reused || e.Responded {
