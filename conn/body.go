@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -226,6 +227,7 @@ func (c *Conn) detach(timeout time.Duration) (*goSource, error) {
 	if n := r.Len(); n > 0 {
 		b, err := r.Next(n)
 		if err != nil {
+			_ = syscall.Close(fd) // detached: netpoll no longer owns it
 			return nil, fmt.Errorf("recover buffered body: %w", err)
 		}
 		s.rest = append([]byte(nil), b...)
@@ -233,7 +235,7 @@ func (c *Conn) detach(timeout time.Duration) (*goSource, error) {
 	}
 	f := os.NewFile(uintptr(fd), "upstream "+c.addr)
 	gc, err := net.FileConn(f) // dups the fd
-	_ = f.Close()
+	_ = f.Close()              // closes the original fd either way
 	if err != nil {
 		return nil, fmt.Errorf("adopt fd: %w", err)
 	}

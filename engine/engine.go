@@ -23,6 +23,9 @@ var (
 	// ErrNoGroup reports a request naming a peer group: groups are not
 	// supported yet.
 	ErrNoGroup = errors.New("engine: peer groups are not supported")
+	// ErrBadRequest reports a Request the engine cannot send (no parsed
+	// head, no upstream address); nothing was sent.
+	ErrBadRequest = errors.New("engine: invalid request")
 	// ErrPinnedGone is shard.ErrPinnedGone: the pinned session's
 	// connection is gone; the request was not sent.
 	ErrPinnedGone = shard.ErrPinnedGone
@@ -223,13 +226,13 @@ func (r *request) finishTask(err error) {
 // engine's packages read no values from the task's context.
 func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) error {
 	if req == nil || req.Head == nil || !req.Head.Done() {
-		return errors.New("engine: request without a parsed head")
+		return fmt.Errorf("%w: no parsed head", ErrBadRequest)
 	}
 	if req.Group != "" {
 		return fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
 	}
 	if req.Addr == "" {
-		return errors.New("engine: request without an upstream address")
+		return fmt.Errorf("%w: no upstream address", ErrBadRequest)
 	}
 	e.mu.Lock()
 	if e.closed {

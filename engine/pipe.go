@@ -7,9 +7,10 @@ import (
 	"sync"
 )
 
-// errBodyClosed is what the exchange sees when the reader closed the body
-// early; the connection is then closed, not reused.
-var errBodyClosed = errors.New("engine: response body closed by the reader")
+// ErrBodyClosed is what the exchange sees, and a later Read returns, when
+// the reader closed the body early; the connection is then closed, not
+// reused.
+var ErrBodyClosed = errors.New("engine: response body closed by the reader")
 
 // bodyPipe hands body pieces from the exchange worker (OnBody) to the
 // reader of Response.Body without buffering: OnBody blocks until the
@@ -42,7 +43,7 @@ func (bp *bodyPipe) write(p []byte) error {
 	select {
 	case bp.ch <- p:
 	case <-bp.closed:
-		return errBodyClosed
+		return ErrBodyClosed
 	case <-bp.ctx.Done():
 		return bp.ctx.Err()
 	}
@@ -50,7 +51,7 @@ func (bp *bodyPipe) write(p []byte) error {
 	case <-bp.ack:
 		return nil
 	case <-bp.closed:
-		return errBodyClosed // Close held mu: the reader is not copying p
+		return ErrBodyClosed // Close held mu: the reader is not copying p
 	case <-bp.ctx.Done():
 		bp.mu.Lock() // wait out a copy in progress, then drop p
 		bp.cur = nil
@@ -87,12 +88,12 @@ func (bp *bodyPipe) Read(b []byte) (int, error) {
 			}
 			return 0, io.EOF
 		case <-bp.closed:
-			return 0, errBodyClosed
+			return 0, ErrBodyClosed
 		}
 	}
 	defer bp.mu.Unlock()
 	if bp.isClosed {
-		return 0, errBodyClosed
+		return 0, ErrBodyClosed
 	}
 	if bp.cur == nil { // the writer gave up on this piece
 		return 0, bp.ctx.Err()
