@@ -6,13 +6,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -21,36 +21,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// checkLeaks records goroutine and fd counts; at cleanup (registered
-// first, so it runs after the engine and origins are closed) it waits for
-// both to return to them.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	g0, f0 := runtime.NumGoroutine(), fdCount(t)
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			g, f := runtime.NumGoroutine(), fdCount(t)
-			if g <= g0 && f <= f0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g, f0, f, buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+func checkLeaks(t *testing.T) { t.Helper(); bench.CheckLeaks(t) }
 
-func fdCount(t *testing.T) int {
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(es)
-}
+func fdCount(t *testing.T) int { return bench.FDCount(t) }
 
 func newEngine(t *testing.T, cfg Config) *Engine {
 	t.Helper()

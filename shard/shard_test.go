@@ -6,11 +6,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/parser"
 	"github.com/serverside-go/serverside/poolset"
@@ -116,31 +116,6 @@ func TestInboxManyProducers(t *testing.T) {
 	}
 }
 
-// checkLeaks records goroutine and fd counts; at cleanup it waits for both
-// to return to them.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	g0, f0 := runtime.NumGoroutine(), fdCount(t)
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			g, f := runtime.NumGoroutine(), fdCount(t)
-			if g <= g0 && f <= f0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("leak: goroutines %d -> %d, fds %d -> %d", g0, g, f0, f)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+func checkLeaks(t *testing.T) { t.Helper(); bench.CheckLeaks(t) }
 
-func fdCount(t *testing.T) int {
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(es)
-}
+func fdCount(t *testing.T) int { return bench.FDCount(t) }

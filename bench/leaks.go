@@ -1,0 +1,42 @@
+package bench
+
+import (
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// CheckLeaks records the goroutine and file descriptor counts and, at
+// cleanup, waits up to five seconds for both to come back to them, failing
+// tb with every goroutine's stack if they do not. Call it first in a test,
+// so that its cleanup runs after the cleanups that close what the test
+// opened.
+func CheckLeaks(tb testing.TB) {
+	tb.Helper()
+	g0, f0 := runtime.NumGoroutine(), FDCount(tb)
+	tb.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			g, f := runtime.NumGoroutine(), FDCount(tb)
+			if g <= g0 && f <= f0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				tb.Errorf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g, f0, f, buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// FDCount is the number of file descriptors the process has open.
+func FDCount(tb testing.TB) int {
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(es)
+}
