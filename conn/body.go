@@ -20,7 +20,7 @@ const maxPiece = 64 << 10
 // (blocking for it), valid until consume.
 type source interface {
 	peek() ([]byte, error)
-	consume(n int)
+	consume(n int) error
 }
 
 // readBody streams the body framed as resp says into sink.
@@ -81,11 +81,13 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 		if len(data) > 0 {
 			c.last.BodyBytes += int64(len(data))
 			if err := sink.OnBody(data); err != nil {
-				src.consume(n)
+				_ = src.consume(n)
 				return c.fail(PhaseBody, fmt.Errorf("%w: %w", ErrSink, err))
 			}
 		}
-		src.consume(n)
+		if err := src.consume(n); err != nil {
+			return err
+		}
 	}
 }
 
@@ -126,7 +128,12 @@ func (s *npSource) peek() ([]byte, error) {
 	return b, nil
 }
 
-func (s *npSource) consume(n int) { s.c.skip(n) }
+func (s *npSource) consume(n int) error {
+	if !s.c.skip(n) {
+		return s.c.fail(PhaseBody, ErrClosed)
+	}
+	return nil
+}
 
 // goSource reads after a detach: first the bytes sliced out of netpoll's
 // buffer, then those recovered after the detach, then the socket through
@@ -176,7 +183,7 @@ func (s *goSource) peek() ([]byte, error) {
 	return nil, err
 }
 
-func (s *goSource) consume(n int) {
+func (s *goSource) consume(n int) error {
 	switch s.from {
 	case 0:
 		_ = s.sl.Skip(n)
@@ -185,6 +192,7 @@ func (s *goSource) consume(n int) {
 	default:
 		s.r += n
 	}
+	return nil
 }
 
 // testHookBeforeDetach runs between the slice and the detach; tests use it

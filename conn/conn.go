@@ -141,16 +141,20 @@ func (c *Conn) Close() error {
 }
 
 // skip drops n parsed bytes from netpoll's input buffer and releases what
-// was read, unless the connection was closed meanwhile (the buffer is then
-// gone).
-func (c *Conn) skip(n int) {
+// was read. It reports false, dropping nothing, when the connection was
+// closed meanwhile (by the context's watch or an abort): netpoll keeps an
+// unread buffer after a close and would hand the same bytes out again, so
+// the exchange must fail rather than read on.
+func (c *Conn) skip(n int) bool {
 	c.mu.Lock()
-	if !c.closed {
-		r := c.nc.Reader()
-		_ = r.Skip(n)
-		_ = r.Release()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
 	}
-	c.mu.Unlock()
+	r := c.nc.Reader()
+	_ = r.Skip(n)
+	_ = r.Release()
+	return true
 }
 
 // isClosed reports whether Close has been called.

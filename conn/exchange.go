@@ -129,14 +129,7 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 		}
 		stop = context.AfterFunc(ctx, c.closeFn)
 	}
-	err = c.exchange(ex, sink)
-	stopped := true
-	switch {
-	case ab != nil:
-		stopped = ab.unwatch(c)
-	case stop != nil:
-		stopped = stop()
-	}
+	stopped, err := c.watched(ex, sink, ab, stop)
 	if !stopped {
 		// The context's watch has started closing the connection, maybe
 		// not finished: it must never go back to the pool, where the late
@@ -150,6 +143,25 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 		c.noReuse = true
 	}
 	return c.last, err
+}
+
+// watched runs the exchange and then ends the context's watch, also when
+// the sink panics (the panic goes on up, to the shard's recovery): a watch
+// left behind would keep the connection in the Abortable's set for the
+// engine's lifetime. stopped is false when the watch had already started
+// closing the connection.
+func (c *Conn) watched(ex *Exchange, sink Sink, ab *Abortable, stop func() bool) (stopped bool, err error) {
+	defer func() {
+		switch {
+		case ab != nil:
+			stopped = ab.unwatch(c)
+		case stop != nil:
+			stopped = stop()
+		default:
+			stopped = true
+		}
+	}()
+	return true, c.exchange(ex, sink)
 }
 
 // fail builds the *Error for the current exchange.

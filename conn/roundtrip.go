@@ -59,9 +59,12 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		c.last.KeepAliveHint = time.Duration(t) * time.Second
 	}
 	herr := sink.OnHead(resp)
-	c.skip(hl) // the head is buffered: Skip does not block
+	skipped := c.skip(hl) // the head is buffered: Skip does not block
 	if herr != nil {
 		return c.fail(PhaseAwaitHead, fmt.Errorf("%w: %w", ErrSink, herr))
+	}
+	if !skipped {
+		return c.fail(PhaseAwaitHead, ErrClosed)
 	}
 	if err := c.readBody(resp, sink, cfg); err != nil {
 		return err
@@ -93,7 +96,9 @@ func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
 			return hl, nil
 		}
 		cont := c.resp.Status() == 100
-		c.skipInterim(hl)
+		if err := c.skipInterim(hl); err != nil {
+			return 0, err
+		}
 		if cont {
 			return 0, nil
 		}
@@ -110,13 +115,18 @@ func (c *Conn) readFinalHead(deadline time.Time) (int, error) {
 		if !c.resp.IsInterim() {
 			return hl, nil
 		}
-		c.skipInterim(hl)
+		if err := c.skipInterim(hl); err != nil {
+			return 0, err
+		}
 	}
 }
 
-func (c *Conn) skipInterim(hl int) {
-	c.skip(hl)
+func (c *Conn) skipInterim(hl int) error {
+	if !c.skip(hl) {
+		return c.fail(PhaseAwaitHead, ErrClosed)
+	}
 	c.resp.ResetInterim()
+	return nil
 }
 
 // readHead parses one response head into c.resp and returns its length.

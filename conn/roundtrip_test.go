@@ -337,3 +337,82 @@ func TestRoundTripAbortable(t *testing.T) {
 	_ = c2.Close()
 	a.Abort() // idempotent
 }
+
+// cancelSink ends the exchange's context inside its first OnBody, then
+// lingers, as a client that goes away mid-body.
+type cancelSink struct {
+	sink
+	cancel func()
+}
+
+func (s *cancelSink) OnBody(p []byte) error {
+	if s.cancel != nil {
+		s.cancel()
+		s.cancel = nil
+		time.Sleep(100 * time.Millisecond)
+	}
+	return s.sink.OnBody(p)
+}
+
+// A context that ends mid-body fails the exchange: netpoll keeps unread
+// bytes after a close, and reading on would hand the sink the same bytes
+// again and report success.
+func TestCancelMidBodyFails(t *testing.T) {
+	checkLeaks(t)
+	const size = 300_000 // more than one piece, less than the high-water mark
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		c.Write(make([]byte, size))
+		io.Copy(io.Discard, br)
+	})
+	for _, abortable := range []bool{false, true} {
+		c := dial(t, o.addr())
+		var ctx context.Context
+		var cancel func()
+		if abortable {
+			a := NewAbortable()
+			ctx, cancel = a, a.Abort
+		} else {
+			ctx, cancel = context.WithCancel(context.Background())
+		}
+		s := &cancelSink{cancel: cancel}
+		_, err := c.RoundTrip(ctx, &Exchange{Head: request(t, getReq)}, s)
+		if err == nil || s.n >= size || c.Reusable() {
+			t.Fatalf("abortable %v: err %v after %d of %d body bytes", abortable, err, s.n, size)
+		}
+		_ = c.Close()
+	}
+}
+
+type headPanicSink struct{ sink }
+
+func (headPanicSink) OnHead(*parser.Response) error { panic("sink bug") }
+
+// A sink that panics must not leave the connection in the Abortable's set.
+func TestPanicLeavesNoWatch(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br)
+	})
+	a := NewAbortable()
+	c := dial(t, o.addr())
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = c.RoundTrip(a, &Exchange{Head: request(t, getReq)}, &headPanicSink{})
+	}()
+	s := &a.sets[c.slot%abortStripes]
+	s.mu.Lock()
+	_, still := s.busy[c]
+	s.mu.Unlock()
+	if still {
+		t.Fatal("connection still watched after a sink panic")
+	}
+	_ = c.Close()
+}

@@ -68,10 +68,11 @@ type Request struct {
 	Pin    bool
 }
 
-// Sink receives a response as it streams. OnHead and OnBody run on a
-// worker goroutine, one call at a time; blocking in them is the
-// backpressure. OnDone runs once, last, on a shard goroutine, and must not
-// block.
+// Sink receives a response as it streams. OnHead and OnBody run on the
+// goroutine doing the exchange (an exchange worker, or the caller's own in
+// Exchange's inline path), one call at a time; blocking in them is the
+// backpressure. OnDone runs once, last (on a shard goroutine, or on the
+// caller's in the inline path), and must not block.
 type Sink interface {
 	// OnHead receives the final head; views are valid during the call.
 	OnHead(resp *parser.Response) error
