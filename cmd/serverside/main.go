@@ -1,38 +1,121 @@
-// Command serverside is the demo forward proxy built on the serverside
-// engine.
+// Command serverside is the demo HTTP proxy built on the serverside engine.
 //
-// The proxy itself is not built yet. When it is, it will be a forward HTTP
-// proxy listening on 127.0.0.1:3128 that connects straight to origin servers,
-// with flags to pin an origin (-origin), chain to a parent proxy (-parent),
-// pick a load-balancing policy (-lb), set the number of engine shards
-// (-shards), serve an admin endpoint (-admin) and read a config file
-// (-config). Today it parses its flags, says what it will be, and exits 0.
+// With no flags it is a forward HTTP proxy on 127.0.0.1:3128: clients send
+// absolute-form requests ("GET http://host:port/path HTTP/1.1"), the proxy
+// resolves the host and forwards the request in origin-form over the
+// engine's pooled upstream connections. With -origin it is a reverse proxy
+// that sends every request to the given origins, round-robin. CONNECT is
+// answered 501 for now.
+//
+// SIGTERM or SIGINT stops accepting connections, lets requests in flight
+// finish for up to 10 seconds, and exits 0.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/serverside-go/serverside/engine"
 )
 
+// drainTimeout bounds how long a shutdown waits for requests in flight.
+const drainTimeout = 10 * time.Second
+
+type originList []string
+
+func (o *originList) String() string { return strings.Join(*o, ",") }
+func (o *originList) Set(v string) error {
+	*o = append(*o, v)
+	return nil
+}
+
 func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:3128", "address the demo forward proxy will listen on")
+	listen := fs.String("listen", "127.0.0.1:3128", "address to listen on, e.g. -listen 127.0.0.1:8080")
+	var origins originList
+	fs.Var(&origins, "origin", "origin URL for reverse-proxy mode, repeatable; requests are spread round-robin,\ne.g. -origin http://127.0.0.1:8081 -origin http://127.0.0.1:8082")
+	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
+	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: serverside [flags]\n\n")
-		fmt.Fprintf(out, "Demo forward HTTP proxy on the serverside engine (not built yet).\n\n")
+		fmt.Fprintf(out, "Demo HTTP proxy on the serverside engine. Without -origin it is a forward\n")
+		fmt.Fprintf(out, "proxy (curl -x http://127.0.0.1:3128 http://example.com/); with -origin a\n")
+		fmt.Fprintf(out, "reverse proxy (serverside -listen 127.0.0.1:8080 -origin http://127.0.0.1:8081).\n\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(out, "\nPlanned flags: -origin, -parent, -lb, -shards, -admin, -config.\n")
 	}
 	// ExitOnError: -h and -help print the usage and exit 0; bad flags exit 2.
-	_ = fs.Parse(os.Args[1:])
+	_ = fs.Parse(args)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	logger.Info("serverside demo forward proxy is not built yet; exiting",
-		"listen", *listen)
-	logger.Info("planned: forward HTTP proxy that connects straight to origins",
-		"default_listen", "127.0.0.1:3128",
-		"planned_flags", "-origin -parent -lb -shards -admin -config")
+	p, err := newProxy(logger, origins, engine.Config{Shards: *shards, Logger: logger}, *access)
+	if err != nil {
+		logger.Error("start", "err", err)
+		return 1
+	}
+	// Signals are caught before the listener opens: once a client can
+	// connect, SIGTERM drains instead of killing the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		logger.Error("listen", "err", err)
+		_ = p.eng.Close()
+		return 1
+	}
+	mode := "forward"
+	if len(origins) > 0 {
+		mode = "reverse"
+	}
+	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String())
+
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+
+	code := 0
+	select {
+	case sig := <-sigs:
+		logger.Info("shutting down", "signal", sig.String())
+	case err := <-served:
+		if err != nil {
+			logger.Error("serve", "err", err)
+			code = 1
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	return code
+}
+
+// newProxy builds the proxy and starts its engine.
+func newProxy(logger *slog.Logger, origins []string, cfg engine.Config, access bool) (*proxy, error) {
+	var hps []string
+	for _, o := range origins {
+		hp, err := parseOrigin(o)
+		if err != nil {
+			return nil, err
+		}
+		hps = append(hps, hp)
+	}
+	eng, err := engine.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &proxy{eng: eng, log: logger, accessLog: access, origins: hps}, nil
 }

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+)
+
+func TestMain(m *testing.M) {
+	// Start the process-wide goroutines (netpoll's pollers, os/signal's
+	// watcher) before any leak check counts goroutines.
+	netpoll.Initialize()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR2)
+	signal.Stop(sig)
+	os.Exit(m.Run())
+}
+
+func needTools(t *testing.T) {
+	t.Helper()
+	if bench.NginxBinary() == "" {
+		t.Skip("nginx not installed")
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+}
+
+// startProxy runs the proxy in-process on a free loopback port.
+func startProxy(t *testing.T, origins ...string) string {
+	t.Helper()
+	return startProxyConfig(t, engine.Config{}, origins...)
+}
+
+func startProxyConfig(t *testing.T, cfg engine.Config, origins ...string) string {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Shards, cfg.Logger = 2, logger
+	p, err := newProxy(logger, origins, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+func curl(t *testing.T, args ...string) (string, string) {
+	t.Helper()
+	cmd := exec.Command("curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("curl %v: %v\n%s", args, err, errb.String())
+	}
+	return out.String(), errb.String()
+}
+
+func TestForwardSmall(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t)
+	body, _ := curl(t, "-x", "http://"+px, ng.URL("/small"))
+	if body != "Hello, World!" {
+		t.Fatalf("body %q", body)
+	}
+}
+
+func TestReverse16kAndHead(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	body, _ := curl(t, "http://"+px+"/16k")
+	if body != string(bench.PatternBody(bench.Size16K)) {
+		t.Fatalf("16k body mismatch: %d bytes", len(body))
+	}
+	head, _ := curl(t, "-I", "http://"+px+"/16k")
+	if !strings.HasPrefix(head, "HTTP/1.1 200") || !strings.Contains(head, "Content-Length: "+strconv.Itoa(bench.Size16K)) ||
+		!strings.Contains(head, "Via: 1.1 serverside") {
+		t.Fatalf("HEAD reply:\n%s", head)
+	}
+}
+
+func TestPostBodies(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	file := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(file, bench.PatternBody(50000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := curl(t, "--data-binary", "@"+file, "http://"+px+"/echo")
+	if got != "50000\n" {
+		t.Fatalf("content-length post: %q", got)
+	}
+	got, _ = curl(t, "-H", "Transfer-Encoding: chunked", "--data-binary", "@"+file, "http://"+px+"/echo")
+	if got != "50000\n" {
+		t.Fatalf("chunked post: %q", got)
+	}
+	big := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(big, bench.PatternBody(2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, errOut := curl(t, "-v", "--data-binary", "@"+big, "http://"+px+"/echo")
+	if got != strconv.Itoa(2<<20)+"\n" {
+		t.Fatalf("2 MiB post: %q", got)
+	}
+	if !strings.Contains(errOut, "Expect: 100-continue") || !strings.Contains(errOut, "HTTP/1.1 100 Continue") {
+		t.Fatalf("no 100-continue exchange:\n%s", errOut)
+	}
+}
+
+func TestDownload1M(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t)
+	body, _ := curl(t, "-x", "http://"+px, ng.URL("/1m"))
+	if sha256.Sum256([]byte(body)) != sha256.Sum256(bench.PatternBody(bench.Size1M)) {
+		t.Fatalf("1m body mismatch: %d bytes", len(body))
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t)
+	body, errOut := curl(t, "-v", "-x", "http://"+px, ng.URL("/small"), ng.URL("/16k"))
+	if len(body) != len("Hello, World!")+bench.Size16K {
+		t.Fatalf("body %d bytes", len(body))
+	}
+	if !strings.Contains(errOut, "Re-using existing connection") && !strings.Contains(errOut, "Reusing existing") {
+		t.Fatalf("client connection not reused:\n%s", errOut)
+	}
+}
+
+func TestPipelinedAndHTTP10(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	req := "GET /small HTTP/1.1\r\nHost: a\r\n\r\n" +
+		"GET /status/404 HTTP/1.1\r\nHost: a\r\n\r\n" +
+		"GET /small HTTP/1.0\r\nHost: a\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c) // the HTTP/1.0 request closes the connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(all)
+	i1 := strings.Index(s, "HTTP/1.1 200")
+	i2 := strings.Index(s, "HTTP/1.1 404")
+	i3 := strings.LastIndex(s, "HTTP/1.1 200")
+	if i1 < 0 || i2 < i1 || i3 < i2 || strings.Count(s, "Hello, World!") != 2 {
+		t.Fatalf("pipelined replies out of order:\n%s", s)
+	}
+}
+
+func TestMalformedRequest(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(all), "HTTP/1.1 400") {
+		t.Fatalf("reply:\n%s", all)
+	}
+	// A request that does reach nginx afterwards is the only one logged.
+	body, _ := curl(t, "http://"+px+"/small")
+	if body != "Hello, World!" {
+		t.Fatalf("body %q", body)
+	}
+	reqs := ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	reqs = ng.Requests()
+	if len(reqs) != 1 || reqs[0].URI != "/small" {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
+
+func TestOriginDown(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	px := startProxy(t, "http://"+addr)
+	out, _ := curl(t, "-i", "http://"+px+"/x")
+	if !strings.HasPrefix(out, "HTTP/1.1 502") {
+		t.Fatalf("reply:\n%s", out)
+	}
+}
+
+// A chunked origin reply reaches an HTTP/1.1 client chunked and an
+// HTTP/1.0 client close-delimited.
+func TestChunkedResponseReframed(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	want := strings.Repeat("0123456789", 1000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 10; i++ {
+			_, _ = io.WriteString(w, want[i*1000:(i+1)*1000])
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	px := startProxy(t, srv.URL)
+	body, errOut := curl(t, "-v", "http://"+px+"/c")
+	if body != want || !strings.Contains(strings.ToLower(errOut), "transfer-encoding: chunked") {
+		t.Fatalf("HTTP/1.1 client: %d bytes\n%s", len(body), errOut)
+	}
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "GET /c HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, rest, _ := strings.Cut(string(all), "\r\n\r\n")
+	if strings.Contains(strings.ToLower(head), "transfer-encoding") || rest != want {
+		t.Fatalf("HTTP/1.0 client: head\n%s\nbody %d bytes", head, len(rest))
+	}
+}
+
+// An origin that accepts and never answers gives 504.
+func TestOriginTimeout(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for i := 0; i < 4; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for i := 0; i < len(accepted); i++ {
+			(<-accepted).Close()
+		}
+	})
+	px := startProxyConfig(t, engine.Config{ResponseHeaderTimeout: 300 * time.Millisecond}, "http://"+ln.Addr().String())
+	out, _ := curl(t, "-i", "http://"+px+"/x")
+	if !strings.HasPrefix(out, "HTTP/1.1 504") {
+		t.Fatalf("reply:\n%s", out)
+	}
+}
+
+// SIGTERM lets the request in flight finish, then run returns 0.
+func TestSignalDrains(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code := make(chan int, 1)
+	go func() { code <- run([]string{"-listen", addr, "-access-log=false", "-origin", "http://" + ng.Addr()}) }()
+	var c net.Conn
+	for i := 0; i < 200; i++ {
+		if c, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	// /delay takes about two seconds; SIGTERM arrives in the middle.
+	if _, err := io.WriteString(c, "GET /delay HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(all), "\r\n\r\n")
+	if !strings.HasPrefix(string(all), "HTTP/1.1 200") || len(body) != bench.DelayBodySize {
+		t.Fatalf("reply %d bytes, body %d", len(all), len(body))
+	}
+	select {
+	case rc := <-code:
+		if rc != 0 {
+			t.Fatalf("exit code %d", rc)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return")
+	}
+}
