@@ -325,6 +325,11 @@ func TestRoundTripAbortable(t *testing.T) {
 	c := dial(t, o.addr())
 	time.AfterFunc(50*time.Millisecond, a.Abort)
 	_, err := c.RoundTrip(a, &Exchange{Head: request(t, getReq)}, &sink{})
+	// Abort closes the connection on its own goroutine: RoundTrip may
+	// return while that close is still going from Closing to Closed.
+	for deadline := time.Now().Add(time.Second); c.State() != Closed && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if !errors.Is(err, context.Canceled) || c.State() != Closed || c.Reusable() {
 		t.Fatalf("err %v state %v", err, c.State())
 	}
