@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -61,7 +62,16 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 	}
 	c := &Conn{addr: addr, slot: slots.Add(1)}
 	c.state.Store(uint32(Connecting))
+	start := time.Now()
 	nc, err := netpoll.DialConnection("tcp", addr, timeout)
+	if err != nil && errors.Is(err, netpoll.ErrConnClosed) && time.Since(start) < timeout {
+		// netpoll v0.7.2 reports any hang-up seen while connecting as
+		// "closed by peer": a refusal, but also a stale poller event for
+		// an fd number that was just reused (it logs "operator has
+		// critical problem"). One more try tells them apart; nothing
+		// was sent yet.
+		nc, err = netpoll.DialConnection("tcp", addr, timeout-time.Since(start))
+	}
 	if err != nil {
 		_ = c.transition(Closing)
 		_ = c.transition(Closed)
