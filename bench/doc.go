@@ -7,7 +7,8 @@
 // StartNginx starts a real nginx on 127.0.0.1 for a test or benchmark, with
 // a fixed set of locations (/small, /16k, /1m, /delay, /echo, /status/NNN)
 // and an access log that tells how many connections and requests it saw.
-// Other packages' tests can use it too, and CheckLeaks, which fails a test
+// Other packages' tests can use it too, with Origin, an in-process upstream
+// for fault injection, and CheckLeaks, which fails a test
 // that leaves goroutines or file descriptors behind.
 //
 // The client benchmarks (BenchmarkClient, in client_bench_test.go) GET

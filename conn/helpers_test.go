@@ -6,8 +6,6 @@ import (
 	"hash/crc32"
 	"net"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,71 +23,17 @@ func checkLeaks(t *testing.T) { t.Helper(); bench.CheckLeaks(t) }
 
 func fdCount(t *testing.T) int { return bench.FDCount(t) }
 
-// origin is an in-process upstream: serve runs per accepted connection.
-type origin struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns []net.Conn
-}
+// origin is bench's in-process upstream under the names these tests use.
+type origin struct{ *bench.Origin }
 
 func newOrigin(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *origin {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &origin{ln: ln}
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			o.mu.Lock()
-			o.conns = append(o.conns, c)
-			o.mu.Unlock()
-			o.wg.Add(1)
-			go func() {
-				defer o.wg.Done()
-				defer c.Close()
-				serve(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	t.Cleanup(o.close)
-	return o
+	return &origin{bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) { serve(c, br) })}
 }
 
-func (o *origin) addr() string { return o.ln.Addr().String() }
+func (o *origin) addr() string { return o.Addr() }
 
-func (o *origin) close() {
-	_ = o.ln.Close()
-	o.mu.Lock()
-	for _, c := range o.conns {
-		_ = c.Close()
-	}
-	o.mu.Unlock()
-	o.wg.Wait()
-}
-
-// readHead reads one request head; it returns the head's lines.
-func readHead(br *bufio.Reader) ([]string, error) {
-	var lines []string
-	for {
-		l, err := br.ReadString('\n')
-		if err != nil {
-			return lines, err
-		}
-		l = strings.TrimRight(l, "\r\n")
-		if l == "" {
-			return lines, nil
-		}
-		lines = append(lines, l)
-	}
-}
+func readHead(br *bufio.Reader) ([]string, error) { return bench.ReadHead(br) }
 
 func request(t testing.TB, raw string) *parser.Request {
 	t.Helper()

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,78 +33,19 @@ func newEngine(t *testing.T, cfg Config) *Engine {
 	return e
 }
 
-// origin is an in-process upstream for fault injection: serve runs per
-// accepted connection with the connection's index.
-type origin struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns []net.Conn
-}
+// origin is bench's in-process upstream under the names these tests use.
+type origin struct{ *bench.Origin }
 
 func newOrigin(t testing.TB, serve func(i int, c net.Conn, br *bufio.Reader)) *origin {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &origin{ln: ln}
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
-		for i := 0; ; i++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			o.mu.Lock()
-			o.conns = append(o.conns, c)
-			o.mu.Unlock()
-			o.wg.Add(1)
-			go func(i int) {
-				defer o.wg.Done()
-				defer c.Close()
-				serve(i, c, bufio.NewReader(c))
-			}(i)
-		}
-	}()
-	t.Cleanup(o.close)
-	return o
+	return &origin{bench.NewOrigin(t, serve)}
 }
 
-func (o *origin) addr() string { return o.ln.Addr().String() }
+func (o *origin) addr() string  { return o.Addr() }
+func (o *origin) accepted() int { return o.Accepted() }
+func (o *origin) close()        { o.Close() }
 
-func (o *origin) accepted() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return len(o.conns)
-}
-
-func (o *origin) close() {
-	_ = o.ln.Close()
-	o.mu.Lock()
-	for _, c := range o.conns {
-		_ = c.Close()
-	}
-	o.mu.Unlock()
-	o.wg.Wait()
-}
-
-// readHead reads one request head and returns its lines.
-func readHead(br *bufio.Reader) ([]string, error) {
-	var lines []string
-	for {
-		l, err := br.ReadString('\n')
-		if err != nil {
-			return lines, err
-		}
-		l = strings.TrimRight(l, "\r\n")
-		if l == "" {
-			return lines, nil
-		}
-		lines = append(lines, l)
-	}
-}
+func readHead(br *bufio.Reader) ([]string, error) { return bench.ReadHead(br) }
 
 func head(t testing.TB, raw string) *parser.Request {
 	t.Helper()
