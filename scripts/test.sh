@@ -21,8 +21,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # System packages the tests use. Add new ones here (squid, apache2, haproxy,
 # wrk, chromium, ...); only the missing ones are installed.
 APT_PACKAGES=(
+	apache2
+	chromium
 	curl
+	haproxy
 	nginx
+	squid
+	wrk
 )
 
 FUZZTIME=${FUZZTIME:-10s}
@@ -57,9 +62,13 @@ POLICY_RC=/usr/sbin/policy-rc.d
 POLICY_RC_CREATED=0
 SUDO=
 
-nginx_pids() {
+# Servers a package install may start despite the policy below.
+daemon_pids() {
 	if command -v pgrep >/dev/null 2>&1; then
-		pgrep -x nginx 2>/dev/null | sort || true
+		local n
+		for n in nginx squid apache2 haproxy; do
+			pgrep -x "$n" 2>/dev/null || true
+		done | sort
 	fi
 }
 
@@ -95,10 +104,10 @@ install_packages() {
 		POLICY_RC_CREATED=1
 	fi
 
-	# Note which nginx processes exist before, so that any the install
+	# Note which server processes exist before, so that any the install
 	# starts despite the policy can be stopped (and only those).
 	local before
-	before=$(nginx_pids)
+	before=$(daemon_pids)
 
 	log "installing: ${missing[*]}"
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
@@ -108,10 +117,10 @@ install_packages() {
 	remove_policy_rc
 
 	local after started
-	after=$(nginx_pids)
+	after=$(daemon_pids)
 	started=$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep . || true)
 	if [ -n "$started" ]; then
-		log "stopping nginx started by the package install: $(echo $started)"
+		log "stopping servers started by the package install: $(echo $started)"
 		# shellcheck disable=SC2086
 		$SUDO kill $started 2>/dev/null || true
 	fi
