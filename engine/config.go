@@ -59,6 +59,9 @@ type Config struct {
 	BodyHighWater int
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Groups are the peer groups requests may name (Upstream.Group),
+	// keyed by name; more can be added at runtime with SetGroup.
+	Groups map[string]GroupConfig
 }
 
 func (c Config) normalized() Config {

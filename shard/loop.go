@@ -180,7 +180,11 @@ func (s *Shard) start(t *Task) {
 		s.finish(t, s.fail(t, conn.PhasePoolWait, fmt.Errorf("%w: %d requests pending", ErrOverloaded, s.pending)))
 		return
 	}
-	w, err := pool.Wait(t.Key, time.Now().Add(s.set.cfg.PendingTimeout), func(g poolset.Grant[*conn.Conn]) {
+	wait := s.set.cfg.PendingTimeout
+	if t.PendingTimeout > 0 {
+		wait = t.PendingTimeout
+	}
+	w, err := pool.Wait(t.Key, time.Now().Add(wait), func(g poolset.Grant[*conn.Conn]) {
 		s.post(event{kind: evGrant, t: t, g: g})
 	})
 	if err != nil {
@@ -219,6 +223,12 @@ func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
 	pool := s.set.pool
 	if err != nil {
 		pool.DialFailed(t.Key)
+		if t.Reroute != nil && !s.stopping && t.Ctx.Err() == nil && t.Reroute(t, err) {
+			t.ctr.Retries.Add(1)
+			t.ctr = s.set.stats.For(t.Key)
+			s.start(t)
+			return
+		}
 		s.finish(t, err)
 		return
 	}
