@@ -22,6 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # wrk, chromium, ...); only the missing ones are installed.
 APT_PACKAGES=(
 	apache2
+	apache2-utils
 	chromium
 	curl
 	haproxy
