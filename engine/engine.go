@@ -202,13 +202,13 @@ func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
 // the request's finish method bound once, and the channel Exchange waits
 // on. Exchange recycles the requests that ran inline.
 type request struct {
-	t      shard.Task
-	e      *Engine
-	sink   Sink
-	done   chan error  // receives the outcome after sink.OnDone; nil for Send
-	stop   func() bool // stops the engine root's watch of a derived context
-	cancel context.CancelFunc
-	finish func(error)                   // r.finishTask, bound once
+	t       shard.Task
+	e       *Engine
+	sink    Sink
+	done    chan error  // receives the outcome after sink.OnDone; nil for Send
+	stop    func() bool // stops the engine root's watch of a derived context
+	cancel  context.CancelFunc
+	finish  func(error)                   // r.finishTask, bound once
 	reroute func(*shard.Task, error) bool // r.rerouteTask, bound once
 
 	// A request to a group: its group, the peer it is aimed at (nil once
