@@ -77,7 +77,7 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 			tb.Fatalf("squid fixture: %v", err)
 		}
 		cacheLog := filepath.Join(dir, "cache.log")
-		s, err := startServer(tb, "squid", bin, []string{"-N", "-f", conf}, dir, addr, syscall.SIGTERM, cacheLog)
+		s, err := startServer(tb, "squid", bin, []string{"-N", "-n", squidService(port), "-f", conf}, dir, addr, syscall.SIGTERM, cacheLog)
 		if err == nil {
 			return &Squid{server: s, dir: dir, accessLog: filepath.Join(dir, "access.log")}
 		}
@@ -89,6 +89,13 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 	tb.Fatalf("squid fixture: %v", lastErr)
 	return nil
 }
+
+// squidService is the instance's service name (squid -n). Squid names
+// its shared memory segments after it ("/squid-cf__metadata.shm" for the
+// default "squid"), so two instances under the default name, from two
+// test processes at once, collide and the second exits; the port makes it
+// unique on this machine.
+func squidService(port int) string { return "sstest" + strconv.Itoa(port) }
 
 func writeSquidConfig(dir, addr string, opts SquidOptions) (string, error) {
 	var c strings.Builder
