@@ -3,9 +3,11 @@
 // With no flags it is a forward HTTP proxy on 127.0.0.1:3128: clients send
 // absolute-form requests ("GET http://host:port/path HTTP/1.1"), the proxy
 // resolves the host and forwards the request in origin-form over the
-// engine's pooled upstream connections. With -origin it is a reverse proxy
-// that sends every request to the given origins, round-robin. CONNECT is
-// answered 501 for now.
+// engine's pooled upstream connections. With -parent it forwards through
+// parent proxies instead. With -origin it is a reverse proxy that sends
+// every request to the given origins. Origins and parents form an engine
+// peer group, balanced by -lb (round-robin by default); see peers.go for
+// the per-peer URL options. CONNECT is answered 501 for now.
 //
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish for up to 10 seconds, and exits 0.
@@ -45,7 +47,10 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:3128", "address to listen on, e.g. -listen 127.0.0.1:8080")
 	var origins originList
-	fs.Var(&origins, "origin", "origin URL for reverse-proxy mode, repeatable; requests are spread round-robin,\ne.g. -origin http://127.0.0.1:8081 -origin http://127.0.0.1:8082")
+	fs.Var(&origins, "origin", "origin URL for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100'")
+	var parents originList
+	fs.Var(&parents, "parent", "parent proxy URL for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin)")
+	lb := fs.String("lb", "roundrobin", "how requests are spread over origins or parents: roundrobin, leastconn, p2c or hash (on the request host)")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
 	fs.Usage = func() {
@@ -60,7 +65,12 @@ func run(args []string) int {
 	_ = fs.Parse(args)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	p, err := newProxy(logger, origins, engine.Config{Shards: *shards, Logger: logger}, *access)
+	cfg := engine.Config{Shards: *shards, Logger: logger}
+	err := withPeers(&cfg, origins, parents, *lb)
+	var p *proxy
+	if err == nil {
+		p, err = newProxy(logger, nil, cfg, *access)
+	}
 	if err != nil {
 		logger.Error("start", "err", err)
 		return 1
@@ -80,7 +90,8 @@ func run(args []string) int {
 	if len(origins) > 0 {
 		mode = "reverse"
 	}
-	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String())
+	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String(),
+		"parents", len(parents), "lb", *lb)
 
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
@@ -103,19 +114,20 @@ func run(args []string) int {
 	return code
 }
 
-// newProxy builds the proxy and starts its engine.
+// newProxy builds the proxy and starts its engine. Origins, when given,
+// become cfg's peer group (round-robin); cfg may instead carry the group
+// already (withPeers).
 func newProxy(logger *slog.Logger, origins []string, cfg engine.Config, access bool) (*proxy, error) {
-	var hps []string
-	for _, o := range origins {
-		hp, err := parseOrigin(o)
-		if err != nil {
-			return nil, err
-		}
-		hps = append(hps, hp)
+	if err := withPeers(&cfg, origins, nil, ""); err != nil {
+		return nil, err
 	}
 	eng, err := engine.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &proxy{eng: eng, log: logger, accessLog: access, origins: hps}, nil
+	p := &proxy{eng: eng, log: logger, accessLog: access}
+	if g, ok := cfg.Groups[peerGroup]; ok {
+		p.group, p.parents, p.originHost = peerGroup, g.Peers[0].Parent, g.Peers[0].Addr
+	}
+	return p, nil
 }

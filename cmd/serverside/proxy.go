@@ -7,11 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
@@ -33,29 +31,19 @@ type proxy struct {
 	eng       *engine.Engine
 	log       *slog.Logger
 	accessLog bool
-	origins   []string // host:port of each origin; empty in forward mode
-	next      atomic.Uint64
+	// group is the engine peer group requests go to (origins in reverse
+	// mode, parents in forward mode; see peers.go); empty for direct
+	// forwarding. parents marks a group of parent proxies; originHost is
+	// the Host of a reverse-proxied request that has none.
+	group      string
+	parents    bool
+	originHost string
 
 	ln      net.Listener
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[*clientConn]struct{}
 	closing bool
-}
-
-// parseOrigin turns an -origin URL into host:port.
-func parseOrigin(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", err
-	}
-	if u.Scheme != "http" {
-		return "", fmt.Errorf("origin %q: only http:// origins are supported", s)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("origin %q: no host", s)
-	}
-	return hostPort(u.Host), nil
 }
 
 // hostPort adds the default port 80 to an authority without one.
@@ -305,24 +293,19 @@ func (cc *clientConn) exchange(s *sink, start time.Time) bool {
 	ed := &cc.edits
 	ed.Reset()
 	ed.StripHopByHop = true
-	var hp string
-	if len(cc.p.origins) > 0 {
-		hp = cc.p.origins[int(cc.p.next.Add(1)-1)%len(cc.p.origins)]
-		if req.Form() == parser.FormAbsolute {
-			cc.setOriginForm(ed)
-		}
-	} else {
-		if req.Form() != parser.FormAbsolute {
-			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
-			return false
-		}
-		if string(req.Scheme()) != "http" {
-			cc.writeErrorSink(s, 400, "only http:// targets are supported")
-			return false
-		}
-		hp = hostPort(string(req.Authority()))
-		cc.setOriginForm(ed)
+	if cc.p.group != "" {
+		return cc.exchangePeers(s, ed)
 	}
+	if req.Form() != parser.FormAbsolute {
+		cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
+		return false
+	}
+	if string(req.Scheme()) != "http" {
+		cc.writeErrorSink(s, 400, "only http:// targets are supported")
+		return false
+	}
+	hp := hostPort(string(req.Authority()))
+	cc.setOriginForm(ed)
 	if !req.Has(parser.HdrHost) && ed.Target == nil {
 		ed.Set("Host", []byte(hp)) // an HTTP/1.0 request without Host; HTTP/1.1 requires one
 	}
@@ -336,8 +319,15 @@ func (cc *clientConn) exchange(s *sink, start time.Time) bool {
 		cc.writeErrorSink(s, 502, "cannot resolve "+hp+": "+err.Error())
 		return false
 	}
+	return cc.send(s, engine.Upstream{Addr: addr}, ed)
+}
 
-	er := &engine.Request{Upstream: engine.Upstream{Addr: addr}, Head: req, Edits: ed}
+// send forwards the request, with its body, to up and relays the
+// response; false closes the connection.
+func (cc *clientConn) send(s *sink, up engine.Upstream, ed *parser.Edits) bool {
+	req := &cc.req
+	ctx := context.Background()
+	er := &engine.Request{Upstream: up, Head: req, Edits: ed}
 	var body *bodyReader
 	switch req.Framing() {
 	case parser.FramingLength:
@@ -356,14 +346,14 @@ func (cc *clientConn) exchange(s *sink, start time.Time) bool {
 		body.cont = true
 	}
 	s.head = req.MethodID() == parser.MethodHead
-	err = cc.p.eng.Exchange(ctx, er, s)
+	err := cc.p.eng.Exchange(ctx, er, s)
 	if err == nil && s.chunked {
 		_, err = cc.c.Write([]byte("0\r\n\r\n"))
 	}
 	bodyDone := body == nil || body.complete()
 	if err != nil {
 		if s.headSent {
-			cc.p.log.Debug("upstream failed after the head was sent", "addr", addr, "err", err)
+			cc.p.log.Debug("upstream failed after the head was sent", "addr", up.Addr, "group", up.Group, "err", err)
 			return false
 		}
 		status, msg := upstreamStatus(err)
@@ -395,6 +385,8 @@ func upstreamStatus(err error) (int, string) {
 		return 503, "proxy overloaded: " + err.Error()
 	case errors.Is(err, engine.ErrClosed):
 		return 503, "proxy shutting down"
+	case errors.Is(err, engine.ErrNoPeer):
+		return 503, "no upstream available: " + err.Error()
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
