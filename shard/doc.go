@@ -50,4 +50,11 @@
 // hands to a waiting retry is used, since it has just completed an
 // exchange. Timeouts, sink failures and request-body failures are never
 // taken for the race.
+//
+// # Another upstream after a failed dial
+//
+// A task with a Reroute hook (the engine sets one for requests to a peer
+// group) that fails to connect is offered to the hook: nothing was sent,
+// so the hook may point the task at another upstream (Key and edits), and
+// the shard starts it again there; the failed key counts a retry.
 package shard
