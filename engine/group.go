@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -421,8 +422,11 @@ func (g *group) report(p *peer, probe bool, o outcome, active bool, log func(str
 type groupsMap = map[string]*group
 
 // SetGroup adds the peer group name, or replaces it (its health state
-// starts afresh; connections of peers that stay are kept by the pool).
-// Requests already routed finish on the peer they were given.
+// starts afresh; connections of peers that stay are kept by the pool, and
+// the connection limits of peers that leave are lifted). Requests already
+// routed finish on the peer they were given. A peer's limits are those of
+// its pool key: two groups naming the same address with different limits
+// share the ones set last.
 func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	if name == "" {
 		return fmt.Errorf("%w: empty group name", ErrBadRequest)
@@ -440,6 +444,13 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	next := make(groupsMap, len(*old)+1)
 	maps.Copy(next, *old)
 	next[name] = g
+	if prev := (*old)[name]; prev != nil {
+		for _, p := range prev.peers {
+			if !slices.Contains(g.keys, p.key) {
+				e.pool.SetLimits(p.key, poolset.KeyLimits{})
+			}
+		}
+	}
 	for _, p := range g.peers {
 		e.pool.SetLimits(p.key, poolset.KeyLimits{MaxConns: p.cfg.MaxConns, MaxWaiters: p.cfg.MaxPending})
 	}

@@ -458,3 +458,42 @@ func TestGroupConcurrent(t *testing.T) {
 		e.Close()
 	}
 }
+
+func TestSetGroupReplaces(t *testing.T) {
+	checkLeaks(t)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	a, b := namedOrigin(t, "a", arrived, release), namedOrigin(t, "b", nil, nil)
+	e := newEngine(t, Config{Shards: 1})
+	if err := e.SetGroup("g", GroupConfig{Peers: []Peer{{Name: "a", Addr: a.addr(), MaxConns: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if w := who(t, e, "g", "/"); w != "a" {
+		t.Fatalf("answered by %s", w)
+	}
+	// Replaced by b alone: a's cap is lifted, so two requests to a by
+	// address can be in flight at once.
+	if err := e.SetGroup("g", GroupConfig{Peers: []Peer{{Name: "b", Addr: b.addr()}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if w := who(t, e, "g", "/"); w != "b" {
+			t.Fatalf("after replace: answered by %s", w)
+		}
+	}
+	slow := make(chan error, 1)
+	go func() {
+		_, _, err := do(t, e, &Request{Upstream: Upstream{Addr: a.addr()}, Head: head(t, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")})
+		slow <- err
+	}()
+	<-arrived
+	if st, _, err := do(t, e, get(a.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("second request to a while one is in flight: %d %v", st, err)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if len(e.PeerStats()) != 1 || len(e.PeerStats()["g"].Peers) != 1 {
+		t.Fatalf("PeerStats %+v", e.PeerStats())
+	}
+}
