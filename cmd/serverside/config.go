@@ -65,15 +65,20 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("want a duration string such as \"10s\", got %s", b)
 	}
+	v, err := parseDuration(s)
+	*d = duration(v)
+	return err
+}
+
+func parseDuration(s string) (time.Duration, error) {
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if v < 0 {
-		return fmt.Errorf("negative duration %q", s)
+		return 0, fmt.Errorf("negative duration %q", s)
 	}
-	*d = duration(v)
-	return nil
+	return v, nil
 }
 
 // lbPolicies are the accepted values of lb.
@@ -120,8 +125,9 @@ func parseConfig(name string, data []byte) (*fileConfig, error) {
 	if _, ok := raw.(map[string]any); !ok {
 		return nil, &ConfigError{File: name, Err: errors.New("want a JSON object at the top")}
 	}
-	// encoding/json names an unknown field but not where it is; walking
-	// the document first gives its full path and the fields known there.
+	// encoding/json names an unknown field but not where it is, and
+	// reports an Unmarshaler's error without the field: walking the
+	// document first gives the full path of either.
 	if err := checkFields(raw, reflect.TypeFor[fileConfig](), ""); err != nil {
 		err.File = name
 		return nil, err
@@ -150,15 +156,28 @@ func jsonSyntax(data []byte, err error) error {
 	if !errors.As(err, &se) {
 		return err
 	}
-	off := min(int(se.Offset), len(data))
+	// Offset counts the bytes read, the offending one included.
+	off := max(min(int(se.Offset), len(data))-1, 0)
 	line := 1 + bytes.Count(data[:off], []byte("\n"))
 	col := off - bytes.LastIndexByte(data[:off], '\n')
 	return fmt.Errorf("line %d column %d: %w", line, col, err)
 }
 
 // checkFields reports the first object key in v that t has no JSON field
-// for, descending into nested structs and slices of structs.
+// for, or the first bad duration, descending into nested structs and
+// slices of structs.
 func checkFields(v any, t reflect.Type, path string) *ConfigError {
+	if t == reflect.TypeFor[duration]() {
+		s, ok := v.(string)
+		if !ok {
+			got, _ := json.Marshal(v)
+			return &ConfigError{Field: path, Err: fmt.Errorf("want a duration string such as \"10s\", got %s", got)}
+		}
+		if _, err := parseDuration(s); err != nil {
+			return &ConfigError{Field: path, Err: err}
+		}
+		return nil
+	}
 	switch t.Kind() {
 	case reflect.Pointer:
 		return checkFields(v, t.Elem(), path)
