@@ -498,6 +498,27 @@ func TestAdminMetrics(t *testing.T) {
 	if v := p.get(t, "serverside_client_connections"); v != 0 {
 		t.Fatalf("client connections after close: %v", v)
 	}
+
+	// A request the proxy rejects itself counts too.
+	c2, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_ = c2.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c2, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := io.ReadAll(c2); err != nil || !strings.HasPrefix(string(all), "HTTP/1.1 400") {
+		t.Fatalf("reply %q, %v", all, err)
+	}
+	p = scrape()
+	if r, c4 := p.get(t, "serverside_client_requests_total"), p.get(t, "serverside_client_responses_total", "code", "4xx"); r != 7 || c4 != 2 {
+		t.Fatalf("after a malformed request: requests %v, 4xx %v", r, c4)
+	}
+	if v := p.get(t, "serverside_upstream_requests_total", "upstream", up); v != 6 {
+		t.Fatalf("upstream requests %v", v)
+	}
 }
 
 // notFoundBody is nginx's 404 page, fetched directly.

@@ -408,7 +408,9 @@ func upstreamStatus(err error) (int, string) {
 }
 
 func (cc *clientConn) writeError(status int, msg string) {
-	cc.writeErrorSink(&sink{c: cc.c}, status, msg)
+	s := &sink{c: cc.c}
+	cc.writeErrorSink(s, status, msg)
+	cc.p.metrics.served(s.status, s.bytes) // a request rejected before serveOne
 }
 
 // writeErrorSink writes a short text/plain error response that closes the
