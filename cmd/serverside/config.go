@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -228,18 +229,18 @@ func (fc *fileConfig) validate() *ConfigError {
 	bad := func(field string, format string, args ...any) *ConfigError {
 		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
 	}
-	for field, addr := range map[string]string{"listen": fc.Listen, "admin": fc.Admin} {
-		if addr == "" {
+	for _, a := range []struct{ field, addr string }{{"listen", fc.Listen}, {"admin", fc.Admin}} {
+		if a.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return bad(field, "want host:port, e.g. 127.0.0.1:9090: %v", err)
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: %v", err)
 		}
 	}
 	if fc.Shards != nil && *fc.Shards < 0 {
 		return bad("shards", "must be 0 (GOMAXPROCS) or more, got %d", *fc.Shards)
 	}
-	if fc.LB != "" && !contains(lbPolicies, fc.LB) {
+	if fc.LB != "" && !slices.Contains(lbPolicies, fc.LB) {
 		return bad("lb", "unknown policy %q; want one of %s", fc.LB, strings.Join(lbPolicies, ", "))
 	}
 	for _, list := range []struct {
@@ -284,10 +285,10 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 		return &peerError{"url", fmt.Errorf("%q: no host", ps.URL)}
 	}
 	if u.User != nil && !parent {
-		return &peerError{"url", fmt.Errorf("%q: credentials belong to parents, not origins", redact(u))}
+		return &peerError{"url", fmt.Errorf("%q: credentials belong to parents, not origins", u.Redacted())}
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return &peerError{"url", fmt.Errorf("%q: want only scheme, host and port", redact(u))}
+		return &peerError{"url", fmt.Errorf("%q: want only scheme, host and port", u.Redacted())}
 	}
 	if ps.Weight < 0 || ps.Weight > 1000 {
 		return &peerError{"weight", fmt.Errorf("want 1 to 1000 (0 or absent for 1), got %d", ps.Weight)}
@@ -304,9 +305,6 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	return nil
 }
 
-// redact hides a password in error messages and logs.
-func redact(u *url.URL) string { return u.Redacted() }
-
 // peerHostPort is the host:port a peer URL names.
 func peerHostPort(s string) (string, error) {
 	u, err := url.Parse(s)
@@ -314,15 +312,6 @@ func peerHostPort(s string) (string, error) {
 		return "", err
 	}
 	return hostPort(u.Host), nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // cliExtras are the flags for the config file, the admin server and the

@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -97,7 +98,7 @@ func run(args []string) int {
 	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String())
 	var adm *adminServer
 	if x.admin != "" {
-		info := adminInfo{Listen: ln.Addr().String(), Mode: mode, Shards: *shards, LB: "roundrobin", Peers: append(fc.Origins, fc.Parents...)}
+		info := adminInfo{Listen: ln.Addr().String(), Mode: mode, Shards: *shards, LB: "roundrobin", Peers: slices.Concat(fc.Origins, fc.Parents)}
 		if adm, err = startAdmin(x.admin, p, info, logger); err != nil {
 			logger.Error("admin", "err", err)
 			ln.Close()
