@@ -350,7 +350,7 @@ func escapeLabel(s string) string { return labelEscaper.Replace(s) }
 
 func u64(n uint64) string  { return strconv.FormatUint(n, 10) }
 func i64(n int64) string   { return strconv.FormatInt(n, 10) }
-func f64(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+func f64(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
 // upstreamLabels are the labels of an upstream's samples: upstream is the
 // ip:port; key is added only when the pool key has more than the address
