@@ -7,6 +7,10 @@
 // that sends every request to the given origins, round-robin. CONNECT is
 // answered 501 for now.
 //
+// -config FILE reads the flags and per-peer options from a JSON file
+// (flags on the command line win); -admin ADDR serves /metrics, /status
+// and /debug/pprof/. docs/demo.md describes both.
+//
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish for up to 10 seconds, and exits 0.
 package main
@@ -19,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,24 +48,34 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:3128", "address to listen on, e.g. -listen 127.0.0.1:8080")
+	listen := fs.String("listen", "127.0.0.1:3128", "`address` to listen on, e.g. -listen 127.0.0.1:8080")
 	var origins originList
-	fs.Var(&origins, "origin", "origin URL for reverse-proxy mode, repeatable; requests are spread round-robin,\ne.g. -origin http://127.0.0.1:8081 -origin http://127.0.0.1:8082")
+	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread round-robin,\ne.g. -origin http://127.0.0.1:8081 -origin http://127.0.0.1:8082")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
+	var x cliExtras
+	x.register(fs)
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: serverside [flags]\n\n")
 		fmt.Fprintf(out, "Demo HTTP proxy on the serverside engine. Without -origin it is a forward\n")
 		fmt.Fprintf(out, "proxy (curl -x http://127.0.0.1:3128 http://example.com/); with -origin a\n")
-		fmt.Fprintf(out, "reverse proxy (serverside -listen 127.0.0.1:8080 -origin http://127.0.0.1:8081).\n\n")
+		fmt.Fprintf(out, "reverse proxy (serverside -listen 127.0.0.1:8080 -origin http://127.0.0.1:8081).\n")
+		fmt.Fprintf(out, "-config FILE reads these settings from JSON (serverside -config demo.json -shards 4:\n")
+		fmt.Fprintf(out, "the command line wins); -admin ADDR serves /metrics, /status and /debug/pprof/.\n\n")
 		fs.PrintDefaults()
 	}
 	// ExitOnError: -h and -help print the usage and exit 0; bad flags exit 2.
 	_ = fs.Parse(args)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	p, err := newProxy(logger, origins, engine.Config{Shards: *shards, Logger: logger}, *access)
+	fc, err := x.apply(fs)
+	if err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
+	warnUnwired(logger, fc)
+	p, err := newProxy(logger, origins, x.engineConfig(engine.Config{Shards: *shards, Logger: logger}), *access)
 	if err != nil {
 		logger.Error("start", "err", err)
 		return 1
@@ -81,6 +96,17 @@ func run(args []string) int {
 		mode = "reverse"
 	}
 	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String())
+	var adm *adminServer
+	if x.admin != "" {
+		info := adminInfo{Listen: ln.Addr().String(), Mode: mode, Shards: *shards, LB: "roundrobin", Peers: slices.Concat(fc.Origins, fc.Parents)}
+		if adm, err = startAdmin(x.admin, p, info, logger); err != nil {
+			logger.Error("admin", "err", err)
+			ln.Close()
+			_ = p.eng.Close()
+			return 1
+		}
+		logger.Info("admin listening", "addr", adm.Addr())
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
@@ -99,6 +125,14 @@ func run(args []string) int {
 	defer cancel()
 	if err := p.Shutdown(ctx); err != nil {
 		logger.Warn("shutdown", "err", err)
+	}
+	if adm != nil {
+		// The admin server outlives the drain, so /status shows it.
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		defer acancel()
+		if err := adm.Shutdown(actx); err != nil {
+			logger.Warn("admin shutdown", "err", err)
+		}
 	}
 	return code
 }
