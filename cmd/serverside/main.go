@@ -9,6 +9,10 @@
 // peer group, balanced by -lb (round-robin by default); see peers.go for
 // the per-peer URL options. CONNECT is answered 501 for now.
 //
+// -config FILE reads the flags and per-peer options from a JSON file
+// (flags on the command line win); -admin ADDR serves /metrics, /status
+// and /debug/pprof/. docs/demo.md describes both.
+//
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish for up to 10 seconds, and exits 0.
 package main
@@ -45,28 +49,41 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:3128", "address to listen on, e.g. -listen 127.0.0.1:8080")
+	listen := fs.String("listen", "127.0.0.1:3128", "`address` to listen on, e.g. -listen 127.0.0.1:8080")
 	var origins originList
-	fs.Var(&origins, "origin", "origin URL for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100'")
+	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100'")
 	var parents originList
-	fs.Var(&parents, "parent", "parent proxy URL for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin)")
+	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin)")
 	lb := fs.String("lb", "roundrobin", "how requests are spread over origins or parents: roundrobin, leastconn, p2c or hash (on the request host)")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
+	var x cliExtras
+	x.register(fs)
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: serverside [flags]\n\n")
 		fmt.Fprintf(out, "Demo HTTP proxy on the serverside engine. Without -origin it is a forward\n")
 		fmt.Fprintf(out, "proxy (curl -x http://127.0.0.1:3128 http://example.com/); with -origin a\n")
-		fmt.Fprintf(out, "reverse proxy (serverside -listen 127.0.0.1:8080 -origin http://127.0.0.1:8081).\n\n")
+		fmt.Fprintf(out, "reverse proxy (serverside -listen 127.0.0.1:8080 -origin http://127.0.0.1:8081).\n")
+		fmt.Fprintf(out, "-config FILE reads these settings from JSON (serverside -config demo.json -shards 4:\n")
+		fmt.Fprintf(out, "the command line wins); -admin ADDR serves /metrics, /status and /debug/pprof/.\n\n")
 		fs.PrintDefaults()
 	}
 	// ExitOnError: -h and -help print the usage and exit 0; bad flags exit 2.
 	_ = fs.Parse(args)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg := engine.Config{Shards: *shards, Logger: logger}
-	err := withPeers(&cfg, origins, parents, *lb)
+	peersOnCmdLine := len(origins) > 0 || len(parents) > 0 // before apply adds the file's
+	fc, err := x.apply(fs)
+	if err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
+	cfg := x.engineConfig(engine.Config{Shards: *shards, Logger: logger})
+	err = withPeers(&cfg, origins, parents, *lb)
+	if err == nil {
+		withFilePeers(&cfg, fc, !peersOnCmdLine)
+	}
 	var p *proxy
 	if err == nil {
 		p, err = newProxy(logger, nil, cfg, *access)
@@ -92,6 +109,17 @@ func run(args []string) int {
 	}
 	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String(),
 		"parents", len(parents), "lb", *lb)
+	var adm *adminServer
+	if x.admin != "" {
+		info := adminInfo{Listen: ln.Addr().String(), Mode: mode, Shards: *shards, LB: *lb, Peers: peerSpecs(cfg)}
+		if adm, err = startAdmin(x.admin, p, info, logger); err != nil {
+			logger.Error("admin", "err", err)
+			ln.Close()
+			_ = p.eng.Close()
+			return 1
+		}
+		logger.Info("admin listening", "addr", adm.Addr())
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
@@ -110,6 +138,14 @@ func run(args []string) int {
 	defer cancel()
 	if err := p.Shutdown(ctx); err != nil {
 		logger.Warn("shutdown", "err", err)
+	}
+	if adm != nil {
+		// The admin server outlives the drain, so /status shows it.
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		defer acancel()
+		if err := adm.Shutdown(actx); err != nil {
+			logger.Warn("admin shutdown", "err", err)
+		}
 	}
 	return code
 }

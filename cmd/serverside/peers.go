@@ -130,3 +130,44 @@ func (cc *clientConn) exchangePeers(s *sink, ed *parser.Edits) bool {
 	ed.Add("Via", []byte("1.1 serverside"))
 	return cc.send(s, up, ed)
 }
+
+// withFilePeers applies the -config file's per-peer options (name,
+// weight, max_conns) to the group built from the same URLs, which apply
+// passed through the -origin or -parent flag. fromFile says that the
+// command line named no peers: a list given there replaced the file's and
+// keeps the options of its own URLs.
+func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
+	g, ok := cfg.Groups[peerGroup]
+	if !ok || !fromFile {
+		return
+	}
+	specs := fc.Origins
+	if g.Peers[0].Parent {
+		specs = fc.Parents
+	}
+	if len(specs) != len(g.Peers) {
+		return
+	}
+	for i, ps := range specs {
+		p := &g.Peers[i]
+		if ps.Name != "" {
+			p.Name = ps.Name
+		}
+		if ps.Weight > 0 {
+			p.Weight = ps.Weight
+		}
+		if ps.MaxConns > 0 {
+			p.MaxConns = ps.MaxConns
+		}
+	}
+}
+
+// peerSpecs lists the group's peers for the admin pages, which name
+// upstreams by address.
+func peerSpecs(cfg engine.Config) []peerSpec {
+	var out []peerSpec
+	for _, p := range cfg.Groups[peerGroup].Peers {
+		out = append(out, peerSpec{URL: "http://" + p.Addr, Name: p.Name, Weight: max(p.Weight, 1), MaxConns: p.MaxConns})
+	}
+	return out
+}

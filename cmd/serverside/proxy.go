@@ -38,6 +38,7 @@ type proxy struct {
 	group      string
 	parents    bool
 	originHost string
+	metrics    proxyMetrics // read by the admin server
 
 	ln      net.Listener
 	wg      sync.WaitGroup
@@ -107,9 +108,11 @@ func (p *proxy) Serve(ln net.Listener) error {
 		p.conns[cc] = struct{}{}
 		p.wg.Add(1)
 		p.mu.Unlock()
+		p.metrics.connOpened()
 		go func() {
 			defer p.wg.Done()
 			cc.serve()
+			p.metrics.connClosed()
 			p.mu.Lock()
 			delete(p.conns, cc)
 			p.mu.Unlock()
@@ -274,6 +277,7 @@ func (cc *clientConn) serveOne() bool {
 	}
 	cc.n = copy(cc.buf, left)
 	cc.br, cc.bw = 0, 0
+	cc.p.metrics.served(s.status, s.bytes)
 	if cc.p.accessLog {
 		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
 			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
@@ -396,7 +400,9 @@ func upstreamStatus(err error) (int, string) {
 }
 
 func (cc *clientConn) writeError(status int, msg string) {
-	cc.writeErrorSink(&sink{c: cc.c}, status, msg)
+	s := &sink{c: cc.c}
+	cc.writeErrorSink(s, status, msg)
+	cc.p.metrics.served(s.status, s.bytes) // a request rejected before serveOne
 }
 
 // writeErrorSink writes a short text/plain error response that closes the
