@@ -102,13 +102,14 @@ func median(v []float64) float64 {
 
 // summary is the per-column medians of one case and proxy.
 type summary struct {
-	n                      int
-	rps, p50ms, p99ms, cpu float64
-	conns                  float64
-	errors                 int64
-	rpsMin, rpsMax         float64
-	cpuMin, cpuMax         float64
-	hasCPU                 bool
+	n                                                     int
+	rps, p50ms, p99ms, cpu                                float64
+	conns                                                 float64
+	errors                                                int64
+	non2xx, sockConnect, sockRead, sockWrite, sockTimeout int64
+	rpsMin, rpsMax                                        float64
+	cpuMin, cpuMax                                        float64
+	hasCPU                                                bool
 }
 
 func summarize(runs []runResult) summary {
@@ -123,6 +124,11 @@ func summarize(runs []runResult) summary {
 			cpu = append(cpu, r.cpuUS)
 		}
 		s.errors += r.wrk.Errors()
+		s.non2xx += r.wrk.Non2xx
+		s.sockConnect += r.wrk.SockConnect
+		s.sockRead += r.wrk.SockRead
+		s.sockWrite += r.wrk.SockWrite
+		s.sockTimeout += r.wrk.SockTimeout
 	}
 	s.n = len(runs)
 	s.rps, s.p50ms, s.p99ms, s.conns = median(rps), median(p50), median(p99), median(conns)
@@ -133,6 +139,23 @@ func summarize(runs []runResult) summary {
 		s.cpuMin, s.cpuMax = slices.Min(cpu), slices.Max(cpu)
 	}
 	return s
+}
+
+// errorText is the error count with its kinds, e.g. "12 (timeout 12)".
+func (s summary) errorText() string {
+	if s.errors == 0 {
+		return "0"
+	}
+	var kinds []string
+	for _, k := range []struct {
+		name string
+		n    int64
+	}{{"non-2xx/3xx", s.non2xx}, {"connect", s.sockConnect}, {"read", s.sockRead}, {"write", s.sockWrite}, {"timeout", s.sockTimeout}} {
+		if k.n > 0 {
+			kinds = append(kinds, k.name+" "+thousands(float64(k.n)))
+		}
+	}
+	return thousands(float64(s.errors)) + " (" + strings.Join(kinds, ", ") + ")"
 }
 
 // label names a proxy in a case's rows.
@@ -201,9 +224,9 @@ func (r *report) markdown() string {
 			if s.n != r.cfg.rounds {
 				n = fmt.Sprintf(" (%d of %d runs)", s.n, r.cfg.rounds)
 			}
-			fmt.Fprintf(&b, "| %s | %s%s | %s | %s–%s | %.2f | %.2f | %d | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s%s | %s | %s–%s | %.2f | %.2f | %s | %s | %s | %s | %s |\n",
 				c.name, label(c, k), n, thousands(s.rps), thousands(s.rpsMin), thousands(s.rpsMax),
-				s.p50ms, s.p99ms, s.errors, cpu, cpuRange, vs, strconv.FormatFloat(s.conns, 'f', -1, 64))
+				s.p50ms, s.p99ms, s.errorText(), cpu, cpuRange, vs, strconv.FormatFloat(s.conns, 'f', -1, 64))
 		}
 	}
 	b.WriteString("\nCases:\n\n")
