@@ -64,11 +64,24 @@ func patternBody(n int) []byte {
 	return b
 }
 
-// startOrigin starts the nginx origin: one process (master_process off),
+// startOrigin starts the nginx origin, trying another port when the one
+// picked was taken meanwhile.
+func (e *env) startOrigin() (*origin, error) {
+	var err error
+	for range startTries {
+		var o *origin
+		if o, err = e.startOriginOnce(); !portTaken(err) {
+			return o, err
+		}
+	}
+	return nil, err
+}
+
+// startOriginOnce starts the nginx origin: one process (master_process off),
 // keep-alive without limits, and an access log of the connection serial
 // and the request's number on its connection, from which new connections
 // are counted.
-func (e *env) startOrigin() (*origin, error) {
+func (e *env) startOriginOnce() (*origin, error) {
 	dir := filepath.Join(e.dir, "origin")
 	for _, d := range []string{"html", "logs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -182,10 +195,34 @@ const (
 	kindNone       proxyKind = "none (ceiling)"
 )
 
+// startTries is how many ports a server start tries: a port found free
+// can be taken by another process's outgoing connection before the server
+// binds it, which on a shared machine happens.
+const startTries = 3
+
+// portTaken reports whether a start failed because its port was taken.
+func portTaken(err error) bool {
+	return err != nil && strings.Contains(strings.ToLower(err.Error()), "address already in use")
+}
+
 // startProxy starts one proxy in front of the origin on a fresh port and
 // waits until a request through it succeeds. forward selects serverside's
 // forward-proxy mode; the others have a fixed server either way.
 func (e *env) startProxy(kind proxyKind, o *origin, forward bool) (*proc, string, error) {
+	var err error
+	for range startTries {
+		var p *proc
+		var addr string
+		p, addr, err = e.startProxyOnce(kind, o, forward)
+		if !portTaken(err) {
+			return p, addr, err
+		}
+	}
+	return nil, "", err
+}
+
+// startProxyOnce is one attempt of startProxy.
+func (e *env) startProxyOnce(kind proxyKind, o *origin, forward bool) (*proc, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -234,6 +271,9 @@ http {
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # Relay at the client's pace, as the others do, instead of
+            # spilling large responses to a temporary file.
+            proxy_max_temp_file_size 0;
         }
     }
 }
