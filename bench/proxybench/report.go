@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,21 +57,23 @@ type runResult struct {
 
 // report collects the runs and prints their medians.
 type report struct {
-	cfg      config
-	started  time.Time
-	machine  string
-	runs     map[string]map[proxyKind][]runResult
-	idle     map[proxyKind][]float64
-	failures []string
+	cfg       config
+	started   time.Time
+	machine   string
+	loadStart string
+	runs      map[string]map[proxyKind][]runResult
+	idle      map[proxyKind][]float64
+	failures  []string
 }
 
 func newReport(cfg config, machine string) *report {
 	return &report{
-		cfg:     cfg,
-		started: time.Now().UTC(),
-		machine: machine,
-		runs:    make(map[string]map[proxyKind][]runResult),
-		idle:    make(map[proxyKind][]float64),
+		cfg:       cfg,
+		started:   time.Now().UTC(),
+		machine:   machine,
+		loadStart: loadAverage(),
+		runs:      make(map[string]map[proxyKind][]runResult),
+		idle:      make(map[proxyKind][]float64),
 	}
 }
 
@@ -184,8 +187,9 @@ func (r *report) command() string {
 func (r *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Proxy benchmark, %s\n\n", r.started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "- **Command:** `%s` (%d rounds, %s per wrk run)\n", r.command(), r.cfg.rounds, r.cfg.duration)
+	fmt.Fprintf(&b, "- **Command:** `%s` (rounds: %d; each wrk run: %s)\n", r.command(), r.cfg.rounds, r.cfg.duration)
 	fmt.Fprintf(&b, "- **Machine:** %s\n", r.machine)
+	fmt.Fprintf(&b, "- **Load average** (1, 5, 15 min) at the start: %s; at the end: %s (a load above the CPU count means other work shared the CPUs).\n", r.loadStart, loadAverage())
 	pin := "proxies on CPU 0, wrk and the origin on CPU 1 (taskset)"
 	if !r.cfg.pin {
 		pin = "nothing pinned"
@@ -267,4 +271,17 @@ func thousands(v float64) string {
 		b.WriteRune(ch)
 	}
 	return b.String()
+}
+
+// loadAverage returns the first three fields of /proc/loadavg.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], ", ")
 }
