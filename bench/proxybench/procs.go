@@ -87,6 +87,12 @@ func (ps *procs) stop(p *proc) {
 		return
 	}
 	tree := processTree(p.PID())
+	starts := make(map[int]uint64, len(tree))
+	for _, pid := range tree[1:] {
+		if s, err := readProcStat(pid); err == nil {
+			starts[pid] = s.Start
+		}
+	}
 	_ = p.cmd.Process.Signal(p.stopSig)
 	select {
 	case <-p.done:
@@ -94,12 +100,12 @@ func (ps *procs) stop(p *proc) {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-	// A child the graceful stop left behind: only those listed above, and
-	// only if their parent is still the process we started or init (an
-	// orphan); a recycled PID would have another parent.
-	for _, pid := range tree[1:] {
+	// A child the stop left behind: only those listed above, and only if
+	// the PID still names the same process (same start time) whose parent
+	// is the process we started or, orphaned, init.
+	for pid, start := range starts {
 		s, err := readProcStat(pid)
-		if err != nil {
+		if err != nil || s.Start != start {
 			continue
 		}
 		if s.PPID == p.PID() || s.PPID == 1 {

@@ -22,6 +22,7 @@ type procStat struct {
 	PPID  int
 	UTime uint64 // ticks in user mode, all threads of the process
 	STime uint64 // ticks in kernel mode, all threads of the process
+	Start uint64 // start time in ticks after boot: with the PID, names one process
 }
 
 // CPUTicks is user plus system time in ticks.
@@ -39,10 +40,11 @@ func parseProcStat(data []byte) (procStat, error) {
 		return procStat{}, fmt.Errorf("%w: no ')' after the command name", errProcStat)
 	}
 	// After ")": state(3) ppid(4) pgrp session tty_nr tpgid flags minflt
-	// cminflt majflt cmajflt utime(14) stime(15) ...
+	// cminflt majflt cmajflt utime(14) stime(15) cutime cstime priority
+	// nice num_threads itrealvalue starttime(22) ...
 	f := strings.Fields(string(data[end+1:]))
-	if len(f) < 13 {
-		return procStat{}, fmt.Errorf("%w: %d fields after the command name, want at least 13", errProcStat, len(f))
+	if len(f) < 20 {
+		return procStat{}, fmt.Errorf("%w: %d fields after the command name, want at least 20", errProcStat, len(f))
 	}
 	var s procStat
 	var err error
@@ -54,6 +56,9 @@ func parseProcStat(data []byte) (procStat, error) {
 	}
 	if s.STime, err = strconv.ParseUint(f[12], 10, 64); err != nil {
 		return procStat{}, fmt.Errorf("%w: stime: %v", errProcStat, err)
+	}
+	if s.Start, err = strconv.ParseUint(f[19], 10, 64); err != nil {
+		return procStat{}, fmt.Errorf("%w: starttime: %v", errProcStat, err)
 	}
 	return s, nil
 }

@@ -15,8 +15,8 @@ func TestParseProcStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s != (procStat{PPID: 4241, UTime: 731, STime: 265}) {
-		t.Errorf("parseProcStat = %+v, want ppid 4241, utime 731, stime 265", s)
+	if s != (procStat{PPID: 4241, UTime: 731, STime: 265, Start: 123456}) {
+		t.Errorf("parseProcStat = %+v, want ppid 4241, utime 731, stime 265, start 123456", s)
 	}
 	if s.CPUTicks() != 996 {
 		t.Errorf("CPUTicks = %d, want 996", s.CPUTicks())
@@ -27,8 +27,10 @@ func TestParseProcStatRejects(t *testing.T) {
 	for name, line := range map[string]string{
 		"no command":  "4242 S 1 2 3",
 		"short":       "4242 (x) S 1 2 3 4 5 6 7 8 9 10",
-		"bad utime":   "1 (x) S 0 1 1 0 -1 0 0 0 0 0 abc 2 0 0",
-		"bad ppid":    "1 (x) S p 1 1 0 -1 0 0 0 0 0 1 2 0 0",
+		"bad utime":   "1 (x) S 0 1 1 0 -1 0 0 0 0 0 abc 2 0 0 20 0 1 0 99 0 0",
+		"bad ppid":    "1 (x) S p 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 99 0 0",
+		"bad start":   "1 (x) S 0 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 s9 0 0",
+		"no start":    "1 (x) S 0 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1",
 		"empty input": "",
 	} {
 		if s, err := parseProcStat([]byte(line)); !errors.Is(err, errProcStat) {
