@@ -173,8 +173,12 @@ func (s *Shard) start(t *Task) {
 		}
 	}
 	if pool.TryReserve(t.Key) {
-		s.dial(t)
-		return
+		if s.dial(t) {
+			return
+		}
+		// The dial pool is full: wait for a connection like a request
+		// over the upstream's cap; one coming back is handed over.
+		pool.DialFailed(t.Key)
 	}
 	if s.pending >= s.set.cfg.MaxPending {
 		s.finish(t, s.fail(t, conn.PhasePoolWait, fmt.Errorf("%w: %d requests pending", ErrOverloaded, s.pending)))
@@ -208,15 +212,13 @@ func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
 	return true
 }
 
-func (s *Shard) dial(t *Task) {
+// dial starts a dial on the dial pool; false when the pool is full.
+func (s *Shard) dial(t *Task) bool {
 	err := s.set.dials.Submit(func() {
 		c, err := conn.Dial(t.Ctx, t.Key.Addr, s.set.cfg.ConnectTimeout)
 		s.post(event{kind: evDialed, t: t, c: c, err: err})
 	})
-	if err != nil {
-		s.set.pool.DialFailed(t.Key)
-		s.finish(t, s.fail(t, conn.PhaseDial, fmt.Errorf("%w: dial pool: %w", ErrOverloaded, err)))
-	}
+	return err == nil
 }
 
 func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
@@ -272,7 +274,10 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
 			return
 		}
-		s.dial(t)
+		if !s.dial(t) {
+			s.set.pool.DialFailed(t.Key)
+			s.finish(t, s.fail(t, conn.PhaseDial, fmt.Errorf("%w: dial pool full", ErrOverloaded)))
+		}
 	default:
 		c := g.Conn
 		if !s.take(t.Key, c) {
