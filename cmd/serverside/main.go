@@ -48,6 +48,8 @@ func run(args []string) int {
 	fs.Var(&origins, "origin", "origin URL for reverse-proxy mode, repeatable; requests are spread round-robin,\ne.g. -origin http://127.0.0.1:8081 -origin http://127.0.0.1:8082")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
+	idle := fs.Duration("client-idle-timeout", DefaultClientIdleTimeout, "close a client connection on which no request starts for this long,\nand bound each wait for request body bytes, e.g. -client-idle-timeout 30s")
+	header := fs.Duration("client-header-timeout", DefaultClientHeaderTimeout, "bound the time from the first byte of a request head to its end\n(408 after it), e.g. -client-header-timeout 10s")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: serverside [flags]\n\n")
@@ -60,7 +62,8 @@ func run(args []string) int {
 	_ = fs.Parse(args)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	p, err := newProxy(logger, origins, engine.Config{Shards: *shards, Logger: logger}, *access)
+	p, err := newProxy(logger, origins, engine.Config{Shards: *shards, Logger: logger},
+		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access})
 	if err != nil {
 		logger.Error("start", "err", err)
 		return 1
@@ -101,21 +104,4 @@ func run(args []string) int {
 		logger.Warn("shutdown", "err", err)
 	}
 	return code
-}
-
-// newProxy builds the proxy and starts its engine.
-func newProxy(logger *slog.Logger, origins []string, cfg engine.Config, access bool) (*proxy, error) {
-	var hps []string
-	for _, o := range origins {
-		hp, err := parseOrigin(o)
-		if err != nil {
-			return nil, err
-		}
-		hps = append(hps, hp)
-	}
-	eng, err := engine.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &proxy{eng: eng, log: logger, accessLog: access, origins: hps}, nil
 }
