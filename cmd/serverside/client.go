@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -39,19 +41,50 @@ const (
 // errClientBody marks a failure to read the request body from the client.
 var errClientBody = errors.New("client request body")
 
+var crlf = []byte("\r\n")
+
+// inReader is the part of netpoll's Reader the client side reads with:
+// netpoll's own on a netpoll connection, a connReader on a detached one.
+type inReader interface {
+	Len() int
+	Peek(n int) ([]byte, error)
+	Skip(n int) error
+	Release() error
+}
+
+// outWriter is the part of netpoll's Writer the client side writes with.
+// Every write is followed by a Flush before the bytes written may change.
+type outWriter interface {
+	WriteBinary(b []byte) (int, error)
+	Flush() error
+}
+
+// outcome is what serveOne leaves the connection to do.
+type outcome int
+
+const (
+	served   outcome = iota // keep the connection for the next request
+	closeIt                 // close the connection
+	detachIt                // serve it off netpoll from this request on
+)
+
 // clientConn is one client connection. Apart from state and idleSince,
 // its fields are used by the goroutine running the connection's OnRequest
 // and, while that goroutine waits in engine.Exchange, by the engine's
 // exchange worker it handed the request to: never by two at once.
 type clientConn struct {
 	p  *proxy
-	c  netpoll.Connection
-	r  netpoll.Reader
-	w  netpoll.Writer
+	c  net.Conn // the netpoll connection, or the Go net one after a detach
+	r  inReader
+	w  outWriter
 	sh *clientShard
 
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
+	closer    atomic.Value // closerOf: what closeIfIdle and Shutdown close
+
+	detaching bool // Detach was called: the close callback hands over
+	detached  bool // served by serveDetached on Go net I/O
 
 	req   parser.Request
 	head  []byte // a copy of the head of a request with a body
@@ -64,6 +97,7 @@ type clientConn struct {
 func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn {
 	cc := &clientConn{p: p, c: c, r: c.Reader(), w: c.Writer(), sh: sh}
 	cc.idleSince.Store(time.Now().UnixNano())
+	cc.closer.Store(closerOf{c})
 	cc.s.cc = cc
 	cc.body.cc = cc
 	return cc
@@ -72,16 +106,32 @@ func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn 
 // closeIfIdle closes the connection when no request is running on it.
 func (cc *clientConn) closeIfIdle() {
 	if cc.state.CompareAndSwap(stIdle, stClosing) {
-		_ = cc.c.Close()
+		cc.close()
 	}
 }
 
-// serveOne reads and serves one request; false closes the connection.
-// It runs in OnRequest, with at least one byte buffered.
-func (cc *clientConn) serveOne() bool {
+// close closes the connection from any goroutine.
+func (cc *clientConn) close() {
+	_ = cc.closer.Load().(closerOf).c.Close()
+}
+
+// unregister removes the connection from its shard.
+func (cc *clientConn) unregister() {
+	cc.state.Store(stClosed)
+	cc.sh.mu.Lock()
+	delete(cc.sh.conns, cc)
+	cc.sh.mu.Unlock()
+}
+
+// serveOne reads and serves one request. It runs with at least one byte
+// buffered: in OnRequest, or on a detached connection's goroutine.
+func (cc *clientConn) serveOne() outcome {
 	buf, hl, ok := cc.readHead()
 	if !ok {
-		return false
+		return closeIt
+	}
+	if !cc.detached && cc.needsDetach(hl, cc.r.Len()) {
+		return detachIt // the head is parsed again once detached
 	}
 	start := time.Now()
 	req := &cc.req
@@ -101,7 +151,7 @@ func (cc *clientConn) serveOne() bool {
 		req.Reset()
 		if _, err := req.Parse(cc.head); err != nil {
 			cc.writeError(400, "malformed request")
-			return false
+			return closeIt
 		}
 		_ = cc.r.Skip(hl)
 		_ = cc.r.Release()
@@ -118,7 +168,10 @@ func (cc *clientConn) serveOne() bool {
 		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
 			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
 	}
-	return keep
+	if !keep {
+		return closeIt
+	}
+	return served
 }
 
 // readHead parses one request head out of netpoll's input buffer, in
@@ -135,7 +188,7 @@ func (cc *clientConn) readHead() ([]byte, int, bool) {
 	for {
 		buf, err := r.Peek(want)
 		if err != nil {
-			if errors.Is(err, netpoll.ErrReadTimeout) {
+			if isTimeout(err) {
 				cc.writeError(408, "request head not complete within "+cc.p.cfg.HeaderTimeout.String())
 			}
 			return nil, 0, false
@@ -260,12 +313,17 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 // to send.
 func clientBodyStatus(err error) (int, string) {
 	switch {
-	case errors.Is(err, netpoll.ErrReadTimeout):
+	case isTimeout(err):
 		return 408, "request body stalled: " + err.Error()
 	case parser.Rule(err) != nil:
 		return 400, "malformed request body: " + parser.Rule(err).Msg
 	}
 	return 400, "request body incomplete: " + err.Error()
+}
+
+// isTimeout reports a read timeout, from netpoll or from Go net.
+func isTimeout(err error) bool {
+	return errors.Is(err, netpoll.ErrReadTimeout) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // setOriginForm turns an absolute-form request into origin-form with the
@@ -353,16 +411,24 @@ func (b *bodyReader) settle() {
 	}
 }
 
-// wait blocks until more than have bytes are buffered.
+// wait blocks until more than have bytes are buffered. On netpoll the
+// connection's read timeout bounds each wait; on Go net a deadline does.
 func (b *bodyReader) wait(have int) error {
+	b.deadline()
 	if _, err := b.cc.r.Peek(have + 1); err != nil {
-		if errors.Is(err, netpoll.ErrEOF) || errors.Is(err, netpoll.ErrConnClosed) {
+		if errors.Is(err, netpoll.ErrEOF) || errors.Is(err, netpoll.ErrConnClosed) || errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: %w", io.ErrUnexpectedEOF, err)
 		}
 		b.err = fmt.Errorf("%w: %w", errClientBody, err)
 		return b.err
 	}
 	return nil
+}
+
+func (b *bodyReader) deadline() {
+	if b.cc.detached {
+		_ = b.cc.c.SetReadDeadline(time.Now().Add(b.cc.p.cfg.IdleTimeout))
+	}
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -383,6 +449,19 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if !b.chunked {
 		if b.remaining == 0 {
 			return 0, io.EOF
+		}
+		if cr, ok := r.(*connReader); ok && r.Len() == 0 {
+			b.deadline()
+			n, err := cr.readInto(p[:min(int64(len(p)), b.remaining)])
+			b.remaining -= int64(n)
+			if n > 0 {
+				return n, nil
+			}
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			b.err = fmt.Errorf("%w: %w", errClientBody, err)
+			return 0, b.err
 		}
 		if r.Len() == 0 {
 			if err := b.wait(0); err != nil {
@@ -548,7 +627,7 @@ func (s *sink) OnBody(p []byte) error {
 		if _, err := w.WriteBinary(p); err != nil {
 			return err
 		}
-		if _, err := w.WriteString("\r\n"); err != nil {
+		if _, err := w.WriteBinary(crlf); err != nil {
 			return err
 		}
 	} else if _, err := w.WriteBinary(p); err != nil {

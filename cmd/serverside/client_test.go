@@ -472,3 +472,136 @@ func vmRSS() (int64, error) {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// TestSlowOriginUploadRSS uploads a large body from a client that sends as
+// fast as it can to an origin that reads it slowly (64 KiB, then a pause).
+// netpoll would buffer whatever the client sends; the connection must
+// leave netpoll for the body so that TCP holds the client back. The
+// origin checks the bytes by SHA-256; without the race detector the
+// proxy's RSS growth is bounded by 64 MiB. A second request follows on
+// the same client connection.
+func TestSlowOriginUploadRSS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uploads 256 MiB; skipped with -short")
+	}
+	bench.CheckLeaks(t)
+	size := int64(256 << 20)
+	if raceEnabled {
+		size /= 4
+	}
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			h := sha256.New()
+			buf := make([]byte, 64<<10)
+			var n int64
+			for {
+				m, err := req.Body.Read(buf)
+				h.Write(buf[:m])
+				n += int64(m)
+				if err != nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			reply := fmt.Sprintf("%d %x", n, h.Sum(nil))
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(reply), reply); err != nil {
+				return
+			}
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+
+	runtime.GC()
+	before, err := vmRSS()
+	if err != nil {
+		t.Skipf("no VmRSS: %v", err)
+	}
+	var peak atomic.Int64
+	peak.Store(before)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if v, err := vmRSS(); err == nil && v > peak.Load() {
+					peak.Store(v)
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
+	sent := make(chan [32]byte, 1)
+	go func() {
+		h := sha256.New()
+		src := rand.NewChaCha8([32]byte{4, 5, 6})
+		buf := make([]byte, 256<<10)
+		if _, err := fmt.Fprintf(c, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size); err != nil {
+			close(sent)
+			return
+		}
+		for left := size; left > 0; {
+			n := min(int64(len(buf)), left)
+			_, _ = src.Read(buf[:n])
+			h.Write(buf[:n])
+			if _, err := c.Write(buf[:n]); err != nil {
+				close(sent)
+				return
+			}
+			left -= n
+		}
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		sent <- sum
+	}()
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, ok := <-sent
+	if !ok {
+		t.Fatal("the upload failed")
+	}
+	if want := fmt.Sprintf("%d %x", size, sum); resp.StatusCode != 200 || string(got) != want || resp.Close {
+		t.Fatalf("status %d close %v reply %q, want %q", resp.StatusCode, resp.Close, got, want)
+	}
+	growth := peak.Load() - before
+	t.Logf("uploaded %d MiB; RSS before %.1f MiB, peak growth %.1f MiB", size>>20, mib(before), mib(growth))
+	if !raceEnabled && growth > 64<<20 {
+		t.Fatalf("RSS grew by %.1f MiB relaying an upload to a slow origin, want at most 64 MiB", mib(growth))
+	}
+	// The connection, now off netpoll, serves the next request.
+	if _, err := io.WriteString(c, "GET /again HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	if want := fmt.Sprintf("0 %x", sha256.Sum256(nil)); resp.StatusCode != 200 || string(got) != want {
+		t.Fatalf("second request: status %d reply %q", resp.StatusCode, got)
+	}
+}

@@ -207,11 +207,12 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 	// Close callbacks run after the last OnRequest of c has returned
 	// (netpoll defers them while one runs), on whichever goroutine closed
 	// c or netpoll's hang-up goroutine.
-	_ = c.AddCloseCallback(func(netpoll.Connection) error {
-		cc.state.Store(stClosed)
-		sh.mu.Lock()
-		delete(sh.conns, cc)
-		sh.mu.Unlock()
+	_ = c.AddCloseCallback(func(c netpoll.Connection) error {
+		if cc.detaching {
+			cc.onDetached(c)
+		} else {
+			cc.unregister()
+		}
 		return nil
 	})
 	if p.closing.Load() {
@@ -239,7 +240,19 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 		_ = c.Close()
 		return nil
 	}
-	if !cc.serveOne() {
+	switch cc.serveOne() {
+	case closeIt:
+		cc.state.Store(stClosing)
+		_ = c.Close()
+		return nil
+	case detachIt:
+		// The close callbacks, which netpoll runs on this goroutine once
+		// this handler returned, hand the connection to serveDetached.
+		cc.detaching = true
+		if d, ok := c.(interface{ Detach() error }); ok && d.Detach() == nil {
+			return nil
+		}
+		cc.detaching = false
 		cc.state.Store(stClosing)
 		_ = c.Close()
 		return nil
@@ -334,7 +347,7 @@ func (p *proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		p.each(func(cc *clientConn) { _ = cc.c.Close() })
+		p.each((*clientConn).close)
 	}
 	if derr := p.eng.Drain(ctx); err == nil {
 		err = derr
