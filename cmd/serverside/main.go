@@ -7,6 +7,10 @@
 // that sends every request to the given origins, round-robin. CONNECT is
 // answered 501 for now.
 //
+// Client connections are served on netpoll, spread over shards at accept;
+// a client connection idle for -client-idle-timeout is closed, and a
+// request head must arrive within -client-header-timeout of its first byte.
+//
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish for up to 10 seconds, and exits 0.
 package main

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"runtime"
@@ -155,15 +156,21 @@ func hostPort(auth string) string {
 	return net.JoinHostPort(auth, "80")
 }
 
-// resolve turns host:port into ip:port with net.DefaultResolver.
-func resolve(ctx context.Context, hp string) (string, error) {
+// resolveTimeout bounds one name lookup.
+const resolveTimeout = 10 * time.Second
+
+// resolve turns host:port into ip:port with net.DefaultResolver; an IP
+// literal (a reverse proxy's usual -origin) needs no lookup.
+func resolve(hp string) (string, error) {
 	host, port, err := net.SplitHostPort(hp)
 	if err != nil {
 		return "", err
 	}
-	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
-		host = host[1 : len(host)-1]
+	if _, err := netip.ParseAddr(host); err == nil {
+		return hp, nil
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil {
 		return "", err
