@@ -470,13 +470,14 @@ func vmRSS() (int64, error) {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-// TestSlowOriginUploadRSS uploads a large body from a client that sends as
-// fast as it can to an origin that reads it slowly (64 KiB, then a pause).
-// netpoll would buffer whatever the client sends; the connection must
-// leave netpoll for the body so that TCP holds the client back. The
-// origin checks the bytes by SHA-256; without the race detector the
-// proxy's RSS growth is bounded by 64 MiB. A second request follows on
-// the same client connection.
+// TestSlowOriginUploadRSS uploads a large body, announced with "Expect:
+// 100-continue" as curl does for large bodies, from a client that sends
+// as fast as it can once it has the "100 Continue", to an origin that
+// reads it slowly (64 KiB, then a pause). netpoll would buffer whatever
+// the client sends; the connection must leave netpoll for the body so
+// that TCP holds the client back. The origin checks the bytes by SHA-256;
+// without the race detector the proxy's RSS growth is bounded by 64 MiB.
+// A second request follows on the same client connection.
 func TestSlowOriginUploadRSS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("uploads 256 MiB; skipped with -short")
@@ -545,15 +546,19 @@ func TestSlowOriginUploadRSS(t *testing.T) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
+	if _, err := fmt.Fprintf(c, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", size); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	cont, err := http.ReadResponse(br, nil)
+	if err != nil || cont.StatusCode != 100 {
+		t.Fatalf("want 100 Continue, got %v, %v", cont, err)
+	}
 	sent := make(chan [32]byte, 1)
 	go func() {
 		h := sha256.New()
 		src := rand.NewChaCha8([32]byte{4, 5, 6})
 		buf := make([]byte, 256<<10)
-		if _, err := fmt.Fprintf(c, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size); err != nil {
-			close(sent)
-			return
-		}
 		for left := size; left > 0; {
 			n := min(int64(len(buf)), left)
 			_, _ = src.Read(buf[:n])
@@ -568,7 +573,6 @@ func TestSlowOriginUploadRSS(t *testing.T) {
 		copy(sum[:], h.Sum(nil))
 		sent <- sum
 	}()
-	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -600,5 +604,46 @@ func TestSlowOriginUploadRSS(t *testing.T) {
 	got, _ = io.ReadAll(resp.Body)
 	if want := fmt.Sprintf("0 %x", sha256.Sum256(nil)); resp.StatusCode != 200 || string(got) != want {
 		t.Fatalf("second request: status %d reply %q", resp.StatusCode, got)
+	}
+}
+
+// TestUploads sends chunked and Content-Length uploads of 50 KB to 3 MB,
+// each on a new connection: without "Expect: 100-continue", so that the
+// body streams in right behind the head (the connection stays on
+// netpoll), and with it (a large body is read off netpoll). Every byte
+// must reach nginx.
+func TestUploads(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	tr := &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: 5 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	cl := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	body := bench.PatternBody(3 << 20)
+	for _, expect := range []bool{false, true} {
+		for i := range 20 {
+			size := 50000 + i*150000
+			req, err := http.NewRequest("POST", "http://"+px+"/echo", bytes.NewReader(body[:size]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%2 == 0 {
+				req.ContentLength = -1 // chunked
+				req.Body = io.NopCloser(bytes.NewReader(body[:size]))
+			}
+			if expect {
+				req.Header.Set("Expect", "100-continue")
+			}
+			resp, err := cl.Do(req)
+			if err != nil {
+				t.Fatalf("upload %d (expect %v): %v", i, expect, err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || string(got) != strconv.Itoa(size)+"\n" {
+				t.Fatalf("upload %d (expect %v) of %d bytes: status %d reply %q err %v", i, expect, size, resp.StatusCode, got, err)
+			}
+		}
 	}
 }

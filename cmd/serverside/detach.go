@@ -21,31 +21,35 @@ const detachAbove = 1 << 20
 // netpoll reads every client socket into memory as fast as the client
 // sends, whoever consumes it: a client uploading faster than the origin
 // takes the body would have the proxy buffer all of it. So a request
-// whose body may exceed detachAbove beyond what is already buffered (a
-// chunked body, or a Content-Length one) moves its connection off
-// netpoll before any of the body is read: the handler calls Detach
-// (which takes the fd out of netpoll's poller without closing it) and
-// returns; netpoll then runs the close callbacks on the handler's
-// goroutine, after the deregistration, and onDetached takes what netpoll
-// had buffered (the head and any body bytes) and wraps the fd in a Go
-// net connection. A goroutine of its own serves the connection from then
-// on, with blocking reads and writes: TCP flow control holds the client
-// back while the origin is slow. A request with "Expect: 100-continue"
-// detaches before its "100 Continue" is sent, so nothing of its body is
-// in flight at the time.
+// whose body may exceed detachAbove moves its connection off netpoll
+// before any of the body is read: the handler calls Detach (which takes
+// the fd out of netpoll's poller without closing it) and returns; netpoll
+// then runs the close callbacks on the handler's goroutine, after the
+// deregistration, and onDetached takes what netpoll had buffered (the
+// head) and wraps the fd in a Go net connection. A goroutine of its own
+// serves the connection from then on, with blocking reads and writes: TCP
+// flow control holds the client back while the origin is slow.
+//
+// The hand-over is safe only while the client sends nothing: the poller
+// may be in the middle of a read for this fd when it is deregistered, and
+// netpoll frees what that read brings right after the close callbacks,
+// so bytes arriving during the hand-over could be lost. Hence only a
+// request with "Expect: 100-continue" whose body has not started detaches:
+// its client waits for our "100 Continue", which goes out after the
+// hand-over. Other uploads stay on netpoll, which may buffer them.
 
 // needsDetach reports whether the request just parsed should be served
 // off netpoll; buffered is how many bytes netpoll holds from the start of
 // its head.
 func (cc *clientConn) needsDetach(hl, buffered int) bool {
-	if cc.detached {
+	if cc.detached || !cc.req.ExpectContinue() || buffered > hl {
 		return false
 	}
 	switch cc.req.Framing() {
 	case parser.FramingChunked:
 		return true
 	case parser.FramingLength:
-		return cc.req.ContentLength()-int64(buffered-hl) > detachAbove
+		return cc.req.ContentLength() > detachAbove
 	}
 	return false
 }
