@@ -85,6 +85,8 @@ type NginxOptions struct {
 //	             block in the same process, which replies 200 with the body
 //	             "<n>\n", where n is the number of body bytes nginx read
 //	             (the Content-Length nginx forwarded; 0 without a body).
+//	/files/NAME  a static file the test wrote to Dir()/html/files/NAME after
+//	             StartNginx (a large download, say), served with sendfile.
 //	/status/NNN  for NNN in 200..599, `return NNN;`: an empty body for 2xx,
 //	             none for 304, nginx's small HTML page for other 3xx, 4xx
 //	             and 5xx. Codes nginx treats specially keep their nginx
@@ -458,7 +460,7 @@ func PatternBody(n int) []byte {
 }
 
 func writeStaticFiles(dir string) error {
-	for _, d := range []string{"conf", "logs", "html", "tmp"} {
+	for _, d := range []string{"conf", "logs", "html", "html/files", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -639,6 +641,8 @@ http {
         location = /delay {
             sendfile off;
             limit_rate {{.DelayRate}};
+        }
+        location /files/ {
         }
         location = /echo {
             client_max_body_size {{.EchoMaxBody}};

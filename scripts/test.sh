@@ -234,6 +234,13 @@ run_memory() {
 		FAILED=$((FAILED + 1))
 		return 1
 	fi
+	log "go test -count=1 -run 'TestSlowReaderRSS|TestSlowOriginUploadRSS' ./cmd/serverside/ (no race: RSS bounds)"
+	if go test -count=1 -run 'TestSlowReaderRSS|TestSlowOriginUploadRSS' -v ./cmd/serverside/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|rss|RSS'; then
+		PASSED=$((PASSED + 1))
+	else
+		FAILED=$((FAILED + 1))
+		return 1
+	fi
 }
 
 main() {

@@ -31,7 +31,7 @@ import (
 func startProxyAdmin(t *testing.T, origins ...string) (proxyAddr, adminAddr string) {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := newProxy(logger, origins, engine.Config{Shards: 2, Logger: logger}, false)
+	p, err := newProxy(logger, origins, engine.Config{Shards: 2, Logger: logger}, clientConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,10 @@
 // (flags on the command line win); -admin ADDR serves /metrics, /status
 // and /debug/pprof/. docs/demo.md describes both.
 //
+// Client connections are served on netpoll, spread over shards at accept;
+// a client connection idle for -client-idle-timeout is closed, and a
+// request head must arrive within -client-header-timeout of its first byte.
+//
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish for up to 10 seconds, and exits 0.
 package main
@@ -59,6 +63,8 @@ func run(args []string) int {
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
 	var x cliExtras
 	x.register(fs)
+	idle := fs.Duration("client-idle-timeout", DefaultClientIdleTimeout, "close a client connection on which no request starts for this long,\nand bound each wait for request body bytes, e.g. -client-idle-timeout 30s")
+	header := fs.Duration("client-header-timeout", DefaultClientHeaderTimeout, "bound the time from the first byte of a request head to its end\n(408 after it), e.g. -client-header-timeout 10s")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: serverside [flags]\n\n")
@@ -86,7 +92,8 @@ func run(args []string) int {
 	}
 	var p *proxy
 	if err == nil {
-		p, err = newProxy(logger, nil, cfg, *access)
+		p, err = newProxy(logger, nil, cfg,
+			clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access})
 	}
 	if err != nil {
 		logger.Error("start", "err", err)
@@ -148,22 +155,4 @@ func run(args []string) int {
 		}
 	}
 	return code
-}
-
-// newProxy builds the proxy and starts its engine. Origins, when given,
-// become cfg's peer group (round-robin); cfg may instead carry the group
-// already (withPeers).
-func newProxy(logger *slog.Logger, origins []string, cfg engine.Config, access bool) (*proxy, error) {
-	if err := withPeers(&cfg, origins, nil, ""); err != nil {
-		return nil, err
-	}
-	eng, err := engine.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	p := &proxy{eng: eng, log: logger, accessLog: access}
-	if g, ok := cfg.Groups[peerGroup]; ok {
-		p.group, p.parents, p.originHost = peerGroup, g.Peers[0].Parent, g.Peers[0].Addr
-	}
-	return p, nil
 }

@@ -108,16 +108,16 @@ func parsePeer(raw string, parent bool) (engine.Peer, error) {
 	return p, nil
 }
 
-// exchangePeers sends the request to the peer group: to an origin in
-// origin form, or to a parent in absolute form (kept as the client sent
-// it; the engine adds the parent's credentials).
-func (cc *clientConn) exchangePeers(s *sink, ed *parser.Edits) bool {
+// routePeers routes the request to the peer group: to an origin in origin
+// form, or to a parent in absolute form (kept as the client sent it; the
+// engine adds the parent's credentials). False means an error was written.
+func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 	req := &cc.req
 	up := engine.Upstream{Group: cc.p.group}
 	if cc.p.parents {
 		if req.Form() != parser.FormAbsolute || string(req.Scheme()) != "http" {
 			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// target")
-			return false
+			return up, false
 		}
 		up.HashKey = string(req.Authority())
 	} else if req.Form() == parser.FormAbsolute {
@@ -127,8 +127,7 @@ func (cc *clientConn) exchangePeers(s *sink, ed *parser.Edits) bool {
 		// origin is not chosen yet: name the first.
 		ed.Set("Host", []byte(cc.p.originHost))
 	}
-	ed.Add("Via", []byte("1.1 serverside"))
-	return cc.send(s, up, ed)
+	return up, true
 }
 
 // withFilePeers applies the -config file's per-peer options (name,
