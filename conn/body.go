@@ -3,7 +3,6 @@ package conn
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"syscall"
@@ -38,14 +37,21 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 	left := resp.ContentLength()
 	dec := &c.chunked
 	dec.Reset()
-	_ = c.nc.SetReadTimeout(cfg.ReadTimeout)
-	c.np.c = c
-	var src source = &c.np
+	var src source
+	if c.g != nil {
+		c.g.timeout = cfg.ReadTimeout
+		c.g.from = 2
+		src = c.g
+	} else {
+		_ = c.nc.SetReadTimeout(cfg.ReadTimeout)
+		c.np.c = c
+		src = &c.np
+	}
 	for {
 		if fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done() {
 			return nil
 		}
-		if !c.detached.Load() && c.overHighWater(fr, left, cfg.BodyHighWater) {
+		if c.g == nil && !c.detached.Load() && c.overHighWater(fr, left, cfg.BodyHighWater) {
 			gs, err := c.detach(cfg.ReadTimeout)
 			if err != nil {
 				return c.fail(PhaseBody, fmt.Errorf("detach: %w", err))
@@ -53,6 +59,9 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 			src = gs
 		}
 		b, err := src.peek()
+		if len(b) > 0 {
+			c.last.Responded = true
+		}
 		if err != nil {
 			if fr == parser.FramingUntilClose && errors.Is(err, ErrUnexpectedEOF) {
 				return nil // the close ends the body
@@ -171,16 +180,7 @@ func (s *goSource) peek() ([]byte, error) {
 	if n > 0 {
 		return s.buf[:n], nil
 	}
-	var ne net.Error
-	switch {
-	case err == io.EOF:
-		return nil, fmt.Errorf("%w: %w", ErrUnexpectedEOF, err)
-	case errors.As(err, &ne) && ne.Timeout():
-		return nil, fmt.Errorf("%w: %w", ErrReadTimeout, err)
-	case err == nil:
-		return nil, io.ErrNoProgress
-	}
-	return nil, err
+	return nil, goReadErr(err, ErrReadTimeout)
 }
 
 func (s *goSource) consume(n int) error {

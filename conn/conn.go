@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,9 +25,16 @@ type Conn struct {
 	state atomic.Uint32
 
 	mu       sync.Mutex // guards gc, closed, for Close racing a detach
-	gc       net.Conn   // the Go net connection after a detach
+	gc       net.Conn   // the Go net connection: after a detach, or from the start
 	closed   bool
 	detached atomic.Bool
+
+	// Set once at creation for a connection on Go net from the start
+	// (TLS, tunnels): g is its buffered reader, used for heads and bodies
+	// alike; tlsState its handshake's outcome (nil for plaintext).
+	g        *goSource
+	tlsState *tls.ConnectionState
+	wto      time.Duration // the exchange's write timeout, for Go net writes
 
 	// Owned by the goroutine running RoundTrip, read by the owner after.
 	requests int             // exchanges started on this connection
@@ -116,6 +124,9 @@ func (c *Conn) Alive() bool {
 	if s == Closing || s == Closed {
 		return false
 	}
+	if c.g != nil {
+		return c.goAlive()
+	}
 	return c.nc.IsActive() && c.nc.Reader().Len() == 0
 }
 
@@ -160,6 +171,10 @@ func (c *Conn) skip(n int) bool {
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
+	}
+	if c.g != nil {
+		c.g.r += n
+		return true
 	}
 	r := c.nc.Reader()
 	_ = r.Skip(n)

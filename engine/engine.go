@@ -42,6 +42,16 @@ type Upstream struct {
 	// Group names a peer group to pick the upstream from; reserved, and
 	// rejected with ErrNoGroup for now.
 	Group string
+	// TLS, when set, speaks TLS to the upstream (an https origin); see
+	// TLS. Its SNI, verification policy and client certificate are part
+	// of the pool key.
+	TLS *TLS
+	// Via, when set, reaches Addr through a CONNECT tunnel opened by this
+	// parent proxy (then TLS, when TLS is set: an https origin behind a
+	// parent). Addr is then the CONNECT target, which the parent resolves;
+	// the connections pool under a key holding both the parent and Addr
+	// (and the parent credentials' hash).
+	Via *Parent
 }
 
 // Request is one request to send upstream.
@@ -89,6 +99,7 @@ type Engine struct {
 	shards *shard.Set
 	stats  shard.Registry
 	root   *conn.Abortable // ends when the engine aborts its requests
+	tls    tlsState
 
 	requests sync.Pool // *request, recycled by Exchange
 
@@ -235,6 +246,13 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	if req.Addr == "" {
 		return fmt.Errorf("%w: no upstream address", ErrBadRequest)
 	}
+	key := poolset.Key{Addr: req.Addr}
+	var dialer shard.Dialer
+	if d, err := e.dialerFor(req, &key); err != nil {
+		return err
+	} else if d != nil {
+		dialer = d
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -256,7 +274,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	r.sink = sink
 	r.t = shard.Task{
 		Ctx: tctx,
-		Key: poolset.Key{Addr: req.Addr},
+		Key: key,
 		Exchange: conn.Exchange{
 			Head: req.Head, Edits: req.Edits, Body: req.Body, ContentLength: cl,
 			ExpectContinueTimeout: e.cfg.ExpectContinueTimeout,
@@ -271,6 +289,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		Pin:     req.Pin,
 		Sink:    sink,
 		Done:    r.finish,
+		Dialer:  dialer,
 	}
 	return nil
 }

@@ -25,15 +25,24 @@ type UpstreamStats struct {
 	RacesHit, RacesRetried uint64
 	// Detached counts connections moved to blocking I/O for a large body.
 	Detached uint64
+	// TLSHandshakes counts TLS connections made to the upstream;
+	// TLSResumed those whose handshake resumed an earlier session.
+	TLSHandshakes, TLSResumed uint64
+	// Tunnels counts tunnels opened by Tunnel (for a tunnel key, Requests
+	// counts the attempts, failed ones included).
+	Tunnels uint64
 	// Errors counts failed requests by phase name (dial, write,
-	// await-head, body, protocol, pool-wait).
+	// await-head, body, protocol, pool-wait, tls, tunnel).
 	Errors map[string]uint64
 	// ReuseRatio is OnReused / Attempts: the share of exchanges that
 	// needed no new connection.
 	ReuseRatio float64
 }
 
-// Stats returns every upstream's stats, keyed by upstream (its address).
+// Stats returns every upstream's stats, keyed by upstream: its pool key's
+// String, the address alone for a plain direct upstream, followed by
+// " tls=…" (SNI and policy), " via=…" (tunnel route) and " cred=*" when
+// those apply.
 func (e *Engine) Stats() map[string]UpstreamStats {
 	out := make(map[string]UpstreamStats)
 	for k, s := range e.pool.Snapshot() {
@@ -48,6 +57,9 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		u.RacesHit = c.RacesHit.Load()
 		u.RacesRetried = c.RacesRetried.Load()
 		u.Detached = c.Detached.Load()
+		u.TLSHandshakes = c.TLSHandshakes.Load()
+		u.TLSResumed = c.TLSResumed.Load()
+		u.Tunnels = c.Tunnels.Load()
 		u.Errors = make(map[string]uint64)
 		for p := range c.Errors {
 			if n := c.Errors[p].Load(); n > 0 {
