@@ -46,11 +46,13 @@ func Relay(ctx context.Context, a, b net.Conn, idle time.Duration) (RelayStats, 
 	defer stop()
 	if idle > 0 {
 		r.tick = max(idle/2, time.Millisecond)
-		r.watch = time.AfterFunc(r.tick, r.watchdog)
+		// Assigned before it can fire: the watchdog reads r.watch.
+		r.watch = time.AfterFunc(time.Hour, r.watchdog)
+		r.watch.Reset(r.tick)
 	}
 	var st RelayStats
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); st.AToB = r.pump(a, b) }()
 	st.BToA = r.pump(b, a)
 	wg.Wait()

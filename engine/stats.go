@@ -1,6 +1,10 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/poolset"
 	"github.com/serverside-go/serverside/shard"
@@ -41,15 +45,17 @@ type UpstreamStats struct {
 
 // Stats returns every upstream's stats, keyed by upstream: its pool key's
 // String, the address alone for a plain direct upstream, followed by
-// " tls=…" (SNI and policy), " via=…" (tunnel route) and " cred=*" when
-// those apply.
+// " tls=…" (SNI and policy), " via=…" (tunnel route) and " cred=<8 hex
+// digits>" when those apply: the credential scope shows only as a short
+// hash of the key's (already hashed) scope, so that two identities are two
+// entries and none is readable.
 func (e *Engine) Stats() map[string]UpstreamStats {
 	out := make(map[string]UpstreamStats)
 	for k, s := range e.pool.Snapshot() {
-		out[k.String()] = UpstreamStats{Pool: s}
+		out[statsKey(k)] = UpstreamStats{Pool: s}
 	}
 	e.stats.Range(func(k poolset.Key, c *shard.Counters) {
-		u := out[k.String()]
+		u := out[statsKey(k)]
 		u.Requests = c.Requests.Load()
 		u.Attempts = c.Attempts.Load()
 		u.OnReused = c.OnReused.Load()
@@ -69,7 +75,17 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		if u.Attempts > 0 {
 			u.ReuseRatio = float64(u.OnReused) / float64(u.Attempts)
 		}
-		out[k.String()] = u
+		out[statsKey(k)] = u
 	})
 	return out
+}
+
+// statsKey renders k for Stats: Key.String, with the credential scope as a
+// short hash instead of Key.String's "*", which would merge identities.
+func statsKey(k poolset.Key) string {
+	if k.Cred == "" {
+		return k.String()
+	}
+	sum := sha256.Sum256([]byte(k.Cred))
+	return strings.TrimSuffix(k.String(), "cred=*") + "cred=" + hex.EncodeToString(sum[:4])
 }

@@ -71,7 +71,8 @@ var ErrTunnelRefused = conn.ErrTunnelRefused
 // the parent on which CONNECT succeeded. The dial (and the CONNECT
 // exchange) runs on the engine's dial pool; the connection counts against
 // MaxConnsPerUpstream of its key (Stats shows it under
-// "<target> via=tunnel" or "<target> via=connect=<parent>") until closed,
+// "<target> via=tunnel" or "<target> via=connect=<parent>", followed by
+// " cred=<hash>" with credentials) until closed,
 // and is never pooled or retried. The caller owns the returned connection
 // (a *conn.TunnelConn holding any byte the parent sent after its answer)
 // and must close it; Relay relays it to a client.
