@@ -1,15 +1,20 @@
 package engine_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/conn"
@@ -342,4 +347,81 @@ func (l *syncLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// TestTLSPeerClosesIdle: a TLS origin that closes each connection after
+// its answer (close_notify, FIN) without saying so: the idle connection's
+// liveness probe sees it, and the next request gets a fresh connection
+// instead of failing. A fault-injection origin: nginx always announces
+// the close.
+func TestTLSPeerClosesIdle(t *testing.T) {
+	leakBaseline(t)
+	pki := bench.NewPKI(t, "origin.test")
+	srv := &tls.Config{Certificates: []tls.Certificate{pki.Server}}
+	closed := make(chan struct{}, 3)
+	release := make(chan struct{}, 3)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, _ *bufio.Reader) {
+		tc := tls.Server(c, srv)
+		defer func() { closed <- struct{}{} }()
+		defer tc.Close()
+		br := bufio.NewReader(tc)
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		<-release // close once the answer was taken and the connection pooled
+	})
+	e := startEngine(t, engine.Config{})
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	for i := 0; i < 3; i++ {
+		h := new(parser.Request)
+		if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, body, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Addr: o.Addr(), TLS: cfg}, Head: h})
+		if err != nil || resp.Status != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		// The origin closes the pooled connection before the next
+		// request: the probe (the sweeper's or the checkout's) must see
+		// it, so there is no stale-connection race to retry.
+		release <- struct{}{}
+		select {
+		case <-closed:
+		case <-time.After(requestTimeout):
+			t.Fatal("origin did not close")
+		}
+	}
+	if o.Accepted() != 3 {
+		t.Fatalf("origin accepted %d connections, want 3", o.Accepted())
+	}
+	_, s := statsWithPrefix(t, e, o.Addr())
+	c := s.Pool.Closed
+	if s.TLSHandshakes != 3 || s.Requests != 3 || len(s.Errors) != 0 || s.RacesHit != 0 || s.OnReused != 0 ||
+		c.DeadOnCheckout+c.PeerClosedIdle < 2 || c.DeadOnReturn != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestTLSPostBody: request bodies (inline, streamed, chunked) over TLS.
+func TestTLSPostBody(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	e := startEngine(t, engine.Config{})
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	for _, tc := range []struct {
+		size int
+		cl   int64
+	}{{100, 100}, {1 << 20, 1 << 20}, {300000, -1}} {
+		h := new(parser.Request)
+		if _, err := h.Parse([]byte("POST /echo HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		req := &engine.Request{Upstream: engine.Upstream{Addr: ngx.TLSAddr(), TLS: cfg}, Head: h,
+			Body: bytes.NewReader(bench.PatternBody(tc.size)), ContentLength: tc.cl}
+		resp, body, err := fetch(e, req)
+		if err != nil || resp.Status != 200 || string(body) != strconv.Itoa(tc.size)+"\n" {
+			t.Fatalf("POST %d bytes (cl %d): %v, %q", tc.size, tc.cl, err, body)
+		}
+	}
 }
