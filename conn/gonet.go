@@ -110,6 +110,12 @@ func (c *Conn) goAlive() bool {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
+	if tc, ok := nc.(*TunnelConn); ok { // through a parent's tunnel
+		if tc.Buffered() > 0 {
+			return false
+		}
+		nc = tc.Conn
+	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return true // nothing to probe: the exchange finds out

@@ -100,6 +100,8 @@ type Engine struct {
 	stats  shard.Registry
 	root   *conn.Abortable // ends when the engine aborts its requests
 	tls    tlsState
+	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
+	defaultTLS *TLS
 
 	requests sync.Pool // *request, recycled by Exchange
 
@@ -116,7 +118,7 @@ func New(cfg Config) (*Engine, error) {
 	if n := runtime.GOMAXPROCS(0); n < 2 {
 		cfg.Logger.Warn("engine: GOMAXPROCS below 2; netpoll's poller stalls the process, set GOMAXPROCS>=2", "gomaxprocs", n)
 	}
-	e := &Engine{cfg: cfg}
+	e := &Engine{cfg: cfg, defaultTLS: &TLS{}}
 	e.pool = poolset.New[*conn.Conn](poolset.Config{
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxIdlePerKey:  cfg.MaxIdlePerUpstream,

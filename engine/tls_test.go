@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -424,4 +425,55 @@ func TestTLSPostBody(t *testing.T) {
 			t.Fatalf("POST %d bytes (cl %d): %v, %q", tc.size, tc.cl, err, body)
 		}
 	}
+}
+
+// TestTLSTransport: the http.RoundTripper takes https:// URLs, with the
+// URL's host as the server name; plain Transport verifies against the
+// system roots, which do not know the test CA.
+func TestTLSTransport(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	e := startEngine(t, engine.Config{})
+	url := "https://" + ngx.TLSAddr() + "/16k"
+	client := &http.Client{Transport: e.TransportTLS(&engine.TLS{RootCAs: pki.CAPEM})}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, bench.PatternBody(bench.Size16K)) {
+		t.Fatalf("GET %s: %d, %d bytes, %v", url, resp.StatusCode, len(body), err)
+	}
+	logs := ngx.WaitTLSRequests(1, requestTimeout)
+	if len(logs) != 1 || logs[0].ServerName != "" {
+		// An IP address is never sent as SNI.
+		t.Fatalf("TLS log %+v, want one request without SNI", logs)
+	}
+	_, err = (&http.Client{Transport: e.Transport()}).Get(url)
+	var ua x509.UnknownAuthorityError
+	if !errors.As(err, &ua) {
+		t.Fatalf("system roots: %v, want x509.UnknownAuthorityError", err)
+	}
+}
+
+// TestTLSHandshakeTimeout: a server that accepts and never answers the
+// ClientHello fails the request with a PhaseTLS error matching
+// conn.ErrTLSHandshakeTimeout. A fault-injection origin.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	leakBaseline(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		_, _ = io.Copy(io.Discard, br) // read the ClientHello, say nothing
+	})
+	e := startEngine(t, engine.Config{TLSHandshakeTimeout: 100 * time.Millisecond})
+	h := new(parser.Request)
+	if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Addr: o.Addr(), TLS: &engine.TLS{}}, Head: h})
+	ce := conn.AsError(err)
+	if ce == nil || ce.Phase != conn.PhaseTLS || !errors.Is(err, conn.ErrTLSHandshakeTimeout) {
+		t.Fatalf("err %v, want a PhaseTLS handshake timeout", err)
+	}
+	o.Close()
 }

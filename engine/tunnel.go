@@ -101,6 +101,11 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		route = req.Via.route()
 		dialAddr = req.Via.Addr
 	}
+	// Opening gives up when the engine closes, as a request would.
+	ctx, cancelOpen := context.WithCancel(ctx)
+	defer cancelOpen()
+	stopRoot := context.AfterFunc(e.root, cancelOpen)
+	defer stopRoot()
 	ctr := e.stats.For(key)
 	fail := func(err error) (net.Conn, *TunnelResponse, error) {
 		ctr.Requests.Add(1)
