@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,6 +132,9 @@ func Connect(ctx context.Context, nc net.Conn, addr, target string, header []str
 	if err := ctx.Err(); err != nil {
 		return fail(PhaseTunnel, err)
 	}
+	if !validTarget(target) {
+		return fail(PhaseTunnel, fmt.Errorf("%w: %q", ErrBadTarget, target))
+	}
 	deadline := time.Now().Add(timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
@@ -218,6 +222,24 @@ func Connect(ctx context.Context, nc net.Conn, addr, target string, header []str
 	_ = nc.Close()
 	return nil, cr, &Error{Phase: PhaseTunnel, Addr: addr, Responded: true,
 		Err: fmt.Errorf("%w: %d %s", ErrTunnelRefused, cr.Status, cr.Reason)}
+}
+
+// ErrBadTarget reports a CONNECT target that is not a plain host:port: it
+// would break (or inject into) the request line.
+var ErrBadTarget = errors.New("conn: invalid CONNECT target")
+
+// validTarget reports a non-empty host:port without whitespace or control
+// bytes.
+func validTarget(t string) bool {
+	if t == "" || strings.IndexByte(t, ':') < 0 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // ctxErr prefers the context's error when it caused err.

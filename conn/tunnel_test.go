@@ -302,3 +302,16 @@ func TestConnectMalformed(t *testing.T) {
 		t.Fatalf("err %v, want PhaseProtocol", err)
 	}
 }
+
+// TestConnectBadTarget: a target that would break the request line is
+// refused before anything is sent.
+func TestConnectBadTarget(t *testing.T) {
+	checkLeaks(t)
+	a, _ := tcpPair(t)
+	for _, target := range []string{"", "nohost", "a.example:443\r\nX-Evil: 1", "a b:1"} {
+		_, _, err := Connect(context.Background(), a, "parent", target, nil, time.Second)
+		if !errors.Is(err, ErrBadTarget) {
+			t.Errorf("target %q: %v, want ErrBadTarget", target, err)
+		}
+	}
+}
