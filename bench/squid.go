@@ -32,18 +32,22 @@ type SquidOptions struct {
 	// (basic_ncsa_auth over an htpasswd file of these user/password
 	// pairs): a request without valid credentials is answered 407.
 	Users map[string]string
+	// TLSCert and TLSKey, when both set (paths of PEM files), add a TLS
+	// listener (https_port, TLSAddr): a parent proxy spoken to over TLS.
+	TLSCert, TLSKey string
 }
 
 // Squid is a real squid process on 127.0.0.1 acting as a forward proxy
 // (no cache) for clients on 127.0.0.1, started by StartSquid and stopped by
 // PID when the test ends.
 type Squid struct {
-	tb   testing.TB
-	dir  string
-	addr string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
+	tb      testing.TB
+	dir     string
+	addr    string
+	tlsAddr string
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan struct{}
 }
 
 // StartSquid starts squid in the foreground (squid -N) with a minimal
@@ -70,14 +74,31 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 	}
 	dir := tb.TempDir()
 	// Run as root, squid drops to its effective user (proxy on Debian):
-	// that user must write the logs and read the password file.
+	// that user must write the logs and read the password file and keys.
+	owner := func(string) {}
 	if os.Geteuid() == 0 {
 		if u, err := user.Lookup("proxy"); err == nil {
 			uid, _ := strconv.Atoi(u.Uid)
 			gid, _ := strconv.Atoi(u.Gid)
 			_ = os.Chmod(filepath.Dir(dir), 0o755)
 			_ = os.Chmod(dir, 0o755)
-			_ = os.Chown(dir, uid, gid)
+			owner = func(p string) { _ = os.Chown(p, uid, gid) }
+			owner(dir)
+		}
+	}
+	var tlsFiles []string
+	if opts.TLSCert != "" && opts.TLSKey != "" {
+		for _, src := range []string{opts.TLSCert, opts.TLSKey} {
+			data, err := os.ReadFile(src)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			dst := filepath.Join(dir, "tls-"+filepath.Base(src))
+			if err := os.WriteFile(dst, data, 0o600); err != nil {
+				tb.Fatal(err)
+			}
+			owner(dst)
+			tlsFiles = append(tlsFiles, dst)
 		}
 	}
 	passwd := ""
@@ -98,7 +119,7 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 	}
 	var lastErr error
 	for try := 0; try < startTries; try++ {
-		s, err := startSquidOnce(tb, dir, passwd, opts, try)
+		s, err := startSquidOnce(tb, dir, passwd, tlsFiles, opts, try)
 		if err == nil {
 			tb.Cleanup(s.Stop)
 			return s
@@ -109,24 +130,39 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 	return nil
 }
 
-func startSquidOnce(tb testing.TB, dir, passwd string, opts SquidOptions, try int) (*Squid, error) {
+func startSquidOnce(tb testing.TB, dir, passwd string, tlsFiles []string, opts SquidOptions, try int) (*Squid, error) {
 	port, err := pickPort()
 	if err != nil {
 		return nil, err
 	}
 	s := &Squid{tb: tb, dir: dir, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		out: &syncBuffer{}, done: make(chan struct{})}
+	data := map[string]any{
+		"Addr": s.addr, "Dir": dir, "Ports": opts.ConnectPorts, "Passwd": passwd, "Helper": SquidAuthHelper,
+	}
+	if len(tlsFiles) == 2 {
+		tport, err := pickPort()
+		if err != nil {
+			return nil, err
+		}
+		if tport == port {
+			return nil, fmt.Errorf("%w: port %d picked twice", errAddrInUse, port)
+		}
+		s.tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tport))
+		data["TLS"], data["Cert"], data["Key"] = s.tlsAddr, tlsFiles[0], tlsFiles[1]
+	}
 	conf := filepath.Join(dir, fmt.Sprintf("squid-%d.conf", try))
 	var b bytes.Buffer
-	if err := squidTemplate.Execute(&b, map[string]any{
-		"Addr": s.addr, "Dir": dir, "Ports": opts.ConnectPorts, "Passwd": passwd, "Helper": SquidAuthHelper,
-	}); err != nil {
+	if err := squidTemplate.Execute(&b, data); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(conf, b.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(SquidBinary, "-N", "-f", conf)
+	// A service name of its own (-n) keeps its shared-memory segments
+	// apart from any other squid on the machine.
+	name := fmt.Sprintf("sst%d%d", os.Getpid(), port)
+	s.cmd = exec.Command(SquidBinary, "-N", "-n", name, "-f", conf)
 	s.cmd.Dir = dir
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
@@ -142,8 +178,7 @@ func startSquidOnce(tb testing.TB, dir, passwd string, opts SquidOptions, try in
 			return nil, fmt.Errorf("squid exited during startup\n%s\n%s", s.out.String(), s.cacheLog())
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {
-			c.Close()
+		if s.ready() {
 			return s, nil
 		}
 		if time.Now().After(deadline) {
@@ -153,6 +188,24 @@ func startSquidOnce(tb testing.TB, dir, passwd string, opts SquidOptions, try in
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// ready reports that every listener accepts connections.
+func (s *Squid) ready() bool {
+	for _, a := range []string{s.addr, s.tlsAddr} {
+		if a == "" {
+			continue
+		}
+		c, err := net.DialTimeout("tcp", a, 200*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+	}
+	return true
+}
+
+// TLSAddr returns the TLS listener's address, or "" without one.
+func (s *Squid) TLSAddr() string { return s.tlsAddr }
 
 // Addr returns squid's listening address, "127.0.0.1:port".
 func (s *Squid) Addr() string { return s.addr }
@@ -190,6 +243,9 @@ func (s *Squid) Stop() {
 
 var squidTemplate = template.Must(template.New("squid.conf").Parse(`# Written by the serverside bench fixture (bench/squid.go).
 http_port {{.Addr}}
+{{- if .TLS}}
+https_port {{.TLS}} tls-cert={{.Cert}} tls-key={{.Key}}
+{{- end}}
 pid_filename {{.Dir}}/squid.pid
 cache_log {{.Dir}}/cache.log
 access_log stdio:{{.Dir}}/access.log

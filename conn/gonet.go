@@ -67,6 +67,21 @@ func DialGo(ctx context.Context, addr string, timeout time.Duration) (net.Conn, 
 // connection as a Busy Conn for addr. raw is closed on failure. Errors are
 // as DialTLS's.
 func ClientTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout time.Duration, cfg *tls.Config) (*Conn, error) {
+	tc, err := HandshakeTLS(ctx, addr, raw, handshakeTimeout, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := NewGo(addr, tc)
+	st := tc.ConnectionState()
+	c.tlsState = &st
+	return c, nil
+}
+
+// HandshakeTLS runs the client side of a TLS handshake over raw within
+// handshakeTimeout (zero: DefaultTLSHandshakeTimeout) and ctx, and returns
+// the TLS connection. raw is closed on failure, which is an *Error with
+// PhaseTLS naming addr (see DialTLS).
+func HandshakeTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout time.Duration, cfg *tls.Config) (*tls.Conn, error) {
 	if handshakeTimeout <= 0 {
 		handshakeTimeout = DefaultTLSHandshakeTimeout
 	}
@@ -80,10 +95,7 @@ func ClientTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout 
 		}
 		return nil, &Error{Phase: PhaseTLS, Addr: addr, Err: fmt.Errorf("tls handshake with %s (server name %q): %w", addr, cfg.ServerName, err)}
 	}
-	c := NewGo(addr, tc)
-	st := tc.ConnectionState()
-	c.tlsState = &st
-	return c, nil
+	return tc, nil
 }
 
 // TLSState returns the TLS connection state of a TLS connection, nil for a
@@ -106,15 +118,22 @@ func (c *Conn) goAlive() bool {
 	if c.g.r != c.g.w {
 		return false
 	}
+	// Down to the socket: through the TLS layers and tunnels (an https
+	// origin through a parent, itself maybe reached over TLS).
 	nc := c.gc
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	if tc, ok := nc.(*TunnelConn); ok { // through a parent's tunnel
-		if tc.Buffered() > 0 {
-			return false
+	for {
+		if tc, ok := nc.(*tls.Conn); ok {
+			nc = tc.NetConn()
+			continue
 		}
-		nc = tc.Conn
+		if tc, ok := nc.(*TunnelConn); ok {
+			if tc.Buffered() > 0 {
+				return false
+			}
+			nc = tc.Conn
+			continue
+		}
+		break
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {

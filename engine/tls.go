@@ -66,7 +66,7 @@ func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, err
 	if u.parent == nil {
 		return conn.DialTLS(ctx, addr, u.connect, u.hsTimeout, u.cfg)
 	}
-	raw, err := conn.DialGo(ctx, u.parent.addr, u.connect)
+	raw, err := u.parent.dial(ctx, u.connect)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +84,7 @@ func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, err
 type tlsState struct {
 	profiles  sync.Map // *TLS -> *tlsProfile
 	upstreams sync.Map // poolset.Key -> *upstreamDialer
+	routes    sync.Map // routeKey -> *parentRoute
 }
 
 // profile returns what t yields, computed once.
@@ -168,12 +169,12 @@ func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, err
 		}
 		key.TLS = "sni=" + serverName(req.TLS, req) + ";" + p.id
 	}
+	var route *parentRoute
 	if req.Via != nil {
-		if req.Via.Addr == "" {
-			return nil, fmt.Errorf("%w: parent without an address", ErrBadRequest)
+		var err error
+		if route, key.Via, key.Cred, err = e.route(req.Via); err != nil {
+			return nil, err
 		}
-		key.Via = "connect=" + req.Via.Addr
-		key.Cred = req.Via.scope()
 	}
 	if v, ok := e.tls.upstreams.Load(*key); ok {
 		return v.(*upstreamDialer), nil
@@ -184,9 +185,7 @@ func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, err
 		u.cfg.ServerName = serverName(req.TLS, req)
 		u.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(0)
 	}
-	if req.Via != nil {
-		u.parent = req.Via.route()
-	}
+	u.parent = route
 	v, loaded := e.tls.upstreams.LoadOrStore(*key, u)
 	if !loaded && u.cfg != nil && u.cfg.InsecureSkipVerify {
 		e.cfg.Logger.Warn("engine: TLS certificate verification is OFF for this upstream; anyone on the path can impersonate it",

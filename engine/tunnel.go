@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -21,22 +22,80 @@ type Parent struct {
 	// CONNECT; an empty User sends none. They are part of the pool key as
 	// a hash, so connections never cross identities.
 	User, Password string
+	// TLS, when set, speaks TLS to the parent itself: the CONNECT goes
+	// over a TLS connection verified as TLS says (its ServerName, when
+	// empty, is the host of Addr). Like an Upstream's, a *TLS must not
+	// change once used.
+	TLS *TLS
 }
 
-// parentRoute is a Parent ready for use: the header lines to send.
+// parentRoute is a Parent ready for use: the header lines to send and,
+// for a TLS-speaking parent, its TLS configuration with a session cache
+// of its own. One is made per route key and reused.
 type parentRoute struct {
 	addr   string
 	header []string
+	tls    *tls.Config // nil: plaintext to the parent
+	hs     time.Duration
 }
 
-func (p *Parent) route() *parentRoute {
-	r := &parentRoute{addr: p.Addr}
+// dial connects to the parent (and runs the TLS handshake with it).
+func (r *parentRoute) dial(ctx context.Context, connect time.Duration) (net.Conn, error) {
+	raw, err := conn.DialGo(ctx, r.addr, connect)
+	if err != nil || r.tls == nil {
+		return raw, err
+	}
+	return conn.HandshakeTLS(ctx, r.addr, raw, r.hs, r.tls)
+}
+
+// route returns p's route and the key fields naming it: Via
+// ("connect=<addr>", and the parent's TLS identity) and Cred.
+func (e *Engine) route(p *Parent) (r *parentRoute, via, cred string, err error) {
+	if p.Addr == "" {
+		return nil, "", "", fmt.Errorf("%w: parent without an address", ErrBadRequest)
+	}
+	via = "connect=" + p.Addr
+	var prof *tlsProfile
+	sni := ""
+	if p.TLS != nil {
+		if prof = e.profile(p.TLS); prof.err != nil {
+			return nil, "", "", prof.err
+		}
+		sni = p.TLS.ServerName
+		if sni == "" {
+			sni = p.Addr
+			if h, _, err := net.SplitHostPort(p.Addr); err == nil {
+				sni = h
+			}
+		}
+		via += ";tls=sni=" + sni + ";" + prof.id
+	}
+	cred = p.scope()
+	rk := routeKey{via: via, cred: cred}
+	if v, ok := e.tls.routes.Load(rk); ok {
+		return v.(*parentRoute), via, cred, nil
+	}
+	r = &parentRoute{addr: p.Addr, hs: e.cfg.TLSHandshakeTimeout}
 	if p.User != "" {
 		r.header = []string{"Proxy-Authorization: Basic " +
 			base64.StdEncoding.EncodeToString([]byte(p.User+":"+p.Password))}
 	}
-	return r
+	if prof != nil {
+		r.tls = prof.base.Clone()
+		r.tls.ServerName = sni
+		r.tls.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+	}
+	v, loaded := e.tls.routes.LoadOrStore(rk, r)
+	if !loaded && r.tls != nil && r.tls.InsecureSkipVerify {
+		e.cfg.Logger.Warn("engine: TLS certificate verification is OFF for this parent proxy; anyone on the path can impersonate it",
+			"parent", p.Addr)
+	}
+	return v.(*parentRoute), via, cred, nil
 }
+
+// routeKey names a parent route: the parent, its TLS identity and the
+// credentials' scope.
+type routeKey struct{ via, cred string }
 
 // scope is the credential scope for the pool key: a hash, never the
 // secret.
@@ -83,8 +142,8 @@ var ErrTunnelRefused = conn.ErrTunnelRefused
 // PhaseDial, PhaseTunnel, PhaseProtocol, or PhasePoolWait when the cap
 // did not free up within PendingTimeout.
 func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *TunnelResponse, error) {
-	if req.Target == "" || req.Via != nil && req.Via.Addr == "" {
-		return nil, nil, fmt.Errorf("%w: tunnel without a target or parent address", ErrBadRequest)
+	if req.Target == "" {
+		return nil, nil, fmt.Errorf("%w: tunnel without a target", ErrBadRequest)
 	}
 	e.mu.Lock()
 	closed := e.closed
@@ -96,9 +155,10 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	var route *parentRoute
 	dialAddr := req.Target
 	if req.Via != nil {
-		key.Via = "connect=" + req.Via.Addr
-		key.Cred = req.Via.scope()
-		route = req.Via.route()
+		var err error
+		if route, key.Via, key.Cred, err = e.route(req.Via); err != nil {
+			return nil, nil, err
+		}
 		dialAddr = req.Via.Addr
 	}
 	// Opening gives up when the engine closes, as a request would.
@@ -136,13 +196,18 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	}
 	ch := make(chan result, 1)
 	job := func() {
-		raw, err := conn.DialGo(ctx, dialAddr, e.cfg.ConnectTimeout)
-		if err != nil {
-			ch <- result{err: err}
+		if route == nil {
+			raw, err := conn.DialGo(ctx, dialAddr, e.cfg.ConnectTimeout)
+			if err != nil {
+				ch <- result{err: err}
+				return
+			}
+			ch <- result{tc: conn.NewTunnelConn(raw, nil, nil)}
 			return
 		}
-		if route == nil {
-			ch <- result{tc: conn.NewTunnelConn(raw, nil, nil)}
+		raw, err := route.dial(ctx, e.cfg.ConnectTimeout)
+		if err != nil {
+			ch <- result{err: err}
 			return
 		}
 		tc, resp, err := conn.Connect(ctx, raw, route.addr, req.Target, route.header, e.cfg.ConnectTimeout)

@@ -17,6 +17,7 @@ import (
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
 )
 
 // tlsGetThrough runs a GET for path over TLS on an open tunnel and
@@ -249,4 +250,76 @@ func port(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestTunnelTLSParent: squid spoken to over TLS (https_port): a tunnel
+// through it, with TLS to nginx inside; an https origin behind it through
+// the engine; a plain request forwarded to it over TLS; a parent whose
+// certificate does not verify.
+func TestTunnelTLSParent(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port(t, ngx.TLSAddr())},
+		TLSCert: pki.ServerCert, TLSKey: pki.ServerKey})
+	e := startEngine(t, engine.Config{})
+	parentTLS := &engine.TLS{RootCAs: pki.CAPEM} // SNI: 127.0.0.1, which is never sent; verified as an IP
+	parent := &engine.Parent{Addr: sq.TLSAddr(), TLS: parentTLS}
+
+	nc, resp, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: parent})
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("tunnel over TLS to the parent: %v", err)
+	}
+	status, body := tlsGetThrough(t, nc, pki, "/small")
+	_ = nc.Close()
+	if status != 200 || body != bench.SmallBody {
+		t.Fatalf("through the TLS parent: %d %q", status, body)
+	}
+
+	// An https origin behind the TLS parent: TLS inside TLS, pooled.
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	for i := 0; i < 2; i++ {
+		req := tlsGet(t, ngx, "origin.test", "/16k", cfg, "")
+		req.Via = parent
+		resp, body, err := fetch(e, req)
+		if err != nil || resp.Status != 200 || len(body) != bench.Size16K {
+			t.Fatalf("https via the TLS parent, request %d: %v", i, err)
+		}
+	}
+	found := false
+	for k, s := range e.Stats() {
+		if strings.Contains(k, "via=connect="+sq.TLSAddr()+";tls=") && strings.Contains(k, " tls=sni=origin.test") {
+			found = true
+			if s.Pool.Dialed != 1 || s.OnReused != 1 {
+				t.Errorf("%s: dialed %d, on reused %d; want 1, 1", k, s.Pool.Dialed, s.OnReused)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no stats key for the https origin via the TLS parent: %v", e.Stats())
+	}
+
+	// A plain http request forwarded to the parent over TLS.
+	h := new(parser.Request)
+	raw := "GET http://" + ngx.Addr() + "/small HTTP/1.1\r\nHost: " + ngx.Addr() + "\r\n\r\n"
+	if _, err := h.Parse([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	fresp, fbody, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Addr: sq.TLSAddr(),
+		TLS: &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}}, Head: h})
+	if err != nil || fresp.Status != 200 || string(fbody) != bench.SmallBody {
+		t.Fatalf("forwarded over TLS to the parent: %v, %q", err, fbody)
+	}
+	// nginx's main log has every request; the TLS log all but the
+	// forwarded one, which squid sent in plaintext.
+	if all, tl := ngx.WaitRequests(4, requestTimeout), ngx.TLSRequests(); len(all) != 4 || len(tl) != 3 || all[3].URI != "/small" {
+		t.Fatalf("nginx logs: all %+v, TLS %+v; want the forwarded /small in plaintext", all, tl)
+	}
+
+	// A wrong CA for the parent fails its handshake, typed.
+	_, _, err = e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(),
+		Via: &engine.Parent{Addr: sq.TLSAddr(), TLS: &engine.TLS{}}})
+	var ua x509.UnknownAuthorityError
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseTLS || !errors.As(err, &ua) {
+		t.Fatalf("parent with an unknown CA: %v, want PhaseTLS with x509.UnknownAuthorityError", err)
+	}
 }
