@@ -26,6 +26,7 @@ APT_PACKAGES=(
 	curl
 	haproxy
 	nginx
+	openssl
 	squid
 	wrk
 )
