@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
@@ -85,15 +86,31 @@ type tlsState struct {
 	profiles  sync.Map // *TLS -> *tlsProfile
 	upstreams sync.Map // poolset.Key -> *upstreamDialer
 	routes    sync.Map // routeKey -> *parentRoute
+	nprofiles atomic.Int64
+	warnOnce  sync.Once
 }
 
-// profile returns what t yields, computed once.
+// maxProfiles bounds the cache of *TLS values: a caller that makes a new
+// *TLS per request would otherwise grow it (and keep every value alive)
+// without end.
+const maxProfiles = 4096
+
+// profile returns what t yields, computed once per *TLS.
 func (e *Engine) profile(t *TLS) *tlsProfile {
 	if v, ok := e.tls.profiles.Load(t); ok {
 		return v.(*tlsProfile)
 	}
 	p := buildProfile(t)
-	v, _ := e.tls.profiles.LoadOrStore(t, p)
+	v, loaded := e.tls.profiles.LoadOrStore(t, p)
+	if !loaded && e.tls.nprofiles.Add(1) > maxProfiles {
+		// Start over; the per-key dialers (and their session caches) are
+		// keyed by identity, not by pointer, and stay.
+		e.tls.profiles.Clear()
+		e.tls.nprofiles.Store(0)
+		e.tls.warnOnce.Do(func() {
+			e.cfg.Logger.Warn("engine: more than 4096 distinct *engine.TLS values seen; reuse one value per TLS configuration")
+		})
+	}
 	return v.(*tlsProfile)
 }
 
