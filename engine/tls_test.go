@@ -477,3 +477,45 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	}
 	o.Close()
 }
+
+// TestTLSStaleRaceRetried: a TLS origin that drops a kept-alive
+// connection on the next request, closing TCP without close_notify
+// (crypto/tls reports a close between records as io.EOF): the engine sees
+// the stale keep-alive race and retries the GET on a fresh connection. A
+// fault-injection origin.
+func TestTLSStaleRaceRetried(t *testing.T) {
+	leakBaseline(t)
+	pki := bench.NewPKI(t, "origin.test")
+	srv := &tls.Config{Certificates: []tls.Certificate{pki.Server}}
+	o := bench.NewOrigin(t, func(i int, c net.Conn, _ *bufio.Reader) {
+		tc := tls.Server(c, srv)
+		br := bufio.NewReader(tc)
+		for n := 0; ; n++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			if i == 0 && n == 1 {
+				return // the raw close (NewOrigin's): no close_notify, no answer
+			}
+			if _, err := io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	e := startEngine(t, engine.Config{})
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	for i := 0; i < 2; i++ {
+		h := new(parser.Request)
+		if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, body, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Addr: o.Addr(), TLS: cfg}, Head: h})
+		if err != nil || resp.Status != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	_, s := statsWithPrefix(t, e, o.Addr())
+	if s.RacesHit != 1 || s.RacesRetried != 1 || s.Requests != 2 || s.Attempts != 3 || s.TLSHandshakes != 2 {
+		t.Fatalf("stats %+v; want one race, retried", s)
+	}
+}
