@@ -18,7 +18,12 @@ type Counters struct {
 	RacesHit     atomic.Uint64 // failures on a reused connection before any response byte
 	RacesRetried atomic.Uint64 // of those, retried
 	Detached     atomic.Uint64 // connections moved to Go net I/O for a large body, then closed
-	Errors       [conn.NumPhases]atomic.Uint64
+	// TLSHandshakes counts TLS connections made; TLSResumed those whose
+	// handshake resumed a session.
+	TLSHandshakes, TLSResumed atomic.Uint64
+	// Tunnels counts tunnels opened (handed to the caller).
+	Tunnels atomic.Uint64
+	Errors  [conn.NumPhases]atomic.Uint64
 }
 
 // Registry maps upstreams to their counters.
