@@ -35,31 +35,20 @@ func startProxyAdmin(t *testing.T, origins ...string) (proxyAddr, adminAddr stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := adminInfo{Listen: ln.Addr().String(), Mode: "reverse", Shards: 2, LB: "roundrobin"}
+	proxyAddr = serveProxy(t, p)
+	info := adminInfo{Listen: proxyAddr, Mode: "reverse", Shards: 2, LB: "roundrobin"}
 	adm, err := startAdmin("127.0.0.1:0", p, info, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
 		if err := adm.Shutdown(ctx); err != nil {
 			t.Errorf("admin shutdown: %v", err)
 		}
 	})
-	return ln.Addr().String(), adm.Addr()
+	return proxyAddr, adm.Addr()
 }
 
 // httpGet fetches url with a client of its own (no keep-alive), returning

@@ -63,6 +63,13 @@ func startProxyClient(t *testing.T, cfg engine.Config, ccfg clientConfig, origin
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveProxy(t, p)
+}
+
+// serveProxy serves p on a free loopback port until the test ends, then
+// shuts it down, and returns its address.
+func serveProxy(t *testing.T, p *proxy) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
