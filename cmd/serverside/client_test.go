@@ -221,19 +221,7 @@ func TestMalformedRequests(t *testing.T) {
 		if tc.rule == nil {
 			t.Fatal("no rule")
 		}
-		c, err := net.Dial("tcp", px)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := io.WriteString(c, tc.head); err != nil {
-			t.Fatal(err)
-		}
-		all, err := io.ReadAll(c) // the proxy closes the connection
-		c.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		all := rawExchange(t, px, tc.head, 20*time.Second) // the proxy closes the connection
 		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
 		if err != nil {
 			t.Fatalf("%q: %v\n%s", tc.head, err, all)
@@ -327,19 +315,7 @@ func TestEarlyResponseCloses(t *testing.T) {
 		_, _ = io.Copy(io.Discard, br) // until the proxy closes
 	})
 	px := startProxy(t, "http://"+origin.Addr())
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	all, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := rawExchange(t, px, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n", 10*time.Second)
 	s := string(all)
 	if !strings.HasPrefix(s, "HTTP/1.1 403 ") || !strings.Contains(s, "\r\nConnection: close\r\n") ||
 		!strings.HasSuffix(s, "\r\n\r\nno") || strings.Contains(s, "100 Continue") {

@@ -89,6 +89,26 @@ func serveProxy(t *testing.T, p *proxy) string {
 	return ln.Addr().String()
 }
 
+// rawExchange writes req to the proxy at px over a fresh connection and
+// reads until the proxy closes it (or the deadline passes).
+func rawExchange(t *testing.T, px, req string, deadline time.Duration) []byte {
+	t.Helper()
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(deadline))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
 func curl(t *testing.T, args ...string) (string, string) {
 	t.Helper()
 	cmd := exec.Command("curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
@@ -187,22 +207,10 @@ func TestPipelinedAndHTTP10(t *testing.T) {
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	px := startProxy(t, "http://"+ng.Addr())
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	req := "GET /small HTTP/1.1\r\nHost: a\r\n\r\n" +
 		"GET /status/404 HTTP/1.1\r\nHost: a\r\n\r\n" +
 		"GET /small HTTP/1.0\r\nHost: a\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	all, err := io.ReadAll(c) // the HTTP/1.0 request closes the connection
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := rawExchange(t, px, req, 20*time.Second) // the HTTP/1.0 request closes the connection
 	s := string(all)
 	i1 := strings.Index(s, "HTTP/1.1 200")
 	i2 := strings.Index(s, "HTTP/1.1 404")
@@ -217,20 +225,7 @@ func TestMalformedRequest(t *testing.T) {
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	px := startProxy(t, "http://"+ng.Addr())
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := rawExchange(t, px, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 20*time.Second)
 	if !strings.HasPrefix(string(all), "HTTP/1.1 400") {
 		t.Fatalf("reply:\n%s", all)
 	}
@@ -281,19 +276,7 @@ func TestChunkedResponseReframed(t *testing.T) {
 	if body != want || !strings.Contains(strings.ToLower(errOut), "transfer-encoding: chunked") {
 		t.Fatalf("HTTP/1.1 client: %d bytes\n%s", len(body), errOut)
 	}
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, "GET /c HTTP/1.0\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	all, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := rawExchange(t, px, "GET /c HTTP/1.0\r\n\r\n", 20*time.Second)
 	head, rest, _ := strings.Cut(string(all), "\r\n\r\n")
 	if strings.Contains(strings.ToLower(head), "transfer-encoding") || rest != want {
 		t.Fatalf("HTTP/1.0 client: head\n%s\nbody %d bytes", head, len(rest))
