@@ -66,6 +66,10 @@ type Request struct {
 	// after this exchange, starting a session.
 	PinKey uint64
 	Pin    bool
+	// Auth, when set, is how the engine authenticates this request (see
+	// Auth); otherwise Config.Auth decides. Connection-based handshakes
+	// (NTLM, Negotiate) pin the connection to PinKey whatever Auth says.
+	Auth *Auth
 }
 
 // Sink receives a response as it streams. OnHead and OnBody run on the
@@ -119,6 +123,9 @@ func New(cfg Config) (*Engine, error) {
 		MaxPending:     cfg.MaxPending,
 		PendingTimeout: cfg.PendingTimeout,
 		Logger:         cfg.Logger,
+
+		PinnedIdleTimeout: cfg.PinnedIdleTimeout,
+		OnPinnedClosed:    cfg.OnPinnedClosed,
 	}, e.pool, &e.stats)
 	if err != nil {
 		e.pool.Close()
@@ -272,6 +279,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		Sink:    sink,
 		Done:    r.finish,
 	}
+	e.setupAuth(req, &r.t)
 	return nil
 }
 

@@ -25,6 +25,9 @@ type UpstreamStats struct {
 	RacesHit, RacesRetried uint64
 	// Detached counts connections moved to blocking I/O for a large body.
 	Detached uint64
+	// AuthRounds counts requests sent again with the engine's credentials
+	// answering a 401 or 407.
+	AuthRounds uint64
 	// Errors counts failed requests by phase name (dial, write,
 	// await-head, body, protocol, pool-wait).
 	Errors map[string]uint64
@@ -33,25 +36,33 @@ type UpstreamStats struct {
 	ReuseRatio float64
 }
 
-// Stats returns every upstream's stats, keyed by upstream (its address).
+// Stats returns every upstream's stats, keyed by upstream (its address,
+// followed by " cred=*" for connections that carry credentials). The
+// credential scopes of one upstream add up under one entry: identities
+// are not shown.
 func (e *Engine) Stats() map[string]UpstreamStats {
 	out := make(map[string]UpstreamStats)
 	for k, s := range e.pool.Snapshot() {
-		out[k.String()] = UpstreamStats{Pool: s}
+		u := out[k.String()]
+		addPool(&u.Pool, &s)
+		out[k.String()] = u
 	}
 	e.stats.Range(func(k poolset.Key, c *shard.Counters) {
 		u := out[k.String()]
-		u.Requests = c.Requests.Load()
-		u.Attempts = c.Attempts.Load()
-		u.OnReused = c.OnReused.Load()
-		u.Retries = c.Retries.Load()
-		u.RacesHit = c.RacesHit.Load()
-		u.RacesRetried = c.RacesRetried.Load()
-		u.Detached = c.Detached.Load()
-		u.Errors = make(map[string]uint64)
+		u.Requests += c.Requests.Load()
+		u.Attempts += c.Attempts.Load()
+		u.OnReused += c.OnReused.Load()
+		u.Retries += c.Retries.Load()
+		u.RacesHit += c.RacesHit.Load()
+		u.RacesRetried += c.RacesRetried.Load()
+		u.Detached += c.Detached.Load()
+		u.AuthRounds += c.AuthRounds.Load()
+		if u.Errors == nil {
+			u.Errors = make(map[string]uint64)
+		}
 		for p := range c.Errors {
 			if n := c.Errors[p].Load(); n > 0 {
-				u.Errors[conn.Phase(p).String()] = n
+				u.Errors[conn.Phase(p).String()] += n
 			}
 		}
 		if u.Attempts > 0 {
@@ -60,4 +71,31 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		out[k.String()] = u
 	})
 	return out
+}
+
+// addPool adds s's gauges and counters to into.
+func addPool(into, s *poolset.Stats) {
+	into.Connecting += s.Connecting
+	into.Busy += s.Busy
+	into.Idle += s.Idle
+	into.Pinned += s.Pinned
+	into.Waiting += s.Waiting
+	into.Reused += s.Reused
+	into.Dialed += s.Dialed
+	into.DialFailed += s.DialFailed
+	into.Waits += s.Waits
+	into.WaitTimeouts += s.WaitTimeouts
+	into.WaitCancels += s.WaitCancels
+	into.QueueFull += s.QueueFull
+	c, d := &into.Closed, &s.Closed
+	c.IdleTimeout += d.IdleTimeout
+	c.HintExpired += d.HintExpired
+	c.Lifetime += d.Lifetime
+	c.MaxRequests += d.MaxRequests
+	c.DeadOnCheckout += d.DeadOnCheckout
+	c.DeadOnReturn += d.DeadOnReturn
+	c.PeerClosedIdle += d.PeerClosedIdle
+	c.OverCap += d.OverCap
+	c.Drained += d.Drained
+	c.Owner += d.Owner
 }

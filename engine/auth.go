@@ -1,0 +1,426 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/engine/auth"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/shard"
+)
+
+// Credentials are a user name and password the engine holds for an
+// upstream.
+type Credentials = auth.Credentials
+
+// LoginMode says whose credentials go to an upstream.
+type LoginMode uint8
+
+const (
+	// LoginNone: the engine sends no credentials of its own and answers
+	// no challenge; a 401 or 407 goes back to the caller unchanged. For a
+	// parent proxy, the client's Proxy-Authorization is removed: it was
+	// meant for the proxy embedding the engine. (The client's
+	// Authorization is end-to-end and always forwarded.)
+	LoginNone LoginMode = iota
+	// LoginOwn: the engine's Credentials. It answers Basic and Digest
+	// challenges itself and resubmits the request; with Preemptive it
+	// sends Basic before any challenge.
+	LoginOwn
+	// LoginPassThrough: the client's own credentials. For a parent proxy
+	// the client's Proxy-Authorization is forwarded (a proxy that relays
+	// its client's login, or a client's NTLM handshake with the parent);
+	// challenges go back to the caller.
+	LoginPassThrough
+)
+
+// Login is how the engine authenticates in one role.
+type Login struct {
+	Mode        LoginMode
+	Credentials Credentials
+	// Preemptive sends Basic credentials with every request, before any
+	// challenge (Squid's cache_peer login=user:pass). LoginOwn only.
+	Preemptive bool
+}
+
+// DefaultAuthRounds is Auth.MaxRounds's default.
+const DefaultAuthRounds = 2
+
+// Auth is how the engine authenticates requests to one upstream:
+// to the origin (a 401 answered in Authorization) and, when the upstream
+// is a parent proxy, to the proxy (a 407 answered in Proxy-Authorization).
+//
+// Proxy credentials are sent only on requests whose forwarded target is in
+// absolute form or authority form: the forms sent to a proxy (RFC 9112
+// §3.2). A request in origin form goes to an origin, which never sees a
+// Proxy-Authorization, whatever Auth says.
+type Auth struct {
+	Origin Login
+	Proxy  Login
+	// MaxRounds bounds how many challenges the engine answers for one
+	// request (default DefaultAuthRounds: a 407 then a 401). A Digest
+	// challenge with stale=true (a new nonce for the same credentials)
+	// does not count; at most two of those are answered.
+	MaxRounds int
+}
+
+// maxStale bounds the stale-nonce rounds of one request.
+const maxStale = 2
+
+// maxCapture bounds the body of a challenge the engine holds back while
+// it answers it: a longer one goes to the caller, unanswered.
+const maxCapture = 64 << 10
+
+// credScope derives the pool key's credential scope from the logins in
+// use: a non-reversible digest of the identity, so that a connection that
+// carried one identity's requests is never handed to another. passThrough
+// is the client's Proxy-Authorization when it is forwarded.
+func credScope(a *Auth, passThrough []byte) string {
+	if a == nil {
+		return ""
+	}
+	h := sha256.New()
+	used := false
+	for i, l := range []*Login{&a.Origin, &a.Proxy} {
+		if l.Mode == LoginOwn {
+			fmt.Fprintf(h, "%d own %q %q\n", i, l.Credentials.User, l.Credentials.Password)
+			used = true
+		}
+	}
+	if len(passThrough) > 0 {
+		fmt.Fprintf(h, "pass %q\n", passThrough)
+		used = true
+	}
+	if !used {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// authState is one request's authentication: the forwarded edits with
+// credentials, which challenges were answered, and the sink that holds a
+// challenge back from the caller while the engine answers it.
+type authState struct {
+	pol      *Auth // nil: pin detection only
+	req      *Request
+	edits    parser.Edits
+	parent   bool   // the target is in absolute or authority form
+	method   string // as sent, for Digest
+	target   string
+	connAuth parser.HeaderID // a request field with NTLM/Negotiate credentials, HdrOther if none
+
+	sentBasic [2]bool // Basic sent with our credentials, per role (origin, proxy)
+	digest    [2]bool // a Digest challenge answered, per role
+	rounds    int
+	stales    int
+
+	sink capSink
+}
+
+// setupAuth prepares t for authentication. It does nothing, and costs
+// nothing, for a request without credentials policy, pin key or
+// credentials of its own that concern the engine.
+func (e *Engine) setupAuth(req *Request, t *shard.Task) {
+	pol := req.Auth
+	if pol == nil && e.cfg.Auth != nil {
+		pol = e.cfg.Auth(req.Upstream)
+	}
+	h := req.Head
+	hasPA := h.Has(parser.HdrProxyAuthorization)
+	connAuth := parser.HdrOther
+	for _, id := range []parser.HeaderID{parser.HdrAuthorization, parser.HdrProxyAuthorization} {
+		if v := h.Get(id); v != nil && auth.ConnectionBased(auth.CredentialsScheme(string(v))) {
+			connAuth = id
+		}
+	}
+	if pol == nil && !hasPA && req.PinKey == 0 && connAuth == parser.HdrOther {
+		return
+	}
+	a := &authState{pol: pol, req: req, connAuth: connAuth}
+	if req.Edits != nil {
+		a.edits.CopyFrom(req.Edits)
+	}
+	method, target := h.Method(), h.Target()
+	if req.Edits != nil && req.Edits.Method != nil {
+		method = req.Edits.Method
+	}
+	if req.Edits != nil && req.Edits.Target != nil {
+		target = req.Edits.Target
+	}
+	a.method, a.target = string(method), string(target)
+	a.parent = len(target) > 0 && target[0] != '/' && !bytes.Equal(target, []byte("*"))
+
+	var passThrough []byte
+	if pol != nil && pol.Proxy.Mode == LoginPassThrough && a.parent && hasPA {
+		a.edits.Keep = a.edits.Keep.With(parser.HdrProxyAuthorization)
+		if connAuth != parser.HdrProxyAuthorization {
+			// Connection-based credentials change with every message of
+			// the handshake and live on a pinned connection: they are
+			// not a scope of the shared pool.
+			passThrough = h.Get(parser.HdrProxyAuthorization)
+		}
+	} else if hasPA {
+		a.edits.Remove("Proxy-Authorization")
+	}
+	if pol != nil {
+		if l := &pol.Origin; l.Mode == LoginOwn && l.Preemptive {
+			a.edits.Set("Authorization", []byte(auth.Basic(l.Credentials)))
+			a.sentBasic[0] = true
+		}
+		if l := &pol.Proxy; l.Mode == LoginOwn && l.Preemptive && a.parent {
+			a.edits.Set("Proxy-Authorization", []byte(auth.Basic(l.Credentials)))
+			a.sentBasic[1] = true
+		}
+		p := *pol
+		if !a.parent {
+			p.Proxy = Login{} // no proxy identity on a connection to an origin
+		}
+		t.Key.Cred = credScope(&p, passThrough)
+	}
+	t.Exchange.Edits = &a.edits
+	t.Run = a.run
+}
+
+// run is the task's Run: one exchange, and as many more on the same
+// connection as there are challenges the engine answers.
+func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.Outcome, error) {
+	for {
+		s := &a.sink
+		*s = capSink{a: a, t: t, next: t.Sink}
+		out, err := c.RoundTrip(ctx, &t.Exchange, s)
+		if s.pin {
+			if t.PinKey != 0 {
+				t.Pin = true
+			} else {
+				t.Isolate = true
+			}
+		}
+		if err != nil || !s.capturing {
+			return out, err
+		}
+		// The challenge is held back and answered: resend, if the body
+		// can be sent again.
+		ex := &t.Exchange
+		hasBody := ex.Body != nil && ex.ContentLength != 0
+		if hasBody && !out.BodySkipped {
+			if a.req.GetBody == nil {
+				return out, s.deliver()
+			}
+			b, gerr := a.req.GetBody()
+			if gerr != nil {
+				return out, s.deliver()
+			}
+			ex.Body = b
+		}
+		if !c.Reusable() && t.Pinned() {
+			return out, s.deliver()
+		}
+		a.edits.Set(s.answerName, []byte(s.answer))
+		t.Counters().AuthRounds.Add(1)
+		if !c.Reusable() {
+			return out, fmt.Errorf("engine: %w after a %d", shard.ErrResend, out.Status)
+		}
+	}
+}
+
+// answer decides, at the head of a 401 or 407, whether the engine answers
+// it, and computes the credentials when it does.
+func (a *authState) answer(resp *parser.Response, t *shard.Task) (name, value string, ok bool) {
+	pol := a.pol
+	if pol == nil {
+		return "", "", false
+	}
+	var role int
+	var l *Login
+	var id parser.HeaderID
+	switch resp.Status() {
+	case 401:
+		role, l, id, name = 0, &pol.Origin, parser.HdrWWWAuthenticate, "Authorization"
+	case 407:
+		if !a.parent {
+			return "", "", false
+		}
+		role, l, id, name = 1, &pol.Proxy, parser.HdrProxyAuthenticate, "Proxy-Authorization"
+	default:
+		return "", "", false
+	}
+	if l.Mode != LoginOwn {
+		return "", "", false
+	}
+	if t.Pinned() && !resp.KeepAlive() {
+		return "", "", false // a pinned request is never sent on another connection
+	}
+	ex := &t.Exchange
+	if ex.Body != nil && ex.ContentLength != 0 && a.req.GetBody == nil && !a.req.Head.ExpectContinue() {
+		return "", "", false // the body is gone: it cannot be sent again
+	}
+	cs, err := auth.ParseChallenges(values(resp, id)...)
+	if err != nil {
+		return "", "", false
+	}
+	ch := auth.Pick(cs)
+	if ch == nil {
+		return "", "", false
+	}
+	maxRounds := pol.MaxRounds
+	if maxRounds <= 0 {
+		maxRounds = DefaultAuthRounds
+	}
+	stale := auth.Stale(ch)
+	switch {
+	case ch.Is("Basic"):
+		if a.sentBasic[role] || a.rounds >= maxRounds {
+			return "", "", false // our credentials were refused
+		}
+		a.sentBasic[role] = true
+		a.rounds++
+		return name, auth.Basic(l.Credentials), true
+	case stale && a.digest[role]:
+		if a.stales >= maxStale {
+			return "", "", false
+		}
+		a.stales++
+	default:
+		if a.digest[role] || a.rounds >= maxRounds {
+			return "", "", false
+		}
+		a.digest[role] = true
+		a.rounds++
+	}
+	d, err := auth.NewDigest(ch, l.Credentials)
+	if err != nil {
+		return "", "", false
+	}
+	return name, d.Authorize(a.method, a.target), true
+}
+
+// values returns the values of every field id of resp, copied.
+func values(resp *parser.Response, id parser.HeaderID) []string {
+	var vs []string
+	resp.Each(id, func(v []byte) bool {
+		vs = append(vs, string(v))
+		return true
+	})
+	return vs
+}
+
+// observe notes a connection-based handshake in the exchange: NTLM or
+// Negotiate credentials in the request, or challenges in a 401 or 407.
+// Through a parent, an origin's handshake (401, Authorization) is pinned
+// only when the parent announces "Proxy-Support:
+// Session-Based-Authentication" (RFC 4559 §5 usage): without it the
+// parent may not keep the origin connection tied to ours.
+func (a *authState) observe(resp *parser.Response) bool {
+	originOK := !a.parent || sessionBased(resp)
+	switch a.connAuth {
+	case parser.HdrProxyAuthorization:
+		if a.parent {
+			return true
+		}
+	case parser.HdrAuthorization:
+		if originOK {
+			return true
+		}
+	}
+	var id parser.HeaderID
+	switch resp.Status() {
+	case 407:
+		if !a.parent {
+			return false
+		}
+		id = parser.HdrProxyAuthenticate
+	case 401:
+		if !originOK {
+			return false
+		}
+		id = parser.HdrWWWAuthenticate
+	default:
+		return false
+	}
+	found := false
+	resp.Each(id, func(v []byte) bool {
+		cs, err := auth.ParseChallenges(string(v))
+		if err != nil {
+			// An unparsable field still names its scheme first.
+			found = auth.ConnectionBased(auth.CredentialsScheme(string(v)))
+		} else {
+			found = auth.AnyConnectionBased(cs)
+		}
+		return !found
+	})
+	return found
+}
+
+func sessionBased(resp *parser.Response) bool {
+	found := false
+	resp.Each(parser.HdrProxySupport, func(v []byte) bool {
+		found = bytes.Contains(bytes.ToLower(v), []byte("session-based-authentication"))
+		return !found
+	})
+	return found
+}
+
+// capSink passes a response to the caller's sink, except a challenge the
+// engine answers: that one's head and body are held back (the body is
+// drained, so the connection stays usable) and delivered only if the
+// engine finds, after all, that it cannot resend.
+type capSink struct {
+	a    *authState
+	t    *shard.Task
+	next conn.Sink
+
+	pin        bool
+	capturing  bool
+	answerName string
+	answer     string
+	head       []byte
+	method     parser.Method
+	body       []byte
+}
+
+func (s *capSink) OnHead(resp *parser.Response) error {
+	s.pin = s.a.observe(resp)
+	if name, value, ok := s.a.answer(resp, s.t); ok {
+		s.capturing, s.answerName, s.answer = true, name, value
+		s.head = append(s.head[:0], resp.Raw()...)
+		s.method = s.a.req.Head.MethodID()
+		return nil
+	}
+	return s.next.OnHead(resp)
+}
+
+func (s *capSink) OnBody(p []byte) error {
+	if !s.capturing {
+		return s.next.OnBody(p)
+	}
+	if len(s.body)+len(p) <= maxCapture {
+		s.body = append(s.body, p...)
+		return nil
+	}
+	// Too long to hold back: the caller gets the challenge after all.
+	if err := s.deliver(); err != nil {
+		return err
+	}
+	return s.next.OnBody(p)
+}
+
+// deliver hands the held-back challenge to the caller's sink.
+func (s *capSink) deliver() error {
+	s.capturing = false
+	var resp parser.Response
+	resp.SetRequestMethod(s.method)
+	if _, err := resp.Parse(s.head); err != nil {
+		return fmt.Errorf("engine: re-reading a held-back challenge: %w", err)
+	}
+	if err := s.next.OnHead(&resp); err != nil {
+		return err
+	}
+	if len(s.body) > 0 {
+		return s.next.OnBody(s.body)
+	}
+	return nil
+}

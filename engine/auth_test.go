@@ -1,0 +1,303 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// recSink records what the caller sees of a response.
+type recSink struct {
+	heads  []int
+	header map[string]string
+	body   bytes.Buffer
+	err    error
+}
+
+func (s *recSink) OnHead(r *parser.Response) error {
+	s.heads = append(s.heads, r.Status())
+	s.header = map[string]string{}
+	for i := 0; i < r.Len(); i++ {
+		s.header[strings.ToLower(string(r.Name(i)))] = string(r.Value(i))
+	}
+	return nil
+}
+func (s *recSink) OnBody(p []byte) error { s.body.Write(p); return nil }
+func (s *recSink) OnDone(err error)      { s.err = err }
+
+// send runs req through Exchange and returns what the sink saw.
+func send(t *testing.T, e *engine.Engine, req *engine.Request) *recSink {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	s := &recSink{}
+	if err := e.Exchange(ctx, req, s); err != nil && s.err == nil {
+		s.err = err
+	}
+	return s
+}
+
+// request builds a request for upstream: the head in origin form for
+// host, and, when absolute, an Edits target override in absolute form (a
+// request for a parent proxy).
+func request(t *testing.T, upstream, method, host, path string, absolute bool, fields ...string) *engine.Request {
+	t.Helper()
+	raw := method + " " + path + " HTTP/1.1\r\nHost: " + host + "\r\n"
+	for _, f := range fields {
+		raw += f + "\r\n"
+	}
+	h := new(parser.Request)
+	if _, err := h.Parse([]byte(raw + "\r\n")); err != nil {
+		t.Fatalf("parse %q: %v", raw, err)
+	}
+	req := &engine.Request{Upstream: engine.Upstream{Addr: upstream}, Head: h}
+	if absolute {
+		req.Edits = &parser.Edits{Target: []byte("http://" + host + path)}
+	}
+	return req
+}
+
+func own(user, pass string) engine.Login {
+	return engine.Login{Mode: engine.LoginOwn, Credentials: engine.Credentials{User: user, Password: pass}}
+}
+
+// TestApacheChallenges runs Basic and Digest against a real Apache
+// origin: the engine's credentials answer the 401 on the same connection
+// and the caller sees only the final 200; wrong credentials give the
+// caller Apache's second 401 unchanged; without credentials the first 401
+// goes back.
+func TestApacheChallenges(t *testing.T) {
+	ap := startApache(t)
+	for _, tc := range []struct {
+		loc, scheme, realm string
+	}{
+		{"basic", "Basic", apacheBasicRealm},
+		{"digest", "Digest", apacheDigestRealm},
+	} {
+		t.Run(tc.loc, func(t *testing.T) {
+			right := &engine.Auth{Origin: own(apacheUser, apachePass)}
+			e := startEngine(t, engine.Config{Auth: func(u engine.Upstream) *engine.Auth {
+				if u.Addr == ap.addr {
+					return right
+				}
+				return nil
+			}})
+			path := "/" + tc.loc + "/ok.txt"
+			logged := len(readLog(t, ap.log, 0))
+
+			s := send(t, e, request(t, ap.addr, "GET", "a.test", path, false))
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "ok\n" {
+				t.Fatalf("right credentials: heads %v, body %q, err %v; want only a 200 with ok", s.heads, s.body.String(), s.err)
+			}
+			lines := readLog(t, ap.log, logged+2)[logged:]
+			if len(lines) != 2 || lines[0].Status != 401 || lines[1].Status != 200 || lines[1].User != apacheUser {
+				t.Fatalf("apache log %+v: want a 401 then a 200 for %s", lines, apacheUser)
+			}
+			if lines[0].Port != lines[1].Port {
+				t.Errorf("challenge answered on another connection: ports %d, %d", lines[0].Port, lines[1].Port)
+			}
+			if st := e.Stats()[ap.addr+" cred=*"]; st.AuthRounds != 1 {
+				t.Errorf("AuthRounds = %d, want 1 (stats %v)", st.AuthRounds, e.Stats())
+			}
+
+			// Wrong credentials: answered once, then Apache's 401 reaches
+			// the caller as Apache sent it.
+			req := request(t, ap.addr, "GET", "a.test", path, false)
+			req.Auth = &engine.Auth{Origin: own(apacheUser, "wrong")}
+			s = send(t, e, req)
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 || !strings.Contains(s.body.String(), "401 Unauthorized") {
+				t.Fatalf("wrong credentials: heads %v, body %q, err %v; want Apache's 401", s.heads, s.body.String(), s.err)
+			}
+			if ch := s.header["www-authenticate"]; !strings.HasPrefix(ch, tc.scheme+` realm="`+tc.realm+`"`) {
+				t.Errorf("challenge %q, want Apache's %s challenge", ch, tc.scheme)
+			}
+			lines = readLog(t, ap.log, logged+4)[logged+2:]
+			if len(lines) != 2 || lines[0].Status != 401 || lines[1].Status != 401 {
+				t.Fatalf("apache log %+v: want two 401s", lines)
+			}
+			// Another identity, another connection: the pool key's
+			// credential scope keeps them apart.
+			first := readLog(t, ap.log, logged+2)[logged]
+			if lines[0].Port == first.Port {
+				t.Errorf("wrong credentials sent on the connection of the right ones (port %d)", first.Port)
+			}
+
+			// No credentials for this upstream: the challenge is bounced.
+			req = request(t, ap.addr, "GET", "a.test", path, false)
+			req.Auth = &engine.Auth{}
+			s = send(t, e, req)
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
+				t.Fatalf("no credentials: heads %v, err %v; want the 401", s.heads, s.err)
+			}
+			if lines = readLog(t, ap.log, logged+5)[logged+4:]; len(lines) != 1 || lines[0].Status != 401 {
+				t.Fatalf("apache log %+v: want one 401", lines)
+			}
+		})
+	}
+}
+
+// TestApacheNoProxyAuthorizationToOrigin checks that neither the client's
+// Proxy-Authorization nor the engine's proxy credentials reach an origin
+// (a request in origin form), while its origin credentials do.
+func TestApacheNoProxyAuthorizationToOrigin(t *testing.T) {
+	ap := startApache(t)
+	pol := &engine.Auth{Origin: own(apacheUser, apachePass), Proxy: own("proxyuser", "proxypass")}
+	pol.Origin.Preemptive, pol.Proxy.Preemptive = true, true
+	e := startEngine(t, engine.Config{Auth: func(engine.Upstream) *engine.Auth { return pol }})
+	for _, mode := range []engine.LoginMode{engine.LoginOwn, engine.LoginPassThrough, engine.LoginNone} {
+		pol.Proxy.Mode = mode
+		req := request(t, ap.addr, "GET", "a.test", "/basic/ok.txt", false, "Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==")
+		s := send(t, e, req)
+		if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+			t.Fatalf("mode %d: heads %v, err %v; want a preemptive Basic 200", mode, s.heads, s.err)
+		}
+	}
+	for _, l := range readLog(t, ap.log, 3) {
+		if l.Extra != "-" || l.User != apacheUser {
+			t.Errorf("origin got Proxy-Authorization %q (user %q)", l.Extra, l.User)
+		}
+	}
+	if st := e.Stats()[ap.addr+" cred=*"]; st.AuthRounds != 0 || st.Requests != 3 {
+		t.Errorf("stats %+v: want 3 requests, no challenge answered", st)
+	}
+}
+
+// squidAndNginx starts a Squid parent demanding scheme in front of a real
+// nginx origin.
+func squidAndNginx(t *testing.T, opts squidOptions) (*squid, *bench.Nginx) {
+	ngx := bench.StartNginx(t, bench.NginxOptions{})
+	return startSquid(t, opts), ngx
+}
+
+// TestSquidChallenges runs Basic and Digest against a real Squid parent
+// (407) forwarding to nginx, with absolute-form targets.
+func TestSquidChallenges(t *testing.T) {
+	for _, tc := range []struct{ scheme, realm string }{
+		{"basic", squidBasicRealm},
+		{"digest", squidDigestRealm},
+	} {
+		t.Run(tc.scheme, func(t *testing.T) {
+			sq, ngx := squidAndNginx(t, squidOptions{scheme: tc.scheme})
+			right := &engine.Auth{Proxy: own(squidUser, squidPass)}
+			e := startEngine(t, engine.Config{Auth: func(u engine.Upstream) *engine.Auth {
+				if u.Addr == sq.addr {
+					return right
+				}
+				return nil
+			}})
+			get := func(fields ...string) *engine.Request {
+				return request(t, sq.addr, "GET", ngx.Addr(), "/small", true, fields...)
+			}
+			s := send(t, e, get())
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+				t.Fatalf("right credentials: heads %v, body %q, err %v", s.heads, s.body.String(), s.err)
+			}
+			lines := readLog(t, sq.log, 2)
+			if len(lines) != 2 || lines[0].Status != 407 || lines[1].Status != 200 || lines[1].User != squidUser ||
+				lines[1].Target != ngx.URL("/small") {
+				t.Fatalf("squid log %+v: want a 407 then a 200 for %s", lines, squidUser)
+			}
+			if lines[0].Port != lines[1].Port {
+				t.Errorf("challenge answered on another connection: ports %d, %d", lines[0].Port, lines[1].Port)
+			}
+
+			// A body is sent again when GetBody can replay it.
+			body := "hello"
+			post := request(t, sq.addr, "POST", ngx.Addr(), "/echo", true)
+			post.Body, post.ContentLength = strings.NewReader(body), int64(len(body))
+			post.GetBody = func() (io.Reader, error) { return strings.NewReader(body), nil }
+			if s = send(t, e, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "5\n" {
+				t.Fatalf("POST with GetBody: heads %v, body %q, err %v; want nginx's echo of 5 bytes", s.heads, s.body.String(), s.err)
+			}
+			// Without GetBody the body cannot be sent twice: the challenge
+			// goes back to the caller.
+			post = request(t, sq.addr, "POST", ngx.Addr(), "/echo", true)
+			post.Body, post.ContentLength = strings.NewReader(body), int64(len(body))
+			if s = send(t, e, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+				t.Fatalf("POST without GetBody: heads %v, err %v; want the 407", s.heads, s.err)
+			}
+
+			// Wrong credentials: squid's second 407 reaches the caller.
+			req := get()
+			req.Auth = &engine.Auth{Proxy: own(squidUser, "wrong")}
+			s = send(t, e, req)
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 ||
+				!strings.Contains(strings.ToLower(s.header["proxy-authenticate"]), tc.scheme+` realm="`+tc.realm+`"`) {
+				t.Fatalf("wrong credentials: heads %v, header %v, err %v; want squid's 407", s.heads, s.header, s.err)
+			}
+			// No credentials: the first 407 goes back.
+			req = get()
+			req.Auth = &engine.Auth{}
+			if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+				t.Fatalf("no credentials: heads %v, err %v; want the 407", s.heads, s.err)
+			}
+			// Four requests with credentials (the two identities add up
+			// under one entry), three of them answered: the GET, the POST
+			// with GetBody, and the wrong credentials once.
+			if st := e.Stats()[sq.addr+" cred=*"]; st.AuthRounds != 3 || st.Requests != 4 {
+				t.Errorf("own-credential stats %+v: want 4 requests, 3 rounds", st)
+			}
+			if st := e.Stats()[sq.addr]; st.AuthRounds != 0 || st.Requests != 1 {
+				t.Errorf("no-credential stats %+v: want 1 request, no round", st)
+			}
+		})
+	}
+}
+
+// TestSquidPreemptiveBasic sends Basic before any challenge: squid never
+// answers 407.
+func TestSquidPreemptiveBasic(t *testing.T) {
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "basic"})
+	pol := &engine.Auth{Proxy: own(squidUser, squidPass)}
+	pol.Proxy.Preemptive = true
+	e := startEngine(t, engine.Config{})
+	for i := 0; i < 3; i++ {
+		req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true)
+		req.Auth = pol
+		if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+			t.Fatalf("request %d: heads %v, err %v", i, s.heads, s.err)
+		}
+	}
+	lines := readLog(t, sq.log, 3)
+	for _, l := range lines {
+		if l.Status != 200 || l.User != squidUser || l.Port != lines[0].Port {
+			t.Errorf("squid log %+v: want 200s for %s on one connection", lines, squidUser)
+		}
+	}
+}
+
+// TestSquidExpectContinue answers a 407 to a request whose body waited
+// for "100 Continue" and was never sent: no GetBody is needed.
+func TestSquidExpectContinue(t *testing.T) {
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "basic"})
+	e := startEngine(t, engine.Config{})
+	body := strings.Repeat("x", 1000)
+	req := request(t, sq.addr, "POST", ngx.Addr(), "/echo", true, "Expect: 100-continue")
+	req.Body, req.ContentLength = strings.NewReader(body), int64(len(body))
+	req.Auth = &engine.Auth{Proxy: own(squidUser, squidPass)}
+	s := send(t, e, req)
+	if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "1000\n" {
+		t.Fatalf("heads %v, body %q, err %v; want nginx's echo of 1000 bytes", s.heads, s.body.String(), s.err)
+	}
+	// Squid answered the 407 before the body; the body was never sent on
+	// that connection, so the request went again, with the body unread
+	// until then.
+	lines := readLog(t, sq.log, 2)
+	if len(lines) != 2 || lines[0].Status != 407 || lines[1].Status != 200 || lines[1].User != squidUser {
+		t.Fatalf("squid log %+v: want a 407 then a 200", lines)
+	}
+	if st := e.Stats()[sq.addr+" cred=*"]; st.AuthRounds != 1 || st.Requests != 1 {
+		t.Errorf("stats %+v: want 1 request, 1 round", st)
+	}
+	t.Logf("407 on port %d, 200 on port %d", lines[0].Port, lines[1].Port)
+}
+
+// errIs reports errors.Is for a sink's error.
+func errIs(err, target error) bool { return errors.Is(err, target) }
