@@ -83,6 +83,7 @@ func writeFile(t *testing.T, path, data string, mode os.FileMode) {
 // daemon is a server process started by a test.
 type daemon struct {
 	name string
+	logs []string // the server's own log files, shown when it fails to start
 	addr string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
@@ -92,9 +93,9 @@ type daemon struct {
 
 // startDaemon runs bin with args in the foreground and waits until addr
 // accepts connections; cleanup sends SIGTERM to that PID, then SIGKILL.
-func startDaemon(t *testing.T, name, addr, bin string, args ...string) *daemon {
+func startDaemon(t *testing.T, name, addr string, logs []string, bin string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{name: name, addr: addr, out: new(bytes.Buffer), done: make(chan struct{})}
+	d := &daemon{name: name, addr: addr, logs: logs, out: new(bytes.Buffer), done: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
 	w := &lockedWriter{d: d}
 	d.cmd.Stdout, d.cmd.Stderr = w, w
@@ -133,8 +134,13 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 
 func (d *daemon) output() string {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.String()
+	out := d.out.String()
+	d.mu.Unlock()
+	for _, l := range d.logs {
+		b, _ := os.ReadFile(l)
+		out += "\n--- " + l + ":\n" + string(b)
+	}
+	return out
 }
 
 func (d *daemon) stop() {
@@ -249,7 +255,7 @@ DocumentRoot %[1]s/htdocs
 </Location>
 `, dir, mods.String(), addr, userGroup(), apacheBasicRealm, apacheDigestRealm)
 	writeFile(t, filepath.Join(dir, "httpd.conf"), conf, 0o644)
-	a.daemon = startDaemon(t, "apache2", addr, apacheBin, "-X", "-f", filepath.Join(dir, "httpd.conf"))
+	a.daemon = startDaemon(t, "apache2", addr, []string{filepath.Join(dir, "error.log")}, apacheBin, "-X", "-f", filepath.Join(dir, "httpd.conf"))
 	return a
 }
 
@@ -341,6 +347,7 @@ cache_mem 8 MB
 coredump_dir %[1]s
 netdb_filename none
 shutdown_lifetime 0 seconds
+strip_query_terms off
 client_persistent_connections on
 server_persistent_connections on
 %[3]s%[4]s%[5]sacl authed proxy_auth REQUIRED
@@ -350,7 +357,7 @@ http_access deny all
 `, dir, addr, squidUserConf(), authConf, idle)
 	writeFile(t, filepath.Join(dir, "squid.conf"), conf, 0o644)
 	s := &squid{log: filepath.Join(logs, "access.log")}
-	s.daemon = startDaemon(t, "squid", addr, squidBin, "-N", "-f", filepath.Join(dir, "squid.conf"))
+	s.daemon = startDaemon(t, "squid", addr, []string{filepath.Join(logs, "cache.log")}, squidBin, "-N", "-f", filepath.Join(dir, "squid.conf"))
 	return s
 }
 
