@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine/auth"
@@ -295,7 +296,30 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (name, value st
 	if err != nil {
 		return "", "", false
 	}
-	return name, d.Authorize(a.method, a.target), true
+	uri := a.target
+	if role == 0 && a.parent {
+		// The parent forwards the request in origin form, and the origin
+		// checks the uri parameter against the target it received.
+		uri = originForm(uri)
+	}
+	return name, d.Authorize(a.method, uri), true
+}
+
+// originForm returns the path and query of an absolute-form target ("/"
+// when it has none); other forms are returned as they are.
+func originForm(target string) string {
+	i := strings.Index(target, "://")
+	if i < 0 {
+		return target
+	}
+	rest := target[i+3:]
+	if j := strings.IndexAny(rest, "/?"); j >= 0 {
+		if rest[j] == '?' {
+			return "/" + rest[j:]
+		}
+		return rest[j:]
+	}
+	return "/"
 }
 
 // values returns the values of every field id of resp, copied.

@@ -3,7 +3,6 @@ package engine_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -74,6 +73,7 @@ func own(user, pass string) engine.Login {
 // caller Apache's second 401 unchanged; without credentials the first 401
 // goes back.
 func TestApacheChallenges(t *testing.T) {
+	leakBaseline(t)
 	ap := startApache(t)
 	for _, tc := range []struct {
 		loc, scheme, realm string
@@ -299,5 +299,37 @@ func TestSquidExpectContinue(t *testing.T) {
 	t.Logf("407 on port %d, 200 on port %d", lines[0].Port, lines[1].Port)
 }
 
-// errIs reports errors.Is for a sink's error.
-func errIs(err, target error) bool { return errors.Is(err, target) }
+// TestSquidThenApache answers two challenges for one request: Squid's 407
+// (Basic, for the parent) and then, through it, Apache's 401 (Digest, for
+// the origin, whose uri is the origin-form target the parent forwards).
+func TestSquidThenApache(t *testing.T) {
+	leakBaseline(t)
+	ap := startApache(t)
+	sq := startSquid(t, squidOptions{scheme: "basic"})
+	e := startEngine(t, engine.Config{})
+	req := request(t, sq.addr, "GET", ap.addr, "/digest/ok.txt", true)
+	req.Auth = &engine.Auth{Proxy: own(squidUser, squidPass), Origin: own(apacheUser, apachePass)}
+	s := send(t, e, req)
+	if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "ok\n" {
+		t.Fatalf("heads %v, body %q, err %v; want only the final 200", s.heads, s.body.String(), s.err)
+	}
+	sql := readLog(t, sq.log, 3)
+	if len(sql) != 3 || sql[0].Status != 407 || sql[1].Status != 401 || sql[2].Status != 200 ||
+		sql[0].Port != sql[1].Port || sql[1].Port != sql[2].Port {
+		t.Errorf("squid log %+v: want 407, 401, 200 on one connection", sql)
+	}
+	apl := readLog(t, ap.log, 2)
+	if len(apl) != 2 || apl[0].Status != 401 || apl[1].Status != 200 || apl[1].User != apacheUser || apl[1].Extra != "-" {
+		t.Errorf("apache log %+v: want a 401, then a 200 for %s, no Proxy-Authorization", apl, apacheUser)
+	}
+	if st := e.Stats()[sq.addr+" cred=*"]; st.AuthRounds != 2 || st.Requests != 1 {
+		t.Errorf("stats %+v: want 1 request, 2 rounds", st)
+	}
+
+	// MaxRounds 1: the second challenge goes back to the caller.
+	req = request(t, sq.addr, "GET", ap.addr, "/digest/ok.txt", true)
+	req.Auth = &engine.Auth{Proxy: own(squidUser, squidPass), Origin: own(apacheUser, apachePass), MaxRounds: 1}
+	if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
+		t.Fatalf("MaxRounds 1: heads %v, err %v; want Apache's 401", s.heads, s.err)
+	}
+}

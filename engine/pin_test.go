@@ -110,6 +110,7 @@ func ntlmHandshake(t *testing.T, e *engine.Engine, sq *squid, ngx *bench.Nginx, 
 // client's key, concurrent keys never share a connection, and Unpin
 // releases the connection.
 func TestSquidNTLMPinning(t *testing.T) {
+	leakBaseline(t)
 	sq, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm"})
 	e := startEngine(t, engine.Config{Auth: passThrough})
 
@@ -177,6 +178,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // without being sent anywhere; a pinned key sent to another upstream fails
 // the same way.
 func TestSquidNTLMPinnedGone(t *testing.T) {
+	leakBaseline(t)
 	sq, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm", idleTimeout: time.Second})
 	closed := make(chan uint64, 4)
 	e := startEngine(t, engine.Config{Auth: passThrough, OnPinnedClosed: func(k uint64) { closed <- k }})
