@@ -142,7 +142,10 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 		return
 	}
 	a := &authState{pol: pol, req: req, connAuth: connAuth}
-	if req.Edits != nil {
+	// Only a policy or a Proxy-Authorization to keep or drop changes the
+	// forwarded head; a pin key alone just watches the exchange.
+	modify := pol != nil || hasPA
+	if modify && req.Edits != nil {
 		a.edits.CopyFrom(req.Edits)
 	}
 	method, target := h.Method(), h.Target()
@@ -182,7 +185,9 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 		}
 		t.Key.Cred = credScope(&p, passThrough)
 	}
-	t.Exchange.Edits = &a.edits
+	if modify {
+		t.Exchange.Edits = &a.edits
+	}
 	t.Run = a.run
 }
 
