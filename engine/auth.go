@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine/auth"
 	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
 	"github.com/serverside-go/serverside/shard"
 )
 
@@ -114,8 +116,12 @@ type authState struct {
 	target   string
 	connAuth parser.HeaderID // a request field with NTLM/Negotiate credentials, HdrOther if none
 
-	sentBasic [2]bool // Basic sent with our credentials, per role (origin, proxy)
-	digest    [2]bool // a Digest challenge answered, per role
+	e         *Engine
+	key       poolset.Key // the task's pool key, credential scope included
+	host      string      // the request's authority: the origin's identity
+	sentBasic [2]bool     // Basic sent with our credentials, per role (origin, proxy)
+	digest    [2]bool     // a Digest challenge answered, per role
+	preDigest [2]bool     // a remembered Digest challenge answered up front, per role
 	rounds    int
 	stales    int
 
@@ -141,7 +147,7 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 	if pol == nil && !hasPA && req.PinKey == 0 && connAuth == parser.HdrOther {
 		return
 	}
-	a := &authState{pol: pol, req: req, connAuth: connAuth}
+	a := &authState{e: e, pol: pol, req: req, connAuth: connAuth}
 	// Only a policy or a Proxy-Authorization to keep or drop changes the
 	// forwarded head; a pin key alone just watches the exchange.
 	modify := pol != nil || hasPA
@@ -184,6 +190,18 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 			p.Proxy = Login{} // no proxy identity on a connection to an origin
 		}
 		t.Key.Cred = credScope(&p, passThrough)
+		a.key, a.host = t.Key, string(h.Authority())
+		// A Digest challenge answered before is answered up front, with
+		// the next nonce count, saving the round trip.
+		for role, l := range []*Login{&pol.Origin, &pol.Proxy} {
+			if l.Mode != LoginOwn || a.sentBasic[role] || (role == 1 && !a.parent) {
+				continue
+			}
+			if v, ok := e.digests.authorize(a.digestKey(role), a.method, a.digestURI(role)); ok {
+				a.edits.Set(roleField[role], []byte(v))
+				a.preDigest[role] = true
+			}
+		}
 	}
 	if modify {
 		t.Exchange.Edits = &a.edits
@@ -285,13 +303,16 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (name, value st
 		a.sentBasic[role] = true
 		a.rounds++
 		return name, auth.Basic(l.Credentials), true
-	case stale && a.digest[role]:
+	case stale && (a.digest[role] || a.preDigest[role]):
 		if a.stales >= maxStale {
 			return "", "", false
 		}
 		a.stales++
 	default:
 		if a.digest[role] || a.rounds >= maxRounds {
+			if a.digest[role] {
+				a.e.digests.forget(a.digestKey(role)) // refused: do not offer it again
+			}
 			return "", "", false
 		}
 		a.digest[role] = true
@@ -301,13 +322,78 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (name, value st
 	if err != nil {
 		return "", "", false
 	}
-	uri := a.target
+	v := d.Authorize(a.method, a.digestURI(role))
+	a.e.digests.store(a.digestKey(role), d)
+	return name, v, true
+}
+
+// roleField is the request field carrying each role's credentials.
+var roleField = [2]string{"Authorization", "Proxy-Authorization"}
+
+// digestURI is the uri parameter of a Digest answer: the request-target
+// as sent, except for an origin behind a parent, which receives (and
+// checks the uri against) the origin form the parent forwards.
+func (a *authState) digestURI(role int) string {
 	if role == 0 && a.parent {
-		// The parent forwards the request in origin form, and the origin
-		// checks the uri parameter against the target it received.
-		uri = originForm(uri)
+		return originForm(a.target)
 	}
-	return name, d.Authorize(a.method, uri), true
+	return a.target
+}
+
+// digestKey names the protection space a remembered Digest challenge
+// belongs to: the connection identity, the role and, for an origin, its
+// authority (a parent's connections reach many origins).
+func (a *authState) digestKey(role int) digestKey {
+	k := digestKey{key: a.key, role: role}
+	if role == 0 {
+		k.host = a.host
+	}
+	return k
+}
+
+// maxDigests bounds the remembered Digest challenges; beyond it the
+// cache starts over (a forward proxy may meet many origins).
+const maxDigests = 1024
+
+type digestKey struct {
+	key  poolset.Key
+	role int
+	host string
+}
+
+// digestCache remembers the last Digest challenge answered per
+// protection space, so that later requests answer it before being
+// challenged, counting the nonce's uses (RFC 7616 §3.4: nc). A server
+// that has retired the nonce says stale=true, which is answered without
+// counting as a failed round.
+type digestCache struct {
+	mu sync.Mutex
+	m  map[digestKey]*auth.Digest
+}
+
+func (c *digestCache) authorize(k digestKey, method, uri string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.m[k]
+	if !ok {
+		return "", false
+	}
+	return d.Authorize(method, uri), true
+}
+
+func (c *digestCache) store(k digestKey, d *auth.Digest) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxDigests {
+		c.m = make(map[digestKey]*auth.Digest)
+	}
+	c.m[k] = d
+	c.mu.Unlock()
+}
+
+func (c *digestCache) forget(k digestKey) {
+	c.mu.Lock()
+	delete(c.m, k)
+	c.mu.Unlock()
 }
 
 // originForm returns the path and query of an absolute-form target ("/"

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -11,6 +12,15 @@ import (
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 )
+
+// statuses renders the statuses of log lines, as fmt prints an []int.
+func statuses(lines []logLine) string {
+	st := make([]int, len(lines))
+	for i, l := range lines {
+		st[i] = l.Status
+	}
+	return fmt.Sprint(st)
+}
 
 // recSink records what the caller sees of a response.
 type recSink struct {
@@ -106,6 +116,20 @@ func TestApacheChallenges(t *testing.T) {
 			if st := e.Stats()[ap.addr+" cred=*"]; st.AuthRounds != 1 {
 				t.Errorf("AuthRounds = %d, want 1 (stats %v)", st.AuthRounds, e.Stats())
 			}
+			// Basic is challenged again; Digest is answered up front.
+			s = send(t, e, request(t, ap.addr, "GET", "a.test", path, false))
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+				t.Fatalf("second request: heads %v, err %v", s.heads, s.err)
+			}
+			n := 2
+			if tc.loc == "digest" {
+				n = 1
+			}
+			lines = readLog(t, ap.log, logged+2+n)[logged+2:]
+			if len(lines) != n || lines[n-1].Status != 200 {
+				t.Fatalf("apache log %+v: want %d lines ending with a 200", lines, n)
+			}
+			logged += n
 
 			// Wrong credentials: answered once, then Apache's 401 reaches
 			// the caller as Apache sent it.
@@ -208,6 +232,24 @@ func TestSquidChallenges(t *testing.T) {
 				t.Errorf("challenge answered on another connection: ports %d, %d", lines[0].Port, lines[1].Port)
 			}
 
+			// The next requests: Basic is challenged again; the Digest
+			// challenge is remembered and answered up front with the next
+			// nonce count, which squid checks (check_nonce_count).
+			for i := 2; i <= 3; i++ {
+				if s = send(t, e, get()); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+					t.Fatalf("request %d: heads %v, err %v", i, s.heads, s.err)
+				}
+			}
+			want := []int{407, 200, 407, 200, 407, 200}
+			if tc.scheme == "digest" {
+				want = []int{407, 200, 200, 200}
+			}
+			lines = readLog(t, sq.log, len(want))
+			if got := statuses(lines); got != fmt.Sprint(want) {
+				t.Fatalf("squid log statuses %s, want %v", got, want)
+			}
+			rounds := uint64(len(want) - 3)
+
 			// A body is sent again when GetBody can replay it.
 			body := "hello"
 			post := request(t, sq.addr, "POST", ngx.Addr(), "/echo", true)
@@ -216,11 +258,17 @@ func TestSquidChallenges(t *testing.T) {
 			if s = send(t, e, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "5\n" {
 				t.Fatalf("POST with GetBody: heads %v, body %q, err %v; want nginx's echo of 5 bytes", s.heads, s.body.String(), s.err)
 			}
+			if tc.scheme == "basic" {
+				rounds++
+			}
 			// Without GetBody the body cannot be sent twice: the challenge
-			// goes back to the caller.
+			// goes back to the caller (an engine that has not met squid's
+			// Digest challenge yet).
+			fresh := startEngine(t, engine.Config{})
 			post = request(t, sq.addr, "POST", ngx.Addr(), "/echo", true)
 			post.Body, post.ContentLength = strings.NewReader(body), int64(len(body))
-			if s = send(t, e, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+			post.Auth = right
+			if s = send(t, fresh, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
 				t.Fatalf("POST without GetBody: heads %v, err %v; want the 407", s.heads, s.err)
 			}
 
@@ -238,11 +286,10 @@ func TestSquidChallenges(t *testing.T) {
 			if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
 				t.Fatalf("no credentials: heads %v, err %v; want the 407", s.heads, s.err)
 			}
-			// Four requests with credentials (the two identities add up
-			// under one entry), three of them answered: the GET, the POST
-			// with GetBody, and the wrong credentials once.
-			if st := e.Stats()[sq.addr+" cred=*"]; st.AuthRounds != 3 || st.Requests != 4 {
-				t.Errorf("own-credential stats %+v: want 4 requests, 3 rounds", st)
+			// Five requests with credentials (the two identities add up
+			// under one entry); the wrong credentials were answered once.
+			if st := e.Stats()[sq.addr+" cred=*"]; st.AuthRounds != rounds+1 || st.Requests != 5 {
+				t.Errorf("own-credential stats %+v: want 5 requests, %d rounds", st, rounds+1)
 			}
 			if st := e.Stats()[sq.addr]; st.AuthRounds != 0 || st.Requests != 1 {
 				t.Errorf("no-credential stats %+v: want 1 request, no round", st)
@@ -332,10 +379,12 @@ func TestSquidThenApache(t *testing.T) {
 		t.Errorf("stats %+v: want 1 request, 2 rounds", st)
 	}
 
-	// MaxRounds 1: the second challenge goes back to the caller.
+	// MaxRounds 1: the second challenge goes back to the caller (an
+	// engine that has not met Apache's Digest challenge yet).
+	fresh := startEngine(t, engine.Config{})
 	req = request(t, sq.addr, "GET", ap.addr, "/digest/ok.txt", true)
 	req.Auth = &engine.Auth{Proxy: own(squidUser, squidPass), Origin: own(apacheUser, apachePass), MaxRounds: 1}
-	if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
+	if s = send(t, fresh, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
 		t.Fatalf("MaxRounds 1: heads %v, err %v; want Apache's 401", s.heads, s.err)
 	}
 }

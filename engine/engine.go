@@ -94,7 +94,8 @@ type Engine struct {
 	stats  shard.Registry
 	root   *conn.Abortable // ends when the engine aborts its requests
 
-	requests sync.Pool // *request, recycled by Exchange
+	requests sync.Pool   // *request, recycled by Exchange
+	digests  digestCache // Digest challenges answered, for later requests
 
 	mu       sync.Mutex
 	closed   bool
