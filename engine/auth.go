@@ -110,9 +110,11 @@ func credScope(a *Auth, passThrough []byte) string {
 type authState struct {
 	pol      *Auth // nil: pin detection only
 	req      *Request
-	edits    parser.Edits
-	parent   bool   // the target is in absolute or authority form
-	method   string // as sent, for Digest
+	base     parser.Edits // the caller's edits with Proxy-Authorization kept or removed
+	creds    [2]string    // the credentials sent per role (origin, proxy); "" for none
+	edits    parser.Edits // base with creds: what is forwarded
+	parent   bool         // the target is in absolute or authority form
+	method   string       // as sent, for Digest
 	target   string
 	connAuth parser.HeaderID // a request field with NTLM/Negotiate credentials, HdrOther if none
 
@@ -152,7 +154,7 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 	// forwarded head; a pin key alone just watches the exchange.
 	modify := pol != nil || hasPA
 	if modify && req.Edits != nil {
-		a.edits.CopyFrom(req.Edits)
+		a.base.CopyFrom(req.Edits)
 	}
 	method, target := h.Method(), h.Target()
 	if req.Edits != nil && req.Edits.Method != nil {
@@ -166,7 +168,7 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 
 	var passThrough []byte
 	if pol != nil && pol.Proxy.Mode == LoginPassThrough && a.parent && hasPA {
-		a.edits.Keep = a.edits.Keep.With(parser.HdrProxyAuthorization)
+		a.base.Keep = a.base.Keep.With(parser.HdrProxyAuthorization)
 		if connAuth != parser.HdrProxyAuthorization {
 			// Connection-based credentials change with every message of
 			// the handshake and live on a pinned connection: they are
@@ -174,15 +176,15 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 			passThrough = h.Get(parser.HdrProxyAuthorization)
 		}
 	} else if hasPA {
-		a.edits.Remove("Proxy-Authorization")
+		a.base.Remove("Proxy-Authorization")
 	}
 	if pol != nil {
 		if l := &pol.Origin; l.Mode == LoginOwn && l.Preemptive {
-			a.edits.Set("Authorization", []byte(auth.Basic(l.Credentials)))
+			a.creds[0] = auth.Basic(l.Credentials)
 			a.sentBasic[0] = true
 		}
 		if l := &pol.Proxy; l.Mode == LoginOwn && l.Preemptive && a.parent {
-			a.edits.Set("Proxy-Authorization", []byte(auth.Basic(l.Credentials)))
+			a.creds[1] = auth.Basic(l.Credentials)
 			a.sentBasic[1] = true
 		}
 		p := *pol
@@ -198,15 +200,29 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 				continue
 			}
 			if v, ok := e.digests.authorize(a.digestKey(role), a.method, a.digestURI(role)); ok {
-				a.edits.Set(roleField[role], []byte(v))
+				a.creds[role] = v
 				a.preDigest[role] = true
 			}
 		}
 	}
 	if modify {
+		a.rebuild()
 		t.Exchange.Edits = &a.edits
 	}
 	t.Run = a.run
+}
+
+// rebuild makes the forwarded edits: the base plus one field per role
+// with credentials. Edits cannot take an edit back, and a second Set of
+// the same field would add a second field, so every change of
+// credentials starts again from the base.
+func (a *authState) rebuild() {
+	a.edits.CopyFrom(&a.base)
+	for role, v := range a.creds {
+		if v != "" {
+			a.edits.Set(roleField[role], []byte(v))
+		}
+	}
 }
 
 // run is the task's Run: one exchange, and as many more on the same
@@ -243,7 +259,8 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 		if !c.Reusable() && t.Pinned() {
 			return out, s.deliver()
 		}
-		a.edits.Set(s.answerName, []byte(s.answer))
+		a.creds[s.role] = s.answer
+		a.rebuild()
 		t.Counters().AuthRounds.Add(1)
 		if !c.Reusable() {
 			return out, fmt.Errorf("engine: %w after a %d", shard.ErrResend, out.Status)
@@ -253,42 +270,41 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 
 // answer decides, at the head of a 401 or 407, whether the engine answers
 // it, and computes the credentials when it does.
-func (a *authState) answer(resp *parser.Response, t *shard.Task) (name, value string, ok bool) {
+func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, value string, ok bool) {
 	pol := a.pol
 	if pol == nil {
-		return "", "", false
+		return 0, "", false
 	}
-	var role int
 	var l *Login
 	var id parser.HeaderID
 	switch resp.Status() {
 	case 401:
-		role, l, id, name = 0, &pol.Origin, parser.HdrWWWAuthenticate, "Authorization"
+		role, l, id = 0, &pol.Origin, parser.HdrWWWAuthenticate
 	case 407:
 		if !a.parent {
-			return "", "", false
+			return 0, "", false
 		}
-		role, l, id, name = 1, &pol.Proxy, parser.HdrProxyAuthenticate, "Proxy-Authorization"
+		role, l, id = 1, &pol.Proxy, parser.HdrProxyAuthenticate
 	default:
-		return "", "", false
+		return 0, "", false
 	}
 	if l.Mode != LoginOwn {
-		return "", "", false
+		return 0, "", false
 	}
 	if t.Pinned() && !resp.KeepAlive() {
-		return "", "", false // a pinned request is never sent on another connection
+		return 0, "", false // a pinned request is never sent on another connection
 	}
 	ex := &t.Exchange
 	if ex.Body != nil && ex.ContentLength != 0 && a.req.GetBody == nil && !a.req.Head.ExpectContinue() {
-		return "", "", false // the body is gone: it cannot be sent again
+		return 0, "", false // the body is gone: it cannot be sent again
 	}
 	cs, err := auth.ParseChallenges(values(resp, id)...)
 	if err != nil {
-		return "", "", false
+		return 0, "", false
 	}
 	ch := auth.Pick(cs)
 	if ch == nil {
-		return "", "", false
+		return 0, "", false
 	}
 	maxRounds := pol.MaxRounds
 	if maxRounds <= 0 {
@@ -298,14 +314,14 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (name, value st
 	switch {
 	case ch.Is("Basic"):
 		if a.sentBasic[role] || a.rounds >= maxRounds {
-			return "", "", false // our credentials were refused
+			return 0, "", false // our credentials were refused
 		}
 		a.sentBasic[role] = true
 		a.rounds++
-		return name, auth.Basic(l.Credentials), true
+		return role, auth.Basic(l.Credentials), true
 	case stale && (a.digest[role] || a.preDigest[role]):
 		if a.stales >= maxStale {
-			return "", "", false
+			return 0, "", false
 		}
 		a.stales++
 	default:
@@ -313,18 +329,18 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (name, value st
 			if a.digest[role] {
 				a.e.digests.forget(a.digestKey(role)) // refused: do not offer it again
 			}
-			return "", "", false
+			return 0, "", false
 		}
 		a.digest[role] = true
 		a.rounds++
 	}
 	d, err := auth.NewDigest(ch, l.Credentials)
 	if err != nil {
-		return "", "", false
+		return 0, "", false
 	}
 	v := d.Authorize(a.method, a.digestURI(role))
 	a.e.digests.store(a.digestKey(role), d)
-	return name, v, true
+	return role, v, true
 }
 
 // roleField is the request field carrying each role's credentials.
@@ -488,19 +504,19 @@ type capSink struct {
 	t    *shard.Task
 	next conn.Sink
 
-	pin        bool
-	capturing  bool
-	answerName string
-	answer     string
-	head       []byte
-	method     parser.Method
-	body       []byte
+	pin       bool
+	capturing bool
+	role      int    // whose challenge is held back: 0 origin, 1 proxy
+	answer    string // its credentials
+	head      []byte
+	method    parser.Method
+	body      []byte
 }
 
 func (s *capSink) OnHead(resp *parser.Response) error {
 	s.pin = s.a.observe(resp)
-	if name, value, ok := s.a.answer(resp, s.t); ok {
-		s.capturing, s.answerName, s.answer = true, name, value
+	if role, value, ok := s.a.answer(resp, s.t); ok {
+		s.capturing, s.role, s.answer = true, role, value
 		s.head = append(s.head[:0], resp.Raw()...)
 		s.method = s.a.req.Head.MethodID()
 		return nil

@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/shard"
 )
 
 func TestOriginForm(t *testing.T) {
@@ -65,6 +67,47 @@ func TestObservePinning(t *testing.T) {
 		a := &authState{parent: tc.parent, connAuth: tc.connAuth}
 		if got := a.observe(parseResp(t, tc.resp)); got != tc.want {
 			t.Errorf("%s: pin %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestAnswerRounds checks the answer policy at the head of a challenge:
+// a stale Digest challenge after our own Digest answer is answered
+// without counting a round, a refused one is not answered again, and
+// Basic is not sent twice.
+func TestAnswerRounds(t *testing.T) {
+	const (
+		digest = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"r\", nonce=\"n2\", qop=\"auth\"%s\r\nContent-Length: 0\r\n\r\n"
+		basic  = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n"
+	)
+	req := &Request{Head: new(parser.Request)}
+	if _, err := req.Head.Parse([]byte("GET /x HTTP/1.1\r\nHost: a\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	pol := &Auth{Origin: Login{Mode: LoginOwn, Credentials: Credentials{User: "u", Password: "p"}}, MaxRounds: 1}
+	task := &shard.Task{}
+	task.Exchange.Head = req.Head
+	for _, tc := range []struct {
+		name                       string
+		resp                       string
+		rounds                     int
+		digest, preDigest, basicOn bool
+		want                       bool
+	}{
+		{"first Digest challenge", fmt.Sprintf(digest, ""), 0, false, false, false, true},
+		{"rounds used up", fmt.Sprintf(digest, ""), 1, false, false, false, false},
+		{"stale after our answer, rounds used up", fmt.Sprintf(digest, ", stale=true"), 1, true, false, false, true},
+		{"stale after the remembered answer", fmt.Sprintf(digest, ", stale=true"), 1, false, true, false, true},
+		{"refused after our answer", fmt.Sprintf(digest, ", stale=false"), 0, true, false, false, false},
+		{"refused remembered answer", fmt.Sprintf(digest, ""), 0, false, true, false, true},
+		{"Basic", basic, 0, false, false, false, true},
+		{"Basic refused", basic, 0, false, false, true, false},
+	} {
+		a := &authState{e: &Engine{}, pol: pol, req: req, method: "GET", target: "/x", rounds: tc.rounds}
+		a.digest[0], a.preDigest[0], a.sentBasic[0] = tc.digest, tc.preDigest, tc.basicOn
+		_, v, ok := a.answer(parseResp(t, tc.resp), task)
+		if ok != tc.want {
+			t.Errorf("%s: answered %v (%q), want %v", tc.name, ok, v, tc.want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
@@ -386,5 +387,39 @@ func TestSquidThenApache(t *testing.T) {
 	req.Auth = &engine.Auth{Proxy: own(squidUser, squidPass), Origin: own(apacheUser, apachePass), MaxRounds: 1}
 	if s = send(t, fresh, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
 		t.Fatalf("MaxRounds 1: heads %v, err %v; want Apache's 401", s.heads, s.err)
+	}
+}
+
+// TestApacheDigestStale: a remembered nonce that Apache has retired is
+// refused with stale=true; the engine answers the new nonce (one field,
+// not a second one beside the stale answer) without counting a failed
+// round.
+func TestApacheDigestStale(t *testing.T) {
+	ap := startApache(t)
+	e := startEngine(t, engine.Config{})
+	pol := &engine.Auth{Origin: own(apacheUser, apachePass), MaxRounds: 1}
+	get := func() *recSink {
+		req := request(t, ap.addr, "GET", "a.test", "/stale/ok.txt", false)
+		req.Auth = pol
+		return send(t, e, req)
+	}
+	if s := get(); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+		t.Fatalf("first request: heads %v, err %v", s.heads, s.err)
+	}
+	time.Sleep(2500 * time.Millisecond) // AuthDigestNonceLifetime 1
+	// The second request answers the remembered nonce up front; Apache
+	// refuses it as stale, and the engine answers the new nonce.
+	if s := get(); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "ok\n" {
+		t.Fatalf("after the nonce expired: heads %v, body %q, err %v; want 200", s.heads, s.body.String(), s.err)
+	}
+	lines := readLog(t, ap.log, 4)
+	if got := statuses(lines); got != "[401 200 401 200]" {
+		t.Fatalf("apache log %+v: want 401 200 401 200", lines)
+	}
+	if lines[3].User != apacheUser {
+		t.Errorf("final request authenticated as %q", lines[3].User)
+	}
+	if st := e.Stats()[ap.addr+" cred=*"]; st.AuthRounds != 2 {
+		t.Errorf("AuthRounds %d, want 2", st.AuthRounds)
 	}
 }

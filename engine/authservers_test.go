@@ -194,9 +194,10 @@ func readLog(t *testing.T, path string, n int) []logLine {
 	}
 }
 
-// Apache is a real Apache httpd origin with two protected locations:
-// /basic/ (Basic, realm "basic realm") and /digest/ (Digest MD5, realm
-// "digest realm"), each with the file ok.txt ("ok\n"), for the one user
+// Apache is a real Apache httpd origin with three protected locations:
+// /basic/ (Basic, realm "basic realm"), /digest/ (Digest MD5, realm
+// "digest realm") and /stale/ (the same, with nonces that expire after a
+// second), each with the file ok.txt ("ok\n"), for the one user
 // apacheUser.
 type apache struct {
 	*daemon
@@ -214,7 +215,7 @@ func startApache(t *testing.T) *apache {
 	need(t, apacheBin, htpasswdBin, apacheMods+"/mod_auth_digest.so")
 	dir := serverDir(t)
 	addr := freePort(t)
-	for _, loc := range []string{"basic", "digest"} {
+	for _, loc := range []string{"basic", "digest", "stale"} {
 		writeFile(t, filepath.Join(dir, "htdocs", loc, "ok.txt"), "ok\n", 0o644)
 	}
 	writeFile(t, filepath.Join(dir, "htpasswd"), htpasswdLine(t, apacheUser, apachePass), 0o644)
@@ -251,6 +252,14 @@ DocumentRoot %[1]s/htdocs
   AuthName "%[6]s"
   AuthDigestProvider file
   AuthUserFile %[1]s/htdigest
+  Require valid-user
+</Location>
+<Location /stale>
+  AuthType Digest
+  AuthName "%[6]s"
+  AuthDigestProvider file
+  AuthUserFile %[1]s/htdigest
+  AuthDigestNonceLifetime 1
   Require valid-user
 </Location>
 `, dir, mods.String(), addr, userGroup(), apacheBasicRealm, apacheDigestRealm)
