@@ -259,3 +259,40 @@ func TestPinnedIdleTimeout(t *testing.T) {
 		t.Errorf("request after the timeout: heads %v, err %v; want ErrPinnedGone", s.heads, s.err)
 	}
 }
+
+// TestSquidNTLMLimitsAndIsolation: a pinned connection counts against
+// MaxConnsPerUpstream until Unpin, and a handshake without a pin key
+// leaves its connection closed, not pooled for someone else.
+func TestSquidNTLMLimitsAndIsolation(t *testing.T) {
+	leakBaseline(t)
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm"})
+	e := startEngine(t, engine.Config{Auth: passThrough, MaxConnsPerUpstream: 1, PendingTimeout: 300 * time.Millisecond})
+
+	// No pin key: the handshake's connection is closed after the 407.
+	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("negotiate without a pin key: heads %v, err %v", s.heads, s.err)
+	}
+	if st := e.Stats()[sq.addr].Pool; st.Idle != 0 || st.Pinned != 0 || st.Closed.Owner != 1 {
+		t.Fatalf("pool %+v: want the connection closed, nothing idle or pinned", st)
+	}
+
+	req = request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	req.PinKey = 5
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("negotiate: heads %v, err %v", s.heads, s.err)
+	}
+	// The one connection allowed is pinned: another client waits, and
+	// its wait ends.
+	other := request(t, sq.addr, "GET", ngx.Addr(), "/small", true)
+	if s := send(t, e, other); s.err == nil || len(s.heads) != 0 {
+		t.Fatalf("request over the cap: heads %v, err %v; want a pool-wait failure", s.heads, s.err)
+	} else if st := e.Stats()[sq.addr]; st.Errors["pool-wait"] != 1 || st.Pool.Pinned != 1 {
+		t.Fatalf("stats %+v: want one pool-wait error and the pinned connection", st)
+	}
+	e.Unpin(5)
+	waitFor(t, "the pinned connection to go", func() bool { return e.Stats()[sq.addr].Pool.Pinned == 0 })
+	if s := send(t, e, request(t, sq.addr, "GET", ngx.Addr(), "/small", true)); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("after Unpin: heads %v, err %v; want squid's 407", s.heads, s.err)
+	}
+}
