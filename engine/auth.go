@@ -109,7 +109,6 @@ func credScope(a *Auth, passThrough []byte) string {
 // challenge back from the caller while the engine answers it.
 type authState struct {
 	pol      *Auth // nil: pin detection only
-	req      *Request
 	base     parser.Edits // the caller's edits with Proxy-Authorization kept or removed
 	creds    [2]string    // the credentials sent per role (origin, proxy); "" for none
 	edits    parser.Edits // base with creds: what is forwarded
@@ -149,7 +148,8 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 	if pol == nil && !hasPA && req.PinKey == 0 && connAuth == parser.HdrOther {
 		return
 	}
-	a := &authState{e: e, pol: pol, req: req, connAuth: connAuth}
+	// req is not kept: a Request a caller built on its stack stays there.
+	a := &authState{e: e, pol: pol, connAuth: connAuth}
 	// Only a policy or a Proxy-Authorization to keep or drop changes the
 	// forwarded head; a pin key alone just watches the exchange.
 	modify := pol != nil || hasPA
@@ -247,10 +247,10 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 		ex := &t.Exchange
 		hasBody := ex.Body != nil && ex.ContentLength != 0
 		if hasBody && !out.BodySkipped {
-			if a.req.GetBody == nil {
+			if t.GetBody == nil {
 				return out, s.deliver()
 			}
-			b, gerr := a.req.GetBody()
+			b, gerr := t.GetBody()
 			if gerr != nil {
 				return out, s.deliver()
 			}
@@ -295,7 +295,7 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, valu
 		return 0, "", false // a pinned request is never sent on another connection
 	}
 	ex := &t.Exchange
-	if ex.Body != nil && ex.ContentLength != 0 && a.req.GetBody == nil && !a.req.Head.ExpectContinue() {
+	if ex.Body != nil && ex.ContentLength != 0 && t.GetBody == nil && !ex.Head.ExpectContinue() {
 		return 0, "", false // the body is gone: it cannot be sent again
 	}
 	cs, err := auth.ParseChallenges(values(resp, id)...)
@@ -518,7 +518,7 @@ func (s *capSink) OnHead(resp *parser.Response) error {
 	if role, value, ok := s.a.answer(resp, s.t); ok {
 		s.capturing, s.role, s.answer = true, role, value
 		s.head = append(s.head[:0], resp.Raw()...)
-		s.method = s.a.req.Head.MethodID()
+		s.method = s.t.Exchange.Head.MethodID()
 		return nil
 	}
 	return s.next.OnHead(resp)

@@ -103,7 +103,7 @@ func TestAnswerRounds(t *testing.T) {
 		{"Basic", basic, 0, false, false, false, true},
 		{"Basic refused", basic, 0, false, false, true, false},
 	} {
-		a := &authState{e: &Engine{}, pol: pol, req: req, method: "GET", target: "/x", rounds: tc.rounds}
+		a := &authState{e: &Engine{}, pol: pol, method: "GET", target: "/x", rounds: tc.rounds}
 		a.digest[0], a.preDigest[0], a.sentBasic[0] = tc.digest, tc.preDigest, tc.basicOn
 		_, v, ok := a.answer(parseResp(t, tc.resp), task)
 		if ok != tc.want {
