@@ -108,7 +108,7 @@ func credScope(a *Auth, passThrough []byte) string {
 // credentials, which challenges were answered, and the sink that holds a
 // challenge back from the caller while the engine answers it.
 type authState struct {
-	pol      *Auth // nil: pin detection only
+	pol      *Auth        // nil: pin detection only
 	base     parser.Edits // the caller's edits with Proxy-Authorization kept or removed
 	creds    [2]string    // the credentials sent per role (origin, proxy); "" for none
 	edits    parser.Edits // base with creds: what is forwarded
