@@ -2,7 +2,7 @@
 
 FUZZTIME ?= 30s
 
-.PHONY: test run bench fuzz
+.PHONY: test run bench bench-proxy fuzz
 
 # Whole suite: installs missing system packages (needs root), gofmt, vet,
 # race tests, bounded fuzzing.
@@ -17,6 +17,11 @@ run:
 bench:
 	GOMAXPROCS=2 go test -run '^$$' -bench . -benchmem ./parser/ ./poolset/
 	GOMAXPROCS=2 go test -run '^$$' -bench BenchmarkClient -benchtime 20000x -count 3 ./bench/
+
+# The demo proxy against nginx and haproxy under wrk (about 8 minutes;
+# installs wrk, nginx and haproxy when missing). See docs/benchmarks.md.
+bench-proxy:
+	go run ./bench/proxybench
 
 # Every Fuzz target, one at a time, for FUZZTIME each (make fuzz FUZZTIME=2m).
 fuzz:

@@ -52,6 +52,13 @@ type NginxOptions struct {
 	// serves on one connection before closing it. Zero means nginx's
 	// default, 1000.
 	KeepaliveRequests int
+	// Port is the main port; zero picks a free one. A test restarting an
+	// origin "on the same address" passes the port of the one it stopped.
+	Port int
+	// Locations is raw nginx configuration added to the main server
+	// block, ahead of the fixture's own locations: extra locations a test
+	// needs, such as one that is slow on one origin and fast on another.
+	Locations string
 }
 
 // Nginx is a real nginx process serving the fixture locations on
@@ -78,6 +85,8 @@ type NginxOptions struct {
 //	             block in the same process, which replies 200 with the body
 //	             "<n>\n", where n is the number of body bytes nginx read
 //	             (the Content-Length nginx forwarded; 0 without a body).
+//	/files/NAME  a static file the test wrote to Dir()/html/files/NAME after
+//	             StartNginx (a large download, say), served with sendfile.
 //	/status/NNN  for NNN in 200..599, `return NNN;`: an empty body for 2xx,
 //	             none for 304, nginx's small HTML page for other 3xx, 4xx
 //	             and 5xx. Codes nginx treats specially keep their nginx
@@ -185,9 +194,12 @@ var nginxPaths = []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/loca
 var errAddrInUse = errors.New("address already in use")
 
 func startNginxOnce(tb testing.TB, bin, dir string, opts NginxOptions, try int) (*Nginx, error) {
-	mainPort, err := pickPort()
-	if err != nil {
-		return nil, err
+	mainPort := opts.Port
+	if mainPort == 0 {
+		var err error
+		if mainPort, err = pickPort(); err != nil {
+			return nil, err
+		}
 	}
 	sinkPort, err := pickPort()
 	if err != nil {
@@ -226,6 +238,7 @@ func startNginxOnce(tb testing.TB, bin, dir string, opts NginxOptions, try int) 
 		Sink:              net.JoinHostPort("127.0.0.1", strconv.Itoa(sinkPort)),
 		KeepaliveTimeout:  opts.KeepaliveTimeout,
 		KeepaliveRequests: opts.KeepaliveRequests,
+		Locations:         opts.Locations,
 		DelayRate:         DelayRate,
 		EchoMaxBody:       EchoMaxBody,
 		Statuses:          statusCodes(),
@@ -447,7 +460,7 @@ func PatternBody(n int) []byte {
 }
 
 func writeStaticFiles(dir string) error {
-	for _, d := range []string{"conf", "logs", "html", "tmp"} {
+	for _, d := range []string{"conf", "logs", "html", "html/files", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -564,6 +577,7 @@ type configData struct {
 	Main, Sink                    string
 	KeepaliveTimeout              string
 	KeepaliveRequests             int
+	Locations                     string
 	DelayRate                     int
 	EchoMaxBody                   int
 	Statuses                      []int
@@ -612,6 +626,9 @@ http {
         listen {{.Main}};
         access_log {{.AccessLog}} fixture;
         root {{.Dir}}/html;
+{{- if .Locations}}
+{{.Locations}}
+{{- end}}
 
         location = /small {
             default_type text/plain;
@@ -624,6 +641,8 @@ http {
         location = /delay {
             sendfile off;
             limit_rate {{.DelayRate}};
+        }
+        location /files/ {
         }
         location = /echo {
             client_max_body_size {{.EchoMaxBody}};

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -41,16 +40,20 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 	_ = c.nc.SetReadTimeout(cfg.ReadTimeout)
 	c.np.c = c
 	var src source = &c.np
+	onNetpoll := true
 	for {
 		if fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done() {
 			return nil
 		}
-		if !c.detached.Load() && c.overHighWater(fr, left, cfg.BodyHighWater) {
+		// c.detached here means the watchdog stopped the poller during
+		// the last sink call.
+		if onNetpoll && (c.detached.Load() || c.overHighWater(fr, left, cfg.BodyHighWater)) {
 			gs, err := c.detach(cfg.ReadTimeout)
 			if err != nil {
 				return c.fail(PhaseBody, fmt.Errorf("detach: %w", err))
 			}
-			src = gs
+			src, onNetpoll = gs, false
+			c.stopWatch()
 		}
 		b, err := src.peek()
 		if err != nil {
@@ -80,7 +83,10 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 		}
 		if len(data) > 0 {
 			c.last.BodyBytes += int64(len(data))
-			if err := sink.OnBody(data); err != nil {
+			c.sinkCall(true)
+			err := sink.OnBody(data)
+			c.sinkCall(false)
+			if err != nil {
 				_ = src.consume(n)
 				return c.fail(PhaseBody, fmt.Errorf("%w: %w", ErrSink, err))
 			}
@@ -201,46 +207,53 @@ var testHookBeforeDetach func()
 
 // detach moves the connection from netpoll to blocking Go net I/O (see the
 // package documentation for why no byte is lost). The connection is spent
-// afterwards: it is closed after the response.
+// afterwards: it is closed after the response. The sink watchdog may have
+// taken the fd off the poller already (c.detached), leaving the buffered
+// bytes and the fd to adopt here.
 func (c *Conn) detach(timeout time.Duration) (*goSource, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, ErrClosed
 	}
-	d, ok := c.nc.(detacher)
-	if !ok {
-		return nil, ErrNotNetpoll
-	}
 	s := &goSource{timeout: timeout, buf: make([]byte, maxPiece)}
 	r := c.nc.Reader()
-	if n := r.Len(); n > 0 {
-		sl, err := r.Slice(n)
-		if err != nil {
-			return nil, fmt.Errorf("slice buffered body: %w", err)
+	if !c.detached.Load() {
+		if n := r.Len(); n > 0 {
+			sl, err := r.Slice(n)
+			if err != nil {
+				return nil, fmt.Errorf("slice buffered body: %w", err)
+			}
+			s.sl = sl
 		}
-		s.sl = sl
+		if testHookBeforeDetach != nil {
+			testHookBeforeDetach()
+		}
+		if err := c.stopPoller(); err != nil {
+			return nil, err
+		}
 	}
-	if testHookBeforeDetach != nil {
-		testHookBeforeDetach()
-	}
-	fd := d.Fd()
-	if err := d.Detach(); err != nil {
-		return nil, fmt.Errorf("netpoll detach: %w", err)
-	}
-	c.detached.Store(true)
 	// The poller is done with the fd: what it read since the slice is
 	// still in the input buffer. Take it out; never Release through the
 	// connection again (its fd operator is freed).
 	if n := r.Len(); n > 0 {
-		b, err := r.Next(n)
-		if err != nil {
-			_ = syscall.Close(fd) // detached: netpoll no longer owns it
-			return nil, fmt.Errorf("recover buffered body: %w", err)
+		if s.sl == nil {
+			sl, err := r.Slice(n)
+			if err != nil {
+				return nil, fmt.Errorf("slice buffered body: %w", err)
+			}
+			s.sl = sl
+		} else {
+			b, err := r.Next(n)
+			if err != nil {
+				return nil, fmt.Errorf("recover buffered body: %w", err)
+			}
+			s.rest = append([]byte(nil), b...)
 		}
-		s.rest = append([]byte(nil), b...)
 		c.last.Recovered += int64(n)
 	}
+	fd := c.rawFD
+	c.rawFD = -1
 	f := os.NewFile(uintptr(fd), "upstream "+c.addr)
 	gc, err := net.FileConn(f) // dups the fd
 	_ = f.Close()              // closes the original fd either way

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -23,10 +24,21 @@ type Conn struct {
 	nc    netpoll.Connection
 	state atomic.Uint32
 
-	mu       sync.Mutex // guards gc, closed, for Close racing a detach
+	mu       sync.Mutex // guards gc, closed, rawFD, for Close racing a detach
 	gc       net.Conn   // the Go net connection after a detach
 	closed   bool
-	detached atomic.Bool
+	detached atomic.Bool // off netpoll's poller (detach or the sink watchdog)
+	rawFD    int         // the fd taken off the poller and not adopted by Go net yet; -1 none
+
+	// The sink watchdog (watch.go): stops the poller while a sink blocks.
+	watch    *time.Timer
+	watching atomic.Bool // an exchange's head or body is being delivered
+	inSink   atomic.Bool // a sink call (OnHead, OnBody) is running
+	consumed int64       // bytes skipped in netpoll's buffer; under mu
+	wLen     int         // buffered bytes at the watchdog's last look; under mu
+	wSeen    int64       // consumed at the watchdog's last look; under mu
+	wAt      time.Time   // time of the watchdog's last look; under mu
+	watchHW  int         // the high-water mark of the exchange being watched
 
 	// Owned by the goroutine running RoundTrip, read by the owner after.
 	requests int             // exchanges started on this connection
@@ -60,7 +72,7 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 			timeout = left
 		}
 	}
-	c := &Conn{addr: addr, slot: slots.Add(1)}
+	c := &Conn{addr: addr, slot: slots.Add(1), rawFD: -1}
 	c.state.Store(uint32(Connecting))
 	start := time.Now()
 	nc, err := netpoll.DialConnection("tcp", addr, timeout)
@@ -137,7 +149,16 @@ func (c *Conn) Close() error {
 	var err error
 	if gc != nil {
 		err = gc.Close()
-	} else if c.nc != nil && !c.detached.Load() {
+	} else if c.detached.Load() {
+		// The watchdog took the fd off the poller and no Go net
+		// connection adopted it yet: it is ours to close.
+		c.mu.Lock()
+		if c.rawFD >= 0 {
+			err = syscall.Close(c.rawFD)
+			c.rawFD = -1
+		}
+		c.mu.Unlock()
+	} else if c.nc != nil {
 		// Under mu: netpoll frees the input buffer on close, and the
 		// exchange goroutine changes that buffer (Skip, Release, Slice,
 		// Detach) only under mu, so a close from the context's watch never
@@ -163,7 +184,12 @@ func (c *Conn) skip(n int) bool {
 	}
 	r := c.nc.Reader()
 	_ = r.Skip(n)
-	_ = r.Release()
+	c.consumed += int64(n)
+	if !c.detached.Load() {
+		// After a detach the fd operator is freed: Release would touch it.
+		// The skipped nodes go when the rest is sliced out.
+		_ = r.Release()
+	}
 	return true
 }
 

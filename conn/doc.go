@@ -33,6 +33,15 @@
 // detached connection is closed after its response; Outcome.Detached reports
 // it.
 //
+// That check runs between sink calls, but a sink may block inside one call
+// (OnHead writing to a stalled client, or OnBody) while the poller keeps
+// reading. So while a response is delivered, a watchdog timer (watch.go)
+// looks at the buffer at a period that follows the arrival rate (1 to 20 ms):
+// when a sink call is running and more than the high-water mark is buffered,
+// it takes the fd off the poller at once, and the exchange adopts it after
+// the call. The buffered bytes are then bounded by the high-water mark plus
+// what arrives in one period, whatever the body's framing.
+//
 // Why no byte is lost (netpoll v0.7.2): without an OnRequest handler,
 // Detach runs the close callbacks synchronously on the caller. One of them
 // frees the fd operator, which spins until the poller is not inside a read of

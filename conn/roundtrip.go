@@ -58,7 +58,11 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if t, _ := resp.KeepAliveHint(); t > 0 {
 		c.last.KeepAliveHint = time.Duration(t) * time.Second
 	}
+	c.startWatch(cfg.BodyHighWater)
+	defer c.stopWatch()
+	c.sinkCall(true)
 	herr := sink.OnHead(resp)
+	c.sinkCall(false)
 	skipped := c.skip(hl) // the head is buffered: Skip does not block
 	if herr != nil {
 		return c.fail(PhaseAwaitHead, fmt.Errorf("%w: %w", ErrSink, herr))

@@ -116,6 +116,7 @@ type authState struct {
 	method   string       // as sent, for Digest
 	target   string
 	connAuth parser.HeaderID // a request field with NTLM/Negotiate credentials, HdrOther if none
+	peerAuth bool            // a parent peer sends its own Proxy-Authorization: 407s are not ours
 
 	e         *Engine
 	key       poolset.Key // the task's pool key, credential scope included
@@ -129,15 +130,27 @@ type authState struct {
 	sink capSink
 }
 
-// setupAuth prepares t for authentication. It does nothing, and costs
+// setupAuth prepares r's task for authentication, once its key and edits
+// name the upstream (for a group, the chosen peer: setupAuth runs again
+// when the request moves to another peer). It does nothing, and costs
 // nothing, for a request without credentials policy, pin key or
 // credentials of its own that concern the engine.
-func (e *Engine) setupAuth(req *Request, t *shard.Task) {
-	pol := req.Auth
-	if pol == nil && e.cfg.Auth != nil {
-		pol = e.cfg.Auth(req.Upstream)
+func (e *Engine) setupAuth(r *request) {
+	t := &r.t
+	t.Run = nil
+	pol := r.authPol
+	u := r.upstream
+	peerAuth := false
+	if r.peer != nil {
+		u.Addr = r.peer.cfg.Addr
+		// A parent peer's own credentials are already in its edits.
+		peerAuth = r.peer.auth != nil
 	}
-	h := req.Head
+	if pol == nil && e.cfg.Auth != nil {
+		pol = e.cfg.Auth(u)
+	}
+	h := t.Exchange.Head
+	edits := t.Exchange.Edits
 	hasPA := h.Has(parser.HdrProxyAuthorization)
 	connAuth := parser.HdrOther
 	for _, id := range []parser.HeaderID{parser.HdrAuthorization, parser.HdrProxyAuthorization} {
@@ -145,23 +158,23 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 			connAuth = id
 		}
 	}
-	if pol == nil && !hasPA && req.PinKey == 0 && connAuth == parser.HdrOther {
+	if pol == nil && !hasPA && t.PinKey == 0 && connAuth == parser.HdrOther {
 		return
 	}
-	// req is not kept: a Request a caller built on its stack stays there.
-	a := &authState{e: e, pol: pol, connAuth: connAuth}
+	// r is not kept: a Request a caller built on its stack stays there.
+	a := &authState{e: e, pol: pol, connAuth: connAuth, peerAuth: peerAuth}
 	// Only a policy or a Proxy-Authorization to keep or drop changes the
 	// forwarded head; a pin key alone just watches the exchange.
 	modify := pol != nil || hasPA
-	if modify && req.Edits != nil {
-		a.base.CopyFrom(req.Edits)
+	if modify && edits != nil {
+		a.base.CopyFrom(edits)
 	}
 	method, target := h.Method(), h.Target()
-	if req.Edits != nil && req.Edits.Method != nil {
-		method = req.Edits.Method
+	if edits != nil && edits.Method != nil {
+		method = edits.Method
 	}
-	if req.Edits != nil && req.Edits.Target != nil {
-		target = req.Edits.Target
+	if edits != nil && edits.Target != nil {
+		target = edits.Target
 	}
 	a.method, a.target = string(method), string(target)
 	a.parent = len(target) > 0 && target[0] != '/' && !bytes.Equal(target, []byte("*"))
@@ -175,7 +188,8 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 			// not a scope of the shared pool.
 			passThrough = h.Get(parser.HdrProxyAuthorization)
 		}
-	} else if hasPA {
+	} else if hasPA && !peerAuth {
+		// (A parent peer's credentials replace the client's field.)
 		a.base.Remove("Proxy-Authorization")
 	}
 	if pol != nil {
@@ -183,20 +197,25 @@ func (e *Engine) setupAuth(req *Request, t *shard.Task) {
 			a.creds[0] = auth.Basic(l.Credentials)
 			a.sentBasic[0] = true
 		}
-		if l := &pol.Proxy; l.Mode == LoginOwn && l.Preemptive && a.parent {
+		if l := &pol.Proxy; l.Mode == LoginOwn && l.Preemptive && a.parent && !peerAuth {
 			a.creds[1] = auth.Basic(l.Credentials)
 			a.sentBasic[1] = true
 		}
 		p := *pol
-		if !a.parent {
-			p.Proxy = Login{} // no proxy identity on a connection to an origin
+		if !a.parent || peerAuth {
+			p.Proxy = Login{} // no proxy identity of ours on this connection
 		}
-		t.Key.Cred = credScope(&p, passThrough)
+		if c := credScope(&p, passThrough); c != "" {
+			if t.Key.Cred != "" {
+				c = t.Key.Cred + "+" + c // a parent peer's own scope, and ours
+			}
+			t.Key.Cred = c
+		}
 		a.key, a.host = t.Key, string(h.Authority())
 		// A Digest challenge answered before is answered up front, with
 		// the next nonce count, saving the round trip.
 		for role, l := range []*Login{&pol.Origin, &pol.Proxy} {
-			if l.Mode != LoginOwn || a.sentBasic[role] || (role == 1 && !a.parent) {
+			if l.Mode != LoginOwn || a.sentBasic[role] || (role == 1 && (!a.parent || peerAuth)) {
 				continue
 			}
 			if v, ok := e.digests.authorize(a.digestKey(role), a.method, a.digestURI(role)); ok {
@@ -281,7 +300,7 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, valu
 	case 401:
 		role, l, id = 0, &pol.Origin, parser.HdrWWWAuthenticate
 	case 407:
-		if !a.parent {
+		if !a.parent || a.peerAuth {
 			return 0, "", false
 		}
 		role, l, id = 1, &pol.Proxy, parser.HdrProxyAuthenticate

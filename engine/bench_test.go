@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/serverside-go/serverside/engine/balance"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -114,6 +115,38 @@ func BenchmarkExchange(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkExchangeGroup is BenchmarkExchange through a peer group of
+// three origins, for each balancer: the cost of the choice.
+func BenchmarkExchangeGroup(b *testing.B) {
+	var peers []Peer
+	for i := 0; i < 3; i++ {
+		peers = append(peers, Peer{Addr: benchOrigin(b).addr()})
+	}
+	for _, kind := range []balance.Kind{balance.RoundRobin, balance.LeastConn, balance.P2C, balance.Hash} {
+		b.Run(string(kind), func(b *testing.B) {
+			e, err := New(Config{Groups: map[string]GroupConfig{"g": {Balancer: kind, Peers: peers}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			req := &Request{Upstream: Upstream{Group: "g", HashKey: "client"}, Head: head(b, "GET /r HTTP/1.1\r\nHost: o\r\n\r\n")}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism(parallelism)
+			b.RunParallel(func(pb *testing.PB) {
+				s := &discardSink{}
+				for pb.Next() {
+					r := *req
+					if err := e.Exchange(ctx, &r, s); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // discardSink drops the response.

@@ -14,8 +14,8 @@ const (
 	DefaultConnectTimeout        = 10 * time.Second
 	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultExpectContinueTimeout = time.Second
-	DefaultMaxIdlePerUpstream    = 32
-	DefaultMaxIdle               = 1024
+	DefaultMaxIdlePerUpstream    = 1024
+	DefaultMaxIdle               = 8192
 	DefaultMaxPending            = 4096
 	DefaultPendingTimeout        = 30 * time.Second
 	DefaultMaxRetries            = 2
@@ -40,7 +40,10 @@ type Config struct {
 	// anyway. Default 1s.
 	ExpectContinueTimeout time.Duration
 	// MaxIdlePerUpstream caps the idle connections kept per upstream
-	// (default 32); MaxIdle caps them all together (default 1024).
+	// (default 1024); MaxIdle caps them all together (default 8192).
+	// A proxy's upstream connections are as many as its concurrent
+	// requests: a low cap closes connections that the next burst dials
+	// again (an idle netpoll connection costs a few KiB).
 	// Negative keeps none.
 	MaxIdlePerUpstream, MaxIdle int
 	// MaxConnsPerUpstream caps the connections of one upstream (dialing,
@@ -59,6 +62,9 @@ type Config struct {
 	BodyHighWater int
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Groups are the peer groups requests may name (Upstream.Group),
+	// keyed by name; more can be added at runtime with SetGroup.
+	Groups map[string]GroupConfig
 
 	// Auth, when set, returns how requests to an upstream authenticate
 	// (nil: no credentials); Request.Auth overrides it per request. It is

@@ -17,8 +17,10 @@
 //   - [Engine.Stats] reports, per upstream, the pool's gauges and counters
 //     and the engine's request counters.
 //
-// Requests name their upstream by a resolved address ([Upstream]); the
-// engine does no DNS. The engine needs GOMAXPROCS ≥ 2: netpoll's poller
+// Requests name their upstream by a resolved address ([Upstream]), or
+// name a peer group ([GroupConfig]: origins or parent proxies, a balancer
+// from package balance, passive and active health, [Engine.DrainPeer]);
+// the engine does no DNS. The engine needs GOMAXPROCS ≥ 2: netpoll's poller
 // stalls at 1, and New logs a warning.
 //
 // # Where a request runs

@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
@@ -20,9 +21,13 @@ import (
 var (
 	// ErrClosed reports a request to an engine that is closed or draining.
 	ErrClosed = errors.New("engine: closed")
-	// ErrNoGroup reports a request naming a peer group: groups are not
-	// supported yet.
-	ErrNoGroup = errors.New("engine: peer groups are not supported")
+	// ErrNoGroup reports a request naming a peer group the engine does
+	// not have (see Config.Groups and SetGroup).
+	ErrNoGroup = errors.New("engine: no such peer group")
+	// ErrNoPeer reports a request to a group none of whose peers can take
+	// it: every peer is down (and not yet due for a probe) or draining, or
+	// a peer name that is not in the group. Nothing was sent.
+	ErrNoPeer = errors.New("engine: no peer available")
 	// ErrBadRequest reports a Request the engine cannot send (no parsed
 	// head, no upstream address); nothing was sent.
 	ErrBadRequest = errors.New("engine: invalid request")
@@ -39,9 +44,14 @@ type Upstream struct {
 	// Addr is the resolved ip:port of the origin or parent proxy: the
 	// engine does no DNS.
 	Addr string
-	// Group names a peer group to pick the upstream from; reserved, and
-	// rejected with ErrNoGroup for now.
+	// Group names a peer group to pick the upstream from instead of Addr
+	// (see GroupConfig); a name the engine does not know fails with
+	// ErrNoGroup.
 	Group string
+	// HashKey is what a group with the hash balancer hashes to choose a
+	// peer (the request's host, a client address); empty means the Host
+	// field.
+	HashKey string
 }
 
 // Request is one request to send upstream.
@@ -70,6 +80,8 @@ type Request struct {
 	// Auth); otherwise Config.Auth decides. Connection-based handshakes
 	// (NTLM, Negotiate) pin the connection to PinKey whatever Auth says.
 	Auth *Auth
+
+	peer *peer // an active health check's own peer
 }
 
 // Sink receives a response as it streams. OnHead and OnBody run on the
@@ -96,6 +108,7 @@ type Engine struct {
 
 	requests sync.Pool   // *request, recycled by Exchange
 	digests  digestCache // Digest challenges answered, for later requests
+	groups   atomic.Pointer[groupsMap]
 
 	mu       sync.Mutex
 	closed   bool
@@ -134,6 +147,13 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.shards = set
 	e.root = conn.NewAbortable()
+	e.groups.Store(&groupsMap{})
+	for name, gc := range cfg.Groups {
+		if err := e.SetGroup(name, gc); err != nil {
+			e.teardown()
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -190,18 +210,35 @@ func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
 // the request's finish method bound once, and the channel Exchange waits
 // on. Exchange recycles the requests that ran inline.
 type request struct {
-	t      shard.Task
-	e      *Engine
-	sink   Sink
-	done   chan error  // receives the outcome after sink.OnDone; nil for Send
-	stop   func() bool // stops the engine root's watch of a derived context
-	cancel context.CancelFunc
-	finish func(error) // r.finishTask, bound once
+	t       shard.Task
+	e       *Engine
+	sink    Sink
+	done    chan error  // receives the outcome after sink.OnDone; nil for Send
+	stop    func() bool // stops the engine root's watch of a derived context
+	cancel  context.CancelFunc
+	finish  func(error)                   // r.finishTask, bound once
+	reroute func(*shard.Task, error) bool // r.rerouteTask, bound once
+
+	// A request to a group: its group, the peer it is aimed at (nil once
+	// its outcome was reported), whether it is that peer's probe, the
+	// peers whose connect failed, the hash key and the caller's edits.
+	group     *group
+	peer      *peer
+	probe     bool
+	tried     uint64
+	hashKey   string
+	userEdits *parser.Edits
+
+	// The request's authentication policy and upstream, kept to set the
+	// task up again for another peer (setupAuth).
+	authPol  *Auth
+	upstream Upstream
 }
 
 func newRequest(e *Engine) *request {
 	r := &request{e: e}
 	r.finish = r.finishTask
+	r.reroute = r.rerouteTask
 	return r
 }
 
@@ -209,6 +246,8 @@ func newRequest(e *Engine) *request {
 func (r *request) reset() {
 	r.t = shard.Task{}
 	r.sink, r.stop, r.cancel = nil, nil, nil
+	r.group, r.peer, r.probe, r.tried, r.hashKey, r.userEdits = nil, nil, false, 0, "", nil
+	r.authPol, r.upstream = nil, Upstream{}
 }
 
 // finishTask is the task's Done: exactly once, after the connection was
@@ -218,6 +257,13 @@ func (r *request) finishTask(err error) {
 	if r.stop != nil {
 		r.stop()
 		r.cancel()
+	}
+	if r.peer != nil {
+		o := classify(err)
+		if e := conn.AsError(err); e != nil && e.Phase == conn.PhaseDial {
+			o = neutral // a connect failure was reported by rerouteTask
+		}
+		r.settlePeer(o)
 	}
 	r.sink.OnDone(err)
 	r.e.doneOne()
@@ -237,10 +283,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	if req == nil || req.Head == nil || !req.Head.Done() {
 		return fmt.Errorf("%w: no parsed head", ErrBadRequest)
 	}
-	if req.Group != "" {
-		return fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
-	}
-	if req.Addr == "" {
+	if req.Addr == "" && req.Group == "" && req.peer == nil {
 		return fmt.Errorf("%w: no upstream address", ErrBadRequest)
 	}
 	e.mu.Lock()
@@ -280,7 +323,24 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		Sink:    sink,
 		Done:    r.finish,
 	}
-	e.setupAuth(req, &r.t)
+	switch {
+	case req.peer != nil:
+		r.t.Key = req.peer.key
+	case req.Group != "":
+		if err := e.route(req, r); err != nil {
+			if r.stop != nil {
+				r.stop()
+				r.cancel()
+			}
+			r.reset()
+			e.doneOne()
+			return err
+		}
+	}
+	if req.peer == nil {
+		r.authPol, r.upstream = req.Auth, req.Upstream
+		e.setupAuth(r)
+	}
 	return nil
 }
 
@@ -301,6 +361,7 @@ func (e *Engine) Unpin(pinKey uint64) { e.shards.Unpin(pinKey) }
 // for ctx to end, which aborts them), then closes the pool and the shards.
 // It returns ctx's error if the requests had to be aborted.
 func (e *Engine) Drain(ctx context.Context) error {
+	e.stopAllChecks()
 	var err error
 	if !e.waitIdle(ctx) {
 		err = fmt.Errorf("engine: drain: %w", ctx.Err())
@@ -345,6 +406,7 @@ func (e *Engine) waitIdle(ctx context.Context) bool {
 
 func (e *Engine) teardown() {
 	e.once.Do(func() {
+		e.stopAllChecks()
 		e.root.Abort()
 		e.shards.Close(5 * time.Second)
 		e.pool.Close()

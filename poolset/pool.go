@@ -72,6 +72,7 @@ type Pool[C Conn] struct {
 
 	mu        sync.Mutex
 	keys      map[Key]*keyState[C] // every key with state
+	limits    map[Key]KeyLimits    // SetLimits overrides; nil until the first
 	lruHead   *idleNode[C]         // every idle connection, least recently pushed first (linked by gnext)
 	lruTail   *idleNode[C]         // most recently pushed idle connection
 	idle      int                  // idle connections, all keys
@@ -102,6 +103,7 @@ type keyState[C Conn] struct {
 	idleTail *idleNode[C] // newest idle connection: the one Get takes (LIFO)
 	waiters  waitQueue[C] // FIFO of callers waiting for capacity
 	draining bool         // Drain was called and Undrain was not
+	limits   KeyLimits    // SetLimits overrides, copied from Pool.limits
 	stats    Stats        // counters; the gauge fields are filled on read
 	empty    bool         // on the pool's empty list
 	emptyAt  time.Time    // when it went on the empty list
@@ -134,7 +136,7 @@ func (p *Pool[C]) Config() Config { return p.cfg }
 func (p *Pool[C]) keyLocked(key Key) *keyState[C] {
 	ks := p.keys[key]
 	if ks == nil {
-		ks = &keyState[C]{key: key}
+		ks = &keyState[C]{key: key, limits: p.limits[key]}
 		p.keys[key] = ks
 	}
 	return ks
@@ -162,7 +164,7 @@ func (p *Pool[C]) misuseLocked(op string, key Key, what string) {
 // underCapLocked reports whether ks may gain one connection. p.mu must be
 // held.
 func (p *Pool[C]) underCapLocked(ks *keyState[C]) bool {
-	max := p.cfg.MaxConnsPerKey
+	max := p.maxConnsLocked(ks)
 	return max == 0 || ks.connecting+ks.busy+ks.idle+ks.pinned < max
 }
 

@@ -113,7 +113,7 @@ func (p *Pool[C]) Wait(key Key, deadline time.Time, fn func(Grant[C])) (*Waiter[
 	case !deadline.IsZero() && !now.Before(deadline):
 		ks.stats.WaitTimeouts++
 		err = fmt.Errorf("%w (wait for %v: deadline already passed)", ErrPoolTimeout, key)
-	case ks.waiters.n >= p.cfg.MaxWaitersPerKey: // also when MaxWaitersPerKey < 0
+	case ks.waiters.n >= p.maxWaitersLocked(ks): // also when the bound is negative
 		ks.stats.QueueFull++
 		err = fmt.Errorf("%w (wait for %v: %d waiting)", ErrQueueFull, key, ks.waiters.n)
 	default:

@@ -22,6 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # wrk, chromium, ...); only the missing ones are installed.
 APT_PACKAGES=(
 	apache2
+	apache2-utils
 	chromium
 	curl
 	haproxy
@@ -228,6 +229,13 @@ on_exit() {
 run_memory() {
 	log "go test -count=1 -run TestLargeBodySlowReaderRSS ./engine/ (no race: RSS bound)"
 	if go test -count=1 -run 'TestLargeBodySlowReaderRSS' -v ./engine/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|rss|RSS'; then
+		PASSED=$((PASSED + 1))
+	else
+		FAILED=$((FAILED + 1))
+		return 1
+	fi
+	log "go test -count=1 -run 'TestSlowReaderRSS|TestSlowOriginUploadRSS' ./cmd/serverside/ (no race: RSS bounds)"
+	if go test -count=1 -run 'TestSlowReaderRSS|TestSlowOriginUploadRSS' -v ./cmd/serverside/ 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|rss|RSS'; then
 		PASSED=$((PASSED + 1))
 	else
 		FAILED=$((FAILED + 1))

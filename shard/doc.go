@@ -27,10 +27,12 @@
 //  2. An idle connection from the shared pool (poolset.Pool.Get: LIFO,
 //     checked with Alive).
 //  3. A dial permit (TryReserve): the dial runs on the "dial" ants pool,
-//     submitted without blocking (an overloaded pool fails the request with
-//     ErrOverloaded), and its result is posted back to the inbox.
+//     submitted without blocking, and its result is posted back to the
+//     inbox. When that pool is full the permit is given back and the
+//     request waits as in 4.
 //  4. Otherwise the request waits (poolset.Pool.Wait) with the pending
-//     deadline; the grant is posted back to the inbox.
+//     deadline for a connection coming back (or, under a cap, a permit);
+//     the grant is posted back to the inbox.
 //
 // With a connection in hand, the exchange runs on an "exchange" ants
 // worker (conn.Conn.RoundTrip blocks on I/O and on the caller's sink), and
@@ -50,4 +52,11 @@
 // hands to a waiting retry is used, since it has just completed an
 // exchange. Timeouts, sink failures and request-body failures are never
 // taken for the race.
+//
+// # Another upstream after a failed dial
+//
+// A task with a Reroute hook (the engine sets one for requests to a peer
+// group) that fails to connect is offered to the hook: nothing was sent,
+// so the hook may point the task at another upstream (Key and edits), and
+// the shard starts it again there; the failed key counts a retry.
 package shard

@@ -178,14 +178,22 @@ func (s *Shard) start(t *Task) {
 		}
 	}
 	if pool.TryReserve(t.Key) {
-		s.dial(t)
-		return
+		if s.dial(t) {
+			return
+		}
+		// The dial pool is full: wait for a connection like a request
+		// over the upstream's cap; one coming back is handed over.
+		pool.DialFailed(t.Key)
 	}
 	if s.pending >= s.set.cfg.MaxPending {
 		s.finish(t, s.fail(t, conn.PhasePoolWait, fmt.Errorf("%w: %d requests pending", ErrOverloaded, s.pending)))
 		return
 	}
-	w, err := pool.Wait(t.Key, time.Now().Add(s.set.cfg.PendingTimeout), func(g poolset.Grant[*conn.Conn]) {
+	wait := s.set.cfg.PendingTimeout
+	if t.PendingTimeout > 0 {
+		wait = t.PendingTimeout
+	}
+	w, err := pool.Wait(t.Key, time.Now().Add(wait), func(g poolset.Grant[*conn.Conn]) {
 		s.post(event{kind: evGrant, t: t, g: g})
 	})
 	if err != nil {
@@ -209,21 +217,25 @@ func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
 	return true
 }
 
-func (s *Shard) dial(t *Task) {
+// dial starts a dial on the dial pool; false when the pool is full.
+func (s *Shard) dial(t *Task) bool {
 	err := s.set.dials.Submit(func() {
 		c, err := conn.Dial(t.Ctx, t.Key.Addr, s.set.cfg.ConnectTimeout)
 		s.post(event{kind: evDialed, t: t, c: c, err: err})
 	})
-	if err != nil {
-		s.set.pool.DialFailed(t.Key)
-		s.finish(t, s.fail(t, conn.PhaseDial, fmt.Errorf("%w: dial pool: %w", ErrOverloaded, err)))
-	}
+	return err == nil
 }
 
 func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
 	pool := s.set.pool
 	if err != nil {
 		pool.DialFailed(t.Key)
+		if t.Reroute != nil && !s.stopping && t.Ctx.Err() == nil && t.Reroute(t, err) {
+			t.ctr.Retries.Add(1)
+			t.ctr = s.set.stats.For(t.Key)
+			s.start(t)
+			return
+		}
 		s.finish(t, err)
 		return
 	}
@@ -267,7 +279,10 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
 			return
 		}
-		s.dial(t)
+		if !s.dial(t) {
+			s.set.pool.DialFailed(t.Key)
+			s.finish(t, s.fail(t, conn.PhaseDial, fmt.Errorf("%w: dial pool full", ErrOverloaded)))
+		}
 	default:
 		c := g.Conn
 		if !s.take(t.Key, c) {

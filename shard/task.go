@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/poolset"
@@ -61,6 +62,17 @@ type Task struct {
 	// exchange: it carries a client's connection-based authentication
 	// (NTLM, Negotiate) and is pinned to PinKey, or closed without one.
 	Isolate bool
+	// PendingTimeout, when positive, bounds this task's wait for a
+	// connection instead of the Set's PendingTimeout (a peer's own queue
+	// deadline).
+	PendingTimeout time.Duration
+	// Reroute, when set, is called on the shard goroutine after a dial of
+	// Key failed (the request's context still live): nothing was sent, so
+	// the request may go elsewhere. It reports true after pointing the
+	// task at another upstream (Key, and Exchange.Edits as that upstream
+	// needs), which the shard then starts afresh; false to fail the task
+	// with err. It must not block.
+	Reroute func(t *Task, err error) bool
 	// Done is called exactly once, after the connection was put back,
 	// pinned or closed: on the shard goroutine, or on the caller's for a
 	// Set that is already closed. It must not block.

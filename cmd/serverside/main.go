@@ -3,9 +3,19 @@
 // With no flags it is a forward HTTP proxy on 127.0.0.1:3128: clients send
 // absolute-form requests ("GET http://host:port/path HTTP/1.1"), the proxy
 // resolves the host and forwards the request in origin-form over the
-// engine's pooled upstream connections. With -origin it is a reverse proxy
-// that sends every request to the given origins, round-robin. CONNECT is
-// answered 501 for now.
+// engine's pooled upstream connections. With -parent it forwards through
+// parent proxies instead. With -origin it is a reverse proxy that sends
+// every request to the given origins. Origins and parents form an engine
+// peer group, balanced by -lb (round-robin by default); see peers.go for
+// the per-peer URL options. CONNECT is answered 501 for now.
+//
+// -config FILE reads the flags and per-peer options from a JSON file
+// (flags on the command line win); -admin ADDR serves /metrics, /status
+// and /debug/pprof/. docs/demo.md describes both.
+//
+// Client connections are served on netpoll, spread over shards at accept;
+// a client connection idle for -client-idle-timeout is closed, and a
+// request head must arrive within -client-header-timeout of its first byte.
 //
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish for up to 10 seconds, and exits 0.
@@ -43,24 +53,48 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:3128", "address to listen on, e.g. -listen 127.0.0.1:8080")
+	listen := fs.String("listen", "127.0.0.1:3128", "`address` to listen on, e.g. -listen 127.0.0.1:8080")
 	var origins originList
-	fs.Var(&origins, "origin", "origin URL for reverse-proxy mode, repeatable; requests are spread round-robin,\ne.g. -origin http://127.0.0.1:8081 -origin http://127.0.0.1:8082")
+	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100'")
+	var parents originList
+	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin)")
+	lb := fs.String("lb", "roundrobin", "how requests are spread over origins or parents: roundrobin, leastconn, p2c or hash (on the request host)")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
+	var x cliExtras
+	x.register(fs)
+	idle := fs.Duration("client-idle-timeout", DefaultClientIdleTimeout, "close a client connection on which no request starts for this long,\nand bound each wait for request body bytes, e.g. -client-idle-timeout 30s")
+	header := fs.Duration("client-header-timeout", DefaultClientHeaderTimeout, "bound the time from the first byte of a request head to its end\n(408 after it), e.g. -client-header-timeout 10s")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: serverside [flags]\n\n")
 		fmt.Fprintf(out, "Demo HTTP proxy on the serverside engine. Without -origin it is a forward\n")
 		fmt.Fprintf(out, "proxy (curl -x http://127.0.0.1:3128 http://example.com/); with -origin a\n")
-		fmt.Fprintf(out, "reverse proxy (serverside -listen 127.0.0.1:8080 -origin http://127.0.0.1:8081).\n\n")
+		fmt.Fprintf(out, "reverse proxy (serverside -listen 127.0.0.1:8080 -origin http://127.0.0.1:8081).\n")
+		fmt.Fprintf(out, "-config FILE reads these settings from JSON (serverside -config demo.json -shards 4:\n")
+		fmt.Fprintf(out, "the command line wins); -admin ADDR serves /metrics, /status and /debug/pprof/.\n\n")
 		fs.PrintDefaults()
 	}
 	// ExitOnError: -h and -help print the usage and exit 0; bad flags exit 2.
 	_ = fs.Parse(args)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	p, err := newProxy(logger, origins, engine.Config{Shards: *shards, Logger: logger}, *access)
+	peersOnCmdLine := len(origins) > 0 || len(parents) > 0 // before apply adds the file's
+	fc, err := x.apply(fs)
+	if err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
+	cfg := x.engineConfig(engine.Config{Shards: *shards, Logger: logger})
+	err = withPeers(&cfg, origins, parents, *lb)
+	if err == nil {
+		withFilePeers(&cfg, fc, !peersOnCmdLine)
+	}
+	var p *proxy
+	if err == nil {
+		p, err = newProxy(logger, nil, cfg,
+			clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access})
+	}
 	if err != nil {
 		logger.Error("start", "err", err)
 		return 1
@@ -80,7 +114,19 @@ func run(args []string) int {
 	if len(origins) > 0 {
 		mode = "reverse"
 	}
-	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String())
+	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String(),
+		"parents", len(parents), "lb", *lb)
+	var adm *adminServer
+	if x.admin != "" {
+		info := adminInfo{Listen: ln.Addr().String(), Mode: mode, Shards: *shards, LB: *lb, Peers: peerSpecs(cfg)}
+		if adm, err = startAdmin(x.admin, p, info, logger); err != nil {
+			logger.Error("admin", "err", err)
+			ln.Close()
+			_ = p.eng.Close()
+			return 1
+		}
+		logger.Info("admin listening", "addr", adm.Addr())
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
@@ -100,22 +146,13 @@ func run(args []string) int {
 	if err := p.Shutdown(ctx); err != nil {
 		logger.Warn("shutdown", "err", err)
 	}
-	return code
-}
-
-// newProxy builds the proxy and starts its engine.
-func newProxy(logger *slog.Logger, origins []string, cfg engine.Config, access bool) (*proxy, error) {
-	var hps []string
-	for _, o := range origins {
-		hp, err := parseOrigin(o)
-		if err != nil {
-			return nil, err
+	if adm != nil {
+		// The admin server outlives the drain, so /status shows it.
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		defer acancel()
+		if err := adm.Shutdown(actx); err != nil {
+			logger.Warn("admin shutdown", "err", err)
 		}
-		hps = append(hps, hp)
 	}
-	eng, err := engine.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &proxy{eng: eng, log: logger, accessLog: access, origins: hps}, nil
+	return code
 }

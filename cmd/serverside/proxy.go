@@ -4,58 +4,138 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/url"
+	"net/netip"
 	"os"
-	"strconv"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
-	"github.com/serverside-go/serverside/parser"
-	"github.com/valyala/bytebufferpool"
 )
 
-// maxHeadBuf bounds the client read buffer; the parser's own head limit
-// (parser.DefaultMaxHeadBytes) normally rejects a head well before.
-const maxHeadBuf = parser.DefaultMaxHeadBytes + 4096
+// Client-side defaults; the first two are flags of the binary.
+const (
+	// DefaultClientIdleTimeout closes a kept-alive client connection on
+	// which no request started for this long.
+	DefaultClientIdleTimeout = 60 * time.Second
+	// DefaultClientHeaderTimeout bounds the time from the first byte of a
+	// request head to its end.
+	DefaultClientHeaderTimeout = 30 * time.Second
+	// clientWriteTimeout bounds each flush to a client: a client that
+	// takes no bytes for this long is dropped.
+	clientWriteTimeout = 60 * time.Second
+	// forceCloseWait bounds the wait for connections to finish after a
+	// shutdown deadline closed them.
+	forceCloseWait = 5 * time.Second
+)
+
+// clientConfig configures the client side of the proxy.
+type clientConfig struct {
+	// IdleTimeout closes a client connection idle between requests;
+	// HeaderTimeout bounds the read of one request head. Zero takes the
+	// defaults above.
+	IdleTimeout, HeaderTimeout time.Duration
+	// AccessLog logs one line per request.
+	AccessLog bool
+}
 
 // proxy is the client side of the demo proxy.
 //
-// Each client connection is served by its own goroutine over a Go net
-// listener, which keeps this first version simple and correct. The
-// netpoll-sharded client side comes next.
+// Client connections are netpoll connections served by one netpoll
+// EventLoop. Each is assigned a client shard at accept (round-robin); the
+// shard owns the connection's registration and its idle timer. The
+// requests of one connection are handled by netpoll's OnRequest, which
+// runs on a netpoll gopool goroutine, at most one at a time per connection
+// (netpoll's per-connection processing lock): that goroutine parses the
+// request straight out of netpoll's input buffer and runs the upstream
+// exchange with engine.Exchange, whose inline path (an idle pooled
+// upstream connection) runs the whole exchange, response relay included,
+// on that same goroutine. The client connection's reader, writer and
+// parser state are therefore touched by one goroutine at a time and need
+// no lock; see docs/architecture.md ("The demo proxy's client side").
 type proxy struct {
-	eng       *engine.Engine
-	log       *slog.Logger
-	accessLog bool
-	origins   []string // host:port of each origin; empty in forward mode
-	next      atomic.Uint64
+	eng *engine.Engine
+	log *slog.Logger
+	cfg clientConfig
+	// group is the engine peer group requests go to (origins in reverse
+	// mode, parents in forward mode; see peers.go); empty for direct
+	// forwarding. parents marks a group of parent proxies; originHost is
+	// the Host of a reverse-proxied request that has none.
+	group      string
+	parents    bool
+	originHost string
+	metrics    proxyMetrics // read by the admin server
+	shards     []*clientShard
+	nextSh     atomic.Uint64
+	closing    atomic.Bool
 
-	ln      net.Listener
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[*clientConn]struct{}
-	closing bool
+	evl       netpoll.EventLoop
+	mu        sync.Mutex // guards started
+	started   bool       // Serve handed a listener to netpoll
+	serveDone chan struct{}
+	stopOnce  sync.Once
+	stop      chan struct{} // closed by Shutdown: ends the sweepers
+	sweepers  sync.WaitGroup
 }
 
-// parseOrigin turns an -origin URL into host:port.
-func parseOrigin(s string) (string, error) {
-	u, err := url.Parse(s)
+// clientShard is one shard of client connections: the set of its live
+// connections, under its own lock (taken at accept, close, the idle sweep
+// and shutdown, never on a request's path), and a sweeper goroutine that
+// closes the ones idle for too long.
+type clientShard struct {
+	id    int
+	mu    sync.Mutex
+	conns map[*clientConn]struct{}
+}
+
+// newProxy builds the proxy and starts its engine. Origins, when given,
+// become ecfg's peer group (round-robin); ecfg may instead carry the group
+// already (withPeers).
+func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg clientConfig) (*proxy, error) {
+	if err := withPeers(&ecfg, origins, nil, ""); err != nil {
+		return nil, err
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultClientIdleTimeout
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultClientHeaderTimeout
+	}
+	n := ecfg.Shards
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	eng, err := engine.New(ecfg)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if u.Scheme != "http" {
-		return "", fmt.Errorf("origin %q: only http:// origins are supported", s)
+	p := &proxy{eng: eng, log: logger, cfg: cfg,
+		serveDone: make(chan struct{}), stop: make(chan struct{})}
+	if g, ok := ecfg.Groups[peerGroup]; ok {
+		p.group, p.parents, p.originHost = peerGroup, g.Peers[0].Parent, g.Peers[0].Addr
 	}
-	if u.Host == "" {
-		return "", fmt.Errorf("origin %q: no host", s)
+	for i := range n {
+		p.shards = append(p.shards, &clientShard{id: i, conns: make(map[*clientConn]struct{})})
 	}
-	return hostPort(u.Host), nil
+	p.evl, err = netpoll.NewEventLoop(p.onRequest,
+		netpoll.WithOnPrepare(p.onPrepare),
+		netpoll.WithReadTimeout(cfg.IdleTimeout),
+		netpoll.WithWriteTimeout(clientWriteTimeout))
+	if err != nil {
+		_ = eng.Close()
+		return nil, fmt.Errorf("netpoll event loop: %w", err)
+	}
+	for _, sh := range p.shards {
+		p.sweepers.Add(1)
+		go p.sweep(sh)
+	}
+	return p, nil
 }
 
 // hostPort adds the default port 80 to an authority without one.
@@ -66,14 +146,18 @@ func hostPort(auth string) string {
 	return net.JoinHostPort(auth, "80")
 }
 
-// resolve turns host:port into ip:port with net.DefaultResolver.
+// resolveTimeout bounds one name lookup.
+const resolveTimeout = 10 * time.Second
+
+// resolve turns host:port into ip:port with net.DefaultResolver; an IP
+// literal (a reverse proxy's usual -origin) needs no lookup.
 func resolve(ctx context.Context, hp string) (string, error) {
 	host, port, err := net.SplitHostPort(hp)
 	if err != nil {
 		return "", err
 	}
-	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
-		host = host[1 : len(host)-1]
+	if _, err := netip.ParseAddr(host); err == nil {
+		return hp, nil
 	}
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil {
@@ -85,304 +169,192 @@ func resolve(ctx context.Context, hp string) (string, error) {
 	return net.JoinHostPort(ips[0].Unmap().String(), port), nil
 }
 
-// Serve accepts client connections until the listener is closed.
+// Serve serves client connections accepted on ln (a *net.TCPListener,
+// which netpoll takes over) until Shutdown.
 func (p *proxy) Serve(ln net.Listener) error {
 	p.mu.Lock()
-	p.ln = ln
-	if p.conns == nil {
-		p.conns = make(map[*clientConn]struct{})
-	}
-	p.mu.Unlock()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			p.mu.Lock()
-			closing := p.closing
-			p.mu.Unlock()
-			if closing || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return err
-		}
-		cc := &clientConn{p: p, c: c, idle: true}
-		p.mu.Lock()
-		if p.closing {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns[cc] = struct{}{}
-		p.wg.Add(1)
+	if p.closing.Load() || p.started {
 		p.mu.Unlock()
-		go func() {
-			defer p.wg.Done()
-			cc.serve()
-			p.mu.Lock()
-			delete(p.conns, cc)
-			p.mu.Unlock()
-		}()
+		ln.Close()
+		return nil
+	}
+	p.started = true
+	p.mu.Unlock()
+	defer close(p.serveDone)
+	err := p.evl.Serve(ln)
+	ln.Close() // netpoll closes its own duplicate of the listening socket
+	return err
+}
+
+// onPrepare runs on the netpoll poller goroutine that accepted c, before c
+// is registered for reads: it must not block. It assigns the shard.
+func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
+	if fc, ok := c.(interface{ Fd() int }); ok {
+		// netpoll accepts without SOCK_CLOEXEC: keep client sockets out
+		// of the processes we start (nginx, curl in tests; helpers later).
+		syscall.CloseOnExec(fc.Fd())
+	}
+	sh := p.shards[(p.nextSh.Add(1)-1)%uint64(len(p.shards))]
+	cc := newClientConn(p, c, sh)
+	p.metrics.connOpened()
+	sh.mu.Lock()
+	sh.conns[cc] = struct{}{}
+	sh.mu.Unlock()
+	// Close callbacks run after the last OnRequest of c has returned
+	// (netpoll defers them while one runs), on whichever goroutine closed
+	// c or netpoll's hang-up goroutine.
+	_ = c.AddCloseCallback(func(c netpoll.Connection) error {
+		if cc.detaching {
+			cc.onDetached(c)
+		} else {
+			cc.unregister()
+		}
+		return nil
+	})
+	if p.closing.Load() {
+		_ = c.Close()
+	}
+	return context.WithValue(context.Background(), ccKey{}, cc)
+}
+
+type ccKey struct{}
+
+// onRequest is netpoll's OnRequest: it runs on a gopool goroutine when
+// bytes arrived, and again as long as unread bytes remain. Each call
+// serves one request. It blocks (reading the rest of the request, waiting
+// for the upstream, flushing to the client): that is netpoll's blocking
+// handler model, and it holds only this connection.
+func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
+	cc, _ := ctx.Value(ccKey{}).(*clientConn)
+	if cc == nil || !cc.state.CompareAndSwap(stIdle, stBusy) {
+		// Closed as idle (timeout, shutdown) just as bytes arrived: the
+		// keep-alive race, which clients retry. Consume, or netpoll
+		// calls again.
+		r := c.Reader()
+		_ = r.Skip(r.Len())
+		_ = r.Release()
+		_ = c.Close()
+		return nil
+	}
+	switch cc.serveOne() {
+	case closeIt:
+		cc.state.Store(stClosing)
+		_ = c.Close()
+		return nil
+	case detachIt:
+		// The close callbacks, which netpoll runs on this goroutine once
+		// this handler returned, hand the connection to serveDetached.
+		cc.detaching = true
+		if d, ok := c.(interface{ Detach() error }); ok && d.Detach() == nil {
+			return nil
+		}
+		cc.detaching = false
+		cc.state.Store(stClosing)
+		_ = c.Close()
+		return nil
+	}
+	cc.idleSince.Store(time.Now().UnixNano())
+	cc.state.Store(stIdle)
+	return nil
+}
+
+// sweep is shard sh's timer goroutine: it closes the connections that
+// have been idle for longer than the idle timeout.
+func (p *proxy) sweep(sh *clientShard) {
+	defer p.sweepers.Done()
+	every := min(max(p.cfg.IdleTimeout/4, 10*time.Millisecond), time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var victims []*clientConn
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-tick.C:
+			limit := now.Add(-p.cfg.IdleTimeout).UnixNano()
+			victims = victims[:0]
+			sh.mu.Lock()
+			for cc := range sh.conns {
+				if cc.idleSince.Load() < limit && cc.state.Load() == stIdle {
+					victims = append(victims, cc)
+				}
+			}
+			sh.mu.Unlock()
+			// Close outside the lock: close callbacks take it.
+			for _, cc := range victims {
+				cc.closeIfIdle()
+			}
+		}
 	}
 }
 
-// Shutdown stops accepting, closes idle client connections, lets requests
-// in flight finish until ctx ends, then drains and closes the engine.
-func (p *proxy) Shutdown(ctx context.Context) error {
-	p.mu.Lock()
-	p.closing = true
-	if p.ln != nil {
-		p.ln.Close()
-	}
-	for cc := range p.conns {
-		cc.closeIfIdleLocked()
-	}
-	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		p.mu.Lock()
-		for cc := range p.conns {
-			cc.c.Close()
+// each calls fn for every live client connection.
+func (p *proxy) each(fn func(*clientConn)) {
+	var all []*clientConn
+	for _, sh := range p.shards {
+		sh.mu.Lock()
+		for cc := range sh.conns {
+			all = append(all, cc)
 		}
-		p.mu.Unlock()
-		<-done
+		sh.mu.Unlock()
+	}
+	for _, cc := range all {
+		fn(cc)
+	}
+}
+
+func (p *proxy) live() int {
+	n := 0
+	for _, sh := range p.shards {
+		sh.mu.Lock()
+		n += len(sh.conns)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Shutdown stops accepting, closes idle client connections, lets requests
+// in flight finish until ctx ends (then closes their connections), then
+// drains and closes the engine.
+func (p *proxy) Shutdown(ctx context.Context) error {
+	p.closing.Store(true)
+	p.stopOnce.Do(func() { close(p.stop) })
+	p.each((*clientConn).closeIfIdle)
+	p.mu.Lock()
+	started := p.started
+	p.mu.Unlock()
+	var err error
+	if started {
+		// netpoll's Shutdown closes the listener, then closes connections
+		// as they become idle until none is left or ctx ends. A Shutdown
+		// that comes before Serve handed netpoll the listener finds
+		// nothing to stop; try again until Serve returns.
+		for {
+			err = p.evl.Shutdown(ctx)
+			if err != nil {
+				break
+			}
+			select {
+			case <-p.serveDone:
+			case <-time.After(time.Millisecond):
+				continue
+			}
+			break
+		}
+	}
+	if err != nil {
+		p.each((*clientConn).close)
 	}
 	if derr := p.eng.Drain(ctx); err == nil {
 		err = derr
 	}
+	// Closed connections are gone once their handlers returned.
+	deadline := time.Now().Add(forceCloseWait)
+	for p.live() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.sweepers.Wait()
 	return err
-}
-
-func (p *proxy) isClosing() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closing
-}
-
-// clientConn is one client connection.
-type clientConn struct {
-	p    *proxy
-	c    net.Conn
-	idle bool // guarded by p.mu: waiting for the first byte of a request
-
-	buf  []byte // head bytes; buf[:n] read so far
-	n    int
-	body []byte // body bytes read ahead; body[br:bw] not consumed yet
-	br   int
-	bw   int
-
-	req   parser.Request
-	edits parser.Edits
-	bb    bytebufferpool.ByteBuffer
-}
-
-func (cc *clientConn) closeIfIdleLocked() {
-	if cc.idle {
-		cc.c.Close()
-	}
-}
-
-func (cc *clientConn) setIdle(idle bool) bool {
-	cc.p.mu.Lock()
-	defer cc.p.mu.Unlock()
-	cc.idle = idle
-	return !cc.p.closing
-}
-
-func (cc *clientConn) serve() {
-	defer cc.c.Close()
-	cc.buf = make([]byte, 4096)
-	cc.body = make([]byte, 32<<10)
-	for {
-		if !cc.setIdle(cc.n == 0) {
-			return
-		}
-		if !cc.serveOne() {
-			return
-		}
-	}
-}
-
-// readHead reads and parses one request head. It returns the head length,
-// or false when the connection is to be closed.
-func (cc *clientConn) readHead() (int, bool) {
-	cc.req.Reset()
-	for i := 0; i < 1<<20; i++ {
-		if cc.n > 0 {
-			hl, err := cc.req.Parse(cc.buf[:cc.n])
-			if err == nil {
-				return hl, true
-			}
-			if err != parser.ErrNeedMore {
-				msg := "malformed request"
-				status := 400
-				if r := parser.Rule(err); r != nil {
-					msg = r.Msg
-					if r.Status != 0 {
-						status = r.Status
-					}
-				}
-				cc.p.log.Debug("bad request", "remote", cc.c.RemoteAddr().String(), "err", err)
-				cc.writeError(status, msg)
-				return 0, false
-			}
-		}
-		if cc.n == len(cc.buf) {
-			if len(cc.buf) >= maxHeadBuf {
-				cc.writeError(431, "request head too large")
-				return 0, false
-			}
-			nb := make([]byte, min(2*len(cc.buf), maxHeadBuf))
-			copy(nb, cc.buf[:cc.n])
-			cc.buf = nb
-		}
-		m, err := cc.c.Read(cc.buf[cc.n:])
-		if m > 0 && cc.n == 0 {
-			cc.setIdle(false)
-		}
-		cc.n += m
-		if err != nil {
-			if m > 0 {
-				continue // parse what arrived with the error first
-			}
-			return 0, false
-		}
-	}
-	return 0, false
-}
-
-// serveOne serves one request; false closes the connection.
-func (cc *clientConn) serveOne() bool {
-	hl, ok := cc.readHead()
-	if !ok {
-		return false
-	}
-	start := time.Now()
-	req := &cc.req
-	method, target := string(req.Method()), string(req.Target())
-
-	// Move what follows the head into the body buffer.
-	rest := cc.buf[hl:cc.n]
-	if len(rest) > len(cc.body) {
-		cc.body = make([]byte, len(rest))
-	}
-	cc.br, cc.bw = 0, copy(cc.body, rest)
-	cc.n = 0
-
-	s := &sink{c: cc.c, http11: req.Version().AtLeast11(), keepAlive: req.KeepAlive() && !cc.p.isClosing()}
-	keep := cc.exchange(s, start)
-	// Whatever was read ahead starts the next request.
-	left := cc.body[cc.br:cc.bw]
-	if len(left) > len(cc.buf) {
-		cc.buf = make([]byte, max(len(left), 4096))
-	}
-	cc.n = copy(cc.buf, left)
-	cc.br, cc.bw = 0, 0
-	if cc.p.accessLog {
-		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
-			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
-	}
-	return keep
-}
-
-// exchange forwards the parsed request and relays the response; false
-// closes the connection.
-func (cc *clientConn) exchange(s *sink, start time.Time) bool {
-	req := &cc.req
-	if req.MethodID() == parser.MethodConnect {
-		s.keepAlive = false
-		cc.writeErrorSink(s, 501, "CONNECT is not yet supported")
-		return false
-	}
-	ed := &cc.edits
-	ed.Reset()
-	ed.StripHopByHop = true
-	var hp string
-	if len(cc.p.origins) > 0 {
-		hp = cc.p.origins[int(cc.p.next.Add(1)-1)%len(cc.p.origins)]
-		if req.Form() == parser.FormAbsolute {
-			cc.setOriginForm(ed)
-		}
-	} else {
-		if req.Form() != parser.FormAbsolute {
-			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
-			return false
-		}
-		if string(req.Scheme()) != "http" {
-			cc.writeErrorSink(s, 400, "only http:// targets are supported")
-			return false
-		}
-		hp = hostPort(string(req.Authority()))
-		cc.setOriginForm(ed)
-	}
-	if !req.Has(parser.HdrHost) && ed.Target == nil {
-		ed.Set("Host", []byte(hp)) // an HTTP/1.0 request without Host; HTTP/1.1 requires one
-	}
-	ed.Add("Via", []byte("1.1 serverside"))
-
-	ctx := context.Background()
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	addr, err := resolve(rctx, hp)
-	cancel()
-	if err != nil {
-		cc.writeErrorSink(s, 502, "cannot resolve "+hp+": "+err.Error())
-		return false
-	}
-
-	er := &engine.Request{Upstream: engine.Upstream{Addr: addr}, Head: req, Edits: ed}
-	var body *bodyReader
-	switch req.Framing() {
-	case parser.FramingLength:
-		if req.ContentLength() > 0 {
-			body = &bodyReader{cc: cc, remaining: req.ContentLength()}
-			er.Body, er.ContentLength = body, req.ContentLength()
-		}
-	case parser.FramingChunked:
-		body = &bodyReader{cc: cc, chunked: true}
-		er.Body, er.ContentLength = body, -1
-	}
-	if body != nil && req.ExpectContinue() {
-		// Expect is forwarded: the engine waits for the origin's 100 (or
-		// its timeout) before reading the body, and the first read sends
-		// the client its own "100 Continue".
-		body.cont = true
-	}
-	s.head = req.MethodID() == parser.MethodHead
-	err = cc.p.eng.Exchange(ctx, er, s)
-	if err == nil && s.chunked {
-		_, err = cc.c.Write([]byte("0\r\n\r\n"))
-	}
-	bodyDone := body == nil || body.complete()
-	if err != nil {
-		if s.headSent {
-			cc.p.log.Debug("upstream failed after the head was sent", "addr", addr, "err", err)
-			return false
-		}
-		status, msg := upstreamStatus(err)
-		s.keepAlive = false
-		cc.writeErrorSink(s, status, msg)
-		return false
-	}
-	return s.keepAlive && bodyDone
-}
-
-// setOriginForm turns an absolute-form request into origin-form with the
-// Host field from the target's authority (RFC 9112 §3.2.2).
-func (cc *clientConn) setOriginForm(ed *parser.Edits) {
-	path := cc.req.Path()
-	if len(path) == 0 {
-		path = []byte("/")
-	}
-	ed.Target = path
-	ed.Set("Host", cc.req.Authority())
 }
 
 // upstreamStatus picks the status and text for an upstream failure.
@@ -403,28 +375,14 @@ func upstreamStatus(err error) (int, string) {
 	return 502, "upstream error: " + err.Error()
 }
 
-func (cc *clientConn) writeError(status int, msg string) {
-	cc.writeErrorSink(&sink{c: cc.c}, status, msg)
-}
-
-// writeErrorSink writes a short text/plain error response that closes the
-// connection.
-func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
-	body := msg + "\n"
-	head := "HTTP/1.1 " + strconv.Itoa(status) + " " + reason(status) + "\r\n" +
-		"Content-Type: text/plain; charset=utf-8\r\n" +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
-		"Via: 1.1 serverside\r\nConnection: close\r\n\r\n"
-	s.status, s.bytes = status, int64(len(body))
-	_ = cc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(cc.c, head+body)
-	_ = cc.c.SetWriteDeadline(time.Time{})
-}
-
 func reason(status int) string {
 	switch status {
 	case 400:
 		return "Bad Request"
+	case 408:
+		return "Request Timeout"
+	case 414:
+		return "URI Too Long"
 	case 431:
 		return "Request Header Fields Too Large"
 	case 501:
@@ -435,189 +393,8 @@ func reason(status int) string {
 		return "Service Unavailable"
 	case 504:
 		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
 	}
 	return "Error"
 }
-
-// bodyReader streams a request body from the client connection: exactly
-// remaining bytes, or a chunked body decoded with parser.ChunkedDecoder.
-type bodyReader struct {
-	cc        *clientConn
-	remaining int64
-	chunked   bool
-	dec       parser.ChunkedDecoder
-	held      []byte // decoded data not yet returned, inside cc.body
-	cont      bool   // "100 Continue" still to send
-	err       error
-}
-
-func (b *bodyReader) complete() bool {
-	if b.chunked {
-		return b.dec.Done() && len(b.held) == 0
-	}
-	return b.remaining == 0
-}
-
-// fill reads more client bytes into cc.body once everything in it is used.
-func (b *bodyReader) fill() error {
-	cc := b.cc
-	if cc.br == cc.bw {
-		cc.br, cc.bw = 0, 0
-	}
-	if cc.bw == len(cc.body) {
-		return errors.New("body buffer full") // cannot happen: fill runs only when body is used up
-	}
-	n, err := cc.c.Read(cc.body[cc.bw:])
-	cc.bw += n
-	if n > 0 {
-		return nil
-	}
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	if b.err != nil {
-		return 0, b.err
-	}
-	if b.cont {
-		b.cont = false
-		if _, err := io.WriteString(b.cc.c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
-			b.err = err
-			return 0, err
-		}
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	cc := b.cc
-	if !b.chunked {
-		if b.remaining == 0 {
-			return 0, io.EOF
-		}
-		if int64(len(p)) > b.remaining {
-			p = p[:b.remaining]
-		}
-		if cc.br < cc.bw {
-			n := copy(p, cc.body[cc.br:cc.bw])
-			cc.br += n
-			b.remaining -= int64(n)
-			return n, nil
-		}
-		n, err := cc.c.Read(p)
-		b.remaining -= int64(n)
-		if n > 0 {
-			return n, nil
-		}
-		if err == io.EOF || err == nil {
-			err = io.ErrUnexpectedEOF
-		}
-		b.err = err
-		return 0, err
-	}
-	// Each pass consumes bytes or reads more: bounded by the body size.
-	for {
-		if len(b.held) > 0 {
-			n := copy(p, b.held)
-			b.held = b.held[n:]
-			return n, nil
-		}
-		if b.dec.Done() {
-			return 0, io.EOF
-		}
-		if cc.br < cc.bw {
-			data, n, err := b.dec.Next(cc.body[cc.br:cc.bw])
-			cc.br += n
-			if err != nil {
-				b.err = err
-				return 0, err
-			}
-			if len(data) > 0 {
-				b.held = data
-				continue
-			}
-			if n > 0 || b.dec.Done() {
-				continue
-			}
-		}
-		if err := b.fill(); err != nil {
-			b.err = err
-			return 0, err
-		}
-	}
-}
-
-// sink writes the response to the client: the head with hop-by-hop fields
-// stripped and Via added, the body re-framed for the client.
-type sink struct {
-	c         net.Conn
-	http11    bool // the client speaks HTTP/1.1
-	keepAlive bool // the connection stays open after this response
-	head      bool // a HEAD request: no body follows the head
-	chunked   bool // the body is chunk-encoded to the client
-	headSent  bool
-	status    int
-	bytes     int64
-	edits     parser.Edits
-	bb        bytebufferpool.ByteBuffer
-	scratch   []byte
-}
-
-func (s *sink) OnHead(resp *parser.Response) error {
-	if resp.IsInterim() {
-		return nil
-	}
-	s.status = resp.Status()
-	ed := &s.edits
-	ed.Reset()
-	ed.StripHopByHop = true
-	switch resp.Framing() {
-	case parser.FramingChunked, parser.FramingUntilClose:
-		if s.head {
-			break
-		}
-		if s.http11 {
-			s.chunked = true
-			ed.Set("Transfer-Encoding", []byte("chunked"))
-		} else {
-			ed.Remove("Transfer-Encoding")
-			s.keepAlive = false
-		}
-	case parser.FramingTunnel:
-		s.keepAlive = false
-	}
-	ed.Add("Via", []byte("1.1 serverside"))
-	switch {
-	case !s.keepAlive:
-		ed.Add("Connection", []byte("close"))
-	case !s.http11:
-		ed.Add("Connection", []byte("keep-alive"))
-	}
-	s.bb.Reset()
-	if err := parser.WriteResponseHead(&s.bb, resp, ed); err != nil {
-		return err
-	}
-	s.headSent = true
-	_, err := s.c.Write(s.bb.B)
-	return err
-}
-
-func (s *sink) OnBody(p []byte) error {
-	if len(p) == 0 {
-		return nil
-	}
-	s.bytes += int64(len(p))
-	if !s.chunked {
-		_, err := s.c.Write(p)
-		return err
-	}
-	s.scratch = strconv.AppendInt(s.scratch[:0], int64(len(p)), 16)
-	s.scratch = append(s.scratch, "\r\n"...)
-	bufs := net.Buffers{s.scratch, p, []byte("\r\n")}
-	_, err := bufs.WriteTo(s.c)
-	return err
-}
-
-func (s *sink) OnDone(error) {}

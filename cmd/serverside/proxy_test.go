@@ -52,9 +52,14 @@ func startProxy(t *testing.T, origins ...string) string {
 
 func startProxyConfig(t *testing.T, cfg engine.Config, origins ...string) string {
 	t.Helper()
+	return startProxyClient(t, cfg, clientConfig{AccessLog: true}, origins...)
+}
+
+func startProxyClient(t *testing.T, cfg engine.Config, ccfg clientConfig, origins ...string) string {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Shards, cfg.Logger = 2, logger
-	p, err := newProxy(logger, origins, cfg, true)
+	p, err := newProxy(logger, origins, cfg, ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,451 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// proxyMetrics are the client-side counters of the proxy, updated with
+// atomics by the connection goroutines and read by the admin server.
+type proxyMetrics struct {
+	accepted  atomic.Uint64 // client connections accepted
+	open      atomic.Int64  // client connections open now
+	requests  atomic.Uint64 // request heads parsed and handled
+	byClass   [6]atomic.Uint64
+	bodyBytes atomic.Uint64 // response body bytes written to clients
+}
+
+func (m *proxyMetrics) connOpened() {
+	m.accepted.Add(1)
+	m.open.Add(1)
+}
+
+func (m *proxyMetrics) connClosed() { m.open.Add(-1) }
+
+// served counts one request and, when a response was written, its status
+// class.
+func (m *proxyMetrics) served(status int, bodyBytes int64) {
+	m.requests.Add(1)
+	if c := status / 100; c >= 1 && c <= 5 {
+		m.byClass[c].Add(1)
+	}
+	if bodyBytes > 0 {
+		m.bodyBytes.Add(uint64(bodyBytes))
+	}
+}
+
+// adminInfo is what the admin pages show besides the live numbers: how the
+// proxy was started.
+type adminInfo struct {
+	Listen string     // the proxy's listening address
+	Mode   string     // "forward" or "reverse"
+	Shards int        // engine shards (event loops)
+	LB     string     // load-balancing policy
+	Peers  []peerSpec // configured origins and parents, for their names
+}
+
+// admin serves /metrics, /status, /status.json and /debug/pprof/ for one
+// proxy.
+type admin struct {
+	p       *proxy
+	info    adminInfo
+	started time.Time
+	names   map[string]string // host:port of a configured peer -> its name
+}
+
+func newAdmin(p *proxy, info adminInfo) *admin {
+	if info.Shards <= 0 {
+		info.Shards = runtime.GOMAXPROCS(0) // the engine's default
+	}
+	a := &admin{p: p, info: info, started: time.Now(), names: make(map[string]string)}
+	for _, ps := range info.Peers {
+		if ps.Name != "" {
+			if hp, err := peerHostPort(ps.URL); err == nil {
+				a.names[hp] = ps.Name
+			}
+		}
+	}
+	return a
+}
+
+// handler is the admin mux. The pprof handlers are registered here and
+// nowhere else that is served: the demo never serves http.DefaultServeMux.
+func (a *admin) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.serveIndex)
+	mux.HandleFunc("GET /metrics", a.serveMetrics)
+	mux.HandleFunc("GET /status", a.serveStatus)
+	mux.HandleFunc("GET /status.json", a.serveStatusJSON)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func (a *admin) serveIndex(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = io.WriteString(w, `<!doctype html><title>serverside admin</title>
+<h1>serverside admin</h1><ul>
+<li><a href="/status">/status</a>: pools at a glance (<a href="/status.json">/status.json</a>)
+<li><a href="/metrics">/metrics</a>: Prometheus text format
+<li><a href="/debug/pprof/">/debug/pprof/</a>: Go profiles
+</ul>
+`)
+}
+
+// adminServer is the running admin HTTP server.
+type adminServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan error
+}
+
+// startAdmin listens on addr and serves the admin pages of p.
+func startAdmin(addr string, p *proxy, info adminInfo, logger *slog.Logger) (*adminServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	s := &adminServer{
+		srv: &http.Server{
+			Handler:           newAdmin(p, info).handler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		},
+		ln:   ln,
+		done: make(chan error, 1),
+	}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// Addr is the address the admin server listens on.
+func (s *adminServer) Addr() string { return s.ln.Addr().String() }
+
+// Shutdown stops the admin server: it lets requests in flight finish until
+// ctx ends (a CPU profile or trace in progress is then cut off), and
+// returns once Serve has returned.
+func (s *adminServer) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	if serr := <-s.done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// upstreamRow is one upstream in /status.json.
+type upstreamRow struct {
+	Upstream     string            `json:"upstream"`       // ip:port
+	Key          string            `json:"key"`            // the pool key: ip:port plus any TLS, parent or credential qualifiers
+	Name         string            `json:"name,omitempty"` // the configured peer's name
+	Connecting   int               `json:"connecting"`
+	Busy         int               `json:"busy"`
+	Idle         int               `json:"idle"`
+	Pinned       int               `json:"pinned"`
+	Waiting      int               `json:"waiting"`
+	Requests     uint64            `json:"requests"`
+	Attempts     uint64            `json:"attempts"`
+	Reused       uint64            `json:"reused"`
+	ReuseRatio   float64           `json:"reuse_ratio"`
+	Retries      uint64            `json:"retries"`
+	RacesHit     uint64            `json:"races_hit"`
+	RacesRetried uint64            `json:"races_retried"`
+	Detached     uint64            `json:"detached"`
+	Dialed       uint64            `json:"dialed"`
+	DialFailed   uint64            `json:"dial_failed"`
+	Closes       map[string]uint64 `json:"closes"`
+	Errors       map[string]uint64 `json:"errors"`
+}
+
+// clientStats is the client side in /status.json.
+type clientStats struct {
+	Open      int64             `json:"open"`
+	Accepted  uint64            `json:"accepted"`
+	Requests  uint64            `json:"requests"`
+	Responses map[string]uint64 `json:"responses"` // by status class, "2xx"
+	BodyBytes uint64            `json:"body_bytes"`
+}
+
+// statusDoc is /status.json.
+type statusDoc struct {
+	Listen        string        `json:"listen"`
+	Mode          string        `json:"mode"`
+	LB            string        `json:"lb"`
+	Shards        int           `json:"shards"`
+	Started       time.Time     `json:"started"`
+	UptimeSeconds float64       `json:"uptime_seconds"`
+	Goroutines    int           `json:"goroutines"`
+	Clients       clientStats   `json:"clients"`
+	Upstreams     []upstreamRow `json:"upstreams"`
+}
+
+// closeReasons names poolset.CloseCounts' fields, in their order.
+var closeReasons = []string{"idle_timeout", "hint_expired", "lifetime", "max_requests",
+	"dead_on_checkout", "dead_on_return", "peer_closed_idle", "over_cap", "drained", "owner"}
+
+func closeCounts(c poolset.CloseCounts) []uint64 {
+	return []uint64{c.IdleTimeout, c.HintExpired, c.Lifetime, c.MaxRequests,
+		c.DeadOnCheckout, c.DeadOnReturn, c.PeerClosedIdle, c.OverCap, c.Drained, c.Owner}
+}
+
+// phases lists the error phases, so that every one appears in /metrics
+// from the start (a counter that appears late breaks rate()).
+func phases() []string {
+	out := make([]string, conn.NumPhases)
+	for i := range out {
+		out[i] = conn.Phase(i).String()
+	}
+	return out
+}
+
+// keyAddr is the ip:port part of a pool key's String form.
+func keyAddr(key string) string {
+	addr, _, _ := strings.Cut(key, " ")
+	return addr
+}
+
+func (a *admin) snapshot() statusDoc {
+	m := &a.p.metrics
+	doc := statusDoc{
+		Listen:        a.info.Listen,
+		Mode:          a.info.Mode,
+		LB:            a.info.LB,
+		Shards:        a.info.Shards,
+		Started:       a.started.UTC(),
+		UptimeSeconds: time.Since(a.started).Seconds(),
+		Goroutines:    runtime.NumGoroutine(),
+		Clients: clientStats{
+			Open:      m.open.Load(),
+			Accepted:  m.accepted.Load(),
+			Requests:  m.requests.Load(),
+			Responses: make(map[string]uint64),
+			BodyBytes: m.bodyBytes.Load(),
+		},
+		Upstreams: []upstreamRow{},
+	}
+	for c := 1; c <= 5; c++ {
+		doc.Clients.Responses[strconv.Itoa(c)+"xx"] = m.byClass[c].Load()
+	}
+	for key, s := range a.p.eng.Stats() {
+		r := upstreamRow{
+			Upstream: keyAddr(key), Key: key, Name: a.names[keyAddr(key)],
+			Connecting: s.Pool.Connecting, Busy: s.Pool.Busy, Idle: s.Pool.Idle, Pinned: s.Pool.Pinned, Waiting: s.Pool.Waiting,
+			Requests: s.Requests, Attempts: s.Attempts, Reused: s.OnReused, ReuseRatio: s.ReuseRatio,
+			Retries: s.Retries, RacesHit: s.RacesHit, RacesRetried: s.RacesRetried, Detached: s.Detached,
+			Dialed: s.Pool.Dialed, DialFailed: s.Pool.DialFailed,
+			Closes: make(map[string]uint64), Errors: make(map[string]uint64),
+		}
+		for i, n := range closeCounts(s.Pool.Closed) {
+			r.Closes[closeReasons[i]] = n
+		}
+		for _, ph := range phases() {
+			r.Errors[ph] = s.Errors[ph]
+		}
+		doc.Upstreams = append(doc.Upstreams, r)
+	}
+	slices.SortFunc(doc.Upstreams, func(x, y upstreamRow) int { return strings.Compare(x.Key, y.Key) })
+	return doc
+}
+
+func (a *admin) serveStatusJSON(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(a.snapshot())
+}
+
+//go:embed status.html
+var statusHTML string
+
+var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
+	"sum": func(m map[string]uint64) uint64 {
+		var n uint64
+		for _, v := range m {
+			n += v
+		}
+		return n
+	},
+	"pct": func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + "%" },
+}).Parse(statusHTML))
+
+// serveStatus renders the page with the numbers of now, so it reads right
+// without JavaScript; its script then refreshes them from /status.json
+// every second.
+func (a *admin) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	var b bytes.Buffer
+	if err := statusTmpl.Execute(&b, a.snapshot()); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(b.Bytes())
+}
+
+// serveMetrics writes the Prometheus text exposition format (version
+// 0.0.4), by hand: a few dozen families do not need a client library.
+func (a *admin) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	var b bytes.Buffer
+	a.writeMetrics(&b, a.snapshot())
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_, _ = w.Write(b.Bytes())
+}
+
+// expo writes metric families in the text exposition format.
+type expo struct{ b *bytes.Buffer }
+
+func (e expo) family(name, typ, help string) {
+	fmt.Fprintf(e.b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+}
+
+// sample writes one sample; labels are name, value pairs.
+func (e expo) sample(name, value string, labels ...string) {
+	e.b.WriteString(name)
+	if len(labels) > 0 {
+		e.b.WriteByte('{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			if i > 0 {
+				e.b.WriteByte(',')
+			}
+			e.b.WriteString(labels[i])
+			e.b.WriteString(`="`)
+			e.b.WriteString(escapeLabel(labels[i+1]))
+			e.b.WriteByte('"')
+		}
+		e.b.WriteByte('}')
+	}
+	e.b.WriteByte(' ')
+	e.b.WriteString(value)
+	e.b.WriteByte('\n')
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+
+func u64(n uint64) string  { return strconv.FormatUint(n, 10) }
+func i64(n int64) string   { return strconv.FormatInt(n, 10) }
+func f64(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// upstreamLabels are the labels of an upstream's samples: upstream is the
+// ip:port; key is added only when the pool key has more than the address
+// (a TLS name, a parent proxy, credentials), so that two keys to one
+// address stay two series.
+func upstreamLabels(r upstreamRow, extra ...string) []string {
+	l := []string{"upstream", r.Upstream}
+	if r.Key != r.Upstream {
+		l = append(l, "key", r.Key)
+	}
+	return append(l, extra...)
+}
+
+func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
+	e := expo{b}
+	c := doc.Clients
+
+	e.family("serverside_shards", "gauge", "Engine shards (event loops).")
+	e.sample("serverside_shards", strconv.Itoa(doc.Shards))
+	e.family("serverside_start_time_seconds", "gauge", "Start time of the proxy since the Unix epoch in seconds.")
+	e.sample("serverside_start_time_seconds", f64(float64(a.started.UnixMilli())/1000))
+	e.family("serverside_goroutines", "gauge", "Goroutines in the proxy process.")
+	e.sample("serverside_goroutines", strconv.Itoa(doc.Goroutines))
+
+	e.family("serverside_client_connections", "gauge", "Client connections open.")
+	e.sample("serverside_client_connections", i64(c.Open))
+	e.family("serverside_client_connections_accepted_total", "counter", "Client connections accepted.")
+	e.sample("serverside_client_connections_accepted_total", u64(c.Accepted))
+	e.family("serverside_client_requests_total", "counter", "Client requests served (request heads parsed and answered or failed).")
+	e.sample("serverside_client_requests_total", u64(c.Requests))
+	e.family("serverside_client_responses_total", "counter", "Responses written to clients, by status class.")
+	for cl := 1; cl <= 5; cl++ {
+		k := strconv.Itoa(cl) + "xx"
+		e.sample("serverside_client_responses_total", u64(c.Responses[k]), "code", k)
+	}
+	e.family("serverside_client_response_body_bytes_total", "counter", "Response body bytes written to clients.")
+	e.sample("serverside_client_response_body_bytes_total", u64(c.BodyBytes))
+
+	ups := doc.Upstreams
+	e.family("serverside_upstreams", "gauge", "Upstreams the engine has state for.")
+	e.sample("serverside_upstreams", strconv.Itoa(len(ups)))
+
+	e.family("serverside_upstream_connections", "gauge", "Upstream connections by state (connecting, busy, idle, pinned).")
+	for _, r := range ups {
+		for _, st := range []struct {
+			name string
+			n    int
+		}{{"connecting", r.Connecting}, {"busy", r.Busy}, {"idle", r.Idle}, {"pinned", r.Pinned}} {
+			e.sample("serverside_upstream_connections", strconv.Itoa(st.n), upstreamLabels(r, "state", st.name)...)
+		}
+	}
+	gauge := func(name, help string, v func(upstreamRow) string) {
+		e.family(name, "gauge", help)
+		for _, r := range ups {
+			e.sample(name, v(r), upstreamLabels(r)...)
+		}
+	}
+	counter := func(name, help string, v func(upstreamRow) uint64) {
+		e.family(name, "counter", help)
+		for _, r := range ups {
+			e.sample(name, u64(v(r)), upstreamLabels(r)...)
+		}
+	}
+	gauge("serverside_upstream_waiting", "Requests queued for a connection to the upstream.",
+		func(r upstreamRow) string { return strconv.Itoa(r.Waiting) })
+	counter("serverside_upstream_requests_total", "Requests to the upstream finished, successfully or not.",
+		func(r upstreamRow) uint64 { return r.Requests })
+	counter("serverside_upstream_attempts_total", "Exchanges started with the upstream, retries included.",
+		func(r upstreamRow) uint64 { return r.Attempts })
+	counter("serverside_upstream_reused_total", "Exchanges started on a reused connection.",
+		func(r upstreamRow) uint64 { return r.Reused })
+	counter("serverside_upstream_retries_total", "Exchanges sent again after a failure.",
+		func(r upstreamRow) uint64 { return r.Retries })
+	counter("serverside_upstream_races_hit_total", "Failures on a reused connection before any response byte (stale keep-alive races).",
+		func(r upstreamRow) uint64 { return r.RacesHit })
+	counter("serverside_upstream_races_retried_total", "Stale keep-alive races that were retried.",
+		func(r upstreamRow) uint64 { return r.RacesRetried })
+	counter("serverside_upstream_detached_total", "Connections moved to blocking I/O for a large body.",
+		func(r upstreamRow) uint64 { return r.Detached })
+	counter("serverside_upstream_dials_total", "Connections dialed (pool counter; restarts when the pool retires a quiet upstream).",
+		func(r upstreamRow) uint64 { return r.Dialed })
+	counter("serverside_upstream_dial_failures_total", "Dials that failed (pool counter).",
+		func(r upstreamRow) uint64 { return r.DialFailed })
+	e.family("serverside_upstream_closes_total", "counter", "Upstream connections closed, by reason (pool counter).")
+	for _, r := range ups {
+		for _, reason := range closeReasons {
+			e.sample("serverside_upstream_closes_total", u64(r.Closes[reason]), upstreamLabels(r, "reason", reason)...)
+		}
+	}
+	e.family("serverside_upstream_errors_total", "counter", "Failed upstream requests, by the phase they failed in.")
+	for _, r := range ups {
+		for _, ph := range phases() {
+			e.sample("serverside_upstream_errors_total", u64(r.Errors[ph]), upstreamLabels(r, "phase", ph)...)
+		}
+	}
+	gauge("serverside_upstream_reuse_ratio", "Share of exchanges that needed no new connection (reused / attempts).",
+		func(r upstreamRow) string { return f64(r.ReuseRatio) })
+}

@@ -1,0 +1,749 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+)
+
+// startProxyAdmin runs the proxy in-process with an admin server, both on
+// free loopback ports, and returns their addresses.
+func startProxyAdmin(t *testing.T, origins ...string) (proxyAddr, adminAddr string) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, origins, engine.Config{Shards: 2, Logger: logger}, clientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := adminInfo{Listen: ln.Addr().String(), Mode: "reverse", Shards: 2, LB: "roundrobin"}
+	adm, err := startAdmin("127.0.0.1:0", p, info, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if err := adm.Shutdown(ctx); err != nil {
+			t.Errorf("admin shutdown: %v", err)
+		}
+	})
+	return ln.Addr().String(), adm.Addr()
+}
+
+// httpGet fetches url with a client of its own (no keep-alive), returning
+// the status, Content-Type and body.
+func httpGet(t *testing.T, url string) (int, string, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+// promSample is one parsed sample of the text exposition format.
+type promSample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// promText is a parsed exposition.
+type promText struct {
+	types   map[string]string // family -> type
+	samples []promSample
+}
+
+// get returns the value of the one sample named name whose labels include
+// want (name, value pairs).
+func (p *promText) get(t *testing.T, name string, want ...string) float64 {
+	t.Helper()
+	var found []float64
+	for _, s := range p.samples {
+		if s.name != name {
+			continue
+		}
+		ok := true
+		for i := 0; i+1 < len(want); i += 2 {
+			if s.labels[want[i]] != want[i+1] {
+				ok = false
+			}
+		}
+		if ok {
+			found = append(found, s.value)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s%v: %d samples", name, want, len(found))
+	}
+	return found[0]
+}
+
+var (
+	metricNameRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+	labelNameRE  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+	promTypes    = []string{"counter", "gauge", "histogram", "summary", "untyped"}
+)
+
+// parseProm parses the Prometheus text exposition format (0.0.4) strictly:
+// every line is a HELP, a TYPE or a sample; HELP and TYPE come once per
+// family and before its samples; a family's samples are contiguous; names,
+// label syntax and escapes, and values are checked; no series repeats; and,
+// for this exporter's conventions, every family has a TYPE, counters end
+// in _total and are not negative.
+func parseProm(text string) (*promText, error) {
+	out := &promText{types: make(map[string]string)}
+	if text == "" || !strings.HasSuffix(text, "\n") {
+		return nil, errors.New("empty, or the last line has no newline")
+	}
+	helps := make(map[string]bool)
+	done := make(map[string]bool) // families whose samples are over
+	seen := make(map[string]bool) // series
+	cur := ""
+	for n, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		fail := func(format string, args ...any) error {
+			return fmt.Errorf("line %d %q: %s", n+1, line, fmt.Sprintf(format, args...))
+		}
+		if strings.HasPrefix(line, "#") {
+			f := strings.SplitN(line, " ", 4)
+			if len(f) < 3 || f[0] != "#" || (f[1] != "HELP" && f[1] != "TYPE") {
+				return nil, fail("bad comment line")
+			}
+			name := f[2]
+			if !metricNameRE.MatchString(name) {
+				return nil, fail("bad metric name")
+			}
+			if done[name] || (cur == name && slices.ContainsFunc(out.samples, func(s promSample) bool { return s.name == name })) {
+				return nil, fail("%s after the family's samples", f[1])
+			}
+			if cur != name && cur != "" {
+				done[cur] = true
+			}
+			cur = name
+			switch f[1] {
+			case "HELP":
+				if helps[name] {
+					return nil, fail("second HELP")
+				}
+				if len(f) != 4 || f[3] == "" {
+					return nil, fail("empty HELP")
+				}
+				helps[name] = true
+			case "TYPE":
+				if _, dup := out.types[name]; dup {
+					return nil, fail("second TYPE")
+				}
+				if len(f) != 4 || !slices.Contains(promTypes, f[3]) {
+					return nil, fail("bad type")
+				}
+				out.types[name] = f[3]
+			}
+			continue
+		}
+		s, err := parsePromSample(line)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		if s.name != cur {
+			if done[s.name] {
+				return nil, fail("family %s is not contiguous", s.name)
+			}
+			if cur != "" {
+				done[cur] = true
+			}
+			cur = s.name
+		}
+		typ, ok := out.types[s.name]
+		if !ok {
+			return nil, fail("sample without a TYPE")
+		}
+		if typ == "counter" && (!strings.HasSuffix(s.name, "_total") || s.value < 0 || math.IsNaN(s.value)) {
+			return nil, fail("counter not named _total or negative")
+		}
+		keys := make([]string, 0, len(s.labels))
+		for k := range s.labels {
+			keys = append(keys, k+"="+strconv.Quote(s.labels[k]))
+		}
+		slices.Sort(keys)
+		id := s.name + "{" + strings.Join(keys, ",") + "}"
+		if seen[id] {
+			return nil, fail("repeated series")
+		}
+		seen[id] = true
+		out.samples = append(out.samples, s)
+	}
+	return out, nil
+}
+
+func parsePromSample(line string) (promSample, error) {
+	s := promSample{labels: make(map[string]string)}
+	i := strings.IndexAny(line, "{ ")
+	if i <= 0 {
+		return s, errors.New("no value")
+	}
+	s.name = line[:i]
+	if !metricNameRE.MatchString(s.name) {
+		return s, errors.New("bad metric name")
+	}
+	rest := line[i:]
+	if rest[0] == '{' {
+		rest = rest[1:]
+		for {
+			if strings.HasPrefix(rest, "}") {
+				rest = rest[1:]
+				break
+			}
+			eq := strings.Index(rest, `="`)
+			if eq <= 0 {
+				return s, errors.New("bad label")
+			}
+			name := rest[:eq]
+			if !labelNameRE.MatchString(name) || strings.HasPrefix(name, "__") {
+				return s, fmt.Errorf("bad label name %q", name)
+			}
+			if _, dup := s.labels[name]; dup {
+				return s, fmt.Errorf("repeated label %q", name)
+			}
+			rest = rest[eq+2:]
+			var v strings.Builder
+			closed := false
+			for j := 0; j < len(rest); j++ {
+				c := rest[j]
+				if c == '"' {
+					rest, closed = rest[j+1:], true
+					break
+				}
+				if c == '\n' {
+					return s, errors.New("raw newline in label value")
+				}
+				if c == '\\' {
+					if j+1 == len(rest) {
+						return s, errors.New("dangling backslash")
+					}
+					j++
+					switch rest[j] {
+					case '\\':
+						v.WriteByte('\\')
+					case '"':
+						v.WriteByte('"')
+					case 'n':
+						v.WriteByte('\n')
+					default:
+						return s, fmt.Errorf("bad escape \\%c", rest[j])
+					}
+					continue
+				}
+				v.WriteByte(c)
+			}
+			if !closed {
+				return s, errors.New("unterminated label value")
+			}
+			s.labels[name] = v.String()
+			if strings.HasPrefix(rest, ",") {
+				rest = rest[1:]
+			} else if !strings.HasPrefix(rest, "}") {
+				return s, errors.New("want , or } after a label")
+			}
+		}
+	}
+	if !strings.HasPrefix(rest, " ") {
+		return s, errors.New("want one space before the value")
+	}
+	f := strings.Split(rest[1:], " ")
+	if len(f) > 2 || f[0] == "" {
+		return s, errors.New("bad value field")
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return s, fmt.Errorf("value: %w", err)
+	}
+	if len(f) == 2 {
+		if _, err := strconv.ParseInt(f[1], 10, 64); err != nil {
+			return s, fmt.Errorf("timestamp: %w", err)
+		}
+	}
+	s.value = v
+	return s, nil
+}
+
+// The validator itself rejects what it must, so a pass means something.
+func TestParsePromRejects(t *testing.T) {
+	good := "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n"
+	if _, err := parseProm(good); err != nil {
+		t.Fatalf("good input: %v", err)
+	}
+	for _, bad := range []string{
+		"",
+		"# TYPE a gauge\na 1",                   // no final newline
+		"a 1\n",                                 // no TYPE
+		"# TYPE a gauge\n# TYPE a gauge\na 1\n", // two TYPEs
+		"# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\na 2\n",           // not contiguous
+		"# TYPE a gauge\na 1\n# HELP a late\n",                      // HELP after samples
+		"# TYPE a gauge\na{x=\"1\"} 1\na{x=\"1\"} 2\n",              // repeated series
+		"# TYPE a gauge\na{x=\"1\",x=\"2\"} 1\n",                    // repeated label
+		"# TYPE a gauge\na{x=\"a\\q\"} 1\n",                         // bad escape
+		"# TYPE a gauge\na{x=\"1\" 1\n",                             // unterminated
+		"# TYPE a gauge\na{1x=\"1\"} 1\n",                           // bad label name
+		"# TYPE a gauge\na  1\n",                                    // two spaces
+		"# TYPE a gauge\na one\n",                                   // bad value
+		"# TYPE a_total counter\na_total -1\n",                      // negative counter
+		"# TYPE a counter\na 1\n",                                   // counter without _total
+		"# TYPE a gauge\n\na 1\n",                                   // empty line
+		"# TYPE a flavour\na 1\n",                                   // bad type
+		"# TYPE 0a gauge\n0a 1\n",                                   // bad metric name
+		"# HELP a\n# TYPE a gauge\na 1\n",                           // empty HELP
+		"# TYPE a gauge\na{x=\"1\"}1\n",                             // no space
+		"# TYPE a gauge\na{x=\"1\"} 1 2 3\n",                        // extra field
+		"# TYPE a gauge\na{x=\"1\"} 1 soon\n",                       // bad timestamp
+		"# TYPE a gauge\n# TYPE b gauge\nb 1\n# HELP a late\na 1\n", // family reopened
+	} {
+		if _, err := parseProm(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+// Label values with quotes, backslashes and newlines survive the round
+// trip through the writer and the strict parser.
+func TestWriteMetricsEscapes(t *testing.T) {
+	key := "10.0.0.1:80 via=\"odd\\name\"\nx"
+	doc := statusDoc{
+		Shards:  3,
+		Clients: clientStats{Open: 2, Accepted: 5, Requests: 7, BodyBytes: 99, Responses: map[string]uint64{"2xx": 6, "5xx": 1}},
+		Upstreams: []upstreamRow{
+			{Upstream: "10.0.0.1:80", Key: "10.0.0.1:80", Idle: 4, Requests: 10, Attempts: 12, Reused: 9, ReuseRatio: 0.75,
+				Closes: map[string]uint64{"owner": 2}, Errors: map[string]uint64{"dial": 1}},
+			{Upstream: "10.0.0.1:80", Key: key, Busy: 1, Closes: map[string]uint64{}, Errors: map[string]uint64{}},
+		},
+	}
+	a := &admin{started: time.Unix(1700000000, 500e6)}
+	var b bytes.Buffer
+	a.writeMetrics(&b, doc)
+	p, err := parseProm(b.String())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	checks := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"serverside_shards", nil, 3},
+		{"serverside_start_time_seconds", nil, 1700000000.5},
+		{"serverside_client_connections", nil, 2},
+		{"serverside_client_connections_accepted_total", nil, 5},
+		{"serverside_client_requests_total", nil, 7},
+		{"serverside_client_responses_total", []string{"code", "2xx"}, 6},
+		{"serverside_client_responses_total", []string{"code", "3xx"}, 0},
+		{"serverside_client_responses_total", []string{"code", "5xx"}, 1},
+		{"serverside_client_response_body_bytes_total", nil, 99},
+		{"serverside_upstreams", nil, 2},
+		{"serverside_upstream_connections", []string{"upstream", "10.0.0.1:80", "key", "", "state", "idle"}, 4},
+		{"serverside_upstream_connections", []string{"key", key, "state", "busy"}, 1},
+		{"serverside_upstream_requests_total", []string{"key", ""}, 10},
+		{"serverside_upstream_attempts_total", []string{"key", ""}, 12},
+		{"serverside_upstream_reused_total", []string{"key", ""}, 9},
+		{"serverside_upstream_reuse_ratio", []string{"key", ""}, 0.75},
+		{"serverside_upstream_closes_total", []string{"key", "", "reason", "owner"}, 2},
+		{"serverside_upstream_closes_total", []string{"key", "", "reason", "idle_timeout"}, 0},
+		{"serverside_upstream_errors_total", []string{"key", "", "phase", "dial"}, 1},
+		{"serverside_upstream_errors_total", []string{"key", key, "phase", "pool-wait"}, 0},
+	}
+	for _, c := range checks {
+		if got := p.get(t, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}
+
+// Traffic through the proxy to a real nginx moves the numbers of /metrics
+// and /status.json; every scrape is well-formed.
+func TestAdminMetrics(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px, adm := startProxyAdmin(t, "http://"+ng.Addr())
+
+	scrape := func() *promText {
+		t.Helper()
+		code, ctype, body := httpGet(t, "http://"+adm+"/metrics")
+		if code != 200 || ctype != "text/plain; version=0.0.4; charset=utf-8" {
+			t.Fatalf("/metrics: %d %q", code, ctype)
+		}
+		p, err := parseProm(body)
+		if err != nil {
+			t.Fatalf("/metrics malformed: %v\n%s", err, body)
+		}
+		return p
+	}
+	p := scrape()
+	if v := p.get(t, "serverside_client_requests_total"); v != 0 {
+		t.Fatalf("requests before traffic: %v", v)
+	}
+	if v := p.get(t, "serverside_upstreams"); v != 0 {
+		t.Fatalf("upstreams before traffic: %v", v)
+	}
+
+	// Five successes and one 404 on one keep-alive client connection.
+	tr := &http.Transport{}
+	c := &http.Client{Timeout: 20 * time.Second, Transport: tr}
+	for i, path := range []string{"/small", "/small", "/16k", "/small", "/status/404", "/small"} {
+		resp, err := c.Get("http://" + px + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+
+	up := ng.Addr()
+	// The connection goes back to the pool just after the client has its
+	// reply: wait for it to show as idle.
+	deadline := time.Now().Add(5 * time.Second)
+	for p = scrape(); p.get(t, "serverside_upstream_connections", "upstream", up, "state", "idle") != 1 && time.Now().Before(deadline); p = scrape() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := []struct {
+		name   string
+		labels []string
+		v      float64
+	}{
+		{"serverside_client_connections", nil, 1},
+		{"serverside_client_connections_accepted_total", nil, 1},
+		{"serverside_client_requests_total", nil, 6},
+		{"serverside_client_responses_total", []string{"code", "2xx"}, 5},
+		{"serverside_client_responses_total", []string{"code", "4xx"}, 1},
+		{"serverside_client_responses_total", []string{"code", "5xx"}, 0},
+		{"serverside_client_response_body_bytes_total", nil, float64(4*13 + bench.Size16K + len(notFoundBody(t, ng)))},
+		{"serverside_upstreams", nil, 1},
+		{"serverside_upstream_connections", []string{"upstream", up, "state", "idle"}, 1},
+		{"serverside_upstream_connections", []string{"upstream", up, "state", "busy"}, 0},
+		{"serverside_upstream_connections", []string{"upstream", up, "state", "connecting"}, 0},
+		{"serverside_upstream_waiting", []string{"upstream", up}, 0},
+		{"serverside_upstream_requests_total", []string{"upstream", up}, 6},
+		{"serverside_upstream_attempts_total", []string{"upstream", up}, 6},
+		{"serverside_upstream_reused_total", []string{"upstream", up}, 5},
+		{"serverside_upstream_dials_total", []string{"upstream", up}, 1},
+		{"serverside_upstream_retries_total", []string{"upstream", up}, 0},
+		{"serverside_upstream_errors_total", []string{"upstream", up, "phase", "dial"}, 0},
+		{"serverside_upstream_reuse_ratio", []string{"upstream", up}, 5.0 / 6},
+	}
+	for _, w := range want {
+		if got := p.get(t, w.name, w.labels...); got != w.v {
+			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.v)
+		}
+	}
+	if p.types["serverside_upstream_requests_total"] != "counter" || p.types["serverside_upstream_connections"] != "gauge" {
+		t.Errorf("types: %v", p.types)
+	}
+
+	// /status.json says the same.
+	code, ctype, body := httpGet(t, "http://"+adm+"/status.json")
+	var doc statusDoc
+	if err := json.Unmarshal([]byte(body), &doc); code != 200 || ctype != "application/json" || err != nil {
+		t.Fatalf("/status.json: %d %q %v\n%s", code, ctype, err, body)
+	}
+	if doc.Mode != "reverse" || doc.Shards != 2 || doc.Clients.Requests != 6 || len(doc.Upstreams) != 1 ||
+		doc.Upstreams[0].Upstream != up || doc.Upstreams[0].Requests != 6 || doc.Upstreams[0].Idle != 1 {
+		t.Fatalf("/status.json:\n%s", body)
+	}
+
+	// The client's connection closing shows too.
+	tr.CloseIdleConnections()
+	deadline = time.Now().Add(5 * time.Second)
+	for p = scrape(); p.get(t, "serverside_client_connections") != 0 && time.Now().Before(deadline); p = scrape() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := p.get(t, "serverside_client_connections"); v != 0 {
+		t.Fatalf("client connections after close: %v", v)
+	}
+
+	// A request the proxy rejects itself counts too.
+	c2, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_ = c2.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c2, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := io.ReadAll(c2); err != nil || !strings.HasPrefix(string(all), "HTTP/1.1 400") {
+		t.Fatalf("reply %q, %v", all, err)
+	}
+	p = scrape()
+	if r, c4 := p.get(t, "serverside_client_requests_total"), p.get(t, "serverside_client_responses_total", "code", "4xx"); r != 7 || c4 != 2 {
+		t.Fatalf("after a malformed request: requests %v, 4xx %v", r, c4)
+	}
+	if v := p.get(t, "serverside_upstream_requests_total", "upstream", up); v != 6 {
+		t.Fatalf("upstream requests %v", v)
+	}
+}
+
+// notFoundBody is nginx's 404 page, fetched directly.
+func notFoundBody(t *testing.T, ng *bench.Nginx) string {
+	t.Helper()
+	code, _, body := httpGet(t, ng.URL("/status/404"))
+	if code != 404 || body == "" {
+		t.Fatalf("nginx /status/404: %d %q", code, body)
+	}
+	return body
+}
+
+// The admin mux serves pprof and the index, and nothing else.
+func TestAdminPprofAndIndex(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	_, adm := startProxyAdmin(t)
+	for _, c := range []struct {
+		path, want string
+		code       int
+	}{
+		{"/", `href="/status"`, 200},
+		{"/debug/pprof/", "goroutine", 200},
+		{"/debug/pprof/goroutine?debug=1", "goroutine profile:", 200},
+		{"/debug/pprof/cmdline", "", 200},
+		{"/nope", "404 page not found", 404},
+	} {
+		code, _, body := httpGet(t, "http://"+adm+c.path)
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %d\n%.300s", c.path, code, body)
+		}
+	}
+}
+
+// run with -config and -admin: the file sets the listener, the admin
+// address and the origin, the command line overrides the shard count, and
+// SIGTERM shuts the admin server down with the proxy.
+func TestRunConfigAdminShutdown(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	listen, admAddr := freeAddr(t), freeAddr(t)
+	cfg := fmt.Sprintf(`{"listen": %q, "admin": %q, "shards": 4, "access_log": false,
+		"origins": [{"url": "http://%s", "name": "nginx-fixture"}],
+		"timeouts": {"connect": "2s"}}`, listen, admAddr, ng.Addr())
+	file := filepath.Join(t.TempDir(), "serverside.json")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code := make(chan int, 1)
+	go func() { code <- run([]string{"-config", file, "-shards", "3"}) }()
+	waitListening(t, admAddr)
+	waitListening(t, listen)
+
+	body, _ := curl(t, "http://"+listen+"/small")
+	if body != "Hello, World!" {
+		t.Fatalf("body %q", body)
+	}
+	_, _, js := httpGet(t, "http://"+admAddr+"/status.json")
+	var doc statusDoc
+	if err := json.Unmarshal([]byte(js), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Listen != listen || doc.Shards != 3 || doc.Mode != "reverse" || doc.Clients.Requests != 1 ||
+		len(doc.Upstreams) != 1 || doc.Upstreams[0].Name != "nginx-fixture" {
+		t.Fatalf("/status.json:\n%s", js)
+	}
+
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case rc := <-code:
+		if rc != 0 {
+			t.Fatalf("exit code %d", rc)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return")
+	}
+	if c, err := net.Dial("tcp", admAddr); err == nil {
+		c.Close()
+		t.Fatal("admin server still listening after run returned")
+	}
+}
+
+// A bad config file stops run with exit code 2 before anything listens.
+func TestRunBadConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bad.json")
+	if err := os.WriteFile(file, []byte(`{"listen": "127.0.0.1:0", "shardz": 2}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if rc := run([]string{"-config", file}); rc != 2 {
+		t.Fatalf("exit code %d, want 2", rc)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s", addr)
+}
+
+// chromium runs headless Chromium with args plus a fresh profile, bounded
+// by a timeout; the process is killed by its PID if it outlives it.
+func chromium(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := "/usr/bin/chromium"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("chromium not installed at /usr/bin/chromium")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	all := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+		"--no-first-run", "--disable-extensions", "--user-data-dir=" + t.TempDir()}, args...)
+	cmd := exec.CommandContext(ctx, bin, all...)
+	// Chromium forks helpers: its own process group lets the timeout kill
+	// them all, by the group of the PID we started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("chromium %v timed out\n%s", args, errb.String())
+	}
+	if err != nil {
+		t.Fatalf("chromium %v: %v\n%s", args, err, errb.String())
+	}
+	return out.String()
+}
+
+// rowRequests finds, in a DOM dump of /status, the upstream row of key and
+// returns its requests cell.
+func rowRequests(t *testing.T, dom, key string) int {
+	t.Helper()
+	re := regexp.MustCompile(`<tr data-key="` + regexp.QuoteMeta(key) + `">(?s:.*?)<td class="requests">(\d+)</td>`)
+	m := re.FindStringSubmatch(dom)
+	if m == nil {
+		t.Fatalf("no row for %s in the DOM:\n%s", key, dom)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// /status in a real browser: the script's refresh from /status.json
+// works, the table shows the upstream, and its numbers follow the traffic.
+func TestStatusPageChromium(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px, adm := startProxyAdmin(t, "http://"+ng.Addr())
+	get := func(n int) {
+		for i := 0; i < n; i++ {
+			if body, _ := curl(t, "http://"+px+"/small"); body != "Hello, World!" {
+				t.Fatalf("body %q", body)
+			}
+		}
+	}
+	get(3)
+	url := "http://" + adm + "/status"
+	dump := func() string {
+		return chromium(t, "--virtual-time-budget=3000", "--dump-dom", url)
+	}
+	dom := dump()
+	// "live" is written only by the script, after a fetch of /status.json
+	// succeeded and the table was drawn from it.
+	if !strings.Contains(dom, `<span id="live" class="ok">live, updated`) {
+		t.Fatalf("the page's refresh did not run:\n%s", dom)
+	}
+	if !strings.Contains(dom, `<div class="shard" title="shard 1">1</div>`) {
+		t.Fatalf("no shards drawn:\n%s", dom)
+	}
+	if n := rowRequests(t, dom, ng.Addr()); n != 3 {
+		t.Fatalf("requests shown %d, want 3", n)
+	}
+	get(4)
+	dom = dump()
+	if n := rowRequests(t, dom, ng.Addr()); n != 7 {
+		t.Fatalf("requests shown after more traffic %d, want 7", n)
+	}
+	if !strings.Contains(dom, `<div class="v" id="client-requests">7</div>`) {
+		t.Fatalf("client requests not 7:\n%s", dom)
+	}
+	if shot := os.Getenv("SERVERSIDE_STATUS_SCREENSHOT"); shot != "" {
+		// For a look at the page by eye: the PNG is not checked.
+		chromium(t, "--virtual-time-budget=3000", "--window-size=1200,800", "--screenshot="+shot, url)
+	}
+}
+
+// The page renders right without JavaScript too (before the first
+// refresh, or with scripts off).
+func TestStatusPageServerRendered(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px, adm := startProxyAdmin(t, "http://"+ng.Addr())
+	_, _, html := httpGet(t, "http://"+adm+"/status")
+	if !strings.Contains(html, "no upstream yet") {
+		t.Fatalf("empty table:\n%s", html)
+	}
+	if body, _ := curl(t, "http://"+px+"/small"); body != "Hello, World!" {
+		t.Fatalf("body %q", body)
+	}
+	code, ctype, html := httpGet(t, "http://"+adm+"/status")
+	if code != 200 || ctype != "text/html; charset=utf-8" {
+		t.Fatalf("/status: %d %q", code, ctype)
+	}
+	if rowRequests(t, html, ng.Addr()) != 1 || !strings.Contains(html, `<div class="v" id="client-requests">1</div>`) {
+		t.Fatalf("/status:\n%s", html)
+	}
+}

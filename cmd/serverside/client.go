@@ -1,0 +1,662 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/valyala/bytebufferpool"
+)
+
+const (
+	// headPeek is how much of the buffered input the head parser looks
+	// at first; a head longer than that is looked at again with more.
+	headPeek = 4096
+	// maxHeadBuf bounds what the head parser is given; the parser's own
+	// limit (parser.DefaultMaxHeadBytes) normally rejects a head before.
+	maxHeadBuf = parser.DefaultMaxHeadBytes + 4096
+	// bodyPeek bounds one look at a chunked request body.
+	bodyPeek = 64 << 10
+)
+
+// Client connection states. Idle is between requests: the sweeper (idle
+// timeout) and Shutdown may close it, and a request may start, whichever
+// moves it out of idle first wins.
+const (
+	stIdle int32 = iota
+	stBusy
+	stClosing
+	stClosed
+)
+
+// errClientBody marks a failure to read the request body from the client.
+var errClientBody = errors.New("client request body")
+
+var crlf = []byte("\r\n")
+
+// inReader is the part of netpoll's Reader the client side reads with:
+// netpoll's own on a netpoll connection, a connReader on a detached one.
+type inReader interface {
+	Len() int
+	Peek(n int) ([]byte, error)
+	Skip(n int) error
+	Release() error
+}
+
+// outWriter is the part of netpoll's Writer the client side writes with.
+// Every write is followed by a Flush before the bytes written may change.
+type outWriter interface {
+	WriteBinary(b []byte) (int, error)
+	Flush() error
+}
+
+// outcome is what serveOne leaves the connection to do.
+type outcome int
+
+const (
+	served   outcome = iota // keep the connection for the next request
+	closeIt                 // close the connection
+	detachIt                // serve it off netpoll from this request on
+)
+
+// clientConn is one client connection. Apart from state and idleSince,
+// its fields are used by the goroutine running the connection's OnRequest
+// and, while that goroutine waits in engine.Exchange, by the engine's
+// exchange worker it handed the request to: never by two at once.
+type clientConn struct {
+	p  *proxy
+	c  net.Conn // the netpoll connection, or the Go net one after a detach
+	r  inReader
+	w  outWriter
+	sh *clientShard
+
+	state     atomic.Int32
+	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
+	closer    atomic.Value // closerOf: what closeIfIdle and Shutdown close
+
+	detaching bool // Detach was called: the close callback hands over
+	detached  bool // served by serveDetached on Go net I/O
+
+	req   parser.Request
+	head  []byte // a copy of the head of a request with a body
+	edits parser.Edits
+	ereq  engine.Request
+	s     sink
+	body  bodyReader
+}
+
+func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn {
+	cc := &clientConn{p: p, c: c, r: c.Reader(), w: c.Writer(), sh: sh}
+	cc.idleSince.Store(time.Now().UnixNano())
+	cc.closer.Store(closerOf{c})
+	cc.s.cc = cc
+	cc.body.cc = cc
+	return cc
+}
+
+// closeIfIdle closes the connection when no request is running on it.
+func (cc *clientConn) closeIfIdle() {
+	if cc.state.CompareAndSwap(stIdle, stClosing) {
+		cc.close()
+	}
+}
+
+// close closes the connection from any goroutine.
+func (cc *clientConn) close() {
+	_ = cc.closer.Load().(closerOf).c.Close()
+}
+
+// unregister removes the connection from its shard.
+func (cc *clientConn) unregister() {
+	if cc.state.Swap(stClosed) != stClosed {
+		cc.p.metrics.connClosed()
+	}
+	cc.sh.mu.Lock()
+	delete(cc.sh.conns, cc)
+	cc.sh.mu.Unlock()
+}
+
+// serveOne reads and serves one request. It runs with at least one byte
+// buffered: in OnRequest, or on a detached connection's goroutine.
+func (cc *clientConn) serveOne() outcome {
+	buf, hl, ok := cc.readHead()
+	if !ok {
+		return closeIt
+	}
+	if !cc.detached && cc.needsDetach(hl, cc.r.Len()) {
+		return detachIt // the head is parsed again once detached
+	}
+	start := time.Now()
+	req := &cc.req
+	var method, target string
+	if cc.p.cfg.AccessLog {
+		method, target = string(req.Method()), string(req.Target())
+	}
+	hasBody := req.Framing() == parser.FramingChunked ||
+		req.Framing() == parser.FramingLength && req.ContentLength() > 0
+	skip := hl
+	if hasBody {
+		// The body is read from the same buffer, and reading it moves on
+		// from the bytes the head's views point into: give the head a copy
+		// of its own. Heads of requests without body (most) stay where
+		// netpoll put them.
+		cc.head = append(cc.head[:0], buf[:hl]...)
+		req.Reset()
+		if _, err := req.Parse(cc.head); err != nil {
+			cc.writeError(400, "malformed request")
+			return closeIt
+		}
+		_ = cc.r.Skip(hl)
+		_ = cc.r.Release()
+		skip = 0
+	}
+	s := &cc.s
+	s.reset(req.Version().AtLeast11(), req.KeepAlive() && !cc.p.closing.Load())
+	keep := cc.exchange(s, hasBody)
+	if skip > 0 {
+		_ = cc.r.Skip(skip)
+		_ = cc.r.Release()
+	}
+	cc.p.metrics.served(s.status, s.bytes)
+	if cc.p.cfg.AccessLog {
+		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
+			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
+	}
+	if !keep {
+		return closeIt
+	}
+	return served
+}
+
+// readHead parses one request head out of netpoll's input buffer, in
+// place. It returns the buffer the head's views point into and the head
+// length, or false when the connection is to be closed. It waits for
+// more bytes while the head is incomplete, up to the header timeout.
+func (cc *clientConn) readHead() ([]byte, int, bool) {
+	r := cc.r
+	cc.req.Reset()
+	_ = cc.c.SetReadDeadline(time.Now().Add(cc.p.cfg.HeaderTimeout))
+	// Later waits (request bodies) use the per-wait read timeout instead.
+	defer cc.c.SetReadDeadline(time.Time{})
+	want := min(max(r.Len(), 1), headPeek)
+	for {
+		buf, err := r.Peek(want)
+		if err != nil {
+			if isTimeout(err) {
+				cc.writeError(408, "request head not complete within "+cc.p.cfg.HeaderTimeout.String())
+			}
+			return nil, 0, false
+		}
+		hl, err := cc.req.Parse(buf)
+		if err == nil {
+			return buf, hl, true
+		}
+		if err != parser.ErrNeedMore {
+			status, msg := 400, "malformed request"
+			if rule := parser.Rule(err); rule != nil {
+				msg = rule.Msg
+				if rule.Status != 0 {
+					status = rule.Status
+				}
+			}
+			cc.p.log.Debug("bad request", "remote", cc.c.RemoteAddr().String(), "err", err)
+			cc.writeError(status, msg)
+			return nil, 0, false
+		}
+		// Look at everything buffered, or wait for one more byte.
+		if n := r.Len(); n > len(buf) {
+			want = min(n, max(2*len(buf), headPeek))
+		} else {
+			want = len(buf) + 1
+		}
+		if want > maxHeadBuf {
+			cc.writeError(431, "request head too large")
+			return nil, 0, false
+		}
+	}
+}
+
+// exchange forwards the parsed request and relays the response; false
+// closes the connection.
+func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
+	req := &cc.req
+	if req.MethodID() == parser.MethodConnect {
+		s.keepAlive = false
+		cc.writeErrorSink(s, 501, "CONNECT is not yet supported")
+		return false
+	}
+	ed := &cc.edits
+	ed.Reset()
+	ed.StripHopByHop = true
+	up, ok := cc.route(s, ed)
+	if !ok {
+		return false
+	}
+	ed.Add("Via", []byte("1.1 serverside"))
+
+	er := &cc.ereq
+	*er = engine.Request{Upstream: up, Head: req, Edits: ed}
+	var body *bodyReader
+	if hasBody {
+		body = &cc.body
+		body.reset(req.Framing() == parser.FramingChunked, req.ContentLength())
+		er.Body, er.ContentLength = body, req.ContentLength()
+		if body.chunked {
+			er.ContentLength = -1
+		}
+		// Expect is forwarded: the engine waits for the origin's 100 (or
+		// its timeout) before reading the body, and the first read sends
+		// the client its own "100 Continue".
+		body.cont = req.ExpectContinue()
+	}
+	s.body = body
+	s.head = req.MethodID() == parser.MethodHead
+	err := cc.p.eng.Exchange(context.Background(), er, s)
+	if err == nil {
+		err = s.finish()
+	}
+	if body != nil {
+		body.settle()
+	}
+	*er = engine.Request{}
+	bodyDone := body == nil || body.complete()
+	if err != nil {
+		if s.headSent {
+			cc.p.log.Debug("exchange failed after the head was sent", "addr", up.Addr, "group", up.Group, "err", err)
+			return false
+		}
+		s.pending = false // a head built but not sent is dropped for the error
+		status, msg := upstreamStatus(err)
+		if body != nil && body.err != nil {
+			status, msg = clientBodyStatus(body.err)
+		}
+		s.keepAlive = false
+		cc.writeErrorSink(s, status, msg)
+		return false
+	}
+	return s.keepAlive && bodyDone
+}
+
+// route picks the upstream: the peer group (origins, or parents), or in
+// direct forward mode the target's own address, and turns the target into
+// what that upstream expects. False means an error was written.
+func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
+	if cc.p.group != "" {
+		return cc.routePeers(s, ed)
+	}
+	req := &cc.req
+	if req.Form() != parser.FormAbsolute {
+		cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
+		return engine.Upstream{}, false
+	}
+	if string(req.Scheme()) != "http" {
+		cc.writeErrorSink(s, 400, "only http:// targets are supported")
+		return engine.Upstream{}, false
+	}
+	hp := hostPort(string(req.Authority()))
+	cc.setOriginForm(ed)
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	addr, err := resolve(ctx, hp)
+	if err != nil {
+		cc.writeErrorSink(s, 502, "cannot resolve "+hp+": "+err.Error())
+		return engine.Upstream{}, false
+	}
+	return engine.Upstream{Addr: addr}, true
+}
+
+// clientBodyStatus picks the status for a request body the client failed
+// to send.
+func clientBodyStatus(err error) (int, string) {
+	switch {
+	case isTimeout(err):
+		return 408, "request body stalled: " + err.Error()
+	case parser.Rule(err) != nil:
+		return 400, "malformed request body: " + parser.Rule(err).Msg
+	}
+	return 400, "request body incomplete: " + err.Error()
+}
+
+// isTimeout reports a read timeout, from netpoll or from Go net.
+func isTimeout(err error) bool {
+	return errors.Is(err, netpoll.ErrReadTimeout) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// setOriginForm turns an absolute-form request into origin-form with the
+// Host field from the target's authority (RFC 9112 §3.2.2).
+func (cc *clientConn) setOriginForm(ed *parser.Edits) {
+	path := cc.req.Path()
+	if len(path) == 0 {
+		path = []byte("/")
+	}
+	ed.Target = path
+	ed.Set("Host", cc.req.Authority())
+}
+
+func (cc *clientConn) writeError(status int, msg string) {
+	s := &cc.s
+	s.reset(true, false)
+	cc.writeErrorSink(s, status, msg)
+	cc.p.metrics.served(s.status, s.bytes) // a request rejected before its exchange
+}
+
+// writeErrorSink writes a short text/plain error response that closes the
+// connection.
+func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
+	body := msg + "\n"
+	head := "HTTP/1.1 " + strconv.Itoa(status) + " " + reason(status) + "\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
+		"Via: 1.1 serverside\r\nConnection: close\r\n\r\n"
+	s.status, s.bytes = status, int64(len(body))
+	s.bb.Reset()
+	s.bb.B = append(append(s.bb.B, head...), body...)
+	_ = cc.send(s.bb.B)
+}
+
+// send writes p to the client and flushes. Writes happen only while this
+// connection's OnRequest runs, when netpoll cannot free the connection's
+// buffers (it defers a close's callbacks until the handler returns), so
+// netpoll v0.7.2's writer panics after close cannot happen; the recover
+// is a second line.
+func (cc *clientConn) send(p []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("write to client panicked: %v", r)
+		}
+	}()
+	if _, err = cc.w.WriteBinary(p); err != nil {
+		return err
+	}
+	return cc.w.Flush()
+}
+
+// bodyReader streams a request body out of netpoll's input buffer:
+// exactly remaining bytes, or a chunked body decoded with
+// parser.ChunkedDecoder. Waits for bytes use the connection's read
+// timeout (the idle timeout) per wait.
+type bodyReader struct {
+	cc        *clientConn
+	remaining int64
+	chunked   bool
+	dec       parser.ChunkedDecoder
+	held      []byte // decoded data not yet returned: a view into the last Peek
+	skip      int    // bytes of the last Peek consumed, not yet skipped
+	cont      bool   // "100 Continue" still to send
+	err       error
+}
+
+func (b *bodyReader) reset(chunked bool, length int64) {
+	b.chunked, b.remaining = chunked, length
+	b.dec.Reset()
+	b.held, b.skip, b.cont, b.err = nil, 0, false, nil
+}
+
+func (b *bodyReader) complete() bool {
+	if b.chunked {
+		return b.dec.Done() && len(b.held) == 0 && b.skip == 0
+	}
+	return b.remaining == 0
+}
+
+// settle skips what the decoder consumed, once nothing refers to it.
+func (b *bodyReader) settle() {
+	if len(b.held) == 0 && b.skip > 0 {
+		_ = b.cc.r.Skip(b.skip)
+		_ = b.cc.r.Release()
+		b.skip = 0
+	}
+}
+
+// wait blocks until more than have bytes are buffered. On netpoll the
+// connection's read timeout bounds each wait; on Go net a deadline does.
+func (b *bodyReader) wait(have int) error {
+	b.deadline()
+	if _, err := b.cc.r.Peek(have + 1); err != nil {
+		if errors.Is(err, netpoll.ErrEOF) || errors.Is(err, netpoll.ErrConnClosed) || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: %w", io.ErrUnexpectedEOF, err)
+		}
+		b.err = fmt.Errorf("%w: %w", errClientBody, err)
+		return b.err
+	}
+	return nil
+}
+
+func (b *bodyReader) deadline() {
+	if b.cc.detached {
+		_ = b.cc.c.SetReadDeadline(time.Now().Add(b.cc.p.cfg.IdleTimeout))
+	}
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.cont {
+		b.cont = false
+		if err := b.cc.send([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
+			b.err = fmt.Errorf("%w: send 100 Continue: %w", errClientBody, err)
+			return 0, b.err
+		}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r := b.cc.r
+	if !b.chunked {
+		if b.remaining == 0 {
+			return 0, io.EOF
+		}
+		if cr, ok := r.(*connReader); ok && r.Len() == 0 {
+			b.deadline()
+			n, err := cr.readInto(p[:min(int64(len(p)), b.remaining)])
+			b.remaining -= int64(n)
+			if n > 0 {
+				return n, nil
+			}
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			b.err = fmt.Errorf("%w: %w", errClientBody, err)
+			return 0, b.err
+		}
+		if r.Len() == 0 {
+			if err := b.wait(0); err != nil {
+				return 0, err
+			}
+		}
+		n := int(min(int64(len(p)), int64(r.Len()), b.remaining))
+		src, err := r.Peek(n)
+		if err != nil {
+			b.err = fmt.Errorf("%w: %w", errClientBody, err)
+			return 0, b.err
+		}
+		copy(p, src)
+		_ = r.Skip(n)
+		_ = r.Release()
+		b.remaining -= int64(n)
+		return n, nil
+	}
+	// Each pass returns data, consumes bytes or waits for more: bounded
+	// by the body size.
+	for {
+		if len(b.held) > 0 {
+			n := copy(p, b.held)
+			b.held = b.held[n:]
+			return n, nil
+		}
+		b.settle()
+		if b.dec.Done() {
+			return 0, io.EOF
+		}
+		if r.Len() == 0 {
+			if err := b.wait(0); err != nil {
+				return 0, err
+			}
+		}
+		in, err := r.Peek(min(r.Len(), bodyPeek))
+		if err != nil {
+			b.err = fmt.Errorf("%w: %w", errClientBody, err)
+			return 0, b.err
+		}
+		data, n, err := b.dec.Next(in)
+		if err != nil {
+			b.err = fmt.Errorf("%w: %w", errClientBody, err)
+			return 0, b.err
+		}
+		b.held, b.skip = data, n
+		if len(data) == 0 && n == 0 && !b.dec.Done() {
+			if err := b.wait(len(in)); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// sink writes the response to the client through netpoll's writer: the
+// head with hop-by-hop fields stripped and Via added, the body re-framed
+// for the client. Each body piece (at most 64 KiB from the engine) is
+// flushed before OnBody returns, and a flush returns only once the kernel
+// took every byte (or the write timeout hit), so a slow client holds the
+// exchange instead of growing our memory. Body pieces go out zero-copy:
+// netpoll's writer refers to pieces over 4 KiB, which is safe because
+// nothing is left in the writer after the flush.
+type sink struct {
+	cc        *clientConn
+	http11    bool // the client speaks HTTP/1.1
+	keepAlive bool // the connection stays open after this response
+	head      bool // a HEAD request: no body follows the head
+	chunked   bool // the body is chunk-encoded to the client
+	pending   bool // bb holds a head not yet handed to the writer
+	headSent  bool // response bytes went to the writer
+	body      *bodyReader
+	status    int
+	bytes     int64
+	edits     parser.Edits
+	bb        bytebufferpool.ByteBuffer
+	scratch   []byte
+}
+
+func (s *sink) reset(http11, keepAlive bool) {
+	s.http11, s.keepAlive = http11, keepAlive
+	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
+	s.body, s.status, s.bytes = nil, 0, 0
+}
+
+func (s *sink) OnHead(resp *parser.Response) error {
+	if resp.IsInterim() {
+		return nil
+	}
+	s.status = resp.Status()
+	if s.body != nil && !s.body.complete() {
+		// A final response before the whole request body was read (an
+		// early reply to "Expect: 100-continue", say): what the client
+		// sends next can no longer be framed, so the connection closes.
+		s.keepAlive = false
+	}
+	ed := &s.edits
+	ed.Reset()
+	ed.StripHopByHop = true
+	flushNow := false
+	switch resp.Framing() {
+	case parser.FramingChunked, parser.FramingUntilClose:
+		if s.head {
+			break
+		}
+		flushNow = true // a streamed body: the head must not wait for it
+		if s.http11 {
+			s.chunked = true
+			ed.Set("Transfer-Encoding", []byte("chunked"))
+		} else {
+			ed.Remove("Transfer-Encoding")
+			s.keepAlive = false
+		}
+	case parser.FramingTunnel:
+		s.keepAlive = false
+		flushNow = true
+	}
+	ed.Add("Via", []byte("1.1 serverside"))
+	switch {
+	case !s.keepAlive:
+		ed.Add("Connection", []byte("close"))
+	case !s.http11:
+		ed.Add("Connection", []byte("keep-alive"))
+	}
+	s.bb.Reset()
+	if err := parser.WriteResponseHead(&s.bb, resp, ed); err != nil {
+		return err
+	}
+	// A head with a body of known length waits for the first piece, so
+	// that a small response leaves in one send.
+	s.pending = true
+	if flushNow {
+		return s.flushHead()
+	}
+	return nil
+}
+
+func (s *sink) flushHead() error {
+	s.pending, s.headSent = false, true
+	if _, err := s.cc.w.WriteBinary(s.bb.B); err != nil {
+		return err
+	}
+	return s.cc.w.Flush()
+}
+
+func (s *sink) OnBody(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	w := s.cc.w
+	if s.pending {
+		s.pending, s.headSent = false, true
+		if _, err := w.WriteBinary(s.bb.B); err != nil {
+			return err
+		}
+	}
+	s.bytes += int64(len(p))
+	if s.chunked {
+		s.scratch = strconv.AppendInt(s.scratch[:0], int64(len(p)), 16)
+		s.scratch = append(s.scratch, "\r\n"...)
+		if _, err := w.WriteBinary(s.scratch); err != nil {
+			return err
+		}
+		if _, err := w.WriteBinary(p); err != nil {
+			return err
+		}
+		if _, err := w.WriteBinary(crlf); err != nil {
+			return err
+		}
+	} else if _, err := w.WriteBinary(p); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+func (s *sink) OnDone(error) {}
+
+// finish ends a response whose exchange succeeded: a head still pending
+// (no body, or an empty one) and the last chunk go out.
+func (s *sink) finish() error {
+	var tail []byte
+	if s.pending {
+		tail = s.bb.B
+	}
+	if s.chunked {
+		tail = append(tail, "0\r\n\r\n"...)
+	}
+	if s.pending || s.chunked {
+		s.pending, s.headSent = false, true
+		return s.cc.send(tail)
+	}
+	return nil
+}

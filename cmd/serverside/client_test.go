@@ -1,0 +1,649 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// writeRandomFile writes size pseudo-random bytes (a fixed seed) to path
+// and returns their SHA-256.
+func writeRandomFile(t *testing.T, path string, size int64) [32]byte {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	src := rand.NewChaCha8([32]byte{1, 2, 3})
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; {
+		n := min(int64(len(buf)), left)
+		_, _ = src.Read(buf[:n])
+		h.Write(buf[:n])
+		if _, err := f.Write(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		left -= n
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// httpClient is a net/http client using the proxy as its forward proxy.
+func httpClient(t *testing.T, px string) *http.Client {
+	t.Helper()
+	pu, err := url.Parse("http://" + px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), MaxIdleConnsPerHost: 4}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+// TestDownload100MiB relays a 100 MiB file of random bytes from nginx
+// through the forward proxy to a net/http client and checks its SHA-256.
+func TestDownload100MiB(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	const size = 100 << 20
+	want := writeRandomFile(t, filepath.Join(ng.Dir(), "html", "files", "big"), size)
+	px := startProxy(t)
+	cl := httpClient(t, px)
+	resp, err := cl.Get(ng.URL("/files/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		t.Fatalf("after %d bytes: %v", n, err)
+	}
+	if resp.StatusCode != 200 || n != size || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatalf("status %d, %d bytes, sha256 %x, want %x", resp.StatusCode, n, h.Sum(nil), want)
+	}
+}
+
+// TestNetHTTPKeepAlive sends requests one after another from a net/http
+// client: one client connection carries them all, and the proxy reuses one
+// upstream connection for them.
+func TestNetHTTPKeepAlive(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t)
+	cl := httpClient(t, px)
+	const n = 40
+	reused := 0
+	for i := range n {
+		path, want := "/small", bench.SmallBody
+		if i%2 == 1 {
+			path, want = "/16k", string(bench.PatternBody(bench.Size16K))
+		}
+		req, err := http.NewRequest("GET", ng.URL(path), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) {
+			if ci.Reused {
+				reused++
+			}
+		}}
+		resp, err := cl.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(body) != want || resp.Header.Get("Via") != "1.1 serverside" {
+			t.Fatalf("request %d: status %d, %d bytes, via %q, err %v", i, resp.StatusCode, len(body), resp.Header.Get("Via"), err)
+		}
+	}
+	if reused != n-1 {
+		t.Fatalf("client connection reused %d times, want %d", reused, n-1)
+	}
+	reqs := ng.WaitRequests(n, 5*time.Second)
+	if len(reqs) != n || bench.CountConnections(reqs) != 1 {
+		t.Fatalf("nginx saw %d requests on %d connections, want %d on 1", len(reqs), bench.CountConnections(reqs), n)
+	}
+}
+
+// TestPipelinedMixed writes ten requests in one go on a raw socket (GET,
+// HEAD, bodies by length and chunked, a 304, HTTP/1.0 keep-alive) and
+// reads the ten responses in order.
+func TestPipelinedMixed(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	body := string(bench.PatternBody(3000))
+	type step struct {
+		req, method string
+		status      int
+		body        string
+	}
+	steps := []step{
+		{"GET /small HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 200, bench.SmallBody},
+		{"HEAD /16k HTTP/1.1\r\nHost: a\r\n\r\n", "HEAD", 200, ""},
+		{"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3000\r\n\r\n" + body, "POST", 200, "3000\n"},
+		{"GET /16k HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 200, string(bench.PatternBody(bench.Size16K))},
+		{"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\nBB8\r\n" + body + "\r\n0\r\n\r\n", "POST", 200, "3005\n"},
+		{"GET /status/304 HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 304, ""},
+		{"GET /status/404 HTTP/1.1\r\nHost: a\r\n\r\n", "GET", 404, "*"},
+		{"GET /small HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", "GET", 200, bench.SmallBody},
+		{"PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "PUT", 200, "0\n"},
+		{"GET /small HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "GET", 200, bench.SmallBody},
+	}
+	var all strings.Builder
+	for _, s := range steps {
+		all.WriteString(s.req)
+	}
+	if _, err := io.WriteString(c, all.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i, s := range steps {
+		resp, err := http.ReadResponse(br, &http.Request{Method: s.method})
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("response %d body: %v", i, err)
+		}
+		if resp.StatusCode != s.status || (s.body != "*" && string(got) != s.body) {
+			t.Fatalf("response %d (%q): status %d, body %q", i, s.req[:20], resp.StatusCode, got)
+		}
+		if s.method == "HEAD" && resp.ContentLength != bench.Size16K {
+			t.Fatalf("HEAD: Content-Length %d", resp.ContentLength)
+		}
+		if strings.HasPrefix(s.req, "GET /small HTTP/1.0") && resp.Header.Get("Connection") != "keep-alive" {
+			t.Fatalf("HTTP/1.0 keep-alive reply: Connection %q", resp.Header.Get("Connection"))
+		}
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after the last response: %d bytes, %v (want EOF)", n, err)
+	}
+}
+
+// TestMalformedRequests sends heads the parser rejects: each gets the
+// rule's status and text and a closed connection, and none reaches nginx.
+func TestMalformedRequests(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	cases := []struct {
+		head string
+		rule *parser.Error
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", parser.Rule(parser.ErrTEAndCL)},
+		{"GET / HTTP/1.1\r\n\r\n", parser.Rule(parser.ErrMissingHost)},
+		{"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", parser.Rule(parser.ErrCLMismatch)},
+		{"GET / HTTP/1.1\r\nHost : a\r\n\r\n", parser.Rule(parser.ErrSpaceBeforeColon)},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", parser.Rule(parser.ErrObsFold)},
+		{"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", parser.Rule(parser.ErrBadMethod)},
+		{"GET / HTTP/2.0\r\nHost: a\r\n\r\n", parser.Rule(parser.ErrVersionNotHTTP1)},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", parser.Rule(parser.ErrTENotChunked)},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo, chunked\r\n\r\n", parser.Rule(parser.ErrUnknownTE)},
+	}
+	for _, tc := range cases {
+		if tc.rule == nil {
+			t.Fatal("no rule")
+		}
+		c, err := net.Dial("tcp", px)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(c, tc.head); err != nil {
+			t.Fatal(err)
+		}
+		all, err := io.ReadAll(c) // the proxy closes the connection
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.head, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != tc.rule.Status || string(body) != tc.rule.Msg+"\n" || !resp.Close {
+			t.Fatalf("%q: status %d close %v body %q, want %d %q", tc.head, resp.StatusCode, resp.Close, body, tc.rule.Status, tc.rule.Msg)
+		}
+	}
+	body, _ := curl(t, "http://"+px+"/small")
+	if body != bench.SmallBody {
+		t.Fatalf("body %q", body)
+	}
+	ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	if reqs := ng.Requests(); len(reqs) != 1 || reqs[0].URI != "/small" {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
+
+// TestClientTimeouts: an idle kept-alive connection and a connection that
+// never sends are closed after the idle timeout; a head that stops midway
+// gets 408 after the header timeout.
+func TestClientTimeouts(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxyClient(t, engine.Config{}, clientConfig{IdleTimeout: 300 * time.Millisecond, HeaderTimeout: 300 * time.Millisecond},
+		"http://"+ng.Addr())
+
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", px)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	// Kept alive, then idle.
+	c1, br1 := dial()
+	if _, err := io.WriteString(c1, "GET /small HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(got) != bench.SmallBody || resp.Close {
+		t.Fatalf("status %d body %q close %v", resp.StatusCode, got, resp.Close)
+	}
+	// Closed by the proxy well before the 10 s deadline set above.
+	if n, err := br1.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("idle connection: %d bytes, %v (want EOF)", n, err)
+	}
+	// Never sends anything.
+	_, br2 := dial()
+	if n, err := br2.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("silent connection: %d bytes, %v (want EOF)", n, err)
+	}
+	// Half a head.
+	c3, br3 := dial()
+	if _, err := io.WriteString(c3, "GET /small HTTP/1.1\r\nHo"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(br3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(all), "HTTP/1.1 408 ") || !strings.Contains(string(all), "request head not complete") {
+		t.Fatalf("half a head:\n%s", all)
+	}
+	if reqs := ng.Requests(); len(reqs) != 1 {
+		t.Fatalf("nginx saw %d requests, want 1", len(reqs))
+	}
+}
+
+// TestEarlyResponseCloses: an origin answers 403 at once to a request
+// announcing "Expect: 100-continue" without reading its body. The client
+// gets the 403 with "Connection: close", no "100 Continue", and the
+// connection closes, since the body it may still send cannot be framed.
+func TestEarlyResponseCloses(t *testing.T) {
+	bench.CheckLeaks(t)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Header.Get("Expect") != "100-continue" {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+		_, _ = io.Copy(io.Discard, br) // until the proxy closes
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(all)
+	if !strings.HasPrefix(s, "HTTP/1.1 403 ") || !strings.Contains(s, "\r\nConnection: close\r\n") ||
+		!strings.HasSuffix(s, "\r\n\r\nno") || strings.Contains(s, "100 Continue") {
+		t.Fatalf("reply:\n%s", s)
+	}
+}
+
+// TestSlowReaderRSS relays a large body from nginx to a client that reads
+// 256 KiB at a time with a pause after each, so nginx could send far faster
+// than the client takes it. Without the race detector it samples this
+// process's VmRSS and asserts the peak stays within 64 MiB of the RSS
+// before: the proxy must leave the excess to TCP, not buffer it. Under the
+// race detector (whose shadow memory grows with the heap it watches) a
+// quarter of the body is relayed and only the bytes are checked; run the
+// bound with
+//
+//	GOMAXPROCS=2 go test -run TestSlowReaderRSS -v ./cmd/serverside/
+func TestSlowReaderRSS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("relays 1 GiB; skipped with -short")
+	}
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	size := int64(1 << 30)
+	if raceEnabled {
+		size /= 4
+	}
+	// A sparse file: nginx sends zeros from the page cache, nothing on disk.
+	f, err := os.Create(filepath.Join(ng.Dir(), "html", "files", "huge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	px := startProxy(t, "http://"+ng.Addr())
+
+	runtime.GC()
+	before, err := vmRSS()
+	if err != nil {
+		t.Skipf("no VmRSS: %v", err)
+	}
+	var peak atomic.Int64
+	peak.Store(before)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if v, err := vmRSS(); err == nil && v > peak.Load() {
+					peak.Store(v)
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
+	if _, err := io.WriteString(c, "GET /files/huge HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ContentLength != size {
+		t.Fatalf("status %d, length %d", resp.StatusCode, resp.ContentLength)
+	}
+	buf := make([]byte, 256<<10)
+	var n int64
+	for n < size {
+		m, err := io.ReadFull(resp.Body, buf[:min(int64(len(buf)), size-n)])
+		if i := bytes.IndexFunc(buf[:m], func(r rune) bool { return r != 0 }); i >= 0 {
+			t.Fatalf("byte %d is not zero", n+int64(i))
+		}
+		n += int64(m)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	growth := peak.Load() - before
+	t.Logf("relayed %d MiB; RSS before %.1f MiB, peak growth %.1f MiB", size>>20, mib(before), mib(growth))
+	if !raceEnabled && growth > 64<<20 {
+		t.Fatalf("RSS grew by %.1f MiB relaying to a slow reader, want at most 64 MiB", mib(growth))
+	}
+}
+
+func vmRSS() (int64, error) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v) // "12345 kB"
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("VmRSS line %q", line)
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/self/status")
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// TestSlowOriginUploadRSS uploads a large body, announced with "Expect:
+// 100-continue" as curl does for large bodies, from a client that sends
+// as fast as it can once it has the "100 Continue", to an origin that
+// reads it slowly (64 KiB, then a pause). netpoll would buffer whatever
+// the client sends; the connection must leave netpoll for the body so
+// that TCP holds the client back. The origin checks the bytes by SHA-256;
+// without the race detector the proxy's RSS growth is bounded by 64 MiB.
+// A second request follows on the same client connection.
+func TestSlowOriginUploadRSS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("uploads 256 MiB; skipped with -short")
+	}
+	bench.CheckLeaks(t)
+	size := int64(256 << 20)
+	if raceEnabled {
+		size /= 4
+	}
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			h := sha256.New()
+			buf := make([]byte, 64<<10)
+			var n int64
+			for {
+				m, err := req.Body.Read(buf)
+				h.Write(buf[:m])
+				n += int64(m)
+				if err != nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			reply := fmt.Sprintf("%d %x", n, h.Sum(nil))
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(reply), reply); err != nil {
+				return
+			}
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+
+	runtime.GC()
+	before, err := vmRSS()
+	if err != nil {
+		t.Skipf("no VmRSS: %v", err)
+	}
+	var peak atomic.Int64
+	peak.Store(before)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if v, err := vmRSS(); err == nil && v > peak.Load() {
+					peak.Store(v)
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
+	if _, err := fmt.Fprintf(c, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", size); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	cont, err := http.ReadResponse(br, nil)
+	if err != nil || cont.StatusCode != 100 {
+		t.Fatalf("want 100 Continue, got %v, %v", cont, err)
+	}
+	sent := make(chan [32]byte, 1)
+	go func() {
+		h := sha256.New()
+		src := rand.NewChaCha8([32]byte{4, 5, 6})
+		buf := make([]byte, 256<<10)
+		for left := size; left > 0; {
+			n := min(int64(len(buf)), left)
+			_, _ = src.Read(buf[:n])
+			h.Write(buf[:n])
+			if _, err := c.Write(buf[:n]); err != nil {
+				close(sent)
+				return
+			}
+			left -= n
+		}
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		sent <- sum
+	}()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, ok := <-sent
+	if !ok {
+		t.Fatal("the upload failed")
+	}
+	if want := fmt.Sprintf("%d %x", size, sum); resp.StatusCode != 200 || string(got) != want || resp.Close {
+		t.Fatalf("status %d close %v reply %q, want %q", resp.StatusCode, resp.Close, got, want)
+	}
+	growth := peak.Load() - before
+	t.Logf("uploaded %d MiB; RSS before %.1f MiB, peak growth %.1f MiB", size>>20, mib(before), mib(growth))
+	if !raceEnabled && growth > 64<<20 {
+		t.Fatalf("RSS grew by %.1f MiB relaying an upload to a slow origin, want at most 64 MiB", mib(growth))
+	}
+	// The connection, now off netpoll, serves the next request.
+	if _, err := io.WriteString(c, "GET /again HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	if want := fmt.Sprintf("0 %x", sha256.Sum256(nil)); resp.StatusCode != 200 || string(got) != want {
+		t.Fatalf("second request: status %d reply %q", resp.StatusCode, got)
+	}
+}
+
+// TestUploads sends chunked and Content-Length uploads of 50 KB to 3 MB,
+// each on a new connection: without "Expect: 100-continue", so that the
+// body streams in right behind the head (the connection stays on
+// netpoll), and with it (a large body is read off netpoll). Every byte
+// must reach nginx.
+func TestUploads(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	tr := &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: 5 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	cl := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	body := bench.PatternBody(3 << 20)
+	for _, expect := range []bool{false, true} {
+		for i := range 20 {
+			size := 50000 + i*150000
+			req, err := http.NewRequest("POST", "http://"+px+"/echo", bytes.NewReader(body[:size]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%2 == 0 {
+				req.ContentLength = -1 // chunked
+				req.Body = io.NopCloser(bytes.NewReader(body[:size]))
+			}
+			if expect {
+				req.Header.Set("Expect", "100-continue")
+			}
+			resp, err := cl.Do(req)
+			if err != nil {
+				t.Fatalf("upload %d (expect %v): %v", i, expect, err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || string(got) != strconv.Itoa(size)+"\n" {
+				t.Fatalf("upload %d (expect %v) of %d bytes: status %d reply %q err %v", i, expect, size, resp.StatusCode, got, err)
+			}
+		}
+	}
+}

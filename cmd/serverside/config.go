@@ -1,0 +1,435 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/serverside-go/serverside/engine"
+)
+
+// fileConfig is the -config file: a JSON object with every flag plus the
+// per-peer options that have no flag. docs/demo.md documents it with an
+// example.
+//
+// The peers' options (names, weights, connection caps) become the engine
+// peer group's (withFilePeers in peers.go).
+type fileConfig struct {
+	Listen    string     `json:"listen"`
+	Admin     string     `json:"admin"`
+	Shards    *int       `json:"shards"`
+	AccessLog *bool      `json:"access_log"`
+	Origins   []peerSpec `json:"origins"`
+	Parents   []peerSpec `json:"parents"`
+	LB        string     `json:"lb"`
+	Timeouts  timeouts   `json:"timeouts"`
+}
+
+// peerSpec is one origin or parent proxy.
+type peerSpec struct {
+	// URL is http://host:port; a parent's may carry credentials in its
+	// userinfo (http://user:pass@host:port).
+	URL string `json:"url"`
+	// Name labels the peer in logs and on /status; default host:port.
+	Name string `json:"name"`
+	// Weight is the peer's share for weighted policies, 1 to 1000;
+	// 0 or absent means 1.
+	Weight int `json:"weight"`
+	// MaxConns caps the peer's connections; 0 or absent means no cap.
+	MaxConns int `json:"max_conns"`
+}
+
+// timeouts are the engine's timeouts, as Go duration strings ("10s").
+type timeouts struct {
+	Connect        duration `json:"connect"`
+	Idle           duration `json:"idle"`
+	ResponseHeader duration `json:"response_header"`
+}
+
+// duration is a time.Duration written as a Go duration string in JSON.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"10s\", got %s", b)
+	}
+	v, err := parseDuration(s)
+	*d = duration(v)
+	return err
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("negative duration %q", s)
+	}
+	return v, nil
+}
+
+// lbPolicies are the accepted values of lb.
+var lbPolicies = []string{"roundrobin", "leastconn", "p2c", "hash"}
+
+// ConfigError is a -config file that cannot be used; Field names the
+// offending field (a JSON path such as origins[1].weight) when there is
+// one.
+type ConfigError struct {
+	File  string
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	if e.Field == "" {
+		return "config " + e.File + ": " + e.Err.Error()
+	}
+	return "config " + e.File + ": " + e.Field + ": " + e.Err.Error()
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// ErrUnknownField is what a ConfigError wraps for a field the format does
+// not have, a likely typo.
+var ErrUnknownField = errors.New("unknown field")
+
+// loadConfig reads and validates a config file.
+func loadConfig(path string) (*fileConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &ConfigError{File: path, Err: err}
+	}
+	return parseConfig(path, data)
+}
+
+// parseConfig decodes and validates a config file's contents; name is for
+// the errors.
+func parseConfig(name string, data []byte) (*fileConfig, error) {
+	var raw any
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, &ConfigError{File: name, Err: jsonSyntax(data, err)}
+	}
+	if _, ok := raw.(map[string]any); !ok {
+		return nil, &ConfigError{File: name, Err: errors.New("want a JSON object at the top")}
+	}
+	// encoding/json names an unknown field but not where it is, and
+	// reports an Unmarshaler's error without the field: walking the
+	// document first gives the full path of either.
+	if err := checkFields(raw, reflect.TypeFor[fileConfig](), ""); err != nil {
+		err.File = name
+		return nil, err
+	}
+	var fc fileConfig
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		ce := &ConfigError{File: name, Err: err}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			ce.Field, ce.Err = te.Field, fmt.Errorf("want a %s, got a JSON %s", te.Type, te.Value)
+		}
+		return nil, ce
+	}
+	if err := fc.validate(); err != nil {
+		err.File = name
+		return nil, err
+	}
+	return &fc, nil
+}
+
+// jsonSyntax adds the line and column to a JSON syntax error.
+func jsonSyntax(data []byte, err error) error {
+	var se *json.SyntaxError
+	if !errors.As(err, &se) {
+		return err
+	}
+	// Offset counts the bytes read, the offending one included.
+	off := max(min(int(se.Offset), len(data))-1, 0)
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	return fmt.Errorf("line %d column %d: %w", line, col, err)
+}
+
+// checkFields reports the first object key in v that t has no JSON field
+// for, or the first bad duration, descending into nested structs and
+// slices of structs.
+func checkFields(v any, t reflect.Type, path string) *ConfigError {
+	if t == reflect.TypeFor[duration]() {
+		s, ok := v.(string)
+		if !ok {
+			got, _ := json.Marshal(v)
+			return &ConfigError{Field: path, Err: fmt.Errorf("want a duration string such as \"10s\", got %s", got)}
+		}
+		if _, err := parseDuration(s); err != nil {
+			return &ConfigError{Field: path, Err: err}
+		}
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return checkFields(v, t.Elem(), path)
+	case reflect.Slice:
+		arr, ok := v.([]any)
+		if !ok {
+			return nil // a type error, reported by the decoder
+		}
+		for i, e := range arr {
+			if err := checkFields(e, t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
+				return err
+			}
+		}
+	case reflect.Struct:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		fields := make(map[string]reflect.Type)
+		var names []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fields[name] = f.Type
+			names = append(names, name)
+		}
+		for k, sub := range obj {
+			ft, ok := fields[k]
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			if !ok {
+				return &ConfigError{Field: p, Err: fmt.Errorf("%w (known fields here: %s)", ErrUnknownField, strings.Join(names, ", "))}
+			}
+			if err := checkFields(sub, ft, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (fc *fileConfig) validate() *ConfigError {
+	bad := func(field string, format string, args ...any) *ConfigError {
+		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+	}
+	for _, a := range []struct{ field, addr string }{{"listen", fc.Listen}, {"admin", fc.Admin}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: %v", err)
+		}
+	}
+	if fc.Shards != nil && *fc.Shards < 0 {
+		return bad("shards", "must be 0 (GOMAXPROCS) or more, got %d", *fc.Shards)
+	}
+	if fc.LB != "" && !slices.Contains(lbPolicies, fc.LB) {
+		return bad("lb", "unknown policy %q; want one of %s", fc.LB, strings.Join(lbPolicies, ", "))
+	}
+	for _, list := range []struct {
+		field  string
+		peers  []peerSpec
+		parent bool
+	}{{"origins", fc.Origins, false}, {"parents", fc.Parents, true}} {
+		names := make(map[string]int)
+		for i := range list.peers {
+			ps := &list.peers[i]
+			field := list.field + "[" + strconv.Itoa(i) + "]"
+			if err := ps.validate(list.parent); err != nil {
+				return bad(field+"."+err.field, "%v", err.err)
+			}
+			if j, dup := names[ps.Name]; dup {
+				return bad(field+".name", "%q is also the name of %s[%d]", ps.Name, list.field, j)
+			}
+			names[ps.Name] = i
+		}
+	}
+	return nil
+}
+
+type peerError struct {
+	field string
+	err   error
+}
+
+// validate checks a peer and fills in its defaults (Name, Weight).
+func (ps *peerSpec) validate(parent bool) *peerError {
+	if ps.URL == "" {
+		return &peerError{"url", errors.New("missing")}
+	}
+	u, err := url.Parse(ps.URL)
+	if err != nil {
+		return &peerError{"url", err}
+	}
+	if u.Scheme != "http" {
+		return &peerError{"url", fmt.Errorf("%q: only http:// peers are supported", ps.URL)}
+	}
+	if u.Host == "" {
+		return &peerError{"url", fmt.Errorf("%q: no host", ps.URL)}
+	}
+	if u.User != nil && !parent {
+		return &peerError{"url", fmt.Errorf("%q: credentials belong to parents, not origins", u.Redacted())}
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return &peerError{"url", fmt.Errorf("%q: want only scheme, host and port", u.Redacted())}
+	}
+	if ps.Weight < 0 || ps.Weight > 1000 {
+		return &peerError{"weight", fmt.Errorf("want 1 to 1000 (0 or absent for 1), got %d", ps.Weight)}
+	}
+	if ps.Weight == 0 {
+		ps.Weight = 1
+	}
+	if ps.MaxConns < 0 {
+		return &peerError{"max_conns", fmt.Errorf("want 0 (no cap) or more, got %d", ps.MaxConns)}
+	}
+	if ps.Name == "" {
+		ps.Name = hostPort(u.Host)
+	}
+	return nil
+}
+
+// peerHostPort is the host:port a peer URL names.
+func peerHostPort(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", err
+	}
+	return hostPort(u.Host), nil
+}
+
+// cliExtras are the flags for the config file, the admin server and the
+// engine's timeouts.
+type cliExtras struct {
+	config         string
+	admin          string
+	connectTimeout time.Duration
+	idleTimeout    time.Duration
+	headerTimeout  time.Duration
+}
+
+func (x *cliExtras) register(fs *flag.FlagSet) {
+	fs.StringVar(&x.config, "config", "", "JSON config `file` with every flag plus per-peer options (docs/demo.md);\nflags given on the command line override it, e.g. -config /etc/serverside.json")
+	fs.StringVar(&x.admin, "admin", "", "`address` of the admin HTTP server (/metrics, /status, /debug/pprof/); off when empty,\ne.g. -admin 127.0.0.1:9090")
+	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
+	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
+	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
+}
+
+// engineConfig sets the timeouts of cfg.
+func (x *cliExtras) engineConfig(cfg engine.Config) engine.Config {
+	cfg.ConnectTimeout = x.connectTimeout
+	cfg.IdleTimeout = x.idleTimeout
+	cfg.ResponseHeaderTimeout = x.headerTimeout
+	return cfg
+}
+
+// apply loads -config, when given, and sets through fs every flag that the
+// command line did not set, so the flag variables hold the merged result.
+// A flag the FlagSet does not have leaves its value in the returned
+// config only. A peer list given on the command line replaces the
+// file's; the returned config then lists the command line's peers.
+func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
+	if x.config == "" {
+		return &fileConfig{}, nil
+	}
+	fc, err := loadConfig(x.config)
+	if err != nil {
+		return nil, err
+	}
+	onCmdLine := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { onCmdLine[f.Name] = true })
+	set := func(name, field, value string) error {
+		if onCmdLine[name] || fs.Lookup(name) == nil {
+			return nil
+		}
+		if err := fs.Set(name, value); err != nil {
+			return &ConfigError{File: x.config, Field: field, Err: err}
+		}
+		return nil
+	}
+	var errs []error
+	if fc.Listen != "" {
+		errs = append(errs, set("listen", "listen", fc.Listen))
+	}
+	if fc.Admin != "" {
+		errs = append(errs, set("admin", "admin", fc.Admin))
+	}
+	if fc.Shards != nil {
+		errs = append(errs, set("shards", "shards", strconv.Itoa(*fc.Shards)))
+	}
+	if fc.AccessLog != nil {
+		errs = append(errs, set("access-log", "access_log", strconv.FormatBool(*fc.AccessLog)))
+	}
+	if fc.LB != "" {
+		errs = append(errs, set("lb", "lb", fc.LB))
+	}
+	for _, t := range []struct {
+		flag, field string
+		d           duration
+	}{
+		{"connect-timeout", "timeouts.connect", fc.Timeouts.Connect},
+		{"idle-timeout", "timeouts.idle", fc.Timeouts.Idle},
+		{"response-header-timeout", "timeouts.response_header", fc.Timeouts.ResponseHeader},
+	} {
+		if t.d != 0 {
+			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))
+		}
+	}
+	for _, l := range []struct {
+		flag, field string
+		peers       *[]peerSpec
+	}{{"origin", "origins", &fc.Origins}, {"parent", "parents", &fc.Parents}} {
+		if onCmdLine[l.flag] {
+			*l.peers = cmdLinePeers(fs.Lookup(l.flag).Value)
+			continue
+		}
+		for i, ps := range *l.peers {
+			errs = append(errs, set(l.flag, l.field+"["+strconv.Itoa(i)+"].url", ps.URL))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return fc, nil
+}
+
+// cmdLinePeers lists the peers of a repeatable URL flag with default
+// options.
+func cmdLinePeers(v flag.Value) []peerSpec {
+	var urls []string
+	switch l := v.(type) {
+	case *originList:
+		urls = *l
+	case flag.Getter:
+		if s, ok := l.Get().([]string); ok {
+			urls = s
+		}
+	}
+	if urls == nil && v.String() != "" {
+		urls = strings.Split(v.String(), ",")
+	}
+	out := make([]peerSpec, 0, len(urls))
+	for _, s := range urls {
+		ps := peerSpec{URL: s}
+		if ps.validate(true) != nil {
+			ps.Name = s // the flag's own parsing reports the error
+		}
+		out = append(out, ps)
+	}
+	return out
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/engine"
+)
+
+// The example in docs/demo.md is a valid config and means what the doc
+// says.
+func TestDocExampleConfig(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/demo.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```json\n")
+	if !ok {
+		t.Fatal("docs/demo.md has no ```json block")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	fc, err := parseConfig("docs/demo.md", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards, access := 2, false
+	want := &fileConfig{
+		Listen: "127.0.0.1:8080", Admin: "127.0.0.1:9090", Shards: &shards, AccessLog: &access,
+		Origins: []peerSpec{
+			{URL: "http://127.0.0.1:8081", Name: "web-a", Weight: 3, MaxConns: 64},
+			{URL: "http://127.0.0.1:8082", Name: "127.0.0.1:8082", Weight: 1},
+		},
+		Parents: []peerSpec{{URL: "http://user:secret@10.0.0.5:3128", Name: "squid-1", Weight: 1, MaxConns: 128}},
+		LB:      "leastconn",
+		Timeouts: timeouts{
+			Connect: duration(3 * time.Second), Idle: duration(90 * time.Second), ResponseHeader: duration(30 * time.Second),
+		},
+	}
+	if !reflect.DeepEqual(fc, want) {
+		t.Fatalf("parsed\n%+v\nwant\n%+v", fc, want)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		in, field, msg string
+		unknown        bool
+	}{
+		{`{"lsiten": "127.0.0.1:1"}`, "lsiten", "known fields here: listen, admin,", true},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns", true},
+		{`{"timeouts": {"connect": "1s", "read": "1s"}}`, "timeouts.read", "known fields here: connect, idle, response_header", true},
+		{`{"listen": 8080}`, "listen", "want a string, got a JSON number", false},
+		{`{"shards": -1}`, "shards", "must be 0 (GOMAXPROCS) or more", false},
+		{`{"admin": "9090"}`, "admin", "want host:port", false},
+		{`{"lb": "random"}`, "lb", `unknown policy "random"; want one of roundrobin, leastconn, p2c, hash`, false},
+		{`{"origins": [{"name": "x"}]}`, "origins[0].url", "missing", false},
+		{`{"origins": [{"url": "https://a:443"}]}`, "origins[0].url", "only http:// peers are supported", false},
+		{`{"origins": [{"url": "http://u:pw@a:80"}]}`, "origins[0].url", `"http://u:xxxxx@a:80": credentials belong to parents`, false},
+		{`{"origins": [{"url": "http://a:80/path"}]}`, "origins[0].url", "want only scheme, host and port", false},
+		{`{"origins": [{"url": "http://a:80", "weight": -1}]}`, "origins[0].weight", "want 1 to 1000", false},
+		{`{"parents": [{"url": "http://a:80", "weight": 1001}]}`, "parents[0].weight", "want 1 to 1000", false},
+		{`{"parents": [{"url": "http://a:80", "max_conns": -5}]}`, "parents[0].max_conns", "want 0 (no cap) or more", false},
+		{`{"origins": [{"url": "http://a:80"}, {"url": "http://a"}]}`, "origins[1].name", `"a:80" is also the name of origins[0]`, false},
+		{`{"timeouts": {"idle": 30}}`, "timeouts.idle", `want a duration string such as "10s"`, false},
+		{`{"timeouts": {"idle": "-3s"}}`, "timeouts.idle", `negative duration`, false},
+		{`{"timeouts": {"idle": "soon"}}`, "timeouts.idle", `invalid duration`, false},
+		{"{\n  \"listen\": \"a:1\",\n  \"shards\": 2,,\n}", "", "line 3 column 15: invalid character ','", false},
+		{`{"listen": "a:1"} {}`, "", "invalid character '{' after top-level value", false},
+		{`[1]`, "", "want a JSON object at the top", false},
+	} {
+		_, err := parseConfig("c.json", []byte(c.in))
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("%s: error %v is not a *ConfigError", c.in, err)
+			continue
+		}
+		// The decoder names the path of a type error its own way; the
+		// message must still carry the field.
+		if ce.File != "c.json" || !strings.Contains(err.Error(), c.field) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s:\n got %v\nwant field %q and %q", c.in, err, c.field, c.msg)
+		}
+		if c.field != "" && ce.Field != c.field {
+			t.Errorf("%s: field %q, want %q", c.in, ce.Field, c.field)
+		}
+		if errors.Is(err, ErrUnknownField) != c.unknown {
+			t.Errorf("%s: errors.Is(err, ErrUnknownField) = %v", c.in, !c.unknown)
+		}
+	}
+}
+
+// stringsFlag stands for a repeatable flag another file may define
+// (-parent); it has no Get, so apply falls back to its String form.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+// testFlags builds a flag set like run's.
+func testFlags(withParentLB bool) (*flag.FlagSet, *cliExtras, map[string]any) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	v := map[string]any{
+		"listen": fs.String("listen", "127.0.0.1:3128", ""),
+		"shards": fs.Int("shards", 0, ""),
+		"access": fs.Bool("access-log", true, ""),
+	}
+	var origins originList
+	fs.Var(&origins, "origin", "")
+	v["origin"] = &origins
+	if withParentLB {
+		var parents stringsFlag
+		fs.Var(&parents, "parent", "")
+		v["parent"] = &parents
+		v["lb"] = fs.String("lb", "roundrobin", "")
+	}
+	x := &cliExtras{}
+	x.register(fs)
+	return fs, x, v
+}
+
+func writeConfig(t *testing.T, s string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "c.json")
+	if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+const applyConfig = `{"listen": "127.0.0.1:8080", "admin": "127.0.0.1:9090", "shards": 4, "access_log": false,
+	"origins": [{"url": "http://127.0.0.1:81", "name": "a", "weight": 2}, {"url": "http://127.0.0.1:82"}],
+	"parents": [{"url": "http://u:p@127.0.0.1:3129"}],
+	"lb": "p2c",
+	"timeouts": {"connect": "2s", "response_header": "5s"}}`
+
+// The file fills in what the command line left out; what the command line
+// gave wins, a peer list included.
+func TestApplyConfig(t *testing.T) {
+	file := writeConfig(t, applyConfig)
+	fs, x, v := testFlags(true)
+	if err := fs.Parse([]string{"-config", file, "-shards", "1", "-idle-timeout", "7s", "-lb", "hash"}); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := x.apply(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *v["listen"].(*string) != "127.0.0.1:8080" || x.admin != "127.0.0.1:9090" || *v["shards"].(*int) != 1 ||
+		*v["access"].(*bool) || *v["lb"].(*string) != "hash" {
+		t.Fatalf("listen %v admin %v shards %v access %v lb %v", *v["listen"].(*string), x.admin, *v["shards"].(*int), *v["access"].(*bool), *v["lb"].(*string))
+	}
+	if got := []string(*v["origin"].(*originList)); !reflect.DeepEqual(got, []string{"http://127.0.0.1:81", "http://127.0.0.1:82"}) {
+		t.Fatalf("origins %v", got)
+	}
+	if got := []string(*v["parent"].(*stringsFlag)); !reflect.DeepEqual(got, []string{"http://u:p@127.0.0.1:3129"}) {
+		t.Fatalf("parents %v", got)
+	}
+	ec := x.engineConfig(engine.Config{})
+	if ec.ConnectTimeout != 2*time.Second || ec.IdleTimeout != 7*time.Second || ec.ResponseHeaderTimeout != 5*time.Second {
+		t.Fatalf("timeouts %v %v %v", ec.ConnectTimeout, ec.IdleTimeout, ec.ResponseHeaderTimeout)
+	}
+	if len(fc.Origins) != 2 || fc.Origins[0].Name != "a" || fc.Origins[0].Weight != 2 || fc.Origins[1].Name != "127.0.0.1:82" {
+		t.Fatalf("file origins %+v", fc.Origins)
+	}
+
+	// -origin and -parent on the command line replace the file's lists.
+	fs, x, v = testFlags(true)
+	if err := fs.Parse([]string{"-config", file, "-origin", "http://127.0.0.1:99", "-parent", "http://127.0.0.1:98", "-parent", "http://127.0.0.1:97"}); err != nil {
+		t.Fatal(err)
+	}
+	if fc, err = x.apply(fs); err != nil {
+		t.Fatal(err)
+	}
+	if got := []string(*v["origin"].(*originList)); !reflect.DeepEqual(got, []string{"http://127.0.0.1:99"}) {
+		t.Fatalf("origins %v", got)
+	}
+	wantPeers := func(urls ...string) []peerSpec {
+		var out []peerSpec
+		for _, u := range urls {
+			out = append(out, peerSpec{URL: u, Name: strings.TrimPrefix(u, "http://"), Weight: 1})
+		}
+		return out
+	}
+	if !reflect.DeepEqual(fc.Origins, wantPeers("http://127.0.0.1:99")) ||
+		!reflect.DeepEqual(fc.Parents, wantPeers("http://127.0.0.1:98", "http://127.0.0.1:97")) {
+		t.Fatalf("peers %+v %+v", fc.Origins, fc.Parents)
+	}
+}
+
+// The file's peer options (names, weights, connection caps) and policy
+// become the engine peer group's; peers given on the command line keep
+// their own URL options instead.
+func TestFilePeerOptionsReachGroup(t *testing.T) {
+	file := writeConfig(t, `{"lb": "p2c", "origins": [
+		{"url": "http://127.0.0.1:81", "name": "a", "weight": 2, "max_conns": 5},
+		{"url": "http://127.0.0.1:82"}]}`)
+	group := func(args ...string) engine.GroupConfig {
+		t.Helper()
+		fs, x, v := testFlags(true)
+		if err := fs.Parse(append([]string{"-config", file}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		fromFile := len(*v["origin"].(*originList)) == 0
+		fc, err := x.apply(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg engine.Config
+		if err := withPeers(&cfg, *v["origin"].(*originList), nil, *v["lb"].(*string)); err != nil {
+			t.Fatal(err)
+		}
+		withFilePeers(&cfg, fc, fromFile)
+		return cfg.Groups[peerGroup]
+	}
+	g := group()
+	want := []engine.Peer{
+		{Name: "a", Addr: "127.0.0.1:81", Weight: 2, MaxConns: 5},
+		{Name: "127.0.0.1:82", Addr: "127.0.0.1:82", Weight: 1},
+	}
+	if g.Balancer != "p2c" || !reflect.DeepEqual(g.Peers, want) {
+		t.Fatalf("group %+v, want p2c over %+v", g, want)
+	}
+	g = group("-origin", "http://127.0.0.1:83?name=c")
+	if len(g.Peers) != 1 || g.Peers[0] != (engine.Peer{Name: "c", Addr: "127.0.0.1:83"}) {
+		t.Fatalf("command-line peers %+v", g.Peers)
+	}
+}
+
+// A missing file is an error naming it.
+func TestApplyConfigMissingFile(t *testing.T) {
+	fs, x, _ := testFlags(false)
+	if err := fs.Parse([]string{"-config", filepath.Join(t.TempDir(), "none.json")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := x.apply(fs)
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "none.json") {
+		t.Fatalf("err %v", err)
+	}
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// detachAbove is how many request body bytes may still be to come, beyond
+// what netpoll has buffered, before the connection leaves netpoll for the
+// body (the engine's BodyHighWater for responses, on the client side).
+const detachAbove = 1 << 20
+
+// Client connections and large request bodies.
+//
+// netpoll reads every client socket into memory as fast as the client
+// sends, whoever consumes it: a client uploading faster than the origin
+// takes the body would have the proxy buffer all of it. So a request
+// whose body may exceed detachAbove moves its connection off netpoll
+// before any of the body is read: the handler calls Detach (which takes
+// the fd out of netpoll's poller without closing it) and returns; netpoll
+// then runs the close callbacks on the handler's goroutine, after the
+// deregistration, and onDetached takes what netpoll had buffered (the
+// head) and wraps the fd in a Go net connection. A goroutine of its own
+// serves the connection from then on, with blocking reads and writes: TCP
+// flow control holds the client back while the origin is slow.
+//
+// The hand-over is safe only while the client sends nothing: the poller
+// may be in the middle of a read for this fd when it is deregistered, and
+// netpoll frees what that read brings right after the close callbacks,
+// so bytes arriving during the hand-over could be lost. Hence only a
+// request with "Expect: 100-continue" whose body has not started detaches:
+// its client waits for our "100 Continue", which goes out after the
+// hand-over. Other uploads stay on netpoll, which may buffer them.
+
+// needsDetach reports whether the request just parsed should be served
+// off netpoll; buffered is how many bytes netpoll holds from the start of
+// its head.
+func (cc *clientConn) needsDetach(hl, buffered int) bool {
+	if cc.detached || !cc.req.ExpectContinue() || buffered > hl {
+		return false
+	}
+	switch cc.req.Framing() {
+	case parser.FramingChunked:
+		return true
+	case parser.FramingLength:
+		return cc.req.ContentLength() > detachAbove
+	}
+	return false
+}
+
+// onDetached is the close callback of a connection that Detach took off
+// netpoll. It runs on the goroutine of the connection's last OnRequest,
+// after netpoll deregistered the fd and before it freed its buffers.
+func (cc *clientConn) onDetached(c netpoll.Connection) {
+	r := c.Reader()
+	var left []byte
+	if n := r.Len(); n > 0 {
+		b, err := r.Next(n)
+		if err == nil {
+			left = append(make([]byte, 0, max(n, 4096)), b...)
+		}
+	}
+	nc, err := fileConn(c)
+	if err != nil {
+		cc.p.log.Warn("detach client connection", "err", err)
+		cc.unregister()
+		return
+	}
+	cc.c, cc.detached = nc, true
+	cc.r = &connReader{c: nc, buf: left, w: len(left)}
+	cc.w = &connWriter{c: nc}
+	cc.closer.Store(closerOf{nc})
+	go cc.serveDetached()
+}
+
+// fileConn turns the fd of a detached netpoll connection into a Go net
+// connection (a duplicate) and closes the original.
+func fileConn(c netpoll.Connection) (net.Conn, error) {
+	fc, ok := c.(interface{ Fd() int })
+	if !ok {
+		return nil, errors.New("netpoll connection has no fd")
+	}
+	f := os.NewFile(uintptr(fc.Fd()), "client")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("file conn: %w", err)
+	}
+	return nc, nil
+}
+
+// serveDetached serves a detached connection's requests, from the one
+// that detached it, on this goroutine, until the connection closes.
+func (cc *clientConn) serveDetached() {
+	defer cc.unregister()
+	defer cc.c.Close()
+	// The state is still busy from the OnRequest that detached.
+	for first := true; ; first = false {
+		if !first {
+			// Between requests: wait for the next one's first byte.
+			_ = cc.c.SetReadDeadline(time.Now().Add(cc.p.cfg.IdleTimeout))
+			if _, err := cc.r.Peek(1); err != nil {
+				return
+			}
+			if !cc.state.CompareAndSwap(stIdle, stBusy) {
+				return
+			}
+		}
+		if cc.serveOne() != served {
+			cc.state.Store(stClosing)
+			return
+		}
+		cc.idleSince.Store(time.Now().UnixNano())
+		cc.state.Store(stIdle)
+	}
+}
+
+// connReader gives a Go net connection the part of netpoll's Reader the
+// client side uses. Peek's result is valid until the next Peek.
+type connReader struct {
+	c    net.Conn
+	buf  []byte
+	r, w int // buf[r:w] is unread
+}
+
+func (cr *connReader) Len() int { return cr.w - cr.r }
+
+func (cr *connReader) Peek(n int) ([]byte, error) {
+	for cr.w-cr.r < n {
+		if cr.r > 0 {
+			cr.w = copy(cr.buf, cr.buf[cr.r:cr.w])
+			cr.r = 0
+		}
+		if n > len(cr.buf) {
+			nb := make([]byte, max(n, 2*len(cr.buf), 32<<10))
+			copy(nb, cr.buf[:cr.w])
+			cr.buf = nb
+		}
+		m, err := cr.c.Read(cr.buf[cr.w:])
+		cr.w += m
+		if err != nil && cr.w-cr.r < n {
+			return nil, err
+		}
+	}
+	return cr.buf[cr.r : cr.r+n], nil
+}
+
+func (cr *connReader) Skip(n int) error {
+	if n > cr.w-cr.r {
+		return errors.New("skip beyond buffered bytes")
+	}
+	cr.r += n
+	return nil
+}
+
+func (cr *connReader) Release() error {
+	if cr.r == cr.w {
+		cr.r, cr.w = 0, 0
+	}
+	return nil
+}
+
+// readInto reads straight into p once nothing is buffered: request body
+// bytes then cross no buffer of ours.
+func (cr *connReader) readInto(p []byte) (int, error) {
+	return cr.c.Read(p)
+}
+
+// connWriter gives a Go net connection the part of netpoll's Writer the
+// client side uses: it keeps references to the pieces written and sends
+// them with one writev at Flush, under the write timeout.
+type connWriter struct {
+	c    net.Conn
+	bufs net.Buffers
+}
+
+func (cw *connWriter) WriteBinary(b []byte) (int, error) {
+	cw.bufs = append(cw.bufs, b)
+	return len(b), nil
+}
+
+func (cw *connWriter) Flush() error {
+	keep := cw.bufs[:0]
+	_ = cw.c.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	_, err := cw.bufs.WriteTo(cw.c)
+	clear(keep[:cap(keep)])
+	cw.bufs = keep
+	return err
+}
+
+// closerOf wraps the connection to close, so that an atomic.Value holds
+// one concrete type whichever the connection is.
+type closerOf struct{ c net.Conn }

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/engine/balance"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// peerGroup is the name of the engine peer group built from -origin or
+// -parent.
+const peerGroup = "upstream"
+
+// withPeers adds to cfg the peer group of the -origin URLs (reverse
+// mode) or the -parent URLs (forward mode through parents), balanced by
+// lb. Nothing is added when both are empty. Host names are resolved once,
+// here: the engine does no DNS.
+//
+// A URL may carry per-peer options in its query:
+//
+//	name=a               the peer's name in logs and stats (default host:port)
+//	weight=2             its share of the requests (default 1)
+//	max_conns=100        its connection cap
+//	max_pending=50       requests that may wait for one of its connections
+//	pending_timeout=5s   how long each may wait
+//
+// A parent's userinfo (http://user:pass@host:port) is sent as Basic
+// Proxy-Authorization.
+func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
+	if len(origins) > 0 && len(parents) > 0 {
+		return fmt.Errorf("-origin and -parent do not mix: origins make a reverse proxy, parents a forward one")
+	}
+	urls, parent := origins, false
+	if len(parents) > 0 {
+		urls, parent = parents, true
+	}
+	if len(urls) == 0 {
+		return nil
+	}
+	gc := engine.GroupConfig{Balancer: balance.Kind(lb)}
+	for _, raw := range urls {
+		p, err := parsePeer(raw, parent)
+		if err != nil {
+			return err
+		}
+		gc.Peers = append(gc.Peers, p)
+	}
+	if cfg.Groups == nil {
+		cfg.Groups = map[string]engine.GroupConfig{}
+	}
+	cfg.Groups[peerGroup] = gc
+	return nil
+}
+
+// parsePeer turns an -origin or -parent URL into a peer.
+func parsePeer(raw string, parent bool) (engine.Peer, error) {
+	flagName := "-origin"
+	if parent {
+		flagName = "-parent"
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
+	}
+	if u.Scheme != "http" || u.Host == "" {
+		return engine.Peer{}, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
+	}
+	if u.User != nil && !parent {
+		return engine.Peer{}, fmt.Errorf("%s %q: credentials are for parents", flagName, raw)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, err := resolve(ctx, hostPort(u.Host))
+	if err != nil {
+		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
+	}
+	p := engine.Peer{Name: hostPort(u.Host), Addr: addr, Parent: parent}
+	if u.User != nil {
+		p.Username = u.User.Username()
+		p.Password, _ = u.User.Password()
+	}
+	for k, vs := range u.Query() {
+		v := vs[len(vs)-1]
+		var err error
+		switch k {
+		case "name":
+			p.Name = v
+		case "weight":
+			p.Weight, err = strconv.Atoi(v)
+		case "max_conns":
+			p.MaxConns, err = strconv.Atoi(v)
+		case "max_pending":
+			p.MaxPending, err = strconv.Atoi(v)
+		case "pending_timeout":
+			p.PendingTimeout, err = time.ParseDuration(v)
+		default:
+			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending or pending_timeout)")
+		}
+		if err != nil {
+			return engine.Peer{}, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
+		}
+	}
+	return p, nil
+}
+
+// routePeers routes the request to the peer group: to an origin in origin
+// form, or to a parent in absolute form (kept as the client sent it; the
+// engine adds the parent's credentials). False means an error was written.
+func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
+	req := &cc.req
+	up := engine.Upstream{Group: cc.p.group}
+	if cc.p.parents {
+		if req.Form() != parser.FormAbsolute || string(req.Scheme()) != "http" {
+			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// target")
+			return up, false
+		}
+		up.HashKey = string(req.Authority())
+	} else if req.Form() == parser.FormAbsolute {
+		cc.setOriginForm(ed)
+	} else if !req.Has(parser.HdrHost) {
+		// An HTTP/1.0 request without Host; HTTP/1.1 requires one. The
+		// origin is not chosen yet: name the first.
+		ed.Set("Host", []byte(cc.p.originHost))
+	}
+	return up, true
+}
+
+// withFilePeers applies the -config file's per-peer options (name,
+// weight, max_conns) to the group built from the same URLs, which apply
+// passed through the -origin or -parent flag. fromFile says that the
+// command line named no peers: a list given there replaced the file's and
+// keeps the options of its own URLs.
+func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
+	g, ok := cfg.Groups[peerGroup]
+	if !ok || !fromFile {
+		return
+	}
+	specs := fc.Origins
+	if g.Peers[0].Parent {
+		specs = fc.Parents
+	}
+	if len(specs) != len(g.Peers) {
+		return
+	}
+	for i, ps := range specs {
+		p := &g.Peers[i]
+		if ps.Name != "" {
+			p.Name = ps.Name
+		}
+		if ps.Weight > 0 {
+			p.Weight = ps.Weight
+		}
+		if ps.MaxConns > 0 {
+			p.MaxConns = ps.MaxConns
+		}
+	}
+}
+
+// peerSpecs lists the group's peers for the admin pages, which name
+// upstreams by address.
+func peerSpecs(cfg engine.Config) []peerSpec {
+	var out []peerSpec
+	for _, p := range cfg.Groups[peerGroup].Peers {
+		out = append(out, peerSpec{URL: "http://" + p.Addr, Name: p.Name, Weight: max(p.Weight, 1), MaxConns: p.MaxConns})
+	}
+	return out
+}

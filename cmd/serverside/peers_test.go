@@ -1,0 +1,90 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+)
+
+func TestPeerURLOptions(t *testing.T) {
+	var cfg engine.Config
+	err := withPeers(&cfg, nil, []string{
+		"http://u:p%40ss@127.0.0.1:3129?weight=2&name=a&max_conns=100&max_pending=7&pending_timeout=3s",
+		"http://127.0.0.1:3130",
+	}, "leastconn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := cfg.Groups[peerGroup]
+	want := engine.Peer{Name: "a", Addr: "127.0.0.1:3129", Weight: 2, Parent: true, Username: "u", Password: "p@ss",
+		MaxConns: 100, MaxPending: 7, PendingTimeout: 3 * time.Second}
+	if g.Balancer != "leastconn" || len(g.Peers) != 2 || g.Peers[0] != want ||
+		g.Peers[1] != (engine.Peer{Name: "127.0.0.1:3130", Addr: "127.0.0.1:3130", Parent: true}) {
+		t.Fatalf("group %+v", g)
+	}
+	for _, bad := range [][2][]string{
+		{{"http://127.0.0.1:1"}, {"http://127.0.0.1:2"}},   // both
+		{{"https://127.0.0.1:1"}, nil},                     // scheme
+		{{"http://u:p@127.0.0.1:1"}, nil},                  // credentials on an origin
+		{{"http://127.0.0.1:1?weight=x"}, nil},             // bad number
+		{{"http://127.0.0.1:1?colour=red"}, nil},           // unknown option
+		{nil, {"http://127.0.0.1:1?pending_timeout=soon"}}, // bad duration
+	} {
+		if err := withPeers(&engine.Config{}, bad[0], bad[1], ""); err == nil {
+			t.Errorf("withPeers(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, []string{"http://127.0.0.1:1"}, nil, "random"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.New(cfg); err == nil {
+		t.Fatal("engine accepted -lb random")
+	}
+}
+
+// TestCurlThroughSquidParent: curl -x the demo, which forwards through a
+// real Squid parent (Basic credentials from the -parent URL) to nginx.
+func TestCurlThroughSquidParent(t *testing.T) {
+	needTools(t)
+	if _, err := os.Stat("/usr/lib/squid/basic_ncsa_auth"); err != nil && bench.SquidBinary() != "" {
+		t.Skipf("Squid's basic_ncsa_auth helper is missing: %v", err)
+	}
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	squid := bench.StartSquid(t, bench.SquidOptions{Auth: "basic", Users: map[string]string{"alice": "s3cret"}})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://alice:s3cret@" + squid.Addr() + "?name=squid"}, "roundrobin"); err != nil {
+		t.Fatal(err)
+	}
+	px := startProxyConfig(t, cfg)
+	for i := 0; i < 2; i++ {
+		body, _ := curl(t, "-x", "http://"+px, ng.URL("/small"))
+		if body != bench.SmallBody {
+			t.Fatalf("body %q", body)
+		}
+	}
+	out, _ := curl(t, "-i", "-x", "http://"+px, ng.URL("/16k"))
+	if !strings.HasPrefix(out, "HTTP/1.1 200") || !strings.Contains(out, "Via: ") {
+		t.Fatalf("reply:\n%.300s", out)
+	}
+	var alice int
+	for deadline := time.Now().Add(10 * time.Second); alice < 3 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		alice = 0
+		for _, l := range squid.AccessLog() {
+			if strings.Contains(l, " alice ") && strings.Contains(l, "/200 ") && strings.Contains(l, "http://"+ng.Addr()+"/") {
+				alice++
+			}
+		}
+	}
+	if alice != 3 {
+		t.Fatalf("Squid logged %d requests by alice, want 3:\n%s", alice, strings.Join(squid.AccessLog(), "\n"))
+	}
+	if n := len(ng.WaitRequests(3, 10*time.Second)); n != 3 {
+		t.Fatalf("nginx logged %d requests, want 3", n)
+	}
+}

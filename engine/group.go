@@ -1,0 +1,679 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/engine/balance"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
+	"github.com/serverside-go/serverside/shard"
+)
+
+// Defaults of a GroupConfig's zero fields.
+const (
+	DefaultMaxFails      = 3
+	DefaultBackoff       = time.Second
+	DefaultMaxBackoff    = 30 * time.Second
+	DefaultCheckInterval = 5 * time.Second
+	DefaultCheckTimeout  = 2 * time.Second
+)
+
+// GroupConfig describes a peer group: the peers a request naming the
+// group (Upstream.Group) may go to, how one is chosen, and how their
+// health is judged.
+type GroupConfig struct {
+	// Balancer chooses among the peers that are up: balance.RoundRobin
+	// (smooth weighted round-robin, the default), balance.LeastConn,
+	// balance.P2C or balance.Hash (on Upstream.HashKey).
+	Balancer balance.Kind
+	// Peers are the group's members, at least one, with distinct names.
+	Peers []Peer
+	// Health sets passive and active health checking.
+	Health Health
+	// Seed seeds the random draws of balance.P2C.
+	Seed uint64
+}
+
+// Peer is one member of a group: an origin server, or a parent proxy.
+type Peer struct {
+	// Name identifies the peer in Stats and DrainPeer; default Addr.
+	Name string
+	// Addr is the resolved ip:port of the peer.
+	Addr string
+	// Weight is the peer's share of the requests; default 1.
+	Weight int
+	// Parent marks a forwarding proxy: requests to it are sent in
+	// absolute form ("http://host/path", the host taken from the Host
+	// field when the head is in origin form), and its connections pool
+	// under their own key (Via "fwd", Cred naming Username).
+	Parent bool
+	// Username and Password, for a parent, are sent preemptively as Basic
+	// Proxy-Authorization on every request.
+	Username, Password string
+	// MaxConns caps the peer's connections; MaxPending the requests
+	// waiting for one of them, PendingTimeout each wait. Zero takes the
+	// engine's MaxConnsPerUpstream, the pool's default queue bound and
+	// the engine's PendingTimeout.
+	MaxConns, MaxPending int
+	PendingTimeout       time.Duration
+}
+
+// Health configures the health of a group's peers.
+//
+// Passive checking watches real requests: MaxFails consecutive connect
+// failures or protocol errors mark a peer down for Backoff, doubled after
+// each failed probe up to MaxBackoff. When the back-off has passed, one
+// request is let through as a probe: its success brings the peer up, its
+// failure doubles the back-off. A down peer takes no other requests.
+//
+// Active checking, when CheckPath is set, sends "GET CheckPath" to every
+// peer each CheckInterval: a response with CheckStatus (any 2xx or 3xx
+// when zero) brings the peer up, anything else marks it down.
+type Health struct {
+	// MaxFails is the consecutive failures that mark a peer down;
+	// default 3, negative turns passive checking off.
+	MaxFails int
+	// Backoff is the first down period (default 1s), MaxBackoff the
+	// longest (default 30s).
+	Backoff, MaxBackoff time.Duration
+	// CheckPath is the origin-form target of active checks; empty for
+	// none. CheckHost is their Host field, default the peer's Addr (for a
+	// parent, name an origin behind it).
+	CheckPath, CheckHost string
+	// CheckInterval is the time between checks (default 5s),
+	// CheckTimeout bounds one (default 2s).
+	CheckInterval, CheckTimeout time.Duration
+	// CheckStatus is the status a healthy peer answers with; zero
+	// accepts any 2xx or 3xx.
+	CheckStatus int
+}
+
+func (h Health) normalized() Health {
+	if h.MaxFails == 0 {
+		h.MaxFails = DefaultMaxFails
+	}
+	if h.Backoff <= 0 {
+		h.Backoff = DefaultBackoff
+	}
+	if h.MaxBackoff < h.Backoff {
+		h.MaxBackoff = max(DefaultMaxBackoff, h.Backoff)
+	}
+	if h.CheckInterval <= 0 {
+		h.CheckInterval = DefaultCheckInterval
+	}
+	if h.CheckTimeout <= 0 {
+		h.CheckTimeout = DefaultCheckTimeout
+	}
+	return h
+}
+
+// PeerState is a peer's health and drain state.
+type PeerState uint8
+
+// Peer states.
+const (
+	PeerUp       PeerState = iota // takes requests
+	PeerDown                      // failed; waiting out its back-off or probing
+	PeerDraining                  // DrainPeer: no new requests, connections still open
+	PeerDrained                   // DrainPeer: no connections left
+)
+
+// String names the state.
+func (s PeerState) String() string {
+	switch s {
+	case PeerUp:
+		return "up"
+	case PeerDown:
+		return "down"
+	case PeerDraining:
+		return "draining"
+	case PeerDrained:
+		return "drained"
+	}
+	return "invalid"
+}
+
+// GroupStats is one group's state.
+type GroupStats struct {
+	Balancer balance.Kind
+	Peers    []PeerStats
+}
+
+// PeerStats is one peer's state and counters.
+type PeerStats struct {
+	Name, Addr string
+	Parent     bool
+	Weight     int
+	State      PeerState
+	// Picks counts the balancer's choices of this peer (probes included).
+	Picks uint64
+	// Failures counts connect failures, protocol errors and failed active
+	// checks; Downs the times the peer was marked down.
+	Failures, Downs uint64
+	// Rerouted counts requests moved to another peer after their connect
+	// to this one failed.
+	Rerouted uint64
+	// Pool is the pool's view of the peer's connections; while draining,
+	// Pool.Conns() is what is left to close.
+	Pool poolset.Stats
+}
+
+// group is a peer group's runtime state.
+type group struct {
+	name  string
+	kind  balance.Kind
+	hc    Health
+	peers []*peer
+	keys  []poolset.Key // peers[i].key, for Pool.Loads
+	byKey map[string]*peer
+
+	mu    sync.Mutex // guards what follows and the peers' health fields
+	bal   balance.Balancer
+	view  []balance.Peer
+	loads []int
+
+	stop   context.CancelFunc // ends active checks
+	checks sync.WaitGroup
+}
+
+// peer is one peer's runtime state.
+type peer struct {
+	cfg  Peer
+	idx  int
+	key  poolset.Key
+	auth []byte // Basic Proxy-Authorization value; nil without credentials
+
+	// Guarded by the group's mu.
+	up       bool
+	draining bool
+	probing  bool // a probe request is out
+	fails    int
+	backoff  time.Duration
+	retryAt  time.Time
+
+	picks, failures, downs, rerouted atomic.Uint64
+
+	check     parser.Request // active check head, used by the group's checker only
+	checkBuf  []byte
+	checkEdit *parser.Edits
+}
+
+// newGroup validates cfg and builds a group.
+func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*group, error) {
+	if len(cfg.Peers) == 0 {
+		return nil, fmt.Errorf("engine: group %q: no peers", name)
+	}
+	if len(cfg.Peers) > 64 {
+		return nil, fmt.Errorf("engine: group %q: %d peers, at most 64", name, len(cfg.Peers))
+	}
+	kind := cfg.Balancer
+	if kind == "" {
+		kind = balance.RoundRobin
+	}
+	g := &group{name: name, kind: kind, hc: cfg.Health.normalized(), byKey: make(map[string]*peer)}
+	names := make([]string, len(cfg.Peers))
+	weights := make([]int, len(cfg.Peers))
+	for i, pc := range cfg.Peers {
+		if pc.Addr == "" {
+			return nil, fmt.Errorf("engine: group %q: peer %d has no address", name, i)
+		}
+		if pc.Name == "" {
+			pc.Name = pc.Addr
+		}
+		if pc.Weight <= 0 {
+			pc.Weight = 1
+		}
+		if _, dup := g.byKey[pc.Name]; dup {
+			return nil, fmt.Errorf("engine: group %q: two peers named %q", name, pc.Name)
+		}
+		if pc.PendingTimeout <= 0 {
+			pc.PendingTimeout = defaultPending
+		}
+		p := &peer{cfg: pc, idx: i, up: true, key: poolset.Key{Addr: pc.Addr}}
+		if pc.Parent {
+			p.key.Via = "fwd"
+			if pc.Username != "" || pc.Password != "" {
+				cred := pc.Username + ":" + pc.Password
+				p.auth = []byte("Basic " + base64.StdEncoding.EncodeToString([]byte(cred)))
+				sum := sha256.Sum256([]byte(cred))
+				p.key.Cred = hex.EncodeToString(sum[:8])
+			}
+		}
+		if err := p.buildCheck(g.hc); err != nil {
+			return nil, fmt.Errorf("engine: group %q: peer %q: %w", name, pc.Name, err)
+		}
+		g.peers = append(g.peers, p)
+		g.keys = append(g.keys, p.key)
+		g.byKey[pc.Name] = p
+		names[i], weights[i] = pc.Name, pc.Weight
+	}
+	bal, err := balance.New(kind, names, weights, cfg.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("engine: group %q: %w", name, err)
+	}
+	g.bal = bal
+	g.view = make([]balance.Peer, len(g.peers))
+	g.loads = make([]int, len(g.peers))
+	return g, nil
+}
+
+// buildCheck prepares the peer's active check head.
+func (p *peer) buildCheck(hc Health) error {
+	if hc.CheckPath == "" {
+		return nil
+	}
+	host := hc.CheckHost
+	if host == "" {
+		host = p.cfg.Addr
+	}
+	p.checkBuf = []byte("GET " + hc.CheckPath + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: serverside-health\r\n\r\n")
+	if _, err := p.check.Parse(p.checkBuf); err != nil || !p.check.Done() {
+		return fmt.Errorf("health check path %q: %w", hc.CheckPath, err)
+	}
+	ed, err := p.edits(&p.check, nil)
+	if err != nil {
+		return err
+	}
+	p.checkEdit = ed
+	return nil
+}
+
+// edits returns the edits for sending head to p: the caller's for an
+// origin; for a parent a copy with an absolute-form target and the
+// parent's credentials.
+func (p *peer) edits(head *parser.Request, user *parser.Edits) (*parser.Edits, error) {
+	if !p.cfg.Parent {
+		return user, nil
+	}
+	ed := new(parser.Edits)
+	if user != nil {
+		ed.CopyFrom(user)
+	}
+	target := head.Target()
+	if ed.Target != nil {
+		target = ed.Target
+	}
+	if len(target) > 0 && target[0] == '/' {
+		host := head.Get(parser.HdrHost)
+		if len(host) == 0 {
+			return nil, fmt.Errorf("%w: an origin-form request for parent %s has no Host", ErrBadRequest, p.cfg.Name)
+		}
+		abs := make([]byte, 0, len("http://")+len(host)+len(target))
+		abs = append(append(append(abs, "http://"...), host...), target...)
+		ed.Target = abs
+	}
+	if p.auth != nil {
+		ed.Set("Proxy-Authorization", p.auth)
+	}
+	return ed, nil
+}
+
+// eligibleLocked reports whether p may take a new request now. g.mu must
+// be held.
+func (p *peer) eligibleLocked(now time.Time) bool {
+	if p.draining {
+		return false
+	}
+	return p.up || (!p.probing && !now.Before(p.retryAt))
+}
+
+// pick chooses a peer for a request, skipping the peers in the tried
+// mask. probe reports that the peer is down and this request is its probe.
+func (g *group) pick(pool *poolset.Pool[*conn.Conn], key string, tried uint64) (p *peer, probe bool, err error) {
+	now := time.Now()
+	g.mu.Lock()
+	if g.kind == balance.LeastConn || g.kind == balance.P2C {
+		pool.Loads(g.keys, g.loads)
+	}
+	for i, p := range g.peers {
+		g.view[i] = balance.Peer{
+			Weight:   p.cfg.Weight,
+			Load:     g.loads[i],
+			Eligible: tried&(1<<uint(i)) == 0 && p.eligibleLocked(now),
+		}
+	}
+	i := g.bal.Pick(g.view, key)
+	if i < 0 {
+		g.mu.Unlock()
+		return nil, false, fmt.Errorf("%w: group %q", ErrNoPeer, g.name)
+	}
+	p = g.peers[i]
+	if !p.up {
+		p.probing, probe = true, true
+	}
+	g.mu.Unlock()
+	p.picks.Add(1)
+	return p, probe, nil
+}
+
+// outcome is what one request or check says of a peer's health.
+type outcome uint8
+
+const (
+	neutral outcome = iota // says nothing: canceled, a stale connection, a sink error
+	healthy                // the peer answered
+	failed                 // connect failure or protocol error
+)
+
+// classify judges a finished request's error for passive health.
+func classify(err error) outcome {
+	if err == nil {
+		return healthy
+	}
+	e := conn.AsError(err)
+	switch {
+	case e == nil:
+		return neutral
+	case e.Phase == conn.PhaseProtocol:
+		return failed
+	case e.Phase == conn.PhaseDial && !errors.Is(err, shard.ErrOverloaded) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+		return failed
+	case e.Responded:
+		return healthy
+	}
+	return neutral
+}
+
+// report records an outcome for p; probe says the request was p's probe.
+// active marks an active check, whose failure marks the peer down at
+// once.
+func (g *group) report(p *peer, probe bool, o outcome, active bool, log func(string, ...any)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if probe {
+		p.probing = false
+	}
+	switch o {
+	case healthy:
+		if !p.up {
+			log("engine: peer up", "group", g.name, "peer", p.cfg.Name)
+		}
+		p.up, p.fails, p.backoff = true, 0, 0
+	case failed:
+		p.failures.Add(1)
+		p.fails++
+		switch {
+		case !p.up && (probe || active):
+			p.backoff = min(2*p.backoff, g.hc.MaxBackoff)
+			p.retryAt = time.Now().Add(p.backoff)
+		case p.up && (active || (g.hc.MaxFails > 0 && p.fails >= g.hc.MaxFails)):
+			p.up = false
+			p.backoff = g.hc.Backoff
+			p.retryAt = time.Now().Add(p.backoff)
+			p.downs.Add(1)
+			log("engine: peer down", "group", g.name, "peer", p.cfg.Name, "fails", p.fails, "backoff", p.backoff)
+		}
+	}
+}
+
+// groupsMap is the engine's groups, replaced as a whole by SetGroup.
+type groupsMap = map[string]*group
+
+// SetGroup adds the peer group name, or replaces it (its health state
+// starts afresh; connections of peers that stay are kept by the pool, and
+// the connection limits of peers that leave are lifted). Requests already
+// routed finish on the peer they were given. A peer's limits are those of
+// its pool key: two groups naming the same address with different limits
+// share the ones set last.
+func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty group name", ErrBadRequest)
+	}
+	g, err := newGroup(name, cfg, e.cfg.PendingTimeout)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	old := e.groups.Load()
+	next := make(groupsMap, len(*old)+1)
+	maps.Copy(next, *old)
+	next[name] = g
+	if prev := (*old)[name]; prev != nil {
+		for _, p := range prev.peers {
+			if !slices.Contains(g.keys, p.key) {
+				e.pool.SetLimits(p.key, poolset.KeyLimits{})
+			}
+		}
+	}
+	for _, p := range g.peers {
+		e.pool.SetLimits(p.key, poolset.KeyLimits{MaxConns: p.cfg.MaxConns, MaxWaiters: p.cfg.MaxPending})
+	}
+	e.groups.Store(&next)
+	e.startChecks(g)
+	e.mu.Unlock()
+	// The old checker's requests take e.mu: stop it outside the lock.
+	if prev := (*old)[name]; prev != nil {
+		prev.stopChecks()
+	}
+	return nil
+}
+
+// group returns the group name, or nil.
+func (e *Engine) group(name string) *group { return (*e.groups.Load())[name] }
+
+// DrainPeer takes peer out of group: it gets no new requests, its idle
+// connections close at once, its busy ones after their response. Watch
+// PeerStats for the state to turn PeerDrained. Undrain with UndrainPeer.
+func (e *Engine) DrainPeer(groupName, peerName string) error {
+	g, p, err := e.findPeer(groupName, peerName)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	p.draining = true
+	g.mu.Unlock()
+	e.pool.Drain(p.key)
+	return nil
+}
+
+// UndrainPeer lets a drained peer take requests again.
+func (e *Engine) UndrainPeer(groupName, peerName string) error {
+	g, p, err := e.findPeer(groupName, peerName)
+	if err != nil {
+		return err
+	}
+	e.pool.Undrain(p.key)
+	g.mu.Lock()
+	p.draining = false
+	g.mu.Unlock()
+	return nil
+}
+
+func (e *Engine) findPeer(groupName, peerName string) (*group, *peer, error) {
+	g := e.group(groupName)
+	if g == nil {
+		return nil, nil, fmt.Errorf("%w: %q", ErrNoGroup, groupName)
+	}
+	p := g.byKey[peerName]
+	if p == nil {
+		return nil, nil, fmt.Errorf("%w: group %q has no peer %q", ErrNoPeer, groupName, peerName)
+	}
+	return g, p, nil
+}
+
+// PeerStats returns every group's state, keyed by group name.
+func (e *Engine) PeerStats() map[string]GroupStats {
+	out := make(map[string]GroupStats)
+	for name, g := range *e.groups.Load() {
+		gs := GroupStats{Balancer: g.kind, Peers: make([]PeerStats, len(g.peers))}
+		for i, p := range g.peers {
+			ps := PeerStats{
+				Name: p.cfg.Name, Addr: p.cfg.Addr, Parent: p.cfg.Parent, Weight: p.cfg.Weight,
+				Picks: p.picks.Load(), Failures: p.failures.Load(), Downs: p.downs.Load(),
+				Rerouted: p.rerouted.Load(), Pool: e.pool.Stats(p.key),
+			}
+			g.mu.Lock()
+			switch {
+			case p.draining && ps.Pool.Conns() > 0:
+				ps.State = PeerDraining
+			case p.draining:
+				ps.State = PeerDrained
+			case !p.up:
+				ps.State = PeerDown
+			}
+			g.mu.Unlock()
+			gs.Peers[i] = ps
+		}
+		out[name] = gs
+	}
+	return out
+}
+
+// route picks req's peer in its group and points r's task at it.
+func (e *Engine) route(req *Request, r *request) error {
+	g := e.group(req.Group)
+	if g == nil {
+		return fmt.Errorf("%w: %q", ErrNoGroup, req.Group)
+	}
+	key := req.HashKey
+	if key == "" && g.kind == balance.Hash {
+		key = string(req.Head.Get(parser.HdrHost))
+	}
+	p, probe, err := g.pick(e.pool, key, 0)
+	if err != nil {
+		return err
+	}
+	r.group, r.hashKey, r.userEdits = g, key, req.Edits
+	if err := r.aim(p, probe); err != nil {
+		r.settlePeer(neutral)
+		return err
+	}
+	r.t.Reroute = r.reroute
+	return nil
+}
+
+// aim points the task at peer p.
+func (r *request) aim(p *peer, probe bool) error {
+	r.peer, r.probe = p, probe
+	ed, err := p.edits(r.t.Exchange.Head, r.userEdits)
+	if err != nil {
+		return err
+	}
+	r.t.Key = p.key
+	r.t.Exchange.Edits = ed
+	r.t.PendingTimeout = p.cfg.PendingTimeout
+	return nil
+}
+
+// settlePeer reports the request's outcome to its peer's health, once.
+func (r *request) settlePeer(o outcome) {
+	if r.peer == nil {
+		return
+	}
+	r.group.report(r.peer, r.probe, o, false, r.e.cfg.Logger.Info)
+	r.peer = nil
+}
+
+// rerouteTask is the task's Reroute: the dial to the current peer failed
+// before anything was sent, so the request moves to another peer of the
+// group that it has not tried. A failed connect writes nothing and reads
+// no body byte, so the engine's retry rules (an idempotent request without
+// a body, or one whose body can be replayed) hold for every request: none
+// of it was sent.
+func (r *request) rerouteTask(t *shard.Task, err error) bool {
+	if r.peer == nil {
+		return false
+	}
+	from := r.peer
+	r.settlePeer(classify(err))
+	r.tried |= 1 << uint(from.idx)
+	p, probe, perr := r.group.pick(r.e.pool, r.hashKey, r.tried)
+	if perr != nil {
+		return false
+	}
+	if r.aim(p, probe) != nil {
+		r.settlePeer(neutral)
+		return false
+	}
+	// The new peer has its own key, edits and credentials.
+	r.e.setupAuth(r)
+	from.rerouted.Add(1)
+	return true
+}
+
+// startChecks starts g's active health checks, when it has any.
+func (e *Engine) startChecks(g *group) {
+	if g.hc.CheckPath == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stop = cancel
+	g.checks.Add(1)
+	go func() {
+		defer g.checks.Done()
+		t := time.NewTicker(g.hc.CheckInterval)
+		defer t.Stop()
+		for {
+			for _, p := range g.peers {
+				e.checkPeer(ctx, g, p)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// stopChecks ends g's active checks and waits for the checker.
+func (g *group) stopChecks() {
+	if g.stop != nil {
+		g.stop()
+		g.checks.Wait()
+	}
+}
+
+// checkPeer runs one active check of p.
+func (e *Engine) checkPeer(ctx context.Context, g *group, p *peer) {
+	g.mu.Lock()
+	draining := p.draining
+	g.mu.Unlock()
+	if draining || ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.hc.CheckTimeout)
+	defer cancel()
+	s := &checkSink{}
+	req := &Request{Head: &p.check, Edits: p.checkEdit, peer: p}
+	err := e.Exchange(ctx, req, s)
+	if errors.Is(err, ErrClosed) || ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return
+	}
+	ok := err == nil && (s.status == g.hc.CheckStatus || g.hc.CheckStatus == 0 && s.status >= 200 && s.status < 400)
+	o := failed
+	if ok {
+		o = healthy
+	}
+	g.report(p, false, o, true, e.cfg.Logger.Info)
+}
+
+// checkSink keeps an active check's status and discards its body.
+type checkSink struct{ status int }
+
+func (s *checkSink) OnHead(resp *parser.Response) error { s.status = resp.Status(); return nil }
+func (s *checkSink) OnBody([]byte) error                { return nil }
+func (s *checkSink) OnDone(error)                       {}
+
+// stopAllChecks ends every group's active checks.
+func (e *Engine) stopAllChecks() {
+	for _, g := range *e.groups.Load() {
+		g.stopChecks()
+	}
+}

@@ -1,0 +1,499 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/engine/balance"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// namedOrigin answers every request with "<name> <request line>|<the
+// Proxy-Authorization value>", keeping the connection alive. Requests for
+// /slow wait for release (when not nil) and report on arrived first.
+func namedOrigin(t *testing.T, name string, arrived chan<- struct{}, release <-chan struct{}) *origin {
+	return newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			auth := ""
+			for _, l := range lines[1:] {
+				if v, ok := strings.CutPrefix(l, "Proxy-Authorization: "); ok {
+					auth = v
+				}
+			}
+			if strings.Contains(lines[0], "/slow") && release != nil {
+				arrived <- struct{}{}
+				<-release
+			}
+			body := name + " " + lines[0] + "|" + auth
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+}
+
+// deadAddr is a loopback address nobody listens on.
+func deadAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func groupGet(t testing.TB, group, path string) *Request {
+	return &Request{Upstream: Upstream{Group: group}, Head: head(t, "GET "+path+" HTTP/1.1\r\nHost: example.test\r\n\r\n")}
+}
+
+// who sends a GET to group and returns the name of the peer that answered.
+func who(t *testing.T, e *Engine, group, path string) string {
+	t.Helper()
+	st, body, err := do(t, e, groupGet(t, group, path))
+	if err != nil || st != 200 {
+		t.Fatalf("GET %s via %s: %d %q %v", path, group, st, body, err)
+	}
+	name, _, _ := strings.Cut(body, " ")
+	return name
+}
+
+func peerStats(t *testing.T, e *Engine, group, name string) PeerStats {
+	t.Helper()
+	for _, p := range e.PeerStats()[group].Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no peer %q in group %q: %+v", name, group, e.PeerStats())
+	return PeerStats{}
+}
+
+// waitPeer waits, up to 5s, until ok holds for the peer's stats: pool
+// gauges settle as an exchange finishes, which may be just after the
+// caller has the whole body.
+func waitPeer(t *testing.T, e *Engine, group, name string, ok func(PeerStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p := peerStats(t, e, group, name)
+		if ok(p) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer %s/%s: %+v", group, name, p)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestGroupWeightedRoundRobin(t *testing.T) {
+	checkLeaks(t)
+	a, b := namedOrigin(t, "a", nil, nil), namedOrigin(t, "b", nil, nil)
+	e := newEngine(t, Config{Shards: 2, Groups: map[string]GroupConfig{"g": {Peers: []Peer{
+		{Name: "a", Addr: a.addr(), Weight: 2},
+		{Name: "b", Addr: b.addr()},
+	}}}})
+	var seq string
+	for i := 0; i < 30; i++ {
+		seq += who(t, e, "g", "/")
+	}
+	if want := strings.Repeat("aba", 10); seq != want {
+		t.Fatalf("sequence %s, want %s", seq, want)
+	}
+	if pa, pb := peerStats(t, e, "g", "a"), peerStats(t, e, "g", "b"); pa.Picks != 20 || pb.Picks != 10 ||
+		pa.State != PeerUp || pa.Weight != 2 || pa.Pool.Dialed != 1 || pb.Pool.Dialed != 1 {
+		t.Fatalf("stats a %+v, b %+v", pa, pb)
+	}
+	if _, err := e.Do(context.Background(), groupGet(t, "nope", "/")); !errors.Is(err, ErrNoGroup) {
+		t.Fatalf("unknown group: %v, want ErrNoGroup", err)
+	}
+}
+
+func TestGroupConfigErrors(t *testing.T) {
+	checkLeaks(t)
+	e := newEngine(t, Config{Shards: 1})
+	for name, gc := range map[string]GroupConfig{
+		"no peers":     {},
+		"no address":   {Peers: []Peer{{Name: "a"}}},
+		"same name":    {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "a", Addr: "127.0.0.1:2"}}},
+		"bad balancer": {Balancer: "random", Peers: []Peer{{Addr: "127.0.0.1:1"}}},
+		"bad check":    {Peers: []Peer{{Addr: "127.0.0.1:1"}}, Health: Health{CheckPath: "/a b"}},
+	} {
+		if err := e.SetGroup("g", gc); err == nil {
+			t.Errorf("%s: SetGroup accepted %+v", name, gc)
+		}
+	}
+	if _, err := New(Config{Groups: map[string]GroupConfig{"g": {}}}); err == nil {
+		t.Fatal("New accepted a group without peers")
+	}
+	if err := e.DrainPeer("g", "a"); !errors.Is(err, ErrNoGroup) {
+		t.Fatalf("DrainPeer of an unknown group: %v", err)
+	}
+}
+
+func TestGroupReroutesFailedConnect(t *testing.T) {
+	checkLeaks(t)
+	live := namedOrigin(t, "live", nil, nil)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "dead", Addr: deadAddr(t)}, {Name: "live", Addr: live.addr()}},
+		Health: Health{MaxFails: 2, Backoff: time.Hour},
+	}}})
+	for i := 0; i < 10; i++ {
+		if got := who(t, e, "g", "/"); got != "live" {
+			t.Fatalf("request %d answered by %s", i, got)
+		}
+	}
+	d := peerStats(t, e, "g", "dead")
+	// Round-robin sent requests 1 and 3 to dead; each connect failed and
+	// moved to live; the second failure marked dead down for an hour.
+	if d.State != PeerDown || d.Picks != 2 || d.Failures != 2 || d.Rerouted != 2 || d.Downs != 1 {
+		t.Fatalf("dead peer %+v", d)
+	}
+	if l := peerStats(t, e, "g", "live"); l.Picks != 10 || l.State != PeerUp {
+		t.Fatalf("live peer %+v", l)
+	}
+}
+
+func TestGroupAllDown(t *testing.T) {
+	checkLeaks(t)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "x", Addr: deadAddr(t)}, {Name: "y", Addr: deadAddr(t)}},
+		Health: Health{MaxFails: 1, Backoff: time.Hour},
+	}}})
+	// Both connects fail: the request tried both, and fails with the
+	// last dial error.
+	_, _, err := do(t, e, groupGet(t, "g", "/"))
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseDial {
+		t.Fatalf("first request: %v, want a dial error", err)
+	}
+	_, err = e.Do(context.Background(), groupGet(t, "g", "/"))
+	if !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("second request: %v, want ErrNoPeer", err)
+	}
+	for _, p := range e.PeerStats()["g"].Peers {
+		if p.State != PeerDown || p.Failures != 1 || p.Downs != 1 {
+			t.Fatalf("peer %+v", p)
+		}
+	}
+}
+
+func TestGroupPassiveDownThenProbe(t *testing.T) {
+	checkLeaks(t)
+	var broken atomic.Bool
+	broken.Store(true)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			if broken.Load() {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	const backoff = 100 * time.Millisecond
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "o", Addr: o.addr()}},
+		Health: Health{MaxFails: 2, Backoff: backoff, MaxBackoff: time.Hour},
+	}}})
+	for i := 0; i < 2; i++ {
+		_, _, err := do(t, e, groupGet(t, "g", "/"))
+		if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseProtocol {
+			t.Fatalf("request %d: %v, want a protocol error", i, err)
+		}
+	}
+	if p := peerStats(t, e, "g", "o"); p.State != PeerDown || p.Downs != 1 {
+		t.Fatalf("after 2 protocol errors: %+v", p)
+	}
+	if _, err := e.Do(context.Background(), groupGet(t, "g", "/")); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("while down: %v, want ErrNoPeer", err)
+	}
+	// The probe after the back-off fails: down again for twice as long.
+	time.Sleep(backoff + 20*time.Millisecond)
+	if _, _, err := do(t, e, groupGet(t, "g", "/")); conn.AsError(err) == nil {
+		t.Fatalf("failed probe: %v", err)
+	}
+	if _, err := e.Do(context.Background(), groupGet(t, "g", "/")); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("after a failed probe: %v, want ErrNoPeer", err)
+	}
+	broken.Store(false)
+	time.Sleep(2*backoff + 20*time.Millisecond)
+	if st, _, err := do(t, e, groupGet(t, "g", "/")); err != nil || st != 200 {
+		t.Fatalf("probe: %d %v", st, err)
+	}
+	if p := peerStats(t, e, "g", "o"); p.State != PeerUp || p.Downs != 1 || p.Failures != 3 {
+		t.Fatalf("after a good probe: %+v", p)
+	}
+}
+
+func TestGroupParentAbsoluteFormAndCredentials(t *testing.T) {
+	checkLeaks(t)
+	parent := namedOrigin(t, "parent", nil, nil)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"up": {Peers: []Peer{
+		{Name: "p", Addr: parent.addr(), Parent: true, Username: "user", Password: "pa:ss"},
+	}}}})
+	st, body, err := do(t, e, groupGet(t, "up", "/x?y=1"))
+	if want := "parent GET http://example.test/x?y=1 HTTP/1.1|Basic dXNlcjpwYTpzcw=="; err != nil || st != 200 || body != want {
+		t.Fatalf("got %d %q %v, want %q", st, body, err, want)
+	}
+	// Absolute form stays as it is.
+	r := &Request{Upstream: Upstream{Group: "up"}, Head: head(t, "GET http://other.test/z HTTP/1.1\r\nHost: other.test\r\n\r\n")}
+	if _, body, err = do(t, e, r); err != nil || !strings.HasPrefix(body, "parent GET http://other.test/z HTTP/1.1|Basic ") {
+		t.Fatalf("absolute form: %q %v", body, err)
+	}
+	// The parent's connections pool under their own key.
+	var key string
+	for k := range e.Stats() {
+		key = k
+	}
+	if want := parent.addr() + " via=fwd cred=*"; key != want || len(e.Stats()) != 1 {
+		t.Fatalf("stats keys %v, want only %q", e.Stats(), want)
+	}
+	if p := peerStats(t, e, "up", "p"); !p.Parent || p.Pool.Dialed != 1 || p.Pool.Reused != 1 {
+		t.Fatalf("parent stats %+v", p)
+	}
+}
+
+func TestGroupDrainPeer(t *testing.T) {
+	checkLeaks(t)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	a, b := namedOrigin(t, "a", arrived, release), namedOrigin(t, "b", nil, nil)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {Peers: []Peer{
+		{Name: "a", Addr: a.addr()}, {Name: "b", Addr: b.addr()},
+	}}}})
+	if w := who(t, e, "g", "/") + who(t, e, "g", "/"); w != "ab" {
+		t.Fatalf("first two: %s", w)
+	}
+	slow := make(chan string, 1)
+	go func() { slow <- who(t, e, "g", "/slow") }() // to a, on its idle connection
+	<-arrived
+	if w := who(t, e, "g", "/") + who(t, e, "g", "/"); w != "ba" { // a dials a second connection
+		t.Fatalf("next two: %s", w)
+	}
+	waitPeer(t, e, "g", "a", func(p PeerStats) bool { return p.Pool.Busy == 1 && p.Pool.Idle == 1 })
+	if err := e.DrainPeer("g", "a"); err != nil {
+		t.Fatal(err)
+	}
+	p := peerStats(t, e, "g", "a")
+	if p.State != PeerDraining || p.Pool.Idle != 0 || p.Pool.Busy != 1 || p.Pool.Closed.Drained != 1 {
+		t.Fatalf("draining: %+v", p)
+	}
+	for i := 0; i < 4; i++ {
+		if w := who(t, e, "g", "/"); w != "b" {
+			t.Fatalf("request %d while a drains went to %s", i, w)
+		}
+	}
+	close(release)
+	if w := <-slow; w != "a" {
+		t.Fatalf("slow request answered by %s", w)
+	}
+	// The connection closes as the exchange settles, which may be just
+	// after the body reached the caller.
+	waitPeer(t, e, "g", "a", func(p PeerStats) bool {
+		return p.State == PeerDrained && p.Pool.Conns() == 0 && p.Pool.Closed.Drained == 2
+	})
+	if err := e.UndrainPeer("g", "a"); err != nil {
+		t.Fatal(err)
+	}
+	seen := who(t, e, "g", "/") + who(t, e, "g", "/")
+	if seen != "ab" && seen != "ba" {
+		t.Fatalf("after undrain: %s", seen)
+	}
+}
+
+func TestGroupPeerLimits(t *testing.T) {
+	checkLeaks(t)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	a := namedOrigin(t, "a", arrived, release)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {Peers: []Peer{
+		{Name: "a", Addr: a.addr(), MaxConns: 1, MaxPending: 1, PendingTimeout: 200 * time.Millisecond},
+	}}}})
+	slow := make(chan string, 1)
+	go func() { slow <- who(t, e, "g", "/slow") }()
+	<-arrived
+	waited := make(chan error, 1)
+	go func() { _, _, err := do(t, e, groupGet(t, "g", "/")); waited <- err }()
+	for peerStats(t, e, "g", "a").Pool.Waiting != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := do(t, e, groupGet(t, "g", "/")); !errors.Is(err, poolset.ErrQueueFull) {
+		t.Fatalf("third request: %v, want ErrQueueFull", err)
+	}
+	if err := <-waited; !errors.Is(err, poolset.ErrPoolTimeout) {
+		t.Fatalf("second request: %v, want ErrPoolTimeout", err)
+	}
+	close(release)
+	<-slow
+	if p := peerStats(t, e, "g", "a"); p.Pool.Dialed != 1 || p.Pool.WaitTimeouts != 1 || p.Pool.QueueFull != 1 {
+		t.Fatalf("stats %+v", p.Pool)
+	}
+}
+
+func TestGroupHashKey(t *testing.T) {
+	checkLeaks(t)
+	var peers []Peer
+	for _, n := range []string{"a", "b", "c"} {
+		peers = append(peers, Peer{Name: n, Addr: namedOrigin(t, n, nil, nil).addr()})
+	}
+	e := newEngine(t, Config{Shards: 2, Groups: map[string]GroupConfig{"h": {Balancer: balance.Hash, Peers: peers}}})
+	owners := map[string]string{}
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 30; i++ {
+			r := groupGet(t, "h", "/")
+			r.HashKey = fmt.Sprintf("client-%d", i)
+			_, body, err := do(t, e, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name, _, _ := strings.Cut(body, " ")
+			if prev, ok := owners[r.HashKey]; ok && prev != name {
+				t.Fatalf("key %s moved from %s to %s", r.HashKey, prev, name)
+			}
+			owners[r.HashKey] = name
+		}
+	}
+	used := map[string]bool{}
+	for _, n := range owners {
+		used[n] = true
+	}
+	if len(used) != 3 {
+		t.Fatalf("30 keys landed on %v, want all three peers", used)
+	}
+}
+
+func TestGroupActiveChecks(t *testing.T) {
+	checkLeaks(t)
+	var healthy atomic.Bool
+	var checks atomic.Int32
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			status := "200 OK"
+			if strings.HasPrefix(lines[0], "GET /health ") {
+				checks.Add(1)
+				if !healthy.Load() {
+					status = "503 Unavailable"
+				}
+			}
+			fmt.Fprintf(c, "HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n", status)
+		}
+	})
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "o", Addr: o.addr()}},
+		Health: Health{CheckPath: "/health", CheckInterval: 10 * time.Millisecond, Backoff: time.Hour},
+	}}})
+	waitState := func(want PeerState) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for peerStats(t, e, "g", "o").State != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("state %v, want %v", peerStats(t, e, "g", "o").State, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitState(PeerDown)
+	if _, err := e.Do(context.Background(), groupGet(t, "g", "/")); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("while the check fails: %v, want ErrNoPeer", err)
+	}
+	healthy.Store(true)
+	waitState(PeerUp)
+	if st, _, err := do(t, e, groupGet(t, "g", "/")); err != nil || st != 200 {
+		t.Fatalf("after the check passes: %d %v", st, err)
+	}
+	if checks.Load() < 2 {
+		t.Fatalf("%d checks", checks.Load())
+	}
+}
+
+func TestGroupConcurrent(t *testing.T) {
+	checkLeaks(t)
+	var peers []Peer
+	for _, n := range []string{"a", "b", "c"} {
+		peers = append(peers, Peer{Name: n, Addr: namedOrigin(t, n, nil, nil).addr()})
+	}
+	for _, kind := range []balance.Kind{balance.RoundRobin, balance.LeastConn, balance.P2C, balance.Hash} {
+		e := newEngine(t, Config{Shards: 2, Groups: map[string]GroupConfig{"g": {Balancer: kind, Peers: peers}}})
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 50; i++ {
+					r := groupGet(t, "g", "/")
+					r.HashKey = fmt.Sprint(w, i)
+					if st, _, err := do(t, e, r); err != nil || st != 200 {
+						t.Errorf("%s: %d %v", kind, st, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		var picks uint64
+		for _, p := range e.PeerStats()["g"].Peers {
+			picks += p.Picks
+		}
+		if picks != 400 {
+			t.Fatalf("%s: %d picks, want 400", kind, picks)
+		}
+		e.Close()
+	}
+}
+
+func TestSetGroupReplaces(t *testing.T) {
+	checkLeaks(t)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	a, b := namedOrigin(t, "a", arrived, release), namedOrigin(t, "b", nil, nil)
+	e := newEngine(t, Config{Shards: 1})
+	if err := e.SetGroup("g", GroupConfig{Peers: []Peer{{Name: "a", Addr: a.addr(), MaxConns: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if w := who(t, e, "g", "/"); w != "a" {
+		t.Fatalf("answered by %s", w)
+	}
+	// Replaced by b alone: a's cap is lifted, so two requests to a by
+	// address can be in flight at once.
+	if err := e.SetGroup("g", GroupConfig{Peers: []Peer{{Name: "b", Addr: b.addr()}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if w := who(t, e, "g", "/"); w != "b" {
+			t.Fatalf("after replace: answered by %s", w)
+		}
+	}
+	slow := make(chan error, 1)
+	go func() {
+		_, _, err := do(t, e, &Request{Upstream: Upstream{Addr: a.addr()}, Head: head(t, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")})
+		slow <- err
+	}()
+	<-arrived
+	if st, _, err := do(t, e, get(a.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("second request to a while one is in flight: %d %v", st, err)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if len(e.PeerStats()) != 1 || len(e.PeerStats()["g"].Peers) != 1 {
+		t.Fatalf("PeerStats %+v", e.PeerStats())
+	}
+}

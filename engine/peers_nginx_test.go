@@ -1,0 +1,338 @@
+package engine_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/engine/balance"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// Peer groups against real servers: three nginx origins, and Squid as a
+// parent proxy.
+
+// statusSink keeps the status and counts the body.
+type statusSink struct {
+	status int
+	n      int
+}
+
+func (s *statusSink) OnHead(r *parser.Response) error { s.status = r.Status(); return nil }
+func (s *statusSink) OnBody(p []byte) error           { s.n += len(p); return nil }
+func (s *statusSink) OnDone(error)                    {}
+
+// groupHead is a parsed GET of path with the given Host; engines only read
+// a head, so one may serve concurrent requests.
+func groupHead(t testing.TB, path, host string) *parser.Request {
+	t.Helper()
+	h := new(parser.Request)
+	raw := "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: serverside-test\r\n\r\n"
+	if _, err := h.Parse([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// exchange sends one request to group and returns the status.
+func exchange(e *engine.Engine, group string, h *parser.Request) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	s := &statusSink{}
+	err := e.Exchange(ctx, &engine.Request{Upstream: engine.Upstream{Group: group}, Head: h}, s)
+	return s.status, err
+}
+
+func peersOf(e *engine.Engine, group string) map[string]engine.PeerStats {
+	m := map[string]engine.PeerStats{}
+	for _, p := range e.PeerStats()[group].Peers {
+		m[p.Name] = p
+	}
+	return m
+}
+
+// countURI counts the requests for uri in an nginx access log.
+func countURI(reqs []bench.LoggedRequest, uri string) int {
+	n := 0
+	for _, r := range reqs {
+		if r.URI == uri {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPeersNginxSmoothWeightedRoundRobin(t *testing.T) {
+	leakBaseline(t)
+	weights := []int{5, 3, 2}
+	var ngx []*bench.Nginx
+	var peers []engine.Peer
+	for i, w := range weights {
+		n := bench.StartNginx(t, bench.NginxOptions{})
+		ngx = append(ngx, n)
+		peers = append(peers, engine.Peer{Name: "o" + strconv.Itoa(i), Addr: n.Addr(), Weight: w})
+	}
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {Peers: peers}}})
+	const total, workers = 10000, 8
+	h := groupHead(t, "/small", "peers.test")
+	var next atomic.Int64
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= total {
+				if st, err := exchange(e, "web", h); err != nil || st != 200 {
+					failed.Add(1)
+					t.Errorf("request: %d %v", st, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.FailNow()
+	}
+	stats := peersOf(e, "web")
+	for i, n := range ngx {
+		want := total * weights[i] / 10
+		got := len(n.WaitRequests(want, 10*time.Second))
+		picks := stats["o"+strconv.Itoa(i)].Picks
+		t.Logf("origin %d (weight %d): nginx logged %d requests, balancer picks %d, want %d", i, weights[i], got, picks, want)
+		if math.Abs(float64(got-want)) > 0.05*float64(want) {
+			t.Errorf("origin %d served %d of %d requests, want %d ± 5%%", i, got, total, want)
+		}
+		if picks != uint64(got) {
+			t.Errorf("origin %d: %d picks, %d requests logged", i, picks, got)
+		}
+	}
+}
+
+func TestPeersNginxLeastConnAvoidsSlowOrigin(t *testing.T) {
+	leakBaseline(t)
+	// /work is slow on the first origin (1 MiB at 64 KiB/s: 16s) and
+	// instant on the others.
+	slow := bench.StartNginx(t, bench.NginxOptions{Locations: `
+        location = /work {
+            limit_rate 65536;
+            try_files /1m =404;
+        }`})
+	fast := `
+        location = /work {
+            return 200 "fast";
+        }`
+	b := bench.StartNginx(t, bench.NginxOptions{Locations: fast})
+	c := bench.StartNginx(t, bench.NginxOptions{Locations: fast})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+		Balancer: balance.LeastConn,
+		Peers:    []engine.Peer{{Name: "slow", Addr: slow.Addr()}, {Name: "b", Addr: b.Addr()}, {Name: "c", Addr: c.Addr()}},
+	}}})
+	h := groupHead(t, "/work", "peers.test")
+
+	// All idle: the tie goes to the first peer, which is the slow one.
+	ctx, cancel := context.WithCancel(context.Background())
+	slowDone := make(chan error, 1)
+	go func() {
+		slowDone <- e.Exchange(ctx, &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: h}, &statusSink{})
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for peersOf(e, "web")["slow"].Pool.Busy != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first request did not go to the slow origin: %+v", peersOf(e, "web"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// One request at a time: the fast origins are free at every pick, the
+	// slow one is busy, so it gets nothing new.
+	const n = 300
+	for i := 0; i < n; i++ {
+		if st, err := exchange(e, "web", h); err != nil || st != 200 {
+			t.Fatalf("request %d: %d %v", i, st, err)
+		}
+	}
+	ps := peersOf(e, "web")
+	if ps["slow"].Picks != 1 || ps["b"].Picks+ps["c"].Picks != n {
+		t.Fatalf("picks: slow %d, b %d, c %d; want 1 and %d between b and c", ps["slow"].Picks, ps["b"].Picks, ps["c"].Picks, n)
+	}
+	nb, nc := len(b.WaitRequests(int(ps["b"].Picks), 10*time.Second)), len(c.WaitRequests(int(ps["c"].Picks), 10*time.Second))
+	t.Logf("slow origin busy with 1 request; fast origins served %d and %d", nb, nc)
+	if nb+nc != n || nb == 0 || nc == 0 {
+		t.Fatalf("fast origins logged %d and %d requests, want %d between them, both used", nb, nc, n)
+	}
+	cancel()
+	<-slowDone
+	if got := countURI(slow.Requests(), "/work"); got > 1 {
+		t.Fatalf("slow origin logged %d requests for /work", got)
+	}
+}
+
+func TestPeersNginxOriginStopsAndReturns(t *testing.T) {
+	leakBaseline(t)
+	var ngx [3]*bench.Nginx
+	var peers []engine.Peer
+	for i := range ngx {
+		ngx[i] = bench.StartNginx(t, bench.NginxOptions{})
+		peers = append(peers, engine.Peer{Name: "o" + strconv.Itoa(i), Addr: ngx[i].Addr()})
+	}
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+		Peers:  peers,
+		Health: engine.Health{MaxFails: 1, Backoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+	}}})
+	h := groupHead(t, "/small", "peers.test")
+
+	// Four clients send GETs until told to stop (at most 60,000 or 60s).
+	var stop atomic.Bool
+	var sent, errs atomic.Int64
+	var wg sync.WaitGroup
+	limit := time.Now().Add(60 * time.Second)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() && sent.Add(1) <= 60000 && time.Now().Before(limit) {
+				if st, err := exchange(e, "web", h); err != nil || st != 200 {
+					if errs.Add(1) <= 5 {
+						t.Errorf("request lost: %d %v", st, err)
+					}
+				}
+			}
+		}()
+	}
+	waitSent := func(n int64) {
+		for sent.Load() < n && time.Now().Before(limit) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitSent(500)
+	// Stop origin 1 in the middle of the run.
+	port, _ := strconv.Atoi(ngx[1].Addr()[strings.LastIndexByte(ngx[1].Addr(), ':')+1:])
+	before := peersOf(e, "web")["o1"].Picks
+	ngx[1].Stop()
+	stoppedAt := sent.Load()
+	waitSent(stoppedAt + 2000)
+	down := peersOf(e, "web")["o1"]
+	t.Logf("origin 1 stopped after %d picks; %d requests later: state %v, failures %d, rerouted %d",
+		before, sent.Load()-stoppedAt, down.State, down.Failures, down.Rerouted)
+	if down.Failures == 0 {
+		t.Errorf("stopping origin 1 was never noticed: %+v", down)
+	}
+	// Restart it on the same port: it gets traffic again.
+	back := bench.StartNginx(t, bench.NginxOptions{Port: port})
+	for len(back.Requests()) < 100 && time.Now().Before(limit) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	got := len(back.Requests())
+	final := peersOf(e, "web")
+	t.Logf("%d requests, %d lost; origin 1 back: %d requests on the restarted nginx, state %v, downs %d",
+		sent.Load(), errs.Load(), got, final["o1"].State, final["o1"].Downs)
+	if errs.Load() != 0 {
+		t.Fatalf("%d requests lost", errs.Load())
+	}
+	if got < 100 {
+		t.Fatalf("restarted origin served %d requests, want at least 100", got)
+	}
+	if final["o1"].State != engine.PeerUp {
+		t.Fatalf("origin 1 state %v after it came back", final["o1"].State)
+	}
+}
+
+// squidHelper skips when Squid's basic authentication helper is missing.
+func squidHelper(t *testing.T) {
+	const helper = "/usr/lib/squid/basic_ncsa_auth"
+	if _, err := os.Stat(helper); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s: %v (scripts/test.sh installs squid)", helper, err)
+		}
+		t.Skipf("Squid's basic auth helper %s is missing: %v", helper, err)
+	}
+}
+
+func TestPeersSquidParent(t *testing.T) {
+	leakBaseline(t)
+	origin := bench.StartNginx(t, bench.NginxOptions{})
+	squid := bench.StartSquid(t, bench.SquidOptions{})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"parents": {
+		Peers: []engine.Peer{{Name: "squid", Addr: squid.Addr(), Parent: true}},
+	}}})
+	// An origin-form head: the engine sends "GET http://<Host>/small".
+	h := groupHead(t, "/small", origin.Addr())
+	for i := 0; i < 3; i++ {
+		resp, body, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Group: "parents"}, Head: h})
+		if err != nil || resp.Status != 200 || string(body) != bench.SmallBody {
+			t.Fatalf("request %d through Squid: %v %q %v", i, resp, body, err)
+		}
+	}
+	if got := countURI(origin.WaitRequests(3, 10*time.Second), "/small"); got != 3 {
+		t.Fatalf("origin logged %d requests, want 3", got)
+	}
+	url := "http://" + origin.Addr() + "/small"
+	// Squid writes its access log a moment after the reply.
+	var seen int
+	for deadline := time.Now().Add(10 * time.Second); seen < 3 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		seen = 0
+		for _, l := range squid.AccessLog() {
+			if strings.Contains(l, " GET "+url+" ") {
+				seen++
+			}
+		}
+	}
+	if seen != 3 {
+		t.Fatalf("Squid logged %d GETs of %s, want 3:\n%s", seen, url, strings.Join(squid.AccessLog(), "\n"))
+	}
+	if p := peersOf(e, "parents")["squid"]; p.Pool.Dialed != 1 || !p.Parent {
+		t.Fatalf("parent peer %+v, want one connection reused", p)
+	}
+}
+
+func TestPeersSquidParentBasicAuth(t *testing.T) {
+	squidHelper(t)
+	leakBaseline(t)
+	origin := bench.StartNginx(t, bench.NginxOptions{})
+	squid := bench.StartSquid(t, bench.SquidOptions{Auth: "basic", Users: map[string]string{"alice": "s3cret"}})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{
+		"good": {Peers: []engine.Peer{{Name: "squid", Addr: squid.Addr(), Parent: true, Username: "alice", Password: "s3cret"}}},
+		"bad":  {Peers: []engine.Peer{{Name: "squid", Addr: squid.Addr(), Parent: true, Username: "alice", Password: "wrong"}}},
+		"none": {Peers: []engine.Peer{{Name: "squid", Addr: squid.Addr(), Parent: true}}},
+	}})
+	h := groupHead(t, "/small", origin.Addr())
+	for group, want := range map[string]int{"good": 200, "bad": 407, "none": 407} {
+		resp, body, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Group: group}, Head: h})
+		if err != nil || resp.Status != want {
+			t.Fatalf("%s credentials: %v %v, want status %d", group, resp, err, want)
+		}
+		if want == 200 && string(body) != bench.SmallBody {
+			t.Fatalf("body %q", body)
+		}
+	}
+	var authed int
+	for deadline := time.Now().Add(10 * time.Second); authed < 1 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		authed = 0
+		for _, l := range squid.AccessLog() {
+			if strings.Contains(l, " alice ") && strings.Contains(l, "/200 ") {
+				authed++
+			}
+		}
+	}
+	if authed != 1 {
+		t.Fatalf("Squid logged %d requests by alice with 200, want 1:\n%s", authed, strings.Join(squid.AccessLog(), "\n"))
+	}
+	// Each credential has its own connections: none was handed to
+	// another group's requests.
+	for _, g := range []string{"good", "bad", "none"} {
+		if p := peersOf(e, g)["squid"]; p.Pool.Dialed != 1 || p.Pool.Reused != 0 {
+			t.Fatalf("%s: pool %+v, want one connection of its own", g, p.Pool)
+		}
+	}
+}
