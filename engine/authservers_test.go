@@ -366,7 +366,12 @@ http_access deny all
 `, dir, addr, squidUserConf(), authConf, idle)
 	writeFile(t, filepath.Join(dir, "squid.conf"), conf, 0o644)
 	s := &squid{log: filepath.Join(logs, "access.log")}
-	s.daemon = startDaemon(t, "squid", addr, []string{filepath.Join(logs, "cache.log")}, squidBin, "-N", "-f", filepath.Join(dir, "squid.conf"))
+	// A service name of its own (-n): squid names its shared memory
+	// segments after it, and two instances under the default name (from
+	// two test processes at once) collide.
+	_, port, _ := net.SplitHostPort(addr)
+	s.daemon = startDaemon(t, "squid", addr, []string{filepath.Join(logs, "cache.log")}, squidBin,
+		"-N", "-n", "authtest"+port, "-f", filepath.Join(dir, "squid.conf"))
 	return s
 }
 
