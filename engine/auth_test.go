@@ -423,3 +423,39 @@ func TestApacheDigestStale(t *testing.T) {
 		t.Errorf("AuthRounds %d, want 2", st.AuthRounds)
 	}
 }
+
+// TestGroupParentAuth: a request to a peer group gets the credentials
+// Config.Auth gives for the chosen peer's address, and a parent peer with
+// its own Username/Password keeps sending only those.
+func TestGroupParentAuth(t *testing.T) {
+	leakBaseline(t)
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "basic"})
+	pol := &engine.Auth{Proxy: own(squidUser, squidPass)}
+	e := startEngine(t, engine.Config{
+		Groups: map[string]engine.GroupConfig{
+			"parents": {Peers: []engine.Peer{{Name: "squid", Addr: sq.addr, Parent: true}}},
+			"withcreds": {Peers: []engine.Peer{{Name: "squid", Addr: sq.addr, Parent: true,
+				Username: squidUser, Password: squidPass}}},
+		},
+		Auth: func(u engine.Upstream) *engine.Auth {
+			if u.Addr == sq.addr {
+				return pol
+			}
+			return nil
+		},
+	})
+	for i, group := range []string{"parents", "withcreds"} {
+		// An origin-form head: the group's parent peer sends it in
+		// absolute form.
+		req := request(t, "", "GET", ngx.Addr(), "/small", false, "Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==")
+		req.Group = group
+		s := send(t, e, req)
+		if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+			t.Fatalf("group %s: heads %v, body %q, err %v", group, s.heads, s.body.String(), s.err)
+		}
+		want := [][]int{{407, 200}, {407, 200, 200}}[i]
+		if got := statuses(readLog(t, sq.log, len(want))); got != fmt.Sprint(want) {
+			t.Fatalf("group %s: squid log statuses %s, want %v", group, got, want)
+		}
+	}
+}
