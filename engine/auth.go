@@ -43,7 +43,9 @@ const (
 
 // Login is how the engine authenticates in one role.
 type Login struct {
-	Mode        LoginMode
+	// Mode says whose credentials are sent; the zero value is LoginNone.
+	Mode LoginMode
+	// Credentials are the engine's own, for LoginOwn.
 	Credentials Credentials
 	// Preemptive sends Basic credentials with every request, before any
 	// challenge (Squid's cache_peer login=user:pass). LoginOwn only.
@@ -62,8 +64,10 @@ const DefaultAuthRounds = 2
 // §3.2). A request in origin form goes to an origin, which never sees a
 // Proxy-Authorization, whatever Auth says.
 type Auth struct {
+	// Origin answers 401s, in Authorization.
 	Origin Login
-	Proxy  Login
+	// Proxy answers a parent's 407s, in Proxy-Authorization.
+	Proxy Login
 	// MaxRounds bounds how many challenges the engine answers for one
 	// request (default DefaultAuthRounds: a 407 then a 401). A Digest
 	// challenge with stale=true (a new nonce for the same credentials)
