@@ -59,6 +59,16 @@ type NginxOptions struct {
 	// block, ahead of the fixture's own locations: extra locations a test
 	// needs, such as one that is slow on one origin and fast on another.
 	Locations string
+	// TLSCert and TLSKey, when both set (paths of PEM files), add a TLS
+	// listener (TLSAddr) to the main server with that certificate, a
+	// shared session cache and session tickets (so clients can resume),
+	// serving the same locations. Its requests are also logged to a second
+	// log read with TLSRequests (SNI, resumption, client certificate).
+	TLSCert, TLSKey string
+	// TLSClientCA, when set (the path of a PEM file), makes the TLS
+	// listener ask for a client certificate signed by it
+	// (ssl_verify_client on): a request without one is answered 400.
+	TLSClientCA string
 }
 
 // Nginx is a real nginx process serving the fixture locations on
@@ -104,6 +114,8 @@ type Nginx struct {
 	tb      testing.TB
 	dir     string
 	addr    string
+	tlsAddr string // "" without a TLS listener
+	tlsLog  string
 	logPath string
 	errPath string
 	pidPath string
@@ -210,11 +222,24 @@ func startNginxOnce(tb testing.TB, bin, dir string, opts NginxOptions, try int) 
 			return nil, err
 		}
 	}
+	tlsAddr := ""
+	if opts.TLSCert != "" && opts.TLSKey != "" {
+		tlsPort, err := pickPort()
+		if err != nil {
+			return nil, err
+		}
+		if tlsPort == mainPort || tlsPort == sinkPort {
+			return nil, fmt.Errorf("%w: TLS port %d picked twice", errAddrInUse, tlsPort)
+		}
+		tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	}
 
 	n := &Nginx{
 		tb:       tb,
 		dir:      dir,
 		addr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(mainPort)),
+		tlsAddr:  tlsAddr,
+		tlsLog:   filepath.Join(dir, "logs", "tls.log"),
 		logPath:  filepath.Join(dir, "logs", "access.log"),
 		errPath:  filepath.Join(dir, "logs", fmt.Sprintf("error-%d.log", try)),
 		pidPath:  filepath.Join(dir, "logs", "nginx.pid"),
@@ -225,6 +250,9 @@ func startNginxOnce(tb testing.TB, bin, dir string, opts NginxOptions, try int) 
 	// A fresh access log per attempt: a failed attempt logs nothing, but
 	// start from empty all the same.
 	if err := os.WriteFile(n.logPath, nil, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(n.tlsLog, nil, 0o644); err != nil {
 		return nil, err
 	}
 
@@ -242,6 +270,11 @@ func startNginxOnce(tb testing.TB, bin, dir string, opts NginxOptions, try int) 
 		DelayRate:         DelayRate,
 		EchoMaxBody:       EchoMaxBody,
 		Statuses:          statusCodes(),
+		TLS:               tlsAddr,
+		TLSLog:            n.tlsLog,
+		TLSCert:           opts.TLSCert,
+		TLSKey:            opts.TLSKey,
+		TLSClientCA:       opts.TLSClientCA,
 	}); err != nil {
 		return nil, err
 	}
@@ -317,6 +350,74 @@ func (n *Nginx) waitReady() error {
 
 // Addr returns nginx's listening address, "127.0.0.1:port".
 func (n *Nginx) Addr() string { return n.addr }
+
+// TLSAddr returns the TLS listener's address, "127.0.0.1:port", or ""
+// when NginxOptions asked for none.
+func (n *Nginx) TLSAddr() string { return n.tlsAddr }
+
+// TLSLoggedRequest is one line of the TLS listener's log.
+type TLSLoggedRequest struct {
+	Connection uint64 // $connection
+	ServerName string // $ssl_server_name: the SNI the client sent, "" for none
+	Reused     bool   // $ssl_session_reused: the handshake resumed a session
+	Protocol   string // $ssl_protocol, e.g. "TLSv1.3"
+	ClientDN   string // $ssl_client_s_dn: the client certificate's subject, "" for none
+	Status     int    // $status
+	URI        string // $request_uri
+}
+
+// TLSRequests returns the TLS listener's log so far, one entry per
+// finished request on it.
+func (n *Nginx) TLSRequests() []TLSLoggedRequest {
+	n.tb.Helper()
+	data, err := os.ReadFile(n.tlsLog)
+	if err != nil {
+		n.tb.Errorf("nginx fixture: %v", err)
+		return nil
+	}
+	data = data[:bytes.LastIndexByte(data, '\n')+1]
+	var out []TLSLoggedRequest
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, "|")
+		if len(f) != 7 {
+			n.tb.Errorf("nginx fixture: TLS log line %q: want 7 fields", line)
+			continue
+		}
+		dash := func(s string) string {
+			if s == "-" {
+				return ""
+			}
+			return s
+		}
+		var r TLSLoggedRequest
+		r.Connection, _ = strconv.ParseUint(f[0], 10, 64)
+		r.ServerName = dash(f[1])
+		r.Reused = f[2] == "r"
+		r.Protocol = dash(f[3])
+		r.ClientDN = dash(f[4])
+		r.Status, _ = strconv.Atoi(f[5])
+		r.URI = f[6]
+		out = append(out, r)
+	}
+	return out
+}
+
+// WaitTLSRequests waits until at least want requests are in the TLS log or
+// timeout passes, and returns the log as it then is.
+func (n *Nginx) WaitTLSRequests(want int, timeout time.Duration) []TLSLoggedRequest {
+	n.tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		reqs := n.TLSRequests()
+		if len(reqs) >= want || time.Now().After(deadline) {
+			return reqs
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // URL returns "http://127.0.0.1:port" followed by path, which should start
 // with "/".
@@ -581,6 +682,8 @@ type configData struct {
 	DelayRate                     int
 	EchoMaxBody                   int
 	Statuses                      []int
+	TLS, TLSLog                   string
+	TLSCert, TLSKey, TLSClientCA  string
 }
 
 func writeConfig(path string, d configData) error {
@@ -613,6 +716,7 @@ http {
     scgi_temp_path        {{.Dir}}/tmp/scgi;
 
     log_format fixture '$connection $connection_requests $status $body_bytes_sent $request_length $request_method $request_uri';
+    log_format fixture_tls '$connection|$ssl_server_name|$ssl_session_reused|$ssl_protocol|$ssl_client_s_dn|$status|$request_uri';
 
 {{- if .KeepaliveTimeout}}
     keepalive_timeout {{.KeepaliveTimeout}};
@@ -628,6 +732,19 @@ http {
         root {{.Dir}}/html;
 {{- if .Locations}}
 {{.Locations}}
+{{- end}}
+{{- if .TLS}}
+        listen {{.TLS}} ssl;
+        ssl_certificate     {{.TLSCert}};
+        ssl_certificate_key {{.TLSKey}};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:fixture:1m;
+        ssl_session_tickets on;
+        access_log {{.TLSLog}} fixture_tls if=$https;
+{{- if .TLSClientCA}}
+        ssl_client_certificate {{.TLSClientCA}};
+        ssl_verify_client on;
+{{- end}}
 {{- end}}
 
         location = /small {

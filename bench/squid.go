@@ -20,6 +20,7 @@ type SquidOptions struct {
 	// Auth is the proxy authentication Squid demands: "" (none), "basic"
 	// (basic_ncsa_auth), "digest" (digest_file_auth) or "ntlm"
 	// (ntlm_fake_auth, which accepts any well-formed NTLM exchange).
+	// Users without Auth means "basic".
 	Auth string
 	// Users maps user names to passwords for basic and digest.
 	Users map[string]string
@@ -30,6 +31,13 @@ type SquidOptions struct {
 	// it takes origin-form requests, and its authentication challenges
 	// are 401 with WWW-Authenticate instead of 407.
 	Origin string
+	// ConnectPorts, when not empty, are the only ports CONNECT may reach
+	// (Squid's SSL_ports); CONNECT to another port is denied with 403.
+	// Empty allows CONNECT to any port.
+	ConnectPorts []int
+	// TLSCert and TLSKey, when both set (paths of PEM files), add a TLS
+	// listener (https_port, TLSAddr): a parent proxy spoken to over TLS.
+	TLSCert, TLSKey string
 	// Extra lines appended to squid.conf.
 	Extra []string
 }
@@ -43,6 +51,7 @@ type Squid struct {
 	*server
 	dir       string
 	accessLog string
+	tlsAddr   string
 }
 
 // SquidBinary returns the path of the squid binary, or "".
@@ -62,9 +71,25 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 	if opts.Realm == "" {
 		opts.Realm = SquidRealm
 	}
+	if opts.Auth == "" && len(opts.Users) > 0 {
+		opts.Auth = "basic"
+	}
 	// Squid drops root privileges to its "proxy" user, which must be
-	// able to write its logs and read the password files.
+	// able to write its logs and read the password files and keys.
 	dir := worldDir(tb, "squid-")
+	if opts.TLSCert != "" && opts.TLSKey != "" {
+		for _, f := range []*string{&opts.TLSCert, &opts.TLSKey} {
+			data, err := os.ReadFile(*f)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			dst := filepath.Join(dir, "tls-"+filepath.Base(*f))
+			if err := os.WriteFile(dst, data, 0o644); err != nil { // a test key
+				tb.Fatal(err)
+			}
+			*f = dst
+		}
+	}
 	var lastErr error
 	for try := 0; try < startTries; try++ {
 		port, err := pickPort()
@@ -72,14 +97,22 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 			tb.Fatal(err)
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		conf, err := writeSquidConfig(dir, addr, opts)
+		tlsAddr := ""
+		if opts.TLSCert != "" && opts.TLSKey != "" {
+			tport, err := pickPort()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			tlsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tport))
+		}
+		conf, err := writeSquidConfig(dir, addr, tlsAddr, opts)
 		if err != nil {
 			tb.Fatalf("squid fixture: %v", err)
 		}
 		cacheLog := filepath.Join(dir, "cache.log")
 		s, err := startServer(tb, "squid", bin, []string{"-N", "-n", squidService(port), "-f", conf}, dir, addr, syscall.SIGTERM, cacheLog)
 		if err == nil {
-			return &Squid{server: s, dir: dir, accessLog: filepath.Join(dir, "access.log")}
+			return &Squid{server: s, dir: dir, accessLog: filepath.Join(dir, "access.log"), tlsAddr: tlsAddr}
 		}
 		lastErr = err
 		if !strings.Contains(err.Error(), "Address already in use") {
@@ -97,7 +130,7 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 // unique on this machine.
 func squidService(port int) string { return "sstest" + strconv.Itoa(port) }
 
-func writeSquidConfig(dir, addr string, opts SquidOptions) (string, error) {
+func writeSquidConfig(dir, addr, tlsAddr string, opts SquidOptions) (string, error) {
 	var c strings.Builder
 	line := func(format string, args ...any) { fmt.Fprintf(&c, format+"\n", args...) }
 	if opts.Origin != "" {
@@ -111,6 +144,9 @@ func writeSquidConfig(dir, addr string, opts SquidOptions) (string, error) {
 	} else {
 		line("http_port %s", addr)
 	}
+	if tlsAddr != "" {
+		line("https_port %s tls-cert=%s tls-key=%s", tlsAddr, opts.TLSCert, opts.TLSKey)
+	}
 	line("pid_filename %s", filepath.Join(dir, "squid.pid"))
 	line("cache_log %s", filepath.Join(dir, "cache.log"))
 	line("access_log stdio:%s", filepath.Join(dir, "access.log"))
@@ -119,7 +155,21 @@ func writeSquidConfig(dir, addr string, opts SquidOptions) (string, error) {
 	line("cache_mem 8 MB")
 	line("shutdown_lifetime 0 seconds")
 	line("visible_hostname serverside-test")
+	// Nothing outside the machine: no pinger, ICP, HTCP or outside DNS.
+	line("pinger_enable off")
+	line("icp_port 0")
+	line("htcp_port 0")
+	line("dns_nameservers 127.0.0.1")
 	line("acl loopback src 127.0.0.0/8")
+	if len(opts.ConnectPorts) > 0 {
+		var ports strings.Builder
+		for _, p := range opts.ConnectPorts {
+			fmt.Fprintf(&ports, " %d", p)
+		}
+		line("acl SSL_ports port%s", ports.String())
+		line("acl CONNECT method CONNECT")
+		line("http_access deny CONNECT !SSL_ports")
+	}
 	switch opts.Auth {
 	case "":
 		line("http_access allow loopback")
@@ -213,6 +263,10 @@ func (s *Squid) AccessLog() []string {
 	}
 	return lines
 }
+
+// TLSAddr is the TLS listener's address ("127.0.0.1:port"), or "" without
+// SquidOptions.TLSCert.
+func (s *Squid) TLSAddr() string { return s.tlsAddr }
 
 // URL returns "http://127.0.0.1:port".
 func (s *Squid) URL() string { return "http://" + s.addr }

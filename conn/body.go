@@ -3,7 +3,6 @@ package conn
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"time"
@@ -37,10 +36,17 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 	left := resp.ContentLength()
 	dec := &c.chunked
 	dec.Reset()
-	_ = c.nc.SetReadTimeout(cfg.ReadTimeout)
-	c.np.c = c
-	var src source = &c.np
-	onNetpoll := true
+	var src source
+	if c.g != nil {
+		c.g.timeout = cfg.ReadTimeout
+		c.g.from = 2
+		src = c.g
+	} else {
+		_ = c.nc.SetReadTimeout(cfg.ReadTimeout)
+		c.np.c = c
+		src = &c.np
+	}
+	onNetpoll := c.g == nil
 	for {
 		if fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done() {
 			return nil
@@ -56,6 +62,9 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 			c.stopWatch()
 		}
 		b, err := src.peek()
+		if len(b) > 0 {
+			c.last.Responded = true
+		}
 		if err != nil {
 			if fr == parser.FramingUntilClose && errors.Is(err, ErrUnexpectedEOF) {
 				return nil // the close ends the body
@@ -177,16 +186,7 @@ func (s *goSource) peek() ([]byte, error) {
 	if n > 0 {
 		return s.buf[:n], nil
 	}
-	var ne net.Error
-	switch {
-	case err == io.EOF:
-		return nil, fmt.Errorf("%w: %w", ErrUnexpectedEOF, err)
-	case errors.As(err, &ne) && ne.Timeout():
-		return nil, fmt.Errorf("%w: %w", ErrReadTimeout, err)
-	case err == nil:
-		return nil, io.ErrNoProgress
-	}
-	return nil, err
+	return nil, goReadErr(err, ErrReadTimeout)
 }
 
 func (s *goSource) consume(n int) error {

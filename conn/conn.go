@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -25,7 +26,7 @@ type Conn struct {
 	state atomic.Uint32
 
 	mu       sync.Mutex // guards gc, closed, rawFD, for Close racing a detach
-	gc       net.Conn   // the Go net connection after a detach
+	gc       net.Conn   // the Go net connection: after a detach, or from the start
 	closed   bool
 	detached atomic.Bool // off netpoll's poller (detach or the sink watchdog)
 	rawFD    int         // the fd taken off the poller and not adopted by Go net yet; -1 none
@@ -39,6 +40,13 @@ type Conn struct {
 	wSeen    int64       // consumed at the watchdog's last look; under mu
 	wAt      time.Time   // time of the watchdog's last look; under mu
 	watchHW  int         // the high-water mark of the exchange being watched
+
+	// Set once at creation for a connection on Go net from the start
+	// (TLS, tunnels): g is its buffered reader, used for heads and bodies
+	// alike; tlsState its handshake's outcome (nil for plaintext).
+	g        *goSource
+	tlsState *tls.ConnectionState
+	wto      time.Duration // the exchange's write timeout, for Go net writes
 
 	// Owned by the goroutine running RoundTrip, read by the owner after.
 	requests int             // exchanges started on this connection
@@ -128,6 +136,9 @@ func (c *Conn) Alive() bool {
 	if s == Closing || s == Closed {
 		return false
 	}
+	if c.g != nil {
+		return c.goAlive()
+	}
 	return c.nc.IsActive() && c.nc.Reader().Len() == 0
 }
 
@@ -181,6 +192,10 @@ func (c *Conn) skip(n int) bool {
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
+	}
+	if c.g != nil {
+		c.g.r += n
+		return true
 	}
 	r := c.nc.Reader()
 	_ = r.Skip(n)

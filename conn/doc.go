@@ -1,7 +1,10 @@
 // Package conn implements one upstream connection.
 //
-// A [Conn] is one plain-TCP connection to an upstream, dialed with netpoll
-// ([Dial]; TLS connections will come later behind the same type). It has an
+// A [Conn] is one connection to an upstream: plain TCP dialed with netpoll
+// ([Dial]), or a Go net connection from the start ([DialTLS], [ClientTLS],
+// [NewGo]: TLS, which netpoll lacks, and connections through CONNECT
+// tunnels), which runs the same exchange code over blocking reads from its
+// own buffer, the way a detached connection finishes its body. It has an
 // explicit state machine ([State]: connecting, idle, busy, pinned, closing,
 // closed) whose every change goes through one validating transition
 // function, and it makes the keep-alive decision after each exchange
@@ -50,6 +53,13 @@
 // goroutine touches the input buffer again. closeBuffer leaves a non-empty
 // input buffer alone (no OnRequest), so the bytes read in the window are
 // still there to be taken out, in order, before the first Go net read.
+//
+// # Tunnels
+//
+// [Connect] asks a parent proxy for a CONNECT tunnel and parses its answer;
+// a [TunnelConn] keeps the bytes that came after a 2xx head. [Relay] copies
+// between two connections both ways (splice between TCP connections),
+// passes half-closes on and ends on an idle timeout.
 //
 // # Errors
 //

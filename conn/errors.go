@@ -16,13 +16,15 @@ const (
 	PhaseBody                   // reading the response body or handing it to the sink
 	PhaseProtocol               // the upstream broke HTTP/1.1 (a parser rule)
 	PhasePoolWait               // waiting for a connection from the pool
+	PhaseTLS                    // the TLS handshake, certificate verification included
+	PhaseTunnel                 // opening a CONNECT tunnel through a parent proxy
 	numPhases
 )
 
 // NumPhases is the number of phases, for per-phase counters.
 const NumPhases = int(numPhases)
 
-var phaseNames = [numPhases]string{"dial", "write", "await-head", "body", "protocol", "pool-wait"}
+var phaseNames = [numPhases]string{"dial", "write", "await-head", "body", "protocol", "pool-wait", "tls", "tunnel"}
 
 // String names the phase.
 func (p Phase) String() string {

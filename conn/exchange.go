@@ -179,6 +179,9 @@ func (c *Conn) Reusable() bool {
 	if c.noReuse || c.detached.Load() || c.isClosed() {
 		return false
 	}
+	if c.g != nil {
+		return c.g.r == c.g.w
+	}
 	return c.nc.IsActive() && c.nc.Reader().Len() == 0
 }
 

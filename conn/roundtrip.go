@@ -13,7 +13,11 @@ import (
 // asked), response head with interim responses, response body.
 func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	cfg := ex.Config.normalized()
-	_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
+	if c.g != nil {
+		c.wto = cfg.WriteTimeout
+	} else {
+		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
+	}
 	resp := &c.resp
 	resp.Reset()
 	m := ex.Head.MethodID()
@@ -141,6 +145,9 @@ func (c *Conn) skipInterim(hl int) error {
 // buffer nodes, and the parser resumes on it (re-applying its obs-fold
 // rewrites to the new buffer).
 func (c *Conn) readHead(deadline time.Time) (int, error) {
+	if c.g != nil {
+		return c.goReadHead(deadline)
+	}
 	r := c.nc.Reader()
 	n := r.Len()
 	for {

@@ -29,7 +29,7 @@ const (
 
 // startWatch arms the watchdog for the delivery of one response.
 func (c *Conn) startWatch(hw int) {
-	if c.detached.Load() {
+	if c.g != nil || c.detached.Load() { // Go net reads only when asked
 		return
 	}
 	c.mu.Lock()

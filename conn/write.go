@@ -24,6 +24,9 @@ const (
 // the flushing lock). netpoll v0.7.2 writer paths can panic on a connection
 // closed concurrently; a panic becomes ErrClosed.
 func (c *Conn) write(p []byte) (err error) {
+	if c.g != nil {
+		return c.goWrite(p)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: write panicked: %v", ErrClosed, r)

@@ -20,6 +20,7 @@ const (
 	DefaultPendingTimeout        = 30 * time.Second
 	DefaultMaxRetries            = 2
 	DefaultBodyHighWater         = conn.DefaultBodyHighWater
+	DefaultTLSHandshakeTimeout   = conn.DefaultTLSHandshakeTimeout
 )
 
 // Config configures an Engine. The zero value of every field selects the
@@ -30,8 +31,12 @@ type Config struct {
 	// IdleTimeout is how long an idle pooled connection is kept. Default
 	// 60s. An upstream's shorter "Keep-Alive: timeout=N" is honoured.
 	IdleTimeout time.Duration
-	// ConnectTimeout bounds a dial. Default 10s.
+	// ConnectTimeout bounds a dial, and the CONNECT exchange with a parent
+	// proxy. Default 10s.
 	ConnectTimeout time.Duration
+	// TLSHandshakeTimeout bounds a TLS handshake with an upstream.
+	// Default 10s.
+	TLSHandshakeTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for the response head once the
 	// request is written, and each wait for body bytes. Default 60s.
 	ResponseHeaderTimeout time.Duration
@@ -91,6 +96,9 @@ func (c Config) normalized() Config {
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.TLSHandshakeTimeout <= 0 {
+		c.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
 	}
 	if c.ResponseHeaderTimeout <= 0 {
 		c.ResponseHeaderTimeout = DefaultResponseHeaderTimeout

@@ -3,8 +3,9 @@
 //
 // An [Engine] is built from a [Config] and runs a set of event-loop shards
 // (package shard) over one shared persistent-connection pool (package
-// poolset). Each upstream connection is a netpoll connection (package
-// conn).
+// poolset). Each upstream connection is a conn.Conn (package conn): a
+// netpoll connection for plain TCP, Go net and crypto/tls for TLS
+// upstreams and connections through CONNECT tunnels.
 //
 //   - [Engine.Send] sends one request and streams the response into a
 //     caller-supplied [Sink], asynchronously, with backpressure: a sink that
@@ -16,6 +17,12 @@
 //     http.RoundTripper, for httputil.ReverseProxy or an http.Client.
 //   - [Engine.Stats] reports, per upstream, the pool's gauges and counters
 //     and the engine's request counters.
+//   - [Upstream.TLS] (a [TLS]) speaks TLS to an upstream: SNI, CA bundle or
+//     system roots, client certificates, per-upstream session resumption;
+//     [Upstream.Via] reaches it through a CONNECT tunnel opened by a
+//     [Parent].
+//   - [Engine.Tunnel] opens a CONNECT tunnel (direct or through a parent)
+//     for the caller to relay with [Relay].
 //
 // Requests name their upstream by a resolved address ([Upstream]), or
 // name a peer group ([GroupConfig]: origins or parent proxies, a balancer

@@ -52,6 +52,16 @@ type Upstream struct {
 	// peer (the request's host, a client address); empty means the Host
 	// field.
 	HashKey string
+	// TLS, when set, speaks TLS to the upstream (an https origin); see
+	// TLS. Its SNI, verification policy and client certificate are part
+	// of the pool key.
+	TLS *TLS
+	// Via, when set, reaches Addr through a CONNECT tunnel opened by this
+	// parent proxy (then TLS, when TLS is set: an https origin behind a
+	// parent). Addr is then the CONNECT target, which the parent resolves;
+	// the connections pool under a key holding both the parent and Addr
+	// (and the parent credentials' hash).
+	Via *Parent
 }
 
 // Request is one request to send upstream.
@@ -105,6 +115,9 @@ type Engine struct {
 	shards *shard.Set
 	stats  shard.Registry
 	root   *conn.Abortable // ends when the engine aborts its requests
+	tls    tlsState
+	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
+	defaultTLS *TLS
 
 	requests sync.Pool   // *request, recycled by Exchange
 	digests  digestCache // Digest challenges answered, for later requests
@@ -123,7 +136,7 @@ func New(cfg Config) (*Engine, error) {
 	if n := runtime.GOMAXPROCS(0); n < 2 {
 		cfg.Logger.Warn("engine: GOMAXPROCS below 2; netpoll's poller stalls the process, set GOMAXPROCS>=2", "gomaxprocs", n)
 	}
-	e := &Engine{cfg: cfg}
+	e := &Engine{cfg: cfg, defaultTLS: &TLS{}}
 	e.pool = poolset.New[*conn.Conn](poolset.Config{
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxIdlePerKey:  cfg.MaxIdlePerUpstream,
@@ -286,6 +299,13 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	if req.Addr == "" && req.Group == "" && req.peer == nil {
 		return fmt.Errorf("%w: no upstream address", ErrBadRequest)
 	}
+	key := poolset.Key{Addr: req.Addr}
+	var dialer shard.Dialer
+	if d, err := e.dialerFor(req, &key); err != nil {
+		return err
+	} else if d != nil {
+		dialer = d
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -307,7 +327,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	r.sink = sink
 	r.t = shard.Task{
 		Ctx: tctx,
-		Key: poolset.Key{Addr: req.Addr},
+		Key: key,
 		Exchange: conn.Exchange{
 			Head: req.Head, Edits: req.Edits, Body: req.Body, ContentLength: cl,
 			ExpectContinueTimeout: e.cfg.ExpectContinueTimeout,
@@ -322,6 +342,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		Pin:     req.Pin,
 		Sink:    sink,
 		Done:    r.finish,
+		Dialer:  dialer,
 	}
 	switch {
 	case req.peer != nil:

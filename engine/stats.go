@@ -1,6 +1,10 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/poolset"
 	"github.com/serverside-go/serverside/shard"
@@ -28,74 +32,64 @@ type UpstreamStats struct {
 	// AuthRounds counts requests sent again with the engine's credentials
 	// answering a 401 or 407.
 	AuthRounds uint64
+	// TLSHandshakes counts TLS connections made to the upstream;
+	// TLSResumed those whose handshake resumed an earlier session.
+	TLSHandshakes, TLSResumed uint64
+	// Tunnels counts tunnels opened by Tunnel (for a tunnel key, Requests
+	// counts the attempts, failed ones included).
+	Tunnels uint64
 	// Errors counts failed requests by phase name (dial, write,
-	// await-head, body, protocol, pool-wait).
+	// await-head, body, protocol, pool-wait, tls, tunnel).
 	Errors map[string]uint64
 	// ReuseRatio is OnReused / Attempts: the share of exchanges that
 	// needed no new connection.
 	ReuseRatio float64
 }
 
-// Stats returns every upstream's stats, keyed by upstream (its address,
-// followed by " cred=*" for connections that carry credentials). The
-// credential scopes of one upstream add up under one entry: identities
-// are not shown.
+// Stats returns every upstream's stats, keyed by upstream: its pool key's
+// String, the address alone for a plain direct upstream, followed by
+// " tls=…" (SNI and policy), " via=…" (tunnel route) and " cred=<8 hex
+// digits>" when those apply: the credential scope shows only as a short
+// hash of the key's (already hashed) scope, so that two identities are two
+// entries and none is readable.
 func (e *Engine) Stats() map[string]UpstreamStats {
 	out := make(map[string]UpstreamStats)
 	for k, s := range e.pool.Snapshot() {
-		u := out[k.String()]
-		addPool(&u.Pool, &s)
-		out[k.String()] = u
+		out[statsKey(k)] = UpstreamStats{Pool: s}
 	}
 	e.stats.Range(func(k poolset.Key, c *shard.Counters) {
-		u := out[k.String()]
-		u.Requests += c.Requests.Load()
-		u.Attempts += c.Attempts.Load()
-		u.OnReused += c.OnReused.Load()
-		u.Retries += c.Retries.Load()
-		u.RacesHit += c.RacesHit.Load()
-		u.RacesRetried += c.RacesRetried.Load()
-		u.Detached += c.Detached.Load()
-		u.AuthRounds += c.AuthRounds.Load()
-		if u.Errors == nil {
-			u.Errors = make(map[string]uint64)
-		}
+		u := out[statsKey(k)]
+		u.Requests = c.Requests.Load()
+		u.Attempts = c.Attempts.Load()
+		u.OnReused = c.OnReused.Load()
+		u.Retries = c.Retries.Load()
+		u.RacesHit = c.RacesHit.Load()
+		u.RacesRetried = c.RacesRetried.Load()
+		u.Detached = c.Detached.Load()
+		u.AuthRounds = c.AuthRounds.Load()
+		u.TLSHandshakes = c.TLSHandshakes.Load()
+		u.TLSResumed = c.TLSResumed.Load()
+		u.Tunnels = c.Tunnels.Load()
+		u.Errors = make(map[string]uint64)
 		for p := range c.Errors {
 			if n := c.Errors[p].Load(); n > 0 {
-				u.Errors[conn.Phase(p).String()] += n
+				u.Errors[conn.Phase(p).String()] = n
 			}
 		}
 		if u.Attempts > 0 {
 			u.ReuseRatio = float64(u.OnReused) / float64(u.Attempts)
 		}
-		out[k.String()] = u
+		out[statsKey(k)] = u
 	})
 	return out
 }
 
-// addPool adds s's gauges and counters to into.
-func addPool(into, s *poolset.Stats) {
-	into.Connecting += s.Connecting
-	into.Busy += s.Busy
-	into.Idle += s.Idle
-	into.Pinned += s.Pinned
-	into.Waiting += s.Waiting
-	into.Reused += s.Reused
-	into.Dialed += s.Dialed
-	into.DialFailed += s.DialFailed
-	into.Waits += s.Waits
-	into.WaitTimeouts += s.WaitTimeouts
-	into.WaitCancels += s.WaitCancels
-	into.QueueFull += s.QueueFull
-	c, d := &into.Closed, &s.Closed
-	c.IdleTimeout += d.IdleTimeout
-	c.HintExpired += d.HintExpired
-	c.Lifetime += d.Lifetime
-	c.MaxRequests += d.MaxRequests
-	c.DeadOnCheckout += d.DeadOnCheckout
-	c.DeadOnReturn += d.DeadOnReturn
-	c.PeerClosedIdle += d.PeerClosedIdle
-	c.OverCap += d.OverCap
-	c.Drained += d.Drained
-	c.Owner += d.Owner
+// statsKey renders k for Stats: Key.String, with the credential scope as a
+// short hash instead of Key.String's "*", which would merge identities.
+func statsKey(k poolset.Key) string {
+	if k.Cred == "" {
+		return k.String()
+	}
+	sum := sha256.Sum256([]byte(k.Cred))
+	return strings.TrimSuffix(k.String(), "cred=*") + "cred=" + hex.EncodeToString(sum[:4])
 }

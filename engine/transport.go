@@ -16,11 +16,19 @@ import (
 // engine: the http.Request is serialized into a head, parsed with the
 // engine's parser (so it is held to the same rules as a proxied request)
 // and sent to URL.Host, which must be a resolved ip:port (port 80 assumed
-// when absent). Only plain http is supported for now. The response body
-// streams with backpressure; closing it early closes the connection.
-func (e *Engine) Transport() http.RoundTripper { return transport{e} }
+// when absent; 443 for https). https:// URLs are verified against the
+// system roots, with the URL's host as the server name; TransportTLS takes
+// other TLS settings. The response body streams with backpressure; closing
+// it early closes the connection.
+func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
-type transport struct{ e *Engine }
+// TransportTLS is Transport with cfg for https:// URLs.
+func (e *Engine) TransportTLS(cfg *TLS) http.RoundTripper { return transport{e: e, tls: cfg} }
+
+type transport struct {
+	e   *Engine
+	tls *TLS
+}
 
 var headerExclude = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true}
 
@@ -31,13 +39,18 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 			_ = hr.Body.Close()
 		}
 	}
-	if hr.URL == nil || hr.URL.Scheme != "http" {
+	if hr.URL == nil || hr.URL.Scheme != "http" && hr.URL.Scheme != "https" {
 		closeBody()
-		return nil, errors.New("engine: transport supports http:// URLs only")
+		return nil, errors.New("engine: transport supports http:// and https:// URLs only")
+	}
+	port := "80"
+	var tlsCfg *TLS
+	if hr.URL.Scheme == "https" {
+		port, tlsCfg = "443", t.tls
 	}
 	addr := hr.URL.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), port)
 	}
 	host := hr.Host
 	if host == "" {
@@ -85,7 +98,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		closeBody()
 		return nil, fmt.Errorf("engine: transport: request head: %w", err)
 	}
-	req := &Request{Upstream: Upstream{Addr: addr}, Head: head, Body: body, ContentLength: cl}
+	req := &Request{Upstream: Upstream{Addr: addr, TLS: tlsCfg}, Head: head, Body: body, ContentLength: cl}
 	if hr.GetBody != nil {
 		req.GetBody = func() (io.Reader, error) { return hr.GetBody() }
 	}

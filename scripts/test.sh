@@ -27,6 +27,7 @@ APT_PACKAGES=(
 	curl
 	haproxy
 	nginx
+	openssl
 	squid
 	wrk
 )

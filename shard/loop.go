@@ -220,7 +220,13 @@ func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
 // dial starts a dial on the dial pool; false when the pool is full.
 func (s *Shard) dial(t *Task) bool {
 	err := s.set.dials.Submit(func() {
-		c, err := conn.Dial(t.Ctx, t.Key.Addr, s.set.cfg.ConnectTimeout)
+		var c *conn.Conn
+		var err error
+		if t.Dialer != nil {
+			c, err = t.Dialer.Dial(t.Ctx, t.Key.Addr)
+		} else {
+			c, err = conn.Dial(t.Ctx, t.Key.Addr, s.set.cfg.ConnectTimeout)
+		}
 		s.post(event{kind: evDialed, t: t, c: c, err: err})
 	})
 	return err == nil
@@ -240,6 +246,12 @@ func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
 		return
 	}
 	pool.Dialed(t.Key)
+	if c.TLSState() != nil {
+		t.ctr.TLSHandshakes.Add(1)
+		if c.Resumed() {
+			t.ctr.TLSResumed.Add(1)
+		}
+	}
 	if s.stopping {
 		// A dial that finished during shutdown: start nothing new.
 		_ = c.Close()

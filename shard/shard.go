@@ -132,6 +132,19 @@ func (s *Set) shardFor(pinKey uint64) *Shard {
 	return s.shards[s.rr.Add(1)%uint64(len(s.shards))]
 }
 
+// Go runs fn on the dial pool, for blocking work outside a request's
+// flow (opening a tunnel). It fails with ErrOverloaded when the pool is
+// full, ErrClosed after Close.
+func (s *Set) Go(fn func()) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := s.dials.Submit(fn); err != nil {
+		return fmt.Errorf("%w: dial pool: %w", ErrOverloaded, err)
+	}
+	return nil
+}
+
 // Shards returns the shards.
 func (s *Set) Shards() []*Shard { return s.shards }
 

@@ -19,7 +19,12 @@ type Counters struct {
 	RacesRetried atomic.Uint64 // of those, retried
 	Detached     atomic.Uint64 // connections moved to Go net I/O for a large body, then closed
 	AuthRounds   atomic.Uint64 // requests sent again with credentials answering a 401 or 407
-	Errors       [conn.NumPhases]atomic.Uint64
+	// TLSHandshakes counts TLS connections made; TLSResumed those whose
+	// handshake resumed a session.
+	TLSHandshakes, TLSResumed atomic.Uint64
+	// Tunnels counts tunnels opened (handed to the caller).
+	Tunnels atomic.Uint64
+	Errors  [conn.NumPhases]atomic.Uint64
 }
 
 // Registry maps upstreams to their counters.

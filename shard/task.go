@@ -73,6 +73,10 @@ type Task struct {
 	// needs), which the shard then starts afresh; false to fail the task
 	// with err. It must not block.
 	Reroute func(t *Task, err error) bool
+	// Dialer, when set, makes the task's new connections (TLS, tunnels
+	// through a parent); nil dials plain TCP with netpoll. Its Dial runs
+	// on the dial pool.
+	Dialer Dialer
 	// Done is called exactly once, after the connection was put back,
 	// pinned or closed: on the shard goroutine, or on the caller's for a
 	// Set that is already closed. It must not block.
@@ -93,6 +97,13 @@ func (t *Task) Pinned() bool { return t.pinned }
 
 // Counters returns the task's upstream counters, once submitted or run.
 func (t *Task) Counters() *Counters { return t.ctr }
+
+// Dialer makes new connections for a key whose connections are not plain
+// TCP: a TLS origin, an origin behind a CONNECT tunnel. Dial blocks (it
+// runs on the dial pool) and returns a Busy connection.
+type Dialer interface {
+	Dial(ctx context.Context, addr string) (*conn.Conn, error)
+}
 
 // Retried reports that t was sent again after a stale connection or an
 // answered challenge (ErrResend), which

@@ -1,0 +1,225 @@
+package conn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+// DefaultTLSHandshakeTimeout bounds a TLS handshake when the caller gives
+// no timeout.
+const DefaultTLSHandshakeTimeout = 10 * time.Second
+
+// ErrTLSHandshakeTimeout reports a TLS handshake that did not finish in
+// time.
+var ErrTLSHandshakeTimeout = errors.New("conn: TLS handshake timeout")
+
+// NewGo makes a Conn of an established Go net connection (a TLS
+// connection, or a CONNECT tunnel): netpoll has no TLS, so such a
+// connection runs its exchanges on blocking Go net I/O from the start, the
+// way a detached one finishes its body, and shares the rest of the
+// exchange code. The returned connection is Busy, held by the caller, and
+// owns nc.
+func NewGo(addr string, nc net.Conn) *Conn {
+	c := &Conn{addr: addr, slot: slots.Add(1), born: time.Now()}
+	c.gc = nc
+	c.g = &goSource{gc: nc, buf: make([]byte, maxPiece)}
+	c.state.Store(uint32(Busy))
+	return c
+}
+
+// DialTLS connects to addr (a resolved ip:port) within timeout and runs
+// the TLS handshake with cfg (which names the server: ServerName) within
+// handshakeTimeout (zero: DefaultTLSHandshakeTimeout). It blocks: callers
+// run it on a worker pool. A TCP failure is an *Error with PhaseDial; a
+// handshake or certificate failure one with PhaseTLS wrapping crypto/tls's
+// error, so errors.As finds *tls.CertificateVerificationError and the
+// crypto/x509 error inside it (x509.UnknownAuthorityError,
+// x509.HostnameError, x509.CertificateInvalidError).
+func DialTLS(ctx context.Context, addr string, timeout, handshakeTimeout time.Duration, cfg *tls.Config) (*Conn, error) {
+	raw, err := DialGo(ctx, addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return ClientTLS(ctx, addr, raw, handshakeTimeout, cfg)
+}
+
+// DialGo connects to addr with Go's net package within timeout (and ctx).
+// A failure is an *Error with PhaseDial.
+func DialGo(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: fmt.Errorf("dial %s: %w", addr, err)}
+	}
+	return raw, nil
+}
+
+// ClientTLS runs the client side of a TLS handshake over raw (a fresh TCP
+// connection, or a CONNECT tunnel through a parent) and returns the
+// connection as a Busy Conn for addr. raw is closed on failure. Errors are
+// as DialTLS's.
+func ClientTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout time.Duration, cfg *tls.Config) (*Conn, error) {
+	tc, err := HandshakeTLS(ctx, addr, raw, handshakeTimeout, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := NewGo(addr, tc)
+	st := tc.ConnectionState()
+	c.tlsState = &st
+	return c, nil
+}
+
+// HandshakeTLS runs the client side of a TLS handshake over raw within
+// handshakeTimeout (zero: DefaultTLSHandshakeTimeout) and ctx, and returns
+// the TLS connection. raw is closed on failure, which is an *Error with
+// PhaseTLS naming addr (see DialTLS).
+func HandshakeTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout time.Duration, cfg *tls.Config) (*tls.Conn, error) {
+	if handshakeTimeout <= 0 {
+		handshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = raw.Close()
+		if ctx.Err() == nil && hctx.Err() != nil {
+			err = fmt.Errorf("%w (%v): %w", ErrTLSHandshakeTimeout, handshakeTimeout, err)
+		}
+		return nil, &Error{Phase: PhaseTLS, Addr: addr, Err: fmt.Errorf("tls handshake with %s (server name %q): %w", addr, cfg.ServerName, err)}
+	}
+	return tc, nil
+}
+
+// TLSState returns the TLS connection state of a TLS connection, nil for a
+// plaintext one.
+func (c *Conn) TLSState() *tls.ConnectionState { return c.tlsState }
+
+// Resumed reports a TLS connection whose handshake resumed an earlier
+// session.
+func (c *Conn) Resumed() bool { return c.tlsState != nil && c.tlsState.DidResume }
+
+// OnGoNet reports a connection that runs on Go net from the start (TLS,
+// tunnels) rather than on netpoll.
+func (c *Conn) OnGoNet() bool { return c.g != nil }
+
+// goAlive reports, without blocking, that the peer of an idle Go net
+// connection has not closed it and nothing is waiting to be read: a
+// non-blocking MSG_PEEK on the socket under the TLS layer. Any byte on an
+// idle connection (for TLS, a close_notify alert, say) makes it unfit.
+func (c *Conn) goAlive() bool {
+	if c.g.r != c.g.w {
+		return false
+	}
+	// Down to the socket: through the TLS layers and tunnels (an https
+	// origin through a parent, itself maybe reached over TLS).
+	nc := c.gc
+	for {
+		if tc, ok := nc.(*tls.Conn); ok {
+			nc = tc.NetConn()
+			continue
+		}
+		if tc, ok := nc.(*TunnelConn); ok {
+			if tc.Buffered() > 0 {
+				return false
+			}
+			nc = tc.Conn
+			continue
+		}
+		break
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return true // nothing to probe: the exchange finds out
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		alive = n < 0 && (rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK)
+		return true // never wait for readiness
+	})
+	return err == nil && alive
+}
+
+// goWrite sends p on a Go net connection under the write timeout.
+func (c *Conn) goWrite(p []byte) error {
+	_ = c.gc.SetWriteDeadline(time.Now().Add(c.wto))
+	if _, err := c.gc.Write(p); err != nil {
+		if errors.Is(err, net.ErrClosed) || c.isClosed() {
+			return fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		return err
+	}
+	c.last.Written = true
+	return nil
+}
+
+// goReadHead is readHead on Go net: the head accumulates in the
+// connection's buffer, and the parser resumes on the bytes so far after
+// each read (moved to the buffer's start, or to a larger buffer, when
+// there is no room left).
+func (c *Conn) goReadHead(deadline time.Time) (int, error) {
+	s := c.g
+	for {
+		if s.r < s.w {
+			hl, perr := c.resp.Parse(s.buf[s.r:s.w])
+			if perr == nil {
+				return hl, nil
+			}
+			if perr != parser.ErrNeedMore {
+				return 0, c.fail(PhaseProtocol, fmt.Errorf("response head: %w", perr))
+			}
+		}
+		if time.Until(deadline) <= 0 {
+			return 0, c.fail(PhaseAwaitHead, ErrHeaderTimeout)
+		}
+		if s.w == len(s.buf) {
+			if s.r > 0 {
+				s.w = copy(s.buf, s.buf[s.r:s.w])
+				s.r = 0
+			} else {
+				nb := make([]byte, 2*len(s.buf))
+				copy(nb, s.buf[:s.w])
+				s.buf = nb
+			}
+		} else if s.r == s.w {
+			s.r, s.w = 0, 0
+		}
+		_ = s.gc.SetReadDeadline(deadline)
+		n, err := s.gc.Read(s.buf[s.w:])
+		if n > 0 {
+			s.w += n
+			c.last.Responded = true
+			continue
+		}
+		return 0, c.fail(PhaseAwaitHead, goReadErr(err, ErrHeaderTimeout))
+	}
+}
+
+// goReadErr maps an error of a Go net read that returned no byte.
+func goReadErr(err, timeout error) error {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return io.ErrNoProgress
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: %w", ErrUnexpectedEOF, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: %w", timeout, err)
+	case errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
+}

@@ -1,0 +1,160 @@
+package conn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// goDial connects with Go net and wraps the connection as NewGo does for
+// TLS and tunnels: the Go-net exchange path without the TLS layer.
+func goDial(t *testing.T, addr string) *Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewGo(addr, nc)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestGoNetSplitHeads: heads and chunked bodies that arrive a byte at a
+// time, an interim 103, a large head that moves the buffered bytes to the
+// buffer's start, and keep-alive across all of them.
+func TestGoNetSplitHeads(t *testing.T) {
+	checkLeaks(t)
+	big := strings.Repeat("v", 40<<10)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			switch i {
+			case 0: // one byte per write
+				msg := "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+				for j := 0; j < len(msg); j++ {
+					if _, err := c.Write([]byte{msg[j]}); err != nil {
+						return
+					}
+					if j%16 == 0 {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			default: // a 40 KiB head, twice in one write
+				one := fmt.Sprintf("HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 3\r\n\r\nbig", big)
+				if i == 1 {
+					_, _ = io.WriteString(c, one+one)
+				}
+			}
+		}
+	})
+	c := goDial(t, o.addr())
+	for i, want := range []string{"hello", "big", "big"} {
+		s := &sink{keep: true}
+		out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s)
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		if s.status != 200 || string(s.body) != want || out.Reused != (i > 0) || out.Detached {
+			t.Fatalf("exchange %d: %d %q, %+v", i, s.status, s.body, out)
+		}
+		// The second answer arrived with the first: the connection holds
+		// unread bytes after exchange 1 and must not be reused blindly.
+		if reusable := c.Reusable(); reusable != (i != 1) {
+			t.Fatalf("exchange %d: reusable %v", i, reusable)
+		}
+	}
+}
+
+// TestGoNetHeadTooLarge: a head beyond the parser's limit is a protocol
+// error, not a buffer that grows without end.
+func TestGoNetHeadTooLarge(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("v", 200<<10)+"\r\n\r\n")
+	})
+	c := goDial(t, o.addr())
+	_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{})
+	if e := AsError(err); e == nil || e.Phase != PhaseProtocol {
+		t.Fatalf("err %v, want PhaseProtocol", err)
+	}
+	if len(c.g.buf) > 256<<10 {
+		t.Fatalf("buffer grew to %d bytes", len(c.g.buf))
+	}
+}
+
+// TestGoNetAliveAndStale: the liveness probe of a Go-net connection sees
+// a peer's close, and a reused connection the peer closed fails as the
+// stale-connection race (Reused, no response byte, ErrUnexpectedEOF).
+func TestGoNetAliveAndStale(t *testing.T) {
+	checkLeaks(t)
+	closeNow := make(chan struct{})
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		<-closeNow
+	})
+	c := goDial(t, o.addr())
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetState(Idle); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Alive() {
+		t.Fatal("idle connection not alive before the peer closed")
+	}
+	close(closeNow)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Alive() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if c.Alive() {
+		t.Fatal("still alive after the peer closed")
+	}
+	if err := c.SetState(Busy); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{})
+	e := AsError(err)
+	if e == nil || !e.Reused || e.Responded || !(errors.Is(err, ErrUnexpectedEOF) || errors.Is(err, ErrClosed) || isReset(err)) {
+		t.Fatalf("err %#v, want a stale-connection failure", err)
+	}
+}
+
+// TestGoNetContextClose: the context's end unblocks an exchange waiting
+// for a head on a Go-net connection.
+func TestGoNetContextClose(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		_, _ = readHead(br)
+		_, _ = io.Copy(io.Discard, br) // never answers
+	})
+	c := goDial(t, o.addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := c.RoundTrip(ctx, &Exchange{Head: request(t, getReq)}, &sink{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want the context's deadline", err)
+	}
+	if st := c.State(); st != Closing && st != Closed { // the watch may still be closing it
+		t.Fatalf("state %v, want closing or closed", st)
+	}
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}

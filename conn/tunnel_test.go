@@ -1,0 +1,317 @@
+package conn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// splicePipes lets the collector close, before the leak check counts
+// descriptors, the pipes splice(2) went through: Go's net package caches
+// them in a sync.Pool and closes them by finalizer.
+func splicePipes(t *testing.T) {
+	t.Cleanup(func() {
+		for i := 0; i < 3; i++ {
+			runtime.GC()
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+type relayResult struct {
+	st  RelayStats
+	err error
+}
+
+// startRelay relays between the far ends of two pairs and returns the
+// near ends: client talks to server through the relay.
+func startRelay(t *testing.T, ctx context.Context, idle time.Duration, wrap func(net.Conn) net.Conn) (client, server *net.TCPConn, done chan relayResult) {
+	t.Helper()
+	splicePipes(t)
+	client, ra := tcpPair(t)
+	rb, server := tcpPair(t)
+	var b net.Conn = rb
+	if wrap != nil {
+		b = wrap(rb)
+	}
+	done = make(chan relayResult, 1)
+	go func() {
+		st, err := Relay(ctx, ra, b, idle)
+		done <- relayResult{st, err}
+	}()
+	return client, server, done
+}
+
+func waitRelay(t *testing.T, done chan relayResult) relayResult {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not end")
+		return relayResult{}
+	}
+}
+
+// TestRelayHalfClose: the client sends its request and half-closes; the
+// server reads it to EOF and only then answers, through the direction
+// still open; both ends see every byte and EOF, and Relay counts them.
+func TestRelayHalfClose(t *testing.T) {
+	checkLeaks(t)
+	client, server, done := startRelay(t, context.Background(), time.Minute, nil)
+	if _, err := io.WriteString(client, "request bytes"); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(server) // ends only if the half-close was relayed
+	if err != nil || string(got) != "request bytes" {
+		t.Fatalf("server read %q, %v", got, err)
+	}
+	answer := strings.Repeat("answer after the half-close ", 40000) // ~1 MiB, several chunks
+	go func() {
+		_, _ = io.WriteString(server, answer)
+		_ = server.CloseWrite()
+	}()
+	_ = client.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err = io.ReadAll(client)
+	if err != nil || string(got) != answer {
+		t.Fatalf("client read %d bytes, %v; want %d", len(got), err, len(answer))
+	}
+	r := waitRelay(t, done)
+	if r.err != nil || r.st.AToB != int64(len("request bytes")) || r.st.BToA != int64(len(answer)) {
+		t.Fatalf("relay: %+v, %v", r.st, r.err)
+	}
+}
+
+// TestRelayTunnelBuffered: bytes a parent sent after its 2xx head, kept in
+// a TunnelConn, reach the client first, in order.
+func TestRelayTunnelBuffered(t *testing.T) {
+	checkLeaks(t)
+	closed := make(chan struct{})
+	client, server, done := startRelay(t, context.Background(), 0, func(c net.Conn) net.Conn {
+		return NewTunnelConn(c, []byte("early-"), func() { close(closed) })
+	})
+	go func() {
+		_, _ = io.WriteString(server, "late")
+		_ = server.Close()
+	}()
+	_ = client.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "early-late" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+	_ = client.Close()
+	r := waitRelay(t, done)
+	if r.st.BToA != int64(len("early-late")) {
+		t.Fatalf("relay: %+v, %v", r.st, r.err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the TunnelConn's close hook did not run")
+	}
+}
+
+// TestRelayIdle: no byte either way ends the relay with ErrRelayIdle and
+// closes both sides.
+func TestRelayIdle(t *testing.T) {
+	checkLeaks(t)
+	client, server, done := startRelay(t, context.Background(), 100*time.Millisecond, nil)
+	r := waitRelay(t, done)
+	if !errors.Is(r.err, ErrRelayIdle) {
+		t.Fatalf("relay: %v, want ErrRelayIdle", r.err)
+	}
+	for _, c := range []net.Conn{client, server} {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("after idle: %d, %v; want EOF", n, err)
+		}
+	}
+}
+
+// TestRelayIdleOneWay: a long one-way stream keeps the relay alive even
+// though the other direction never moves a byte.
+func TestRelayIdleOneWay(t *testing.T) {
+	checkLeaks(t)
+	client, server, done := startRelay(t, context.Background(), 200*time.Millisecond, nil)
+	go func() {
+		for i := 0; i < 12; i++ { // 12 × 50 ms: three idle periods
+			if _, err := io.WriteString(server, "tick"); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = server.CloseWrite()
+	}()
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != strings.Repeat("tick", 12) {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+	_ = client.Close()
+	r := waitRelay(t, done)
+	if r.st.BToA != 48 {
+		t.Fatalf("relay %+v, %v", r.st, r.err)
+	}
+}
+
+// TestRelayContext: the context's end closes both sides.
+func TestRelayContext(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	client, _, done := startRelay(t, ctx, 0, nil)
+	cancel()
+	r := waitRelay(t, done)
+	if !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("relay: %v, want context.Canceled", r.err)
+	}
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client read after cancel: %v", err)
+	}
+}
+
+// fakeParent serves one CONNECT with the given raw answer, after checking
+// the request head.
+func fakeParent(t *testing.T, answer string, heads chan<- []string) string {
+	t.Helper()
+	splicePipes(t) // the echo splices
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		h, err := readHead(br)
+		if err != nil {
+			return
+		}
+		heads <- h
+		_, _ = io.WriteString(c, answer)
+		if strings.Contains(answer, " 200 ") {
+			// Echo what comes through the tunnel.
+			_, _ = io.Copy(c, br)
+		}
+	})
+	return o.addr()
+}
+
+// TestConnectKeepsBytesAfterHead: a parent that sends the 200 and the
+// target's first bytes in one write loses none of them; an interim 1xx is
+// skipped; the request carries Host and the extra header.
+func TestConnectKeepsBytesAfterHead(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan []string, 1)
+	addr := fakeParent(t, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Connection established\r\nX-Parent: yes\r\n\r\nSSH-2.0-banner\r\n", heads)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, resp, err := Connect(context.Background(), raw, addr, "target.example:22", []string{"Proxy-Authorization: Basic eDp5"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	h := <-heads
+	want := []string{"CONNECT target.example:22 HTTP/1.1", "Host: target.example:22", "Proxy-Authorization: Basic eDp5"}
+	if strings.Join(h, "|") != strings.Join(want, "|") {
+		t.Fatalf("CONNECT head %q, want %q", h, want)
+	}
+	if resp.Status != 200 || resp.Reason != "Connection established" || resp.Header.Get("X-Parent") != "yes" {
+		t.Fatalf("answer %+v", resp)
+	}
+	if tc.Buffered() != len("SSH-2.0-banner\r\n") {
+		t.Fatalf("buffered %d", tc.Buffered())
+	}
+	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(tc)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "SSH-2.0-banner\r\n" {
+		t.Fatalf("first bytes %q, %v", line, err)
+	}
+	if _, err := io.WriteString(tc, "ping\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err = br.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("echo %q, %v", line, err)
+	}
+}
+
+// TestConnectRefusedChunked: a refusal with a chunked body comes back
+// whole, with ErrTunnelRefused.
+func TestConnectRefusedChunked(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan []string, 1)
+	addr := fakeParent(t, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", heads)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, resp, err := Connect(context.Background(), raw, addr, "t:443", nil, 5*time.Second)
+	if tc != nil || !errors.Is(err, ErrTunnelRefused) {
+		t.Fatalf("conn %v, err %v", tc, err)
+	}
+	if e := AsError(err); e == nil || e.Phase != PhaseTunnel {
+		t.Fatalf("err %#v, want PhaseTunnel", err)
+	}
+	if resp.Status != 407 || string(resp.Body) != "hello world" || resp.Header.Get("Proxy-Authenticate") != `Basic realm="x"` {
+		t.Fatalf("answer %+v body %q", resp, resp.Body)
+	}
+}
+
+// TestConnectMalformed: a broken answer is a PhaseProtocol error.
+func TestConnectMalformed(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan []string, 1)
+	addr := fakeParent(t, "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", heads)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Connect(context.Background(), raw, addr, "t:443", nil, 5*time.Second)
+	if e := AsError(err); e == nil || e.Phase != PhaseProtocol {
+		t.Fatalf("err %v, want PhaseProtocol", err)
+	}
+}
+
+// TestConnectBadTarget: a target that would break the request line is
+// refused before anything is sent.
+func TestConnectBadTarget(t *testing.T) {
+	checkLeaks(t)
+	a, _ := tcpPair(t)
+	for _, target := range []string{"", "nohost", "a.example:443\r\nX-Evil: 1", "a b:1"} {
+		_, _, err := Connect(context.Background(), a, "parent", target, nil, time.Second)
+		if !errors.Is(err, ErrBadTarget) {
+			t.Errorf("target %q: %v, want ErrBadTarget", target, err)
+		}
+	}
+}

@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// TLS says how to speak TLS to an upstream (an https origin, or a parent
+// proxy that speaks TLS). The engine derives a crypto/tls configuration
+// from it the first time a request uses it and caches that by pointer: a
+// *TLS must not change once used. One *TLS may serve many upstreams.
+type TLS struct {
+	// ServerName is sent as SNI and is the name the certificate must be
+	// valid for. Empty takes the host of the request's authority (the
+	// absolute-form target or the Host header), without its port.
+	ServerName string
+	// RootCAs is a PEM bundle of the CAs to trust; nil trusts the system
+	// roots.
+	RootCAs []byte
+	// InsecureSkipVerify accepts any certificate. The engine logs a
+	// warning (slog Warn) for every upstream identity that uses it.
+	InsecureSkipVerify bool
+	// Certificate is the client certificate offered when the upstream
+	// asks for one (mTLS); nil offers none. Its leaf's fingerprint is part
+	// of the pool key, so connections never cross client identities.
+	Certificate *tls.Certificate
+	// MinVersion is the lowest TLS version accepted; zero means TLS 1.2.
+	MinVersion uint16
+}
+
+// tlsProfile is what a *TLS yields: the base configuration and the
+// identity string of its verification policy and client certificate.
+type tlsProfile struct {
+	base *tls.Config
+	id   string
+	err  error
+}
+
+// upstreamDialer dials one pool key's connections when they are not plain
+// TCP: TLS, a CONNECT tunnel through a parent, or both. It holds the key's
+// own TLS configuration (SNI set, and a session cache of its own, so
+// sessions resume per upstream identity and never across identities). It
+// is the key's shard.Dialer, made once per key.
+type upstreamDialer struct {
+	cfg       *tls.Config // nil: plaintext
+	connect   time.Duration
+	hsTimeout time.Duration
+	parent    *parentRoute // non-nil: CONNECT through a parent first
+}
+
+// Dial implements shard.Dialer: TCP (or a CONNECT tunnel through the
+// parent), then the TLS handshake, on the dial pool's worker.
+func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, error) {
+	if u.parent == nil {
+		return conn.DialTLS(ctx, addr, u.connect, u.hsTimeout, u.cfg)
+	}
+	raw, err := u.parent.dial(ctx, u.connect)
+	if err != nil {
+		return nil, err
+	}
+	tc, _, err := conn.Connect(ctx, raw, u.parent.addr, addr, u.parent.header, u.connect)
+	if err != nil {
+		return nil, err
+	}
+	if u.cfg == nil {
+		return conn.NewGo(addr, tc), nil
+	}
+	return conn.ClientTLS(ctx, addr, tc, u.hsTimeout, u.cfg)
+}
+
+// tlsState is the engine's TLS caches.
+type tlsState struct {
+	profiles  sync.Map // *TLS -> *tlsProfile
+	upstreams sync.Map // poolset.Key -> *upstreamDialer
+	routes    sync.Map // routeKey -> *parentRoute
+	nprofiles atomic.Int64
+	warnOnce  sync.Once
+}
+
+// maxProfiles bounds the cache of *TLS values: a caller that makes a new
+// *TLS per request would otherwise grow it (and keep every value alive)
+// without end.
+const maxProfiles = 4096
+
+// profile returns what t yields, computed once per *TLS.
+func (e *Engine) profile(t *TLS) *tlsProfile {
+	if v, ok := e.tls.profiles.Load(t); ok {
+		return v.(*tlsProfile)
+	}
+	p := buildProfile(t)
+	v, loaded := e.tls.profiles.LoadOrStore(t, p)
+	if !loaded && e.tls.nprofiles.Add(1) > maxProfiles {
+		// Start over; the per-key dialers (and their session caches) are
+		// keyed by identity, not by pointer, and stay.
+		e.tls.profiles.Clear()
+		e.tls.nprofiles.Store(0)
+		e.tls.warnOnce.Do(func() {
+			e.cfg.Logger.Warn("engine: more than 4096 distinct *engine.TLS values seen; reuse one value per TLS configuration")
+		})
+	}
+	return v.(*tlsProfile)
+}
+
+func buildProfile(t *TLS) *tlsProfile {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+	}
+	var id strings.Builder
+	if t.MinVersion != 0 {
+		cfg.MinVersion = t.MinVersion
+	}
+	switch {
+	case t.InsecureSkipVerify:
+		cfg.InsecureSkipVerify = true
+		id.WriteString("v=none")
+	case t.RootCAs != nil:
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(t.RootCAs) {
+			return &tlsProfile{err: fmt.Errorf("%w: TLS RootCAs holds no PEM certificate", ErrBadRequest)}
+		}
+		cfg.RootCAs = pool
+		sum := sha256.Sum256(t.RootCAs)
+		id.WriteString("v=ca:")
+		id.WriteString(hex.EncodeToString(sum[:8]))
+	default:
+		id.WriteString("v=sys")
+	}
+	if c := t.Certificate; c != nil {
+		if len(c.Certificate) == 0 {
+			return &tlsProfile{err: fmt.Errorf("%w: TLS client certificate is empty", ErrBadRequest)}
+		}
+		cert := *c
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+		sum := sha256.Sum256(c.Certificate[0])
+		id.WriteString(";c=")
+		id.WriteString(hex.EncodeToString(sum[:8]))
+	}
+	if cfg.MinVersion != tls.VersionTLS12 {
+		id.WriteString(";min=")
+		id.WriteString(strconv.Itoa(int(cfg.MinVersion)))
+	}
+	return &tlsProfile{base: cfg, id: id.String()}
+}
+
+// serverName is the SNI for req: the configured name, else the host of the
+// request's authority, else the host of the upstream address.
+func serverName(t *TLS, req *Request) string {
+	if t.ServerName != "" {
+		return t.ServerName
+	}
+	host := string(req.Head.Authority())
+	if host == "" {
+		host = req.Addr
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+}
+
+// dialerFor completes req's pool key (TLS identity, route, credential
+// scope) and returns the key's dialer, made on first use; nil for a plain
+// direct upstream, which netpoll dials.
+func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, error) {
+	if req.TLS == nil && req.Via == nil {
+		return nil, nil
+	}
+	var p *tlsProfile
+	if req.TLS != nil {
+		if p = e.profile(req.TLS); p.err != nil {
+			return nil, p.err
+		}
+		key.TLS = "sni=" + serverName(req.TLS, req) + ";" + p.id
+	}
+	var route *parentRoute
+	if req.Via != nil {
+		var err error
+		if route, key.Via, key.Cred, err = e.parentRouteFor(req.Via); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := e.tls.upstreams.Load(*key); ok {
+		return v.(*upstreamDialer), nil
+	}
+	u := &upstreamDialer{connect: e.cfg.ConnectTimeout, hsTimeout: e.cfg.TLSHandshakeTimeout}
+	if p != nil {
+		u.cfg = p.base.Clone()
+		u.cfg.ServerName = serverName(req.TLS, req)
+		u.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+	}
+	u.parent = route
+	v, loaded := e.tls.upstreams.LoadOrStore(*key, u)
+	if !loaded && u.cfg != nil && u.cfg.InsecureSkipVerify {
+		e.cfg.Logger.Warn("engine: TLS certificate verification is OFF for this upstream; anyone on the path can impersonate it",
+			"upstream", key.String())
+	}
+	return v.(*upstreamDialer), nil
+}

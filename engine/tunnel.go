@@ -1,0 +1,256 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// Parent is a parent proxy reached with CONNECT.
+type Parent struct {
+	// Addr is the parent's resolved ip:port.
+	Addr string
+	// User and Password are sent as Basic Proxy-Authorization on the
+	// CONNECT; an empty User sends none. They are part of the pool key as
+	// a hash, so connections never cross identities.
+	User, Password string
+	// TLS, when set, speaks TLS to the parent itself: the CONNECT goes
+	// over a TLS connection verified as TLS says (its ServerName, when
+	// empty, is the host of Addr). Like an Upstream's, a *TLS must not
+	// change once used.
+	TLS *TLS
+}
+
+// parentRoute is a Parent ready for use: the header lines to send and,
+// for a TLS-speaking parent, its TLS configuration with a session cache
+// of its own. One is made per route key and reused.
+type parentRoute struct {
+	addr   string
+	header []string
+	tls    *tls.Config // nil: plaintext to the parent
+	hs     time.Duration
+}
+
+// dial connects to the parent (and runs the TLS handshake with it).
+func (r *parentRoute) dial(ctx context.Context, connect time.Duration) (net.Conn, error) {
+	raw, err := conn.DialGo(ctx, r.addr, connect)
+	if err != nil || r.tls == nil {
+		return raw, err
+	}
+	return conn.HandshakeTLS(ctx, r.addr, raw, r.hs, r.tls)
+}
+
+// parentRouteFor returns p's route and the key fields naming it: Via
+// ("connect=<addr>", and the parent's TLS identity) and Cred.
+func (e *Engine) parentRouteFor(p *Parent) (r *parentRoute, via, cred string, err error) {
+	if p.Addr == "" {
+		return nil, "", "", fmt.Errorf("%w: parent without an address", ErrBadRequest)
+	}
+	via = "connect=" + p.Addr
+	var prof *tlsProfile
+	sni := ""
+	if p.TLS != nil {
+		if prof = e.profile(p.TLS); prof.err != nil {
+			return nil, "", "", prof.err
+		}
+		sni = p.TLS.ServerName
+		if sni == "" {
+			sni = p.Addr
+			if h, _, err := net.SplitHostPort(p.Addr); err == nil {
+				sni = h
+			}
+		}
+		via += ";tls=sni=" + sni + ";" + prof.id
+	}
+	cred = p.scope()
+	rk := routeKey{via: via, cred: cred}
+	if v, ok := e.tls.routes.Load(rk); ok {
+		return v.(*parentRoute), via, cred, nil
+	}
+	r = &parentRoute{addr: p.Addr, hs: e.cfg.TLSHandshakeTimeout}
+	if p.User != "" {
+		r.header = []string{"Proxy-Authorization: Basic " +
+			base64.StdEncoding.EncodeToString([]byte(p.User+":"+p.Password))}
+	}
+	if prof != nil {
+		r.tls = prof.base.Clone()
+		r.tls.ServerName = sni
+		r.tls.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+	}
+	v, loaded := e.tls.routes.LoadOrStore(rk, r)
+	if !loaded && r.tls != nil && r.tls.InsecureSkipVerify {
+		e.cfg.Logger.Warn("engine: TLS certificate verification is OFF for this parent proxy; anyone on the path can impersonate it",
+			"parent", p.Addr)
+	}
+	return v.(*parentRoute), via, cred, nil
+}
+
+// routeKey names a parent route: the parent, its TLS identity and the
+// credentials' scope.
+type routeKey struct{ via, cred string }
+
+// scope is the credential scope for the pool key: a hash, never the
+// secret.
+func (p *Parent) scope() string {
+	if p.User == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte("basic\x00" + p.User + "\x00" + p.Password))
+	return hex.EncodeToString(sum[:8])
+}
+
+// TunnelRequest asks for a tunnel to Target.
+type TunnelRequest struct {
+	// Target is where the tunnel's bytes go, "host:port". Without a
+	// parent it is dialed and must be a resolved ip:port; through a
+	// parent it is the CONNECT request target, which the parent resolves.
+	Target string
+	// Via is the parent proxy to CONNECT through; nil dials Target
+	// directly.
+	Via *Parent
+}
+
+// TunnelResponse is a parent's answer to CONNECT (nil for a direct
+// tunnel).
+type TunnelResponse = conn.ConnectResponse
+
+// ErrTunnelRefused is conn.ErrTunnelRefused: the parent answered CONNECT
+// with a non-2xx status.
+var ErrTunnelRefused = conn.ErrTunnelRefused
+
+// Tunnel opens a tunnel to req.Target: a direct TCP connection, or one to
+// the parent on which CONNECT succeeded. The dial (and the CONNECT
+// exchange) runs on the engine's dial pool; the connection counts against
+// MaxConnsPerUpstream of its key (Stats shows it under
+// "<target> via=tunnel" or "<target> via=connect=<parent>", followed by
+// " cred=<hash>" with credentials) until closed,
+// and is never pooled or retried. The caller owns the returned connection
+// (a *conn.TunnelConn holding any byte the parent sent after its answer)
+// and must close it; Relay relays it to a client.
+//
+// A parent's non-2xx answer returns a nil connection, the answer (status,
+// header, raw head and body, to relay a 407 to the client, say) and an
+// error matching ErrTunnelRefused. Other failures are *conn.Error values:
+// PhaseDial, PhaseTunnel, PhaseProtocol, or PhasePoolWait when the cap
+// did not free up within PendingTimeout.
+func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *TunnelResponse, error) {
+	if req.Target == "" {
+		return nil, nil, fmt.Errorf("%w: tunnel without a target", ErrBadRequest)
+	}
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, nil, ErrClosed
+	}
+	key := poolset.Key{Addr: req.Target, Via: "tunnel"}
+	var route *parentRoute
+	dialAddr := req.Target
+	if req.Via != nil {
+		var err error
+		if route, key.Via, key.Cred, err = e.parentRouteFor(req.Via); err != nil {
+			return nil, nil, err
+		}
+		dialAddr = req.Via.Addr
+	}
+	// Opening gives up when the engine closes, as a request would.
+	ctx, cancelOpen := context.WithCancel(ctx)
+	defer cancelOpen()
+	stopRoot := context.AfterFunc(e.root, cancelOpen)
+	defer stopRoot()
+	ctr := e.stats.For(key)
+	fail := func(err error) (net.Conn, *TunnelResponse, error) {
+		ctr.Requests.Add(1)
+		if ce := conn.AsError(err); ce != nil {
+			ctr.Errors[ce.Phase].Add(1)
+		}
+		return nil, nil, err
+	}
+
+	wctx, cancel := context.WithTimeout(ctx, e.cfg.PendingTimeout)
+	g, err := e.pool.Acquire(wctx, key)
+	cancel()
+	if err != nil {
+		return fail(&conn.Error{Phase: conn.PhasePoolWait, Addr: req.Target, Err: err})
+	}
+	if g.Conn != nil {
+		// Nothing is ever pooled under a tunnel key; should a connection
+		// appear there, it is not a tunnel.
+		_ = g.Conn.Close()
+		e.pool.Closed(key, poolset.Busy)
+		return fail(&conn.Error{Phase: conn.PhasePoolWait, Addr: req.Target, Err: fmt.Errorf("%w: pooled connection under a tunnel key", ErrBadRequest)})
+	}
+
+	type result struct {
+		tc   *conn.TunnelConn
+		resp *TunnelResponse
+		err  error
+	}
+	ch := make(chan result, 1)
+	job := func() {
+		if route == nil {
+			raw, err := conn.DialGo(ctx, dialAddr, e.cfg.ConnectTimeout)
+			if err != nil {
+				ch <- result{err: err}
+				return
+			}
+			ch <- result{tc: conn.NewTunnelConn(raw, nil, nil)}
+			return
+		}
+		raw, err := route.dial(ctx, e.cfg.ConnectTimeout)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		tc, resp, err := conn.Connect(ctx, raw, route.addr, req.Target, route.header, e.cfg.ConnectTimeout)
+		ch <- result{tc: tc, resp: resp, err: err}
+	}
+	if err := e.shards.Go(job); err != nil {
+		e.pool.DialFailed(key)
+		return fail(&conn.Error{Phase: conn.PhaseDial, Addr: dialAddr, Err: err})
+	}
+	// The job gives up when ctx ends (the dial and the CONNECT exchange
+	// watch it), so waiting for it is bounded.
+	r := <-ch
+	if r.err != nil {
+		e.pool.DialFailed(key)
+		ctr.Requests.Add(1)
+		if ce := conn.AsError(r.err); ce != nil {
+			ctr.Errors[ce.Phase].Add(1)
+		}
+		return nil, r.resp, r.err
+	}
+	e.pool.Dialed(key)
+	ctr.Requests.Add(1)
+	ctr.Tunnels.Add(1)
+	pool := e.pool
+	tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() { pool.Closed(key, poolset.Busy) })
+	return tc, r.resp, nil
+}
+
+// takeBuffered returns the bytes a TunnelConn holds unread.
+func takeBuffered(t *conn.TunnelConn) []byte {
+	n := t.Buffered()
+	if n == 0 {
+		return nil
+	}
+	p := make([]byte, n)
+	_, _ = t.Read(p) // served from the buffer: never blocks
+	return p
+}
+
+// Relay copies between a and b until both directions end, passing a
+// half-close on, and closes both; see conn.Relay. idle (> 0) ends a relay
+// that moved no byte for that long. It is conn.Relay, here so that
+// callers of Tunnel need only this package.
+func Relay(ctx context.Context, a, b net.Conn, idle time.Duration) (conn.RelayStats, error) {
+	return conn.Relay(ctx, a, b, idle)
+}
