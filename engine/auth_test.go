@@ -99,7 +99,6 @@ func own(user, pass string) engine.Login {
 // goes back.
 func TestApacheChallenges(t *testing.T) {
 	leakBaseline(t)
-	ap := startApache(t)
 	for _, tc := range []struct {
 		loc, scheme, realm string
 	}{
@@ -107,6 +106,7 @@ func TestApacheChallenges(t *testing.T) {
 		{"digest", "Digest", apacheDigestRealm},
 	} {
 		t.Run(tc.loc, func(t *testing.T) {
+			ap := startApache(t, tc.loc)
 			right := &engine.Auth{Origin: own(apacheUser, apachePass)}
 			e := startEngine(t, engine.Config{Auth: func(u engine.Upstream) *engine.Auth {
 				if u.Addr == ap.addr {
@@ -114,12 +114,12 @@ func TestApacheChallenges(t *testing.T) {
 				}
 				return nil
 			}})
-			path := "/" + tc.loc + "/ok.txt"
+			const path = "/small"
 			logged := len(readLog(t, ap.log, 0))
 
 			s := send(t, e, request(t, ap.addr, "GET", "a.test", path, false))
-			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "ok\n" {
-				t.Fatalf("right credentials: heads %v, body %q, err %v; want only a 200 with ok", s.heads, s.body.String(), s.err)
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+				t.Fatalf("right credentials: heads %v, body %q, err %v; want only the 200", s.heads, s.body.String(), s.err)
 			}
 			lines := readLog(t, ap.log, logged+2)[logged:]
 			if len(lines) != 2 || lines[0].Status != 401 || lines[1].Status != 200 || lines[1].User != apacheUser {
@@ -186,13 +186,13 @@ func TestApacheChallenges(t *testing.T) {
 // Proxy-Authorization nor the engine's proxy credentials reach an origin
 // (a request in origin form), while its origin credentials do.
 func TestApacheNoProxyAuthorizationToOrigin(t *testing.T) {
-	ap := startApache(t)
+	ap := startApache(t, "basic")
 	pol := &engine.Auth{Origin: own(apacheUser, apachePass), Proxy: own("proxyuser", "proxypass")}
 	pol.Origin.Preemptive, pol.Proxy.Preemptive = true, true
 	e := startEngine(t, engine.Config{Auth: func(engine.Upstream) *engine.Auth { return pol }})
 	for _, mode := range []engine.LoginMode{engine.LoginOwn, engine.LoginPassThrough, engine.LoginNone} {
 		pol.Proxy.Mode = mode
-		req := request(t, ap.addr, "GET", "a.test", "/basic/ok.txt", false, "Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==")
+		req := request(t, ap.addr, "GET", "a.test", "/small", false, "Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==")
 		s := send(t, e, req)
 		if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
 			t.Fatalf("mode %d: heads %v, err %v; want a preemptive Basic 200", mode, s.heads, s.err)
@@ -372,13 +372,13 @@ func TestSquidExpectContinue(t *testing.T) {
 // the origin, whose uri is the origin-form target the parent forwards).
 func TestSquidThenApache(t *testing.T) {
 	leakBaseline(t)
-	ap := startApache(t)
+	ap := startApache(t, "digest")
 	sq := startSquid(t, squidOptions{scheme: "basic"})
 	e := startEngine(t, engine.Config{})
-	req := request(t, sq.addr, "GET", ap.addr, "/digest/ok.txt", true)
+	req := request(t, sq.addr, "GET", ap.addr, "/small", true)
 	req.Auth = &engine.Auth{Proxy: own(squidUser, squidPass), Origin: own(apacheUser, apachePass)}
 	s := send(t, e, req)
-	if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "ok\n" {
+	if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
 		t.Fatalf("heads %v, body %q, err %v; want only the final 200", s.heads, s.body.String(), s.err)
 	}
 	sql := readLog(t, sq.log, 3)
@@ -397,7 +397,7 @@ func TestSquidThenApache(t *testing.T) {
 	// MaxRounds 1: the second challenge goes back to the caller (an
 	// engine that has not met Apache's Digest challenge yet).
 	fresh := startEngine(t, engine.Config{})
-	req = request(t, sq.addr, "GET", ap.addr, "/digest/ok.txt", true)
+	req = request(t, sq.addr, "GET", ap.addr, "/small", true)
 	req.Auth = &engine.Auth{Proxy: own(squidUser, squidPass), Origin: own(apacheUser, apachePass), MaxRounds: 1}
 	if s = send(t, fresh, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
 		t.Fatalf("MaxRounds 1: heads %v, err %v; want Apache's 401", s.heads, s.err)
@@ -409,11 +409,11 @@ func TestSquidThenApache(t *testing.T) {
 // not a second one beside the stale answer) without counting a failed
 // round.
 func TestApacheDigestStale(t *testing.T) {
-	ap := startApache(t)
+	ap := startApache(t, "digest", "<Location />", "  AuthDigestNonceLifetime 1", "</Location>")
 	e := startEngine(t, engine.Config{})
 	pol := &engine.Auth{Origin: own(apacheUser, apachePass), MaxRounds: 1}
 	get := func() *recSink {
-		req := request(t, ap.addr, "GET", "a.test", "/stale/ok.txt", false)
+		req := request(t, ap.addr, "GET", "a.test", "/small", false)
 		req.Auth = pol
 		return send(t, e, req)
 	}
@@ -423,7 +423,7 @@ func TestApacheDigestStale(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // AuthDigestNonceLifetime 1
 	// The second request answers the remembered nonce up front; Apache
 	// refuses it as stale, and the engine answers the new nonce.
-	if s := get(); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "ok\n" {
+	if s := get(); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
 		t.Fatalf("after the nonce expired: heads %v, body %q, err %v; want 200", s.heads, s.body.String(), s.err)
 	}
 	lines := readLog(t, ap.log, 4)
