@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/poolset"
 )
 
@@ -64,7 +65,8 @@ type adminInfo struct {
 }
 
 // admin serves /metrics, /status, /status.json and /debug/pprof/ for one
-// proxy.
+// proxy, and drains and undrains its peers on POST /peers/drain and
+// /peers/undrain.
 type admin struct {
 	p       *proxy
 	info    adminInfo
@@ -95,6 +97,11 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /metrics", a.serveMetrics)
 	mux.HandleFunc("GET /status", a.serveStatus)
 	mux.HandleFunc("GET /status.json", a.serveStatusJSON)
+	// POST only: a drain changes state, so a crawler or a prefetching
+	// browser following a link must not trigger one. Other methods get
+	// the mux's 405 with an Allow header.
+	mux.HandleFunc("POST /peers/drain", a.servePeerAction(true))
+	mux.HandleFunc("POST /peers/undrain", a.servePeerAction(false))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -109,6 +116,7 @@ func (a *admin) serveIndex(w http.ResponseWriter, _ *http.Request) {
 <h1>serverside admin</h1><ul>
 <li><a href="/status">/status</a>: pools at a glance (<a href="/status.json">/status.json</a>)
 <li><a href="/metrics">/metrics</a>: Prometheus text format
+<li>POST /peers/drain?peer=NAME, POST /peers/undrain?peer=NAME: take a peer out, put it back
 <li><a href="/debug/pprof/">/debug/pprof/</a>: Go profiles
 </ul>
 `)
@@ -181,6 +189,29 @@ type upstreamRow struct {
 	Errors       map[string]uint64 `json:"errors"`
 }
 
+// peerRow is one peer of a group in /status.json: the engine's PeerStats
+// with the pool's view of the peer's connections.
+type peerRow struct {
+	Group      string `json:"group"`
+	Name       string `json:"name"`
+	Addr       string `json:"addr"`
+	Role       string `json:"role"` // "origin" or "parent"
+	Weight     int    `json:"weight"`
+	State      string `json:"state"` // up, down, draining or drained
+	Connecting int    `json:"connecting"`
+	Busy       int    `json:"busy"`
+	Idle       int    `json:"idle"`
+	Pinned     int    `json:"pinned"`
+	Waiting    int    `json:"waiting"`
+	Picks      uint64 `json:"picks"`    // balancer choices, probes included
+	Failures   uint64 `json:"failures"` // connect failures, protocol errors, failed checks
+	Downs      uint64 `json:"downs"`    // times marked down
+	Rerouted   uint64 `json:"rerouted"` // requests moved away after a failed connect
+	// ClosedDrained counts the peer's connections closed by a drain (a pool
+	// counter, like the upstream rows' closes).
+	ClosedDrained uint64 `json:"closed_drained"`
+}
+
 // clientStats is the client side in /status.json.
 type clientStats struct {
 	Open      int64             `json:"open"`
@@ -201,6 +232,7 @@ type statusDoc struct {
 	Goroutines    int           `json:"goroutines"`
 	Clients       clientStats   `json:"clients"`
 	Upstreams     []upstreamRow `json:"upstreams"`
+	Peers         []peerRow     `json:"peers"`
 }
 
 // closeReasons names poolset.CloseCounts' fields, in their order.
@@ -246,6 +278,11 @@ func (a *admin) snapshot() statusDoc {
 			BodyBytes: m.bodyBytes.Load(),
 		},
 		Upstreams: []upstreamRow{},
+		Peers:     a.peerRows(),
+	}
+	if g, ok := a.p.eng.PeerStats()[a.p.group]; ok && a.p.group != "" {
+		// The balancer the engine runs, whatever the caller said.
+		doc.LB = string(g.Balancer)
 	}
 	for c := 1; c <= 5; c++ {
 		doc.Clients.Responses[strconv.Itoa(c)+"xx"] = m.byClass[c].Load()
@@ -269,6 +306,83 @@ func (a *admin) snapshot() statusDoc {
 	}
 	slices.SortFunc(doc.Upstreams, func(x, y upstreamRow) int { return strings.Compare(x.Key, y.Key) })
 	return doc
+}
+
+// peerRows lists the peers of every engine group, by group and then in
+// their configured order.
+func (a *admin) peerRows() []peerRow {
+	all := a.p.eng.PeerStats()
+	groups := make([]string, 0, len(all))
+	for name := range all {
+		groups = append(groups, name)
+	}
+	slices.Sort(groups)
+	rows := []peerRow{}
+	for _, name := range groups {
+		for _, ps := range all[name].Peers {
+			role := "origin"
+			if ps.Parent {
+				role = "parent"
+			}
+			rows = append(rows, peerRow{
+				Group: name, Name: ps.Name, Addr: ps.Addr, Role: role, Weight: ps.Weight, State: ps.State.String(),
+				Connecting: ps.Pool.Connecting, Busy: ps.Pool.Busy, Idle: ps.Pool.Idle, Pinned: ps.Pool.Pinned,
+				Waiting: ps.Pool.Waiting, Picks: ps.Picks, Failures: ps.Failures, Downs: ps.Downs,
+				Rerouted: ps.Rerouted, ClosedDrained: ps.Pool.Closed.Drained,
+			})
+		}
+	}
+	return rows
+}
+
+// peerActionResult is the reply to POST /peers/drain and /peers/undrain:
+// the peer as it is right after the call. A drain answers at once; State
+// moves from draining to drained once the peer's busy connections have
+// finished their responses, which /status.json shows.
+type peerActionResult struct {
+	Action string   `json:"action"` // "drain" or "undrain"
+	Peer   *peerRow `json:"peer,omitempty"`
+	Error  string   `json:"error,omitempty"`
+}
+
+// servePeerAction drains (drain true) or undrains the peer named by the
+// query's peer parameter in the proxy's group: 200 with the peer's row,
+// 400 without a name, 404 for a name the group lacks (or with no group).
+func (a *admin) servePeerAction(drain bool) http.HandlerFunc {
+	action, call := "undrain", a.p.eng.UndrainPeer
+	if drain {
+		action, call = "drain", a.p.eng.DrainPeer
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		res := peerActionResult{Action: action}
+		name := r.URL.Query().Get("peer")
+		code := http.StatusOK
+		var err error
+		if name != "" {
+			err = call(a.p.group, name)
+		}
+		switch {
+		case name == "":
+			code, res.Error = http.StatusBadRequest, "missing peer parameter: /peers/"+action+"?peer=NAME"
+		case errors.Is(err, engine.ErrNoGroup) || errors.Is(err, engine.ErrNoPeer):
+			code, res.Error = http.StatusNotFound, err.Error()
+		case err != nil:
+			code, res.Error = http.StatusInternalServerError, err.Error()
+		default:
+			a.p.log.Info("admin: peer "+action, "group", a.p.group, "peer", name)
+			for _, row := range a.peerRows() {
+				if row.Group == a.p.group && row.Name == name {
+					res.Peer = &row
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(res)
+	}
 }
 
 func (a *admin) serveStatusJSON(w http.ResponseWriter, _ *http.Request) {
@@ -448,4 +562,79 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 	}
 	gauge("serverside_upstream_reuse_ratio", "Share of exchanges that needed no new connection (reused / attempts).",
 		func(r upstreamRow) string { return f64(r.ReuseRatio) })
+
+	writePeerMetrics(e, doc.Peers)
+}
+
+// peerStates are the values of peerRow.State, in the order of
+// engine.PeerState.
+var peerStates = []string{engine.PeerUp.String(), engine.PeerDown.String(),
+	engine.PeerDraining.String(), engine.PeerDrained.String()}
+
+// writePeerMetrics writes the peer group families. A peer's labels are its
+// name and address; group is added only for a group other than the demo's
+// own, which is the only one the demo builds.
+func writePeerMetrics(e expo, peers []peerRow) {
+	labels := func(r peerRow, extra ...string) []string {
+		l := []string{"peer", r.Name, "addr", r.Addr}
+		if r.Group != peerGroup {
+			l = append(l, "group", r.Group)
+		}
+		return append(l, extra...)
+	}
+	b01 := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	gauge := func(name, help string, v func(peerRow) string) {
+		e.family(name, "gauge", help)
+		for _, r := range peers {
+			e.sample(name, v(r), labels(r)...)
+		}
+	}
+	counter := func(name, help string, v func(peerRow) uint64) {
+		e.family(name, "counter", help)
+		for _, r := range peers {
+			e.sample(name, u64(v(r)), labels(r)...)
+		}
+	}
+	e.family("serverside_peers", "gauge", "Peers (origins or parents) in the proxy's peer group.")
+	e.sample("serverside_peers", strconv.Itoa(len(peers)))
+	gauge("serverside_peer_up", "1 if the peer takes requests: neither down nor drained.",
+		func(r peerRow) string { return b01(r.State == engine.PeerUp.String()) })
+	gauge("serverside_peer_draining", "1 if the peer is taken out by a drain (draining or drained).",
+		func(r peerRow) string {
+			return b01(r.State == engine.PeerDraining.String() || r.State == engine.PeerDrained.String())
+		})
+	e.family("serverside_peer_state", "gauge", "The peer's state: 1 for the one it is in (up, down, draining, drained), 0 for the others.")
+	for _, r := range peers {
+		for _, st := range peerStates {
+			e.sample("serverside_peer_state", b01(r.State == st), labels(r, "state", st)...)
+		}
+	}
+	gauge("serverside_peer_weight", "The peer's weight in the balancer.",
+		func(r peerRow) string { return strconv.Itoa(r.Weight) })
+	e.family("serverside_peer_connections", "gauge", "The peer's connections by state (connecting, busy, idle, pinned); while draining, what is left to close.")
+	for _, r := range peers {
+		for _, st := range []struct {
+			name string
+			n    int
+		}{{"connecting", r.Connecting}, {"busy", r.Busy}, {"idle", r.Idle}, {"pinned", r.Pinned}} {
+			e.sample("serverside_peer_connections", strconv.Itoa(st.n), labels(r, "state", st.name)...)
+		}
+	}
+	gauge("serverside_peer_waiting", "Requests queued for a connection to the peer.",
+		func(r peerRow) string { return strconv.Itoa(r.Waiting) })
+	counter("serverside_peer_picks_total", "Times the balancer chose the peer, probes included.",
+		func(r peerRow) uint64 { return r.Picks })
+	counter("serverside_peer_failures_total", "Connect failures, protocol errors and failed active checks of the peer.",
+		func(r peerRow) uint64 { return r.Failures })
+	counter("serverside_peer_downs_total", "Times the peer was marked down.",
+		func(r peerRow) uint64 { return r.Downs })
+	counter("serverside_peer_rerouted_total", "Requests moved to another peer after their connect to this one failed.",
+		func(r peerRow) uint64 { return r.Rerouted })
+	counter("serverside_peer_drain_closes_total", "The peer's connections closed by a drain (pool counter).",
+		func(r peerRow) uint64 { return r.ClosedDrained })
 }

@@ -353,6 +353,11 @@ func TestWriteMetricsEscapes(t *testing.T) {
 				Closes: map[string]uint64{"owner": 2}, Errors: map[string]uint64{"dial": 1}},
 			{Upstream: "10.0.0.1:80", Key: key, Busy: 1, Closes: map[string]uint64{}, Errors: map[string]uint64{}},
 		},
+		Peers: []peerRow{
+			{Group: peerGroup, Name: "a \"b\"\\c", Addr: "10.0.0.1:80", Role: "origin", Weight: 3, State: "draining",
+				Busy: 2, Idle: 0, Waiting: 1, Picks: 40, Failures: 1, Downs: 1, Rerouted: 2, ClosedDrained: 5},
+			{Group: "other", Name: "a \"b\"\\c", Addr: "10.0.0.1:80", Role: "parent", Weight: 1, State: "up", Idle: 1},
+		},
 	}
 	a := &admin{started: time.Unix(1700000000, 500e6)}
 	var b bytes.Buffer
@@ -386,6 +391,25 @@ func TestWriteMetricsEscapes(t *testing.T) {
 		{"serverside_upstream_closes_total", []string{"key", "", "reason", "idle_timeout"}, 0},
 		{"serverside_upstream_errors_total", []string{"key", "", "phase", "dial"}, 1},
 		{"serverside_upstream_errors_total", []string{"key", key, "phase", "pool-wait"}, 0},
+		{"serverside_peers", nil, 2},
+		{"serverside_peer_up", []string{"peer", "a \"b\"\\c", "addr", "10.0.0.1:80", "group", ""}, 0},
+		{"serverside_peer_draining", []string{"group", ""}, 1},
+		{"serverside_peer_state", []string{"group", "", "state", "draining"}, 1},
+		{"serverside_peer_state", []string{"group", "", "state", "drained"}, 0},
+		{"serverside_peer_state", []string{"group", "", "state", "up"}, 0},
+		{"serverside_peer_state", []string{"group", "", "state", "down"}, 0},
+		{"serverside_peer_weight", []string{"group", ""}, 3},
+		{"serverside_peer_connections", []string{"group", "", "state", "busy"}, 2},
+		{"serverside_peer_waiting", []string{"group", ""}, 1},
+		{"serverside_peer_picks_total", []string{"group", ""}, 40},
+		{"serverside_peer_failures_total", []string{"group", ""}, 1},
+		{"serverside_peer_downs_total", []string{"group", ""}, 1},
+		{"serverside_peer_rerouted_total", []string{"group", ""}, 2},
+		{"serverside_peer_drain_closes_total", []string{"group", ""}, 5},
+		{"serverside_peer_up", []string{"group", "other"}, 1},
+		{"serverside_peer_draining", []string{"group", "other"}, 0},
+		{"serverside_peer_state", []string{"group", "other", "state", "up"}, 1},
+		{"serverside_peer_connections", []string{"group", "other", "state", "idle"}, 1},
 	}
 	for _, c := range checks {
 		if got := p.get(t, c.name, c.labels...); got != c.want {
@@ -562,7 +586,7 @@ func TestRunConfigAdminShutdown(t *testing.T) {
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	listen, admAddr := freeAddr(t), freeAddr(t)
 	cfg := fmt.Sprintf(`{"listen": %q, "admin": %q, "shards": 4, "access_log": false,
-		"origins": [{"url": "http://%s", "name": "nginx-fixture"}],
+		"origins": [{"url": "http://%s", "name": "nginx-fixture"}], "lb": "p2c",
 		"timeouts": {"connect": "2s"}}`, listen, admAddr, ng.Addr())
 	file := filepath.Join(t.TempDir(), "serverside.json")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
@@ -583,7 +607,8 @@ func TestRunConfigAdminShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	if doc.Listen != listen || doc.Shards != 3 || doc.Mode != "reverse" || doc.Clients.Requests != 1 ||
-		len(doc.Upstreams) != 1 || doc.Upstreams[0].Name != "nginx-fixture" {
+		len(doc.Upstreams) != 1 || doc.Upstreams[0].Name != "nginx-fixture" || doc.LB != "p2c" ||
+		len(doc.Peers) != 1 || doc.Peers[0].Name != "nginx-fixture" || doc.Peers[0].State != "up" || doc.Peers[0].Picks != 1 {
 		t.Fatalf("/status.json:\n%s", js)
 	}
 
@@ -680,6 +705,21 @@ func rowRequests(t *testing.T, dom, key string) int {
 	return n
 }
 
+// peerCell finds, in a DOM dump of /status, the Peers row of peer name and
+// returns the text of its cell whose class starts with class.
+func peerCell(t *testing.T, dom, name, class string) string {
+	t.Helper()
+	row := regexp.MustCompile(`<tr data-peer="` + regexp.QuoteMeta(name) + `">((?s:.*?))</tr>`).FindStringSubmatch(dom)
+	if row == nil {
+		t.Fatalf("no Peers row for %s in the DOM:\n%s", name, dom)
+	}
+	m := regexp.MustCompile(`<td class="` + regexp.QuoteMeta(class) + `[^"]*">([^<]*)</td>`).FindStringSubmatch(row[1])
+	if m == nil {
+		t.Fatalf("no %s cell in the Peers row of %s: %s", class, name, row[1])
+	}
+	return m[1]
+}
+
 // /status in a real browser: the script's refresh from /status.json
 // works, the table shows the upstream, and its numbers follow the traffic.
 func TestStatusPageChromium(t *testing.T) {
@@ -719,6 +759,29 @@ func TestStatusPageChromium(t *testing.T) {
 	if !strings.Contains(dom, `<div class="v" id="client-requests">7</div>`) {
 		t.Fatalf("client requests not 7:\n%s", dom)
 	}
+	// The Peers table, drawn by the script: the one origin, up, then
+	// drained after a POST /peers/drain.
+	peer := ng.Addr() // an -origin without name= is named host:port
+	if st, picks, addr := peerCell(t, dom, peer, "state"), peerCell(t, dom, peer, "picks"), peerCell(t, dom, peer, "addr"); st != "up" || picks != "7" || addr != peer {
+		t.Fatalf("Peers row before the drain: state %q, picks %q, addr %q", st, picks, addr)
+	}
+	if !strings.Contains(dom, `<td class="state state-up">up</td>`) {
+		t.Fatalf("state cell not classed:\n%s", dom)
+	}
+	if code, res := postAdmin(t, "http://"+adm+"/peers/drain?peer="+peer); code != 200 || res.Peer == nil || res.Peer.State != "drained" {
+		t.Fatalf("drain: %d %+v", code, res)
+	}
+	// With its only peer drained, the proxy answers 503 itself.
+	if code, _, body := httpGet(t, "http://"+px+"/small"); code != 503 || !strings.Contains(body, "no peer") {
+		t.Fatalf("request with every peer drained: %d %q", code, body)
+	}
+	dom = dump()
+	if st, idle := peerCell(t, dom, peer, "state"), peerCell(t, dom, peer, "idle"); st != "drained" || idle != "0" {
+		t.Fatalf("Peers row after the drain: state %q, idle %q\n%s", st, idle, dom)
+	}
+	if !strings.Contains(dom, `<td class="state state-drained">drained</td>`) {
+		t.Fatalf("drained state cell not classed:\n%s", dom)
+	}
 	if shot := os.Getenv("SERVERSIDE_STATUS_SCREENSHOT"); shot != "" {
 		// For a look at the page by eye: the PNG is not checked.
 		chromium(t, "--virtual-time-budget=3000", "--window-size=1200,800", "--screenshot="+shot, url)
@@ -745,5 +808,319 @@ func TestStatusPageServerRendered(t *testing.T) {
 	}
 	if rowRequests(t, html, ng.Addr()) != 1 || !strings.Contains(html, `<div class="v" id="client-requests">1</div>`) {
 		t.Fatalf("/status:\n%s", html)
+	}
+	if st, picks, role := peerCell(t, html, ng.Addr(), "state"), peerCell(t, html, ng.Addr(), "picks"), peerCell(t, html, ng.Addr(), "role"); st != "up" || picks != "1" || role != "origin" {
+		t.Fatalf("Peers row: state %q, picks %q, role %q", st, picks, role)
+	}
+}
+
+// postAdmin sends a POST to the admin server and decodes the reply.
+func postAdmin(t *testing.T, url string) (int, peerActionResult) {
+	t.Helper()
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Post(url, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res peerActionResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		t.Fatalf("POST %s: %d, body not JSON: %v", url, resp.StatusCode, err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("POST %s: Content-Type %q", url, ct)
+	}
+	return resp.StatusCode, res
+}
+
+// statusJSON fetches and decodes /status.json.
+func statusJSON(t *testing.T, adm string) statusDoc {
+	t.Helper()
+	code, _, body := httpGet(t, "http://"+adm+"/status.json")
+	var doc statusDoc
+	if err := json.Unmarshal([]byte(body), &doc); code != 200 || err != nil {
+		t.Fatalf("/status.json: %d %v\n%s", code, err, body)
+	}
+	return doc
+}
+
+// peerOf returns the row of the peer named name.
+func peerOf(t *testing.T, doc statusDoc, name string) peerRow {
+	t.Helper()
+	for _, p := range doc.Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no peer %q in %+v", name, doc.Peers)
+	return peerRow{}
+}
+
+// scrapeMetrics fetches /metrics and parses it strictly.
+func scrapeMetrics(t *testing.T, adm string) *promText {
+	t.Helper()
+	code, _, body := httpGet(t, "http://"+adm+"/metrics")
+	p, err := parseProm(body)
+	if code != 200 || err != nil {
+		t.Fatalf("/metrics: %d %v\n%s", code, err, body)
+	}
+	return p
+}
+
+// waitFor polls cond until it holds, failing the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// countURI counts the requests in ng's access log whose URI is uri.
+func countURI(ng *bench.Nginx, uri string) int {
+	n := 0
+	for _, r := range ng.Requests() {
+		if r.URI == uri {
+			n++
+		}
+	}
+	return n
+}
+
+// Drain one of three real nginx origins through the admin endpoints: its
+// idle connection closes at once, its busy one after its response, no
+// request reaches it in between (its access log says so), /status.json and
+// /metrics follow draining -> drained, and undrain brings traffic back.
+func TestAdminPeerDrain(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	names := []string{"a", "b", "c"}
+	ngs := map[string]*bench.Nginx{}
+	var origins []string
+	for _, n := range names {
+		ngs[n] = bench.StartNginx(t, bench.NginxOptions{})
+		origins = append(origins, "http://"+ngs[n].Addr()+"?name="+n)
+	}
+	px, adm := startProxyAdmin(t, origins...)
+	tr := &http.Transport{MaxIdleConnsPerHost: 8}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: 20 * time.Second, Transport: tr}
+	get := func(path string) string {
+		t.Helper()
+		resp, err := client.Get("http://" + px + path)
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		return string(b)
+	}
+	// logged waits for the origins' access logs to hold n requests for
+	// uri in all, and returns them per origin.
+	logged := func(uri string, n int) map[string]int {
+		t.Helper()
+		out := map[string]int{}
+		waitFor(t, fmt.Sprintf("%d requests for %s in the access logs", n, uri), func() bool {
+			sum := 0
+			for _, name := range names {
+				out[name] = countURI(ngs[name], uri)
+				sum += out[name]
+			}
+			return sum >= n
+		})
+		return out
+	}
+
+	// Six requests, two per origin, each leaving one idle connection.
+	for range 6 {
+		if body := get("/small?phase=before"); body != "Hello, World!" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if got := logged("/small?phase=before", 6); got["a"] != 2 || got["b"] != 2 || got["c"] != 2 {
+		t.Fatalf("round-robin before the drain: %v", got)
+	}
+	waitFor(t, "one idle connection per peer", func() bool {
+		doc := statusJSON(t, adm)
+		return peerOf(t, doc, "a").Idle == 1 && peerOf(t, doc, "b").Idle == 1 && peerOf(t, doc, "c").Idle == 1
+	})
+	doc := statusJSON(t, adm)
+	if doc.LB != "roundrobin" || len(doc.Peers) != 3 {
+		t.Fatalf("/status.json: lb %q, peers %+v", doc.LB, doc.Peers)
+	}
+	for i, n := range names {
+		p := doc.Peers[i]
+		if p.Name != n || p.Addr != ngs[n].Addr() || p.Role != "origin" || p.Weight != 1 || p.State != "up" ||
+			p.Picks != 2 || p.Failures != 0 || p.Busy != 0 {
+			t.Fatalf("peer %d before the drain: %+v", i, p)
+		}
+	}
+
+	// Wrong calls change nothing.
+	code, _, _ := httpGet(t, "http://"+adm+"/peers/drain?peer=a")
+	if code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /peers/drain: %d, want 405", code)
+	}
+	for _, c := range []struct {
+		path string
+		code int
+	}{
+		{"/peers/drain?peer=nope", 404},
+		{"/peers/undrain?peer=nope", 404},
+		{"/peers/drain", 400},
+		{"/peers/drain?peer=", 400},
+	} {
+		if code, res := postAdmin(t, "http://"+adm+c.path); code != c.code || res.Error == "" || res.Peer != nil {
+			t.Fatalf("POST %s: %d %+v, want %d", c.path, code, res, c.code)
+		}
+	}
+	if p := peerOf(t, statusJSON(t, adm), "a"); p.State != "up" || p.Idle != 1 {
+		t.Fatalf("a after wrong calls: %+v", p)
+	}
+
+	// Drain a while it is idle: its connection closes at once, so the
+	// reply already says drained.
+	code, res := postAdmin(t, "http://"+adm+"/peers/drain?peer=a")
+	if code != 200 || res.Action != "drain" || res.Peer == nil || res.Peer.Name != "a" ||
+		res.Peer.State != "drained" || res.Peer.Idle != 0 || res.Peer.Busy != 0 || res.Peer.ClosedDrained != 1 {
+		t.Fatalf("drain a: %d %+v %+v", code, res, res.Peer)
+	}
+	m := scrapeMetrics(t, adm)
+	aL := []string{"peer", "a", "addr", ngs["a"].Addr()}
+	bL := []string{"peer", "b", "addr", ngs["b"].Addr()}
+	with := func(l []string, extra ...string) []string { return append(slices.Clone(l), extra...) }
+	for _, w := range []struct {
+		name   string
+		labels []string
+		v      float64
+	}{
+		{"serverside_peers", nil, 3},
+		{"serverside_peer_up", aL, 0},
+		{"serverside_peer_draining", aL, 1},
+		{"serverside_peer_state", with(aL, "state", "drained"), 1},
+		{"serverside_peer_state", with(aL, "state", "draining"), 0},
+		{"serverside_peer_state", with(aL, "state", "up"), 0},
+		{"serverside_peer_connections", with(aL, "state", "idle"), 0},
+		{"serverside_peer_drain_closes_total", aL, 1},
+		{"serverside_peer_picks_total", aL, 2},
+		{"serverside_peer_weight", aL, 1},
+		{"serverside_peer_up", bL, 1},
+		{"serverside_peer_draining", bL, 0},
+		{"serverside_peer_state", with(bL, "state", "up"), 1},
+		{"serverside_peer_connections", with(bL, "state", "idle"), 1},
+		{"serverside_peer_failures_total", bL, 0},
+		{"serverside_upstream_closes_total", []string{"upstream", ngs["a"].Addr(), "reason", "drained"}, 1},
+	} {
+		if got := m.get(t, w.name, w.labels...); got != w.v {
+			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.v)
+		}
+	}
+	if m.types["serverside_peer_picks_total"] != "counter" || m.types["serverside_peer_up"] != "gauge" {
+		t.Errorf("types: %v", m.types)
+	}
+
+	// While drained, every request goes to b or c.
+	for range 8 {
+		get("/small?phase=drained")
+	}
+	if got := logged("/small?phase=drained", 8); got["a"] != 0 || got["b"] != 4 || got["c"] != 4 {
+		t.Fatalf("requests while a is drained: %v", got)
+	}
+	if p := peerOf(t, statusJSON(t, adm), "a"); p.Picks != 2 || p.State != "drained" {
+		t.Fatalf("a while drained: %+v", p)
+	}
+
+	// Undrain a, then catch it busy with a slow response (/delay takes
+	// about two seconds): one /delay at a time until a has one.
+	if code, res := postAdmin(t, "http://"+adm+"/peers/undrain?peer=a"); code != 200 || res.Action != "undrain" ||
+		res.Peer == nil || res.Peer.State != "up" {
+		t.Fatalf("undrain a: %d %+v", code, res)
+	}
+	delays := make(chan string, 3)
+	started := 0
+	defer func() {
+		for range started - len(delays) {
+			<-delays
+		}
+	}()
+	picks := func(doc statusDoc) (n uint64) {
+		for _, p := range doc.Peers {
+			n += p.Picks
+		}
+		return n
+	}
+	for aPicked := false; started < 3 && !aPicked; {
+		before := statusJSON(t, adm)
+		started++
+		go func() { delays <- get("/delay") }()
+		var after statusDoc
+		waitFor(t, "the /delay request picked", func() bool {
+			after = statusJSON(t, adm)
+			return picks(after) == picks(before)+1
+		})
+		aPicked = peerOf(t, after, "a").Picks > peerOf(t, before, "a").Picks
+	}
+	waitFor(t, "a busy with /delay", func() bool { return peerOf(t, statusJSON(t, adm), "a").Busy == 1 })
+	if p := peerOf(t, statusJSON(t, adm), "a"); p.Busy != 1 {
+		t.Fatalf("a never got a /delay request: %+v", p)
+	}
+	code, res = postAdmin(t, "http://"+adm+"/peers/drain?peer=a")
+	if code != 200 || res.Peer == nil || res.Peer.State != "draining" || res.Peer.Busy != 1 || res.Peer.Idle != 0 {
+		t.Fatalf("drain a while busy: %d %+v", code, res.Peer)
+	}
+	m = scrapeMetrics(t, adm)
+	if m.get(t, "serverside_peer_state", with(aL, "state", "draining")...) != 1 ||
+		m.get(t, "serverside_peer_draining", aL...) != 1 || m.get(t, "serverside_peer_up", aL...) != 0 ||
+		m.get(t, "serverside_peer_connections", with(aL, "state", "busy")...) != 1 {
+		t.Errorf("metrics while a is draining: state %v, busy %v", m.get(t, "serverside_peer_state", with(aL, "state", "draining")...),
+			m.get(t, "serverside_peer_connections", with(aL, "state", "busy")...))
+	}
+	// New requests avoid a while its busy connection finishes.
+	for range 4 {
+		get("/small?phase=draining")
+	}
+	if got := logged("/small?phase=draining", 4); got["a"] != 0 {
+		t.Fatalf("requests while a is draining: %v", got)
+	}
+	// Every /delay, a's included, completes: the drain cut no response.
+	for range started {
+		if body := <-delays; len(body) != bench.DelayBodySize {
+			t.Fatalf("/delay body %d bytes, want %d", len(body), bench.DelayBodySize)
+		}
+	}
+	started = 0
+	waitFor(t, "a drained", func() bool { return peerOf(t, statusJSON(t, adm), "a").State == "drained" })
+	if p := peerOf(t, statusJSON(t, adm), "a"); p.Busy != 0 || p.Idle != 0 || p.ClosedDrained != 2 {
+		t.Fatalf("a after its response: %+v", p)
+	}
+	if n := countURI(ngs["a"], "/delay"); n != 1 {
+		t.Fatalf("a's log has %d /delay requests, want 1", n)
+	}
+	m = scrapeMetrics(t, adm)
+	if m.get(t, "serverside_peer_state", with(aL, "state", "drained")...) != 1 ||
+		m.get(t, "serverside_peer_drain_closes_total", aL...) != 2 {
+		t.Errorf("metrics once a is drained")
+	}
+
+	// Undrain: a takes requests again.
+	if code, res := postAdmin(t, "http://"+adm+"/peers/undrain?peer=a"); code != 200 || res.Peer == nil || res.Peer.State != "up" {
+		t.Fatalf("undrain a: %d %+v", code, res)
+	}
+	for range 6 {
+		get("/small?phase=after")
+	}
+	if got := logged("/small?phase=after", 6); got["a"] == 0 {
+		t.Fatalf("requests after undrain: %v", got)
+	}
+	m = scrapeMetrics(t, adm)
+	if m.get(t, "serverside_peer_up", aL...) != 1 || m.get(t, "serverside_peer_draining", aL...) != 0 {
+		t.Errorf("metrics after undrain: a not up")
 	}
 }

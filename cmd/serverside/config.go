@@ -33,6 +33,7 @@ type fileConfig struct {
 	Parents   []peerSpec `json:"parents"`
 	LB        string     `json:"lb"`
 	Timeouts  timeouts   `json:"timeouts"`
+	Health    healthSpec `json:"health"`
 }
 
 // peerSpec is one origin or parent proxy.
@@ -389,6 +390,9 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		if t.d != 0 {
 			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))
 		}
+	}
+	for _, h := range fc.Health.flagValues() {
+		errs = append(errs, set(h.flag, h.field, h.value))
 	}
 	for _, l := range []struct {
 		flag, field string

@@ -30,7 +30,7 @@ func TestDocExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shards, access := 2, false
+	shards, access, fails := 2, false, 3
 	want := &fileConfig{
 		Listen: "127.0.0.1:8080", Admin: "127.0.0.1:9090", Shards: &shards, AccessLog: &access,
 		Origins: []peerSpec{
@@ -42,6 +42,7 @@ func TestDocExampleConfig(t *testing.T) {
 		Timeouts: timeouts{
 			Connect: duration(3 * time.Second), Idle: duration(90 * time.Second), ResponseHeader: duration(30 * time.Second),
 		},
+		Health: healthSpec{Path: "/healthz", Interval: duration(2 * time.Second), Timeout: duration(time.Second), Status: 200, MaxFails: &fails},
 	}
 	if !reflect.DeepEqual(fc, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", fc, want)

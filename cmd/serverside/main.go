@@ -63,6 +63,8 @@ func run(args []string) int {
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
 	var x cliExtras
 	x.register(fs)
+	var health healthFlags
+	health.register(fs)
 	idle := fs.Duration("client-idle-timeout", DefaultClientIdleTimeout, "close a client connection on which no request starts for this long,\nand bound each wait for request body bytes, e.g. -client-idle-timeout 30s")
 	header := fs.Duration("client-header-timeout", DefaultClientHeaderTimeout, "bound the time from the first byte of a request head to its end\n(408 after it), e.g. -client-header-timeout 10s")
 	fs.Usage = func() {
@@ -89,6 +91,7 @@ func run(args []string) int {
 	err = withPeers(&cfg, origins, parents, *lb)
 	if err == nil {
 		withFilePeers(&cfg, fc, !peersOnCmdLine)
+		health.apply(&cfg)
 	}
 	var p *proxy
 	if err == nil {

@@ -367,6 +367,8 @@ func upstreamStatus(err error) (int, string) {
 		return 503, "proxy overloaded: " + err.Error()
 	case errors.Is(err, engine.ErrClosed):
 		return 503, "proxy shutting down"
+	case errors.Is(err, engine.ErrNoPeer):
+		return 503, "no peer available: every one is down or drained"
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"flag"
+	"strconv"
+	"time"
+
+	"github.com/serverside-go/serverside/engine"
+)
+
+// healthFlags are the health checks of the peer group (origins or
+// parents): passive, from real requests, and optional active HTTP checks.
+// They apply to every peer of the group.
+type healthFlags struct {
+	path     string
+	host     string
+	interval time.Duration
+	timeout  time.Duration
+	status   int
+	maxFails int
+}
+
+func (h *healthFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&h.path, "health-check", "", "`path` of active HTTP health checks sent to every origin or parent; off when empty,\ne.g. -health-check /healthz")
+	fs.StringVar(&h.host, "health-host", "", "Host of the health checks, default the peer's address (for parents, name an origin behind them),\ne.g. -health-host example.com")
+	fs.DurationVar(&h.interval, "health-interval", 5*time.Second, "time between active health checks, e.g. -health-interval 2s")
+	fs.DurationVar(&h.timeout, "health-timeout", 2*time.Second, "bound on one active health check, e.g. -health-timeout 1s")
+	fs.IntVar(&h.status, "health-status", 0, "status a healthy peer answers a check with; 0 accepts any 2xx or 3xx, e.g. -health-status 204")
+	fs.IntVar(&h.maxFails, "max-fails", 3, "consecutive connect failures or protocol errors that mark a peer down\n(passive checks; then one probe request decides), -1 turns them off, e.g. -max-fails 5")
+}
+
+// apply sets the group's health configuration, when there is a group.
+func (h *healthFlags) apply(cfg *engine.Config) {
+	g, ok := cfg.Groups[peerGroup]
+	if !ok {
+		return
+	}
+	g.Health = engine.Health{
+		MaxFails:      h.maxFails,
+		CheckPath:     h.path,
+		CheckHost:     h.host,
+		CheckInterval: h.interval,
+		CheckTimeout:  h.timeout,
+		CheckStatus:   h.status,
+	}
+	cfg.Groups[peerGroup] = g
+}
+
+// healthSpec is the -config file's "health" object.
+type healthSpec struct {
+	Path     string   `json:"path"`
+	Host     string   `json:"host"`
+	Interval duration `json:"interval"`
+	Timeout  duration `json:"timeout"`
+	Status   int      `json:"status"`
+	MaxFails *int     `json:"max_fails"`
+}
+
+// flagValues lists the flags the file's health object sets, with their
+// field names for errors.
+func (s *healthSpec) flagValues() []struct{ flag, field, value string } {
+	var v []struct{ flag, field, value string }
+	add := func(flag, field, value string) {
+		v = append(v, struct{ flag, field, value string }{flag, field, value})
+	}
+	if s.Path != "" {
+		add("health-check", "health.path", s.Path)
+	}
+	if s.Host != "" {
+		add("health-host", "health.host", s.Host)
+	}
+	if s.Interval != 0 {
+		add("health-interval", "health.interval", time.Duration(s.Interval).String())
+	}
+	if s.Timeout != 0 {
+		add("health-timeout", "health.timeout", time.Duration(s.Timeout).String())
+	}
+	if s.Status != 0 {
+		add("health-status", "health.status", strconv.Itoa(s.Status))
+	}
+	if s.MaxFails != nil {
+		add("max-fails", "health.max_fails", strconv.Itoa(*s.MaxFails))
+	}
+	return v
+}
