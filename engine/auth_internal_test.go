@@ -111,3 +111,61 @@ func TestAnswerRounds(t *testing.T) {
 		}
 	}
 }
+
+// recordSink records what reaches the caller's sink.
+type recordSink struct {
+	statuses []int
+	body     []byte
+}
+
+func (s *recordSink) OnHead(r *parser.Response) error {
+	s.statuses = append(s.statuses, r.Status())
+	return nil
+}
+func (s *recordSink) OnBody(p []byte) error { s.body = append(s.body, p...); return nil }
+
+// TestCapSinkHoldsBackAndDelivers: an answered challenge is held back
+// from the caller's sink; one whose body outgrows maxCapture, or that the
+// engine cannot resend after all, is delivered whole, head first.
+func TestCapSinkHoldsBackAndDelivers(t *testing.T) {
+	req := new(parser.Request)
+	if _, err := req.Parse([]byte("GET /x HTTP/1.1\r\nHost: a\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	task := &shard.Task{}
+	task.Exchange.Head = req
+	pol := &Auth{Origin: Login{Mode: LoginOwn, Credentials: Credentials{User: "u", Password: "p"}}}
+	const challenge = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 100000\r\n\r\n"
+	for _, size := range []int{1000, maxCapture + 1} {
+		next := &recordSink{}
+		a := &authState{e: &Engine{}, pol: pol, method: "GET", target: "/x"}
+		s := &capSink{a: a, t: task, next: next}
+		if err := s.OnHead(parseResp(t, challenge)); err != nil {
+			t.Fatal(err)
+		}
+		if !s.capturing || len(next.statuses) != 0 {
+			t.Fatalf("size %d: capturing %v, caller saw %v; want the challenge held back", size, s.capturing, next.statuses)
+		}
+		body := make([]byte, size)
+		for i := 0; i < size; i += 1000 {
+			if err := s.OnBody(body[i:min(i+1000, size)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if size > maxCapture {
+			if s.capturing || len(next.statuses) != 1 || next.statuses[0] != 401 || len(next.body) != size {
+				t.Fatalf("size %d: capturing %v, caller saw %v and %d bytes; want the whole challenge", size, s.capturing, next.statuses, len(next.body))
+			}
+			continue
+		}
+		if len(next.statuses) != 0 {
+			t.Fatalf("size %d: caller saw %v", size, next.statuses)
+		}
+		if err := s.deliver(); err != nil {
+			t.Fatal(err)
+		}
+		if len(next.statuses) != 1 || next.statuses[0] != 401 || len(next.body) != size {
+			t.Fatalf("size %d: delivered %v and %d bytes; want the 401 and its body", size, next.statuses, len(next.body))
+		}
+	}
+}
