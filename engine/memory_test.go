@@ -4,19 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 )
@@ -59,36 +56,7 @@ func TestLargeBodySlowReaderRSS(t *testing.T) {
 	addr := largeBodyOrigin(t)
 	e := startEngine(t, engine.Config{})
 
-	runtime.GC()
-	before, err := vmRSS()
-	if err != nil {
-		t.Skipf("no VmRSS: %v", err)
-	}
-
-	var peak atomic.Int64
-	peak.Store(before)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(rssSampleEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if rss, err := vmRSS(); err == nil && rss > peak.Load() {
-					peak.Store(rss)
-				}
-			}
-		}
-	}()
-	samplerDone := func() {
-		close(stop)
-		wg.Wait()
-	}
+	rss := bench.SampleRSS(t, rssSampleEvery)
 
 	ctx, cancel := context.WithTimeout(context.Background(), largeBodyBudget)
 	defer cancel()
@@ -99,12 +67,12 @@ func TestLargeBodySlowReaderRSS(t *testing.T) {
 	start := time.Now()
 	resp, err := e.Do(ctx, &engine.Request{Upstream: engine.Upstream{Addr: addr}, Head: h})
 	if err != nil {
-		samplerDone()
+		rss.Stop()
 		t.Fatalf("Do: %v", err)
 	}
 	if resp.Status != 200 || resp.ContentLength != largeBodySize {
 		resp.Body.Close()
-		samplerDone()
+		rss.Stop()
 		t.Fatalf("status %d, ContentLength %d", resp.Status, resp.ContentLength)
 	}
 
@@ -133,16 +101,13 @@ func TestLargeBodySlowReaderRSS(t *testing.T) {
 	}
 	resp.Body.Close()
 	elapsed := time.Since(start)
-	samplerDone()
-	if rss, err := vmRSS(); err == nil && rss > peak.Load() {
-		peak.Store(rss)
-	}
+	before, peak := rss.Stop()
 
-	growth := peak.Load() - before
+	growth := peak - before
 	st := e.Stats()[addr]
 	t.Logf("relayed %d bytes in %v (%.0f MiB/s); VmRSS before %.1f MiB, peak %.1f MiB, growth %.1f MiB; detached %d",
 		got, elapsed.Round(time.Millisecond), float64(got)/(1<<20)/elapsed.Seconds(),
-		mib(before), mib(peak.Load()), mib(growth), st.Detached)
+		bench.MiB(before), bench.MiB(peak), bench.MiB(growth), st.Detached)
 	if readErr != nil {
 		t.Fatalf("after %d bytes: %v", got, readErr)
 	}
@@ -155,7 +120,7 @@ func TestLargeBodySlowReaderRSS(t *testing.T) {
 	}
 	if growth >= rssGrowthLimit {
 		t.Errorf("VmRSS grew by %.1f MiB while relaying 1 GiB to a slow reader, want < %d MiB",
-			mib(growth), rssGrowthLimit>>20)
+			bench.MiB(growth), rssGrowthLimit>>20)
 	}
 }
 
@@ -240,27 +205,3 @@ func skipHead(br *bufio.Reader) error {
 		}
 	}
 }
-
-// vmRSS returns this process's resident set size, in bytes.
-func vmRSS() (int64, error) {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v) // "12345 kB"
-			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("VmRSS line %q", line)
-			}
-			kb, err := strconv.ParseInt(f[0], 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/self/status")
-}
-
-func mib(b int64) float64 { return float64(b) / (1 << 20) }

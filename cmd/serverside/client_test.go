@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,11 +13,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,32 +379,7 @@ func TestSlowReaderRSS(t *testing.T) {
 	f.Close()
 	px := startProxy(t, "http://"+ng.Addr())
 
-	runtime.GC()
-	before, err := vmRSS()
-	if err != nil {
-		t.Skipf("no VmRSS: %v", err)
-	}
-	var peak atomic.Int64
-	peak.Store(before)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if v, err := vmRSS(); err == nil && v > peak.Load() {
-					peak.Store(v)
-				}
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	rss := bench.SampleRSS(t, 50*time.Millisecond)
 
 	c, err := net.Dial("tcp", px)
 	if err != nil {
@@ -440,35 +411,13 @@ func TestSlowReaderRSS(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	growth := peak.Load() - before
-	t.Logf("relayed %d MiB; RSS before %.1f MiB, peak growth %.1f MiB", size>>20, mib(before), mib(growth))
+	before, peak := rss.Stop()
+	growth := peak - before
+	t.Logf("relayed %d MiB; RSS before %.1f MiB, peak growth %.1f MiB", size>>20, bench.MiB(before), bench.MiB(growth))
 	if !raceEnabled && growth > 64<<20 {
-		t.Fatalf("RSS grew by %.1f MiB relaying to a slow reader, want at most 64 MiB", mib(growth))
+		t.Fatalf("RSS grew by %.1f MiB relaying to a slow reader, want at most 64 MiB", bench.MiB(growth))
 	}
 }
-
-func vmRSS() (int64, error) {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v) // "12345 kB"
-			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("VmRSS line %q", line)
-			}
-			kb, err := strconv.ParseInt(f[0], 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/self/status")
-}
-
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // TestSlowOriginUploadRSS uploads a large body, announced with "Expect:
 // 100-continue" as curl does for large bodies, from a client that sends
@@ -513,32 +462,7 @@ func TestSlowOriginUploadRSS(t *testing.T) {
 	})
 	px := startProxy(t, "http://"+origin.Addr())
 
-	runtime.GC()
-	before, err := vmRSS()
-	if err != nil {
-		t.Skipf("no VmRSS: %v", err)
-	}
-	var peak atomic.Int64
-	peak.Store(before)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if v, err := vmRSS(); err == nil && v > peak.Load() {
-					peak.Store(v)
-				}
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	rss := bench.SampleRSS(t, 50*time.Millisecond)
 
 	c, err := net.Dial("tcp", px)
 	if err != nil {
@@ -588,10 +512,11 @@ func TestSlowOriginUploadRSS(t *testing.T) {
 	if want := fmt.Sprintf("%d %x", size, sum); resp.StatusCode != 200 || string(got) != want || resp.Close {
 		t.Fatalf("status %d close %v reply %q, want %q", resp.StatusCode, resp.Close, got, want)
 	}
-	growth := peak.Load() - before
-	t.Logf("uploaded %d MiB; RSS before %.1f MiB, peak growth %.1f MiB", size>>20, mib(before), mib(growth))
+	before, peak := rss.Stop()
+	growth := peak - before
+	t.Logf("uploaded %d MiB; RSS before %.1f MiB, peak growth %.1f MiB", size>>20, bench.MiB(before), bench.MiB(growth))
 	if !raceEnabled && growth > 64<<20 {
-		t.Fatalf("RSS grew by %.1f MiB relaying an upload to a slow origin, want at most 64 MiB", mib(growth))
+		t.Fatalf("RSS grew by %.1f MiB relaying an upload to a slow origin, want at most 64 MiB", bench.MiB(growth))
 	}
 	// The connection, now off netpoll, serves the next request.
 	if _, err := io.WriteString(c, "GET /again HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
