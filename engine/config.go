@@ -70,6 +70,21 @@ type Config struct {
 	// Groups are the peer groups requests may name (Upstream.Group),
 	// keyed by name; more can be added at runtime with SetGroup.
 	Groups map[string]GroupConfig
+
+	// Auth, when set, returns how requests to an upstream authenticate
+	// (nil: no credentials); Request.Auth overrides it per request. It is
+	// called for every request and must be safe for concurrent use.
+	Auth func(Upstream) *Auth
+	// OnPinnedClosed, when set, is called with the pin key of a pinned
+	// session whose idle connection the upstream closed or whose
+	// PinnedIdleTimeout passed: the embedder closes the client connection
+	// of that session, as browsers expect. It runs on a shard goroutine
+	// and must not block. Later requests with the key fail with
+	// ErrPinnedGone until Unpin.
+	OnPinnedClosed func(pinKey uint64)
+	// PinnedIdleTimeout ends a pinned session idle this long. Default
+	// IdleTimeout.
+	PinnedIdleTimeout time.Duration
 }
 
 func (c Config) normalized() Config {
@@ -111,6 +126,9 @@ func (c Config) normalized() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.PinnedIdleTimeout <= 0 {
+		c.PinnedIdleTimeout = c.IdleTimeout
 	}
 	return c
 }

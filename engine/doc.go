@@ -42,6 +42,18 @@
 // more hand-off per body piece: from the worker to the goroutine reading
 // Response.Body.
 //
+// # Authentication and pinned connections
+//
+// Config.Auth (per upstream) or Request.Auth (per request) says how a
+// request authenticates to the origin (401) and to a parent proxy (407):
+// no credentials, the engine's own (answered by the engine for Basic and
+// Digest, optionally preemptive Basic), or the client's passed through.
+// A challenge the engine answers never reaches the sink; any other goes
+// back unchanged. NTLM and Negotiate handshakes pin the connection to
+// Request.PinKey: later requests with the key use it or fail with
+// ErrPinnedGone, Config.OnPinnedClosed reports an idle pinned connection
+// that closed, and Unpin ends a session. See docs/auth.md.
+//
 // # Shutdown
 //
 // Drain stops accepting requests and waits for those in flight; Close

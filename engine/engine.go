@@ -86,6 +86,10 @@ type Request struct {
 	// after this exchange, starting a session.
 	PinKey uint64
 	Pin    bool
+	// Auth, when set, is how the engine authenticates this request (see
+	// Auth); otherwise Config.Auth decides. Connection-based handshakes
+	// (NTLM, Negotiate) pin the connection to PinKey whatever Auth says.
+	Auth *Auth
 
 	peer *peer // an active health check's own peer
 }
@@ -115,7 +119,8 @@ type Engine struct {
 	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
 	defaultTLS *TLS
 
-	requests sync.Pool // *request, recycled by Exchange
+	requests sync.Pool   // *request, recycled by Exchange
+	digests  digestCache // Digest challenges answered, for later requests
 	groups   atomic.Pointer[groupsMap]
 
 	mu       sync.Mutex
@@ -145,6 +150,9 @@ func New(cfg Config) (*Engine, error) {
 		MaxPending:     cfg.MaxPending,
 		PendingTimeout: cfg.PendingTimeout,
 		Logger:         cfg.Logger,
+
+		PinnedIdleTimeout: cfg.PinnedIdleTimeout,
+		OnPinnedClosed:    cfg.OnPinnedClosed,
 	}, e.pool, &e.stats)
 	if err != nil {
 		e.pool.Close()
@@ -233,6 +241,11 @@ type request struct {
 	tried     uint64
 	hashKey   string
 	userEdits *parser.Edits
+
+	// The request's authentication policy and upstream, kept to set the
+	// task up again for another peer (setupAuth).
+	authPol  *Auth
+	upstream Upstream
 }
 
 func newRequest(e *Engine) *request {
@@ -247,6 +260,7 @@ func (r *request) reset() {
 	r.t = shard.Task{}
 	r.sink, r.stop, r.cancel = nil, nil, nil
 	r.group, r.peer, r.probe, r.tried, r.hashKey, r.userEdits = nil, nil, false, 0, "", nil
+	r.authPol, r.upstream = nil, Upstream{}
 }
 
 // finishTask is the task's Done: exactly once, after the connection was
@@ -343,6 +357,10 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 			e.doneOne()
 			return err
 		}
+	}
+	if req.peer == nil {
+		r.authPol, r.upstream = req.Auth, req.Upstream
+		e.setupAuth(r)
 	}
 	return nil
 }

@@ -601,6 +601,8 @@ func (r *request) rerouteTask(t *shard.Task, err error) bool {
 		r.settlePeer(neutral)
 		return false
 	}
+	// The new peer has its own key, edits and credentials.
+	r.e.setupAuth(r)
 	from.rerouted.Add(1)
 	return true
 }

@@ -29,6 +29,9 @@ type UpstreamStats struct {
 	RacesHit, RacesRetried uint64
 	// Detached counts connections moved to blocking I/O for a large body.
 	Detached uint64
+	// AuthRounds counts requests sent again with the engine's credentials
+	// answering a 401 or 407.
+	AuthRounds uint64
 	// TLSHandshakes counts TLS connections made to the upstream;
 	// TLSResumed those whose handshake resumed an earlier session.
 	TLSHandshakes, TLSResumed uint64
@@ -63,6 +66,7 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		u.RacesHit = c.RacesHit.Load()
 		u.RacesRetried = c.RacesRetried.Load()
 		u.Detached = c.Detached.Load()
+		u.AuthRounds = c.AuthRounds.Load()
 		u.TLSHandshakes = c.TLSHandshakes.Load()
 		u.TLSResumed = c.TLSResumed.Load()
 		u.Tunnels = c.Tunnels.Load()

@@ -1,6 +1,8 @@
 package shard
 
 import (
+	"errors"
+
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/poolset"
 )
@@ -42,6 +44,15 @@ func (s *Set) RunInline(t *Task) bool {
 	s.settle(t, c, out, err)
 	if err == nil {
 		finish(t, nil)
+		return true
+	}
+	if errors.Is(err, ErrResend) {
+		t.resent = true
+		if s.closed.Load() {
+			finish(t, ErrClosed)
+			return true
+		}
+		s.shardFor(0).post(event{kind: evSubmit, t: t})
 		return true
 	}
 	if e := conn.AsError(err); e != nil && t.Ctx.Err() == nil && stale(e) {

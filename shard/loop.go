@@ -23,6 +23,7 @@ const (
 	evDone                   // an exchange finished: c, out, err
 	evUnpin                  // end session pinKey
 	evLookup                 // report session pinKey on reply
+	evProbe                  // check idle pinned sessions
 )
 
 type event struct {
@@ -56,6 +57,7 @@ type Shard struct {
 	stopping bool // shutting down: no new work starts
 	pending  int  // requests waiting for the pool
 	pinned   map[uint64]*session
+	probe    *time.Timer // armed while a pinned session is live
 }
 
 // post appends ev to the inbox; safe from any goroutine, never blocks.
@@ -130,6 +132,9 @@ func (s *Shard) handle(ev event) {
 		if ss, ok := s.pinned[ev.pinKey]; ok {
 			s.endSession(ev.pinKey, ss, false)
 		}
+	case evProbe:
+		s.probe = nil
+		s.probeSessions(time.Now())
 	case evLookup:
 		ss, ok := s.pinned[ev.pinKey]
 		st := conn.Closed
@@ -349,6 +354,9 @@ func roundTrip(t *Task, c *conn.Conn) (out conn.Outcome, err error) {
 			err = &conn.Error{Phase: conn.PhaseBody, Addr: t.Key.Addr, Err: fmt.Errorf("%w: panic: %v", conn.ErrSink, r)}
 		}
 	}()
+	if t.Run != nil {
+		return t.Run(t.Ctx, c, t)
+	}
 	return c.RoundTrip(t.Ctx, &t.Exchange, t.Sink)
 }
 
@@ -365,6 +373,10 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 	}
 	if err == nil {
 		s.finish(t, nil)
+		return
+	}
+	if errors.Is(err, ErrResend) && !t.pinned {
+		s.resend(t)
 		return
 	}
 	if e := conn.AsError(err); t.pinned && e != nil && t.Ctx.Err() == nil && stale(e) {
@@ -385,10 +397,22 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 	s.finish(t, err)
 }
 
+// resend starts t again after Run answered a challenge on a connection
+// that cannot carry the next request.
+func (s *Shard) resend(t *Task) {
+	if err := t.Ctx.Err(); err != nil {
+		s.finish(t, s.fail(t, conn.PhasePoolWait, err))
+		return
+	}
+	t.resent = true
+	s.start(t)
+}
+
 // settle makes the keep-alive decision for an unpinned connection after
-// an exchange: back to the shared pool, or closed.
+// an exchange: back to the shared pool, or closed. An isolated one (a
+// connection-based handshake without a session to pin it to) is closed.
 func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) {
-	if err == nil && c.Reusable() {
+	if err == nil && c.Reusable() && !t.Isolate {
 		if serr := c.SetState(conn.Idle); serr == nil {
 			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})
 			return

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/poolset"
@@ -17,6 +18,7 @@ type session struct {
 	key   poolset.Key
 	busy  bool    // an exchange runs on c
 	queue []*Task // requests waiting for c
+	idle  time.Time
 }
 
 func goneErr(t *Task) error {
@@ -59,6 +61,7 @@ func (s *Shard) pinnedDone(t *Task, c *conn.Conn, reusable bool) {
 		s.endSession(t.PinKey, ss, true)
 		return
 	}
+	ss.idle = time.Now()
 	s.nextPinned(ss)
 }
 
@@ -84,7 +87,48 @@ func (s *Shard) pin(t *Task, c *conn.Conn) {
 		return
 	}
 	s.set.pool.Pin(t.Key)
-	s.pinned[t.PinKey] = &session{c: c, key: t.Key}
+	s.pinned[t.PinKey] = &session{c: c, key: t.Key, idle: time.Now()}
+	s.armProbe()
+}
+
+// armProbe schedules a check of the idle pinned sessions. Without an
+// OnRequest handler netpoll pushes no close event, so a peer closing an
+// idle pinned connection is found by probing it, as the pool's sweeper
+// does for idle pooled ones.
+func (s *Shard) armProbe() {
+	if s.probe == nil && !s.stopping {
+		s.probe = time.AfterFunc(s.set.cfg.ProbeInterval, func() { s.post(event{kind: evProbe}) })
+	}
+}
+
+// probeSessions ends the idle sessions whose connection the peer closed
+// or whose idle timeout passed, telling the embedder, and re-arms the
+// probe while live sessions remain.
+func (s *Shard) probeSessions(now time.Time) {
+	if s.stopping {
+		return
+	}
+	live := false
+	for k, ss := range s.pinned {
+		if ss.c == nil {
+			continue
+		}
+		if ss.busy || len(ss.queue) > 0 {
+			live = true
+			continue
+		}
+		if ss.c.Alive() && now.Sub(ss.idle) < s.set.cfg.PinnedIdleTimeout {
+			live = true
+			continue
+		}
+		s.endSession(k, ss, true)
+		if f := s.set.cfg.OnPinnedClosed; f != nil {
+			f(k)
+		}
+	}
+	if live {
+		s.armProbe()
+	}
 }
 
 // endSession closes a session's connection (unless an exchange still runs
@@ -113,6 +157,10 @@ func (s *Shard) endSession(key uint64, ss *session, tombstone bool) {
 
 // closeSessions ends every session at shutdown.
 func (s *Shard) closeSessions() {
+	if s.probe != nil {
+		s.probe.Stop()
+		s.probe = nil
+	}
 	for k, ss := range s.pinned {
 		if ss.c != nil {
 			_ = ss.c.Close()

@@ -28,6 +28,16 @@ type Config struct {
 	// and 4096.
 	DialWorkers, ExchangeWorkers int
 	Logger                       *slog.Logger
+	// PinnedIdleTimeout ends a pinned session whose connection has been
+	// idle this long; default 60s. ProbeInterval is how often idle pinned
+	// connections are checked for a peer close and for that timeout;
+	// default 1s.
+	PinnedIdleTimeout, ProbeInterval time.Duration
+	// OnPinnedClosed, when set, is called with the key of a pinned
+	// session whose idle connection the upstream closed or the idle
+	// timeout ended, so that the embedder can close the client connection
+	// too. It runs on a shard goroutine and must not block.
+	OnPinnedClosed func(pinKey uint64)
 }
 
 func (c Config) normalized() Config {
@@ -56,6 +66,12 @@ func (c Config) normalized() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.PinnedIdleTimeout <= 0 {
+		c.PinnedIdleTimeout = 60 * time.Second
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = time.Second
 	}
 	return c
 }

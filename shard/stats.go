@@ -18,6 +18,7 @@ type Counters struct {
 	RacesHit     atomic.Uint64 // failures on a reused connection before any response byte
 	RacesRetried atomic.Uint64 // of those, retried
 	Detached     atomic.Uint64 // connections moved to Go net I/O for a large body, then closed
+	AuthRounds   atomic.Uint64 // requests sent again with credentials answering a 401 or 407
 	// TLSHandshakes counts TLS connections made; TLSResumed those whose
 	// handshake resumed a session.
 	TLSHandshakes, TLSResumed atomic.Uint64

@@ -23,6 +23,11 @@ var (
 	ErrOverloaded = errors.New("shard: overloaded")
 	// ErrClosed reports a request submitted to a closed Set.
 	ErrClosed = errors.New("shard: closed")
+	// ErrResend is what a Task's Run returns (wrapped) to have the task
+	// sent again on another connection: it answered an authentication
+	// challenge on a connection that cannot carry the next request. It
+	// never reaches Done.
+	ErrResend = errors.New("shard: resend on another connection")
 )
 
 // Task is one request travelling through a shard. The caller fills the
@@ -45,6 +50,18 @@ type Task struct {
 	Pin    bool
 	// Sink receives the response, on an exchange worker.
 	Sink conn.Sink
+	// Run, when set, runs each attempt in place of the plain exchange
+	// (c.RoundTrip of Exchange into Sink), on the goroutine doing the
+	// exchange: the engine answers authentication challenges there, on
+	// the same connection. It may change Exchange and set Pin and
+	// Isolate; the shard reads them once the attempt has finished. An
+	// error wrapping ErrResend sends the task again on another connection
+	// (never for a pinned task: Run must not ask for it then).
+	Run func(ctx context.Context, c *conn.Conn, t *Task) (conn.Outcome, error)
+	// Isolate keeps the connection out of the shared pool after the
+	// exchange: it carries a client's connection-based authentication
+	// (NTLM, Negotiate) and is pinned to PinKey, or closed without one.
+	Isolate bool
 	// PendingTimeout, when positive, bounds this task's wait for a
 	// connection instead of the Set's PendingTimeout (a peer's own queue
 	// deadline).
@@ -71,7 +88,15 @@ type Task struct {
 	waiter   *poolset.Waiter[*conn.Conn]
 	stopWait func() bool // stops the context watch while waiting
 	pinned   bool        // running on a pinned session's connection
+	resent   bool        // sent again after an answered challenge (ErrResend)
 }
+
+// Pinned reports that the attempt runs on a pinned session's connection;
+// Run reads it.
+func (t *Task) Pinned() bool { return t.pinned }
+
+// Counters returns the task's upstream counters, once submitted or run.
+func (t *Task) Counters() *Counters { return t.ctr }
 
 // Dialer makes new connections for a key whose connections are not plain
 // TCP: a TLS origin, an origin behind a CONNECT tunnel. Dial blocks (it
@@ -80,11 +105,12 @@ type Dialer interface {
 	Dial(ctx context.Context, addr string) (*conn.Conn, error)
 }
 
-// Retried reports that t was sent again after a stale connection, which
+// Retried reports that t was sent again after a stale connection or an
+// answered challenge (ErrResend), which
 // hands it to a shard. Read it after Done: a task Submitted, or Retried
 // after RunInline, may still be named by a late event on its shard after
 // Done, while one RunInline ran without a retry is referenced by nothing.
-func (t *Task) Retried() bool { return t.fresh }
+func (t *Task) Retried() bool { return t.fresh || t.resent }
 
 // replayable reports whether a failed attempt may be sent again.
 func (t *Task) replayable(e *conn.Error) bool {

@@ -1,0 +1,580 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/engine/auth"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
+	"github.com/serverside-go/serverside/shard"
+)
+
+// Credentials are a user name and password the engine holds for an
+// upstream.
+type Credentials = auth.Credentials
+
+// LoginMode says whose credentials go to an upstream.
+type LoginMode uint8
+
+const (
+	// LoginNone: the engine sends no credentials of its own and answers
+	// no challenge; a 401 or 407 goes back to the caller unchanged. For a
+	// parent proxy, the client's Proxy-Authorization is removed: it was
+	// meant for the proxy embedding the engine. (The client's
+	// Authorization is end-to-end and always forwarded.)
+	LoginNone LoginMode = iota
+	// LoginOwn: the engine's Credentials. It answers Basic and Digest
+	// challenges itself and resubmits the request; with Preemptive it
+	// sends Basic before any challenge.
+	LoginOwn
+	// LoginPassThrough: the client's own credentials. For a parent proxy
+	// the client's Proxy-Authorization is forwarded (a proxy that relays
+	// its client's login, or a client's NTLM handshake with the parent);
+	// challenges go back to the caller.
+	LoginPassThrough
+)
+
+// Login is how the engine authenticates in one role.
+type Login struct {
+	// Mode says whose credentials are sent; the zero value is LoginNone.
+	Mode LoginMode
+	// Credentials are the engine's own, for LoginOwn.
+	Credentials Credentials
+	// Preemptive sends Basic credentials with every request, before any
+	// challenge (Squid's cache_peer login=user:pass). LoginOwn only.
+	Preemptive bool
+}
+
+// DefaultAuthRounds is Auth.MaxRounds's default.
+const DefaultAuthRounds = 2
+
+// Auth is how the engine authenticates requests to one upstream:
+// to the origin (a 401 answered in Authorization) and, when the upstream
+// is a parent proxy, to the proxy (a 407 answered in Proxy-Authorization).
+//
+// Proxy credentials are sent only on requests whose forwarded target is in
+// absolute form or authority form: the forms sent to a proxy (RFC 9112
+// §3.2). A request in origin form goes to an origin, which never sees a
+// Proxy-Authorization, whatever Auth says.
+type Auth struct {
+	// Origin answers 401s, in Authorization.
+	Origin Login
+	// Proxy answers a parent's 407s, in Proxy-Authorization.
+	Proxy Login
+	// MaxRounds bounds how many challenges the engine answers for one
+	// request (default DefaultAuthRounds: a 407 then a 401). A Digest
+	// challenge with stale=true (a new nonce for the same credentials)
+	// does not count; at most two of those are answered.
+	MaxRounds int
+}
+
+// maxStale bounds the stale-nonce rounds of one request.
+const maxStale = 2
+
+// maxCapture bounds the body of a challenge the engine holds back while
+// it answers it: a longer one goes to the caller, unanswered.
+const maxCapture = 64 << 10
+
+// credScope derives the pool key's credential scope from the logins in
+// use: a non-reversible digest of the identity, so that a connection that
+// carried one identity's requests is never handed to another. passThrough
+// is the client's Proxy-Authorization when it is forwarded.
+func credScope(a *Auth, passThrough []byte) string {
+	if a == nil {
+		return ""
+	}
+	h := sha256.New()
+	used := false
+	for i, l := range []*Login{&a.Origin, &a.Proxy} {
+		if l.Mode == LoginOwn {
+			fmt.Fprintf(h, "%d own %q %q\n", i, l.Credentials.User, l.Credentials.Password)
+			used = true
+		}
+	}
+	if len(passThrough) > 0 {
+		fmt.Fprintf(h, "pass %q\n", passThrough)
+		used = true
+	}
+	if !used {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// authState is one request's authentication: the forwarded edits with
+// credentials, which challenges were answered, and the sink that holds a
+// challenge back from the caller while the engine answers it.
+type authState struct {
+	pol      *Auth        // nil: pin detection only
+	base     parser.Edits // the caller's edits with Proxy-Authorization kept or removed
+	creds    [2]string    // the credentials sent per role (origin, proxy); "" for none
+	edits    parser.Edits // base with creds: what is forwarded
+	parent   bool         // the target is in absolute or authority form
+	method   string       // as sent, for Digest
+	target   string
+	connAuth parser.HeaderID // a request field with NTLM/Negotiate credentials, HdrOther if none
+	peerAuth bool            // a parent peer sends its own Proxy-Authorization: 407s are not ours
+
+	e         *Engine
+	key       poolset.Key // the task's pool key, credential scope included
+	host      string      // the request's authority: the origin's identity
+	sentBasic [2]bool     // Basic sent with our credentials, per role (origin, proxy)
+	digest    [2]bool     // a Digest challenge answered, per role
+	preDigest [2]bool     // a remembered Digest challenge answered up front, per role
+	rounds    int
+	stales    int
+
+	sink capSink
+}
+
+// setupAuth prepares r's task for authentication, once its key and edits
+// name the upstream (for a group, the chosen peer: setupAuth runs again
+// when the request moves to another peer). It does nothing, and costs
+// nothing, for a request without credentials policy, pin key or
+// credentials of its own that concern the engine.
+func (e *Engine) setupAuth(r *request) {
+	t := &r.t
+	t.Run = nil
+	pol := r.authPol
+	u := r.upstream
+	peerAuth := false
+	if r.peer != nil {
+		u.Addr = r.peer.cfg.Addr
+		// A parent peer's own credentials are already in its edits.
+		peerAuth = r.peer.auth != nil
+	}
+	if pol == nil && e.cfg.Auth != nil {
+		pol = e.cfg.Auth(u)
+	}
+	h := t.Exchange.Head
+	edits := t.Exchange.Edits
+	hasPA := h.Has(parser.HdrProxyAuthorization)
+	connAuth := parser.HdrOther
+	for _, id := range []parser.HeaderID{parser.HdrAuthorization, parser.HdrProxyAuthorization} {
+		if v := h.Get(id); v != nil && auth.ConnectionBased(auth.CredentialsScheme(string(v))) {
+			connAuth = id
+		}
+	}
+	if pol == nil && !hasPA && t.PinKey == 0 && connAuth == parser.HdrOther {
+		return
+	}
+	// r is not kept: a Request a caller built on its stack stays there.
+	a := &authState{e: e, pol: pol, connAuth: connAuth, peerAuth: peerAuth}
+	// Only a policy or a Proxy-Authorization to keep or drop changes the
+	// forwarded head; a pin key alone just watches the exchange.
+	modify := pol != nil || hasPA
+	if modify && edits != nil {
+		a.base.CopyFrom(edits)
+	}
+	method, target := h.Method(), h.Target()
+	if edits != nil && edits.Method != nil {
+		method = edits.Method
+	}
+	if edits != nil && edits.Target != nil {
+		target = edits.Target
+	}
+	a.method, a.target = string(method), string(target)
+	a.parent = len(target) > 0 && target[0] != '/' && !bytes.Equal(target, []byte("*"))
+
+	var passThrough []byte
+	if pol != nil && pol.Proxy.Mode == LoginPassThrough && a.parent && hasPA {
+		a.base.Keep = a.base.Keep.With(parser.HdrProxyAuthorization)
+		if connAuth != parser.HdrProxyAuthorization {
+			// Connection-based credentials change with every message of
+			// the handshake and live on a pinned connection: they are
+			// not a scope of the shared pool.
+			passThrough = h.Get(parser.HdrProxyAuthorization)
+		}
+	} else if hasPA && !peerAuth {
+		// (A parent peer's credentials replace the client's field.)
+		a.base.Remove("Proxy-Authorization")
+	}
+	if pol != nil {
+		if l := &pol.Origin; l.Mode == LoginOwn && l.Preemptive {
+			a.creds[0] = auth.Basic(l.Credentials)
+			a.sentBasic[0] = true
+		}
+		if l := &pol.Proxy; l.Mode == LoginOwn && l.Preemptive && a.parent && !peerAuth {
+			a.creds[1] = auth.Basic(l.Credentials)
+			a.sentBasic[1] = true
+		}
+		p := *pol
+		if !a.parent || peerAuth {
+			p.Proxy = Login{} // no proxy identity of ours on this connection
+		}
+		if c := credScope(&p, passThrough); c != "" {
+			if t.Key.Cred != "" {
+				c = t.Key.Cred + "+" + c // a parent peer's own scope, and ours
+			}
+			t.Key.Cred = c
+		}
+		a.key, a.host = t.Key, string(h.Authority())
+		// A Digest challenge answered before is answered up front, with
+		// the next nonce count, saving the round trip.
+		for role, l := range []*Login{&pol.Origin, &pol.Proxy} {
+			if l.Mode != LoginOwn || a.sentBasic[role] || (role == 1 && (!a.parent || peerAuth)) {
+				continue
+			}
+			if v, ok := e.digests.authorize(a.digestKey(role), a.method, a.digestURI(role)); ok {
+				a.creds[role] = v
+				a.preDigest[role] = true
+			}
+		}
+	}
+	if modify {
+		a.rebuild()
+		t.Exchange.Edits = &a.edits
+	}
+	t.Run = a.run
+}
+
+// rebuild makes the forwarded edits: the base plus one field per role
+// with credentials. Edits cannot take an edit back, and a second Set of
+// the same field would add a second field, so every change of
+// credentials starts again from the base.
+func (a *authState) rebuild() {
+	a.edits.CopyFrom(&a.base)
+	for role, v := range a.creds {
+		if v != "" {
+			a.edits.Set(roleField[role], []byte(v))
+		}
+	}
+}
+
+// run is the task's Run: one exchange, and as many more on the same
+// connection as there are challenges the engine answers.
+func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.Outcome, error) {
+	for {
+		s := &a.sink
+		*s = capSink{a: a, t: t, next: t.Sink}
+		out, err := c.RoundTrip(ctx, &t.Exchange, s)
+		if s.pin {
+			if t.PinKey != 0 {
+				t.Pin = true
+			} else {
+				t.Isolate = true
+			}
+		}
+		if err != nil || !s.capturing {
+			return out, err
+		}
+		// The challenge is held back and answered: resend, if the body
+		// can be sent again.
+		ex := &t.Exchange
+		hasBody := ex.Body != nil && ex.ContentLength != 0
+		if hasBody && !out.BodySkipped {
+			if t.GetBody == nil {
+				return out, s.deliver()
+			}
+			b, gerr := t.GetBody()
+			if gerr != nil {
+				return out, s.deliver()
+			}
+			ex.Body = b
+		}
+		if !c.Reusable() && t.Pinned() {
+			return out, s.deliver()
+		}
+		a.creds[s.role] = s.answer
+		a.rebuild()
+		t.Counters().AuthRounds.Add(1)
+		if !c.Reusable() {
+			return out, fmt.Errorf("engine: %w after a %d", shard.ErrResend, out.Status)
+		}
+	}
+}
+
+// answer decides, at the head of a 401 or 407, whether the engine answers
+// it, and computes the credentials when it does.
+func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, value string, ok bool) {
+	pol := a.pol
+	if pol == nil {
+		return 0, "", false
+	}
+	var l *Login
+	var id parser.HeaderID
+	switch resp.Status() {
+	case 401:
+		role, l, id = 0, &pol.Origin, parser.HdrWWWAuthenticate
+	case 407:
+		if !a.parent || a.peerAuth {
+			return 0, "", false
+		}
+		role, l, id = 1, &pol.Proxy, parser.HdrProxyAuthenticate
+	default:
+		return 0, "", false
+	}
+	if l.Mode != LoginOwn {
+		return 0, "", false
+	}
+	if t.Pinned() && !resp.KeepAlive() {
+		return 0, "", false // a pinned request is never sent on another connection
+	}
+	ex := &t.Exchange
+	if ex.Body != nil && ex.ContentLength != 0 && t.GetBody == nil && !ex.Head.ExpectContinue() {
+		return 0, "", false // the body is gone: it cannot be sent again
+	}
+	cs, err := auth.ParseChallenges(values(resp, id)...)
+	if err != nil {
+		return 0, "", false
+	}
+	ch := auth.Pick(cs)
+	if ch == nil {
+		return 0, "", false
+	}
+	maxRounds := pol.MaxRounds
+	if maxRounds <= 0 {
+		maxRounds = DefaultAuthRounds
+	}
+	stale := auth.Stale(ch)
+	switch {
+	case ch.Is("Basic"):
+		if a.sentBasic[role] || a.rounds >= maxRounds {
+			return 0, "", false // our credentials were refused
+		}
+		a.sentBasic[role] = true
+		a.rounds++
+		return role, auth.Basic(l.Credentials), true
+	case stale && (a.digest[role] || a.preDigest[role]):
+		if a.stales >= maxStale {
+			return 0, "", false
+		}
+		a.stales++
+	default:
+		if a.digest[role] || a.rounds >= maxRounds {
+			if a.digest[role] {
+				a.e.digests.forget(a.digestKey(role)) // refused: do not offer it again
+			}
+			return 0, "", false
+		}
+		a.digest[role] = true
+		a.rounds++
+	}
+	d, err := auth.NewDigest(ch, l.Credentials)
+	if err != nil {
+		return 0, "", false
+	}
+	v := d.Authorize(a.method, a.digestURI(role))
+	a.e.digests.store(a.digestKey(role), d)
+	return role, v, true
+}
+
+// roleField is the request field carrying each role's credentials.
+var roleField = [2]string{"Authorization", "Proxy-Authorization"}
+
+// digestURI is the uri parameter of a Digest answer: the request-target
+// as sent, except for an origin behind a parent, which receives (and
+// checks the uri against) the origin form the parent forwards.
+func (a *authState) digestURI(role int) string {
+	if role == 0 && a.parent {
+		return originForm(a.target)
+	}
+	return a.target
+}
+
+// digestKey names the protection space a remembered Digest challenge
+// belongs to: the connection identity, the role and, for an origin, its
+// authority (a parent's connections reach many origins).
+func (a *authState) digestKey(role int) digestKey {
+	k := digestKey{key: a.key, role: role}
+	if role == 0 {
+		k.host = a.host
+	}
+	return k
+}
+
+// maxDigests bounds the remembered Digest challenges; beyond it the
+// cache starts over (a forward proxy may meet many origins).
+const maxDigests = 1024
+
+type digestKey struct {
+	key  poolset.Key
+	role int
+	host string
+}
+
+// digestCache remembers the last Digest challenge answered per
+// protection space, so that later requests answer it before being
+// challenged, counting the nonce's uses (RFC 7616 §3.4: nc). A server
+// that has retired the nonce says stale=true, which is answered without
+// counting as a failed round.
+type digestCache struct {
+	mu sync.Mutex
+	m  map[digestKey]*auth.Digest
+}
+
+func (c *digestCache) authorize(k digestKey, method, uri string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.m[k]
+	if !ok {
+		return "", false
+	}
+	return d.Authorize(method, uri), true
+}
+
+func (c *digestCache) store(k digestKey, d *auth.Digest) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxDigests {
+		c.m = make(map[digestKey]*auth.Digest)
+	}
+	c.m[k] = d
+	c.mu.Unlock()
+}
+
+func (c *digestCache) forget(k digestKey) {
+	c.mu.Lock()
+	delete(c.m, k)
+	c.mu.Unlock()
+}
+
+// originForm returns the path and query of an absolute-form target ("/"
+// when it has none); other forms are returned as they are.
+func originForm(target string) string {
+	i := strings.Index(target, "://")
+	if i < 0 {
+		return target
+	}
+	rest := target[i+3:]
+	if j := strings.IndexAny(rest, "/?"); j >= 0 {
+		if rest[j] == '?' {
+			return "/" + rest[j:]
+		}
+		return rest[j:]
+	}
+	return "/"
+}
+
+// values returns the values of every field id of resp, copied.
+func values(resp *parser.Response, id parser.HeaderID) []string {
+	var vs []string
+	resp.Each(id, func(v []byte) bool {
+		vs = append(vs, string(v))
+		return true
+	})
+	return vs
+}
+
+// observe notes a connection-based handshake in the exchange: NTLM or
+// Negotiate credentials in the request, or challenges in a 401 or 407.
+// Through a parent, an origin's handshake (401, Authorization) is pinned
+// only when the parent announces "Proxy-Support:
+// Session-Based-Authentication" (RFC 4559 §5 usage): without it the
+// parent may not keep the origin connection tied to ours.
+func (a *authState) observe(resp *parser.Response) bool {
+	originOK := !a.parent || sessionBased(resp)
+	switch a.connAuth {
+	case parser.HdrProxyAuthorization:
+		if a.parent {
+			return true
+		}
+	case parser.HdrAuthorization:
+		if originOK {
+			return true
+		}
+	}
+	var id parser.HeaderID
+	switch resp.Status() {
+	case 407:
+		if !a.parent {
+			return false
+		}
+		id = parser.HdrProxyAuthenticate
+	case 401:
+		if !originOK {
+			return false
+		}
+		id = parser.HdrWWWAuthenticate
+	default:
+		return false
+	}
+	found := false
+	resp.Each(id, func(v []byte) bool {
+		cs, err := auth.ParseChallenges(string(v))
+		if err != nil {
+			// An unparsable field still names its scheme first.
+			found = auth.ConnectionBased(auth.CredentialsScheme(string(v)))
+		} else {
+			found = auth.AnyConnectionBased(cs)
+		}
+		return !found
+	})
+	return found
+}
+
+func sessionBased(resp *parser.Response) bool {
+	found := false
+	resp.Each(parser.HdrProxySupport, func(v []byte) bool {
+		found = bytes.Contains(bytes.ToLower(v), []byte("session-based-authentication"))
+		return !found
+	})
+	return found
+}
+
+// capSink passes a response to the caller's sink, except a challenge the
+// engine answers: that one's head and body are held back (the body is
+// drained, so the connection stays usable) and delivered only if the
+// engine finds, after all, that it cannot resend.
+type capSink struct {
+	a    *authState
+	t    *shard.Task
+	next conn.Sink
+
+	pin       bool
+	capturing bool
+	role      int    // whose challenge is held back: 0 origin, 1 proxy
+	answer    string // its credentials
+	head      []byte
+	method    parser.Method
+	body      []byte
+}
+
+func (s *capSink) OnHead(resp *parser.Response) error {
+	s.pin = s.a.observe(resp)
+	if role, value, ok := s.a.answer(resp, s.t); ok {
+		s.capturing, s.role, s.answer = true, role, value
+		s.head = append(s.head[:0], resp.Raw()...)
+		s.method = s.t.Exchange.Head.MethodID()
+		return nil
+	}
+	return s.next.OnHead(resp)
+}
+
+func (s *capSink) OnBody(p []byte) error {
+	if !s.capturing {
+		return s.next.OnBody(p)
+	}
+	if len(s.body)+len(p) <= maxCapture {
+		s.body = append(s.body, p...)
+		return nil
+	}
+	// Too long to hold back: the caller gets the challenge after all.
+	if err := s.deliver(); err != nil {
+		return err
+	}
+	return s.next.OnBody(p)
+}
+
+// deliver hands the held-back challenge to the caller's sink.
+func (s *capSink) deliver() error {
+	s.capturing = false
+	var resp parser.Response
+	resp.SetRequestMethod(s.method)
+	if _, err := resp.Parse(s.head); err != nil {
+		return fmt.Errorf("engine: re-reading a held-back challenge: %w", err)
+	}
+	if err := s.next.OnHead(&resp); err != nil {
+		return err
+	}
+	if len(s.body) > 0 {
+		return s.next.OnBody(s.body)
+	}
+	return nil
+}

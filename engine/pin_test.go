@@ -1,0 +1,298 @@
+package engine_test
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf16"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/engine/auth"
+)
+
+// Minimal NTLMSSP messages (MS-NLMP §2.2.1), enough for Squid's
+// ntlm_fake_auth, which accepts any well-formed handshake: the test plays
+// the client whose NTLM handshake the proxy passes through.
+
+const (
+	ntlmUnicode     = 0x00000001
+	ntlmOEM         = 0x00000002
+	ntlmReqTarget   = 0x00000004
+	ntlmNTLM        = 0x00000200
+	ntlmAlwaysSign  = 0x00008000
+	ntlmNegotiateFl = ntlmUnicode | ntlmOEM | ntlmReqTarget | ntlmNTLM | ntlmAlwaysSign
+)
+
+// ntlmNegotiate is a Type 1 message without domain or workstation.
+func ntlmNegotiate() string {
+	b := make([]byte, 32)
+	copy(b, "NTLMSSP\x00")
+	binary.LittleEndian.PutUint32(b[8:], 1)
+	binary.LittleEndian.PutUint32(b[12:], ntlmNegotiateFl)
+	binary.LittleEndian.PutUint32(b[20:], 32) // domain buffer: empty, at the end
+	binary.LittleEndian.PutUint32(b[28:], 32) // workstation buffer: empty, at the end
+	return "NTLM " + base64.StdEncoding.EncodeToString(b)
+}
+
+// ntlmAuthenticate is a Type 3 message for domain\user with zeroed
+// LM/NT responses.
+func ntlmAuthenticate(domain, user, workstation string) string {
+	const hdr = 64
+	b := make([]byte, hdr)
+	copy(b, "NTLMSSP\x00")
+	binary.LittleEndian.PutUint32(b[8:], 3)
+	u16 := func(s string) []byte {
+		var out []byte
+		for _, r := range utf16.Encode([]rune(s)) {
+			out = binary.LittleEndian.AppendUint16(out, r)
+		}
+		return out
+	}
+	put := func(at int, data []byte) {
+		binary.LittleEndian.PutUint16(b[at:], uint16(len(data)))
+		binary.LittleEndian.PutUint16(b[at+2:], uint16(len(data)))
+		binary.LittleEndian.PutUint32(b[at+4:], uint32(len(b)))
+		b = append(b, data...)
+	}
+	put(12, make([]byte, 24)) // LM response
+	put(20, make([]byte, 24)) // NT response
+	put(28, u16(domain))
+	put(36, u16(user))
+	put(44, u16(workstation))
+	put(52, nil) // session key
+	binary.LittleEndian.PutUint32(b[60:], ntlmUnicode|ntlmNTLM)
+	return "NTLM " + base64.StdEncoding.EncodeToString(b)
+}
+
+func passThrough(engine.Upstream) *engine.Auth {
+	return &engine.Auth{Proxy: engine.Login{Mode: engine.LoginPassThrough}}
+}
+
+// ntlmHandshake runs the three messages of one client's handshake through
+// squid with pin key key, then one request without credentials, which
+// squid serves only on the connection the handshake authenticated.
+func ntlmHandshake(t *testing.T, e *engine.Engine, sq *squid, ngx *bench.Nginx, key uint64) error {
+	path := fmt.Sprintf("/small?k=%d", key)
+	req := request(t, sq.addr, "GET", ngx.Addr(), path, true, "Proxy-Authorization: "+ntlmNegotiate())
+	req.PinKey = key
+	s := send(t, e, req)
+	if s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		return fmt.Errorf("negotiate: heads %v, err %v; want a 407 challenge", s.heads, s.err)
+	}
+	cs, err := auth.ParseChallenges(s.header["proxy-authenticate"])
+	if err != nil || len(cs) != 1 || !cs[0].Is("NTLM") || cs[0].Token68 == "" {
+		return fmt.Errorf("challenge %q (%v): want NTLM with a Type 2 message", s.header["proxy-authenticate"], err)
+	}
+	if msg, err := base64.StdEncoding.DecodeString(cs[0].Token68); err != nil || len(msg) < 12 || string(msg[:8]) != "NTLMSSP\x00" || msg[8] != 2 {
+		return fmt.Errorf("challenge token %q is not an NTLM Type 2 message", cs[0].Token68)
+	}
+	req = request(t, sq.addr, "GET", ngx.Addr(), path, true,
+		"Proxy-Authorization: "+ntlmAuthenticate("DOM", fmt.Sprintf("user%d", key), "WS"))
+	req.PinKey = key
+	if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+		return fmt.Errorf("authenticate: heads %v, body %q, err %v; want 200", s.heads, s.body.String(), s.err)
+	}
+	req = request(t, sq.addr, "GET", ngx.Addr(), path, true)
+	req.PinKey = key
+	if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+		return fmt.Errorf("after the handshake: heads %v, err %v; want 200 on the authenticated connection", s.heads, s.err)
+	}
+	return nil
+}
+
+// TestSquidNTLMPinning drives NTLM handshakes through a real Squid parent
+// that demands NTLM: each completes over one connection pinned to its
+// client's key, concurrent keys never share a connection, and Unpin
+// releases the connection.
+func TestSquidNTLMPinning(t *testing.T) {
+	leakBaseline(t)
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm"})
+	e := startEngine(t, engine.Config{Auth: passThrough})
+
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = ntlmHandshake(t, e, sq, ngx, uint64(i+1))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("key %d: %v", i+1, err)
+		}
+	}
+	if st := e.Stats()[sq.addr]; st.Pool.Pinned != 2 || st.Pool.Idle != 0 {
+		t.Fatalf("pool %+v: want 2 pinned connections and none idle", st.Pool)
+	}
+	lines := readLog(t, sq.log, 6)
+	ports := map[string]map[int]bool{}
+	for _, l := range lines {
+		k := l.Target[len(l.Target)-3:]
+		if ports[k] == nil {
+			ports[k] = map[int]bool{}
+		}
+		ports[k][l.Port] = true
+	}
+	if len(lines) != 6 || len(ports) != 2 || len(ports["k=1"]) != 1 || len(ports["k=2"]) != 1 {
+		t.Fatalf("squid log %+v: want 3 requests per key, each key on one connection", lines)
+	}
+	for p := range ports["k=1"] {
+		if ports["k=2"][p] {
+			t.Fatalf("keys 1 and 2 shared the connection from port %d", p)
+		}
+	}
+
+	// Unpin closes the session's connection; the key then starts afresh
+	// on an unauthenticated connection, which squid challenges.
+	e.Unpin(1)
+	waitFor(t, "one pinned connection after Unpin", func() bool { return e.Stats()[sq.addr].Pool.Pinned == 1 })
+	req := request(t, sq.addr, "GET", ngx.Addr(), "/small?k=1", true)
+	req.PinKey = 1
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("after Unpin: heads %v, err %v; want a fresh connection's 407", s.heads, s.err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSquidNTLMPinnedGone: when squid closes the idle pinned connection
+// between the challenge and the client's answer, the engine tells the
+// embedder (OnPinnedClosed) and the answer fails with ErrPinnedGone
+// without being sent anywhere; a pinned key sent to another upstream fails
+// the same way.
+func TestSquidNTLMPinnedGone(t *testing.T) {
+	leakBaseline(t)
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm", idleTimeout: time.Second})
+	closed := make(chan uint64, 4)
+	e := startEngine(t, engine.Config{Auth: passThrough, OnPinnedClosed: func(k uint64) { closed <- k }})
+
+	negotiate := func(key uint64) {
+		t.Helper()
+		req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+		req.PinKey = key
+		if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+			t.Fatalf("negotiate: heads %v, err %v", s.heads, s.err)
+		}
+	}
+	negotiate(8)
+	// Key 8's connection speaks for squid: a request with key 8 for
+	// nginx must not run on it, nor on any other.
+	direct := request(t, ngx.Addr(), "GET", ngx.Addr(), "/small", false)
+	direct.PinKey = 8
+	if s := send(t, e, direct); !errors.Is(s.err, engine.ErrPinnedGone) || len(s.heads) != 0 {
+		t.Fatalf("pinned key to another upstream: heads %v, err %v; want ErrPinnedGone", s.heads, s.err)
+	}
+	e.Unpin(8)
+
+	negotiate(7)
+	select {
+	case k := <-closed:
+		if k != 7 {
+			t.Fatalf("OnPinnedClosed(%d), want 7", k)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no OnPinnedClosed after squid's idle timeout")
+	}
+	before := e.Stats()[sq.addr]
+	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true,
+		"Proxy-Authorization: "+ntlmAuthenticate("DOM", "user7", "WS"))
+	req.PinKey = 7
+	s := send(t, e, req)
+	if !errors.Is(s.err, engine.ErrPinnedGone) || len(s.heads) != 0 {
+		t.Fatalf("answer after the close: heads %v, err %v; want ErrPinnedGone", s.heads, s.err)
+	}
+	after := e.Stats()[sq.addr]
+	if after.Attempts != before.Attempts || after.Pool.Dialed != before.Pool.Dialed || after.Pool.Pinned != 0 {
+		t.Errorf("stats before %+v, after %+v: want no attempt, no dial, nothing pinned", before, after)
+	}
+	if lines := readLog(t, sq.log, 2); len(lines) != 2 || lines[0].Status != 407 || lines[1].Status != 407 {
+		t.Errorf("squid log %+v: want only the two negotiate requests", lines)
+	}
+}
+
+// TestPinnedIdleTimeout: the engine ends a pinned session idle longer than
+// PinnedIdleTimeout and tells the embedder.
+func TestPinnedIdleTimeout(t *testing.T) {
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm"})
+	closed := make(chan uint64, 1)
+	e := startEngine(t, engine.Config{Auth: passThrough, PinnedIdleTimeout: time.Second,
+		OnPinnedClosed: func(k uint64) { closed <- k }})
+	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	req.PinKey = 3
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("negotiate: heads %v, err %v", s.heads, s.err)
+	}
+	if st := e.Stats()[sq.addr]; st.Pool.Pinned != 1 {
+		t.Fatalf("pool %+v: want the connection pinned", st.Pool)
+	}
+	select {
+	case k := <-closed:
+		if k != 3 {
+			t.Fatalf("OnPinnedClosed(%d), want 3", k)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no OnPinnedClosed after the pinned idle timeout")
+	}
+	if st := e.Stats()[sq.addr]; st.Pool.Pinned != 0 {
+		t.Errorf("pool %+v: want nothing pinned", st.Pool)
+	}
+	req = request(t, sq.addr, "GET", ngx.Addr(), "/small", true)
+	req.PinKey = 3
+	if s := send(t, e, req); !errors.Is(s.err, engine.ErrPinnedGone) {
+		t.Errorf("request after the timeout: heads %v, err %v; want ErrPinnedGone", s.heads, s.err)
+	}
+}
+
+// TestSquidNTLMLimitsAndIsolation: a pinned connection counts against
+// MaxConnsPerUpstream until Unpin, and a handshake without a pin key
+// leaves its connection closed, not pooled for someone else.
+func TestSquidNTLMLimitsAndIsolation(t *testing.T) {
+	leakBaseline(t)
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm"})
+	e := startEngine(t, engine.Config{Auth: passThrough, MaxConnsPerUpstream: 1, PendingTimeout: 300 * time.Millisecond})
+
+	// No pin key: the handshake's connection is closed after the 407.
+	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("negotiate without a pin key: heads %v, err %v", s.heads, s.err)
+	}
+	if st := e.Stats()[sq.addr].Pool; st.Idle != 0 || st.Pinned != 0 || st.Closed.Owner != 1 {
+		t.Fatalf("pool %+v: want the connection closed, nothing idle or pinned", st)
+	}
+
+	req = request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	req.PinKey = 5
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("negotiate: heads %v, err %v", s.heads, s.err)
+	}
+	// The one connection allowed is pinned: another client waits, and
+	// its wait ends.
+	other := request(t, sq.addr, "GET", ngx.Addr(), "/small", true)
+	if s := send(t, e, other); s.err == nil || len(s.heads) != 0 {
+		t.Fatalf("request over the cap: heads %v, err %v; want a pool-wait failure", s.heads, s.err)
+	} else if st := e.Stats()[sq.addr]; st.Errors["pool-wait"] != 1 || st.Pool.Pinned != 1 {
+		t.Fatalf("stats %+v: want one pool-wait error and the pinned connection", st)
+	}
+	e.Unpin(5)
+	waitFor(t, "the pinned connection to go", func() bool { return e.Stats()[sq.addr].Pool.Pinned == 0 })
+	if s := send(t, e, request(t, sq.addr, "GET", ngx.Addr(), "/small", true)); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("after Unpin: heads %v, err %v; want squid's 407", s.heads, s.err)
+	}
+}

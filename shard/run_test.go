@@ -1,0 +1,179 @@
+package shard
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// keepAliveOrigin answers every request with an empty 200, keeping the
+// connection open.
+func keepAliveOrigin(t *testing.T) *bench.Origin {
+	return bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			if _, err := fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// TestRunResend: a Run that asks for ErrResend has the task sent again on
+// another connection (the first one closed, not pooled), through a shard
+// and from the inline path alike; Retried reports it.
+func TestRunResend(t *testing.T) {
+	checkLeaks(t)
+	o := keepAliveOrigin(t)
+	pool := poolset.New[*conn.Conn](poolset.Config{})
+	var reg Registry
+	set, err := New(Config{Shards: 1}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := poolset.Key{Addr: o.Addr()}
+	for _, inline := range []bool{false, true} {
+		done := make(chan error, 1)
+		tk := task(t, context.Background(), o.Addr(), done)
+		var runs []*conn.Conn
+		tk.Run = func(ctx context.Context, c *conn.Conn, tk *Task) (conn.Outcome, error) {
+			runs = append(runs, c)
+			out, err := c.RoundTrip(ctx, &tk.Exchange, tk.Sink)
+			if err == nil && len(runs) == 1 {
+				_ = c.Close() // the connection cannot carry the next request
+				return out, fmt.Errorf("test: %w", ErrResend)
+			}
+			return out, err
+		}
+		if inline {
+			if !set.RunInline(tk) {
+				t.Fatal("RunInline found no pooled connection")
+			}
+		} else {
+			set.Submit(tk)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("inline %v: %v", inline, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("inline %v: no Done", inline)
+		}
+		if len(runs) != 2 || runs[0] == runs[1] || !tk.Retried() {
+			t.Fatalf("inline %v: %d runs (same connection: %v), retried %v; want two runs on two connections",
+				inline, len(runs), len(runs) == 2 && runs[0] == runs[1], tk.Retried())
+		}
+	}
+	if s := pool.Stats(key); s.Idle != 1 || s.Busy != 0 || s.Closed.Owner != 2 {
+		t.Fatalf("pool %+v: want the two resent-from connections closed and one idle", s)
+	}
+	if o.Accepted() != 3 {
+		t.Fatalf("origin accepted %d connections, want 3", o.Accepted())
+	}
+	set.Close(5 * time.Second)
+	pool.Close()
+}
+
+// TestRunIsolate: a task whose Run sets Isolate without a pin key leaves
+// its connection closed, not pooled; with a pin key and Pin it is pinned.
+func TestRunIsolate(t *testing.T) {
+	checkLeaks(t)
+	o := keepAliveOrigin(t)
+	pool := poolset.New[*conn.Conn](poolset.Config{})
+	var reg Registry
+	set, err := New(Config{Shards: 1}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := poolset.Key{Addr: o.Addr()}
+	run := func(ctx context.Context, c *conn.Conn, tk *Task) (conn.Outcome, error) {
+		tk.Isolate = true
+		if tk.PinKey != 0 {
+			tk.Pin = true
+		}
+		return c.RoundTrip(ctx, &tk.Exchange, tk.Sink)
+	}
+	done := make(chan error, 1)
+	tk := task(t, context.Background(), o.Addr(), done)
+	tk.Run = run
+	set.Submit(tk)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := pool.Stats(key); s.Idle != 0 || s.Pinned != 0 || s.Closed.Owner != 1 {
+		t.Fatalf("pool %+v: want the connection closed", s)
+	}
+	tk = task(t, context.Background(), o.Addr(), done)
+	tk.Run, tk.PinKey = run, 9
+	set.Submit(tk)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := set.PinnedState(context.Background(), 9); !ok || st != conn.Pinned {
+		t.Fatalf("session 9: state %v, known %v; want pinned", st, ok)
+	}
+	set.Unpin(9)
+	set.Close(5 * time.Second)
+	pool.Close()
+}
+
+// TestPinnedPeerClose: the upstream closes an idle pinned connection; the
+// probe ends the session and calls OnPinnedClosed, and the next request of
+// the session fails with ErrPinnedGone without a dial.
+func TestPinnedPeerClose(t *testing.T) {
+	checkLeaks(t)
+	hangUp := make(chan struct{})
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		<-hangUp // then the connection closes
+	})
+	pool := poolset.New[*conn.Conn](poolset.Config{})
+	var reg Registry
+	closed := make(chan uint64, 1)
+	set, err := New(Config{Shards: 1, ProbeInterval: 20 * time.Millisecond,
+		OnPinnedClosed: func(k uint64) { closed <- k }}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	tk := task(t, context.Background(), o.Addr(), done)
+	tk.PinKey, tk.Pin = 4, true
+	set.Submit(tk)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(hangUp)
+	select {
+	case k := <-closed:
+		if k != 4 {
+			t.Fatalf("OnPinnedClosed(%d), want 4", k)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnPinnedClosed")
+	}
+	tk = task(t, context.Background(), o.Addr(), done)
+	tk.PinKey = 4
+	set.Submit(tk)
+	if err := <-done; !errors.Is(err, ErrPinnedGone) {
+		t.Fatalf("request after the close: %v, want ErrPinnedGone", err)
+	}
+	if s := pool.Stats(poolset.Key{Addr: o.Addr()}); s.Pinned != 0 || s.Dialed != 1 || o.Accepted() != 1 {
+		t.Fatalf("pool %+v, accepted %d: want one dial, nothing pinned", s, o.Accepted())
+	}
+	set.Close(5 * time.Second)
+	pool.Close()
+}
