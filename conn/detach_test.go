@@ -226,10 +226,10 @@ func testBlockedSink(t *testing.T, framing string, inHead bool) {
 	growth := int64(mid.HeapInuse) - int64(base)
 	t.Logf("heap in-use growth while the sink was blocked: %.1f MiB (detached %v)", float64(growth)/(1<<20), out.Detached)
 	// Bounded, not proportional to the body: the high-water mark, what
-	// arrives before the watchdog's first look (1 ms), and netpoll's
-	// buffer nodes, which grow to 8 MiB each. Unbounded, it would be the
-	// whole 64 MiB.
-	if !out.Detached || growth > 32<<20 {
+	// arrives before the watchdog's first look (1 ms, later under load),
+	// and netpoll's buffer nodes, which grow to 8 MiB each. Unbounded, it
+	// is the whole body and more (72 MiB for a stalled OnHead).
+	if !out.Detached || growth > 48<<20 {
 		t.Fatalf("detached %v, heap grew %d MiB while the sink blocked", out.Detached, growth>>20)
 	}
 	if c.Reusable() {
