@@ -118,6 +118,8 @@ type Engine struct {
 	tls    tlsState
 	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
 	defaultTLS *TLS
+	// goNet dials plain-TCP upstreams on Go net (Config.GoNetIO).
+	goNet *upstreamDialer
 
 	requests sync.Pool   // *request, recycled by Exchange
 	digests  digestCache // Digest challenges answered, for later requests
@@ -137,6 +139,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Logger.Warn("engine: GOMAXPROCS below 2; netpoll's poller stalls the process, set GOMAXPROCS>=2", "gomaxprocs", n)
 	}
 	e := &Engine{cfg: cfg, defaultTLS: &TLS{}}
+	e.goNet = &upstreamDialer{connect: cfg.ConnectTimeout, hsTimeout: cfg.TLSHandshakeTimeout}
 	e.pool = poolset.New[*conn.Conn](poolset.Config{
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxIdlePerKey:  cfg.MaxIdlePerUpstream,

@@ -64,6 +64,13 @@ type upstreamDialer struct {
 // Dial implements shard.Dialer: TCP (or a CONNECT tunnel through the
 // parent), then the TLS handshake, on the dial pool's worker.
 func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, error) {
+	if u.parent == nil && u.cfg == nil { // plain TCP on Go net (Config.GoNetIO)
+		raw, err := conn.DialGo(ctx, addr, u.connect)
+		if err != nil {
+			return nil, err
+		}
+		return conn.NewGo(addr, raw), nil
+	}
 	if u.parent == nil {
 		return conn.DialTLS(ctx, addr, u.connect, u.hsTimeout, u.cfg)
 	}
@@ -177,6 +184,9 @@ func serverName(t *TLS, req *Request) string {
 // direct upstream, which netpoll dials.
 func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, error) {
 	if req.TLS == nil && req.Via == nil {
+		if e.cfg.GoNetIO {
+			return e.goNet, nil
+		}
 		return nil, nil
 	}
 	var p *tlsProfile
