@@ -158,6 +158,12 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 		return nil, err
 	}
 	defer ps.stop(o.proc)
+	if cfg.cases == nil || cfg.cases["tunnel-1g"] {
+		log.Info("warming the origin's page cache for tunnel-1g")
+		if err := e.warmTunnel(ctx, o); err != nil {
+			return nil, err
+		}
+	}
 	script, err := e.forwardScript(o)
 	if err != nil {
 		return nil, err

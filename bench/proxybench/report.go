@@ -202,8 +202,10 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- **Pinning:** %s. serverside runs with GOMAXPROCS=2 and -shards 1.\n", pin)
 	fmt.Fprintf(&b, "- **Values:** medians over the rounds, column by column; errors are summed over the rounds; the req/s and CPU ranges are min–max over the rounds.\n\n")
 
-	fmt.Fprintf(&b, "| case | proxy | req/s | req/s range | p50 ms | p99 ms | errors | proxy CPU µs/req | CPU range | CPU vs nginx | new upstream conns |\n")
-	fmt.Fprintf(&b, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	if len(r.runs) > 0 {
+		fmt.Fprintf(&b, "| case | proxy | req/s | req/s range | p50 ms | p99 ms | errors | proxy CPU µs/req | CPU range | CPU vs nginx | new upstream conns |\n")
+		fmt.Fprintf(&b, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	}
 	for _, c := range allCases() {
 		byKind := r.runs[c.name]
 		if byKind == nil {
