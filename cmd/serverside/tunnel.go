@@ -96,6 +96,21 @@ type tunnelMetrics struct {
 	down    atomic.Uint64 // bytes target → client
 }
 
+// write adds the tunnel families to a /metrics exposition.
+func (m *tunnelMetrics) write(e expo) {
+	e.family("serverside_tunnels_open", "gauge", "CONNECT tunnels relaying now.")
+	e.sample("serverside_tunnels_open", strconv.FormatInt(m.open.Load(), 10))
+	e.family("serverside_tunnels_total", "counter", "CONNECT tunnels established (200 sent).")
+	e.sample("serverside_tunnels_total", u64(m.opened.Load()))
+	e.family("serverside_tunnel_refusals_total", "counter", "CONNECTs answered with a parent proxy's refusal (407, 403, ...).")
+	e.sample("serverside_tunnel_refusals_total", u64(m.refused.Load()))
+	e.family("serverside_tunnel_failures_total", "counter", "CONNECTs that failed in the proxy (port not allowed, resolve, connect, timeout).")
+	e.sample("serverside_tunnel_failures_total", u64(m.failed.Load()))
+	e.family("serverside_tunnel_bytes_total", "counter", "Bytes relayed by ended tunnels, by direction (up: client to target).")
+	e.sample("serverside_tunnel_bytes_total", u64(m.up.Load()), "direction", "up")
+	e.sample("serverside_tunnel_bytes_total", u64(m.down.Load()), "direction", "down")
+}
+
 // serveConnect answers a CONNECT request whose head (hl bytes) was just
 // parsed. On success it leaves the tunnel in cc.tunnel and returns
 // tunnelIt, the CONNECT head consumed and any byte after it still

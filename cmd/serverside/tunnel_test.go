@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -136,6 +138,40 @@ func TestConnectCurl(t *testing.T) {
 	_, errOut, code := curlStatus(t, "-x", "http://"+px, "http://"+ng.Addr()+"/small", "-p")
 	if code == 0 || !strings.Contains(errOut, "403") {
 		t.Fatalf("curl -p to a disallowed port: exit %d, %s", code, errOut)
+	}
+}
+
+// TestTunnelMetrics: the tunnel families in /metrics, parsed back
+// strictly.
+func TestTunnelMetrics(t *testing.T) {
+	var m tunnelMetrics
+	m.opened.Add(3)
+	m.open.Add(1)
+	m.refused.Add(2)
+	m.failed.Add(4)
+	m.up.Add(100)
+	m.down.Add(5000)
+	var b bytes.Buffer
+	m.write(expo{&b})
+	pt, err := parseProm(b.String())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"serverside_tunnels_open", nil, 1},
+		{"serverside_tunnels_total", nil, 3},
+		{"serverside_tunnel_refusals_total", nil, 2},
+		{"serverside_tunnel_failures_total", nil, 4},
+		{"serverside_tunnel_bytes_total", []string{"direction", "up"}, 100},
+		{"serverside_tunnel_bytes_total", []string{"direction", "down"}, 5000},
+	} {
+		if got := pt.get(t, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
 	}
 }
 
@@ -500,5 +536,63 @@ func TestParsePorts(t *testing.T) {
 		if _, err := parsePorts(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestConnectIdleAndShutdown: a tunnel that moves no byte ends after the
+// tunnel idle timeout; a busy one is closed by Shutdown when its deadline
+// passes, and Shutdown returns.
+func TestConnectIdleAndShutdown(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	splicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	connect := "CONNECT " + ng.Addr() + " HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
+	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{any: true}, TunnelIdleTimeout: 200 * time.Millisecond})
+	// nginx would wait 60 s for a request: the EOF is the proxy's.
+	_, br, resp, _ := rawConnect(t, px, connect)
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle tunnel: %v, want EOF", err)
+	}
+
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, nil, engine.Config{Shards: 2, Logger: logger}, clientConfig{ConnectPorts: portSet{any: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	c, br, resp, _ := rawConnect(t, ln.Addr().String(), connect)
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	if _, err := io.WriteString(c, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Logf("shutdown: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("tunnel after shutdown: %v, want EOF", err)
+	}
+	if n := p.tunnelsLive.Load(); n != 0 {
+		t.Fatalf("%d tunnels live after shutdown", n)
 	}
 }
