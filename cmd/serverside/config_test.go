@@ -41,7 +41,9 @@ func TestDocExampleConfig(t *testing.T) {
 		LB:      "leastconn",
 		Timeouts: timeouts{
 			Connect: duration(3 * time.Second), Idle: duration(90 * time.Second), ResponseHeader: duration(30 * time.Second),
+			TunnelIdle: duration(10 * time.Minute),
 		},
+		ConnectPorts: "443,8443",
 	}
 	if !reflect.DeepEqual(fc, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", fc, want)
@@ -246,5 +248,23 @@ func TestApplyConfigMissingFile(t *testing.T) {
 	_, err := x.apply(fs)
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "none.json") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// The tunnel and TLS settings of the file reach their flags; the command
+// line still wins.
+func TestApplyConfigTunnelTLS(t *testing.T) {
+	file := writeConfig(t, `{"connect_ports": "443,8443", "ca_file": "/etc/ca.pem", "insecure": true,
+		"client_cert": "/c.pem", "client_key": "/c.key", "timeouts": {"tunnel_idle": "2m"}}`)
+	fs, x, _ := testFlags(false)
+	if err := fs.Parse([]string{"-config", file, "-client-key", "/other.key"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.apply(fs); err != nil {
+		t.Fatal(err)
+	}
+	if x.connectPorts != "443,8443" || x.caFile != "/etc/ca.pem" || !x.insecure || x.clientCert != "/c.pem" ||
+		x.clientKey != "/other.key" || x.tunnelIdle != 2*time.Minute {
+		t.Fatalf("%+v", x)
 	}
 }
