@@ -596,3 +596,19 @@ func TestConnectIdleAndShutdown(t *testing.T) {
 		t.Fatalf("%d tunnels live after shutdown", n)
 	}
 }
+
+// Bad tunnel and TLS flags stop run with exit code 2 before anything
+// listens.
+func TestRunBadTunnelTLSFlags(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, args := range [][]string{
+		{"-connect-ports", "443,http"},
+		{"-ca-file", missing},
+		{"-client-cert", missing},
+		{"-client-cert", missing, "-client-key", missing},
+	} {
+		if rc := run(append([]string{"-listen", "127.0.0.1:0"}, args...)); rc != 2 {
+			t.Errorf("%v: exit code %d, want 2", args, rc)
+		}
+	}
+}
