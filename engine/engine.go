@@ -350,6 +350,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	switch {
 	case req.peer != nil:
 		r.t.Key = req.peer.key
+		r.t.Dialer = req.peer.dialer
 	case req.Group != "":
 		if err := e.route(req, r); err != nil {
 			if r.stop != nil {

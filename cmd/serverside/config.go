@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -34,6 +35,14 @@ type fileConfig struct {
 	LB        string     `json:"lb"`
 	Timeouts  timeouts   `json:"timeouts"`
 	Health    healthSpec `json:"health"`
+	// ConnectPorts is as -connect-ports: "443,8443" or "any".
+	ConnectPorts string `json:"connect_ports"`
+	// CAFile, Insecure, ClientCert and ClientKey are as the flags of the
+	// same names: TLS to https origins (and https:// targets).
+	CAFile     string `json:"ca_file"`
+	Insecure   *bool  `json:"insecure"`
+	ClientCert string `json:"client_cert"`
+	ClientKey  string `json:"client_key"`
 }
 
 // peerSpec is one origin or parent proxy.
@@ -48,6 +57,8 @@ type peerSpec struct {
 	Weight int `json:"weight"`
 	// MaxConns caps the peer's connections; 0 or absent means no cap.
 	MaxConns int `json:"max_conns"`
+	// SNI is the server name of an https origin; default the URL's host.
+	SNI string `json:"sni"`
 }
 
 // timeouts are the engine's timeouts, as Go duration strings ("10s").
@@ -55,6 +66,7 @@ type timeouts struct {
 	Connect        duration `json:"connect"`
 	Idle           duration `json:"idle"`
 	ResponseHeader duration `json:"response_header"`
+	TunnelIdle     duration `json:"tunnel_idle"`
 }
 
 // duration is a time.Duration written as a Go duration string in JSON.
@@ -242,6 +254,14 @@ func (fc *fileConfig) validate() *ConfigError {
 	if fc.LB != "" && !slices.Contains(lbPolicies, fc.LB) {
 		return bad("lb", "unknown policy %q; want one of %s", fc.LB, strings.Join(lbPolicies, ", "))
 	}
+	if fc.ConnectPorts != "" {
+		if _, err := parsePorts(fc.ConnectPorts); err != nil {
+			return bad("connect_ports", "%v", err)
+		}
+	}
+	if (fc.ClientCert == "") != (fc.ClientKey == "") {
+		return bad("client_cert", "client_cert and client_key go together")
+	}
 	for _, list := range []struct {
 		field  string
 		peers  []peerSpec
@@ -277,8 +297,8 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if err != nil {
 		return &peerError{"url", err}
 	}
-	if u.Scheme != "http" {
-		return &peerError{"url", fmt.Errorf("%q: only http:// peers are supported", ps.URL)}
+	if u.Scheme != "http" && (u.Scheme != "https" || parent) {
+		return &peerError{"url", fmt.Errorf("%q: want http:// (or https:// for an origin)", ps.URL)}
 	}
 	if u.Host == "" {
 		return &peerError{"url", fmt.Errorf("%q: no host", ps.URL)}
@@ -295,11 +315,14 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if ps.Weight == 0 {
 		ps.Weight = 1
 	}
+	if ps.SNI != "" && u.Scheme != "https" {
+		return &peerError{"sni", errors.New("only for https:// origins")}
+	}
 	if ps.MaxConns < 0 {
 		return &peerError{"max_conns", fmt.Errorf("want 0 (no cap) or more, got %d", ps.MaxConns)}
 	}
 	if ps.Name == "" {
-		ps.Name = hostPort(u.Host)
+		ps.Name = hostPortScheme(u.Host, u.Scheme)
 	}
 	return nil
 }
@@ -310,7 +333,7 @@ func peerHostPort(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return hostPort(u.Host), nil
+	return hostPortScheme(u.Host, u.Scheme), nil
 }
 
 // cliExtras are the flags for the config file, the admin server and the
@@ -321,6 +344,12 @@ type cliExtras struct {
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
 	headerTimeout  time.Duration
+	connectPorts   string
+	tunnelIdle     time.Duration
+	caFile         string
+	insecure       bool
+	clientCert     string
+	clientKey      string
 }
 
 func (x *cliExtras) register(fs *flag.FlagSet) {
@@ -329,6 +358,36 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
+	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
+	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
+	fs.StringVar(&x.caFile, "ca-file", "", "PEM `file` of the CAs that https origins and https:// targets are verified against\n(default: the system roots), e.g. -ca-file /etc/ssl/internal-ca.pem")
+	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins and https:// targets (DANGEROUS: testing only)")
+	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins (mTLS); needs -client-key")
+	fs.StringVar(&x.clientKey, "client-key", "", "PEM `file` of the key of -client-cert")
+}
+
+// tlsSettings reads the TLS files named by the flags.
+func (x *cliExtras) tlsSettings() (tlsSettings, error) {
+	var ts tlsSettings
+	ts.insecure = x.insecure
+	if x.caFile != "" {
+		pem, err := os.ReadFile(x.caFile)
+		if err != nil {
+			return ts, fmt.Errorf("-ca-file: %w", err)
+		}
+		ts.roots = pem
+	}
+	if (x.clientCert == "") != (x.clientKey == "") {
+		return ts, errors.New("-client-cert and -client-key go together")
+	}
+	if x.clientCert != "" {
+		c, err := tls.LoadX509KeyPair(x.clientCert, x.clientKey)
+		if err != nil {
+			return ts, fmt.Errorf("-client-cert: %w", err)
+		}
+		ts.cert = &c
+	}
+	return ts, nil
 }
 
 // engineConfig sets the timeouts of cfg.
@@ -379,6 +438,19 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	if fc.LB != "" {
 		errs = append(errs, set("lb", "lb", fc.LB))
 	}
+	for _, f := range []struct{ flag, field, v string }{
+		{"connect-ports", "connect_ports", fc.ConnectPorts},
+		{"ca-file", "ca_file", fc.CAFile},
+		{"client-cert", "client_cert", fc.ClientCert},
+		{"client-key", "client_key", fc.ClientKey},
+	} {
+		if f.v != "" {
+			errs = append(errs, set(f.flag, f.field, f.v))
+		}
+	}
+	if fc.Insecure != nil {
+		errs = append(errs, set("insecure", "insecure", strconv.FormatBool(*fc.Insecure)))
+	}
 	for _, t := range []struct {
 		flag, field string
 		d           duration
@@ -386,6 +458,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		{"connect-timeout", "timeouts.connect", fc.Timeouts.Connect},
 		{"idle-timeout", "timeouts.idle", fc.Timeouts.Idle},
 		{"response-header-timeout", "timeouts.response_header", fc.Timeouts.ResponseHeader},
+		{"tunnel-idle-timeout", "timeouts.tunnel_idle", fc.Timeouts.TunnelIdle},
 	} {
 		if t.d != 0 {
 			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/serverside-go/serverside/engine"
@@ -32,6 +35,28 @@ const peerGroup = "upstream"
 // A parent's userinfo (http://user:pass@host:port) is sent as Basic
 // Proxy-Authorization.
 func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
+	return withPeersTLS(cfg, origins, parents, lb, tlsSettings{})
+}
+
+// tlsSettings are the -ca-file, -insecure and -client-cert flags: how the
+// demo speaks TLS to https origins (all three) and to https:// targets in
+// forward mode (the CA bundle and -insecure; no client certificate goes to
+// arbitrary sites).
+type tlsSettings struct {
+	roots    []byte // PEM; nil for the system roots
+	insecure bool
+	cert     *tls.Certificate
+}
+
+// forward is the TLS of https:// targets in forward mode, its server name
+// taken from each request's host.
+func (ts tlsSettings) forward() *engine.TLS {
+	return &engine.TLS{RootCAs: ts.roots, InsecureSkipVerify: ts.insecure}
+}
+
+// withPeersTLS is withPeers with the TLS settings of https origins
+// (-origin https://host:port, with ?sni=name to set the server name).
+func withPeersTLS(cfg *engine.Config, origins, parents []string, lb string, ts tlsSettings) error {
 	if len(origins) > 0 && len(parents) > 0 {
 		return fmt.Errorf("-origin and -parent do not mix: origins make a reverse proxy, parents a forward one")
 	}
@@ -44,7 +69,7 @@ func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 	}
 	gc := engine.GroupConfig{Balancer: balance.Kind(lb)}
 	for _, raw := range urls {
-		p, err := parsePeer(raw, parent)
+		p, err := parsePeer(raw, parent, ts)
 		if err != nil {
 			return err
 		}
@@ -58,7 +83,7 @@ func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 }
 
 // parsePeer turns an -origin or -parent URL into a peer.
-func parsePeer(raw string, parent bool) (engine.Peer, error) {
+func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, error) {
 	flagName := "-origin"
 	if parent {
 		flagName = "-parent"
@@ -67,19 +92,32 @@ func parsePeer(raw string, parent bool) (engine.Peer, error) {
 	if err != nil {
 		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
 	}
-	if u.Scheme != "http" || u.Host == "" {
-		return engine.Peer{}, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
+	if u.Host == "" || u.Scheme != "http" && (u.Scheme != "https" || parent) {
+		if parent {
+			return engine.Peer{}, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
+		}
+		return engine.Peer{}, fmt.Errorf("%s %q: want http://host:port or https://host:port", flagName, raw)
 	}
 	if u.User != nil && !parent {
 		return engine.Peer{}, fmt.Errorf("%s %q: credentials are for parents", flagName, raw)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	addr, err := resolve(ctx, hostPort(u.Host))
+	hp := hostPortScheme(u.Host, u.Scheme)
+	addr, err := resolve(ctx, hp)
 	if err != nil {
 		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
 	}
-	p := engine.Peer{Name: hostPort(u.Host), Addr: addr, Parent: parent}
+	p := engine.Peer{Name: hp, Addr: addr, Parent: parent}
+	if u.Scheme == "https" {
+		// Each https origin has a *TLS of its own: its server name is the
+		// URL's host (verified against the certificate; an IP address is
+		// checked against its IP SANs and sent as no SNI) or ?sni=.
+		p.TLS = &engine.TLS{RootCAs: ts.roots, InsecureSkipVerify: ts.insecure, Certificate: ts.cert}
+		if _, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err != nil {
+			p.TLS.ServerName = u.Hostname()
+		}
+	}
 	if u.User != nil {
 		p.Username = u.User.Username()
 		p.Password, _ = u.User.Password()
@@ -98,8 +136,14 @@ func parsePeer(raw string, parent bool) (engine.Peer, error) {
 			p.MaxPending, err = strconv.Atoi(v)
 		case "pending_timeout":
 			p.PendingTimeout, err = time.ParseDuration(v)
+		case "sni":
+			if p.TLS == nil {
+				err = fmt.Errorf("only for https:// origins")
+			} else {
+				p.TLS.ServerName = v
+			}
 		default:
-			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending or pending_timeout)")
+			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout or sni)")
 		}
 		if err != nil {
 			return engine.Peer{}, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
@@ -115,11 +159,23 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 	req := &cc.req
 	up := engine.Upstream{Group: cc.p.group}
 	if cc.p.parents {
-		if req.Form() != parser.FormAbsolute || string(req.Scheme()) != "http" {
-			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// target")
+		scheme := string(req.Scheme())
+		if req.Form() != parser.FormAbsolute || scheme != "http" && scheme != "https" {
+			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// or https:// target")
 			return up, false
 		}
 		up.HashKey = string(req.Authority())
+		if scheme == "https" {
+			// TLS end to end: a CONNECT tunnel through a parent of the
+			// group, then TLS to the origin through it, in origin form.
+			parent, err := cc.p.eng.PickParent(cc.p.group, up.HashKey)
+			if err != nil {
+				cc.writeErrorSink(s, 502, "no parent proxy: "+err.Error())
+				return up, false
+			}
+			cc.setOriginForm(ed)
+			return engine.Upstream{Addr: hostPortScheme(up.HashKey, scheme), TLS: cc.p.cfg.ForwardTLS, Via: parent}, true
+		}
 	} else if req.Form() == parser.FormAbsolute {
 		cc.setOriginForm(ed)
 	} else if !req.Has(parser.HdrHost) {
@@ -158,6 +214,9 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 		if ps.MaxConns > 0 {
 			p.MaxConns = ps.MaxConns
 		}
+		if ps.SNI != "" && p.TLS != nil {
+			p.TLS.ServerName = ps.SNI
+		}
 	}
 }
 
@@ -166,7 +225,11 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 func peerSpecs(cfg engine.Config) []peerSpec {
 	var out []peerSpec
 	for _, p := range cfg.Groups[peerGroup].Peers {
-		out = append(out, peerSpec{URL: "http://" + p.Addr, Name: p.Name, Weight: max(p.Weight, 1), MaxConns: p.MaxConns})
+		scheme := "http://"
+		if p.TLS != nil {
+			scheme = "https://"
+		}
+		out = append(out, peerSpec{URL: scheme + p.Addr, Name: p.Name, Weight: max(p.Weight, 1), MaxConns: p.MaxConns})
 	}
 	return out
 }

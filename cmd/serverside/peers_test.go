@@ -28,7 +28,9 @@ func TestPeerURLOptions(t *testing.T) {
 	}
 	for _, bad := range [][2][]string{
 		{{"http://127.0.0.1:1"}, {"http://127.0.0.1:2"}},   // both
-		{{"https://127.0.0.1:1"}, nil},                     // scheme
+		{{"ftp://127.0.0.1:1"}, nil},                       // scheme
+		{nil, {"https://127.0.0.1:1"}},                     // an https parent
+		{{"http://127.0.0.1:1?sni=a"}, nil},                // sni on http
 		{{"http://u:p@127.0.0.1:1"}, nil},                  // credentials on an origin
 		{{"http://127.0.0.1:1?weight=x"}, nil},             // bad number
 		{{"http://127.0.0.1:1?colour=red"}, nil},           // unknown option
@@ -36,6 +38,17 @@ func TestPeerURLOptions(t *testing.T) {
 	} {
 		if err := withPeers(&engine.Config{}, bad[0], bad[1], ""); err == nil {
 			t.Errorf("withPeers(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+	cfg = engine.Config{}
+	ts := tlsSettings{roots: []byte("pem"), insecure: true}
+	if err := withPeersTLS(&cfg, []string{"https://localhost?name=l", "https://127.0.0.1:8443?sni=origin.test"}, nil, "", ts); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct{ addr, sni string }{{"127.0.0.1:443", "localhost"}, {"127.0.0.1:8443", "origin.test"}} {
+		p := cfg.Groups[peerGroup].Peers[i]
+		if p.Addr != want.addr || p.TLS == nil || p.TLS.ServerName != want.sni || string(p.TLS.RootCAs) != "pem" || !p.TLS.InsecureSkipVerify {
+			t.Errorf("https peer %d: %+v %+v", i, p, p.TLS)
 		}
 	}
 	cfg = engine.Config{}
