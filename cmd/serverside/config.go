@@ -32,14 +32,16 @@ type fileConfig struct {
 	Origins   []peerSpec `json:"origins"`
 	Parents   []peerSpec `json:"parents"`
 	LB        string     `json:"lb"`
-	Timeouts  timeouts   `json:"timeouts"`
-	Health    healthSpec `json:"health"`
+	// ClientAuth is -client-auth: "none" or "pass".
+	ClientAuth string     `json:"client_auth"`
+	Timeouts   timeouts   `json:"timeouts"`
+	Health     healthSpec `json:"health"`
 }
 
 // peerSpec is one origin or parent proxy.
 type peerSpec struct {
-	// URL is http://host:port; a parent's may carry credentials in its
-	// userinfo (http://user:pass@host:port).
+	// URL is http://host:port, with credentials for the peer's
+	// challenges in its userinfo (http://user:pass@host:port).
 	URL string `json:"url"`
 	// Name labels the peer in logs and on /status; default host:port.
 	Name string `json:"name"`
@@ -48,6 +50,9 @@ type peerSpec struct {
 	Weight int `json:"weight"`
 	// MaxConns caps the peer's connections; 0 or absent means no cap.
 	MaxConns int `json:"max_conns"`
+	// Preemptive is the URL option preemptive: whether Basic
+	// credentials go before any challenge (default: for parents only).
+	Preemptive *bool `json:"preemptive"`
 }
 
 // timeouts are the engine's timeouts, as Go duration strings ("10s").
@@ -242,16 +247,18 @@ func (fc *fileConfig) validate() *ConfigError {
 	if fc.LB != "" && !slices.Contains(lbPolicies, fc.LB) {
 		return bad("lb", "unknown policy %q; want one of %s", fc.LB, strings.Join(lbPolicies, ", "))
 	}
+	if fc.ClientAuth != "" && fc.ClientAuth != clientAuthNone && fc.ClientAuth != clientAuthPass {
+		return bad("client_auth", "unknown mode %q; want %s or %s", fc.ClientAuth, clientAuthNone, clientAuthPass)
+	}
 	for _, list := range []struct {
-		field  string
-		peers  []peerSpec
-		parent bool
-	}{{"origins", fc.Origins, false}, {"parents", fc.Parents, true}} {
+		field string
+		peers []peerSpec
+	}{{"origins", fc.Origins}, {"parents", fc.Parents}} {
 		names := make(map[string]int)
 		for i := range list.peers {
 			ps := &list.peers[i]
 			field := list.field + "[" + strconv.Itoa(i) + "]"
-			if err := ps.validate(list.parent); err != nil {
+			if err := ps.validate(); err != nil {
 				return bad(field+"."+err.field, "%v", err.err)
 			}
 			if j, dup := names[ps.Name]; dup {
@@ -269,22 +276,19 @@ type peerError struct {
 }
 
 // validate checks a peer and fills in its defaults (Name, Weight).
-func (ps *peerSpec) validate(parent bool) *peerError {
+func (ps *peerSpec) validate() *peerError {
 	if ps.URL == "" {
 		return &peerError{"url", errors.New("missing")}
 	}
 	u, err := url.Parse(ps.URL)
 	if err != nil {
-		return &peerError{"url", err}
+		return &peerError{"url", fmt.Errorf("%q: cannot parse", redactURL(ps.URL))}
 	}
 	if u.Scheme != "http" {
-		return &peerError{"url", fmt.Errorf("%q: only http:// peers are supported", ps.URL)}
+		return &peerError{"url", fmt.Errorf("%q: only http:// peers are supported", u.Redacted())}
 	}
 	if u.Host == "" {
-		return &peerError{"url", fmt.Errorf("%q: no host", ps.URL)}
-	}
-	if u.User != nil && !parent {
-		return &peerError{"url", fmt.Errorf("%q: credentials belong to parents, not origins", u.Redacted())}
+		return &peerError{"url", fmt.Errorf("%q: no host", u.Redacted())}
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return &peerError{"url", fmt.Errorf("%q: want only scheme, host and port", u.Redacted())}
@@ -304,6 +308,15 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	return nil
 }
 
+// flagURL is the peer's URL as the -origin or -parent flag takes it: with
+// the options that withPeers reads from the URL.
+func (ps *peerSpec) flagURL() string {
+	if ps.Preemptive == nil {
+		return ps.URL
+	}
+	return strings.TrimSuffix(ps.URL, "?") + "?preemptive=" + strconv.FormatBool(*ps.Preemptive)
+}
+
 // peerHostPort is the host:port a peer URL names.
 func peerHostPort(s string) (string, error) {
 	u, err := url.Parse(s)
@@ -321,11 +334,13 @@ type cliExtras struct {
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
 	headerTimeout  time.Duration
+	clientAuth     string
 }
 
 func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.config, "config", "", "JSON config `file` with every flag plus per-peer options (docs/demo.md);\nflags given on the command line override it, e.g. -config /etc/serverside.json")
 	fs.StringVar(&x.admin, "admin", "", "`address` of the admin HTTP server (/metrics, /status, /debug/pprof/); off when empty,\ne.g. -admin 127.0.0.1:9090")
+	fs.StringVar(&x.clientAuth, "client-auth", clientAuthNone, "what happens to the client's Proxy-Authorization: none (stripped) or pass\n(sent to a -parent without credentials of its own: the client logs in to the parent,\nNTLM included)")
 	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
@@ -379,6 +394,9 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	if fc.LB != "" {
 		errs = append(errs, set("lb", "lb", fc.LB))
 	}
+	if fc.ClientAuth != "" {
+		errs = append(errs, set("client-auth", "client_auth", fc.ClientAuth))
+	}
 	for _, t := range []struct {
 		flag, field string
 		d           duration
@@ -403,7 +421,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 			continue
 		}
 		for i, ps := range *l.peers {
-			errs = append(errs, set(l.flag, l.field+"["+strconv.Itoa(i)+"].url", ps.URL))
+			errs = append(errs, set(l.flag, l.field+"["+strconv.Itoa(i)+"].url", ps.flagURL()))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -430,8 +448,8 @@ func cmdLinePeers(v flag.Value) []peerSpec {
 	out := make([]peerSpec, 0, len(urls))
 	for _, s := range urls {
 		ps := peerSpec{URL: s}
-		if ps.validate(true) != nil {
-			ps.Name = s // the flag's own parsing reports the error
+		if ps.validate() != nil {
+			ps.Name = redactURL(s) // the flag's own parsing reports the error
 		}
 		out = append(out, ps)
 	}

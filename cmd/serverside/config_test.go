@@ -63,7 +63,9 @@ func TestConfigErrors(t *testing.T) {
 		{`{"lb": "random"}`, "lb", `unknown policy "random"; want one of roundrobin, leastconn, p2c, hash`, false},
 		{`{"origins": [{"name": "x"}]}`, "origins[0].url", "missing", false},
 		{`{"origins": [{"url": "https://a:443"}]}`, "origins[0].url", "only http:// peers are supported", false},
-		{`{"origins": [{"url": "http://u:pw@a:80"}]}`, "origins[0].url", `"http://u:xxxxx@a:80": credentials belong to parents`, false},
+		{`{"origins": [{"url": "ftp://u:pw@a:80"}]}`, "origins[0].url", `"ftp://u:xxxxx@a:80": only http://`, false},
+		{`{"client_auth": "maybe"}`, "client_auth", `unknown mode "maybe"; want none or pass`, false},
+		{`{"parents": [{"url": "http://a:80", "preemptive": "no"}]}`, "", "preemptive: want a bool", false},
 		{`{"origins": [{"url": "http://a:80/path"}]}`, "origins[0].url", "want only scheme, host and port", false},
 		{`{"origins": [{"url": "http://a:80", "weight": -1}]}`, "origins[0].weight", "want 1 to 1000", false},
 		{`{"parents": [{"url": "http://a:80", "weight": 1001}]}`, "parents[0].weight", "want 1 to 1000", false},
@@ -137,8 +139,8 @@ func writeConfig(t *testing.T, s string) string {
 
 const applyConfig = `{"listen": "127.0.0.1:8080", "admin": "127.0.0.1:9090", "shards": 4, "access_log": false,
 	"origins": [{"url": "http://127.0.0.1:81", "name": "a", "weight": 2}, {"url": "http://127.0.0.1:82"}],
-	"parents": [{"url": "http://u:p@127.0.0.1:3129"}],
-	"lb": "p2c",
+	"parents": [{"url": "http://u:p@127.0.0.1:3129", "preemptive": false}],
+	"lb": "p2c", "client_auth": "pass",
 	"timeouts": {"connect": "2s", "response_header": "5s"}}`
 
 // The file fills in what the command line left out; what the command line
@@ -160,8 +162,11 @@ func TestApplyConfig(t *testing.T) {
 	if got := []string(*v["origin"].(*originList)); !reflect.DeepEqual(got, []string{"http://127.0.0.1:81", "http://127.0.0.1:82"}) {
 		t.Fatalf("origins %v", got)
 	}
-	if got := []string(*v["parent"].(*stringsFlag)); !reflect.DeepEqual(got, []string{"http://u:p@127.0.0.1:3129"}) {
+	if got := []string(*v["parent"].(*stringsFlag)); !reflect.DeepEqual(got, []string{"http://u:p@127.0.0.1:3129?preemptive=false"}) {
 		t.Fatalf("parents %v", got)
+	}
+	if x.clientAuth != clientAuthPass {
+		t.Fatalf("client auth %q", x.clientAuth)
 	}
 	ec := x.engineConfig(engine.Config{})
 	if ec.ConnectTimeout != 2*time.Second || ec.IdleTimeout != 7*time.Second || ec.ResponseHeaderTimeout != 5*time.Second {

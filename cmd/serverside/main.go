@@ -41,7 +41,15 @@ const drainTimeout = 10 * time.Second
 
 type originList []string
 
-func (o *originList) String() string { return strings.Join(*o, ",") }
+// String lists the URLs without their passwords: it is what logs show.
+func (o *originList) String() string {
+	out := make([]string, len(*o))
+	for i, u := range *o {
+		out[i] = redactURL(u)
+	}
+	return strings.Join(out, ",")
+}
+
 func (o *originList) Set(v string) error {
 	*o = append(*o, v)
 	return nil
@@ -55,9 +63,9 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:3128", "`address` to listen on, e.g. -listen 127.0.0.1:8080")
 	var origins originList
-	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100'")
+	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100';\ncredentials in userinfo (http://user:pass@host:port) answer the origin's 401s")
 	var parents originList
-	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin)")
+	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin, plus preemptive=0)")
 	lb := fs.String("lb", "roundrobin", "how requests are spread over origins or parents: roundrobin, leastconn, p2c or hash (on the request host)")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
@@ -89,6 +97,9 @@ func run(args []string) int {
 	}
 	cfg := x.engineConfig(engine.Config{Shards: *shards, Logger: logger})
 	err = withPeers(&cfg, origins, parents, *lb)
+	if err == nil {
+		err = withClientAuth(&cfg, x.clientAuth)
+	}
 	if err == nil {
 		withFilePeers(&cfg, fc, !peersOnCmdLine)
 		health.apply(&cfg)

@@ -28,9 +28,10 @@ const peerGroup = "upstream"
 //	max_conns=100        its connection cap
 //	max_pending=50       requests that may wait for one of its connections
 //	pending_timeout=5s   how long each may wait
+//	preemptive=0         see peerAuth (auth.go)
 //
-// A parent's userinfo (http://user:pass@host:port) is sent as Basic
-// Proxy-Authorization.
+// Credentials in the userinfo (http://user:pass@host:port) answer the
+// peer's 401 (an origin) or 407 (a parent) challenges: see peerAuth.
 func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 	if len(origins) > 0 && len(parents) > 0 {
 		return fmt.Errorf("-origin and -parent do not mix: origins make a reverse proxy, parents a forward one")
@@ -43,12 +44,19 @@ func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 		return nil
 	}
 	gc := engine.GroupConfig{Balancer: balance.Kind(lb)}
+	logins := make(map[string]*engine.Auth)
 	for _, raw := range urls {
-		p, err := parsePeer(raw, parent)
+		p, login, err := parsePeer(raw, parent)
 		if err != nil {
 			return err
 		}
 		gc.Peers = append(gc.Peers, p)
+		if login != nil {
+			logins[p.Addr] = login
+		}
+	}
+	if len(logins) > 0 {
+		cfg.Auth = authByAddr(logins)
 	}
 	if cfg.Groups == nil {
 		cfg.Groups = map[string]engine.GroupConfig{}
@@ -57,33 +65,32 @@ func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 	return nil
 }
 
-// parsePeer turns an -origin or -parent URL into a peer.
-func parsePeer(raw string, parent bool) (engine.Peer, error) {
+// parsePeer turns an -origin or -parent URL into a peer and the engine
+// login of the credentials in its userinfo (nil without).
+func parsePeer(raw string, parent bool) (engine.Peer, *engine.Auth, error) {
 	flagName := "-origin"
 	if parent {
 		flagName = "-parent"
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: cannot parse", flagName, redactURL(raw))
 	}
+	raw = u.Redacted() // for the errors below
 	if u.Scheme != "http" || u.Host == "" {
-		return engine.Peer{}, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
 	}
-	if u.User != nil && !parent {
-		return engine.Peer{}, fmt.Errorf("%s %q: credentials are for parents", flagName, raw)
+	login, err := peerAuth(u, parent)
+	if err != nil {
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	addr, err := resolve(ctx, hostPort(u.Host))
 	if err != nil {
-		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
 	}
 	p := engine.Peer{Name: hostPort(u.Host), Addr: addr, Parent: parent}
-	if u.User != nil {
-		p.Username = u.User.Username()
-		p.Password, _ = u.User.Password()
-	}
 	for k, vs := range u.Query() {
 		v := vs[len(vs)-1]
 		var err error
@@ -98,14 +105,15 @@ func parsePeer(raw string, parent bool) (engine.Peer, error) {
 			p.MaxPending, err = strconv.Atoi(v)
 		case "pending_timeout":
 			p.PendingTimeout, err = time.ParseDuration(v)
+		case "preemptive": // peerAuth read it
 		default:
-			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending or pending_timeout)")
+			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout or preemptive)")
 		}
 		if err != nil {
-			return engine.Peer{}, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
+			return engine.Peer{}, nil, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
 		}
 	}
-	return p, nil
+	return p, login, nil
 }
 
 // routePeers routes the request to the peer group: to an origin in origin

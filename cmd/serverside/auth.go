@@ -1,0 +1,164 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/serverside-go/serverside/engine"
+)
+
+// Client authentication modes (-client-auth): what happens to the
+// client's own Proxy-Authorization on its way to a parent.
+const (
+	// clientAuthNone strips it: the field is hop-by-hop, meant for this
+	// proxy, which does not authenticate its clients.
+	clientAuthNone = "none"
+	// clientAuthPass passes it to a parent that has no credentials of its
+	// own in its URL (engine.LoginPassThrough): the client logs in to the
+	// parent itself, NTLM and Negotiate handshakes included.
+	clientAuthPass = "pass"
+)
+
+// peerAuth is the engine login of one -origin or -parent URL with
+// credentials in its userinfo, or nil when it has none. The engine answers
+// the upstream's Basic and Digest challenges (401 from an origin, 407
+// from a parent) with them. A parent's Basic credentials also go with
+// every request before any challenge, as Squid's cache_peer login= does,
+// unless the URL says preemptive=0 (for a Digest parent, to keep the
+// password off the wire); an origin's only with preemptive=1.
+func peerAuth(u *url.URL, parent bool) (*engine.Auth, error) {
+	if u.User == nil {
+		return nil, nil
+	}
+	pw, _ := u.User.Password()
+	l := engine.Login{
+		Mode:        engine.LoginOwn,
+		Credentials: engine.Credentials{User: u.User.Username(), Password: pw},
+		Preemptive:  parent,
+	}
+	if v := u.Query().Get("preemptive"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("preemptive: %w", err)
+		}
+		l.Preemptive = b
+	}
+	if parent {
+		return &engine.Auth{Proxy: l}, nil
+	}
+	return &engine.Auth{Origin: l}, nil
+}
+
+// authByAddr is a Config.Auth that looks the peer's login up by address.
+func authByAddr(logins map[string]*engine.Auth) func(engine.Upstream) *engine.Auth {
+	return func(u engine.Upstream) *engine.Auth { return logins[u.Addr] }
+}
+
+// withClientAuth applies -client-auth to cfg, whose peer group withPeers
+// built. Under "pass", requests to a parent without credentials of its own
+// carry the client's Proxy-Authorization.
+func withClientAuth(cfg *engine.Config, mode string) error {
+	switch mode {
+	case "", clientAuthNone:
+		return nil
+	case clientAuthPass:
+	default:
+		return fmt.Errorf("-client-auth %q: want %s or %s", mode, clientAuthNone, clientAuthPass)
+	}
+	g, ok := cfg.Groups[peerGroup]
+	if !ok || !g.Peers[0].Parent {
+		return fmt.Errorf("-client-auth %s: the client's Proxy-Authorization is only passed to parents (-parent)", mode)
+	}
+	own := cfg.Auth
+	// One value for every request: the engine does not modify it.
+	pass := &engine.Auth{Proxy: engine.Login{Mode: engine.LoginPassThrough}}
+	cfg.Auth = func(u engine.Upstream) *engine.Auth {
+		if own != nil {
+			if a := own(u); a != nil {
+				return a
+			}
+		}
+		return pass
+	}
+	return nil
+}
+
+// redactURL is raw with any password replaced by "xxxxx", for logs and
+// errors.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if err != nil {
+			return "(unparsable URL)"
+		}
+		return raw
+	}
+	return u.Redacted()
+}
+
+// pinnedGoneMsg is the body of the 502 for a request whose pinned
+// upstream connection is gone.
+const pinnedGoneMsg = "the upstream connection this client connection authenticated on (NTLM/Negotiate) is gone; " +
+	"reconnect and authenticate again"
+
+// pinRegistry finds client connections by pin key, for
+// Config.OnPinnedClosed. Every client connection has a pin key of its own
+// (its accept serial), carried by each of its requests, so the engine
+// pins an upstream connection to it when it sees an NTLM or Negotiate
+// handshake. Sharded by key: keys are registered at accept and removed at
+// close, on every connection.
+type pinRegistry struct {
+	shards []pinShard
+}
+
+type pinShard struct {
+	mu sync.Mutex
+	m  map[uint64]*clientConn
+}
+
+func newPinRegistry(n int) *pinRegistry {
+	r := &pinRegistry{shards: make([]pinShard, max(n, 1))}
+	for i := range r.shards {
+		r.shards[i].m = make(map[uint64]*clientConn)
+	}
+	return r
+}
+
+func (r *pinRegistry) shard(key uint64) *pinShard { return &r.shards[key%uint64(len(r.shards))] }
+
+func (r *pinRegistry) add(cc *clientConn) {
+	s := r.shard(cc.pinKey)
+	s.mu.Lock()
+	s.m[cc.pinKey] = cc
+	s.mu.Unlock()
+}
+
+// remove forgets cc and ends its pinned session, if the engine started
+// one: the upstream connection authenticated for this client is of no use
+// to anyone else. It runs once the connection's last request returned.
+func (r *pinRegistry) remove(cc *clientConn) {
+	s := r.shard(cc.pinKey)
+	s.mu.Lock()
+	delete(s.m, cc.pinKey)
+	s.mu.Unlock()
+	cc.p.eng.Unpin(cc.pinKey)
+}
+
+// closed is Config.OnPinnedClosed: the pinned upstream connection of
+// key's client closed while idle, so the client's authentication is lost
+// and its connection is closed too, as browsers expect of NTLM. It runs
+// on an engine shard goroutine and must not block: the close, whose
+// callbacks take locks and post to the engine, runs on a goroutine of its
+// own. A connection that is busy is left alone: its request fails with
+// engine.ErrPinnedGone, which closes it after the 502.
+func (r *pinRegistry) closed(key uint64) {
+	s := r.shard(key)
+	s.mu.Lock()
+	cc := s.m[key]
+	s.mu.Unlock()
+	if cc != nil {
+		go cc.closeIfIdle()
+	}
+}
