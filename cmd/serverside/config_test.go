@@ -37,8 +37,9 @@ func TestDocExampleConfig(t *testing.T) {
 			{URL: "http://127.0.0.1:8081", Name: "web-a", Weight: 3, MaxConns: 64},
 			{URL: "http://127.0.0.1:8082", Name: "127.0.0.1:8082", Weight: 1},
 		},
-		Parents: []peerSpec{{URL: "http://user:secret@10.0.0.5:3128", Name: "squid-1", Weight: 1, MaxConns: 128}},
-		LB:      "leastconn",
+		Parents:    []peerSpec{{URL: "http://user:secret@10.0.0.5:3128", Name: "squid-1", Weight: 1, MaxConns: 128, Preemptive: new(false)}},
+		LB:         "leastconn",
+		ClientAuth: "none",
 		Timeouts: timeouts{
 			Connect: duration(3 * time.Second), Idle: duration(90 * time.Second), ResponseHeader: duration(30 * time.Second),
 		},
@@ -55,7 +56,7 @@ func TestConfigErrors(t *testing.T) {
 		unknown        bool
 	}{
 		{`{"lsiten": "127.0.0.1:1"}`, "lsiten", "known fields here: listen, admin,", true},
-		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns", true},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns, preemptive", true},
 		{`{"timeouts": {"connect": "1s", "read": "1s"}}`, "timeouts.read", "known fields here: connect, idle, response_header", true},
 		{`{"listen": 8080}`, "listen", "want a string, got a JSON number", false},
 		{`{"shards": -1}`, "shards", "must be 0 (GOMAXPROCS) or more", false},

@@ -9,6 +9,11 @@
 // peer group, balanced by -lb (round-robin by default); see peers.go for
 // the per-peer URL options. CONNECT is answered 501 for now.
 //
+// Credentials in -origin or -parent URLs answer the peers' 401 or 407
+// challenges; -client-auth pass relays the client's Proxy-Authorization to
+// parents; each client connection pins the upstream connection of its
+// NTLM or Negotiate handshake (auth.go, docs/demo.md).
+//
 // -config FILE reads the flags and per-peer options from a JSON file
 // (flags on the command line win); -admin ADDR serves /metrics, /status
 // and /debug/pprof/. docs/demo.md describes both.
