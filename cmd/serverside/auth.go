@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
 )
 
 // Client authentication modes (-client-auth): what happens to the
@@ -103,12 +104,56 @@ func redactURL(raw string) string {
 const pinnedGoneMsg = "the upstream connection this client connection authenticated on (NTLM/Negotiate) is gone; " +
 	"reconnect and authenticate again"
 
+// requestPinKey is the pin key of the request being served: the
+// connection's own once it has shown authentication (a request with
+// credentials, or a 401 or 407 relayed), else 0. The engine pins an
+// upstream connection to the key when it sees an NTLM or Negotiate
+// handshake, and the client's later requests, with or without
+// credentials, go over that connection. Connections that never
+// authenticate (nearly all) cost the engine nothing for it: a request
+// with a pin key is watched for handshakes.
+//
+// A handshake can only start with the client's credentials: the 401 or
+// 407 that asks for NTLM, on a request without, leaves no upstream
+// connection to keep (the engine closes one that saw a handshake without
+// a pin key), and the client's Type 1 message comes with the key.
+func (cc *clientConn) requestPinKey() uint64 {
+	if !cc.authSeen.Load() {
+		if !cc.req.Has(parser.HdrAuthorization) && !cc.req.Has(parser.HdrProxyAuthorization) {
+			return 0
+		}
+		cc.markAuth()
+	}
+	return cc.pinKey
+}
+
+// markAuth notes that the connection authenticates upstream: its requests
+// carry its pin key from now on, and it is findable by it.
+func (cc *clientConn) markAuth() {
+	if !cc.authSeen.Swap(true) {
+		cc.p.pins.add(cc)
+	}
+}
+
+// challenge prepares the relay of a 401 or 407 the engine did not
+// answer. The client is the one to answer it: a 407 keeps its
+// Proxy-Authenticate (hop-by-hop, but the client's login is passed
+// through to the parent, or the refusal is shown). Either marks the
+// connection as authenticating.
+func (s *sink) challenge(ed *parser.Edits) {
+	if s.status != 401 && s.status != 407 {
+		return
+	}
+	s.cc.markAuth()
+	if s.status == 407 {
+		ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
+	}
+}
+
 // pinRegistry finds client connections by pin key, for
 // Config.OnPinnedClosed. Every client connection has a pin key of its own
-// (its accept serial), carried by each of its requests, so the engine
-// pins an upstream connection to it when it sees an NTLM or Negotiate
-// handshake. Sharded by key: keys are registered at accept and removed at
-// close, on every connection.
+// (its accept serial); those that authenticate are registered (markAuth)
+// until they close. Sharded by key.
 type pinRegistry struct {
 	shards []pinShard
 }

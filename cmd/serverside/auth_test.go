@@ -503,3 +503,75 @@ func TestNTLMPinnedGone(t *testing.T) {
 		t.Fatalf("Squid logged %d requests, then %d: want 4, and none after the pinned connection closed", before, after)
 	}
 }
+
+// registered is the number of client connections in p's pin registry.
+func registered(p *proxy) int {
+	n := 0
+	for i := range p.pins.shards {
+		s := &p.pins.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// TestNTLMAfterBareChallenge: a browser's order. The first request has
+// no credentials and gets the 401 asking for NTLM; the handshake follows
+// on the same client connection, and a request without credentials after
+// it is served on the authenticated upstream connection. A client
+// connection that never authenticates gets no pin key and is not
+// registered.
+func TestNTLMAfterBareChallenge(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm"})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+
+	rc := dialRaw(t, px)
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n")
+	resp, _ := rc.read(t)
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != "NTLM" || resp.Close {
+		t.Fatalf("bare request: %d %q (close %v), want a 401 asking for NTLM on an open connection",
+			resp.StatusCode, resp.Header.Get("WWW-Authenticate"), resp.Close)
+	}
+	rc.handshake(t, "browser")
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("after the handshake: %d %q, want 200 on the authenticated connection", resp.StatusCode, body)
+	}
+	if n := pinned(p); n != 1 {
+		t.Fatalf("%d pinned connections, want 1", n)
+	}
+	if n := registered(p); n != 1 {
+		t.Fatalf("%d registered client connections, want 1", n)
+	}
+
+	// A client that never authenticates (nginx behind another proxy):
+	// nothing registered for it.
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + ng.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	pp, plain := startAuthProxy(t, cfg)
+	pc := dialRaw(t, plain)
+	pc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := pc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("plain request: %d %q", resp.StatusCode, body)
+	}
+	if n := registered(pp); n != 0 {
+		t.Fatalf("%d registered client connections without authentication, want 0", n)
+	}
+	rc.c.Close()
+	waitPinned(t, p, 0)
+	for deadline := time.Now().Add(10 * time.Second); registered(p) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d registered client connections after the close, want 0", registered(p))
+		}
+	}
+}

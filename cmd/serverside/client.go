@@ -78,10 +78,11 @@ type clientConn struct {
 	r  inReader
 	w  outWriter
 	sh *clientShard
-	// pinKey is the connection's own, never 0: every request carries it,
-	// so an NTLM or Negotiate handshake pins an upstream connection to
-	// this client connection (auth.go).
-	pinKey uint64
+	// pinKey is the connection's own, never 0: once authSeen, every
+	// request carries it, so an NTLM or Negotiate handshake pins an
+	// upstream connection to this client connection (auth.go).
+	pinKey   uint64
+	authSeen atomic.Bool
 
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
@@ -127,7 +128,9 @@ func (cc *clientConn) unregister() {
 	cc.sh.mu.Lock()
 	delete(cc.sh.conns, cc)
 	cc.sh.mu.Unlock()
-	cc.p.pins.remove(cc)
+	if cc.authSeen.Load() {
+		cc.p.pins.remove(cc)
+	}
 }
 
 // serveOne reads and serves one request. It runs with at least one byte
@@ -249,7 +252,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed.Add("Via", []byte("1.1 serverside"))
 
 	er := &cc.ereq
-	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.pinKey}
+	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
 	var body *bodyReader
 	if hasBody {
 		body = &cc.body
@@ -571,12 +574,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	ed := &s.edits
 	ed.Reset()
 	ed.StripHopByHop = true
-	if s.status == 407 {
-		// A parent's challenge that the engine did not answer is the
-		// client's to answer (its own login passed through, or a
-		// refusal to show): relayed with its Proxy-Authenticate.
-		ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
-	}
+	s.challenge(ed)
 	flushNow := false
 	switch resp.Framing() {
 	case parser.FramingChunked, parser.FramingUntilClose:

@@ -201,7 +201,6 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 	sh := p.shards[(serial-1)%uint64(len(p.shards))]
 	cc := newClientConn(p, c, sh)
 	cc.pinKey = serial
-	p.pins.add(cc)
 	p.metrics.connOpened()
 	sh.mu.Lock()
 	sh.conns[cc] = struct{}{}
