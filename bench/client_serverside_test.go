@@ -25,6 +25,8 @@ import (
 //	                 each client connection on its own goroutine).
 //	serverside-send  Engine.Send: the asynchronous form, through a shard
 //	                 and an exchange worker; the caller waits for OnDone.
+//	serverside-gonet Engine.Exchange with Config.GoNetIO: upstream
+//	                 connections on Go's net package and runtime poller.
 func init() {
 	registerClient("serverside", func(cfg clientConfig) (client, error) {
 		return newServersideClient(cfg, false)
@@ -32,16 +34,23 @@ func init() {
 	registerClient("serverside-send", func(cfg clientConfig) (client, error) {
 		return newServersideClient(cfg, true)
 	})
+	registerClient("serverside-gonet", func(cfg clientConfig) (client, error) {
+		return newServersideClient(cfg, false, func(c *engine.Config) { c.GoNetIO = true })
+	})
 }
 
-func newServersideClient(cfg clientConfig, async bool) (client, error) {
-	e, err := engine.New(engine.Config{
+func newServersideClient(cfg clientConfig, async bool, opts ...func(*engine.Config)) (client, error) {
+	ecfg := engine.Config{
 		MaxConnsPerUpstream: cfg.MaxConns,
 		MaxIdlePerUpstream:  cfg.MaxConns,
 		PendingTimeout:      5 * time.Second, // wait for a connection instead of failing at once
 		// The other clients' read timeouts are 10s.
 		ResponseHeaderTimeout: 10 * time.Second,
-	})
+	}
+	for _, o := range opts {
+		o(&ecfg)
+	}
+	e, err := engine.New(ecfg)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,16 @@ type Config struct {
 	// a connection moves to blocking I/O for the rest of a body. Default
 	// 1 MiB.
 	BodyHighWater int
+	// GoNetIO makes plain-TCP upstream connections with Go's net package,
+	// served by the Go runtime's own poller, instead of netpoll (the
+	// default). A caller blocked in Exchange then reads its response with
+	// no hand-off from netpoll's poller goroutine, which costs less CPU per
+	// request at low concurrency (docs/benchmarks.md), and a slow sink
+	// gets TCP backpressure without a detach; netpoll's one epoll_wait
+	// for many connections is the better fit under high concurrency.
+	// Idle connections are checked with a non-blocking peek, as TLS ones
+	// are.
+	GoNetIO bool
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Groups are the peer groups requests may name (Upstream.Group),

@@ -118,6 +118,8 @@ type Engine struct {
 	tls    tlsState
 	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
 	defaultTLS *TLS
+	// goNet dials plain-TCP upstreams on Go net (Config.GoNetIO).
+	goNet *upstreamDialer
 
 	requests sync.Pool   // *request, recycled by Exchange
 	digests  digestCache // Digest challenges answered, for later requests
@@ -137,6 +139,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Logger.Warn("engine: GOMAXPROCS below 2; netpoll's poller stalls the process, set GOMAXPROCS>=2", "gomaxprocs", n)
 	}
 	e := &Engine{cfg: cfg, defaultTLS: &TLS{}}
+	e.goNet = &upstreamDialer{connect: cfg.ConnectTimeout, hsTimeout: cfg.TLSHandshakeTimeout}
 	e.pool = poolset.New[*conn.Conn](poolset.Config{
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxIdlePerKey:  cfg.MaxIdlePerUpstream,
@@ -347,6 +350,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	switch {
 	case req.peer != nil:
 		r.t.Key = req.peer.key
+		r.t.Dialer = req.peer.dialer
 	case req.Group != "":
 		if err := e.route(req, r); err != nil {
 			if r.stop != nil {

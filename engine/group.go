@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,14 @@ type Peer struct {
 	// the engine's PendingTimeout.
 	MaxConns, MaxPending int
 	PendingTimeout       time.Duration
+	// TLS, when set, speaks TLS to the peer: an https origin, or a parent
+	// proxy spoken to over TLS. Its ServerName, when empty, is the host of
+	// Addr (an IP address, which Go verifies against the certificate's IP
+	// SANs and does not send as SNI). The TLS identity is part of the
+	// peer's pool key, as for Upstream.TLS. Like an Upstream's, a *TLS must
+	// not change once used. A parent's TLS also applies to the tunnels
+	// opened through it (TunnelRequest.Group).
+	TLS *TLS
 }
 
 // Health configures the health of a group's peers.
@@ -193,6 +202,11 @@ type peer struct {
 	idx  int
 	key  poolset.Key
 	auth []byte // Basic Proxy-Authorization value; nil without credentials
+	// dialer makes the peer's connections when they are not plain TCP
+	// (Peer.TLS); nil for netpoll's dial. parent is the peer as a CONNECT
+	// parent, for tunnels through the group.
+	dialer shard.Dialer
+	parent *Parent
 
 	// Guarded by the group's mu.
 	up       bool
@@ -242,6 +256,7 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 		}
 		p := &peer{cfg: pc, idx: i, up: true, key: poolset.Key{Addr: pc.Addr}}
 		if pc.Parent {
+			p.parent = &Parent{Addr: pc.Addr, User: pc.Username, Password: pc.Password, TLS: pc.TLS}
 			p.key.Via = "fwd"
 			if pc.Username != "" || pc.Password != "" {
 				cred := pc.Username + ":" + pc.Password
@@ -386,6 +401,41 @@ func classify(err error) outcome {
 	return neutral
 }
 
+// pickParent picks a parent peer of the group groupName for a tunnel or
+// a request sent through a CONNECT tunnel. The caller reports the
+// outcome with g.report (probe says the pick is the peer's probe).
+func (e *Engine) pickParent(groupName, hashKey string) (g *group, p *peer, probe bool, err error) {
+	if g = e.group(groupName); g == nil {
+		return nil, nil, false, fmt.Errorf("%w: %q", ErrNoGroup, groupName)
+	}
+	if p, probe, err = g.pick(e.pool, hashKey, 0); err != nil {
+		return nil, nil, false, err
+	}
+	if p.parent == nil {
+		g.report(p, probe, neutral, false, e.cfg.Logger.Info)
+		return nil, nil, false, fmt.Errorf("%w: peer %q of group %q is not a parent proxy", ErrBadRequest, p.cfg.Name, groupName)
+	}
+	return g, p, probe, nil
+}
+
+// PickParent picks a parent proxy from the group groupName with the
+// group's balancer (hashKey for balance.Hash), for a request to send
+// through a CONNECT tunnel (Upstream.Via): an https origin behind a group
+// of parents. The pick counts in PeerStats; the request's outcome does
+// not feed the peer's passive health (a tunnel opened with
+// TunnelRequest.Group does). The returned *Parent is the peer's own, the
+// same value for every pick of that peer: it must not be changed.
+func (e *Engine) PickParent(groupName, hashKey string) (*Parent, error) {
+	g, p, probe, err := e.pickParent(groupName, hashKey)
+	if err != nil {
+		return nil, err
+	}
+	if probe {
+		g.report(p, probe, neutral, false, e.cfg.Logger.Info)
+	}
+	return p.parent, nil
+}
+
 // report records an outcome for p; probe says the request was p's probe.
 // active marks an active check, whose failure marks the peer down at
 // once.
@@ -435,6 +485,9 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := e.peersTLS(g); err != nil {
+		return err
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -460,6 +513,32 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	// The old checker's requests take e.mu: stop it outside the lock.
 	if prev := (*old)[name]; prev != nil {
 		prev.stopChecks()
+	}
+	return nil
+}
+
+// peersTLS completes the pool keys of g's TLS peers with their TLS
+// identity and gives them their key's dialer.
+func (e *Engine) peersTLS(g *group) error {
+	for i, p := range g.peers {
+		t := p.cfg.TLS
+		if t == nil {
+			continue
+		}
+		prof := e.profile(t)
+		if prof.err != nil {
+			return fmt.Errorf("engine: group %q: peer %q: %w", g.name, p.cfg.Name, prof.err)
+		}
+		sni := t.ServerName
+		if sni == "" {
+			sni = p.cfg.Addr
+			if h, _, err := net.SplitHostPort(sni); err == nil {
+				sni = h
+			}
+		}
+		p.key.TLS = "sni=" + sni + ";" + prof.id
+		g.keys[i] = p.key
+		p.dialer = e.keyDialer(p.key, prof, sni, nil)
 	}
 	return nil
 }
@@ -566,6 +645,7 @@ func (r *request) aim(p *peer, probe bool) error {
 		return err
 	}
 	r.t.Key = p.key
+	r.t.Dialer = p.dialer
 	r.t.Exchange.Edits = ed
 	r.t.PendingTimeout = p.cfg.PendingTimeout
 	return nil

@@ -64,6 +64,13 @@ type upstreamDialer struct {
 // Dial implements shard.Dialer: TCP (or a CONNECT tunnel through the
 // parent), then the TLS handshake, on the dial pool's worker.
 func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, error) {
+	if u.parent == nil && u.cfg == nil { // plain TCP on Go net (Config.GoNetIO)
+		raw, err := conn.DialGo(ctx, addr, u.connect)
+		if err != nil {
+			return nil, err
+		}
+		return conn.NewGo(addr, raw), nil
+	}
 	if u.parent == nil {
 		return conn.DialTLS(ctx, addr, u.connect, u.hsTimeout, u.cfg)
 	}
@@ -177,6 +184,9 @@ func serverName(t *TLS, req *Request) string {
 // direct upstream, which netpoll dials.
 func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, error) {
 	if req.TLS == nil && req.Via == nil {
+		if e.cfg.GoNetIO {
+			return e.goNet, nil
+		}
 		return nil, nil
 	}
 	var p *tlsProfile
@@ -193,20 +203,30 @@ func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, err
 			return nil, err
 		}
 	}
-	if v, ok := e.tls.upstreams.Load(*key); ok {
-		return v.(*upstreamDialer), nil
+	var sni string
+	if p != nil {
+		sni = serverName(req.TLS, req)
+	}
+	return e.keyDialer(*key, p, sni, route), nil
+}
+
+// keyDialer returns key's dialer, made on first use: TLS with profile p
+// (nil: plaintext) and server name sni, through route when not nil.
+func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *parentRoute) *upstreamDialer {
+	if v, ok := e.tls.upstreams.Load(key); ok {
+		return v.(*upstreamDialer)
 	}
 	u := &upstreamDialer{connect: e.cfg.ConnectTimeout, hsTimeout: e.cfg.TLSHandshakeTimeout}
 	if p != nil {
 		u.cfg = p.base.Clone()
-		u.cfg.ServerName = serverName(req.TLS, req)
+		u.cfg.ServerName = sni
 		u.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(0)
 	}
 	u.parent = route
-	v, loaded := e.tls.upstreams.LoadOrStore(*key, u)
+	v, loaded := e.tls.upstreams.LoadOrStore(key, u)
 	if !loaded && u.cfg != nil && u.cfg.InsecureSkipVerify {
 		e.cfg.Logger.Warn("engine: TLS certificate verification is OFF for this upstream; anyone on the path can impersonate it",
 			"upstream", key.String())
 	}
-	return v.(*upstreamDialer), nil
+	return v.(*upstreamDialer)
 }

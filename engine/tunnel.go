@@ -116,6 +116,13 @@ type TunnelRequest struct {
 	// Via is the parent proxy to CONNECT through; nil dials Target
 	// directly.
 	Via *Parent
+	// Group, instead of Via, names a peer group of parent proxies
+	// (Peer.Parent): the group's balancer picks one (on HashKey for
+	// balance.Hash, default Target), whose credentials and TLS are used.
+	// The outcome feeds the peer's passive health: a failed connect counts
+	// against it, any answer to the CONNECT (a refusal included) counts
+	// for it. A tunnel is not rerouted to another peer.
+	Group, HashKey string
 }
 
 // TunnelResponse is a parent's answer to CONNECT (nil for a direct
@@ -150,6 +157,27 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	e.mu.Unlock()
 	if closed {
 		return nil, nil, ErrClosed
+	}
+	if req.Group != "" {
+		if req.Via != nil {
+			return nil, nil, fmt.Errorf("%w: tunnel with both Via and Group", ErrBadRequest)
+		}
+		hk := req.HashKey
+		if hk == "" {
+			hk = req.Target
+		}
+		g, p, probe, err := e.pickParent(req.Group, hk)
+		if err != nil {
+			return nil, nil, err
+		}
+		req.Via, req.Group = p.parent, ""
+		c, resp, err := e.Tunnel(ctx, req)
+		o := classify(err)
+		if err != nil && resp != nil {
+			o = healthy // the parent answered
+		}
+		g.report(p, probe, o, false, e.cfg.Logger.Info)
+		return c, resp, err
 	}
 	key := poolset.Key{Addr: req.Target, Via: "tunnel"}
 	var route *parentRoute

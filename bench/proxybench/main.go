@@ -145,11 +145,25 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 		return nil, fmt.Errorf("go build ./cmd/serverside: %w\n%s", err, out)
 	}
 
+	if cfg.cases == nil || cfg.cases["tunnel-1g"] {
+		if err := os.MkdirAll(filepath.Join(dir, "origin", "html"), 0o755); err != nil {
+			return nil, err
+		}
+		if err := tunnelOrigin(dir); err != nil {
+			return nil, err
+		}
+	}
 	o, err := e.startOrigin()
 	if err != nil {
 		return nil, err
 	}
 	defer ps.stop(o.proc)
+	if cfg.cases == nil || cfg.cases["tunnel-1g"] {
+		log.Info("warming the origin's page cache for tunnel-1g")
+		if err := e.warmTunnel(ctx, o); err != nil {
+			return nil, err
+		}
+	}
 	script, err := e.forwardScript(o)
 	if err != nil {
 		return nil, err
@@ -169,6 +183,19 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 					return rep, fmt.Errorf("stopped in round %d: %w", r+1, context.Cause(ctx))
 				}
 				log.Info("run", "round", r+1, "case", c.name, "proxy", string(k))
+				if c.tunnel {
+					res, err := e.measureTunnel(ctx, o, k)
+					if err != nil {
+						if ctx.Err() != nil {
+							return rep, err
+						}
+						log.Error("run failed", "case", c.name, "proxy", string(k), "err", err)
+						rep.fail(fmt.Sprintf("round %d, %s, %s: %v", r+1, c.name, k, firstLine(err.Error())))
+						continue
+					}
+					rep.tunnel[k] = append(rep.tunnel[k], res)
+					continue
+				}
 				res, err := e.measure(ctx, o, c, k, cfg.duration, script)
 				if err != nil {
 					if ctx.Err() != nil {

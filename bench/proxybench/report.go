@@ -15,6 +15,7 @@ type benchCase struct {
 	path    string
 	conns   int
 	forward bool // absolute-form targets, as to a forward proxy
+	tunnel  bool // the 1 GiB download of tunnel.go instead of wrk
 	kinds   []proxyKind
 	note    string
 }
@@ -37,6 +38,8 @@ func allCases() []benchCase {
 		{name: "forward-c64", path: "/small", conns: 64, forward: true,
 			kinds: []proxyKind{kindServerside, kindNginx, kindHAProxy, kindNone},
 			note:  "GET http://origin/small (absolute form), 64 connections; serverside in forward mode, nginx and haproxy with their fixed server"},
+		{name: "tunnel-1g", path: "/1g", conns: 1, tunnel: true, kinds: tunnelKinds,
+			note: "one 1 GiB download with curl: through a CONNECT tunnel of serverside, through haproxy in TCP mode, and direct (table below)"},
 	}
 }
 
@@ -63,6 +66,7 @@ type report struct {
 	loadStart string
 	runs      map[string]map[proxyKind][]runResult
 	idle      map[proxyKind][]float64
+	tunnel    map[proxyKind][]tunnelResult
 	failures  []string
 }
 
@@ -74,6 +78,7 @@ func newReport(cfg config, machine string) *report {
 		loadStart: loadAverage(),
 		runs:      make(map[string]map[proxyKind][]runResult),
 		idle:      make(map[proxyKind][]float64),
+		tunnel:    make(map[proxyKind][]tunnelResult),
 	}
 }
 
@@ -197,8 +202,10 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- **Pinning:** %s. serverside runs with GOMAXPROCS=2 and -shards 1.\n", pin)
 	fmt.Fprintf(&b, "- **Values:** medians over the rounds, column by column; errors are summed over the rounds; the req/s and CPU ranges are min–max over the rounds.\n\n")
 
-	fmt.Fprintf(&b, "| case | proxy | req/s | req/s range | p50 ms | p99 ms | errors | proxy CPU µs/req | CPU range | CPU vs nginx | new upstream conns |\n")
-	fmt.Fprintf(&b, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	if len(r.runs) > 0 {
+		fmt.Fprintf(&b, "| case | proxy | req/s | req/s range | p50 ms | p99 ms | errors | proxy CPU µs/req | CPU range | CPU vs nginx | new upstream conns |\n")
+		fmt.Fprintf(&b, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	}
 	for _, c := range allCases() {
 		byKind := r.runs[c.name]
 		if byKind == nil {
@@ -233,9 +240,10 @@ func (r *report) markdown() string {
 				s.p50ms, s.p99ms, s.errorText(), cpu, cpuRange, vs, strconv.FormatFloat(s.conns, 'f', -1, 64))
 		}
 	}
+	r.tunnelMarkdown(&b)
 	b.WriteString("\nCases:\n\n")
 	for _, c := range allCases() {
-		if r.runs[c.name] != nil {
+		if r.runs[c.name] != nil || c.tunnel && len(r.tunnel) > 0 {
 			fmt.Fprintf(&b, "- `%s`: %s.\n", c.name, c.note)
 		}
 	}

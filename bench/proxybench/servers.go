@@ -122,6 +122,7 @@ http {
         location = /small { default_type text/plain; return 200 %[4]q; }
         location = /16k { }
         location = /1m { }
+        location = /1g { }
     }
 }
 `, dir, o.addr, o.logPath, smallBody)
@@ -236,7 +237,7 @@ func (e *env) startProxyOnce(kind proxyKind, o *origin, forward bool) (*proc, st
 	var stopSig syscall.Signal
 	switch kind {
 	case kindServerside:
-		argv = []string{e.serverside, "-listen", addr, "-access-log=false", "-shards", "1"}
+		argv = []string{e.serverside, "-listen", addr, "-access-log=false", "-shards", "1", "-connect-ports", "any"}
 		if !forward {
 			argv = append(argv, "-origin", "http://"+o.addr)
 		}

@@ -502,6 +502,9 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 	}
 	e.family("serverside_client_response_body_bytes_total", "counter", "Response body bytes written to clients.")
 	e.sample("serverside_client_response_body_bytes_total", u64(c.BodyBytes))
+	if a.p != nil {
+		a.p.tunnels.write(e)
+	}
 
 	ups := doc.Upstreams
 	e.family("serverside_upstreams", "gauge", "Upstreams the engine has state for.")

@@ -22,14 +22,22 @@ const (
 	clientAuthPass = "pass"
 )
 
-// peerAuth is the engine login of one -origin or -parent URL with
-// credentials in its userinfo, or nil when it has none. The engine answers
-// the upstream's Basic and Digest challenges (401 from an origin, 407
-// from a parent) with them. A parent's Basic credentials also go with
-// every request before any challenge, as Squid's cache_peer login= does,
-// unless the URL says preemptive=0 (for a Digest parent, to keep the
-// password off the wire); an origin's only with preemptive=1.
-func peerAuth(u *url.URL, parent bool) (*engine.Auth, error) {
+// peerAuth applies the credentials in the userinfo of p's -origin or
+// -parent URL u, if any:
+//
+//   - A parent's, by default, are the peer's own (Peer.Username and
+//     Password): Basic sent with every request and every CONNECT before
+//     any challenge, as Squid's cache_peer login= does. The engine then
+//     answers no 407 of that parent.
+//   - A parent's with preemptive=0 become an engine login (the returned
+//     Auth, for Config.Auth): the engine answers the parent's Basic and
+//     Digest 407s to requests, and the password never crosses the wire
+//     in clear. CONNECT tunnels through that parent carry no
+//     credentials (the engine answers no challenge to a CONNECT).
+//   - An origin's become an engine login that answers its Basic and
+//     Digest 401s; with preemptive=1 Basic also goes before any
+//     challenge.
+func peerAuth(u *url.URL, p *engine.Peer) (*engine.Auth, error) {
 	if u.User == nil {
 		return nil, nil
 	}
@@ -37,7 +45,7 @@ func peerAuth(u *url.URL, parent bool) (*engine.Auth, error) {
 	l := engine.Login{
 		Mode:        engine.LoginOwn,
 		Credentials: engine.Credentials{User: u.User.Username(), Password: pw},
-		Preemptive:  parent,
+		Preemptive:  p.Parent,
 	}
 	if v := u.Query().Get("preemptive"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -46,10 +54,14 @@ func peerAuth(u *url.URL, parent bool) (*engine.Auth, error) {
 		}
 		l.Preemptive = b
 	}
-	if parent {
-		return &engine.Auth{Proxy: l}, nil
+	switch {
+	case !p.Parent:
+		return &engine.Auth{Origin: l}, nil
+	case l.Preemptive:
+		p.Username, p.Password = l.Credentials.User, l.Credentials.Password
+		return nil, nil
 	}
-	return &engine.Auth{Origin: l}, nil
+	return &engine.Auth{Proxy: l}, nil
 }
 
 // authByAddr is a Config.Auth that looks the peer's login up by address.
@@ -73,6 +85,13 @@ func withClientAuth(cfg *engine.Config, mode string) error {
 		return fmt.Errorf("-client-auth %s: the client's Proxy-Authorization is only passed to parents (-parent)", mode)
 	}
 	own := cfg.Auth
+	// Parents with credentials of their own send those (Peer.Username).
+	peerCreds := make(map[string]bool)
+	for _, p := range g.Peers {
+		if p.Username != "" || p.Password != "" {
+			peerCreds[p.Addr] = true
+		}
+	}
 	// One value for every request: the engine does not modify it.
 	pass := &engine.Auth{Proxy: engine.Login{Mode: engine.LoginPassThrough}}
 	cfg.Auth = func(u engine.Upstream) *engine.Auth {
@@ -80,6 +99,9 @@ func withClientAuth(cfg *engine.Config, mode string) error {
 			if a := own(u); a != nil {
 				return a
 			}
+		}
+		if peerCreds[u.Addr] {
+			return nil
 		}
 		return pass
 	}

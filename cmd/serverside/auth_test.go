@@ -25,9 +25,9 @@ import (
 
 var statusLine = regexp.MustCompile(`HTTP/1\.[01] (\d{3}) `)
 
-// curlStatus runs curl -i and returns the status codes of the responses
+// curlCodes runs curl -i and returns the status codes of the responses
 // it printed, its output, and its stderr.
-func curlStatus(t *testing.T, args ...string) ([]int, string, string) {
+func curlCodes(t *testing.T, args ...string) ([]int, string, string) {
 	t.Helper()
 	out, errb := curl(t, append([]string{"-i"}, args...)...)
 	var codes []int
@@ -62,14 +62,14 @@ func TestReverseOriginAuth(t *testing.T) {
 		t.Run(scheme, func(t *testing.T) {
 			ap := bench.StartApache(t, bench.ApacheOptions{Auth: scheme, Users: map[string]string{"alice": "pw"}})
 			right := startProxy(t, "http://alice:pw@"+ap.Addr())
-			codes, out, _ := curlStatus(t, "http://"+right+"/small", "http://"+right+"/small")
+			codes, out, _ := curlCodes(t, "http://"+right+"/small", "http://"+right+"/small")
 			if !sameInts(codes, 200, 200) || strings.Count(out, bench.SmallBody) != 2 {
 				t.Fatalf("right credentials: statuses %v:\n%.600s", codes, out)
 			}
 			wantChallenge := map[string]string{"basic": "WWW-Authenticate: Basic", "digest": "WWW-Authenticate: Digest"}[scheme]
 			for _, origin := range []string{"http://alice:wrong@" + ap.Addr(), "http://" + ap.Addr()} {
 				px := startProxy(t, origin)
-				codes, out, errb := curlStatus(t, "-v", "http://"+px+"/small", "http://"+px+"/small")
+				codes, out, errb := curlCodes(t, "-v", "http://"+px+"/small", "http://"+px+"/small")
 				if !sameInts(codes, 401, 401) || strings.Count(out, wantChallenge) != 2 {
 					t.Fatalf("%s: statuses %v, want 401 twice with %q:\n%.1500s", redactURL(origin), codes, wantChallenge, out)
 				}
@@ -99,15 +99,20 @@ func TestParentDigestAuth(t *testing.T) {
 		}
 		return startProxyConfig(t, cfg)
 	}
-	for _, parent := range []string{"http://alice:pw@" + sq.Addr() + "?preemptive=0", "http://alice:pw@" + sq.Addr()} {
-		px := proxyTo(parent)
-		codes, out, _ := curlStatus(t, "-x", "http://"+px, ng.URL("/small"), ng.URL("/small"))
-		if !sameInts(codes, 200, 200) || strings.Count(out, bench.SmallBody) != 2 {
-			t.Fatalf("%s: statuses %v:\n%.600s", redactURL(parent), codes, out)
-		}
+	px := proxyTo("http://alice:pw@" + sq.Addr() + "?preemptive=0")
+	codes, out, _ := curlCodes(t, "-x", "http://"+px, ng.URL("/small"), ng.URL("/small"))
+	if !sameInts(codes, 200, 200) || strings.Count(out, bench.SmallBody) != 2 {
+		t.Fatalf("statuses %v:\n%.600s", codes, out)
 	}
-	px := proxyTo("http://alice:wrong@" + sq.Addr() + "?preemptive=0")
-	codes, out, errb := curlStatus(t, "-v", "-x", "http://"+px, ng.URL("/small"), ng.URL("/small"))
+	// Without preemptive=0 the credentials are the peer's own, sent as
+	// Basic, which this Squid refuses: its 407 reaches curl.
+	px = proxyTo("http://alice:pw@" + sq.Addr())
+	codes, out, _ = curlCodes(t, "-x", "http://"+px, ng.URL("/small"))
+	if !sameInts(codes, 407) || !strings.Contains(out, "Proxy-Authenticate: Digest") {
+		t.Fatalf("preemptive Basic to a Digest parent: statuses %v:\n%.1500s", codes, out)
+	}
+	px = proxyTo("http://alice:wrong@" + sq.Addr() + "?preemptive=0")
+	codes, out, errb := curlCodes(t, "-v", "-x", "http://"+px, ng.URL("/small"), ng.URL("/small"))
 	if !sameInts(codes, 407, 407) || strings.Count(out, "Proxy-Authenticate: Digest") != 2 {
 		t.Fatalf("wrong credentials: statuses %v, want 407 twice with the Digest challenge:\n%.1500s", codes, out)
 	}
@@ -120,8 +125,8 @@ func TestParentDigestAuth(t *testing.T) {
 			alice++
 		}
 	}
-	if alice != 4 {
-		t.Fatalf("Squid logged %d requests by alice, want 4:\n%s", alice, strings.Join(sq.AccessLog(), "\n"))
+	if alice != 2 {
+		t.Fatalf("Squid logged %d requests by alice, want 2:\n%s", alice, strings.Join(sq.AccessLog(), "\n"))
 	}
 }
 
@@ -267,7 +272,7 @@ func TestNTLMReverse(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			u := fmt.Sprintf("http://%s/small?c=%d", px, i)
-			codes[i], outs[i], _ = curlStatus(t, "--ntlm", "-u", fmt.Sprintf("user%d:pw", i), u+"&n=1", u+"&n=2")
+			codes[i], outs[i], _ = curlCodes(t, "--ntlm", "-u", fmt.Sprintf("user%d:pw", i), u+"&n=1", u+"&n=2")
 		}()
 	}
 	wg.Wait()
@@ -319,7 +324,7 @@ func TestNTLMParentPassThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, px := startAuthProxy(t, cfg)
-	codes, out, _ := curlStatus(t, "--proxy-ntlm", "-U", "user:pw", "-x", "http://"+px, ng.URL("/small?n=1"), ng.URL("/small?n=2"))
+	codes, out, _ := curlCodes(t, "--proxy-ntlm", "-U", "user:pw", "-x", "http://"+px, ng.URL("/small?n=1"), ng.URL("/small?n=2"))
 	if !sameInts(codes, 407, 200, 200) || strings.Count(out, bench.SmallBody) != 2 {
 		t.Fatalf("statuses %v, want 407 200 200:\n%.1500s", codes, out)
 	}
@@ -336,7 +341,7 @@ func TestNTLMParentPassThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, px = startAuthProxy(t, cfg)
-	codes, out, _ = curlStatus(t, "--proxy-ntlm", "-U", "user:pw", "-x", "http://"+px, ng.URL("/small"))
+	codes, out, _ = curlCodes(t, "--proxy-ntlm", "-U", "user:pw", "-x", "http://"+px, ng.URL("/small"))
 	if len(codes) == 0 || codes[len(codes)-1] != 407 || !strings.Contains(out, "Proxy-Authenticate: NTLM") {
 		t.Fatalf("statuses %v, want a final 407:\n%.1500s", codes, out)
 	}

@@ -66,6 +66,7 @@ const (
 	served   outcome = iota // keep the connection for the next request
 	closeIt                 // close the connection
 	detachIt                // serve it off netpoll from this request on
+	tunnelIt                // take it off netpoll and relay it to cc.tunnel
 )
 
 // clientConn is one client connection. Apart from state and idleSince,
@@ -90,6 +91,12 @@ type clientConn struct {
 
 	detaching bool // Detach was called: the close callback hands over
 	detached  bool // served by serveDetached on Go net I/O
+
+	// tunnel is a CONNECT tunnel opened for this connection, to relay
+	// once the connection is off netpoll (tunnel.go).
+	tunnel       net.Conn
+	tunnelTarget string
+	tunnelStart  time.Time
 
 	req   parser.Request
 	head  []byte // a copy of the head of a request with a body
@@ -145,6 +152,9 @@ func (cc *clientConn) serveOne() outcome {
 	}
 	start := time.Now()
 	req := &cc.req
+	if req.MethodID() == parser.MethodConnect {
+		return cc.serveConnect(hl, start)
+	}
 	var method, target string
 	if cc.p.cfg.AccessLog {
 		method, target = string(req.Method()), string(req.Target())
@@ -237,11 +247,6 @@ func (cc *clientConn) readHead() ([]byte, int, bool) {
 // closes the connection.
 func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	req := &cc.req
-	if req.MethodID() == parser.MethodConnect {
-		s.keepAlive = false
-		cc.writeErrorSink(s, 501, "CONNECT is not yet supported")
-		return false
-	}
 	ed := &cc.edits
 	ed.Reset()
 	ed.StripHopByHop = true
@@ -306,11 +311,12 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 		cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
 		return engine.Upstream{}, false
 	}
-	if string(req.Scheme()) != "http" {
-		cc.writeErrorSink(s, 400, "only http:// targets are supported")
+	scheme := string(req.Scheme())
+	if scheme != "http" && scheme != "https" {
+		cc.writeErrorSink(s, 400, "only http:// and https:// targets are supported")
 		return engine.Upstream{}, false
 	}
-	hp := hostPort(string(req.Authority()))
+	hp := hostPortScheme(string(req.Authority()), scheme)
 	cc.setOriginForm(ed)
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
@@ -319,7 +325,13 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 		cc.writeErrorSink(s, 502, "cannot resolve "+hp+": "+err.Error())
 		return engine.Upstream{}, false
 	}
-	return engine.Upstream{Addr: addr}, true
+	up := engine.Upstream{Addr: addr}
+	if scheme == "https" {
+		// The server name is the target's host (the engine takes it from
+		// the absolute-form authority).
+		up.TLS = cc.p.cfg.ForwardTLS
+	}
+	return up, true
 }
 
 // clientBodyStatus picks the status for a request body the client failed

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,10 +33,18 @@ type fileConfig struct {
 	Origins   []peerSpec `json:"origins"`
 	Parents   []peerSpec `json:"parents"`
 	LB        string     `json:"lb"`
+	Timeouts  timeouts   `json:"timeouts"`
+	Health    healthSpec `json:"health"`
 	// ClientAuth is -client-auth: "none" or "pass".
-	ClientAuth string     `json:"client_auth"`
-	Timeouts   timeouts   `json:"timeouts"`
-	Health     healthSpec `json:"health"`
+	ClientAuth string `json:"client_auth"`
+	// ConnectPorts is as -connect-ports: "443,8443" or "any".
+	ConnectPorts string `json:"connect_ports"`
+	// CAFile, Insecure, ClientCert and ClientKey are as the flags of the
+	// same names: TLS to https origins (and https:// targets).
+	CAFile     string `json:"ca_file"`
+	Insecure   *bool  `json:"insecure"`
+	ClientCert string `json:"client_cert"`
+	ClientKey  string `json:"client_key"`
 }
 
 // peerSpec is one origin or parent proxy.
@@ -50,8 +59,9 @@ type peerSpec struct {
 	Weight int `json:"weight"`
 	// MaxConns caps the peer's connections; 0 or absent means no cap.
 	MaxConns int `json:"max_conns"`
-	// Preemptive is the URL option preemptive: whether Basic
-	// credentials go before any challenge (default: for parents only).
+	// SNI is the server name of an https origin; default the URL's host.
+	SNI string `json:"sni"`
+	// Preemptive is the URL option preemptive (peerAuth in auth.go).
 	Preemptive *bool `json:"preemptive"`
 }
 
@@ -60,6 +70,7 @@ type timeouts struct {
 	Connect        duration `json:"connect"`
 	Idle           duration `json:"idle"`
 	ResponseHeader duration `json:"response_header"`
+	TunnelIdle     duration `json:"tunnel_idle"`
 }
 
 // duration is a time.Duration written as a Go duration string in JSON.
@@ -250,15 +261,24 @@ func (fc *fileConfig) validate() *ConfigError {
 	if fc.ClientAuth != "" && fc.ClientAuth != clientAuthNone && fc.ClientAuth != clientAuthPass {
 		return bad("client_auth", "unknown mode %q; want %s or %s", fc.ClientAuth, clientAuthNone, clientAuthPass)
 	}
+	if fc.ConnectPorts != "" {
+		if _, err := parsePorts(fc.ConnectPorts); err != nil {
+			return bad("connect_ports", "%v", err)
+		}
+	}
+	if (fc.ClientCert == "") != (fc.ClientKey == "") {
+		return bad("client_cert", "client_cert and client_key go together")
+	}
 	for _, list := range []struct {
-		field string
-		peers []peerSpec
-	}{{"origins", fc.Origins}, {"parents", fc.Parents}} {
+		field  string
+		peers  []peerSpec
+		parent bool
+	}{{"origins", fc.Origins, false}, {"parents", fc.Parents, true}} {
 		names := make(map[string]int)
 		for i := range list.peers {
 			ps := &list.peers[i]
 			field := list.field + "[" + strconv.Itoa(i) + "]"
-			if err := ps.validate(); err != nil {
+			if err := ps.validate(list.parent); err != nil {
 				return bad(field+"."+err.field, "%v", err.err)
 			}
 			if j, dup := names[ps.Name]; dup {
@@ -276,7 +296,7 @@ type peerError struct {
 }
 
 // validate checks a peer and fills in its defaults (Name, Weight).
-func (ps *peerSpec) validate() *peerError {
+func (ps *peerSpec) validate(parent bool) *peerError {
 	if ps.URL == "" {
 		return &peerError{"url", errors.New("missing")}
 	}
@@ -284,8 +304,8 @@ func (ps *peerSpec) validate() *peerError {
 	if err != nil {
 		return &peerError{"url", fmt.Errorf("%q: cannot parse", redactURL(ps.URL))}
 	}
-	if u.Scheme != "http" {
-		return &peerError{"url", fmt.Errorf("%q: only http:// peers are supported", u.Redacted())}
+	if u.Scheme != "http" && (u.Scheme != "https" || parent) {
+		return &peerError{"url", fmt.Errorf("%q: want http:// (or https:// for an origin)", u.Redacted())}
 	}
 	if u.Host == "" {
 		return &peerError{"url", fmt.Errorf("%q: no host", u.Redacted())}
@@ -299,11 +319,14 @@ func (ps *peerSpec) validate() *peerError {
 	if ps.Weight == 0 {
 		ps.Weight = 1
 	}
+	if ps.SNI != "" && u.Scheme != "https" {
+		return &peerError{"sni", errors.New("only for https:// origins")}
+	}
 	if ps.MaxConns < 0 {
 		return &peerError{"max_conns", fmt.Errorf("want 0 (no cap) or more, got %d", ps.MaxConns)}
 	}
 	if ps.Name == "" {
-		ps.Name = hostPort(u.Host)
+		ps.Name = hostPortScheme(u.Host, u.Scheme)
 	}
 	return nil
 }
@@ -323,7 +346,7 @@ func peerHostPort(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return hostPort(u.Host), nil
+	return hostPortScheme(u.Host, u.Scheme), nil
 }
 
 // cliExtras are the flags for the config file, the admin server and the
@@ -334,6 +357,12 @@ type cliExtras struct {
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
 	headerTimeout  time.Duration
+	connectPorts   string
+	tunnelIdle     time.Duration
+	caFile         string
+	insecure       bool
+	clientCert     string
+	clientKey      string
 	clientAuth     string
 }
 
@@ -344,6 +373,36 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
+	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
+	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
+	fs.StringVar(&x.caFile, "ca-file", "", "PEM `file` of the CAs that https origins and https:// targets are verified against\n(default: the system roots), e.g. -ca-file /etc/ssl/internal-ca.pem")
+	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins and https:// targets (DANGEROUS: testing only)")
+	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins (mTLS); needs -client-key")
+	fs.StringVar(&x.clientKey, "client-key", "", "PEM `file` of the key of -client-cert")
+}
+
+// tlsSettings reads the TLS files named by the flags.
+func (x *cliExtras) tlsSettings() (tlsSettings, error) {
+	var ts tlsSettings
+	ts.insecure = x.insecure
+	if x.caFile != "" {
+		pem, err := os.ReadFile(x.caFile)
+		if err != nil {
+			return ts, fmt.Errorf("-ca-file: %w", err)
+		}
+		ts.roots = pem
+	}
+	if (x.clientCert == "") != (x.clientKey == "") {
+		return ts, errors.New("-client-cert and -client-key go together")
+	}
+	if x.clientCert != "" {
+		c, err := tls.LoadX509KeyPair(x.clientCert, x.clientKey)
+		if err != nil {
+			return ts, fmt.Errorf("-client-cert: %w", err)
+		}
+		ts.cert = &c
+	}
+	return ts, nil
 }
 
 // engineConfig sets the timeouts of cfg.
@@ -397,6 +456,19 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	if fc.ClientAuth != "" {
 		errs = append(errs, set("client-auth", "client_auth", fc.ClientAuth))
 	}
+	for _, f := range []struct{ flag, field, v string }{
+		{"connect-ports", "connect_ports", fc.ConnectPorts},
+		{"ca-file", "ca_file", fc.CAFile},
+		{"client-cert", "client_cert", fc.ClientCert},
+		{"client-key", "client_key", fc.ClientKey},
+	} {
+		if f.v != "" {
+			errs = append(errs, set(f.flag, f.field, f.v))
+		}
+	}
+	if fc.Insecure != nil {
+		errs = append(errs, set("insecure", "insecure", strconv.FormatBool(*fc.Insecure)))
+	}
 	for _, t := range []struct {
 		flag, field string
 		d           duration
@@ -404,6 +476,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		{"connect-timeout", "timeouts.connect", fc.Timeouts.Connect},
 		{"idle-timeout", "timeouts.idle", fc.Timeouts.Idle},
 		{"response-header-timeout", "timeouts.response_header", fc.Timeouts.ResponseHeader},
+		{"tunnel-idle-timeout", "timeouts.tunnel_idle", fc.Timeouts.TunnelIdle},
 	} {
 		if t.d != 0 {
 			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))
@@ -448,7 +521,7 @@ func cmdLinePeers(v flag.Value) []peerSpec {
 	out := make([]peerSpec, 0, len(urls))
 	for _, s := range urls {
 		ps := peerSpec{URL: s}
-		if ps.validate() != nil {
+		if ps.validate(true) != nil {
 			ps.Name = redactURL(s) // the flag's own parsing reports the error
 		}
 		out = append(out, ps)

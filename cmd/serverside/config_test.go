@@ -42,8 +42,10 @@ func TestDocExampleConfig(t *testing.T) {
 		ClientAuth: "none",
 		Timeouts: timeouts{
 			Connect: duration(3 * time.Second), Idle: duration(90 * time.Second), ResponseHeader: duration(30 * time.Second),
+			TunnelIdle: duration(10 * time.Minute),
 		},
-		Health: healthSpec{Path: "/healthz", Interval: duration(2 * time.Second), Timeout: duration(time.Second), Status: 200, MaxFails: &fails},
+		Health:       healthSpec{Path: "/healthz", Interval: duration(2 * time.Second), Timeout: duration(time.Second), Status: 200, MaxFails: &fails},
+		ConnectPorts: "443,8443",
 	}
 	if !reflect.DeepEqual(fc, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", fc, want)
@@ -56,15 +58,19 @@ func TestConfigErrors(t *testing.T) {
 		unknown        bool
 	}{
 		{`{"lsiten": "127.0.0.1:1"}`, "lsiten", "known fields here: listen, admin,", true},
-		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns, preemptive", true},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns, sni, preemptive", true},
 		{`{"timeouts": {"connect": "1s", "read": "1s"}}`, "timeouts.read", "known fields here: connect, idle, response_header", true},
 		{`{"listen": 8080}`, "listen", "want a string, got a JSON number", false},
 		{`{"shards": -1}`, "shards", "must be 0 (GOMAXPROCS) or more", false},
 		{`{"admin": "9090"}`, "admin", "want host:port", false},
 		{`{"lb": "random"}`, "lb", `unknown policy "random"; want one of roundrobin, leastconn, p2c, hash`, false},
 		{`{"origins": [{"name": "x"}]}`, "origins[0].url", "missing", false},
-		{`{"origins": [{"url": "https://a:443"}]}`, "origins[0].url", "only http:// peers are supported", false},
-		{`{"origins": [{"url": "ftp://u:pw@a:80"}]}`, "origins[0].url", `"ftp://u:xxxxx@a:80": only http://`, false},
+		{`{"origins": [{"url": "ftp://a:443"}]}`, "origins[0].url", "want http:// (or https:// for an origin)", false},
+		{`{"parents": [{"url": "https://a:443"}]}`, "parents[0].url", "want http:// (or https:// for an origin)", false},
+		{`{"origins": [{"url": "http://a:80", "sni": "a"}]}`, "origins[0].sni", "only for https:// origins", false},
+		{`{"connect_ports": "443,x"}`, "connect_ports", `want "any" or ports`, false},
+		{`{"client_cert": "c.pem"}`, "client_cert", "client_cert and client_key go together", false},
+		{`{"origins": [{"url": "ftp://u:pw@a:80"}]}`, "origins[0].url", `"ftp://u:xxxxx@a:80": want http://`, false},
 		{`{"client_auth": "maybe"}`, "client_auth", `unknown mode "maybe"; want none or pass`, false},
 		{`{"parents": [{"url": "http://a:80", "preemptive": "no"}]}`, "", "preemptive: want a bool", false},
 		{`{"origins": [{"url": "http://a:80/path"}]}`, "origins[0].url", "want only scheme, host and port", false},
@@ -249,5 +255,23 @@ func TestApplyConfigMissingFile(t *testing.T) {
 	_, err := x.apply(fs)
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "none.json") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// The tunnel and TLS settings of the file reach their flags; the command
+// line still wins.
+func TestApplyConfigTunnelTLS(t *testing.T) {
+	file := writeConfig(t, `{"connect_ports": "443,8443", "ca_file": "/etc/ca.pem", "insecure": true,
+		"client_cert": "/c.pem", "client_key": "/c.key", "timeouts": {"tunnel_idle": "2m"}}`)
+	fs, x, _ := testFlags(false)
+	if err := fs.Parse([]string{"-config", file, "-client-key", "/other.key"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.apply(fs); err != nil {
+		t.Fatal(err)
+	}
+	if x.connectPorts != "443,8443" || x.caFile != "/etc/ca.pem" || !x.insecure || x.clientCert != "/c.pem" ||
+		x.clientKey != "/other.key" || x.tunnelIdle != 2*time.Minute {
+		t.Fatalf("%+v", x)
 	}
 }

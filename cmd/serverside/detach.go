@@ -69,13 +69,21 @@ func (cc *clientConn) onDetached(c netpoll.Connection) {
 	nc, err := fileConn(c)
 	if err != nil {
 		cc.p.log.Warn("detach client connection", "err", err)
+		cc.dropTunnel()
 		cc.unregister()
 		return
 	}
 	cc.c, cc.detached = nc, true
+	cc.closer.Store(closerOf{nc})
+	if cc.tunnel != nil {
+		go func() {
+			defer cc.unregister()
+			cc.runTunnel(left)
+		}()
+		return
+	}
 	cc.r = &connReader{c: nc, buf: left, w: len(left)}
 	cc.w = &connWriter{c: nc}
-	cc.closer.Store(closerOf{nc})
 	go cc.serveDetached()
 }
 
@@ -112,7 +120,13 @@ func (cc *clientConn) serveDetached() {
 				return
 			}
 		}
-		if cc.serveOne() != served {
+		switch cc.serveOne() {
+		case served:
+		case tunnelIt:
+			cc.state.Store(stClosing)
+			cc.runTunnel(cc.r.(*connReader).buffered())
+			return
+		default:
 			cc.state.Store(stClosing)
 			return
 		}

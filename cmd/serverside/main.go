@@ -7,7 +7,10 @@
 // parent proxies instead. With -origin it is a reverse proxy that sends
 // every request to the given origins. Origins and parents form an engine
 // peer group, balanced by -lb (round-robin by default); see peers.go for
-// the per-peer URL options. CONNECT is answered 501 for now.
+// the per-peer URL options. In forward mode CONNECT opens a tunnel (to
+// the ports of -connect-ports, 443 by default; directly or through a
+// parent) and https:// targets are fetched over TLS; -origin may name
+// https origins (-ca-file, -insecure, -client-cert/-client-key, ?sni=).
 //
 // Credentials in -origin or -parent URLs answer the peers' 401 or 407
 // challenges; -client-auth pass relays the client's Proxy-Authorization to
@@ -101,7 +104,21 @@ func run(args []string) int {
 		return 2
 	}
 	cfg := x.engineConfig(engine.Config{Shards: *shards, Logger: logger})
-	err = withPeers(&cfg, origins, parents, *lb)
+	ports, err := parsePorts(x.connectPorts)
+	if err != nil {
+		logger.Error("config", "err", fmt.Errorf("-connect-ports: %w", err))
+		return 2
+	}
+	ts, err := x.tlsSettings()
+	if err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
+	if ts.insecure {
+		logger.Warn("-insecure: TLS certificates of https origins and https:// targets are NOT verified; " +
+			"anyone on the path can impersonate them. Use -ca-file instead outside of tests.")
+	}
+	err = withPeersTLS(&cfg, origins, parents, *lb, ts)
 	if err == nil {
 		err = withClientAuth(&cfg, x.clientAuth)
 	}
@@ -112,7 +129,9 @@ func run(args []string) int {
 	var p *proxy
 	if err == nil {
 		p, err = newProxy(logger, nil, cfg,
-			clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access})
+			clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access,
+				ConnectPorts: ports, TunnelIdleTimeout: x.tunnelIdle, ConnectTimeout: x.connectTimeout,
+				ForwardTLS: ts.forward()})
 	}
 	if err != nil {
 		logger.Error("start", "err", err)

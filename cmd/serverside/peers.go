@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/serverside-go/serverside/engine"
@@ -28,11 +31,33 @@ const peerGroup = "upstream"
 //	max_conns=100        its connection cap
 //	max_pending=50       requests that may wait for one of its connections
 //	pending_timeout=5s   how long each may wait
-//	preemptive=0         see peerAuth (auth.go)
+//	preemptive=0         for credentials, see peerAuth (auth.go)
 //
 // Credentials in the userinfo (http://user:pass@host:port) answer the
 // peer's 401 (an origin) or 407 (a parent) challenges: see peerAuth.
 func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
+	return withPeersTLS(cfg, origins, parents, lb, tlsSettings{})
+}
+
+// tlsSettings are the -ca-file, -insecure and -client-cert flags: how the
+// demo speaks TLS to https origins (all three) and to https:// targets in
+// forward mode (the CA bundle and -insecure; no client certificate goes to
+// arbitrary sites).
+type tlsSettings struct {
+	roots    []byte // PEM; nil for the system roots
+	insecure bool
+	cert     *tls.Certificate
+}
+
+// forward is the TLS of https:// targets in forward mode, its server name
+// taken from each request's host.
+func (ts tlsSettings) forward() *engine.TLS {
+	return &engine.TLS{RootCAs: ts.roots, InsecureSkipVerify: ts.insecure}
+}
+
+// withPeersTLS is withPeers with the TLS settings of https origins
+// (-origin https://host:port, with ?sni=name to set the server name).
+func withPeersTLS(cfg *engine.Config, origins, parents []string, lb string, ts tlsSettings) error {
 	if len(origins) > 0 && len(parents) > 0 {
 		return fmt.Errorf("-origin and -parent do not mix: origins make a reverse proxy, parents a forward one")
 	}
@@ -46,7 +71,7 @@ func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 	gc := engine.GroupConfig{Balancer: balance.Kind(lb)}
 	logins := make(map[string]*engine.Auth)
 	for _, raw := range urls {
-		p, login, err := parsePeer(raw, parent)
+		p, login, err := parsePeer(raw, parent, ts)
 		if err != nil {
 			return err
 		}
@@ -67,7 +92,7 @@ func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 
 // parsePeer turns an -origin or -parent URL into a peer and the engine
 // login of the credentials in its userinfo (nil without).
-func parsePeer(raw string, parent bool) (engine.Peer, *engine.Auth, error) {
+func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Auth, error) {
 	flagName := "-origin"
 	if parent {
 		flagName = "-parent"
@@ -77,20 +102,33 @@ func parsePeer(raw string, parent bool) (engine.Peer, *engine.Auth, error) {
 		return engine.Peer{}, nil, fmt.Errorf("%s %q: cannot parse", flagName, redactURL(raw))
 	}
 	raw = u.Redacted() // for the errors below
-	if u.Scheme != "http" || u.Host == "" {
-		return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
-	}
-	login, err := peerAuth(u, parent)
-	if err != nil {
-		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
+	if u.Host == "" || u.Scheme != "http" && (u.Scheme != "https" || parent) {
+		if parent {
+			return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
+		}
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port or https://host:port", flagName, raw)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	addr, err := resolve(ctx, hostPort(u.Host))
+	hp := hostPortScheme(u.Host, u.Scheme)
+	addr, err := resolve(ctx, hp)
 	if err != nil {
 		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
 	}
-	p := engine.Peer{Name: hostPort(u.Host), Addr: addr, Parent: parent}
+	p := engine.Peer{Name: hp, Addr: addr, Parent: parent}
+	if u.Scheme == "https" {
+		// Each https origin has a *TLS of its own: its server name is the
+		// URL's host (verified against the certificate; an IP address is
+		// checked against its IP SANs and sent as no SNI) or ?sni=.
+		p.TLS = &engine.TLS{RootCAs: ts.roots, InsecureSkipVerify: ts.insecure, Certificate: ts.cert}
+		if _, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err != nil {
+			p.TLS.ServerName = u.Hostname()
+		}
+	}
+	login, err := peerAuth(u, &p)
+	if err != nil {
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
+	}
 	for k, vs := range u.Query() {
 		v := vs[len(vs)-1]
 		var err error
@@ -105,9 +143,15 @@ func parsePeer(raw string, parent bool) (engine.Peer, *engine.Auth, error) {
 			p.MaxPending, err = strconv.Atoi(v)
 		case "pending_timeout":
 			p.PendingTimeout, err = time.ParseDuration(v)
+		case "sni":
+			if p.TLS == nil {
+				err = fmt.Errorf("only for https:// origins")
+			} else {
+				p.TLS.ServerName = v
+			}
 		case "preemptive": // peerAuth read it
 		default:
-			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout or preemptive)")
+			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout, sni or preemptive)")
 		}
 		if err != nil {
 			return engine.Peer{}, nil, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
@@ -123,11 +167,23 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 	req := &cc.req
 	up := engine.Upstream{Group: cc.p.group}
 	if cc.p.parents {
-		if req.Form() != parser.FormAbsolute || string(req.Scheme()) != "http" {
-			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// target")
+		scheme := string(req.Scheme())
+		if req.Form() != parser.FormAbsolute || scheme != "http" && scheme != "https" {
+			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// or https:// target")
 			return up, false
 		}
 		up.HashKey = string(req.Authority())
+		if scheme == "https" {
+			// TLS end to end: a CONNECT tunnel through a parent of the
+			// group, then TLS to the origin through it, in origin form.
+			parent, err := cc.p.eng.PickParent(cc.p.group, up.HashKey)
+			if err != nil {
+				cc.writeErrorSink(s, 502, "no parent proxy: "+err.Error())
+				return up, false
+			}
+			cc.setOriginForm(ed)
+			return engine.Upstream{Addr: hostPortScheme(up.HashKey, scheme), TLS: cc.p.cfg.ForwardTLS, Via: parent}, true
+		}
 	} else if req.Form() == parser.FormAbsolute {
 		cc.setOriginForm(ed)
 	} else if !req.Has(parser.HdrHost) {
@@ -166,6 +222,9 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 		if ps.MaxConns > 0 {
 			p.MaxConns = ps.MaxConns
 		}
+		if ps.SNI != "" && p.TLS != nil {
+			p.TLS.ServerName = ps.SNI
+		}
 	}
 }
 
@@ -174,7 +233,11 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 func peerSpecs(cfg engine.Config) []peerSpec {
 	var out []peerSpec
 	for _, p := range cfg.Groups[peerGroup].Peers {
-		out = append(out, peerSpec{URL: "http://" + p.Addr, Name: p.Name, Weight: max(p.Weight, 1), MaxConns: p.MaxConns})
+		scheme := "http://"
+		if p.TLS != nil {
+			scheme = "https://"
+		}
+		out = append(out, peerSpec{URL: scheme + p.Addr, Name: p.Name, Weight: max(p.Weight, 1), MaxConns: p.MaxConns})
 	}
 	return out
 }

@@ -20,17 +20,25 @@ func TestPeerURLOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := cfg.Groups[peerGroup]
-	want := engine.Peer{Name: "a", Addr: "127.0.0.1:3129", Weight: 2, Parent: true,
+	want := engine.Peer{Name: "a", Addr: "127.0.0.1:3129", Weight: 2, Parent: true, Username: "u", Password: "p@ss",
 		MaxConns: 100, MaxPending: 7, PendingTimeout: 3 * time.Second}
 	if g.Balancer != "leastconn" || len(g.Peers) != 2 || g.Peers[0] != want ||
 		g.Peers[1] != (engine.Peer{Name: "127.0.0.1:3130", Addr: "127.0.0.1:3130", Parent: true}) {
 		t.Fatalf("group %+v", g)
 	}
-	// The credentials answer the parent's 407s, Basic before any.
-	wantAuth := engine.Auth{Proxy: engine.Login{Mode: engine.LoginOwn, Preemptive: true,
-		Credentials: engine.Credentials{User: "u", Password: "p@ss"}}}
-	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3129"}); a == nil || *a != wantAuth {
-		t.Fatalf("auth %+v", a)
+	// A parent's credentials are the peer's own (preemptive Basic), not
+	// an engine login.
+	if cfg.Auth != nil {
+		t.Fatalf("an engine login for preemptive parent credentials: %+v", cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3129"}))
+	}
+	// With preemptive=0, an engine login that answers the 407s.
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://u:p@127.0.0.1:3129?preemptive=0", "http://127.0.0.1:3130"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	wantAuth := engine.Auth{Proxy: engine.Login{Mode: engine.LoginOwn, Credentials: engine.Credentials{User: "u", Password: "p"}}}
+	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3129"}); a == nil || *a != wantAuth || cfg.Groups[peerGroup].Peers[0].Username != "" {
+		t.Fatalf("auth %+v, peer %+v", a, cfg.Groups[peerGroup].Peers[0])
 	}
 	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3130"}); a != nil {
 		t.Fatalf("auth of a parent without credentials %+v", a)
@@ -54,7 +62,7 @@ func TestPeerURLOptions(t *testing.T) {
 	// -client-auth pass: the client's Proxy-Authorization to parents
 	// without credentials of their own.
 	cfg = engine.Config{}
-	if err := withPeers(&cfg, nil, []string{"http://u:p@127.0.0.1:3129?preemptive=0", "http://127.0.0.1:3130"}, ""); err != nil {
+	if err := withPeers(&cfg, nil, []string{"http://u:p@127.0.0.1:3129?preemptive=0", "http://127.0.0.1:3130", "http://v:q@127.0.0.1:3131"}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := withClientAuth(&cfg, clientAuthPass); err != nil {
@@ -65,6 +73,9 @@ func TestPeerURLOptions(t *testing.T) {
 	}
 	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3129"}); a == nil || a.Proxy.Mode != engine.LoginOwn || a.Proxy.Preemptive {
 		t.Fatalf("own auth %+v", a)
+	}
+	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3131"}); a != nil {
+		t.Fatalf("auth for a parent with its own credentials %+v", a)
 	}
 	for _, c := range []struct {
 		origins []string
@@ -80,7 +91,9 @@ func TestPeerURLOptions(t *testing.T) {
 	}
 	for _, bad := range [][2][]string{
 		{{"http://127.0.0.1:1"}, {"http://127.0.0.1:2"}},   // both
-		{{"https://127.0.0.1:1"}, nil},                     // scheme
+		{{"ftp://127.0.0.1:1"}, nil},                       // scheme
+		{nil, {"https://127.0.0.1:1"}},                     // an https parent
+		{{"http://127.0.0.1:1?sni=a"}, nil},                // sni on http
 		{{"http://u:p@127.0.0.1:1?preemptive=maybe"}, nil}, // not a bool
 		{{"http://127.0.0.1:1?weight=x"}, nil},             // bad number
 		{{"http://127.0.0.1:1?colour=red"}, nil},           // unknown option
@@ -88,6 +101,17 @@ func TestPeerURLOptions(t *testing.T) {
 	} {
 		if err := withPeers(&engine.Config{}, bad[0], bad[1], ""); err == nil {
 			t.Errorf("withPeers(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+	cfg = engine.Config{}
+	ts := tlsSettings{roots: []byte("pem"), insecure: true}
+	if err := withPeersTLS(&cfg, []string{"https://localhost?name=l", "https://127.0.0.1:8443?sni=origin.test"}, nil, "", ts); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct{ addr, sni string }{{"127.0.0.1:443", "localhost"}, {"127.0.0.1:8443", "origin.test"}} {
+		p := cfg.Groups[peerGroup].Peers[i]
+		if p.Addr != want.addr || p.TLS == nil || p.TLS.ServerName != want.sni || string(p.TLS.RootCAs) != "pem" || !p.TLS.InsecureSkipVerify {
+			t.Errorf("https peer %d: %+v %+v", i, p, p.TLS)
 		}
 	}
 	cfg = engine.Config{}

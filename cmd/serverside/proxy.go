@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,6 +45,16 @@ type clientConfig struct {
 	IdleTimeout, HeaderTimeout time.Duration
 	// AccessLog logs one line per request.
 	AccessLog bool
+	// ConnectPorts are the ports CONNECT may reach; the zero value allows
+	// 443 only. TunnelIdleTimeout ends a tunnel idle both ways for that
+	// long; zero takes DefaultTunnelIdleTimeout.
+	ConnectPorts      portSet
+	TunnelIdleTimeout time.Duration
+	// ConnectTimeout is the engine's, to bound the wait for a tunnel.
+	ConnectTimeout time.Duration
+	// ForwardTLS is the TLS of https:// targets in forward mode (CA
+	// bundle, verification); nil verifies against the system roots.
+	ForwardTLS *engine.TLS
 }
 
 // proxy is the client side of the demo proxy.
@@ -71,10 +83,16 @@ type proxy struct {
 	parents    bool
 	originHost string
 	metrics    proxyMetrics // read by the admin server
-	pins       *pinRegistry // client connections by pin key (auth.go)
-	shards     []*clientShard
-	nextSh     atomic.Uint64
-	closing    atomic.Bool
+	tunnels    tunnelMetrics
+	// tunnelsLive counts the tunnels opened and not yet ended; tunnelCtx
+	// ends them at shutdown.
+	tunnelsLive  atomic.Int64
+	tunnelCtx    context.Context
+	tunnelCancel context.CancelFunc
+	pins         *pinRegistry // client connections by pin key (auth.go)
+	shards       []*clientShard
+	nextSh       atomic.Uint64
+	closing      atomic.Bool
 
 	evl       netpoll.EventLoop
 	mu        sync.Mutex // guards started
@@ -108,6 +126,12 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	if cfg.HeaderTimeout <= 0 {
 		cfg.HeaderTimeout = DefaultClientHeaderTimeout
 	}
+	if cfg.TunnelIdleTimeout <= 0 {
+		cfg.TunnelIdleTimeout = DefaultTunnelIdleTimeout
+	}
+	if cfg.ForwardTLS == nil {
+		cfg.ForwardTLS = &engine.TLS{}
+	}
 	n := ecfg.Shards
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
@@ -120,6 +144,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	}
 	p := &proxy{eng: eng, log: logger, cfg: cfg, pins: pins,
 		serveDone: make(chan struct{}), stop: make(chan struct{})}
+	p.tunnelCtx, p.tunnelCancel = context.WithCancel(context.Background())
 	if g, ok := ecfg.Groups[peerGroup]; ok {
 		p.group, p.parents, p.originHost = peerGroup, g.Peers[0].Parent, g.Peers[0].Addr
 	}
@@ -131,6 +156,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 		netpoll.WithReadTimeout(cfg.IdleTimeout),
 		netpoll.WithWriteTimeout(clientWriteTimeout))
 	if err != nil {
+		p.tunnelCancel()
 		_ = eng.Close()
 		return nil, fmt.Errorf("netpoll event loop: %w", err)
 	}
@@ -147,6 +173,17 @@ func hostPort(auth string) string {
 		return auth
 	}
 	return net.JoinHostPort(auth, "80")
+}
+
+// hostPortScheme adds the scheme's default port (443 for https, else 80)
+// to an authority without one.
+func hostPortScheme(auth, scheme string) string {
+	if scheme == "https" {
+		if _, _, err := net.SplitHostPort(auth); err != nil {
+			return net.JoinHostPort(auth, "443")
+		}
+	}
+	return hostPort(auth)
 }
 
 // resolveTimeout bounds one name lookup.
@@ -246,14 +283,16 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 		cc.state.Store(stClosing)
 		_ = c.Close()
 		return nil
-	case detachIt:
+	case detachIt, tunnelIt:
 		// The close callbacks, which netpoll runs on this goroutine once
-		// this handler returned, hand the connection to serveDetached.
+		// this handler returned, hand the connection to serveDetached (or
+		// to runTunnel).
 		cc.detaching = true
 		if d, ok := c.(interface{ Detach() error }); ok && d.Detach() == nil {
 			return nil
 		}
 		cc.detaching = false
+		cc.dropTunnel()
 		cc.state.Store(stClosing)
 		_ = c.Close()
 		return nil
@@ -350,6 +389,8 @@ func (p *proxy) Shutdown(ctx context.Context) error {
 	if err != nil {
 		p.each((*clientConn).close)
 	}
+	// Tunnels are requests in flight too: they may run until ctx ends.
+	p.waitTunnels(ctx)
 	if derr := p.eng.Drain(ctx); err == nil {
 		err = derr
 	}
@@ -377,6 +418,12 @@ func upstreamStatus(err error) (int, string) {
 	case errors.Is(err, engine.ErrNoPeer):
 		return 503, "no peer available: every one is down or drained"
 	}
+	if ce := conn.AsError(err); ce != nil && ce.Phase == conn.PhaseTLS {
+		return 502, "upstream TLS: " + tlsReason(err)
+	}
+	if errors.Is(err, engine.ErrTunnelRefused) {
+		return 502, "upstream tunnel refused: " + err.Error()
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return 504, "upstream timed out: " + err.Error()
@@ -384,10 +431,29 @@ func upstreamStatus(err error) (int, string) {
 	return 502, "upstream error: " + err.Error()
 }
 
+// tlsReason names why a TLS handshake failed: the certificate problem
+// when there is one ("certificate signed by unknown authority"), else the
+// error.
+func tlsReason(err error) string {
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) && cve.Err != nil {
+		return strings.TrimPrefix(cve.Err.Error(), "x509: ")
+	}
+	var ae tls.AlertError
+	if errors.As(err, &ae) {
+		return "alert from upstream: " + ae.Error()
+	}
+	return err.Error()
+}
+
 func reason(status int) string {
 	switch status {
 	case 400:
 		return "Bad Request"
+	case 403:
+		return "Forbidden"
+	case 405:
+		return "Method Not Allowed"
 	case 408:
 		return "Request Timeout"
 	case 414:

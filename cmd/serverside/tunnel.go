@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// CONNECT in forward mode.
+//
+// A CONNECT to an allowed port opens a tunnel with engine.Tunnel: to the
+// target directly, or through a parent picked from the -parent group.
+// The tunnel is opened while the client connection is still on netpoll,
+// so a refusal or a failure is answered there like any response. Once
+// the tunnel is up, the connection leaves netpoll (the detach of
+// detach.go) and only then is "200 Connection established" sent: a client
+// sends its tunnel bytes after the 200, so none arrives while netpoll
+// hands the fd over. Bytes a client sent early, after the CONNECT head
+// and before the 200, are already in netpoll's buffer and are taken over
+// and forwarded first. The two Go net connections are then relayed with
+// engine.Relay (splice(2) both ways, half-close passed on, an idle
+// timeout), on a goroutine of the connection's own. A tunnel is never
+// pooled or retried.
+
+// DefaultTunnelIdleTimeout ends a tunnel that moved no byte either way
+// for this long.
+const DefaultTunnelIdleTimeout = 5 * time.Minute
+
+// portSet is the set of ports CONNECT may reach; the zero value allows
+// 443 only.
+type portSet struct {
+	any   bool
+	ports []int
+}
+
+// parsePorts parses -connect-ports: "any", or a comma-separated list of
+// ports.
+func parsePorts(s string) (portSet, error) {
+	s = strings.TrimSpace(s)
+	if s == "any" || s == "*" {
+		return portSet{any: true}, nil
+	}
+	var ps portSet
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 65535 {
+			return portSet{}, fmt.Errorf("connect ports %q: want \"any\" or ports 1-65535 separated by commas", s)
+		}
+		ps.ports = append(ps.ports, n)
+	}
+	return ps, nil
+}
+
+func (ps portSet) allows(port int) bool {
+	if ps.any {
+		return true
+	}
+	if ps.ports == nil {
+		return port == 443
+	}
+	return slices.Contains(ps.ports, port)
+}
+
+func (ps portSet) String() string {
+	switch {
+	case ps.any:
+		return "any"
+	case ps.ports == nil:
+		return "443"
+	}
+	s := make([]string, len(ps.ports))
+	for i, p := range ps.ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+// tunnelMetrics count CONNECT tunnels.
+type tunnelMetrics struct {
+	opened  atomic.Uint64 // tunnels established (200 sent)
+	open    atomic.Int64  // tunnels relaying now
+	refused atomic.Uint64 // CONNECTs answered with a parent's refusal
+	failed  atomic.Uint64 // CONNECTs that failed (403, 502, 504)
+	up      atomic.Uint64 // bytes client → target
+	down    atomic.Uint64 // bytes target → client
+}
+
+// write adds the tunnel families to a /metrics exposition.
+func (m *tunnelMetrics) write(e expo) {
+	e.family("serverside_tunnels_open", "gauge", "CONNECT tunnels relaying now.")
+	e.sample("serverside_tunnels_open", strconv.FormatInt(m.open.Load(), 10))
+	e.family("serverside_tunnels_total", "counter", "CONNECT tunnels established (200 sent).")
+	e.sample("serverside_tunnels_total", u64(m.opened.Load()))
+	e.family("serverside_tunnel_refusals_total", "counter", "CONNECTs answered with a parent proxy's refusal (407, 403, ...).")
+	e.sample("serverside_tunnel_refusals_total", u64(m.refused.Load()))
+	e.family("serverside_tunnel_failures_total", "counter", "CONNECTs that failed in the proxy (port not allowed, resolve, connect, timeout).")
+	e.sample("serverside_tunnel_failures_total", u64(m.failed.Load()))
+	e.family("serverside_tunnel_bytes_total", "counter", "Bytes relayed by ended tunnels, by direction (up: client to target).")
+	e.sample("serverside_tunnel_bytes_total", u64(m.up.Load()), "direction", "up")
+	e.sample("serverside_tunnel_bytes_total", u64(m.down.Load()), "direction", "down")
+}
+
+// serveConnect answers a CONNECT request whose head (hl bytes) was just
+// parsed. On success it leaves the tunnel in cc.tunnel and returns
+// tunnelIt, the CONNECT head consumed and any byte after it still
+// buffered.
+func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
+	req := &cc.req
+	s := &cc.s
+	s.reset(req.Version().AtLeast11(), req.KeepAlive() && !cc.p.closing.Load())
+	target := string(req.Authority())
+	fail := func(status int, msg string) outcome {
+		_ = cc.r.Skip(hl)
+		_ = cc.r.Release()
+		s.keepAlive = false
+		cc.writeErrorSink(s, status, msg)
+		cc.p.metrics.served(s.status, s.bytes)
+		cc.p.tunnels.failed.Add(1)
+		cc.logConnect(target, s.status, 0, start)
+		return closeIt
+	}
+	if cc.p.group != "" && !cc.p.parents {
+		return fail(405, "CONNECT is for forward mode; this proxy is a reverse proxy")
+	}
+	if req.Framing() == parser.FramingChunked || req.Framing() == parser.FramingLength && req.ContentLength() > 0 {
+		return fail(400, "a CONNECT request has no body")
+	}
+	host, portStr, err := net.SplitHostPort(target)
+	port, perr := strconv.Atoi(portStr)
+	if err != nil || perr != nil || host == "" || port < 1 || port > 65535 {
+		return fail(400, "CONNECT needs a host:port target")
+	}
+	if !cc.p.cfg.ConnectPorts.allows(port) {
+		return fail(403, "CONNECT to port "+portStr+" is not allowed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout())
+	defer cancel()
+	treq := engine.TunnelRequest{Target: target}
+	if cc.p.parents {
+		treq.Group = cc.p.group
+	} else {
+		addr, err := resolve(ctx, target)
+		if err != nil {
+			return fail(502, "cannot resolve "+target+": "+err.Error())
+		}
+		treq.Target = addr
+	}
+	nc, resp, err := cc.p.eng.Tunnel(ctx, treq)
+	if err != nil {
+		if errors.Is(err, engine.ErrTunnelRefused) && resp != nil {
+			_ = cc.r.Skip(hl)
+			_ = cc.r.Release()
+			cc.p.tunnels.refused.Add(1)
+			keep := cc.relayRefusal(s, resp)
+			cc.p.metrics.served(s.status, s.bytes)
+			cc.logConnect(target, s.status, s.bytes, start)
+			if !keep {
+				return closeIt
+			}
+			return served
+		}
+		status, msg := upstreamStatus(err)
+		return fail(status, "tunnel to "+target+": "+msg)
+	}
+	_ = cc.r.Skip(hl)
+	_ = cc.r.Release()
+	cc.p.tunnelsLive.Add(1)
+	cc.tunnel, cc.tunnelTarget, cc.tunnelStart = nc, target, start
+	return tunnelIt
+}
+
+// dropTunnel closes a tunnel that could not be run.
+func (cc *clientConn) dropTunnel() {
+	if cc.tunnel != nil {
+		_ = cc.tunnel.Close()
+		cc.tunnel = nil
+		cc.p.tunnelsLive.Add(-1)
+	}
+}
+
+// waitTunnels lets the tunnels run until ctx ends, then closes them, and
+// waits (bounded) for their goroutines to finish.
+func (p *proxy) waitTunnels(ctx context.Context) {
+	for p.tunnelsLive.Load() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	p.tunnelCancel()
+	deadline := time.Now().Add(forceCloseWait)
+	for p.tunnelsLive.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// connectTimeout is the engine's connect timeout as configured.
+func (p *proxy) connectTimeout() time.Duration {
+	if p.cfg.ConnectTimeout > 0 {
+		return p.cfg.ConnectTimeout
+	}
+	return engine.DefaultConnectTimeout
+}
+
+// hopByHop are the fields a relayed refusal does not carry: the
+// connection's own, and the framing, which is redone.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding",
+	"Content-Length", "Te", "Trailer", "Upgrade"}
+
+// relayRefusal writes a parent's non-2xx answer to CONNECT (a 407 with its
+// Proxy-Authenticate, a 403) to the client: its status and fields, and
+// its body with a Content-Length. The connection stays open when the
+// client asked for it and the body came whole.
+func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
+	if resp.BodyTruncated {
+		s.keepAlive = false
+	}
+	var b strings.Builder
+	reasonText := resp.Reason
+	if reasonText == "" {
+		reasonText = http.StatusText(resp.Status)
+	}
+	fmt.Fprintf(&b, "HTTP/1.1 %03d %s\r\n", resp.Status, reasonText)
+	h := resp.Header.Clone()
+	for _, f := range hopByHop {
+		h.Del(f)
+	}
+	// Fields named by Connection are hop-by-hop too.
+	for _, v := range resp.Header.Values("Connection") {
+		for _, f := range strings.Split(v, ",") {
+			h.Del(strings.TrimSpace(f))
+		}
+	}
+	_ = h.Write(&b)
+	b.WriteString("Content-Length: " + strconv.Itoa(len(resp.Body)) + "\r\n")
+	b.WriteString("Via: 1.1 serverside\r\n")
+	switch {
+	case !s.keepAlive:
+		b.WriteString("Connection: close\r\n")
+	case !s.http11:
+		b.WriteString("Connection: keep-alive\r\n")
+	}
+	b.WriteString("\r\n")
+	s.status, s.bytes = resp.Status, int64(len(resp.Body))
+	s.bb.Reset()
+	s.bb.B = append(append(s.bb.B, b.String()...), resp.Body...)
+	if err := cc.send(s.bb.B); err != nil {
+		return false
+	}
+	return s.keepAlive
+}
+
+func (cc *clientConn) logConnect(target string, status int, bytes int64, start time.Time) {
+	if cc.p.cfg.AccessLog {
+		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", "CONNECT", "target", target,
+			"status", status, "bytes", bytes, "duration", time.Since(start))
+	}
+}
+
+// runTunnel answers 200 on the detached client connection and relays it
+// to the tunnel until either side ends or the idle timeout. left holds
+// the bytes the client sent after the CONNECT head, forwarded first.
+func (cc *clientConn) runTunnel(left []byte) {
+	tun, target, start := cc.tunnel, cc.tunnelTarget, cc.tunnelStart
+	cc.tunnel = nil
+	p := cc.p
+	defer p.tunnelsLive.Add(-1)
+	_ = cc.c.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	if _, err := cc.c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		_ = tun.Close()
+		_ = cc.c.Close()
+		p.metrics.served(200, 0)
+		cc.logConnect(target, 200, 0, start)
+		return
+	}
+	_ = cc.c.SetDeadline(time.Time{})
+	p.metrics.served(200, 0)
+	p.tunnels.opened.Add(1)
+	p.tunnels.open.Add(1)
+	defer p.tunnels.open.Add(-1)
+	var client net.Conn = cc.c
+	if len(left) > 0 {
+		client = conn.NewTunnelConn(cc.c, left, nil)
+	}
+	st, err := engine.Relay(p.tunnelCtx, client, tun, p.cfg.TunnelIdleTimeout)
+	p.tunnels.up.Add(uint64(st.AToB))
+	p.tunnels.down.Add(uint64(st.BToA))
+	if p.cfg.AccessLog {
+		p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", "CONNECT", "target", target,
+			"status", 200, "bytes", st.BToA, "sent", st.AToB, "duration", time.Since(start), "end", relayEnd(err))
+	}
+}
+
+func relayEnd(err error) string {
+	switch {
+	case err == nil:
+		return "closed"
+	case errors.Is(err, conn.ErrRelayIdle):
+		return "idle"
+	}
+	return err.Error()
+}
+
+// buffered takes the bytes a detached connection's reader holds unread.
+func (cr *connReader) buffered() []byte {
+	if cr.w == cr.r {
+		return nil
+	}
+	b := append([]byte(nil), cr.buf[cr.r:cr.w]...)
+	cr.r, cr.w = 0, 0
+	return b
+}
