@@ -112,10 +112,10 @@ func withClientAuth(cfg *engine.Config, mode string) error {
 // errors.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		if err != nil {
-			return "(unparsable URL)"
-		}
+	if err != nil {
+		return "(unparsable URL)" // which may hold a password
+	}
+	if u.User == nil {
 		return raw
 	}
 	return u.Redacted()
