@@ -79,6 +79,11 @@ type clientConn struct {
 	r  inReader
 	w  outWriter
 	sh *clientShard
+	// pinKey is the connection's own, never 0: once authSeen, every
+	// request carries it, so an NTLM or Negotiate handshake pins an
+	// upstream connection to this client connection (auth.go).
+	pinKey   uint64
+	authSeen atomic.Bool
 
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
@@ -130,6 +135,9 @@ func (cc *clientConn) unregister() {
 	cc.sh.mu.Lock()
 	delete(cc.sh.conns, cc)
 	cc.sh.mu.Unlock()
+	if cc.authSeen.Load() {
+		cc.p.pins.remove(cc)
+	}
 }
 
 // serveOne reads and serves one request. It runs with at least one byte
@@ -249,7 +257,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed.Add("Via", []byte("1.1 serverside"))
 
 	er := &cc.ereq
-	*er = engine.Request{Upstream: up, Head: req, Edits: ed}
+	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
 	var body *bodyReader
 	if hasBody {
 		body = &cc.body
@@ -578,6 +586,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	ed := &s.edits
 	ed.Reset()
 	ed.StripHopByHop = true
+	s.challenge(ed)
 	flushNow := false
 	switch resp.Framing() {
 	case parser.FramingChunked, parser.FramingUntilClose:
