@@ -561,6 +561,7 @@ type sink struct {
 	body      *bodyReader
 	status    int
 	bytes     int64
+	left      int64 // body bytes still to come of a known length; -1 otherwise
 	edits     parser.Edits
 	bb        bytebufferpool.ByteBuffer
 	scratch   []byte
@@ -569,7 +570,7 @@ type sink struct {
 func (s *sink) reset(http11, keepAlive bool) {
 	s.http11, s.keepAlive = http11, keepAlive
 	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
-	s.body, s.status, s.bytes = nil, 0, 0
+	s.body, s.status, s.bytes, s.left = nil, 0, 0, -1
 }
 
 func (s *sink) OnHead(resp *parser.Response) error {
@@ -588,6 +589,10 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	ed.StripHopByHop = true
 	s.challenge(ed)
 	flushNow := false
+	s.left = -1
+	if resp.Framing() == parser.FramingLength && !s.head {
+		s.left = resp.ContentLength()
+	}
 	switch resp.Framing() {
 	case parser.FramingChunked, parser.FramingUntilClose:
 		if s.head {
@@ -638,6 +643,23 @@ func (s *sink) OnBody(p []byte) error {
 		return nil
 	}
 	w := s.cc.w
+	if s.left >= 0 {
+		s.left -= int64(len(p))
+		if s.left == 0 && !s.chunked && len(p) <= tailMax {
+			// The last piece of a body of known length waits, copied,
+			// for finish: it leaves after the exchange has put the
+			// upstream connection back in the pool, so a client that
+			// sends its next request (on this connection or another)
+			// the moment it has the response finds that connection idle.
+			if !s.pending {
+				s.bb.Reset()
+				s.pending = true
+			}
+			s.bb.B = append(s.bb.B, p...)
+			s.bytes += int64(len(p))
+			return nil
+		}
+	}
 	if s.pending {
 		s.pending, s.headSent = false, true
 		if _, err := w.WriteBinary(s.bb.B); err != nil {
@@ -662,6 +684,9 @@ func (s *sink) OnBody(p []byte) error {
 	}
 	return w.Flush()
 }
+
+// tailMax bounds the last body piece that waits for finish (OnBody).
+const tailMax = 16 << 10
 
 func (s *sink) OnDone(error) {}
 
