@@ -124,9 +124,13 @@ func TestExpectContinue(t *testing.T) {
 	for _, early := range []bool{false, true} {
 		t.Run(fmt.Sprint("early=", early), func(t *testing.T) {
 			checkLeaks(t)
-			got := make(chan string, 1)
+			got := make(chan string, 2) // never blocks the origin if the test fails first
 			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
-				readHead(br)
+				// A connection that sends no head (a dial retried after
+				// netpoll's stale hang-up event) reports nothing.
+				if _, err := readHead(br); err != nil {
+					return
+				}
 				if early {
 					io.WriteString(c, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 3\r\n\r\nno!")
 					c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
@@ -165,9 +169,12 @@ func TestExpectContinue(t *testing.T) {
 
 func TestChunkedRequestBody(t *testing.T) {
 	checkLeaks(t)
-	got := make(chan string, 1)
+	got := make(chan string, 2) // never blocks the origin if the test fails first
 	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
-		lines, _ := readHead(br)
+		lines, err := readHead(br)
+		if err != nil {
+			return // no request on this connection (a retried dial)
+		}
 		var te bool
 		for _, l := range lines {
 			te = te || strings.EqualFold(l, "Transfer-Encoding: chunked")
