@@ -123,6 +123,25 @@ type TunnelRequest struct {
 	// against it, any answer to the CONNECT (a refusal included) counts
 	// for it. A tunnel is not rerouted to another peer.
 	Group, HashKey string
+	// ProxyAuthorization is the client's own Proxy-Authorization value,
+	// if it sent one. It is forwarded to the parent only when the proxy
+	// login is LoginPassThrough and the parent has no credentials of its
+	// own; otherwise it is dropped (it was meant for the proxy embedding
+	// the engine).
+	ProxyAuthorization string
+	// Auth, when set, is how this CONNECT authenticates to the parent
+	// (its Proxy login; see Auth); otherwise Config.Auth decides, called
+	// with the parent's Addr (and Group). A parent's own User and
+	// Password take precedence over both.
+	Auth *Auth
+	// PinKey names the client connection the CONNECT came on (zero for
+	// none). When the parent asks for a connection-based handshake (NTLM,
+	// Negotiate), its refusal is returned and its connection kept,
+	// pinned to PinKey: the next Tunnel with that key is sent on that
+	// connection (whatever Via or Group say, as long as they name the
+	// same parent), and fails with ErrPinnedGone if it is gone. Unpin
+	// closes a pinned connection; so does PinnedIdleTimeout.
+	PinKey uint64
 }
 
 // TunnelResponse is a parent's answer to CONNECT (nil for a direct
@@ -143,11 +162,20 @@ var ErrTunnelRefused = conn.ErrTunnelRefused
 // (a *conn.TunnelConn holding any byte the parent sent after its answer)
 // and must close it; Relay relays it to a client.
 //
-// A parent's non-2xx answer returns a nil connection, the answer (status,
-// header, raw head and body, to relay a 407 to the client, say) and an
-// error matching ErrTunnelRefused. Other failures are *conn.Error values:
-// PhaseDial, PhaseTunnel, PhaseProtocol, or PhasePoolWait when the cap
-// did not free up within PendingTimeout.
+// Through a parent, a 407 with a Basic or Digest challenge is answered
+// when the engine holds credentials for the parent (the Parent's User and
+// Password, or a LoginOwn proxy login) and the CONNECT is sent again: on
+// the same connection when the parent keeps it, else on a new one, for at
+// most Auth.MaxRounds challenges (Digest stale=true rounds aside). A
+// Digest challenge answered once is answered up front by later CONNECTs
+// to the same parent. See TunnelRequest.PinKey for NTLM and Negotiate.
+//
+// A parent's non-2xx answer (its last one) returns a nil connection, the
+// answer (status, header, raw head and body, to relay a 407 to the
+// client, say) and an error matching ErrTunnelRefused. Other failures are
+// *conn.Error values: PhaseDial, PhaseTunnel, PhaseProtocol, or
+// PhasePoolWait when the cap did not free up within PendingTimeout or,
+// matching ErrPinnedGone, when the connection pinned to PinKey is gone.
 func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *TunnelResponse, error) {
 	if req.Target == "" {
 		return nil, nil, fmt.Errorf("%w: tunnel without a target", ErrBadRequest)
@@ -158,10 +186,21 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	if closed {
 		return nil, nil, ErrClosed
 	}
-	if req.Group != "" {
-		if req.Via != nil {
-			return nil, nil, fmt.Errorf("%w: tunnel with both Via and Group", ErrBadRequest)
+	if req.Group != "" && req.Via != nil {
+		return nil, nil, fmt.Errorf("%w: tunnel with both Via and Group", ErrBadRequest)
+	}
+	if !validFieldValue(req.ProxyAuthorization) {
+		return nil, nil, fmt.Errorf("%w: control characters in the Proxy-Authorization", ErrBadRequest)
+	}
+	if req.PinKey != 0 {
+		if ps, err := e.tpins.take(req); ps != nil || err != nil {
+			if err != nil {
+				return nil, nil, err
+			}
+			return e.tunnelPinned(ctx, req, ps)
 		}
+	}
+	if req.Group != "" {
 		hk := req.HashKey
 		if hk == "" {
 			hk = req.Target
@@ -170,8 +209,7 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		if err != nil {
 			return nil, nil, err
 		}
-		req.Via, req.Group = p.parent, ""
-		c, resp, err := e.Tunnel(ctx, req)
+		c, resp, err := e.tunnel(ctx, req, p.parent)
 		o := classify(err)
 		if err != nil && resp != nil {
 			o = healthy // the parent answered
@@ -179,15 +217,22 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		g.report(p, probe, o, false, e.cfg.Logger.Info)
 		return c, resp, err
 	}
+	return e.tunnel(ctx, req, req.Via)
+}
+
+// tunnel opens a tunnel on a new connection, through parent when not nil.
+func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent) (net.Conn, *TunnelResponse, error) {
 	key := poolset.Key{Addr: req.Target, Via: "tunnel"}
 	var route *parentRoute
+	var ta *tunnelAuth
 	dialAddr := req.Target
-	if req.Via != nil {
+	if parent != nil {
 		var err error
-		if route, key.Via, key.Cred, err = e.parentRouteFor(req.Via); err != nil {
+		if route, key.Via, key.Cred, err = e.parentRouteFor(parent); err != nil {
 			return nil, nil, err
 		}
-		dialAddr = req.Via.Addr
+		ta = e.newTunnelAuth(req, parent, &key)
+		dialAddr = parent.Addr
 	}
 	// Opening gives up when the engine closes, as a request would.
 	ctx, cancelOpen := context.WithCancel(ctx)
@@ -217,29 +262,18 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		return fail(&conn.Error{Phase: conn.PhasePoolWait, Addr: req.Target, Err: fmt.Errorf("%w: pooled connection under a tunnel key", ErrBadRequest)})
 	}
 
-	type result struct {
-		tc   *conn.TunnelConn
-		resp *TunnelResponse
-		err  error
-	}
-	ch := make(chan result, 1)
+	ch := make(chan connectResult, 1)
 	job := func() {
 		if route == nil {
 			raw, err := conn.DialGo(ctx, dialAddr, e.cfg.ConnectTimeout)
 			if err != nil {
-				ch <- result{err: err}
+				ch <- connectResult{err: err}
 				return
 			}
-			ch <- result{tc: conn.NewTunnelConn(raw, nil, nil)}
+			ch <- connectResult{tc: conn.NewTunnelConn(raw, nil, nil)}
 			return
 		}
-		raw, err := route.dial(ctx, e.cfg.ConnectTimeout)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		tc, resp, err := conn.Connect(ctx, raw, route.addr, req.Target, route.header, e.cfg.ConnectTimeout)
-		ch <- result{tc: tc, resp: resp, err: err}
+		ch <- e.connectRounds(ctx, route, ta, nil)
 	}
 	if err := e.shards.Go(job); err != nil {
 		e.pool.DialFailed(key)
@@ -248,16 +282,24 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	// The job gives up when ctx ends (the dial and the CONNECT exchange
 	// watch it), so waiting for it is bounded.
 	r := <-ch
+	ctr.Requests.Add(1)
+	ctr.AuthRounds.Add(uint64(r.rounds))
 	if r.err != nil {
-		e.pool.DialFailed(key)
-		ctr.Requests.Add(1)
+		if r.pin != nil {
+			// A connection-based handshake goes on on this connection.
+			e.pool.Dialed(key)
+			e.pool.Pin(key)
+			e.tpins.put(e, req.PinKey, &tunnelPin{nc: r.pin, key: key, route: route,
+				group: req.Group, parent: parent})
+		} else {
+			e.pool.DialFailed(key)
+		}
 		if ce := conn.AsError(r.err); ce != nil {
 			ctr.Errors[ce.Phase].Add(1)
 		}
 		return nil, r.resp, r.err
 	}
 	e.pool.Dialed(key)
-	ctr.Requests.Add(1)
 	ctr.Tunnels.Add(1)
 	pool := e.pool
 	tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() { pool.Closed(key, poolset.Busy) })
