@@ -92,6 +92,9 @@ type clientConn struct {
 	tunnel       net.Conn
 	tunnelTarget string
 	tunnelStart  time.Time
+	// pinKey names the connection's CONNECT handshakes (tunnelPinKey);
+	// zero until one is needed.
+	pinKey atomic.Uint64
 
 	req   parser.Request
 	head  []byte // a copy of the head of a request with a body
@@ -127,6 +130,7 @@ func (cc *clientConn) unregister() {
 	if cc.state.Swap(stClosed) != stClosed {
 		cc.p.metrics.connClosed()
 	}
+	cc.unpinTunnel()
 	cc.sh.mu.Lock()
 	delete(cc.sh.conns, cc)
 	cc.sh.mu.Unlock()

@@ -87,6 +87,7 @@ type proxy struct {
 	// tunnelsLive counts the tunnels opened and not yet ended; tunnelCtx
 	// ends them at shutdown.
 	tunnelsLive  atomic.Int64
+	pinSeq       atomic.Uint64 // the last tunnel pin key handed out
 	tunnelCtx    context.Context
 	tunnelCancel context.CancelFunc
 	shards       []*clientShard

@@ -32,6 +32,18 @@ import (
 // engine.Relay (splice(2) both ways, half-close passed on, an idle
 // timeout), on a goroutine of the connection's own. A tunnel is never
 // pooled or retried.
+//
+// Authentication to a parent: the engine answers the parent's Basic and
+// Digest 407s with the -parent URL's credentials. The client's own
+// Proxy-Authorization is handed to Tunnel, which forwards it only when
+// the engine's Config.Auth says LoginPassThrough for the parent (the hook
+// for a pass-through mode of the demo); a refusal it cannot answer is
+// relayed to the client, whose connection stays open. A 407 offering NTLM
+// or Negotiate keeps the parent connection pinned to the client
+// connection (its tunnel pin key), so the client's next CONNECT, with the
+// next handshake message, goes on that parent connection; if that one is
+// gone meanwhile, the client gets a 502 and its connection is closed, to
+// start the handshake over.
 
 // DefaultTunnelIdleTimeout ends a tunnel that moved no byte either way
 // for this long.
@@ -146,7 +158,8 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout())
 	defer cancel()
-	treq := engine.TunnelRequest{Target: target}
+	treq := engine.TunnelRequest{Target: target, PinKey: cc.tunnelPinKey(),
+		ProxyAuthorization: string(req.Get(parser.HdrProxyAuthorization))}
 	if cc.p.parents {
 		treq.Group = cc.p.group
 	} else {
@@ -170,6 +183,9 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 			}
 			return served
 		}
+		if errors.Is(err, engine.ErrPinnedGone) {
+			return fail(502, "the parent connection of this client's authentication handshake is gone: "+err.Error())
+		}
 		status, msg := upstreamStatus(err)
 		return fail(status, "tunnel to "+target+": "+msg)
 	}
@@ -178,6 +194,27 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	cc.p.tunnelsLive.Add(1)
 	cc.tunnel, cc.tunnelTarget, cc.tunnelStart = nc, target, start
 	return tunnelIt
+}
+
+// tunnelPinKey names the client connection to the engine for CONNECTs:
+// a parent connection in the middle of an NTLM or Negotiate handshake is
+// pinned to it. It is assigned on first use and released (Unpin) when the
+// connection is unregistered.
+func (cc *clientConn) tunnelPinKey() uint64 {
+	if k := cc.pinKey.Load(); k != 0 {
+		return k
+	}
+	k := cc.p.pinSeq.Add(1)
+	cc.pinKey.Store(k)
+	return k
+}
+
+// unpinTunnel releases the connection's pin key, closing a parent
+// connection still pinned to it.
+func (cc *clientConn) unpinTunnel() {
+	if k := cc.pinKey.Swap(0); k != 0 {
+		cc.p.eng.Unpin(k)
+	}
 }
 
 // dropTunnel closes a tunnel that could not be run.
