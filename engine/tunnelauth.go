@@ -36,7 +36,11 @@ type tunnelAuth struct {
 	pa string
 	// passConn: pa is the client's connection-based credentials (an
 	// NTLM or Negotiate handshake message).
-	passConn  bool
+	passConn bool
+	// pass: the client's credentials reach the parent (LoginPassThrough,
+	// no credentials of the parent's own), so a connection-based
+	// handshake can go on and is worth a pinned connection.
+	pass      bool
 	maxRounds int
 	dkey      digestKey
 
@@ -67,8 +71,12 @@ func (e *Engine) newTunnelAuth(req TunnelRequest, p *Parent, key *poolset.Key) *
 		a.own = &c
 		preemptive = pol.Proxy.Preemptive
 		key.Cred = credScope(&Auth{Proxy: pol.Proxy}, nil)
-	case pol != nil && pol.Proxy.Mode == LoginPassThrough && req.ProxyAuthorization != "":
+	case pol != nil && pol.Proxy.Mode == LoginPassThrough:
+		a.pass = true
 		a.pa = req.ProxyAuthorization
+		if a.pa == "" {
+			break
+		}
 		if auth.ConnectionBased(auth.CredentialsScheme(a.pa)) {
 			// Handshake messages change with every CONNECT and live on a
 			// pinned connection: they are no identity scope.
@@ -151,9 +159,10 @@ func (a *tunnelAuth) answer(resp *TunnelResponse) (string, bool) {
 
 // connectionBased reports a refusal that continues a connection-based
 // handshake: a 407 offering NTLM or Negotiate, or answering such
-// credentials.
+// credentials, when the client's credentials reach the parent (without
+// them the client cannot go on, and a pinned connection would only wait).
 func (a *tunnelAuth) connectionBased(resp *TunnelResponse) bool {
-	if resp.Status != 407 {
+	if resp.Status != 407 || !a.pass {
 		return false
 	}
 	if a.passConn {

@@ -258,6 +258,19 @@ func TestTunnelSquidNTLM(t *testing.T) {
 	if st := tunnelStats(e, sq.addr); st.Pool.Pinned != 0 {
 		t.Fatalf("stats %+v after Unpin: want none pinned", st)
 	}
+
+	// Without pass-through the client's handshake cannot reach Squid: its
+	// NTLM offer is relayed, and nothing is pinned.
+	e0 := startEngine(t, engine.Config{})
+	nc, resp, err := e0.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: via, PinKey: 1,
+		ProxyAuthorization: ntlmNegotiate()})
+	if nc != nil || !errors.Is(err, engine.ErrTunnelRefused) || resp.Status != 407 ||
+		!strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), "NTLM") {
+		t.Fatalf("without pass-through: %v %+v", err, resp)
+	}
+	if st := tunnelStats(e0, sq.addr); st.Pool.Pinned != 0 || st.Pool.Busy != 0 || st.Pool.Dialed != 0 {
+		t.Fatalf("stats %+v: want nothing pinned or open", st)
+	}
 }
 
 // TestTunnelPinnedGone: a pinned parent connection idle past
