@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -19,7 +18,9 @@ type Parent struct {
 	// Addr is the parent's resolved ip:port.
 	Addr string
 	// User and Password are sent as Basic Proxy-Authorization on the
-	// CONNECT; an empty User sends none. They are part of the pool key as
+	// CONNECT (or as Digest, once the parent asked for Digest: its 407 is
+	// answered, and later CONNECTs answer the remembered challenge up
+	// front); an empty User sends none. They are part of the pool key as
 	// a hash, so connections never cross identities.
 	User, Password string
 	// TLS, when set, speaks TLS to the parent itself: the CONNECT goes
@@ -29,14 +30,15 @@ type Parent struct {
 	TLS *TLS
 }
 
-// parentRoute is a Parent ready for use: the header lines to send and,
-// for a TLS-speaking parent, its TLS configuration with a session cache
-// of its own. One is made per route key and reused.
+// parentRoute is a Parent ready for use: its address, the key's Via
+// naming it and, for a TLS-speaking parent, its TLS configuration with a
+// session cache of its own. One is made per route key and reused. (The
+// credentials sent on CONNECT are tunnelAuth's.)
 type parentRoute struct {
-	addr   string
-	header []string
-	tls    *tls.Config // nil: plaintext to the parent
-	hs     time.Duration
+	addr string
+	via  string      // the key's Via naming the route
+	tls  *tls.Config // nil: plaintext to the parent
+	hs   time.Duration
 }
 
 // dial connects to the parent (and runs the TLS handshake with it).
@@ -75,11 +77,7 @@ func (e *Engine) parentRouteFor(p *Parent) (r *parentRoute, via, cred string, er
 	if v, ok := e.tls.routes.Load(rk); ok {
 		return v.(*parentRoute), via, cred, nil
 	}
-	r = &parentRoute{addr: p.Addr, hs: e.cfg.TLSHandshakeTimeout}
-	if p.User != "" {
-		r.header = []string{"Proxy-Authorization: Basic " +
-			base64.StdEncoding.EncodeToString([]byte(p.User+":"+p.Password))}
-	}
+	r = &parentRoute{addr: p.Addr, via: via, hs: e.cfg.TLSHandshakeTimeout}
 	if prof != nil {
 		r.tls = prof.base.Clone()
 		r.tls.ServerName = sni

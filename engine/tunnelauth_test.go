@@ -327,3 +327,28 @@ func TestTunnelPinnedGone(t *testing.T) {
 		t.Fatalf("squid log %+v: want 2 CONNECTs on 2 connections", lines)
 	}
 }
+
+// TestTLSViaDigestParent: an https origin behind a Squid parent that
+// demands Digest: the pooled connection's CONNECT answers the challenge
+// with the parent's credentials, and requests reuse the tunnel.
+func TestTLSViaDigestParent(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	sq := startSquid(t, squidOptions{scheme: "digest"})
+	e := startEngine(t, engine.Config{})
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	for i := 0; i < 2; i++ {
+		req := tlsGet(t, ngx, "origin.test", "/small", cfg, "")
+		req.Via = &engine.Parent{Addr: sq.addr, User: squidUser, Password: squidPass}
+		resp, body, err := fetch(e, req)
+		if err != nil || resp.Status != 200 || string(body) != bench.SmallBody {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	_ = e.Close() // squid logs a tunnel when it ends
+	lines := connectLines(readLog(t, sq.log, 2))
+	if len(lines) != 2 || lines[0].Status != 407 || lines[1].Status != 200 || lines[0].Port != lines[1].Port ||
+		lines[1].User != squidUser {
+		t.Fatalf("squid log %+v: want a 407 then a 200 on one connection", lines)
+	}
+}
