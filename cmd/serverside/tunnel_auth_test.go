@@ -49,10 +49,17 @@ func TestConnectThroughSquidDigest(t *testing.T) {
 			t.Fatalf("tunnel %d: %q", i, out)
 		}
 	}
+	// Squid logs a tunnel when it ends: wait (bounded) for the lines.
 	ok := 0
-	for _, l := range sq.AccessLog() {
-		if strings.Contains(l, "CONNECT "+ng.TLSAddr()) && strings.Contains(l, "/200 ") && strings.Contains(l, " alice ") {
-			ok++
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ok = 0
+		for _, l := range sq.AccessLog() {
+			if strings.Contains(l, "CONNECT "+ng.TLSAddr()) && strings.Contains(l, "/200 ") && strings.Contains(l, " alice ") {
+				ok++
+			}
+		}
+		if ok >= 2 || time.Now().After(deadline) {
+			break
 		}
 	}
 	if ok != 2 {
@@ -175,10 +182,17 @@ func TestConnectNTLMThroughSquid(t *testing.T) {
 		t.Fatalf("through the tunnel: %d %q", got.StatusCode, body)
 	}
 	_ = tc.Close()
+	// Squid logs a tunnel when it ends: wait (bounded) for the line.
 	var users []string
-	for _, l := range sq.AccessLog() {
-		if strings.Contains(l, "CONNECT "+target) && strings.Contains(l, "/200 ") {
-			users = append(users, l)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		users = users[:0]
+		for _, l := range sq.AccessLog() {
+			if strings.Contains(l, "CONNECT "+target) && strings.Contains(l, "/200 ") {
+				users = append(users, l)
+			}
+		}
+		if len(users) > 0 || time.Now().After(deadline) {
+			break
 		}
 	}
 	if len(users) != 1 || !strings.Contains(users[0], "carol") {
