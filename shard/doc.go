@@ -27,9 +27,9 @@
 //  2. An idle connection from the shared pool (poolset.Pool.Get: LIFO,
 //     checked with Alive).
 //  3. A dial permit (TryReserve): the dial runs on the "dial" ants pool,
-//     submitted without blocking, and its result is posted back to the
-//     inbox. When that pool is full the permit is given back and the
-//     request waits as in 4.
+//     submitted without blocking (when that pool is full, on a goroutine
+//     of its own: a burst of new clients is not failed for want of a
+//     worker), and its result is posted back to the inbox.
 //  4. Otherwise the request waits (poolset.Pool.Wait) with the pending
 //     deadline for a connection coming back (or, under a cap, a permit);
 //     the grant is posted back to the inbox.

@@ -178,12 +178,8 @@ func (s *Shard) start(t *Task) {
 		}
 	}
 	if pool.TryReserve(t.Key) {
-		if s.dial(t) {
-			return
-		}
-		// The dial pool is full: wait for a connection like a request
-		// over the upstream's cap; one coming back is handed over.
-		pool.DialFailed(t.Key)
+		s.dial(t)
+		return
 	}
 	if s.pending >= s.set.cfg.MaxPending {
 		s.finish(t, s.fail(t, conn.PhasePoolWait, fmt.Errorf("%w: %d requests pending", ErrOverloaded, s.pending)))
@@ -217,9 +213,13 @@ func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
 	return true
 }
 
-// dial starts a dial on the dial pool; false when the pool is full.
-func (s *Shard) dial(t *Task) bool {
-	err := s.set.dials.Submit(func() {
+// dial starts a dial on the dial pool. A dial beyond the pool's size runs
+// on a goroutine of its own rather than failing: the pool bounds the
+// goroutines kept, while the number of dials is bounded by the upstream's
+// cap and MaxPending. Failing a request for want of a worker turned
+// bursts of new clients into 503s.
+func (s *Shard) dial(t *Task) {
+	fn := func() {
 		var c *conn.Conn
 		var err error
 		if t.Dialer != nil {
@@ -228,8 +228,14 @@ func (s *Shard) dial(t *Task) bool {
 			c, err = conn.Dial(t.Ctx, t.Key.Addr, s.set.cfg.ConnectTimeout)
 		}
 		s.post(event{kind: evDialed, t: t, c: c, err: err})
-	})
-	return err == nil
+	}
+	if s.set.dials.Submit(fn) != nil {
+		s.set.overflow.Add(1)
+		go func() {
+			defer s.set.overflow.Done()
+			fn()
+		}()
+	}
 }
 
 func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
@@ -291,10 +297,7 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
 			return
 		}
-		if !s.dial(t) {
-			s.set.pool.DialFailed(t.Key)
-			s.finish(t, s.fail(t, conn.PhaseDial, fmt.Errorf("%w: dial pool full", ErrOverloaded)))
-		}
+		s.dial(t)
 	default:
 		c := g.Conn
 		if !s.take(t.Key, c) {

@@ -87,7 +87,10 @@ type Set struct {
 	shards    []*Shard
 	rr        atomic.Uint64
 	wg        sync.WaitGroup
-	closed    atomic.Bool
+	// overflow counts dials running on goroutines of their own because
+	// the dial pool was full (Shard.dial).
+	overflow sync.WaitGroup
+	closed   atomic.Bool
 }
 
 // New starts cfg.Shards shards over pool; stats receives the counters.
@@ -190,4 +193,13 @@ func (s *Set) Close(timeout time.Duration) {
 	s.wg.Wait()
 	_ = s.dials.ReleaseTimeout(timeout)
 	_ = s.exchanges.ReleaseTimeout(timeout)
+	done := make(chan struct{})
+	go func() {
+		s.overflow.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
 }

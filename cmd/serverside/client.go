@@ -79,6 +79,11 @@ type clientConn struct {
 	r  inReader
 	w  outWriter
 	sh *clientShard
+	// pinKey is the connection's own, never 0: once authSeen, every
+	// request carries it, so an NTLM or Negotiate handshake pins an
+	// upstream connection to this client connection (auth.go).
+	pinKey   uint64
+	authSeen atomic.Bool
 
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
@@ -92,9 +97,6 @@ type clientConn struct {
 	tunnel       net.Conn
 	tunnelTarget string
 	tunnelStart  time.Time
-	// pinKey names the connection's CONNECT handshakes (tunnelPinKey);
-	// zero until one is needed.
-	pinKey atomic.Uint64
 
 	req   parser.Request
 	head  []byte // a copy of the head of a request with a body
@@ -130,10 +132,12 @@ func (cc *clientConn) unregister() {
 	if cc.state.Swap(stClosed) != stClosed {
 		cc.p.metrics.connClosed()
 	}
-	cc.unpinTunnel()
 	cc.sh.mu.Lock()
 	delete(cc.sh.conns, cc)
 	cc.sh.mu.Unlock()
+	if cc.authSeen.Load() {
+		cc.p.pins.remove(cc)
+	}
 }
 
 // serveOne reads and serves one request. It runs with at least one byte
@@ -253,7 +257,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed.Add("Via", []byte("1.1 serverside"))
 
 	er := &cc.ereq
-	*er = engine.Request{Upstream: up, Head: req, Edits: ed}
+	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
 	var body *bodyReader
 	if hasBody {
 		body = &cc.body
@@ -557,6 +561,7 @@ type sink struct {
 	body      *bodyReader
 	status    int
 	bytes     int64
+	left      int64 // body bytes still to come of a known length; -1 otherwise
 	edits     parser.Edits
 	bb        bytebufferpool.ByteBuffer
 	scratch   []byte
@@ -565,7 +570,7 @@ type sink struct {
 func (s *sink) reset(http11, keepAlive bool) {
 	s.http11, s.keepAlive = http11, keepAlive
 	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
-	s.body, s.status, s.bytes = nil, 0, 0
+	s.body, s.status, s.bytes, s.left = nil, 0, 0, -1
 }
 
 func (s *sink) OnHead(resp *parser.Response) error {
@@ -582,7 +587,12 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	ed := &s.edits
 	ed.Reset()
 	ed.StripHopByHop = true
+	s.challenge(ed)
 	flushNow := false
+	s.left = -1
+	if resp.Framing() == parser.FramingLength && !s.head {
+		s.left = resp.ContentLength()
+	}
 	switch resp.Framing() {
 	case parser.FramingChunked, parser.FramingUntilClose:
 		if s.head {
@@ -633,6 +643,23 @@ func (s *sink) OnBody(p []byte) error {
 		return nil
 	}
 	w := s.cc.w
+	if s.left >= 0 {
+		s.left -= int64(len(p))
+		if s.left == 0 && !s.chunked && len(p) <= tailMax {
+			// The last piece of a body of known length waits, copied,
+			// for finish: it leaves after the exchange has put the
+			// upstream connection back in the pool, so a client that
+			// sends its next request (on this connection or another)
+			// the moment it has the response finds that connection idle.
+			if !s.pending {
+				s.bb.Reset()
+				s.pending = true
+			}
+			s.bb.B = append(s.bb.B, p...)
+			s.bytes += int64(len(p))
+			return nil
+		}
+	}
 	if s.pending {
 		s.pending, s.headSent = false, true
 		if _, err := w.WriteBinary(s.bb.B); err != nil {
@@ -657,6 +684,9 @@ func (s *sink) OnBody(p []byte) error {
 	}
 	return w.Flush()
 }
+
+// tailMax bounds the last body piece that waits for finish (OnBody).
+const tailMax = 16 << 10
 
 func (s *sink) OnDone(error) {}
 

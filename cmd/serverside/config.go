@@ -35,6 +35,8 @@ type fileConfig struct {
 	LB        string     `json:"lb"`
 	Timeouts  timeouts   `json:"timeouts"`
 	Health    healthSpec `json:"health"`
+	// ClientAuth is -client-auth: "none" or "pass".
+	ClientAuth string `json:"client_auth"`
 	// ConnectPorts is as -connect-ports: "443,8443" or "any".
 	ConnectPorts string `json:"connect_ports"`
 	// CAFile, Insecure, ClientCert and ClientKey are as the flags of the
@@ -47,8 +49,8 @@ type fileConfig struct {
 
 // peerSpec is one origin or parent proxy.
 type peerSpec struct {
-	// URL is http://host:port; a parent's may carry credentials in its
-	// userinfo (http://user:pass@host:port).
+	// URL is http://host:port, with credentials for the peer's
+	// challenges in its userinfo (http://user:pass@host:port).
 	URL string `json:"url"`
 	// Name labels the peer in logs and on /status; default host:port.
 	Name string `json:"name"`
@@ -59,6 +61,8 @@ type peerSpec struct {
 	MaxConns int `json:"max_conns"`
 	// SNI is the server name of an https origin; default the URL's host.
 	SNI string `json:"sni"`
+	// Preemptive is the URL option preemptive (peerAuth in auth.go).
+	Preemptive *bool `json:"preemptive"`
 }
 
 // timeouts are the engine's timeouts, as Go duration strings ("10s").
@@ -254,6 +258,9 @@ func (fc *fileConfig) validate() *ConfigError {
 	if fc.LB != "" && !slices.Contains(lbPolicies, fc.LB) {
 		return bad("lb", "unknown policy %q; want one of %s", fc.LB, strings.Join(lbPolicies, ", "))
 	}
+	if fc.ClientAuth != "" && fc.ClientAuth != clientAuthNone && fc.ClientAuth != clientAuthPass {
+		return bad("client_auth", "unknown mode %q; want %s or %s", fc.ClientAuth, clientAuthNone, clientAuthPass)
+	}
 	if fc.ConnectPorts != "" {
 		if _, err := parsePorts(fc.ConnectPorts); err != nil {
 			return bad("connect_ports", "%v", err)
@@ -295,16 +302,13 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	}
 	u, err := url.Parse(ps.URL)
 	if err != nil {
-		return &peerError{"url", err}
+		return &peerError{"url", fmt.Errorf("%q: cannot parse", redactURL(ps.URL))}
 	}
 	if u.Scheme != "http" && (u.Scheme != "https" || parent) {
-		return &peerError{"url", fmt.Errorf("%q: want http:// (or https:// for an origin)", ps.URL)}
+		return &peerError{"url", fmt.Errorf("%q: want http:// (or https:// for an origin)", u.Redacted())}
 	}
 	if u.Host == "" {
-		return &peerError{"url", fmt.Errorf("%q: no host", ps.URL)}
-	}
-	if u.User != nil && !parent {
-		return &peerError{"url", fmt.Errorf("%q: credentials belong to parents, not origins", u.Redacted())}
+		return &peerError{"url", fmt.Errorf("%q: no host", u.Redacted())}
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return &peerError{"url", fmt.Errorf("%q: want only scheme, host and port", u.Redacted())}
@@ -325,6 +329,15 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 		ps.Name = hostPortScheme(u.Host, u.Scheme)
 	}
 	return nil
+}
+
+// flagURL is the peer's URL as the -origin or -parent flag takes it: with
+// the options that withPeers reads from the URL.
+func (ps *peerSpec) flagURL() string {
+	if ps.Preemptive == nil {
+		return ps.URL
+	}
+	return strings.TrimSuffix(ps.URL, "?") + "?preemptive=" + strconv.FormatBool(*ps.Preemptive)
 }
 
 // peerHostPort is the host:port a peer URL names.
@@ -350,11 +363,13 @@ type cliExtras struct {
 	insecure       bool
 	clientCert     string
 	clientKey      string
+	clientAuth     string
 }
 
 func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.config, "config", "", "JSON config `file` with every flag plus per-peer options (docs/demo.md);\nflags given on the command line override it, e.g. -config /etc/serverside.json")
 	fs.StringVar(&x.admin, "admin", "", "`address` of the admin HTTP server (/metrics, /status, /debug/pprof/); off when empty,\ne.g. -admin 127.0.0.1:9090")
+	fs.StringVar(&x.clientAuth, "client-auth", clientAuthNone, "what happens to the client's Proxy-Authorization: none (stripped) or pass\n(sent to a -parent without credentials of its own: the client logs in to the parent,\nNTLM included)")
 	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
@@ -438,6 +453,9 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	if fc.LB != "" {
 		errs = append(errs, set("lb", "lb", fc.LB))
 	}
+	if fc.ClientAuth != "" {
+		errs = append(errs, set("client-auth", "client_auth", fc.ClientAuth))
+	}
 	for _, f := range []struct{ flag, field, v string }{
 		{"connect-ports", "connect_ports", fc.ConnectPorts},
 		{"ca-file", "ca_file", fc.CAFile},
@@ -476,7 +494,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 			continue
 		}
 		for i, ps := range *l.peers {
-			errs = append(errs, set(l.flag, l.field+"["+strconv.Itoa(i)+"].url", ps.URL))
+			errs = append(errs, set(l.flag, l.field+"["+strconv.Itoa(i)+"].url", ps.flagURL()))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -504,7 +522,7 @@ func cmdLinePeers(v flag.Value) []peerSpec {
 	for _, s := range urls {
 		ps := peerSpec{URL: s}
 		if ps.validate(true) != nil {
-			ps.Name = s // the flag's own parsing reports the error
+			ps.Name = redactURL(s) // the flag's own parsing reports the error
 		}
 		out = append(out, ps)
 	}

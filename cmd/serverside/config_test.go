@@ -37,8 +37,9 @@ func TestDocExampleConfig(t *testing.T) {
 			{URL: "http://127.0.0.1:8081", Name: "web-a", Weight: 3, MaxConns: 64},
 			{URL: "http://127.0.0.1:8082", Name: "127.0.0.1:8082", Weight: 1},
 		},
-		Parents: []peerSpec{{URL: "http://user:secret@10.0.0.5:3128", Name: "squid-1", Weight: 1, MaxConns: 128}},
-		LB:      "leastconn",
+		Parents:    []peerSpec{{URL: "http://user:secret@10.0.0.5:3128", Name: "squid-1", Weight: 1, MaxConns: 128, Preemptive: new(false)}},
+		LB:         "leastconn",
+		ClientAuth: "none",
 		Timeouts: timeouts{
 			Connect: duration(3 * time.Second), Idle: duration(90 * time.Second), ResponseHeader: duration(30 * time.Second),
 			TunnelIdle: duration(10 * time.Minute),
@@ -57,7 +58,7 @@ func TestConfigErrors(t *testing.T) {
 		unknown        bool
 	}{
 		{`{"lsiten": "127.0.0.1:1"}`, "lsiten", "known fields here: listen, admin,", true},
-		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns", true},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns, sni, preemptive", true},
 		{`{"timeouts": {"connect": "1s", "read": "1s"}}`, "timeouts.read", "known fields here: connect, idle, response_header", true},
 		{`{"listen": 8080}`, "listen", "want a string, got a JSON number", false},
 		{`{"shards": -1}`, "shards", "must be 0 (GOMAXPROCS) or more", false},
@@ -69,7 +70,9 @@ func TestConfigErrors(t *testing.T) {
 		{`{"origins": [{"url": "http://a:80", "sni": "a"}]}`, "origins[0].sni", "only for https:// origins", false},
 		{`{"connect_ports": "443,x"}`, "connect_ports", `want "any" or ports`, false},
 		{`{"client_cert": "c.pem"}`, "client_cert", "client_cert and client_key go together", false},
-		{`{"origins": [{"url": "http://u:pw@a:80"}]}`, "origins[0].url", `"http://u:xxxxx@a:80": credentials belong to parents`, false},
+		{`{"origins": [{"url": "ftp://u:pw@a:80"}]}`, "origins[0].url", `"ftp://u:xxxxx@a:80": want http://`, false},
+		{`{"client_auth": "maybe"}`, "client_auth", `unknown mode "maybe"; want none or pass`, false},
+		{`{"parents": [{"url": "http://a:80", "preemptive": "no"}]}`, "", "preemptive: want a bool", false},
 		{`{"origins": [{"url": "http://a:80/path"}]}`, "origins[0].url", "want only scheme, host and port", false},
 		{`{"origins": [{"url": "http://a:80", "weight": -1}]}`, "origins[0].weight", "want 1 to 1000", false},
 		{`{"parents": [{"url": "http://a:80", "weight": 1001}]}`, "parents[0].weight", "want 1 to 1000", false},
@@ -143,8 +146,8 @@ func writeConfig(t *testing.T, s string) string {
 
 const applyConfig = `{"listen": "127.0.0.1:8080", "admin": "127.0.0.1:9090", "shards": 4, "access_log": false,
 	"origins": [{"url": "http://127.0.0.1:81", "name": "a", "weight": 2}, {"url": "http://127.0.0.1:82"}],
-	"parents": [{"url": "http://u:p@127.0.0.1:3129"}],
-	"lb": "p2c",
+	"parents": [{"url": "http://u:p@127.0.0.1:3129", "preemptive": false}],
+	"lb": "p2c", "client_auth": "pass",
 	"timeouts": {"connect": "2s", "response_header": "5s"}}`
 
 // The file fills in what the command line left out; what the command line
@@ -166,8 +169,11 @@ func TestApplyConfig(t *testing.T) {
 	if got := []string(*v["origin"].(*originList)); !reflect.DeepEqual(got, []string{"http://127.0.0.1:81", "http://127.0.0.1:82"}) {
 		t.Fatalf("origins %v", got)
 	}
-	if got := []string(*v["parent"].(*stringsFlag)); !reflect.DeepEqual(got, []string{"http://u:p@127.0.0.1:3129"}) {
+	if got := []string(*v["parent"].(*stringsFlag)); !reflect.DeepEqual(got, []string{"http://u:p@127.0.0.1:3129?preemptive=false"}) {
 		t.Fatalf("parents %v", got)
+	}
+	if x.clientAuth != clientAuthPass {
+		t.Fatalf("client auth %q", x.clientAuth)
 	}
 	ec := x.engineConfig(engine.Config{})
 	if ec.ConnectTimeout != 2*time.Second || ec.IdleTimeout != 7*time.Second || ec.ResponseHeaderTimeout != 5*time.Second {

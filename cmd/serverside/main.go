@@ -12,6 +12,11 @@
 // parent) and https:// targets are fetched over TLS; -origin may name
 // https origins (-ca-file, -insecure, -client-cert/-client-key, ?sni=).
 //
+// Credentials in -origin or -parent URLs answer the peers' 401 or 407
+// challenges; -client-auth pass relays the client's Proxy-Authorization to
+// parents; each client connection pins the upstream connection of its
+// NTLM or Negotiate handshake (auth.go, docs/demo.md).
+//
 // -config FILE reads the flags and per-peer options from a JSON file
 // (flags on the command line win); -admin ADDR serves /metrics, /status
 // and /debug/pprof/. docs/demo.md describes both.
@@ -44,7 +49,15 @@ const drainTimeout = 10 * time.Second
 
 type originList []string
 
-func (o *originList) String() string { return strings.Join(*o, ",") }
+// String lists the URLs without their passwords: it is what logs show.
+func (o *originList) String() string {
+	out := make([]string, len(*o))
+	for i, u := range *o {
+		out[i] = redactURL(u)
+	}
+	return strings.Join(out, ",")
+}
+
 func (o *originList) Set(v string) error {
 	*o = append(*o, v)
 	return nil
@@ -58,9 +71,9 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:3128", "`address` to listen on, e.g. -listen 127.0.0.1:8080")
 	var origins originList
-	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100'")
+	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100';\ncredentials in userinfo (http://user:pass@host:port) answer the origin's 401s")
 	var parents originList
-	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin)")
+	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin, plus preemptive=0)")
 	lb := fs.String("lb", "roundrobin", "how requests are spread over origins or parents: roundrobin, leastconn, p2c or hash (on the request host)")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
@@ -106,6 +119,9 @@ func run(args []string) int {
 			"anyone on the path can impersonate them. Use -ca-file instead outside of tests.")
 	}
 	err = withPeersTLS(&cfg, origins, parents, *lb, ts)
+	if err == nil {
+		err = withClientAuth(&cfg, x.clientAuth)
+	}
 	if err == nil {
 		withFilePeers(&cfg, fc, !peersOnCmdLine)
 		health.apply(&cfg)

@@ -31,9 +31,10 @@ const peerGroup = "upstream"
 //	max_conns=100        its connection cap
 //	max_pending=50       requests that may wait for one of its connections
 //	pending_timeout=5s   how long each may wait
+//	preemptive=0         for credentials, see peerAuth (auth.go)
 //
-// A parent's userinfo (http://user:pass@host:port) is sent as Basic
-// Proxy-Authorization.
+// Credentials in the userinfo (http://user:pass@host:port) answer the
+// peer's 401 (an origin) or 407 (a parent) challenges: see peerAuth.
 func withPeers(cfg *engine.Config, origins, parents []string, lb string) error {
 	return withPeersTLS(cfg, origins, parents, lb, tlsSettings{})
 }
@@ -68,12 +69,19 @@ func withPeersTLS(cfg *engine.Config, origins, parents []string, lb string, ts t
 		return nil
 	}
 	gc := engine.GroupConfig{Balancer: balance.Kind(lb)}
+	logins := make(map[string]*engine.Auth)
 	for _, raw := range urls {
-		p, err := parsePeer(raw, parent, ts)
+		p, login, err := parsePeer(raw, parent, ts)
 		if err != nil {
 			return err
 		}
 		gc.Peers = append(gc.Peers, p)
+		if login != nil {
+			logins[p.Addr] = login
+		}
+	}
+	if len(logins) > 0 {
+		cfg.Auth = authByAddr(logins)
 	}
 	if cfg.Groups == nil {
 		cfg.Groups = map[string]engine.GroupConfig{}
@@ -82,31 +90,30 @@ func withPeersTLS(cfg *engine.Config, origins, parents []string, lb string, ts t
 	return nil
 }
 
-// parsePeer turns an -origin or -parent URL into a peer.
-func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, error) {
+// parsePeer turns an -origin or -parent URL into a peer and the engine
+// login of the credentials in its userinfo (nil without).
+func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Auth, error) {
 	flagName := "-origin"
 	if parent {
 		flagName = "-parent"
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: cannot parse", flagName, redactURL(raw))
 	}
+	raw = u.Redacted() // for the errors below
 	if u.Host == "" || u.Scheme != "http" && (u.Scheme != "https" || parent) {
 		if parent {
-			return engine.Peer{}, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
+			return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
 		}
-		return engine.Peer{}, fmt.Errorf("%s %q: want http://host:port or https://host:port", flagName, raw)
-	}
-	if u.User != nil && !parent {
-		return engine.Peer{}, fmt.Errorf("%s %q: credentials are for parents", flagName, raw)
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port or https://host:port", flagName, raw)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	hp := hostPortScheme(u.Host, u.Scheme)
 	addr, err := resolve(ctx, hp)
 	if err != nil {
-		return engine.Peer{}, fmt.Errorf("%s %q: %w", flagName, raw, err)
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
 	}
 	p := engine.Peer{Name: hp, Addr: addr, Parent: parent}
 	if u.Scheme == "https" {
@@ -118,9 +125,9 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, error) {
 			p.TLS.ServerName = u.Hostname()
 		}
 	}
-	if u.User != nil {
-		p.Username = u.User.Username()
-		p.Password, _ = u.User.Password()
+	login, err := peerAuth(u, &p)
+	if err != nil {
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
 	}
 	for k, vs := range u.Query() {
 		v := vs[len(vs)-1]
@@ -142,14 +149,15 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, error) {
 			} else {
 				p.TLS.ServerName = v
 			}
+		case "preemptive": // peerAuth read it
 		default:
-			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout or sni)")
+			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout, sni or preemptive)")
 		}
 		if err != nil {
-			return engine.Peer{}, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
+			return engine.Peer{}, nil, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
 		}
 	}
-	return p, nil
+	return p, login, nil
 }
 
 // routePeers routes the request to the peer group: to an origin in origin

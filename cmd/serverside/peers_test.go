@@ -26,12 +26,75 @@ func TestPeerURLOptions(t *testing.T) {
 		g.Peers[1] != (engine.Peer{Name: "127.0.0.1:3130", Addr: "127.0.0.1:3130", Parent: true}) {
 		t.Fatalf("group %+v", g)
 	}
+	// A parent's credentials are the peer's own (preemptive Basic), not
+	// an engine login.
+	if cfg.Auth != nil {
+		t.Fatalf("an engine login for preemptive parent credentials: %+v", cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3129"}))
+	}
+	// With preemptive=0, an engine login that answers the 407s.
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://u:p@127.0.0.1:3129?preemptive=0", "http://127.0.0.1:3130"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	wantAuth := engine.Auth{Proxy: engine.Login{Mode: engine.LoginOwn, Credentials: engine.Credentials{User: "u", Password: "p"}}}
+	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3129"}); a == nil || *a != wantAuth || cfg.Groups[peerGroup].Peers[0].Username != "" {
+		t.Fatalf("auth %+v, peer %+v", a, cfg.Groups[peerGroup].Peers[0])
+	}
+	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3130"}); a != nil {
+		t.Fatalf("auth of a parent without credentials %+v", a)
+	}
+	// An origin's answer its 401s, only when challenged unless told.
+	for _, c := range []struct {
+		url  string
+		want engine.Login
+	}{
+		{"http://u:pw@127.0.0.1:81", engine.Login{Mode: engine.LoginOwn, Credentials: engine.Credentials{User: "u", Password: "pw"}}},
+		{"http://u:pw@127.0.0.1:81?preemptive=1", engine.Login{Mode: engine.LoginOwn, Preemptive: true, Credentials: engine.Credentials{User: "u", Password: "pw"}}},
+	} {
+		cfg = engine.Config{}
+		if err := withPeers(&cfg, []string{c.url}, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:81"}); a == nil || *a != (engine.Auth{Origin: c.want}) {
+			t.Fatalf("%s: auth %+v", c.url, a)
+		}
+	}
+	// -client-auth pass: the client's Proxy-Authorization to parents
+	// without credentials of their own.
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://u:p@127.0.0.1:3129?preemptive=0", "http://127.0.0.1:3130", "http://v:q@127.0.0.1:3131"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := withClientAuth(&cfg, clientAuthPass); err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3130"}); a == nil || a.Proxy.Mode != engine.LoginPassThrough {
+		t.Fatalf("pass-through auth %+v", a)
+	}
+	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3129"}); a == nil || a.Proxy.Mode != engine.LoginOwn || a.Proxy.Preemptive {
+		t.Fatalf("own auth %+v", a)
+	}
+	if a := cfg.Auth(engine.Upstream{Addr: "127.0.0.1:3131"}); a != nil {
+		t.Fatalf("auth for a parent with its own credentials %+v", a)
+	}
+	for _, c := range []struct {
+		origins []string
+		mode    string
+	}{{nil, "pass"}, {[]string{"http://127.0.0.1:1"}, "pass"}, {nil, "maybe"}} {
+		cfg := engine.Config{}
+		if err := withPeers(&cfg, c.origins, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := withClientAuth(&cfg, c.mode); err == nil {
+			t.Errorf("-client-auth %s with origins %q accepted", c.mode, c.origins)
+		}
+	}
 	for _, bad := range [][2][]string{
 		{{"http://127.0.0.1:1"}, {"http://127.0.0.1:2"}},   // both
 		{{"ftp://127.0.0.1:1"}, nil},                       // scheme
 		{nil, {"https://127.0.0.1:1"}},                     // an https parent
 		{{"http://127.0.0.1:1?sni=a"}, nil},                // sni on http
-		{{"http://u:p@127.0.0.1:1"}, nil},                  // credentials on an origin
+		{{"http://u:p@127.0.0.1:1?preemptive=maybe"}, nil}, // not a bool
 		{{"http://127.0.0.1:1?weight=x"}, nil},             // bad number
 		{{"http://127.0.0.1:1?colour=red"}, nil},           // unknown option
 		{nil, {"http://127.0.0.1:1?pending_timeout=soon"}}, // bad duration

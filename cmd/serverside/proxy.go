@@ -87,9 +87,9 @@ type proxy struct {
 	// tunnelsLive counts the tunnels opened and not yet ended; tunnelCtx
 	// ends them at shutdown.
 	tunnelsLive  atomic.Int64
-	pinSeq       atomic.Uint64 // the last tunnel pin key handed out
 	tunnelCtx    context.Context
 	tunnelCancel context.CancelFunc
+	pins         *pinRegistry // client connections by pin key (auth.go)
 	shards       []*clientShard
 	nextSh       atomic.Uint64
 	closing      atomic.Bool
@@ -136,11 +136,13 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
+	pins := newPinRegistry(n)
+	ecfg.OnPinnedClosed = pins.closed
 	eng, err := engine.New(ecfg)
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{eng: eng, log: logger, cfg: cfg,
+	p := &proxy{eng: eng, log: logger, cfg: cfg, pins: pins,
 		serveDone: make(chan struct{}), stop: make(chan struct{})}
 	p.tunnelCtx, p.tunnelCancel = context.WithCancel(context.Background())
 	if g, ok := ecfg.Groups[peerGroup]; ok {
@@ -232,8 +234,10 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 		// of the processes we start (nginx, curl in tests; helpers later).
 		syscall.CloseOnExec(fc.Fd())
 	}
-	sh := p.shards[(p.nextSh.Add(1)-1)%uint64(len(p.shards))]
+	serial := p.nextSh.Add(1) // never 0: a pin key
+	sh := p.shards[(serial-1)%uint64(len(p.shards))]
 	cc := newClientConn(p, c, sh)
+	cc.pinKey = serial
 	p.metrics.connOpened()
 	sh.mu.Lock()
 	sh.conns[cc] = struct{}{}
@@ -409,6 +413,8 @@ func upstreamStatus(err error) (int, string) {
 		return 503, "proxy overloaded: " + err.Error()
 	case errors.Is(err, engine.ErrClosed):
 		return 503, "proxy shutting down"
+	case errors.Is(err, engine.ErrPinnedGone):
+		return 502, pinnedGoneMsg
 	case errors.Is(err, engine.ErrNoPeer):
 		return 503, "no peer available: every one is down or drained"
 	}

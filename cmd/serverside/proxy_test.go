@@ -364,3 +364,26 @@ func TestSignalDrains(t *testing.T) {
 		t.Fatal("run did not return")
 	}
 }
+
+// Clients that each open a connection, send one request and read the
+// reply, one after another, all reuse one upstream connection: the pool
+// is shared by every client connection, and the reply's last bytes leave
+// only after the exchange put the upstream connection back.
+func TestSequentialClientsReuseUpstream(t *testing.T) {
+	needTools(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	const n = 30
+	for i := 0; i < n; i++ {
+		for _, path := range []string{"/small", "/16k"} {
+			resp := string(rawExchange(t, px, "GET "+path+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 10*time.Second))
+			if !strings.HasPrefix(resp, "HTTP/1.1 200 ") {
+				t.Fatalf("request %d %s: %.80q", i, path, resp)
+			}
+		}
+	}
+	reqs := ng.WaitRequests(2*n, 5*time.Second)
+	if got := bench.CountConnections(reqs); got != 1 {
+		t.Fatalf("nginx saw %d connections for %d sequential requests, want 1", got, len(reqs))
+	}
+}

@@ -34,16 +34,17 @@ import (
 // pooled or retried.
 //
 // Authentication to a parent: the engine answers the parent's Basic and
-// Digest 407s with the -parent URL's credentials. The client's own
+// Digest 407s with the -parent URL's credentials (the peer's own, or the
+// preemptive=0 login of Config.Auth). The client's own
 // Proxy-Authorization is handed to Tunnel, which forwards it only when
-// the engine's Config.Auth says LoginPassThrough for the parent (the hook
-// for a pass-through mode of the demo); a refusal it cannot answer is
-// relayed to the client, whose connection stays open. A 407 offering NTLM
-// or Negotiate keeps the parent connection pinned to the client
-// connection (its tunnel pin key), so the client's next CONNECT, with the
-// next handshake message, goes on that parent connection; if that one is
-// gone meanwhile, the client gets a 502 and its connection is closed, to
-// start the handshake over.
+// Config.Auth says LoginPassThrough for the parent (-client-auth pass); a
+// refusal it cannot answer is relayed to the client, whose connection
+// stays open. A CONNECT with credentials carries the connection's pin key
+// (requestPinKey): a 407 offering NTLM or Negotiate then keeps the parent
+// connection pinned to the client connection, so the client's next
+// CONNECT, with the next handshake message, goes on that parent
+// connection; if that one is gone meanwhile, the client gets a 502 and
+// its connection is closed, to start the handshake over.
 
 // DefaultTunnelIdleTimeout ends a tunnel that moved no byte either way
 // for this long.
@@ -158,7 +159,7 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout())
 	defer cancel()
-	treq := engine.TunnelRequest{Target: target, PinKey: cc.tunnelPinKey(),
+	treq := engine.TunnelRequest{Target: target, PinKey: cc.requestPinKey(),
 		ProxyAuthorization: string(req.Get(parser.HdrProxyAuthorization))}
 	if cc.p.parents {
 		treq.Group = cc.p.group
@@ -175,6 +176,9 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 			_ = cc.r.Skip(hl)
 			_ = cc.r.Release()
 			cc.p.tunnels.refused.Add(1)
+			if resp.Status == 407 {
+				cc.markAuth() // the client may answer on this connection
+			}
 			keep := cc.relayRefusal(s, resp)
 			cc.p.metrics.served(s.status, s.bytes)
 			cc.logConnect(target, s.status, s.bytes, start)
@@ -182,9 +186,6 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 				return closeIt
 			}
 			return served
-		}
-		if errors.Is(err, engine.ErrPinnedGone) {
-			return fail(502, "the parent connection of this client's authentication handshake is gone: "+err.Error())
 		}
 		status, msg := upstreamStatus(err)
 		return fail(status, "tunnel to "+target+": "+msg)
@@ -194,27 +195,6 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	cc.p.tunnelsLive.Add(1)
 	cc.tunnel, cc.tunnelTarget, cc.tunnelStart = nc, target, start
 	return tunnelIt
-}
-
-// tunnelPinKey names the client connection to the engine for CONNECTs:
-// a parent connection in the middle of an NTLM or Negotiate handshake is
-// pinned to it. It is assigned on first use and released (Unpin) when the
-// connection is unregistered.
-func (cc *clientConn) tunnelPinKey() uint64 {
-	if k := cc.pinKey.Load(); k != 0 {
-		return k
-	}
-	k := cc.p.pinSeq.Add(1)
-	cc.pinKey.Store(k)
-	return k
-}
-
-// unpinTunnel releases the connection's pin key, closing a parent
-// connection still pinned to it.
-func (cc *clientConn) unpinTunnel() {
-	if k := cc.pinKey.Swap(0); k != 0 {
-		cc.p.eng.Unpin(k)
-	}
 }
 
 // dropTunnel closes a tunnel that could not be run.

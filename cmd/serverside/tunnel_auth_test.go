@@ -4,29 +4,17 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/binary"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf16"
 
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
 )
-
-// proxyViaParent starts the demo in forward mode with one parent, as
-// "-parent parent" would, on the engine configuration cfg.
-func proxyViaParent(t *testing.T, cfg engine.Config, parent string) string {
-	t.Helper()
-	if err := withPeers(&cfg, nil, []string{parent}, "roundrobin"); err != nil {
-		t.Fatal(err)
-	}
-	return startProxyClient(t, cfg, clientConfig{ConnectPorts: portSet{any: true}})
-}
 
 // TestConnectThroughSquidDigest: curl's CONNECT through the demo to a
 // Squid parent demanding Digest: the demo answers Squid's challenge with
@@ -42,11 +30,13 @@ func TestConnectThroughSquidDigest(t *testing.T) {
 	ng, pki := tlsOrigin(t, false)
 	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "digest", ConnectPorts: []int{portOf(t, ng.TLSAddr())},
 		Users: map[string]string{"alice": "s3cret"}})
-	good := proxyViaParent(t, engine.Config{}, "http://alice:s3cret@"+sq.Addr())
-	for i := 0; i < 2; i++ {
+	// The URL's credentials as the peer's own (preemptive Basic first),
+	// then as an engine login (preemptive=0: no Basic ever sent).
+	for _, u := range []string{"http://alice:s3cret@" + sq.Addr(), "http://alice:s3cret@" + sq.Addr() + "?preemptive=0"} {
+		_, good := startTunnelAuthProxy(t, engine.Config{}, u, false)
 		out, _ := curl(t, "-x", "http://"+good, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small")
 		if out != bench.SmallBody {
-			t.Fatalf("tunnel %d: %q", i, out)
+			t.Fatalf("%s: %q", redactURL(u), out)
 		}
 	}
 	// Squid logs a tunnel when it ends: wait (bounded) for the lines.
@@ -65,81 +55,62 @@ func TestConnectThroughSquidDigest(t *testing.T) {
 	if ok != 2 {
 		t.Fatalf("Squid logged %d tunnels for alice, want 2:\n%s", ok, strings.Join(sq.AccessLog(), "\n"))
 	}
-	bad := proxyViaParent(t, engine.Config{}, "http://alice:wrong@"+sq.Addr())
+	_, bad := startTunnelAuthProxy(t, engine.Config{}, "http://alice:wrong@"+sq.Addr(), false)
 	_, errOut, code := curlStatus(t, "-x", "http://"+bad, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small")
 	if code == 0 || !strings.Contains(errOut, "407") {
 		t.Fatalf("wrong password: curl exit %d: %s", code, errOut)
 	}
 }
 
-// Minimal NTLMSSP messages (MS-NLMP §2.2.1) for Squid's ntlm_fake_auth,
-// which accepts any well-formed handshake.
-
-func tunnelNTLMType1() string {
-	b := make([]byte, 32)
-	copy(b, "NTLMSSP\x00")
-	binary.LittleEndian.PutUint32(b[8:], 1)
-	binary.LittleEndian.PutUint32(b[12:], 0x00008207) // unicode, OEM, request target, NTLM, always sign
-	binary.LittleEndian.PutUint32(b[20:], 32)
-	binary.LittleEndian.PutUint32(b[28:], 32)
-	return "NTLM " + base64.StdEncoding.EncodeToString(b)
-}
-
-func tunnelNTLMType3(user string) string {
-	b := make([]byte, 64)
-	copy(b, "NTLMSSP\x00")
-	binary.LittleEndian.PutUint32(b[8:], 3)
-	put := func(at int, data []byte) {
-		binary.LittleEndian.PutUint16(b[at:], uint16(len(data)))
-		binary.LittleEndian.PutUint16(b[at+2:], uint16(len(data)))
-		binary.LittleEndian.PutUint32(b[at+4:], uint32(len(b)))
-		b = append(b, data...)
-	}
-	u16 := func(s string) []byte {
-		var out []byte
-		for _, r := range utf16.Encode([]rune(s)) {
-			out = binary.LittleEndian.AppendUint16(out, r)
-		}
-		return out
-	}
-	put(12, make([]byte, 24))
-	put(20, make([]byte, 24))
-	put(28, u16("DOM"))
-	put(36, u16(user))
-	put(44, u16("WS"))
-	put(52, nil)
-	binary.LittleEndian.PutUint32(b[60:], 0x00000201)
-	return "NTLM " + base64.StdEncoding.EncodeToString(b)
-}
-
-func passThroughAuth(engine.Upstream) *engine.Auth {
-	return &engine.Auth{Proxy: engine.Login{Mode: engine.LoginPassThrough}}
-}
-
-// connectOn sends a CONNECT with Proxy-Authorization pa on c and reads
-// the answer (and a refusal's body).
-func connectOn(t *testing.T, c net.Conn, br *bufio.Reader, target, pa string) *http.Response {
+// startTunnelAuthProxy serves a forward proxy through parent, with
+// -client-auth pass when pass, letting CONNECT reach any port; cfg may set
+// engine timeouts.
+func startTunnelAuthProxy(t *testing.T, cfg engine.Config, parent string, pass bool) (*proxy, string) {
 	t.Helper()
-	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\nProxy-Authorization: "+pa+"\r\n\r\n"); err != nil {
+	if err := withPeers(&cfg, nil, []string{parent}, ""); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if pass {
+		if err := withClientAuth(&cfg, clientAuthPass); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Shards, cfg.Logger = 2, logger
+	p, err := newProxy(logger, nil, cfg, clientConfig{ConnectPorts: portSet{any: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, serveProxy(t, p)
+}
+
+// connect sends a CONNECT with Proxy-Authorization pa on rc and reads the
+// answer (a refusal's body included).
+func (rc *rawClient) connect(t *testing.T, target, pa string) (*http.Response, string) {
+	t.Helper()
+	rc.write(t, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\nProxy-Authorization: "+pa+"\r\n\r\n")
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"})
 	if err != nil {
 		t.Fatalf("CONNECT answer: %v", err)
 	}
+	body := ""
 	if resp.StatusCode/100 != 2 {
-		_, _ = io.Copy(io.Discard, resp.Body)
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = string(b)
 	}
-	return resp
+	return resp, body
 }
 
 // TestConnectNTLMThroughSquid: a client's NTLM handshake with a Squid
-// parent through the demo (pass-through of the client's credentials):
-// the Type 1 CONNECT gets Squid's Type 2 challenge, the client connection
-// stays open, and the Type 3 CONNECT on it goes on the same Squid
-// connection and opens the tunnel. When the pinned parent connection is
-// gone before the Type 3, the client gets a 502 and its connection is
-// closed.
+// parent through the demo (-client-auth pass) on CONNECT: the Type 1
+// CONNECT gets Squid's Type 2 challenge, the client connection stays open
+// and the parent connection pinned, and the Type 3 CONNECT goes on that
+// Squid connection and opens the tunnel, which carries TLS to nginx. A
+// pinned parent connection that expires while the client is idle closes
+// the client connection.
 func TestConnectNTLMThroughSquid(t *testing.T) {
 	needTools(t)
 	if bench.SquidBinary() == "" {
@@ -149,27 +120,23 @@ func TestConnectNTLMThroughSquid(t *testing.T) {
 	splicePipes(t)
 	ng, pki := tlsOrigin(t, false)
 	target := ng.TLSAddr()
-	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "ntlm", ConnectPorts: []int{portOf(t, target)}})
-	px := proxyViaParent(t, engine.Config{Auth: passThroughAuth}, "http://"+sq.Addr())
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "ntlm", ConnectPorts: []int{portOf(t, target)}, Extra: extra})
+	p, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+sq.Addr(), true)
 
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
+	rc := dialRaw(t, px)
+	resp, _ := rc.connect(t, target, ntlmType1())
+	if resp.StatusCode != 407 || !strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), "NTLM T") || resp.Close {
+		t.Fatalf("Type 1: %d %v; want a 407 with a Type 2 challenge, connection kept", resp.StatusCode, resp.Header)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	br := bufio.NewReader(c)
-	resp := connectOn(t, c, br, target, tunnelNTLMType1())
-	if resp.StatusCode != 407 || !strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), "NTLM T") {
-		t.Fatalf("Type 1: %d %v; want a 407 with a Type 2 challenge", resp.StatusCode, resp.Header)
-	}
-	resp = connectOn(t, c, br, target, tunnelNTLMType3("carol"))
-	if resp.StatusCode != 200 {
+	waitPinned(t, p, 1)
+	if resp, _ = rc.connect(t, target, ntlmType3("carol")); resp.StatusCode != 200 {
 		t.Fatalf("Type 3: %d %v", resp.StatusCode, resp.Header)
 	}
+	waitPinned(t, p, 0) // the pinned connection is the tunnel now
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pki.CAPEM)
-	tc := tls.Client(c, &tls.Config{ServerName: "origin.test", RootCAs: roots})
+	tc := tls.Client(rc.c, &tls.Config{ServerName: "origin.test", RootCAs: roots})
 	if _, err := io.WriteString(tc, "GET /small HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -182,46 +149,73 @@ func TestConnectNTLMThroughSquid(t *testing.T) {
 		t.Fatalf("through the tunnel: %d %q", got.StatusCode, body)
 	}
 	_ = tc.Close()
-	// Squid logs a tunnel when it ends: wait (bounded) for the line.
-	var users []string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		users = users[:0]
-		for _, l := range sq.AccessLog() {
-			if strings.Contains(l, "CONNECT "+target) && strings.Contains(l, "/200 ") {
-				users = append(users, l)
-			}
-		}
-		if len(users) > 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if len(users) != 1 || !strings.Contains(users[0], "carol") {
-		t.Fatalf("Squid's tunnels %q: want one, for carol", users)
+	// Squid logs the 407 at once and the tunnel when it ends.
+	lines := plog.lines(t, 2)
+	if len(lines) != 2 || lines[0].status != 407 || lines[1].status != 200 || lines[0].port != lines[1].port ||
+		!strings.Contains(lines[1].user, "carol") {
+		t.Fatalf("Squid's log: want the 407 and carol's tunnel on one connection:\n%+v", lines)
 	}
 
-	// The pinned parent connection expires before the Type 3.
-	closed := make(chan uint64, 1)
-	px2 := proxyViaParent(t, engine.Config{Auth: passThroughAuth, PinnedIdleTimeout: 50 * time.Millisecond,
-		OnPinnedClosed: func(k uint64) { closed <- k }}, "http://"+sq.Addr())
-	c2, err := net.Dial("tcp", px2)
+	// The pinned parent connection expires while the client is idle: the
+	// demo closes the client connection (Config.OnPinnedClosed).
+	p2, px2 := startTunnelAuthProxy(t, engine.Config{PinnedIdleTimeout: 50 * time.Millisecond}, "http://"+sq.Addr(), true)
+	rc2 := dialRaw(t, px2)
+	if resp, _ := rc2.connect(t, target, ntlmType1()); resp.StatusCode != 407 {
+		t.Fatalf("Type 1: %d", resp.StatusCode)
+	}
+	if !rc2.eof(t) {
+		t.Fatal("the client connection is still open after its pinned parent connection expired")
+	}
+	waitPinned(t, p2, 0)
+}
+
+// TestConnectNTLMPinnedGone: the parent closes the pinned connection
+// right after its NTLM challenge (a fault-injecting parent: it answers
+// one CONNECT per connection). The client's Type 3 CONNECT is not sent on
+// a new connection: the client gets a 502 naming the cause, and its
+// connection is closed.
+func TestConnectNTLMPinnedGone(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
-	_ = c2.SetDeadline(time.Now().Add(20 * time.Second))
-	br2 := bufio.NewReader(c2)
-	if resp := connectOn(t, c2, br2, target, tunnelNTLMType1()); resp.StatusCode != 407 {
+	accepted := make(chan int, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n := 0
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n++
+			accepted <- n
+			br := bufio.NewReader(c)
+			if req, err := http.ReadRequest(br); err == nil && req.Method == "CONNECT" {
+				_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
+					"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAADgAAAAFgomiESIzRFVmd4gAAAAAAAAAAAAAAAAAAAAA\r\n"+
+					"Content-Length: 0\r\n\r\n")
+			}
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	_, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+ln.Addr().String(), true)
+	rc := dialRaw(t, px)
+	if resp, _ := rc.connect(t, "origin.test:443", ntlmType1()); resp.StatusCode != 407 {
 		t.Fatalf("Type 1: %d", resp.StatusCode)
 	}
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the pinned parent connection did not expire")
+	resp, body := rc.connect(t, "origin.test:443", ntlmType3("erin"))
+	if resp.StatusCode != 502 || !resp.Close || !strings.Contains(body, "NTLM") {
+		t.Fatalf("Type 3 after the parent closed: %d (close %v) %q; want 502 naming the cause", resp.StatusCode, resp.Close, body)
 	}
-	if resp := connectOn(t, c2, br2, target, tunnelNTLMType3("dave")); resp.StatusCode != 502 || !resp.Close {
-		t.Fatalf("Type 3 after the parent connection expired: %d close=%v; want 502 and close", resp.StatusCode, resp.Close)
+	if !rc.eof(t) {
+		t.Fatal("the client connection is still open after the 502")
 	}
-	if _, err := br2.ReadByte(); err != io.EOF {
-		t.Fatalf("client connection after the 502: %v, want EOF", err)
+	if n := len(accepted); n != 1 {
+		t.Fatalf("the parent accepted %d connections, want 1: the Type 3 went nowhere else", n)
 	}
 }

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// Client authentication modes (-client-auth): what happens to the
+// client's own Proxy-Authorization on its way to a parent.
+const (
+	// clientAuthNone strips it: the field is hop-by-hop, meant for this
+	// proxy, which does not authenticate its clients.
+	clientAuthNone = "none"
+	// clientAuthPass passes it to a parent that has no credentials of its
+	// own in its URL (engine.LoginPassThrough): the client logs in to the
+	// parent itself, NTLM and Negotiate handshakes included.
+	clientAuthPass = "pass"
+)
+
+// peerAuth applies the credentials in the userinfo of p's -origin or
+// -parent URL u, if any:
+//
+//   - A parent's, by default, are the peer's own (Peer.Username and
+//     Password): Basic sent with every request and every CONNECT before
+//     any challenge, as Squid's cache_peer login= does. The engine then
+//     answers no 407 of that parent.
+//   - A parent's with preemptive=0 become an engine login (the returned
+//     Auth, for Config.Auth): the engine answers the parent's Basic and
+//     Digest 407s, to requests and to CONNECTs, and the password never
+//     crosses the wire in clear (with Digest).
+//   - An origin's become an engine login that answers its Basic and
+//     Digest 401s; with preemptive=1 Basic also goes before any
+//     challenge.
+func peerAuth(u *url.URL, p *engine.Peer) (*engine.Auth, error) {
+	if u.User == nil {
+		return nil, nil
+	}
+	pw, _ := u.User.Password()
+	l := engine.Login{
+		Mode:        engine.LoginOwn,
+		Credentials: engine.Credentials{User: u.User.Username(), Password: pw},
+		Preemptive:  p.Parent,
+	}
+	if v := u.Query().Get("preemptive"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("preemptive: %w", err)
+		}
+		l.Preemptive = b
+	}
+	switch {
+	case !p.Parent:
+		return &engine.Auth{Origin: l}, nil
+	case l.Preemptive:
+		p.Username, p.Password = l.Credentials.User, l.Credentials.Password
+		return nil, nil
+	}
+	return &engine.Auth{Proxy: l}, nil
+}
+
+// authByAddr is a Config.Auth that looks the peer's login up by address.
+func authByAddr(logins map[string]*engine.Auth) func(engine.Upstream) *engine.Auth {
+	return func(u engine.Upstream) *engine.Auth { return logins[u.Addr] }
+}
+
+// withClientAuth applies -client-auth to cfg, whose peer group withPeers
+// built. Under "pass", requests to a parent without credentials of its own
+// carry the client's Proxy-Authorization.
+func withClientAuth(cfg *engine.Config, mode string) error {
+	switch mode {
+	case "", clientAuthNone:
+		return nil
+	case clientAuthPass:
+	default:
+		return fmt.Errorf("-client-auth %q: want %s or %s", mode, clientAuthNone, clientAuthPass)
+	}
+	g, ok := cfg.Groups[peerGroup]
+	if !ok || !g.Peers[0].Parent {
+		return fmt.Errorf("-client-auth %s: the client's Proxy-Authorization is only passed to parents (-parent)", mode)
+	}
+	own := cfg.Auth
+	// Parents with credentials of their own send those (Peer.Username).
+	peerCreds := make(map[string]bool)
+	for _, p := range g.Peers {
+		if p.Username != "" || p.Password != "" {
+			peerCreds[p.Addr] = true
+		}
+	}
+	// One value for every request: the engine does not modify it.
+	pass := &engine.Auth{Proxy: engine.Login{Mode: engine.LoginPassThrough}}
+	cfg.Auth = func(u engine.Upstream) *engine.Auth {
+		if own != nil {
+			if a := own(u); a != nil {
+				return a
+			}
+		}
+		if peerCreds[u.Addr] {
+			return nil
+		}
+		return pass
+	}
+	return nil
+}
+
+// redactURL is raw with any password replaced by "xxxxx", for logs and
+// errors.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)" // which may hold a password
+	}
+	if u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+// pinnedGoneMsg is the body of the 502 for a request whose pinned
+// upstream connection is gone.
+const pinnedGoneMsg = "the upstream connection this client connection authenticated on (NTLM/Negotiate) is gone; " +
+	"reconnect and authenticate again"
+
+// requestPinKey is the pin key of the request being served: the
+// connection's own once it has shown authentication (a request with
+// credentials, or a 401 or 407 relayed), else 0. The engine pins an
+// upstream connection to the key when it sees an NTLM or Negotiate
+// handshake, and the client's later requests, with or without
+// credentials, go over that connection. Connections that never
+// authenticate (nearly all) cost the engine nothing for it: a request
+// with a pin key is watched for handshakes.
+//
+// A handshake can only start with the client's credentials: the 401 or
+// 407 that asks for NTLM, on a request without, leaves no upstream
+// connection to keep (the engine closes one that saw a handshake without
+// a pin key), and the client's Type 1 message comes with the key.
+func (cc *clientConn) requestPinKey() uint64 {
+	if !cc.authSeen.Load() {
+		if !cc.req.Has(parser.HdrAuthorization) && !cc.req.Has(parser.HdrProxyAuthorization) {
+			return 0
+		}
+		cc.markAuth()
+	}
+	return cc.pinKey
+}
+
+// markAuth notes that the connection authenticates upstream: its requests
+// carry its pin key from now on, and it is findable by it.
+func (cc *clientConn) markAuth() {
+	if !cc.authSeen.Swap(true) {
+		cc.p.pins.add(cc)
+	}
+}
+
+// challenge prepares the relay of a 401 or 407 the engine did not
+// answer. The client is the one to answer it: a 407 keeps its
+// Proxy-Authenticate (hop-by-hop, but the client's login is passed
+// through to the parent, or the refusal is shown). Either marks the
+// connection as authenticating.
+func (s *sink) challenge(ed *parser.Edits) {
+	if s.status != 401 && s.status != 407 {
+		return
+	}
+	s.cc.markAuth()
+	if s.status == 407 {
+		ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
+	}
+}
+
+// pinRegistry finds client connections by pin key, for
+// Config.OnPinnedClosed. Every client connection has a pin key of its own
+// (its accept serial); those that authenticate are registered (markAuth)
+// until they close. Sharded by key.
+type pinRegistry struct {
+	shards []pinShard
+}
+
+type pinShard struct {
+	mu sync.Mutex
+	m  map[uint64]*clientConn
+}
+
+func newPinRegistry(n int) *pinRegistry {
+	r := &pinRegistry{shards: make([]pinShard, max(n, 1))}
+	for i := range r.shards {
+		r.shards[i].m = make(map[uint64]*clientConn)
+	}
+	return r
+}
+
+func (r *pinRegistry) shard(key uint64) *pinShard { return &r.shards[key%uint64(len(r.shards))] }
+
+func (r *pinRegistry) add(cc *clientConn) {
+	s := r.shard(cc.pinKey)
+	s.mu.Lock()
+	s.m[cc.pinKey] = cc
+	s.mu.Unlock()
+}
+
+// remove forgets cc and ends its pinned session, if the engine started
+// one: the upstream connection authenticated for this client is of no use
+// to anyone else. It runs once the connection's last request returned.
+func (r *pinRegistry) remove(cc *clientConn) {
+	s := r.shard(cc.pinKey)
+	s.mu.Lock()
+	delete(s.m, cc.pinKey)
+	s.mu.Unlock()
+	cc.p.eng.Unpin(cc.pinKey)
+}
+
+// closed is Config.OnPinnedClosed: the pinned upstream connection of
+// key's client closed while idle, so the client's authentication is lost
+// and its connection is closed too, as browsers expect of NTLM. It runs
+// on an engine shard goroutine and must not block: the close, whose
+// callbacks take locks and post to the engine, runs on a goroutine of its
+// own. A connection that is busy is left alone: its request fails with
+// engine.ErrPinnedGone, which closes it after the 502.
+func (r *pinRegistry) closed(key uint64) {
+	s := r.shard(key)
+	s.mu.Lock()
+	cc := s.m[key]
+	s.mu.Unlock()
+	if cc != nil {
+		go cc.closeIfIdle()
+	}
+}

@@ -1,0 +1,582 @@
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf16"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+)
+
+var statusLine = regexp.MustCompile(`HTTP/1\.[01] (\d{3}) `)
+
+// curlCodes runs curl -i and returns the status codes of the responses
+// it printed, its output, and its stderr.
+func curlCodes(t *testing.T, args ...string) ([]int, string, string) {
+	t.Helper()
+	out, errb := curl(t, append([]string{"-i"}, args...)...)
+	var codes []int
+	// A body without a final newline runs into the next status line.
+	for _, m := range statusLine.FindAllStringSubmatch(out, -1) {
+		n, _ := strconv.Atoi(m[1])
+		codes = append(codes, n)
+	}
+	return codes, out, errb
+}
+
+func sameInts(a []int, b ...int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestReverseOriginAuth: -origin http://alice:pw@apache answers Apache's
+// Basic and Digest 401s; wrong or no credentials bounce the 401, with
+// its challenge, to curl, on a connection that stays open for the next
+// request.
+func TestReverseOriginAuth(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	for _, scheme := range []string{"basic", "digest"} {
+		t.Run(scheme, func(t *testing.T) {
+			ap := bench.StartApache(t, bench.ApacheOptions{Auth: scheme, Users: map[string]string{"alice": "pw"}})
+			right := startProxy(t, "http://alice:pw@"+ap.Addr())
+			codes, out, _ := curlCodes(t, "http://"+right+"/small", "http://"+right+"/small")
+			if !sameInts(codes, 200, 200) || strings.Count(out, bench.SmallBody) != 2 {
+				t.Fatalf("right credentials: statuses %v:\n%.600s", codes, out)
+			}
+			wantChallenge := map[string]string{"basic": "WWW-Authenticate: Basic", "digest": "WWW-Authenticate: Digest"}[scheme]
+			for _, origin := range []string{"http://alice:wrong@" + ap.Addr(), "http://" + ap.Addr()} {
+				px := startProxy(t, origin)
+				codes, out, errb := curlCodes(t, "-v", "http://"+px+"/small", "http://"+px+"/small")
+				if !sameInts(codes, 401, 401) || strings.Count(out, wantChallenge) != 2 {
+					t.Fatalf("%s: statuses %v, want 401 twice with %q:\n%.1500s", redactURL(origin), codes, wantChallenge, out)
+				}
+				// The 401 is framed: curl sent the second request on the
+				// same connection.
+				if !strings.Contains(errb, "Re-using existing connection") {
+					t.Fatalf("%s: the second request did not reuse the connection:\n%s", redactURL(origin), errb)
+				}
+			}
+		})
+	}
+}
+
+// TestParentDigestAuth: -parent http://alice:pw@squid answers the
+// Digest 407s of a Squid parent, with or without the preemptive Basic
+// first; wrong credentials bounce the 407, with its Proxy-Authenticate,
+// to curl.
+func TestParentDigestAuth(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "digest", Users: map[string]string{"alice": "pw"}})
+	proxyTo := func(parent string) string {
+		cfg := engine.Config{}
+		if err := withPeers(&cfg, nil, []string{parent}, ""); err != nil {
+			t.Fatal(err)
+		}
+		return startProxyConfig(t, cfg)
+	}
+	px := proxyTo("http://alice:pw@" + sq.Addr() + "?preemptive=0")
+	codes, out, _ := curlCodes(t, "-x", "http://"+px, ng.URL("/small"), ng.URL("/small"))
+	if !sameInts(codes, 200, 200) || strings.Count(out, bench.SmallBody) != 2 {
+		t.Fatalf("statuses %v:\n%.600s", codes, out)
+	}
+	// Without preemptive=0 the credentials are the peer's own, sent as
+	// Basic, which this Squid refuses: its 407 reaches curl.
+	px = proxyTo("http://alice:pw@" + sq.Addr())
+	codes, out, _ = curlCodes(t, "-x", "http://"+px, ng.URL("/small"))
+	if !sameInts(codes, 407) || !strings.Contains(out, "Proxy-Authenticate: Digest") {
+		t.Fatalf("preemptive Basic to a Digest parent: statuses %v:\n%.1500s", codes, out)
+	}
+	px = proxyTo("http://alice:wrong@" + sq.Addr() + "?preemptive=0")
+	codes, out, errb := curlCodes(t, "-v", "-x", "http://"+px, ng.URL("/small"), ng.URL("/small"))
+	if !sameInts(codes, 407, 407) || strings.Count(out, "Proxy-Authenticate: Digest") != 2 {
+		t.Fatalf("wrong credentials: statuses %v, want 407 twice with the Digest challenge:\n%.1500s", codes, out)
+	}
+	if !strings.Contains(errb, "Re-using existing connection") {
+		t.Fatalf("the second request did not reuse the connection:\n%s", errb)
+	}
+	var alice int
+	for _, l := range sq.AccessLog() {
+		if strings.Contains(l, " alice ") && strings.Contains(l, "/200 ") {
+			alice++
+		}
+	}
+	if alice != 2 {
+		t.Fatalf("Squid logged %d requests by alice, want 2:\n%s", alice, strings.Join(sq.AccessLog(), "\n"))
+	}
+}
+
+// TestCredentialsRedacted: the passwords of peer URLs appear in no log
+// line, error or admin page.
+func TestCredentialsRedacted(t *testing.T) {
+	const pw = "s3cret"
+	list := originList{"http://u:" + pw + "@127.0.0.1:1", "http://127.0.0.1:2"}
+	if s := list.String(); strings.Contains(s, pw) || !strings.Contains(s, "u:xxxxx@127.0.0.1:1") {
+		t.Errorf("flag value %q", s)
+	}
+	for _, bad := range []string{
+		"http://u:" + pw + "@127.0.0.1:1?colour=red",
+		"http://u:" + pw + "@127.0.0.1:1?preemptive=perhaps",
+		"ftp://u:" + pw + "@127.0.0.1:1",
+		"http://u:" + pw + "@127.0.0.1:1/%zz",
+	} {
+		err := withPeers(&engine.Config{}, nil, []string{bad}, "")
+		if err == nil || strings.Contains(err.Error(), pw) {
+			t.Errorf("withPeers(%q): %v", bad, err)
+		}
+	}
+	_, err := parseConfig("c.json", []byte(`{"parents": [{"url": "ftp://u:`+pw+`@127.0.0.1:1"}]}`))
+	if err == nil || strings.Contains(err.Error(), pw) {
+		t.Errorf("config error %v", err)
+	}
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://u:" + pw + "@127.0.0.1:1"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if s := fmt.Sprintf("%+v", peerSpecs(cfg)); strings.Contains(s, pw) {
+		t.Errorf("admin peers %s", s)
+	}
+}
+
+// portLog is a Squid access log of its own, one line per request: the
+// client's source port (which tells the proxy's upstream connections
+// apart), the status, the method, the URL and the user.
+type portLog string
+
+func squidPortLog(t *testing.T) (portLog, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	// Squid runs as its own user: let it into the directory.
+	for d, mode := range map[string]os.FileMode{dir: 0o777, filepath.Dir(dir): 0o755} {
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := filepath.Join(dir, "ports.log")
+	return portLog(log), []string{
+		"logformat demoauth %>p %>Hs %rm %ru %un",
+		"access_log stdio:" + log + " demoauth",
+		"strip_query_terms off",
+	}
+}
+
+type portLine struct {
+	port, status int
+	url, user    string
+}
+
+// lines waits (bounded) for at least n lines: Squid logs a request after
+// answering it.
+func (l portLog) lines(t *testing.T, n int) []portLine {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out []portLine
+		data, _ := os.ReadFile(string(l))
+		for _, s := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			f := strings.Fields(s)
+			// The fixture's readiness probe logs an error: not a request.
+			if len(f) != 5 || strings.HasPrefix(f[3], "error:") {
+				continue
+			}
+			port, _ := strconv.Atoi(f[0])
+			status, _ := strconv.Atoi(f[1])
+			out = append(out, portLine{port: port, status: status, url: f[3], user: f[4]})
+		}
+		if len(out) >= n || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startAuthProxy serves a proxy for cfg (with its peer group) and returns
+// it and its address.
+func startAuthProxy(t *testing.T, cfg engine.Config) (*proxy, string) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Shards, cfg.Logger = 2, logger
+	p, err := newProxy(logger, nil, cfg, clientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, serveProxy(t, p)
+}
+
+// pinned is the number of pinned upstream connections.
+func pinned(p *proxy) int {
+	n := 0
+	for _, st := range p.eng.Stats() {
+		n += st.Pool.Pinned
+	}
+	return n
+}
+
+// waitPinned waits (bounded) until p has want pinned connections.
+func waitPinned(t *testing.T, p *proxy, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); pinned(p) != want; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pinned connections, want %d", pinned(p), want)
+		}
+	}
+}
+
+// TestNTLMReverse: curl --ntlm through the demo in front of a Squid
+// accelerator that demands NTLM. Each curl's handshake and the request
+// after it run over one upstream connection (Squid serves the request
+// without credentials only on the authenticated connection), and two
+// concurrent curls never share one. When curl goes away, the demo
+// unpins its connection.
+func TestNTLMReverse(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	codes := make([][]int, 2)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u := fmt.Sprintf("http://%s/small?c=%d", px, i)
+			codes[i], outs[i], _ = curlCodes(t, "--ntlm", "-u", fmt.Sprintf("user%d:pw", i), u+"&n=1", u+"&n=2")
+		}()
+	}
+	wg.Wait()
+	for i := range outs {
+		// curl shows the 401 of the handshake, then the two 200s.
+		if !sameInts(codes[i], 401, 200, 200) || strings.Count(outs[i], bench.SmallBody) != 2 {
+			t.Fatalf("curl %d: statuses %v, want 401 200 200:\n%.1500s", i, codes[i], outs[i])
+		}
+	}
+	lines := plog.lines(t, 6)
+	ports := map[string]map[int]bool{}
+	for _, l := range lines {
+		c := "other"
+		for _, k := range []string{"c=0", "c=1"} {
+			if strings.Contains(l.url, k) {
+				c = k
+			}
+		}
+		if ports[c] == nil {
+			ports[c] = map[int]bool{}
+		}
+		ports[c][l.port] = true
+	}
+	if len(lines) != 6 || len(ports) != 2 || len(ports["c=0"]) != 1 || len(ports["c=1"]) != 1 {
+		t.Fatalf("Squid's log: want each curl's 3 requests on one connection of its own:\n%+v", lines)
+	}
+	for p0 := range ports["c=0"] {
+		if ports["c=1"][p0] {
+			t.Fatalf("both curls on the connection from port %d:\n%+v", p0, lines)
+		}
+	}
+	// The curls closed their connections: their sessions ended.
+	waitPinned(t, p, 0)
+}
+
+// TestNTLMParentPassThrough: with -client-auth pass, curl --proxy-ntlm
+// logs in to a Squid parent through the demo.
+func TestNTLMParentPassThrough(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "ntlm", Extra: extra})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + sq.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := withClientAuth(&cfg, clientAuthPass); err != nil {
+		t.Fatal(err)
+	}
+	_, px := startAuthProxy(t, cfg)
+	codes, out, _ := curlCodes(t, "--proxy-ntlm", "-U", "user:pw", "-x", "http://"+px, ng.URL("/small?n=1"), ng.URL("/small?n=2"))
+	if !sameInts(codes, 407, 200, 200) || strings.Count(out, bench.SmallBody) != 2 {
+		t.Fatalf("statuses %v, want 407 200 200:\n%.1500s", codes, out)
+	}
+	lines := plog.lines(t, 3)
+	if len(lines) != 3 || lines[0].port != lines[1].port || lines[1].port != lines[2].port ||
+		lines[0].status != 407 || lines[1].status != 200 || !strings.Contains(lines[1].user, "user") {
+		t.Fatalf("Squid's log: want the handshake and the next request on one connection:\n%+v", lines)
+	}
+
+	// Without -client-auth pass, the client's Proxy-Authorization is
+	// stripped: Squid never sees the handshake and the 407 reaches curl.
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + sq.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, px = startAuthProxy(t, cfg)
+	codes, out, _ = curlCodes(t, "--proxy-ntlm", "-U", "user:pw", "-x", "http://"+px, ng.URL("/small"))
+	if len(codes) == 0 || codes[len(codes)-1] != 407 || !strings.Contains(out, "Proxy-Authenticate: NTLM") {
+		t.Fatalf("statuses %v, want a final 407:\n%.1500s", codes, out)
+	}
+}
+
+// Minimal NTLMSSP messages (MS-NLMP §2.2.1), enough for Squid's
+// ntlm_fake_auth, which accepts any well-formed handshake.
+
+// ntlmType1 is a Negotiate message without domain or workstation.
+func ntlmType1() string {
+	b := make([]byte, 32)
+	copy(b, "NTLMSSP\x00")
+	binary.LittleEndian.PutUint32(b[8:], 1)
+	binary.LittleEndian.PutUint32(b[12:], 0x00008207) // Unicode, OEM, request target, NTLM, always sign
+	binary.LittleEndian.PutUint32(b[20:], 32)         // empty domain, at the end
+	binary.LittleEndian.PutUint32(b[28:], 32)         // empty workstation, at the end
+	return "NTLM " + base64.StdEncoding.EncodeToString(b)
+}
+
+// ntlmType3 is an Authenticate message for user with zeroed responses.
+func ntlmType3(user string) string {
+	b := make([]byte, 64)
+	copy(b, "NTLMSSP\x00")
+	binary.LittleEndian.PutUint32(b[8:], 3)
+	u16 := func(s string) []byte {
+		var out []byte
+		for _, r := range utf16.Encode([]rune(s)) {
+			out = binary.LittleEndian.AppendUint16(out, r)
+		}
+		return out
+	}
+	put := func(at int, data []byte) {
+		binary.LittleEndian.PutUint16(b[at:], uint16(len(data)))
+		binary.LittleEndian.PutUint16(b[at+2:], uint16(len(data)))
+		binary.LittleEndian.PutUint32(b[at+4:], uint32(len(b)))
+		b = append(b, data...)
+	}
+	put(12, make([]byte, 24)) // LM response
+	put(20, make([]byte, 24)) // NT response
+	put(28, u16("DOM"))
+	put(36, u16(user))
+	put(44, u16("WS"))
+	put(52, nil)                                      // session key
+	binary.LittleEndian.PutUint32(b[60:], 0x00000201) // Unicode, NTLM
+	return "NTLM " + base64.StdEncoding.EncodeToString(b)
+}
+
+// rawClient is one client connection to the proxy, kept open between
+// requests.
+type rawClient struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, px string) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	return &rawClient{c: c, br: bufio.NewReader(c)}
+}
+
+func (rc *rawClient) write(t *testing.T, s string) {
+	t.Helper()
+	if _, err := io.WriteString(rc.c, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// read reads one response, body included.
+func (rc *rawClient) read(t *testing.T) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// handshake runs an NTLM handshake on rc: the Type 1 message, the 401
+// with the Type 2 challenge, the Type 3 message and the 200.
+func (rc *rawClient) handshake(t *testing.T, user string) {
+	t.Helper()
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: "+ntlmType1()+"\r\n\r\n")
+	resp, _ := rc.read(t)
+	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || !strings.HasPrefix(ch, "NTLM ") {
+		t.Fatalf("Type 1: %d %q, want a 401 with an NTLM challenge", resp.StatusCode, ch)
+	}
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: "+ntlmType3(user)+"\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("Type 3: %d %q, want 200", resp.StatusCode, body)
+	}
+}
+
+// eof reports whether the proxy closed rc (nothing more to read).
+func (rc *rawClient) eof(t *testing.T) bool {
+	t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(rc.br)
+	return err == nil && len(rest) == 0
+}
+
+// TestNTLMPinnedGone: Squid closes the idle pinned connections of two
+// authenticated clients. The idle client's connection is closed by the
+// demo (Config.OnPinnedClosed); the client whose next request had
+// already started gets a 502 naming the cause, and its connection is
+// closed. Nothing is retried.
+func TestNTLMPinnedGone(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	// Squid closes a client connection idle for 2 seconds.
+	extra = append(extra, "client_idle_pconn_timeout 2 seconds")
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+
+	idle, busy := dialRaw(t, px), dialRaw(t, px)
+	idle.handshake(t, "idle")
+	busy.handshake(t, "busy")
+	waitPinned(t, p, 2)
+	// The busy client's next request starts: its head is not complete.
+	busy.write(t, "GET /small HTTP/1.1\r\n")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := 0
+		p.each(func(cc *clientConn) {
+			if cc.state.Load() == stBusy {
+				n++
+			}
+		})
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the started request did not reach the proxy")
+		}
+	}
+	// Squid's idle timeout closes both pinned connections.
+	waitPinned(t, p, 0)
+	if !idle.eof(t) {
+		t.Fatal("the idle client's connection is still open after its pinned connection closed")
+	}
+	before := len(plog.lines(t, 4))
+	busy.write(t, "Host: demo\r\n\r\n")
+	resp, body := busy.read(t)
+	if resp.StatusCode != 502 || !strings.Contains(body, "NTLM") || !resp.Close {
+		t.Fatalf("request after the pinned connection closed: %d (close %v) %q, want 502 naming the cause", resp.StatusCode, resp.Close, body)
+	}
+	if !busy.eof(t) {
+		t.Fatal("the client connection is still open after the 502")
+	}
+	if after := len(plog.lines(t, 4)); after != before || before != 4 {
+		t.Fatalf("Squid logged %d requests, then %d: want 4, and none after the pinned connection closed", before, after)
+	}
+}
+
+// registered is the number of client connections in p's pin registry.
+func registered(p *proxy) int {
+	n := 0
+	for i := range p.pins.shards {
+		s := &p.pins.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// TestNTLMAfterBareChallenge: a browser's order. The first request has
+// no credentials and gets the 401 asking for NTLM; the handshake follows
+// on the same client connection, and a request without credentials after
+// it is served on the authenticated upstream connection. A client
+// connection that never authenticates gets no pin key and is not
+// registered.
+func TestNTLMAfterBareChallenge(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm"})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+
+	rc := dialRaw(t, px)
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n")
+	resp, _ := rc.read(t)
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != "NTLM" || resp.Close {
+		t.Fatalf("bare request: %d %q (close %v), want a 401 asking for NTLM on an open connection",
+			resp.StatusCode, resp.Header.Get("WWW-Authenticate"), resp.Close)
+	}
+	rc.handshake(t, "browser")
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("after the handshake: %d %q, want 200 on the authenticated connection", resp.StatusCode, body)
+	}
+	if n := pinned(p); n != 1 {
+		t.Fatalf("%d pinned connections, want 1", n)
+	}
+	if n := registered(p); n != 1 {
+		t.Fatalf("%d registered client connections, want 1", n)
+	}
+
+	// A client that never authenticates (nginx behind another proxy):
+	// nothing registered for it.
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + ng.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	pp, plain := startAuthProxy(t, cfg)
+	pc := dialRaw(t, plain)
+	pc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := pc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("plain request: %d %q", resp.StatusCode, body)
+	}
+	if n := registered(pp); n != 0 {
+		t.Fatalf("%d registered client connections without authentication, want 0", n)
+	}
+	rc.c.Close()
+	waitPinned(t, p, 0)
+	for deadline := time.Now().Add(10 * time.Second); registered(p) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d registered client connections after the close, want 0", registered(p))
+		}
+	}
+}
