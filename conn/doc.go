@@ -56,8 +56,9 @@
 //
 // # Tunnels
 //
-// [Connect] asks a parent proxy for a CONNECT tunnel and parses its answer;
-// a [TunnelConn] keeps the bytes that came after a 2xx head. [Relay] copies
+// [Connect] asks a parent proxy for a CONNECT tunnel and parses its answer
+// ([ConnectKeep] may leave a refused CONNECT's connection open, to answer
+// a 407 on it); a [TunnelConn] keeps the bytes that came after a 2xx head. [Relay] copies
 // between two connections both ways (splice between TCP connections),
 // passes half-closes on and ends on an idle timeout.
 //

@@ -125,9 +125,25 @@ func (t *TunnelConn) Close() error {
 // proxy can relay a 407 to its client. Any other failure closes nc and is
 // an *Error of PhaseTunnel (or PhaseProtocol for a malformed answer).
 func Connect(ctx context.Context, nc net.Conn, addr, target string, header []string, timeout time.Duration) (*TunnelConn, *ConnectResponse, error) {
-	fail := func(p Phase, err error) (*TunnelConn, *ConnectResponse, error) {
+	tc, cr, kept, err := ConnectKeep(ctx, nc, addr, target, header, timeout)
+	if kept {
 		_ = nc.Close()
-		return nil, nil, &Error{Phase: p, Addr: addr, Err: err}
+	}
+	return tc, cr, err
+}
+
+// ConnectKeep is Connect, except that a refusal may leave nc open: when
+// the parent keeps the connection (HTTP/1.1 without "Connection: close",
+// or keep-alive), the refusal's body was read whole and no byte came
+// after it, nc is left open, its deadlines cleared, and kept is true. The
+// caller then owns nc: it may send another CONNECT on it (answering a
+// 407) or keep it for a connection-based handshake (NTLM, Negotiate),
+// and must close it. In every other case ConnectKeep behaves as Connect
+// and kept is false.
+func ConnectKeep(ctx context.Context, nc net.Conn, addr, target string, header []string, timeout time.Duration) (tc *TunnelConn, cr *ConnectResponse, kept bool, err error) {
+	fail := func(p Phase, err error) (*TunnelConn, *ConnectResponse, bool, error) {
+		_ = nc.Close()
+		return nil, nil, false, &Error{Phase: p, Addr: addr, Err: err}
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(PhaseTunnel, err)
@@ -191,7 +207,7 @@ func Connect(ctx context.Context, nc net.Conn, addr, target string, header []str
 			return fail(PhaseTunnel, fmt.Errorf("read CONNECT answer: %w", ctxErr(ctx, goReadErr(err, ErrHeaderTimeout))))
 		}
 	}
-	cr := &ConnectResponse{
+	cr = &ConnectResponse{
 		Status: resp.Status(),
 		Reason: string(resp.Reason()),
 		Header: make(http.Header, resp.Len()),
@@ -212,16 +228,24 @@ func Connect(ctx context.Context, nc net.Conn, addr, target string, header []str
 		if len(rest) > 0 {
 			pre = append([]byte(nil), rest...)
 		}
-		return NewTunnelConn(nc, pre, nil), cr, nil
+		return NewTunnelConn(nc, pre, nil), cr, false, nil
 	}
-	if err := readRefusalBody(nc, &resp, rest, cr); err != nil {
+	clean, err := readRefusalBody(nc, &resp, rest, cr)
+	if err != nil {
 		_ = nc.Close()
-		return nil, cr, &Error{Phase: PhaseTunnel, Addr: addr, Responded: true,
+		return nil, cr, false, &Error{Phase: PhaseTunnel, Addr: addr, Responded: true,
 			Err: fmt.Errorf("%w: %d %s (reading its body: %w)", ErrTunnelRefused, cr.Status, cr.Reason, err)}
 	}
-	_ = nc.Close()
-	return nil, cr, &Error{Phase: PhaseTunnel, Addr: addr, Responded: true,
+	refused := &Error{Phase: PhaseTunnel, Addr: addr, Responded: true,
 		Err: fmt.Errorf("%w: %d %s", ErrTunnelRefused, cr.Status, cr.Reason)}
+	// The context's end may have moved the deadline into the past (stop
+	// reports it): such a connection is not kept.
+	if clean && resp.KeepAlive() && stop() {
+		_ = nc.SetDeadline(time.Time{})
+		return nil, cr, true, refused
+	}
+	_ = nc.Close()
+	return nil, cr, false, refused
 }
 
 // ErrBadTarget reports a CONNECT target that is not a plain host:port: it
@@ -250,8 +274,10 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-// readRefusalBody reads the body of a refused CONNECT into cr.Body.
-func readRefusalBody(nc net.Conn, resp *parser.Response, rest []byte, cr *ConnectResponse) error {
+// readRefusalBody reads the body of a refused CONNECT into cr.Body. clean
+// reports that the body ended where its framing says, with no byte read
+// past it: the connection is then ready for another request.
+func readRefusalBody(nc net.Conn, resp *parser.Response, rest []byte, cr *ConnectResponse) (clean bool, err error) {
 	add := func(p []byte) {
 		if room := MaxRefusalBody - len(cr.Body); room < len(p) {
 			p = p[:max(room, 0)]
@@ -268,17 +294,17 @@ func readRefusalBody(nc net.Conn, resp *parser.Response, rest []byte, cr *Connec
 		case fr == parser.FramingNone || fr == parser.FramingTunnel,
 			fr == parser.FramingLength && left == 0,
 			fr == parser.FramingChunked && dec.Done():
-			return nil
+			return fr != parser.FramingTunnel && len(rest) == 0, nil
 		case cr.BodyTruncated:
-			return nil // enough for the caller; the connection is closed anyway
+			return false, nil // enough for the caller; the connection is closed anyway
 		}
 		if len(rest) == 0 {
 			m, err := nc.Read(buf)
 			if m == 0 {
 				if fr == parser.FramingUntilClose && errors.Is(err, io.EOF) {
-					return nil
+					return false, nil
 				}
-				return goReadErr(err, ErrReadTimeout)
+				return false, goReadErr(err, ErrReadTimeout)
 			}
 			rest = buf[:m]
 		}
@@ -289,12 +315,12 @@ func readRefusalBody(nc net.Conn, resp *parser.Response, rest []byte, cr *Connec
 			left -= int64(k)
 			rest = rest[k:]
 			if left == 0 {
-				return nil
+				return len(rest) == 0, nil
 			}
 		case parser.FramingChunked:
 			data, k, err := dec.Next(rest)
 			if err != nil {
-				return fmt.Errorf("chunked body: %w", err)
+				return false, fmt.Errorf("chunked body: %w", err)
 			}
 			add(data)
 			rest = rest[k:]

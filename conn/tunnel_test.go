@@ -315,3 +315,45 @@ func TestConnectBadTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectKeep: a refusal leaves the connection open only when the
+// parent keeps it and the answer ended cleanly where its framing says.
+func TestConnectKeep(t *testing.T) {
+	checkLeaks(t)
+	const chal = "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n"
+	for _, tc := range []struct {
+		name, answer string
+		kept         bool
+	}{
+		{"length", chal + "Content-Length: 5\r\n\r\nhello", true},
+		{"chunked", chal + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", true},
+		{"close", chal + "Connection: close\r\nContent-Length: 5\r\n\r\nhello", false},
+		{"http/1.0", "HTTP/1.0 407 Proxy Authentication Required\r\nContent-Length: 5\r\n\r\nhello", false},
+		{"bytes after the body", chal + "Content-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n\r\n", false},
+		{"until close", chal + "\r\nhello", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			heads := make(chan []string, 1)
+			addr := fakeParent(t, tc.answer, heads)
+			raw, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			nc, resp, kept, err := ConnectKeep(context.Background(), raw, addr, "t:443", nil, 5*time.Second)
+			if nc != nil || !errors.Is(err, ErrTunnelRefused) || resp == nil || resp.Status != 407 {
+				t.Fatalf("conn %v, answer %+v, err %v", nc, resp, err)
+			}
+			if string(resp.Body) != "hello" {
+				t.Fatalf("body %q", resp.Body)
+			}
+			if kept != tc.kept {
+				t.Fatalf("kept %v, want %v", kept, tc.kept)
+			}
+			// A connection not kept is closed already.
+			if err := raw.SetDeadline(time.Time{}); (err == nil) != tc.kept {
+				t.Fatalf("SetDeadline on the connection: %v (kept %v)", err, kept)
+			}
+		})
+	}
+}

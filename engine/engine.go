@@ -123,6 +123,7 @@ type Engine struct {
 
 	requests sync.Pool   // *request, recycled by Exchange
 	digests  digestCache // Digest challenges answered, for later requests
+	tpins    tunnelPins  // parent connections pinned between CONNECTs
 	groups   atomic.Pointer[groupsMap]
 
 	mu       sync.Mutex
@@ -379,8 +380,16 @@ func (e *Engine) doneOne() {
 	e.mu.Unlock()
 }
 
-// Unpin ends the pinned session pinKey and closes its connection.
-func (e *Engine) Unpin(pinKey uint64) { e.shards.Unpin(pinKey) }
+// Unpin ends the pinned session pinKey and closes its connection: the
+// requests' (Request.PinKey) and the tunnels' (TunnelRequest.PinKey). An
+// embedder calls it when the client connection of the session closes.
+func (e *Engine) Unpin(pinKey uint64) {
+	if pinKey == 0 {
+		return
+	}
+	e.shards.Unpin(pinKey)
+	e.tpins.unpin(e, pinKey)
+}
 
 // Drain stops accepting requests, waits for those in flight to finish (or
 // for ctx to end, which aborts them), then closes the pool and the shards.
@@ -434,6 +443,7 @@ func (e *Engine) teardown() {
 		e.stopAllChecks()
 		e.root.Abort()
 		e.shards.Close(5 * time.Second)
+		e.tpins.closeAll(e)
 		e.pool.Close()
 	})
 }

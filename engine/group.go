@@ -538,7 +538,7 @@ func (e *Engine) peersTLS(g *group) error {
 		}
 		p.key.TLS = "sni=" + sni + ";" + prof.id
 		g.keys[i] = p.key
-		p.dialer = e.keyDialer(p.key, prof, sni, nil)
+		p.dialer = e.keyDialer(p.key, prof, sni, nil, nil)
 	}
 	return nil
 }

@@ -59,6 +59,10 @@ type upstreamDialer struct {
 	connect   time.Duration
 	hsTimeout time.Duration
 	parent    *parentRoute // non-nil: CONNECT through a parent first
+	// e and via, with a parent: the engine and the Parent, whose
+	// credentials answer a 407 to the CONNECT (tunnelAuth).
+	e   *Engine
+	via Parent
 }
 
 // Dial implements shard.Dialer: TCP (or a CONNECT tunnel through the
@@ -78,10 +82,15 @@ func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	tc, _, err := conn.Connect(ctx, raw, u.parent.addr, addr, u.parent.header, u.connect)
-	if err != nil {
-		return nil, err
+	// Only the parent's own credentials answer (Request.Auth and
+	// Config.Auth concern the requests inside the tunnel).
+	a := u.e.newTunnelAuth(TunnelRequest{Target: addr, Auth: &Auth{}}, &u.via,
+		&poolset.Key{Via: u.parent.via, Cred: u.via.scope()})
+	r := u.e.connectRounds(ctx, u.parent, a, raw)
+	if r.err != nil {
+		return nil, r.err
 	}
+	tc := r.tc
 	if u.cfg == nil {
 		return conn.NewGo(addr, tc), nil
 	}
@@ -207,12 +216,13 @@ func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, err
 	if p != nil {
 		sni = serverName(req.TLS, req)
 	}
-	return e.keyDialer(*key, p, sni, route), nil
+	return e.keyDialer(*key, p, sni, route, req.Via), nil
 }
 
 // keyDialer returns key's dialer, made on first use: TLS with profile p
-// (nil: plaintext) and server name sni, through route when not nil.
-func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *parentRoute) *upstreamDialer {
+// (nil: plaintext) and server name sni, through route (the route of via)
+// when not nil.
+func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *parentRoute, via *Parent) *upstreamDialer {
 	if v, ok := e.tls.upstreams.Load(key); ok {
 		return v.(*upstreamDialer)
 	}
@@ -223,6 +233,9 @@ func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *pa
 		u.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(0)
 	}
 	u.parent = route
+	if route != nil {
+		u.e, u.via = e, *via
+	}
 	v, loaded := e.tls.upstreams.LoadOrStore(key, u)
 	if !loaded && u.cfg != nil && u.cfg.InsecureSkipVerify {
 		e.cfg.Logger.Warn("engine: TLS certificate verification is OFF for this upstream; anyone on the path can impersonate it",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -19,7 +18,9 @@ type Parent struct {
 	// Addr is the parent's resolved ip:port.
 	Addr string
 	// User and Password are sent as Basic Proxy-Authorization on the
-	// CONNECT; an empty User sends none. They are part of the pool key as
+	// CONNECT (or as Digest, once the parent asked for Digest: its 407 is
+	// answered, and later CONNECTs answer the remembered challenge up
+	// front); an empty User sends none. They are part of the pool key as
 	// a hash, so connections never cross identities.
 	User, Password string
 	// TLS, when set, speaks TLS to the parent itself: the CONNECT goes
@@ -29,14 +30,15 @@ type Parent struct {
 	TLS *TLS
 }
 
-// parentRoute is a Parent ready for use: the header lines to send and,
-// for a TLS-speaking parent, its TLS configuration with a session cache
-// of its own. One is made per route key and reused.
+// parentRoute is a Parent ready for use: its address, the key's Via
+// naming it and, for a TLS-speaking parent, its TLS configuration with a
+// session cache of its own. One is made per route key and reused. (The
+// credentials sent on CONNECT are tunnelAuth's.)
 type parentRoute struct {
-	addr   string
-	header []string
-	tls    *tls.Config // nil: plaintext to the parent
-	hs     time.Duration
+	addr string
+	via  string      // the key's Via naming the route
+	tls  *tls.Config // nil: plaintext to the parent
+	hs   time.Duration
 }
 
 // dial connects to the parent (and runs the TLS handshake with it).
@@ -75,11 +77,7 @@ func (e *Engine) parentRouteFor(p *Parent) (r *parentRoute, via, cred string, er
 	if v, ok := e.tls.routes.Load(rk); ok {
 		return v.(*parentRoute), via, cred, nil
 	}
-	r = &parentRoute{addr: p.Addr, hs: e.cfg.TLSHandshakeTimeout}
-	if p.User != "" {
-		r.header = []string{"Proxy-Authorization: Basic " +
-			base64.StdEncoding.EncodeToString([]byte(p.User+":"+p.Password))}
-	}
+	r = &parentRoute{addr: p.Addr, via: via, hs: e.cfg.TLSHandshakeTimeout}
 	if prof != nil {
 		r.tls = prof.base.Clone()
 		r.tls.ServerName = sni
@@ -123,6 +121,25 @@ type TunnelRequest struct {
 	// against it, any answer to the CONNECT (a refusal included) counts
 	// for it. A tunnel is not rerouted to another peer.
 	Group, HashKey string
+	// ProxyAuthorization is the client's own Proxy-Authorization value,
+	// if it sent one. It is forwarded to the parent only when the proxy
+	// login is LoginPassThrough and the parent has no credentials of its
+	// own; otherwise it is dropped (it was meant for the proxy embedding
+	// the engine).
+	ProxyAuthorization string
+	// Auth, when set, is how this CONNECT authenticates to the parent
+	// (its Proxy login; see Auth); otherwise Config.Auth decides, called
+	// with the parent's Addr (and Group). A parent's own User and
+	// Password take precedence over both.
+	Auth *Auth
+	// PinKey names the client connection the CONNECT came on (zero for
+	// none). When the parent asks for a connection-based handshake (NTLM,
+	// Negotiate), its refusal is returned and its connection kept,
+	// pinned to PinKey: the next Tunnel with that key is sent on that
+	// connection (whatever Via or Group say, as long as they name the
+	// same parent), and fails with ErrPinnedGone if it is gone. Unpin
+	// closes a pinned connection; so does PinnedIdleTimeout.
+	PinKey uint64
 }
 
 // TunnelResponse is a parent's answer to CONNECT (nil for a direct
@@ -143,11 +160,20 @@ var ErrTunnelRefused = conn.ErrTunnelRefused
 // (a *conn.TunnelConn holding any byte the parent sent after its answer)
 // and must close it; Relay relays it to a client.
 //
-// A parent's non-2xx answer returns a nil connection, the answer (status,
-// header, raw head and body, to relay a 407 to the client, say) and an
-// error matching ErrTunnelRefused. Other failures are *conn.Error values:
-// PhaseDial, PhaseTunnel, PhaseProtocol, or PhasePoolWait when the cap
-// did not free up within PendingTimeout.
+// Through a parent, a 407 with a Basic or Digest challenge is answered
+// when the engine holds credentials for the parent (the Parent's User and
+// Password, or a LoginOwn proxy login) and the CONNECT is sent again: on
+// the same connection when the parent keeps it, else on a new one, for at
+// most Auth.MaxRounds challenges (Digest stale=true rounds aside). A
+// Digest challenge answered once is answered up front by later CONNECTs
+// to the same parent. See TunnelRequest.PinKey for NTLM and Negotiate.
+//
+// A parent's non-2xx answer (its last one) returns a nil connection, the
+// answer (status, header, raw head and body, to relay a 407 to the
+// client, say) and an error matching ErrTunnelRefused. Other failures are
+// *conn.Error values: PhaseDial, PhaseTunnel, PhaseProtocol, or
+// PhasePoolWait when the cap did not free up within PendingTimeout or,
+// matching ErrPinnedGone, when the connection pinned to PinKey is gone.
 func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *TunnelResponse, error) {
 	if req.Target == "" {
 		return nil, nil, fmt.Errorf("%w: tunnel without a target", ErrBadRequest)
@@ -158,10 +184,21 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	if closed {
 		return nil, nil, ErrClosed
 	}
-	if req.Group != "" {
-		if req.Via != nil {
-			return nil, nil, fmt.Errorf("%w: tunnel with both Via and Group", ErrBadRequest)
+	if req.Group != "" && req.Via != nil {
+		return nil, nil, fmt.Errorf("%w: tunnel with both Via and Group", ErrBadRequest)
+	}
+	if !validFieldValue(req.ProxyAuthorization) {
+		return nil, nil, fmt.Errorf("%w: control characters in the Proxy-Authorization", ErrBadRequest)
+	}
+	if req.PinKey != 0 {
+		if ps, err := e.tpins.take(req); ps != nil || err != nil {
+			if err != nil {
+				return nil, nil, err
+			}
+			return e.tunnelPinned(ctx, req, ps)
 		}
+	}
+	if req.Group != "" {
 		hk := req.HashKey
 		if hk == "" {
 			hk = req.Target
@@ -170,8 +207,7 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		if err != nil {
 			return nil, nil, err
 		}
-		req.Via, req.Group = p.parent, ""
-		c, resp, err := e.Tunnel(ctx, req)
+		c, resp, err := e.tunnel(ctx, req, p.parent)
 		o := classify(err)
 		if err != nil && resp != nil {
 			o = healthy // the parent answered
@@ -179,15 +215,22 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		g.report(p, probe, o, false, e.cfg.Logger.Info)
 		return c, resp, err
 	}
+	return e.tunnel(ctx, req, req.Via)
+}
+
+// tunnel opens a tunnel on a new connection, through parent when not nil.
+func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent) (net.Conn, *TunnelResponse, error) {
 	key := poolset.Key{Addr: req.Target, Via: "tunnel"}
 	var route *parentRoute
+	var ta *tunnelAuth
 	dialAddr := req.Target
-	if req.Via != nil {
+	if parent != nil {
 		var err error
-		if route, key.Via, key.Cred, err = e.parentRouteFor(req.Via); err != nil {
+		if route, key.Via, key.Cred, err = e.parentRouteFor(parent); err != nil {
 			return nil, nil, err
 		}
-		dialAddr = req.Via.Addr
+		ta = e.newTunnelAuth(req, parent, &key)
+		dialAddr = parent.Addr
 	}
 	// Opening gives up when the engine closes, as a request would.
 	ctx, cancelOpen := context.WithCancel(ctx)
@@ -217,29 +260,18 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		return fail(&conn.Error{Phase: conn.PhasePoolWait, Addr: req.Target, Err: fmt.Errorf("%w: pooled connection under a tunnel key", ErrBadRequest)})
 	}
 
-	type result struct {
-		tc   *conn.TunnelConn
-		resp *TunnelResponse
-		err  error
-	}
-	ch := make(chan result, 1)
+	ch := make(chan connectResult, 1)
 	job := func() {
 		if route == nil {
 			raw, err := conn.DialGo(ctx, dialAddr, e.cfg.ConnectTimeout)
 			if err != nil {
-				ch <- result{err: err}
+				ch <- connectResult{err: err}
 				return
 			}
-			ch <- result{tc: conn.NewTunnelConn(raw, nil, nil)}
+			ch <- connectResult{tc: conn.NewTunnelConn(raw, nil, nil)}
 			return
 		}
-		raw, err := route.dial(ctx, e.cfg.ConnectTimeout)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		tc, resp, err := conn.Connect(ctx, raw, route.addr, req.Target, route.header, e.cfg.ConnectTimeout)
-		ch <- result{tc: tc, resp: resp, err: err}
+		ch <- e.connectRounds(ctx, route, ta, nil)
 	}
 	if err := e.shards.Go(job); err != nil {
 		e.pool.DialFailed(key)
@@ -248,16 +280,24 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	// The job gives up when ctx ends (the dial and the CONNECT exchange
 	// watch it), so waiting for it is bounded.
 	r := <-ch
+	ctr.Requests.Add(1)
+	ctr.AuthRounds.Add(uint64(r.rounds))
 	if r.err != nil {
-		e.pool.DialFailed(key)
-		ctr.Requests.Add(1)
+		if r.pin != nil {
+			// A connection-based handshake goes on on this connection.
+			e.pool.Dialed(key)
+			e.pool.Pin(key)
+			e.tpins.put(e, req.PinKey, &tunnelPin{nc: r.pin, key: key, route: route,
+				group: req.Group, parent: parent})
+		} else {
+			e.pool.DialFailed(key)
+		}
 		if ce := conn.AsError(r.err); ce != nil {
 			ctr.Errors[ce.Phase].Add(1)
 		}
 		return nil, r.resp, r.err
 	}
 	e.pool.Dialed(key)
-	ctr.Requests.Add(1)
 	ctr.Tunnels.Add(1)
 	pool := e.pool
 	tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() { pool.Closed(key, poolset.Busy) })

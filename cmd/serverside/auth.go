@@ -31,9 +31,8 @@ const (
 //     answers no 407 of that parent.
 //   - A parent's with preemptive=0 become an engine login (the returned
 //     Auth, for Config.Auth): the engine answers the parent's Basic and
-//     Digest 407s to requests, and the password never crosses the wire
-//     in clear. CONNECT tunnels through that parent carry no
-//     credentials (the engine answers no challenge to a CONNECT).
+//     Digest 407s, to requests and to CONNECTs, and the password never
+//     crosses the wire in clear (with Digest).
 //   - An origin's become an engine login that answers its Basic and
 //     Digest 401s; with preemptive=1 Basic also goes before any
 //     challenge.

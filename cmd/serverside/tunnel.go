@@ -32,6 +32,19 @@ import (
 // engine.Relay (splice(2) both ways, half-close passed on, an idle
 // timeout), on a goroutine of the connection's own. A tunnel is never
 // pooled or retried.
+//
+// Authentication to a parent: the engine answers the parent's Basic and
+// Digest 407s with the -parent URL's credentials (the peer's own, or the
+// preemptive=0 login of Config.Auth). The client's own
+// Proxy-Authorization is handed to Tunnel, which forwards it only when
+// Config.Auth says LoginPassThrough for the parent (-client-auth pass); a
+// refusal it cannot answer is relayed to the client, whose connection
+// stays open. A CONNECT with credentials carries the connection's pin key
+// (requestPinKey): a 407 offering NTLM or Negotiate then keeps the parent
+// connection pinned to the client connection, so the client's next
+// CONNECT, with the next handshake message, goes on that parent
+// connection; if that one is gone meanwhile, the client gets a 502 and
+// its connection is closed, to start the handshake over.
 
 // DefaultTunnelIdleTimeout ends a tunnel that moved no byte either way
 // for this long.
@@ -146,7 +159,8 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout())
 	defer cancel()
-	treq := engine.TunnelRequest{Target: target}
+	treq := engine.TunnelRequest{Target: target, PinKey: cc.requestPinKey(),
+		ProxyAuthorization: string(req.Get(parser.HdrProxyAuthorization))}
 	if cc.p.parents {
 		treq.Group = cc.p.group
 	} else {
@@ -162,6 +176,9 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 			_ = cc.r.Skip(hl)
 			_ = cc.r.Release()
 			cc.p.tunnels.refused.Add(1)
+			if resp.Status == 407 {
+				cc.markAuth() // the client may answer on this connection
+			}
 			keep := cc.relayRefusal(s, resp)
 			cc.p.metrics.served(s.status, s.bytes)
 			cc.logConnect(target, s.status, s.bytes, start)

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+)
+
+// TestConnectThroughSquidDigest: curl's CONNECT through the demo to a
+// Squid parent demanding Digest: the demo answers Squid's challenge with
+// the -parent URL's credentials and the tunnel carries curl's TLS to
+// nginx; with a wrong password Squid's 407 reaches curl.
+func TestConnectThroughSquidDigest(t *testing.T) {
+	needTools(t)
+	if bench.SquidBinary() == "" {
+		t.Skip("squid not installed")
+	}
+	bench.CheckLeaks(t)
+	splicePipes(t)
+	ng, pki := tlsOrigin(t, false)
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "digest", ConnectPorts: []int{portOf(t, ng.TLSAddr())},
+		Users: map[string]string{"alice": "s3cret"}})
+	// The URL's credentials as the peer's own (preemptive Basic first),
+	// then as an engine login (preemptive=0: no Basic ever sent).
+	for _, u := range []string{"http://alice:s3cret@" + sq.Addr(), "http://alice:s3cret@" + sq.Addr() + "?preemptive=0"} {
+		_, good := startTunnelAuthProxy(t, engine.Config{}, u, false)
+		out, _ := curl(t, "-x", "http://"+good, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small")
+		if out != bench.SmallBody {
+			t.Fatalf("%s: %q", redactURL(u), out)
+		}
+	}
+	// Squid logs a tunnel when it ends: wait (bounded) for the lines.
+	ok := 0
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ok = 0
+		for _, l := range sq.AccessLog() {
+			if strings.Contains(l, "CONNECT "+ng.TLSAddr()) && strings.Contains(l, "/200 ") && strings.Contains(l, " alice ") {
+				ok++
+			}
+		}
+		if ok >= 2 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if ok != 2 {
+		t.Fatalf("Squid logged %d tunnels for alice, want 2:\n%s", ok, strings.Join(sq.AccessLog(), "\n"))
+	}
+	_, bad := startTunnelAuthProxy(t, engine.Config{}, "http://alice:wrong@"+sq.Addr(), false)
+	_, errOut, code := curlStatus(t, "-x", "http://"+bad, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small")
+	if code == 0 || !strings.Contains(errOut, "407") {
+		t.Fatalf("wrong password: curl exit %d: %s", code, errOut)
+	}
+}
+
+// startTunnelAuthProxy serves a forward proxy through parent, with
+// -client-auth pass when pass, letting CONNECT reach any port; cfg may set
+// engine timeouts.
+func startTunnelAuthProxy(t *testing.T, cfg engine.Config, parent string, pass bool) (*proxy, string) {
+	t.Helper()
+	if err := withPeers(&cfg, nil, []string{parent}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if pass {
+		if err := withClientAuth(&cfg, clientAuthPass); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Shards, cfg.Logger = 2, logger
+	p, err := newProxy(logger, nil, cfg, clientConfig{ConnectPorts: portSet{any: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, serveProxy(t, p)
+}
+
+// connect sends a CONNECT with Proxy-Authorization pa on rc and reads the
+// answer (a refusal's body included).
+func (rc *rawClient) connect(t *testing.T, target, pa string) (*http.Response, string) {
+	t.Helper()
+	rc.write(t, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\nProxy-Authorization: "+pa+"\r\n\r\n")
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatalf("CONNECT answer: %v", err)
+	}
+	body := ""
+	if resp.StatusCode/100 != 2 {
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = string(b)
+	}
+	return resp, body
+}
+
+// TestConnectNTLMThroughSquid: a client's NTLM handshake with a Squid
+// parent through the demo (-client-auth pass) on CONNECT: the Type 1
+// CONNECT gets Squid's Type 2 challenge, the client connection stays open
+// and the parent connection pinned, and the Type 3 CONNECT goes on that
+// Squid connection and opens the tunnel, which carries TLS to nginx. A
+// pinned parent connection that expires while the client is idle closes
+// the client connection.
+func TestConnectNTLMThroughSquid(t *testing.T) {
+	needTools(t)
+	if bench.SquidBinary() == "" {
+		t.Skip("squid not installed")
+	}
+	bench.CheckLeaks(t)
+	splicePipes(t)
+	ng, pki := tlsOrigin(t, false)
+	target := ng.TLSAddr()
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "ntlm", ConnectPorts: []int{portOf(t, target)}, Extra: extra})
+	p, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+sq.Addr(), true)
+
+	rc := dialRaw(t, px)
+	resp, _ := rc.connect(t, target, ntlmType1())
+	if resp.StatusCode != 407 || !strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), "NTLM T") || resp.Close {
+		t.Fatalf("Type 1: %d %v; want a 407 with a Type 2 challenge, connection kept", resp.StatusCode, resp.Header)
+	}
+	waitPinned(t, p, 1)
+	if resp, _ = rc.connect(t, target, ntlmType3("carol")); resp.StatusCode != 200 {
+		t.Fatalf("Type 3: %d %v", resp.StatusCode, resp.Header)
+	}
+	waitPinned(t, p, 0) // the pinned connection is the tunnel now
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pki.CAPEM)
+	tc := tls.Client(rc.c, &tls.Config{ServerName: "origin.test", RootCAs: roots})
+	if _, err := io.WriteString(tc, "GET /small HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(got.Body)
+	if got.StatusCode != 200 || string(body) != bench.SmallBody {
+		t.Fatalf("through the tunnel: %d %q", got.StatusCode, body)
+	}
+	_ = tc.Close()
+	// Squid logs the 407 at once and the tunnel when it ends.
+	lines := plog.lines(t, 2)
+	if len(lines) != 2 || lines[0].status != 407 || lines[1].status != 200 || lines[0].port != lines[1].port ||
+		!strings.Contains(lines[1].user, "carol") {
+		t.Fatalf("Squid's log: want the 407 and carol's tunnel on one connection:\n%+v", lines)
+	}
+
+	// The pinned parent connection expires while the client is idle: the
+	// demo closes the client connection (Config.OnPinnedClosed).
+	p2, px2 := startTunnelAuthProxy(t, engine.Config{PinnedIdleTimeout: 50 * time.Millisecond}, "http://"+sq.Addr(), true)
+	rc2 := dialRaw(t, px2)
+	if resp, _ := rc2.connect(t, target, ntlmType1()); resp.StatusCode != 407 {
+		t.Fatalf("Type 1: %d", resp.StatusCode)
+	}
+	if !rc2.eof(t) {
+		t.Fatal("the client connection is still open after its pinned parent connection expired")
+	}
+	waitPinned(t, p2, 0)
+}
+
+// TestConnectNTLMPinnedGone: the parent closes the pinned connection
+// right after its NTLM challenge (a fault-injecting parent: it answers
+// one CONNECT per connection). The client's Type 3 CONNECT is not sent on
+// a new connection: the client gets a 502 naming the cause, and its
+// connection is closed.
+func TestConnectNTLMPinnedGone(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan int, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n := 0
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n++
+			accepted <- n
+			br := bufio.NewReader(c)
+			if req, err := http.ReadRequest(br); err == nil && req.Method == "CONNECT" {
+				_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
+					"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAADgAAAAFgomiESIzRFVmd4gAAAAAAAAAAAAAAAAAAAAA\r\n"+
+					"Content-Length: 0\r\n\r\n")
+			}
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	_, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+ln.Addr().String(), true)
+	rc := dialRaw(t, px)
+	if resp, _ := rc.connect(t, "origin.test:443", ntlmType1()); resp.StatusCode != 407 {
+		t.Fatalf("Type 1: %d", resp.StatusCode)
+	}
+	resp, body := rc.connect(t, "origin.test:443", ntlmType3("erin"))
+	if resp.StatusCode != 502 || !resp.Close || !strings.Contains(body, "NTLM") {
+		t.Fatalf("Type 3 after the parent closed: %d (close %v) %q; want 502 naming the cause", resp.StatusCode, resp.Close, body)
+	}
+	if !rc.eof(t) {
+		t.Fatal("the client connection is still open after the 502")
+	}
+	if n := len(accepted); n != 1 {
+		t.Fatalf("the parent accepted %d connections, want 1: the Type 3 went nowhere else", n)
+	}
+}
