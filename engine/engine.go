@@ -120,6 +120,9 @@ type Engine struct {
 	defaultTLS *TLS
 	// goNet dials plain-TCP upstreams on Go net (Config.GoNetIO).
 	goNet *upstreamDialer
+	// sessions maps the pin key of each live pinned session to its pool
+	// key, so that a group routes the session's requests to its peer.
+	sessions sync.Map // uint64 -> poolset.Key
 
 	requests sync.Pool   // *request, recycled by Exchange
 	digests  digestCache // Digest challenges answered, for later requests
@@ -157,6 +160,7 @@ func New(cfg Config) (*Engine, error) {
 
 		PinnedIdleTimeout: cfg.PinnedIdleTimeout,
 		OnPinnedClosed:    cfg.OnPinnedClosed,
+		OnSession:         e.onSession,
 	}, e.pool, &e.stats)
 	if err != nil {
 		e.pool.Close()

@@ -624,7 +624,20 @@ func (e *Engine) route(req *Request, r *request) error {
 	if key == "" && g.kind == balance.Hash {
 		key = string(req.Head.Get(parser.HdrHost))
 	}
-	p, probe, err := g.pick(e.pool, key, 0)
+	var p *peer
+	var probe bool
+	var err error
+	pk, pinned := any(nil), false
+	if req.PinKey != 0 {
+		pk, pinned = e.sessions.Load(req.PinKey)
+	}
+	if pinned {
+		// A pinned session's requests go to its peer, whatever the
+		// balancer would pick; a peer drained or gone fails them.
+		p, err = g.sessionPeer(pk.(poolset.Key), req.PinKey)
+	} else {
+		p, probe, err = g.pick(e.pool, key, 0)
+	}
 	if err != nil {
 		return err
 	}
@@ -635,6 +648,33 @@ func (e *Engine) route(req *Request, r *request) error {
 	}
 	r.t.Reroute = r.reroute
 	return nil
+}
+
+// sessionPeer is the peer of pinned session pinKey, whose connection
+// pools under key: ErrPinnedGone when the group no longer has that peer or
+// the peer is draining.
+func (g *group) sessionPeer(key poolset.Key, pinKey uint64) (*peer, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.peers {
+		if p.key != key {
+			continue
+		}
+		if p.draining {
+			return nil, fmt.Errorf("%w: session %d: peer %s is draining", ErrPinnedGone, pinKey, p.cfg.Name)
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w: session %d: its peer left group %s", ErrPinnedGone, pinKey, g.name)
+}
+
+// onSession keeps e.sessions (shard.Config.OnSession).
+func (e *Engine) onSession(pinKey uint64, key poolset.Key, ended bool) {
+	if ended {
+		e.sessions.Delete(pinKey)
+		return
+	}
+	e.sessions.Store(pinKey, key)
 }
 
 // aim points the task at peer p.

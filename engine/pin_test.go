@@ -2,72 +2,17 @@ package engine_test
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
-	"unicode/utf16"
 
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/engine/auth"
 )
-
-// Minimal NTLMSSP messages (MS-NLMP §2.2.1), enough for Squid's
-// ntlm_fake_auth, which accepts any well-formed handshake: the test plays
-// the client whose NTLM handshake the proxy passes through.
-
-const (
-	ntlmUnicode     = 0x00000001
-	ntlmOEM         = 0x00000002
-	ntlmReqTarget   = 0x00000004
-	ntlmNTLM        = 0x00000200
-	ntlmAlwaysSign  = 0x00008000
-	ntlmNegotiateFl = ntlmUnicode | ntlmOEM | ntlmReqTarget | ntlmNTLM | ntlmAlwaysSign
-)
-
-// ntlmNegotiate is a Type 1 message without domain or workstation.
-func ntlmNegotiate() string {
-	b := make([]byte, 32)
-	copy(b, "NTLMSSP\x00")
-	binary.LittleEndian.PutUint32(b[8:], 1)
-	binary.LittleEndian.PutUint32(b[12:], ntlmNegotiateFl)
-	binary.LittleEndian.PutUint32(b[20:], 32) // domain buffer: empty, at the end
-	binary.LittleEndian.PutUint32(b[28:], 32) // workstation buffer: empty, at the end
-	return "NTLM " + base64.StdEncoding.EncodeToString(b)
-}
-
-// ntlmAuthenticate is a Type 3 message for domain\user with zeroed
-// LM/NT responses.
-func ntlmAuthenticate(domain, user, workstation string) string {
-	const hdr = 64
-	b := make([]byte, hdr)
-	copy(b, "NTLMSSP\x00")
-	binary.LittleEndian.PutUint32(b[8:], 3)
-	u16 := func(s string) []byte {
-		var out []byte
-		for _, r := range utf16.Encode([]rune(s)) {
-			out = binary.LittleEndian.AppendUint16(out, r)
-		}
-		return out
-	}
-	put := func(at int, data []byte) {
-		binary.LittleEndian.PutUint16(b[at:], uint16(len(data)))
-		binary.LittleEndian.PutUint16(b[at+2:], uint16(len(data)))
-		binary.LittleEndian.PutUint32(b[at+4:], uint32(len(b)))
-		b = append(b, data...)
-	}
-	put(12, make([]byte, 24)) // LM response
-	put(20, make([]byte, 24)) // NT response
-	put(28, u16(domain))
-	put(36, u16(user))
-	put(44, u16(workstation))
-	put(52, nil) // session key
-	binary.LittleEndian.PutUint32(b[60:], ntlmUnicode|ntlmNTLM)
-	return "NTLM " + base64.StdEncoding.EncodeToString(b)
-}
 
 func passThrough(engine.Upstream) *engine.Auth {
 	return &engine.Auth{Proxy: engine.Login{Mode: engine.LoginPassThrough}}
@@ -78,7 +23,7 @@ func passThrough(engine.Upstream) *engine.Auth {
 // squid serves only on the connection the handshake authenticated.
 func ntlmHandshake(t *testing.T, e *engine.Engine, sq *squid, ngx *bench.Nginx, key uint64) error {
 	path := fmt.Sprintf("/small?k=%d", key)
-	req := request(t, sq.addr, "GET", ngx.Addr(), path, true, "Proxy-Authorization: "+ntlmNegotiate())
+	req := request(t, sq.addr, "GET", ngx.Addr(), path, true, "Proxy-Authorization: "+bench.NTLMNegotiate())
 	req.PinKey = key
 	s := send(t, e, req)
 	if s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
@@ -92,7 +37,7 @@ func ntlmHandshake(t *testing.T, e *engine.Engine, sq *squid, ngx *bench.Nginx, 
 		return fmt.Errorf("challenge token %q is not an NTLM Type 2 message", cs[0].Token68)
 	}
 	req = request(t, sq.addr, "GET", ngx.Addr(), path, true,
-		"Proxy-Authorization: "+ntlmAuthenticate("DOM", fmt.Sprintf("user%d", key), "WS"))
+		"Proxy-Authorization: "+bench.NTLMAuthenticate("DOM", fmt.Sprintf("user%d", key), "WS"))
 	req.PinKey = key
 	if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
 		return fmt.Errorf("authenticate: heads %v, body %q, err %v; want 200", s.heads, s.body.String(), s.err)
@@ -185,7 +130,7 @@ func TestSquidNTLMPinnedGone(t *testing.T) {
 
 	negotiate := func(key uint64) {
 		t.Helper()
-		req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+		req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+bench.NTLMNegotiate())
 		req.PinKey = key
 		if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
 			t.Fatalf("negotiate: heads %v, err %v", s.heads, s.err)
@@ -212,7 +157,7 @@ func TestSquidNTLMPinnedGone(t *testing.T) {
 	}
 	before := e.Stats()[sq.addr]
 	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true,
-		"Proxy-Authorization: "+ntlmAuthenticate("DOM", "user7", "WS"))
+		"Proxy-Authorization: "+bench.NTLMAuthenticate("DOM", "user7", "WS"))
 	req.PinKey = 7
 	s := send(t, e, req)
 	if !errors.Is(s.err, engine.ErrPinnedGone) || len(s.heads) != 0 {
@@ -234,7 +179,7 @@ func TestPinnedIdleTimeout(t *testing.T) {
 	closed := make(chan uint64, 1)
 	e := startEngine(t, engine.Config{Auth: passThrough, PinnedIdleTimeout: time.Second,
 		OnPinnedClosed: func(k uint64) { closed <- k }})
-	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+bench.NTLMNegotiate())
 	req.PinKey = 3
 	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
 		t.Fatalf("negotiate: heads %v, err %v", s.heads, s.err)
@@ -269,7 +214,7 @@ func TestSquidNTLMLimitsAndIsolation(t *testing.T) {
 	e := startEngine(t, engine.Config{Auth: passThrough, MaxConnsPerUpstream: 1, PendingTimeout: 300 * time.Millisecond})
 
 	// No pin key: the handshake's connection is closed after the 407.
-	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+bench.NTLMNegotiate())
 	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
 		t.Fatalf("negotiate without a pin key: heads %v, err %v", s.heads, s.err)
 	}
@@ -277,7 +222,7 @@ func TestSquidNTLMLimitsAndIsolation(t *testing.T) {
 		t.Fatalf("pool %+v: want the connection closed, nothing idle or pinned", st)
 	}
 
-	req = request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+ntlmNegotiate())
+	req = request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+bench.NTLMNegotiate())
 	req.PinKey = 5
 	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
 		t.Fatalf("negotiate: heads %v, err %v", s.heads, s.err)
@@ -294,5 +239,54 @@ func TestSquidNTLMLimitsAndIsolation(t *testing.T) {
 	waitFor(t, "the pinned connection to go", func() bool { return e.Stats()[sq.addr].Pool.Pinned == 0 })
 	if s := send(t, e, request(t, sq.addr, "GET", ngx.Addr(), "/small", true)); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
 		t.Fatalf("after Unpin: heads %v, err %v; want squid's 407", s.heads, s.err)
+	}
+}
+
+// TestGroupNTLMSessionStaysOnItsParent: in a round-robin group of two
+// real NTLM Squid parents, a client's handshake and the requests after it
+// all go to the parent that pinned its session, though the balancer
+// alternates; once that parent drains, the session's next request fails
+// with ErrPinnedGone instead of moving to the other parent.
+func TestGroupNTLMSessionStaysOnItsParent(t *testing.T) {
+	leakBaseline(t)
+	a, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm"})
+	b := startSquid(t, squidOptions{scheme: "ntlm"})
+	e := startEngine(t, engine.Config{Auth: passThrough, Groups: map[string]engine.GroupConfig{
+		"parents": {Peers: []engine.Peer{
+			{Name: "a", Addr: a.addr, Parent: true},
+			{Name: "b", Addr: b.addr, Parent: true},
+		}},
+	}})
+	const key = 7
+	get := func(fields ...string) *recSink {
+		req := request(t, "", "GET", ngx.Addr(), "/small", false, fields...)
+		req.Upstream = engine.Upstream{Group: "parents"}
+		req.PinKey = key
+		return send(t, e, req)
+	}
+	if s := get("Proxy-Authorization: " + bench.NTLMNegotiate()); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("negotiate: heads %v, err %v; want a 407 challenge", s.heads, s.err)
+	}
+	for i, f := range [][]string{{"Proxy-Authorization: " + bench.NTLMAuthenticate("DOM", "user7", "WS")}, nil, nil} {
+		if s := get(f...); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+			t.Fatalf("request %d after the challenge: heads %v, err %v; want 200 from the session's parent", i, s.heads, s.err)
+		}
+	}
+	pinnedOn := ""
+	for k, st := range e.Stats() { // keys are "addr via=fwd"
+		for name, addr := range map[string]string{"a": a.addr, "b": b.addr} {
+			if strings.HasPrefix(k, addr+" ") && st.Pool.Pinned == 1 {
+				pinnedOn = name
+			}
+		}
+	}
+	if pinnedOn == "" {
+		t.Fatalf("no parent holds the pinned connection: %+v", e.Stats())
+	}
+	if err := e.DrainPeer("parents", pinnedOn); err != nil {
+		t.Fatal(err)
+	}
+	if s := get(); !errors.Is(s.err, engine.ErrPinnedGone) {
+		t.Fatalf("after draining parent %s: heads %v, err %v; want ErrPinnedGone", pinnedOn, s.heads, s.err)
 	}
 }

@@ -88,6 +88,9 @@ func (s *Shard) pin(t *Task, c *conn.Conn) {
 	}
 	s.set.pool.Pin(t.Key)
 	s.pinned[t.PinKey] = &session{c: c, key: t.Key, idle: time.Now()}
+	if f := s.set.cfg.OnSession; f != nil {
+		f(t.PinKey, t.Key, false)
+	}
 	s.armProbe()
 }
 
@@ -135,6 +138,9 @@ func (s *Shard) probeSessions(now time.Time) {
 // on it: then pinnedDone closes it) and fails its queued requests. With
 // tombstone the key stays known as gone; otherwise it is forgotten.
 func (s *Shard) endSession(key uint64, ss *session, tombstone bool) {
+	if f := s.set.cfg.OnSession; f != nil && ss.c != nil {
+		f(key, ss.key, true)
+	}
 	if ss.c != nil {
 		if ss.busy {
 			_ = ss.c.Close() // the exchange fails; pinnedDone accounts for it

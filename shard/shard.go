@@ -38,6 +38,12 @@ type Config struct {
 	// timeout ended, so that the embedder can close the client connection
 	// too. It runs on a shard goroutine and must not block.
 	OnPinnedClosed func(pinKey uint64)
+	// OnSession, when set, is called when a pinned session starts (with
+	// its connection's pool key) and when it ends (ended true), so that
+	// an embedder routing requests itself (peer groups) can send a
+	// session's requests to its upstream. It runs on a shard goroutine
+	// and must not block.
+	OnSession func(pinKey uint64, key poolset.Key, ended bool)
 }
 
 func (c Config) normalized() Config {
