@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -201,4 +202,19 @@ func worldDir(tb testing.TB, prefix string) string {
 	}
 	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
+}
+
+// Port returns the port of a "host:port" address, failing tb if there is
+// none.
+func Port(tb testing.TB, addr string) int {
+	tb.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }

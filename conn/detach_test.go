@@ -12,8 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/serverside-go/serverside/parser"
 	"time"
+
+	"github.com/serverside-go/serverside/parser"
 )
 
 // bigOrigin answers every request with size bytes of a position-dependent

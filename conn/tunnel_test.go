@@ -6,10 +6,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serverside-go/serverside/bench"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -37,18 +38,6 @@ func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	return a.(*net.TCPConn), b.(*net.TCPConn)
 }
 
-// splicePipes lets the collector close, before the leak check counts
-// descriptors, the pipes splice(2) went through: Go's net package caches
-// them in a sync.Pool and closes them by finalizer.
-func splicePipes(t *testing.T) {
-	t.Cleanup(func() {
-		for i := 0; i < 3; i++ {
-			runtime.GC()
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
 type relayResult struct {
 	st  RelayStats
 	err error
@@ -58,7 +47,7 @@ type relayResult struct {
 // near ends: client talks to server through the relay.
 func startRelay(t *testing.T, ctx context.Context, idle time.Duration, wrap func(net.Conn) net.Conn) (client, server *net.TCPConn, done chan relayResult) {
 	t.Helper()
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	client, ra := tcpPair(t)
 	rb, server := tcpPair(t)
 	var b net.Conn = rb
@@ -209,7 +198,7 @@ func TestRelayContext(t *testing.T) {
 // the request head.
 func fakeParent(t *testing.T, answer string, heads chan<- []string) string {
 	t.Helper()
-	splicePipes(t) // the echo splices
+	bench.CollectSplicePipes(t) // the echo splices
 	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
 		h, err := readHead(br)
 		if err != nil {

@@ -88,7 +88,7 @@ func TestGroupTLSPeerWrongCA(t *testing.T) {
 func TestTunnelGroup(t *testing.T) {
 	leakBaseline(t)
 	ngx, pki := tlsNginx(t, false)
-	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port(t, ngx.TLSAddr())},
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())},
 		Users: map[string]string{"alice": "s3cret"}})
 	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{
 		"good": {Peers: []engine.Peer{{Name: "sq", Addr: sq.Addr(), Parent: true, Username: "alice", Password: "s3cret"}}},

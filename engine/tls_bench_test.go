@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
 	"testing"
 
 	"github.com/serverside-go/serverside/bench"
@@ -32,7 +30,7 @@ func (s *countSink) OnDone(err error)              { s.done <- err }
 func BenchmarkUpstreamThroughput(b *testing.B) {
 	pki := bench.NewPKI(b, "origin.test")
 	ngx := bench.StartNginx(b, bench.NginxOptions{TLSCert: pki.ServerCert, TLSKey: pki.ServerKey})
-	sq := bench.StartSquid(b, bench.SquidOptions{ConnectPorts: []int{benchPort(b, ngx.TLSAddr())}})
+	sq := bench.StartSquid(b, bench.SquidOptions{ConnectPorts: []int{bench.Port(b, ngx.TLSAddr())}})
 	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
 	b.Run("tls-nethttp", func(b *testing.B) {
 		roots := x509.NewCertPool()
@@ -86,16 +84,4 @@ func BenchmarkUpstreamThroughput(b *testing.B) {
 			}
 		})
 	}
-}
-
-func benchPort(b *testing.B, addr string) int {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return n
 }

@@ -123,7 +123,7 @@ func TestTunnelCurl(t *testing.T) {
 		}
 	})
 	ngx, pki := tlsNginx(t, false)
-	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port(t, ngx.TLSAddr())},
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())},
 		Users: map[string]string{"alice": "s3cret"}})
 	e := startEngine(t, engine.Config{})
 	url := "https://" + ngx.TLSAddr() + "/1m"

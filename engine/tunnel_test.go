@@ -123,7 +123,7 @@ func TestTunnelDialError(t *testing.T) {
 func TestTunnelSquid(t *testing.T) {
 	leakBaseline(t)
 	ngx, pki := tlsNginx(t, false)
-	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port(t, ngx.TLSAddr())}})
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())}})
 	e := startEngine(t, engine.Config{})
 	nc, resp, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: &engine.Parent{Addr: sq.Addr()}})
 	if err != nil {
@@ -156,7 +156,7 @@ func TestTunnelSquid(t *testing.T) {
 func TestTunnelSquidAuth(t *testing.T) {
 	leakBaseline(t)
 	ngx, pki := tlsNginx(t, false)
-	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port(t, ngx.TLSAddr())},
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())},
 		Users: map[string]string{"alice": "s3cret"}})
 	e := startEngine(t, engine.Config{})
 	for _, p := range []*engine.Parent{{Addr: sq.Addr()}, {Addr: sq.Addr(), User: "alice", Password: "wrong"}} {
@@ -209,7 +209,7 @@ func TestTunnelSquidAuth(t *testing.T) {
 func TestTLSViaParent(t *testing.T) {
 	leakBaseline(t)
 	ngx, pki := tlsNginx(t, false)
-	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port(t, ngx.TLSAddr())}})
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())}})
 	e := startEngine(t, engine.Config{})
 	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
 	for i := 0; i < 3; i++ {
@@ -239,19 +239,6 @@ func TestTLSViaParent(t *testing.T) {
 	}
 }
 
-func port(t *testing.T, addr string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // TestTunnelTLSParent: squid spoken to over TLS (https_port): a tunnel
 // through it, with TLS to nginx inside; an https origin behind it through
 // the engine; a plain request forwarded to it over TLS; a parent whose
@@ -259,7 +246,7 @@ func port(t *testing.T, addr string) int {
 func TestTunnelTLSParent(t *testing.T) {
 	leakBaseline(t)
 	ngx, pki := tlsNginx(t, false)
-	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port(t, ngx.TLSAddr())},
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())},
 		TLSCert: pki.ServerCert, TLSKey: pki.ServerKey})
 	e := startEngine(t, engine.Config{})
 	parentTLS := &engine.TLS{RootCAs: pki.CAPEM} // SNI: 127.0.0.1, which is never sent; verified as an IP

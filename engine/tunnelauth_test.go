@@ -208,7 +208,7 @@ func TestTunnelSquidNTLM(t *testing.T) {
 		return e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: via, PinKey: key, ProxyAuthorization: pa})
 	}
 	for key := uint64(1); key <= 2; key++ {
-		if _, resp, err := tun(key, ntlmNegotiate()); ntlmType2(resp, err) != nil {
+		if _, resp, err := tun(key, bench.NTLMNegotiate()); ntlmType2(resp, err) != nil {
 			t.Fatalf("key %d, Type 1: %v", key, ntlmType2(resp, err))
 		}
 	}
@@ -216,7 +216,7 @@ func TestTunnelSquidNTLM(t *testing.T) {
 		t.Fatalf("stats %+v: want 2 pinned connections", st)
 	}
 	for key := uint64(1); key <= 2; key++ {
-		nc, resp, err := tun(key, ntlmAuthenticate("DOM", fmt.Sprintf("user%d", key), "WS"))
+		nc, resp, err := tun(key, bench.NTLMAuthenticate("DOM", fmt.Sprintf("user%d", key), "WS"))
 		if err != nil || resp.Status != 200 {
 			t.Fatalf("key %d, Type 3: %v %+v", key, err, resp)
 		}
@@ -262,7 +262,7 @@ func TestTunnelSquidNTLM(t *testing.T) {
 		t.Fatalf("stats %+v: want the two tunnels closed, none pinned", st)
 	}
 	// The session ended when its tunnel opened: the key starts over.
-	if _, resp, err := tun(1, ntlmNegotiate()); ntlmType2(resp, err) != nil {
+	if _, resp, err := tun(1, bench.NTLMNegotiate()); ntlmType2(resp, err) != nil {
 		t.Fatalf("key 1 again: %v", ntlmType2(resp, err))
 	}
 	e.Unpin(1)
@@ -274,7 +274,7 @@ func TestTunnelSquidNTLM(t *testing.T) {
 	// NTLM offer is relayed, and nothing is pinned.
 	e0 := startEngine(t, engine.Config{})
 	nc, resp, err := e0.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: via, PinKey: 1,
-		ProxyAuthorization: ntlmNegotiate()})
+		ProxyAuthorization: bench.NTLMNegotiate()})
 	if nc != nil || !errors.Is(err, engine.ErrTunnelRefused) || resp.Status != 407 ||
 		!strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), "NTLM") {
 		t.Fatalf("without pass-through: %v %+v", err, resp)
@@ -298,7 +298,7 @@ func TestTunnelPinnedGone(t *testing.T) {
 	tun := func(pa string) (net.Conn, *engine.TunnelResponse, error) {
 		return e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: via, PinKey: 7, ProxyAuthorization: pa})
 	}
-	if _, resp, err := tun(ntlmNegotiate()); ntlmType2(resp, err) != nil {
+	if _, resp, err := tun(bench.NTLMNegotiate()); ntlmType2(resp, err) != nil {
 		t.Fatal(ntlmType2(resp, err))
 	}
 	select {
@@ -312,7 +312,7 @@ func TestTunnelPinnedGone(t *testing.T) {
 	if st := tunnelStats(e, sq.addr); st.Pool.Pinned != 0 {
 		t.Fatalf("stats %+v: want the pinned connection gone", st)
 	}
-	nc, resp, err := tun(ntlmAuthenticate("DOM", "u", "WS"))
+	nc, resp, err := tun(bench.NTLMAuthenticate("DOM", "u", "WS"))
 	if nc != nil || resp != nil || !errors.Is(err, engine.ErrPinnedGone) {
 		t.Fatalf("Type 3 after the close: %v, %v, %v; want ErrPinnedGone", nc, resp, err)
 	}
@@ -325,7 +325,7 @@ func TestTunnelPinnedGone(t *testing.T) {
 		t.Fatalf("stats %+v: want the one connection", st)
 	}
 	e.Unpin(7)
-	if _, resp, err := tun(ntlmNegotiate()); ntlmType2(resp, err) != nil {
+	if _, resp, err := tun(bench.NTLMNegotiate()); ntlmType2(resp, err) != nil {
 		t.Fatalf("after Unpin: %v", ntlmType2(resp, err))
 	}
 	// A session for one parent is not used for another.

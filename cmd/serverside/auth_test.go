@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unicode/utf16"
 
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
@@ -347,48 +344,6 @@ func TestNTLMParentPassThrough(t *testing.T) {
 	}
 }
 
-// Minimal NTLMSSP messages (MS-NLMP §2.2.1), enough for Squid's
-// ntlm_fake_auth, which accepts any well-formed handshake.
-
-// ntlmType1 is a Negotiate message without domain or workstation.
-func ntlmType1() string {
-	b := make([]byte, 32)
-	copy(b, "NTLMSSP\x00")
-	binary.LittleEndian.PutUint32(b[8:], 1)
-	binary.LittleEndian.PutUint32(b[12:], 0x00008207) // Unicode, OEM, request target, NTLM, always sign
-	binary.LittleEndian.PutUint32(b[20:], 32)         // empty domain, at the end
-	binary.LittleEndian.PutUint32(b[28:], 32)         // empty workstation, at the end
-	return "NTLM " + base64.StdEncoding.EncodeToString(b)
-}
-
-// ntlmType3 is an Authenticate message for user with zeroed responses.
-func ntlmType3(user string) string {
-	b := make([]byte, 64)
-	copy(b, "NTLMSSP\x00")
-	binary.LittleEndian.PutUint32(b[8:], 3)
-	u16 := func(s string) []byte {
-		var out []byte
-		for _, r := range utf16.Encode([]rune(s)) {
-			out = binary.LittleEndian.AppendUint16(out, r)
-		}
-		return out
-	}
-	put := func(at int, data []byte) {
-		binary.LittleEndian.PutUint16(b[at:], uint16(len(data)))
-		binary.LittleEndian.PutUint16(b[at+2:], uint16(len(data)))
-		binary.LittleEndian.PutUint32(b[at+4:], uint32(len(b)))
-		b = append(b, data...)
-	}
-	put(12, make([]byte, 24)) // LM response
-	put(20, make([]byte, 24)) // NT response
-	put(28, u16("DOM"))
-	put(36, u16(user))
-	put(44, u16("WS"))
-	put(52, nil)                                      // session key
-	binary.LittleEndian.PutUint32(b[60:], 0x00000201) // Unicode, NTLM
-	return "NTLM " + base64.StdEncoding.EncodeToString(b)
-}
-
 // rawClient is one client connection to the proxy, kept open between
 // requests.
 type rawClient struct {
@@ -432,12 +387,12 @@ func (rc *rawClient) read(t *testing.T) (*http.Response, string) {
 // with the Type 2 challenge, the Type 3 message and the 200.
 func (rc *rawClient) handshake(t *testing.T, user string) {
 	t.Helper()
-	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: "+ntlmType1()+"\r\n\r\n")
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMNegotiate()+"\r\n\r\n")
 	resp, _ := rc.read(t)
 	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || !strings.HasPrefix(ch, "NTLM ") {
 		t.Fatalf("Type 1: %d %q, want a 401 with an NTLM challenge", resp.StatusCode, ch)
 	}
-	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: "+ntlmType3(user)+"\r\n\r\n")
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMAuthenticate("DOM", user, "WS")+"\r\n\r\n")
 	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
 		t.Fatalf("Type 3: %d %q, want 200", resp.StatusCode, body)
 	}

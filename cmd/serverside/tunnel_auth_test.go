@@ -26,9 +26,9 @@ func TestConnectThroughSquidDigest(t *testing.T) {
 		t.Skip("squid not installed")
 	}
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	ng, pki := tlsOrigin(t, false)
-	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "digest", ConnectPorts: []int{portOf(t, ng.TLSAddr())},
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "digest", ConnectPorts: []int{bench.Port(t, ng.TLSAddr())},
 		Users: map[string]string{"alice": "s3cret"}})
 	// The URL's credentials as the peer's own (preemptive Basic first),
 	// then as an engine login (preemptive=0: no Basic ever sent).
@@ -117,20 +117,20 @@ func TestConnectNTLMThroughSquid(t *testing.T) {
 		t.Skip("squid not installed")
 	}
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	ng, pki := tlsOrigin(t, false)
 	target := ng.TLSAddr()
 	plog, extra := squidPortLog(t)
-	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "ntlm", ConnectPorts: []int{portOf(t, target)}, Extra: extra})
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "ntlm", ConnectPorts: []int{bench.Port(t, target)}, Extra: extra})
 	p, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+sq.Addr(), true)
 
 	rc := dialRaw(t, px)
-	resp, _ := rc.connect(t, target, ntlmType1())
+	resp, _ := rc.connect(t, target, bench.NTLMNegotiate())
 	if resp.StatusCode != 407 || !strings.HasPrefix(resp.Header.Get("Proxy-Authenticate"), "NTLM T") || resp.Close {
 		t.Fatalf("Type 1: %d %v; want a 407 with a Type 2 challenge, connection kept", resp.StatusCode, resp.Header)
 	}
 	waitPinned(t, p, 1)
-	if resp, _ = rc.connect(t, target, ntlmType3("carol")); resp.StatusCode != 200 {
+	if resp, _ = rc.connect(t, target, bench.NTLMAuthenticate("DOM", "carol", "WS")); resp.StatusCode != 200 {
 		t.Fatalf("Type 3: %d %v", resp.StatusCode, resp.Header)
 	}
 	waitPinned(t, p, 0) // the pinned connection is the tunnel now
@@ -160,7 +160,7 @@ func TestConnectNTLMThroughSquid(t *testing.T) {
 	// demo closes the client connection (Config.OnPinnedClosed).
 	p2, px2 := startTunnelAuthProxy(t, engine.Config{PinnedIdleTimeout: 50 * time.Millisecond}, "http://"+sq.Addr(), true)
 	rc2 := dialRaw(t, px2)
-	if resp, _ := rc2.connect(t, target, ntlmType1()); resp.StatusCode != 407 {
+	if resp, _ := rc2.connect(t, target, bench.NTLMNegotiate()); resp.StatusCode != 407 {
 		t.Fatalf("Type 1: %d", resp.StatusCode)
 	}
 	if !rc2.eof(t) {
@@ -205,10 +205,10 @@ func TestConnectNTLMPinnedGone(t *testing.T) {
 	t.Cleanup(func() { ln.Close(); <-done })
 	_, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+ln.Addr().String(), true)
 	rc := dialRaw(t, px)
-	if resp, _ := rc.connect(t, "origin.test:443", ntlmType1()); resp.StatusCode != 407 {
+	if resp, _ := rc.connect(t, "origin.test:443", bench.NTLMNegotiate()); resp.StatusCode != 407 {
 		t.Fatalf("Type 1: %d", resp.StatusCode)
 	}
-	resp, body := rc.connect(t, "origin.test:443", ntlmType3("erin"))
+	resp, body := rc.connect(t, "origin.test:443", bench.NTLMAuthenticate("DOM", "erin", "WS"))
 	if resp.StatusCode != 502 || !resp.Close || !strings.Contains(body, "NTLM") {
 		t.Fatalf("Type 3 after the parent closed: %d (close %v) %q; want 502 naming the cause", resp.StatusCode, resp.Close, body)
 	}

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,31 +34,6 @@ func tlsOrigin(t *testing.T, clientCA bool) (*bench.Nginx, *bench.PKI) {
 		opts.TLSClientCA = pki.CAFile
 	}
 	return bench.StartNginx(t, opts), pki
-}
-
-func portOf(t *testing.T, addr string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// splicePipes lets the collector close, before the leak check counts
-// descriptors, the pipes splice(2) went through: Go's net package caches
-// them in a sync.Pool and closes them by finalizer.
-func splicePipes(t *testing.T) {
-	t.Cleanup(func() {
-		for i := 0; i < 3; i++ {
-			runtime.GC()
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 // curlStatus runs curl and returns its stdout, stderr and exit code.
@@ -113,9 +87,9 @@ func rawConnect(t *testing.T, px, raw string) (net.Conn, *bufio.Reader, *http.Re
 func TestConnectCurl(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	ng, pki := tlsOrigin(t, false)
-	tlsPort := portOf(t, ng.TLSAddr())
+	tlsPort := bench.Port(t, ng.TLSAddr())
 	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{ports: []int{tlsPort}}})
 	for i := 0; i < 2; i++ {
 		out, _ := curl(t, "-x", "http://"+px, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small")
@@ -129,7 +103,7 @@ func TestConnectCurl(t *testing.T) {
 	}
 	// The plain port is not allowed: 403, and the connection closes.
 	_, br, resp, body := rawConnect(t, px, "CONNECT "+ng.Addr()+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n\r\n")
-	if resp.StatusCode != 403 || body != "CONNECT to port "+strconv.Itoa(portOf(t, ng.Addr()))+" is not allowed\n" {
+	if resp.StatusCode != 403 || body != "CONNECT to port "+strconv.Itoa(bench.Port(t, ng.Addr()))+" is not allowed\n" {
 		t.Fatalf("disallowed port: %d %q", resp.StatusCode, body)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
@@ -181,7 +155,7 @@ func TestTunnelMetrics(t *testing.T) {
 func TestConnectEarlyBytes(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{any: true}})
 	get := "GET /small HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
@@ -225,11 +199,11 @@ func TestConnectEarlyBytes(t *testing.T) {
 func TestConnectLargeDownload(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	ng, pki := tlsOrigin(t, false)
 	const size = 64 << 20
 	want := writeRandomFile(t, filepath.Join(ng.Dir(), "html", "files", "big"), size)
-	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{ports: []int{portOf(t, ng.TLSAddr())}}})
+	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{ports: []int{bench.Port(t, ng.TLSAddr())}}})
 	out := filepath.Join(t.TempDir(), "big")
 	curl(t, "-x", "http://"+px, "--cacert", pki.CAFile, "-o", out, "https://"+ng.TLSAddr()+"/files/big")
 	f, err := os.Open(out)
@@ -249,7 +223,7 @@ func TestConnectLargeDownload(t *testing.T) {
 func TestConnectFailures(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{any: true}})
 	dead := freeAddr(t)
 	_, _, resp, body := rawConnect(t, px, "CONNECT "+dead+" HTTP/1.1\r\nHost: "+dead+"\r\n\r\n")
@@ -274,9 +248,9 @@ func TestConnectThroughSquid(t *testing.T) {
 		t.Skip("squid not installed")
 	}
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	ng, pki := tlsOrigin(t, false)
-	tlsPort := portOf(t, ng.TLSAddr())
+	tlsPort := bench.Port(t, ng.TLSAddr())
 	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{tlsPort}, Users: map[string]string{"alice": "s3cret"}})
 	// The demo lets every port through; Squid allows only nginx's TLS port.
 	ccfg := clientConfig{ConnectPorts: portSet{any: true}}
@@ -368,7 +342,7 @@ func TestForwardHTTPSAbsoluteForm(t *testing.T) {
 	if bench.SquidBinary() == "" {
 		return
 	}
-	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{portOf(t, ng.TLSAddr())}, Users: map[string]string{"alice": "s3cret"}})
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ng.TLSAddr())}, Users: map[string]string{"alice": "s3cret"}})
 	cfg := engine.Config{}
 	if err := withPeers(&cfg, nil, []string{"http://alice:s3cret@" + sq.Addr()}, ""); err != nil {
 		t.Fatal(err)
@@ -545,7 +519,7 @@ func TestParsePorts(t *testing.T) {
 func TestConnectIdleAndShutdown(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	splicePipes(t)
+	bench.CollectSplicePipes(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	connect := "CONNECT " + ng.Addr() + " HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
 	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{any: true}, TunnelIdleTimeout: 200 * time.Millisecond})
