@@ -4,10 +4,8 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,29 +65,15 @@ func StartApache(tb testing.TB, opts ApacheOptions) *Apache {
 			tb.Fatal(err)
 		}
 	}
-	var lastErr error
-	for try := 0; try < startTries; try++ {
-		port, err := pickPort()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s := startOnFreePort(tb, "apache", func(_ int, addr string) (*server, error) {
 		conf, err := writeApacheConfig(dir, addr, opts)
 		if err != nil {
 			tb.Fatalf("apache fixture: %v", err)
 		}
 		errLog := filepath.Join(dir, "error.log")
-		s, err := startServer(tb, "apache2", bin, []string{"-f", conf, "-DFOREGROUND"}, dir, addr, syscall.SIGTERM, errLog)
-		if err == nil {
-			return &Apache{server: s, dir: dir}
-		}
-		lastErr = err
-		if !strings.Contains(err.Error(), "Address already in use") {
-			break
-		}
-	}
-	tb.Fatalf("apache fixture: %v", lastErr)
-	return nil
+		return startServer(tb, "apache2", bin, []string{"-f", conf, "-DFOREGROUND"}, dir, addr, syscall.SIGTERM, errLog)
+	})
+	return &Apache{server: s, dir: dir}
 }
 
 func writeApacheConfig(dir, addr string, opts ApacheOptions) (string, error) {

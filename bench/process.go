@@ -218,3 +218,27 @@ func Port(tb testing.TB, addr string) int {
 	}
 	return n
 }
+
+// startOnFreePort calls start with a free 127.0.0.1 port and its address
+// until a server comes up, trying again (startTries in all) when the port
+// was taken in between; it fails tb otherwise.
+func startOnFreePort(tb testing.TB, name string, start func(port int, addr string) (*server, error)) *server {
+	tb.Helper()
+	var lastErr error
+	for try := 0; try < startTries; try++ {
+		port, err := pickPort()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s, err := start(port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			return s
+		}
+		lastErr = err
+		if !strings.Contains(err.Error(), "Address already in use") {
+			break
+		}
+	}
+	tb.Fatalf("%s fixture: %v", name, lastErr)
+	return nil
+}

@@ -90,14 +90,9 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 			*f = dst
 		}
 	}
-	var lastErr error
-	for try := 0; try < startTries; try++ {
-		port, err := pickPort()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		tlsAddr := ""
+	tlsAddr := ""
+	s := startOnFreePort(tb, "squid", func(port int, addr string) (*server, error) {
+		tlsAddr = ""
 		if opts.TLSCert != "" && opts.TLSKey != "" {
 			tport, err := pickPort()
 			if err != nil {
@@ -110,17 +105,9 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 			tb.Fatalf("squid fixture: %v", err)
 		}
 		cacheLog := filepath.Join(dir, "cache.log")
-		s, err := startServer(tb, "squid", bin, []string{"-N", "-n", squidService(port), "-f", conf}, dir, addr, syscall.SIGTERM, cacheLog)
-		if err == nil {
-			return &Squid{server: s, dir: dir, accessLog: filepath.Join(dir, "access.log"), tlsAddr: tlsAddr}
-		}
-		lastErr = err
-		if !strings.Contains(err.Error(), "Address already in use") {
-			break
-		}
-	}
-	tb.Fatalf("squid fixture: %v", lastErr)
-	return nil
+		return startServer(tb, "squid", bin, []string{"-N", "-n", squidService(port), "-f", conf}, dir, addr, syscall.SIGTERM, cacheLog)
+	})
+	return &Squid{server: s, dir: dir, accessLog: filepath.Join(dir, "access.log"), tlsAddr: tlsAddr}
 }
 
 // squidService is the instance's service name (squid -n). Squid names
