@@ -357,6 +357,7 @@ type cliExtras struct {
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
 	headerTimeout  time.Duration
+	goNetIO        bool
 	connectPorts   string
 	tunnelIdle     time.Duration
 	caFile         string
@@ -372,6 +373,7 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.clientAuth, "client-auth", clientAuthNone, "what happens to the client's Proxy-Authorization: none (stripped) or pass\n(sent to a -parent without credentials of its own: the client logs in to the parent,\nNTLM included)")
 	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
+	fs.BoolVar(&x.goNetIO, "upstream-gonet", false, "make plain-TCP upstream connections with Go's net package and runtime poller instead of netpoll\n(engine Config.GoNetIO), e.g. -upstream-gonet")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
 	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
 	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
@@ -410,6 +412,7 @@ func (x *cliExtras) engineConfig(cfg engine.Config) engine.Config {
 	cfg.ConnectTimeout = x.connectTimeout
 	cfg.IdleTimeout = x.idleTimeout
 	cfg.ResponseHeaderTimeout = x.headerTimeout
+	cfg.GoNetIO = x.goNetIO
 	return cfg
 }
 
