@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -91,6 +92,10 @@ type clientConn struct {
 
 	detaching bool // Detach was called: the close callback hands over
 	detached  bool // served by serveDetached on Go net I/O
+	// halfClosed: the client shut down its sending side; the response
+	// goes out on halfConn, a Go net duplicate of the fd (out).
+	halfClosed bool
+	halfConn   net.Conn
 
 	// tunnel is a CONNECT tunnel opened for this connection, to relay
 	// once the connection is off netpoll (tunnel.go).
@@ -394,10 +399,46 @@ func (cc *clientConn) send(p []byte) (err error) {
 			err = fmt.Errorf("write to client panicked: %v", r)
 		}
 	}()
-	if _, err = cc.w.WriteBinary(p); err != nil {
+	w := cc.out()
+	if _, err = w.WriteBinary(p); err != nil {
 		return err
 	}
-	return cc.w.Flush()
+	return w.Flush()
+}
+
+// out is the writer to the client. A client that shut down its sending
+// side after the request still reads, but netpoll takes the half-close
+// for a close and refuses writes; its poller has already let go of the fd,
+// which stays open until this handler returns. So the response goes out
+// on a duplicate of the fd through Go net instead, and the connection
+// closes after it.
+func (cc *clientConn) out() outWriter {
+	if cc.detached || cc.halfClosed {
+		return cc.w
+	}
+	nc, ok := cc.c.(netpoll.Connection)
+	if !ok || nc.IsActive() {
+		return cc.w
+	}
+	fc, ok := nc.(interface{ Fd() int })
+	if !ok {
+		return cc.w
+	}
+	fd, err := syscall.Dup(fc.Fd())
+	if err != nil {
+		return cc.w
+	}
+	syscall.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "client")
+	gc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return cc.w
+	}
+	_ = gc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	cc.halfClosed, cc.halfConn = true, gc
+	cc.w = &connWriter{c: gc}
+	return cc.w
 }
 
 // bodyReader streams a request body out of netpoll's input buffer:
@@ -632,17 +673,18 @@ func (s *sink) OnHead(resp *parser.Response) error {
 
 func (s *sink) flushHead() error {
 	s.pending, s.headSent = false, true
-	if _, err := s.cc.w.WriteBinary(s.bb.B); err != nil {
+	w := s.cc.out()
+	if _, err := w.WriteBinary(s.bb.B); err != nil {
 		return err
 	}
-	return s.cc.w.Flush()
+	return w.Flush()
 }
 
 func (s *sink) OnBody(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	w := s.cc.w
+	w := s.cc.out()
 	if s.left >= 0 {
 		s.left -= int64(len(p))
 		if s.left == 0 && !s.chunked && len(p) <= tailMax {

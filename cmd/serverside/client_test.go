@@ -548,3 +548,39 @@ func TestUploads(t *testing.T) {
 		}
 	}
 }
+
+// A client that sends its request and then shuts down its sending side
+// (nc -N, or an HTTP/1.0 client signalling the end of its request) still
+// gets the whole response; so does a malformed request sent that way.
+func TestClientHalfClose(t *testing.T) {
+	needTools(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	for _, tc := range []struct{ req, want string }{
+		{"GET /small HTTP/1.0\r\nHost: a\r\n\r\n", "HTTP/1.1 200 "},
+		{"GET /small HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200 "},
+		{"GET /small HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "HTTP/1.1 400 "},
+	} {
+		c, err := net.Dial("tcp", px)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, tc.req); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		all, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !strings.HasPrefix(string(all), tc.want) {
+			t.Fatalf("%q then half-close: %v, got %.120q; want %q...", tc.req, err, all, tc.want)
+		}
+		if strings.HasPrefix(tc.want, "HTTP/1.1 200") {
+			if !strings.HasSuffix(string(all), bench.SmallBody) {
+				t.Fatalf("%q then half-close: body of %.200q", tc.req, all)
+			}
+		}
+	}
+}

@@ -278,7 +278,14 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 		_ = c.Close()
 		return nil
 	}
-	switch cc.serveOne() {
+	o := cc.serveOne()
+	if cc.halfClosed {
+		// The client sends no more requests; its response went out on
+		// the duplicate, which ends the connection.
+		_ = cc.halfConn.Close()
+		o = closeIt
+	}
+	switch o {
 	case closeIt:
 		cc.state.Store(stClosing)
 		_ = c.Close()
