@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -161,6 +163,15 @@ type goSource struct {
 	buf     []byte
 	r, w    int
 	from    int // where the last peek came from: 0 sl, 1 rest, 2 buf
+
+	// goAlive's state: answeredAt is when the last exchange completed
+	// (nanotime; 0 never); raw and probe are made on the first probe and
+	// kept, and alive is probe's result.
+	answeredAt atomic.Int64
+	raw        syscall.RawConn
+	probe      func(fd uintptr) bool
+	alive      bool
+	peek1      [1]byte
 }
 
 func (s *goSource) peek() ([]byte, error) {

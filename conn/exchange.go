@@ -141,6 +141,8 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 	}
 	if err != nil {
 		c.noReuse = true
+	} else if c.g != nil && !c.noReuse {
+		c.g.answeredAt.Store(nanotime())
 	}
 	return c.last, err
 }

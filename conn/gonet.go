@@ -115,7 +115,8 @@ func (c *Conn) OnGoNet() bool { return c.g != nil }
 // non-blocking MSG_PEEK on the socket under the TLS layer. Any byte on an
 // idle connection (for TLS, a close_notify alert, say) makes it unfit.
 func (c *Conn) goAlive() bool {
-	if c.g.r != c.g.w {
+	s := c.g
+	if s.r != s.w {
 		return false
 	}
 	// Down to the socket: through the TLS layers and tunnels (an https
@@ -135,23 +136,48 @@ func (c *Conn) goAlive() bool {
 		}
 		break
 	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return true // nothing to probe: the exchange finds out
+	// Within goProbeGrace of a completed exchange no probe is made: the
+	// pool asks on return and on checkout, and on a busy connection those
+	// two syscalls would cost more than the rest of the pool's work. An
+	// origin closes an idle connection after its keep-alive timeout
+	// (seconds), or says so (Connection: close); one that closes silently
+	// sooner is caught by the stale-connection retry, as on any reused
+	// connection. netpoll connections need no probe: the poller sees the
+	// close.
+	if at := s.answeredAt.Load(); at != 0 && nanotime()-at < int64(goProbeGrace) {
+		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
+	if s.probe == nil {
+		sc, ok := nc.(syscall.Conn)
+		if !ok {
+			return true // nothing to probe: the exchange finds out
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		// Made once: SyscallConn and a capturing closure allocate.
+		s.raw = raw
+		s.probe = func(fd uintptr) bool {
+			n, _, err := syscall.Recvfrom(int(fd), s.peek1[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			s.alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+			return true // never wait for readiness
+		}
 	}
-	alive := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = n < 0 && (rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK)
-		return true // never wait for readiness
-	})
-	return err == nil && alive
+	s.alive = false
+	err := s.raw.Read(s.probe)
+	return err == nil && s.alive
 }
+
+// goProbeGrace is how long after a completed exchange goAlive takes an
+// idle Go net connection as alive without a probe.
+const goProbeGrace = 50 * time.Millisecond
+
+// epoch makes nanotime's monotonic readings.
+var epoch = time.Now()
+
+// nanotime is monotonic nanoseconds since epoch (never 0 in practice).
+func nanotime() int64 { return int64(time.Since(epoch)) + 1 }
 
 // goWrite sends p on a Go net connection under the write timeout.
 func (c *Conn) goWrite(p []byte) error {
