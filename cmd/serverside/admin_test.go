@@ -451,10 +451,11 @@ func TestAdminMetrics(t *testing.T) {
 	}
 
 	up := ng.Addr()
-	// The connection goes back to the pool just after the client has its
-	// reply: wait for it to show as idle.
+	// The connection goes back to the pool, and the request is counted,
+	// just after the client has its reply: wait for both.
 	deadline := time.Now().Add(5 * time.Second)
-	for p = scrape(); p.get(t, "serverside_upstream_connections", "upstream", up, "state", "idle") != 1 && time.Now().Before(deadline); p = scrape() {
+	for p = scrape(); (p.get(t, "serverside_upstream_connections", "upstream", up, "state", "idle") != 1 ||
+		p.get(t, "serverside_client_requests_total") != 6) && time.Now().Before(deadline); p = scrape() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	want := []struct {
