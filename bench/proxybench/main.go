@@ -50,6 +50,9 @@ type config struct {
 	install  bool
 	timeout  time.Duration
 	args     []string
+	bEnv     []string
+	bArgs    []string
+	kinds    map[proxyKind]bool // nil: all
 }
 
 func run(args []string) int {
@@ -63,7 +66,20 @@ func run(args []string) int {
 	fs.BoolVar(&cfg.pin, "pin", true, "pin proxies to CPU 0 and wrk and the origin to CPU 1 with taskset (needs 2 CPUs)")
 	fs.BoolVar(&cfg.install, "install", true, "install wrk, nginx and haproxy with scripts/test.sh install when missing")
 	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Minute, "give up after this long")
+	bEnv := fs.String("b-env", "", "adds the proxy serverside-b: serverside with these space-separated VAR=value environment variables (an A/B comparison), e.g. -b-env GOGC=200")
+	bArgs := fs.String("b-args", "", "adds the proxy serverside-b: serverside with these extra space-separated flags, e.g. -b-args -upstream-gonet")
+	kindsFlag := fs.String("proxies", "", "comma-separated subset of proxies to run, e.g. -proxies serverside,serverside-b,nginx (default all)")
 	_ = fs.Parse(args)
+	cfg.bEnv, cfg.bArgs = strings.Fields(*bEnv), strings.Fields(*bArgs)
+	if len(cfg.bEnv)+len(cfg.bArgs) > 0 {
+		addServersideB()
+	}
+	if *kindsFlag != "" {
+		cfg.kinds = make(map[proxyKind]bool)
+		for _, k := range strings.Split(*kindsFlag, ",") {
+			cfg.kinds[proxyKind(k)] = true
+		}
+	}
 	cfg.args = args
 	if cfg.rounds < 1 || cfg.duration < time.Second {
 		fmt.Fprintln(os.Stderr, "proxybench: -rounds must be at least 1 and -duration at least 1s")
@@ -123,7 +139,7 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 	if err != nil {
 		return nil, err
 	}
-	e := &env{procs: ps, dir: dir}
+	e := &env{procs: ps, dir: dir, bEnv: cfg.bEnv, bArgs: cfg.bArgs}
 	if err := e.findTools(ctx, log, root, cfg.install); err != nil {
 		return nil, err
 	}
@@ -179,6 +195,9 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 			// always runs right after the same neighbour.
 			kinds := rotate(c.kinds, r)
 			for _, k := range kinds {
+				if cfg.kinds != nil && !cfg.kinds[k] {
+					continue
+				}
 				if err := ctx.Err(); err != nil {
 					return rep, fmt.Errorf("stopped in round %d: %w", r+1, context.Cause(ctx))
 				}
@@ -210,6 +229,9 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 		}
 		if cfg.idle > 0 {
 			for _, k := range rotate(idleKinds, r) {
+				if cfg.kinds != nil && !cfg.kinds[k] {
+					continue
+				}
 				if err := ctx.Err(); err != nil {
 					return rep, fmt.Errorf("stopped in round %d: %w", r+1, context.Cause(ctx))
 				}
@@ -240,7 +262,7 @@ func (e *env) measure(ctx context.Context, o *origin, c benchCase, k proxyKind, 
 	addr := o.addr
 	if k != kindNone {
 		var err error
-		p, addr, err = e.startProxy(k, o, c.forward && k == kindServerside)
+		p, addr, err = e.startProxy(k, o, c.forward && isServerside(k))
 		if err != nil {
 			return runResult{}, err
 		}

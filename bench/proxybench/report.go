@@ -27,6 +27,28 @@ var reverseKinds = []proxyKind{kindServerside, kindNginx, kindHAProxy, kindHAPro
 // measured.
 var idleKinds = []proxyKind{kindServerside, kindNginx, kindHAProxy, kindHAProxyTCP}
 
+// addServersideB adds the serverside-b variant after serverside to every
+// HTTP case and to the idle-memory measurement.
+func addServersideB() {
+	withB := func(ks []proxyKind) []proxyKind {
+		out := make([]proxyKind, 0, len(ks)+1)
+		for _, k := range ks {
+			out = append(out, k)
+			if k == kindServerside {
+				out = append(out, kindServersideB)
+			}
+		}
+		return out
+	}
+	reverseKinds, idleKinds, forwardKinds = withB(reverseKinds), withB(idleKinds), withB(forwardKinds)
+}
+
+// isServerside reports serverside or its -b variant.
+func isServerside(k proxyKind) bool { return k == kindServerside || k == kindServersideB }
+
+// forwardKinds are the targets of the forward-proxy case.
+var forwardKinds = []proxyKind{kindServerside, kindNginx, kindHAProxy, kindNone}
+
 func allCases() []benchCase {
 	return []benchCase{
 		{name: "small-c64", path: "/small", conns: 64, kinds: reverseKinds, note: "GET /small (13-byte body), 64 connections"},
@@ -36,7 +58,7 @@ func allCases() []benchCase {
 		// nginx and haproxy are not forward proxies; they get the same
 		// absolute-form requests and send them to their fixed server.
 		{name: "forward-c64", path: "/small", conns: 64, forward: true,
-			kinds: []proxyKind{kindServerside, kindNginx, kindHAProxy, kindNone},
+			kinds: forwardKinds,
 			note:  "GET http://origin/small (absolute form), 64 connections; serverside in forward mode, nginx and haproxy with their fixed server"},
 		{name: "tunnel-1g", path: "/1g", conns: 1, tunnel: true, kinds: tunnelKinds,
 			note: "one 1 GiB download with curl: through a CONNECT tunnel of serverside, through haproxy in TCP mode, and direct (table below)"},
@@ -171,8 +193,8 @@ func label(c benchCase, k proxyKind) string {
 	switch {
 	case k == kindNone:
 		return "none (wrk → origin)"
-	case c.forward && k == kindServerside:
-		return "serverside (forward mode)"
+	case c.forward && isServerside(k):
+		return string(k) + " (forward mode)"
 	case c.forward:
 		return string(k) + " (fixed server)"
 	}

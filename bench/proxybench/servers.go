@@ -34,6 +34,10 @@ type env struct {
 	wrk        string
 	pinProxy   []string // "taskset -c 0" or nothing
 	pinLoad    []string // "taskset -c 1" or nothing
+	// The serverside-b variant (-b-env, -b-args): the same binary with
+	// other environment variables and extra flags, for A/B comparisons.
+	bEnv  []string
+	bArgs []string
 }
 
 // origin is the nginx origin every proxy forwards to.
@@ -190,10 +194,12 @@ type proxyKind string
 
 const (
 	kindServerside proxyKind = "serverside"
-	kindNginx      proxyKind = "nginx"
-	kindHAProxy    proxyKind = "haproxy"
-	kindHAProxyTCP proxyKind = "haproxy-tcp"
-	kindNone       proxyKind = "none (ceiling)"
+	// kindServersideB is serverside with -b-env and -b-args.
+	kindServersideB proxyKind = "serverside-b"
+	kindNginx       proxyKind = "nginx"
+	kindHAProxy     proxyKind = "haproxy"
+	kindHAProxyTCP  proxyKind = "haproxy-tcp"
+	kindNone        proxyKind = "none (ceiling)"
 )
 
 // startTries is how many ports a server start tries: a port found free
@@ -236,7 +242,7 @@ func (e *env) startProxyOnce(kind proxyKind, o *origin, forward bool) (*proc, st
 	var argv, envv []string
 	var stopSig syscall.Signal
 	switch kind {
-	case kindServerside:
+	case kindServerside, kindServersideB:
 		argv = []string{e.serverside, "-listen", addr, "-access-log=false", "-shards", "1", "-connect-ports", "any"}
 		if !forward {
 			argv = append(argv, "-origin", "http://"+o.addr)
@@ -244,6 +250,10 @@ func (e *env) startProxyOnce(kind proxyKind, o *origin, forward bool) (*proc, st
 		// netpoll stalls at GOMAXPROCS=1; taskset still keeps the
 		// process on one CPU.
 		envv = []string{"GOMAXPROCS=2"}
+		if kind == kindServersideB {
+			argv = append(argv, e.bArgs...)
+			envv = append(envv, e.bEnv...)
+		}
 		stopSig = syscall.SIGTERM
 	case kindNginx:
 		conf := fmt.Sprintf(`worker_processes 1;
