@@ -43,6 +43,7 @@ func main() {
 type config struct {
 	rounds   int
 	duration time.Duration
+	warmup   time.Duration
 	idle     int
 	out      string
 	cases    map[string]bool // nil: all
@@ -60,6 +61,7 @@ func run(args []string) int {
 	var cfg config
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds; each runs every case against every proxy once, and the report gives medians")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each wrk run (whole seconds)")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "an unmeasured wrk run of this length (whole seconds; 0: none) before each measured one, on the same fresh proxy process")
 	fs.IntVar(&cfg.idle, "idle", 1000, "idle keep-alive client connections for the memory measurement; 0 skips it")
 	fs.StringVar(&cfg.out, "out", "", "also write the report to this file")
 	casesFlag := fs.String("cases", "", "comma-separated subset of cases to run, e.g. -cases small-c64,forward-c64 (default all: "+strings.Join(caseNames(), ",")+")")
@@ -81,8 +83,8 @@ func run(args []string) int {
 		}
 	}
 	cfg.args = args
-	if cfg.rounds < 1 || cfg.duration < time.Second {
-		fmt.Fprintln(os.Stderr, "proxybench: -rounds must be at least 1 and -duration at least 1s")
+	if cfg.rounds < 1 || cfg.duration < time.Second || cfg.warmup != 0 && cfg.warmup < time.Second {
+		fmt.Fprintln(os.Stderr, "proxybench: -rounds must be at least 1, -duration at least 1s, -warmup 0 or at least 1s")
 		return 2
 	}
 	if *casesFlag != "" {
@@ -215,7 +217,7 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 					rep.tunnel[k] = append(rep.tunnel[k], res)
 					continue
 				}
-				res, err := e.measure(ctx, o, c, k, cfg.duration, script)
+				res, err := e.measure(ctx, o, c, k, cfg.duration, cfg.warmup, script)
 				if err != nil {
 					if ctx.Err() != nil {
 						return rep, err
@@ -256,8 +258,11 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 }
 
 // measure runs one wrk run against one freshly started proxy (or the
-// origin itself) and returns what was measured.
-func (e *env) measure(ctx context.Context, o *origin, c benchCase, k proxyKind, d time.Duration, script string) (runResult, error) {
+// origin itself) and returns what was measured. A warm-up run of length
+// warm comes first, unmeasured except for the origin's new connections:
+// every proxy then runs warm (grown buffers and stacks, a sized heap, open
+// upstream connections), as in service.
+func (e *env) measure(ctx context.Context, o *origin, c benchCase, k proxyKind, d, warm time.Duration, script string) (runResult, error) {
 	var p *proc
 	addr := o.addr
 	if k != kindNone {
@@ -273,6 +278,18 @@ func (e *env) measure(ctx context.Context, o *origin, c benchCase, k proxyKind, 
 	if c.forward {
 		sc = script
 	}
+	off, err := o.logSize()
+	if err != nil {
+		return runResult{}, err
+	}
+	if warm > 0 {
+		wctx, cancel := measureCtx(ctx, warm)
+		_, err := runWrk(wctx, e.wrkArgs(c.conns, warm, sc, url))
+		cancel()
+		if err != nil {
+			return runResult{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
 	var tree []int
 	var cpu0 uint64
 	if p != nil {
@@ -281,10 +298,6 @@ func (e *env) measure(ctx context.Context, o *origin, c benchCase, k proxyKind, 
 		if cpu0, err = treeCPU(tree); err != nil {
 			return runResult{}, err
 		}
-	}
-	off, err := o.logSize()
-	if err != nil {
-		return runResult{}, err
 	}
 	wctx, cancel := measureCtx(ctx, d)
 	defer cancel()

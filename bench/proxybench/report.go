@@ -214,7 +214,7 @@ func (r *report) command() string {
 func (r *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Proxy benchmark, %s\n\n", r.started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "- **Command:** `%s` (rounds: %d; each wrk run: %s)\n", r.command(), r.cfg.rounds, r.cfg.duration)
+	fmt.Fprintf(&b, "- **Command:** `%s` (rounds: %d; each wrk run: %s after an unmeasured warm-up of %s on the same proxy process)\n", r.command(), r.cfg.rounds, r.cfg.duration, r.cfg.warmup)
 	fmt.Fprintf(&b, "- **Machine:** %s\n", r.machine)
 	fmt.Fprintf(&b, "- **Load average** (1, 5, 15 min) at the start: %s; at the end: %s (a load above the CPU count means other work shared the CPUs).\n", r.loadStart, loadAverage())
 	pin := "proxies on CPU 0, wrk and the origin on CPU 1 (taskset)"
