@@ -140,7 +140,7 @@ const pinnedGoneMsg = "the upstream connection this client connection authentica
 // a pin key), and the client's Type 1 message comes with the key.
 func (cc *clientConn) requestPinKey() uint64 {
 	if !cc.authSeen.Load() {
-		if !cc.req.Has(parser.HdrAuthorization) && !cc.req.Has(parser.HdrProxyAuthorization) {
+		if !cc.rs.req.Has(parser.HdrAuthorization) && !cc.rs.req.Has(parser.HdrProxyAuthorization) {
 			return 0
 		}
 		cc.markAuth()

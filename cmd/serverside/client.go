@@ -103,6 +103,16 @@ type clientConn struct {
 	tunnelTarget string
 	tunnelStart  time.Time
 
+	// rs is the request being served, nil between requests (serveOne).
+	rs *reqState
+}
+
+// reqState is what serving one request takes: the parsed head, the
+// edits, the engine request, the response sink and the body reader, and
+// the buffers they grow. A connection holds one only while it serves a
+// request; between requests it is back in the proxy's pool, so an idle
+// keep-alive connection costs none of it (about 2 KiB).
+type reqState struct {
 	req   parser.Request
 	head  []byte // a copy of the head of a request with a body
 	edits parser.Edits
@@ -115,9 +125,28 @@ func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn 
 	cc := &clientConn{p: p, c: c, r: c.Reader(), w: c.Writer(), sh: sh}
 	cc.idleSince.Store(time.Now().UnixNano())
 	cc.closer.Store(closerOf{c})
-	cc.s.cc = cc
-	cc.body.cc = cc
 	return cc
+}
+
+// serveOne reads and serves one request, with a reqState from the pool.
+// It runs with at least one byte buffered: in OnRequest, or on a detached
+// connection's goroutine.
+func (cc *clientConn) serveOne() outcome {
+	rs, _ := cc.p.states.Get().(*reqState)
+	if rs == nil {
+		rs = new(reqState)
+	}
+	rs.s.cc, rs.body.cc = cc, cc
+	cc.rs = rs
+	o := cc.serve()
+	cc.rs = nil
+	// Nothing may point into the connection, its buffers or the
+	// origin's once the state is pooled.
+	rs.req.Reset()
+	rs.ereq = engine.Request{}
+	rs.s.cc, rs.s.body, rs.body.cc, rs.body.held, rs.body.err = nil, nil, nil, nil, nil
+	cc.p.states.Put(rs)
+	return o
 }
 
 // closeIfIdle closes the connection when no request is running on it.
@@ -145,9 +174,8 @@ func (cc *clientConn) unregister() {
 	}
 }
 
-// serveOne reads and serves one request. It runs with at least one byte
-// buffered: in OnRequest, or on a detached connection's goroutine.
-func (cc *clientConn) serveOne() outcome {
+// serve reads and serves one request (see serveOne).
+func (cc *clientConn) serve() outcome {
 	buf, hl, ok := cc.readHead()
 	if !ok {
 		return closeIt
@@ -156,7 +184,7 @@ func (cc *clientConn) serveOne() outcome {
 		return detachIt // the head is parsed again once detached
 	}
 	start := time.Now()
-	req := &cc.req
+	req := &cc.rs.req
 	if req.MethodID() == parser.MethodConnect {
 		return cc.serveConnect(hl, start)
 	}
@@ -172,9 +200,9 @@ func (cc *clientConn) serveOne() outcome {
 		// from the bytes the head's views point into: give the head a copy
 		// of its own. Heads of requests without body (most) stay where
 		// netpoll put them.
-		cc.head = append(cc.head[:0], buf[:hl]...)
+		cc.rs.head = append(cc.rs.head[:0], buf[:hl]...)
 		req.Reset()
-		if _, err := req.Parse(cc.head); err != nil {
+		if _, err := req.Parse(cc.rs.head); err != nil {
 			cc.writeError(400, "malformed request")
 			return closeIt
 		}
@@ -182,7 +210,7 @@ func (cc *clientConn) serveOne() outcome {
 		_ = cc.r.Release()
 		skip = 0
 	}
-	s := &cc.s
+	s := &cc.rs.s
 	s.reset(req.Version().AtLeast11(), req.KeepAlive() && !cc.p.closing.Load())
 	keep := cc.exchange(s, hasBody)
 	if skip > 0 {
@@ -206,7 +234,7 @@ func (cc *clientConn) serveOne() outcome {
 // more bytes while the head is incomplete, up to the header timeout.
 func (cc *clientConn) readHead() ([]byte, int, bool) {
 	r := cc.r
-	cc.req.Reset()
+	cc.rs.req.Reset()
 	_ = cc.c.SetReadDeadline(time.Now().Add(cc.p.cfg.HeaderTimeout))
 	// Later waits (request bodies) use the per-wait read timeout instead.
 	defer cc.c.SetReadDeadline(time.Time{})
@@ -219,7 +247,7 @@ func (cc *clientConn) readHead() ([]byte, int, bool) {
 			}
 			return nil, 0, false
 		}
-		hl, err := cc.req.Parse(buf)
+		hl, err := cc.rs.req.Parse(buf)
 		if err == nil {
 			return buf, hl, true
 		}
@@ -251,8 +279,8 @@ func (cc *clientConn) readHead() ([]byte, int, bool) {
 // exchange forwards the parsed request and relays the response; false
 // closes the connection.
 func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
-	req := &cc.req
-	ed := &cc.edits
+	req := &cc.rs.req
+	ed := &cc.rs.edits
 	ed.Reset()
 	ed.StripHopByHop = true
 	up, ok := cc.route(s, ed)
@@ -261,11 +289,11 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	}
 	ed.Add("Via", []byte("1.1 serverside"))
 
-	er := &cc.ereq
+	er := &cc.rs.ereq
 	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
 	var body *bodyReader
 	if hasBody {
-		body = &cc.body
+		body = &cc.rs.body
 		body.reset(req.Framing() == parser.FramingChunked, req.ContentLength())
 		er.Body, er.ContentLength = body, req.ContentLength()
 		if body.chunked {
@@ -311,7 +339,7 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 	if cc.p.group != "" {
 		return cc.routePeers(s, ed)
 	}
-	req := &cc.req
+	req := &cc.rs.req
 	if req.Form() != parser.FormAbsolute {
 		cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
 		return engine.Upstream{}, false
@@ -359,16 +387,16 @@ func isTimeout(err error) bool {
 // setOriginForm turns an absolute-form request into origin-form with the
 // Host field from the target's authority (RFC 9112 §3.2.2).
 func (cc *clientConn) setOriginForm(ed *parser.Edits) {
-	path := cc.req.Path()
+	path := cc.rs.req.Path()
 	if len(path) == 0 {
 		path = []byte("/")
 	}
 	ed.Target = path
-	ed.Set("Host", cc.req.Authority())
+	ed.Set("Host", cc.rs.req.Authority())
 }
 
 func (cc *clientConn) writeError(status int, msg string) {
-	s := &cc.s
+	s := &cc.rs.s
 	s.reset(true, false)
 	cc.writeErrorSink(s, status, msg)
 	cc.p.metrics.served(s.status, s.bytes) // a request rejected before its exchange

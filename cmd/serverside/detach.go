@@ -42,14 +42,14 @@ const detachAbove = 1 << 20
 // off netpoll; buffered is how many bytes netpoll holds from the start of
 // its head.
 func (cc *clientConn) needsDetach(hl, buffered int) bool {
-	if cc.detached || !cc.req.ExpectContinue() || buffered > hl {
+	if cc.detached || !cc.rs.req.ExpectContinue() || buffered > hl {
 		return false
 	}
-	switch cc.req.Framing() {
+	switch cc.rs.req.Framing() {
 	case parser.FramingChunked:
 		return true
 	case parser.FramingLength:
-		return cc.req.ContentLength() > detachAbove
+		return cc.rs.req.ContentLength() > detachAbove
 	}
 	return false
 }

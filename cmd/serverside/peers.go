@@ -164,7 +164,7 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 // form, or to a parent in absolute form (kept as the client sent it; the
 // engine adds the parent's credentials). False means an error was written.
 func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
-	req := &cc.req
+	req := &cc.rs.req
 	up := engine.Upstream{Group: cc.p.group}
 	if cc.p.parents {
 		scheme := string(req.Scheme())

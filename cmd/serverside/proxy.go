@@ -83,6 +83,7 @@ type proxy struct {
 	parents    bool
 	originHost string
 	metrics    proxyMetrics // read by the admin server
+	states     sync.Pool    // *reqState, lent to a connection per request
 	tunnels    tunnelMetrics
 	// tunnelsLive counts the tunnels opened and not yet ended; tunnelCtx
 	// ends them at shutdown.

@@ -129,8 +129,8 @@ func (m *tunnelMetrics) write(e expo) {
 // tunnelIt, the CONNECT head consumed and any byte after it still
 // buffered.
 func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
-	req := &cc.req
-	s := &cc.s
+	req := &cc.rs.req
+	s := &cc.rs.s
 	s.reset(req.Version().AtLeast11(), req.KeepAlive() && !cc.p.closing.Load())
 	target := string(req.Authority())
 	fail := func(status int, msg string) outcome {
