@@ -62,8 +62,10 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if t, _ := resp.KeepAliveHint(); t > 0 {
 		c.last.KeepAliveHint = time.Duration(t) * time.Second
 	}
-	c.startWatch(cfg.BodyHighWater)
-	defer c.stopWatch()
+	if !c.wholeSmall(resp, hl) {
+		c.startWatch(cfg.BodyHighWater)
+		defer c.stopWatch()
+	}
 	c.sinkCall(true)
 	herr := sink.OnHead(resp)
 	c.sinkCall(false)
@@ -79,6 +81,34 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	}
 	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || c.requestClose(ex) || c.detached.Load()
 	return nil
+}
+
+// wholeSmallMax bounds the responses that are delivered without the sink
+// watchdog (see wholeSmall).
+const wholeSmallMax = 16 << 10
+
+// wholeSmall reports a response on netpoll that is buffered whole (head
+// of length hl and body, no more than wholeSmallMax bytes in all): nothing
+// of it is left to arrive while a sink call blocks, so the watchdog has
+// nothing to bound, and its timer, lock and clock reads are saved (about
+// 2% of the demo proxy's CPU on small responses). Bytes an origin sends
+// beyond the response (a protocol error: the connection is not reused)
+// are then not bounded during this delivery, whose sink calls write at
+// most wholeSmallMax bytes to the client.
+func (c *Conn) wholeSmall(resp *parser.Response, hl int) bool {
+	if c.g != nil || c.detached.Load() {
+		return false // Go net: the watchdog is off anyway
+	}
+	var size int64
+	switch resp.Framing() {
+	case parser.FramingNone:
+	case parser.FramingLength:
+		size = resp.ContentLength()
+	default:
+		return false
+	}
+	size += int64(hl)
+	return size <= wholeSmallMax && int64(c.nc.Reader().Len()) >= size
 }
 
 // requestClose reports that the forwarded head said "Connection: close".

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -427,4 +428,61 @@ func TestPanicLeavesNoWatch(t *testing.T) {
 		t.Fatal("connection still watched after a sink panic")
 	}
 	_ = c.Close()
+}
+
+// TestWatchdogOnlyWhenNeeded: a response buffered whole and small is
+// delivered without arming the sink watchdog (no timer is ever made for
+// the connection); a larger one or a chunked one arms it.
+func TestWatchdogOnlyWhenNeeded(t *testing.T) {
+	checkLeaks(t)
+	big := strings.Repeat("b", 64<<10)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			h, err := readHead(br)
+			if err != nil {
+				return
+			}
+			var resp string
+			switch {
+			case strings.Contains(h[0], "/small"):
+				resp = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!"
+			case strings.Contains(h[0], "/nobody"):
+				resp = "HTTP/1.1 204 No Content\r\n\r\n"
+			case strings.Contains(h[0], "/chunked"):
+				resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+			default:
+				resp = "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big
+			}
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	})
+	c := dial(t, o.addr())
+	get := func(path string, want int64) {
+		t.Helper()
+		s := &sink{}
+		ex := &Exchange{Head: request(t, "GET "+path+" HTTP/1.1\r\nHost: o\r\n\r\n")}
+		if _, err := c.RoundTrip(context.Background(), ex, s); err != nil || s.n != want {
+			t.Fatalf("GET %s: %d bytes, %v; want %d", path, s.n, err, want)
+		}
+	}
+	for range 3 {
+		get("/small", 13)
+		get("/nobody", 0)
+	}
+	c.mu.Lock()
+	armed := c.watch != nil
+	c.mu.Unlock()
+	if armed {
+		t.Fatal("the watchdog was armed for small responses buffered whole")
+	}
+	get("/chunked", 5)
+	c.mu.Lock()
+	armed = c.watch != nil
+	c.mu.Unlock()
+	if !armed {
+		t.Fatal("the watchdog was not armed for a chunked response")
+	}
+	get("/big", int64(len(big)))
 }
