@@ -183,13 +183,14 @@ func (cc *clientConn) serve() outcome {
 	if !cc.detached && cc.needsDetach(hl, cc.r.Len()) {
 		return detachIt // the head is parsed again once detached
 	}
-	start := time.Now()
 	req := &cc.rs.req
 	if req.MethodID() == parser.MethodConnect {
-		return cc.serveConnect(hl, start)
+		return cc.serveConnect(hl, time.Now())
 	}
 	var method, target string
+	var start time.Time // read only for the access log: clock reads cost
 	if cc.p.cfg.AccessLog {
+		start = time.Now()
 		method, target = string(req.Method()), string(req.Target())
 	}
 	hasBody := req.Framing() == parser.FramingChunked ||
@@ -235,11 +236,21 @@ func (cc *clientConn) serve() outcome {
 func (cc *clientConn) readHead() ([]byte, int, bool) {
 	r := cc.r
 	cc.rs.req.Reset()
-	_ = cc.c.SetReadDeadline(time.Now().Add(cc.p.cfg.HeaderTimeout))
-	// Later waits (request bodies) use the per-wait read timeout instead.
-	defer cc.c.SetReadDeadline(time.Time{})
+	// The header deadline is set when a wait is due (most heads arrive
+	// whole: no clock read for them); later waits (request bodies) use
+	// the per-wait read timeout instead.
+	deadline := false
+	defer func() {
+		if deadline {
+			_ = cc.c.SetReadDeadline(time.Time{})
+		}
+	}()
 	want := min(max(r.Len(), 1), headPeek)
 	for {
+		if !deadline && want > r.Len() {
+			_ = cc.c.SetReadDeadline(time.Now().Add(cc.p.cfg.HeaderTimeout))
+			deadline = true
+		}
 		buf, err := r.Peek(want)
 		if err != nil {
 			if isTimeout(err) {
