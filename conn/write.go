@@ -59,12 +59,12 @@ func (c *Conn) edits(ex *Exchange) *parser.Edits {
 	case h.MethodID() == parser.MethodConnect:
 	case ex.Body == nil:
 		if h.Has(parser.HdrContentLength) || h.Has(parser.HdrTransferEncoding) {
-			e.Set("Content-Length", []byte("0"))
+			e.Set("Content-Length", zeroValue)
 		}
 	case ex.ContentLength >= 0:
 		e.Set("Content-Length", strconv.AppendInt(c.clBuf[:0], ex.ContentLength, 10))
 	default:
-		e.Set("Transfer-Encoding", []byte("chunked"))
+		e.Set("Transfer-Encoding", chunkedValue)
 	}
 	return e
 }
@@ -141,8 +141,16 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			return c.fail(PhaseWrite, fmt.Errorf("read request body: %w", err))
 		}
 	}
-	if err := c.write([]byte("0\r\n\r\n")); err != nil {
+	if err := c.write(lastChunk); err != nil {
 		return c.fail(PhaseWrite, fmt.Errorf("write last chunk: %w", err))
 	}
 	return nil
 }
+
+// Bytes the framing adds; never written to (Edits keep references, so a
+// conversion at the call would allocate per request).
+var (
+	zeroValue    = []byte("0")
+	chunkedValue = []byte("chunked")
+	lastChunk    = []byte("0\r\n\r\n")
+)

@@ -44,6 +44,17 @@ var errClientBody = errors.New("client request body")
 
 var crlf = []byte("\r\n")
 
+// Field values the relay adds to every request or response. Edits keep
+// references to the bytes they are given, so a []byte("...") conversion
+// at the call would allocate per request; these are never written to.
+var (
+	viaValue       = []byte("1.1 serverside")
+	chunkedValue   = []byte("chunked")
+	closeValue     = []byte("close")
+	keepAliveValue = []byte("keep-alive")
+	rootPath       = []byte("/")
+)
+
 // inReader is the part of netpoll's Reader the client side reads with:
 // netpoll's own on a netpoll connection, a connReader on a detached one.
 type inReader interface {
@@ -298,7 +309,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	if !ok {
 		return false
 	}
-	ed.Add("Via", []byte("1.1 serverside"))
+	ed.Add("Via", viaValue)
 
 	er := &cc.rs.ereq
 	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
@@ -400,7 +411,7 @@ func isTimeout(err error) bool {
 func (cc *clientConn) setOriginForm(ed *parser.Edits) {
 	path := cc.rs.req.Path()
 	if len(path) == 0 {
-		path = []byte("/")
+		path = rootPath
 	}
 	ed.Target = path
 	ed.Set("Host", cc.rs.req.Authority())
@@ -681,7 +692,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		flushNow = true // a streamed body: the head must not wait for it
 		if s.http11 {
 			s.chunked = true
-			ed.Set("Transfer-Encoding", []byte("chunked"))
+			ed.Set("Transfer-Encoding", chunkedValue)
 		} else {
 			ed.Remove("Transfer-Encoding")
 			s.keepAlive = false
@@ -690,12 +701,12 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		s.keepAlive = false
 		flushNow = true
 	}
-	ed.Add("Via", []byte("1.1 serverside"))
+	ed.Add("Via", viaValue)
 	switch {
 	case !s.keepAlive:
-		ed.Add("Connection", []byte("close"))
+		ed.Add("Connection", closeValue)
 	case !s.http11:
-		ed.Add("Connection", []byte("keep-alive"))
+		ed.Add("Connection", keepAliveValue)
 	}
 	s.bb.Reset()
 	if err := parser.WriteResponseHead(&s.bb, resp, ed); err != nil {
