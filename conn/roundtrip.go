@@ -58,6 +58,11 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 			return err
 		}
 	}
+	if resp.Status() == 101 && !offersUpgrade(ex) {
+		// Relaying it would tell the client a switch happened that it
+		// never asked for, on a connection that then only closes.
+		return c.fail(PhaseProtocol, ErrUnrequestedSwitch)
+	}
 	c.last.Status = resp.Status()
 	if t, _ := resp.KeepAliveHint(); t > 0 {
 		c.last.KeepAliveHint = time.Duration(t) * time.Second
@@ -118,6 +123,16 @@ func (c *Conn) requestClose(ex *Exchange) bool {
 	}
 	e := ex.Edits
 	return e == nil || !e.StripHopByHop || e.Keep.Has(parser.HdrConnection)
+}
+
+// offersUpgrade reports that the forwarded head carries an Upgrade field,
+// the only request a 101 may answer.
+func offersUpgrade(ex *Exchange) bool {
+	if !ex.Head.Has(parser.HdrUpgrade) {
+		return false
+	}
+	e := ex.Edits
+	return e == nil || !e.StripHopByHop || e.Keep.Has(parser.HdrUpgrade)
 }
 
 // awaitContinue waits until deadline for the answer to "Expect:

@@ -486,3 +486,49 @@ func TestWatchdogOnlyWhenNeeded(t *testing.T) {
 	}
 	get("/big", int64(len(big)))
 }
+
+// A 101 answers only a request that offered the protocol in Upgrade (RFC
+// 9110 §7.8, §15.2.2): to any other request it is a protocol error, never
+// a response handed to the sink. With Upgrade forwarded, the 101 is the
+// final response and the connection is spent.
+func TestUnrequestedSwitchingProtocols(t *testing.T) {
+	const upgradeReq = "GET /ws HTTP/1.1\r\nHost: o\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+	cases := []struct {
+		name  string
+		req   string
+		edits *parser.Edits
+		ok    bool
+	}{
+		{"no upgrade", getReq, nil, false},
+		{"upgrade stripped", upgradeReq, &parser.Edits{StripHopByHop: true}, false},
+		{"upgrade forwarded", upgradeReq, nil, true},
+		{"upgrade kept", upgradeReq, &parser.Edits{StripHopByHop: true,
+			Keep: parser.HeaderSet(0).With(parser.HdrUpgrade, parser.HdrConnection)}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				readHead(br)
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes")
+				io.Copy(io.Discard, br)
+			})
+			c := dial(t, o.addr())
+			s := &sink{}
+			_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, tc.req), Edits: tc.edits}, s)
+			if c.Reusable() {
+				t.Fatal("reusable after a 101")
+			}
+			if tc.ok {
+				if err != nil || s.status != 101 {
+					t.Fatalf("status %d err %v", s.status, err)
+				}
+				return
+			}
+			e := AsError(err)
+			if e == nil || e.Phase != PhaseProtocol || !errors.Is(err, ErrUnrequestedSwitch) || s.status != 0 {
+				t.Fatalf("status %d err %v", s.status, err)
+			}
+		})
+	}
+}

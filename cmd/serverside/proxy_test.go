@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -255,6 +256,30 @@ func TestOriginDown(t *testing.T) {
 	out, _ := curl(t, "-i", "http://"+px+"/x")
 	if !strings.HasPrefix(out, "HTTP/1.1 502") {
 		t.Fatalf("reply:\n%s", out)
+	}
+}
+
+// An origin's 101 to a request that offered no upgrade (the proxy strips
+// Upgrade, a hop-by-hop field) is a bad gateway, not a switch relayed to a
+// client that would then see only a close (RFC 9110 §15.2.2).
+func TestUnrequestedSwitchIsBadGateway(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes")
+		_, _ = io.Copy(io.Discard, br)
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	for _, req := range []string{
+		"GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		out := string(rawExchange(t, px, req, 10*time.Second))
+		if !strings.HasPrefix(out, "HTTP/1.1 502 ") || !strings.Contains(out, "no upgrade") {
+			t.Fatalf("reply to %q:\n%s", req, out)
+		}
 	}
 }
 
