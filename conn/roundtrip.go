@@ -3,6 +3,7 @@ package conn
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -49,8 +50,14 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		}
 	}
 	if !bodyDone {
-		if err := c.writeBody(ex); err != nil {
-			return err
+		if werr := c.writeBody(ex); werr != nil {
+			// An origin may answer before reading the whole body and
+			// close (a 413, say): its response is the answer, as RFC
+			// 9112 §9.5 has clients watch for one while sending.
+			if hl = c.earlyFinal(werr, time.Now().Add(cfg.ResponseHeaderTimeout)); hl == 0 {
+				return werr
+			}
+			c.last.BodySkipped = true
 		}
 	}
 	if hl == 0 {
@@ -156,6 +163,23 @@ func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
 			return 0, nil
 		}
 	}
+}
+
+// earlyFinal returns the head length of a final response that arrived
+// before the body write failed with werr, or 0 when there is none. Only a
+// write that failed because the origin closed or reset the connection
+// qualifies: after a timeout, a request-body failure or our own close,
+// no answer is to be waited for.
+func (c *Conn) earlyFinal(werr error, deadline time.Time) int {
+	gone := errors.Is(werr, ErrClosed) || errors.Is(werr, syscall.EPIPE) || errors.Is(werr, syscall.ECONNRESET)
+	if !gone || errors.Is(werr, ErrBodyLength) || c.isClosed() {
+		return 0
+	}
+	hl, err := c.readFinalHead(deadline)
+	if err != nil {
+		return 0
+	}
+	return hl
 }
 
 // readFinalHead reads heads until a final one, skipping interim responses.

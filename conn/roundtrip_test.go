@@ -532,3 +532,40 @@ func TestUnrequestedSwitchingProtocols(t *testing.T) {
 		})
 	}
 }
+
+// An origin that answers before it has read the body and then resets the
+// connection (a 413 from a server without lingering close) makes the body
+// write fail; the response it sent is still the exchange's answer (RFC
+// 9112 §9.5: a client sending a body watches for an error response), and
+// the connection is spent.
+func TestEarlyResponseThenReset(t *testing.T) {
+	for _, gonet := range []bool{false, true} {
+		t.Run(fmt.Sprint("gonet=", gonet), func(t *testing.T) {
+			checkLeaks(t)
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				if _, err := readHead(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nnope")
+				c.(*net.TCPConn).SetLinger(0) // unread body bytes: the close is a reset
+			})
+			var c *Conn
+			if gonet {
+				c = goDial(t, o.addr())
+			} else {
+				c = dial(t, o.addr())
+			}
+			const n = 64 << 20 // more than the socket buffers hold
+			ex := &Exchange{Head: request(t, "POST /u HTTP/1.1\r\nHost: o\r\nContent-Length: 67108864\r\n\r\n"),
+				Body: strings.NewReader(strings.Repeat("x", n)), ContentLength: n}
+			s := &sink{keep: true}
+			out, err := c.RoundTrip(context.Background(), ex, s)
+			if err != nil || s.status != 413 || string(s.body) != "nope" || !out.BodySkipped {
+				t.Fatalf("status %d body %q outcome %+v err %v", s.status, s.body, out, err)
+			}
+			if c.Reusable() {
+				t.Fatal("reusable after a body cut short")
+			}
+		})
+	}
+}

@@ -283,6 +283,31 @@ func TestUnrequestedSwitchIsBadGateway(t *testing.T) {
 	}
 }
 
+// An origin that answers an upload before reading it and resets the
+// connection (a 413 without lingering close) has its answer relayed, not
+// replaced by a 502 for the failed body write. (No "Expect: 100-continue",
+// which would have the answer before any body.)
+func TestEarlyFinalThenResetRelayed(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nnope")
+		_ = c.(*net.TCPConn).SetLinger(0) // unread body bytes: the close is a reset
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	f := filepath.Join(t.TempDir(), "upload")
+	if err := os.WriteFile(f, make([]byte, 64<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := curl(t, "-i", "-H", "Expect:", "--data-binary", "@"+f, "http://"+px+"/u")
+	if !strings.HasPrefix(out, "HTTP/1.1 413 ") || !strings.HasSuffix(out, "\r\n\r\nnope") {
+		t.Fatalf("reply:\n%s", out)
+	}
+}
+
 // A chunked origin reply reaches an HTTP/1.1 client chunked and an
 // HTTP/1.0 client close-delimited.
 func TestChunkedResponseReframed(t *testing.T) {
