@@ -283,6 +283,27 @@ func TestUnrequestedSwitchIsBadGateway(t *testing.T) {
 	}
 }
 
+// An origin's 204 with Content-Length reaches the client without it: no
+// server may send one (RFC 9110 §8.6), and a client that took it for the
+// length would read the next response's bytes as this one's body.
+func Test204ContentLengthDropped(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n")
+		}
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
+	want := "HTTP/1.1 204 No Content\r\nX-A: 1\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\n"
+	if out != want {
+		t.Fatalf("reply %q, want %q", out, want)
+	}
+}
+
 // An origin that answers an upload before reading it and resets the
 // connection (a 413 without lingering close) has its answer relayed, not
 // replaced by a 502 for the failed body write. (No "Expect: 100-continue",
