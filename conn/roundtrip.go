@@ -19,6 +19,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	} else {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
 	}
+	c.wfail = false
 	resp := &c.resp
 	resp.Reset()
 	m := ex.Head.MethodID()
@@ -167,12 +168,13 @@ func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
 
 // earlyFinal returns the head length of a final response that arrived
 // before the body write failed with werr, or 0 when there is none. Only a
-// write that failed because the origin closed or reset the connection
-// qualifies: after a timeout, a request-body failure or our own close,
-// no answer is to be waited for.
+// socket write that failed because the origin closed or reset the
+// connection qualifies: after a write timeout, a failure of the body's
+// source (whatever its error) or our own close, no answer is to be waited
+// for.
 func (c *Conn) earlyFinal(werr error, deadline time.Time) int {
 	gone := errors.Is(werr, ErrClosed) || errors.Is(werr, syscall.EPIPE) || errors.Is(werr, syscall.ECONNRESET)
-	if !gone || errors.Is(werr, ErrBodyLength) || c.isClosed() {
+	if !c.wfail || !gone || c.isClosed() {
 		return 0
 	}
 	hl, err := c.readFinalHead(deadline)

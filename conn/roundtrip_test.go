@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -567,5 +568,38 @@ func TestEarlyResponseThenReset(t *testing.T) {
 				t.Fatal("reusable after a body cut short")
 			}
 		})
+	}
+}
+
+// resetReader yields some bytes, then fails as a reset client socket would.
+type resetReader struct{ n int }
+
+func (r *resetReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, fmt.Errorf("client: %w", syscall.ECONNRESET)
+	}
+	k := min(len(p), r.n)
+	r.n -= k
+	return k, nil
+}
+
+// A body whose source fails, whatever its error, is not taken for the
+// origin's close: the exchange fails at once instead of waiting for an
+// answer the origin, still reading the body, never sends.
+func TestBodySourceResetNotAwaited(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ex := &Exchange{Head: request(t, "POST /u HTTP/1.1\r\nHost: o\r\nContent-Length: 100000\r\n\r\n"),
+		Body: &resetReader{n: 50000}, ContentLength: 100000}
+	_, err := c.RoundTrip(ctx, ex, &sink{})
+	if e := AsError(err); e == nil || e.Phase != PhaseWrite || !errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, context.DeadlineExceeded) || e.Responded {
+		t.Fatalf("err %v", err)
 	}
 }
