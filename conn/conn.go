@@ -56,6 +56,7 @@ type Conn struct {
 	clBuf    [20]byte     // Content-Length digits referenced by ownEdits
 	last     Outcome
 	noReuse  bool     // this exchange left the connection unusable
+	wfail    bool     // a write of this exchange failed on the socket
 	np       npSource // the body source while on netpoll
 	closeFn  func()   // closes c; the context watch's function, made once
 }

@@ -91,6 +91,9 @@ var (
 	// ErrBodyLength reports a request body that did not match its
 	// ContentLength.
 	ErrBodyLength = errors.New("conn: request body length differs from ContentLength")
+	// ErrUnrequestedSwitch reports a 101 Switching Protocols to a request
+	// whose forwarded head offered no Upgrade (RFC 9110 §7.8, §15.2.2).
+	ErrUnrequestedSwitch = errors.New("conn: 101 Switching Protocols to a request that offered no upgrade")
 	// ErrNotNetpoll reports a connection whose type lacks Detach or Fd.
 	ErrNotNetpoll = errors.New("conn: connection cannot be detached")
 )

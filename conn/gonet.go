@@ -183,6 +183,7 @@ func nanotime() int64 { return int64(time.Since(epoch)) + 1 }
 func (c *Conn) goWrite(p []byte) error {
 	_ = c.gc.SetWriteDeadline(time.Now().Add(c.wto))
 	if _, err := c.gc.Write(p); err != nil {
+		c.wfail = true
 		if errors.Is(err, net.ErrClosed) || c.isClosed() {
 			return fmt.Errorf("%w: %w", ErrClosed, err)
 		}

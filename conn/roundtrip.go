@@ -3,6 +3,7 @@ package conn
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -18,6 +19,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	} else {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
 	}
+	c.wfail = false
 	resp := &c.resp
 	resp.Reset()
 	m := ex.Head.MethodID()
@@ -49,14 +51,25 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		}
 	}
 	if !bodyDone {
-		if err := c.writeBody(ex); err != nil {
-			return err
+		if werr := c.writeBody(ex); werr != nil {
+			// An origin may answer before reading the whole body and
+			// close (a 413, say): its response is the answer, as RFC
+			// 9112 §9.5 has clients watch for one while sending.
+			if hl = c.earlyFinal(werr, time.Now().Add(cfg.ResponseHeaderTimeout)); hl == 0 {
+				return werr
+			}
+			c.last.BodySkipped = true
 		}
 	}
 	if hl == 0 {
 		if hl, err = c.readFinalHead(time.Now().Add(cfg.ResponseHeaderTimeout)); err != nil {
 			return err
 		}
+	}
+	if resp.Status() == 101 && !offersUpgrade(ex) {
+		// Relaying it would tell the client a switch happened that it
+		// never asked for, on a connection that then only closes.
+		return c.fail(PhaseProtocol, ErrUnrequestedSwitch)
 	}
 	c.last.Status = resp.Status()
 	if t, _ := resp.KeepAliveHint(); t > 0 {
@@ -120,6 +133,16 @@ func (c *Conn) requestClose(ex *Exchange) bool {
 	return e == nil || !e.StripHopByHop || e.Keep.Has(parser.HdrConnection)
 }
 
+// offersUpgrade reports that the forwarded head carries an Upgrade field,
+// the only request a 101 may answer.
+func offersUpgrade(ex *Exchange) bool {
+	if !ex.Head.Has(parser.HdrUpgrade) {
+		return false
+	}
+	e := ex.Edits
+	return e == nil || !e.StripHopByHop || e.Keep.Has(parser.HdrUpgrade)
+}
+
 // awaitContinue waits until deadline for the answer to "Expect:
 // 100-continue". It returns 0 after a 100 (send the body), or the head
 // length of a final response that came first (its head is parsed in
@@ -141,6 +164,24 @@ func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
 			return 0, nil
 		}
 	}
+}
+
+// earlyFinal returns the head length of a final response that arrived
+// before the body write failed with werr, or 0 when there is none. Only a
+// socket write that failed because the origin closed or reset the
+// connection qualifies: after a write timeout, a failure of the body's
+// source (whatever its error) or our own close, no answer is to be waited
+// for.
+func (c *Conn) earlyFinal(werr error, deadline time.Time) int {
+	gone := errors.Is(werr, ErrClosed) || errors.Is(werr, syscall.EPIPE) || errors.Is(werr, syscall.ECONNRESET)
+	if !c.wfail || !gone || c.isClosed() {
+		return 0
+	}
+	hl, err := c.readFinalHead(deadline)
+	if err != nil {
+		return 0
+	}
+	return hl
 }
 
 // readFinalHead reads heads until a final one, skipping interim responses.

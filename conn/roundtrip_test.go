@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -485,4 +486,120 @@ func TestWatchdogOnlyWhenNeeded(t *testing.T) {
 		t.Fatal("the watchdog was not armed for a chunked response")
 	}
 	get("/big", int64(len(big)))
+}
+
+// A 101 answers only a request that offered the protocol in Upgrade (RFC
+// 9110 §7.8, §15.2.2): to any other request it is a protocol error, never
+// a response handed to the sink. With Upgrade forwarded, the 101 is the
+// final response and the connection is spent.
+func TestUnrequestedSwitchingProtocols(t *testing.T) {
+	const upgradeReq = "GET /ws HTTP/1.1\r\nHost: o\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+	cases := []struct {
+		name  string
+		req   string
+		edits *parser.Edits
+		ok    bool
+	}{
+		{"no upgrade", getReq, nil, false},
+		{"upgrade stripped", upgradeReq, &parser.Edits{StripHopByHop: true}, false},
+		{"upgrade forwarded", upgradeReq, nil, true},
+		{"upgrade kept", upgradeReq, &parser.Edits{StripHopByHop: true,
+			Keep: parser.HeaderSet(0).With(parser.HdrUpgrade, parser.HdrConnection)}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				readHead(br)
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes")
+				io.Copy(io.Discard, br)
+			})
+			c := dial(t, o.addr())
+			s := &sink{}
+			_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, tc.req), Edits: tc.edits}, s)
+			if c.Reusable() {
+				t.Fatal("reusable after a 101")
+			}
+			if tc.ok {
+				if err != nil || s.status != 101 {
+					t.Fatalf("status %d err %v", s.status, err)
+				}
+				return
+			}
+			e := AsError(err)
+			if e == nil || e.Phase != PhaseProtocol || !errors.Is(err, ErrUnrequestedSwitch) || s.status != 0 {
+				t.Fatalf("status %d err %v", s.status, err)
+			}
+		})
+	}
+}
+
+// An origin that answers before it has read the body and then resets the
+// connection (a 413 from a server without lingering close) makes the body
+// write fail; the response it sent is still the exchange's answer (RFC
+// 9112 §9.5: a client sending a body watches for an error response), and
+// the connection is spent.
+func TestEarlyResponseThenReset(t *testing.T) {
+	for _, gonet := range []bool{false, true} {
+		t.Run(fmt.Sprint("gonet=", gonet), func(t *testing.T) {
+			checkLeaks(t)
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				if _, err := readHead(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nnope")
+				c.(*net.TCPConn).SetLinger(0) // unread body bytes: the close is a reset
+			})
+			var c *Conn
+			if gonet {
+				c = goDial(t, o.addr())
+			} else {
+				c = dial(t, o.addr())
+			}
+			const n = 64 << 20 // more than the socket buffers hold
+			ex := &Exchange{Head: request(t, "POST /u HTTP/1.1\r\nHost: o\r\nContent-Length: 67108864\r\n\r\n"),
+				Body: strings.NewReader(strings.Repeat("x", n)), ContentLength: n}
+			s := &sink{keep: true}
+			out, err := c.RoundTrip(context.Background(), ex, s)
+			if err != nil || s.status != 413 || string(s.body) != "nope" || !out.BodySkipped {
+				t.Fatalf("status %d body %q outcome %+v err %v", s.status, s.body, out, err)
+			}
+			if c.Reusable() {
+				t.Fatal("reusable after a body cut short")
+			}
+		})
+	}
+}
+
+// resetReader yields some bytes, then fails as a reset client socket would.
+type resetReader struct{ n int }
+
+func (r *resetReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, fmt.Errorf("client: %w", syscall.ECONNRESET)
+	}
+	k := min(len(p), r.n)
+	r.n -= k
+	return k, nil
+}
+
+// A body whose source fails, whatever its error, is not taken for the
+// origin's close: the exchange fails at once instead of waiting for an
+// answer the origin, still reading the body, never sends.
+func TestBodySourceResetNotAwaited(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ex := &Exchange{Head: request(t, "POST /u HTTP/1.1\r\nHost: o\r\nContent-Length: 100000\r\n\r\n"),
+		Body: &resetReader{n: 50000}, ContentLength: 100000}
+	_, err := c.RoundTrip(ctx, ex, &sink{})
+	if e := AsError(err); e == nil || e.Phase != PhaseWrite || !errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, context.DeadlineExceeded) || e.Responded {
+		t.Fatalf("err %v", err)
+	}
 }

@@ -29,10 +29,12 @@ func (c *Conn) write(p []byte) (err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
+			c.wfail = true
 			err = fmt.Errorf("%w: write panicked: %v", ErrClosed, r)
 		}
 	}()
 	if _, err = c.nc.Write(p); err != nil {
+		c.wfail = true
 		if errors.Is(err, netpoll.ErrConnClosed) || errors.Is(err, netpoll.ErrEOF) {
 			return fmt.Errorf("%w: %w", ErrClosed, err)
 		}

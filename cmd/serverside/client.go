@@ -701,6 +701,11 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		s.keepAlive = false
 		flushNow = true
 	}
+	if s.status == 204 {
+		// No server may send it (RFC 9110 §8.6); a client that took it
+		// for a length would eat the next response's bytes.
+		ed.Remove("Content-Length")
+	}
 	ed.Add("Via", viaValue)
 	switch {
 	case !s.keepAlive:

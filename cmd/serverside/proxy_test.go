@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -254,6 +255,76 @@ func TestOriginDown(t *testing.T) {
 	px := startProxy(t, "http://"+addr)
 	out, _ := curl(t, "-i", "http://"+px+"/x")
 	if !strings.HasPrefix(out, "HTTP/1.1 502") {
+		t.Fatalf("reply:\n%s", out)
+	}
+}
+
+// An origin's 101 to a request that offered no upgrade (the proxy strips
+// Upgrade, a hop-by-hop field) is a bad gateway, not a switch relayed to a
+// client that would then see only a close (RFC 9110 §15.2.2).
+func TestUnrequestedSwitchIsBadGateway(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes")
+		_, _ = io.Copy(io.Discard, br)
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	for _, req := range []string{
+		"GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		out := string(rawExchange(t, px, req, 10*time.Second))
+		if !strings.HasPrefix(out, "HTTP/1.1 502 ") || !strings.Contains(out, "no upgrade") {
+			t.Fatalf("reply to %q:\n%s", req, out)
+		}
+	}
+}
+
+// An origin's 204 with Content-Length reaches the client without it: no
+// server may send one (RFC 9110 §8.6), and a client that took it for the
+// length would read the next response's bytes as this one's body.
+func Test204ContentLengthDropped(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n")
+		}
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
+	want := "HTTP/1.1 204 No Content\r\nX-A: 1\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\n"
+	if out != want {
+		t.Fatalf("reply %q, want %q", out, want)
+	}
+}
+
+// An origin that answers an upload before reading it and resets the
+// connection (a 413 without lingering close) has its answer relayed, not
+// replaced by a 502 for the failed body write. (No "Expect: 100-continue",
+// which would have the answer before any body.)
+func TestEarlyFinalThenResetRelayed(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nnope")
+		_ = c.(*net.TCPConn).SetLinger(0) // unread body bytes: the close is a reset
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	f := filepath.Join(t.TempDir(), "upload")
+	if err := os.WriteFile(f, make([]byte, 64<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := curl(t, "-i", "-H", "Expect:", "--data-binary", "@"+f, "http://"+px+"/u")
+	if !strings.HasPrefix(out, "HTTP/1.1 413 ") || !strings.HasSuffix(out, "\r\n\r\nnope") {
 		t.Fatalf("reply:\n%s", out)
 	}
 }
