@@ -82,6 +82,16 @@ type Sink interface {
 	OnBody(p []byte) error
 }
 
+// InterimSink is implemented by a Sink that also takes the interim (1xx)
+// responses before the final one: 100 Continue, 102 Processing, 103 Early
+// Hints, and any other 1xx but 101 (which is final: the connection
+// switches protocols). A proxy must forward them (RFC 9110 §15.2); a
+// sink without the method never sees them. The views are valid only
+// during the call; an error aborts the exchange.
+type InterimSink interface {
+	OnInterim(resp *parser.Response) error
+}
+
 // Outcome describes a finished exchange, successful or not.
 type Outcome struct {
 	Status    int   // final status; 0 if none arrived

@@ -40,7 +40,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		if wait <= 0 {
 			wait = DefaultExpectContinueTimeout
 		}
-		hl, err = c.awaitContinue(time.Now().Add(wait))
+		hl, err = c.awaitContinue(time.Now().Add(wait), sink)
 		switch {
 		case errors.Is(err, ErrHeaderTimeout): // no answer: send the body anyway
 		case err != nil:
@@ -55,14 +55,14 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 			// An origin may answer before reading the whole body and
 			// close (a 413, say): its response is the answer, as RFC
 			// 9112 §9.5 has clients watch for one while sending.
-			if hl = c.earlyFinal(werr, time.Now().Add(cfg.ResponseHeaderTimeout)); hl == 0 {
+			if hl = c.earlyFinal(werr, time.Now().Add(cfg.ResponseHeaderTimeout), sink); hl == 0 {
 				return werr
 			}
 			c.last.BodySkipped = true
 		}
 	}
 	if hl == 0 {
-		if hl, err = c.readFinalHead(time.Now().Add(cfg.ResponseHeaderTimeout)); err != nil {
+		if hl, err = c.readFinalHead(time.Now().Add(cfg.ResponseHeaderTimeout), sink); err != nil {
 			return err
 		}
 	}
@@ -146,8 +146,8 @@ func offersUpgrade(ex *Exchange) bool {
 // awaitContinue waits until deadline for the answer to "Expect:
 // 100-continue". It returns 0 after a 100 (send the body), or the head
 // length of a final response that came first (its head is parsed in
-// c.resp). Other interim responses are skipped.
-func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
+// c.resp). Other interim responses go to the sink (see interim).
+func (c *Conn) awaitContinue(deadline time.Time, sink Sink) (int, error) {
 	for {
 		hl, err := c.readHead(deadline)
 		if err != nil {
@@ -157,7 +157,7 @@ func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
 			return hl, nil
 		}
 		cont := c.resp.Status() == 100
-		if err := c.skipInterim(hl); err != nil {
+		if err := c.interim(hl, sink); err != nil {
 			return 0, err
 		}
 		if cont {
@@ -172,20 +172,21 @@ func (c *Conn) awaitContinue(deadline time.Time) (int, error) {
 // connection qualifies: after a write timeout, a failure of the body's
 // source (whatever its error) or our own close, no answer is to be waited
 // for.
-func (c *Conn) earlyFinal(werr error, deadline time.Time) int {
+func (c *Conn) earlyFinal(werr error, deadline time.Time, sink Sink) int {
 	gone := errors.Is(werr, ErrClosed) || errors.Is(werr, syscall.EPIPE) || errors.Is(werr, syscall.ECONNRESET)
 	if !c.wfail || !gone || c.isClosed() {
 		return 0
 	}
-	hl, err := c.readFinalHead(deadline)
+	hl, err := c.readFinalHead(deadline, sink)
 	if err != nil {
 		return 0
 	}
 	return hl
 }
 
-// readFinalHead reads heads until a final one, skipping interim responses.
-func (c *Conn) readFinalHead(deadline time.Time) (int, error) {
+// readFinalHead reads heads until a final one, handing interim responses
+// to the sink (see interim).
+func (c *Conn) readFinalHead(deadline time.Time, sink Sink) (int, error) {
 	for {
 		hl, err := c.readHead(deadline)
 		if err != nil {
@@ -194,10 +195,24 @@ func (c *Conn) readFinalHead(deadline time.Time) (int, error) {
 		if !c.resp.IsInterim() {
 			return hl, nil
 		}
-		if err := c.skipInterim(hl); err != nil {
+		if err := c.interim(hl, sink); err != nil {
 			return 0, err
 		}
 	}
+}
+
+// interim hands the interim response just parsed (head length hl) to a
+// sink that takes them (InterimSink), then skips it.
+func (c *Conn) interim(hl int, sink Sink) error {
+	if is, ok := sink.(InterimSink); ok {
+		c.sinkCall(true)
+		err := is.OnInterim(&c.resp)
+		c.sinkCall(false)
+		if err != nil {
+			return c.fail(PhaseAwaitHead, fmt.Errorf("%w: %w", ErrSink, err))
+		}
+	}
+	return c.skipInterim(hl)
 }
 
 func (c *Conn) skipInterim(hl int) error {

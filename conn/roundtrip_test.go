@@ -603,3 +603,65 @@ func TestBodySourceResetNotAwaited(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// interimSink records the interim heads it is given.
+type interimSink struct {
+	sink
+	interim []string // "status link"
+}
+
+func (s *interimSink) OnInterim(r *parser.Response) error {
+	s.interim = append(s.interim, strconv.Itoa(r.Status())+" "+string(r.Peek([]byte("Link"))))
+	return nil
+}
+
+// TestInterimToSink: 1xx responses reach a sink that implements
+// InterimSink, in order, before the final head, with their fields; with
+// Expect: 100-continue too (the 100 itself included). A sink without
+// OnInterim gets only the final response.
+func TestInterimToSink(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			h, err := readHead(br)
+			if err != nil {
+				return
+			}
+			if strings.Contains(strings.Join(h, "\n"), "100-continue") {
+				io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n")
+				io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+				if _, err := io.ReadFull(br, make([]byte, 4)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.js>\r\n\r\n")
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	c := dial(t, o.addr())
+	s := &interimSink{sink: sink{keep: true}}
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(s.interim, ", "); s.status != 200 || string(s.body) != "ok" || got != "102 , 103 </a.js>" {
+		t.Fatalf("got %d %q, interim %q", s.status, s.body, got)
+	}
+	plain := &sink{keep: true}
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, plain); err != nil || plain.status != 200 {
+		t.Fatalf("plain sink: %d, %v", plain.status, err)
+	}
+	s = &interimSink{sink: sink{keep: true}}
+	post := request(t, "POST /up HTTP/1.1\r\nHost: o\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+	ex := &Exchange{Head: post, Body: strings.NewReader("data"), ContentLength: 4}
+	if _, err := c.RoundTrip(context.Background(), ex, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(s.interim, ", "); s.status != 200 || got != "103 </style.css>, 100 " {
+		t.Fatalf("expect: got %d, interim %q", s.status, got)
+	}
+	if !c.Reusable() {
+		t.Fatal("not reusable after interim responses")
+	}
+}

@@ -547,6 +547,16 @@ func (s *capSink) OnHead(resp *parser.Response) error {
 	return s.next.OnHead(resp)
 }
 
+// OnInterim passes interim responses on to a caller's sink that takes
+// them, also during an authentication round: they are not part of the
+// challenge.
+func (s *capSink) OnInterim(resp *parser.Response) error {
+	if is, ok := s.next.(conn.InterimSink); ok {
+		return is.OnInterim(resp)
+	}
+	return nil
+}
+
 func (s *capSink) OnBody(p []byte) error {
 	if !s.capturing {
 		return s.next.OnBody(p)

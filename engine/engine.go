@@ -101,12 +101,21 @@ type Request struct {
 // caller's in the inline path), and must not block.
 type Sink interface {
 	// OnHead receives the final head; views are valid during the call.
+	// (A Sink that is also an InterimSink gets the 1xx heads before it.)
 	OnHead(resp *parser.Response) error
 	// OnBody receives the next piece of body, valid during the call.
 	OnBody(p []byte) error
 	// OnDone reports the end: nil after a complete response.
 	OnDone(err error)
 }
+
+// InterimSink is implemented by a Sink that also takes the interim (1xx)
+// responses that come before the final head: 100 Continue, 102, 103 Early
+// Hints (101 is final). A proxy must forward them to its client (RFC 9110
+// §15.2), unless it asked for them itself; a Sink without OnInterim never
+// sees them. OnInterim runs like OnHead; the views are valid only during
+// the call, and an error aborts the exchange.
+type InterimSink = conn.InterimSink
 
 // Engine sends requests upstream over pooled connections.
 type Engine struct {
