@@ -1,0 +1,29 @@
+package main
+
+import "github.com/serverside-go/serverside/parser"
+
+// OnInterim relays an origin's interim response (102 Processing, 103
+// Early Hints, ...) to the client at once, as a proxy must (RFC 9110
+// §15.2): hop-by-hop fields removed, Via added, flushed so that early
+// hints arrive early. Two are not relayed: 100 Continue, because the
+// demo sends the client its own when it starts reading the request body
+// (after the origin's, see bodyReader), and any 1xx to an HTTP/1.0
+// client, which must not get one.
+func (s *sink) OnInterim(resp *parser.Response) error {
+	if resp.Status() == 100 || !s.http11 {
+		return nil
+	}
+	ed := &s.edits
+	ed.Reset()
+	ed.StripHopByHop = true
+	ed.Add("Via", viaValue)
+	s.bb.Reset()
+	if err := parser.WriteResponseHead(&s.bb, resp, ed); err != nil {
+		return err
+	}
+	w := s.cc.out()
+	if _, err := w.WriteBinary(s.bb.B); err != nil {
+		return err
+	}
+	return w.Flush()
+}

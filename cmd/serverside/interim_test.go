@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+)
+
+// An origin's 103 Early Hints and 102 Processing reach an HTTP/1.1 client
+// before the final response, each flushed as it comes, without their
+// hop-by-hop fields and with Via (RFC 9110 §15.2, §7.6); an HTTP/1.0
+// client gets only the final response. A fake origin: nginx and Apache
+// here send no 1xx over HTTP/1.1.
+func TestInterimRelayed(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 102 Processing\r\n\r\n")
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nConnection: x-hint\r\nX-Hint: 1\r\n\r\n")
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
+	want := "HTTP/1.1 102 Processing\r\nVia: 1.1 serverside\r\n\r\n" +
+		"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nVia: 1.1 serverside\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	if out != want {
+		t.Fatalf("HTTP/1.1 client got %q, want %q", out, want)
+	}
+	out = string(rawExchange(t, px, "GET /x HTTP/1.0\r\nHost: x\r\n\r\n", 10*time.Second))
+	want = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	if out != want {
+		t.Fatalf("HTTP/1.0 client got %q, want %q", out, want)
+	}
+}
