@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -53,6 +54,7 @@ var (
 	closeValue     = []byte("close")
 	keepAliveValue = []byte("keep-alive")
 	rootPath       = []byte("/")
+	asteriskPath   = []byte("*")
 )
 
 // inReader is the part of netpoll's Reader the client side reads with:
@@ -366,7 +368,7 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 		cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
 		return engine.Upstream{}, false
 	}
-	scheme := string(req.Scheme())
+	scheme := strings.ToLower(string(req.Scheme())) // case-insensitive (RFC 9110 §4.2.3)
 	if scheme != "http" && scheme != "https" {
 		cc.writeErrorSink(s, 400, "only http:// and https:// targets are supported")
 		return engine.Upstream{}, false
@@ -410,8 +412,15 @@ func isTimeout(err error) bool {
 // Host field from the target's authority (RFC 9112 §3.2.2).
 func (cc *clientConn) setOriginForm(ed *parser.Edits) {
 	path := cc.rs.req.Path()
-	if len(path) == 0 {
+	switch {
+	case len(path) == 0 && cc.rs.req.MethodID() == parser.MethodOptions:
+		path = asteriskPath // §3.2.4: "OPTIONS http://h" asks about the server
+	case len(path) == 0:
 		path = rootPath
+	case path[0] != '/':
+		// A query without path ("http://h?q"): the origin-form path
+		// must not be empty (§3.2.1), so "?q" becomes "/?q".
+		path = append(append(make([]byte, 0, len(path)+1), '/'), path...)
 	}
 	ed.Target = path
 	ed.Set("Host", cc.rs.req.Authority())
