@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -206,6 +207,13 @@ func (cc *clientConn) serve() outcome {
 		start = time.Now()
 		method, target = string(req.Method()), string(req.Target())
 	}
+	if req.Framing() == parser.FramingChunked && !onlyChunked(&req.Header) {
+		// The engine frames the forwarded body with chunked alone: other
+		// codings (gzip, ...) would reach the origin undeclared, and the
+		// proxy does not decode them either (RFC 9112 §6.1: 501).
+		cc.writeError(501, "transfer codings other than chunked are not supported")
+		return closeIt
+	}
 	hasBody := req.Framing() == parser.FramingChunked ||
 		req.Framing() == parser.FramingLength && req.ContentLength() > 0
 	skip := hl
@@ -389,6 +397,43 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 		up.TLS = cc.p.cfg.ForwardTLS
 	}
 	return up, true
+}
+
+// onlyChunked reports whether every Transfer-Encoding line of h names
+// chunked and nothing else.
+func onlyChunked(h *parser.Header) bool {
+	ok := true
+	h.Each(parser.HdrTransferEncoding, func(v []byte) bool {
+		for len(v) > 0 {
+			c := v
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				c, v = v[:i], v[i+1:]
+			} else {
+				v = nil
+			}
+			if c = bytes.TrimSpace(c); len(c) > 0 && !bytes.EqualFold(c, chunkedValue) {
+				ok = false
+				return false
+			}
+		}
+		return true
+	})
+	return ok
+}
+
+// transferCodings joins the Transfer-Encoding lines of h into one list.
+func transferCodings(dst []byte, h *parser.Header) []byte {
+	dst = dst[:0]
+	h.Each(parser.HdrTransferEncoding, func(v []byte) bool {
+		if v = bytes.TrimSpace(v); len(v) > 0 {
+			if len(dst) > 0 {
+				dst = append(dst, ", "...)
+			}
+			dst = append(dst, v...)
+		}
+		return true
+	})
+	return dst
 }
 
 // clientBodyStatus picks the status for a request body the client failed
@@ -665,6 +710,7 @@ type sink struct {
 	edits     parser.Edits
 	bb        bytebufferpool.ByteBuffer
 	scratch   []byte
+	te        []byte // the Transfer-Encoding value relayed, when not just chunked
 }
 
 func (s *sink) reset(http11, keepAlive bool) {
@@ -699,10 +745,24 @@ func (s *sink) OnHead(resp *parser.Response) error {
 			break
 		}
 		flushNow = true // a streamed body: the head must not wait for it
-		if s.http11 {
+		switch {
+		case s.http11 && resp.Framing() == parser.FramingChunked && !onlyChunked(&resp.Header):
+			// Codings under chunked (gzip, chunked) apply to the bytes
+			// relayed as they are, re-chunked: the client must be told.
+			s.chunked = true
+			s.te = transferCodings(s.te, &resp.Header)
+			ed.Set("Transfer-Encoding", s.te)
+		case s.http11 && resp.Has(parser.HdrTransferEncoding) && resp.Framing() == parser.FramingUntilClose:
+			// Codings that do not end in chunked: the body ends at the
+			// close (RFC 9112 §6.3), for the client too, which is told
+			// the codings.
+			s.te = transferCodings(s.te, &resp.Header)
+			ed.Set("Transfer-Encoding", s.te)
+			s.keepAlive = false
+		case s.http11:
 			s.chunked = true
 			ed.Set("Transfer-Encoding", chunkedValue)
-		} else {
+		default:
 			ed.Remove("Transfer-Encoding")
 			s.keepAlive = false
 		}

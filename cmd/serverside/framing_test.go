@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +84,149 @@ func TestOptionsAbsoluteForm(t *testing.T) {
 	}
 	if got := <-lines; got != "OPTIONS * HTTP/1.1\r\n" {
 		t.Fatalf("origin got request line %q", got)
+	}
+}
+
+// TestRequestTransferCodings: a request body with a transfer coding other
+// than chunked is refused with 501 (RFC 9112 §6.1): the proxy could
+// neither decode it nor declare it to the origin. Nothing reaches nginx.
+func TestRequestTransferCodings(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte("hello"))
+	_ = zw.Close()
+	for _, te := range []string{"gzip, chunked", "deflate,chunked", "gzip\r\nTransfer-Encoding: chunked"} {
+		req := "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + te + "\r\n\r\n" +
+			httpChunk(gz.Bytes()) + "0\r\n\r\n"
+		all := rawExchange(t, px, req, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", te, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 501 || string(body) != "transfer codings other than chunked are not supported\n" || !resp.Close {
+			t.Fatalf("%q: status %d close %v body %q", te, resp.StatusCode, resp.Close, body)
+		}
+	}
+	// Chunked alone, in any case, is relayed.
+	all := rawExchange(t, px, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 20*time.Second)
+	if !strings.HasPrefix(string(all), "HTTP/1.1 200 ") || !strings.HasSuffix(string(all), "\r\n\r\n5\n") {
+		t.Fatalf("chunked reply:\n%s", all)
+	}
+	ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	if reqs := ng.Requests(); len(reqs) != 1 || reqs[0].URI != "/echo" || reqs[0].Status != 200 {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
+
+// httpChunk frames p as one chunk.
+func httpChunk(p []byte) string {
+	var b strings.Builder
+	w := httputil.NewChunkedWriter(&b)
+	_, _ = w.Write(p)
+	return b.String()
+}
+
+// TestResponseTransferCodings: a response whose transfer codings include
+// more than chunked reaches the client with those codings declared, so
+// it can undo them: "gzip, chunked" stays as it is (the bytes are
+// re-chunked, the connection kept), and "gzip" alone ends at the close
+// (RFC 9112 §6.1, §6.3).
+func TestResponseTransferCodings(t *testing.T) {
+	bench.CheckLeaks(t)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte("hello gzip"))
+	_ = zw.Close()
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/chunked":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"+httpChunk(gz.Bytes())+"0\r\n\r\n")
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"+gz.String())
+				return
+			}
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: a\r\n\r\nGET /close HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	// net/http does not take transfer codings other than chunked: read
+	// the heads with textproto rules by hand.
+	head := func() (string, map[string]string) {
+		t.Helper()
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := map[string]string{}
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l == "\r\n" {
+				return line, fields
+			}
+			k, v, _ := strings.Cut(strings.TrimRight(l, "\r\n"), ":")
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	gunzip := func(p []byte) string {
+		t.Helper()
+		zr, err := gzip.NewReader(bytes.NewReader(p))
+		if err != nil {
+			t.Fatalf("%v: %q", err, p)
+		}
+		out, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+
+	line, f := head()
+	if line != "HTTP/1.1 200 OK\r\n" || f["Transfer-Encoding"] != "gzip, chunked" || f["Connection"] != "" {
+		t.Fatalf("first: %q %v", line, f)
+	}
+	data, err := io.ReadAll(httputil.NewChunkedReader(br))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.Discard(2); err != nil { // the CRLF after the last chunk
+		t.Fatal(err)
+	}
+	if got := gunzip(data); got != "hello gzip" {
+		t.Fatalf("first body %q", got)
+	}
+
+	line, f = head()
+	if line != "HTTP/1.1 200 OK\r\n" || f["Transfer-Encoding"] != "gzip" || f["Connection"] != "close" {
+		t.Fatalf("second: %q %v", line, f)
+	}
+	data, err = io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := gunzip(data); got != "hello gzip" {
+		t.Fatalf("second body %q", got)
 	}
 }
