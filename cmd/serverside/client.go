@@ -51,6 +51,7 @@ var crlf = []byte("\r\n")
 // at the call would allocate per request; these are never written to.
 var (
 	viaValue       = []byte("1.1 serverside")
+	via10Value     = []byte("1.0 serverside")
 	chunkedValue   = []byte("chunked")
 	closeValue     = []byte("close")
 	keepAliveValue = []byte("keep-alive")
@@ -319,7 +320,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	if !ok {
 		return false
 	}
-	ed.Add("Via", viaValue)
+	ed.Add("Via", viaFor(req.Version()))
 
 	er := &cc.rs.ereq
 	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
@@ -362,6 +363,15 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 		return false
 	}
 	return s.keepAlive && bodyDone
+}
+
+// viaFor is the Via entry for a message received in version v: its
+// received-protocol is v's (RFC 9110 §7.6.3).
+func viaFor(v parser.Version) []byte {
+	if v.AtLeast11() {
+		return viaValue
+	}
+	return via10Value
 }
 
 // route picks the upstream: the peer group (origins, or parents), or in
@@ -770,7 +780,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		s.keepAlive = false
 		flushNow = true
 	}
-	ed.Add("Via", viaValue)
+	ed.Add("Via", viaFor(resp.Version()))
 	switch {
 	case !s.keepAlive:
 		ed.Add("Connection", closeValue)

@@ -230,3 +230,45 @@ func TestResponseTransferCodings(t *testing.T) {
 		t.Fatalf("second body %q", got)
 	}
 }
+
+// TestViaReceivedProtocol: the Via entry the proxy adds names the version
+// the message was received in (RFC 9110 §7.6.3): "1.0 serverside" on the
+// request of an HTTP/1.0 client and on the response of an HTTP/1.0
+// origin, "1.1 serverside" otherwise.
+func TestViaReceivedProtocol(t *testing.T) {
+	bench.CheckLeaks(t)
+	vias := make(chan string, 4)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			vias <- req.Header.Get("Via")
+			if req.URL.Path == "/10" {
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	cases := []struct{ req, reqVia, respVia string }{
+		{"GET /11 HTTP/1.0\r\n\r\n", "1.0 serverside", "1.1 serverside"},
+		{"GET /10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 serverside", "1.0 serverside"},
+		{"GET /11 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 serverside", "1.1 serverside"},
+	}
+	for _, tc := range cases {
+		all := rawExchange(t, px, tc.req, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.req, err, all)
+		}
+		if got := <-vias; got != tc.reqVia {
+			t.Fatalf("%q: origin got Via %q, want %q", tc.req, got, tc.reqVia)
+		}
+		if got := resp.Header.Get("Via"); resp.StatusCode != 200 || got != tc.respVia {
+			t.Fatalf("%q: status %d Via %q, want %q", tc.req, resp.StatusCode, got, tc.respVia)
+		}
+	}
+}
