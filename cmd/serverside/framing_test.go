@@ -272,3 +272,25 @@ func TestViaReceivedProtocol(t *testing.T) {
 		}
 	}
 }
+
+// TestHostPortScheme: the address dialled for an authority takes the
+// scheme's default port when the port is absent or empty (RFC 3986
+// §3.2.3: "http://host:/" is "http://host/").
+func TestHostPortScheme(t *testing.T) {
+	cases := []struct{ auth, scheme, want string }{
+		{"example.com", "http", "example.com:80"},
+		{"example.com:", "http", "example.com:80"},
+		{"example.com:", "https", "example.com:443"},
+		{"example.com", "https", "example.com:443"},
+		{"example.com:8080", "https", "example.com:8080"},
+		{"127.0.0.1:", "http", "127.0.0.1:80"},
+		{"[::1]:", "https", "[::1]:443"},
+		{"[::1]", "http", "[::1]:80"},
+		{"[::1]:81", "http", "[::1]:81"},
+	}
+	for _, tc := range cases {
+		if got := hostPortScheme(tc.auth, tc.scheme); got != tc.want {
+			t.Errorf("hostPortScheme(%q, %q) = %q, want %q", tc.auth, tc.scheme, got, tc.want)
+		}
+	}
+}
