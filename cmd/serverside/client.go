@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -492,7 +493,10 @@ func (cc *clientConn) writeError(status int, msg string) {
 // connection.
 func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
 	body := msg + "\n"
+	// The proxy is the origin of this response: it carries a Date (RFC
+	// 9110 §6.6.1).
 	head := "HTTP/1.1 " + strconv.Itoa(status) + " " + reason(status) + "\r\n" +
+		"Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
 		"Via: 1.1 serverside\r\nConnection: close\r\n\r\n"
