@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -49,10 +52,12 @@ var crlf = []byte("\r\n")
 // at the call would allocate per request; these are never written to.
 var (
 	viaValue       = []byte("1.1 serverside")
+	via10Value     = []byte("1.0 serverside")
 	chunkedValue   = []byte("chunked")
 	closeValue     = []byte("close")
 	keepAliveValue = []byte("keep-alive")
 	rootPath       = []byte("/")
+	asteriskPath   = []byte("*")
 )
 
 // inReader is the part of netpoll's Reader the client side reads with:
@@ -204,6 +209,13 @@ func (cc *clientConn) serve() outcome {
 		start = time.Now()
 		method, target = string(req.Method()), string(req.Target())
 	}
+	if req.Framing() == parser.FramingChunked && !onlyChunked(&req.Header) {
+		// The engine frames the forwarded body with chunked alone: other
+		// codings (gzip, ...) would reach the origin undeclared, and the
+		// proxy does not decode them either (RFC 9112 §6.1: 501).
+		cc.writeError(501, "transfer codings other than chunked are not supported")
+		return closeIt
+	}
 	hasBody := req.Framing() == parser.FramingChunked ||
 		req.Framing() == parser.FramingLength && req.ContentLength() > 0
 	skip := hl
@@ -309,7 +321,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	if !ok {
 		return false
 	}
-	ed.Add("Via", viaValue)
+	ed.Add("Via", viaFor(req.Version()))
 
 	er := &cc.rs.ereq
 	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
@@ -354,6 +366,15 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	return s.keepAlive && bodyDone
 }
 
+// viaFor is the Via entry for a message received in version v: its
+// received-protocol is v's (RFC 9110 §7.6.3).
+func viaFor(v parser.Version) []byte {
+	if v.AtLeast11() {
+		return viaValue
+	}
+	return via10Value
+}
+
 // route picks the upstream: the peer group (origins, or parents), or in
 // direct forward mode the target's own address, and turns the target into
 // what that upstream expects. False means an error was written.
@@ -366,7 +387,7 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 		cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form target (http://host/path)")
 		return engine.Upstream{}, false
 	}
-	scheme := string(req.Scheme())
+	scheme := strings.ToLower(string(req.Scheme())) // case-insensitive (RFC 9110 §4.2.3)
 	if scheme != "http" && scheme != "https" {
 		cc.writeErrorSink(s, 400, "only http:// and https:// targets are supported")
 		return engine.Upstream{}, false
@@ -387,6 +408,43 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 		up.TLS = cc.p.cfg.ForwardTLS
 	}
 	return up, true
+}
+
+// onlyChunked reports whether every Transfer-Encoding line of h names
+// chunked and nothing else.
+func onlyChunked(h *parser.Header) bool {
+	ok := true
+	h.Each(parser.HdrTransferEncoding, func(v []byte) bool {
+		for len(v) > 0 {
+			c := v
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				c, v = v[:i], v[i+1:]
+			} else {
+				v = nil
+			}
+			if c = bytes.TrimSpace(c); len(c) > 0 && !bytes.EqualFold(c, chunkedValue) {
+				ok = false
+				return false
+			}
+		}
+		return true
+	})
+	return ok
+}
+
+// transferCodings joins the Transfer-Encoding lines of h into one list.
+func transferCodings(dst []byte, h *parser.Header) []byte {
+	dst = dst[:0]
+	h.Each(parser.HdrTransferEncoding, func(v []byte) bool {
+		if v = bytes.TrimSpace(v); len(v) > 0 {
+			if len(dst) > 0 {
+				dst = append(dst, ", "...)
+			}
+			dst = append(dst, v...)
+		}
+		return true
+	})
+	return dst
 }
 
 // clientBodyStatus picks the status for a request body the client failed
@@ -410,8 +468,15 @@ func isTimeout(err error) bool {
 // Host field from the target's authority (RFC 9112 §3.2.2).
 func (cc *clientConn) setOriginForm(ed *parser.Edits) {
 	path := cc.rs.req.Path()
-	if len(path) == 0 {
+	switch {
+	case len(path) == 0 && cc.rs.req.MethodID() == parser.MethodOptions:
+		path = asteriskPath // §3.2.4: "OPTIONS http://h" asks about the server
+	case len(path) == 0:
 		path = rootPath
+	case path[0] != '/':
+		// A query without path ("http://h?q"): the origin-form path
+		// must not be empty (§3.2.1), so "?q" becomes "/?q".
+		path = append(append(make([]byte, 0, len(path)+1), '/'), path...)
 	}
 	ed.Target = path
 	ed.Set("Host", cc.rs.req.Authority())
@@ -428,7 +493,10 @@ func (cc *clientConn) writeError(status int, msg string) {
 // connection.
 func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
 	body := msg + "\n"
+	// The proxy is the origin of this response: it carries a Date (RFC
+	// 9110 §6.6.1).
 	head := "HTTP/1.1 " + strconv.Itoa(status) + " " + reason(status) + "\r\n" +
+		"Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
 		"Via: 1.1 serverside\r\nConnection: close\r\n\r\n"
@@ -656,6 +724,7 @@ type sink struct {
 	edits     parser.Edits
 	bb        bytebufferpool.ByteBuffer
 	scratch   []byte
+	te        []byte // the Transfer-Encoding value relayed, when not just chunked
 }
 
 func (s *sink) reset(http11, keepAlive bool) {
@@ -690,10 +759,24 @@ func (s *sink) OnHead(resp *parser.Response) error {
 			break
 		}
 		flushNow = true // a streamed body: the head must not wait for it
-		if s.http11 {
+		switch {
+		case s.http11 && resp.Framing() == parser.FramingChunked && !onlyChunked(&resp.Header):
+			// Codings under chunked (gzip, chunked) apply to the bytes
+			// relayed as they are, re-chunked: the client must be told.
+			s.chunked = true
+			s.te = transferCodings(s.te, &resp.Header)
+			ed.Set("Transfer-Encoding", s.te)
+		case s.http11 && resp.Has(parser.HdrTransferEncoding) && resp.Framing() == parser.FramingUntilClose:
+			// Codings that do not end in chunked: the body ends at the
+			// close (RFC 9112 §6.3), for the client too, which is told
+			// the codings.
+			s.te = transferCodings(s.te, &resp.Header)
+			ed.Set("Transfer-Encoding", s.te)
+			s.keepAlive = false
+		case s.http11:
 			s.chunked = true
 			ed.Set("Transfer-Encoding", chunkedValue)
-		} else {
+		default:
 			ed.Remove("Transfer-Encoding")
 			s.keepAlive = false
 		}
@@ -706,7 +789,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		// for a length would eat the next response's bytes.
 		ed.Remove("Content-Length")
 	}
-	ed.Add("Via", viaValue)
+	ed.Add("Via", viaFor(resp.Version()))
 	switch {
 	case !s.keepAlive:
 		ed.Add("Connection", closeValue)

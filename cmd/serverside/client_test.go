@@ -197,7 +197,8 @@ func TestPipelinedMixed(t *testing.T) {
 }
 
 // TestMalformedRequests sends heads the parser rejects: each gets the
-// rule's status and text and a closed connection, and none reaches nginx.
+// rule's status and text, a Date, and a closed connection, and none
+// reaches nginx.
 func TestMalformedRequests(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
@@ -229,6 +230,9 @@ func TestMalformedRequests(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != tc.rule.Status || string(body) != tc.rule.Msg+"\n" || !resp.Close {
 			t.Fatalf("%q: status %d close %v body %q, want %d %q", tc.head, resp.StatusCode, resp.Close, body, tc.rule.Status, tc.rule.Msg)
+		}
+		if _, err := http.ParseTime(resp.Header.Get("Date")); err != nil {
+			t.Fatalf("%q: Date %q: %v", tc.head, resp.Header.Get("Date"), err)
 		}
 	}
 	body, _ := curl(t, "http://"+px+"/small")

@@ -167,7 +167,7 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 	req := &cc.rs.req
 	up := engine.Upstream{Group: cc.p.group}
 	if cc.p.parents {
-		scheme := string(req.Scheme())
+		scheme := strings.ToLower(string(req.Scheme())) // case-insensitive (RFC 9110 §4.2.3)
 		if req.Form() != parser.FormAbsolute || scheme != "http" && scheme != "https" {
 			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// or https:// target")
 			return up, false
@@ -185,6 +185,10 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 			return engine.Upstream{Addr: hostPortScheme(up.HashKey, scheme), TLS: cc.p.cfg.ForwardTLS, Via: parent}, true
 		}
 	} else if req.Form() == parser.FormAbsolute {
+		if scheme := strings.ToLower(string(req.Scheme())); scheme != "http" && scheme != "https" {
+			cc.writeErrorSink(s, 400, "only http:// and https:// targets are supported")
+			return up, false
+		}
 		cc.setOriginForm(ed)
 	} else if !req.Has(parser.HdrHost) {
 		// An HTTP/1.0 request without Host; HTTP/1.1 requires one. The

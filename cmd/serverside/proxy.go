@@ -168,23 +168,25 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	return p, nil
 }
 
-// hostPort adds the default port 80 to an authority without one.
-func hostPort(auth string) string {
-	if _, _, err := net.SplitHostPort(auth); err == nil {
-		return auth
-	}
-	return net.JoinHostPort(auth, "80")
-}
-
 // hostPortScheme adds the scheme's default port (443 for https, else 80)
-// to an authority without one.
+// to an authority without one, or with an empty one ("host:", which RFC
+// 3986 §3.2.3 gives the default port).
 func hostPortScheme(auth, scheme string) string {
+	def := "80"
 	if scheme == "https" {
-		if _, _, err := net.SplitHostPort(auth); err != nil {
-			return net.JoinHostPort(auth, "443")
-		}
+		def = "443"
 	}
-	return hostPort(auth)
+	host, port, err := net.SplitHostPort(auth)
+	switch {
+	case err != nil:
+		if len(auth) > 1 && auth[0] == '[' && auth[len(auth)-1] == ']' {
+			auth = auth[1 : len(auth)-1] // an IPv6 literal: JoinHostPort adds the brackets
+		}
+		return net.JoinHostPort(auth, def)
+	case port == "":
+		return net.JoinHostPort(host, def)
+	}
+	return auth
 }
 
 // resolveTimeout bounds one name lookup.

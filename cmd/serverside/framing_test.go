@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+)
+
+// TestAbsoluteFormTargets: absolute-form targets become valid origin-form
+// ones (RFC 9112 §3.2): a target with a query but no path is sent with
+// the path "/", the scheme is matched without regard to case (RFC 9110
+// §4.2.3), and a reverse proxy refuses schemes other than http and https
+// as the forward proxy does.
+func TestAbsoluteFormTargets(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	rev := startProxy(t, "http://"+ng.Addr())
+	fwd := startProxy(t)
+	cases := []struct {
+		px, req string
+		status  int
+		body    string // "" for any
+	}{
+		{rev, "GET http://" + ng.Addr() + "?x=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n", 404, ""},
+		{fwd, "GET http://" + ng.Addr() + "?y=2 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n", 404, ""},
+		{fwd, "GET HTTP://" + ng.Addr() + "/small?z=3 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n", 200, bench.SmallBody},
+		{rev, "GET ftp://" + ng.Addr() + "/small HTTP/1.1\r\nHost: other\r\n\r\n", 400, "only http:// and https:// targets are supported\n"},
+	}
+	for _, tc := range cases {
+		all := rawExchange(t, tc.px, tc.req, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.req, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != tc.status || tc.body != "" && string(body) != tc.body {
+			t.Fatalf("%q: status %d body %q, want %d %q", tc.req, resp.StatusCode, body, tc.status, tc.body)
+		}
+	}
+	ng.WaitRequests(3, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	reqs := ng.Requests()
+	want := map[string]bool{"/?x=1": true, "/?y=2": true, "/small?z=3": true}
+	if len(reqs) != len(want) {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+	for _, r := range reqs {
+		if !want[r.URI] {
+			t.Fatalf("nginx saw %+v", reqs)
+		}
+	}
+}
+
+// TestOptionsAbsoluteForm: "OPTIONS http://host:port HTTP/1.1" asks about
+// the server, and is forwarded as "OPTIONS * HTTP/1.1" (RFC 9112 §3.2.4).
+func TestOptionsAbsoluteForm(t *testing.T) {
+	bench.CheckLeaks(t)
+	lines := make(chan string, 1)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		lines <- line
+		if _, err := http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader(line), br))); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nAllow: GET\r\nContent-Length: 0\r\n\r\n")
+	})
+	px := startProxy(t)
+	all := rawExchange(t, px, "OPTIONS http://"+origin.Addr()+" HTTP/1.1\r\nHost: "+origin.Addr()+"\r\nConnection: close\r\n\r\n", 20*time.Second)
+	if !strings.HasPrefix(string(all), "HTTP/1.1 200 OK\r\n") {
+		t.Fatalf("reply:\n%s", all)
+	}
+	if got := <-lines; got != "OPTIONS * HTTP/1.1\r\n" {
+		t.Fatalf("origin got request line %q", got)
+	}
+}
+
+// TestRequestTransferCodings: a request body with a transfer coding other
+// than chunked is refused with 501 (RFC 9112 §6.1): the proxy could
+// neither decode it nor declare it to the origin. Nothing reaches nginx.
+func TestRequestTransferCodings(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte("hello"))
+	_ = zw.Close()
+	for _, te := range []string{"gzip, chunked", "deflate,chunked", "gzip\r\nTransfer-Encoding: chunked"} {
+		req := "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + te + "\r\n\r\n" +
+			httpChunk(gz.Bytes()) + "0\r\n\r\n"
+		all := rawExchange(t, px, req, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", te, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 501 || string(body) != "transfer codings other than chunked are not supported\n" || !resp.Close {
+			t.Fatalf("%q: status %d close %v body %q", te, resp.StatusCode, resp.Close, body)
+		}
+	}
+	// Chunked alone, in any case, is relayed.
+	all := rawExchange(t, px, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 20*time.Second)
+	if !strings.HasPrefix(string(all), "HTTP/1.1 200 ") || !strings.HasSuffix(string(all), "\r\n\r\n5\n") {
+		t.Fatalf("chunked reply:\n%s", all)
+	}
+	ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	if reqs := ng.Requests(); len(reqs) != 1 || reqs[0].URI != "/echo" || reqs[0].Status != 200 {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
+
+// httpChunk frames p as one chunk.
+func httpChunk(p []byte) string {
+	var b strings.Builder
+	w := httputil.NewChunkedWriter(&b)
+	_, _ = w.Write(p)
+	return b.String()
+}
+
+// TestResponseTransferCodings: a response whose transfer codings include
+// more than chunked reaches the client with those codings declared, so
+// it can undo them: "gzip, chunked" stays as it is (the bytes are
+// re-chunked, the connection kept), and "gzip" alone ends at the close
+// (RFC 9112 §6.1, §6.3).
+func TestResponseTransferCodings(t *testing.T) {
+	bench.CheckLeaks(t)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte("hello gzip"))
+	_ = zw.Close()
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/chunked":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"+httpChunk(gz.Bytes())+"0\r\n\r\n")
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"+gz.String())
+				return
+			}
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: a\r\n\r\nGET /close HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	// net/http does not take transfer codings other than chunked: read
+	// the heads with textproto rules by hand.
+	head := func() (string, map[string]string) {
+		t.Helper()
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := map[string]string{}
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l == "\r\n" {
+				return line, fields
+			}
+			k, v, _ := strings.Cut(strings.TrimRight(l, "\r\n"), ":")
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	gunzip := func(p []byte) string {
+		t.Helper()
+		zr, err := gzip.NewReader(bytes.NewReader(p))
+		if err != nil {
+			t.Fatalf("%v: %q", err, p)
+		}
+		out, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+
+	line, f := head()
+	if line != "HTTP/1.1 200 OK\r\n" || f["Transfer-Encoding"] != "gzip, chunked" || f["Connection"] != "" {
+		t.Fatalf("first: %q %v", line, f)
+	}
+	data, err := io.ReadAll(httputil.NewChunkedReader(br))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.Discard(2); err != nil { // the CRLF after the last chunk
+		t.Fatal(err)
+	}
+	if got := gunzip(data); got != "hello gzip" {
+		t.Fatalf("first body %q", got)
+	}
+
+	line, f = head()
+	if line != "HTTP/1.1 200 OK\r\n" || f["Transfer-Encoding"] != "gzip" || f["Connection"] != "close" {
+		t.Fatalf("second: %q %v", line, f)
+	}
+	data, err = io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := gunzip(data); got != "hello gzip" {
+		t.Fatalf("second body %q", got)
+	}
+}
+
+// TestViaReceivedProtocol: the Via entry the proxy adds names the version
+// the message was received in (RFC 9110 §7.6.3): "1.0 serverside" on the
+// request of an HTTP/1.0 client and on the response of an HTTP/1.0
+// origin, "1.1 serverside" otherwise.
+func TestViaReceivedProtocol(t *testing.T) {
+	bench.CheckLeaks(t)
+	vias := make(chan string, 4)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			vias <- req.Header.Get("Via")
+			if req.URL.Path == "/10" {
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	cases := []struct{ req, reqVia, respVia string }{
+		{"GET /11 HTTP/1.0\r\n\r\n", "1.0 serverside", "1.1 serverside"},
+		{"GET /10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 serverside", "1.0 serverside"},
+		{"GET /11 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 serverside", "1.1 serverside"},
+	}
+	for _, tc := range cases {
+		all := rawExchange(t, px, tc.req, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.req, err, all)
+		}
+		if got := <-vias; got != tc.reqVia {
+			t.Fatalf("%q: origin got Via %q, want %q", tc.req, got, tc.reqVia)
+		}
+		if got := resp.Header.Get("Via"); resp.StatusCode != 200 || got != tc.respVia {
+			t.Fatalf("%q: status %d Via %q, want %q", tc.req, resp.StatusCode, got, tc.respVia)
+		}
+	}
+}
+
+// TestHostPortScheme: the address dialled for an authority takes the
+// scheme's default port when the port is absent or empty (RFC 3986
+// §3.2.3: "http://host:/" is "http://host/").
+func TestHostPortScheme(t *testing.T) {
+	cases := []struct{ auth, scheme, want string }{
+		{"example.com", "http", "example.com:80"},
+		{"example.com:", "http", "example.com:80"},
+		{"example.com:", "https", "example.com:443"},
+		{"example.com", "https", "example.com:443"},
+		{"example.com:8080", "https", "example.com:8080"},
+		{"127.0.0.1:", "http", "127.0.0.1:80"},
+		{"[::1]:", "https", "[::1]:443"},
+		{"[::1]", "http", "[::1]:80"},
+		{"[::1]:81", "http", "[::1]:81"},
+	}
+	for _, tc := range cases {
+		if got := hostPortScheme(tc.auth, tc.scheme); got != tc.want {
+			t.Errorf("hostPortScheme(%q, %q) = %q, want %q", tc.auth, tc.scheme, got, tc.want)
+		}
+	}
+}
