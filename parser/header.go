@@ -200,16 +200,30 @@ func (h *Header) parseHead(buf []byte) (int, error) {
 	max := h.Opts.maxHead()
 	for {
 		i := bytes.IndexByte(buf[h.pos:], '\n')
-		if i < 0 {
-			if len(buf) > max {
+		if i < 0 || h.pos+i >= max {
+			// No line end (within the limit) yet. A request line whose
+			// method already went wrong is refused now, also when the
+			// line is too long, so that the error does not depend on how
+			// the bytes were split.
+			startLine := h.state == StateStartLine && h.kind == kindRequest
+			if startLine {
+				if err := h.partialMethod(buf[:min(len(buf), max)]); err != nil {
+					return 0, err
+				}
+			}
+			if i >= 0 || len(buf) > max {
 				return 0, h.tooLarge(max)
 			}
 			h.pos = len(buf)
 			return 0, ErrNeedMore
 		}
 		lf := h.pos + i
-		if lf >= max {
-			return 0, h.tooLarge(max)
+		if h.state == StateStartLine && h.kind == kindRequest {
+			// The method's errors come first, as when the line arrives
+			// in pieces (see above).
+			if err := h.partialMethod(buf[:lf]); err != nil {
+				return 0, err
+			}
 		}
 		h.pos = lf + 1
 		end := lf
@@ -457,3 +471,24 @@ func (h *Header) reblank() {
 }
 
 func (h *Header) foldPolicyRejects() bool { return h.Opts.RejectObsFold || h.kind == kindRequest }
+
+// partialMethod rejects a request line whose method already shows a byte
+// no method may hold, without waiting for the line's end: bytes that are
+// not HTTP at all (a TLS ClientHello sent to a plain port, say) have no
+// line end to wait for, and would otherwise be answered only at the
+// header timeout. It reports the error requestLine would report for the
+// whole line; a CR may still be the start of the line's end, so it waits.
+func (h *Header) partialMethod(buf []byte) error {
+	s := h.line
+	if s >= len(buf) {
+		return nil
+	}
+	m := scanToken(buf, s, len(buf))
+	if m == len(buf) || buf[m] == ' ' || buf[m] == '\r' {
+		return nil
+	}
+	if m == s {
+		return h.fail(ErrBadRequestLine, m)
+	}
+	return h.fail(ErrBadMethod, m)
+}

@@ -377,3 +377,43 @@ func splitFieldsOf(head string) []string {
 	}
 	return lines[1:]
 }
+
+// TestRequestLineRejectedBeforeItsEnd: bytes that cannot begin a request
+// line are refused as they arrive, with the error the whole line would
+// give, without waiting for a line end that may never come (a TLS
+// ClientHello sent to a plain HTTP port has none). A CR may still start
+// the line's end, so it waits.
+func TestRequestLineRejectedBeforeItsEnd(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want error // nil: ErrNeedMore
+		off  int
+	}{
+		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", ErrBadRequestLine, 0},
+		{"GE\x00", ErrBadMethod, 2},
+		{"\r\n\r\nG(", ErrBadMethod, 5},
+		{"GET", nil, 0},
+		{"GET /x", nil, 0},
+		{"GET\r", nil, 0},
+		{"\r\n\r", nil, 0},
+		{"", nil, 0},
+	} {
+		var r Request
+		_, err := r.Parse([]byte(tc.in))
+		if tc.want == nil {
+			if err != ErrNeedMore {
+				t.Errorf("%q: %v, want ErrNeedMore", tc.in, err)
+			}
+			continue
+		}
+		var se *SyntaxError
+		if !errors.Is(err, tc.want) || !errors.As(err, &se) || se.Offset != tc.off {
+			t.Errorf("%q: %v, want %v at %d", tc.in, err, tc.want, tc.off)
+		}
+		// The whole line, when it comes, gives the same error.
+		var whole Request
+		if _, werr := whole.Parse([]byte(tc.in + " / HTTP/1.1\r\nHost: x\r\n\r\n")); !errors.Is(werr, tc.want) {
+			t.Errorf("%q as a whole line: %v, want %v", tc.in, werr, tc.want)
+		}
+	}
+}

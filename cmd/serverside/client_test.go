@@ -217,6 +217,9 @@ func TestMalformedRequests(t *testing.T) {
 		{"GET / HTTP/2.0\r\nHost: a\r\n\r\n", parser.Rule(parser.ErrVersionNotHTTP1)},
 		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", parser.Rule(parser.ErrTENotChunked)},
 		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo, chunked\r\n\r\n", parser.Rule(parser.ErrUnknownTE)},
+		// A TLS ClientHello on the plain port: no line end will come,
+		// and the answer must not wait for the header timeout.
+		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x8a\x11", parser.Rule(parser.ErrBadRequestLine)},
 	}
 	for _, tc := range cases {
 		if tc.rule == nil {
