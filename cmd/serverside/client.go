@@ -317,6 +317,11 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed := &cc.rs.edits
 	ed.Reset()
 	ed.StripHopByHop = true
+	if m := req.MethodID(); m == parser.MethodTrace || m == parser.MethodOptions {
+		if done, keep := cc.maxForwards(s, ed, hasBody); done {
+			return keep
+		}
+	}
 	up, ok := cc.route(s, ed)
 	if !ok {
 		return false

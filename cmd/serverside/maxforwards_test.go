@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+)
+
+// TRACE and OPTIONS with Max-Forwards: 0 are answered by the proxy as
+// their final recipient and never reach the origin (RFC 9110 §7.6.2);
+// TRACE reflects the request less its credentials and cookies (§9.3.8);
+// the connection stays open for the next request.
+func TestMaxForwardsZeroAnsweredHere(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	all := rawExchange(t, px,
+		"OPTIONS * HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n"+
+			"TRACE /t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nAuthorization: Basic eDp5\r\nCookie: s=1\r\nX-A: 1\r\n\r\n"+
+			"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 20*time.Second)
+	br := bufio.NewReader(bytes.NewReader(all))
+	for i, want := range []struct {
+		ctype, body string
+	}{
+		{"", ""},
+		{"message/http", "TRACE /t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nX-A: 1\r\n\r\n"},
+		{"text/plain", bench.SmallBody},
+	} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v\n%s", i, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != want.body || !strings.HasPrefix(resp.Header.Get("Content-Type"), want.ctype) {
+			t.Fatalf("response %d: %d %q %q, want 200 %q %q", i, resp.StatusCode, resp.Header.Get("Content-Type"), body, want.ctype, want.body)
+		}
+		if i < 2 && resp.Close {
+			t.Fatalf("response %d closes the connection", i)
+		}
+	}
+	ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	if reqs := ng.Requests(); len(reqs) != 1 || reqs[0].URI != "/small" {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
+
+// Above 0, Max-Forwards goes on one lower; other methods and requests
+// without it pass unchanged. A fake origin that reports the field it got.
+func TestMaxForwardsDecremented(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			h, err := bench.ReadHead(br)
+			if err != nil {
+				return
+			}
+			got := "none"
+			for _, l := range h {
+				if v, ok := strings.CutPrefix(l, "Max-Forwards: "); ok {
+					got = v
+				}
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(got))+"\r\n\r\n"+got)
+		}
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	for _, tc := range []struct{ req, want string }{
+		{"OPTIONS /o HTTP/1.1\r\nHost: x\r\nMax-Forwards: 3\r\nConnection: close\r\n\r\n", "2"},
+		{"TRACE /t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 1\r\nConnection: close\r\n\r\n", "0"},
+		{"GET /g HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n", "0"},
+		{"OPTIONS /o HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "none"},
+	} {
+		out := string(rawExchange(t, px, tc.req, 10*time.Second))
+		if !strings.HasPrefix(out, "HTTP/1.1 200 ") || !strings.HasSuffix(out, "\r\n\r\n"+tc.want) {
+			t.Fatalf("%q: got %q, want the origin to see %q", tc.req, out, tc.want)
+		}
+	}
+}
