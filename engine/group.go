@@ -82,7 +82,8 @@ type Peer struct {
 //
 // Passive checking watches real requests: MaxFails consecutive connect
 // failures or protocol errors mark a peer down for Backoff, doubled after
-// each failed probe up to MaxBackoff. When the back-off has passed, one
+// each failed probe up to MaxBackoff; not the only peer of a group, which
+// keeps taking requests. When the back-off has passed, one
 // request is let through as a probe: its success brings the peer up, its
 // failure doubles the back-off. A down peer takes no other requests.
 //
@@ -458,7 +459,10 @@ func (g *group) report(p *peer, probe bool, o outcome, active bool, log func(str
 		case !p.up && (probe || active):
 			p.backoff = min(2*p.backoff, g.hc.MaxBackoff)
 			p.retryAt = time.Now().Add(p.backoff)
-		case p.up && (active || (g.hc.MaxFails > 0 && p.fails >= g.hc.MaxFails)):
+		case p.up && (active || (g.hc.MaxFails > 0 && p.fails >= g.hc.MaxFails && len(g.peers) > 1)):
+			// A lone peer is not marked down by passive checks (nginx
+			// does the same): with nowhere else to send requests, that
+			// would only turn its errors into ErrNoPeer for everyone.
 			p.up = false
 			p.backoff = g.hc.Backoff
 			p.retryAt = time.Now().Add(p.backoff)

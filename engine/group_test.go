@@ -207,10 +207,15 @@ func TestGroupPassiveDownThenProbe(t *testing.T) {
 		}
 	})
 	const backoff = 100 * time.Millisecond
+	// A second peer, drained: o is not the group's only peer (a lone peer
+	// is never marked down passively), yet it takes every request.
 	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
-		Peers:  []Peer{{Name: "o", Addr: o.addr()}},
+		Peers:  []Peer{{Name: "o", Addr: o.addr()}, {Name: "spare", Addr: "127.0.0.1:1"}},
 		Health: Health{MaxFails: 2, Backoff: backoff, MaxBackoff: time.Hour},
 	}}})
+	if err := e.DrainPeer("g", "spare"); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 2; i++ {
 		_, _, err := do(t, e, groupGet(t, "g", "/"))
 		if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseProtocol {
@@ -238,6 +243,45 @@ func TestGroupPassiveDownThenProbe(t *testing.T) {
 	}
 	if p := peerStats(t, e, "g", "o"); p.State != PeerUp || p.Downs != 1 || p.Failures != 3 {
 		t.Fatalf("after a good probe: %+v", p)
+	}
+}
+
+// TestGroupLonePeerStaysUp: the only peer of a group is not marked down
+// by passive checks, however many of its responses are malformed: each
+// request gets its own error, and the first good response comes through
+// (nginx ignores max_fails for a lone server too).
+func TestGroupLonePeerStaysUp(t *testing.T) {
+	checkLeaks(t)
+	var broken atomic.Bool
+	broken.Store(true)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			if broken.Load() {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "o", Addr: o.addr()}},
+		Health: Health{MaxFails: 2, Backoff: time.Hour},
+	}}})
+	for i := 0; i < 5; i++ {
+		_, _, err := do(t, e, groupGet(t, "g", "/"))
+		if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseProtocol {
+			t.Fatalf("request %d: %v, want a protocol error", i, err)
+		}
+	}
+	broken.Store(false)
+	if st, _, err := do(t, e, groupGet(t, "g", "/")); err != nil || st != 200 {
+		t.Fatalf("after the origin was fixed: %d %v", st, err)
+	}
+	if p := peerStats(t, e, "g", "o"); p.State != PeerUp || p.Downs != 0 || p.Failures != 5 {
+		t.Fatalf("peer %+v", p)
 	}
 }
 
