@@ -57,6 +57,7 @@ type Conn struct {
 	last     Outcome
 	noReuse  bool     // this exchange left the connection unusable
 	wfail    bool     // a write of this exchange failed on the socket
+	interims int      // interim responses of this exchange so far
 	np       npSource // the body source while on netpoll
 	closeFn  func()   // closes c; the context watch's function, made once
 }

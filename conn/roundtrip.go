@@ -20,6 +20,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
 	}
 	c.wfail = false
+	c.interims = 0
 	resp := &c.resp
 	resp.Reset()
 	m := ex.Head.MethodID()
@@ -201,9 +202,17 @@ func (c *Conn) readFinalHead(deadline time.Time, sink Sink) (int, error) {
 	}
 }
 
+// maxInterim bounds the interim responses before one final response: a
+// real server sends a few (100, 102, 103); an endless stream of them is an
+// origin gone wrong, not one to follow until the header timeout.
+const maxInterim = 64
+
 // interim hands the interim response just parsed (head length hl) to a
 // sink that takes them (InterimSink), then skips it.
 func (c *Conn) interim(hl int, sink Sink) error {
+	if c.interims++; c.interims > maxInterim {
+		return c.fail(PhaseProtocol, fmt.Errorf("%w: more than %d", ErrTooManyInterim, maxInterim))
+	}
 	if is, ok := sink.(InterimSink); ok {
 		c.sinkCall(true)
 		err := is.OnInterim(&c.resp)

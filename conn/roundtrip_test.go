@@ -665,3 +665,34 @@ func TestInterimToSink(t *testing.T) {
 		t.Fatal("not reusable after interim responses")
 	}
 }
+
+// TestTooManyInterim: an origin that sends interim responses without end
+// gets a protocol error after 64 of them, not a wait until the header
+// timeout; a few are fine.
+func TestTooManyInterim(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		h, err := readHead(br)
+		if err != nil {
+			return
+		}
+		n := 1000
+		if strings.Contains(h[0], "/few") {
+			n = 64
+		}
+		io.WriteString(c, strings.Repeat("HTTP/1.1 102 Processing\r\n\r\n", n)+"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	s := &sink{}
+	ex := &Exchange{Head: request(t, "GET /few HTTP/1.1\r\nHost: o\r\n\r\n"), Config: Config{ResponseHeaderTimeout: time.Minute}}
+	if _, err := c.RoundTrip(context.Background(), ex, s); err != nil || s.status != 200 {
+		t.Fatalf("64 interim responses: %d %v", s.status, err)
+	}
+	c2 := dial(t, o.addr())
+	ex = &Exchange{Head: request(t, getReq), Config: Config{ResponseHeaderTimeout: time.Minute}}
+	_, err := c2.RoundTrip(context.Background(), ex, &sink{})
+	if e := AsError(err); e == nil || e.Phase != PhaseProtocol || !errors.Is(err, ErrTooManyInterim) || c2.Reusable() {
+		t.Fatalf("1000 interim responses: %v", err)
+	}
+}
