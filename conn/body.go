@@ -69,7 +69,12 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 		}
 		if err != nil {
 			if fr == parser.FramingUntilClose && errors.Is(err, ErrUnexpectedEOF) {
-				return nil // the close ends the body
+				// The close ends the body, unless it was a reset: then the
+				// body was cut short, and nothing says how much is missing.
+				if onNetpoll && c.peerReset() {
+					return c.fail(PhaseBody, fmt.Errorf("%w: body delimited by the close", ErrPeerReset))
+				}
+				return nil
 			}
 			if e := AsError(err); e != nil {
 				return e
@@ -275,4 +280,28 @@ func (c *Conn) detach(timeout time.Duration) (*goSource, error) {
 	s.gc = gc
 	c.last.Detached = true
 	return s, nil
+}
+
+// tcpClose is Linux's TCP_CLOSE socket state.
+const tcpClose = 7
+
+// peerReset reports a netpoll connection that its peer reset (RST) rather
+// than closed (FIN). netpoll reports both as the same "peer close"; the
+// socket's TCP state tells them apart while the fd is still ours (netpoll
+// leaves a dialled connection's fd open until we close it): CLOSE after a
+// reset, CLOSE_WAIT after a FIN, since our side has not closed yet. The
+// first byte of struct tcp_info is that state. (Go net reports a reset as
+// ECONNRESET by itself.)
+func (c *Conn) peerReset() bool {
+	d, ok := c.nc.(detacher)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.detached.Load() {
+		return false // the fd may be another connection's by now
+	}
+	v, err := syscall.GetsockoptInt(d.Fd(), syscall.IPPROTO_TCP, syscall.TCP_INFO)
+	return err == nil && v&0xff == tcpClose
 }

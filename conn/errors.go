@@ -94,6 +94,9 @@ var (
 	// ErrUnrequestedSwitch reports a 101 Switching Protocols to a request
 	// whose forwarded head offered no Upgrade (RFC 9110 §7.8, §15.2.2).
 	ErrUnrequestedSwitch = errors.New("conn: 101 Switching Protocols to a request that offered no upgrade")
+	// ErrPeerReset reports an upstream connection reset (RST) by the peer
+	// where only an orderly close would have ended the response.
+	ErrPeerReset = errors.New("conn: connection reset by the upstream")
 	// ErrTooManyInterim reports an origin that sent more interim (1xx)
 	// responses before a final one than any server needs to.
 	ErrTooManyInterim = errors.New("conn: too many interim responses")

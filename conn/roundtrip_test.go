@@ -696,3 +696,43 @@ func TestTooManyInterim(t *testing.T) {
 		t.Fatalf("1000 interim responses: %v", err)
 	}
 }
+
+// TestUntilCloseBodyReset: a body delimited by the close ends cleanly on
+// a FIN, but a reset (RST) cuts it short and is an error, on netpoll (which
+// reports both as one "peer close") as on Go net.
+func TestUntilCloseBodyReset(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		h, err := readHead(br)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\npartial body")
+		time.Sleep(50 * time.Millisecond) // the bytes arrive before the close
+		if strings.Contains(h[0], "/rst") {
+			_ = c.(*net.TCPConn).SetLinger(0) // close with RST
+		}
+		c.Close()
+	})
+	for _, tc := range []struct {
+		path  string
+		reset bool
+	}{{"/fin", false}, {"/rst", true}} {
+		c := dial(t, o.addr())
+		s := &sink{keep: true}
+		_, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, "GET "+tc.path+" HTTP/1.1\r\nHost: o\r\n\r\n")}, s)
+		if string(s.body) != "partial body" {
+			t.Fatalf("%s: body %q", tc.path, s.body)
+		}
+		if tc.reset {
+			if e := AsError(err); e == nil || e.Phase != PhaseBody || !errors.Is(err, ErrPeerReset) {
+				t.Fatalf("%s: %v, want ErrPeerReset", tc.path, err)
+			}
+		} else if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		if c.Reusable() {
+			t.Fatalf("%s: reusable after a body delimited by the close", tc.path)
+		}
+	}
+}
