@@ -30,6 +30,11 @@ type Response struct {
 // Do sends req and returns once the response head arrived. The body
 // streams through Response.Body, bound to ctx.
 func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
+	return e.do(ctx, req, nil)
+}
+
+// do is Do, with interim (when set) taking the interim responses.
+func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Response) error) (*Response, error) {
 	// The body pipe must also give up when the engine closes, even if the
 	// caller never reads or closes the body.
 	ctx, cancel := context.WithCancel(ctx)
@@ -38,7 +43,11 @@ func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
 		stop()
 		cancel()
 	}}
-	if err := e.Send(ctx, req, s); err != nil {
+	var sink Sink = s
+	if interim != nil {
+		sink = interimDoSink{s, interim}
+	}
+	if err := e.Send(ctx, req, sink); err != nil {
 		s.cancel()
 		return nil, err
 	}
@@ -94,6 +103,14 @@ func (s *doSink) OnHead(r *parser.Response) error {
 		Header: h, ContentLength: cl, Body: s.pipe}}
 	return nil
 }
+
+// interimDoSink is a doSink that also takes the interim responses.
+type interimDoSink struct {
+	*doSink
+	interim func(*parser.Response) error
+}
+
+func (s interimDoSink) OnInterim(r *parser.Response) error { return s.interim(r) }
 
 func (s *doSink) OnBody(p []byte) error { return s.pipe.write(p) }
 

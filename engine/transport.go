@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -19,7 +22,9 @@ import (
 // when absent; 443 for https). https:// URLs are verified against the
 // system roots, with the URL's host as the server name; TransportTLS takes
 // other TLS settings. The response body streams with backpressure; closing
-// it early closes the connection.
+// it early closes the connection. Interim (1xx) responses go to the
+// request's httptrace hooks (Got100Continue, Got1xxResponse), as with
+// net/http's Transport: that is how httputil.ReverseProxy forwards them.
 func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
 // TransportTLS is Transport with cfg for https:// URLs.
@@ -102,7 +107,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	if hr.GetBody != nil {
 		req.GetBody = func() (io.Reader, error) { return hr.GetBody() }
 	}
-	resp, err := t.e.Do(hr.Context(), req)
+	resp, err := t.e.do(hr.Context(), req, interimTrace(hr.Context()))
 	if err != nil {
 		closeBody()
 		return nil, err
@@ -118,6 +123,30 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		Body:          &respBody{ReadCloser: resp.Body, closeReq: closeBody},
 		Request:       hr,
 	}, nil
+}
+
+// interimTrace returns what hands interim responses to the request's
+// httptrace hooks, as net/http's Transport does (Got100Continue for a 100,
+// then Got1xxResponse), or nil when it has none: httputil.ReverseProxy
+// forwards interim responses to its client from Got1xxResponse.
+func interimTrace(ctx context.Context) func(*parser.Response) error {
+	trace := httptrace.ContextClientTrace(ctx)
+	if trace == nil || trace.Got100Continue == nil && trace.Got1xxResponse == nil {
+		return nil
+	}
+	return func(r *parser.Response) error {
+		if r.Status() == 100 && trace.Got100Continue != nil {
+			trace.Got100Continue()
+		}
+		if trace.Got1xxResponse == nil {
+			return nil
+		}
+		h := make(textproto.MIMEHeader, r.Len())
+		for i := 0; i < r.Len(); i++ {
+			h.Add(string(r.Name(i)), string(r.Value(i)))
+		}
+		return trace.Got1xxResponse(r.Status(), h)
+	}
 }
 
 // respBody closes the request body along with the response body, as the
