@@ -28,6 +28,10 @@ var (
 	// it: every peer is down (and not yet due for a probe) or draining, or
 	// a peer name that is not in the group. Nothing was sent.
 	ErrNoPeer = errors.New("engine: no peer available")
+	// ErrBadConfig reports a Config or GroupConfig that New or SetGroup
+	// refused: a value with no meaning, such as a negative count or
+	// duration where none is documented, or a peer address without a port.
+	ErrBadConfig = errors.New("engine: invalid config")
 	// ErrBadRequest reports a Request the engine cannot send (no parsed
 	// head, no upstream address); nothing was sent.
 	ErrBadRequest = errors.New("engine: invalid request")
@@ -147,6 +151,9 @@ type Engine struct {
 
 // New starts an engine.
 func New(cfg Config) (*Engine, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.normalized()
 	if n := runtime.GOMAXPROCS(0); n < 2 {
 		cfg.Logger.Warn("engine: GOMAXPROCS below 2; netpoll's poller stalls the process, set GOMAXPROCS>=2", "gomaxprocs", n)
