@@ -73,7 +73,9 @@ type Request struct {
 	Upstream
 	// Head is the parsed request head, Edits (optional) how the forwarded
 	// head differs. The engine only reads Edits (it adds the body framing
-	// to a copy), so one Edits may serve many requests, also at once.
+	// to a copy), so one Edits may serve many requests, also at once. A
+	// framing field (Content-Length, Transfer-Encoding) set in Edits is
+	// replaced by the framing of Body and ContentLength.
 	Head  *parser.Request
 	Edits *parser.Edits
 	// Body is the request body, nil for none; ContentLength its length, or

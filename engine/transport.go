@@ -25,6 +25,10 @@ import (
 // it early closes the connection. Interim (1xx) responses go to the
 // request's httptrace hooks (Got100Continue, Got1xxResponse), as with
 // net/http's Transport: that is how httputil.ReverseProxy forwards them.
+// Not supported: protocol upgrades (a 101's Body is not writable, so
+// httputil.ReverseProxy answers 502), and trailers (Request.Trailer is not
+// sent; a chunked response's trailer fields are dropped, as RFC 9112 §7.1.2
+// allows, and Response.Trailer stays empty).
 func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
 // TransportTLS is Transport with cfg for https:// URLs.
