@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/serverside-go/serverside/parser"
 )
@@ -44,8 +45,10 @@ func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Resp
 		cancel()
 	}}
 	var sink Sink = s
+	var is *interimDoSink
 	if interim != nil {
-		sink = interimDoSink{s, interim}
+		is = &interimDoSink{doSink: s, interim: interim}
+		sink = is
 	}
 	if err := e.Send(ctx, req, sink); err != nil {
 		s.cancel()
@@ -60,6 +63,9 @@ func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Resp
 		case r = <-s.head:
 		default:
 			_ = s.pipe.Close()
+			if is != nil {
+				is.abandon()
+			}
 			return nil, ctx.Err()
 		}
 	}
@@ -104,13 +110,32 @@ func (s *doSink) OnHead(r *parser.Response) error {
 	return nil
 }
 
-// interimDoSink is a doSink that also takes the interim responses.
+// interimDoSink is a doSink that also takes the interim responses, but
+// never once do has returned without a head: the caller of a RoundTrip
+// that failed (an httputil.ReverseProxy handler that wrote its 502 and
+// returned, say) must not be called back.
 type interimDoSink struct {
 	*doSink
 	interim func(*parser.Response) error
+	mu      sync.Mutex
+	gone    bool
 }
 
-func (s interimDoSink) OnInterim(r *parser.Response) error { return s.interim(r) }
+func (s *interimDoSink) OnInterim(r *parser.Response) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return s.pipe.ctx.Err() // do returned because it ended
+	}
+	return s.interim(r)
+}
+
+// abandon waits out a call in progress and stops later ones.
+func (s *interimDoSink) abandon() {
+	s.mu.Lock()
+	s.gone = true
+	s.mu.Unlock()
+}
 
 func (s *doSink) OnBody(p []byte) error { return s.pipe.write(p) }
 
