@@ -133,6 +133,9 @@ type Engine struct {
 	tls    tlsState
 	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
 	defaultTLS *TLS
+	// urlTLSs holds Transport's TLS settings with the URL's host as the
+	// server name (see urlTLS).
+	urlTLSs sync.Map // urlTLSKey -> *TLS
 	// goNet dials plain-TCP upstreams on Go net (Config.GoNetIO).
 	goNet *upstreamDialer
 	// sessions maps the pin key of each live pinned session to its pool

@@ -31,7 +31,8 @@ import (
 // allows, and Response.Trailer stays empty).
 func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
-// TransportTLS is Transport with cfg for https:// URLs.
+// TransportTLS is Transport with cfg for https:// URLs; an empty
+// cfg.ServerName takes the URL's host, not the Host field.
 func (e *Engine) TransportTLS(cfg *TLS) http.RoundTripper { return transport{e: e, tls: cfg} }
 
 type transport struct {
@@ -55,7 +56,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	port := "80"
 	var tlsCfg *TLS
 	if hr.URL.Scheme == "https" {
-		port, tlsCfg = "443", t.tls
+		port, tlsCfg = "443", t.e.urlTLS(t.tls, hr.URL.Hostname())
 	}
 	addr := hr.URL.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -127,6 +128,33 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		Body:          &respBody{ReadCloser: resp.Body, closeReq: closeBody},
 		Request:       hr,
 	}, nil
+}
+
+// urlTLSKey names the copy of a Transport's TLS settings that verifies one
+// URL host.
+type urlTLSKey struct {
+	base *TLS
+	host string
+}
+
+// urlTLS returns base with ServerName set to host, the URL's host, when
+// base leaves it empty: the Host field (the request's authority, which an
+// Upstream's TLS would take) may be another name, such as the client's that
+// httputil.ReverseProxy forwards, and net/http verifies the URL's host.
+// The copies are kept, one per base and host, because the engine caches
+// what it derives from a *TLS by pointer.
+func (e *Engine) urlTLS(base *TLS, host string) *TLS {
+	if base.ServerName != "" {
+		return base
+	}
+	k := urlTLSKey{base, strings.TrimSuffix(host, ".")}
+	if v, ok := e.urlTLSs.Load(k); ok {
+		return v.(*TLS)
+	}
+	c := *base
+	c.ServerName = k.host
+	v, _ := e.urlTLSs.LoadOrStore(k, &c)
+	return v.(*TLS)
 }
 
 // interimTrace returns what hands interim responses to the request's
