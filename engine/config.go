@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime"
 	"time"
@@ -24,7 +25,9 @@ const (
 )
 
 // Config configures an Engine. The zero value of every field selects the
-// documented default; Config is read once, by New.
+// documented default; a negative count or duration is refused by New
+// (ErrBadConfig) unless its field gives it a meaning. Config is read once,
+// by New.
 type Config struct {
 	// Shards is the number of event-loop shards. Default GOMAXPROCS.
 	Shards int
@@ -95,6 +98,32 @@ type Config struct {
 	// PinnedIdleTimeout ends a pinned session idle this long. Default
 	// IdleTimeout.
 	PinnedIdleTimeout time.Duration
+}
+
+// validate refuses the values that have no meaning: negative counts and
+// durations, but for the fields whose documentation gives negative one.
+func (c Config) validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"Shards", int64(c.Shards)},
+		{"IdleTimeout", int64(c.IdleTimeout)},
+		{"ConnectTimeout", int64(c.ConnectTimeout)},
+		{"TLSHandshakeTimeout", int64(c.TLSHandshakeTimeout)},
+		{"ResponseHeaderTimeout", int64(c.ResponseHeaderTimeout)},
+		{"ExpectContinueTimeout", int64(c.ExpectContinueTimeout)},
+		{"MaxConnsPerUpstream", int64(c.MaxConnsPerUpstream)},
+		{"MaxPending", int64(c.MaxPending)},
+		{"PendingTimeout", int64(c.PendingTimeout)},
+		{"BodyHighWater", int64(c.BodyHighWater)},
+		{"PinnedIdleTimeout", int64(c.PinnedIdleTimeout)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s is negative", ErrBadConfig, f.name)
+		}
+	}
+	return nil
 }
 
 func (c Config) normalized() Config {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/serverside-go/serverside/parser"
 )
@@ -30,6 +31,11 @@ type Response struct {
 // Do sends req and returns once the response head arrived. The body
 // streams through Response.Body, bound to ctx.
 func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
+	return e.do(ctx, req, nil)
+}
+
+// do is Do, with interim (when set) taking the interim responses.
+func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Response) error) (*Response, error) {
 	// The body pipe must also give up when the engine closes, even if the
 	// caller never reads or closes the body.
 	ctx, cancel := context.WithCancel(ctx)
@@ -38,7 +44,13 @@ func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
 		stop()
 		cancel()
 	}}
-	if err := e.Send(ctx, req, s); err != nil {
+	var sink Sink = s
+	var is *interimDoSink
+	if interim != nil {
+		is = &interimDoSink{doSink: s, interim: interim}
+		sink = is
+	}
+	if err := e.Send(ctx, req, sink); err != nil {
 		s.cancel()
 		return nil, err
 	}
@@ -51,6 +63,9 @@ func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
 		case r = <-s.head:
 		default:
 			_ = s.pipe.Close()
+			if is != nil {
+				is.abandon()
+			}
 			return nil, ctx.Err()
 		}
 	}
@@ -93,6 +108,33 @@ func (s *doSink) OnHead(r *parser.Response) error {
 	s.head <- headResult{resp: &Response{Status: r.Status(), Reason: string(r.Reason()), Version: r.Version(),
 		Header: h, ContentLength: cl, Body: s.pipe}}
 	return nil
+}
+
+// interimDoSink is a doSink that also takes the interim responses, but
+// never once do has returned without a head: the caller of a RoundTrip
+// that failed (an httputil.ReverseProxy handler that wrote its 502 and
+// returned, say) must not be called back.
+type interimDoSink struct {
+	*doSink
+	interim func(*parser.Response) error
+	mu      sync.Mutex
+	gone    bool
+}
+
+func (s *interimDoSink) OnInterim(r *parser.Response) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return s.pipe.ctx.Err() // do returned because it ended
+	}
+	return s.interim(r)
+}
+
+// abandon waits out a call in progress and stops later ones.
+func (s *interimDoSink) abandon() {
+	s.mu.Lock()
+	s.gone = true
+	s.mu.Unlock()
 }
 
 func (s *doSink) OnBody(p []byte) error { return s.pipe.write(p) }

@@ -28,6 +28,10 @@ var (
 	// it: every peer is down (and not yet due for a probe) or draining, or
 	// a peer name that is not in the group. Nothing was sent.
 	ErrNoPeer = errors.New("engine: no peer available")
+	// ErrBadConfig reports a Config or GroupConfig that New or SetGroup
+	// refused: a value with no meaning, such as a negative count or
+	// duration where none is documented, or a peer address without a port.
+	ErrBadConfig = errors.New("engine: invalid config")
 	// ErrBadRequest reports a Request the engine cannot send (no parsed
 	// head, no upstream address); nothing was sent.
 	ErrBadRequest = errors.New("engine: invalid request")
@@ -69,7 +73,9 @@ type Request struct {
 	Upstream
 	// Head is the parsed request head, Edits (optional) how the forwarded
 	// head differs. The engine only reads Edits (it adds the body framing
-	// to a copy), so one Edits may serve many requests, also at once.
+	// to a copy), so one Edits may serve many requests, also at once. A
+	// framing field (Content-Length, Transfer-Encoding) set in Edits is
+	// replaced by the framing of Body and ContentLength.
 	Head  *parser.Request
 	Edits *parser.Edits
 	// Body is the request body, nil for none; ContentLength its length, or
@@ -127,6 +133,9 @@ type Engine struct {
 	tls    tlsState
 	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
 	defaultTLS *TLS
+	// urlTLSs holds Transport's TLS settings with the URL's host as the
+	// server name (see urlTLS).
+	urlTLSs sync.Map // urlTLSKey -> *TLS
 	// goNet dials plain-TCP upstreams on Go net (Config.GoNetIO).
 	goNet *upstreamDialer
 	// sessions maps the pin key of each live pinned session to its pool
@@ -147,6 +156,9 @@ type Engine struct {
 
 // New starts an engine.
 func New(cfg Config) (*Engine, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.normalized()
 	if n := runtime.GOMAXPROCS(0); n < 2 {
 		cfg.Logger.Warn("engine: GOMAXPROCS below 2; netpoll's poller stalls the process, set GOMAXPROCS>=2", "gomaxprocs", n)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/parser"
 )
@@ -200,5 +201,34 @@ func TestExchangeInlineAborted(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEditsFramingReplacedByEngine: a caller's Edits that name a framing
+// field (a Content-Length copied from somewhere, say) do not reach the
+// origin next to the framing the engine adds for the body it sends: the
+// head carries one framing, the engine's. Two would make nginx refuse the
+// request, or read the next request on the connection as this one's body.
+func TestEditsFramingReplacedByEngine(t *testing.T) {
+	checkLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	e := newEngine(t, Config{Shards: 1, ResponseHeaderTimeout: 3 * time.Second})
+	ed := &parser.Edits{}
+	ed.Set("Content-Length", []byte("999"))
+	for _, c := range []struct {
+		body io.Reader
+		cl   int64
+		want string
+	}{
+		{strings.NewReader("abc"), 3, "3\n"},
+		{strings.NewReader("abcd"), -1, "4\n"},
+		{nil, 0, "0\n"},
+	} {
+		r := &Request{Upstream: Upstream{Addr: ng.Addr()}, Edits: ed, Body: c.body, ContentLength: c.cl,
+			Head: head(t, "POST /echo HTTP/1.1\r\nHost: o\r\nContent-Length: 7\r\n\r\n")}
+		st, body, err := do(t, e, r)
+		if err != nil || st != 200 || body != c.want {
+			t.Errorf("body length %d: %d %q %v, want 200 %q", c.cl, st, body, err, c.want)
+		}
 	}
 }

@@ -109,6 +109,36 @@ type Health struct {
 	CheckStatus int
 }
 
+// validate refuses negative durations and a CheckStatus that is no status.
+func (h Health) validate() error {
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"Backoff", h.Backoff}, {"MaxBackoff", h.MaxBackoff}, {"CheckInterval", h.CheckInterval}, {"CheckTimeout", h.CheckTimeout}} {
+		if f.v < 0 {
+			return fmt.Errorf("Health.%s is negative", f.name)
+		}
+	}
+	if h.CheckStatus != 0 && (h.CheckStatus < 100 || h.CheckStatus > 599) {
+		return fmt.Errorf("Health.CheckStatus %d is not a status code", h.CheckStatus)
+	}
+	return nil
+}
+
+// validate refuses a peer's negative weight and limits.
+func (p Peer) validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"Weight", int64(p.Weight)}, {"MaxConns", int64(p.MaxConns)}, {"MaxPending", int64(p.MaxPending)},
+		{"PendingTimeout", int64(p.PendingTimeout)}} {
+		if f.v < 0 {
+			return fmt.Errorf("%s is negative", f.name)
+		}
+	}
+	return nil
+}
+
 func (h Health) normalized() Health {
 	if h.MaxFails == 0 {
 		h.MaxFails = DefaultMaxFails
@@ -227,10 +257,13 @@ type peer struct {
 // newGroup validates cfg and builds a group.
 func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*group, error) {
 	if len(cfg.Peers) == 0 {
-		return nil, fmt.Errorf("engine: group %q: no peers", name)
+		return nil, fmt.Errorf("%w: group %q: no peers", ErrBadConfig, name)
 	}
 	if len(cfg.Peers) > 64 {
-		return nil, fmt.Errorf("engine: group %q: %d peers, at most 64", name, len(cfg.Peers))
+		return nil, fmt.Errorf("%w: group %q: %d peers, at most 64", ErrBadConfig, name, len(cfg.Peers))
+	}
+	if err := cfg.Health.validate(); err != nil {
+		return nil, fmt.Errorf("%w: group %q: %w", ErrBadConfig, name, err)
 	}
 	kind := cfg.Balancer
 	if kind == "" {
@@ -241,7 +274,13 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 	weights := make([]int, len(cfg.Peers))
 	for i, pc := range cfg.Peers {
 		if pc.Addr == "" {
-			return nil, fmt.Errorf("engine: group %q: peer %d has no address", name, i)
+			return nil, fmt.Errorf("%w: group %q: peer %d has no address", ErrBadConfig, name, i)
+		}
+		if _, _, err := net.SplitHostPort(pc.Addr); err != nil {
+			return nil, fmt.Errorf("%w: group %q: peer %d address %q: %w", ErrBadConfig, name, i, pc.Addr, err)
+		}
+		if err := pc.validate(); err != nil {
+			return nil, fmt.Errorf("%w: group %q: peer %d: %w", ErrBadConfig, name, i, err)
 		}
 		if pc.Name == "" {
 			pc.Name = pc.Addr
@@ -250,7 +289,7 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 			pc.Weight = 1
 		}
 		if _, dup := g.byKey[pc.Name]; dup {
-			return nil, fmt.Errorf("engine: group %q: two peers named %q", name, pc.Name)
+			return nil, fmt.Errorf("%w: group %q: two peers named %q", ErrBadConfig, name, pc.Name)
 		}
 		if pc.PendingTimeout <= 0 {
 			pc.PendingTimeout = defaultPending

@@ -457,6 +457,20 @@ func TestTLSTransport(t *testing.T) {
 		// An IP address is never sent as SNI.
 		t.Fatalf("TLS log %+v, want one request without SNI", logs)
 	}
+	// A Host field other than the URL's (httputil.ReverseProxy forwards
+	// its client's) is not the server name: as with net/http, the URL's
+	// host is, here an IP address.
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Host = "client.example"
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s with Host %s: %v", url, req.Host, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if logs := ngx.WaitTLSRequests(2, requestTimeout); len(logs) != 2 || logs[1].ServerName != "" {
+		t.Fatalf("TLS log %+v, want a second request without SNI", logs)
+	}
 	_, err = (&http.Client{Transport: e.Transport()}).Get(url)
 	var ua x509.UnknownAuthorityError
 	if !errors.As(err, &ua) {

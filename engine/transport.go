@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -19,10 +22,17 @@ import (
 // when absent; 443 for https). https:// URLs are verified against the
 // system roots, with the URL's host as the server name; TransportTLS takes
 // other TLS settings. The response body streams with backpressure; closing
-// it early closes the connection.
+// it early closes the connection. Interim (1xx) responses go to the
+// request's httptrace hooks (Got100Continue, Got1xxResponse), as with
+// net/http's Transport: that is how httputil.ReverseProxy forwards them.
+// Not supported: protocol upgrades (a 101's Body is not writable, so
+// httputil.ReverseProxy answers 502), and trailers (Request.Trailer is not
+// sent; a chunked response's trailer fields are dropped, as RFC 9112 §7.1.2
+// allows, and Response.Trailer stays empty).
 func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
-// TransportTLS is Transport with cfg for https:// URLs.
+// TransportTLS is Transport with cfg for https:// URLs; an empty
+// cfg.ServerName takes the URL's host, not the Host field.
 func (e *Engine) TransportTLS(cfg *TLS) http.RoundTripper { return transport{e: e, tls: cfg} }
 
 type transport struct {
@@ -46,7 +56,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	port := "80"
 	var tlsCfg *TLS
 	if hr.URL.Scheme == "https" {
-		port, tlsCfg = "443", t.tls
+		port, tlsCfg = "443", t.e.urlTLS(t.tls, hr.URL.Hostname())
 	}
 	addr := hr.URL.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -102,7 +112,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	if hr.GetBody != nil {
 		req.GetBody = func() (io.Reader, error) { return hr.GetBody() }
 	}
-	resp, err := t.e.Do(hr.Context(), req)
+	resp, err := t.e.do(hr.Context(), req, interimTrace(hr.Context()))
 	if err != nil {
 		closeBody()
 		return nil, err
@@ -118,6 +128,57 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		Body:          &respBody{ReadCloser: resp.Body, closeReq: closeBody},
 		Request:       hr,
 	}, nil
+}
+
+// urlTLSKey names the copy of a Transport's TLS settings that verifies one
+// URL host.
+type urlTLSKey struct {
+	base *TLS
+	host string
+}
+
+// urlTLS returns base with ServerName set to host, the URL's host, when
+// base leaves it empty: the Host field (the request's authority, which an
+// Upstream's TLS would take) may be another name, such as the client's that
+// httputil.ReverseProxy forwards, and net/http verifies the URL's host.
+// The copies are kept, one per base and host, because the engine caches
+// what it derives from a *TLS by pointer.
+func (e *Engine) urlTLS(base *TLS, host string) *TLS {
+	if base.ServerName != "" {
+		return base
+	}
+	k := urlTLSKey{base, strings.TrimSuffix(host, ".")}
+	if v, ok := e.urlTLSs.Load(k); ok {
+		return v.(*TLS)
+	}
+	c := *base
+	c.ServerName = k.host
+	v, _ := e.urlTLSs.LoadOrStore(k, &c)
+	return v.(*TLS)
+}
+
+// interimTrace returns what hands interim responses to the request's
+// httptrace hooks, as net/http's Transport does (Got100Continue for a 100,
+// then Got1xxResponse), or nil when it has none: httputil.ReverseProxy
+// forwards interim responses to its client from Got1xxResponse.
+func interimTrace(ctx context.Context) func(*parser.Response) error {
+	trace := httptrace.ContextClientTrace(ctx)
+	if trace == nil || trace.Got100Continue == nil && trace.Got1xxResponse == nil {
+		return nil
+	}
+	return func(r *parser.Response) error {
+		if r.Status() == 100 && trace.Got100Continue != nil {
+			trace.Got100Continue()
+		}
+		if trace.Got1xxResponse == nil {
+			return nil
+		}
+		h := make(textproto.MIMEHeader, r.Len())
+		for i := 0; i < r.Len(); i++ {
+			h.Add(string(r.Name(i)), string(r.Value(i)))
+		}
+		return trace.Got1xxResponse(r.Status(), h)
+	}
 }
 
 // respBody closes the request body along with the response body, as the

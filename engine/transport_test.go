@@ -1,17 +1,24 @@
 package engine
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serverside-go/serverside/bench"
 )
 
 func httpOrigin(t *testing.T) *httptest.Server {
@@ -195,5 +202,85 @@ func TestCloseWithUnreadBody(t *testing.T) {
 	}
 	if _, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatal("body complete after Close")
+	}
+}
+
+// TestTransportInterimTrace: the interim responses an origin sends before
+// its final one reach the request's httptrace hooks, as net/http's
+// Transport delivers them, so that httputil.ReverseProxy (which forwards
+// them from Got1xxResponse) relays a 103 Early Hints to its client, and a
+// client that sent "Expect: 100-continue" sees the 100.
+func TestTransportInterimTrace(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	e := newEngine(t, Config{Shards: 2})
+
+	// Directly: an http.Client whose request carries a trace.
+	type interim struct {
+		code int
+		link string
+	}
+	var got []interim
+	var got100 int
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got100Continue: func() { got100++ },
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			got = append(got, interim{code, h.Get("Link")})
+			return nil
+		},
+	})
+	c := &http.Client{Transport: e.Transport()}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr()+"/", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := []interim{{103, "</style.css>; rel=preload"}}; resp.StatusCode != 200 || string(b) != "ok" || !slices.Equal(got, want) {
+		t.Fatalf("%d %q, interim %v, want %v", resp.StatusCode, b, got, want)
+	}
+
+	// nginx answers "Expect: 100-continue" with a 100 before the body.
+	got = nil
+	req, _ = http.NewRequestWithContext(ctx, "POST", ng.URL("/echo"), strings.NewReader("hello"))
+	req.Header.Set("Expect", "100-continue")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := []interim{{100, ""}}; string(b) != "5\n" || got100 != 1 || !slices.Equal(got, want) {
+		t.Fatalf("%q, Got100Continue %d, interim %v, want %v", b, got100, got, want)
+	}
+
+	// Through httputil.ReverseProxy: its client gets the 103.
+	target, _ := url.Parse("http://" + o.addr())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = e.Transport()
+	front := httptest.NewServer(rp)
+	defer front.Close()
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	got = nil
+	req, _ = http.NewRequestWithContext(ctx, "GET", front.URL+"/", nil)
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := []interim{{103, "</style.css>; rel=preload"}}; string(b) != "ok" || !slices.Equal(got, want) {
+		t.Fatalf("via ReverseProxy: %q, interim %v, want %v", b, got, want)
 	}
 }

@@ -155,4 +155,27 @@ func TestEditsAreValidated(t *testing.T) {
 	if want := "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"; string(bb.B) != want {
 		t.Fatalf("got %q, want %q", bb.B, want)
 	}
+	// So does a later framing edit replace an earlier one: a caller's
+	// Content-Length, then the framing of the body actually sent (what the
+	// engine adds to a copy of the caller's edits), is one framing, the
+	// last; a Remove drops an earlier Set of its field.
+	for _, c := range []struct {
+		edit func(*Edits)
+		want string
+	}{
+		{func(e *Edits) { e.Set("Content-Length", []byte("999")); e.Set("Content-Length", []byte("3")) }, "Content-Length: 3\r\n"},
+		{func(e *Edits) { e.Set("Content-Length", []byte("999")); e.Set("Transfer-Encoding", []byte("chunked")) }, "Transfer-Encoding: chunked\r\n"},
+		{func(e *Edits) { e.Add("Transfer-Encoding", []byte("gzip")); e.Set("Content-Length", []byte("0")) }, "Content-Length: 0\r\n"},
+		{func(e *Edits) { e.Set("Content-Length", []byte("999")); e.Remove("Content-Length") }, ""},
+	} {
+		var e Edits
+		c.edit(&e)
+		bb.Reset()
+		if err := WriteRequestHead(bb, &r, &e); err != nil {
+			t.Fatal(err)
+		}
+		if want := "POST / HTTP/1.1\r\nHost: a\r\n" + c.want + "\r\n"; string(bb.B) != want {
+			t.Errorf("got %q, want %q", bb.B, want)
+		}
+	}
 }

@@ -69,7 +69,9 @@ func (e *Edits) CopyFrom(src *Edits) {
 func (e *Edits) Remove(name string) { e.push(opRemove, name, nil) }
 
 // Set replaces the first field named name with value, in its place, and
-// drops the others; if there is none, the field is added at the end.
+// drops the others; if there is none, the field is added at the end. A Set
+// of a framing field (Content-Length, Transfer-Encoding) also replaces the
+// framing set by earlier edits: the last one is the message's framing.
 func (e *Edits) Set(name string, value []byte) { e.push(opSet, name, value) }
 
 // Add appends a field at the end, after the existing fields. Framing
@@ -94,8 +96,26 @@ func (e *Edits) push(op editOp, name string, value []byte) {
 		if op == opAdd {
 			op = opSet
 		}
+		e.dropFraming(op, id)
 	}
 	e.ops = append(e.ops, edit{op: op, id: id, name: name, value: value})
+}
+
+// dropFraming drops the framing values set before a new framing edit (op on
+// field id): a Set is the message's framing, replacing any set earlier, so
+// that a copy of a caller's edits extended with the framing of the body
+// actually sent carries one framing, not two; a Remove drops the value set
+// earlier for its field.
+func (e *Edits) dropFraming(op editOp, id HeaderID) {
+	kept := e.ops[:0]
+	for _, x := range e.ops {
+		if x.op == opSet && (x.id == HdrContentLength || x.id == HdrTransferEncoding) && (op == opSet || x.id == id) {
+			continue
+		}
+		kept = append(kept, x)
+	}
+	clear(e.ops[len(kept):])
+	e.ops = kept
 }
 
 func (e *Edits) setErr(what, name string) {
