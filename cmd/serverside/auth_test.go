@@ -565,3 +565,58 @@ func TestReverseOriginAuthPost(t *testing.T) {
 		t.Fatalf("Apache's log %q, want %q", got, want)
 	}
 }
+
+// TestNTLMPinnedClosesWithResponse: the origin closes the pinned
+// connection with a response ("Connection: close", as a server does at
+// its keep-alive request limit; a fault-injecting origin that plays the
+// NTLM server). The client gets that response with "Connection: close"
+// and its connection closes, so that it authenticates again on a new
+// one; its next request is not answered 502 on the old one.
+func TestNTLMPinnedClosesWithResponse(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			switch n {
+			case 0:
+				_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\n"+
+					"WWW-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAADgAAAAFgomiESIzRFVmd4gAAAAAAAAAAAAAAAAAAAAA\r\n"+
+					"Content-Length: 0\r\n\r\n")
+			case 1:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast")
+				return
+			}
+		}
+	})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + o.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	rc := dialRaw(t, px)
+	rc.write(t, "GET / HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMNegotiate()+"\r\n\r\n")
+	if resp, _ := rc.read(t); resp.StatusCode != 401 {
+		t.Fatalf("Type 1: %d, want 401", resp.StatusCode)
+	}
+	rc.write(t, "GET / HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMAuthenticate("DOM", "u", "WS")+"\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != "ok" || resp.Close {
+		t.Fatalf("Type 3: %d %q (close %v), want 200 on an open connection", resp.StatusCode, body, resp.Close)
+	}
+	rc.write(t, "GET / HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != "last" || !resp.Close {
+		t.Fatalf("last response on the pinned connection: %d %q (close %v), want the 200 with Connection: close",
+			resp.StatusCode, body, resp.Close)
+	}
+	if !rc.eof(t) {
+		t.Fatal("the client connection is still open after its pinned connection closed")
+	}
+	waitPinned(t, p, 0)
+	if n := o.Accepted(); n != 1 {
+		t.Fatalf("the origin accepted %d connections, want 1", n)
+	}
+}

@@ -794,6 +794,16 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		// for a length would eat the next response's bytes.
 		ed.Remove("Content-Length")
 	}
+	if s.keepAlive && !resp.KeepAlive() {
+		if k := s.cc.rs.ereq.PinKey; k != 0 && s.cc.p.eng.Pinned(k) {
+			// The upstream connection this client authenticated on
+			// (NTLM, Negotiate) closes after this response. The client
+			// can only authenticate again on a new connection, so this
+			// one closes with it, rather than fail the next request
+			// with a 502.
+			s.keepAlive = false
+		}
+	}
 	ed.Add("Via", viaFor(resp.Version()))
 	switch {
 	case !s.keepAlive:
