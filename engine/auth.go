@@ -217,14 +217,20 @@ func (e *Engine) setupAuth(r *request) {
 		}
 		a.key, a.host = t.Key, string(h.Authority())
 		// A Digest challenge answered before is answered up front, with
-		// the next nonce count, saving the round trip.
+		// the next nonce count, and a space that asked for Basic gets it
+		// up front (RFC 7617 §2.2), saving the round trip; and a request
+		// whose body cannot be sent again is not refused for want of it.
 		for role, l := range []*Login{&pol.Origin, &pol.Proxy} {
 			if l.Mode != LoginOwn || a.sentBasic[role] || (role == 1 && (!a.parent || peerAuth)) {
 				continue
 			}
-			if v, ok := e.digests.authorize(a.digestKey(role), a.method, a.digestURI(role)); ok {
+			k := a.digestKey(role)
+			if v, ok := e.digests.authorize(k, a.method, a.digestURI(role)); ok {
 				a.creds[role] = v
 				a.preDigest[role] = true
+			} else if e.digests.basicKnown(k) {
+				a.creds[role] = auth.Basic(l.Credentials)
+				a.sentBasic[role] = true
 			}
 		}
 	}
@@ -317,16 +323,19 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, valu
 	if t.Pinned() && !resp.KeepAlive() {
 		return 0, "", false // a pinned request is never sent on another connection
 	}
-	ex := &t.Exchange
-	if ex.Body != nil && ex.ContentLength != 0 && t.GetBody == nil && !ex.Head.ExpectContinue() {
-		return 0, "", false // the body is gone: it cannot be sent again
-	}
 	cs, err := auth.ParseChallenges(values(resp, id)...)
 	if err != nil {
 		return 0, "", false
 	}
 	ch := auth.Pick(cs)
 	if ch == nil {
+		return 0, "", false
+	}
+	ex := &t.Exchange
+	if ex.Body != nil && ex.ContentLength != 0 && t.GetBody == nil && !ex.Head.ExpectContinue() {
+		// The body is gone: it cannot be sent again. The next requests
+		// in this space answer the challenge up front.
+		a.learn(role, ch, l)
 		return 0, "", false
 	}
 	maxRounds := pol.MaxRounds
@@ -337,10 +346,14 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, valu
 	switch {
 	case ch.Is("Basic"):
 		if a.sentBasic[role] || a.rounds >= maxRounds {
+			if a.sentBasic[role] {
+				a.e.digests.forgetBasic(a.digestKey(role)) // refused: do not offer it again
+			}
 			return 0, "", false // our credentials were refused
 		}
 		a.sentBasic[role] = true
 		a.rounds++
+		a.e.digests.rememberBasic(a.digestKey(role))
 		return role, auth.Basic(l.Credentials), true
 	case stale && (a.digest[role] || a.preDigest[role]):
 		if a.stales >= maxStale {
@@ -364,6 +377,29 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, valu
 	v := d.Authorize(a.method, a.digestURI(role))
 	a.e.digests.store(a.digestKey(role), d)
 	return role, v, true
+}
+
+// learn remembers a challenge the engine cannot answer for this request
+// (its body cannot be sent again), so that the next requests in its
+// space answer it up front, unless it refused credentials this request
+// already sent.
+func (a *authState) learn(role int, ch *auth.Challenge, l *Login) {
+	k := a.digestKey(role)
+	switch {
+	case ch.Is("Basic"):
+		if a.sentBasic[role] {
+			a.e.digests.forgetBasic(k)
+			return
+		}
+		a.e.digests.rememberBasic(k)
+	case a.digest[role] || (a.preDigest[role] && !auth.Stale(ch)):
+		// Refused; a retired nonce would have been stale=true.
+		a.e.digests.forget(k)
+	default:
+		if d, err := auth.NewDigest(ch, l.Credentials); err == nil {
+			a.e.digests.store(k, d)
+		}
+	}
 }
 
 // roleField is the request field carrying each role's credentials.
@@ -404,10 +440,37 @@ type digestKey struct {
 // protection space, so that later requests answer it before being
 // challenged, counting the nonce's uses (RFC 7616 §3.4: nc). A server
 // that has retired the nonce says stale=true, which is answered without
-// counting as a failed round.
+// counting as a failed round. It also remembers the spaces that asked
+// for Basic, whose later requests send it up front (RFC 7617 §2.2).
 type digestCache struct {
-	mu sync.Mutex
-	m  map[digestKey]*auth.Digest
+	mu     sync.Mutex
+	m      map[digestKey]*auth.Digest
+	basics map[digestKey]struct{}
+}
+
+// rememberBasic notes that k asked for Basic: the next requests in k
+// send it before being challenged.
+func (c *digestCache) rememberBasic(k digestKey) {
+	c.mu.Lock()
+	if c.basics == nil || len(c.basics) >= maxDigests {
+		c.basics = make(map[digestKey]struct{})
+	}
+	c.basics[k] = struct{}{}
+	delete(c.m, k) // the space asks for Basic now
+	c.mu.Unlock()
+}
+
+func (c *digestCache) basicKnown(k digestKey) bool {
+	c.mu.Lock()
+	_, ok := c.basics[k]
+	c.mu.Unlock()
+	return ok
+}
+
+func (c *digestCache) forgetBasic(k digestKey) {
+	c.mu.Lock()
+	delete(c.basics, k)
+	c.mu.Unlock()
 }
 
 func (c *digestCache) authorize(k digestKey, method, uri string) (string, bool) {
@@ -426,6 +489,7 @@ func (c *digestCache) store(k digestKey, d *auth.Digest) {
 		c.m = make(map[digestKey]*auth.Digest)
 	}
 	c.m[k] = d
+	delete(c.basics, k) // the space asks for Digest now
 	c.mu.Unlock()
 }
 

@@ -131,15 +131,13 @@ func TestApacheChallenges(t *testing.T) {
 			if st := credStats(e, ap.addr); st.AuthRounds != 1 {
 				t.Errorf("AuthRounds = %d, want 1 (stats %v)", st.AuthRounds, e.Stats())
 			}
-			// Basic is challenged again; Digest is answered up front.
+			// The space is remembered: Basic is sent, and Digest
+			// answered, up front.
 			s = send(t, e, request(t, ap.addr, "GET", "a.test", path, false))
 			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
 				t.Fatalf("second request: heads %v, err %v", s.heads, s.err)
 			}
-			n := 2
-			if tc.loc == "digest" {
-				n = 1
-			}
+			const n = 1
 			lines = readLog(t, ap.log, logged+2+n)[logged+2:]
 			if len(lines) != n || lines[n-1].Status != 200 {
 				t.Fatalf("apache log %+v: want %d lines ending with a 200", lines, n)
@@ -177,6 +175,57 @@ func TestApacheChallenges(t *testing.T) {
 			}
 			if lines = readLog(t, ap.log, logged+5)[logged+4:]; len(lines) != 1 || lines[0].Status != 401 {
 				t.Fatalf("apache log %+v: want one 401", lines)
+			}
+		})
+	}
+}
+
+// TestApacheRemembersSpace: a request whose body cannot be sent again
+// (no GetBody, no Expect) cannot have its 401 answered, and the caller
+// gets it; but the engine learns the protection space from it, so the
+// next such request carries the credentials up front (Basic, RFC 7617
+// §2.2; Digest with the remembered nonce, RFC 7616 §3.4) and is served,
+// where before every one of them got the 401. Wrong credentials sent up
+// front are forgotten once refused.
+func TestApacheRemembersSpace(t *testing.T) {
+	leakBaseline(t)
+	for _, loc := range []string{"basic", "digest"} {
+		t.Run(loc, func(t *testing.T) {
+			ap := startApache(t, loc)
+			login := &engine.Auth{Origin: own(apacheUser, apachePass)}
+			e := startEngine(t, engine.Config{Auth: func(engine.Upstream) *engine.Auth { return login }})
+			post := func(pol *engine.Auth) *recSink {
+				req := request(t, ap.addr, "POST", "a.test", "/small", false, "Content-Length: 5")
+				req.Body, req.ContentLength = strings.NewReader("hello"), 5
+				req.Auth = pol
+				return send(t, e, req)
+			}
+			s := post(nil)
+			if s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
+				t.Fatalf("first POST: heads %v, err %v; want the 401", s.heads, s.err)
+			}
+			for i := range 2 {
+				if s = post(nil); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+					t.Fatalf("POST %d after the 401: heads %v, err %v; want the 200", i+2, s.heads, s.err)
+				}
+			}
+			lines := readLog(t, ap.log, 3)
+			if statuses(lines) != "[401 200 200]" || lines[1].User != apacheUser || lines[2].User != apacheUser {
+				t.Fatalf("apache log %+v: want the 401, then two 200s for %s with no challenge", lines, apacheUser)
+			}
+
+			// Wrong credentials learn the space too, and are refused:
+			// their next request goes without them again.
+			bad := &engine.Auth{Origin: own(apacheUser, "wrong")}
+			for i, want := range []int{401, 401, 401} {
+				if s = post(bad); s.err != nil || len(s.heads) != 1 || s.heads[0] != want {
+					t.Fatalf("wrong credentials, POST %d: heads %v, err %v; want %d", i+1, s.heads, s.err, want)
+				}
+			}
+			lines = readLog(t, ap.log, 6)[3:]
+			users := []string{lines[0].User, lines[1].User, lines[2].User}
+			if statuses(lines) != "[401 401 401]" || users[0] != "-" || users[1] != apacheUser || users[2] != "-" {
+				t.Fatalf("apache log %+v: want no credentials, the refused ones, no credentials", lines)
 			}
 		})
 	}
@@ -247,18 +296,16 @@ func TestSquidChallenges(t *testing.T) {
 				t.Errorf("challenge answered on another connection: ports %d, %d", lines[0].Port, lines[1].Port)
 			}
 
-			// The next requests: Basic is challenged again; the Digest
-			// challenge is remembered and answered up front with the next
-			// nonce count, which squid checks (check_nonce_count).
+			// The next requests: Basic is sent up front (the space asked
+			// for it); the Digest challenge is remembered and answered up
+			// front with the next nonce count, which squid checks
+			// (check_nonce_count).
 			for i := 2; i <= 3; i++ {
 				if s = send(t, e, get()); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
 					t.Fatalf("request %d: heads %v, err %v", i, s.heads, s.err)
 				}
 			}
-			want := []int{407, 200, 407, 200, 407, 200}
-			if tc.scheme == "digest" {
-				want = []int{407, 200, 200, 200}
-			}
+			want := []int{407, 200, 200, 200}
 			lines = readLog(t, sq.log, len(want))
 			if got := statuses(lines); got != fmt.Sprint(want) {
 				t.Fatalf("squid log statuses %s, want %v", got, want)
@@ -272,9 +319,6 @@ func TestSquidChallenges(t *testing.T) {
 			post.GetBody = func() (io.Reader, error) { return strings.NewReader(body), nil }
 			if s = send(t, e, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "5\n" {
 				t.Fatalf("POST with GetBody: heads %v, body %q, err %v; want nginx's echo of 5 bytes", s.heads, s.body.String(), s.err)
-			}
-			if tc.scheme == "basic" {
-				rounds++
 			}
 			// Without GetBody the body cannot be sent twice: the challenge
 			// goes back to the caller (an engine that has not met squid's
@@ -336,15 +380,13 @@ func TestSquidPreemptiveBasic(t *testing.T) {
 }
 
 // TestSquidExpectContinue answers a 407 to a request whose body waited
-// for "100 Continue" and was never sent: no GetBody is needed.
+// for "100 Continue" and was never sent: no GetBody is needed. The next
+// request sends Basic up front, on the connection the first left.
 func TestSquidExpectContinue(t *testing.T) {
 	sq, ngx := squidAndNginx(t, squidOptions{scheme: "basic"})
 	e := startEngine(t, engine.Config{})
 	body := strings.Repeat("x", 1000)
 	pol := &engine.Auth{Proxy: own(squidUser, squidPass)}
-	// The first request goes through a shard (nothing is pooled yet); the
-	// second runs inline on the pooled connection the first left, and its
-	// resend moves to a shard.
 	for i := 1; i <= 2; i++ {
 		req := request(t, sq.addr, "POST", ngx.Addr(), "/echo", true, "Expect: 100-continue")
 		req.Body, req.ContentLength = strings.NewReader(body), int64(len(body))
@@ -353,17 +395,17 @@ func TestSquidExpectContinue(t *testing.T) {
 		if s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != "1000\n" {
 			t.Fatalf("request %d: heads %v, body %q, err %v; want nginx's echo of 1000 bytes", i, s.heads, s.body.String(), s.err)
 		}
-		// Squid answered the 407 before the body; the body was never
-		// sent on that connection, so the request went again on another
-		// one, with the body unread until then.
-		lines := readLog(t, sq.log, 2*i)[2*i-2:]
-		if len(lines) != 2 || lines[0].Status != 407 || lines[1].Status != 200 || lines[1].User != squidUser ||
-			lines[0].Port == lines[1].Port {
-			t.Fatalf("request %d: squid log %+v: want a 407 then a 200 on another connection", i, lines)
+		if st := credStats(e, sq.addr); st.AuthRounds != 1 || st.Requests != uint64(i) {
+			t.Errorf("stats %+v: want %d requests, 1 round", st, i)
 		}
-		if st := credStats(e, sq.addr); st.AuthRounds != uint64(i) || st.Requests != uint64(i) {
-			t.Errorf("stats %+v: want %d requests, %d rounds", st, i, i)
-		}
+	}
+	// Squid answered the 407 before the body; the body was never sent on
+	// that connection, so the request went again on another one, with the
+	// body unread until then. The second request reused that one.
+	lines := readLog(t, sq.log, 3)
+	if len(lines) != 3 || lines[0].Status != 407 || lines[1].Status != 200 || lines[2].Status != 200 ||
+		lines[1].User != squidUser || lines[2].User != squidUser || lines[0].Port == lines[1].Port || lines[1].Port != lines[2].Port {
+		t.Fatalf("squid log %+v: want a 407, then two 200s on another connection", lines)
 	}
 }
 
@@ -435,6 +477,22 @@ func TestApacheDigestStale(t *testing.T) {
 	}
 	if st := credStats(e, ap.addr); st.AuthRounds != 2 {
 		t.Errorf("AuthRounds %d, want 2", st.AuthRounds)
+	}
+
+	// Again, for a POST whose body waits for "100 Continue", without
+	// GetBody: it goes on the pooled connection, and the stale
+	// 401 arrives before the body, so the request is sent again.
+	time.Sleep(2500 * time.Millisecond)
+	body := strings.Repeat("x", 1000)
+	req := request(t, ap.addr, "POST", "a.test", "/small", false, "Expect: 100-continue", "Content-Length: 1000")
+	req.Body, req.ContentLength = strings.NewReader(body), int64(len(body))
+	req.Auth = pol
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+		t.Fatalf("POST after the nonce expired: heads %v, body %q, err %v; want 200", s.heads, s.body.String(), s.err)
+	}
+	lines = readLog(t, ap.log, 6)
+	if got := statuses(lines); got != "[401 200 401 200 401 200]" {
+		t.Fatalf("apache log %+v: want 401 200 401 200 401 200", lines)
 	}
 }
 

@@ -52,7 +52,8 @@
 // back unchanged. NTLM and Negotiate handshakes pin the connection to
 // Request.PinKey: later requests with the key use it or fail with
 // ErrPinnedGone, Config.OnPinnedClosed reports an idle pinned connection
-// that closed, and Unpin ends a session. See docs/auth.md.
+// that closed, Pinned reports a live session, and Unpin ends one. See
+// docs/auth.md.
 //
 // # Shutdown
 //

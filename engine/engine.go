@@ -416,6 +416,18 @@ func (e *Engine) Unpin(pinKey uint64) {
 	e.tpins.unpin(e, pinKey)
 }
 
+// Pinned reports whether pinKey has a live pinned session for requests:
+// an upstream connection kept for them (one found closed is not live).
+// During an exchange on that connection, it tells a sink whether a
+// response that closes its connection also ends the session.
+func (e *Engine) Pinned(pinKey uint64) bool {
+	if pinKey == 0 {
+		return false
+	}
+	_, ok := e.sessions.Load(pinKey)
+	return ok
+}
+
 // Drain stops accepting requests, waits for those in flight to finish (or
 // for ctx to end, which aborts them), then closes the pool and the shards.
 // It returns ctx's error if the requests had to be aborted.

@@ -92,7 +92,7 @@ func (e *Engine) newTunnelAuth(req TunnelRequest, p *Parent, key *poolset.Key) *
 		// password it did not ask for).
 		if v, ok := e.digests.authorize(a.dkey, "CONNECT", a.target); ok {
 			a.pa, a.preDigest = v, true
-		} else if preemptive {
+		} else if preemptive || e.digests.basicKnown(a.dkey) {
 			a.pa, a.sentBasic = auth.Basic(*a.own), true
 		}
 	}
@@ -126,10 +126,14 @@ func (a *tunnelAuth) answer(resp *TunnelResponse) (string, bool) {
 	switch {
 	case ch.Is("Basic"):
 		if a.sentBasic || a.rounds >= a.maxRounds {
+			if a.sentBasic {
+				a.e.digests.forgetBasic(a.dkey) // refused: do not offer it again
+			}
 			return "", false // our credentials were refused
 		}
 		a.sentBasic = true
 		a.rounds++
+		a.e.digests.rememberBasic(a.dkey)
 		return auth.Basic(*a.own), true
 	case auth.Stale(ch) && (a.digest || a.preDigest):
 		if a.stales >= maxStale {

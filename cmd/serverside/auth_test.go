@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/md5"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -533,5 +535,169 @@ func TestNTLMAfterBareChallenge(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d registered client connections after the close, want 0", registered(p))
 		}
+	}
+}
+
+// TestReverseOriginAuthPost: -origin http://alice:pw@apache, Basic not
+// preemptive. Once Apache has asked for Basic, the demo sends it up front:
+// a POST without Expect (whose body the demo cannot send twice) is
+// served, where before it got the 401 its client cannot answer, and a GET
+// costs no 401 round trip.
+func TestReverseOriginAuthPost(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ap := bench.StartApache(t, bench.ApacheOptions{Auth: "basic", Users: map[string]string{"alice": "pw"}})
+	px := startProxy(t, "http://alice:pw@"+ap.Addr())
+	for i, args := range [][]string{
+		{"http://" + px + "/small"},
+		{"-d", "x=1", "http://" + px + "/small"},
+		{"http://" + px + "/small"},
+	} {
+		if codes, out, _ := curlCodes(t, args...); !sameInts(codes, 200) || !strings.HasSuffix(out, bench.SmallBody) {
+			t.Fatalf("request %d %v: statuses %v, want 200:\n%.1500s", i+1, args, codes, out)
+		}
+	}
+	var got []string
+	for _, l := range ap.AccessLog() {
+		f := strings.Fields(l)
+		got = append(got, f[0]+" "+f[1]+" "+f[4])
+	}
+	want := []string{`401 "GET -`, `200 "GET alice`, `200 "POST alice`, `200 "GET alice`}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("Apache's log %q, want %q", got, want)
+	}
+}
+
+// TestNTLMPinnedClosesWithResponse: the origin closes the pinned
+// connection with a response ("Connection: close", as a server does at
+// its keep-alive request limit; a fault-injecting origin that plays the
+// NTLM server). The client gets that response with "Connection: close"
+// and its connection closes, so that it authenticates again on a new
+// one; its next request is not answered 502 on the old one.
+func TestNTLMPinnedClosesWithResponse(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			switch n {
+			case 0:
+				_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\n"+
+					"WWW-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAADgAAAAFgomiESIzRFVmd4gAAAAAAAAAAAAAAAAAAAAA\r\n"+
+					"Content-Length: 0\r\n\r\n")
+			case 1:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast")
+				return
+			}
+		}
+	})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + o.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	rc := dialRaw(t, px)
+	rc.write(t, "GET / HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMNegotiate()+"\r\n\r\n")
+	if resp, _ := rc.read(t); resp.StatusCode != 401 {
+		t.Fatalf("Type 1: %d, want 401", resp.StatusCode)
+	}
+	rc.write(t, "GET / HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMAuthenticate("DOM", "u", "WS")+"\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != "ok" || resp.Close {
+		t.Fatalf("Type 3: %d %q (close %v), want 200 on an open connection", resp.StatusCode, body, resp.Close)
+	}
+	rc.write(t, "GET / HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != "last" || !resp.Close {
+		t.Fatalf("last response on the pinned connection: %d %q (close %v), want the 200 with Connection: close",
+			resp.StatusCode, body, resp.Close)
+	}
+	if !rc.eof(t) {
+		t.Fatal("the client connection is still open after its pinned connection closed")
+	}
+	waitPinned(t, p, 0)
+	if n := o.Accepted(); n != 1 {
+		t.Fatalf("the origin accepted %d connections, want 1", n)
+	}
+}
+
+// startSumApache starts Apache demanding Digest (alice:pw) for a CGI
+// script at /cgi/sum that answers the SHA-256 of the request body it
+// received, in hex: what reached the origin, byte for byte.
+func startSumApache(t *testing.T) *bench.Apache {
+	t.Helper()
+	dir := t.TempDir()
+	cgi := filepath.Join(dir, "cgi")
+	// Apache's children run as www-data.
+	for d, mode := range map[string]os.FileMode{filepath.Dir(dir): 0o755, dir: 0o755} {
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(cgi, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nsha256sum | cut -c1-64\n"
+	if err := os.WriteFile(filepath.Join(cgi, "sum"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum := md5.Sum([]byte("alice:" + bench.SquidRealm + ":pw"))
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte("alice:"+bench.SquidRealm+":"+hex.EncodeToString(sum[:])+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return bench.StartApache(t, bench.ApacheOptions{Auth: "digest", Users: map[string]string{"alice": "pw"}, Extra: []string{
+		"LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so",
+		"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so",
+		"ScriptAlias /cgi/ " + cgi + "/",
+		"<Directory " + cgi + ">",
+		"  Options +ExecCGI",
+		"  AuthType Digest",
+		"  AuthDigestProvider file",
+		`  AuthName "` + bench.SquidRealm + `"`,
+		"  AuthUserFile " + users,
+		"  Require valid-user",
+		"</Directory>",
+	}})
+}
+
+// TestReverseOriginAuthPostReplay: -origin with credentials in front of
+// Apache demanding Digest. The first request is a POST (no Expect) whose
+// body came whole with its head: the demo keeps a copy, the engine
+// answers Apache's 401 and sends the body again, and the script behind
+// Apache hashes exactly curl's bytes. A body over 64 KiB is not kept: its
+// 401 reaches curl unchanged, body included, as Apache sent it.
+func TestReverseOriginAuthPostReplay(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ap := startSumApache(t)
+	dir := t.TempDir()
+	post := func(size int) ([]int, string, string) {
+		f := filepath.Join(dir, strconv.Itoa(size))
+		h := writeRandomFile(t, f, int64(size))
+		// A fresh proxy: no challenge of Apache's is known yet.
+		px := startProxy(t, "http://alice:pw@"+ap.Addr())
+		codes, out, _ := curlCodes(t, "-H", "Expect:", "--data-binary", "@"+f, "http://"+px+"/cgi/sum")
+		return codes, out, hex.EncodeToString(h[:])
+	}
+	codes, out, want := post(3000)
+	if !sameInts(codes, 200) || !strings.HasSuffix(out, "\r\n\r\n"+want+"\n") {
+		t.Fatalf("POST of 3000 bytes: statuses %v, want 200 with the body's SHA-256 %s:\n%.1500s", codes, want, out)
+	}
+	var got []string
+	for _, l := range ap.AccessLog() {
+		f := strings.Fields(l)
+		got = append(got, f[0]+" "+f[1]+" "+f[4]+" "+f[5])
+	}
+	if len(got) != 2 || !strings.HasPrefix(got[0], `401 "POST - `) || !strings.HasPrefix(got[1], `200 "POST alice `) ||
+		got[0][len(got[0])-6:] != got[1][len(got[1])-6:] {
+		t.Fatalf("Apache's log %q: want the 401 and the 200 for alice, on one connection", got)
+	}
+
+	codes, out, _ = post(maxReplay + 1)
+	if !sameInts(codes, 401) || !strings.Contains(out, "WWW-Authenticate: Digest") || !strings.HasSuffix(out, "</body></html>\n") {
+		t.Fatalf("POST over %d bytes: statuses %v, want Apache's 401 with its challenge and page:\n%.1500s", maxReplay, codes, out)
 	}
 }

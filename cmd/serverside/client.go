@@ -129,12 +129,15 @@ type clientConn struct {
 // request; between requests it is back in the proxy's pool, so an idle
 // keep-alive connection costs none of it (about 2 KiB).
 type reqState struct {
-	req   parser.Request
-	head  []byte // a copy of the head of a request with a body
-	edits parser.Edits
-	ereq  engine.Request
-	s     sink
-	body  bodyReader
+	req  parser.Request
+	head []byte // a copy of the head of a request with a body
+	// replay is a copy of a small body that arrived whole with its head,
+	// which the engine sends again after answering a challenge.
+	replay []byte
+	edits  parser.Edits
+	ereq   engine.Request
+	s      sink
+	body   bodyReader
 }
 
 func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn {
@@ -161,6 +164,9 @@ func (cc *clientConn) serveOne() outcome {
 	rs.req.Reset()
 	rs.ereq = engine.Request{}
 	rs.s.cc, rs.s.body, rs.body.cc, rs.body.held, rs.body.err = nil, nil, nil, nil, nil
+	if cap(rs.replay) > replayKeep {
+		rs.replay = nil // a pooled state stays small
+	}
 	cc.p.states.Put(rs)
 	return o
 }
@@ -342,6 +348,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 		// its timeout) before reading the body, and the first read sends
 		// the client its own "100 Continue".
 		body.cont = req.ExpectContinue()
+		cc.keepReplay(er)
 	}
 	s.body = body
 	s.head = req.MethodID() == parser.MethodHead
@@ -369,6 +376,34 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 		return false
 	}
 	return s.keepAlive && bodyDone
+}
+
+// maxReplay bounds the request bodies kept for a resend; a copy buffer
+// over replayKeep is not kept in a pooled reqState.
+const (
+	maxReplay  = 64 << 10
+	replayKeep = 4 << 10
+)
+
+// keepReplay gives er a GetBody when the engine may answer a challenge
+// (the proxy has credentials for upstreams) and the request's body, of
+// known length and at most maxReplay bytes, is already buffered whole:
+// the engine can then send it again after a 401 or 407 instead of
+// handing the challenge, which the client cannot answer, to the client.
+// Larger or streamed bodies are not held: their challenge is answered
+// only with "Expect: 100-continue", before the body goes.
+func (cc *clientConn) keepReplay(er *engine.Request) {
+	n := er.ContentLength
+	if !cc.p.replay || n <= 0 || n > maxReplay || int64(cc.r.Len()) < n {
+		return
+	}
+	b, err := cc.r.Peek(int(n))
+	if err != nil {
+		return
+	}
+	rs := cc.rs
+	rs.replay = append(rs.replay[:0], b...)
+	er.GetBody = func() (io.Reader, error) { return bytes.NewReader(rs.replay), nil }
 }
 
 // viaFor is the Via entry for a message received in version v: its
@@ -793,6 +828,16 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		// No server may send it (RFC 9110 §8.6); a client that took it
 		// for a length would eat the next response's bytes.
 		ed.Remove("Content-Length")
+	}
+	if s.keepAlive && !resp.KeepAlive() {
+		if k := s.cc.rs.ereq.PinKey; k != 0 && s.cc.p.eng.Pinned(k) {
+			// The upstream connection this client authenticated on
+			// (NTLM, Negotiate) closes after this response. The client
+			// can only authenticate again on a new connection, so this
+			// one closes with it, rather than fail the next request
+			// with a 502.
+			s.keepAlive = false
+		}
 	}
 	ed.Add("Via", viaFor(resp.Version()))
 	switch {

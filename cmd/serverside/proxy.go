@@ -84,7 +84,10 @@ type proxy struct {
 	originHost string
 	metrics    proxyMetrics // read by the admin server
 	states     sync.Pool    // *reqState, lent to a connection per request
-	tunnels    tunnelMetrics
+	// replay: the engine answers challenges (Config.Auth), so a request
+	// body that arrived whole with its head is kept for a resend.
+	replay  bool
+	tunnels tunnelMetrics
 	// tunnelsLive counts the tunnels opened and not yet ended; tunnelCtx
 	// ends them at shutdown.
 	tunnelsLive  atomic.Int64
@@ -143,7 +146,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{eng: eng, log: logger, cfg: cfg, pins: pins,
+	p := &proxy{eng: eng, log: logger, cfg: cfg, pins: pins, replay: ecfg.Auth != nil,
 		serveDone: make(chan struct{}), stop: make(chan struct{})}
 	p.tunnelCtx, p.tunnelCancel = context.WithCancel(context.Background())
 	if g, ok := ecfg.Groups[peerGroup]; ok {
