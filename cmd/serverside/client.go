@@ -557,11 +557,47 @@ func (cc *clientConn) send(p []byte) (err error) {
 			err = fmt.Errorf("write to client panicked: %v", r)
 		}
 	}()
+	return cc.writeAll(p)
+}
+
+// writeAll writes the pieces to the client and flushes. Between out's look
+// at the connection and the flush, netpoll may take the client's
+// half-close for a close and refuse the flush; nothing has left then (its
+// Flush checks the state before it submits anything: all of the pieces
+// are still unsubmitted), so they go out again on the Go net duplicate
+// that out now returns.
+func (cc *clientConn) writeAll(pieces ...[]byte) error {
 	w := cc.out()
-	if _, err = w.WriteBinary(p); err != nil {
+	n, err := writePieces(w, pieces)
+	if err == nil {
+		return nil
+	}
+	nc, ok := w.(netpoll.Writer)
+	if !ok || cc.halfClosed || cc.detached || nc.MallocLen() != n {
 		return err
 	}
-	return w.Flush()
+	if c, ok := cc.c.(netpoll.Connection); !ok || c.IsActive() {
+		return err
+	}
+	if w2 := cc.out(); w2 != w {
+		_, err = writePieces(w2, pieces)
+	}
+	return err
+}
+
+// writePieces writes the pieces to w and flushes; n is the bytes written
+// before the flush.
+func writePieces(w outWriter, pieces [][]byte) (n int, err error) {
+	for _, p := range pieces {
+		if len(p) == 0 {
+			continue
+		}
+		if _, err := w.WriteBinary(p); err != nil {
+			return n, err
+		}
+		n += len(p)
+	}
+	return n, w.Flush()
 }
 
 // out is the writer to the client. A client that shut down its sending
@@ -861,18 +897,13 @@ func (s *sink) OnHead(resp *parser.Response) error {
 
 func (s *sink) flushHead() error {
 	s.pending, s.headSent = false, true
-	w := s.cc.out()
-	if _, err := w.WriteBinary(s.bb.B); err != nil {
-		return err
-	}
-	return w.Flush()
+	return s.cc.writeAll(s.bb.B)
 }
 
 func (s *sink) OnBody(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	w := s.cc.out()
 	if s.left >= 0 {
 		s.left -= int64(len(p))
 		if s.left == 0 && !s.chunked && len(p) <= tailMax {
@@ -890,29 +921,18 @@ func (s *sink) OnBody(p []byte) error {
 			return nil
 		}
 	}
+	var head []byte
 	if s.pending {
 		s.pending, s.headSent = false, true
-		if _, err := w.WriteBinary(s.bb.B); err != nil {
-			return err
-		}
+		head = s.bb.B
 	}
 	s.bytes += int64(len(p))
 	if s.chunked {
 		s.scratch = strconv.AppendInt(s.scratch[:0], int64(len(p)), 16)
 		s.scratch = append(s.scratch, "\r\n"...)
-		if _, err := w.WriteBinary(s.scratch); err != nil {
-			return err
-		}
-		if _, err := w.WriteBinary(p); err != nil {
-			return err
-		}
-		if _, err := w.WriteBinary(crlf); err != nil {
-			return err
-		}
-	} else if _, err := w.WriteBinary(p); err != nil {
-		return err
+		return s.cc.writeAll(head, s.scratch, p, crlf)
 	}
-	return w.Flush()
+	return s.cc.writeAll(head, p)
 }
 
 // tailMax bounds the last body piece that waits for finish (OnBody).

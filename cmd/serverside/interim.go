@@ -21,9 +21,5 @@ func (s *sink) OnInterim(resp *parser.Response) error {
 	if err := parser.WriteResponseHead(&s.bb, resp, ed); err != nil {
 		return err
 	}
-	w := s.cc.out()
-	if _, err := w.WriteBinary(s.bb.B); err != nil {
-		return err
-	}
-	return w.Flush()
+	return s.cc.writeAll(s.bb.B)
 }
