@@ -190,9 +190,12 @@ func TestGroupAllDown(t *testing.T) {
 	}
 }
 
-func TestGroupPassiveDownThenProbe(t *testing.T) {
-	checkLeaks(t)
-	var broken atomic.Bool
+// brokenOrigin starts an origin that answers with conflicting
+// Content-Length fields (a protocol error) while broken is true, and
+// properly once it is false.
+func brokenOrigin(t *testing.T) (*origin, *atomic.Bool) {
+	t.Helper()
+	broken := new(atomic.Bool)
 	broken.Store(true)
 	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
@@ -206,6 +209,12 @@ func TestGroupPassiveDownThenProbe(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
+	return o, broken
+}
+
+func TestGroupPassiveDownThenProbe(t *testing.T) {
+	checkLeaks(t)
+	o, broken := brokenOrigin(t)
 	const backoff = 100 * time.Millisecond
 	// A second peer, drained: o is not the group's only peer (a lone peer
 	// is never marked down passively), yet it takes every request.
@@ -252,20 +261,7 @@ func TestGroupPassiveDownThenProbe(t *testing.T) {
 // (nginx ignores max_fails for a lone server too).
 func TestGroupLonePeerStaysUp(t *testing.T) {
 	checkLeaks(t)
-	var broken atomic.Bool
-	broken.Store(true)
-	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
-		for {
-			if _, err := readHead(br); err != nil {
-				return
-			}
-			if broken.Load() {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-	})
+	o, broken := brokenOrigin(t)
 	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
 		Peers:  []Peer{{Name: "o", Addr: o.addr()}},
 		Health: Health{MaxFails: 2, Backoff: time.Hour},
