@@ -42,11 +42,14 @@ type Conn struct {
 	watchHW  int         // the high-water mark of the exchange being watched
 
 	// Set once at creation for a connection on Go net from the start
-	// (TLS, tunnels): g is its buffered reader, used for heads and bodies
-	// alike; tlsState its handshake's outcome (nil for plaintext).
+	// (TLS, tunnels), or by an exchange that left netpoll during an
+	// interim sink call (adoptGoNet): g is its buffered reader, used for
+	// heads and bodies alike; tlsState its handshake's outcome (nil for
+	// plaintext).
 	g        *goSource
 	tlsState *tls.ConnectionState
 	wto      time.Duration // the exchange's write timeout, for Go net writes
+	hw       int           // the exchange's BodyHighWater, for the interim watchdog
 
 	// Owned by the goroutine running RoundTrip, read by the owner after.
 	requests int             // exchanges started on this connection

@@ -37,7 +37,8 @@
 // it.
 //
 // That check runs between sink calls, but a sink may block inside one call
-// (OnHead writing to a stalled client, or OnBody) while the poller keeps
+// (OnHead writing to a stalled client, OnBody, or an InterimSink's
+// OnInterim while the final response arrives) while the poller keeps
 // reading. So while a response is delivered, a watchdog timer (watch.go)
 // looks at the buffer at a period that follows the arrival rate (1 to 20 ms):
 // when a sink call is running and more than the high-water mark is buffered,

@@ -14,9 +14,8 @@ import (
 // asked), response head with interim responses, response body.
 func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	cfg := ex.Config.normalized()
-	if c.g != nil {
-		c.wto = cfg.WriteTimeout
-	} else {
+	c.wto, c.hw = cfg.WriteTimeout, cfg.BodyHighWater // c.g may take over (adoptGoNet)
+	if c.g == nil {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
 	}
 	c.wfail = false
@@ -214,14 +213,59 @@ func (c *Conn) interim(hl int, sink Sink) error {
 		return c.fail(PhaseProtocol, fmt.Errorf("%w: more than %d", ErrTooManyInterim, maxInterim))
 	}
 	if is, ok := sink.(InterimSink); ok {
+		// The call may block (a client that does not read the relayed
+		// 1xx) while the origin sends the final response: the watchdog
+		// bounds what netpoll buffers meanwhile, as during OnHead.
+		c.startWatch(c.hw)
 		c.sinkCall(true)
 		err := is.OnInterim(&c.resp)
 		c.sinkCall(false)
+		c.stopWatch()
 		if err != nil {
 			return c.fail(PhaseAwaitHead, fmt.Errorf("%w: %w", ErrSink, err))
 		}
+		if c.g == nil && c.detached.Load() {
+			if err := c.adoptGoNet(); err != nil {
+				return c.fail(PhaseAwaitHead, fmt.Errorf("detach: %w", err))
+			}
+		}
 	}
 	return c.skipInterim(hl)
+}
+
+// adoptGoNet moves the rest of the exchange to Go net I/O after the
+// watchdog took the fd off the poller during an interim sink call: the
+// bytes buffered so far (this interim head first) go to the Go net
+// reader's buffer, where head and body reads look, and c.g serves the
+// heads, the body and the request body's writes that follow. The
+// connection is spent afterwards, as after any detach.
+func (c *Conn) adoptGoNet() error {
+	gs, err := c.detach(0)
+	if err != nil {
+		return err
+	}
+	var b []byte
+	if gs.sl != nil {
+		if n := gs.sl.Len(); n > 0 {
+			p, err := gs.sl.Next(n)
+			if err != nil {
+				return fmt.Errorf("recover buffered bytes: %w", err)
+			}
+			b = append(b, p...)
+		}
+		_ = gs.sl.Release()
+		gs.sl = nil
+	}
+	b = append(b, gs.rest...)
+	gs.rest = nil
+	if len(b) > len(gs.buf) {
+		gs.buf = make([]byte, len(b))
+	}
+	gs.r, gs.w = 0, copy(gs.buf, b)
+	c.mu.Lock()
+	c.g = gs
+	c.mu.Unlock()
+	return nil
 }
 
 func (c *Conn) skipInterim(hl int) error {
