@@ -170,8 +170,8 @@ type goSource struct {
 	from    int // where the last peek came from: 0 sl, 1 rest, 2 buf
 
 	// goAlive's state: answeredAt is when the last exchange completed
-	// (nanotime; 0 never); raw and probe are made on the first probe and
-	// kept, and alive is probe's result.
+	// (nanotime; 0 never, or once the next look took it); raw and probe
+	// are made on the first probe and kept, and alive is probe's result.
 	answeredAt atomic.Int64
 	raw        syscall.RawConn
 	probe      func(fd uintptr) bool

@@ -136,15 +136,16 @@ func (c *Conn) goAlive() bool {
 		}
 		break
 	}
-	// Within goProbeGrace of a completed exchange no probe is made: the
-	// pool asks on return and on checkout, and on a busy connection those
-	// two syscalls would cost more than the rest of the pool's work. An
-	// origin closes an idle connection after its keep-alive timeout
-	// (seconds), or says so (Connection: close); one that closes silently
-	// sooner is caught by the stale-connection retry, as on any reused
-	// connection. netpoll connections need no probe: the poller sees the
-	// close.
-	if at := s.answeredAt.Load(); at != 0 && nanotime()-at < int64(goProbeGrace) {
+	// The first look within goProbeGrace of a completed exchange makes no
+	// probe: that is the pool's on return, and a connection that closes
+	// then is still caught by the probe on checkout, which is always
+	// made. Skipping that one too would hand a connection the origin
+	// already closed (a graceful shutdown or reload closes idle
+	// connections without a word) to the next request: a body that
+	// cannot be sent again (a POST) then fails instead of going on a
+	// fresh connection. netpoll connections need no probe: the poller
+	// sees the close.
+	if at := s.answeredAt.Swap(0); at != 0 && nanotime()-at < int64(goProbeGrace) {
 		return true
 	}
 	if s.probe == nil {

@@ -1,0 +1,68 @@
+package engine_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// TestTLSPeerClosedBeforePost: a TLS origin closes its connection (close_notify,
+// FIN) right after its answer, without saying so, and the next request, a
+// POST whose body cannot be sent again, comes at once. The pooled
+// connection is known closed before the POST is taken from the pool: it
+// must get a fresh connection, not be written to the dead one and fail.
+func TestTLSPeerClosedBeforePost(t *testing.T) {
+	leakBaseline(t)
+	pki := bench.NewPKI(t, "origin.test")
+	srv := &tls.Config{Certificates: []tls.Certificate{pki.Server}}
+	closed := make(chan struct{}, 2)
+	o := bench.NewOrigin(t, func(i int, c net.Conn, _ *bufio.Reader) {
+		tc := tls.Server(c, srv)
+		defer tc.Close()
+		br := bufio.NewReader(tc)
+		h, err := bench.ReadHead(br)
+		if err != nil {
+			return
+		}
+		if strings.HasPrefix(h[0], "POST") {
+			if _, err := io.ReadFull(br, make([]byte, 4)); err != nil {
+				return
+			}
+		}
+		_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_ = tc.Close()
+		closed <- struct{}{}
+	})
+	e := startEngine(t, engine.Config{})
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	for i, raw := range []string{
+		"GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 4\r\n\r\n",
+	} {
+		h := new(parser.Request)
+		if _, err := h.Parse([]byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		req := &engine.Request{Upstream: engine.Upstream{Addr: o.Addr(), TLS: cfg}, Head: h}
+		if i == 1 {
+			req.Body, req.ContentLength = strings.NewReader("data"), 4
+		}
+		resp, body, err := fetch(e, req)
+		if err != nil || resp.Status != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(requestTimeout):
+			t.Fatal("origin did not close")
+		}
+	}
+}
