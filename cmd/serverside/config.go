@@ -134,8 +134,15 @@ func loadConfig(path string) (*fileConfig, error) {
 // parseConfig decodes and validates a config file's contents; name is for
 // the errors.
 func parseConfig(name string, data []byte) (*fileConfig, error) {
+	if err := json.Unmarshal(data, new(any)); err != nil {
+		return nil, &ConfigError{File: name, Err: jsonSyntax(data, err)}
+	}
+	// Numbers as written, so that checkFields can tell 1e3 or 1.5 from an
+	// integer as the decoder does.
 	var raw any
-	if err := json.Unmarshal(data, &raw); err != nil {
+	rd := json.NewDecoder(bytes.NewReader(data))
+	rd.UseNumber()
+	if err := rd.Decode(&raw); err != nil {
 		return nil, &ConfigError{File: name, Err: jsonSyntax(data, err)}
 	}
 	if _, ok := raw.(map[string]any); !ok {
@@ -180,9 +187,29 @@ func jsonSyntax(data []byte, err error) error {
 }
 
 // checkFields reports the first object key in v that t has no JSON field
-// for, or the first bad duration, descending into nested structs and
-// slices of structs.
+// for, the first value of the wrong JSON type, or the first bad duration,
+// descending into nested structs and slices of structs. The decoder would
+// report a wrong type too, but without the list index in its path
+// (origins.weight for origins[1].weight) and with Go's type names.
 func checkFields(v any, t reflect.Type, path string) *ConfigError {
+	if v == nil {
+		return nil // null leaves the field as it is, as the decoder does
+	}
+	wrongType := func(want string) *ConfigError {
+		got := "a JSON string"
+		switch v.(type) {
+		case json.Number:
+			got = "a JSON number"
+		case bool:
+			got = "a JSON bool"
+		case []any:
+			return &ConfigError{Field: path, Err: fmt.Errorf("want %s, got a JSON array", want)}
+		case map[string]any:
+			return &ConfigError{Field: path, Err: fmt.Errorf("want %s, got a JSON object", want)}
+		}
+		lit, _ := json.Marshal(v)
+		return &ConfigError{Field: path, Err: fmt.Errorf("want %s, got %s %s", want, got, lit)}
+	}
 	if t == reflect.TypeFor[duration]() {
 		s, ok := v.(string)
 		if !ok {
@@ -197,10 +224,29 @@ func checkFields(v any, t reflect.Type, path string) *ConfigError {
 	switch t.Kind() {
 	case reflect.Pointer:
 		return checkFields(v, t.Elem(), path)
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return wrongType("a string")
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return wrongType("a bool")
+		}
+	case reflect.Int:
+		n, ok := v.(json.Number)
+		if !ok {
+			return wrongType("an integer")
+		}
+		if _, err := strconv.ParseInt(string(n), 10, strconv.IntSize); err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return &ConfigError{Field: path, Err: fmt.Errorf("%s is out of range", n)}
+			}
+			return wrongType("an integer")
+		}
 	case reflect.Slice:
 		arr, ok := v.([]any)
 		if !ok {
-			return nil // a type error, reported by the decoder
+			return wrongType("a list")
 		}
 		for i, e := range arr {
 			if err := checkFields(e, t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
@@ -210,7 +256,7 @@ func checkFields(v any, t reflect.Type, path string) *ConfigError {
 	case reflect.Struct:
 		obj, ok := v.(map[string]any)
 		if !ok {
-			return nil
+			return wrongType("an object")
 		}
 		fields := make(map[string]reflect.Type)
 		var names []string
@@ -269,6 +315,9 @@ func (fc *fileConfig) validate() *ConfigError {
 	if (fc.ClientCert == "") != (fc.ClientKey == "") {
 		return bad("client_cert", "client_cert and client_key go together")
 	}
+	if len(fc.Origins) > 0 && len(fc.Parents) > 0 {
+		return bad("parents", "origins and parents do not mix: origins make a reverse proxy, parents a forward one")
+	}
 	for _, list := range []struct {
 		field  string
 		peers  []peerSpec
@@ -307,7 +356,7 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if u.Scheme != "http" && (u.Scheme != "https" || parent) {
 		return &peerError{"url", fmt.Errorf("%q: want http:// (or https:// for an origin)", u.Redacted())}
 	}
-	if u.Host == "" {
+	if u.Hostname() == "" {
 		return &peerError{"url", fmt.Errorf("%q: no host", u.Redacted())}
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
