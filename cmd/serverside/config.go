@@ -315,6 +315,19 @@ func (fc *fileConfig) validate() *ConfigError {
 	if (fc.ClientCert == "") != (fc.ClientKey == "") {
 		return bad("client_cert", "client_cert and client_key go together")
 	}
+	ctl := func(r rune) bool { return r <= ' ' || r == 0x7f }
+	if h := fc.Health; h.Path != "" && (h.Path[0] != '/' || strings.ContainsFunc(h.Path, ctl)) {
+		return bad("health.path", "want a path such as \"/healthz\", got %q", h.Path)
+	}
+	if h := fc.Health; strings.ContainsFunc(h.Host, ctl) {
+		return bad("health.host", "want a host name, got %q", h.Host)
+	}
+	if h := fc.Health; h.Status != 0 && (h.Status < 100 || h.Status > 599) {
+		return bad("health.status", "want 0 (any 2xx or 3xx) or 100 to 599, got %d", h.Status)
+	}
+	if h := fc.Health; h.MaxFails != nil && *h.MaxFails < -1 {
+		return bad("health.max_fails", "want -1 (off) or more, got %d", *h.MaxFails)
+	}
 	if len(fc.Origins) > 0 && len(fc.Parents) > 0 {
 		return bad("parents", "origins and parents do not mix: origins make a reverse proxy, parents a forward one")
 	}

@@ -92,6 +92,11 @@ func TestConfigErrors(t *testing.T) {
 		{`{"health": "/healthz"}`, "health", `want an object, got a JSON string "/healthz"`, false},
 		{`{"origins": [{"url": "http://a:1"}], "parents": [{"url": "http://b:1"}]}`, "parents", "origins and parents do not mix", false},
 		{`{"origins": [{"url": "http://:80"}]}`, "origins[0].url", `"http://:80": no host`, false},
+		{`{"health": {"path": "/h", "status": 99}}`, "health.status", "want 0 (any 2xx or 3xx) or 100 to 599, got 99", false},
+		{`{"health": {"path": "healthz"}}`, "health.path", `want a path such as "/healthz", got "healthz"`, false},
+		{`{"health": {"path": "/h\r\nX: 1"}}`, "health.path", `want a path such as "/healthz"`, false},
+		{`{"health": {"path": "/h", "host": "a\r\nX: 1"}}`, "health.host", `want a host name, got "a\r\nX: 1"`, false},
+		{`{"health": {"max_fails": -7}}`, "health.max_fails", "want -1 (off) or more, got -7", false},
 	} {
 		_, err := parseConfig("c.json", []byte(c.in))
 		var ce *ConfigError
