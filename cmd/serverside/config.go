@@ -137,6 +137,10 @@ func parseConfig(name string, data []byte) (*fileConfig, error) {
 	if err := json.Unmarshal(data, new(any)); err != nil {
 		return nil, &ConfigError{File: name, Err: jsonSyntax(data, err)}
 	}
+	if err := repeatedKey(data); err != nil {
+		err.File = name
+		return nil, err
+	}
 	// Numbers as written, so that checkFields can tell 1e3 or 1.5 from an
 	// integer as the decoder does.
 	var raw any
@@ -184,6 +188,53 @@ func jsonSyntax(data []byte, err error) error {
 	line := 1 + bytes.Count(data[:off], []byte("\n"))
 	col := off - bytes.LastIndexByte(data[:off], '\n')
 	return fmt.Errorf("line %d column %d: %w", line, col, err)
+}
+
+// repeatedKey reports the first key that an object of data (valid JSON)
+// has twice: the decoder silently keeps the last one, and the other is
+// likely a mistake.
+func repeatedKey(data []byte) *ConfigError {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func(path string) *ConfigError
+	walk = func(path string) *ConfigError {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // a syntax error, reported by the caller's decode
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := make(map[string]bool)
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil
+				}
+				k, _ := kt.(string)
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if seen[k] {
+					line := 1 + bytes.Count(data[:dec.InputOffset()], []byte("\n"))
+					return &ConfigError{Field: p, Err: fmt.Errorf("line %d: repeated key", line)}
+				}
+				seen[k] = true
+				if err := walk(p); err != nil {
+					return err
+				}
+			}
+			_, _ = dec.Token() // }
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if err := walk(path + "[" + strconv.Itoa(i) + "]"); err != nil {
+					return err
+				}
+			}
+			_, _ = dec.Token() // ]
+		}
+		return nil
+	}
+	return walk("")
 }
 
 // checkFields reports the first object key in v that t has no JSON field

@@ -83,6 +83,8 @@ func TestConfigErrors(t *testing.T) {
 		{"{\n  \"listen\": \"a:1\",\n  \"shards\": 2,,\n}", "", "line 3 column 15: invalid character ','", false},
 		{`{"listen": "a:1"} {}`, "", "invalid character '{' after top-level value", false},
 		{`[1]`, "", "want a JSON object at the top", false},
+		{"{\n  \"lb\": \"p2c\",\n  \"lb\": \"hash\"\n}", "lb", "line 3: repeated key", false},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "name": "b", "name": "c"}]}`, "origins[1].name", "line 1: repeated key", false},
 		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weight": 1.5}]}`, "origins[1].weight", "want an integer, got a JSON number 1.5", false},
 		{`{"parents": [{"url": "http://a:1", "max_conns": "10"}]}`, "parents[0].max_conns", `want an integer, got a JSON string "10"`, false},
 		{`{"shards": 1e3}`, "shards", "want an integer, got a JSON number 1e3", false},
