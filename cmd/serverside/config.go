@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -504,6 +505,9 @@ func (x *cliExtras) tlsSettings() (tlsSettings, error) {
 		pem, err := os.ReadFile(x.caFile)
 		if err != nil {
 			return ts, fmt.Errorf("-ca-file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return ts, fmt.Errorf("-ca-file %s: no PEM certificate", x.caFile)
 		}
 		ts.roots = pem
 	}
