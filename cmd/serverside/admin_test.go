@@ -954,9 +954,11 @@ func TestAdminPeerDrain(t *testing.T) {
 	}
 
 	// Wrong calls change nothing.
-	code, _, _ := httpGet(t, "http://"+adm+"/peers/drain?peer=a")
-	if code != http.StatusMethodNotAllowed {
-		t.Fatalf("GET /peers/drain: %d, want 405", code)
+	code, ct, body := httpGet(t, "http://"+adm+"/peers/drain?peer=a")
+	var wrong peerActionResult
+	if code != http.StatusMethodNotAllowed || ct != "application/json" ||
+		json.Unmarshal([]byte(body), &wrong) != nil || wrong.Action != "drain" || wrong.Error != "method GET not allowed: use POST" {
+		t.Fatalf("GET /peers/drain: %d %s %q, want 405 with a JSON error", code, ct, body)
 	}
 	for _, c := range []struct {
 		path string
