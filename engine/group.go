@@ -442,8 +442,11 @@ func classify(err error) outcome {
 		return neutral
 	case e.Phase == conn.PhaseProtocol:
 		return failed
-	case e.Phase == conn.PhaseDial && !errors.Is(err, shard.ErrOverloaded) &&
+	case (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) && !errors.Is(err, shard.ErrOverloaded) &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+		// A failed handshake (a certificate that does not verify, an
+		// endpoint that does not speak TLS) is a failed connect too: the
+		// request is rerouted, and the peer would fail the next one alike.
 		return failed
 	case e.Responded:
 		return healthy
