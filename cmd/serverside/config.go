@@ -346,8 +346,13 @@ func (fc *fileConfig) validate() *ConfigError {
 		if a.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+		_, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
 			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: %v", err)
+		}
+		// A service name ("http") is left to net.Listen.
+		if _, err := strconv.ParseUint(port, 10, 16); errors.Is(err, strconv.ErrRange) {
+			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: port %q out of range", port)
 		}
 	}
 	if fc.Shards != nil && *fc.Shards < 0 {

@@ -62,6 +62,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{"listen": 8080}`, "listen", "want a string, got a JSON number", false},
 		{`{"shards": -1}`, "shards", "must be 0 (GOMAXPROCS) or more", false},
 		{`{"admin": "9090"}`, "admin", "want host:port", false},
+		{`{"listen": "127.0.0.1:99999"}`, "listen", `want host:port, e.g. 127.0.0.1:9090: port "99999" out of range`, false},
 		{`{"lb": "random"}`, "lb", `unknown policy "random"; want one of roundrobin, leastconn, p2c, hash`, false},
 		{`{"origins": [{"name": "x"}]}`, "origins[0].url", "missing", false},
 		{`{"origins": [{"url": "ftp://a:443"}]}`, "origins[0].url", "want http:// (or https:// for an origin)", false},
