@@ -465,7 +465,9 @@ func (e expo) sample(name, value string, labels ...string) {
 
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
-func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+// escapeLabel escapes a label value; bytes that are not UTF-8 (a peer
+// name from ?name=%ff) become U+FFFD, since the format is UTF-8.
+func escapeLabel(s string) string { return labelEscaper.Replace(strings.ToValidUTF8(s, "\uFFFD")) }
 
 func u64(n uint64) string  { return strconv.FormatUint(n, 10) }
 func i64(n int64) string   { return strconv.FormatInt(n, 10) }
