@@ -302,7 +302,7 @@ func (r *request) finishTask(err error) {
 	}
 	if r.peer != nil {
 		o := classify(err)
-		if e := conn.AsError(err); e != nil && e.Phase == conn.PhaseDial {
+		if e := conn.AsError(err); e != nil && (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) {
 			o = neutral // a connect failure was reported by rerouteTask
 		}
 		r.settlePeer(o)

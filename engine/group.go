@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -332,8 +333,17 @@ func (p *peer) buildCheck(hc Health) error {
 	if host == "" {
 		host = p.cfg.Addr
 	}
+	// A line break in either would add fields to the check, or a second
+	// request after it, that the parse below still takes for valid.
+	if strings.ContainsFunc(hc.CheckPath+host, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return fmt.Errorf("health check path %q or host %q: control character", hc.CheckPath, host)
+	}
 	p.checkBuf = []byte("GET " + hc.CheckPath + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: serverside-health\r\n\r\n")
-	if _, err := p.check.Parse(p.checkBuf); err != nil || !p.check.Done() {
+	n, err := p.check.Parse(p.checkBuf)
+	if err == nil && (!p.check.Done() || n != len(p.checkBuf)) {
+		err = errors.New("not one request head")
+	}
+	if err != nil {
 		return fmt.Errorf("health check path %q: %w", hc.CheckPath, err)
 	}
 	ed, err := p.edits(&p.check, nil)
@@ -432,8 +442,11 @@ func classify(err error) outcome {
 		return neutral
 	case e.Phase == conn.PhaseProtocol:
 		return failed
-	case e.Phase == conn.PhaseDial && !errors.Is(err, shard.ErrOverloaded) &&
+	case (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) && !errors.Is(err, shard.ErrOverloaded) &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+		// A failed handshake (a certificate that does not verify, an
+		// endpoint that does not speak TLS) is a failed connect too: the
+		// request is rerouted, and the peer would fail the next one alike.
 		return failed
 	case e.Responded:
 		return healthy

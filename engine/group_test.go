@@ -131,6 +131,11 @@ func TestGroupConfigErrors(t *testing.T) {
 		"same name":    {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "a", Addr: "127.0.0.1:2"}}},
 		"bad balancer": {Balancer: "random", Peers: []Peer{{Addr: "127.0.0.1:1"}}},
 		"bad check":    {Peers: []Peer{{Addr: "127.0.0.1:1"}}, Health: Health{CheckPath: "/a b"}},
+		// A check host or path must not end the head early or add fields.
+		"check host with a field": {Peers: []Peer{{Addr: "127.0.0.1:1"}}, Health: Health{CheckPath: "/h", CheckHost: "a\r\nX-Injected: 1"}},
+		"check host with a request": {Peers: []Peer{{Addr: "127.0.0.1:1"}},
+			Health: Health{CheckPath: "/h", CheckHost: "a\r\n\r\nGET /evil HTTP/1.1\r\nHost: a"}},
+		"check path with a field": {Peers: []Peer{{Addr: "127.0.0.1:1"}}, Health: Health{CheckPath: "/h HTTP/1.1\r\nX-Injected: 1\r\nY: /h"}},
 	} {
 		if err := e.SetGroup("g", gc); err == nil {
 			t.Errorf("%s: SetGroup accepted %+v", name, gc)

@@ -75,6 +75,26 @@ func TestGroupTLSPeerWrongCA(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Fatalf("err %v, want an unknown authority", err)
 	}
+	if ps := e.PeerStats()["g"].Peers[0]; ps.Failures != 1 {
+		t.Fatalf("peer stats %+v, want 1 failure", ps)
+	}
+	// With another peer, the request goes there, and the failures mark
+	// the peer down as connect failures do.
+	good, pki := tlsNginx(t, false)
+	e = startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{
+		"g": {Peers: []engine.Peer{
+			{Name: "bad", Addr: ngx.TLSAddr(), TLS: &engine.TLS{ServerName: "origin.test", RootCAs: other.CAPEM}},
+			{Name: "good", Addr: good.TLSAddr(), TLS: &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}},
+		}, Health: engine.Health{MaxFails: 2}},
+	}})
+	for i := 0; i < 6; i++ {
+		if status, err := exchange(e, "g", groupHead(t, "/small", "origin.test")); err != nil || status != 200 {
+			t.Fatalf("request %d: %d %v", i, status, err)
+		}
+	}
+	if ps := e.PeerStats()["g"].Peers[0]; ps.Failures != 2 || ps.Downs != 1 || ps.State != engine.PeerDown || ps.Rerouted != 2 {
+		t.Fatalf("bad peer %+v, want 2 failures, rerouted, then down", ps)
+	}
 	if _, err := engine.New(engine.Config{Groups: map[string]engine.GroupConfig{
 		"bad": {Peers: []engine.Peer{{Addr: ngx.TLSAddr(), TLS: &engine.TLS{RootCAs: []byte("not PEM")}}}},
 	}}); !errors.Is(err, engine.ErrBadRequest) {

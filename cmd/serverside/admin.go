@@ -98,10 +98,11 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /status", a.serveStatus)
 	mux.HandleFunc("GET /status.json", a.serveStatusJSON)
 	// POST only: a drain changes state, so a crawler or a prefetching
-	// browser following a link must not trigger one. Other methods get
-	// the mux's 405 with an Allow header.
-	mux.HandleFunc("POST /peers/drain", a.servePeerAction(true))
-	mux.HandleFunc("POST /peers/undrain", a.servePeerAction(false))
+	// browser following a link must not trigger one. Other methods get a
+	// 405 with an Allow header from the handler, as JSON like its other
+	// errors.
+	mux.HandleFunc("/peers/drain", a.servePeerAction(true))
+	mux.HandleFunc("/peers/undrain", a.servePeerAction(false))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -358,10 +359,14 @@ func (a *admin) servePeerAction(drain bool) http.HandlerFunc {
 		name := r.URL.Query().Get("peer")
 		code := http.StatusOK
 		var err error
-		if name != "" {
+		post := r.Method == http.MethodPost
+		if name != "" && post {
 			err = call(a.p.group, name)
 		}
 		switch {
+		case !post:
+			w.Header().Set("Allow", http.MethodPost)
+			code, res.Error = http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: use POST"
 		case name == "":
 			code, res.Error = http.StatusBadRequest, "missing peer parameter: /peers/"+action+"?peer=NAME"
 		case errors.Is(err, engine.ErrNoGroup) || errors.Is(err, engine.ErrNoPeer):
@@ -460,7 +465,9 @@ func (e expo) sample(name, value string, labels ...string) {
 
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
-func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+// escapeLabel escapes a label value; bytes that are not UTF-8 (a peer
+// name from ?name=%ff) become U+FFFD, since the format is UTF-8.
+func escapeLabel(s string) string { return labelEscaper.Replace(strings.ToValidUTF8(s, "\uFFFD")) }
 
 func u64(n uint64) string  { return strconv.FormatUint(n, 10) }
 func i64(n int64) string   { return strconv.FormatInt(n, 10) }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
@@ -130,6 +131,9 @@ func parseProm(text string) (*promText, error) {
 	for n, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 		fail := func(format string, args ...any) error {
 			return fmt.Errorf("line %d %q: %s", n+1, line, fmt.Sprintf(format, args...))
+		}
+		if !utf8.ValidString(line) {
+			return nil, fail("not UTF-8")
 		}
 		if strings.HasPrefix(line, "#") {
 			f := strings.SplitN(line, " ", 4)
@@ -346,6 +350,8 @@ func TestWriteMetricsEscapes(t *testing.T) {
 			{Group: peerGroup, Name: "a \"b\"\\c", Addr: "10.0.0.1:80", Role: "origin", Weight: 3, State: "draining",
 				Busy: 2, Idle: 0, Waiting: 1, Picks: 40, Failures: 1, Downs: 1, Rerouted: 2, ClosedDrained: 5},
 			{Group: "other", Name: "a \"b\"\\c", Addr: "10.0.0.1:80", Role: "parent", Weight: 1, State: "up", Idle: 1},
+			// A name from a URL's ?name=%ff is not UTF-8; the exposition must be.
+			{Group: "third", Name: "n\xffx", Addr: "10.0.0.1:80", Role: "origin", Weight: 1, State: "up"},
 		},
 	}
 	a := &admin{started: time.Unix(1700000000, 500e6)}
@@ -380,7 +386,8 @@ func TestWriteMetricsEscapes(t *testing.T) {
 		{"serverside_upstream_closes_total", []string{"key", "", "reason", "idle_timeout"}, 0},
 		{"serverside_upstream_errors_total", []string{"key", "", "phase", "dial"}, 1},
 		{"serverside_upstream_errors_total", []string{"key", key, "phase", "pool-wait"}, 0},
-		{"serverside_peers", nil, 2},
+		{"serverside_peers", nil, 3},
+		{"serverside_peer_up", []string{"peer", "n\uFFFDx", "group", "third"}, 1},
 		{"serverside_peer_up", []string{"peer", "a \"b\"\\c", "addr", "10.0.0.1:80", "group", ""}, 0},
 		{"serverside_peer_draining", []string{"group", ""}, 1},
 		{"serverside_peer_state", []string{"group", "", "state", "draining"}, 1},
@@ -954,9 +961,11 @@ func TestAdminPeerDrain(t *testing.T) {
 	}
 
 	// Wrong calls change nothing.
-	code, _, _ := httpGet(t, "http://"+adm+"/peers/drain?peer=a")
-	if code != http.StatusMethodNotAllowed {
-		t.Fatalf("GET /peers/drain: %d, want 405", code)
+	code, ct, body := httpGet(t, "http://"+adm+"/peers/drain?peer=a")
+	var wrong peerActionResult
+	if code != http.StatusMethodNotAllowed || ct != "application/json" ||
+		json.Unmarshal([]byte(body), &wrong) != nil || wrong.Action != "drain" || wrong.Error != "method GET not allowed: use POST" {
+		t.Fatalf("GET /peers/drain: %d %s %q, want 405 with a JSON error", code, ct, body)
 	}
 	for _, c := range []struct {
 		path string

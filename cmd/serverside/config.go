@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -134,8 +135,19 @@ func loadConfig(path string) (*fileConfig, error) {
 // parseConfig decodes and validates a config file's contents; name is for
 // the errors.
 func parseConfig(name string, data []byte) (*fileConfig, error) {
+	if err := json.Unmarshal(data, new(any)); err != nil {
+		return nil, &ConfigError{File: name, Err: jsonSyntax(data, err)}
+	}
+	if err := repeatedKey(data); err != nil {
+		err.File = name
+		return nil, err
+	}
+	// Numbers as written, so that checkFields can tell 1e3 or 1.5 from an
+	// integer as the decoder does.
 	var raw any
-	if err := json.Unmarshal(data, &raw); err != nil {
+	rd := json.NewDecoder(bytes.NewReader(data))
+	rd.UseNumber()
+	if err := rd.Decode(&raw); err != nil {
 		return nil, &ConfigError{File: name, Err: jsonSyntax(data, err)}
 	}
 	if _, ok := raw.(map[string]any); !ok {
@@ -179,10 +191,77 @@ func jsonSyntax(data []byte, err error) error {
 	return fmt.Errorf("line %d column %d: %w", line, col, err)
 }
 
+// repeatedKey reports the first key that an object of data (valid JSON)
+// has twice: the decoder silently keeps the last one, and the other is
+// likely a mistake.
+func repeatedKey(data []byte) *ConfigError {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func(path string) *ConfigError
+	walk = func(path string) *ConfigError {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // a syntax error, reported by the caller's decode
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := make(map[string]bool)
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil
+				}
+				k, _ := kt.(string)
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if seen[k] {
+					line := 1 + bytes.Count(data[:dec.InputOffset()], []byte("\n"))
+					return &ConfigError{Field: p, Err: fmt.Errorf("line %d: repeated key", line)}
+				}
+				seen[k] = true
+				if err := walk(p); err != nil {
+					return err
+				}
+			}
+			_, _ = dec.Token() // }
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if err := walk(path + "[" + strconv.Itoa(i) + "]"); err != nil {
+					return err
+				}
+			}
+			_, _ = dec.Token() // ]
+		}
+		return nil
+	}
+	return walk("")
+}
+
 // checkFields reports the first object key in v that t has no JSON field
-// for, or the first bad duration, descending into nested structs and
-// slices of structs.
+// for, the first value of the wrong JSON type, or the first bad duration,
+// descending into nested structs and slices of structs. The decoder would
+// report a wrong type too, but without the list index in its path
+// (origins.weight for origins[1].weight) and with Go's type names.
 func checkFields(v any, t reflect.Type, path string) *ConfigError {
+	if v == nil {
+		return nil // null leaves the field as it is, as the decoder does
+	}
+	wrongType := func(want string) *ConfigError {
+		got := "a JSON string"
+		switch v.(type) {
+		case json.Number:
+			got = "a JSON number"
+		case bool:
+			got = "a JSON bool"
+		case []any:
+			return &ConfigError{Field: path, Err: fmt.Errorf("want %s, got a JSON array", want)}
+		case map[string]any:
+			return &ConfigError{Field: path, Err: fmt.Errorf("want %s, got a JSON object", want)}
+		}
+		lit, _ := json.Marshal(v)
+		return &ConfigError{Field: path, Err: fmt.Errorf("want %s, got %s %s", want, got, lit)}
+	}
 	if t == reflect.TypeFor[duration]() {
 		s, ok := v.(string)
 		if !ok {
@@ -197,10 +276,29 @@ func checkFields(v any, t reflect.Type, path string) *ConfigError {
 	switch t.Kind() {
 	case reflect.Pointer:
 		return checkFields(v, t.Elem(), path)
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return wrongType("a string")
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return wrongType("a bool")
+		}
+	case reflect.Int:
+		n, ok := v.(json.Number)
+		if !ok {
+			return wrongType("an integer")
+		}
+		if _, err := strconv.ParseInt(string(n), 10, strconv.IntSize); err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return &ConfigError{Field: path, Err: fmt.Errorf("%s is out of range", n)}
+			}
+			return wrongType("an integer")
+		}
 	case reflect.Slice:
 		arr, ok := v.([]any)
 		if !ok {
-			return nil // a type error, reported by the decoder
+			return wrongType("a list")
 		}
 		for i, e := range arr {
 			if err := checkFields(e, t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
@@ -210,7 +308,7 @@ func checkFields(v any, t reflect.Type, path string) *ConfigError {
 	case reflect.Struct:
 		obj, ok := v.(map[string]any)
 		if !ok {
-			return nil
+			return wrongType("an object")
 		}
 		fields := make(map[string]reflect.Type)
 		var names []string
@@ -248,8 +346,13 @@ func (fc *fileConfig) validate() *ConfigError {
 		if a.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+		_, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
 			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: %v", err)
+		}
+		// A service name ("http") is left to net.Listen.
+		if _, err := strconv.ParseUint(port, 10, 16); errors.Is(err, strconv.ErrRange) {
+			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: port %q out of range", port)
 		}
 	}
 	if fc.Shards != nil && *fc.Shards < 0 {
@@ -268,6 +371,22 @@ func (fc *fileConfig) validate() *ConfigError {
 	}
 	if (fc.ClientCert == "") != (fc.ClientKey == "") {
 		return bad("client_cert", "client_cert and client_key go together")
+	}
+	ctl := func(r rune) bool { return r <= ' ' || r == 0x7f }
+	if h := fc.Health; h.Path != "" && (h.Path[0] != '/' || strings.ContainsFunc(h.Path, ctl)) {
+		return bad("health.path", "want a path such as \"/healthz\", got %q", h.Path)
+	}
+	if h := fc.Health; strings.ContainsFunc(h.Host, ctl) {
+		return bad("health.host", "want a host name, got %q", h.Host)
+	}
+	if h := fc.Health; h.Status != 0 && (h.Status < 100 || h.Status > 599) {
+		return bad("health.status", "want 0 (any 2xx or 3xx) or 100 to 599, got %d", h.Status)
+	}
+	if h := fc.Health; h.MaxFails != nil && *h.MaxFails < -1 {
+		return bad("health.max_fails", "want -1 (off) or more, got %d", *h.MaxFails)
+	}
+	if len(fc.Origins) > 0 && len(fc.Parents) > 0 {
+		return bad("parents", "origins and parents do not mix: origins make a reverse proxy, parents a forward one")
 	}
 	for _, list := range []struct {
 		field  string
@@ -307,7 +426,7 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if u.Scheme != "http" && (u.Scheme != "https" || parent) {
 		return &peerError{"url", fmt.Errorf("%q: want http:// (or https:// for an origin)", u.Redacted())}
 	}
-	if u.Host == "" {
+	if u.Hostname() == "" {
 		return &peerError{"url", fmt.Errorf("%q: no host", u.Redacted())}
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
@@ -391,6 +510,9 @@ func (x *cliExtras) tlsSettings() (tlsSettings, error) {
 		pem, err := os.ReadFile(x.caFile)
 		if err != nil {
 			return ts, fmt.Errorf("-ca-file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return ts, fmt.Errorf("-ca-file %s: no PEM certificate", x.caFile)
 		}
 		ts.roots = pem
 	}

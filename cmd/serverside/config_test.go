@@ -37,7 +37,6 @@ func TestDocExampleConfig(t *testing.T) {
 			{URL: "http://127.0.0.1:8081", Name: "web-a", Weight: 3, MaxConns: 64},
 			{URL: "http://127.0.0.1:8082", Name: "127.0.0.1:8082", Weight: 1},
 		},
-		Parents:    []peerSpec{{URL: "http://user:secret@10.0.0.5:3128", Name: "squid-1", Weight: 1, MaxConns: 128, Preemptive: new(false)}},
 		LB:         "leastconn",
 		ClientAuth: "none",
 		Timeouts: timeouts{
@@ -63,6 +62,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{"listen": 8080}`, "listen", "want a string, got a JSON number", false},
 		{`{"shards": -1}`, "shards", "must be 0 (GOMAXPROCS) or more", false},
 		{`{"admin": "9090"}`, "admin", "want host:port", false},
+		{`{"listen": "127.0.0.1:99999"}`, "listen", `want host:port, e.g. 127.0.0.1:9090: port "99999" out of range`, false},
 		{`{"lb": "random"}`, "lb", `unknown policy "random"; want one of roundrobin, leastconn, p2c, hash`, false},
 		{`{"origins": [{"name": "x"}]}`, "origins[0].url", "missing", false},
 		{`{"origins": [{"url": "ftp://a:443"}]}`, "origins[0].url", "want http:// (or https:// for an origin)", false},
@@ -84,6 +84,22 @@ func TestConfigErrors(t *testing.T) {
 		{"{\n  \"listen\": \"a:1\",\n  \"shards\": 2,,\n}", "", "line 3 column 15: invalid character ','", false},
 		{`{"listen": "a:1"} {}`, "", "invalid character '{' after top-level value", false},
 		{`[1]`, "", "want a JSON object at the top", false},
+		{"{\n  \"lb\": \"p2c\",\n  \"lb\": \"hash\"\n}", "lb", "line 3: repeated key", false},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "name": "b", "name": "c"}]}`, "origins[1].name", "line 1: repeated key", false},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weight": 1.5}]}`, "origins[1].weight", "want an integer, got a JSON number 1.5", false},
+		{`{"parents": [{"url": "http://a:1", "max_conns": "10"}]}`, "parents[0].max_conns", `want an integer, got a JSON string "10"`, false},
+		{`{"shards": 1e3}`, "shards", "want an integer, got a JSON number 1e3", false},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "preemptive": 1}]}`, "origins[1].preemptive", "want a bool, got a JSON number 1", false},
+		{`{"origins": [{"url": "http://a:1", "name": ["x"]}]}`, "origins[0].name", "want a string, got a JSON array", false},
+		{`{"origins": {"url": "http://a:1"}}`, "origins", "want a list, got a JSON object", false},
+		{`{"health": "/healthz"}`, "health", `want an object, got a JSON string "/healthz"`, false},
+		{`{"origins": [{"url": "http://a:1"}], "parents": [{"url": "http://b:1"}]}`, "parents", "origins and parents do not mix", false},
+		{`{"origins": [{"url": "http://:80"}]}`, "origins[0].url", `"http://:80": no host`, false},
+		{`{"health": {"path": "/h", "status": 99}}`, "health.status", "want 0 (any 2xx or 3xx) or 100 to 599, got 99", false},
+		{`{"health": {"path": "healthz"}}`, "health.path", `want a path such as "/healthz", got "healthz"`, false},
+		{`{"health": {"path": "/h\r\nX: 1"}}`, "health.path", `want a path such as "/healthz"`, false},
+		{`{"health": {"path": "/h", "host": "a\r\nX: 1"}}`, "health.host", `want a host name, got "a\r\nX: 1"`, false},
+		{`{"health": {"max_fails": -7}}`, "health.max_fails", "want -1 (off) or more, got -7", false},
 	} {
 		_, err := parseConfig("c.json", []byte(c.in))
 		var ce *ConfigError
@@ -146,7 +162,6 @@ func writeConfig(t *testing.T, s string) string {
 
 const applyConfig = `{"listen": "127.0.0.1:8080", "admin": "127.0.0.1:9090", "shards": 4, "access_log": false,
 	"origins": [{"url": "http://127.0.0.1:81", "name": "a", "weight": 2}, {"url": "http://127.0.0.1:82"}],
-	"parents": [{"url": "http://u:p@127.0.0.1:3129", "preemptive": false}],
 	"lb": "p2c", "client_auth": "pass",
 	"timeouts": {"connect": "2s", "response_header": "5s"}}`
 
@@ -169,7 +184,7 @@ func TestApplyConfig(t *testing.T) {
 	if got := []string(*v["origin"].(*originList)); !reflect.DeepEqual(got, []string{"http://127.0.0.1:81", "http://127.0.0.1:82"}) {
 		t.Fatalf("origins %v", got)
 	}
-	if got := []string(*v["parent"].(*stringsFlag)); !reflect.DeepEqual(got, []string{"http://u:p@127.0.0.1:3129?preemptive=false"}) {
+	if got := []string(*v["parent"].(*stringsFlag)); len(got) != 0 {
 		t.Fatalf("parents %v", got)
 	}
 	if x.clientAuth != clientAuthPass {
@@ -181,6 +196,18 @@ func TestApplyConfig(t *testing.T) {
 	}
 	if len(fc.Origins) != 2 || fc.Origins[0].Name != "a" || fc.Origins[0].Weight != 2 || fc.Origins[1].Name != "127.0.0.1:82" {
 		t.Fatalf("file origins %+v", fc.Origins)
+	}
+
+	// A parent's preemptive option becomes the URL option.
+	fs, x, v = testFlags(true)
+	if err := fs.Parse([]string{"-config", writeConfig(t, `{"parents": [{"url": "http://u:p@127.0.0.1:3129", "preemptive": false}]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.apply(fs); err != nil {
+		t.Fatal(err)
+	}
+	if got := []string(*v["parent"].(*stringsFlag)); !reflect.DeepEqual(got, []string{"http://u:p@127.0.0.1:3129?preemptive=false"}) {
+		t.Fatalf("parents %v", got)
 	}
 
 	// -origin and -parent on the command line replace the file's lists.

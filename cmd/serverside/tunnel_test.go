@@ -575,9 +575,19 @@ func TestConnectIdleAndShutdown(t *testing.T) {
 // listens.
 func TestRunBadTunnelTLSFlags(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.pem")
+	// A CA file with no certificate would verify nothing: every https
+	// target or origin would fail.
+	noCert := filepath.Join(t.TempDir(), "nocert.pem")
+	if err := os.WriteFile(noCert, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&cliExtras{caFile: noCert}).tlsSettings(); err == nil || !strings.Contains(err.Error(), "-ca-file "+noCert+": no PEM certificate") {
+		t.Errorf("-ca-file without a certificate: %v", err)
+	}
 	for _, args := range [][]string{
 		{"-connect-ports", "443,http"},
 		{"-ca-file", missing},
+		{"-ca-file", noCert, "-origin", "https://127.0.0.1:1"},
 		{"-client-cert", missing},
 		{"-client-cert", missing, "-client-key", missing},
 	} {
