@@ -173,7 +173,10 @@ func buildProfile(t *TLS) *tlsProfile {
 }
 
 // serverName is the SNI for req: the configured name, else the host of the
-// request's authority, else the host of the upstream address.
+// request's authority, else the host of the upstream address. A host name
+// taken from the request is lowercased: names compare without case (RFC
+// 6066 §3), so "LOCALHOST" and "localhost" share a pool key and a session
+// cache instead of splitting them.
 func serverName(t *TLS, req *Request) string {
 	if t.ServerName != "" {
 		return t.ServerName
@@ -185,7 +188,7 @@ func serverName(t *TLS, req *Request) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	return strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
 }
 
 // dialerFor completes req's pool key (TLS identity, route, credential

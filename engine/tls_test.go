@@ -317,6 +317,31 @@ func TestTLSPoolKeySeparation(t *testing.T) {
 	}
 }
 
+// TestTLSServerNameCase: the SNI taken from a request's host is
+// lowercased (names compare without case), so hosts that differ only in
+// case share one upstream: one connection, reused.
+func TestTLSServerNameCase(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	e := startEngine(t, engine.Config{})
+	cfg := &engine.TLS{RootCAs: pki.CAPEM} // SNI from Host
+	for _, host := range []string{"A.TEST", "a.test", "a.Test"} {
+		resp, _, err := fetch(e, tlsGet(t, ngx, host, "/small", cfg, ""))
+		if err != nil || resp.Status != 200 {
+			t.Fatalf("%s: %v", host, err)
+		}
+	}
+	logs := ngx.WaitTLSRequests(3, requestTimeout)
+	if len(logs) != 3 {
+		t.Fatalf("TLS log %+v", logs)
+	}
+	for _, l := range logs {
+		if l.ServerName != "a.test" || l.Connection != logs[0].Connection {
+			t.Fatalf("TLS log %+v: want SNI a.test on one connection", logs)
+		}
+	}
+}
+
 // TestTLSBadRootCAs: a RootCAs without a certificate is refused before
 // anything is sent.
 func TestTLSBadRootCAs(t *testing.T) {
