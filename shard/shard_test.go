@@ -45,7 +45,9 @@ func TestExchangePoolOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	accepted := make(chan net.Conn, 4)
+	acceptDone := make(chan struct{})
 	go func() {
+		defer close(acceptDone)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -80,14 +82,13 @@ func TestExchangePoolOverload(t *testing.T) {
 	set.Close(5 * time.Second)
 	pool.Close()
 	ln.Close()
-	for {
-		select {
-		case c := <-accepted:
-			c.Close()
-			continue
-		default:
-		}
-		break
+	// Only once the accept loop is over has every connection it will ever
+	// take come through accepted (one accepted late, under load, would
+	// otherwise stay open past the leak check).
+	<-acceptDone
+	close(accepted)
+	for c := range accepted {
+		c.Close()
 	}
 }
 
