@@ -386,15 +386,17 @@ const (
 )
 
 // keepReplay gives er a GetBody when the engine may answer a challenge
-// (the proxy has credentials for upstreams) and the request's body, of
-// known length and at most maxReplay bytes, is already buffered whole:
-// the engine can then send it again after a 401 or 407 instead of
-// handing the challenge, which the client cannot answer, to the client.
-// Larger or streamed bodies are not held: their challenge is answered
-// only with "Expect: 100-continue", before the body goes.
+// (the proxy has credentials for upstreams) and the request's body has a
+// known length of at most maxReplay bytes: the body is read whole first
+// (waiting for it if need be, under the per-wait read timeout), so that
+// the engine can send it again after a 401 or 407 instead of handing the
+// challenge, which the client cannot answer, to the client. Larger or
+// streamed bodies are not held, nor one whose client waits for "100
+// Continue" before sending it: their challenge is answered only with
+// "Expect: 100-continue", before the body goes.
 func (cc *clientConn) keepReplay(er *engine.Request) {
 	n := er.ContentLength
-	if !cc.p.replay || n <= 0 || n > maxReplay || int64(cc.r.Len()) < n {
+	if !cc.p.replay || n <= 0 || n > maxReplay || cc.rs.req.ExpectContinue() {
 		return
 	}
 	b, err := cc.r.Peek(int(n))
