@@ -686,8 +686,13 @@ func TestReverseOriginAuthPostReplay(t *testing.T) {
 	if !sameInts(codes, 200) || !strings.HasSuffix(out, "\r\n\r\n"+want+"\n") {
 		t.Fatalf("POST of 3000 bytes: statuses %v, want 200 with the body's SHA-256 %s:\n%.1500s", codes, want, out)
 	}
+	// Apache logs a request after its response: wait for both lines.
+	lines := ap.AccessLog()
+	for deadline := time.Now().Add(5 * time.Second); len(lines) < 2 && time.Now().Before(deadline); lines = ap.AccessLog() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	var got []string
-	for _, l := range ap.AccessLog() {
+	for _, l := range lines {
 		f := strings.Fields(l)
 		got = append(got, f[0]+" "+f[1]+" "+f[4]+" "+f[5])
 	}
