@@ -164,8 +164,13 @@ func (cc *clientConn) serveOne() outcome {
 	rs.req.Reset()
 	rs.ereq = engine.Request{}
 	rs.s.cc, rs.s.body, rs.body.cc, rs.body.held, rs.body.err = nil, nil, nil, nil, nil
+	// A pooled state stays small: buffers grown past the usual (a held
+	// body, a TRACE echo) are dropped rather than kept idle.
 	if cap(rs.replay) > replayKeep {
-		rs.replay = nil // a pooled state stays small
+		rs.replay = nil
+	}
+	if cap(rs.s.bb.B) > bbKeep {
+		rs.s.bb.B = nil
 	}
 	cc.p.states.Put(rs)
 	return o
@@ -383,6 +388,9 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 const (
 	maxReplay  = 64 << 10
 	replayKeep = 4 << 10
+	// bbKeep bounds the sink buffer a pooled reqState keeps: a head plus
+	// a held last body piece (tailMax) fit.
+	bbKeep = tailMax + 4<<10
 )
 
 // keepReplay gives er a GetBody when the engine may answer a challenge
