@@ -182,6 +182,34 @@ run_tests() {
 	fi
 }
 
+# fuzz_one DIR NAME fuzzes one target for FUZZTIME. Go 1.26's fuzz coordinator
+# can report its own -fuzztime deadline as a failure ("context deadline
+# exceeded", golang/go#75804, fixed in Go 1.27) when a worker is still in a
+# call as time runs out. That run found nothing: no input failed, none was
+# written to testdata/fuzz. Only a run with exactly that signature passes;
+# a failing input, a failing seed or any other error fails.
+fuzz_one() {
+	local dir=$1 name=$2 out rc=0
+	out=$(mktemp)
+	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$dir" 2>&1 | tee "$out" || rc=$?
+	if [ "$rc" -ne 0 ] && fuzz_deadline_race "$out" "$name"; then
+		log "fuzz $dir $name: the toolchain's fuzztime deadline race (golang/go#75804), no failing input; counted as passed"
+		rc=0
+	fi
+	rm -f "$out"
+	return "$rc"
+}
+
+# fuzz_deadline_race OUT NAME: true when OUT is a fuzz run whose only failure
+# is the coordinator's deadline error: the target's own FAIL line followed by
+# the bare message, no failing seed or input, no panic.
+fuzz_deadline_race() {
+	local out=$1 name=$2
+	grep -q "^--- FAIL: ${name} (" "$out" || return 1
+	grep -A1 "^--- FAIL: ${name} (" "$out" | grep -qx '[[:space:]]*context deadline exceeded' || return 1
+	! grep -qE "Failing input written|^[[:space:]]*--- FAIL: ${name}/|^panic:|fuzz: minimizing|DATA RACE" "$out"
+}
+
 # Fuzz targets are found with grep so new ones are picked up automatically;
 # go test accepts only one -fuzz target per invocation.
 run_fuzz() {
@@ -197,7 +225,7 @@ run_fuzz() {
 			sed -e 's/^func //' -e 's/($//' | sort -u)
 		for name in $names; do
 			log "fuzz $dir $name ($FUZZTIME)"
-			if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$dir"; then
+			if fuzz_one "$dir" "$name"; then
 				PASSED=$((PASSED + 1))
 			else
 				FAILED=$((FAILED + 1))
