@@ -63,6 +63,7 @@ type Conn struct {
 	interims int      // interim responses of this exchange so far
 	np       npSource // the body source while on netpoll
 	closeFn  func()   // closes c; the context watch's function, made once
+	note     any      // the layer above's per-connection value (SetNote)
 }
 
 // detacher is what netpoll's concrete connection offers beyond the
@@ -125,6 +126,16 @@ func (c *Conn) Born() time.Time { return c.born }
 
 // Requests is how many exchanges the connection has started.
 func (c *Conn) Requests() int { return c.requests }
+
+// Note returns the value SetNote last stored with the connection, nil if
+// none. Like an exchange, it belongs to the connection's holder: one
+// goroutine at a time.
+func (c *Conn) Note() any { return c.note }
+
+// SetNote stores v with the connection for the layer above, for as long
+// as the connection lives (the engine keeps a connection's own Digest
+// nonces there). conn never reads it.
+func (c *Conn) SetNote(v any) { c.note = v }
 
 // Detached reports that the connection left netpoll for Go net I/O.
 func (c *Conn) Detached() bool { return c.detached.Load() }

@@ -123,11 +123,13 @@ type authState struct {
 	peerAuth bool            // a parent peer sends its own Proxy-Authorization: 407s are not ours
 
 	e         *Engine
-	key       poolset.Key // the task's pool key, credential scope included
-	host      string      // the request's authority: the origin's identity
-	sentBasic [2]bool     // Basic sent with our credentials, per role (origin, proxy)
-	digest    [2]bool     // a Digest challenge answered, per role
-	preDigest [2]bool     // a remembered Digest challenge answered up front, per role
+	key       poolset.Key     // the task's pool key, credential scope included
+	host      string          // the request's authority: the origin's identity
+	sentBasic [2]bool         // Basic sent with our credentials, per role (origin, proxy)
+	digest    [2]bool         // a Digest challenge answered, per role
+	preDigest [2]bool         // a remembered Digest challenge answered up front, per role
+	sent      [2]*auth.Digest // the Digest state of the credentials sent, per role
+	c         *conn.Conn      // the connection of the exchange in progress
 	rounds    int
 	stales    int
 
@@ -224,9 +226,10 @@ func (e *Engine) setupAuth(r *request) {
 			if l.Mode != LoginOwn || a.sentBasic[role] || (role == 1 && (!a.parent || peerAuth)) {
 				continue
 			}
+			// The Digest answer itself is made in run, once the
+			// connection is known (upFront).
 			k := a.digestKey(role)
-			if v, ok := e.digests.authorize(k, a.method, a.digestURI(role)); ok {
-				a.creds[role] = v
+			if e.digests.known(k) {
 				a.preDigest[role] = true
 			} else if e.digests.basicKnown(k) {
 				a.creds[role] = auth.Basic(l.Credentials)
@@ -257,6 +260,10 @@ func (a *authState) rebuild() {
 // run is the task's Run: one exchange, and as many more on the same
 // connection as there are challenges the engine answers.
 func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.Outcome, error) {
+	a.c = c
+	if a.upFront(c) {
+		a.rebuild()
+	}
 	for {
 		s := &a.sink
 		*s = capSink{a: a, t: t, next: t.Sink}
@@ -295,6 +302,36 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 			return out, fmt.Errorf("engine: %w after a %d", shard.ErrResend, out.Status)
 		}
 	}
+}
+
+// upFront makes the remembered Digest answers of an exchange about to
+// start on c, with the next nonce count: of c's own nonce for the space
+// when it has one, else of the space's shared one (a connection's first
+// requests). A nonce used by one connection only has its counts reach
+// the server in the order they were made; one shared by connections in
+// parallel does not, and a server that checks them (squid's
+// check_nonce_count) answers stale=true to the late ones. It reports a
+// change of credentials.
+func (a *authState) upFront(c *conn.Conn) bool {
+	changed := false
+	for role, pre := range a.preDigest {
+		if !pre || a.digest[role] {
+			continue // none remembered, or this request's own answer
+		}
+		k := a.digestKey(role)
+		d := ownDigest(c, k)
+		if d == nil {
+			d = a.e.digests.get(k)
+		}
+		changed = true
+		if d == nil { // forgotten meanwhile: a challenge will tell
+			a.creds[role], a.preDigest[role], a.sent[role] = "", false, nil
+			continue
+		}
+		a.creds[role] = a.e.digests.authorize(d, a.method, a.digestURI(role))
+		a.sent[role] = d
+	}
+	return changed
 }
 
 // answer decides, at the head of a 401 or 407, whether the engine answers
@@ -363,7 +400,7 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, valu
 	default:
 		if a.digest[role] || a.rounds >= maxRounds {
 			if a.digest[role] {
-				a.e.digests.forget(a.digestKey(role)) // refused: do not offer it again
+				a.forgetDigest(role) // refused: do not offer it again
 			}
 			return 0, "", false
 		}
@@ -375,8 +412,22 @@ func (a *authState) answer(resp *parser.Response, t *shard.Task) (role int, valu
 		return 0, "", false
 	}
 	v := d.Authorize(a.method, a.digestURI(role))
-	a.e.digests.store(a.digestKey(role), d)
+	k := a.digestKey(role)
+	// The new nonce is this connection's own. The space's shared one
+	// changes only when it was the one answered (or there is none), so
+	// that connections with nonces of their own are not disturbed.
+	a.e.digests.offer(k, d, a.sent[role])
+	setOwnDigest(a.c, k, d)
+	a.sent[role] = d
 	return role, v, true
+}
+
+// forgetDigest drops the role's remembered Digest challenge, the shared
+// one and the connection's own: the server refused the credentials.
+func (a *authState) forgetDigest(role int) {
+	k := a.digestKey(role)
+	a.e.digests.forget(k)
+	setOwnDigest(a.c, k, nil)
 }
 
 // learn remembers a challenge the engine cannot answer for this request
@@ -394,10 +445,11 @@ func (a *authState) learn(role int, ch *auth.Challenge, l *Login) {
 		a.e.digests.rememberBasic(k)
 	case a.digest[role] || (a.preDigest[role] && !auth.Stale(ch)):
 		// Refused; a retired nonce would have been stale=true.
-		a.e.digests.forget(k)
+		a.forgetDigest(role)
 	default:
 		if d, err := auth.NewDigest(ch, l.Credentials); err == nil {
 			a.e.digests.store(k, d)
+			setOwnDigest(a.c, k, d)
 		}
 	}
 }
@@ -473,7 +525,7 @@ func (c *digestCache) forgetBasic(k digestKey) {
 	c.mu.Unlock()
 }
 
-func (c *digestCache) authorize(k digestKey, method, uri string) (string, bool) {
+func (c *digestCache) authorizeKey(k digestKey, method, uri string) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d, ok := c.m[k]
@@ -481,6 +533,42 @@ func (c *digestCache) authorize(k digestKey, method, uri string) (string, bool) 
 		return "", false
 	}
 	return d.Authorize(method, uri), true
+}
+
+// known reports a remembered Digest challenge for k.
+func (c *digestCache) known(k digestKey) bool {
+	c.mu.Lock()
+	_, ok := c.m[k]
+	c.mu.Unlock()
+	return ok
+}
+
+// get returns k's shared Digest state, nil if none.
+func (c *digestCache) get(k digestKey) *auth.Digest {
+	c.mu.Lock()
+	d := c.m[k]
+	c.mu.Unlock()
+	return d
+}
+
+// authorize answers with d and its next nonce count. Under the cache's
+// lock: a shared state counts for every connection that borrows it, and
+// a connection's own may be the shared one too.
+func (c *digestCache) authorize(d *auth.Digest, method, uri string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return d.Authorize(method, uri)
+}
+
+// offer makes d k's shared state when k has none, or has old, the state
+// whose answer the server just declined (a retired nonce).
+func (c *digestCache) offer(k digestKey, d, old *auth.Digest) {
+	c.mu.Lock()
+	cur, ok := c.m[k]
+	c.mu.Unlock()
+	if !ok || (old != nil && cur == old) {
+		c.store(k, d)
+	}
 }
 
 func (c *digestCache) store(k digestKey, d *auth.Digest) {
@@ -497,6 +585,37 @@ func (c *digestCache) forget(k digestKey) {
 	c.mu.Lock()
 	delete(c.m, k)
 	c.mu.Unlock()
+}
+
+// connDigests is a connection's own Digest states, one per role (see
+// upFront), kept as the connection's note.
+type connDigests [2]struct {
+	k digestKey
+	d *auth.Digest
+}
+
+// ownDigest returns c's own Digest state for k, nil if none.
+func ownDigest(c *conn.Conn, k digestKey) *auth.Digest {
+	if cd, _ := c.Note().(*connDigests); cd != nil && cd[k.role].d != nil && cd[k.role].k == k {
+		return cd[k.role].d
+	}
+	return nil
+}
+
+// setOwnDigest makes d c's own Digest state for k (nil: none).
+func setOwnDigest(c *conn.Conn, k digestKey, d *auth.Digest) {
+	if c == nil {
+		return
+	}
+	cd, _ := c.Note().(*connDigests)
+	if cd == nil {
+		if d == nil {
+			return
+		}
+		cd = new(connDigests)
+		c.SetNote(cd)
+	}
+	cd[k.role].k, cd[k.role].d = k, d
 }
 
 // originForm returns the path and query of an absolute-form target ("/"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -529,5 +530,54 @@ func TestGroupParentAuth(t *testing.T) {
 		if got := statuses(readLog(t, sq.log, len(want))); got != fmt.Sprint(want) {
 			t.Fatalf("group %s: squid log statuses %s, want %v", group, got, want)
 		}
+	}
+}
+
+// TestSquidDigestConcurrent: callers in parallel through a Digest parent.
+// Each connection answers with a nonce of its own, so its nonce counts
+// reach squid in order (squid checks them: check_nonce_count) and a
+// connection is challenged about once, when it first goes out (and again
+// only when squid retires a nonce after its nonce_max_count of 50 uses).
+// With one nonce shared by every connection the counts of concurrent
+// requests overtake one another and squid answers stale=true to many.
+func TestSquidDigestConcurrent(t *testing.T) {
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "digest"})
+	e := startEngine(t, engine.Config{})
+	pol := &engine.Auth{Proxy: own(squidUser, squidPass)}
+	const callers, each = 8, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true)
+				req.Auth = pol
+				if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+					errs <- fmt.Errorf("request %d: heads %v, err %v", j, s.heads, s.err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := credStats(e, sq.addr)
+	dialed := uint64(0)
+	for k, s := range e.Stats() {
+		if strings.HasPrefix(k, sq.addr+" cred=") {
+			dialed += s.Pool.Dialed
+		}
+	}
+	// Per connection: its first challenge, at most one stale answer for a
+	// shared nonce it started with, and squid's retirements of its nonce.
+	limit := 2*dialed + callers*each/50 + callers
+	t.Logf("%d requests on %d connections: %d challenges answered (limit %d)", st.Requests, dialed, st.AuthRounds, limit)
+	if st.Requests != callers*each || st.AuthRounds > limit {
+		t.Fatalf("stats %+v on %d connections: want %d requests and at most %d challenges answered", st, dialed, callers*each, limit)
 	}
 }

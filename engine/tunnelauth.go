@@ -90,7 +90,7 @@ func (e *Engine) newTunnelAuth(req TunnelRequest, p *Parent, key *poolset.Key) *
 		// A Digest challenge of this parent answered before is answered
 		// up front (sparing the round trip, and the parent a Basic
 		// password it did not ask for).
-		if v, ok := e.digests.authorize(a.dkey, "CONNECT", a.target); ok {
+		if v, ok := e.digests.authorizeKey(a.dkey, "CONNECT", a.target); ok {
 			a.pa, a.preDigest = v, true
 		} else if preemptive || e.digests.basicKnown(a.dkey) {
 			a.pa, a.sentBasic = auth.Basic(*a.own), true

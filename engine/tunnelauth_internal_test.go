@@ -36,7 +36,7 @@ func TestTunnelAnswerRounds(t *testing.T) {
 	if _, ok := a.answer(refusal(407, `Digest realm="r", nonce="n2", qop="auth"`)); ok {
 		t.Fatal("a second Digest challenge (refused credentials) answered")
 	}
-	if _, ok := e.digests.authorize(a.dkey, "CONNECT", a.target); ok {
+	if _, ok := e.digests.authorizeKey(a.dkey, "CONNECT", a.target); ok {
 		t.Fatal("refused Digest credentials still remembered")
 	}
 
