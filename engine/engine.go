@@ -41,6 +41,14 @@ var (
 	// ErrOverloaded is shard.ErrOverloaded: a worker pool or the pending
 	// queue is full; the request was not sent.
 	ErrOverloaded = shard.ErrOverloaded
+	// ErrPoolTimeout is poolset.ErrPoolTimeout: the request waited its
+	// PendingTimeout for a connection to its upstream (at the cap of
+	// MaxConnsPerUpstream) and none came; nothing was sent.
+	ErrPoolTimeout = poolset.ErrPoolTimeout
+	// ErrQueueFull is poolset.ErrQueueFull: as many requests as the
+	// upstream's pending bound allows already wait for a connection; the
+	// request was refused at once and nothing was sent.
+	ErrQueueFull = poolset.ErrQueueFull
 )
 
 // Upstream names where a request goes.

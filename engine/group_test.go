@@ -15,7 +15,6 @@ import (
 
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine/balance"
-	"github.com/serverside-go/serverside/poolset"
 )
 
 // namedOrigin answers every request with "<name> <request line>|<the
@@ -377,10 +376,10 @@ func TestGroupPeerLimits(t *testing.T) {
 	for peerStats(t, e, "g", "a").Pool.Waiting != 1 {
 		time.Sleep(time.Millisecond)
 	}
-	if _, _, err := do(t, e, groupGet(t, "g", "/")); !errors.Is(err, poolset.ErrQueueFull) {
+	if _, _, err := do(t, e, groupGet(t, "g", "/")); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("third request: %v, want ErrQueueFull", err)
 	}
-	if err := <-waited; !errors.Is(err, poolset.ErrPoolTimeout) {
+	if err := <-waited; !errors.Is(err, ErrPoolTimeout) {
 		t.Fatalf("second request: %v, want ErrPoolTimeout", err)
 	}
 	close(release)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
-	"github.com/serverside-go/serverside/poolset"
 )
 
 func TestConnCapWaitersShareOneConn(t *testing.T) {
@@ -58,7 +57,7 @@ func TestPendingTimeoutAndCancel(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 
 	_, _, err := do(t, e, get(o.addr(), t))
-	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhasePoolWait || !errors.Is(err, poolset.ErrPoolTimeout) {
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhasePoolWait || !errors.Is(err, ErrPoolTimeout) {
 		t.Fatalf("pending timeout: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
