@@ -72,6 +72,7 @@ type timeouts struct {
 	Idle           duration `json:"idle"`
 	ResponseHeader duration `json:"response_header"`
 	TunnelIdle     duration `json:"tunnel_idle"`
+	TLSHandshake   duration `json:"tls_handshake"`
 }
 
 // duration is a time.Duration written as a Go duration string in JSON.
@@ -474,6 +475,7 @@ type cliExtras struct {
 	config         string
 	admin          string
 	connectTimeout time.Duration
+	tlsHandshake   time.Duration
 	idleTimeout    time.Duration
 	headerTimeout  time.Duration
 	goNetIO        bool
@@ -491,6 +493,7 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.admin, "admin", "", "`address` of the admin HTTP server (/metrics, /status, /debug/pprof/); off when empty,\ne.g. -admin 127.0.0.1:9090")
 	fs.StringVar(&x.clientAuth, "client-auth", clientAuthNone, "what happens to the client's Proxy-Authorization: none (stripped) or pass\n(sent to a -parent without credentials of its own: the client logs in to the parent,\nNTLM included)")
 	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
+	fs.DurationVar(&x.tlsHandshake, "tls-handshake-timeout", engine.DefaultTLSHandshakeTimeout, "bound on the TLS handshake with an https origin or https:// target (after the dial),\ne.g. -tls-handshake-timeout 5s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
 	fs.BoolVar(&x.goNetIO, "upstream-gonet", false, "make plain-TCP upstream connections with Go's net package and runtime poller instead of netpoll\n(engine Config.GoNetIO), e.g. -upstream-gonet")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
@@ -532,6 +535,7 @@ func (x *cliExtras) tlsSettings() (tlsSettings, error) {
 // engineConfig sets the timeouts of cfg.
 func (x *cliExtras) engineConfig(cfg engine.Config) engine.Config {
 	cfg.ConnectTimeout = x.connectTimeout
+	cfg.TLSHandshakeTimeout = x.tlsHandshake
 	cfg.IdleTimeout = x.idleTimeout
 	cfg.ResponseHeaderTimeout = x.headerTimeout
 	cfg.GoNetIO = x.goNetIO
@@ -602,6 +606,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		{"idle-timeout", "timeouts.idle", fc.Timeouts.Idle},
 		{"response-header-timeout", "timeouts.response_header", fc.Timeouts.ResponseHeader},
 		{"tunnel-idle-timeout", "timeouts.tunnel_idle", fc.Timeouts.TunnelIdle},
+		{"tls-handshake-timeout", "timeouts.tls_handshake", fc.Timeouts.TLSHandshake},
 	} {
 		if t.d != 0 {
 			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))
