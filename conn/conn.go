@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -94,14 +93,22 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 		// netpoll v0.7.2 reports any hang-up seen while connecting as
 		// "closed by peer": a refusal, but also a stale poller event for
 		// an fd number that was just reused (it logs "operator has
-		// critical problem"). One more try tells them apart; nothing
-		// was sent yet.
-		nc, err = netpoll.DialConnection("tcp", addr, timeout-time.Since(start))
+		// critical problem"). One more try, with Go's dialer, tells them
+		// apart and names the cause (syscall.ECONNREFUSED, as on Go net
+		// connections); nothing was sent yet. A connection it makes
+		// runs on Go net, as with Config.GoNetIO.
+		_ = c.transition(Closing)
+		_ = c.transition(Closed)
+		raw, gerr := DialGo(ctx, addr, timeout-time.Since(start))
+		if gerr != nil {
+			return nil, gerr
+		}
+		return NewGo(addr, raw), nil
 	}
 	if err != nil {
 		_ = c.transition(Closing)
 		_ = c.transition(Closed)
-		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: fmt.Errorf("dial %s: %w", addr, err)}
+		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
 	}
 	if err := ctx.Err(); err != nil {
 		_ = nc.Close()

@@ -57,7 +57,7 @@ func DialGo(ctx context.Context, addr string, timeout time.Duration) (net.Conn, 
 	d := net.Dialer{Timeout: timeout}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: fmt.Errorf("dial %s: %w", addr, err)}
+		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
 	}
 	return raw, nil
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -511,5 +512,31 @@ func TestSendSinkOrderAndHead(t *testing.T) {
 	}
 	if s := e.Stats()[o.addr()]; s.Pool.Dialed != 1 {
 		t.Fatalf("stats %+v", s.Pool)
+	}
+}
+
+// TestDialRefused: a refused dial is a PhaseDial error that names the
+// cause (syscall.ECONNREFUSED) on netpoll as on Go net; netpoll v0.7.2
+// alone reports it as a peer close.
+func TestDialRefused(t *testing.T) {
+	checkLeaks(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	for _, goNet := range []bool{false, true} {
+		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet})
+		_, _, err := do(t, e, get(addr, t))
+		if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseDial || !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("GoNetIO %v: %v, want a PhaseDial error with ECONNREFUSED", goNet, err)
+		}
+		if want := "conn: dial " + addr + ": dial tcp " + addr + ": connect: connection refused"; err.Error() != want {
+			t.Errorf("GoNetIO %v: %q, want %q", goNet, err, want)
+		}
+		if s := e.Stats()[addr]; s.Pool.DialFailed != 1 || s.Errors["dial"] != 1 {
+			t.Errorf("GoNetIO %v: stats %+v", goNet, s)
+		}
 	}
 }

@@ -316,7 +316,7 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 	}
 	bal, err := balance.New(kind, names, weights, cfg.Seed)
 	if err != nil {
-		return nil, fmt.Errorf("engine: group %q: %w", name, err)
+		return nil, fmt.Errorf("%w: group %q: %w", ErrBadConfig, name, err)
 	}
 	g.bal = bal
 	g.view = make([]balance.Peer, len(g.peers))

@@ -302,3 +302,22 @@ func TestApplyConfigTunnelTLS(t *testing.T) {
 		t.Fatalf("%+v", x)
 	}
 }
+
+// A value the user must fix exits 2 before anything listens, whether the
+// flags, the peers or the engine refuse it; other start failures exit 1.
+func TestRunConfigErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"-origin", "http://127.0.0.1:1", "-parent", "http://127.0.0.1:2"},
+		{"-lb", "random"},
+		{"-origin", "http://127.0.0.1:1", "-lb", "random"},
+		{"-client-auth", "maybe"},
+		{"-connect-timeout", "-1s"},
+		{"-tls-handshake-timeout", "-1s"},
+		{"-origin", "http://127.0.0.1:1", "-origin", "http://127.0.0.1:1"},
+		{"-shards", "-3"},
+	} {
+		if rc := run(append([]string{"-listen", "127.0.0.1:0"}, args...)); rc != 2 {
+			t.Errorf("%v: exit code %d, want 2", args, rc)
+		}
+	}
+}

@@ -31,6 +31,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -122,18 +123,23 @@ func run(args []string) int {
 	if err == nil {
 		err = withClientAuth(&cfg, x.clientAuth)
 	}
-	if err == nil {
-		withFilePeers(&cfg, fc, !peersOnCmdLine)
-		health.apply(&cfg)
-	}
-	var p *proxy
-	if err == nil {
-		p, err = newProxy(logger, nil, cfg,
-			clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access,
-				ConnectPorts: ports, TunnelIdleTimeout: x.tunnelIdle, ConnectTimeout: x.connectTimeout,
-				ForwardTLS: ts.forward()})
-	}
 	if err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
+	withFilePeers(&cfg, fc, !peersOnCmdLine)
+	health.apply(&cfg)
+	p, err := newProxy(logger, nil, cfg,
+		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access,
+			ConnectPorts: ports, TunnelIdleTimeout: x.tunnelIdle, ConnectTimeout: x.connectTimeout,
+			ForwardTLS: ts.forward()})
+	if err != nil {
+		if errors.Is(err, engine.ErrBadConfig) {
+			// Values the engine refuses (a negative timeout, the same
+			// peer twice) are the user's to fix, like the ones above.
+			logger.Error("config", "err", err)
+			return 2
+		}
 		logger.Error("start", "err", err)
 		return 1
 	}

@@ -58,6 +58,12 @@ func (ts tlsSettings) forward() *engine.TLS {
 // withPeersTLS is withPeers with the TLS settings of https origins
 // (-origin https://host:port, with ?sni=name to set the server name).
 func withPeersTLS(cfg *engine.Config, origins, parents []string, lb string, ts tlsSettings) error {
+	if !balance.Kind(lb).Valid() {
+		// Refused with or without peers: a forward proxy without
+		// parents has nothing to balance, but the flag says something
+		// the user did not mean.
+		return fmt.Errorf("-lb %q: want roundrobin, leastconn, p2c or hash", lb)
+	}
 	if len(origins) > 0 && len(parents) > 0 {
 		return fmt.Errorf("-origin and -parent do not mix: origins make a reverse proxy, parents a forward one")
 	}

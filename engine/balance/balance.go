@@ -57,6 +57,15 @@ const (
 	Hash Kind = "hash"
 )
 
+// Valid reports a kind New knows; the empty kind is RoundRobin.
+func (k Kind) Valid() bool {
+	switch k {
+	case "", RoundRobin, LeastConn, P2C, Hash:
+		return true
+	}
+	return false
+}
+
 // New returns a balancer of kind for peers named names (their order is
 // the order of the Peer slices Pick gets) with the given weights (values
 // below 1 count as 1). seed seeds P2C's random draws.

@@ -276,3 +276,22 @@ func TestPickAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestKindValid(t *testing.T) {
+	for _, k := range []balance.Kind{"", balance.RoundRobin, balance.LeastConn, balance.P2C, balance.Hash} {
+		if !k.Valid() {
+			t.Errorf("%q not valid", k)
+		}
+		if _, err := balance.New(k, []string{"a"}, []int{1}, 1); err != nil {
+			t.Errorf("%q: %v", k, err)
+		}
+	}
+	for _, k := range []balance.Kind{"random", "RoundRobin", "least_conn"} {
+		if k.Valid() {
+			t.Errorf("%q valid", k)
+		}
+		if _, err := balance.New(k, []string{"a"}, []int{1}, 1); err == nil {
+			t.Errorf("%q: New accepted it", k)
+		}
+	}
+}
