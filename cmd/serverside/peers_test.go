@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -114,12 +115,22 @@ func TestPeerURLOptions(t *testing.T) {
 			t.Errorf("https peer %d: %+v %+v", i, p, p.TLS)
 		}
 	}
+	// An unknown -lb is refused with the peers, or without any; the
+	// engine refuses it too, as a config error.
+	for _, origins := range [][]string{{"http://127.0.0.1:1"}, nil} {
+		if err := withPeers(&engine.Config{}, origins, nil, "random"); err == nil || !strings.Contains(err.Error(), `-lb "random"`) {
+			t.Errorf("-lb random with origins %q: %v", origins, err)
+		}
+	}
 	cfg = engine.Config{}
-	if err := withPeers(&cfg, []string{"http://127.0.0.1:1"}, nil, "random"); err != nil {
+	if err := withPeers(&cfg, []string{"http://127.0.0.1:1"}, nil, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := engine.New(cfg); err == nil {
-		t.Fatal("engine accepted -lb random")
+	grp := cfg.Groups[peerGroup]
+	grp.Balancer = "random"
+	cfg.Groups[peerGroup] = grp
+	if _, err := engine.New(cfg); !errors.Is(err, engine.ErrBadConfig) {
+		t.Fatalf("engine with balancer random: %v, want ErrBadConfig", err)
 	}
 }
 
