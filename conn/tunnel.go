@@ -330,3 +330,37 @@ func readRefusalBody(nc net.Conn, resp *parser.Response, rest []byte, cr *Connec
 		}
 	}
 }
+
+// Hijack hands over a connection whose exchange ended in 101 Switching
+// Protocols (RFC 9110 §15.2.2): from there on it carries the protocol the
+// request asked for, not HTTP/1.1. It returns the connection as a
+// TunnelConn on Go net (a netpoll connection leaves the poller first, as
+// in a detach), whose first bytes are those the upstream sent after the
+// 101's head; onClose (may be nil) runs once after its first Close. c is
+// spent: Closed, and its Close no longer touches the returned connection.
+// Hijack must be called by the connection's holder, after RoundTrip.
+func (c *Conn) Hijack(onClose func()) (*TunnelConn, error) {
+	if c.g == nil {
+		if err := c.adoptGoNet(); err != nil {
+			return nil, fmt.Errorf("hijack %s: %w", c.addr, err)
+		}
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.closed = true
+	gc := c.gc
+	c.gc = nil
+	c.mu.Unlock()
+	g := c.g
+	var pre []byte
+	if g.r < g.w {
+		pre = append([]byte(nil), g.buf[g.r:g.w]...)
+	}
+	g.r, g.w = 0, 0
+	_ = c.transition(Closing)
+	_ = c.transition(Closed)
+	return NewTunnelConn(gc, pre, onClose), nil
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,9 @@ var (
 	// ErrOverloaded is shard.ErrOverloaded: a worker pool or the pending
 	// queue is full; the request was not sent.
 	ErrOverloaded = shard.ErrOverloaded
+	// ErrPinnedSwitch is shard.ErrPinnedSwitch: Upgrade got a 101 on a
+	// pinned session's connection, which is not handed over.
+	ErrPinnedSwitch = shard.ErrPinnedSwitch
 	// ErrPoolTimeout is poolset.ErrPoolTimeout: the request waited its
 	// PendingTimeout for a connection to its upstream (at the cap of
 	// MaxConnsPerUpstream) and none came; nothing was sent.
@@ -228,6 +232,32 @@ func (e *Engine) Send(ctx context.Context, req *Request, sink Sink) error {
 // path for proxies that serve each client connection on its own goroutine.
 // Otherwise the request goes through a shard and Exchange waits for it.
 func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
+	_, err := e.exchange(ctx, req, sink, false)
+	return err
+}
+
+// Upgrade is Exchange for a request that asks to switch protocols (RFC
+// 9110 §7.8), a WebSocket handshake say: its head carries Upgrade, which
+// a caller stripping hop-by-hop fields lets through (Edits.Keep), with a
+// Connection field naming it. The sink gets the response head as from
+// Exchange. After a 101 Switching Protocols, Upgrade returns the upstream
+// connection, which now speaks the new protocol, with the bytes the
+// upstream sent after the 101 read first: the caller relays it (Relay)
+// and must close it, and it counts against its upstream's connection cap
+// until then. After any other response it returns a nil connection, the
+// exchange having ended as with Exchange. A 101 on a pinned session's
+// connection fails with ErrPinnedSwitch (the sink saw its head): that
+// connection stays the session's, and is closed.
+func (e *Engine) Upgrade(ctx context.Context, req *Request, sink Sink) (net.Conn, error) {
+	tc, err := e.exchange(ctx, req, sink, true)
+	if tc == nil {
+		return nil, err // not a *conn.TunnelConn(nil) in an interface
+	}
+	return tc, err
+}
+
+// exchange runs Exchange or, with upgrade, Upgrade.
+func (e *Engine) exchange(ctx context.Context, req *Request, sink Sink, upgrade bool) (*conn.TunnelConn, error) {
 	r, _ := e.requests.Get().(*request)
 	if r == nil {
 		r = newRequest(e)
@@ -237,13 +267,15 @@ func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
 	}
 	if err := e.task(ctx, req, sink, r); err != nil {
 		e.requests.Put(r) // nothing refers to it: it never left this call
-		return err
+		return nil, err
 	}
+	r.t.Switch = upgrade
 	inline := e.shards.RunInline(&r.t)
 	if !inline {
 		e.shards.Submit(&r.t)
 	}
 	err := <-r.done
+	switched := r.t.Switched
 	// A task that ran wholly on this goroutine is referenced by nothing
 	// once Done has run: it was never posted to a shard, so no event, pool
 	// waiter or context watch can name it. One that went through a shard
@@ -253,7 +285,7 @@ func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
 		r.reset()
 		e.requests.Put(r)
 	}
-	return err
+	return switched, err
 }
 
 // request is one request's engine state: its shard task, whose Done is

@@ -365,6 +365,9 @@ func roundTrip(t *Task, c *conn.Conn) (out conn.Outcome, err error) {
 
 // exchanged decides the connection's fate, then retries or finishes t.
 func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
+	if t.pinned && t.Switch && err == nil && out.Status == 101 {
+		err = &conn.Error{Phase: conn.PhaseProtocol, Addr: t.Key.Addr, Responded: true, Err: ErrPinnedSwitch}
+	}
 	reusable := err == nil && c.Reusable()
 	switch {
 	case t.pinned:
@@ -415,6 +418,15 @@ func (s *Shard) resend(t *Task) {
 // an exchange: back to the shared pool, or closed. An isolated one (a
 // connection-based handshake without a session to pin it to) is closed.
 func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) {
+	if err == nil && t.Switch && out.Status == 101 {
+		// The connection now speaks the protocol the request asked for:
+		// the caller's, still under the key's cap until it closes it.
+		key, pool := t.Key, s.pool
+		if tc, herr := c.Hijack(func() { pool.Closed(key, poolset.Busy) }); herr == nil {
+			t.Switched = tc
+			return
+		}
+	}
 	if err == nil && c.Reusable() && !t.Isolate {
 		if serr := c.SetState(conn.Idle); serr == nil {
 			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})

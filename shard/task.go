@@ -21,6 +21,10 @@ var (
 	// ErrOverloaded reports a full worker pool or too many pending
 	// requests; nothing was sent.
 	ErrOverloaded = errors.New("shard: overloaded")
+	// ErrPinnedSwitch reports a 101 Switching Protocols on a pinned
+	// session's connection, which stays the session's: it is closed, not
+	// handed over.
+	ErrPinnedSwitch = errors.New("shard: 101 Switching Protocols on a pinned connection")
 	// ErrClosed reports a request submitted to a closed Set.
 	ErrClosed = errors.New("shard: closed")
 	// ErrResend is what a Task's Run returns (wrapped) to have the task
@@ -62,6 +66,15 @@ type Task struct {
 	// exchange: it carries a client's connection-based authentication
 	// (NTLM, Negotiate) and is pinned to PinKey, or closed without one.
 	Isolate bool
+	// Switch hands the connection to the caller after a 101 Switching
+	// Protocols, in Switched, instead of closing it: the request asked
+	// for an upgrade (RFC 9110 §7.8). A pinned session's connection is
+	// never handed over: its 101 fails the task with ErrPinnedSwitch.
+	Switch bool
+	// Switched is the upstream connection after a 101 to a Switch task,
+	// set before Done; the caller relays it and closes it, which frees
+	// its place under the key's connection cap.
+	Switched *conn.TunnelConn
 	// PendingTimeout, when positive, bounds this task's wait for a
 	// connection instead of the Set's PendingTimeout (a peer's own queue
 	// deadline).

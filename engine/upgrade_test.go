@@ -1,0 +1,164 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// headSink records the final status and the fields of the head it gets.
+type headSink struct {
+	status int
+	fields map[string]string
+	body   strings.Builder
+}
+
+func (s *headSink) OnHead(r *parser.Response) error {
+	s.status = r.Status()
+	s.fields = map[string]string{}
+	for i := 0; i < r.Len(); i++ {
+		s.fields[strings.ToLower(string(r.Name(i)))] = string(r.Value(i))
+	}
+	return nil
+}
+func (s *headSink) OnBody(p []byte) error { s.body.Write(p); return nil }
+func (s *headSink) OnDone(error)          {}
+
+// upgradeRequest is a WebSocket-style handshake whose Upgrade and
+// Connection go through a proxy's hop-by-hop stripping.
+func upgradeRequest(t *testing.T, addr string) *Request {
+	ed := &parser.Edits{StripHopByHop: true}
+	ed.Keep = ed.Keep.With(parser.HdrUpgrade)
+	ed.Add("Connection", []byte("upgrade"))
+	return &Request{Upstream: Upstream{Addr: addr}, Edits: ed,
+		Head: head(t, "GET /chat HTTP/1.1\r\nHost: o\r\nConnection: keep-alive, Upgrade\r\nUpgrade: echo\r\nKeep-Alive: 5\r\n\r\n")}
+}
+
+// TestUpgrade: a 101 hands the upstream connection to the caller, with the
+// bytes the origin sent right behind the 101's head read first; the
+// connection counts as busy until the caller closes it. On netpoll and
+// on Go net alike.
+func TestUpgrade(t *testing.T) {
+	for _, goNet := range []bool{false, true} {
+		t.Run(map[bool]string{false: "netpoll", true: "gonet"}[goNet], func(t *testing.T) { testUpgrade(t, goNet) })
+	}
+}
+
+func testUpgrade(t *testing.T, goNet bool) {
+	{
+		checkLeaks(t)
+		heads := make(chan []string, 1)
+		o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+			h, err := readHead(br)
+			if err != nil {
+				return
+			}
+			heads <- h
+			// The 101 and the new protocol's first bytes in one write.
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello ")
+			// Echo until the caller closes; not io.Copy, whose splice
+			// keeps a pipe in Go's pool, which the fd count would see.
+			buf := make([]byte, 512)
+			for {
+				n, err := br.Read(buf)
+				if n > 0 {
+					c.Write(buf[:n])
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s := &headSink{}
+		nc, err := e.Upgrade(ctx, upgradeRequest(t, o.addr()), s)
+		cancel()
+		if err != nil || nc == nil || s.status != 101 || s.fields["upgrade"] != "echo" {
+			t.Fatalf("GoNetIO %v: conn %v, err %v, status %d, fields %v", goNet, nc, err, s.status, s.fields)
+		}
+		h := strings.Join(<-heads, "\n")
+		if !strings.Contains(h, "Upgrade: echo") || !strings.Contains(h, "Connection: upgrade") || strings.Contains(h, "Keep-Alive") || strings.Contains(h, "keep-alive") {
+			t.Errorf("GoNetIO %v: forwarded head\n%s\nwant Upgrade and Connection: upgrade, not the client's other hop-by-hop fields", goNet, h)
+		}
+		if st := e.Stats()[o.addr()]; st.Pool.Busy != 1 || st.Pool.Idle != 0 {
+			t.Errorf("GoNetIO %v: while upgraded, stats %+v: want it busy", goNet, st.Pool)
+		}
+		_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(nc, "world"); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len("hello world"))
+		if _, err := io.ReadFull(nc, got); err != nil || string(got) != "hello world" {
+			t.Fatalf("GoNetIO %v: read %q, %v; want the bytes behind the 101, then the echo", goNet, got, err)
+		}
+		nc.Close()
+		if st := e.Stats()[o.addr()]; st.Pool.Busy != 0 || st.Pool.Idle != 0 || st.Requests != 1 || len(st.Errors) != 0 {
+			t.Errorf("GoNetIO %v: after close, stats %+v", goNet, st)
+		}
+	}
+}
+
+// TestUpgradeRefused: an origin that answers the handshake with a final
+// status keeps its connection for the next request, and Upgrade returns
+// no connection.
+func TestUpgradeRefused(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1})
+	s := &headSink{}
+	nc, err := e.Upgrade(context.Background(), upgradeRequest(t, o.addr()), s)
+	if err != nil || nc != nil || s.status != 200 || s.body.String() != "ok 0" {
+		t.Fatalf("conn %v, err %v, status %d, body %q", nc, err, s.status, s.body.String())
+	}
+	if st, body, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 || body != "ok 1" {
+		t.Fatalf("next request: %d %q %v, want the same connection", st, body, err)
+	}
+	if o.accepted() != 1 {
+		t.Fatalf("origin accepted %d connections, want 1", o.accepted())
+	}
+}
+
+// TestUpgradePinned: a 101 on a pinned session's connection is not handed
+// over: the session keeps it, so the caller gets ErrPinnedSwitch.
+func TestUpgradePinned(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			if i == 0 {
+				io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM\r\nContent-Length: 0\r\n\r\n")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+			io.Copy(io.Discard, br)
+			return
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	req := get(o.addr(), t)
+	req.PinKey = 7
+	if st, _, err := do(t, e, req); err != nil || st != 401 || !e.Pinned(7) {
+		t.Fatalf("NTLM challenge: %d %v, pinned %v", st, err, e.Pinned(7))
+	}
+	up := upgradeRequest(t, o.addr())
+	up.PinKey = 7
+	nc, err := e.Upgrade(context.Background(), up, &headSink{})
+	if nc != nil || !errors.Is(err, ErrPinnedSwitch) {
+		t.Fatalf("conn %v, err %v; want ErrPinnedSwitch", nc, err)
+	}
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseProtocol {
+		t.Fatalf("err %v: want a protocol-phase error", err)
+	}
+	e.Unpin(7)
+}
