@@ -25,10 +25,13 @@ import (
 // it early closes the connection. Interim (1xx) responses go to the
 // request's httptrace hooks (Got100Continue, Got1xxResponse), as with
 // net/http's Transport: that is how httputil.ReverseProxy forwards them.
-// Not supported: protocol upgrades (a 101's Body is not writable, so
-// httputil.ReverseProxy answers 502), and trailers (Request.Trailer is not
-// sent; a chunked response's trailer fields are dropped, as RFC 9112 §7.1.2
-// allows, and Response.Trailer stays empty).
+// A request that asks to switch protocols (Upgrade, with "upgrade" in
+// Connection: a WebSocket handshake) goes through Engine.Upgrade: after a
+// 101 the Response's Body is the upstream connection, an
+// io.ReadWriteCloser, as net/http gives it, which is what
+// httputil.ReverseProxy relays. Not supported: trailers (Request.Trailer
+// is not sent; a chunked response's trailer fields are dropped, as RFC
+// 9112 §7.1.2 allows, and Response.Trailer stays empty).
 func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
 // TransportTLS is Transport with cfg for https:// URLs; an empty
@@ -112,10 +115,28 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	if hr.GetBody != nil {
 		req.GetBody = func() (io.Reader, error) { return hr.GetBody() }
 	}
-	resp, err := t.e.do(hr.Context(), req, interimTrace(hr.Context()))
+	var resp *Response
+	var err error
+	if head.Upgrade() {
+		resp, err = t.e.doUpgrade(hr.Context(), req)
+	} else {
+		resp, err = t.e.do(hr.Context(), req, interimTrace(hr.Context()))
+	}
 	if err != nil {
 		closeBody()
 		return nil, err
+	}
+	if resp.Status == 101 {
+		return &http.Response{
+			Status:     "101 " + resp.Reason,
+			StatusCode: 101,
+			Proto:      resp.Version.String(),
+			ProtoMajor: int(resp.Version.Major),
+			ProtoMinor: int(resp.Version.Minor),
+			Header:     resp.Header,
+			Body:       resp.Body, // the upstream connection
+			Request:    hr,
+		}, nil
 	}
 	return &http.Response{
 		Status:        strconv.Itoa(resp.Status) + " " + resp.Reason,
@@ -128,6 +149,54 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		Body:          &respBody{ReadCloser: resp.Body, closeReq: closeBody},
 		Request:       hr,
 	}, nil
+}
+
+// doUpgrade is do for a request that asks to switch protocols: after a
+// 101 the Response's Body is the upstream connection (Upgrade), any other
+// response streams as from do.
+func (e *Engine) doUpgrade(ctx context.Context, req *Request) (*Response, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(e.root, cancel)
+	s := &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
+		stop()
+		cancel()
+	}}
+	type upgraded struct {
+		nc  net.Conn
+		err error
+	}
+	done := make(chan upgraded, 1)
+	go func() {
+		// The engine calls s.OnDone before Upgrade returns.
+		nc, err := e.Upgrade(ctx, req, s)
+		done <- upgraded{nc, err}
+	}()
+	var r headResult
+	select {
+	case r = <-s.head:
+	case <-ctx.Done():
+		select {
+		case r = <-s.head:
+		default:
+			_ = s.pipe.Close()
+			return nil, ctx.Err()
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if r.resp.Status != 101 {
+		return r.resp, nil
+	}
+	u := <-done // a 101 has no body: Upgrade returns right after the head
+	if u.err != nil {
+		return nil, u.err
+	}
+	if u.nc == nil {
+		return nil, fmt.Errorf("engine: transport: a 101 without the upstream connection")
+	}
+	r.resp.Body = u.nc
+	return r.resp, nil
 }
 
 // urlTLSKey names the copy of a Transport's TLS settings that verifies one

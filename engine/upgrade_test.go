@@ -5,11 +5,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/parser"
 )
@@ -161,4 +166,29 @@ func TestUpgradePinned(t *testing.T) {
 		t.Fatalf("err %v: want a protocol-phase error", err)
 	}
 	e.Unpin(7)
+}
+
+// TestTransportWebSocket: httputil.ReverseProxy on Transport relays a
+// WebSocket session between a real client and a real server (Python's
+// websockets): the 101's Body is the upstream connection, which the
+// ReverseProxy splices to its client's.
+func TestTransportWebSocket(t *testing.T) {
+	checkLeaks(t)
+	bench.CollectSplicePipes(t)
+	ws := bench.StartWebSocket(t)
+	e := newEngine(t, Config{})
+	target, _ := url.Parse("http://" + ws.Addr())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = e.Transport()
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	front := httptest.NewServer(rp)
+	defer front.Close()
+	for i := 0; i < 2; i++ {
+		if out, err := ws.Client("ws" + strings.TrimPrefix(front.URL, "http") + "/chat"); err != nil || strings.TrimSpace(out) != "echoed 3" {
+			t.Fatalf("client %d: %v\n%s", i, err, out)
+		}
+	}
+	if st := e.Stats()[ws.Addr()]; st.Requests != 2 || st.Pool.Busy != 0 || len(st.Errors) != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }
