@@ -28,6 +28,7 @@ APT_PACKAGES=(
 	haproxy
 	nginx
 	openssl
+	python3-websockets
 	squid
 	wrk
 )

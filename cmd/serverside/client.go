@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 	"github.com/valyala/bytebufferpool"
@@ -56,6 +57,7 @@ var (
 	chunkedValue   = []byte("chunked")
 	closeValue     = []byte("close")
 	keepAliveValue = []byte("keep-alive")
+	upgradeValue   = []byte("upgrade")
 	rootPath       = []byte("/")
 	asteriskPath   = []byte("*")
 )
@@ -113,11 +115,15 @@ type clientConn struct {
 	halfClosed bool
 	halfConn   net.Conn
 
-	// tunnel is a CONNECT tunnel opened for this connection, to relay
-	// once the connection is off netpoll (tunnel.go).
+	// tunnel is a CONNECT tunnel opened for this connection, or the
+	// upstream connection of a request that switched protocols (101), to
+	// relay once the connection is off netpoll (tunnel.go). tunnelHead is
+	// the 101's head for the client, sent then; nil for a CONNECT.
 	tunnel       net.Conn
 	tunnelTarget string
 	tunnelStart  time.Time
+	tunnelHead   []byte
+	tunnelMethod string
 
 	// rs is the request being served, nil between requests (serveOne).
 	rs *reqState
@@ -248,11 +254,19 @@ func (cc *clientConn) serve() outcome {
 	s := &cc.rs.s
 	s.reset(req.Version().AtLeast11(), req.KeepAlive() && !cc.p.closing.Load())
 	keep := cc.exchange(s, hasBody)
+	if cc.tunnel != nil {
+		// Switched protocols: logged when the relay ends, as a CONNECT.
+		// (The head's views are valid until the skip.)
+		cc.tunnelTarget, cc.tunnelMethod, cc.tunnelStart = string(req.Target()), string(req.Method()), start
+	}
 	if skip > 0 {
 		_ = cc.r.Skip(skip)
 		_ = cc.r.Release()
 	}
 	cc.p.metrics.served(s.status, s.bytes)
+	if cc.tunnel != nil {
+		return tunnelIt
+	}
 	if cc.p.cfg.AccessLog {
 		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
 			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
@@ -338,6 +352,15 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 		return false
 	}
 	ed.Add("Via", viaFor(req.Version()))
+	// A protocol switch (a WebSocket handshake, say) goes on: its Upgrade
+	// and a Connection naming it are forwarded, and after a 101 the
+	// connection becomes a tunnel to the upstream's. Not with a body: its
+	// framing and the switch would have to be interleaved.
+	s.upgrade = !hasBody && req.Upgrade()
+	if s.upgrade {
+		ed.Keep = ed.Keep.With(parser.HdrUpgrade)
+		ed.Add("Connection", upgradeValue)
+	}
 
 	er := &cc.rs.ereq
 	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
@@ -357,8 +380,22 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	}
 	s.body = body
 	s.head = req.MethodID() == parser.MethodHead
-	err := cc.p.eng.Exchange(context.Background(), er, s)
-	if err == nil {
+	var err error
+	if s.upgrade {
+		var nc net.Conn
+		if nc, err = cc.p.eng.Upgrade(context.Background(), er, s); nc != nil {
+			// serve returns tunnelIt: the 101 goes out after the hand-over.
+			cc.p.tunnelsLive.Add(1)
+			cc.tunnel, cc.tunnelHead = nc, append([]byte(nil), s.bb.B...)
+			s.pending = false
+		} else if err == nil && s.switching {
+			// Hijack failed: the connection closed under the exchange.
+			err = &conn.Error{Phase: conn.PhaseProtocol, Addr: up.Addr, Err: conn.ErrClosed}
+		}
+	} else {
+		err = cc.p.eng.Exchange(context.Background(), er, s)
+	}
+	if err == nil && cc.tunnel == nil {
 		err = s.finish()
 	}
 	if body != nil {
@@ -800,6 +837,8 @@ type sink struct {
 	http11    bool // the client speaks HTTP/1.1
 	keepAlive bool // the connection stays open after this response
 	head      bool // a HEAD request: no body follows the head
+	upgrade   bool // the request asks to switch protocols (engine.Upgrade)
+	switching bool // bb holds a 101's head, for the client after the hand-over
 	chunked   bool // the body is chunk-encoded to the client
 	pending   bool // bb holds a head not yet handed to the writer
 	headSent  bool // response bytes went to the writer
@@ -816,6 +855,7 @@ type sink struct {
 func (s *sink) reset(http11, keepAlive bool) {
 	s.http11, s.keepAlive = http11, keepAlive
 	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
+	s.upgrade, s.switching = false, false
 	s.body, s.status, s.bytes, s.left = nil, 0, 0, -1
 }
 
@@ -867,8 +907,15 @@ func (s *sink) OnHead(resp *parser.Response) error {
 			s.keepAlive = false
 		}
 	case parser.FramingTunnel:
+		// A 101: the engine hands the upstream connection over only
+		// after a request that asked (s.upgrade), or fails the exchange.
 		s.keepAlive = false
-		flushNow = true
+		if s.upgrade {
+			ed.Keep = ed.Keep.With(parser.HdrUpgrade)
+			s.switching = true
+		} else {
+			flushNow = true
+		}
 	}
 	if s.status == 204 {
 		// No server may send it (RFC 9110 §8.6); a client that took it
@@ -887,6 +934,8 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	}
 	ed.Add("Via", viaFor(resp.Version()))
 	switch {
+	case s.switching:
+		ed.Add("Connection", upgradeValue)
 	case !s.keepAlive:
 		ed.Add("Connection", closeValue)
 	case !s.http11:

@@ -259,11 +259,13 @@ func TestOriginDown(t *testing.T) {
 	}
 }
 
-// An origin's 101 to a request that offered no upgrade (the proxy strips
-// Upgrade, a hop-by-hop field) is a bad gateway, not a switch relayed to a
-// client that would then see only a close (RFC 9110 §15.2.2).
+// An origin's 101 to a request that offered no upgrade is a bad gateway,
+// not a switch relayed to a client that would then see only a close (RFC
+// 9110 §15.2.2). To one that offered it, the 101 and what follows are
+// relayed (TestWebSocketReverse has a real WebSocket server).
 func TestUnrequestedSwitchIsBadGateway(t *testing.T) {
 	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t) // the relay after the 101
 	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := bench.ReadHead(br); err != nil {
 			return
@@ -274,12 +276,34 @@ func TestUnrequestedSwitchIsBadGateway(t *testing.T) {
 	px := startProxy(t, "http://"+o.Addr())
 	for _, req := range []string{
 		"GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
-		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"GET /ws HTTP/1.0\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", // ignored in 1.0
 	} {
 		out := string(rawExchange(t, px, req, 10*time.Second))
 		if !strings.HasPrefix(out, "HTTP/1.1 502 ") || !strings.Contains(out, "no upgrade") {
 			t.Fatalf("reply to %q:\n%s", req, out)
 		}
+	}
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 1024)
+	for !strings.HasSuffix(string(got), "frames") {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("upgrade offered: %q, %v; want the 101 and the bytes behind it", got, err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if out := string(got); !strings.HasPrefix(out, "HTTP/1.1 101 Switching Protocols\r\n") || !strings.Contains(out, "\r\nConnection: upgrade\r\n") ||
+		!strings.Contains(out, "\r\nUpgrade: websocket\r\n") || !strings.HasSuffix(out, "\r\n\r\nframes") {
+		t.Fatalf("upgrade offered: %q", out)
 	}
 }
 

@@ -201,7 +201,7 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 func (cc *clientConn) dropTunnel() {
 	if cc.tunnel != nil {
 		_ = cc.tunnel.Close()
-		cc.tunnel = nil
+		cc.tunnel, cc.tunnelHead = nil, nil
 		cc.p.tunnelsLive.Add(-1)
 	}
 }
@@ -290,34 +290,49 @@ func (cc *clientConn) logConnect(target string, status int, bytes int64, start t
 // the bytes the client sent after the CONNECT head, forwarded first.
 func (cc *clientConn) runTunnel(left []byte) {
 	tun, target, start := cc.tunnel, cc.tunnelTarget, cc.tunnelStart
-	cc.tunnel = nil
+	// A CONNECT's 200, or the 101 of a request that switched protocols,
+	// which the serve path counted already.
+	head, method, status, connect := connectEstablished, "CONNECT", 200, cc.tunnelHead == nil
+	if !connect {
+		head, method, status = cc.tunnelHead, cc.tunnelMethod, 101
+	}
+	cc.tunnel, cc.tunnelHead = nil, nil
 	p := cc.p
 	defer p.tunnelsLive.Add(-1)
 	_ = cc.c.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
-	if _, err := cc.c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+	if _, err := cc.c.Write(head); err != nil {
 		_ = tun.Close()
 		_ = cc.c.Close()
-		p.metrics.served(200, 0)
-		cc.logConnect(target, 200, 0, start)
+		if connect {
+			p.metrics.served(200, 0)
+			cc.logConnect(target, 200, 0, start)
+		}
 		return
 	}
 	_ = cc.c.SetDeadline(time.Time{})
-	p.metrics.served(200, 0)
-	p.tunnels.opened.Add(1)
-	p.tunnels.open.Add(1)
-	defer p.tunnels.open.Add(-1)
+	if connect {
+		p.metrics.served(200, 0)
+		p.tunnels.opened.Add(1)
+		p.tunnels.open.Add(1)
+		defer p.tunnels.open.Add(-1)
+	}
 	var client net.Conn = cc.c
 	if len(left) > 0 {
 		client = conn.NewTunnelConn(cc.c, left, nil)
 	}
 	st, err := engine.Relay(p.tunnelCtx, client, tun, p.cfg.TunnelIdleTimeout)
-	p.tunnels.up.Add(uint64(st.AToB))
-	p.tunnels.down.Add(uint64(st.BToA))
+	if connect {
+		p.tunnels.up.Add(uint64(st.AToB))
+		p.tunnels.down.Add(uint64(st.BToA))
+	}
 	if p.cfg.AccessLog {
-		p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", "CONNECT", "target", target,
-			"status", 200, "bytes", st.BToA, "sent", st.AToB, "duration", time.Since(start), "end", relayEnd(err))
+		p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
+			"status", status, "bytes", st.BToA, "sent", st.AToB, "duration", time.Since(start), "end", relayEnd(err))
 	}
 }
+
+// connectEstablished is the answer to a CONNECT whose tunnel is up.
+var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
 
 func relayEnd(err error) string {
 	switch {

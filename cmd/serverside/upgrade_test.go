@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+)
+
+// TestWebSocketReverse: a real WebSocket client (Python's websockets)
+// through the reverse proxy to a real WebSocket server: the handshake's
+// Upgrade goes through, the 101 comes back, and messages of up to 100 KB
+// are relayed both ways.
+func TestWebSocketReverse(t *testing.T) {
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ws := bench.StartWebSocket(t)
+	px := startProxy(t, "http://"+ws.Addr())
+	for i := 0; i < 2; i++ {
+		if out, err := ws.Client("ws://" + px + "/chat"); err != nil || strings.TrimSpace(out) != "echoed 3" {
+			t.Fatalf("client %d: %v\n%s", i, err, out)
+		}
+	}
+}
+
+// wsFrame is a masked client frame (RFC 6455 §5.2) with a payload under
+// 126 bytes.
+func wsFrame(opcode byte, payload []byte) []byte {
+	var key [4]byte
+	_, _ = rand.Read(key[:])
+	f := []byte{0x80 | opcode, 0x80 | byte(len(payload))}
+	f = append(f, key[:]...)
+	for i, b := range payload {
+		f = append(f, b^key[i%4])
+	}
+	return f
+}
+
+// TestWebSocketForward: the forward proxy takes a WebSocket handshake in
+// absolute form to a real WebSocket server, answers its 101 with the
+// server's Sec-WebSocket-Accept, and relays frames; the connection is a
+// tunnel from there on. A handshake to an origin that does not upgrade
+// (nginx) gets nginx's answer on a connection that stays usable.
+func TestWebSocketForward(t *testing.T) {
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ws := bench.StartWebSocket(t)
+	px := startProxy(t)
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	key := base64.StdEncoding.EncodeToString(nonce[:])
+	if _, err := io.WriteString(c, "GET http://"+ws.Addr()+"/chat HTTP/1.1\r\nHost: "+ws.Addr()+
+		"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "+key+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") ||
+		!strings.EqualFold(resp.Header.Get("Connection"), "upgrade") || resp.Header.Get("Via") != "1.1 serverside" ||
+		resp.Header.Get("Sec-WebSocket-Accept") == "" {
+		t.Fatalf("handshake answer %d %v", resp.StatusCode, resp.Header)
+	}
+	for _, msg := range []string{"one", "two, longer", ""} {
+		if _, err := c.Write(wsFrame(1, []byte(msg))); err != nil {
+			t.Fatal(err)
+		}
+		hdr := make([]byte, 2)
+		if _, err := io.ReadFull(br, hdr); err != nil {
+			t.Fatal(err)
+		}
+		if hdr[0] != 0x81 || int(hdr[1]) != len(msg) {
+			t.Fatalf("echo of %q: frame header % x", msg, hdr)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %q, %v; want %q", got, err, msg)
+		}
+	}
+	// A close frame: the server answers it and closes, and so does the
+	// proxy towards the client.
+	if _, err := c.Write(wsFrame(8, []byte{0x03, 0xe8})); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) < 2 || rest[0] != 0x88 {
+		t.Fatalf("after close: % x, %v; want the server's close frame, then the end", rest, err)
+	}
+}
+
+// TestUpgradeNotTaken: nginx serves a handshake to a static location like
+// any GET; the proxy relays its 200 and keeps the connection for the next
+// request.
+func TestUpgradeNotTaken(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxyConfig(t, engine.Config{}, "http://"+ng.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for i, h := range []string{"Connection: Upgrade\r\nUpgrade: websocket\r\n", ""} {
+		if _, err := io.WriteString(c, "GET /small HTTP/1.1\r\nHost: a\r\n"+h+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != bench.SmallBody || resp.Close {
+			t.Fatalf("request %d: %d %q close %v", i, resp.StatusCode, body, resp.Close)
+		}
+	}
+}
