@@ -23,6 +23,9 @@
 //     [Parent].
 //   - [Engine.Tunnel] opens a CONNECT tunnel (direct or through a parent)
 //     for the caller to relay with [Relay].
+//   - [Engine.Upgrade] sends a request that asks to switch protocols (a
+//     WebSocket handshake) and, after a 101, hands the upstream connection
+//     to the caller, to relay with [Relay].
 //
 // Requests name their upstream by a resolved address ([Upstream]), or
 // name a peer group ([GroupConfig]: origins or parent proxies, a balancer
