@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log"
@@ -190,5 +191,50 @@ func TestTransportWebSocket(t *testing.T) {
 	}
 	if st := e.Stats()[ws.Addr()]; st.Requests != 2 || st.Pool.Busy != 0 || len(st.Errors) != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestUpgradeTLS: the same over TLS, where the connection handed over is
+// the TLS session, with the bytes the origin sent behind its 101 (in the
+// same record) read first.
+func TestUpgradeTLS(t *testing.T) {
+	checkLeaks(t)
+	pki := bench.NewPKI(t, "origin.test")
+	srv := &tls.Config{Certificates: []tls.Certificate{pki.Server}}
+	o := newOrigin(t, func(_ int, c net.Conn, _ *bufio.Reader) {
+		tc := tls.Server(c, srv)
+		defer tc.Close()
+		br := bufio.NewReader(tc)
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(tc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello ")
+		buf := make([]byte, 512)
+		for {
+			n, err := br.Read(buf)
+			if n > 0 {
+				tc.Write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	req := upgradeRequest(t, o.addr())
+	req.Upstream.TLS = &TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	s := &headSink{}
+	nc, err := e.Upgrade(context.Background(), req, s)
+	if err != nil || nc == nil || s.status != 101 {
+		t.Fatalf("conn %v, err %v, status %d", nc, err, s.status)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(nc, "world"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("hello world"))
+	if _, err := io.ReadFull(nc, got); err != nil || string(got) != "hello world" {
+		t.Fatalf("read %q, %v", got, err)
 	}
 }
