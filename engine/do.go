@@ -36,24 +36,36 @@ func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
 
 // do is Do, with interim (when set) taking the interim responses.
 func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Response) error) (*Response, error) {
-	// The body pipe must also give up when the engine closes, even if the
-	// caller never reads or closes the body.
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(e.root, cancel)
-	s := &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
-		stop()
-		cancel()
-	}}
+	ctx, s := e.newDoSink(ctx)
 	var sink Sink = s
-	var is *interimDoSink
+	var abandon func()
 	if interim != nil {
-		is = &interimDoSink{doSink: s, interim: interim}
-		sink = is
+		is := &interimDoSink{doSink: s, interim: interim}
+		sink, abandon = is, is.abandon
 	}
 	if err := e.Send(ctx, req, sink); err != nil {
 		s.cancel()
 		return nil, err
 	}
+	return s.awaitHead(ctx, abandon)
+}
+
+// newDoSink returns a doSink for a request bound to ctx, and the context
+// the request runs under: the body pipe must also give up when the engine
+// closes, even if the caller never reads or closes the body.
+func (e *Engine) newDoSink(ctx context.Context) (context.Context, *doSink) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(e.root, cancel)
+	return ctx, &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
+		stop()
+		cancel()
+	}}
+}
+
+// awaitHead waits for the response head, or for the request's failure,
+// or for ctx to end; then abandon (when set) runs before the error
+// returns.
+func (s *doSink) awaitHead(ctx context.Context, abandon func()) (*Response, error) {
 	var r headResult
 	select {
 	case r = <-s.head:
@@ -63,16 +75,13 @@ func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Resp
 		case r = <-s.head:
 		default:
 			_ = s.pipe.Close()
-			if is != nil {
-				is.abandon()
+			if abandon != nil {
+				abandon()
 			}
 			return nil, ctx.Err()
 		}
 	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	return r.resp, nil
+	return r.resp, r.err
 }
 
 type headResult struct {

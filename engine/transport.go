@@ -155,12 +155,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 // 101 the Response's Body is the upstream connection (Upgrade), any other
 // response streams as from do.
 func (e *Engine) doUpgrade(ctx context.Context, req *Request) (*Response, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(e.root, cancel)
-	s := &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
-		stop()
-		cancel()
-	}}
+	ctx, s := e.newDoSink(ctx)
 	type upgraded struct {
 		nc  net.Conn
 		err error
@@ -171,22 +166,9 @@ func (e *Engine) doUpgrade(ctx context.Context, req *Request) (*Response, error)
 		nc, err := e.Upgrade(ctx, req, s)
 		done <- upgraded{nc, err}
 	}()
-	var r headResult
-	select {
-	case r = <-s.head:
-	case <-ctx.Done():
-		select {
-		case r = <-s.head:
-		default:
-			_ = s.pipe.Close()
-			return nil, ctx.Err()
-		}
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	if r.resp.Status != 101 {
-		return r.resp, nil
+	resp, err := s.awaitHead(ctx, nil)
+	if err != nil || resp.Status != 101 {
+		return resp, err
 	}
 	u := <-done // a 101 has no body: Upgrade returns right after the head
 	if u.err != nil {
@@ -195,8 +177,8 @@ func (e *Engine) doUpgrade(ctx context.Context, req *Request) (*Response, error)
 	if u.nc == nil {
 		return nil, fmt.Errorf("engine: transport: a 101 without the upstream connection")
 	}
-	r.resp.Body = u.nc
-	return r.resp, nil
+	resp.Body = u.nc
+	return resp, nil
 }
 
 // urlTLSKey names the copy of a Transport's TLS settings that verifies one

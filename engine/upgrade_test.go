@@ -38,6 +38,21 @@ func (s *headSink) OnHead(r *parser.Response) error {
 func (s *headSink) OnBody(p []byte) error { s.body.Write(p); return nil }
 func (s *headSink) OnDone(error)          {}
 
+// echo writes to w what br reads, until br ends. Not io.Copy, whose
+// splice keeps a pipe in Go's pool, which the fd count would see.
+func echo(w io.Writer, br *bufio.Reader) {
+	buf := make([]byte, 512)
+	for {
+		n, err := br.Read(buf)
+		if n > 0 {
+			w.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 // upgradeRequest is a WebSocket-style handshake whose Upgrade and
 // Connection go through a proxy's hop-by-hop stripping.
 func upgradeRequest(t *testing.T, addr string) *Request {
@@ -70,18 +85,7 @@ func testUpgrade(t *testing.T, goNet bool) {
 			heads <- h
 			// The 101 and the new protocol's first bytes in one write.
 			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello ")
-			// Echo until the caller closes; not io.Copy, whose splice
-			// keeps a pipe in Go's pool, which the fd count would see.
-			buf := make([]byte, 512)
-			for {
-				n, err := br.Read(buf)
-				if n > 0 {
-					c.Write(buf[:n])
-				}
-				if err != nil {
-					return
-				}
-			}
+			echo(c, br)
 		})
 		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -209,16 +213,7 @@ func TestUpgradeTLS(t *testing.T) {
 			return
 		}
 		io.WriteString(tc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello ")
-		buf := make([]byte, 512)
-		for {
-			n, err := br.Read(buf)
-			if n > 0 {
-				tc.Write(buf[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
+		echo(tc, br)
 	})
 	e := newEngine(t, Config{Shards: 1})
 	req := upgradeRequest(t, o.addr())
