@@ -287,8 +287,11 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 	o := cc.serveOne()
 	if cc.halfClosed {
 		// The client sends no more requests; its response went out on
-		// the duplicate, which ends the connection.
+		// the duplicate, which ends the connection. A protocol switch
+		// that got this far (an interim response went out first) ends
+		// with it: its upstream connection is closed.
 		_ = cc.halfConn.Close()
+		cc.dropTunnel()
 		o = closeIt
 	}
 	switch o {

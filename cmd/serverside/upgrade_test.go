@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -130,5 +131,57 @@ func TestUpgradeNotTaken(t *testing.T) {
 		if resp.StatusCode != 200 || string(body) != bench.SmallBody || resp.Close {
 			t.Fatalf("request %d: %d %q close %v", i, resp.StatusCode, body, resp.Close)
 		}
+	}
+}
+
+// TestUpgradeHalfClosedClient: a client that half-closed after its
+// handshake, to an origin that sends a 103 before its 101. The 103 goes
+// out on the half-closed connection, which then ends: so does the
+// upstream connection handed over with the 101 (it is not left busy, nor
+// counted as a live tunnel that a shutdown would wait for).
+func TestUpgradeHalfClosedClient(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+		time.Sleep(100 * time.Millisecond)
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_, _ = io.Copy(io.Discard, br) // until the proxy closes
+	})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, []string{"http://" + o.Addr()}, engine.Config{Shards: 2, Logger: logger}, clientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := serveProxy(t, p)
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !strings.HasPrefix(string(got), "HTTP/1.1 103 Early Hints\r\n") {
+		t.Fatalf("client got %q, %v; want the 103, then the end", got, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		busy := 0
+		for _, st := range p.eng.Stats() {
+			busy += st.Pool.Busy
+		}
+		if busy == 0 && p.tunnelsLive.Load() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the client's connection ended: pool busy %d, tunnels live %d; want 0, 0", busy, p.tunnelsLive.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
