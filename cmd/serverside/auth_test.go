@@ -557,12 +557,17 @@ func TestReverseOriginAuthPost(t *testing.T) {
 			t.Fatalf("request %d %v: statuses %v, want 200:\n%.1500s", i+1, args, codes, out)
 		}
 	}
+	want := []string{`401 "GET -`, `200 "GET alice`, `200 "POST alice`, `200 "GET alice`}
+	// Apache logs a request after its response: wait for every line.
+	lines := ap.AccessLog()
+	for deadline := time.Now().Add(5 * time.Second); len(lines) < len(want) && time.Now().Before(deadline); lines = ap.AccessLog() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	var got []string
-	for _, l := range ap.AccessLog() {
+	for _, l := range lines {
 		f := strings.Fields(l)
 		got = append(got, f[0]+" "+f[1]+" "+f[4])
 	}
-	want := []string{`401 "GET -`, `200 "GET alice`, `200 "POST alice`, `200 "GET alice`}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("Apache's log %q, want %q", got, want)
 	}
