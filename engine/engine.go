@@ -42,9 +42,6 @@ var (
 	// ErrOverloaded is shard.ErrOverloaded: a worker pool or the pending
 	// queue is full; the request was not sent.
 	ErrOverloaded = shard.ErrOverloaded
-	// ErrPinnedSwitch is shard.ErrPinnedSwitch: Upgrade got a 101 on a
-	// pinned session's connection, which is not handed over.
-	ErrPinnedSwitch = shard.ErrPinnedSwitch
 	// ErrPoolTimeout is poolset.ErrPoolTimeout: the request waited its
 	// PendingTimeout for a connection to its upstream (at the cap of
 	// MaxConnsPerUpstream) and none came; nothing was sent.
@@ -246,8 +243,10 @@ func (e *Engine) Exchange(ctx context.Context, req *Request, sink Sink) error {
 // and must close it, and it counts against its upstream's connection cap
 // until then. After any other response it returns a nil connection, the
 // exchange having ended as with Exchange. A 101 on a pinned session's
-// connection fails with ErrPinnedSwitch (the sink saw its head): that
-// connection stays the session's, and is closed.
+// connection (NTLM, Negotiate) hands it over too and ends the session: its
+// later requests fail with ErrPinnedGone until Unpin. A 101 always comes
+// with the connection or with an error (ctx ended before the hand-over,
+// say), never neither.
 func (e *Engine) Upgrade(ctx context.Context, req *Request, sink Sink) (net.Conn, error) {
 	tc, err := e.exchange(ctx, req, sink, true)
 	if tc == nil {

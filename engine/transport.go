@@ -166,7 +166,15 @@ func (e *Engine) doUpgrade(ctx context.Context, req *Request) (*Response, error)
 		nc, err := e.Upgrade(ctx, req, s)
 		done <- upgraded{nc, err}
 	}()
-	resp, err := s.awaitHead(ctx, nil)
+	resp, err := s.awaitHead(ctx, func() {
+		// ctx ended before the head: whatever Upgrade still hands over
+		// has nobody to take it.
+		go func() {
+			if u := <-done; u.nc != nil {
+				_ = u.nc.Close()
+			}
+		}()
+	})
 	if err != nil || resp.Status != 101 {
 		return resp, err
 	}

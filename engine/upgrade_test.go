@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
-	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -137,8 +137,11 @@ func TestUpgradeRefused(t *testing.T) {
 	}
 }
 
-// TestUpgradePinned: a 101 on a pinned session's connection is not handed
-// over: the session keeps it, so the caller gets ErrPinnedSwitch.
+// TestUpgradePinned: a 101 on a pinned session's connection (a WebSocket
+// behind NTLM, whose handshake carries the last NTLM message) hands that
+// connection over and ends the session: the client connection that
+// authenticated it is a tunnel from then on, and a later request with its
+// pin key fails with ErrPinnedGone instead of going anywhere else.
 func TestUpgradePinned(t *testing.T) {
 	checkLeaks(t)
 	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
@@ -151,7 +154,7 @@ func TestUpgradePinned(t *testing.T) {
 				continue
 			}
 			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
-			io.Copy(io.Discard, br)
+			echo(c, br)
 			return
 		}
 	})
@@ -164,11 +167,29 @@ func TestUpgradePinned(t *testing.T) {
 	up := upgradeRequest(t, o.addr())
 	up.PinKey = 7
 	nc, err := e.Upgrade(context.Background(), up, &headSink{})
-	if nc != nil || !errors.Is(err, ErrPinnedSwitch) {
-		t.Fatalf("conn %v, err %v; want ErrPinnedSwitch", nc, err)
+	if err != nil || nc == nil {
+		t.Fatalf("conn %v, err %v; want the pinned connection handed over", nc, err)
 	}
-	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseProtocol {
-		t.Fatalf("err %v: want a protocol-phase error", err)
+	if e.Pinned(7) {
+		t.Error("session 7 still pinned after its connection switched protocols")
+	}
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(nc, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(nc, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	if _, _, err := do(t, e, req); !errors.Is(err, ErrPinnedGone) {
+		t.Fatalf("request on the ended session: %v, want ErrPinnedGone", err)
+	}
+	if st := e.Stats()[o.addr()]; st.Pool.Busy != 1 || st.Pool.Pinned != 0 {
+		t.Errorf("while switched: stats %+v, want it busy, not pinned", st.Pool)
+	}
+	nc.Close()
+	if st := e.Stats()[o.addr()]; st.Pool.Busy != 0 || st.Pool.Pinned != 0 || o.accepted() != 1 {
+		t.Errorf("after close: stats %+v, accepted %d", st.Pool, o.accepted())
 	}
 	e.Unpin(7)
 }
@@ -231,5 +252,51 @@ func TestUpgradeTLS(t *testing.T) {
 	got := make([]byte, len("hello world"))
 	if _, err := io.ReadFull(nc, got); err != nil || string(got) != "hello world" {
 		t.Fatalf("read %q, %v", got, err)
+	}
+}
+
+// TestUpgradeCanceled: requests whose context ends around the 101, through
+// Upgrade and through Transport. A 101 comes with the connection or with
+// an error, never neither, and no connection is left behind: the pool
+// counts none busy once the callers closed what they got.
+func TestUpgradeCanceled(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		echo(io.Discard, br)
+	})
+	e := newEngine(t, Config{Shards: 2})
+	tr := e.Transport()
+	const n = 150
+	for i := 0; i < 2*n; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func(d time.Duration) { time.Sleep(d); cancel() }(time.Duration(i%40) * 10 * time.Microsecond)
+		if i < n {
+			s := &headSink{}
+			nc, err := e.Upgrade(ctx, upgradeRequest(t, o.addr()), s)
+			if s.status == 101 && nc == nil && err == nil {
+				t.Fatalf("request %d: a 101 with neither a connection nor an error", i)
+			}
+			if nc != nil {
+				nc.Close()
+			}
+			continue
+		}
+		hr, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr()+"/chat", nil)
+		hr.Header.Set("Connection", "Upgrade")
+		hr.Header.Set("Upgrade", "echo")
+		if resp, err := tr.RoundTrip(hr); err == nil {
+			resp.Body.Close()
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats()[o.addr()].Pool.Busy != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: connections left busy", e.Stats()[o.addr()].Pool)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

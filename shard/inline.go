@@ -41,7 +41,7 @@ func (s *Set) RunInline(t *Task) bool {
 		t.ctr.OnReused.Add(1)
 	}
 	out, err := roundTrip(t, c)
-	s.settle(t, c, out, err)
+	err = s.settle(t, c, out, err)
 	if err == nil {
 		finish(t, nil)
 		return true

@@ -365,17 +365,16 @@ func roundTrip(t *Task, c *conn.Conn) (out conn.Outcome, err error) {
 
 // exchanged decides the connection's fate, then retries or finishes t.
 func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
-	if t.pinned && t.Switch && err == nil && out.Status == 101 {
-		err = &conn.Error{Phase: conn.PhaseProtocol, Addr: t.Key.Addr, Responded: true, Err: ErrPinnedSwitch}
-	}
 	reusable := err == nil && c.Reusable()
 	switch {
+	case t.pinned && t.Switch && err == nil && out.Status == 101:
+		err = s.switchPinned(t, c, out)
 	case t.pinned:
 		s.pinnedDone(t, c, reusable)
 	case reusable && t.Pin && t.PinKey != 0:
 		s.pin(t, c)
 	default:
-		s.set.settle(t, c, out, err)
+		err = s.set.settle(t, c, out, err)
 	}
 	if err == nil {
 		s.finish(t, nil)
@@ -417,20 +416,14 @@ func (s *Shard) resend(t *Task) {
 // settle makes the keep-alive decision for an unpinned connection after
 // an exchange: back to the shared pool, or closed. An isolated one (a
 // connection-based handshake without a session to pin it to) is closed.
-func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) {
+func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) error {
 	if err == nil && t.Switch && out.Status == 101 {
-		// The connection now speaks the protocol the request asked for:
-		// the caller's, still under the key's cap until it closes it.
-		key, pool := t.Key, s.pool
-		if tc, herr := c.Hijack(func() { pool.Closed(key, poolset.Busy) }); herr == nil {
-			t.Switched = tc
-			return
-		}
+		return s.switchConn(t, c, out)
 	}
 	if err == nil && c.Reusable() && !t.Isolate {
 		if serr := c.SetState(conn.Idle); serr == nil {
 			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})
-			return
+			return nil
 		}
 	}
 	_ = c.Close()
@@ -438,6 +431,29 @@ func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 	if out.Detached {
 		t.ctr.Detached.Add(1)
 	}
+	return err
+}
+
+// switchConn hands c, busy after a 101 to a Switch task, to the caller in
+// t.Switched: it now speaks the protocol the request asked for, and stays
+// under the key's cap until the caller closes it. When it cannot (the
+// request's context ended, so nobody takes the connection; or it was
+// closed meanwhile) c is closed and the error the task ends with is
+// returned: after the 101's head, which the sink has seen.
+func (s *Set) switchConn(t *Task, c *conn.Conn, out conn.Outcome) error {
+	key, pool := t.Key, s.pool
+	err := t.Ctx.Err()
+	if err == nil {
+		var tc *conn.TunnelConn
+		if tc, err = c.Hijack(func() { pool.Closed(key, poolset.Busy) }); err == nil {
+			t.Switched = tc
+			return nil
+		}
+	}
+	_ = c.Close()
+	pool.Closed(key, poolset.Busy)
+	return &conn.Error{Phase: conn.PhaseBody, Addr: key.Addr, Reused: out.Reused, Written: true, Responded: true,
+		Err: fmt.Errorf("101 Switching Protocols, but the connection cannot be handed over: %w", err)}
 }
 
 // rewind prepares the body for another attempt.

@@ -65,6 +65,34 @@ func (s *Shard) pinnedDone(t *Task, c *conn.Conn, reusable bool) {
 	s.nextPinned(ss)
 }
 
+// switchPinned ends the session whose connection c just answered a
+// Switch task with 101 and hands c over as switchConn does. The client
+// connection that authenticated the session (NTLM, Negotiate: a WebSocket
+// behind Windows authentication) switches protocols with it, so nothing
+// else can use the session: it becomes a tombstone, as when its connection
+// is gone, and c leaves the pinned accounting for the busy one.
+func (s *Shard) switchPinned(t *Task, c *conn.Conn, out conn.Outcome) error {
+	ss, ok := s.pinned[t.PinKey]
+	if !ok || ss.c != c {
+		// Unpinned or replaced meanwhile: the connection is ours to close.
+		_ = c.Close()
+		s.set.pool.Closed(t.Key, poolset.Pinned)
+		return &conn.Error{Phase: conn.PhaseBody, Addr: t.Key.Addr, Written: true, Responded: true,
+			Err: fmt.Errorf("101 Switching Protocols: %w: session %d ended meanwhile", ErrPinnedGone, t.PinKey)}
+	}
+	if f := s.set.cfg.OnSession; f != nil {
+		f(t.PinKey, ss.key, true)
+	}
+	ss.c, ss.busy = nil, false
+	queue := ss.queue
+	ss.queue = nil
+	for _, q := range queue {
+		s.finish(q, goneErr(q))
+	}
+	s.set.pool.Unpin(t.Key)
+	return s.set.switchConn(t, c, out)
+}
+
 // nextPinned starts the next queued request of an idle session.
 func (s *Shard) nextPinned(ss *session) {
 	if !ss.busy && len(ss.queue) > 0 {

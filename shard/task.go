@@ -21,10 +21,6 @@ var (
 	// ErrOverloaded reports a full worker pool or too many pending
 	// requests; nothing was sent.
 	ErrOverloaded = errors.New("shard: overloaded")
-	// ErrPinnedSwitch reports a 101 Switching Protocols on a pinned
-	// session's connection, which stays the session's: it is closed, not
-	// handed over.
-	ErrPinnedSwitch = errors.New("shard: 101 Switching Protocols on a pinned connection")
 	// ErrClosed reports a request submitted to a closed Set.
 	ErrClosed = errors.New("shard: closed")
 	// ErrResend is what a Task's Run returns (wrapped) to have the task
@@ -69,7 +65,9 @@ type Task struct {
 	// Switch hands the connection to the caller after a 101 Switching
 	// Protocols, in Switched, instead of closing it: the request asked
 	// for an upgrade (RFC 9110 §7.8). A pinned session's connection is
-	// never handed over: its 101 fails the task with ErrPinnedSwitch.
+	// handed over too, and the session ends (its later requests fail
+	// with ErrPinnedGone). A 101 whose connection cannot be handed over
+	// (the task's context ended first) fails the task.
 	Switch bool
 	// Switched is the upstream connection after a 101 to a Switch task,
 	// set before Done; the caller relays it and closes it, which frees
