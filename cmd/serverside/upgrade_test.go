@@ -185,3 +185,98 @@ func TestUpgradeHalfClosedClient(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestUpgradeNTLMPinned: a WebSocket behind Windows authentication. The
+// client's NTLM handshake pins an upstream connection to its connection;
+// the handshake request carrying the last NTLM message is the WebSocket
+// handshake, and the origin's 101 hands that pinned connection over: the
+// client's connection becomes the relay to it, and when the client goes
+// away nothing stays pinned or busy.
+func TestUpgradeNTLMPinned(t *testing.T) {
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			h, err := bench.ReadHead(br)
+			if err != nil {
+				return
+			}
+			head := strings.Join(h, "\n")
+			if i == 0 {
+				if !strings.Contains(head, "Authorization: NTLM ") {
+					_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAACgAAAABggAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n")
+				continue
+			}
+			if !strings.Contains(head, "Upgrade: websocket") || !strings.Contains(head, "Authorization: NTLM ") {
+				_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			buf := make([]byte, 512)
+			for {
+				n, err := br.Read(buf)
+				if n > 0 {
+					_, _ = c.Write(buf[:n])
+				}
+				if err != nil {
+					return
+				}
+			}
+		}
+	})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + o.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nAuthorization: "+bench.NTLMNegotiate()+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 401 {
+		t.Fatalf("NTLM challenge: %v %v", resp, err)
+	}
+	waitPinned(t, p, 1)
+	if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nAuthorization: "+bench.NTLMAuthenticate("D", "u", "W")+
+		"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	if pinned(p) != 0 {
+		t.Errorf("%d pinned connections after the switch, want 0", pinned(p))
+	}
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		busy := 0
+		for _, st := range p.eng.Stats() {
+			busy += st.Pool.Busy
+		}
+		if busy == 0 && pinned(p) == 0 && p.tunnelsLive.Load() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the client left: busy %d, pinned %d, tunnels %d", busy, pinned(p), p.tunnelsLive.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
