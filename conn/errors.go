@@ -94,6 +94,10 @@ var (
 	// ErrUnrequestedSwitch reports a 101 Switching Protocols to a request
 	// whose forwarded head offered no Upgrade (RFC 9110 §7.8, §15.2.2).
 	ErrUnrequestedSwitch = errors.New("conn: 101 Switching Protocols to a request that offered no upgrade")
+	// ErrSwitchHTTP10 reports a 101 Switching Protocols in an HTTP/1.0
+	// response: protocol switching is HTTP/1.1's, and no server may send
+	// a 1xx to an HTTP/1.0 peer (RFC 9110 §15.2).
+	ErrSwitchHTTP10 = errors.New("conn: 101 Switching Protocols in an HTTP/1.0 response")
 	// ErrPeerReset reports an upstream connection reset (RST) by the peer
 	// where only an orderly close would have ended the response.
 	ErrPeerReset = errors.New("conn: connection reset by the upstream")

@@ -71,6 +71,9 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		// never asked for, on a connection that then only closes.
 		return c.fail(PhaseProtocol, ErrUnrequestedSwitch)
 	}
+	if resp.Status() == 101 && !resp.Version().AtLeast11() {
+		return c.fail(PhaseProtocol, ErrSwitchHTTP10)
+	}
 	c.last.Status = resp.Status()
 	if t, _ := resp.KeepAliveHint(); t > 0 {
 		c.last.KeepAliveHint = time.Duration(t) * time.Second

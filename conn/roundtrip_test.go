@@ -505,13 +505,20 @@ func TestUnrequestedSwitchingProtocols(t *testing.T) {
 		{"upgrade forwarded", upgradeReq, nil, true},
 		{"upgrade kept", upgradeReq, &parser.Edits{StripHopByHop: true,
 			Keep: parser.HeaderSet(0).With(parser.HdrUpgrade, parser.HdrConnection)}, true},
+		// An HTTP/1.0 server cannot switch protocols: its 101 is an error
+		// even to a request that asked.
+		{"HTTP/1.0 101", upgradeReq, nil, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
+			version, want := "1.1", ErrUnrequestedSwitch
+			if tc.name == "HTTP/1.0 101" {
+				version, want = "1.0", ErrSwitchHTTP10
+			}
 			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
 				readHead(br)
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes")
+				io.WriteString(c, "HTTP/"+version+" 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes")
 				io.Copy(io.Discard, br)
 			})
 			c := dial(t, o.addr())
@@ -527,7 +534,7 @@ func TestUnrequestedSwitchingProtocols(t *testing.T) {
 				return
 			}
 			e := AsError(err)
-			if e == nil || e.Phase != PhaseProtocol || !errors.Is(err, ErrUnrequestedSwitch) || s.status != 0 {
+			if e == nil || e.Phase != PhaseProtocol || !errors.Is(err, want) || s.status != 0 {
 				t.Fatalf("status %d err %v", s.status, err)
 			}
 		})
