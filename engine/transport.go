@@ -118,7 +118,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	var resp *Response
 	var err error
 	if head.Upgrade() {
-		resp, err = t.e.doUpgrade(hr.Context(), req)
+		resp, err = t.e.doUpgrade(hr.Context(), req, interimTrace(hr.Context()))
 	} else {
 		resp, err = t.e.do(hr.Context(), req, interimTrace(hr.Context()))
 	}
@@ -153,9 +153,16 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 
 // doUpgrade is do for a request that asks to switch protocols: after a
 // 101 the Response's Body is the upstream connection (Upgrade), any other
-// response streams as from do.
-func (e *Engine) doUpgrade(ctx context.Context, req *Request) (*Response, error) {
+// response streams as from do. interim, when set, takes the interim
+// responses before the final one.
+func (e *Engine) doUpgrade(ctx context.Context, req *Request, interim func(*parser.Response) error) (*Response, error) {
 	ctx, s := e.newDoSink(ctx)
+	var sink Sink = s
+	var stopInterim func()
+	if interim != nil {
+		is := &interimDoSink{doSink: s, interim: interim}
+		sink, stopInterim = is, is.abandon
+	}
 	type upgraded struct {
 		nc  net.Conn
 		err error
@@ -163,10 +170,13 @@ func (e *Engine) doUpgrade(ctx context.Context, req *Request) (*Response, error)
 	done := make(chan upgraded, 1)
 	go func() {
 		// The engine calls s.OnDone before Upgrade returns.
-		nc, err := e.Upgrade(ctx, req, s)
+		nc, err := e.Upgrade(ctx, req, sink)
 		done <- upgraded{nc, err}
 	}()
 	resp, err := s.awaitHead(ctx, func() {
+		if stopInterim != nil {
+			stopInterim()
+		}
 		// ctx ended before the head: whatever Upgrade still hands over
 		// has nobody to take it.
 		go func() {

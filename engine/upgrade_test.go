@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"testing"
@@ -298,5 +301,47 @@ func TestUpgradeCanceled(t *testing.T) {
 			t.Fatalf("stats %+v: connections left busy", e.Stats()[o.addr()].Pool)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTransportUpgradeInterim: a 103 before a 101 reaches the request's
+// httptrace hook, as for any request through Transport, and the 101's
+// Body is then the upstream connection.
+func TestTransportUpgradeInterim(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		echo(c, br)
+	})
+	e := newEngine(t, Config{Shards: 1})
+	var links []string
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			links = append(links, fmt.Sprint(code, " ", h.Get("Link")))
+			return nil
+		},
+	})
+	hr, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr()+"/chat", nil)
+	hr.Header.Set("Connection", "Upgrade")
+	hr.Header.Set("Upgrade", "echo")
+	resp, err := e.Transport().RoundTrip(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rw, ok := resp.Body.(io.ReadWriteCloser)
+	if resp.StatusCode != 101 || !ok || len(links) != 1 || links[0] != "103 </a>" {
+		t.Fatalf("status %d, writable body %v, interim %q", resp.StatusCode, ok, links)
+	}
+	if _, err := io.WriteString(rw, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(rw, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q, %v", got, err)
 	}
 }
