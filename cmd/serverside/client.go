@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
-	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 	"github.com/valyala/bytebufferpool"
@@ -388,10 +387,8 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 			cc.p.tunnelsLive.Add(1)
 			cc.tunnel, cc.tunnelHead = nc, append([]byte(nil), s.bb.B...)
 			s.pending = false
-		} else if err == nil && s.switching {
-			// Hijack failed: the connection closed under the exchange.
-			err = &conn.Error{Phase: conn.PhaseProtocol, Addr: up.Addr, Err: conn.ErrClosed}
 		}
+		// A 101 not handed over comes with an error: its head is dropped.
 	} else {
 		err = cc.p.eng.Exchange(context.Background(), er, s)
 	}
