@@ -107,6 +107,10 @@ type tunnelMetrics struct {
 	failed  atomic.Uint64 // CONNECTs that failed (403, 502, 504)
 	up      atomic.Uint64 // bytes client → target
 	down    atomic.Uint64 // bytes target → client
+
+	// Protocol switches (WebSocket, ...), relayed the same way.
+	upgraded     atomic.Uint64 // switched sessions started (101 sent)
+	upgradedOpen atomic.Int64  // switched sessions relaying now
 }
 
 // write adds the tunnel families to a /metrics exposition.
@@ -122,6 +126,10 @@ func (m *tunnelMetrics) write(e expo) {
 	e.family("serverside_tunnel_bytes_total", "counter", "Bytes relayed by ended tunnels, by direction (up: client to target).")
 	e.sample("serverside_tunnel_bytes_total", u64(m.up.Load()), "direction", "up")
 	e.sample("serverside_tunnel_bytes_total", u64(m.down.Load()), "direction", "down")
+	e.family("serverside_upgrades_open", "gauge", "Protocol switches (WebSocket, ...) relaying now.")
+	e.sample("serverside_upgrades_open", strconv.FormatInt(m.upgradedOpen.Load(), 10))
+	e.family("serverside_upgrades_total", "counter", "Protocol switches relayed (101 sent to the client).")
+	e.sample("serverside_upgrades_total", u64(m.upgraded.Load()))
 }
 
 // serveConnect answers a CONNECT request whose head (hl bytes) was just
@@ -315,6 +323,10 @@ func (cc *clientConn) runTunnel(left []byte) {
 		p.tunnels.opened.Add(1)
 		p.tunnels.open.Add(1)
 		defer p.tunnels.open.Add(-1)
+	} else {
+		p.tunnels.upgraded.Add(1)
+		p.tunnels.upgradedOpen.Add(1)
+		defer p.tunnels.upgradedOpen.Add(-1)
 	}
 	var client net.Conn = cc.c
 	if len(left) > 0 {

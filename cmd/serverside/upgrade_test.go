@@ -24,10 +24,21 @@ func TestWebSocketReverse(t *testing.T) {
 	bench.CheckLeaks(t)
 	bench.CollectSplicePipes(t)
 	ws := bench.StartWebSocket(t)
-	px := startProxy(t, "http://"+ws.Addr())
+	px, adm := startProxyAdmin(t, "http://"+ws.Addr())
 	for i := 0; i < 2; i++ {
 		if out, err := ws.Client("ws://" + px + "/chat"); err != nil || strings.TrimSpace(out) != "echoed 3" {
 			t.Fatalf("client %d: %v\n%s", i, err, out)
+		}
+	}
+	// The relays end when the clients close (bounded wait).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		m := scrapeMetrics(t, adm)
+		total, open := m.get(t, "serverside_upgrades_total"), m.get(t, "serverside_upgrades_open")
+		if total == 2 && open == 0 && m.get(t, "serverside_tunnels_total") == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics: %v upgrades, %v open; want 2, 0, and no CONNECT tunnel", total, open)
 		}
 	}
 }
