@@ -36,13 +36,7 @@ func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
 
 // do is Do, with interim (when set) taking the interim responses.
 func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Response) error) (*Response, error) {
-	ctx, s := e.newDoSink(ctx)
-	var sink Sink = s
-	var abandon func()
-	if interim != nil {
-		is := &interimDoSink{doSink: s, interim: interim}
-		sink, abandon = is, is.abandon
-	}
+	ctx, s, sink, abandon := e.newDoSink(ctx, interim)
 	if err := e.Send(ctx, req, sink); err != nil {
 		s.cancel()
 		return nil, err
@@ -52,14 +46,22 @@ func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Resp
 
 // newDoSink returns a doSink for a request bound to ctx, and the context
 // the request runs under: the body pipe must also give up when the engine
-// closes, even if the caller never reads or closes the body.
-func (e *Engine) newDoSink(ctx context.Context) (context.Context, *doSink) {
+// closes, even if the caller never reads or closes the body. With
+// interim, the sink to send with also takes the interim responses, and
+// abandon stops that once the caller gave up; otherwise sink is s and
+// abandon nil.
+func (e *Engine) newDoSink(ctx context.Context, interim func(*parser.Response) error) (_ context.Context, s *doSink, sink Sink, abandon func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(e.root, cancel)
-	return ctx, &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
+	s = &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
 		stop()
 		cancel()
 	}}
+	if interim == nil {
+		return ctx, s, s, nil
+	}
+	is := &interimDoSink{doSink: s, interim: interim}
+	return ctx, s, is, is.abandon
 }
 
 // awaitHead waits for the response head, or for the request's failure,

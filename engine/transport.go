@@ -156,13 +156,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 // response streams as from do. interim, when set, takes the interim
 // responses before the final one.
 func (e *Engine) doUpgrade(ctx context.Context, req *Request, interim func(*parser.Response) error) (*Response, error) {
-	ctx, s := e.newDoSink(ctx)
-	var sink Sink = s
-	var stopInterim func()
-	if interim != nil {
-		is := &interimDoSink{doSink: s, interim: interim}
-		sink, stopInterim = is, is.abandon
-	}
+	ctx, s, sink, stopInterim := e.newDoSink(ctx, interim)
 	type upgraded struct {
 		nc  net.Conn
 		err error
