@@ -98,6 +98,10 @@ var (
 	// response: protocol switching is HTTP/1.1's, and no server may send
 	// a 1xx to an HTTP/1.0 peer (RFC 9110 §15.2).
 	ErrSwitchHTTP10 = errors.New("conn: 101 Switching Protocols in an HTTP/1.0 response")
+	// ErrUnofferedSwitch reports a 101 Switching Protocols whose Upgrade
+	// names no protocol, or one the request did not offer (RFC 9110
+	// §7.8: the server switches to protocols the client listed).
+	ErrUnofferedSwitch = errors.New("conn: 101 Switching Protocols to a protocol the request did not offer")
 	// ErrPeerReset reports an upstream connection reset (RST) by the peer
 	// where only an orderly close would have ended the response.
 	ErrPeerReset = errors.New("conn: connection reset by the upstream")

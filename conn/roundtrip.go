@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"syscall"
@@ -74,6 +75,9 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if resp.Status() == 101 && !resp.Version().AtLeast11() {
 		return c.fail(PhaseProtocol, ErrSwitchHTTP10)
 	}
+	if resp.Status() == 101 && !switchOffered(ex.Head, resp) {
+		return c.fail(PhaseProtocol, ErrUnofferedSwitch)
+	}
 	c.last.Status = resp.Status()
 	if t, _ := resp.KeepAliveHint(); t > 0 {
 		c.last.KeepAliveHint = time.Duration(t) * time.Second
@@ -134,6 +138,52 @@ func (c *Conn) requestClose(ex *Exchange) bool {
 	}
 	e := ex.Edits
 	return e == nil || !e.StripHopByHop || e.Keep.Has(parser.HdrConnection)
+}
+
+// switchOffered reports that a 101's Upgrade names at least one protocol,
+// and only protocols the request's Upgrade offered (compared without
+// regard to case, version included: "websocket", "h2c", "foo/2").
+func switchOffered(req *parser.Request, resp *parser.Response) bool {
+	named := false
+	ok := true
+	resp.Each(parser.HdrUpgrade, func(v []byte) bool {
+		eachToken(v, func(p []byte) {
+			named = true
+			if ok && !offered(req, p) {
+				ok = false
+			}
+		})
+		return ok
+	})
+	return named && ok
+}
+
+// offered reports that the request's Upgrade lists protocol p.
+func offered(req *parser.Request, p []byte) bool {
+	found := false
+	req.Each(parser.HdrUpgrade, func(v []byte) bool {
+		eachToken(v, func(q []byte) {
+			found = found || bytes.EqualFold(p, q)
+		})
+		return !found
+	})
+	return found
+}
+
+// eachToken calls fn with each non-empty element of a comma-separated
+// list, optional whitespace trimmed.
+func eachToken(v []byte, fn func([]byte)) {
+	for len(v) > 0 {
+		var e []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			e, v = v[:i], v[i+1:]
+		} else {
+			e, v = v, nil
+		}
+		if e = bytes.Trim(e, " \t"); len(e) > 0 {
+			fn(e)
+		}
+	}
 }
 
 // offersUpgrade reports that the forwarded head carries an Upgrade field,

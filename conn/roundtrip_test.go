@@ -743,3 +743,45 @@ func TestUntilCloseBodyReset(t *testing.T) {
 		}
 	}
 }
+
+// A 101 switches to protocols the request offered (RFC 9110 §7.8): one
+// whose Upgrade names none, or another one, is a protocol error, never
+// handed to the sink. Protocols compare without regard to case. (A 101
+// without Upgrade at all is refused by the parser.)
+func TestSwitchToOfferedProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		offer, answer string // the Upgrade values
+		ok            bool
+	}{
+		{"websocket", "websocket", true},
+		{"h2c, WebSocket", "websocket", true},
+		{"foo/2, bar", "FOO/2", true},
+		{"websocket", "h2c", false},
+		{"websocket", "websocket, h2c", false},
+		{"foo/2", "foo/3", false},
+		{"websocket", " , ", false},
+	} {
+		t.Run(tc.offer+" → "+tc.answer, func(t *testing.T) {
+			checkLeaks(t)
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				readHead(br)
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: "+tc.answer+"\r\n\r\n")
+				io.Copy(io.Discard, br)
+			})
+			c := dial(t, o.addr())
+			defer c.Close()
+			s := &sink{}
+			_, err := c.RoundTrip(context.Background(), &Exchange{
+				Head: request(t, "GET /ws HTTP/1.1\r\nHost: o\r\nConnection: upgrade\r\nUpgrade: "+tc.offer+"\r\n\r\n")}, s)
+			if tc.ok {
+				if err != nil || s.status != 101 {
+					t.Fatalf("status %d err %v", s.status, err)
+				}
+				return
+			}
+			if e := AsError(err); e == nil || e.Phase != PhaseProtocol || !errors.Is(err, ErrUnofferedSwitch) || s.status != 0 {
+				t.Fatalf("status %d err %v, want ErrUnofferedSwitch", s.status, err)
+			}
+		})
+	}
+}
