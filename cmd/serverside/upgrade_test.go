@@ -43,6 +43,19 @@ func TestWebSocketReverse(t *testing.T) {
 	}
 }
 
+// dialClient connects to the proxy at px, with a 10 s deadline, until the
+// test ends.
+func dialClient(t *testing.T, px string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
 // wsFrame is a masked client frame (RFC 6455 §5.2) with a payload under
 // 126 bytes.
 func wsFrame(opcode byte, payload []byte) []byte {
@@ -66,12 +79,7 @@ func TestWebSocketForward(t *testing.T) {
 	bench.CollectSplicePipes(t)
 	ws := bench.StartWebSocket(t)
 	px := startProxy(t)
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c, br := dialClient(t, px)
 	var nonce [16]byte
 	_, _ = rand.Read(nonce[:])
 	key := base64.StdEncoding.EncodeToString(nonce[:])
@@ -79,7 +87,6 @@ func TestWebSocketForward(t *testing.T) {
 		"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "+key+"\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -123,13 +130,7 @@ func TestUpgradeNotTaken(t *testing.T) {
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	px := startProxyConfig(t, engine.Config{}, "http://"+ng.Addr())
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := dialClient(t, px)
 	for i, h := range []string{"Connection: Upgrade\r\nUpgrade: websocket\r\n", ""} {
 		if _, err := io.WriteString(c, "GET /small HTTP/1.1\r\nHost: a\r\n"+h+"\r\n"); err != nil {
 			t.Fatal(err)
@@ -243,13 +244,7 @@ func TestUpgradeNTLMPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, px := startAuthProxy(t, cfg)
-	c, err := net.Dial("tcp", px)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := dialClient(t, px)
 	if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nAuthorization: "+bench.NTLMNegotiate()+"\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
