@@ -259,15 +259,7 @@ func TestClientTimeouts(t *testing.T) {
 	px := startProxyClient(t, engine.Config{}, clientConfig{IdleTimeout: 300 * time.Millisecond, HeaderTimeout: 300 * time.Millisecond},
 		"http://"+ng.Addr())
 
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", px)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		return c, bufio.NewReader(c)
-	}
+	dial := func() (net.Conn, *bufio.Reader) { return dialClient(t, px) }
 	// Kept alive, then idle.
 	c1, br1 := dial()
 	if _, err := io.WriteString(c1, "GET /small HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
