@@ -147,9 +147,10 @@ type Engine struct {
 	urlTLSs sync.Map // urlTLSKey -> *TLS
 	// goNet dials plain-TCP upstreams on Go net (Config.GoNetIO).
 	goNet *upstreamDialer
-	// sessions maps the pin key of each live pinned session to its pool
-	// key, so that a group routes the session's requests to its peer.
-	sessions sync.Map // uint64 -> poolset.Key
+	// sessions maps the pin key of each pinned session to its pool key,
+	// so that a group routes the session's requests to its peer, or to
+	// goneSession once its connection is gone, so that they fail.
+	sessions sync.Map // uint64 -> poolset.Key or goneSession
 
 	requests sync.Pool   // *request, recycled by Exchange
 	digests  digestCache // Digest challenges answered, for later requests
@@ -463,8 +464,9 @@ func (e *Engine) Pinned(pinKey uint64) bool {
 	if pinKey == 0 {
 		return false
 	}
-	_, ok := e.sessions.Load(pinKey)
-	return ok
+	v, ok := e.sessions.Load(pinKey)
+	_, gone := v.(goneSession)
+	return ok && !gone
 }
 
 // Drain stops accepting requests, waits for those in flight to finish (or

@@ -603,7 +603,9 @@ func (e *Engine) peersTLS(g *group) error {
 func (e *Engine) group(name string) *group { return (*e.groups.Load())[name] }
 
 // DrainPeer takes peer out of group: it gets no new requests, its idle
-// connections close at once, its busy ones after their response. Watch
+// connections close at once, its busy ones after their response. Its
+// pinned sessions end the same way, each reported to
+// Config.OnPinnedClosed, and their keys fail with ErrPinnedGone. Watch
 // PeerStats for the state to turn PeerDrained. Undrain with UndrainPeer.
 func (e *Engine) DrainPeer(groupName, peerName string) error {
 	g, p, err := e.findPeer(groupName, peerName)
@@ -614,6 +616,11 @@ func (e *Engine) DrainPeer(groupName, peerName string) error {
 	p.draining = true
 	g.mu.Unlock()
 	e.pool.Drain(p.key)
+	// A pinned session's requests may only go to its peer, so the
+	// sessions end now rather than at their idle timeout: their clients
+	// hear of it (OnPinnedClosed) and authenticate again elsewhere.
+	e.shards.EndSessions(p.key)
+	e.tpins.endPeer(e, groupName, p.cfg.Addr)
 	return nil
 }
 
@@ -689,7 +696,11 @@ func (e *Engine) route(req *Request, r *request) error {
 	}
 	if pinned {
 		// A pinned session's requests go to its peer, whatever the
-		// balancer would pick; a peer drained or gone fails them.
+		// balancer would pick; a peer drained or gone fails them, as does
+		// the session's connection being gone.
+		if gone, ok := pk.(goneSession); ok {
+			return fmt.Errorf("%w: session %d: its connection to %s is gone", ErrPinnedGone, req.PinKey, gone.key.Addr)
+		}
 		p, err = g.sessionPeer(pk.(poolset.Key), req.PinKey)
 	} else {
 		p, probe, err = g.pick(e.pool, key, 0)
@@ -724,13 +735,19 @@ func (g *group) sessionPeer(key poolset.Key, pinKey uint64) (*peer, error) {
 	return nil, fmt.Errorf("%w: session %d: its peer left group %s", ErrPinnedGone, pinKey, g.name)
 }
 
+// goneSession marks in e.sessions a session whose connection is gone.
+type goneSession struct{ key poolset.Key }
+
 // onSession keeps e.sessions (shard.Config.OnSession).
-func (e *Engine) onSession(pinKey uint64, key poolset.Key, ended bool) {
-	if ended {
+func (e *Engine) onSession(pinKey uint64, key poolset.Key, ev shard.SessionEvent) {
+	switch ev {
+	case shard.SessionStarted:
+		e.sessions.Store(pinKey, key)
+	case shard.SessionGone:
+		e.sessions.Store(pinKey, goneSession{key})
+	default:
 		e.sessions.Delete(pinKey)
-		return
 	}
-	e.sessions.Store(pinKey, key)
 }
 
 // aim points the task at peer p.

@@ -251,12 +251,13 @@ func TestGroupNTLMSessionStaysOnItsParent(t *testing.T) {
 	leakBaseline(t)
 	a, ngx := squidAndNginx(t, squidOptions{scheme: "ntlm"})
 	b := startSquid(t, squidOptions{scheme: "ntlm"})
+	closed := make(chan uint64, 1)
 	e := startEngine(t, engine.Config{Auth: passThrough, Groups: map[string]engine.GroupConfig{
 		"parents": {Peers: []engine.Peer{
 			{Name: "a", Addr: a.addr, Parent: true},
 			{Name: "b", Addr: b.addr, Parent: true},
 		}},
-	}})
+	}, PinnedIdleTimeout: 10 * time.Minute, OnPinnedClosed: func(k uint64) { closed <- k }})
 	const key = 7
 	get := func(fields ...string) *recSink {
 		req := request(t, "", "GET", ngx.Addr(), "/small", false, fields...)
@@ -285,6 +286,21 @@ func TestGroupNTLMSessionStaysOnItsParent(t *testing.T) {
 	}
 	if err := e.DrainPeer("parents", pinnedOn); err != nil {
 		t.Fatal(err)
+	}
+	// The idle session ends with the drain, not at its idle timeout: its
+	// client hears of it, and the parent is drained.
+	select {
+	case k := <-closed:
+		if k != key {
+			t.Fatalf("OnPinnedClosed(%d), want %d", k, key)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("draining the session's parent: no OnPinnedClosed")
+	}
+	for _, ps := range e.PeerStats()["parents"].Peers {
+		if ps.Name == pinnedOn && (ps.State != engine.PeerDrained || ps.Pool.Conns() != 0) {
+			t.Fatalf("parent %s after the drain: %v with %+v, want drained, no connection", pinnedOn, ps.State, ps.Pool)
+		}
 	}
 	if s := get(); !errors.Is(s.err, engine.ErrPinnedGone) {
 		t.Fatalf("after draining parent %s: heads %v, err %v; want ErrPinnedGone", pinnedOn, s.heads, s.err)

@@ -252,6 +252,7 @@ type tunnelPin struct {
 	parent *Parent
 	group  string
 	busy   bool      // a Tunnel call uses nc
+	ending bool      // endPeer ran while busy: the pin ends after the call
 	idle   time.Time // when the last Tunnel call on nc ended
 	timer  *time.Timer
 }
@@ -329,6 +330,10 @@ func (ps *tunnelPins) release(e *Engine, key uint64, p *tunnelPin) bool {
 	if ps.m[key] != p {
 		return false
 	}
+	if p.ending {
+		p.nc, p.busy = nil, false
+		return false
+	}
 	p.busy = false
 	p.idle = time.Now()
 	p.timer.Reset(e.cfg.PinnedIdleTimeout)
@@ -373,6 +378,39 @@ func (ps *tunnelPins) expire(e *Engine, key uint64, p *tunnelPin) {
 	e.pool.Closed(p.key, poolset.Pinned)
 	if f := e.cfg.OnPinnedClosed; f != nil {
 		f(key)
+	}
+}
+
+// endPeer ends the pins on the parent at addr of group (its peer is
+// draining), as expire does: an idle one at once, a busy one when its
+// Tunnel call gives it back.
+func (ps *tunnelPins) endPeer(e *Engine, group, addr string) {
+	type ended struct {
+		key uint64
+		p   *tunnelPin
+		nc  net.Conn
+	}
+	var gone []ended
+	ps.mu.Lock()
+	for k, p := range ps.m {
+		if p.nc == nil || p.group != group || p.parent.Addr != addr {
+			continue
+		}
+		if p.busy {
+			p.ending = true
+			continue
+		}
+		p.timer.Stop()
+		gone = append(gone, ended{k, p, p.nc})
+		p.nc = nil
+	}
+	ps.mu.Unlock()
+	for _, g := range gone {
+		_ = g.nc.Close()
+		e.pool.Closed(g.p.key, poolset.Pinned)
+		if f := e.cfg.OnPinnedClosed; f != nil {
+			f(g.key)
+		}
 	}
 }
 

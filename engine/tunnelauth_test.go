@@ -363,3 +363,45 @@ func TestTLSViaDigestParent(t *testing.T) {
 		t.Fatalf("squid log %+v: want a 407 then a 200 on one connection", lines)
 	}
 }
+
+// TestTunnelDrainPinnedParent: draining the group parent that holds an
+// NTLM handshake's pinned connection between CONNECTs ends the pin at
+// once, not at its idle timeout: OnPinnedClosed, the connection closed,
+// and the Type 3 CONNECT fails with ErrPinnedGone.
+func TestTunnelDrainPinnedParent(t *testing.T) {
+	leakBaseline(t)
+	ngx, _ := tlsNginx(t, false)
+	sq := startSquid(t, squidOptions{scheme: "ntlm"})
+	closed := make(chan uint64, 1)
+	e := startEngine(t, engine.Config{Auth: passThrough, PinnedIdleTimeout: 10 * time.Minute,
+		OnPinnedClosed: func(k uint64) { closed <- k },
+		Groups:         map[string]engine.GroupConfig{"parents": {Peers: []engine.Peer{{Name: "a", Addr: sq.addr, Parent: true}}}}})
+	tun := func(pa string) (net.Conn, *engine.TunnelResponse, error) {
+		return e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Group: "parents", PinKey: 7, ProxyAuthorization: pa})
+	}
+	if _, resp, err := tun(bench.NTLMNegotiate()); ntlmType2(resp, err) != nil {
+		t.Fatal(ntlmType2(resp, err))
+	}
+	if st := tunnelStats(e, sq.addr); st.Pool.Pinned != 1 {
+		t.Fatalf("stats %+v: want the handshake's connection pinned", st)
+	}
+	if err := e.DrainPeer("parents", "a"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case k := <-closed:
+		if k != 7 {
+			t.Fatalf("OnPinnedClosed(%d), want 7", k)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("draining the parent left its pinned connection open")
+	}
+	if st := tunnelStats(e, sq.addr); st.Pool.Pinned != 0 {
+		t.Fatalf("stats %+v: want the pinned connection gone", st)
+	}
+	nc, resp, err := tun(bench.NTLMAuthenticate("DOM", "u", "WS"))
+	if nc != nil || resp != nil || !errors.Is(err, engine.ErrPinnedGone) {
+		t.Fatalf("Type 3 after the drain: %v, %v, %v; want ErrPinnedGone", nc, resp, err)
+	}
+	e.Unpin(7)
+}

@@ -24,6 +24,7 @@ const (
 	evUnpin                  // end session pinKey
 	evLookup                 // report session pinKey on reply
 	evProbe                  // check idle pinned sessions
+	evEndKey                 // end the sessions pinned under key
 )
 
 type event struct {
@@ -34,6 +35,7 @@ type event struct {
 	err    error
 	out    conn.Outcome
 	pinKey uint64
+	key    *poolset.Key
 	reply  chan<- lookup
 }
 
@@ -135,6 +137,8 @@ func (s *Shard) handle(ev event) {
 	case evProbe:
 		s.probe = nil
 		s.probeSessions(time.Now())
+	case evEndKey:
+		s.endSessionsOf(*ev.key)
 	case evLookup:
 		ss, ok := s.pinned[ev.pinKey]
 		st := conn.Closed

@@ -14,11 +14,14 @@ import (
 // its key fail with ErrPinnedGone, never silently go to a new connection,
 // until Unpin forgets the key.
 type session struct {
-	c     *conn.Conn // nil: the session's connection is gone
-	key   poolset.Key
-	busy  bool    // an exchange runs on c
-	queue []*Task // requests waiting for c
-	idle  time.Time
+	c    *conn.Conn // nil: the session's connection is gone
+	key  poolset.Key
+	busy bool // an exchange runs on c
+	// ending: EndSessions was called for the session's upstream while an
+	// exchange ran on c; the session ends when it completes.
+	ending bool
+	queue  []*Task // requests waiting for c
+	idle   time.Time
 }
 
 func goneErr(t *Task) error {
@@ -61,6 +64,11 @@ func (s *Shard) pinnedDone(t *Task, c *conn.Conn, reusable bool) {
 		s.endSession(t.PinKey, ss, true)
 		return
 	}
+	if ss.ending {
+		s.endSession(t.PinKey, ss, true)
+		s.pinnedClosed(t.PinKey)
+		return
+	}
 	ss.idle = time.Now()
 	s.nextPinned(ss)
 }
@@ -81,7 +89,7 @@ func (s *Shard) switchPinned(t *Task, c *conn.Conn, out conn.Outcome) error {
 			Err: fmt.Errorf("101 Switching Protocols: %w: session %d ended meanwhile", ErrPinnedGone, t.PinKey)}
 	}
 	if f := s.set.cfg.OnSession; f != nil {
-		f(t.PinKey, ss.key, true)
+		f(t.PinKey, ss.key, SessionGone)
 	}
 	ss.c, ss.busy = nil, false
 	queue := ss.queue
@@ -117,7 +125,7 @@ func (s *Shard) pin(t *Task, c *conn.Conn) {
 	s.set.pool.Pin(t.Key)
 	s.pinned[t.PinKey] = &session{c: c, key: t.Key, idle: time.Now()}
 	if f := s.set.cfg.OnSession; f != nil {
-		f(t.PinKey, t.Key, false)
+		f(t.PinKey, t.Key, SessionStarted)
 	}
 	s.armProbe()
 }
@@ -153,12 +161,35 @@ func (s *Shard) probeSessions(now time.Time) {
 			continue
 		}
 		s.endSession(k, ss, true)
-		if f := s.set.cfg.OnPinnedClosed; f != nil {
-			f(k)
-		}
+		s.pinnedClosed(k)
 	}
 	if live {
 		s.armProbe()
+	}
+}
+
+// pinnedClosed tells the embedder that session key ended while its client
+// connection may be idle.
+func (s *Shard) pinnedClosed(key uint64) {
+	if f := s.set.cfg.OnPinnedClosed; f != nil {
+		f(key)
+	}
+}
+
+// endSessionsOf ends the sessions whose connection pools under key, as
+// Set.EndSessions asks: an idle one at once, a busy one when its exchange
+// completes. The embedder hears of each through OnPinnedClosed.
+func (s *Shard) endSessionsOf(key poolset.Key) {
+	for k, ss := range s.pinned {
+		if ss.c == nil || ss.key != key {
+			continue
+		}
+		if ss.busy {
+			ss.ending = true
+			continue
+		}
+		s.endSession(k, ss, true)
+		s.pinnedClosed(k)
 	}
 }
 
@@ -166,8 +197,13 @@ func (s *Shard) probeSessions(now time.Time) {
 // on it: then pinnedDone closes it) and fails its queued requests. With
 // tombstone the key stays known as gone; otherwise it is forgotten.
 func (s *Shard) endSession(key uint64, ss *session, tombstone bool) {
-	if f := s.set.cfg.OnSession; f != nil && ss.c != nil {
-		f(key, ss.key, true)
+	if f := s.set.cfg.OnSession; f != nil {
+		switch {
+		case !tombstone:
+			f(key, ss.key, SessionForgotten)
+		case ss.c != nil:
+			f(key, ss.key, SessionGone)
+		}
 	}
 	if ss.c != nil {
 		if ss.busy {

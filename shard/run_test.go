@@ -177,3 +177,86 @@ func TestPinnedPeerClose(t *testing.T) {
 	set.Close(5 * time.Second)
 	pool.Close()
 }
+
+// TestEndSessions: EndSessions ends an idle pinned session at once and a
+// busy one when its exchange completes (that exchange still succeeds),
+// each reported to OnPinnedClosed; their keys then fail with
+// ErrPinnedGone, with no new connection.
+func TestEndSessions(t *testing.T) {
+	checkLeaks(t)
+	held, gate := make(chan struct{}), make(chan struct{})
+	o := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			if i == 1 && n == 1 {
+				close(held)
+				<-gate
+			}
+			if _, err := fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	pool := poolset.New[*conn.Conn](poolset.Config{})
+	var reg Registry
+	closed := make(chan uint64, 2)
+	// Idle sessions outlive the test unless something ends them.
+	set, err := New(Config{Shards: 1, PinnedIdleTimeout: 10 * time.Minute,
+		OnPinnedClosed: func(k uint64) { closed <- k }}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() uint64 {
+		select {
+		case k := <-closed:
+			return k
+		case <-time.After(10 * time.Second):
+			t.Fatal("no OnPinnedClosed")
+			return 0
+		}
+	}
+	key := poolset.Key{Addr: o.Addr()}
+	done := make(chan error, 1)
+	submit := func(pinKey uint64, pin bool) {
+		tk := task(t, context.Background(), o.Addr(), done)
+		tk.PinKey, tk.Pin = pinKey, pin
+		set.Submit(tk)
+	}
+	for _, k := range []uint64{4, 5} {
+		submit(k, true)
+		if err := <-done; err != nil {
+			t.Fatalf("pinning session %d: %v", k, err)
+		}
+	}
+	submit(5, false) // held by the origin: session 5 is busy
+	<-held
+	set.EndSessions(key)
+	if k := next(); k != 4 {
+		t.Fatalf("OnPinnedClosed(%d) first, want the idle session 4", k)
+	}
+	select {
+	case k := <-closed:
+		t.Fatalf("OnPinnedClosed(%d) while its exchange runs", k)
+	default:
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("the busy session's exchange: %v, want it to complete", err)
+	}
+	if k := next(); k != 5 {
+		t.Fatalf("OnPinnedClosed(%d), want 5 once its exchange completed", k)
+	}
+	for _, k := range []uint64{4, 5} {
+		submit(k, false)
+		if err := <-done; !errors.Is(err, ErrPinnedGone) {
+			t.Fatalf("session %d after EndSessions: %v, want ErrPinnedGone", k, err)
+		}
+	}
+	if s := pool.Stats(key); s.Pinned != 0 || s.Conns() != 0 || o.Accepted() != 2 {
+		t.Fatalf("pool %+v, accepted %d: want both connections closed, no new one", s, o.Accepted())
+	}
+	set.Close(5 * time.Second)
+	pool.Close()
+}

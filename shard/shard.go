@@ -35,16 +35,32 @@ type Config struct {
 	PinnedIdleTimeout, ProbeInterval time.Duration
 	// OnPinnedClosed, when set, is called with the key of a pinned
 	// session whose idle connection the upstream closed or the idle
-	// timeout ended, so that the embedder can close the client connection
-	// too. It runs on a shard goroutine and must not block.
+	// timeout ended, or that EndSessions ended, so that the embedder can
+	// close the client connection too. It runs on a shard goroutine and
+	// must not block.
 	OnPinnedClosed func(pinKey uint64)
 	// OnSession, when set, is called when a pinned session starts (with
-	// its connection's pool key) and when it ends (ended true), so that
+	// its connection's pool key), when its connection is gone (the key
+	// then fails with ErrPinnedGone) and when Unpin forgets it, so that
 	// an embedder routing requests itself (peer groups) can send a
-	// session's requests to its upstream. It runs on a shard goroutine
-	// and must not block.
-	OnSession func(pinKey uint64, key poolset.Key, ended bool)
+	// session's requests to its upstream, or fail them. It runs on a
+	// shard goroutine and must not block.
+	OnSession func(pinKey uint64, key poolset.Key, ev SessionEvent)
 }
+
+// SessionEvent is what happened to a pinned session (Config.OnSession).
+type SessionEvent uint8
+
+const (
+	// SessionStarted: a connection was pinned to the key.
+	SessionStarted SessionEvent = iota
+	// SessionGone: the session's connection is gone; requests with the
+	// key fail with ErrPinnedGone until Unpin.
+	SessionGone
+	// SessionForgotten: Unpin ended the session, or a new pin replaced
+	// it; the key is unknown again.
+	SessionForgotten
+)
 
 func (c Config) normalized() Config {
 	if c.Shards <= 0 {
@@ -166,6 +182,20 @@ func (s *Shard) ID() int { return s.id }
 func (s *Set) Unpin(pinKey uint64) {
 	if pinKey != 0 && !s.closed.Load() {
 		s.shardFor(pinKey).post(event{kind: evUnpin, pinKey: pinKey})
+	}
+}
+
+// EndSessions ends every pinned session whose connection pools under key
+// (its upstream is draining or left): an idle one at once, a busy one
+// once its exchange completes, each closing its connection and calling
+// OnPinnedClosed. Their keys fail with ErrPinnedGone until Unpin, as when
+// the upstream closes a pinned connection.
+func (s *Set) EndSessions(key poolset.Key) {
+	if s.closed.Load() {
+		return
+	}
+	for _, sh := range s.shards {
+		sh.post(event{kind: evEndKey, key: &key})
 	}
 }
 

@@ -212,19 +212,21 @@ func (r *pinRegistry) remove(cc *clientConn) {
 	cc.p.eng.Unpin(cc.pinKey)
 }
 
-// closed is Config.OnPinnedClosed: the pinned upstream connection of
-// key's client closed while idle, so the client's authentication is lost
-// and its connection is closed too, as browsers expect of NTLM. It runs
-// on an engine shard goroutine and must not block: the close, whose
-// callbacks take locks and post to the engine, runs on a goroutine of its
-// own. A connection that is busy is left alone: its request fails with
-// engine.ErrPinnedGone, which closes it after the 502.
+// closed is Config.OnPinnedClosed: the pinned session of key's client
+// ended (its upstream connection closed while idle, or its peer is
+// draining), so the client's authentication is lost and its connection is
+// closed too, as browsers expect of NTLM. It runs on an engine shard
+// goroutine and must not block: the close, whose callbacks take locks and
+// post to the engine, runs on a goroutine of its own. A busy connection
+// closes once its response is out (pinLost): the engine calls this
+// before that request's exchange returns.
 func (r *pinRegistry) closed(key uint64) {
 	s := r.shard(key)
 	s.mu.Lock()
 	cc := s.m[key]
 	s.mu.Unlock()
 	if cc != nil {
+		cc.pinLost.Store(true)
 		go cc.closeIfIdle()
 	}
 }

@@ -466,6 +466,69 @@ func TestNTLMPinnedGone(t *testing.T) {
 	}
 }
 
+// TestNTLMDrainPinnedPeer: draining the origin that holds two clients'
+// NTLM sessions ends them at once, not at their idle timeout. The idle
+// client's connection is closed by the demo; the client whose next
+// request had started gets a 502 naming the cause, and its connection is
+// closed. Nothing more reaches Squid, and the origin is drained.
+func TestNTLMDrainPinnedPeer(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
+	cfg := engine.Config{PinnedIdleTimeout: 10 * time.Minute}
+	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+
+	idle, busy := dialRaw(t, px), dialRaw(t, px)
+	idle.handshake(t, "idle")
+	busy.handshake(t, "busy")
+	waitPinned(t, p, 2)
+	busy.write(t, "GET /small HTTP/1.1\r\n")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := 0
+		p.each(func(cc *clientConn) {
+			if cc.state.Load() == stBusy {
+				n++
+			}
+		})
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the started request did not reach the proxy")
+		}
+	}
+	peers := p.eng.PeerStats()[p.group].Peers
+	if len(peers) != 1 {
+		t.Fatalf("peers %+v, want the Squid origin alone", peers)
+	}
+	if err := p.eng.DrainPeer(p.group, peers[0].Name); err != nil {
+		t.Fatal(err)
+	}
+	waitPinned(t, p, 0)
+	if !idle.eof(t) {
+		t.Fatal("the idle client's connection is still open after its origin was drained")
+	}
+	if st := p.eng.PeerStats()[p.group].Peers[0].State; st != engine.PeerDrained {
+		t.Fatalf("origin %v after its sessions ended, want drained", st)
+	}
+	busy.write(t, "Host: demo\r\n\r\n")
+	resp, body := busy.read(t)
+	if resp.StatusCode != 502 || !strings.Contains(body, "NTLM") || !resp.Close {
+		t.Fatalf("request after the drain: %d (close %v) %q, want 502 naming the cause", resp.StatusCode, resp.Close, body)
+	}
+	if !busy.eof(t) {
+		t.Fatal("the client connection is still open after the 502")
+	}
+	if n := len(plog.lines(t, 4)); n != 4 {
+		t.Fatalf("Squid logged %d requests, want the 4 of the handshakes", n)
+	}
+}
+
 // registered is the number of client connections in p's pin registry.
 func registered(p *proxy) int {
 	n := 0

@@ -102,6 +102,9 @@ type clientConn struct {
 	// upstream connection to this client connection (auth.go).
 	pinKey   uint64
 	authSeen atomic.Bool
+	// pinLost: the engine ended this connection's pinned session; the
+	// connection closes after the request being served.
+	pinLost atomic.Bool
 
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
@@ -270,7 +273,7 @@ func (cc *clientConn) serve() outcome {
 		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
 			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
 	}
-	if !keep {
+	if !keep || cc.pinLost.Load() {
 		return closeIt
 	}
 	return served
