@@ -74,6 +74,9 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 				if onNetpoll && c.peerReset() {
 					return c.fail(PhaseBody, fmt.Errorf("%w: body delimited by the close", ErrPeerReset))
 				}
+				if c.truncated() {
+					return c.fail(PhaseBody, ErrTLSTruncated)
+				}
 				return nil
 			}
 			if e := AsError(err); e != nil {

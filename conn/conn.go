@@ -47,6 +47,7 @@ type Conn struct {
 	// plaintext).
 	g        *goSource
 	tlsState *tls.ConnectionState
+	tlsRaw   *tlsTransport // what the TLS layer reads from, for its EOF
 	wto      time.Duration // the exchange's write timeout, for Go net writes
 	hw       int           // the exchange's BodyHighWater, for the interim watchdog
 

@@ -105,6 +105,11 @@ var (
 	// ErrPeerReset reports an upstream connection reset (RST) by the peer
 	// where only an orderly close would have ended the response.
 	ErrPeerReset = errors.New("conn: connection reset by the upstream")
+	// ErrTLSTruncated reports a TLS connection closed without a
+	// close_notify alert where only the close could end the response (a
+	// body delimited by the close): an attacker, or a failure, may have
+	// cut it short, so it is not complete (RFC 9112 §9.8).
+	ErrTLSTruncated = errors.New("conn: TLS connection closed without close_notify before a close-delimited body was known complete")
 	// ErrTooManyInterim reports an origin that sent more interim (1xx)
 	// responses before a final one than any server needs to.
 	ErrTooManyInterim = errors.New("conn: too many interim responses")

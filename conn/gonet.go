@@ -74,8 +74,30 @@ func ClientTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout 
 	c := NewGo(addr, tc)
 	st := tc.ConnectionState()
 	c.tlsState = &st
+	c.tlsRaw, _ = tc.NetConn().(*tlsTransport)
 	return c, nil
 }
+
+// tlsTransport is the connection under a TLS client. It notes when it
+// read the TCP close: crypto/tls reports both a close_notify alert and a
+// bare close at a record boundary as io.EOF, and only the first proves
+// that a body delimited by the close is complete (RFC 9112 §9.8).
+type tlsTransport struct {
+	net.Conn
+	eof bool // set and read by the goroutine running the exchange
+}
+
+func (t *tlsTransport) Read(p []byte) (int, error) {
+	n, err := t.Conn.Read(p)
+	if err == io.EOF {
+		t.eof = true
+	}
+	return n, err
+}
+
+// truncated reports a TLS connection whose end was the TCP close, without
+// a close_notify alert.
+func (c *Conn) truncated() bool { return c.tlsRaw != nil && c.tlsRaw.eof }
 
 // HandshakeTLS runs the client side of a TLS handshake over raw within
 // handshakeTimeout (zero: DefaultTLSHandshakeTimeout) and ctx, and returns
@@ -87,7 +109,7 @@ func HandshakeTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeo
 	}
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
-	tc := tls.Client(raw, cfg)
+	tc := tls.Client(&tlsTransport{Conn: raw}, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		_ = raw.Close()
 		if ctx.Err() == nil && hctx.Err() != nil {
@@ -125,6 +147,10 @@ func (c *Conn) goAlive() bool {
 	for {
 		if tc, ok := nc.(*tls.Conn); ok {
 			nc = tc.NetConn()
+			continue
+		}
+		if tt, ok := nc.(*tlsTransport); ok {
+			nc = tt.Conn
 			continue
 		}
 		if tc, ok := nc.(*TunnelConn); ok {

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 )
@@ -64,5 +66,43 @@ func TestTLSPeerClosedBeforePost(t *testing.T) {
 		case <-time.After(requestTimeout):
 			t.Fatal("origin did not close")
 		}
+	}
+}
+
+// TestTLSTruncatedCloseDelimited: a TLS origin's body delimited by the
+// close is complete only when the close is a close_notify alert (RFC 9112
+// §9.8). Cut by a bare TCP close, it is an error (conn.ErrTLSTruncated),
+// never a short body passed off as whole; with close_notify it is whole.
+func TestTLSTruncatedCloseDelimited(t *testing.T) {
+	leakBaseline(t)
+	pki := bench.NewPKI(t, "origin.test")
+	srv := &tls.Config{Certificates: []tls.Certificate{pki.Server}}
+	o := bench.NewOrigin(t, func(i int, c net.Conn, _ *bufio.Reader) {
+		tc := tls.Server(c, srv)
+		if _, err := bench.ReadHead(bufio.NewReader(tc)); err != nil {
+			_ = tc.Close()
+			return
+		}
+		_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart")
+		if i == 0 {
+			_ = c.Close() // TCP close, no close_notify
+			return
+		}
+		_ = tc.Close()
+	})
+	e := startEngine(t, engine.Config{})
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	get := func() (*engine.Response, []byte, error) {
+		h := new(parser.Request)
+		if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		return fetch(e, &engine.Request{Upstream: engine.Upstream{Addr: o.Addr(), TLS: cfg}, Head: h})
+	}
+	if _, body, err := get(); !errors.Is(err, conn.ErrTLSTruncated) {
+		t.Fatalf("body %q, err %v: want conn.ErrTLSTruncated", body, err)
+	}
+	if resp, body, err := get(); err != nil || resp.Status != 200 || string(body) != "part" {
+		t.Fatalf("with close_notify: %v, %q, %v; want 200 and the whole body", resp, body, err)
 	}
 }
