@@ -424,8 +424,8 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if err != nil {
 		return &peerError{"url", fmt.Errorf("%q: cannot parse", redactURL(ps.URL))}
 	}
-	if u.Scheme != "http" && (u.Scheme != "https" || parent) {
-		return &peerError{"url", fmt.Errorf("%q: want http:// (or https:// for an origin)", u.Redacted())}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return &peerError{"url", fmt.Errorf("%q: want http:// or https://", u.Redacted())}
 	}
 	if u.Hostname() == "" {
 		return &peerError{"url", fmt.Errorf("%q: no host", u.Redacted())}
@@ -440,7 +440,7 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 		ps.Weight = 1
 	}
 	if ps.SNI != "" && u.Scheme != "https" {
-		return &peerError{"sni", errors.New("only for https:// origins")}
+		return &peerError{"sni", errors.New("only for https:// peers")}
 	}
 	if ps.MaxConns < 0 {
 		return &peerError{"max_conns", fmt.Errorf("want 0 (no cap) or more, got %d", ps.MaxConns)}
@@ -499,9 +499,9 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
 	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
 	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
-	fs.StringVar(&x.caFile, "ca-file", "", "PEM `file` of the CAs that https origins and https:// targets are verified against\n(default: the system roots), e.g. -ca-file /etc/ssl/internal-ca.pem")
-	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins and https:// targets (DANGEROUS: testing only)")
-	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins (mTLS); needs -client-key")
+	fs.StringVar(&x.caFile, "ca-file", "", "PEM `file` of the CAs that https origins, https parents and https:// targets are verified against\n(default: the system roots), e.g. -ca-file /etc/ssl/internal-ca.pem")
+	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins, https parents and https:// targets (DANGEROUS: testing only)")
+	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins and parents (mTLS); needs -client-key")
 	fs.StringVar(&x.clientKey, "client-key", "", "PEM `file` of the key of -client-cert")
 }
 

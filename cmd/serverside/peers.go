@@ -108,10 +108,7 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 		return engine.Peer{}, nil, fmt.Errorf("%s %q: cannot parse", flagName, redactURL(raw))
 	}
 	raw = u.Redacted() // for the errors below
-	if u.Host == "" || u.Scheme != "http" && (u.Scheme != "https" || parent) {
-		if parent {
-			return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port", flagName, raw)
-		}
+	if u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
 		return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port or https://host:port", flagName, raw)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -123,9 +120,11 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 	}
 	p := engine.Peer{Name: hp, Addr: addr, Parent: parent}
 	if u.Scheme == "https" {
-		// Each https origin has a *TLS of its own: its server name is the
-		// URL's host (verified against the certificate; an IP address is
-		// checked against its IP SANs and sent as no SNI) or ?sni=.
+		// Each https origin, and each parent spoken to over TLS (its
+		// requests and CONNECTs alike), has a *TLS of its own: its server
+		// name is the URL's host (verified against the certificate; an IP
+		// address is checked against its IP SANs and sent as no SNI) or
+		// ?sni=.
 		p.TLS = &engine.TLS{RootCAs: ts.roots, InsecureSkipVerify: ts.insecure, Certificate: ts.cert}
 		if _, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err != nil {
 			p.TLS.ServerName = u.Hostname()
@@ -151,7 +150,7 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 			p.PendingTimeout, err = time.ParseDuration(v)
 		case "sni":
 			if p.TLS == nil {
-				err = fmt.Errorf("only for https:// origins")
+				err = fmt.Errorf("only for https:// peers")
 			} else {
 				p.TLS.ServerName = v
 			}

@@ -93,7 +93,7 @@ func TestPeerURLOptions(t *testing.T) {
 	for _, bad := range [][2][]string{
 		{{"http://127.0.0.1:1"}, {"http://127.0.0.1:2"}},   // both
 		{{"ftp://127.0.0.1:1"}, nil},                       // scheme
-		{nil, {"https://127.0.0.1:1"}},                     // an https parent
+		{nil, {"socks5://127.0.0.1:1"}},                    // not an HTTP proxy
 		{{"http://127.0.0.1:1?sni=a"}, nil},                // sni on http
 		{{"http://u:p@127.0.0.1:1?preemptive=maybe"}, nil}, // not a bool
 		{{"http://127.0.0.1:1?weight=x"}, nil},             // bad number

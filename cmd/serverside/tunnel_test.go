@@ -370,6 +370,52 @@ func TestForwardHTTPSAbsoluteForm(t *testing.T) {
 	}
 }
 
+// TestForwardTLSParent: -parent https://… speaks TLS to the parent
+// (Squid's https_port), verified against -ca-file's CA: plain http
+// requests in absolute form, CONNECT tunnels from curl and https://
+// targets go through it, with the parent's credentials. The wrong CA is
+// a 502 naming the reason.
+func TestForwardTLSParent(t *testing.T) {
+	needTools(t)
+	if bench.SquidBinary() == "" {
+		t.Skip("squid not installed")
+	}
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng, pki := tlsOrigin(t, false)
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ng.TLSAddr())},
+		Users: map[string]string{"alice": "s3cret"}, TLSCert: pki.ServerCert, TLSKey: pki.ServerKey})
+	viaTLS := func(roots []byte) string {
+		cfg := engine.Config{}
+		if err := withPeersTLS(&cfg, nil, []string{"https://alice:s3cret@" + sq.TLSAddr()}, "", tlsSettings{roots: roots}); err != nil {
+			t.Fatal(err)
+		}
+		return startProxyClient(t, cfg, clientConfig{ConnectPorts: portSet{any: true}, ForwardTLS: &engine.TLS{RootCAs: pki.CAPEM}})
+	}
+	px := viaTLS(pki.CAPEM)
+	for i := 0; i < 2; i++ {
+		if out, _ := curl(t, "-x", "http://"+px, ng.URL("/small")); out != bench.SmallBody {
+			t.Fatalf("http through the TLS parent, request %d: %q", i, out)
+		}
+	}
+	if out, _ := curl(t, "-x", "http://"+px, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small"); out != bench.SmallBody {
+		t.Fatalf("CONNECT through the TLS parent: %q", out)
+	}
+	get := "GET https://" + ng.TLSAddr() + "/small HTTP/1.1\r\nHost: " + ng.TLSAddr() + "\r\nConnection: close\r\n\r\n"
+	if status, body := rawGet(t, px, get); status != 200 || body != bench.SmallBody {
+		t.Fatalf("https target through the TLS parent: %d %q", status, body)
+	}
+	if reqs := ng.WaitTLSRequests(2, 10*time.Second); len(reqs) != 2 {
+		t.Fatalf("nginx logged %d TLS requests, want the CONNECT's and the https target's", len(reqs))
+	}
+	other := bench.NewPKI(t, "origin.test")
+	wrong := viaTLS(other.CAPEM)
+	if status, body := rawGet(t, wrong, "GET "+ng.URL("/small")+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n\r\n"); status != 502 ||
+		!strings.HasPrefix(body, "upstream TLS: certificate signed by unknown authority") {
+		t.Fatalf("wrong CA for the parent: %d %q", status, body)
+	}
+}
+
 // reverseTLS starts a reverse proxy to nginx's TLS port with the given
 // origin URL options and TLS settings.
 func reverseTLS(t *testing.T, ng *bench.Nginx, query string, ts tlsSettings) string {
