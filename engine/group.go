@@ -849,6 +849,12 @@ func (e *Engine) checkPeer(ctx context.Context, g *group, p *peer) {
 	if errors.Is(err, ErrClosed) || ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return
 	}
+	if ce := conn.AsError(err); ce != nil && ce.Phase == conn.PhasePoolWait {
+		// The check never got a connection: the peer is at its cap
+		// (MaxConns, MaxPending) or the engine is overloaded. That says
+		// nothing of the peer, which was not asked.
+		return
+	}
 	ok := err == nil && (s.status == g.hc.CheckStatus || g.hc.CheckStatus == 0 && s.status >= 200 && s.status < 400)
 	o := failed
 	if ok {

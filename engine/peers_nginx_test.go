@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"io"
 	"math"
 	"os"
 	"strconv"
@@ -245,6 +246,48 @@ func TestPeersNginxOriginStopsAndReturns(t *testing.T) {
 	}
 	if final["o1"].State != engine.PeerUp {
 		t.Fatalf("origin 1 state %v after it came back", final["o1"].State)
+	}
+}
+
+// TestPeersNginxCheckWaitingForCapNotAFailure holds the only connection
+// that a real nginx origin's MaxConns allows, with a response whose body
+// nobody reads yet: the active checks meanwhile wait in the engine's own
+// queue for a connection and give up at their timeout. That says nothing of
+// the origin, which is answering; it stays up, with no failure counted, and
+// its requests are not refused with ErrNoPeer.
+func TestPeersNginxCheckWaitingForCapNotAFailure(t *testing.T) {
+	leakBaseline(t)
+	ngx := bench.StartNginx(t, bench.NginxOptions{})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+		Peers: []engine.Peer{{Name: "o", Addr: ngx.Addr(), MaxConns: 1}},
+		Health: engine.Health{CheckPath: "/small", CheckInterval: time.Millisecond,
+			CheckTimeout: 20 * time.Millisecond},
+	}}})
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	resp, err := e.Do(ctx, &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: groupHead(t, "/1m", "peers.test")})
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("GET /1m: %v", err)
+	}
+	// The body is not read: its connection stays busy, and the checks wait.
+	deadline := time.Now().Add(requestTimeout)
+	for peersOf(e, "web")["o"].Pool.WaitCancels < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	p := peersOf(e, "web")["o"]
+	if p.Pool.WaitCancels < 3 {
+		t.Fatalf("the checks did not wait for the busy connection: %+v", p.Pool)
+	}
+	if p.State != engine.PeerUp || p.Failures != 0 || p.Downs != 0 {
+		t.Fatalf("checks that never reached the origin judged it: state %v, failures %d, downs %d", p.State, p.Failures, p.Downs)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != bench.Size1M {
+		t.Fatalf("body: %d bytes, %v", n, err)
+	}
+	if st, err := exchange(e, "web", groupHead(t, "/small", "peers.test")); err != nil || st != 200 {
+		t.Fatalf("GET /small after the body: %d %v", st, err)
 	}
 }
 
