@@ -213,6 +213,16 @@ func (p *Pool[C]) deliver(w *Waiter[C]) {
 	p.giveBack(w.key, g)
 }
 
+// GiveBack returns a grant its receiver will not use after all (its
+// request ended before it could take it), as a canceled waiter's goes
+// back: a connection as it was handed over, idle since then and under the
+// Keep-Alive hint and lifetime of its last Put, so that the time it spent
+// on the way does not stretch its idle window; a permit as free capacity,
+// not as a failed dial. The connection must not have been used, and must
+// be in the state it was handed over in. Both may pass on to the next
+// waiter.
+func (p *Pool[C]) GiveBack(key Key, g Grant[C]) { p.giveBack(key, g) }
+
 // giveBack returns a grant nobody will use: a connection is Put back, a
 // permit released. Both may pass on to the next waiter.
 func (p *Pool[C]) giveBack(key Key, g Grant[C]) {

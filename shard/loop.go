@@ -303,14 +303,16 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 		}
 		s.dial(t)
 	default:
+		if err := t.Ctx.Err(); err != nil {
+			// Nobody takes it: back as it was handed over, idle since
+			// the response before and under that response's hint.
+			s.set.pool.GiveBack(t.Key, g)
+			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
+			return
+		}
 		c := g.Conn
 		if !s.take(t.Key, c) {
 			s.start(t)
-			return
-		}
-		if err := t.Ctx.Err(); err != nil {
-			s.release(t.Key, c)
-			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
 			return
 		}
 		s.exchange(t, c)

@@ -1,0 +1,126 @@
+package shard
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
+)
+
+// blockSink holds the exchange in OnHead until release is closed.
+type blockSink struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s blockSink) OnHead(*parser.Response) error {
+	close(s.entered)
+	<-s.release
+	return nil
+}
+func (blockSink) OnBody([]byte) error { return nil }
+
+// TestCanceledWaiterKeepsIdleStartAndHint hands a connection whose last
+// response said "Keep-Alive: timeout=5" (an idle window of 4s) to a
+// waiting request whose context ends before its shard takes the grant.
+// The connection goes back to the pool as it was handed over: idle since
+// the response before, under the origin's hint, so that it expires 4s
+// after that response, before the origin closes it, and not an
+// IdleTimeout after the request gave up.
+func TestCanceledWaiterKeepsIdleStartAndHint(t *testing.T) {
+	checkLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	pool := poolset.New[*conn.Conn](poolset.Config{MaxConnsPerKey: 1, ProbeInterval: -1, Now: clock})
+	defer pool.Close()
+	var reg Registry
+	set, err := New(Config{Shards: 1}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close(5 * time.Second)
+	key := poolset.Key{Addr: o.Addr()}
+
+	// A warms the one connection the cap allows, then holds it in its sink.
+	doneA := make(chan error, 1)
+	set.Submit(task(t, context.Background(), o.Addr(), doneA))
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	sinkA := blockSink{entered: make(chan struct{}), release: make(chan struct{})}
+	tA := task(t, context.Background(), o.Addr(), doneA)
+	tA.Sink = sinkA
+	go func() {
+		if !set.RunInline(tA) {
+			doneA <- io.ErrNoProgress
+		}
+	}()
+	<-sinkA.entered
+
+	// B waits for that connection.
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	doneB := make(chan error, 1)
+	set.Submit(task(t, ctxB, o.Addr(), doneB))
+	for pool.Stats(key).Waiting != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// The shard is held in the Done of a request that failed, so that B's
+	// grant waits in its inbox.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	inDone, leaveDone := make(chan struct{}), make(chan struct{})
+	tX := task(t, context.Background(), dead, nil)
+	tX.Done = func(error) { close(inDone); <-leaveDone }
+	set.Submit(tX)
+	<-inDone
+
+	// A's response completes: its connection is handed to B at once.
+	close(sinkA.release)
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	// B gives up 3s later, before its shard took the connection.
+	advance(3 * time.Second)
+	cancelB()
+	close(leaveDone)
+	if err := <-doneB; err == nil {
+		t.Fatal("B succeeded after its context ended")
+	}
+	if s := pool.Stats(key); s.Idle != 1 || s.Busy != 0 {
+		t.Fatalf("pool after B: %+v", s)
+	}
+	// 5s after A's response the origin closes the connection: it must
+	// have expired by then.
+	advance(2 * time.Second)
+	if c, ok := pool.Get(key); ok {
+		c.Close()
+		pool.Closed(key, poolset.Busy)
+		t.Fatalf("connection idle since A's response, 5s ago, handed out again: %+v", pool.Stats(key))
+	}
+	if s := pool.Stats(key); s.Closed.HintExpired != 1 {
+		t.Fatalf("pool %+v, want the connection closed for its hint", s)
+	}
+}
