@@ -288,7 +288,7 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 	case g.Err != nil:
 		s.finish(t, s.fail(t, conn.PhasePoolWait, g.Err))
 	case s.stopping && g.Permit:
-		s.set.pool.DialFailed(t.Key)
+		s.set.pool.GiveBack(t.Key, g)
 		s.finish(t, ErrClosed)
 	case s.stopping:
 		if s.take(t.Key, g.Conn) {
@@ -297,7 +297,7 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 		s.finish(t, ErrClosed)
 	case g.Permit:
 		if err := t.Ctx.Err(); err != nil {
-			s.set.pool.DialFailed(t.Key)
+			s.set.pool.GiveBack(t.Key, g) // free capacity: nothing was dialed
 			s.finish(t, s.fail(t, conn.PhasePoolWait, err))
 			return
 		}

@@ -83,19 +83,8 @@ func TestCanceledWaiterKeepsIdleStartAndHint(t *testing.T) {
 	for pool.Stats(key).Waiting != 1 {
 		time.Sleep(time.Millisecond)
 	}
-	// The shard is held in the Done of a request that failed, so that B's
-	// grant waits in its inbox.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	inDone, leaveDone := make(chan struct{}), make(chan struct{})
-	tX := task(t, context.Background(), dead, nil)
-	tX.Done = func(error) { close(inDone); <-leaveDone }
-	set.Submit(tX)
-	<-inDone
+	// The shard is held, so that B's grant waits in its inbox.
+	leaveDone := holdShard(t, set)
 
 	// A's response completes: its connection is handed to B at once.
 	close(sinkA.release)
@@ -105,7 +94,7 @@ func TestCanceledWaiterKeepsIdleStartAndHint(t *testing.T) {
 	// B gives up 3s later, before its shard took the connection.
 	advance(3 * time.Second)
 	cancelB()
-	close(leaveDone)
+	leaveDone()
 	if err := <-doneB; err == nil {
 		t.Fatal("B succeeded after its context ended")
 	}
@@ -122,5 +111,88 @@ func TestCanceledWaiterKeepsIdleStartAndHint(t *testing.T) {
 	}
 	if s := pool.Stats(key); s.Closed.HintExpired != 1 {
 		t.Fatalf("pool %+v, want the connection closed for its hint", s)
+	}
+}
+
+// holdShard keeps the one shard of set busy, in the Done of a request
+// whose dial failed, until the returned function is called: events posted
+// meanwhile wait in its inbox.
+func holdShard(t *testing.T, set *Set) (leave func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	in, out := make(chan struct{}), make(chan struct{})
+	tX := task(t, context.Background(), dead, nil)
+	tX.Done = func(error) { close(in); <-out }
+	set.Submit(tX)
+	<-in
+	return func() { close(out) }
+}
+
+// TestCanceledWaiterPermitNotADialFailure ends a waiting request whose
+// grant, a dial permit freed by a closed connection, waits in its shard's
+// inbox: the permit goes back as free capacity. Nothing was dialed, so no
+// dial failure is counted.
+func TestCanceledWaiterPermitNotADialFailure(t *testing.T) {
+	checkLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for _, close := range []string{"", "Connection: close\r\n"} {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\n"+close+"Content-Length: 2\r\n\r\nok")
+		}
+	})
+	pool := poolset.New[*conn.Conn](poolset.Config{MaxConnsPerKey: 1})
+	defer pool.Close()
+	var reg Registry
+	set, err := New(Config{Shards: 1}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close(5 * time.Second)
+	key := poolset.Key{Addr: o.Addr()}
+
+	// A warms the one connection the cap allows, then holds it in its
+	// sink, on its own goroutine, where the exchange's outcome is settled.
+	doneA := make(chan error, 1)
+	set.Submit(task(t, context.Background(), o.Addr(), doneA))
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	sinkA := blockSink{entered: make(chan struct{}), release: make(chan struct{})}
+	tA := task(t, context.Background(), o.Addr(), doneA)
+	tA.Sink = sinkA
+	go func() {
+		if !set.RunInline(tA) {
+			doneA <- io.ErrNoProgress
+		}
+	}()
+	<-sinkA.entered
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	doneB := make(chan error, 1)
+	set.Submit(task(t, ctxB, o.Addr(), doneB))
+	for pool.Stats(key).Waiting != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	leave := holdShard(t, set)
+	// A's response closes its connection: B is granted a permit, which
+	// waits behind the held shard.
+	close(sinkA.release)
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	cancelB()
+	leave()
+	if err := <-doneB; err == nil {
+		t.Fatal("B succeeded after its context ended")
+	}
+	if s := pool.Stats(key); s.Connecting != 0 || s.Dialed != 1 || s.DialFailed != 0 {
+		t.Fatalf("pool %+v: a permit nobody used counted as a failed dial", s)
 	}
 }
