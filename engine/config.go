@@ -57,6 +57,15 @@ type Config struct {
 	// MaxConnsPerUpstream caps the connections of one upstream (dialing,
 	// busy, idle and pinned); requests over it wait. Default 0: no cap.
 	MaxConnsPerUpstream int
+	// MaxConnLifetime retires a pooled connection this long after it was
+	// dialed (closed when it comes back from a request or while idle, with
+	// reason "lifetime"), so that traffic moves to new upstream instances
+	// in time. MaxConnRequests retires one after that many requests
+	// (reason "max_requests"), below an origin's own limit saving it the
+	// close. Default 0 for both: no limit. Pinned connections keep their
+	// session.
+	MaxConnLifetime time.Duration
+	MaxConnRequests int
 	// MaxPending bounds, per shard, the requests waiting for a connection
 	// (default 4096); PendingTimeout bounds each wait (default 30s).
 	MaxPending     int
@@ -114,6 +123,8 @@ func (c Config) validate() error {
 		{"ResponseHeaderTimeout", int64(c.ResponseHeaderTimeout)},
 		{"ExpectContinueTimeout", int64(c.ExpectContinueTimeout)},
 		{"MaxConnsPerUpstream", int64(c.MaxConnsPerUpstream)},
+		{"MaxConnLifetime", int64(c.MaxConnLifetime)},
+		{"MaxConnRequests", int64(c.MaxConnRequests)},
 		{"MaxPending", int64(c.MaxPending)},
 		{"PendingTimeout", int64(c.PendingTimeout)},
 		{"BodyHighWater", int64(c.BodyHighWater)},

@@ -180,6 +180,8 @@ func New(cfg Config) (*Engine, error) {
 		MaxIdlePerKey:  cfg.MaxIdlePerUpstream,
 		MaxIdle:        cfg.MaxIdle,
 		MaxConnsPerKey: cfg.MaxConnsPerUpstream,
+		MaxLifetime:    cfg.MaxConnLifetime,
+		MaxRequests:    cfg.MaxConnRequests,
 	})
 	set, err := shard.New(shard.Config{
 		Shards:         cfg.Shards,

@@ -186,6 +186,54 @@ func TestNginxKeepaliveRequests(t *testing.T) {
 	}
 }
 
+// TestMaxConnRequestsAndLifetime: MaxConnRequests retires a connection
+// after its third request, before nginx's own limit of 5 would (30
+// requests, 10 connections, no "Connection: close" from nginx, no retry);
+// MaxConnLifetime retires one that outlived it, so the next request goes
+// on a new connection.
+func TestMaxConnRequestsAndLifetime(t *testing.T) {
+	leakBaseline(t)
+	ngx := bench.StartNginx(t, bench.NginxOptions{KeepaliveRequests: 5})
+	e := startEngine(t, engine.Config{MaxConnRequests: 3})
+	const n = 30
+	for i := 0; i < n; i++ {
+		resp, body, err := fetch(e, ngxRequest(t, ngx, "GET", "/small", nil, 0))
+		if err != nil || resp.Status != 200 || string(body) != bench.SmallBody {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	s := logStats(t, e, ngx.Addr())
+	reqs := ngx.WaitRequests(n, 5*time.Second)
+	if got := bench.CountConnections(reqs); len(reqs) != n || got != n/3 {
+		t.Errorf("nginx logged %d requests on %d connections, want %d on %d", len(reqs), got, n, n/3)
+	}
+	if s.Pool.Dialed != n/3 || s.Pool.Closed.MaxRequests != n/3 || s.Retries != 0 {
+		t.Errorf("dialed %d, closed for max requests %d, retries %d; want %d, %d, 0",
+			s.Pool.Dialed, s.Pool.Closed.MaxRequests, s.Retries, n/3, n/3)
+	}
+
+	const life = 300 * time.Millisecond
+	ngx2 := bench.StartNginx(t, bench.NginxOptions{})
+	e2 := startEngine(t, engine.Config{MaxConnLifetime: life})
+	get := func() {
+		t.Helper()
+		if resp, _, err := fetch(e2, ngxRequest(t, ngx2, "GET", "/small", nil, 0)); err != nil || resp.Status != 200 {
+			t.Fatalf("GET: %v", err)
+		}
+	}
+	get()
+	time.Sleep(2 * life) // the connection outlives its lifetime, idle
+	get()
+	s = logStats(t, e2, ngx2.Addr())
+	reqs = ngx2.WaitRequests(2, 5*time.Second)
+	if got := bench.CountConnections(reqs); len(reqs) != 2 || got != 2 {
+		t.Errorf("nginx logged %d requests on %d connections, want 2 on 2", len(reqs), got)
+	}
+	if s.Pool.Closed.Lifetime != 1 || s.RacesHit != 0 {
+		t.Errorf("closed for lifetime %d, races %d; want 1, 0", s.Pool.Closed.Lifetime, s.RacesHit)
+	}
+}
+
 // TestNginxDefault runs the ordinary traffic of a proxy against nginx's
 // default keep-alive settings: concurrency, static bodies, request bodies,
 // HEAD, error statuses, and an origin that closes without replying.

@@ -46,6 +46,10 @@ type fileConfig struct {
 	Insecure   *bool  `json:"insecure"`
 	ClientCert string `json:"client_cert"`
 	ClientKey  string `json:"client_key"`
+	// UpstreamMaxRequests and UpstreamMaxLifetime are as
+	// -upstream-max-requests and -upstream-max-lifetime.
+	UpstreamMaxRequests *int     `json:"upstream_max_requests"`
+	UpstreamMaxLifetime duration `json:"upstream_max_lifetime"`
 }
 
 // peerSpec is one origin or parent proxy.
@@ -486,6 +490,8 @@ type cliExtras struct {
 	clientCert     string
 	clientKey      string
 	clientAuth     string
+	maxRequests    int
+	maxLifetime    time.Duration
 }
 
 func (x *cliExtras) register(fs *flag.FlagSet) {
@@ -503,6 +509,8 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins, https parents and https:// targets (DANGEROUS: testing only)")
 	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins and parents (mTLS); needs -client-key")
 	fs.StringVar(&x.clientKey, "client-key", "", "PEM `file` of the key of -client-cert")
+	fs.IntVar(&x.maxRequests, "upstream-max-requests", 0, "close an upstream connection after this many requests (0: no limit; below an origin's own\nlimit, it saves the origin the close), e.g. -upstream-max-requests 1000")
+	fs.DurationVar(&x.maxLifetime, "upstream-max-lifetime", 0, "close an upstream connection this long after it was opened, once idle (0: no limit),\nso that traffic reaches new instances behind an address, e.g. -upstream-max-lifetime 10m")
 }
 
 // tlsSettings reads the TLS files named by the flags.
@@ -539,6 +547,8 @@ func (x *cliExtras) engineConfig(cfg engine.Config) engine.Config {
 	cfg.IdleTimeout = x.idleTimeout
 	cfg.ResponseHeaderTimeout = x.headerTimeout
 	cfg.GoNetIO = x.goNetIO
+	cfg.MaxConnRequests = x.maxRequests
+	cfg.MaxConnLifetime = x.maxLifetime
 	return cfg
 }
 
@@ -597,6 +607,12 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	}
 	if fc.Insecure != nil {
 		errs = append(errs, set("insecure", "insecure", strconv.FormatBool(*fc.Insecure)))
+	}
+	if fc.UpstreamMaxRequests != nil {
+		errs = append(errs, set("upstream-max-requests", "upstream_max_requests", strconv.Itoa(*fc.UpstreamMaxRequests)))
+	}
+	if fc.UpstreamMaxLifetime != 0 {
+		errs = append(errs, set("upstream-max-lifetime", "upstream_max_lifetime", time.Duration(fc.UpstreamMaxLifetime).String()))
 	}
 	for _, t := range []struct {
 		flag, field string
