@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
 )
 
 // TestAbsoluteFormTargets: absolute-form targets become valid origin-form
@@ -291,6 +292,46 @@ func TestHostPortScheme(t *testing.T) {
 	for _, tc := range cases {
 		if got := hostPortScheme(tc.auth, tc.scheme); got != tc.want {
 			t.Errorf("hostPortScheme(%q, %q) = %q, want %q", tc.auth, tc.scheme, got, tc.want)
+		}
+	}
+}
+
+// TestParentHostFromTarget: a request forwarded to a parent proxy keeps
+// its absolute-form target, and its Host is generated from the target's
+// authority, not relayed as the client sent it (RFC 9112 §3.2.2): a
+// differing Host is replaced, and an HTTP/1.0 request without one,
+// which goes on as HTTP/1.1, gets one (§3.2: an HTTP/1.1 request without
+// Host is refused). nginx plays the parent: it takes absolute-form
+// requests and reports the Host field it received.
+func TestParentHostFromTarget(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{Locations: `
+        location = /host {
+            default_type text/plain;
+            return 200 "$http_host $request_uri\n";
+        }`})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + ng.Addr()}, "roundrobin"); err != nil {
+		t.Fatal(err)
+	}
+	px := startProxyConfig(t, cfg)
+	cases := []struct{ req, body string }{
+		{"GET http://target.test:8080/host?a=1 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+			"target.test:8080 /host?a=1\n"},
+		{"GET http://target.test/host HTTP/1.0\r\n\r\n", "target.test /host\n"},
+		{"GET http://target.test/host HTTP/1.1\r\nHost: target.test\r\nConnection: close\r\n\r\n",
+			"target.test /host\n"},
+	}
+	for _, tc := range cases {
+		all := rawExchange(t, px, tc.req, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.req, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != tc.body {
+			t.Fatalf("%q: status %d body %q, want 200 %q", tc.req, resp.StatusCode, body, tc.body)
 		}
 	}
 }

@@ -189,6 +189,10 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 			cc.setOriginForm(ed)
 			return engine.Upstream{Addr: hostPortScheme(up.HashKey, scheme), TLS: cc.p.cfg.ForwardTLS, Via: parent}, true
 		}
+		// The target stays in absolute form; its Host is generated from
+		// the target's authority, not relayed (RFC 9112 §3.2.2), and an
+		// HTTP/1.0 request, sent on as HTTP/1.1, gets one.
+		ed.Set("Host", req.Authority())
 	} else if req.Form() == parser.FormAbsolute {
 		if scheme := strings.ToLower(string(req.Scheme())); scheme != "http" && scheme != "https" {
 			cc.writeErrorSink(s, 400, "only http:// and https:// targets are supported")
