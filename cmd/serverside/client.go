@@ -324,15 +324,17 @@ func (cc *clientConn) readHead() ([]byte, int, bool) {
 			cc.writeError(status, msg)
 			return nil, 0, false
 		}
-		// Look at everything buffered, or wait for one more byte.
-		if n := r.Len(); n > len(buf) {
-			want = min(n, max(2*len(buf), headPeek))
-		} else {
-			want = len(buf) + 1
-		}
-		if want > maxHeadBuf {
+		if len(buf) >= maxHeadBuf {
 			cc.writeError(431, "request head too large")
 			return nil, 0, false
+		}
+		// Look at everything buffered, or wait for one more byte; never
+		// at more than maxHeadBuf, so that a head over the parser's limit
+		// gets the parser's answer (414 for a request line, else 431).
+		if n := r.Len(); n > len(buf) {
+			want = min(n, max(2*len(buf), headPeek), maxHeadBuf)
+		} else {
+			want = len(buf) + 1
 		}
 	}
 }

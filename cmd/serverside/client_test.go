@@ -220,6 +220,10 @@ func TestMalformedRequests(t *testing.T) {
 		// A TLS ClientHello on the plain port: no line end will come,
 		// and the answer must not wait for the header timeout.
 		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x8a\x11", parser.Rule(parser.ErrBadRequestLine)},
+		// Over the head limit: a request line alone is 414, a field 431
+		// (RFC 9112 §3, RFC 9110 §5.4), as the parser says.
+		{"GET /" + strings.Repeat("a", parser.DefaultMaxHeadBytes+10000) + " HTTP/1.1\r\nHost: a\r\n\r\n", parser.Rule(parser.ErrStartLineTooLong)},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("a", parser.DefaultMaxHeadBytes+10000) + "\r\n\r\n", parser.Rule(parser.ErrHeadTooLarge)},
 	}
 	for _, tc := range cases {
 		if tc.rule == nil {
@@ -228,11 +232,11 @@ func TestMalformedRequests(t *testing.T) {
 		all := rawExchange(t, px, tc.head, 20*time.Second) // the proxy closes the connection
 		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
 		if err != nil {
-			t.Fatalf("%q: %v\n%s", tc.head, err, all)
+			t.Fatalf("%.100q: %v\n%s", tc.head, err, all)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != tc.rule.Status || string(body) != tc.rule.Msg+"\n" || !resp.Close {
-			t.Fatalf("%q: status %d close %v body %q, want %d %q", tc.head, resp.StatusCode, resp.Close, body, tc.rule.Status, tc.rule.Msg)
+			t.Fatalf("%.100q: status %d close %v body %q, want %d %q", tc.head, resp.StatusCode, resp.Close, body, tc.rule.Status, tc.rule.Msg)
 		}
 		if _, err := http.ParseTime(resp.Header.Get("Date")); err != nil {
 			t.Fatalf("%q: Date %q: %v", tc.head, resp.Header.Get("Date"), err)
