@@ -904,6 +904,11 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		case s.http11:
 			s.chunked = true
 			ed.Set("Transfer-Encoding", chunkedValue)
+		case resp.Has(parser.HdrTransferEncoding) && !onlyChunked(&resp.Header):
+			// An HTTP/1.0 client cannot be told the codings (RFC 9112
+			// §6.1), and the proxy does not undo them: relayed, coded
+			// bytes would pass for the body.
+			return &codingsError{codings: string(transferCodings(s.te, &resp.Header))}
 		default:
 			ed.Remove("Transfer-Encoding")
 			s.keepAlive = false
@@ -994,6 +999,14 @@ func (s *sink) OnBody(p []byte) error {
 		return s.cc.writeAll(head, s.scratch, p, crlf)
 	}
 	return s.cc.writeAll(head, p)
+}
+
+// codingsError refuses a response whose body has transfer codings other
+// than chunked for an HTTP/1.0 client: a 502 (upstreamStatus).
+type codingsError struct{ codings string }
+
+func (e *codingsError) Error() string {
+	return "upstream response has transfer codings (" + e.codings + ") an HTTP/1.0 client cannot take"
 }
 
 // tailMax bounds the last body piece that waits for finish (OnBody).

@@ -335,3 +335,49 @@ func TestParentHostFromTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestResponseTransferCodingsHTTP10: an HTTP/1.0 client cannot be sent
+// Transfer-Encoding (RFC 9112 §6.1), and the proxy does not decode
+// codings other than chunked, so a response whose body carries one
+// (gzip, chunked, or gzip alone until the close) is a 502 for it rather
+// than coded bytes passed off as the body. Chunked alone is de-chunked
+// as before.
+func TestResponseTransferCodingsHTTP10(t *testing.T) {
+	bench.CheckLeaks(t)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		switch req.URL.Path {
+		case "/gzip-chunked":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\nzzzz\r\n0\r\n\r\n")
+		case "/gzip":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzzzz")
+		default:
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nokok\r\n0\r\n\r\n")
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	cases := []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/gzip-chunked", 502, "upstream response has transfer codings (gzip, chunked) an HTTP/1.0 client cannot take\n"},
+		{"/gzip", 502, "upstream response has transfer codings (gzip) an HTTP/1.0 client cannot take\n"},
+		{"/chunked", 200, "okok"},
+	}
+	for _, tc := range cases {
+		all := rawExchange(t, px, "GET "+tc.path+" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.path, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != tc.status || string(body) != tc.body || !resp.Close || len(resp.TransferEncoding) != 0 {
+			t.Fatalf("%s: status %d close %v codings %q body %q, want %d %q", tc.path, resp.StatusCode, resp.Close,
+				resp.TransferEncoding, body, tc.status, tc.body)
+		}
+	}
+}

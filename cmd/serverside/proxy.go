@@ -434,6 +434,10 @@ func upstreamStatus(err error) (int, string) {
 	case errors.Is(err, engine.ErrNoPeer):
 		return 503, "no peer available: every one is down or drained"
 	}
+	var coded *codingsError
+	if errors.As(err, &coded) {
+		return 502, coded.Error()
+	}
 	if ce := conn.AsError(err); ce != nil && ce.Phase == conn.PhaseTLS {
 		return 502, "upstream TLS: " + tlsReason(err)
 	}
