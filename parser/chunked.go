@@ -183,6 +183,16 @@ func (d *ChunkedDecoder) Next(in []byte) (data []byte, n int, err error) {
 			case '\n':
 				n, err = d.fail(ErrBareLF, i)
 				return nil, n, err
+			case ' ', '\t':
+				// A line that starts with whitespace continues the one
+				// before (obs-fold, RFC 9112 §5.2) or precedes the first
+				// field (§2.2): named as in a head, not as a bad name.
+				r := ErrObsFold
+				if len(d.trailer) == 0 {
+					r = ErrLeadingSpace
+				}
+				n, err = d.fail(r, i)
+				return nil, n, err
 			default:
 				d.state = StateTrailerLine
 				d.lineLen = len(d.trailer)
