@@ -482,6 +482,10 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 		return engine.Upstream{}, false
 	}
 	hp := hostPortScheme(string(req.Authority()), scheme)
+	if !validPort(hp) {
+		cc.writeErrorSink(s, 400, "invalid port in the target")
+		return engine.Upstream{}, false
+	}
 	cc.setOriginForm(ed)
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()

@@ -178,6 +178,11 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 			return up, false
 		}
 		up.HashKey = string(req.Authority())
+		hp := hostPortScheme(up.HashKey, scheme)
+		if !validPort(hp) {
+			cc.writeErrorSink(s, 400, "invalid port in the target")
+			return up, false
+		}
 		if scheme == "https" {
 			// TLS end to end: a CONNECT tunnel through a parent of the
 			// group, then TLS to the origin through it, in origin form.
@@ -187,7 +192,7 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 				return up, false
 			}
 			cc.setOriginForm(ed)
-			return engine.Upstream{Addr: hostPortScheme(up.HashKey, scheme), TLS: cc.p.cfg.ForwardTLS, Via: parent}, true
+			return engine.Upstream{Addr: hp, TLS: cc.p.cfg.ForwardTLS, Via: parent}, true
 		}
 		// The target stays in absolute form; its Host is generated from
 		// the target's authority, not relayed (RFC 9112 §3.2.2), and an

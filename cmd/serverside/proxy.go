@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,6 +191,18 @@ func hostPortScheme(auth, scheme string) string {
 		return net.JoinHostPort(host, def)
 	}
 	return auth
+}
+
+// validPort reports whether hp's port is one a connection can go to,
+// 1 to 65535: the target's syntax allows any digits (RFC 3986 §3.2.3),
+// so a port out of range is the client's error, found before any lookup.
+func validPort(hp string) bool {
+	_, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // resolveTimeout bounds one name lookup.

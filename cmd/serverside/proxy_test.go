@@ -132,6 +132,30 @@ func TestForwardSmall(t *testing.T) {
 	}
 }
 
+// TestForwardInvalidPort: a target whose port no connection can go to
+// is the client's error, 400, directly and through a parent, with
+// nothing dialed or sent upstream.
+func TestForwardInvalidPort(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + ng.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, px := range []string{startProxy(t), startProxyConfig(t, cfg)} {
+		for _, target := range []string{"http://127.0.0.1:99999/", "http://127.0.0.1:0/", "https://127.0.0.1:65536/"} {
+			status, body := rawGet(t, px, "GET "+target+" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+			if status != 400 || body != "invalid port in the target\n" {
+				t.Errorf("%s: %d %q, want 400", target, status, body)
+			}
+		}
+	}
+	if n := len(ng.Requests()); n != 0 {
+		t.Errorf("the parent logged %d requests, want none", n)
+	}
+}
+
 func TestReverse16kAndHead(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
