@@ -435,6 +435,11 @@ func (p *proxy) Shutdown(ctx context.Context) error {
 // upstreamStatus picks the status and text for an upstream failure.
 func upstreamStatus(err error) (int, string) {
 	switch {
+	case errors.Is(err, engine.ErrPoolTimeout), errors.Is(err, engine.ErrQueueFull):
+		// The origin's connection cap (max_conns, max_pending,
+		// pending_timeout) turned the request away: nothing went
+		// upstream, and a later try may pass.
+		return 503, "upstream connection limit reached: " + err.Error()
 	case errors.Is(err, conn.ErrHeaderTimeout), errors.Is(err, conn.ErrReadTimeout),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return 504, "upstream timed out: " + err.Error()

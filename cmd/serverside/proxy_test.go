@@ -23,6 +23,7 @@ import (
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/poolset"
 )
 
 func TestMain(m *testing.M) {
@@ -153,6 +154,53 @@ func TestForwardInvalidPort(t *testing.T) {
 	}
 	if n := len(ng.Requests()); n != 0 {
 		t.Errorf("the parent logged %d requests, want none", n)
+	}
+}
+
+// TestUpstreamCapIs503: a request that the origin's connection cap
+// turns away (its queue full, or its wait over) gets 503 naming the
+// limit: nothing reached the origin, and a later try may pass.
+func TestUpstreamCapIs503(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + ng.Addr() + "?max_conns=1&max_pending=1&pending_timeout=500ms"}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	pool := func() poolset.Stats { return p.eng.PeerStats()[p.group].Peers[0].Pool }
+	wait := func(what string, ok func(poolset.Stats) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(pool()); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: pool %+v", what, pool())
+			}
+		}
+	}
+	type result struct {
+		status int
+		body   string
+	}
+	get := func(path string, out chan<- result) {
+		status, body := rawGet(t, px, "GET "+path+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		out <- result{status, body}
+	}
+	slow, queued := make(chan result, 1), make(chan result, 1)
+	go get("/delay", slow) // holds the one connection for about 2 s
+	wait("the slow request holds the connection", func(s poolset.Stats) bool { return s.Busy == 1 })
+	go get("/small", queued)
+	wait("a request queued", func(s poolset.Stats) bool { return s.Waiting == 1 })
+	if status, body := rawGet(t, px, "GET /small HTTP/1.1\r\nHost: a\r\n\r\n"); status != 503 ||
+		!strings.HasPrefix(body, "upstream connection limit reached: ") || !strings.Contains(body, "too many waiters") {
+		t.Errorf("over the queue: %d %q, want 503 naming the full queue", status, body)
+	}
+	if r := <-queued; r.status != 503 || !strings.HasPrefix(r.body, "upstream connection limit reached: ") ||
+		!strings.Contains(r.body, "timed out waiting for a connection") {
+		t.Errorf("queued past pending_timeout: %d %q, want 503 naming the wait", r.status, r.body)
+	}
+	if r := <-slow; r.status != 200 || len(r.body) != bench.DelayBodySize {
+		t.Errorf("the slow request: %d, %d bytes", r.status, len(r.body))
 	}
 }
 
