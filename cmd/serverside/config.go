@@ -64,6 +64,11 @@ type peerSpec struct {
 	Weight int `json:"weight"`
 	// MaxConns caps the peer's connections; 0 or absent means no cap.
 	MaxConns int `json:"max_conns"`
+	// MaxPending bounds the requests waiting for one of those
+	// connections, PendingTimeout each wait: as the URL options
+	// max_pending and pending_timeout (engine defaults when absent).
+	MaxPending     int      `json:"max_pending"`
+	PendingTimeout duration `json:"pending_timeout"`
 	// SNI is the server name of an https origin; default the URL's host.
 	SNI string `json:"sni"`
 	// Preemptive is the URL option preemptive (peerAuth in auth.go).
@@ -448,6 +453,9 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	}
 	if ps.MaxConns < 0 {
 		return &peerError{"max_conns", fmt.Errorf("want 0 (no cap) or more, got %d", ps.MaxConns)}
+	}
+	if ps.MaxPending < 0 {
+		return &peerError{"max_pending", fmt.Errorf("want 0 (the default) or more, got %d", ps.MaxPending)}
 	}
 	if ps.Name == "" {
 		ps.Name = hostPortScheme(u.Host, u.Scheme)

@@ -240,6 +240,12 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 		if ps.MaxConns > 0 {
 			p.MaxConns = ps.MaxConns
 		}
+		if ps.MaxPending > 0 {
+			p.MaxPending = ps.MaxPending
+		}
+		if ps.PendingTimeout > 0 {
+			p.PendingTimeout = time.Duration(ps.PendingTimeout)
+		}
 		if ps.SNI != "" && p.TLS != nil {
 			p.TLS.ServerName = ps.SNI
 		}
