@@ -46,6 +46,9 @@ type Error struct {
 	Reused bool
 	// Written reports that request bytes reached the socket.
 	Written bool
+	// BodyRead reports that bytes were asked of the request body: without
+	// it, the body is untouched and can be sent again as it is.
+	BodyRead bool
 	// Responded reports that at least one response byte arrived.
 	Responded bool
 	// Err is the cause: a sentinel of this package, a parser rule (inside

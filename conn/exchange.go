@@ -98,6 +98,7 @@ type Outcome struct {
 	BodyBytes int64 // body bytes handed to the sink
 	Reused    bool  // the connection had served an exchange before
 	Written   bool  // request bytes reached the socket
+	BodyRead  bool  // bytes were asked of the request body (Exchange.Body)
 	Responded bool  // at least one response byte arrived
 	Detached  bool  // the body was finished on Go net I/O
 	Recovered int64 // bytes taken out of netpoll's buffer after the detach
@@ -179,7 +180,7 @@ func (c *Conn) watched(ex *Exchange, sink Sink, ab *Abortable, stop func() bool)
 // fail builds the *Error for the current exchange.
 func (c *Conn) fail(p Phase, err error) *Error {
 	return &Error{Phase: p, Addr: c.addr, Reused: c.last.Reused, Written: c.last.Written,
-		Responded: c.last.Responded, Err: err}
+		BodyRead: c.last.BodyRead, Responded: c.last.Responded, Err: err}
 }
 
 // Reusable reports whether the last exchange left the connection fit for

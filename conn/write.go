@@ -80,6 +80,7 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 		return c.fail(PhaseWrite, fmt.Errorf("serialize head: %w", err))
 	}
 	if inline {
+		c.last.BodyRead = true
 		n := len(bb.B)
 		bb.B = append(bb.B, make([]byte, ex.ContentLength)...)
 		if _, err := io.ReadFull(ex.Body, bb.B[n:]); err != nil {
@@ -101,6 +102,7 @@ func (c *Conn) writeBody(ex *Exchange) error {
 		bb.B = make([]byte, pre+bodyChunk+2)
 	}
 	buf := bb.B[:pre+bodyChunk+2]
+	c.last.BodyRead = true
 	if ex.ContentLength >= 0 {
 		left := ex.ContentLength
 		for left > 0 {

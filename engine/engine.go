@@ -93,6 +93,9 @@ type Request struct {
 	ContentLength int64
 	// GetBody returns a fresh copy of the body, allowing a request with a
 	// body to be retried after a stale connection; nil when not possible.
+	// Without it, only a request whose body was not read yet is retried
+	// (one with "Expect: 100-continue" that met the stale connection
+	// while waiting for the 100): the body goes as it is.
 	GetBody func() (io.Reader, error)
 	// PinKey names a pinned session (a client connection authenticated
 	// with NTLM/Negotiate, say); zero for none. A request with the key of

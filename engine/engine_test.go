@@ -141,6 +141,68 @@ func TestStaleConnPOSTNotRetried(t *testing.T) {
 	}
 }
 
+// TestStaleConnUnreadBodyRetried: a PUT with "Expect: 100-continue" and
+// no GetBody meets a stale connection while it waits for the 100: its
+// body was never read, so it goes again as it is, on a fresh connection,
+// and reaches the origin once. Without Expect the body goes with the head
+// and cannot be had again: not retried.
+func TestStaleConnUnreadBodyRetried(t *testing.T) {
+	checkLeaks(t)
+	bodies := make(chan string, 4)
+	o := newOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			if n == 1 {
+				c.(*net.TCPConn).SetLinger(0) // the stale race: closed as the request came
+				return
+			}
+			if strings.HasPrefix(lines[0], "PUT ") {
+				io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+				b := make([]byte, 5)
+				if _, err := io.ReadFull(br, b); err != nil {
+					return
+				}
+				bodies <- string(b)
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	put := func(expect bool) (int, error) {
+		raw := "PUT /p HTTP/1.1\r\nHost: o\r\nContent-Length: 5\r\n"
+		if expect {
+			raw += "Expect: 100-continue\r\n"
+		}
+		st, _, err := do(t, e, &Request{Upstream: Upstream{Addr: o.addr()}, Head: head(t, raw+"\r\n"),
+			Body: strings.NewReader("hello"), ContentLength: 5})
+		return st, err
+	}
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("GET: %d %v", st, err)
+	}
+	if st, err := put(true); err != nil || st != 200 {
+		t.Fatalf("PUT with Expect on the stale connection: %d %v, want it retried", st, err)
+	}
+	if b := <-bodies; b != "hello" || len(bodies) != 0 {
+		t.Fatalf("origin got body %q (%d more), want hello once", b, len(bodies))
+	}
+	s := e.Stats()[o.addr()]
+	if s.RacesHit != 1 || s.RacesRetried != 1 {
+		t.Fatalf("stats %+v, want one race, retried", s)
+	}
+	// The fresh connection answered the PUT: its next request meets the close.
+	_, err := put(false)
+	if ce := conn.AsError(err); ce == nil || !ce.Reused || !ce.BodyRead || ce.Responded {
+		t.Fatalf("PUT without Expect on the stale connection: %v (%+v), want the stale error, not retried", err, ce)
+	}
+	if s := e.Stats()[o.addr()]; s.RacesHit != 2 || s.RacesRetried != 1 || len(bodies) != 0 {
+		t.Fatalf("stats %+v, %d bodies: want the second race not retried", s, len(bodies))
+	}
+}
+
 func TestFaults(t *testing.T) {
 	cases := []struct {
 		name  string

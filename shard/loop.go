@@ -464,8 +464,8 @@ func (s *Set) switchConn(t *Task, c *conn.Conn, out conn.Outcome) error {
 
 // rewind prepares the body for another attempt.
 func rewind(t *Task, log *slog.Logger) bool {
-	if t.Exchange.Body == nil || t.Exchange.ContentLength == 0 {
-		return true
+	if t.Exchange.Body == nil || t.Exchange.ContentLength == 0 || t.GetBody == nil {
+		return true // no body, or one never read (replayable)
 	}
 	b, err := t.GetBody()
 	if err != nil {

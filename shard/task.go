@@ -41,7 +41,8 @@ type Task struct {
 	// Exchange is the request to send (head, edits, body).
 	Exchange conn.Exchange
 	// GetBody returns a fresh copy of the body for a retry; nil when the
-	// body cannot be replayed.
+	// body cannot be replayed once read (one not read yet is sent as it
+	// is).
 	GetBody func() (io.Reader, error)
 	// PinKey names a pinned session; zero for none. Pin asks that the
 	// connection be pinned to PinKey after a reusable exchange (the seam
@@ -133,8 +134,8 @@ func (t *Task) replayable(e *conn.Error) bool {
 	if !hasBody {
 		return m.Idempotent() || !e.Written
 	}
-	if t.GetBody == nil {
-		return false
+	if t.GetBody == nil && e.BodyRead {
+		return false // the body cannot be had again
 	}
 	return m.Idempotent() || !e.Written
 }

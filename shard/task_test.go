@@ -19,18 +19,21 @@ func TestReplayable(t *testing.T) {
 		want    bool
 	}{
 		{"GET", false, false, conn.Error{Reused: true, Written: true}, true},
-		{"GET", false, false, conn.Error{Reused: false, Written: true}, false},   // fresh connection: a real failure
-		{"GET", false, false, conn.Error{Reused: true, Responded: true}, false},  // the response had started
-		{"POST", false, false, conn.Error{Reused: true, Written: false}, true},   // nothing sent
-		{"POST", true, false, conn.Error{Reused: true, Written: true}, false},    // body cannot be replayed
-		{"POST", true, true, conn.Error{Reused: true, Written: true}, false},     // non-idempotent, bytes written
-		{"POST", true, true, conn.Error{Reused: true, Written: false}, true},     // nothing sent, body replayable
-		{"PUT", true, false, conn.Error{Reused: true, Written: true}, false},     // no GetBody
-		{"PUT", true, true, conn.Error{Reused: true, Written: true}, true},       // idempotent, replayable
-		{"DELETE", false, false, conn.Error{Reused: true, Written: true}, true},  // idempotent, no body
-		{"PATCH", false, false, conn.Error{Reused: true, Written: true}, false},  // not idempotent
-		{"OPTIONS", false, false, conn.Error{Reused: true, Written: true}, true}, // idempotent
-		{"GET", false, false, conn.Error{Reused: true, Written: true}, true},     // repeated for the pinned case below
+		{"GET", false, false, conn.Error{Reused: false, Written: true}, false},                // fresh connection: a real failure
+		{"GET", false, false, conn.Error{Reused: true, Responded: true}, false},               // the response had started
+		{"POST", false, false, conn.Error{Reused: true, Written: false}, true},                // nothing sent
+		{"POST", true, false, conn.Error{Reused: true, Written: true, BodyRead: true}, false}, // body cannot be replayed
+		{"POST", true, false, conn.Error{Reused: true, Written: true}, false},                 // body unread, but non-idempotent and written
+		{"POST", true, false, conn.Error{Reused: true}, true},                                 // nothing sent, body unread
+		{"POST", true, true, conn.Error{Reused: true, Written: true}, false},                  // non-idempotent, bytes written
+		{"POST", true, true, conn.Error{Reused: true, Written: false}, true},                  // nothing sent, body replayable
+		{"PUT", true, false, conn.Error{Reused: true, Written: true, BodyRead: true}, false},  // no GetBody, body read
+		{"PUT", true, false, conn.Error{Reused: true, Written: true}, true},                   // body unread (waiting for 100 Continue): sent as it is
+		{"PUT", true, true, conn.Error{Reused: true, Written: true}, true},                    // idempotent, replayable
+		{"DELETE", false, false, conn.Error{Reused: true, Written: true}, true},               // idempotent, no body
+		{"PATCH", false, false, conn.Error{Reused: true, Written: true}, false},               // not idempotent
+		{"OPTIONS", false, false, conn.Error{Reused: true, Written: true}, true},              // idempotent
+		{"GET", false, false, conn.Error{Reused: true, Written: true}, true},                  // repeated for the pinned case below
 	}
 	for i, tc := range cases {
 		var h parser.Request
