@@ -99,13 +99,32 @@ func credScope(a *Auth, passThrough []byte) string {
 		}
 	}
 	if len(passThrough) > 0 {
-		fmt.Fprintf(h, "pass %q\n", passThrough)
+		fmt.Fprintf(h, "pass %q\n", passIdentity(passThrough))
 		used = true
 	}
 	if !used {
 		return ""
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// passIdentity is the identity a passed-through Proxy-Authorization
+// value logs in as. Digest credentials change with every request (nonce
+// count, cnonce, response) while the identity is the same: it is their
+// scheme, realm and user name (RFC 7616 §3.4). Other credentials are
+// their whole value.
+func passIdentity(v []byte) string {
+	cs, err := auth.ParseChallenges(string(v))
+	if err != nil || len(cs) != 1 || !cs[0].Is("Digest") {
+		return string(v)
+	}
+	var b strings.Builder
+	b.WriteString("digest")
+	for _, name := range []string{"realm", "username", "username*", "userhash"} {
+		p, _ := cs[0].Param(name)
+		fmt.Fprintf(&b, " %q", p)
+	}
+	return b.String()
 }
 
 // authState is one request's authentication: the forwarded edits with

@@ -12,6 +12,7 @@ import (
 
 	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/engine/auth"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -355,6 +356,46 @@ func TestSquidChallenges(t *testing.T) {
 				t.Errorf("no-credential stats %+v: want 1 request, no round", st)
 			}
 		})
+	}
+}
+
+// TestSquidDigestPassThrough: a client's own Digest login passed through
+// to a Digest Squid (LoginPassThrough). Its Proxy-Authorization differs
+// from request to request (nonce count, cnonce, response) while the
+// identity stays: the requests share one pooled connection, as the
+// client's Basic login would, instead of a new connection per request
+// left idle under a scope of its own.
+func TestSquidDigestPassThrough(t *testing.T) {
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "digest"})
+	e := startEngine(t, engine.Config{Auth: passThrough})
+	target := ngx.URL("/small")
+	s := send(t, e, request(t, sq.addr, "GET", ngx.Addr(), "/small", true))
+	if s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("no credentials: heads %v, err %v; want the 407", s.heads, s.err)
+	}
+	cs, err := auth.ParseChallenges(s.header["proxy-authenticate"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := auth.NewDigest(auth.Pick(cs), auth.Credentials{User: squidUser, Password: squidPass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	for i := range n {
+		req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+d.Authorize("GET", target))
+		if s = send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+			t.Fatalf("request %d: heads %v, body %q, err %v", i, s.heads, s.body.String(), s.err)
+		}
+	}
+	lines := readLog(t, sq.log, n+1)
+	if len(lines) != n+1 {
+		t.Fatalf("squid log %+v: want %d lines", lines, n+1)
+	}
+	for _, l := range lines[1:] {
+		if l.Status != 200 || l.User != squidUser || l.Port != lines[1].Port {
+			t.Fatalf("squid log %+v: want %d 200s for %s on one connection", lines, n, squidUser)
+		}
 	}
 }
 
