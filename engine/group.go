@@ -594,7 +594,7 @@ func (e *Engine) peersTLS(g *group) error {
 		}
 		p.key.TLS = "sni=" + sni + ";" + prof.id
 		g.keys[i] = p.key
-		p.dialer = e.keyDialer(p.key, prof, sni, nil, nil)
+		p.dialer = e.keyDialer(p.key, prof, sni, nil, nil, Login{})
 	}
 	return nil
 }

@@ -59,10 +59,12 @@ type upstreamDialer struct {
 	connect   time.Duration
 	hsTimeout time.Duration
 	parent    *parentRoute // non-nil: CONNECT through a parent first
-	// e and via, with a parent: the engine and the Parent, whose
-	// credentials answer a 407 to the CONNECT (tunnelAuth).
-	e   *Engine
-	via Parent
+	// e, via and login, with a parent: the engine, the Parent and the
+	// engine's proxy login for it, whose credentials answer a 407 to the
+	// CONNECT (tunnelAuth; the Parent's own win).
+	e     *Engine
+	via   Parent
+	login Login
 }
 
 // Dial implements shard.Dialer: TCP (or a CONNECT tunnel through the
@@ -82,9 +84,9 @@ func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	// Only the parent's own credentials answer (Request.Auth and
-	// Config.Auth concern the requests inside the tunnel).
-	a := u.e.newTunnelAuth(TunnelRequest{Target: addr, Auth: &Auth{}}, &u.via,
+	// The parent's own credentials, or the engine's proxy login for it
+	// (Request.Auth concerns the requests inside the tunnel).
+	a := u.e.newTunnelAuth(TunnelRequest{Target: addr, Auth: &Auth{Proxy: u.login}}, &u.via,
 		&poolset.Key{Via: u.parent.via, Cred: u.via.scope()})
 	r := u.e.connectRounds(ctx, u.parent, a, raw)
 	if r.err != nil {
@@ -209,23 +211,42 @@ func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, err
 		key.TLS = "sni=" + serverName(req.TLS, req) + ";" + p.id
 	}
 	var route *parentRoute
+	var login Login
 	if req.Via != nil {
 		var err error
 		if route, key.Via, key.Cred, err = e.parentRouteFor(req.Via); err != nil {
 			return nil, err
+		}
+		if login = e.viaLogin(req.Via); login.Mode == LoginOwn {
+			key.Cred = credScope(&Auth{Proxy: login}, nil)
 		}
 	}
 	var sni string
 	if p != nil {
 		sni = serverName(req.TLS, req)
 	}
-	return e.keyDialer(*key, p, sni, route, req.Via), nil
+	return e.keyDialer(*key, p, sni, route, req.Via, login), nil
+}
+
+// viaLogin is the engine's own proxy login for the CONNECT of pooled
+// connections through parent p: Config.Auth's for the parent's address,
+// as for Tunnel, when the Parent has no credentials of its own (those
+// win). A passed-through login has no client field to pass on a
+// connection shared by every client: it is none here.
+func (e *Engine) viaLogin(p *Parent) Login {
+	if p.User != "" || e.cfg.Auth == nil {
+		return Login{}
+	}
+	if pol := e.cfg.Auth(Upstream{Addr: p.Addr}); pol != nil && pol.Proxy.Mode == LoginOwn {
+		return pol.Proxy
+	}
+	return Login{}
 }
 
 // keyDialer returns key's dialer, made on first use: TLS with profile p
 // (nil: plaintext) and server name sni, through route (the route of via)
 // when not nil.
-func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *parentRoute, via *Parent) *upstreamDialer {
+func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *parentRoute, via *Parent, login Login) *upstreamDialer {
 	if v, ok := e.tls.upstreams.Load(key); ok {
 		return v.(*upstreamDialer)
 	}
@@ -237,7 +258,7 @@ func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *pa
 	}
 	u.parent = route
 	if route != nil {
-		u.e, u.via = e, *via
+		u.e, u.via, u.login = e, *via, login
 	}
 	v, loaded := e.tls.upstreams.LoadOrStore(key, u)
 	if !loaded && u.cfg != nil && u.cfg.InsecureSkipVerify {

@@ -405,3 +405,35 @@ func TestTunnelDrainPinnedParent(t *testing.T) {
 	}
 	e.Unpin(7)
 }
+
+// TestTLSViaParentLogin: an https origin behind a Digest Squid parent
+// whose credentials are the engine's proxy login for the parent's address
+// (Config.Auth, not preemptive) rather than the Parent's own: the pooled
+// connection's CONNECT answers the 407 with them, without a Basic
+// password first, and requests reuse the tunnel.
+func TestTLSViaParentLogin(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	sq := startSquid(t, squidOptions{scheme: "digest"})
+	e := startEngine(t, engine.Config{Auth: func(u engine.Upstream) *engine.Auth {
+		if u.Addr == sq.addr {
+			return &engine.Auth{Proxy: own(squidUser, squidPass)}
+		}
+		return nil
+	}})
+	cfg := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	for i := 0; i < 2; i++ {
+		req := tlsGet(t, ngx, "origin.test", "/small", cfg, "")
+		req.Via = &engine.Parent{Addr: sq.addr}
+		resp, body, err := fetch(e, req)
+		if err != nil || resp.Status != 200 || string(body) != bench.SmallBody {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	_ = e.Close() // squid logs a tunnel when it ends
+	lines := connectLines(readLog(t, sq.log, 2))
+	if len(lines) != 2 || lines[0].Status != 407 || lines[1].Status != 200 || lines[0].Port != lines[1].Port ||
+		lines[0].User != "-" || lines[1].User != squidUser {
+		t.Fatalf("squid log %+v: want a 407 without credentials, then a 200 on one connection", lines)
+	}
+}

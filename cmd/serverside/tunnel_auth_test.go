@@ -16,6 +16,34 @@ import (
 	"github.com/serverside-go/serverside/engine"
 )
 
+// TestForwardHTTPSParentLogin: an absolute-form https:// request through a
+// -parent whose URL credentials are an engine login (preemptive=0): the
+// CONNECT of the pooled tunnel answers the parent's Basic or Digest 407
+// with them, as a client's CONNECT does, rather than fail with a 502.
+func TestForwardHTTPSParentLogin(t *testing.T) {
+	needTools(t)
+	if bench.SquidBinary() == "" {
+		t.Skip("squid not installed")
+	}
+	bench.CheckLeaks(t)
+	ng, pki := tlsOrigin(t, false)
+	get := "GET https://" + ng.TLSAddr() + "/small HTTP/1.1\r\nHost: " + ng.TLSAddr() + "\r\nConnection: close\r\n\r\n"
+	for _, scheme := range []string{"basic", "digest"} {
+		sq := bench.StartSquid(t, bench.SquidOptions{Auth: scheme, ConnectPorts: []int{bench.Port(t, ng.TLSAddr())},
+			Users: map[string]string{"alice": "s3cret"}})
+		cfg := engine.Config{}
+		if err := withPeers(&cfg, nil, []string{"http://alice:s3cret@" + sq.Addr() + "?preemptive=0"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		px := startProxyClient(t, cfg, clientConfig{ForwardTLS: &engine.TLS{RootCAs: pki.CAPEM}})
+		for i := 0; i < 2; i++ {
+			if status, body := rawGet(t, px, get); status != 200 || body != bench.SmallBody {
+				t.Fatalf("%s, request %d: %d %q", scheme, i, status, body)
+			}
+		}
+	}
+}
+
 // TestConnectThroughSquidDigest: curl's CONNECT through the demo to a
 // Squid parent demanding Digest: the demo answers Squid's challenge with
 // the -parent URL's credentials and the tunnel carries curl's TLS to
