@@ -99,9 +99,10 @@ type Request struct {
 	GetBody func() (io.Reader, error)
 	// PinKey names a pinned session (a client connection authenticated
 	// with NTLM/Negotiate, say); zero for none. A request with the key of
-	// a live session runs on that session's connection, or fails with
-	// ErrPinnedGone. Pin asks that the connection be pinned to PinKey
-	// after this exchange, starting a session.
+	// a session runs on that session's connection, or fails with
+	// ErrPinnedGone when it is gone; one for another upstream than the
+	// session's goes as any other request. Pin asks that the connection
+	// be pinned to PinKey after this exchange, starting a session.
 	PinKey uint64
 	Pin    bool
 	// Auth, when set, is how the engine authenticates this request (see

@@ -355,11 +355,15 @@ func TestPinnedSessions(t *testing.T) {
 	if s := e.Stats()[o.addr()]; s.Pool.Pinned != 1 || o.accepted() != 1 {
 		t.Fatalf("pool %+v accepted %d", s.Pool, o.accepted())
 	}
-	// Another upstream under the same session: refused; the session stays.
+	// Another upstream under the same session: served there, unpinned;
+	// the session stays.
 	r = get(o2.addr(), t)
 	r.PinKey = 7
-	if _, _, err := do(t, e, r); !errors.Is(err, ErrPinnedGone) {
-		t.Fatalf("err %v", err)
+	if st, _, err := do(t, e, r); err != nil || st != 200 {
+		t.Fatalf("another upstream: %d %v", st, err)
+	}
+	if s := e.Stats()[o2.addr()]; s.Pool.Pinned != 0 || s.Pool.Idle != 1 {
+		t.Fatalf("another upstream's pool %+v: want its connection pooled, not pinned", s.Pool)
 	}
 	if st, ok := e.shards.PinnedState(ctx, 7); !ok || st != conn.Pinned {
 		t.Fatalf("session: %v %v", st, ok)

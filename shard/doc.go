@@ -20,10 +20,11 @@
 //
 // The shard's queue runner takes a request and, in order:
 //
-//  1. Pinned session? If the request names a pin key with a session, it
-//     runs on that session's connection. A session whose connection is
-//     closed, or that belongs to another upstream, fails the request with
-//     ErrPinnedGone: it is never silently re-sent on another connection.
+//  1. Pinned session? If the request names a pin key with a session for
+//     its upstream, it runs on that session's connection. A session whose
+//     connection is closed fails the request with ErrPinnedGone: it is
+//     never silently re-sent on another connection. A session for another
+//     upstream does not concern the request, which goes on.
 //  2. An idle connection from the shared pool (poolset.Pool.Get: LIFO,
 //     checked with Alive).
 //  3. A dial permit (TryReserve): the dial runs on the "dial" ants pool,

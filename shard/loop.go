@@ -165,7 +165,12 @@ func (s *Shard) start(t *Task) {
 		return
 	}
 	if t.PinKey != 0 {
-		if ss, ok := s.pinned[t.PinKey]; ok {
+		// A session speaks for its own upstream only: the client's
+		// request to another (a forward proxy's next site) goes as any
+		// other, unpinned, and the session stays for the requests to its
+		// upstream. A handshake the request starts there replaces it
+		// (pin).
+		if ss, ok := s.pinned[t.PinKey]; ok && ss.key == t.Key {
 			s.runPinned(t, ss)
 			return
 		}

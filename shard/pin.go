@@ -34,10 +34,6 @@ func (s *Shard) runPinned(t *Task, ss *session) {
 	switch {
 	case ss.c == nil:
 		s.finish(t, goneErr(t))
-	case ss.key != t.Key:
-		// The session's connection speaks for another upstream.
-		s.finish(t, &conn.Error{Phase: conn.PhasePoolWait, Addr: t.Key.Addr,
-			Err: fmt.Errorf("%w: session %d belongs to %s", ErrPinnedGone, t.PinKey, ss.key.Addr)})
 	case ss.busy:
 		ss.queue = append(ss.queue, t)
 	case !ss.c.Alive():

@@ -14,7 +14,7 @@ import (
 // applies).
 var (
 	// ErrPinnedGone reports a request for a pinned session whose
-	// connection is closed or belongs to another upstream. Nothing was
+	// connection is closed. Nothing was
 	// sent: the session is over, and the caller decides (typically by
 	// closing its client connection).
 	ErrPinnedGone = errors.New("shard: pinned connection gone")

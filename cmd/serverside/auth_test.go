@@ -529,6 +529,47 @@ func TestNTLMDrainPinnedPeer(t *testing.T) {
 	}
 }
 
+// TestNTLMForwardOtherSite: in forward mode, a client that logged in to
+// an NTLM site (a Squid accelerator) moves on to another site (nginx) on
+// the same proxy connection, as browsers do: that request is served, and
+// the next one to the NTLM site still runs on the authenticated
+// connection, without a new handshake.
+func TestNTLMForwardOtherSite(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
+	p, px := startAuthProxy(t, engine.Config{})
+	c := dialRaw(t, px)
+	get := func(target string, fields ...string) (*http.Response, string) {
+		t.Helper()
+		c.write(t, "GET "+target+" HTTP/1.1\r\nHost: x\r\n"+strings.Join(append(fields, ""), "\r\n")+"\r\n")
+		return c.read(t)
+	}
+	ntlmSite := "http://" + sq.Addr() + "/small"
+	if resp, _ := get(ntlmSite, "Authorization: "+bench.NTLMNegotiate()); resp.StatusCode != 401 {
+		t.Fatalf("Type 1: %d, want the 401 challenge", resp.StatusCode)
+	}
+	if resp, body := get(ntlmSite, "Authorization: "+bench.NTLMAuthenticate("DOM", "user", "WS")); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("Type 3: %d %q", resp.StatusCode, body)
+	}
+	waitPinned(t, p, 1)
+	if resp, body := get(ng.URL("/small")); resp.StatusCode != 200 || body != bench.SmallBody || resp.Close {
+		t.Fatalf("the other site: %d (close %v) %q, want 200 on a connection that stays", resp.StatusCode, resp.Close, body)
+	}
+	if resp, body := get(ntlmSite); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("back to the NTLM site: %d %q, want 200 on the authenticated connection", resp.StatusCode, body)
+	}
+	lines := plog.lines(t, 3)
+	if len(lines) != 3 || lines[1].port != lines[2].port || lines[2].status != 200 {
+		t.Fatalf("Squid's log: want the handshake and the last request on one connection:\n%+v", lines)
+	}
+	if pinned(p) != 1 {
+		t.Fatalf("%d pinned connections, want the session kept", pinned(p))
+	}
+}
+
 // registered is the number of client connections in p's pin registry.
 func registered(p *proxy) int {
 	n := 0
