@@ -287,7 +287,13 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 		s := &a.sink
 		*s = capSink{a: a, t: t, next: t.Sink}
 		out, err := c.RoundTrip(ctx, &t.Exchange, s)
-		if s.pin {
+		// A connection-based handshake on this connection (the request's
+		// credentials, or a challenge that reaches the caller) pins it;
+		// a challenge the engine answers with Basic or Digest does not.
+		pin := func() {
+			if !s.pin {
+				return
+			}
 			if t.PinKey != 0 {
 				t.Pin = true
 			} else {
@@ -295,6 +301,7 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 			}
 		}
 		if err != nil || !s.capturing {
+			pin()
 			return out, err
 		}
 		// The challenge is held back and answered: resend, if the body
@@ -303,15 +310,18 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 		hasBody := ex.Body != nil && ex.ContentLength != 0
 		if hasBody && !out.BodySkipped {
 			if t.GetBody == nil {
+				pin()
 				return out, s.deliver()
 			}
 			b, gerr := t.GetBody()
 			if gerr != nil {
+				pin()
 				return out, s.deliver()
 			}
 			ex.Body = b
 		}
 		if !c.Reusable() && t.Pinned() {
+			pin()
 			return out, s.deliver()
 		}
 		a.creds[s.role] = s.answer

@@ -17,6 +17,7 @@ import (
 
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
 )
 
 // keepAlive answers every request on a connection with "ok <i>".
@@ -604,5 +605,51 @@ func TestDialRefused(t *testing.T) {
 		if s := e.Stats()[addr]; s.Pool.DialFailed != 1 || s.Errors["dial"] != 1 {
 			t.Errorf("GoNetIO %v: stats %+v", goNet, s)
 		}
+	}
+}
+
+// TestBasicAnswerToMixedChallengeDoesNotPin: a 401 that offers NTLM and
+// Basic, answered by the engine with its own Basic credentials, starts no
+// connection-based handshake: the connection goes back to the shared
+// pool, not into a session for the request's pin key.
+func TestBasicAnswerToMixedChallengeDoesNotPin(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			authed := false
+			for _, l := range lines {
+				authed = authed || strings.HasPrefix(l, "Authorization: Basic ")
+			}
+			if !authed {
+				io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	login := &Auth{Origin: Login{Mode: LoginOwn, Credentials: Credentials{User: "u", Password: "p"}}}
+	e := newEngine(t, Config{Shards: 1, Auth: func(Upstream) *Auth { return login }})
+	for i := 0; i < 2; i++ {
+		r := get(o.addr(), t)
+		r.PinKey = 5
+		if st, body, err := do(t, e, r); err != nil || st != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q %v", i, st, body, err)
+		}
+		var pool poolset.Stats
+		for k, s := range e.Stats() { // keyed "addr cred=…": the login is in the key
+			if strings.HasPrefix(k, o.addr()) {
+				pool = s.Pool
+			}
+		}
+		if e.Pinned(5) || pool.Pinned != 0 || pool.Idle != 1 {
+			t.Fatalf("request %d: pinned %v, pool %+v; want the connection pooled", i, e.Pinned(5), pool)
+		}
+	}
+	if o.accepted() != 1 {
+		t.Fatalf("origin accepted %d connections, want 1", o.accepted())
 	}
 }
