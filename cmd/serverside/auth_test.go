@@ -245,6 +245,26 @@ func waitPinned(t *testing.T, p *proxy, want int) {
 	}
 }
 
+// waitBusy waits until want of p's client connections are serving a
+// request.
+func waitBusy(t *testing.T, p *proxy, want int, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := 0
+		p.each(func(cc *clientConn) {
+			if cc.state.Load() == stBusy {
+				n++
+			}
+		})
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d client connections busy, want %d", what, n, want)
+		}
+	}
+}
+
 // TestNTLMReverse: curl --ntlm through the demo in front of a Squid
 // accelerator that demands NTLM. Each curl's handshake and the request
 // after it run over one upstream connection (Squid serves the request
@@ -431,22 +451,11 @@ func TestNTLMPinnedGone(t *testing.T) {
 	idle.handshake(t, "idle")
 	busy.handshake(t, "busy")
 	waitPinned(t, p, 2)
-	// The busy client's next request starts: its head is not complete.
+	// The busy client's next request starts, once both handshakes are
+	// done with: its head is not complete.
+	waitBusy(t, p, 0, "the handshakes did not end")
 	busy.write(t, "GET /small HTTP/1.1\r\n")
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		n := 0
-		p.each(func(cc *clientConn) {
-			if cc.state.Load() == stBusy {
-				n++
-			}
-		})
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the started request did not reach the proxy")
-		}
-	}
+	waitBusy(t, p, 1, "the started request did not reach the proxy")
 	// Squid's idle timeout closes both pinned connections.
 	waitPinned(t, p, 0)
 	if !idle.eof(t) {
@@ -487,21 +496,11 @@ func TestNTLMDrainPinnedPeer(t *testing.T) {
 	idle.handshake(t, "idle")
 	busy.handshake(t, "busy")
 	waitPinned(t, p, 2)
+	// Both handshakes' last responses are out (the client may read one
+	// before the proxy is done with it), then one request starts.
+	waitBusy(t, p, 0, "the handshakes did not end")
 	busy.write(t, "GET /small HTTP/1.1\r\n")
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		n := 0
-		p.each(func(cc *clientConn) {
-			if cc.state.Load() == stBusy {
-				n++
-			}
-		})
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the started request did not reach the proxy")
-		}
-	}
+	waitBusy(t, p, 1, "the started request did not reach the proxy")
 	peers := p.eng.PeerStats()[p.group].Peers
 	if len(peers) != 1 {
 		t.Fatalf("peers %+v, want the Squid origin alone", peers)
