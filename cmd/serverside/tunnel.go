@@ -184,6 +184,12 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 			_ = cc.r.Skip(hl)
 			_ = cc.r.Release()
 			cc.p.tunnels.refused.Add(1)
+			if cc.r.Len() > 0 {
+				// Bytes sent behind the CONNECT were meant for the
+				// tunnel (RFC 9110 §9.3.6), not as a request: the
+				// connection ends with the refusal.
+				s.keepAlive = false
+			}
 			if resp.Status == 407 {
 				cc.markAuth() // the client may answer on this connection
 			}

@@ -294,6 +294,39 @@ func TestConnectThroughSquid(t *testing.T) {
 	}
 }
 
+// TestConnectRefusedEarlyBytes: bytes a client sent right behind its
+// CONNECT were meant for the tunnel (RFC 9110 §9.3.6), so when Squid
+// refuses the CONNECT they are not read as a request: the refusal comes
+// with Connection: close, the connection closes, and the request hidden
+// in them never reaches nginx.
+func TestConnectRefusedEarlyBytes(t *testing.T) {
+	needTools(t)
+	if bench.SquidBinary() == "" {
+		t.Skip("squid not installed")
+	}
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{443}})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + sq.Addr()}, "roundrobin"); err != nil {
+		t.Fatal(err)
+	}
+	px := startProxyClient(t, cfg, clientConfig{ConnectPorts: portSet{any: true}})
+	early := "GET http://" + ng.Addr() + "/small HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
+	_, br, resp, _ := rawConnect(t, px, "CONNECT "+ng.Addr()+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n\r\n"+early)
+	if resp.StatusCode != 403 || !resp.Close {
+		t.Fatalf("refused CONNECT: %d, close %v; want 403 and Connection: close", resp.StatusCode, resp.Close)
+	}
+	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+		t.Fatalf("after the refusal: %q, %v; want EOF", b, err)
+	}
+	for _, r := range ng.Requests() {
+		if r.URI == "/small" {
+			t.Fatalf("the tunnel bytes reached nginx as a request: %+v", r)
+		}
+	}
+}
+
 // rawGet sends one request head to the proxy and returns the status and
 // body.
 func rawGet(t *testing.T, px, head string) (int, string) {
