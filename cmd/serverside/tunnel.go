@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -154,7 +155,7 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	if cc.p.group != "" && !cc.p.parents {
 		return fail(405, "CONNECT is for forward mode; this proxy is a reverse proxy")
 	}
-	if req.Framing() == parser.FramingChunked || req.Framing() == parser.FramingLength && req.ContentLength() > 0 {
+	if declaresContent(req) {
 		return fail(400, "a CONNECT request has no body")
 	}
 	host, portStr, err := net.SplitHostPort(target)
@@ -209,6 +210,22 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	cc.p.tunnelsLive.Add(1)
 	cc.tunnel, cc.tunnelTarget, cc.tunnelStart = nc, target, start
 	return tunnelIt
+}
+
+// declaresContent reports a CONNECT with Transfer-Encoding or a
+// Content-Length other than 0. The parser takes what follows a CONNECT's
+// head as tunnel data whatever these say (RFC 9110 §9.3.6: a CONNECT has
+// no content), so they are looked at here.
+func declaresContent(req *parser.Request) bool {
+	if req.Has(parser.HdrTransferEncoding) {
+		return true
+	}
+	content := false
+	req.Each(parser.HdrContentLength, func(v []byte) bool {
+		content = len(bytes.Trim(v, "0, \t")) > 0
+		return !content
+	})
+	return content
 }
 
 // dropTunnel closes a tunnel that could not be run.

@@ -238,6 +238,44 @@ func TestConnectFailures(t *testing.T) {
 	}
 }
 
+// TestConnectWithContent: a CONNECT has no content (RFC 9110 §9.3.6), so
+// one that declares some, with a non-zero Content-Length or
+// Transfer-Encoding, is answered 400 and no tunnel opens: its bytes are
+// neither a body to drop nor tunnel data to send. Content-Length: 0 is
+// no content.
+func TestConnectWithContent(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{any: true}})
+	get := "GET /small HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
+	for _, fields := range []string{
+		"Content-Length: " + strconv.Itoa(len(get)) + "\r\n",
+		"Transfer-Encoding: chunked\r\n",
+	} {
+		_, br, resp, body := rawConnect(t, px, "CONNECT "+ng.Addr()+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n"+fields+"\r\n"+get)
+		if resp.StatusCode != 400 || body != "a CONNECT request has no body\n" {
+			t.Fatalf("%q: %d %q", fields, resp.StatusCode, body)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("%q: after the 400: %v, want EOF", fields, err)
+		}
+	}
+	_, br, resp, _ := rawConnect(t, px, "CONNECT "+ng.Addr()+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\nContent-Length: 0\r\n\r\n"+get)
+	if resp.StatusCode != 200 {
+		t.Fatalf("Content-Length: 0: %d", resp.StatusCode)
+	}
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || string(b) != bench.SmallBody {
+		t.Fatalf("through the tunnel: %d %q", r.StatusCode, b)
+	}
+}
+
 // TestConnectThroughSquid: CONNECT through a Squid parent with Basic
 // credentials from the -parent URL; without them, or with wrong ones,
 // Squid's 407 reaches the client with its challenge and body, and the
