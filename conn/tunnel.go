@@ -123,7 +123,8 @@ func (t *TunnelConn) Close() error {
 // as the head says, at most MaxRefusalBody bytes), closes nc and returns
 // the answer with an *Error of PhaseTunnel wrapping ErrTunnelRefused, so a
 // proxy can relay a 407 to its client. Any other failure closes nc and is
-// an *Error of PhaseTunnel (or PhaseProtocol for a malformed answer).
+// an *Error of PhaseTunnel (or PhaseProtocol for a malformed answer or a
+// 101, which no CONNECT asks for).
 func Connect(ctx context.Context, nc net.Conn, addr, target string, header []string, timeout time.Duration) (*TunnelConn, *ConnectResponse, error) {
 	tc, cr, kept, err := ConnectKeep(ctx, nc, addr, target, header, timeout)
 	if kept {
@@ -187,6 +188,11 @@ func ConnectKeep(ctx context.Context, nc net.Conn, addr, target string, header [
 			resp.SetRequestMethod(parser.MethodConnect)
 			var err error
 			hl, err = resp.Parse(buf[:n])
+			if err == nil && resp.Status() == 101 {
+				// A CONNECT offers no protocol to switch to (RFC 9110
+				// §7.8): neither a tunnel nor a refusal.
+				return fail(PhaseProtocol, errors.New("CONNECT answered with 101 Switching Protocols"))
+			}
 			if err == nil && !resp.IsInterim() {
 				break
 			}

@@ -277,18 +277,25 @@ func TestConnectRefusedChunked(t *testing.T) {
 	}
 }
 
-// TestConnectMalformed: a broken answer is a PhaseProtocol error.
+// TestConnectMalformed: a broken answer is a PhaseProtocol error, and so
+// is a 101: a CONNECT offers no protocol to switch to (RFC 9110 §7.8), so
+// it is neither a tunnel nor a refusal to relay.
 func TestConnectMalformed(t *testing.T) {
 	checkLeaks(t)
-	heads := make(chan []string, 1)
-	addr := fakeParent(t, "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", heads)
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _, err = Connect(context.Background(), raw, addr, "t:443", nil, 5*time.Second)
-	if e := AsError(err); e == nil || e.Phase != PhaseProtocol {
-		t.Fatalf("err %v, want PhaseProtocol", err)
+	for _, answer := range []string{
+		"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+	} {
+		heads := make(chan []string, 1)
+		addr := fakeParent(t, answer, heads)
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc, resp, err := Connect(context.Background(), raw, addr, "t:443", nil, 5*time.Second)
+		if e := AsError(err); tc != nil || resp != nil || e == nil || e.Phase != PhaseProtocol || errors.Is(err, ErrTunnelRefused) {
+			t.Fatalf("%q: conn %v, answer %+v, err %v; want a PhaseProtocol error alone", answer, tc, resp, err)
+		}
 	}
 }
 
