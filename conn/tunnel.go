@@ -35,7 +35,8 @@ type ConnectResponse struct {
 	// line: what a proxy relays to its client verbatim.
 	Head []byte
 	// Body is a refusal's body (empty for a 2xx), at most MaxRefusalBody
-	// bytes; BodyTruncated reports that the parent sent more.
+	// bytes; BodyTruncated reports that it is not the whole body: the
+	// parent sent more, or the body broke off before its framing's end.
 	Body          []byte
 	BodyTruncated bool
 }
@@ -238,6 +239,7 @@ func ConnectKeep(ctx context.Context, nc net.Conn, addr, target string, header [
 	}
 	clean, err := readRefusalBody(nc, &resp, rest, cr)
 	if err != nil {
+		cr.BodyTruncated = true
 		_ = nc.Close()
 		return nil, cr, false, &Error{Phase: PhaseTunnel, Addr: addr, Responded: true,
 			Err: fmt.Errorf("%w: %d %s (reading its body: %w)", ErrTunnelRefused, cr.Status, cr.Reason, err)}

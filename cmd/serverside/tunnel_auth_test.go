@@ -247,3 +247,34 @@ func TestConnectNTLMPinnedGone(t *testing.T) {
 		t.Fatalf("the parent accepted %d connections, want 1: the Type 3 went nowhere else", n)
 	}
 }
+
+// TestConnectRefusalCutShort: a parent whose refusal ends before the
+// Content-Length it announced (a fault-injecting parent that closes
+// early). The message is incomplete (RFC 9112 §6.3), so the client
+// connection is not kept as if the answer had come whole: the refusal
+// goes out with Connection: close, and the connection ends.
+func TestConnectRefusalCutShort(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nshort")
+	})
+	_, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+o.Addr(), false)
+	rc := dialRaw(t, px)
+	rc.write(t, "CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n")
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "short" {
+		t.Fatalf("refusal body %q, %v", b, err)
+	}
+	if resp.StatusCode != 403 || !resp.Close {
+		t.Fatalf("refusal: %d, close %v; want 403 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if !rc.eof(t) {
+		t.Fatal("the client connection is still open after an incomplete refusal")
+	}
+}
