@@ -131,7 +131,7 @@ func run(args []string) int {
 	health.apply(&cfg)
 	p, err := newProxy(logger, nil, cfg,
 		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access,
-			ConnectPorts: ports, TunnelIdleTimeout: x.tunnelIdle, ConnectTimeout: x.connectTimeout,
+			ConnectPorts: ports, TunnelIdleTimeout: x.tunnelIdle, ConnectTimeout: x.connectTimeout, TLSHandshakeTimeout: x.tlsHandshake,
 			ForwardTLS: ts.forward()})
 	if err != nil {
 		if errors.Is(err, engine.ErrBadConfig) {

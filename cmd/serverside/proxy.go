@@ -51,8 +51,10 @@ type clientConfig struct {
 	// long; zero takes DefaultTunnelIdleTimeout.
 	ConnectPorts      portSet
 	TunnelIdleTimeout time.Duration
-	// ConnectTimeout is the engine's, to bound the wait for a tunnel.
-	ConnectTimeout time.Duration
+	// ConnectTimeout and TLSHandshakeTimeout are the engine's, to bound
+	// the wait for a tunnel (through a parent spoken to over TLS, the
+	// handshake with it comes on top of the dials).
+	ConnectTimeout, TLSHandshakeTimeout time.Duration
 	// ForwardTLS is the TLS of https:// targets in forward mode (CA
 	// bundle, verification); nil verifies against the system roots.
 	ForwardTLS *engine.TLS

@@ -166,7 +166,7 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	if !cc.p.cfg.ConnectPorts.allows(port) {
 		return fail(403, "CONNECT to port "+portStr+" is not allowed")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout()+cc.p.tlsHandshakeTimeout())
 	defer cancel()
 	treq := engine.TunnelRequest{Target: target, PinKey: cc.requestPinKey(),
 		ProxyAuthorization: string(req.Get(parser.HdrProxyAuthorization))}
@@ -251,6 +251,15 @@ func (p *proxy) waitTunnels(ctx context.Context) {
 	for p.tunnelsLive.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// tlsHandshakeTimeout is the engine's TLS handshake timeout as
+// configured.
+func (p *proxy) tlsHandshakeTimeout() time.Duration {
+	if p.cfg.TLSHandshakeTimeout > 0 {
+		return p.cfg.TLSHandshakeTimeout
+	}
+	return engine.DefaultTLSHandshakeTimeout
 }
 
 // connectTimeout is the engine's connect timeout as configured.
