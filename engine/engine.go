@@ -55,7 +55,11 @@ var (
 // Upstream names where a request goes.
 type Upstream struct {
 	// Addr is the resolved ip:port of the origin or parent proxy: the
-	// engine does no DNS.
+	// engine does no DNS of its own. (A host name still works: the dial
+	// hands it to Go's resolver, on the dial pool, at every dial, with
+	// no caching and only its first working address used. The pool key
+	// is the name, so resolve it yourself to balance over its addresses
+	// or to follow their changes.)
 	Addr string
 	// Group names a peer group to pick the upstream from instead of Addr
 	// (see GroupConfig); a name the engine does not know fails with

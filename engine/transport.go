@@ -18,8 +18,9 @@ import (
 // Transport returns an http.RoundTripper that sends requests through the
 // engine: the http.Request is serialized into a head, parsed with the
 // engine's parser (so it is held to the same rules as a proxied request)
-// and sent to URL.Host, which must be a resolved ip:port (port 80 assumed
-// when absent; 443 for https). https:// URLs are verified against the
+// and sent to URL.Host, a resolved ip:port (port 80 assumed when absent;
+// 443 for https; a host name is resolved at each dial, as Upstream.Addr
+// says). https:// URLs are verified against the
 // system roots, with the URL's host as the server name; TransportTLS takes
 // other TLS settings. The response body streams with backpressure; closing
 // it early closes the connection. Interim (1xx) responses go to the
