@@ -34,7 +34,7 @@ var (
 	// duration where none is documented, or a peer address without a port.
 	ErrBadConfig = errors.New("engine: invalid config")
 	// ErrBadRequest reports a Request the engine cannot send (no parsed
-	// head, no upstream address); nothing was sent.
+	// head, no upstream address, no Sink); nothing was sent.
 	ErrBadRequest = errors.New("engine: invalid request")
 	// ErrPinnedGone is shard.ErrPinnedGone: the pinned session's
 	// connection is gone; the request was not sent.
@@ -374,6 +374,9 @@ func (r *request) finishTask(err error) {
 func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) error {
 	if req == nil || req.Head == nil || !req.Head.Done() {
 		return fmt.Errorf("%w: no parsed head", ErrBadRequest)
+	}
+	if sink == nil {
+		return fmt.Errorf("%w: no sink", ErrBadRequest)
 	}
 	if req.Addr == "" && req.Group == "" && req.peer == nil {
 		return fmt.Errorf("%w: no upstream address", ErrBadRequest)

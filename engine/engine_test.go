@@ -653,3 +653,29 @@ func TestBasicAnswerToMixedChallengeDoesNotPin(t *testing.T) {
 		t.Fatalf("origin accepted %d connections, want 1", o.accepted())
 	}
 }
+
+// TestNilSinkRefused: a request without a sink is refused with
+// ErrBadRequest by Send, Exchange and Upgrade, before anything is sent,
+// rather than accepted and then failing on a shard when its outcome is
+// reported; the engine goes on serving.
+func TestNilSinkRefused(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1})
+	ctx := context.Background()
+	if err := e.Send(ctx, get(o.addr(), t), nil); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("Send: %v", err)
+	}
+	if err := e.Exchange(ctx, get(o.addr(), t), nil); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("Exchange: %v", err)
+	}
+	if c, err := e.Upgrade(ctx, get(o.addr(), t), nil); c != nil || !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("Upgrade: %v, %v", c, err)
+	}
+	if n := o.accepted(); n != 0 {
+		t.Fatalf("%d connections to the origin", n)
+	}
+	if st, body, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 || body != "ok 0" {
+		t.Fatalf("after: %d %q %v", st, body, err)
+	}
+}
