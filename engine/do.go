@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -36,6 +37,9 @@ func (e *Engine) Do(ctx context.Context, req *Request) (*Response, error) {
 
 // do is Do, with interim (when set) taking the interim responses.
 func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Response) error) (*Response, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context", ErrBadRequest)
+	}
 	ctx, s, sink, abandon := e.newDoSink(ctx, interim)
 	if err := e.Send(ctx, req, sink); err != nil {
 		s.cancel()

@@ -34,7 +34,8 @@ var (
 	// duration where none is documented, or a peer address without a port.
 	ErrBadConfig = errors.New("engine: invalid config")
 	// ErrBadRequest reports a Request the engine cannot send (no parsed
-	// head, no upstream address, no Sink); nothing was sent.
+	// head, no upstream address, no Sink, a nil context); nothing was
+	// sent.
 	ErrBadRequest = errors.New("engine: invalid request")
 	// ErrPinnedGone is shard.ErrPinnedGone: the pinned session's
 	// connection is gone; the request was not sent.
@@ -377,6 +378,9 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	}
 	if sink == nil {
 		return fmt.Errorf("%w: no sink", ErrBadRequest)
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: nil context", ErrBadRequest)
 	}
 	if req.Addr == "" && req.Group == "" && req.peer == nil {
 		return fmt.Errorf("%w: no upstream address", ErrBadRequest)

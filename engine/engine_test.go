@@ -679,3 +679,37 @@ func TestNilSinkRefused(t *testing.T) {
 		t.Fatalf("after: %d %q %v", st, body, err)
 	}
 }
+
+// TestNilContextRefused: a nil context is ErrBadRequest from every call
+// that takes one, not a panic; Send's left the request counted in flight,
+// so that Close waited out its abort timeout for a request that never
+// existed.
+func TestNilContextRefused(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1})
+	var nilCtx context.Context
+	try := func(name string, f func() error) {
+		t.Helper()
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("%s panicked: %v", name, r)
+			}
+		}()
+		if err := f(); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	sink := &chanSink{done: make(chan error, 1)}
+	try("Send", func() error { return e.Send(nilCtx, get(o.addr(), t), sink) })
+	try("Exchange", func() error { return e.Exchange(nilCtx, get(o.addr(), t), sink) })
+	try("Upgrade", func() error { _, err := e.Upgrade(nilCtx, get(o.addr(), t), sink); return err })
+	try("Do", func() error { _, err := e.Do(nilCtx, get(o.addr(), t)); return err })
+	try("Tunnel", func() error { _, _, err := e.Tunnel(nilCtx, TunnelRequest{Target: o.addr()}); return err })
+	if n := o.accepted(); n != 0 {
+		t.Fatalf("%d connections to the origin", n)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -178,6 +178,9 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	if req.Target == "" {
 		return nil, nil, fmt.Errorf("%w: tunnel without a target", ErrBadRequest)
 	}
+	if ctx == nil {
+		return nil, nil, fmt.Errorf("%w: nil context", ErrBadRequest)
+	}
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
