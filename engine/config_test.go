@@ -47,6 +47,7 @@ func TestConfigRejectsNonsense(t *testing.T) {
 		{Config{Groups: health(Health{CheckInterval: -time.Second})}, "CheckInterval"},
 		{Config{Groups: health(Health{CheckTimeout: -time.Second})}, "CheckTimeout"},
 		{Config{Groups: health(Health{CheckStatus: 42})}, "CheckStatus"},
+		{Config{Groups: map[string]GroupConfig{"": {Peers: []Peer{{Addr: "127.0.0.1:1"}}}}}, "empty group name"},
 	} {
 		e, err := New(c.cfg)
 		if err == nil {
@@ -67,6 +68,9 @@ func TestConfigRejectsNonsense(t *testing.T) {
 		}
 		if err := e.SetGroup("h", GroupConfig{Peers: []Peer{{Addr: "[::1]:80", Weight: -2}}}); !errors.Is(err, ErrBadConfig) {
 			t.Errorf("SetGroup with a negative weight: %v", err)
+		}
+		if err := e.SetGroup("", GroupConfig{Peers: []Peer{{Addr: "[::1]:80"}}}); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("SetGroup with an empty name: %v", err)
 		}
 		e.Close()
 	}

@@ -535,7 +535,7 @@ type groupsMap = map[string]*group
 // share the ones set last.
 func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	if name == "" {
-		return fmt.Errorf("%w: empty group name", ErrBadRequest)
+		return fmt.Errorf("%w: empty group name", ErrBadConfig)
 	}
 	g, err := newGroup(name, cfg, e.cfg.PendingTimeout)
 	if err != nil {
