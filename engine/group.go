@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -277,7 +278,7 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 		if pc.Addr == "" {
 			return nil, fmt.Errorf("%w: group %q: peer %d has no address", ErrBadConfig, name, i)
 		}
-		if _, _, err := net.SplitHostPort(pc.Addr); err != nil {
+		if err := checkAddr(pc.Addr); err != nil {
 			return nil, fmt.Errorf("%w: group %q: peer %d address %q: %w", ErrBadConfig, name, i, pc.Addr, err)
 		}
 		if err := pc.validate(); err != nil {
@@ -322,6 +323,20 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 	g.view = make([]balance.Peer, len(g.peers))
 	g.loads = make([]int, len(g.peers))
 	return g, nil
+}
+
+// checkAddr refuses a peer address that is not host:port with a port
+// number from 1 to 65535: the engine does no lookup, of a service name
+// either, and an empty or zero port could only fail every dial.
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
 }
 
 // buildCheck prepares the peer's active check head.
