@@ -91,8 +91,9 @@ var (
 	// ErrSink reports that the sink refused the response (its error is
 	// wrapped too); the upstream is not at fault.
 	ErrSink = errors.New("conn: sink aborted")
-	// ErrBodyLength reports a request body that did not match its
-	// ContentLength.
+	// ErrBodyLength reports a request body that ended before its
+	// ContentLength. Bytes past ContentLength are never read, so a longer
+	// body is not an error: it is cut there.
 	ErrBodyLength = errors.New("conn: request body length differs from ContentLength")
 	// ErrUnrequestedSwitch reports a 101 Switching Protocols to a request
 	// whose forwarded head offered no Upgrade (RFC 9110 §7.8, §15.2.2).

@@ -59,7 +59,9 @@ type Exchange struct {
 	Head  *parser.Request
 	Edits *parser.Edits
 	// Body is the request body, nil for none. ContentLength is its length,
-	// or -1 when unknown: the body is then sent chunked.
+	// or -1 when unknown: the body is then sent chunked. Exactly
+	// ContentLength bytes are read from Body, never more (see
+	// ErrBodyLength); 0 sends none.
 	Body          io.Reader
 	ContentLength int64
 	// ExpectContinueTimeout is how long to wait for "100 Continue" before

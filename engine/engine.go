@@ -93,7 +93,12 @@ type Request struct {
 	Head  *parser.Request
 	Edits *parser.Edits
 	// Body is the request body, nil for none; ContentLength its length, or
-	// -1 when unknown (the body is then sent chunked).
+	// -1 when unknown (the body is then sent chunked). Exactly
+	// ContentLength bytes are read from Body, never one more, so Body may
+	// be a client connection's reader: a longer Body is cut there
+	// unnoticed, the rest left unread, and a shorter one fails the request
+	// (conn.ErrBodyLength). 0 sends no body, whatever Body holds (net/http
+	// takes 0 with a Body for unknown).
 	Body          io.Reader
 	ContentLength int64
 	// GetBody returns a fresh copy of the body, allowing a request with a

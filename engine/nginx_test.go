@@ -323,6 +323,29 @@ func TestNginxDefault(t *testing.T) {
 		}
 	})
 
+	// ContentLength is what is read from Body, never a byte more: the rest
+	// stays in the reader (a client connection's next request, say), and 0
+	// sends no body. A Body that ends early is ErrBodyLength.
+	t.Run("post-length", func(t *testing.T) {
+		for _, tc := range []struct {
+			cl         int64
+			want, rest string
+		}{{5, "5\n", " world"}, {0, "0\n", "hello world"}} {
+			body := strings.NewReader("hello world")
+			resp, got, err := fetch(e, ngxRequest(t, ngx, "POST", "/echo", body, tc.cl))
+			if err != nil || resp.Status != 200 || string(got) != tc.want {
+				t.Fatalf("ContentLength %d: %v, %q; want 200, %q", tc.cl, err, got, tc.want)
+			}
+			if rest, _ := io.ReadAll(body); string(rest) != tc.rest {
+				t.Errorf("ContentLength %d: %q left in the body, want %q", tc.cl, rest, tc.rest)
+			}
+		}
+		_, _, err := fetch(e, ngxRequest(t, ngx, "POST", "/echo", strings.NewReader("hello"), 10))
+		if !errors.Is(err, conn.ErrBodyLength) {
+			t.Errorf("a body short of its ContentLength: %v, want ErrBodyLength", err)
+		}
+	})
+
 	t.Run("head", func(t *testing.T) {
 		resp, body, err := fetch(e, ngxRequest(t, ngx, "HEAD", "/1m", nil, 0))
 		if err != nil {
