@@ -544,7 +544,8 @@ type groupsMap = map[string]*group
 
 // SetGroup adds the peer group name, or replaces it (its health state
 // starts afresh; connections of peers that stay are kept by the pool, and
-// the connection limits of peers that leave are lifted). Requests already
+// so is their drain (DrainPeer); the connection limits and the drain of
+// peers that leave are lifted). Requests already
 // routed finish on the peer they were given. A peer's limits are those of
 // its pool key: two groups naming the same address with different limits
 // share the ones set last.
@@ -569,11 +570,20 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	maps.Copy(next, *old)
 	next[name] = g
 	if prev := (*old)[name]; prev != nil {
+		prev.mu.Lock()
 		for _, p := range prev.peers {
-			if !slices.Contains(g.keys, p.key) {
-				e.pool.SetLimits(p.key, poolset.KeyLimits{})
+			if i := slices.Index(g.keys, p.key); i >= 0 {
+				// The pool still drains a drained peer's key: the peer
+				// stays drained, until UndrainPeer.
+				g.peers[i].draining = p.draining
+				continue
+			}
+			e.pool.SetLimits(p.key, poolset.KeyLimits{})
+			if p.draining {
+				e.pool.Undrain(p.key)
 			}
 		}
+		prev.mu.Unlock()
 	}
 	for _, p := range g.peers {
 		e.pool.SetLimits(p.key, poolset.KeyLimits{MaxConns: p.cfg.MaxConns, MaxWaiters: p.cfg.MaxPending})

@@ -542,3 +542,51 @@ func TestSetGroupReplaces(t *testing.T) {
 		t.Fatalf("PeerStats %+v", e.PeerStats())
 	}
 }
+
+// TestSetGroupKeepsDrain: a group replaced by SetGroup keeps the drain of a
+// peer that stays (the pool still drains its key), rather than showing it
+// up and sending it requests that all fail with the pool's ErrDraining; a
+// drained peer that leaves the group has its drain lifted with its limits,
+// so that requests to its address work again.
+func TestSetGroupKeepsDrain(t *testing.T) {
+	checkLeaks(t)
+	a, b := namedOrigin(t, "a", nil, nil), namedOrigin(t, "b", nil, nil)
+	both := GroupConfig{Peers: []Peer{{Name: "a", Addr: a.addr()}, {Name: "b", Addr: b.addr()}}}
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": both}})
+	if err := e.DrainPeer("g", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetGroup("g", both); err != nil {
+		t.Fatal(err)
+	}
+	if p := peerStats(t, e, "g", "a"); p.State != PeerDrained {
+		t.Fatalf("a after SetGroup: %v", p.State)
+	}
+	for i := 0; i < 4; i++ {
+		if w := who(t, e, "g", "/"); w != "b" {
+			t.Fatalf("request %d went to %s", i, w)
+		}
+	}
+	if err := e.UndrainPeer("g", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if w := who(t, e, "g", "/") + who(t, e, "g", "/"); w != "ab" && w != "ba" {
+		t.Fatalf("after undrain: %s", w)
+	}
+	// Drained, then left out of the group: its address is no peer's.
+	if err := e.DrainPeer("g", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetGroup("g", GroupConfig{Peers: []Peer{{Name: "b", Addr: b.addr()}}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, body, err := do(t, e, get(a.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("a by address after it left the group: %d %q %v", st, body, err)
+	}
+	if err := e.SetGroup("g", both); err != nil {
+		t.Fatal(err)
+	}
+	if w := who(t, e, "g", "/") + who(t, e, "g", "/"); w != "ab" && w != "ba" {
+		t.Fatalf("a back in the group: %s", w)
+	}
+}
