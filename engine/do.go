@@ -23,6 +23,10 @@ type Response struct {
 	Header http.Header
 	// ContentLength is the body length, -1 when unknown.
 	ContentLength int64
+	// Close reports that the connection ends with this response
+	// ("Connection: close", HTTP/1.0 without keep-alive, a body delimited
+	// by the close): it is not reused.
+	Close bool
 	// Body streams the body with backpressure: the connection reads on as
 	// the caller reads. Reading it to EOF returns the connection to the
 	// pool; closing it early closes the connection. Callers must close it.
@@ -121,7 +125,7 @@ func (s *doSink) OnHead(r *parser.Response) error {
 	}
 	s.sent = true
 	s.head <- headResult{resp: &Response{Status: r.Status(), Reason: string(r.Reason()), Version: r.Version(),
-		Header: h, ContentLength: cl, Body: s.pipe}}
+		Header: h, ContentLength: cl, Close: !r.KeepAlive(), Body: s.pipe}}
 	return nil
 }
 

@@ -139,16 +139,30 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 			Request:    hr,
 		}, nil
 	}
+	// As net/http's client gives them: the transfer codings out of Header
+	// (the body is decoded) and into TransferEncoding, and whether the
+	// connection closes in Close.
+	var codings []string
+	for _, v := range resp.Header.Values("Transfer-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.ToLower(strings.TrimSpace(c)); c != "" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	resp.Header.Del("Transfer-Encoding")
 	return &http.Response{
-		Status:        strconv.Itoa(resp.Status) + " " + resp.Reason,
-		StatusCode:    resp.Status,
-		Proto:         resp.Version.String(),
-		ProtoMajor:    int(resp.Version.Major),
-		ProtoMinor:    int(resp.Version.Minor),
-		Header:        resp.Header,
-		ContentLength: resp.ContentLength,
-		Body:          &respBody{ReadCloser: resp.Body, closeReq: closeBody},
-		Request:       hr,
+		Status:           strconv.Itoa(resp.Status) + " " + resp.Reason,
+		StatusCode:       resp.Status,
+		Proto:            resp.Version.String(),
+		ProtoMajor:       int(resp.Version.Major),
+		ProtoMinor:       int(resp.Version.Minor),
+		Header:           resp.Header,
+		ContentLength:    resp.ContentLength,
+		TransferEncoding: codings,
+		Close:            resp.Close,
+		Body:             &respBody{ReadCloser: resp.Body, closeReq: closeBody},
+		Request:          hr,
 	}, nil
 }
 

@@ -93,6 +93,47 @@ func TestTransportHTTPClient(t *testing.T) {
 	c.CloseIdleConnections()
 }
 
+// TestTransportResponseFields: the Transport fills an http.Response as
+// net/http's own Transport does for the same replies: a chunked body's
+// coding in TransferEncoding, not in Header; Close for a reply that ends
+// its connection.
+func TestTransportResponseFields(t *testing.T) {
+	checkLeaks(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+		w.(http.Flusher).Flush() // no length: chunked
+		io.WriteString(w, "body")
+	}))
+	t.Cleanup(srv.Close)
+	e := newEngine(t, Config{Shards: 1})
+	std := &http.Transport{}
+	defer std.CloseIdleConnections()
+	for _, path := range []string{"/chunked", "/close"} {
+		var got [2]*http.Response
+		for i, rt := range []http.RoundTripper{e.Transport(), std} {
+			resp, err := (&http.Client{Transport: rt}).Get(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(b) != "body" {
+				t.Fatalf("%s: %q %v", path, b, err)
+			}
+			got[i] = resp
+		}
+		ours, theirs := got[0], got[1]
+		if !slices.Equal(ours.TransferEncoding, theirs.TransferEncoding) || ours.Close != theirs.Close ||
+			ours.ContentLength != theirs.ContentLength || ours.Header.Get("Transfer-Encoding") != "" {
+			t.Errorf("%s: TransferEncoding %q, Close %v, ContentLength %d, Header %v; net/http: %q, %v, %d",
+				path, ours.TransferEncoding, ours.Close, ours.ContentLength, ours.Header,
+				theirs.TransferEncoding, theirs.Close, theirs.ContentLength)
+		}
+	}
+}
+
 func TestTransportBehindReverseProxy(t *testing.T) {
 	checkLeaks(t)
 	srv := httpOrigin(t)
