@@ -323,20 +323,31 @@ func (ps *tunnelPins) put(e *Engine, key uint64, p *tunnelPin) {
 
 // release gives back p, still pinned, after a Tunnel call used it. It
 // reports false when p was unpinned meanwhile: its connection is then the
-// caller's to close and account for.
+// caller's to close and account for. A pin whose peer endPeer drained
+// during the call ends here, as an idle one did then: its connection
+// closed, a tombstone left, and the embedder told before the call
+// returns.
 func (ps *tunnelPins) release(e *Engine, key uint64, p *tunnelPin) bool {
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
 	if ps.m[key] != p {
+		ps.mu.Unlock()
 		return false
 	}
 	if p.ending {
+		nc := p.nc
 		p.nc, p.busy = nil, false
-		return false
+		ps.mu.Unlock()
+		_ = nc.Close()
+		e.pool.Closed(p.key, poolset.Pinned)
+		if f := e.cfg.OnPinnedClosed; f != nil {
+			f(key)
+		}
+		return true
 	}
 	p.busy = false
 	p.idle = time.Now()
 	p.timer.Reset(e.cfg.PinnedIdleTimeout)
+	ps.mu.Unlock()
 	return true
 }
 

@@ -1,11 +1,14 @@
 package engine_test
 
 import (
+	"bufio"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -436,4 +439,80 @@ func TestTLSViaParentLogin(t *testing.T) {
 		lines[0].User != "-" || lines[1].User != squidUser {
 		t.Fatalf("squid log %+v: want a 407 without credentials, then a 200 on one connection", lines)
 	}
+}
+
+// TestTunnelDrainBusyPinnedParent: draining the group parent while a
+// CONNECT of an NTLM handshake runs on its pinned connection ends the pin
+// once that CONNECT's refusal is back, as for an idle one: the connection
+// closed, OnPinnedClosed called before Tunnel returns (the embedder then
+// closes the client connection after the refusal), and the next CONNECT
+// fails with ErrPinnedGone.
+func TestTunnelDrainBusyPinnedParent(t *testing.T) {
+	leakBaseline(t)
+	held, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	par := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			if n == 1 {
+				close(held)
+				<-gate
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
+				"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	closed := make(chan uint64, 2)
+	e := startEngine(t, engine.Config{Auth: passThrough, PinnedIdleTimeout: 10 * time.Minute,
+		OnPinnedClosed: func(k uint64) { closed <- k },
+		Groups:         map[string]engine.GroupConfig{"parents": {Peers: []engine.Peer{{Name: "a", Addr: par.Addr(), Parent: true}}}}})
+	tun := func() (net.Conn, *engine.TunnelResponse, error) {
+		return e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: "127.0.0.1:443", Group: "parents", PinKey: 7,
+			ProxyAuthorization: bench.NTLMNegotiate()})
+	}
+	if nc, resp, err := tun(); nc != nil || resp == nil || resp.Status != 407 {
+		t.Fatalf("first CONNECT: %v, %v, %v; want the 407", nc, resp, err)
+	}
+	if st := tunnelStats(e, par.Addr()); st.Pool.Pinned != 1 {
+		t.Fatalf("stats %+v: want the handshake's connection pinned", st)
+	}
+	type result struct {
+		resp *engine.TunnelResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, resp, err := tun()
+		done <- result{resp, err}
+	}()
+	<-held
+	if err := e.DrainPeer("parents", "a"); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	r := <-done
+	if r.resp == nil || r.resp.Status != 407 {
+		t.Fatalf("the CONNECT during the drain: %v, %v; want its 407", r.resp, r.err)
+	}
+	select {
+	case k := <-closed:
+		if k != 7 {
+			t.Fatalf("OnPinnedClosed(%d), want 7", k)
+		}
+	default:
+		t.Fatal("Tunnel returned, and the pin of the drained parent was not reported to OnPinnedClosed")
+	}
+	if st := tunnelStats(e, par.Addr()); st.Pool.Pinned != 0 || st.Pool.Busy != 0 {
+		t.Fatalf("stats %+v: want the pinned connection gone", st)
+	}
+	if nc, resp, err := tun(); nc != nil || resp != nil || !errors.Is(err, engine.ErrPinnedGone) {
+		t.Fatalf("CONNECT after the drain: %v, %v, %v; want ErrPinnedGone", nc, resp, err)
+	}
+	e.Unpin(7)
 }
