@@ -191,6 +191,12 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 				// connection ends with the refusal.
 				s.keepAlive = false
 			}
+			if cc.pinLost.Load() {
+				// The handshake this refusal continues lost its pinned
+				// parent connection meanwhile (the parent was drained):
+				// the client can only start over on a new connection.
+				s.keepAlive = false
+			}
 			if resp.Status == 407 {
 				cc.markAuth() // the client may answer on this connection
 			}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -711,5 +712,69 @@ func TestRunBadTunnelTLSFlags(t *testing.T) {
 		if rc := run(append([]string{"-listen", "127.0.0.1:0"}, args...)); rc != 2 {
 			t.Errorf("%v: exit code %d, want 2", args, rc)
 		}
+	}
+}
+
+// TestConnectNTLMParentDrained: the parent holding a client's NTLM
+// CONNECT handshake is drained while the client's next CONNECT runs on
+// the pinned connection: the client gets that CONNECT's 407 with
+// Connection: close, and its connection closes, since the handshake it
+// would continue is gone.
+func TestConnectNTLMParentDrained(t *testing.T) {
+	bench.CheckLeaks(t)
+	held, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	par := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			if n == 1 {
+				close(held)
+				<-gate
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
+				"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	cfg := engine.Config{PinnedIdleTimeout: 10 * time.Minute}
+	if err := withPeers(&cfg, nil, []string{"http://" + par.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := withClientAuth(&cfg, clientAuthPass); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Shards, cfg.Logger = 2, logger
+	p, err := newProxy(logger, nil, cfg, clientConfig{ConnectPorts: portSet{any: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := serveProxy(t, p)
+	rc := dialRaw(t, px)
+	connect := "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nProxy-Authorization: " + bench.NTLMNegotiate() + "\r\n\r\n"
+	rc.write(t, connect)
+	if resp, _ := rc.read(t); resp.StatusCode != 407 || resp.Close {
+		t.Fatalf("first CONNECT: %d (close %v), want a 407 on an open connection", resp.StatusCode, resp.Close)
+	}
+	rc.write(t, connect)
+	<-held
+	peers := p.eng.PeerStats()[p.group].Peers
+	if len(peers) != 1 {
+		t.Fatalf("peers %+v, want the one parent", peers)
+	}
+	if err := p.eng.DrainPeer(p.group, peers[0].Name); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	if resp, _ := rc.read(t); resp.StatusCode != 407 || !resp.Close {
+		t.Fatalf("CONNECT during the drain: %d (close %v), want the parent's 407 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if !rc.eof(t) {
+		t.Fatal("the client connection stayed open after its parent's NTLM session ended")
 	}
 }
