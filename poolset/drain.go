@@ -85,3 +85,12 @@ func (p *Pool[C]) failWaitersLocked(ks *keyState[C], err error, b *batch[C]) {
 		b.deliver(w)
 	}
 }
+
+// Draining reports whether key is draining: Drain was called and Undrain
+// was not.
+func (p *Pool[C]) Draining(key Key) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.keys[key]
+	return ks != nil && ks.draining
+}

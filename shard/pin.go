@@ -119,9 +119,18 @@ func (s *Shard) pin(t *Task, c *conn.Conn) {
 		return
 	}
 	s.set.pool.Pin(t.Key)
-	s.pinned[t.PinKey] = &session{c: c, key: t.Key, idle: time.Now()}
+	ss := &session{c: c, key: t.Key, idle: time.Now()}
+	s.pinned[t.PinKey] = ss
 	if f := s.set.cfg.OnSession; f != nil {
 		f(t.PinKey, t.Key, SessionStarted)
+	}
+	if s.set.pool.Draining(t.Key) {
+		// The upstream is draining: EndSessions ran while this exchange
+		// was in flight, before it was a session. It ends as a busy
+		// session does there, after its exchange.
+		s.endSession(t.PinKey, ss, true)
+		s.pinnedClosed(t.PinKey)
+		return
 	}
 	s.armProbe()
 }

@@ -260,3 +260,66 @@ func TestEndSessions(t *testing.T) {
 	set.Close(5 * time.Second)
 	pool.Close()
 }
+
+// TestEndSessionsHandshakeInFlight: a drain that comes while the exchange
+// that will pin a connection (an NTLM handshake's first leg) is in flight
+// leaves no live session on the draining upstream: the exchange succeeds,
+// the session it starts ends at once, reported to OnPinnedClosed, and its
+// key fails with ErrPinnedGone; nothing stays open.
+func TestEndSessionsHandshakeInFlight(t *testing.T) {
+	checkLeaks(t)
+	held, gate := make(chan struct{}), make(chan struct{})
+	o := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			if n == 0 {
+				close(held)
+				<-gate
+			}
+			if _, err := fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	pool := poolset.New[*conn.Conn](poolset.Config{})
+	var reg Registry
+	closed := make(chan uint64, 1)
+	set, err := New(Config{Shards: 1, PinnedIdleTimeout: 10 * time.Minute,
+		OnPinnedClosed: func(k uint64) { closed <- k }}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := poolset.Key{Addr: o.Addr()}
+	done := make(chan error, 1)
+	tk := task(t, context.Background(), o.Addr(), done)
+	tk.PinKey, tk.Pin = 4, true
+	set.Submit(tk)
+	<-held
+	pool.Drain(key)
+	set.EndSessions(key)
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("the handshake's exchange: %v, want it to complete", err)
+	}
+	select {
+	case k := <-closed:
+		if k != 4 {
+			t.Fatalf("OnPinnedClosed(%d), want 4", k)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a session started on the draining upstream, and lives on")
+	}
+	tk = task(t, context.Background(), o.Addr(), done)
+	tk.PinKey = 4
+	set.Submit(tk)
+	if err := <-done; !errors.Is(err, ErrPinnedGone) {
+		t.Fatalf("session 4 after the drain: %v, want ErrPinnedGone", err)
+	}
+	if s := pool.Stats(key); s.Pinned != 0 || s.Conns() != 0 {
+		t.Fatalf("pool %+v: want the connection closed", s)
+	}
+	set.Close(5 * time.Second)
+	pool.Close()
+}

@@ -188,8 +188,10 @@ func (s *Set) Unpin(pinKey uint64) {
 // EndSessions ends every pinned session whose connection pools under key
 // (its upstream is draining or left): an idle one at once, a busy one
 // once its exchange completes, each closing its connection and calling
-// OnPinnedClosed. Their keys fail with ErrPinnedGone until Unpin, as when
-// the upstream closes a pinned connection.
+// OnPinnedClosed; so does a session that an exchange in flight starts
+// afterwards on key, which the pool is draining. Their keys fail with
+// ErrPinnedGone until Unpin, as when the upstream closes a pinned
+// connection.
 func (s *Set) EndSessions(key poolset.Key) {
 	if s.closed.Load() {
 		return
