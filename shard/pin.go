@@ -56,13 +56,15 @@ func (s *Shard) pinnedDone(t *Task, c *conn.Conn, reusable bool) {
 		return
 	}
 	ss.busy = false
-	if !reusable {
+	if !reusable || ss.ending {
+		// EndSessions ended it (reported, as there) or the connection
+		// closes with this response (which the caller is in the middle
+		// of: it learns of it there).
+		ending := ss.ending
 		s.endSession(t.PinKey, ss, true)
-		return
-	}
-	if ss.ending {
-		s.endSession(t.PinKey, ss, true)
-		s.pinnedClosed(t.PinKey)
+		if ending {
+			s.pinnedClosed(t.PinKey)
+		}
 		return
 	}
 	ss.idle = time.Now()
