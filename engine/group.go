@@ -649,6 +649,22 @@ func (e *Engine) DrainPeer(groupName, peerName string) error {
 	return nil
 }
 
+// peerDraining reports whether group groupName's peer at addr is draining.
+func (e *Engine) peerDraining(groupName, addr string) bool {
+	g := e.group(groupName)
+	if g == nil {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.peers {
+		if p.cfg.Addr == addr && p.draining {
+			return true
+		}
+	}
+	return false
+}
+
 // UndrainPeer lets a drained peer take requests again.
 func (e *Engine) UndrainPeer(groupName, peerName string) error {
 	g, p, err := e.findPeer(groupName, peerName)

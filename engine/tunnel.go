@@ -292,6 +292,11 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent) 
 			e.pool.Pin(key)
 			e.tpins.put(e, req.PinKey, &tunnelPin{nc: r.pin, key: key, route: route,
 				group: req.Group, parent: parent})
+			if req.Group != "" && e.peerDraining(req.Group, parent.Addr) {
+				// DrainPeer ran while this CONNECT was in flight, before
+				// there was a pin for it to end: it ends now, as there.
+				e.tpins.endPeer(e, req.Group, parent.Addr)
+			}
 		} else {
 			e.pool.DialFailed(key)
 		}

@@ -516,3 +516,59 @@ func TestTunnelDrainBusyPinnedParent(t *testing.T) {
 	}
 	e.Unpin(7)
 }
+
+// TestTunnelDrainFirstConnectInFlight: DrainPeer runs while the first
+// CONNECT of an NTLM handshake is in flight, before there is a pin to end.
+// The pin that CONNECT makes ends as soon as it is made: reported to
+// OnPinnedClosed before Tunnel returns, its connection closed.
+func TestTunnelDrainFirstConnectInFlight(t *testing.T) {
+	leakBaseline(t)
+	held, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	par := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		close(held)
+		<-gate
+		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
+			"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n")
+		_, _ = bench.ReadHead(br) // holds the connection until the engine closes it
+	})
+	closed := make(chan uint64, 2)
+	e := startEngine(t, engine.Config{Auth: passThrough, PinnedIdleTimeout: 10 * time.Minute,
+		OnPinnedClosed: func(k uint64) { closed <- k },
+		Groups:         map[string]engine.GroupConfig{"parents": {Peers: []engine.Peer{{Name: "a", Addr: par.Addr(), Parent: true}}}}})
+	type result struct {
+		resp *engine.TunnelResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, resp, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: "127.0.0.1:443", Group: "parents", PinKey: 7,
+			ProxyAuthorization: bench.NTLMNegotiate()})
+		done <- result{resp, err}
+	}()
+	<-held
+	if err := e.DrainPeer("parents", "a"); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	if r := <-done; r.resp == nil || r.resp.Status != 407 {
+		t.Fatalf("the CONNECT during the drain: %v, %v; want its 407", r.resp, r.err)
+	}
+	select {
+	case k := <-closed:
+		if k != 7 {
+			t.Fatalf("OnPinnedClosed(%d), want 7", k)
+		}
+	default:
+		t.Fatal("Tunnel returned, and the pin on the drained parent was not reported to OnPinnedClosed")
+	}
+	if st := tunnelStats(e, par.Addr()); st.Pool.Pinned != 0 || st.Pool.Busy != 0 {
+		t.Fatalf("stats %+v: want the pinned connection gone", st)
+	}
+	e.Unpin(7)
+}
