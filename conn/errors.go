@@ -114,6 +114,9 @@ var (
 	// body delimited by the close): an attacker, or a failure, may have
 	// cut it short, so it is not complete (RFC 9112 §9.8).
 	ErrTLSTruncated = errors.New("conn: TLS connection closed without close_notify before a close-delimited body was known complete")
+	// ErrRelayNil reports a Relay called without one of its two
+	// connections.
+	ErrRelayNil = errors.New("conn: relay needs two connections")
 	// ErrTooManyInterim reports an origin that sent more interim (1xx)
 	// responses before a final one than any server needs to.
 	ErrTooManyInterim = errors.New("conn: too many interim responses")

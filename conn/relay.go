@@ -38,8 +38,17 @@ type RelayStats struct {
 // the kernel runs as splice(2) on Linux: the bytes never enter user
 // space. A *TunnelConn is unwrapped to its connection, its buffered bytes
 // sent first. The idle clock advances in steps of idle/2, so an idle
-// relay ends between idle and 1.5×idle after its last byte.
+// relay ends between idle and 1.5×idle after its last byte. A nil a or b
+// is ErrRelayNil, with the other closed.
 func Relay(ctx context.Context, a, b net.Conn, idle time.Duration) (RelayStats, error) {
+	if a == nil || b == nil {
+		for _, c := range []net.Conn{a, b} {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+		return RelayStats{}, ErrRelayNil
+	}
 	r := &relay{a: a, b: b, idle: idle}
 	r.touch()
 	stop := context.AfterFunc(ctx, func() { r.abort(ctx.Err()) })

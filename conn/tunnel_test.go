@@ -76,6 +76,22 @@ func waitRelay(t *testing.T, done chan relayResult) relayResult {
 // TestRelayHalfClose: the client sends its request and half-closes; the
 // server reads it to EOF and only then answers, through the direction
 // still open; both ends see every byte and EOF, and Relay counts them.
+// TestRelayNil: a Relay missing a connection is an error, not a panic on
+// a goroutine of its own, and the connection it had is closed.
+func TestRelayNil(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	if _, err := Relay(context.Background(), a, nil, 0); !errors.Is(err, ErrRelayNil) {
+		t.Fatalf("Relay(a, nil): %v, want ErrRelayNil", err)
+	}
+	if _, err := a.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("write on a after the refused relay: %v, want it closed", err)
+	}
+	if _, err := Relay(context.Background(), nil, nil, 0); !errors.Is(err, ErrRelayNil) {
+		t.Fatalf("Relay(nil, nil): %v, want ErrRelayNil", err)
+	}
+}
+
 func TestRelayHalfClose(t *testing.T) {
 	checkLeaks(t)
 	client, server, done := startRelay(t, context.Background(), time.Minute, nil)
