@@ -97,7 +97,8 @@ type Health struct {
 	// default 3, negative turns passive checking off.
 	MaxFails int
 	// Backoff is the first down period (default 1s), MaxBackoff the
-	// longest (default 30s).
+	// longest (default 30s, or Backoff when that is longer; one set below
+	// Backoff is Backoff: the period does not grow).
 	Backoff, MaxBackoff time.Duration
 	// CheckPath is the origin-form target of active checks; empty for
 	// none. CheckHost is their Host field, default the peer's Addr (for a
@@ -148,8 +149,11 @@ func (h Health) normalized() Health {
 	if h.Backoff <= 0 {
 		h.Backoff = DefaultBackoff
 	}
-	if h.MaxBackoff < h.Backoff {
+	switch {
+	case h.MaxBackoff == 0:
 		h.MaxBackoff = max(DefaultMaxBackoff, h.Backoff)
+	case h.MaxBackoff < h.Backoff:
+		h.MaxBackoff = h.Backoff // a cap below the first period: no growth
 	}
 	if h.CheckInterval <= 0 {
 		h.CheckInterval = DefaultCheckInterval

@@ -590,3 +590,22 @@ func TestSetGroupKeepsDrain(t *testing.T) {
 		t.Fatalf("a back in the group: %s", w)
 	}
 }
+
+// TestHealthBackoffDefaults: MaxBackoff's default, and a MaxBackoff set
+// below Backoff, which holds the period at Backoff instead of turning it
+// into the 30 s default.
+func TestHealthBackoffDefaults(t *testing.T) {
+	for _, tc := range []struct{ backoff, maxBackoff, wantBackoff, wantMax time.Duration }{
+		{0, 0, DefaultBackoff, DefaultMaxBackoff},
+		{2 * time.Second, 0, 2 * time.Second, DefaultMaxBackoff},
+		{time.Minute, 0, time.Minute, time.Minute},
+		{2 * time.Second, time.Second, 2 * time.Second, 2 * time.Second},
+		{time.Second, 5 * time.Second, time.Second, 5 * time.Second},
+	} {
+		h := Health{Backoff: tc.backoff, MaxBackoff: tc.maxBackoff}.normalized()
+		if h.Backoff != tc.wantBackoff || h.MaxBackoff != tc.wantMax {
+			t.Errorf("Backoff %v, MaxBackoff %v: got %v, %v; want %v, %v",
+				tc.backoff, tc.maxBackoff, h.Backoff, h.MaxBackoff, tc.wantBackoff, tc.wantMax)
+		}
+	}
+}
