@@ -40,7 +40,8 @@ type GroupConfig struct {
 	// (smooth weighted round-robin, the default), balance.LeastConn,
 	// balance.P2C or balance.Hash (on Upstream.HashKey).
 	Balancer balance.Kind
-	// Peers are the group's members, at least one, with distinct names.
+	// Peers are the group's members, at least one and at most 64, with
+	// distinct names.
 	Peers []Peer
 	// Health sets passive and active health checking.
 	Health Health
@@ -66,8 +67,9 @@ type Peer struct {
 	Username, Password string
 	// MaxConns caps the peer's connections; MaxPending the requests
 	// waiting for one of them, PendingTimeout each wait. Zero takes the
-	// engine's MaxConnsPerUpstream, the pool's default queue bound and
-	// the engine's PendingTimeout.
+	// engine's MaxConnsPerUpstream, the pool's default queue bound
+	// (poolset.DefaultMaxWaitersPerKey, 1024) and the engine's
+	// PendingTimeout.
 	MaxConns, MaxPending int
 	PendingTimeout       time.Duration
 	// TLS, when set, speaks TLS to the peer: an https origin, or a parent
