@@ -638,6 +638,7 @@ func (e *Engine) group(name string) *group { return (*e.groups.Load())[name] }
 // pinned sessions end the same way, each reported to
 // Config.OnPinnedClosed, and their keys fail with ErrPinnedGone. Watch
 // PeerStats for the state to turn PeerDrained. Undrain with UndrainPeer.
+// Both fail with ErrClosed once the engine is closing.
 func (e *Engine) DrainPeer(groupName, peerName string) error {
 	g, p, err := e.findPeer(groupName, peerName)
 	if err != nil {
@@ -685,6 +686,12 @@ func (e *Engine) UndrainPeer(groupName, peerName string) error {
 }
 
 func (e *Engine) findPeer(groupName, peerName string) (*group, *peer, error) {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, nil, ErrClosed
+	}
 	g := e.group(groupName)
 	if g == nil {
 		return nil, nil, fmt.Errorf("%w: %q", ErrNoGroup, groupName)

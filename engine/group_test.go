@@ -609,3 +609,20 @@ func TestHealthBackoffDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainPeerAfterClose: DrainPeer and UndrainPeer on a closed engine
+// say so (ErrClosed) rather than report success for nothing.
+func TestDrainPeerAfterClose(t *testing.T) {
+	checkLeaks(t)
+	a := namedOrigin(t, "a", nil, nil)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {Peers: []Peer{{Name: "a", Addr: a.addr()}}}}})
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.DrainPeer("g", "a"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("DrainPeer after Close: %v, want ErrClosed", err)
+	}
+	if err := e.UndrainPeer("g", "a"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("UndrainPeer after Close: %v, want ErrClosed", err)
+	}
+}
