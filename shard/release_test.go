@@ -59,36 +59,14 @@ func TestCanceledWaiterKeepsIdleStartAndHint(t *testing.T) {
 	defer set.Close(5 * time.Second)
 	key := poolset.Key{Addr: o.Addr()}
 
-	// A warms the one connection the cap allows, then holds it in its sink.
-	doneA := make(chan error, 1)
-	set.Submit(task(t, context.Background(), o.Addr(), doneA))
-	if err := <-doneA; err != nil {
-		t.Fatal(err)
-	}
-	sinkA := blockSink{entered: make(chan struct{}), release: make(chan struct{})}
-	tA := task(t, context.Background(), o.Addr(), doneA)
-	tA.Sink = sinkA
-	go func() {
-		if !set.RunInline(tA) {
-			doneA <- io.ErrNoProgress
-		}
-	}()
-	<-sinkA.entered
-
-	// B waits for that connection.
-	ctxB, cancelB := context.WithCancel(context.Background())
+	// A holds the one connection the cap allows; B waits for it.
+	releaseA, cancelB, doneB := heldAndWaiting(t, set, pool, o.Addr())
 	defer cancelB()
-	doneB := make(chan error, 1)
-	set.Submit(task(t, ctxB, o.Addr(), doneB))
-	for pool.Stats(key).Waiting != 1 {
-		time.Sleep(time.Millisecond)
-	}
 	// The shard is held, so that B's grant waits in its inbox.
 	leaveDone := holdShard(t, set)
 
 	// A's response completes: its connection is handed to B at once.
-	close(sinkA.release)
-	if err := <-doneA; err != nil {
+	if err := releaseA(); err != nil {
 		t.Fatal(err)
 	}
 	// B gives up 3s later, before its shard took the connection.
@@ -157,34 +135,13 @@ func TestCanceledWaiterPermitNotADialFailure(t *testing.T) {
 	defer set.Close(5 * time.Second)
 	key := poolset.Key{Addr: o.Addr()}
 
-	// A warms the one connection the cap allows, then holds it in its
-	// sink, on its own goroutine, where the exchange's outcome is settled.
-	doneA := make(chan error, 1)
-	set.Submit(task(t, context.Background(), o.Addr(), doneA))
-	if err := <-doneA; err != nil {
-		t.Fatal(err)
-	}
-	sinkA := blockSink{entered: make(chan struct{}), release: make(chan struct{})}
-	tA := task(t, context.Background(), o.Addr(), doneA)
-	tA.Sink = sinkA
-	go func() {
-		if !set.RunInline(tA) {
-			doneA <- io.ErrNoProgress
-		}
-	}()
-	<-sinkA.entered
-	ctxB, cancelB := context.WithCancel(context.Background())
+	// A holds the one connection the cap allows; B waits for it.
+	releaseA, cancelB, doneB := heldAndWaiting(t, set, pool, o.Addr())
 	defer cancelB()
-	doneB := make(chan error, 1)
-	set.Submit(task(t, ctxB, o.Addr(), doneB))
-	for pool.Stats(key).Waiting != 1 {
-		time.Sleep(time.Millisecond)
-	}
 	leave := holdShard(t, set)
 	// A's response closes its connection: B is granted a permit, which
 	// waits behind the held shard.
-	close(sinkA.release)
-	if err := <-doneA; err != nil {
+	if err := releaseA(); err != nil {
 		t.Fatal(err)
 	}
 	cancelB()
@@ -195,4 +152,34 @@ func TestCanceledWaiterPermitNotADialFailure(t *testing.T) {
 	if s := pool.Stats(key); s.Connecting != 0 || s.Dialed != 1 || s.DialFailed != 0 {
 		t.Fatalf("pool %+v: a permit nobody used counted as a failed dial", s)
 	}
+}
+
+// heldAndWaiting sets up A and B under a cap of one connection: A warms
+// the connection, then holds it in its sink, on its own goroutine (run
+// inline, where the exchange's outcome is settled); B, whose context
+// cancelB ends, waits in the pool for it. releaseA lets A's exchange end
+// and returns its error; doneB gets B's.
+func heldAndWaiting(t *testing.T, set *Set, pool *poolset.Pool[*conn.Conn], addr string) (releaseA func() error, cancelB context.CancelFunc, doneB chan error) {
+	t.Helper()
+	doneA := make(chan error, 1)
+	set.Submit(task(t, context.Background(), addr, doneA))
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	sinkA := blockSink{entered: make(chan struct{}), release: make(chan struct{})}
+	tA := task(t, context.Background(), addr, doneA)
+	tA.Sink = sinkA
+	go func() {
+		if !set.RunInline(tA) {
+			doneA <- io.ErrNoProgress
+		}
+	}()
+	<-sinkA.entered
+	ctxB, cancelB := context.WithCancel(context.Background())
+	doneB = make(chan error, 1)
+	set.Submit(task(t, ctxB, addr, doneB))
+	for pool.Stats(poolset.Key{Addr: addr}).Waiting != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	return func() error { close(sinkA.release); return <-doneA }, cancelB, doneB
 }
