@@ -245,6 +245,32 @@ func waitPinned(t *testing.T, p *proxy, want int) {
 	}
 }
 
+// idleAndBusyNTLM starts a demo reverse proxy (engine config cfg) in
+// front of a Squid accelerator that demands NTLM (with the extra Squid
+// directives), and two clients that each log in on a pinned connection:
+// idle then waits, busy has started its next request, whose head is not
+// complete.
+func idleAndBusyNTLM(t *testing.T, cfg engine.Config, squidExtra ...string) (*proxy, portLog, *rawClient, *rawClient) {
+	t.Helper()
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: append(extra, squidExtra...)})
+	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	idle, busy := dialRaw(t, px), dialRaw(t, px)
+	idle.handshake(t, "idle")
+	busy.handshake(t, "busy")
+	waitPinned(t, p, 2)
+	// Both handshakes' last responses are out (a client may read one
+	// before the proxy is done with it), then one request starts.
+	waitBusy(t, p, 0, "the handshakes did not end")
+	busy.write(t, "GET /small HTTP/1.1\r\n")
+	waitBusy(t, p, 1, "the started request did not reach the proxy")
+	return p, plog, idle, busy
+}
+
 // waitBusy waits until want of p's client connections are serving a
 // request.
 func waitBusy(t *testing.T, p *proxy, want int, what string) {
@@ -436,26 +462,8 @@ func (rc *rawClient) eof(t *testing.T) bool {
 func TestNTLMPinnedGone(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	ng := bench.StartNginx(t, bench.NginxOptions{})
-	plog, extra := squidPortLog(t)
 	// Squid closes a client connection idle for 2 seconds.
-	extra = append(extra, "client_idle_pconn_timeout 2 seconds")
-	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
-	cfg := engine.Config{}
-	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
-		t.Fatal(err)
-	}
-	p, px := startAuthProxy(t, cfg)
-
-	idle, busy := dialRaw(t, px), dialRaw(t, px)
-	idle.handshake(t, "idle")
-	busy.handshake(t, "busy")
-	waitPinned(t, p, 2)
-	// The busy client's next request starts, once both handshakes are
-	// done with: its head is not complete.
-	waitBusy(t, p, 0, "the handshakes did not end")
-	busy.write(t, "GET /small HTTP/1.1\r\n")
-	waitBusy(t, p, 1, "the started request did not reach the proxy")
+	p, plog, idle, busy := idleAndBusyNTLM(t, engine.Config{}, "client_idle_pconn_timeout 2 seconds")
 	// Squid's idle timeout closes both pinned connections.
 	waitPinned(t, p, 0)
 	if !idle.eof(t) {
@@ -483,24 +491,7 @@ func TestNTLMPinnedGone(t *testing.T) {
 func TestNTLMDrainPinnedPeer(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	ng := bench.StartNginx(t, bench.NginxOptions{})
-	plog, extra := squidPortLog(t)
-	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
-	cfg := engine.Config{PinnedIdleTimeout: 10 * time.Minute}
-	if err := withPeers(&cfg, []string{"http://" + sq.Addr()}, nil, ""); err != nil {
-		t.Fatal(err)
-	}
-	p, px := startAuthProxy(t, cfg)
-
-	idle, busy := dialRaw(t, px), dialRaw(t, px)
-	idle.handshake(t, "idle")
-	busy.handshake(t, "busy")
-	waitPinned(t, p, 2)
-	// Both handshakes' last responses are out (the client may read one
-	// before the proxy is done with it), then one request starts.
-	waitBusy(t, p, 0, "the handshakes did not end")
-	busy.write(t, "GET /small HTTP/1.1\r\n")
-	waitBusy(t, p, 1, "the started request did not reach the proxy")
+	p, plog, idle, busy := idleAndBusyNTLM(t, engine.Config{PinnedIdleTimeout: 10 * time.Minute})
 	peers := p.eng.PeerStats()[p.group].Peers
 	if len(peers) != 1 {
 		t.Fatalf("peers %+v, want the Squid origin alone", peers)
