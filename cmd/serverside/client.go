@@ -876,6 +876,11 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		// sends next can no longer be framed, so the connection closes.
 		s.keepAlive = false
 	}
+	if s.keepAlive && s.cc.p.closing.Load() {
+		// Shutting down: the connection closes after this response, and
+		// the client is told so, even if its request came before.
+		s.keepAlive = false
+	}
 	ed := &s.edits
 	ed.Reset()
 	ed.StripHopByHop = true

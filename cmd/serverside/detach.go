@@ -132,6 +132,11 @@ func (cc *clientConn) serveDetached() {
 		}
 		cc.idleSince.Store(time.Now().UnixNano())
 		cc.state.Store(stIdle)
+		if cc.p.closing.Load() {
+			// Shutdown closed the idle connections when it began; this
+			// one was busy then, and netpoll's Shutdown does not see it.
+			return
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -552,5 +553,98 @@ func TestSequentialClientsReuseUpstream(t *testing.T) {
 	reqs := ng.WaitRequests(2*n, 5*time.Second)
 	if got := bench.CountConnections(reqs); got != 1 {
 		t.Fatalf("nginx saw %d connections for %d sequential requests, want 1", got, len(reqs))
+	}
+}
+
+// TestShutdownClosesInFlight: two uploads are in flight when the proxy
+// starts shutting down, one on netpoll and one on a connection detached
+// for its body ("Expect: 100-continue", 2 MiB); the origin answers both
+// only after the shutdown began. Each client gets its answer with
+// "Connection: close", then the close: the proxy takes no further request
+// on either connection, the detached one included.
+func TestShutdownClosesInFlight(t *testing.T) {
+	bench.CheckLeaks(t)
+	release := make(chan struct{})
+	got := make(chan int64, 2)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Header.Get("Expect") == "100-continue" {
+				_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+			}
+			n, _ := io.Copy(io.Discard, req.Body)
+			got <- n
+			<-release
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, []string{"http://" + origin.Addr()}, engine.Config{Shards: 2, Logger: logger}, clientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+	px := ln.Addr().String()
+
+	const big = 2 << 20
+	detached, brd := dialClient(t, px)
+	if _, err := fmt.Fprintf(detached, "PUT /a HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", big); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := brd.ReadString('\n'); err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("detached: %q, %v", line, err)
+	}
+	if _, err := brd.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := detached.Write(bytes.Repeat([]byte("d"), big)); err != nil {
+		t.Fatal(err)
+	}
+	onNetpoll, brn := dialClient(t, px)
+	if _, err := io.WriteString(onNetpoll, "PUT /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"); err != nil {
+		t.Fatal(err)
+	}
+	if n1, n2 := <-got, <-got; n1+n2 != big+5 {
+		t.Fatalf("origin read bodies of %d and %d bytes, want %d and 5", n1, n2, big)
+	}
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- p.Shutdown(ctx)
+	}()
+	for !p.closing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+
+	for name, br := range map[string]*bufio.Reader{"detached": brd, "netpoll": brn} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != "ok" || !resp.Close {
+			t.Errorf("%s: status %d, body %q, Connection %q; want 200, \"ok\" and close",
+				name, resp.StatusCode, body, resp.Header.Get("Connection"))
+		}
+		if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("%s: after the response: %d bytes, %v; want EOF", name, n, err)
+		}
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
 	}
 }
