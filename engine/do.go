@@ -117,9 +117,16 @@ func (s *doSink) OnHead(r *parser.Response) error {
 	switch r.Framing() {
 	case parser.FramingLength:
 	case parser.FramingNone:
-		// No body follows; a response to HEAD (or a 304) still announces
-		// the length of the representation, as net/http reports it.
-		cl = max(cl, 0)
+		// No body follows. A response to HEAD still announces the length
+		// of the representation, as net/http reports it; a 304 (or 204,
+		// 1xx) to another method has no body whatever length it names,
+		// and net/http reports 0: ContentLength ≥ 0 promises that many
+		// bytes from Body.
+		if r.RequestMethod() == parser.MethodHead {
+			cl = max(cl, 0)
+		} else {
+			cl = 0
+		}
 	default:
 		cl = -1
 	}

@@ -325,3 +325,59 @@ func TestTransportInterimTrace(t *testing.T) {
 		t.Fatalf("via ReverseProxy: %q, interim %v, want %v", b, got, want)
 	}
 }
+
+// TestTransportNotModifiedLength: a 304 may carry the Content-Length of
+// the representation it stands for (RFC 9110 §8.6), but no body follows.
+// As net/http's Transport, the engine's reports ContentLength 0 for it, so
+// a caller that trusts ContentLength (≥ 0: that many bytes may be read
+// from Body) does not wait for 1000 bytes that never come; a HEAD still
+// reports the announced length.
+func TestTransportNotModifiedLength(t *testing.T) {
+	checkLeaks(t)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch {
+			case req.Method == http.MethodHead:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+			case req.URL.Path == "/cached":
+				_, _ = io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\nContent-Length: 1000\r\n\r\n")
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	e := newEngine(t, Config{Shards: 2})
+	for _, rt := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{{"engine", e.Transport()}, {"net/http", &http.Transport{}}} {
+		c := &http.Client{Transport: rt.rt}
+		for _, tc := range []struct {
+			method, path string
+			status       int
+			length       int64
+			body         string
+		}{
+			{"GET", "/cached", 304, 0, ""},
+			{"HEAD", "/", 200, 1000, ""},
+			{"GET", "/", 200, 2, "ok"},
+		} {
+			req, _ := http.NewRequest(tc.method, "http://"+origin.Addr()+tc.path, nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %s %s: %v", rt.name, tc.method, tc.path, err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != tc.status || resp.ContentLength != tc.length || string(b) != tc.body {
+				t.Errorf("%s: %s %s: status %d, ContentLength %d, body %q, %v; want %d, %d, %q",
+					rt.name, tc.method, tc.path, resp.StatusCode, resp.ContentLength, b, err, tc.status, tc.length, tc.body)
+			}
+		}
+		c.CloseIdleConnections()
+	}
+}

@@ -23,6 +23,9 @@ func (r *Response) ResetInterim() {
 // tunnel (RFC 9112 §6.3). Call it after Reset, before Parse.
 func (r *Response) SetRequestMethod(m Method) { r.reqMethod = m }
 
+// RequestMethod is the method set with SetRequestMethod.
+func (r *Response) RequestMethod() Method { return r.reqMethod }
+
 // Parse parses the response head at the start of buf. Call it again with
 // the same bytes plus more after ErrNeedMore: it resumes where it stopped.
 // On success it returns the head length. The views point into buf, which
