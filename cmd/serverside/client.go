@@ -408,6 +408,11 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	if err != nil {
 		if s.headSent {
 			cc.p.log.Debug("exchange failed after the head was sent", "addr", up.Addr, "group", up.Group, "err", err)
+			if !s.chunked && s.left < 0 {
+				// The client's body ends at the close, which would pass
+				// this cut one off as complete (RFC 9112 §8): reset.
+				cc.resetOnClose()
+			}
 			return false
 		}
 		s.pending = false // a head built but not sent is dropped for the error
@@ -550,6 +555,16 @@ func clientBodyStatus(err error) (int, string) {
 		return 400, "malformed request body: " + parser.Rule(err).Msg
 	}
 	return 400, "request body incomplete: " + err.Error()
+}
+
+// resetOnClose makes the connection's close a reset (SO_LINGER 0).
+func (cc *clientConn) resetOnClose() {
+	switch c := cc.c.(type) {
+	case *net.TCPConn: // detached
+		_ = c.SetLinger(0)
+	case interface{ Fd() int }:
+		_ = syscall.SetsockoptLinger(c.Fd(), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1})
+	}
 }
 
 // isTimeout reports a read timeout, from netpoll or from Go net.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -448,6 +449,46 @@ func TestChunkedResponseReframed(t *testing.T) {
 	head, rest, _ := strings.Cut(string(all), "\r\n\r\n")
 	if strings.Contains(strings.ToLower(head), "transfer-encoding") || rest != want {
 		t.Fatalf("HTTP/1.0 client: head\n%s\nbody %d bytes", head, len(rest))
+	}
+}
+
+// A response relayed close-delimited (to an HTTP/1.0 client) whose
+// origin body breaks off (a chunked body without its last chunk) ends in
+// a reset, not in a close: a close is the end of such a body, and would
+// pass the cut one off as complete (RFC 9112 §8). Whole, it ends in a
+// close, as before.
+func TestCutBodyResetsCloseDelimited(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		if req.URL.Path == "/whole" {
+			_, _ = io.WriteString(c, "0\r\n\r\n")
+			_, _ = io.Copy(io.Discard, br)
+		}
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	for _, tc := range []struct {
+		path  string
+		reset bool
+	}{{"/cut", true}, {"/whole", false}} {
+		c, br := dialClient(t, px)
+		if _, err := io.WriteString(c, "GET "+tc.path+" HTTP/1.0\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		all, err := io.ReadAll(br)
+		if tc.reset {
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("%s: read %q, %v; want a reset", tc.path, all, err)
+			}
+			continue
+		}
+		if err != nil || !strings.HasPrefix(string(all), "HTTP/1.1 200 ") || !strings.HasSuffix(string(all), "\r\n\r\nhello") {
+			t.Errorf("%s: read %q, %v; want the whole body, then the close", tc.path, all, err)
+		}
 	}
 }
 
