@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/parser"
+	"github.com/valyala/bytebufferpool"
 )
 
 // maxPiece bounds one piece handed to the sink.
@@ -49,6 +50,12 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 		src = &c.np
 	}
 	onNetpoll := c.g == nil
+	var gb *bytebufferpool.ByteBuffer // gathers tiny chunks (gather)
+	defer func() {
+		if gb != nil {
+			bodyPool.Put(gb)
+		}
+	}()
 	for {
 		if fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done() {
 			return nil
@@ -94,6 +101,12 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 		case parser.FramingChunked:
 			var derr error
 			data, n, derr = dec.Next(b)
+			if derr == nil && len(data) > 0 && len(data) < gatherBelow && n < len(b) {
+				if gb == nil {
+					gb = bodyPool.Get()
+				}
+				data, n, derr = gather(gb, dec, b, data, n)
+			}
 			if derr != nil {
 				return c.fail(PhaseProtocol, fmt.Errorf("chunked body: %w", derr))
 			}
@@ -114,6 +127,32 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 			return err
 		}
 	}
+}
+
+// gatherBelow: chunk data shorter than this is gathered with the chunks
+// buffered behind it (gather).
+const gatherBelow = 4 << 10
+
+// gather copies data, the data of a short chunk that ended n bytes into
+// b, into gb together with the data of the chunks that follow it in b,
+// and returns the gathered data and the bytes of b consumed. A body of
+// tiny chunks then reaches the sink in one piece per buffer read rather
+// than one per chunk: each piece is a sink call, for the demo a write to
+// its client. The data all comes from b, so a piece stays within maxPiece.
+func gather(gb *bytebufferpool.ByteBuffer, dec *parser.ChunkedDecoder, b, data []byte, n int) ([]byte, int, error) {
+	gb.B = append(gb.B[:0], data...)
+	for n < len(b) && !dec.Done() {
+		d, m, err := dec.Next(b[n:])
+		if err != nil {
+			return nil, 0, err
+		}
+		if m == 0 {
+			break
+		}
+		gb.B = append(gb.B, d...)
+		n += m
+	}
+	return gb.B, n, nil
 }
 
 // overHighWater reports that it is time to leave netpoll for blocking

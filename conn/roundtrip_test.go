@@ -2,6 +2,7 @@ package conn
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -784,4 +785,54 @@ func TestSwitchToOfferedProtocol(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countingSink counts the body pieces it is handed.
+type countingSink struct {
+	sink
+	pieces int
+}
+
+func (s *countingSink) OnBody(p []byte) error {
+	s.pieces++
+	return s.sink.OnBody(p)
+}
+
+// TestTinyChunksGathered: a chunked body of 20,000 one-byte chunks,
+// arriving in one write, reaches the sink whole and in order, gathered
+// into a few pieces rather than one per chunk: every piece is a sink call
+// (a write to the proxy's client), so a body of tiny chunks would cost a
+// system call per byte. The connection stays reusable.
+func TestTinyChunksGathered(t *testing.T) {
+	checkLeaks(t)
+	const n = 20000
+	var want, wire bytes.Buffer
+	wire.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for i := 0; i < n; i++ {
+		b := byte('a' + i%26)
+		want.WriteByte(b)
+		wire.WriteString("1;x=y\r\n")
+		wire.WriteByte(b)
+		wire.WriteString("\r\n")
+	}
+	wire.WriteString("0\r\n\r\n")
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		c.Write(wire.Bytes())
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, o.addr())
+	s := &countingSink{sink: sink{keep: true}}
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, s); err != nil {
+		t.Fatal(err)
+	}
+	if s.status != 200 || !bytes.Equal(s.body, want.Bytes()) || !c.Reusable() {
+		t.Fatalf("status %d, %d body bytes (equal %v), reusable %v", s.status, len(s.body), bytes.Equal(s.body, want.Bytes()), c.Reusable())
+	}
+	if s.pieces > n/100 {
+		t.Fatalf("%d one-byte chunks reached the sink in %d pieces", n, s.pieces)
+	}
+	t.Logf("%d one-byte chunks reached the sink in %d pieces", n, s.pieces)
 }
