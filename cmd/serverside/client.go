@@ -810,34 +810,54 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	// Each pass returns data, consumes bytes or waits for more: bounded
-	// by the body size.
+	// by the body size. The data of every chunk already buffered goes
+	// into p, not just one chunk's: the engine forwards each Read as a
+	// chunk, and a body of tiny chunks would cost a write per chunk. It
+	// waits only with nothing in p; an error found with data in p comes
+	// with the next Read.
+	got := 0
 	for {
 		if len(b.held) > 0 {
-			n := copy(p, b.held)
+			n := copy(p[got:], b.held)
 			b.held = b.held[n:]
-			return n, nil
+			if got += n; got == len(p) {
+				return got, nil
+			}
 		}
 		b.settle()
 		if b.dec.Done() {
+			if got > 0 {
+				return got, nil
+			}
 			return 0, io.EOF
 		}
 		if r.Len() == 0 {
+			if got > 0 {
+				return got, nil
+			}
 			if err := b.wait(0); err != nil {
 				return 0, err
 			}
 		}
 		in, err := r.Peek(min(r.Len(), bodyPeek))
+		if err == nil {
+			var data []byte
+			var n int
+			if data, n, err = b.dec.Next(in); err == nil {
+				b.held, b.skip = data, n
+			}
+		}
 		if err != nil {
 			b.err = fmt.Errorf("%w: %w", errClientBody, err)
+			if got > 0 {
+				return got, nil
+			}
 			return 0, b.err
 		}
-		data, n, err := b.dec.Next(in)
-		if err != nil {
-			b.err = fmt.Errorf("%w: %w", errClientBody, err)
-			return 0, b.err
-		}
-		b.held, b.skip = data, n
-		if len(data) == 0 && n == 0 && !b.dec.Done() {
+		if len(b.held) == 0 && b.skip == 0 && !b.dec.Done() {
+			if got > 0 {
+				return got, nil
+			}
 			if err := b.wait(len(in)); err != nil {
 				return 0, err
 			}

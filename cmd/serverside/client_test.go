@@ -552,6 +552,75 @@ func TestUploads(t *testing.T) {
 	}
 }
 
+// TestTinyChunkUpload: an upload of 20,000 one-byte chunks, sent in one
+// write, reaches the origin whole and in order, in a few chunks: the
+// proxy forwards what one read of the body returns as one chunk, and a
+// read returns the data of every chunk already buffered, not one chunk's
+// (one upstream write per byte otherwise).
+func TestTinyChunkUpload(t *testing.T) {
+	bench.CheckLeaks(t)
+	const n = 20000
+	type upload struct {
+		data   []byte
+		chunks int
+		err    error
+	}
+	got := make(chan upload, 1)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		var u upload
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				u.err = err
+				break
+			}
+			size, err := strconv.ParseInt(strings.TrimRight(line, "\r\n"), 16, 64)
+			if err != nil {
+				u.err = err
+				break
+			}
+			if size == 0 {
+				_, u.err = br.ReadString('\n')
+				break
+			}
+			u.chunks++
+			data := make([]byte, size+2)
+			if _, u.err = io.ReadFull(br, data); u.err != nil {
+				break
+			}
+			u.data = append(u.data, data[:size]...)
+		}
+		got <- u
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_, _ = io.Copy(io.Discard, br)
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	var want []byte
+	var req strings.Builder
+	req.WriteString("POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+	for i := 0; i < n; i++ {
+		b := byte('a' + i%26)
+		want = append(want, b)
+		req.WriteString("1\r\n" + string(b) + "\r\n")
+	}
+	req.WriteString("0\r\n\r\n")
+	reply := string(rawExchange(t, px, req.String(), 10*time.Second))
+	u := <-got
+	if u.err != nil || !bytes.Equal(u.data, want) {
+		t.Fatalf("origin read %d body bytes (equal %v), %v", len(u.data), bytes.Equal(u.data, want), u.err)
+	}
+	if !strings.HasPrefix(reply, "HTTP/1.1 200 ") {
+		t.Fatalf("reply %q", reply)
+	}
+	if u.chunks > n/100 {
+		t.Fatalf("%d one-byte chunks went upstream as %d chunks", n, u.chunks)
+	}
+	t.Logf("%d one-byte chunks went upstream as %d chunks", n, u.chunks)
+}
+
 // A client that sends its request and then shuts down its sending side
 // (nc -N, or an HTTP/1.0 client signalling the end of its request) still
 // gets the whole response; so does a malformed request sent that way.
