@@ -28,8 +28,9 @@ type Response struct {
 	// by the close): it is not reused.
 	Close bool
 	// Body streams the body with backpressure: the connection reads on as
-	// the caller reads. Reading it to EOF returns the connection to the
-	// pool; closing it early closes the connection. Callers must close it.
+	// the caller reads. Reading it to EOF (or, with a known length, all of
+	// it) returns the connection to the pool; closing it early closes the
+	// connection. Callers must close it.
 	Body io.ReadCloser
 }
 
@@ -131,6 +132,9 @@ func (s *doSink) OnHead(r *parser.Response) error {
 		cl = -1
 	}
 	s.sent = true
+	if r.Framing() == parser.FramingLength {
+		s.pipe.length = cl
+	}
 	s.head <- headResult{resp: &Response{Status: r.Status(), Reason: string(r.Reason()), Version: r.Version(),
 		Header: h, ContentLength: cl, Close: !r.KeepAlive(), Body: s.pipe}}
 	return nil

@@ -31,11 +31,15 @@ type bodyPipe struct {
 	abandoned bool  // the writer gave up on a piece (its context ended)
 	err       error // set before done is closed
 	once      sync.Once
+
+	// length is the body's Content-Length, -1 when unknown (set before
+	// the reader has the body); got counts the bytes read (the reader's).
+	length, got int64
 }
 
 func newBodyPipe(ctx context.Context) *bodyPipe {
 	return &bodyPipe{ctx: ctx, ch: make(chan []byte), ack: make(chan struct{}, 1),
-		done: make(chan struct{}), closed: make(chan struct{})}
+		done: make(chan struct{}), closed: make(chan struct{}), length: -1}
 }
 
 // write offers p to the reader and waits until it is consumed.
@@ -99,6 +103,7 @@ func (bp *bodyPipe) Read(b []byte) (int, error) {
 		return 0, bp.ctx.Err()
 	}
 	n := copy(b, bp.cur)
+	bp.got += int64(n)
 	bp.cur = bp.cur[n:]
 	if len(bp.cur) == 0 {
 		bp.cur = nil
@@ -108,8 +113,20 @@ func (bp *bodyPipe) Read(b []byte) (int, error) {
 }
 
 // Close implements io.Closer: an unfinished body aborts the exchange and
-// its connection is closed; a finished one has already released it.
+// its connection is closed; a finished one has already released it. A
+// body whose Content-Length the reader has read in full is finished, as
+// net/http's client takes it, even before the exchange has seen its end:
+// Close waits for that (it follows at once), so the connection is reused.
 func (bp *bodyPipe) Close() error {
+	bp.mu.Lock()
+	whole := bp.length >= 0 && bp.got >= bp.length
+	bp.mu.Unlock()
+	if whole {
+		select {
+		case <-bp.done:
+		case <-bp.ctx.Done():
+		}
+	}
 	bp.once.Do(func() {
 		bp.mu.Lock()
 		bp.isClosed = true

@@ -225,6 +225,31 @@ func TestBodyCloseEarlyClosesConn(t *testing.T) {
 	}
 }
 
+// TestBodyReadToLengthThenClosed: a caller that reads exactly
+// Content-Length bytes and closes the body, without reading to EOF, as
+// net/http's clients may, leaves the connection for reuse: no body
+// error, one connection for all the requests.
+func TestBodyReadToLengthThenClosed(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1})
+	const n = 50
+	for i := 0; i < n; i++ {
+		resp, err := e.Do(context.Background(), get(o.addr(), t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, resp.ContentLength)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp.Body.Close()
+	}
+	if s := e.Stats()[o.addr()]; s.Requests != n || len(s.Errors) != 0 || s.Pool.Dialed != 1 || o.accepted() != 1 {
+		t.Fatalf("stats %+v, accepted %d: want %d requests on one connection, no error", s, o.accepted(), n)
+	}
+}
+
 // TestCloseWithUnreadBody: a caller that neither reads nor closes a body
 // does not hold Close up, and nothing leaks.
 func TestCloseWithUnreadBody(t *testing.T) {
