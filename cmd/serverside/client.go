@@ -417,6 +417,10 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 		}
 		s.pending = false // a head built but not sent is dropped for the error
 		status, msg := upstreamStatus(err)
+		if cc.p.closing.Load() && errors.Is(err, context.Canceled) {
+			// Cut off by the shutdown's deadline, not by the upstream.
+			status, msg = 503, "proxy shutting down"
+		}
 		if body != nil && body.err != nil {
 			status, msg = clientBodyStatus(body.err)
 		}

@@ -689,3 +689,50 @@ func TestShutdownClosesInFlight(t *testing.T) {
 		t.Errorf("serve: %v", err)
 	}
 }
+
+// TestShutdownDeadlineIs503: a request still waiting for its origin when
+// the shutdown's deadline passes is answered 503 "proxy shutting down":
+// the proxy cut it off, not the origin.
+func TestShutdownDeadlineIs503(t *testing.T) {
+	bench.CheckLeaks(t)
+	stall := make(chan struct{})
+	defer close(stall)
+	arrived := make(chan struct{}, 1)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		arrived <- struct{}{}
+		<-stall
+	})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, []string{"http://" + origin.Addr()}, engine.Config{Shards: 1, Logger: logger}, clientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+	c, br := dialClient(t, ln.Addr().String())
+	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- p.Shutdown(ctx) }()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || string(body) != "proxy shutting down\n" {
+		t.Errorf("cut off by the shutdown: %d %q, want 503 proxy shutting down", resp.StatusCode, body)
+	}
+	<-shut
+	<-served
+}
