@@ -39,8 +39,11 @@ type UpstreamStats struct {
 	// counts the attempts, failed ones included).
 	Tunnels uint64
 	// Errors counts failed requests by phase name (dial, write,
-	// await-head, body, protocol, pool-wait, tls, tunnel).
-	Errors map[string]uint64
+	// await-head, body, protocol, pool-wait, tls, tunnel); Canceled those
+	// that failed because the caller's context ended (a client that went
+	// away, a deadline), which Errors leaves out.
+	Errors   map[string]uint64
+	Canceled uint64
 	// ReuseRatio is OnReused / Attempts: the share of exchanges that
 	// needed no new connection.
 	ReuseRatio float64
@@ -70,6 +73,7 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		u.TLSHandshakes = c.TLSHandshakes.Load()
 		u.TLSResumed = c.TLSResumed.Load()
 		u.Tunnels = c.Tunnels.Load()
+		u.Canceled = c.Canceled.Load()
 		u.Errors = make(map[string]uint64)
 		for p := range c.Errors {
 			if n := c.Errors[p].Load(); n > 0 {

@@ -243,9 +243,7 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent) 
 	ctr := e.stats.For(key)
 	fail := func(err error) (net.Conn, *TunnelResponse, error) {
 		ctr.Requests.Add(1)
-		if ce := conn.AsError(err); ce != nil {
-			ctr.Errors[ce.Phase].Add(1)
-		}
+		ctr.Failed(ctx, err)
 		return nil, nil, err
 	}
 
@@ -300,9 +298,7 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent) 
 		} else {
 			e.pool.DialFailed(key)
 		}
-		if ce := conn.AsError(r.err); ce != nil {
-			ctr.Errors[ce.Phase].Add(1)
-		}
+		ctr.Failed(ctx, r.err)
 		return nil, r.resp, r.err
 	}
 	e.pool.Dialed(key)

@@ -522,9 +522,7 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 	if failed {
 		err = pinnedGone(req.Target, req.PinKey, err)
 	}
-	if ce := conn.AsError(err); ce != nil {
-		ctr.Errors[ce.Phase].Add(1)
-	}
+	ctr.Failed(ctx, err)
 	return nil, r.resp, err
 }
 

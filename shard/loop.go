@@ -493,8 +493,8 @@ func (s *Shard) finish(t *Task, err error) {
 // finish counts t's outcome and reports it.
 func finish(t *Task, err error) {
 	t.ctr.Requests.Add(1)
-	if e := conn.AsError(err); e != nil && int(e.Phase) < len(t.ctr.Errors) {
-		t.ctr.Errors[e.Phase].Add(1)
+	if err != nil {
+		t.ctr.Failed(t.Ctx, err)
 	}
 	t.Done(err)
 }

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
@@ -24,7 +25,24 @@ type Counters struct {
 	TLSHandshakes, TLSResumed atomic.Uint64
 	// Tunnels counts tunnels opened (handed to the caller).
 	Tunnels atomic.Uint64
-	Errors  [conn.NumPhases]atomic.Uint64
+	// Errors counts failed requests by phase; Canceled those that failed
+	// because their caller's context ended, counted apart: the caller
+	// gave up, the upstream did not fail.
+	Errors   [conn.NumPhases]atomic.Uint64
+	Canceled atomic.Uint64
+}
+
+// Failed counts a request that failed with err: in Canceled when ctx,
+// its caller's, has ended, else in Errors by the phase of its
+// *conn.Error (errors of other types are not counted).
+func (c *Counters) Failed(ctx context.Context, err error) {
+	if e := conn.AsError(err); e != nil && int(e.Phase) < len(c.Errors) {
+		if ctx.Err() != nil {
+			c.Canceled.Add(1)
+		} else {
+			c.Errors[e.Phase].Add(1)
+		}
+	}
 }
 
 // Registry maps upstreams to their counters.

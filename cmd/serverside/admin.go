@@ -188,6 +188,7 @@ type upstreamRow struct {
 	DialFailed   uint64            `json:"dial_failed"`
 	Closes       map[string]uint64 `json:"closes"`
 	Errors       map[string]uint64 `json:"errors"`
+	Canceled     uint64            `json:"canceled"`
 }
 
 // peerRow is one peer of a group in /status.json: the engine's PeerStats
@@ -295,7 +296,7 @@ func (a *admin) snapshot() statusDoc {
 			Requests: s.Requests, Attempts: s.Attempts, Reused: s.OnReused, ReuseRatio: s.ReuseRatio,
 			Retries: s.Retries, RacesHit: s.RacesHit, RacesRetried: s.RacesRetried, Detached: s.Detached,
 			Dialed: s.Pool.Dialed, DialFailed: s.Pool.DialFailed,
-			Closes: make(map[string]uint64), Errors: make(map[string]uint64),
+			Closes: make(map[string]uint64), Errors: make(map[string]uint64), Canceled: s.Canceled,
 		}
 		for i, n := range closeCounts(s.Pool.Closed) {
 			r.Closes[closeReasons[i]] = n
@@ -564,6 +565,8 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 			e.sample("serverside_upstream_closes_total", u64(r.Closes[reason]), upstreamLabels(r, "reason", reason)...)
 		}
 	}
+	counter("serverside_upstream_canceled_total", "Upstream requests that failed because the client went away or a deadline passed (not in errors_total).",
+		func(r upstreamRow) uint64 { return r.Canceled })
 	e.family("serverside_upstream_errors_total", "counter", "Failed upstream requests, by the phase they failed in.")
 	for _, r := range ups {
 		for _, ph := range phases() {
