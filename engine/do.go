@@ -133,7 +133,7 @@ func (s *doSink) OnHead(r *parser.Response) error {
 	}
 	s.sent = true
 	if r.Framing() == parser.FramingLength {
-		s.pipe.length = cl
+		s.pipe.setLength(cl)
 	}
 	s.head <- headResult{resp: &Response{Status: r.Status(), Reason: string(r.Reason()), Version: r.Version(),
 		Header: h, ContentLength: cl, Close: !r.KeepAlive(), Body: s.pipe}}

@@ -32,9 +32,17 @@ type bodyPipe struct {
 	err       error // set before done is closed
 	once      sync.Once
 
-	// length is the body's Content-Length, -1 when unknown (set before
-	// the reader has the body); got counts the bytes read (the reader's).
+	// length is the body's Content-Length, -1 when unknown; got counts
+	// the bytes read. Both under mu: a caller that gave up before the
+	// head closes the pipe while the head may be arriving.
 	length, got int64
+}
+
+// setLength records the body's Content-Length.
+func (bp *bodyPipe) setLength(n int64) {
+	bp.mu.Lock()
+	bp.length = n
+	bp.mu.Unlock()
 }
 
 func newBodyPipe(ctx context.Context) *bodyPipe {
