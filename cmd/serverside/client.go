@@ -602,7 +602,7 @@ func (cc *clientConn) writeError(status int, msg string) {
 }
 
 // writeErrorSink writes a short text/plain error response that closes the
-// connection.
+// connection. A response to HEAD has the head alone (RFC 9110 §9.3.2).
 func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
 	body := msg + "\n"
 	// The proxy is the origin of this response: it carries a Date (RFC
@@ -612,6 +612,9 @@ func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
 		"Via: 1.1 serverside\r\nConnection: close\r\n\r\n"
+	if cc.rs.req.MethodID() == parser.MethodHead {
+		body = ""
+	}
 	s.status, s.bytes = status, int64(len(body))
 	s.bb.Reset()
 	s.bb.B = append(append(s.bb.B, head...), body...)

@@ -333,6 +333,53 @@ func TestOriginDown(t *testing.T) {
 	}
 }
 
+// TestHeadErrorHasNoContent: the proxy's own error responses to a HEAD
+// request (502 for an origin that is down, 400 for a target a forward
+// proxy cannot take) carry no content (RFC 9110 §9.3.2): their
+// Content-Length is the one a GET would get, and nothing follows the
+// head. curl -I reports bytes after the head as "Excess found".
+func TestHeadErrorHasNoContent(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	rev := startProxy(t, "http://"+addr)
+	fwd := startProxy(t)
+	cases := []struct {
+		px, req string
+		status  int
+	}{
+		{rev, "HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n", 502},
+		{fwd, "HEAD http://" + addr + "/x HTTP/1.1\r\nHost: a\r\n\r\n", 502},
+		{fwd, "HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+	}
+	for _, tc := range cases {
+		all := rawExchange(t, tc.px, tc.req, 20*time.Second)
+		i := bytes.Index(all, []byte("\r\n\r\n"))
+		if i < 0 || !strings.HasPrefix(string(all), "HTTP/1.1 "+strconv.Itoa(tc.status)+" ") {
+			t.Fatalf("%q: reply:\n%s", tc.req, all)
+		}
+		if rest := all[i+4:]; len(rest) != 0 {
+			t.Fatalf("%q: %d bytes of content after the head of a HEAD response: %q", tc.req, len(rest), rest)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), &http.Request{Method: "HEAD"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ContentLength <= 0 || !resp.Close {
+			t.Fatalf("%q: Content-Length %d, close %v", tc.req, resp.ContentLength, resp.Close)
+		}
+	}
+	_, stderr, _ := curlStatus(t, "-v", "-I", "-x", "http://"+fwd, "http://"+addr+"/x")
+	if strings.Contains(stderr, "Excess") {
+		t.Fatalf("curl -I:\n%s", stderr)
+	}
+}
+
 // An origin's 101 to a request that offered no upgrade is a bad gateway,
 // not a switch relayed to a client that would then see only a close (RFC
 // 9110 §15.2.2). To one that offered it, the 101 and what follows are
