@@ -57,6 +57,7 @@ var (
 	closeValue     = []byte("close")
 	keepAliveValue = []byte("keep-alive")
 	upgradeValue   = []byte("upgrade")
+	dateName       = []byte("Date")
 	rootPath       = []byte("/")
 	asteriskPath   = []byte("*")
 )
@@ -989,6 +990,12 @@ func (s *sink) OnHead(resp *parser.Response) error {
 			// with a 502.
 			s.keepAlive = false
 		}
+	}
+	if resp.Peek(dateName) == nil {
+		// A recipient with a clock adds the Date a response came without
+		// (RFC 9110 §6.6.1): an HTTP/1.0 origin, a small embedded server.
+		s.scratch = time.Now().UTC().AppendFormat(s.scratch[:0], http.TimeFormat)
+		ed.Add("Date", s.scratch)
 	}
 	ed.Add("Via", viaFor(resp.Version()))
 	switch {

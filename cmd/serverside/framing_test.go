@@ -274,6 +274,71 @@ func TestViaReceivedProtocol(t *testing.T) {
 	}
 }
 
+// TestDateAddedWhenMissing: a response relayed without a Date (an
+// HTTP/1.0 origin, a small embedded server, a parent's refusal of a
+// CONNECT) gets one from the proxy, which has a clock (RFC 9110 §6.6.1);
+// one that has a Date keeps it.
+func TestDateAddedWhenMissing(t *testing.T) {
+	bench.CheckLeaks(t)
+	const originDate = "Sun, 06 Nov 1994 08:49:37 GMT"
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch {
+			case req.Method == http.MethodConnect:
+				// Playing a parent proxy that refuses the tunnel.
+				_, _ = io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+			case req.URL.Path == "/dated":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nDate: "+originDate+"\r\nContent-Length: 2\r\n\r\nok")
+			case req.URL.Path == "/10":
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\nok")
+				return
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	rev := startProxy(t, "http://"+origin.Addr())
+	fwd := startProxy(t)
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + origin.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	child := startProxyClient(t, cfg, clientConfig{ConnectPorts: portSet{any: true}})
+	cases := []struct{ px, req, date string }{
+		{rev, "GET /11 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", ""},
+		{rev, "GET /10 HTTP/1.0\r\n\r\n", ""},
+		{rev, "HEAD /11 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", ""},
+		{fwd, "GET http://" + origin.Addr() + "/11 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", ""},
+		{rev, "GET /dated HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", originDate},
+		{child, "CONNECT " + origin.Addr() + " HTTP/1.1\r\nHost: " + origin.Addr() + "\r\nConnection: close\r\n\r\n", ""},
+	}
+	for _, tc := range cases {
+		all := rawExchange(t, tc.px, tc.req, 20*time.Second)
+		method := strings.Fields(tc.req)[0]
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.req, err, all)
+		}
+		dates := resp.Header.Values("Date")
+		if len(dates) != 1 {
+			t.Fatalf("%q: Date fields %q, want one\n%s", tc.req, dates, all)
+		}
+		if tc.date != "" {
+			if dates[0] != tc.date {
+				t.Fatalf("%q: Date %q, want the origin's %q", tc.req, dates[0], tc.date)
+			}
+			continue
+		}
+		if _, err := http.ParseTime(dates[0]); err != nil {
+			t.Fatalf("%q: Date %q: %v", tc.req, dates[0], err)
+		}
+	}
+}
+
 // TestHostPortScheme: the address dialled for an authority takes the
 // scheme's default port when the port is absent or empty (RFC 3986
 // §3.2.3: "http://host:/" is "http://host/").

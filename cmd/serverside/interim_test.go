@@ -24,19 +24,19 @@ func TestInterimRelayed(t *testing.T) {
 			}
 			_, _ = io.WriteString(c, "HTTP/1.1 102 Processing\r\n\r\n")
 			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nConnection: x-hint\r\nX-Hint: 1\r\n\r\n")
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
 	px := startProxy(t, "http://"+o.Addr())
 	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
 	want := "HTTP/1.1 102 Processing\r\nVia: 1.1 serverside\r\n\r\n" +
 		"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nVia: 1.1 serverside\r\n\r\n" +
-		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+		"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
 	if out != want {
 		t.Fatalf("HTTP/1.1 client got %q, want %q", out, want)
 	}
 	out = string(rawExchange(t, px, "GET /x HTTP/1.0\r\nHost: x\r\n\r\n", 10*time.Second))
-	want = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	want = "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
 	if out != want {
 		t.Fatalf("HTTP/1.0 client got %q, want %q", out, want)
 	}

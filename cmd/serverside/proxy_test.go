@@ -438,12 +438,12 @@ func Test204ContentLengthDropped(t *testing.T) {
 			if _, err := bench.ReadHead(br); err != nil {
 				return
 			}
-			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n")
+			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n")
 		}
 	})
 	px := startProxy(t, "http://"+o.Addr())
 	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
-	want := "HTTP/1.1 204 No Content\r\nX-A: 1\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\n"
+	want := "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-A: 1\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\n"
 	if out != want {
 		t.Fatalf("reply %q, want %q", out, want)
 	}

@@ -305,6 +305,9 @@ func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
 			h.Del(strings.TrimSpace(f))
 		}
 	}
+	if h.Get("Date") == "" {
+		h.Set("Date", time.Now().UTC().Format(http.TimeFormat)) // RFC 9110 §6.6.1
+	}
 	_ = h.Write(&b)
 	b.WriteString("Content-Length: " + strconv.Itoa(len(resp.Body)) + "\r\n")
 	b.WriteString("Via: 1.1 serverside\r\n")
