@@ -170,6 +170,10 @@ type Engine struct {
 	digests  digestCache // Digest challenges answered, for later requests
 	tpins    tunnelPins  // parent connections pinned between CONNECTs
 	groups   atomic.Pointer[groupsMap]
+	// peersMu serializes SetGroup, DrainPeer and UndrainPeer: a drain
+	// must not fall between SetGroup's reading of a group's drains and
+	// its swap of the group (held before mu).
+	peersMu sync.Mutex
 
 	mu       sync.Mutex
 	closed   bool

@@ -566,6 +566,8 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	if err := e.peersTLS(g); err != nil {
 		return err
 	}
+	e.peersMu.Lock()
+	defer e.peersMu.Unlock()
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -640,14 +642,20 @@ func (e *Engine) group(name string) *group { return (*e.groups.Load())[name] }
 // PeerStats for the state to turn PeerDrained. Undrain with UndrainPeer.
 // Both fail with ErrClosed once the engine is closing.
 func (e *Engine) DrainPeer(groupName, peerName string) error {
+	// Under peersMu, as SetGroup: a group replaced between finding the
+	// peer and draining its key would carry the old drain state over, or
+	// miss that the key of a peer that left is draining.
+	e.peersMu.Lock()
 	g, p, err := e.findPeer(groupName, peerName)
 	if err != nil {
+		e.peersMu.Unlock()
 		return err
 	}
 	g.mu.Lock()
 	p.draining = true
 	g.mu.Unlock()
 	e.pool.Drain(p.key)
+	e.peersMu.Unlock()
 	// A pinned session's requests may only go to its peer, so the
 	// sessions end now rather than at their idle timeout: their clients
 	// hear of it (OnPinnedClosed) and authenticate again elsewhere.
@@ -674,6 +682,8 @@ func (e *Engine) peerDraining(groupName, addr string) bool {
 
 // UndrainPeer lets a drained peer take requests again.
 func (e *Engine) UndrainPeer(groupName, peerName string) error {
+	e.peersMu.Lock() // as in DrainPeer
+	defer e.peersMu.Unlock()
 	g, p, err := e.findPeer(groupName, peerName)
 	if err != nil {
 		return err
@@ -685,6 +695,8 @@ func (e *Engine) UndrainPeer(groupName, peerName string) error {
 	return nil
 }
 
+// findPeer finds a peer of the current groups; e.peersMu is held, so
+// that SetGroup does not replace the group meanwhile.
 func (e *Engine) findPeer(groupName, peerName string) (*group, *peer, error) {
 	e.mu.Lock()
 	closed := e.closed

@@ -626,3 +626,49 @@ func TestDrainPeerAfterClose(t *testing.T) {
 		t.Fatalf("UndrainPeer after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestDrainPeerDuringSetGroup: DrainPeer racing SetGroup leaves the peer's
+// state and its pool key's drain in agreement: a peer that stays is
+// drained in the new group when its key drains (else it is picked and
+// every request to it fails with the pool's ErrDraining), and the key of
+// a peer that left is not left draining with no peer to undrain it.
+func TestDrainPeerDuringSetGroup(t *testing.T) {
+	checkLeaks(t)
+	a, b := namedOrigin(t, "a", nil, nil), namedOrigin(t, "b", nil, nil)
+	both := GroupConfig{Peers: []Peer{{Name: "a", Addr: a.addr()}, {Name: "b", Addr: b.addr()}}}
+	onlyB := GroupConfig{Peers: []Peer{{Name: "b", Addr: b.addr()}}}
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": both}})
+	key := e.group("g").byKey["a"].key
+	race := func(cfg GroupConfig) {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = e.DrainPeer("g", "a") }()
+		go func() { defer wg.Done(); _ = e.SetGroup("g", cfg) }()
+		wg.Wait()
+	}
+	stays, left := 0, 0
+	for i := 0; i < 5000; i++ {
+		race(both)
+		g := e.group("g")
+		g.mu.Lock()
+		drained := g.byKey["a"].draining
+		g.mu.Unlock()
+		if drained != e.pool.Draining(key) {
+			stays++
+		}
+		if err := e.UndrainPeer("g", "a"); err != nil {
+			t.Fatal(err)
+		}
+		race(onlyB)
+		if e.pool.Draining(key) {
+			left++
+			e.pool.Undrain(key)
+		}
+		if err := e.SetGroup("g", both); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stays > 0 || left > 0 {
+		t.Fatalf("of 5000 rounds: %d left a staying peer's state and its key's drain apart, %d left the key of a peer that left draining", stays, left)
+	}
+}
