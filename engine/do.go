@@ -21,7 +21,9 @@ type Response struct {
 	// Header holds every field as received (names canonicalized by
 	// http.Header), hop-by-hop fields included.
 	Header http.Header
-	// ContentLength is the body length, -1 when unknown.
+	// ContentLength is the body length, -1 when unknown. For a response
+	// to HEAD it is the length the response announces, -1 when it
+	// announces none, as net/http reports it.
 	ContentLength int64
 	// Close reports that the connection ends with this response
 	// ("Connection: close", HTTP/1.0 without keep-alive, a body delimited
@@ -119,13 +121,11 @@ func (s *doSink) OnHead(r *parser.Response) error {
 	case parser.FramingLength:
 	case parser.FramingNone:
 		// No body follows. A response to HEAD still announces the length
-		// of the representation, as net/http reports it; a 304 (or 204,
-		// 1xx) to another method has no body whatever length it names,
-		// and net/http reports 0: ContentLength ≥ 0 promises that many
-		// bytes from Body.
-		if r.RequestMethod() == parser.MethodHead {
-			cl = max(cl, 0)
-		} else {
+		// of the representation (-1 when it names none), as net/http
+		// reports it; a 304 (or 204, 1xx) to another method has no body
+		// whatever length it names, and net/http reports 0:
+		// ContentLength ≥ 0 promises that many bytes from Body.
+		if r.RequestMethod() != parser.MethodHead {
 			cl = 0
 		}
 	default:

@@ -356,7 +356,7 @@ func TestTransportInterimTrace(t *testing.T) {
 // As net/http's Transport, the engine's reports ContentLength 0 for it, so
 // a caller that trusts ContentLength (≥ 0: that many bytes may be read
 // from Body) does not wait for 1000 bytes that never come; a HEAD still
-// reports the announced length.
+// reports the announced length, and -1 when it announces none.
 func TestTransportNotModifiedLength(t *testing.T) {
 	checkLeaks(t)
 	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
@@ -366,6 +366,8 @@ func TestTransportNotModifiedLength(t *testing.T) {
 				return
 			}
 			switch {
+			case req.Method == http.MethodHead && req.URL.Path == "/unknown":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nETag: \"a\"\r\n\r\n")
 			case req.Method == http.MethodHead:
 				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
 			case req.URL.Path == "/cached":
@@ -389,6 +391,7 @@ func TestTransportNotModifiedLength(t *testing.T) {
 		}{
 			{"GET", "/cached", 304, 0, ""},
 			{"HEAD", "/", 200, 1000, ""},
+			{"HEAD", "/unknown", 200, -1, ""},
 			{"GET", "/", 200, 2, "ok"},
 		} {
 			req, _ := http.NewRequest(tc.method, "http://"+origin.Addr()+tc.path, nil)
