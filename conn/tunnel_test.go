@@ -73,9 +73,6 @@ func waitRelay(t *testing.T, done chan relayResult) relayResult {
 	}
 }
 
-// TestRelayHalfClose: the client sends its request and half-closes; the
-// server reads it to EOF and only then answers, through the direction
-// still open; both ends see every byte and EOF, and Relay counts them.
 // TestRelayNil: a Relay missing a connection is an error, not a panic on
 // a goroutine of its own, and the connection it had is closed.
 func TestRelayNil(t *testing.T) {
@@ -92,6 +89,9 @@ func TestRelayNil(t *testing.T) {
 	}
 }
 
+// TestRelayHalfClose: the client sends its request and half-closes; the
+// server reads it to EOF and only then answers, through the direction
+// still open; both ends see every byte and EOF, and Relay counts them.
 func TestRelayHalfClose(t *testing.T) {
 	checkLeaks(t)
 	client, server, done := startRelay(t, context.Background(), time.Minute, nil)
