@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -140,8 +141,9 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		}, nil
 	}
 	// As net/http's client gives them: the transfer codings out of Header
-	// (the body is decoded) and into TransferEncoding, and whether the
-	// connection closes in Close.
+	// (the body is decoded) and into TransferEncoding, outermost first
+	// (the reverse of the field's order: "gzip, chunked" is chunked
+	// over gzip), and whether the connection closes in Close.
 	var codings []string
 	for _, v := range resp.Header.Values("Transfer-Encoding") {
 		for c := range strings.SplitSeq(v, ",") {
@@ -150,6 +152,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 			}
 		}
 	}
+	slices.Reverse(codings)
 	resp.Header.Del("Transfer-Encoding")
 	return &http.Response{
 		Status:           strconv.Itoa(resp.Status) + " " + resp.Reason,

@@ -409,3 +409,31 @@ func TestTransportNotModifiedLength(t *testing.T) {
 		c.CloseIdleConnections()
 	}
 }
+
+// TestTransportCodingsOuterFirst: http.Response.TransferEncoding lists
+// the codings from the outermost to the innermost, the reverse of the
+// field's order on the wire ("gzip, chunked": gzip applied first, then
+// chunked). net/http's own Transport refuses any coding but chunked, so
+// only its documented order can be compared with.
+func TestTransportCodingsOuterFirst(t *testing.T) {
+	checkLeaks(t)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n")
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	c := &http.Client{Transport: e.Transport()}
+	resp, err := c.Get("http://" + origin.Addr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "ab" || !slices.Equal(resp.TransferEncoding, []string{"chunked", "gzip"}) {
+		t.Fatalf("body %q, %v, TransferEncoding %q; want \"ab\" and [chunked gzip]", b, err, resp.TransferEncoding)
+	}
+}
