@@ -40,8 +40,9 @@ type UpstreamStats struct {
 	Tunnels uint64
 	// Errors counts failed requests by phase name (dial, write,
 	// await-head, body, protocol, pool-wait, tls, tunnel); Canceled those
-	// that failed because the caller's context ended (a client that went
-	// away, a deadline), which Errors leaves out.
+	// that failed because their context ended (the caller's: a client
+	// that went away, a deadline; or the engine's, when Close or Drain
+	// aborts the requests still running), which Errors leaves out.
 	Errors   map[string]uint64
 	Canceled uint64
 	// ReuseRatio is OnReused / Attempts: the share of exchanges that

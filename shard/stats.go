@@ -26,15 +26,16 @@ type Counters struct {
 	// Tunnels counts tunnels opened (handed to the caller).
 	Tunnels atomic.Uint64
 	// Errors counts failed requests by phase; Canceled those that failed
-	// because their caller's context ended, counted apart: the caller
-	// gave up, the upstream did not fail.
+	// because their context ended (the caller's, or the engine's when it
+	// aborts its requests), counted apart: the upstream did not fail.
 	Errors   [conn.NumPhases]atomic.Uint64
 	Canceled atomic.Uint64
 }
 
 // Failed counts a request that failed with err: in Canceled when ctx,
-// its caller's, has ended, else in Errors by the phase of its
-// *conn.Error (errors of other types are not counted).
+// the request's (the caller's, or the engine's root for a caller's
+// context that cannot end), has ended, else in Errors by the phase of
+// its *conn.Error (errors of other types are not counted).
 func (c *Counters) Failed(ctx context.Context, err error) {
 	if e := conn.AsError(err); e != nil && int(e.Phase) < len(c.Errors) {
 		if ctx.Err() != nil {
