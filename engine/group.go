@@ -332,8 +332,9 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 }
 
 // checkAddr refuses a peer address that is not host:port with a port
-// number from 1 to 65535: the engine does no lookup, of a service name
-// either, and an empty or zero port could only fail every dial.
+// number from 1 to 65535: a service name ("http") is not a port the
+// configuration should leave to a resolver, and an empty or zero port
+// could only fail every dial.
 func checkAddr(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
