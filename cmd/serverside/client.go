@@ -34,13 +34,21 @@ const (
 
 // Client connection states. Idle is between requests: the sweeper (idle
 // timeout) and Shutdown may close it, and a request may start, whichever
-// moves it out of idle first wins.
+// moves it out of idle first wins. Lingering is a connection whose last
+// response went out, and its sending side with it, while the client may
+// still be sending the request's body: what arrives is dropped until the
+// client closes or lingerTime passes (the sweeper, Shutdown).
 const (
 	stIdle int32 = iota
 	stBusy
 	stClosing
 	stClosed
+	stLinger
 )
+
+// lingerTime bounds how long a lingering connection absorbs what its
+// client still sends before it is closed.
+const lingerTime = 2 * time.Second
 
 // errClientBody marks a failure to read the request body from the client.
 var errClientBody = errors.New("client request body")
@@ -84,6 +92,7 @@ type outcome int
 const (
 	served   outcome = iota // keep the connection for the next request
 	closeIt                 // close the connection
+	lingerIt                // close once the client stops sending (lingerClose)
 	detachIt                // serve it off netpoll from this request on
 	tunnelIt                // take it off netpoll and relay it to cc.tunnel
 )
@@ -185,9 +194,10 @@ func (cc *clientConn) serveOne() outcome {
 	return o
 }
 
-// closeIfIdle closes the connection when no request is running on it.
+// closeIfIdle closes the connection when no request is running on it
+// (idle, or lingering).
 func (cc *clientConn) closeIfIdle() {
-	if cc.state.CompareAndSwap(stIdle, stClosing) {
+	if cc.state.CompareAndSwap(stIdle, stClosing) || cc.state.CompareAndSwap(stLinger, stClosing) {
 		cc.close()
 	}
 }
@@ -273,6 +283,14 @@ func (cc *clientConn) serve() outcome {
 	if cc.p.cfg.AccessLog {
 		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
 			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
+	}
+	if b := s.body; !keep && b != nil && !b.complete() && b.err == nil {
+		// The response went out before the whole request body came in
+		// (an early 413, a 401): the client may be sending still, and a
+		// close now would have its kernel answered with a reset, which
+		// can destroy the response before the client has read it (RFC
+		// 9112 §9.6).
+		return lingerIt
 	}
 	if !keep || cc.pinLost.Load() {
 		return closeIt

@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -122,6 +124,10 @@ func (cc *clientConn) serveDetached() {
 		}
 		switch cc.serveOne() {
 		case served:
+		case lingerIt:
+			cc.state.Store(stClosing)
+			lingerGo(cc.c)
+			return
 		case tunnelIt:
 			cc.state.Store(stClosing)
 			cc.runTunnel(cc.r.(*connReader).buffered())
@@ -216,3 +222,37 @@ func (cw *connWriter) Flush() error {
 // closerOf wraps the connection to close, so that an atomic.Value holds
 // one concrete type whichever the connection is.
 type closerOf struct{ c net.Conn }
+
+// lingerClose ends a netpoll connection whose response went out while its
+// client may still be sending the request body: the sending side is shut
+// (the client sees the response end), and the connection stays open,
+// dropping what arrives (onRequest), until the client closes it or the
+// sweeper does, lingerTime later.
+func (cc *clientConn) lingerClose(c netpoll.Connection) {
+	fc, ok := c.(interface{ Fd() int })
+	if !ok || syscall.Shutdown(fc.Fd(), syscall.SHUT_WR) != nil {
+		cc.state.Store(stClosing)
+		_ = c.Close()
+		return
+	}
+	r := c.Reader()
+	_ = r.Skip(r.Len())
+	_ = r.Release()
+	cc.idleSince.Store(time.Now().UnixNano())
+	cc.state.Store(stLinger)
+	if cc.p.closing.Load() {
+		cc.closeIfIdle() // Shutdown's pass over idle connections may be over
+	}
+}
+
+// lingerGo is lingerClose for a detached connection, served on its own
+// goroutine: shut the sending side, read and drop what the client still
+// sends, for lingerTime at most; the caller closes it.
+func lingerGo(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		return
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.Copy(io.Discard, tc)
+}

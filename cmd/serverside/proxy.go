@@ -289,6 +289,13 @@ type ccKey struct{}
 // handler model, and it holds only this connection.
 func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 	cc, _ := ctx.Value(ccKey{}).(*clientConn)
+	if cc != nil && cc.state.Load() == stLinger {
+		// The rest of an upload whose answer went out: dropped.
+		r := c.Reader()
+		_ = r.Skip(r.Len())
+		_ = r.Release()
+		return nil
+	}
 	if cc == nil || !cc.state.CompareAndSwap(stIdle, stBusy) {
 		// Closed as idle (timeout, shutdown) just as bytes arrived: the
 		// keep-alive race, which clients retry. Consume, or netpoll
@@ -313,6 +320,9 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 	case closeIt:
 		cc.state.Store(stClosing)
 		_ = c.Close()
+		return nil
+	case lingerIt:
+		cc.lingerClose(c)
 		return nil
 	case detachIt, tunnelIt:
 		// The close callbacks, which netpoll runs on this goroutine once
@@ -349,9 +359,17 @@ func (p *proxy) sweep(sh *clientShard) {
 			limit := now.Add(-p.cfg.IdleTimeout).UnixNano()
 			victims = victims[:0]
 			sh.mu.Lock()
+			lingered := now.Add(-lingerTime).UnixNano()
 			for cc := range sh.conns {
-				if cc.idleSince.Load() < limit && cc.state.Load() == stIdle {
-					victims = append(victims, cc)
+				switch since := cc.idleSince.Load(); cc.state.Load() {
+				case stIdle:
+					if since < limit {
+						victims = append(victims, cc)
+					}
+				case stLinger:
+					if since < lingered {
+						victims = append(victims, cc)
+					}
 				}
 			}
 			sh.mu.Unlock()

@@ -474,6 +474,77 @@ func TestEarlyFinalThenResetRelayed(t *testing.T) {
 	}
 }
 
+// TestEarlyAnswerLingers: a response that goes out before the client has
+// sent its whole upload (an origin's early 413) is followed by a lingering
+// close: the proxy shuts its sending side and drops what the client still
+// sends, instead of closing at once, which would have the client's kernel
+// reset the connection and destroy the response it had not read yet
+// (RFC 9112 §9.6). The client here reads the response only after sending
+// more of its body.
+func TestEarlyAnswerLingers(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nnope")
+		_ = c.(*net.TCPConn).SetLinger(0)
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The upload goes on, as curl's does, until the response has come and
+	// a little more went after it (or the connection fails).
+	answered := make(chan struct{})
+	uploaded := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 256<<10)
+		after := 8
+		for range 256 { // the 64 MiB the head announced
+			select {
+			case <-answered:
+				if after--; after < 0 {
+					uploaded <- nil
+					return
+				}
+				time.Sleep(20 * time.Millisecond) // time for a reset to come back, were there one
+			default:
+			}
+			if _, err := c.Write(chunk); err != nil {
+				uploaded <- err
+				return
+			}
+		}
+		uploaded <- nil
+	}()
+	br := bufio.NewReaderSize(c, 16) // the rest of the response stays in the kernel
+	if _, err := br.Peek(1); err != nil {
+		t.Fatalf("waiting for the response: %v", err)
+	}
+	close(answered)
+	// A client that sends on while the response arrives (curl does) must
+	// not be reset: curl then gives up with "Send failure" and never shows
+	// the response.
+	if err := <-uploaded; err != nil {
+		t.Fatalf("the upload after the response: %v, want it absorbed", err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the response after more body: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 413 || string(body) != "nope" || err != nil || !resp.Close {
+		t.Fatalf("response %d %q (%v), close %v; want the 413 whole, then the end", resp.StatusCode, body, err, resp.Close)
+	}
+}
+
 // A chunked origin reply reaches an HTTP/1.1 client chunked and an
 // HTTP/1.0 client close-delimited.
 func TestChunkedResponseReframed(t *testing.T) {
