@@ -19,7 +19,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if c.g == nil {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
 	}
-	c.wfail = false
+	c.wfail, c.early = false, false
 	c.interims = 0
 	resp := &c.resp
 	resp.Reset()
@@ -99,7 +99,12 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if err := c.readBody(resp, sink, cfg); err != nil {
 		return err
 	}
-	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || c.requestClose(ex) || c.detached.Load()
+	// A response that began before the whole body was sent (a 413, a 407
+	// after part of an upload) leaves it unknown whether the server read
+	// the rest: the connection is not used again. Squid, for one, answers
+	// a challenge to a large upload with keep-alive and then reads no
+	// further request on it.
+	c.noReuse = c.last.BodySkipped || c.early || !resp.KeepAlive() || c.requestClose(ex) || c.detached.Load()
 	return nil
 }
 

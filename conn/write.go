@@ -93,6 +93,15 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 	return nil
 }
 
+// noteEarly notes response bytes that came in before the request body was
+// all sent (on netpoll, whose poller reads them as they come; a Go net
+// connection reads only when asked, and cannot tell).
+func (c *Conn) noteEarly() {
+	if c.g == nil && !c.early && c.nc.Reader().Len() > 0 {
+		c.early = true
+	}
+}
+
 // writeBody streams the body: exactly ContentLength bytes, or chunked.
 func (c *Conn) writeBody(ex *Exchange) error {
 	bb := bodyPool.Get()
@@ -108,6 +117,7 @@ func (c *Conn) writeBody(ex *Exchange) error {
 		for left > 0 {
 			n, err := ex.Body.Read(buf[:min(int64(bodyChunk), left)])
 			if n > 0 {
+				c.noteEarly()
 				if werr := c.write(buf[:n]); werr != nil {
 					return c.fail(PhaseWrite, fmt.Errorf("write body: %w", werr))
 				}
@@ -134,6 +144,7 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			copy(buf[start:], size)
 			end := pre + n
 			buf[end], buf[end+1] = '\r', '\n'
+			c.noteEarly()
 			if werr := c.write(buf[start : end+2]); werr != nil {
 				return c.fail(PhaseWrite, fmt.Errorf("write body chunk: %w", werr))
 			}
@@ -145,6 +156,7 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			return c.fail(PhaseWrite, fmt.Errorf("read request body: %w", err))
 		}
 	}
+	c.noteEarly()
 	if err := c.write(lastChunk); err != nil {
 		return c.fail(PhaseWrite, fmt.Errorf("write last chunk: %w", err))
 	}

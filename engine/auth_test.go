@@ -622,3 +622,27 @@ func TestSquidDigestConcurrent(t *testing.T) {
 		t.Fatalf("stats %+v on %d connections: want %d requests and at most %d challenges answered", st, dialed, callers*each, limit)
 	}
 }
+
+// TestSquidEarlyChallengeNotReused: Squid answers a 407 to a large upload
+// before reading all of it, with keep-alive, and then reads no further
+// request on that connection. The engine, which saw the answer come in
+// while the body was still going out, does not use the connection again:
+// the next request gets its own 407 on a new connection, instead of
+// waiting on the old one for the response-header timeout.
+func TestSquidEarlyChallengeNotReused(t *testing.T) {
+	leakBaseline(t)
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "basic"})
+	e := startEngine(t, engine.Config{ResponseHeaderTimeout: 5 * time.Second})
+	const size = 4 << 20
+	post := request(t, sq.addr, "POST", ngx.Addr(), "/echo", true, fmt.Sprintf("Content-Length: %d", size))
+	post.Body, post.ContentLength = bytes.NewReader(make([]byte, size)), size
+	if s := send(t, e, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("large POST without credentials: heads %v, err %v; want Squid's 407", s.heads, s.err)
+	}
+	if s := send(t, e, request(t, sq.addr, "GET", ngx.Addr(), "/small", true)); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
+		t.Fatalf("the next request: heads %v, err %v; want Squid's 407 at once", s.heads, s.err)
+	}
+	if st := e.Stats()[sq.addr]; st.Pool.Dialed != 2 {
+		t.Fatalf("stats %+v: want a second connection for the second request", st)
+	}
+}
