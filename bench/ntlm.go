@@ -1,8 +1,13 @@
 package bench
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/binary"
+	"io"
+	"net"
+	"sync"
+	"testing"
 	"unicode/utf16"
 )
 
@@ -59,4 +64,40 @@ func NTLMAuthenticate(domain, user, workstation string) string {
 	put(52, nil) // session key
 	binary.LittleEndian.PutUint32(b[60:], ntlmUnicode|ntlmNTLM)
 	return "NTLM " + base64.StdEncoding.EncodeToString(b)
+}
+
+// HeldNTLMParent is a fake parent proxy that answers every request (a
+// CONNECT, say) with an NTLM challenge, a 407 with a Type 2 message, and
+// keeps the connection: a handshake's middle, which no real parent can be
+// held in. The answer to request number hold of a connection (0 for the
+// first) waits until Release; Held is closed when such a request came.
+type HeldNTLMParent struct {
+	*Origin
+	Held    <-chan struct{}
+	Release func()
+}
+
+// NewHeldNTLMParent starts a HeldNTLMParent; Release runs at the end of
+// the test if it did not before.
+func NewHeldNTLMParent(tb testing.TB, hold int) *HeldNTLMParent {
+	held, gate := make(chan struct{}), make(chan struct{})
+	var heldOnce, gateOnce sync.Once
+	release := func() { gateOnce.Do(func() { close(gate) }) }
+	tb.Cleanup(release)
+	o := NewOrigin(tb, func(_ int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			if _, err := ReadHead(br); err != nil {
+				return
+			}
+			if n == hold {
+				heldOnce.Do(func() { close(held) })
+				<-gate
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
+				"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	return &HeldNTLMParent{Origin: o, Held: held, Release: release}
 }

@@ -1,14 +1,11 @@
 package engine_test
 
 import (
-	"bufio"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -449,25 +446,8 @@ func TestTLSViaParentLogin(t *testing.T) {
 // fails with ErrPinnedGone.
 func TestTunnelDrainBusyPinnedParent(t *testing.T) {
 	leakBaseline(t)
-	held, gate := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(gate) }) }
-	t.Cleanup(open)
-	par := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
-		for n := 0; ; n++ {
-			if _, err := bench.ReadHead(br); err != nil {
-				return
-			}
-			if n == 1 {
-				close(held)
-				<-gate
-			}
-			if _, err := io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
-				"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n"); err != nil {
-				return
-			}
-		}
-	})
+	par := bench.NewHeldNTLMParent(t, 1) // holds each connection's second CONNECT
+	held, open := par.Held, par.Release
 	closed := make(chan uint64, 2)
 	e := startEngine(t, engine.Config{Auth: passThrough, PinnedIdleTimeout: 10 * time.Minute,
 		OnPinnedClosed: func(k uint64) { closed <- k },
@@ -523,20 +503,8 @@ func TestTunnelDrainBusyPinnedParent(t *testing.T) {
 // OnPinnedClosed before Tunnel returns, its connection closed.
 func TestTunnelDrainFirstConnectInFlight(t *testing.T) {
 	leakBaseline(t)
-	held, gate := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(gate) }) }
-	t.Cleanup(open)
-	par := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
-		if _, err := bench.ReadHead(br); err != nil {
-			return
-		}
-		close(held)
-		<-gate
-		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
-			"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n")
-		_, _ = bench.ReadHead(br) // holds the connection until the engine closes it
-	})
+	par := bench.NewHeldNTLMParent(t, 0) // holds the first CONNECT
+	held, open := par.Held, par.Release
 	closed := make(chan uint64, 2)
 	e := startEngine(t, engine.Config{Auth: passThrough, PinnedIdleTimeout: 10 * time.Minute,
 		OnPinnedClosed: func(k uint64) { closed <- k },

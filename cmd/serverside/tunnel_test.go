@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -722,25 +721,8 @@ func TestRunBadTunnelTLSFlags(t *testing.T) {
 // would continue is gone.
 func TestConnectNTLMParentDrained(t *testing.T) {
 	bench.CheckLeaks(t)
-	held, gate := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(gate) }) }
-	t.Cleanup(open)
-	par := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
-		for n := 0; ; n++ {
-			if _, err := bench.ReadHead(br); err != nil {
-				return
-			}
-			if n == 1 {
-				close(held)
-				<-gate
-			}
-			if _, err := io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n"+
-				"Proxy-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n"); err != nil {
-				return
-			}
-		}
-	})
+	par := bench.NewHeldNTLMParent(t, 1) // holds each connection's second CONNECT
+	held, open := par.Held, par.Release
 	cfg := engine.Config{PinnedIdleTimeout: 10 * time.Minute}
 	if err := withPeers(&cfg, nil, []string{"http://" + par.Addr()}, ""); err != nil {
 		t.Fatal(err)
