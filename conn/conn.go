@@ -59,7 +59,6 @@ type Conn struct {
 	clBuf    [20]byte     // Content-Length digits referenced by ownEdits
 	last     Outcome
 	noReuse  bool     // this exchange left the connection unusable
-	early    bool     // response bytes came in while the request body was still going out
 	wfail    bool     // a write of this exchange failed on the socket
 	interims int      // interim responses of this exchange so far
 	np       npSource // the body source while on netpoll

@@ -104,8 +104,9 @@ type Outcome struct {
 	Responded bool  // at least one response byte arrived
 	Detached  bool  // the body was finished on Go net I/O
 	Recovered int64 // bytes taken out of netpoll's buffer after the detach
-	// BodySkipped reports an "Expect: 100-continue" request answered with
-	// a final status before its body was sent.
+	// BodySkipped reports a request answered with a final status before
+	// its body was sent, or all of it ("Expect: 100-continue" refused, an
+	// early 413); BodyRead tells whether any of it was read.
 	BodySkipped bool
 	// KeepAliveHint is the response's "Keep-Alive: timeout=N", 0 if none.
 	KeepAliveHint time.Duration

@@ -19,7 +19,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if c.g == nil {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
 	}
-	c.wfail, c.early = false, false
+	c.wfail = false
 	c.interims = 0
 	resp := &c.resp
 	resp.Reset()
@@ -52,7 +52,15 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		}
 	}
 	if !bodyDone {
-		if werr := c.writeBody(ex); werr != nil {
+		if werr := c.writeBody(ex); werr == errAnswered {
+			// The origin answered before the whole body went out: the rest
+			// is not sent (RFC 9112 §9.5), and the connection is not used
+			// again, its request being cut short.
+			if hl, err = c.readFinalHead(time.Now().Add(cfg.ResponseHeaderTimeout), sink); err != nil {
+				return err
+			}
+			c.last.BodySkipped = true
+		} else if werr != nil {
 			// An origin may answer before reading the whole body and
 			// close (a 413, say): its response is the answer, as RFC
 			// 9112 §9.5 has clients watch for one while sending.
@@ -99,12 +107,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if err := c.readBody(resp, sink, cfg); err != nil {
 		return err
 	}
-	// A response that began before the whole body was sent (a 413, a 407
-	// after part of an upload) leaves it unknown whether the server read
-	// the rest: the connection is not used again. Squid, for one, answers
-	// a challenge to a large upload with keep-alive and then reads no
-	// further request on it.
-	c.noReuse = c.last.BodySkipped || c.early || !resp.KeepAlive() || c.requestClose(ex) || c.detached.Load()
+	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || c.requestClose(ex) || c.detached.Load()
 	return nil
 }
 

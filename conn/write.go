@@ -93,13 +93,28 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 	return nil
 }
 
-// noteEarly notes response bytes that came in before the request body was
-// all sent (on netpoll, whose poller reads them as they come; a Go net
-// connection reads only when asked, and cannot tell).
-func (c *Conn) noteEarly() {
-	if c.g == nil && !c.early && c.nc.Reader().Len() > 0 {
-		c.early = true
+// errAnswered stops a request body whose final response came in while it
+// was going out (writeBody).
+var errAnswered = errors.New("conn: final response before the request body was sent")
+
+// answered reports a final response that came in while the request body
+// is still going out: the server does not want the rest, and a client
+// stops sending it (RFC 9112 §9.5). Squid, for one, answers a challenge
+// to a large upload and then reads no more of it: the body would block,
+// and the connection would not serve another request. netpoll's poller
+// reads a response as it comes; a Go net connection reads only when
+// asked, and cannot tell.
+func (c *Conn) answered() bool {
+	if c.g != nil {
+		return false
 	}
+	const statusEnd = len("HTTP/1.1 200")
+	r := c.nc.Reader()
+	if r.Len() < statusEnd {
+		return false
+	}
+	b, err := r.Peek(statusEnd)
+	return err == nil && b[statusEnd-3] != '1' // an interim response (1xx) is no answer
 }
 
 // writeBody streams the body: exactly ContentLength bytes, or chunked.
@@ -117,7 +132,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 		for left > 0 {
 			n, err := ex.Body.Read(buf[:min(int64(bodyChunk), left)])
 			if n > 0 {
-				c.noteEarly()
+				if c.answered() {
+					return errAnswered
+				}
 				if werr := c.write(buf[:n]); werr != nil {
 					return c.fail(PhaseWrite, fmt.Errorf("write body: %w", werr))
 				}
@@ -144,7 +161,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			copy(buf[start:], size)
 			end := pre + n
 			buf[end], buf[end+1] = '\r', '\n'
-			c.noteEarly()
+			if c.answered() {
+				return errAnswered
+			}
 			if werr := c.write(buf[start : end+2]); werr != nil {
 				return c.fail(PhaseWrite, fmt.Errorf("write body chunk: %w", werr))
 			}
@@ -156,7 +175,6 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			return c.fail(PhaseWrite, fmt.Errorf("read request body: %w", err))
 		}
 	}
-	c.noteEarly()
 	if err := c.write(lastChunk); err != nil {
 		return c.fail(PhaseWrite, fmt.Errorf("write last chunk: %w", err))
 	}

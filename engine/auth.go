@@ -308,7 +308,7 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 		// can be sent again.
 		ex := &t.Exchange
 		hasBody := ex.Body != nil && ex.ContentLength != 0
-		if hasBody && !out.BodySkipped {
+		if hasBody && out.BodyRead { // not a body an early answer left untouched
 			if t.GetBody == nil {
 				pin()
 				return out, s.deliver()

@@ -624,16 +624,17 @@ func TestSquidDigestConcurrent(t *testing.T) {
 }
 
 // TestSquidEarlyChallengeNotReused: Squid answers a 407 to a large upload
-// before reading all of it, with keep-alive, and then reads no further
-// request on that connection. The engine, which saw the answer come in
-// while the body was still going out, does not use the connection again:
-// the next request gets its own 407 on a new connection, instead of
-// waiting on the old one for the response-header timeout.
+// before reading all of it, with keep-alive, and then reads no more of it
+// nor any further request on that connection. The engine, which sees the
+// answer come in while the body is still going out, stops sending it (RFC
+// 9112 §9.5: it would block) and does not use the connection again: the
+// next request gets its own 407 on a new connection, instead of waiting on
+// the old one for the response-header timeout.
 func TestSquidEarlyChallengeNotReused(t *testing.T) {
 	leakBaseline(t)
 	sq, ngx := squidAndNginx(t, squidOptions{scheme: "basic"})
 	e := startEngine(t, engine.Config{ResponseHeaderTimeout: 5 * time.Second})
-	const size = 4 << 20
+	const size = 32 << 20 // more than the socket buffers hold: Squid answers while it goes out
 	post := request(t, sq.addr, "POST", ngx.Addr(), "/echo", true, fmt.Sprintf("Content-Length: %d", size))
 	post.Body, post.ContentLength = bytes.NewReader(make([]byte, size)), size
 	if s := send(t, e, post); s.err != nil || len(s.heads) != 1 || s.heads[0] != 407 {
