@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
@@ -464,6 +465,10 @@ func classify(err error) outcome {
 		return neutral
 	case e.Phase == conn.PhaseProtocol:
 		return failed
+	case e.Phase == conn.PhaseDial && localResourceError(err):
+		// The proxy is out of descriptors or memory: the dial failed
+		// before anything reached the peer, which says nothing of it.
+		return neutral
 	case (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) && !errors.Is(err, shard.ErrOverloaded) &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
 		// A failed handshake (a certificate that does not verify, an
@@ -474,6 +479,13 @@ func classify(err error) outcome {
 		return healthy
 	}
 	return neutral
+}
+
+// localResourceError reports whether err is the local host running out
+// of a resource (descriptors, socket buffers, memory).
+func localResourceError(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // pickParent picks a parent peer of the group groupName for a tunnel or

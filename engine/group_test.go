@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -670,5 +671,26 @@ func TestDrainPeerDuringSetGroup(t *testing.T) {
 	}
 	if stays > 0 || left > 0 {
 		t.Fatalf("of 5000 rounds: %d left a staying peer's state and its key's drain apart, %d left the key of a peer that left draining", stays, left)
+	}
+}
+
+// TestClassifyLocalResourceErrors: a dial that failed on the proxy's own
+// resources (out of descriptors or memory) says nothing of the peer, so
+// it does not count against its health; a refused dial does.
+func TestClassifyLocalResourceErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want outcome
+	}{
+		{syscall.EMFILE, neutral},
+		{syscall.ENFILE, neutral},
+		{syscall.ENOBUFS, neutral},
+		{syscall.ENOMEM, neutral},
+		{syscall.ECONNREFUSED, failed},
+	} {
+		err := &conn.Error{Phase: conn.PhaseDial, Addr: "127.0.0.1:1", Err: fmt.Errorf("dial: %w", tc.err)}
+		if got := classify(err); got != tc.want {
+			t.Errorf("dial failing with %v: %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
