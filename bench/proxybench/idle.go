@@ -13,6 +13,13 @@ import (
 // opens at once.
 const idleDialers = 32
 
+// idleSettle is how long the connections stay idle before the "after"
+// figure: long enough for what a proxy does with connections that stay
+// idle (serverside parks them after a second, -client-park-after) to have
+// happened, as in a proxy whose clients keep connections open between
+// page views.
+const idleSettle = 3 * time.Second
+
 // idleMemory starts a fresh proxy, opens n keep-alive client connections
 // to it, each after one GET /small, and returns the growth of the proxy's
 // resident memory (VmRSS summed over its processes) per connection, in
@@ -78,8 +85,7 @@ func (e *env) idleMemory(ctx context.Context, o *origin, k proxyKind, n int) (fl
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	// Give the proxy a moment to finish with the last requests.
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(idleSettle)
 	if err := p.alive(); err != nil {
 		return 0, err
 	}

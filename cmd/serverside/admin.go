@@ -217,6 +217,7 @@ type peerRow struct {
 // clientStats is the client side in /status.json.
 type clientStats struct {
 	Open      int64             `json:"open"`
+	Parked    int64             `json:"parked"` // of Open, idle off netpoll (park.go)
 	Accepted  uint64            `json:"accepted"`
 	Requests  uint64            `json:"requests"`
 	Responses map[string]uint64 `json:"responses"` // by status class, "2xx"
@@ -274,6 +275,7 @@ func (a *admin) snapshot() statusDoc {
 		Goroutines:    runtime.NumGoroutine(),
 		Clients: clientStats{
 			Open:      m.open.Load(),
+			Parked:    a.p.parked(),
 			Accepted:  m.accepted.Load(),
 			Requests:  m.requests.Load(),
 			Responses: make(map[string]uint64),
@@ -499,6 +501,8 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 
 	e.family("serverside_client_connections", "gauge", "Client connections open.")
 	e.sample("serverside_client_connections", i64(c.Open))
+	e.family("serverside_client_connections_parked", "gauge", "Client connections open and idle, parked off the event loop.")
+	e.sample("serverside_client_connections_parked", i64(c.Parked))
 	e.family("serverside_client_connections_accepted_total", "counter", "Client connections accepted.")
 	e.sample("serverside_client_connections_accepted_total", u64(c.Accepted))
 	e.family("serverside_client_requests_total", "counter", "Client requests served (request heads parsed and answered or failed).")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -37,13 +38,19 @@ const (
 // moves it out of idle first wins. Lingering is a connection whose last
 // response went out, and its sending side with it, while the client may
 // still be sending the request's body: what arrives is dropped until the
-// client closes or lingerTime passes (the sweeper, Shutdown).
+// client closes or lingerTime passes (the sweeper, Shutdown). Parking is
+// an idle connection leaving netpoll for the parking lot (park.go),
+// parked one waiting there, unparking one the lot gave back to netpoll
+// for the bytes its client sent.
 const (
 	stIdle int32 = iota
 	stBusy
 	stClosing
 	stClosed
 	stLinger
+	stParking
+	stParked
+	stUnparking
 )
 
 // lingerTime bounds how long a lingering connection absorbs what its
@@ -120,8 +127,8 @@ type clientConn struct {
 	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
 	closer    atomic.Value // closerOf: what closeIfIdle and Shutdown close
 
-	detaching bool // Detach was called: the close callback hands over
-	detached  bool // served by serveDetached on Go net I/O
+	detaching bool        // Detach was called: the close callback hands over
+	detached  atomic.Bool // served by serveDetached on Go net I/O
 	// halfClosed: the client shut down its sending side; the response
 	// goes out on halfConn, a Go net duplicate of the fd (out).
 	halfClosed bool
@@ -139,6 +146,11 @@ type clientConn struct {
 
 	// rs is the request being served, nil between requests (serveOne).
 	rs *reqState
+
+	// fd and remote are the socket and the client's address while the
+	// connection is parked (park.go); c, r and w are nil then.
+	fd     int
+	remote netip.AddrPort
 }
 
 // reqState is what serving one request takes: the parsed head, the
@@ -195,9 +207,10 @@ func (cc *clientConn) serveOne() outcome {
 }
 
 // closeIfIdle closes the connection when no request is running on it
-// (idle, or lingering).
+// (idle, lingering, or parked).
 func (cc *clientConn) closeIfIdle() {
-	if cc.state.CompareAndSwap(stIdle, stClosing) || cc.state.CompareAndSwap(stLinger, stClosing) {
+	if cc.state.CompareAndSwap(stIdle, stClosing) || cc.state.CompareAndSwap(stLinger, stClosing) ||
+		cc.state.Load() == stParked {
 		cc.close()
 	}
 }
@@ -226,7 +239,7 @@ func (cc *clientConn) serve() outcome {
 	if !ok {
 		return closeIt
 	}
-	if !cc.detached && cc.needsDetach(hl, cc.r.Len()) {
+	if !cc.detached.Load() && cc.needsDetach(hl, cc.r.Len()) {
 		return detachIt // the head is parsed again once detached
 	}
 	req := &cc.rs.req
@@ -667,7 +680,7 @@ func (cc *clientConn) writeAll(pieces ...[]byte) error {
 		return nil
 	}
 	nc, ok := w.(netpoll.Writer)
-	if !ok || cc.halfClosed || cc.detached || nc.MallocLen() != n {
+	if !ok || cc.halfClosed || cc.detached.Load() || nc.MallocLen() != n {
 		return err
 	}
 	if c, ok := cc.c.(netpoll.Connection); !ok || c.IsActive() {
@@ -701,7 +714,7 @@ func writePieces(w outWriter, pieces [][]byte) (n int, err error) {
 // on a duplicate of the fd through Go net instead, and the connection
 // closes after it.
 func (cc *clientConn) out() outWriter {
-	if cc.detached || cc.halfClosed {
+	if cc.detached.Load() || cc.halfClosed {
 		return cc.w
 	}
 	nc, ok := cc.c.(netpoll.Connection)
@@ -781,7 +794,7 @@ func (b *bodyReader) wait(have int) error {
 }
 
 func (b *bodyReader) deadline() {
-	if b.cc.detached {
+	if b.cc.detached.Load() {
 		_ = b.cc.c.SetReadDeadline(time.Now().Add(b.cc.p.cfg.IdleTimeout))
 	}
 }

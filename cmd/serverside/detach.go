@@ -44,7 +44,7 @@ const detachAbove = 1 << 20
 // off netpoll; buffered is how many bytes netpoll holds from the start of
 // its head.
 func (cc *clientConn) needsDetach(hl, buffered int) bool {
-	if cc.detached || !cc.rs.req.ExpectContinue() || buffered > hl {
+	if cc.detached.Load() || !cc.rs.req.ExpectContinue() || buffered > hl {
 		return false
 	}
 	switch cc.rs.req.Framing() {
@@ -75,7 +75,8 @@ func (cc *clientConn) onDetached(c netpoll.Connection) {
 		cc.unregister()
 		return
 	}
-	cc.c, cc.detached = nc, true
+	cc.c = nc
+	cc.detached.Store(true)
 	cc.closer.Store(closerOf{nc})
 	if cc.tunnel != nil {
 		go func() {
@@ -219,9 +220,9 @@ func (cw *connWriter) Flush() error {
 	return err
 }
 
-// closerOf wraps the connection to close, so that an atomic.Value holds
-// one concrete type whichever the connection is.
-type closerOf struct{ c net.Conn }
+// closerOf wraps what closes the connection, so that an atomic.Value
+// holds one concrete type whichever the connection is.
+type closerOf struct{ c io.Closer }
 
 // lingerClose ends a netpoll connection whose response went out while its
 // client may still be sending the request body: the sending side is shut

@@ -22,8 +22,10 @@
 // and /debug/pprof/. docs/demo.md describes both.
 //
 // Client connections are served on netpoll, spread over shards at accept;
-// a client connection idle for -client-idle-timeout is closed, and a
-// request head must arrive within -client-header-timeout of its first byte.
+// a client connection idle for -client-idle-timeout is closed, one idle
+// for -client-park-after leaves netpoll (and its buffers) until its client
+// sends again, and a request head must arrive within
+// -client-header-timeout of its first byte.
 //
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
 // finish for up to 10 seconds, and exits 0.
@@ -84,6 +86,7 @@ func run(args []string) int {
 	health.register(fs)
 	idle := fs.Duration("client-idle-timeout", DefaultClientIdleTimeout, "close a client connection on which no request starts for this long,\nand bound each wait for request body bytes, e.g. -client-idle-timeout 30s")
 	header := fs.Duration("client-header-timeout", DefaultClientHeaderTimeout, "bound the time from the first byte of a request head to its end\n(408 after it), e.g. -client-header-timeout 10s")
+	park := fs.Duration("client-park-after", DefaultClientParkAfter, "take a client connection on which no request started for this long off the event loop,\nfreeing its buffers until its client sends again; 0 never does, e.g. -client-park-after 5s")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: serverside [flags]\n\n")
@@ -130,7 +133,7 @@ func run(args []string) int {
 	withFilePeers(&cfg, fc, !peersOnCmdLine)
 	health.apply(&cfg)
 	p, err := newProxy(logger, nil, cfg,
-		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, AccessLog: *access,
+		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, ParkAfter: parkAfter(*park), AccessLog: *access,
 			ConnectPorts: ports, TunnelIdleTimeout: x.tunnelIdle, ConnectTimeout: x.connectTimeout, TLSHandshakeTimeout: x.tlsHandshake,
 			ForwardTLS: ts.forward()})
 	if err != nil {
@@ -199,4 +202,13 @@ func run(args []string) int {
 		}
 	}
 	return code
+}
+
+// parkAfter is clientConfig.ParkAfter for the -client-park-after flag, for
+// which 0 means never.
+func parkAfter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

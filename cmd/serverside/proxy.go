@@ -10,11 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -36,6 +36,17 @@ const (
 	// forceCloseWait bounds the wait for connections to finish after a
 	// shutdown deadline closed them.
 	forceCloseWait = 5 * time.Second
+	// DefaultClientParkAfter parks a client connection idle for this
+	// long (park.go).
+	DefaultClientParkAfter = time.Second
+	// releaseAfterParked: once this many connections were parked since
+	// the last time, the memory they held goes back to the system: after
+	// the first sweep that parks none (the burst is over), at most once
+	// per releaseGap, or at least once per releaseEvery while parking
+	// goes on.
+	releaseAfterParked = 256
+	releaseGap         = time.Second
+	releaseEvery       = 30 * time.Second
 )
 
 // clientConfig configures the client side of the proxy.
@@ -44,6 +55,10 @@ type clientConfig struct {
 	// HeaderTimeout bounds the read of one request head. Zero takes the
 	// defaults above.
 	IdleTimeout, HeaderTimeout time.Duration
+	// ParkAfter takes a client connection idle for that long off netpoll
+	// until its client sends again (park.go); zero takes the default,
+	// negative never parks.
+	ParkAfter time.Duration
 	// AccessLog logs one line per request.
 	AccessLog bool
 	// ConnectPorts are the ports CONNECT may reach; the zero value allows
@@ -102,8 +117,12 @@ type proxy struct {
 	closing      atomic.Bool
 
 	evl       netpoll.EventLoop
-	mu        sync.Mutex // guards started
-	started   bool       // Serve handed a listener to netpoll
+	lot       *parkLot     // set by Serve before netpoll accepts from it
+	released  atomic.Int64 // unix nanoseconds of the last memory release
+	parks     atomic.Int64 // connections parked, ever
+	parksRel  atomic.Int64 // parks at the last memory release
+	mu        sync.Mutex   // guards started
+	started   bool         // Serve handed a listener to netpoll
 	serveDone chan struct{}
 	stopOnce  sync.Once
 	stop      chan struct{} // closed by Shutdown: ends the sweepers
@@ -132,6 +151,9 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	}
 	if cfg.HeaderTimeout <= 0 {
 		cfg.HeaderTimeout = DefaultClientHeaderTimeout
+	}
+	if cfg.ParkAfter == 0 {
+		cfg.ParkAfter = DefaultClientParkAfter
 	}
 	if cfg.TunnelIdleTimeout <= 0 {
 		cfg.TunnelIdleTimeout = DefaultTunnelIdleTimeout
@@ -230,8 +252,9 @@ func resolve(ctx context.Context, hp string) (string, error) {
 	return net.JoinHostPort(ips[0].Unmap().String(), port), nil
 }
 
-// Serve serves client connections accepted on ln (a *net.TCPListener,
-// which netpoll takes over) until Shutdown.
+// Serve serves client connections accepted on ln (a *net.TCPListener)
+// until Shutdown. netpoll accepts from the parking lot, which has a
+// duplicate of the listening socket.
 func (p *proxy) Serve(ln net.Listener) error {
 	p.mu.Lock()
 	if p.closing.Load() || p.started {
@@ -239,37 +262,53 @@ func (p *proxy) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	p.started = true
+	lot, err := newParkLot(ln)
+	if err != nil {
+		p.mu.Unlock()
+		ln.Close()
+		return fmt.Errorf("listener: %w", err)
+	}
+	p.lot, p.started = lot, true
 	p.mu.Unlock()
 	defer close(p.serveDone)
-	err := p.evl.Serve(ln)
-	ln.Close() // netpoll closes its own duplicate of the listening socket
+	err = p.evl.Serve(lot)
+	lot.Close() // netpoll closes it when it stops, not when it fails to start
+	ln.Close()
 	return err
 }
 
 // onPrepare runs on the netpoll poller goroutine that accepted c, before c
 // is registered for reads: it must not block. It assigns the shard.
 func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
+	fd := -1
 	if fc, ok := c.(interface{ Fd() int }); ok {
-		// netpoll accepts without SOCK_CLOEXEC: keep client sockets out
-		// of the processes we start (nginx, curl in tests; helpers later).
-		syscall.CloseOnExec(fc.Fd())
+		fd = fc.Fd()
 	}
-	serial := p.nextSh.Add(1) // never 0: a pin key
-	sh := p.shards[(serial-1)%uint64(len(p.shards))]
-	cc := newClientConn(p, c, sh)
-	cc.pinKey = serial
-	p.metrics.connOpened()
-	sh.mu.Lock()
-	sh.conns[cc] = struct{}{}
-	sh.mu.Unlock()
+	// The lot accepts with SOCK_CLOEXEC: client sockets stay out of the
+	// processes we start (nginx, curl in tests; helpers later).
+	cc := p.lot.takeBack(fd)
+	if cc != nil {
+		cc.unpark(c)
+	} else {
+		serial := p.nextSh.Add(1) // never 0: a pin key
+		sh := p.shards[(serial-1)%uint64(len(p.shards))]
+		cc = newClientConn(p, c, sh)
+		cc.pinKey = serial
+		p.metrics.connOpened()
+		sh.mu.Lock()
+		sh.conns[cc] = struct{}{}
+		sh.mu.Unlock()
+	}
 	// Close callbacks run after the last OnRequest of c has returned
 	// (netpoll defers them while one runs), on whichever goroutine closed
 	// c or netpoll's hang-up goroutine.
 	_ = c.AddCloseCallback(func(c netpoll.Connection) error {
-		if cc.detaching {
+		switch {
+		case cc.detaching:
 			cc.onDetached(c)
-		} else {
+		case cc.state.Load() == stParking:
+			cc.onParked(c)
+		default:
 			cc.unregister()
 		}
 		return nil
@@ -289,6 +328,13 @@ type ccKey struct{}
 // handler model, and it holds only this connection.
 func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 	cc, _ := ctx.Value(ccKey{}).(*clientConn)
+	if cc != nil && cc.state.Load() == stParking {
+		// Bytes came in as the sweeper parks the connection: they stay
+		// for onParked, which runs as soon as the Detach is in (netpoll
+		// calls again until then).
+		runtime.Gosched()
+		return nil
+	}
 	if cc != nil && cc.state.Load() == stLinger {
 		// The rest of an upload whose answer went out: dropped.
 		r := c.Reader()
@@ -344,25 +390,38 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 }
 
 // sweep is shard sh's timer goroutine: it closes the connections that
-// have been idle for longer than the idle timeout.
+// have been idle for longer than the idle timeout, and parks those idle
+// for longer than ParkAfter.
 func (p *proxy) sweep(sh *clientShard) {
 	defer p.sweepers.Done()
 	every := min(max(p.cfg.IdleTimeout/4, 10*time.Millisecond), time.Second)
+	parking := p.cfg.ParkAfter > 0
+	if parking {
+		every = min(every, max(p.cfg.ParkAfter/2, 10*time.Millisecond))
+	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var victims []*clientConn
+	var victims, parkable []*clientConn
+	var parksSeen int64
 	for {
 		select {
 		case <-p.stop:
 			return
 		case now := <-tick.C:
 			limit := now.Add(-p.cfg.IdleTimeout).UnixNano()
-			victims = victims[:0]
+			parkBefore := now.Add(-p.cfg.ParkAfter).UnixNano()
+			victims, parkable = victims[:0], parkable[:0]
 			sh.mu.Lock()
 			lingered := now.Add(-lingerTime).UnixNano()
 			for cc := range sh.conns {
 				switch since := cc.idleSince.Load(); cc.state.Load() {
 				case stIdle:
+					if since < limit {
+						victims = append(victims, cc)
+					} else if parking && since < parkBefore {
+						parkable = append(parkable, cc)
+					}
+				case stParked:
 					if since < limit {
 						victims = append(victims, cc)
 					}
@@ -377,8 +436,42 @@ func (p *proxy) sweep(sh *clientShard) {
 			for _, cc := range victims {
 				cc.closeIfIdle()
 			}
+			for _, cc := range parkable {
+				if p.closing.Load() {
+					break
+				}
+				cc.park()
+			}
+			if parking {
+				// Parks since the last tick, by this sweeper or by handlers
+				// (a connection's first request), on any shard.
+				parks := p.parks.Load()
+				p.releaseMemory(now, parks-parksSeen)
+				parksSeen = parks
+			}
 		}
 	}
+}
+
+// releaseMemory returns the memory that parked connections held to the
+// system once enough of them were parked (see releaseAfterParked): after
+// a burst of clients went idle, the Go runtime would keep it (netpoll's
+// buffers wait in its pools until two collections have passed, the heap
+// grown for the burst is returned only slowly). recent is how many were
+// parked since the last tick.
+func (p *proxy) releaseMemory(now time.Time, recent int64) {
+	rel := p.parksRel.Load()
+	pending := p.parks.Load() - rel
+	last := p.released.Load()
+	since := now.UnixNano() - last
+	if pending < releaseAfterParked || !(recent == 0 && since >= int64(releaseGap) || since >= int64(releaseEvery)) {
+		return
+	}
+	if !p.released.CompareAndSwap(last, now.UnixNano()) || !p.parksRel.CompareAndSwap(rel, rel+pending) {
+		return
+	}
+	runtime.GC() // the pools' buffers move to their victim caches
+	debug.FreeOSMemory()
 }
 
 // each calls fn for every live client connection.
@@ -394,6 +487,17 @@ func (p *proxy) each(fn func(*clientConn)) {
 	for _, cc := range all {
 		fn(cc)
 	}
+}
+
+// parked is how many client connections are parked now.
+func (p *proxy) parked() int64 {
+	p.mu.Lock()
+	lot := p.lot
+	p.mu.Unlock()
+	if lot == nil {
+		return 0
+	}
+	return lot.parkedN.Load()
 }
 
 func (p *proxy) live() int {

@@ -1,0 +1,392 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cloudwego/netpoll"
+)
+
+// Parking idle client connections.
+//
+// netpoll keeps about 4 KiB for every connection registered with it (its
+// connection and operator, an input and an output buffer, an iovec
+// barrier) however long the connection stays idle. A keep-alive client
+// connection on which no request started for parkAfter leaves netpoll:
+// the sweeper detaches it, and its fd waits in the parking lot, an epoll
+// set of the proxy's own, until the client sends again or goes; then it
+// costs its clientConn and nothing else.
+//
+// The lot is also the listener netpoll serves. Its fd is the epoll set's,
+// which holds the listening socket besides the parked connections, so
+// netpoll's poller wakes for either, and Accept returns a new connection
+// or a parked one with bytes to read, which netpoll takes back as if just
+// accepted (onPrepare finds its clientConn in the lot). Parking costs no
+// goroutine or thread of its own, and no system call on a request's way.
+//
+// The hand-over to the lot is safe whatever the client does meanwhile:
+// Detach takes the fd out of netpoll's epoll set first, and quiesce then
+// waits for netpoll's poller to be done with any event it had already
+// taken for the fd, so that whatever the poller read is in the input
+// buffer. What is there then (a request that came in during the
+// hand-over) is served off netpoll, as a detached connection is.
+
+// parkLot is the epoll set of parked client connections, and the
+// listener netpoll accepts from. Its fields are guarded by mu, which
+// every transition out of stParked holds.
+type parkLot struct {
+	epfd, lnfd int
+	addr       net.Addr
+	parkedN    atomic.Int64 // len(parked), for the metrics
+
+	mu     sync.Mutex
+	closed bool
+	parked map[int]*clientConn // fd → connection waiting in the set
+	back   map[int]*clientConn // fd → connection Accept gave back, until onPrepare
+	events [1]syscall.EpollEvent
+}
+
+// newParkLot makes the lot for the listening socket of ln, a
+// *net.TCPListener; the lot has a duplicate of it.
+func newParkLot(ln net.Listener) (*parkLot, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listener %T has no fd", ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	lnfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		r, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+		if e != 0 {
+			derr = e
+			return
+		}
+		lnfd = int(r)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup listening socket: %w", derr)
+	}
+	if err := syscall.SetNonblock(lnfd, true); err != nil {
+		syscall.Close(lnfd)
+		return nil, fmt.Errorf("listening socket: %w", err)
+	}
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		syscall.Close(lnfd)
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(lnfd)}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, lnfd, &ev); err != nil {
+		syscall.Close(epfd)
+		syscall.Close(lnfd)
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return &parkLot{epfd: epfd, lnfd: lnfd, addr: ln.Addr(),
+		parked: make(map[int]*clientConn), back: make(map[int]*clientConn)}, nil
+}
+
+// Fd is what netpoll's poller watches: the epoll set.
+func (l *parkLot) Fd() int { return l.epfd }
+
+// Addr is the listening address.
+func (l *parkLot) Addr() net.Addr { return l.addr }
+
+// Accept runs on netpoll's poller whenever the set has an event: it
+// returns a new connection, or a parked one the client sent bytes on, or
+// (nil, nil) when there is neither (netpoll's "try again"). It never
+// blocks. Errors from accept4 are returned as they are: netpoll backs off
+// on EMFILE and ENFILE.
+func (l *parkLot) Accept() (net.Conn, error) {
+	var gone *clientConn
+	defer func() {
+		if gone != nil {
+			gone.unregister()
+		}
+	}()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, net.ErrClosed
+	}
+	n, err := syscall.EpollWait(l.epfd, l.events[:], 0)
+	if n <= 0 {
+		if err != nil && err != syscall.EINTR {
+			return nil, fmt.Errorf("epoll_wait: %w", err)
+		}
+		return nil, nil
+	}
+	ev := l.events[0]
+	fd := int(ev.Fd)
+	if fd == l.lnfd {
+		nfd, sa, err := syscall.Accept4(l.lnfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		if err != nil {
+			if err == syscall.EAGAIN || err == syscall.ECONNABORTED || err == syscall.EINTR {
+				return nil, nil
+			}
+			return nil, err
+		}
+		// netpoll sets TCP_NODELAY only on sockets it accepted itself.
+		_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		return &pollConn{fd: nfd, local: l.addr, remote: sockaddrAddr(sa)}, nil
+	}
+	cc := l.parked[fd]
+	if cc == nil {
+		return nil, nil
+	}
+	delete(l.parked, fd)
+	l.parkedN.Add(-1)
+	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+	if ev.Events&syscall.EPOLLIN == 0 {
+		// Hung up or failed with nothing to read: the client is gone.
+		cc.state.Store(stClosing)
+		syscall.Close(fd)
+		gone = cc
+		return nil, nil
+	}
+	cc.state.Store(stUnparking)
+	l.back[fd] = cc
+	return &pollConn{fd: fd, local: l.addr, remote: net.TCPAddrFromAddrPort(cc.remote)}, nil
+}
+
+// park puts cc's fd, just detached from netpoll, in the set. It reports
+// false, leaving the fd to the caller, once the lot is closed.
+func (l *parkLot) park(cc *clientConn, fd int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return false
+	}
+	cc.fd = fd
+	cc.state.Store(stParked)
+	l.parked[fd] = cc
+	l.parkedN.Add(1)
+	return true
+}
+
+// takeBack returns the parked connection Accept gave back on fd, or nil
+// for a new connection.
+func (l *parkLot) takeBack(fd int) *clientConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cc := l.back[fd]
+	if cc != nil {
+		delete(l.back, fd)
+	}
+	return cc
+}
+
+// closeParked closes cc if it is parked, and reports whether it did.
+func (l *parkLot) closeParked(cc *clientConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !cc.state.CompareAndSwap(stParked, stClosing) {
+		return false
+	}
+	delete(l.parked, cc.fd)
+	l.parkedN.Add(-1)
+	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, cc.fd, nil)
+	syscall.Close(cc.fd)
+	return true
+}
+
+// Close closes the listening socket, the parked connections and the set;
+// netpoll calls it when it stops serving.
+func (l *parkLot) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	var gone []*clientConn
+	for fd, cc := range l.parked {
+		cc.state.Store(stClosing)
+		syscall.Close(fd)
+		gone = append(gone, cc)
+	}
+	clear(l.parked)
+	l.parkedN.Store(0)
+	err := syscall.Close(l.lnfd)
+	syscall.Close(l.epfd)
+	l.mu.Unlock()
+	for _, cc := range gone {
+		cc.unregister()
+	}
+	return err
+}
+
+// parkedCloser is what closes a parked connection (closerOf).
+type parkedCloser struct{ cc *clientConn }
+
+func (pc parkedCloser) Close() error {
+	if pc.cc.p.lot.closeParked(pc.cc) {
+		pc.cc.unregister()
+	}
+	return nil
+}
+
+// park takes cc, idle, off netpoll into the lot; false if it was not
+// idle any more, or cannot leave netpoll. The close callbacks finish the
+// move (onParked).
+func (cc *clientConn) park() bool {
+	// A detached connection has a goroutine of its own, which takes it
+	// out of idle when a request comes.
+	if cc.detached.Load() || !cc.state.CompareAndSwap(stIdle, stParking) {
+		return false
+	}
+	// The connection is the sweeper's now: no request can start on it.
+	c, ok := cc.c.(netpoll.Connection)
+	d, canDetach := cc.c.(interface{ Detach() error })
+	if !ok || !canDetach || !canQuiesce(c) {
+		cc.state.Store(stIdle)
+		return false
+	}
+	_ = d.Detach()
+	return true
+}
+
+// onParked is the close callback of a connection park detached: it runs
+// after netpoll took the fd out of its epoll set, on the goroutine that
+// detached it or on that of an OnRequest that was running then.
+func (cc *clientConn) onParked(c netpoll.Connection) {
+	quiesce(c)
+	fd := c.(interface{ Fd() int }).Fd()
+	if c.Reader().Len() > 0 {
+		// A request came in during the hand-over: serve it off netpoll,
+		// as a detached connection is from the request on.
+		cc.state.Store(stBusy)
+		cc.onDetached(c)
+		return
+	}
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		cc.remote = ta.AddrPort()
+	}
+	cc.c, cc.r, cc.w = nil, nil, nil
+	cc.closer.Store(closerOf{parkedCloser{cc}})
+	if !cc.p.lot.park(cc, fd) {
+		cc.state.Store(stClosing)
+		syscall.Close(fd)
+		cc.unregister()
+		return
+	}
+	cc.p.parks.Add(1)
+}
+
+// unpark binds a connection Accept gave back to c, its new netpoll
+// connection.
+func (cc *clientConn) unpark(c netpoll.Connection) {
+	cc.c, cc.r, cc.w = c, c.Reader(), c.Writer()
+	cc.closer.Store(closerOf{c})
+	// The client just sent something: not a candidate for the next sweep.
+	cc.idleSince.Store(time.Now().UnixNano())
+	cc.state.Store(stIdle)
+}
+
+// netpoll internals quiesce relies on: the connection's operator, and the
+// operator's state, which netpoll's poller moves from 1 to 2 while it
+// handles an event for the fd and back when done, and which 0 keeps it
+// away (netpoll v0.7.2, fd_operator.go).
+var (
+	operatorType = reflect.TypeFor[*netpoll.FDOperator]()
+	stateField   = func() *reflect.StructField {
+		f, ok := reflect.TypeFor[netpoll.FDOperator]().FieldByName("state")
+		if !ok || f.Type.Kind() != reflect.Int32 {
+			return nil
+		}
+		return &f
+	}()
+)
+
+// operatorOf returns c's netpoll operator, or nil.
+func operatorOf(c netpoll.Connection) *netpoll.FDOperator {
+	v := reflect.ValueOf(c)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	f := v.Elem().FieldByName("operator")
+	if !f.IsValid() || f.Type() != operatorType {
+		return nil
+	}
+	return (*netpoll.FDOperator)(f.UnsafePointer())
+}
+
+// canQuiesce reports whether quiesce works for c (the netpoll internals
+// it needs are there).
+func canQuiesce(c netpoll.Connection) bool {
+	return stateField != nil && operatorOf(c) != nil
+}
+
+// quiesce waits, after netpoll took c's fd out of its epoll set, until
+// the poller is done with any event it had taken for the fd before, and
+// makes it skip any it still holds: then the input buffer has all that was
+// read from the fd. It is what netpoll itself does when it frees the
+// operator, which comes only after the close callbacks and the buffers'
+// release. It takes the operator out of use before netpoll frees it,
+// which then finds it so.
+func quiesce(c netpoll.Connection) {
+	op := operatorOf(c)
+	if op == nil || stateField == nil {
+		return
+	}
+	st := (*int32)(unsafe.Add(unsafe.Pointer(op), stateField.Offset))
+	for !atomic.CompareAndSwapInt32(st, 1, 0) {
+		if atomic.LoadInt32(st) == 0 {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// pollConn is a connected socket handed to netpoll by the lot: netpoll
+// takes its fd and addresses, and does all I/O itself.
+type pollConn struct {
+	fd            int
+	local, remote net.Addr
+}
+
+var errPollConn = errors.New("pollConn: I/O goes through netpoll")
+
+func (c *pollConn) Fd() int                          { return c.fd }
+func (c *pollConn) LocalAddr() net.Addr              { return c.local }
+func (c *pollConn) RemoteAddr() net.Addr             { return c.remote }
+func (c *pollConn) Read([]byte) (int, error)         { return 0, errPollConn }
+func (c *pollConn) Write([]byte) (int, error)        { return 0, errPollConn }
+func (c *pollConn) Close() error                     { return syscall.Close(c.fd) }
+func (c *pollConn) SetDeadline(time.Time) error      { return errPollConn }
+func (c *pollConn) SetReadDeadline(time.Time) error  { return errPollConn }
+func (c *pollConn) SetWriteDeadline(time.Time) error { return errPollConn }
+
+// sockaddrAddr is the TCP address of an accepted peer.
+func sockaddrAddr(sa syscall.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *syscall.SockaddrInet6:
+		z := ""
+		if a.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				z = ifi.Name
+			}
+		}
+		return &net.TCPAddr{IP: append(net.IP(nil), a.Addr[:]...), Port: a.Port, Zone: z}
+	}
+	return &net.TCPAddr{}
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+)
+
+// startParkProxy serves a reverse proxy to origin with client config ccfg
+// and an access log in logs, and returns it and its address.
+func startParkProxy(t *testing.T, ccfg clientConfig, logs *syncBuffer, origin string) (*proxy, string) {
+	t.Helper()
+	w := io.Writer(io.Discard)
+	if logs != nil {
+		w = logs
+	}
+	logger := slog.New(slog.NewTextHandler(w, nil))
+	p, err := newProxy(logger, []string{origin}, engine.Config{Shards: 2, Logger: logger}, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, serveProxy(t, p)
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// getSmall sends GET /small on rc and checks the 200.
+func (rc *rawClient) getSmall(t *testing.T, query string) {
+	t.Helper()
+	rc.write(t, "GET /small?"+query+" HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody || resp.Close {
+		t.Fatalf("%s: %d %q close %v, want 200 %q kept alive", query, resp.StatusCode, body, resp.Close, bench.SmallBody)
+	}
+}
+
+// TestParkAndResume: keep-alive client connections idle for ParkAfter
+// leave netpoll for the parking lot, and a request on one (a pipelined
+// pair on another) is served as before, with the client's address in the
+// access log; then they park again. The origin sees every request once.
+func TestParkAndResume(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var logs syncBuffer
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 30 * time.Millisecond, AccessLog: true}, &logs, "http://"+ng.Addr())
+
+	const n = 8
+	clients := make([]*rawClient, n)
+	for i := range clients {
+		clients[i] = dialRaw(t, px)
+		clients[i].getSmall(t, fmt.Sprintf("c=%d&n=1", i))
+	}
+	waitFor(t, "all connections parked", func() bool { return p.parked() == n })
+	for i, rc := range clients[:n-1] {
+		rc.getSmall(t, fmt.Sprintf("c=%d&n=2", i))
+	}
+	last := clients[n-1]
+	last.write(t, "GET /small?p=1 HTTP/1.1\r\nHost: demo\r\n\r\nGET /small?p=2 HTTP/1.1\r\nHost: demo\r\n\r\n")
+	for range 2 {
+		if resp, body := last.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+			t.Fatalf("pipelined after parking: %d %q", resp.StatusCode, body)
+		}
+	}
+	waitFor(t, "the connections parked again", func() bool { return p.parked() == n })
+	waitFor(t, "nginx's log of every request", func() bool { return len(ng.Requests()) >= 2*n+1 })
+	if got := len(ng.Requests()); got != 2*n+1 {
+		t.Fatalf("nginx saw %d requests, want %d", got, 2*n+1)
+	}
+	if open := p.metrics.open.Load(); open != n {
+		t.Fatalf("%d client connections open, want %d", open, n)
+	}
+	// Each connection's requests are logged with its client's address.
+	for i, rc := range clients[:n-1] {
+		want := "remote=" + rc.c.LocalAddr().String() + " method=GET target=\"/small?c=" + fmt.Sprint(i) + "&n=2\""
+		if !strings.Contains(logs.String(), want) {
+			t.Fatalf("access log has no %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// TestParkedClientGoes: a parked connection whose client closes it, and
+// one that the idle timeout ends, are closed and forgotten; a client of
+// the second reads the end of its connection.
+func TestParkedClientGoes(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: 400 * time.Millisecond}, nil,
+		"http://"+ng.Addr())
+
+	gone, stays := dialRaw(t, px), dialRaw(t, px)
+	gone.getSmall(t, "gone")
+	stays.getSmall(t, "stays")
+	waitFor(t, "both connections parked", func() bool { return p.parked() == 2 })
+	gone.c.Close()
+	waitFor(t, "the closed connection forgotten", func() bool { return p.metrics.open.Load() == 1 && p.parked() == 1 })
+	if !stays.eof(t) {
+		t.Fatal("the idle timeout did not close the parked connection")
+	}
+	waitFor(t, "no connection left", func() bool { return p.metrics.open.Load() == 0 && p.parked() == 0 && p.live() == 0 })
+}
+
+// TestParkShutdown: Shutdown closes parked connections at once, like idle
+// ones, and the lot with the listener.
+func TestParkShutdown(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, []string{"http://" + ng.Addr()}, engine.Config{Shards: 2, Logger: logger},
+		clientConfig{ParkAfter: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	rc := dialRaw(t, ln.Addr().String())
+	rc.getSmall(t, "a")
+	waitFor(t, "the connection parked", func() bool { return p.parked() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if !rc.eof(t) {
+		t.Fatal("parked connection not closed by shutdown")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("still accepting after shutdown")
+	}
+}
+
+// TestParkRace: clients send their next request around the time their
+// connection parks (ParkAfter 2 ms, the sweeper's tick 10 ms, pauses of
+// 0 to 12 ms), so that some arrive while it leaves netpoll. None is lost
+// or answered twice: each gets its own response, and the origin sees each
+// request once.
+func TestParkRace(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 2 * time.Millisecond}, nil, "http://"+ng.Addr())
+
+	const clients, rounds = 8, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", px)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			rc := &rawClient{c: c, br: bufio.NewReader(c)}
+			for r := range rounds {
+				time.Sleep(time.Duration((i*7+r*5)%13) * time.Millisecond)
+				if _, err := fmt.Fprintf(c, "GET /small?c=%d&r=%d HTTP/1.1\r\nHost: demo\r\n\r\n", i, r); err != nil {
+					errs <- err
+					return
+				}
+				resp, err := http.ReadResponse(rc.br, nil)
+				if err != nil {
+					errs <- fmt.Errorf("client %d round %d: %w", i, r, err)
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != 200 || string(body) != bench.SmallBody {
+					errs <- fmt.Errorf("client %d round %d: %d %q %v", i, r, resp.StatusCode, body, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, "nginx's log of every request", func() bool { return len(ng.Requests()) >= clients*rounds })
+	reqs := ng.Requests()
+	seen := make(map[string]bool, len(reqs))
+	for _, r := range reqs {
+		if seen[r.URI] {
+			t.Fatalf("nginx saw %s twice", r.URI)
+		}
+		seen[r.URI] = true
+	}
+	if len(reqs) != clients*rounds {
+		t.Fatalf("nginx saw %d requests, want %d", len(reqs), clients*rounds)
+	}
+	if p.metrics.accepted.Load() != clients {
+		t.Fatalf("%d connections accepted, want %d", p.metrics.accepted.Load(), clients)
+	}
+}
+
+// TestNTLMSessionParks: a client connection whose NTLM login pinned an
+// upstream connection parks while idle and keeps its session: its next
+// request goes, without credentials, over the pinned connection, which
+// Squid serves only because it is the authenticated one.
+func TestNTLMSessionParks(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond}, nil, "http://"+sq.Addr())
+
+	rc := dialRaw(t, px)
+	rc.handshake(t, "parker")
+	waitPinned(t, p, 1)
+	waitFor(t, "the connection parked", func() bool { return p.parked() == 1 })
+	rc.getSmall(t, "after=park")
+	lines := plog.lines(t, 3)
+	if len(lines) != 3 || lines[2].port != lines[1].port || lines[2].status != 200 || lines[2].user != `DOM\parker` {
+		t.Fatalf("Squid's log: want the request after parking on the login's connection, as parker:\n%+v", lines)
+	}
+	rc.c.Close()
+	waitPinned(t, p, 0)
+}
+
+// TestParkingNeedsNetpollInternals fails when netpoll no longer has what
+// quiesce relies on (an upgrade changed its internals): parking would
+// then be off without a word.
+func TestParkingNeedsNetpollInternals(t *testing.T) {
+	ln, err := netpoll.CreateListener("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := netpoll.DialConnection("tcp", ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !canQuiesce(c) {
+		t.Fatal("netpoll's connection operator or its state is not where quiesce looks")
+	}
+}
