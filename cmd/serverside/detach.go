@@ -23,35 +23,31 @@ const detachAbove = 1 << 20
 // netpoll reads every client socket into memory as fast as the client
 // sends, whoever consumes it: a client uploading faster than the origin
 // takes the body would have the proxy buffer all of it. So a request
-// whose body may exceed detachAbove moves its connection off netpoll
-// before any of the body is read: the handler calls Detach (which takes
-// the fd out of netpoll's poller without closing it) and returns; netpoll
-// then runs the close callbacks on the handler's goroutine, after the
-// deregistration, and onDetached takes what netpoll had buffered (the
-// head) and wraps the fd in a Go net connection. A goroutine of its own
-// serves the connection from then on, with blocking reads and writes: TCP
-// flow control holds the client back while the origin is slow.
-//
-// The hand-over is safe only while the client sends nothing: the poller
-// may be in the middle of a read for this fd when it is deregistered, and
-// netpoll frees what that read brings right after the close callbacks,
-// so bytes arriving during the hand-over could be lost. Hence only a
-// request with "Expect: 100-continue" whose body has not started detaches:
-// its client waits for our "100 Continue", which goes out after the
-// hand-over. Other uploads stay on netpoll, which may buffer them.
+// whose body may exceed detachAbove beyond what is buffered moves its
+// connection off netpoll before the body is read: the handler calls
+// Detach (which takes the fd out of netpoll's poller without closing it)
+// and returns; netpoll then runs the close callbacks on the handler's
+// goroutine, after the deregistration, and onDetached waits for the
+// poller to be done with the fd (quiesce, park.go), takes what netpoll
+// had buffered (the head, and any body bytes that came with it or during
+// the hand-over) and wraps the fd in a Go net connection. A goroutine of
+// its own serves the connection from then on, with blocking reads and
+// writes: TCP flow control holds the client back while the origin is
+// slow. Once idle for ParkAfter, the connection parks, and comes back to
+// netpoll with its next request.
 
 // needsDetach reports whether the request just parsed should be served
 // off netpoll; buffered is how many bytes netpoll holds from the start of
-// its head.
+// its head. A chunked body's length is unknown: it always detaches.
 func (cc *clientConn) needsDetach(hl, buffered int) bool {
-	if cc.detached.Load() || !cc.rs.req.ExpectContinue() || buffered > hl {
+	if cc.detached.Load() {
 		return false
 	}
 	switch cc.rs.req.Framing() {
 	case parser.FramingChunked:
 		return true
 	case parser.FramingLength:
-		return cc.rs.req.ContentLength() > detachAbove
+		return cc.rs.req.ContentLength()-int64(buffered-hl) > detachAbove
 	}
 	return false
 }
@@ -60,6 +56,7 @@ func (cc *clientConn) needsDetach(hl, buffered int) bool {
 // netpoll. It runs on the goroutine of the connection's last OnRequest,
 // after netpoll deregistered the fd and before it freed its buffers.
 func (cc *clientConn) onDetached(c netpoll.Connection) {
+	quiesce(c)
 	r := c.Reader()
 	var left []byte
 	if n := r.Len(); n > 0 {
@@ -109,14 +106,20 @@ func fileConn(c netpoll.Connection) (net.Conn, error) {
 // serveDetached serves a detached connection's requests, from the one
 // that detached it, on this goroutine, until the connection closes.
 func (cc *clientConn) serveDetached() {
-	defer cc.unregister()
-	defer cc.c.Close()
+	parked := false
+	nc := cc.c
+	defer func() {
+		if !parked {
+			nc.Close()
+			cc.unregister()
+		}
+	}()
 	// The state is still busy from the OnRequest that detached.
 	for first := true; ; first = false {
 		if !first {
 			// Between requests: wait for the next one's first byte.
-			_ = cc.c.SetReadDeadline(time.Now().Add(cc.p.cfg.IdleTimeout))
-			if _, err := cc.r.Peek(1); err != nil {
+			var ok bool
+			if ok, parked = cc.waitDetached(); !ok {
 				return
 			}
 			if !cc.state.CompareAndSwap(stIdle, stBusy) {
@@ -145,6 +148,88 @@ func (cc *clientConn) serveDetached() {
 			return
 		}
 	}
+}
+
+// waitDetached waits between requests for the first byte of the next
+// one, up to the idle timeout; ok reports that it came. A connection that
+// stays idle for ParkAfter, with nothing buffered, parks instead (parked),
+// to come back on netpoll.
+func (cc *clientConn) waitDetached() (ok, parked bool) {
+	idle, park := cc.p.cfg.IdleTimeout, cc.p.cfg.ParkAfter
+	if park > 0 && park < idle && cc.r.Len() == 0 {
+		_ = cc.c.SetReadDeadline(time.Now().Add(park))
+		_, err := cc.r.Peek(1)
+		if err == nil {
+			return true, false
+		}
+		if !isTimeout(err) {
+			return false, false
+		}
+		if cc.parkDetached() {
+			return false, true
+		}
+		idle -= park
+	}
+	_ = cc.c.SetReadDeadline(time.Now().Add(idle))
+	_, err := cc.r.Peek(1)
+	return err == nil, false
+}
+
+// parkDetached moves an idle detached connection to the parking lot: its
+// fd (a duplicate; the Go net connection is closed) waits there, and its
+// next request brings it back to netpoll. False leaves the connection as
+// it was, unless it was closed meanwhile (idle timeout, shutdown).
+func (cc *clientConn) parkDetached() bool {
+	if !cc.state.CompareAndSwap(stIdle, stParking) {
+		return false
+	}
+	fd, err := dupFd(cc.c)
+	if err != nil {
+		cc.state.Store(stIdle)
+		return false
+	}
+	if ta, ok := cc.c.RemoteAddr().(*net.TCPAddr); ok {
+		cc.remote = ta.AddrPort()
+	}
+	_ = cc.c.Close()
+	cc.c, cc.r, cc.w = nil, nil, nil
+	cc.detaching = false
+	cc.detached.Store(false)
+	cc.closer.Store(closerOf{parkedCloser{cc}})
+	if !cc.p.lot.park(cc, fd) {
+		syscall.Close(fd)
+		cc.state.Store(stClosing)
+		cc.unregister()
+		return true
+	}
+	cc.p.parks.Add(1)
+	return true
+}
+
+// dupFd duplicates the fd of a Go net connection or listener
+// (close-on-exec).
+func dupFd(c any) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("no fd")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) {
+		r, _, e := syscall.Syscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
+		if e != 0 {
+			derr = e
+			return
+		}
+		fd = int(r)
+	}); err != nil {
+		return -1, err
+	}
+	return fd, derr
 }
 
 // connReader gives a Go net connection the part of netpoll's Reader the

@@ -61,24 +61,9 @@ func newParkLot(ln net.Listener) (*parkLot, error) {
 	if !ok {
 		return nil, fmt.Errorf("listener %T has no fd", ln)
 	}
-	rc, err := sc.SyscallConn()
+	lnfd, err := dupFd(sc)
 	if err != nil {
-		return nil, err
-	}
-	lnfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) {
-		r, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
-		if e != 0 {
-			derr = e
-			return
-		}
-		lnfd = int(r)
-	}); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("dup listening socket: %w", derr)
+		return nil, fmt.Errorf("dup listening socket: %w", err)
 	}
 	if err := syscall.SetNonblock(lnfd, true); err != nil {
 		syscall.Close(lnfd)

@@ -277,3 +277,52 @@ func TestParkingNeedsNetpollInternals(t *testing.T) {
 		t.Fatal("netpoll's connection operator or its state is not where quiesce looks")
 	}
 }
+
+// TestDetachedParks: a connection that left netpoll for a large upload
+// (served on Go net I/O since) parks once idle and comes back on netpoll
+// with its next request; a chunked upload without "Expect" on it detaches
+// it again, and it parks again.
+func TestDetachedParks(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 30 * time.Millisecond}, nil, "http://"+ng.Addr())
+	body := bench.PatternBody(3 << 20)
+	detached := func() int {
+		n := 0
+		p.each(func(cc *clientConn) {
+			if cc.detached.Load() {
+				n++
+			}
+		})
+		return n
+	}
+
+	rc := dialRaw(t, px)
+	rc.write(t, fmt.Sprintf("POST /echo HTTP/1.1\r\nHost: demo\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", len(body)))
+	if resp, _ := rc.read(t); resp.StatusCode != 100 {
+		t.Fatalf("want 100 Continue, got %d", resp.StatusCode)
+	}
+	if detached() != 1 {
+		t.Fatal("the upload did not detach its connection")
+	}
+	rc.write(t, string(body))
+	if resp, reply := rc.read(t); resp.StatusCode != 200 || reply != fmt.Sprintf("%d\n", len(body)) {
+		t.Fatalf("upload: %d %q", resp.StatusCode, reply)
+	}
+	waitFor(t, "the detached connection parked", func() bool { return p.parked() == 1 && detached() == 0 })
+	rc.getSmall(t, "back")
+	if detached() != 0 {
+		t.Fatal("the connection did not come back on netpoll")
+	}
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	rc.write(t, "POST /echo HTTP/1.1\r\nHost: demo\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked)
+	if resp, reply := rc.read(t); resp.StatusCode != 200 || reply != fmt.Sprintf("%d\n", len(body)) {
+		t.Fatalf("chunked upload: %d %q", resp.StatusCode, reply)
+	}
+	waitFor(t, "the connection parked again", func() bool { return p.parked() == 1 && detached() == 0 })
+	rc.getSmall(t, "again")
+	if open := p.metrics.open.Load(); open != 1 {
+		t.Fatalf("%d client connections open, want 1", open)
+	}
+}
