@@ -340,7 +340,7 @@ func TestWriteMetricsEscapes(t *testing.T) {
 	key := "10.0.0.1:80 via=\"odd\\name\"\nx"
 	doc := statusDoc{
 		Shards:  3,
-		Clients: clientStats{Open: 2, Accepted: 5, Requests: 7, BodyBytes: 99, Responses: map[string]uint64{"2xx": 6, "5xx": 1}},
+		Clients: clientStats{Open: 2, Parked: 1, Accepted: 5, Requests: 7, BodyBytes: 99, Responses: map[string]uint64{"2xx": 6, "5xx": 1}},
 		Upstreams: []upstreamRow{
 			{Upstream: "10.0.0.1:80", Key: "10.0.0.1:80", Idle: 4, Requests: 10, Attempts: 12, Reused: 9, ReuseRatio: 0.75,
 				Closes: map[string]uint64{"owner": 2}, Errors: map[string]uint64{"dial": 1}},
@@ -369,6 +369,7 @@ func TestWriteMetricsEscapes(t *testing.T) {
 		{"serverside_shards", nil, 3},
 		{"serverside_start_time_seconds", nil, 1700000000.5},
 		{"serverside_client_connections", nil, 2},
+		{"serverside_client_connections_parked", nil, 1},
 		{"serverside_client_connections_accepted_total", nil, 5},
 		{"serverside_client_requests_total", nil, 7},
 		{"serverside_client_responses_total", []string{"code", "2xx"}, 6},
