@@ -135,8 +135,10 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	delete(l.parked, fd)
 	l.parkedN.Add(-1)
 	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-	if ev.Events&syscall.EPOLLIN == 0 {
-		// Hung up or failed with nothing to read: the client is gone.
+	if ev.Events&syscall.EPOLLIN == 0 || ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 && !hasData(fd) {
+		// The client closed (the usual end of an idle keep-alive
+		// connection) or the connection failed, with nothing to read:
+		// no need for netpoll to find that out.
 		cc.state.Store(stClosing)
 		syscall.Close(fd)
 		gone = cc
@@ -164,6 +166,14 @@ func (l *parkLot) park(cc *clientConn, fd int) bool {
 	l.parked[fd] = cc
 	l.parkedN.Add(1)
 	return true
+}
+
+// hasData reports whether fd has a byte to read (a request that came
+// with the client's FIN, say), without taking it.
+func hasData(fd int) bool {
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return err == nil && n > 0
 }
 
 // takeBack returns the parked connection Accept gave back on fd, or nil

@@ -107,9 +107,10 @@ func TestParkAndResume(t *testing.T) {
 	}
 }
 
-// TestParkedClientGoes: a parked connection whose client closes it, and
-// one that the idle timeout ends, are closed and forgotten; a client of
-// the second reads the end of its connection.
+// TestParkedClientGoes: a parked connection whose client closes it, one
+// whose client sends a last request and its FIN, and one that the idle
+// timeout ends, are closed and forgotten, the second after its response;
+// a client of the third reads the end of its connection.
 func TestParkedClientGoes(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
@@ -117,12 +118,24 @@ func TestParkedClientGoes(t *testing.T) {
 	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: 400 * time.Millisecond}, nil,
 		"http://"+ng.Addr())
 
-	gone, stays := dialRaw(t, px), dialRaw(t, px)
+	gone, stays, last := dialRaw(t, px), dialRaw(t, px), dialRaw(t, px)
 	gone.getSmall(t, "gone")
 	stays.getSmall(t, "stays")
-	waitFor(t, "both connections parked", func() bool { return p.parked() == 2 })
+	last.getSmall(t, "last")
+	waitFor(t, "the connections parked", func() bool { return p.parked() == 3 })
 	gone.c.Close()
-	waitFor(t, "the closed connection forgotten", func() bool { return p.metrics.open.Load() == 1 && p.parked() == 1 })
+	// A last request, and the client's FIN right behind it: served.
+	last.write(t, "GET /small?last=2 HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if err := last.c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := last.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("request before the FIN: %d %q", resp.StatusCode, body)
+	}
+	if !last.eof(t) {
+		t.Fatal("the half-closed connection stayed open")
+	}
+	waitFor(t, "the closed connections forgotten", func() bool { return p.metrics.open.Load() == 1 && p.parked() == 1 })
 	if !stays.eof(t) {
 		t.Fatal("the idle timeout did not close the parked connection")
 	}
