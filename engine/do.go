@@ -31,8 +31,9 @@ type Response struct {
 	Close bool
 	// Body streams the body with backpressure: the connection reads on as
 	// the caller reads. Reading it to EOF (or, with a known length, all of
-	// it) returns the connection to the pool; closing it early closes the
-	// connection. Callers must close it.
+	// it) returns the connection to the pool; closing it early ends the
+	// request as its context's end would (counted in Stats Canceled) and
+	// closes the connection at once. Callers must close it.
 	Body io.ReadCloser
 }
 
@@ -64,7 +65,7 @@ func (e *Engine) do(ctx context.Context, req *Request, interim func(*parser.Resp
 func (e *Engine) newDoSink(ctx context.Context, interim func(*parser.Response) error) (_ context.Context, s *doSink, sink Sink, abandon func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(e.root, cancel)
-	s = &doSink{pipe: newBodyPipe(ctx), head: make(chan headResult, 1), cancel: func() {
+	s = &doSink{pipe: newBodyPipe(ctx, cancel), head: make(chan headResult, 1), cancel: func() {
 		stop()
 		cancel()
 	}}

@@ -20,6 +20,7 @@ var ErrBodyClosed = errors.New("engine: response body closed by the reader")
 // piece in flight.
 type bodyPipe struct {
 	ctx    context.Context // the request's: ends a blocked OnBody
+	abort  func()          // ends ctx: Close of an unfinished body
 	ch     chan []byte     // a piece offered by OnBody
 	ack    chan struct{}   // the offered piece was consumed (capacity 1)
 	done   chan struct{}   // closed by finish
@@ -45,8 +46,8 @@ func (bp *bodyPipe) setLength(n int64) {
 	bp.mu.Unlock()
 }
 
-func newBodyPipe(ctx context.Context) *bodyPipe {
-	return &bodyPipe{ctx: ctx, ch: make(chan []byte), ack: make(chan struct{}, 1),
+func newBodyPipe(ctx context.Context, abort func()) *bodyPipe {
+	return &bodyPipe{ctx: ctx, abort: abort, ch: make(chan []byte), ack: make(chan struct{}, 1),
 		done: make(chan struct{}), closed: make(chan struct{}), length: -1}
 }
 
@@ -120,11 +121,13 @@ func (bp *bodyPipe) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Close implements io.Closer: an unfinished body aborts the exchange and
-// its connection is closed; a finished one has already released it. A
-// body whose Content-Length the reader has read in full is finished, as
-// net/http's client takes it, even before the exchange has seen its end:
-// Close waits for that (it follows at once), so the connection is reused.
+// Close implements io.Closer: an unfinished body aborts the exchange by
+// ending the request's context, so its connection is closed at once, also
+// while the exchange waits for body bytes that the upstream is slow to
+// send; a finished one has already released it. A body whose
+// Content-Length the reader has read in full is finished, as net/http's
+// client takes it, even before the exchange has seen its end: Close waits
+// for that (it follows at once), so the connection is reused.
 func (bp *bodyPipe) Close() error {
 	bp.mu.Lock()
 	whole := bp.length >= 0 && bp.got >= bp.length
@@ -142,5 +145,12 @@ func (bp *bodyPipe) Close() error {
 		close(bp.closed)
 		bp.mu.Unlock()
 	})
+	select {
+	case <-bp.done:
+	default:
+		// The exchange may be blocked reading the upstream rather than
+		// offering a piece: only the context's end reaches it there.
+		bp.abort()
+	}
 	return nil
 }

@@ -41,8 +41,9 @@ type UpstreamStats struct {
 	// Errors counts failed requests by phase name (dial, write,
 	// await-head, body, protocol, pool-wait, tls, tunnel); Canceled those
 	// that failed because their context ended (the caller's: a client
-	// that went away, a deadline; or the engine's, when Close or Drain
-	// aborts the requests still running), which Errors leaves out.
+	// that went away, a deadline, a Response.Body closed before its end;
+	// or the engine's, when Close or Drain aborts the requests still
+	// running), which Errors leaves out.
 	Errors   map[string]uint64
 	Canceled uint64
 	// ReuseRatio is OnReused / Attempts: the share of exchanges that

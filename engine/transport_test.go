@@ -220,7 +220,44 @@ func TestBodyCloseEarlyClosesConn(t *testing.T) {
 	for e.Stats()[u.Host].Requests != 1 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if s := e.Stats()[u.Host]; s.Pool.Closed.Owner != 1 || s.Pool.Idle != 0 || s.Errors["body"] != 1 {
+	if s := e.Stats()[u.Host]; s.Pool.Closed.Owner != 1 || s.Pool.Idle != 0 || s.Canceled != 1 || len(s.Errors) != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestBodyCloseEarlyStalledOrigin: a body closed early while the origin
+// sends nothing more closes the connection at once, as net/http does; the
+// exchange does not wait out the read timeout on it. The caller gave up,
+// so the request counts as canceled, not as an upstream error.
+func TestBodyCloseEarlyStalledOrigin(t *testing.T) {
+	checkLeaks(t)
+	gone := make(chan error, 1)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := br.ReadByte()
+		gone <- err
+	})
+	e := newEngine(t, Config{Shards: 1, ResponseHeaderTimeout: time.Minute})
+	resp, err := e.Do(context.Background(), get(o.addr(), t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 10)
+	if _, err := io.ReadFull(resp.Body, b); err != nil || string(b) != "0123456789" {
+		t.Fatalf("%q %v", b, err)
+	}
+	time.Sleep(50 * time.Millisecond) // the exchange waits for more body bytes
+	resp.Body.Close()
+	if err := <-gone; err != io.EOF {
+		t.Fatalf("the origin's connection after the body was closed: %v, want EOF", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats()[o.addr()].Requests != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := e.Stats()[o.addr()]; s.Requests != 1 || s.Canceled != 1 || len(s.Errors) != 0 || s.Pool.Busy != 0 || s.Pool.Closed.Owner != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }
