@@ -160,6 +160,34 @@ func TestEditsReusedAcrossRequests(t *testing.T) {
 	}
 }
 
+// TestExchangeCanceledBeforeStart: an Exchange whose context has already
+// ended sends nothing and leaves the idle connection it would have run
+// inline on in the pool, as a request through a shard does; it fails with
+// the context's error, counted as canceled.
+func TestExchangeCanceledBeforeStart(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1})
+	if s := exchange(t, e, get(o.addr(), t)); s.err != nil || s.status != 200 {
+		t.Fatalf("first: %d %v", s.status, s.err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s := &bodySink{}
+	err := e.Exchange(ctx, get(o.addr(), t), s)
+	if ce := conn.AsError(err); ce == nil || ce.Written || !errors.Is(err, context.Canceled) || s.err != err || s.done != 1 {
+		t.Fatalf("Exchange returned %v, OnDone %d times with %v", err, s.done, s.err)
+	}
+	if s := exchange(t, e, get(o.addr(), t)); s.err != nil || s.status != 200 || s.body.String() != "ok 1" {
+		t.Fatalf("after: %d %q %v", s.status, s.body.String(), s.err)
+	}
+	st := e.Stats()[o.addr()]
+	if st.Pool.Dialed != 1 || st.Pool.Closed.Owner != 0 || st.Pool.Idle != 1 || st.Attempts != 2 ||
+		st.Requests != 3 || st.Canceled != 1 || len(st.Errors) != 0 || o.accepted() != 1 {
+		t.Fatalf("stats %+v, origin accepted %d", st, o.accepted())
+	}
+}
+
 // An exchange blocked on a pooled connection (the inline path) is aborted
 // by its caller's context, and by Close when the caller's context can
 // never end.

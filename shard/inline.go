@@ -14,12 +14,14 @@ import (
 // common case of a kept-alive upstream costs what a flat client costs.
 //
 // It reports false, having done nothing, when t needs a shard (a pin key,
-// no idle connection, a closed Set); the caller then Submits t. A retry
+// no idle connection, a closed Set) or its context has already ended (the
+// shard fails it without taking a connection, which the exchange would
+// otherwise close unused); the caller then Submits t. A retry
 // after a stale connection goes through a shard, which dials. t.Done is
 // called exactly once when RunInline reports true, on this goroutine or,
 // for a retry, on a shard's.
 func (s *Set) RunInline(t *Task) bool {
-	if t.PinKey != 0 || t.fresh || s.closed.Load() {
+	if t.PinKey != 0 || t.fresh || s.closed.Load() || t.Ctx.Err() != nil {
 		return false
 	}
 	var c *conn.Conn
