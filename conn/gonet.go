@@ -113,7 +113,11 @@ func HandshakeTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeo
 	if err := tc.HandshakeContext(hctx); err != nil {
 		_ = raw.Close()
 		if ctx.Err() == nil && hctx.Err() != nil {
-			err = fmt.Errorf("%w (%v): %w", ErrTLSHandshakeTimeout, handshakeTimeout, err)
+			// The handshake's own timeout, not the caller's context: the
+			// peer failed to answer in time, so the error must not pass
+			// for the context's end (context.DeadlineExceeded, which is
+			// what crypto/tls returns), which is no fault of the peer's.
+			err = fmt.Errorf("%w (%v)", ErrTLSHandshakeTimeout, handshakeTimeout)
 		}
 		return nil, &Error{Phase: PhaseTLS, Addr: addr, Err: fmt.Errorf("tls handshake with %s (server name %q): %w", addr, cfg.ServerName, err)}
 	}

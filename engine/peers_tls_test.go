@@ -1,11 +1,16 @@
 package engine_test
 
 import (
+	"bufio"
 	"errors"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
 )
 
@@ -100,6 +105,42 @@ func TestGroupTLSPeerWrongCA(t *testing.T) {
 	}}); !errors.Is(err, engine.ErrBadRequest) {
 		t.Fatalf("bad RootCAs: %v, want ErrBadRequest", err)
 	}
+}
+
+// TestGroupTLSPeerHandshakeTimeout: a peer that takes the connection but
+// never finishes the TLS handshake fails the request at
+// TLSHandshakeTimeout, with the request's own context still live: a
+// failed connect, counted against the peer as a failed handshake is, and
+// the request moves to another peer.
+func TestGroupTLSPeerHandshakeTimeout(t *testing.T) {
+	leakBaseline(t)
+	hung := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		_, _ = io.Copy(io.Discard, br) // read the ClientHello, say nothing
+	})
+	good, pki := tlsNginx(t, false)
+	e := startEngine(t, engine.Config{TLSHandshakeTimeout: 100 * time.Millisecond, Groups: map[string]engine.GroupConfig{
+		"lone": {Peers: []engine.Peer{{Name: "hung", Addr: hung.Addr(), TLS: &engine.TLS{ServerName: "origin.test"}}}},
+		"g": {Peers: []engine.Peer{
+			{Name: "hung", Addr: hung.Addr(), TLS: &engine.TLS{ServerName: "origin.test"}},
+			{Name: "good", Addr: good.TLSAddr(), TLS: &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}},
+		}, Health: engine.Health{MaxFails: 2}},
+	}})
+	_, err := exchange(e, "lone", groupHead(t, "/small", "origin.test"))
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseTLS || !errors.Is(err, conn.ErrTLSHandshakeTimeout) {
+		t.Fatalf("err %v, want a PhaseTLS handshake timeout", err)
+	}
+	if ps := e.PeerStats()["lone"].Peers[0]; ps.Failures != 1 {
+		t.Fatalf("peer stats %+v, want 1 failure", ps)
+	}
+	for i := 0; i < 6; i++ {
+		if status, err := exchange(e, "g", groupHead(t, "/small", "origin.test")); err != nil || status != 200 {
+			t.Fatalf("request %d: %d %v", i, status, err)
+		}
+	}
+	if ps := peersOf(e, "g")["hung"]; ps.Failures != 2 || ps.Downs != 1 || ps.State != engine.PeerDown || ps.Rerouted != 2 {
+		t.Fatalf("hung peer %+v, want 2 failures, rerouted, then down", ps)
+	}
+	hung.Close()
 }
 
 // TestTunnelGroup: tunnels through a group of parent proxies use the
