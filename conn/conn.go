@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -76,7 +77,8 @@ type detacher interface {
 // Dial connects to addr (an ip:port the caller resolved; netpoll would
 // otherwise resolve it with the default resolver) within timeout. It blocks:
 // callers off the hot path run it on a worker pool. The returned connection
-// is Busy, held by the caller. A failure is an *Error with PhaseDial.
+// is Busy, held by the caller. A failure is an *Error with PhaseDial; one
+// that ctx ended wraps ctx's error.
 func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
@@ -109,7 +111,7 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 	if err != nil {
 		_ = c.transition(Closing)
 		_ = c.transition(Closed)
-		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
+		return nil, dialFailed(ctx, addr, err)
 	}
 	if err := ctx.Err(); err != nil {
 		_ = nc.Close()
@@ -124,6 +126,27 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
 	}
 	return c, nil
+}
+
+// dialFailed returns the error of a dial to addr that failed with err.
+// One that the caller's context ended, canceled or past its deadline
+// (which bounds the dial, and whose passing the dial may report as its own
+// timeout a moment before the context does), fails with the context's
+// error too: the upstream did not fail. It waits for the context's end
+// once the deadline has passed (dials run on the dial pool).
+func dialFailed(ctx context.Context, addr string, err error) *Error {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) && ctx.Done() != nil {
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w: %w", cerr, err)
+	}
+	return &Error{Phase: PhaseDial, Addr: addr, Err: err}
 }
 
 // Addr is the upstream address.

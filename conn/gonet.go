@@ -52,12 +52,13 @@ func DialTLS(ctx context.Context, addr string, timeout, handshakeTimeout time.Du
 }
 
 // DialGo connects to addr with Go's net package within timeout (and ctx).
-// A failure is an *Error with PhaseDial.
+// A failure is an *Error with PhaseDial; one that ctx ended wraps ctx's
+// error.
 func DialGo(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
+		return nil, dialFailed(ctx, addr, err)
 	}
 	return raw, nil
 }

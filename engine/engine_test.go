@@ -608,6 +608,69 @@ func TestDialRefused(t *testing.T) {
 	}
 }
 
+// unanswered returns an address whose connects hang: a listener with a
+// full accept queue that never accepts, so the kernel drops further SYNs.
+func unanswered(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr // the queue is full
+		}
+		if i == 8 {
+			t.Fatalf("%s still takes connections", addr)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+}
+
+// TestDialCutByDeadline: a dial that the caller's deadline cuts short
+// (the connect hangs) fails with the context's error, counted as
+// canceled: not as the upstream's dial failure, and not against a peer's
+// health. On netpoll and Go net alike.
+func TestDialCutByDeadline(t *testing.T) {
+	checkLeaks(t)
+	addr := unanswered(t)
+	const n = 20
+	for _, goNet := range []bool{false, true} {
+		e := newEngine(t, Config{Shards: 2, GoNetIO: goNet, Groups: map[string]GroupConfig{
+			"g": {Peers: []Peer{{Name: "a", Addr: addr}}},
+		}})
+		for i := 0; i < n; i++ {
+			for _, req := range []*Request{get(addr, t), groupGet(t, "g", "/")} {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				err := e.Exchange(ctx, req, &chanSink{done: make(chan error, 1)})
+				cancel()
+				if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseDial || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("GoNetIO %v, request %d: %v, want a PhaseDial error with the context's deadline", goNet, i, err)
+				}
+			}
+		}
+		if s := e.Stats()[addr]; s.Requests != 2*n || s.Canceled != 2*n || len(s.Errors) != 0 {
+			t.Errorf("GoNetIO %v: stats %+v, want %d requests canceled, no error", goNet, s, 2*n)
+		}
+		if ps := e.PeerStats()["g"].Peers[0]; ps.Failures != 0 || ps.Rerouted != 0 {
+			t.Errorf("GoNetIO %v: peer %+v, want no failure", goNet, ps)
+		}
+	}
+}
+
 // TestBasicAnswerToMixedChallengeDoesNotPin: a 401 that offers NTLM and
 // Basic, answered by the engine with its own Basic credentials, starts no
 // connection-based handshake: the connection goes back to the shared
