@@ -74,11 +74,12 @@ type detacher interface {
 	Fd() int
 }
 
-// Dial connects to addr (an ip:port the caller resolved; netpoll would
-// otherwise resolve it with the default resolver) within timeout. It blocks:
-// callers off the hot path run it on a worker pool. The returned connection
-// is Busy, held by the caller. A failure is an *Error with PhaseDial; one
-// that ctx ended wraps ctx's error.
+// Dial connects to addr (an ip:port the caller resolved; a host name is
+// resolved with the default resolver) within timeout and while ctx lasts:
+// ctx's end stops a connect in progress. It blocks: callers off the hot
+// path run it on a worker pool. The returned connection is Busy, held by
+// the caller. A failure is an *Error with PhaseDial; one that ctx ended
+// wraps ctx's error.
 func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
@@ -91,8 +92,14 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 	c := &Conn{addr: addr, slot: slots.Add(1), rawFD: -1}
 	c.state.Store(uint32(Connecting))
 	start := time.Now()
-	nc, err := netpoll.DialConnection("tcp", addr, timeout)
-	if err != nil && errors.Is(err, netpoll.ErrConnClosed) && time.Since(start) < timeout {
+	dctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	nc, err := dialNetpoll(dctx, addr)
+	if err != nil && errors.Is(err, netpoll.ErrConnClosed) && time.Since(start) < timeout && ctx.Err() == nil {
 		// netpoll v0.7.2 reports any hang-up seen while connecting as
 		// "closed by peer": a refusal, but also a stale poller event for
 		// an fd number that was just reused (it logs "operator has
@@ -126,6 +133,49 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
 	}
 	return c, nil
+}
+
+// dialNetpoll is netpoll's DialConnection bounded by ctx instead of by a
+// timeout alone (netpoll.DialTCP waits for the connect under ctx), so that
+// a caller giving up (its client gone, the engine aborting) ends the dial
+// at once rather than at ConnectTimeout. As DialConnection does, it
+// resolves a host name and tries each of its addresses in turn.
+func dialNetpoll(ctx context.Context, addr string) (netpoll.Connection, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	portnum, err := net.DefaultResolver.LookupPort(ctx, "tcp", port)
+	if err != nil {
+		return nil, err
+	}
+	var ips []net.IPAddr
+	if ip := net.ParseIP(host); ip != nil || host == "" {
+		ips = []net.IPAddr{{IP: ip}}
+	} else if ips, err = net.DefaultResolver.LookupIPAddr(ctx, host); err != nil {
+		return nil, err
+	} else if len(ips) == 0 {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	var first error
+	for _, ip := range ips {
+		network := "tcp"
+		if ip.IP != nil && ip.IP.To4() == nil {
+			network = "tcp6"
+		}
+		raddr := &netpoll.TCPAddr{TCPAddr: net.TCPAddr{IP: ip.IP, Port: portnum, Zone: ip.Zone}}
+		nc, err := netpoll.DialTCP(ctx, network, nil, raddr)
+		if err == nil {
+			return nc, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
 }
 
 // dialFailed returns the error of a dial to addr that failed with err.
