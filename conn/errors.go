@@ -95,6 +95,11 @@ var (
 	// ContentLength. Bytes past ContentLength are never read, so a longer
 	// body is not an error: it is cut there.
 	ErrBodyLength = errors.New("conn: request body length differs from ContentLength")
+	// ErrRequestBody reports that reading the caller's request body
+	// failed (its error is wrapped too): the caller's fault, not the
+	// upstream's, even when the error is a reset (the client of a proxy
+	// gone mid-upload), so it is never taken for a stale connection.
+	ErrRequestBody = errors.New("conn: reading the request body failed")
 	// ErrUnrequestedSwitch reports a 101 Switching Protocols to a request
 	// whose forwarded head offered no Upgrade (RFC 9110 §7.8, §15.2.2).
 	ErrUnrequestedSwitch = errors.New("conn: 101 Switching Protocols to a request that offered no upgrade")

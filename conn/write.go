@@ -84,7 +84,11 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 		n := len(bb.B)
 		bb.B = append(bb.B, make([]byte, ex.ContentLength)...)
 		if _, err := io.ReadFull(ex.Body, bb.B[n:]); err != nil {
-			return c.fail(PhaseWrite, fmt.Errorf("%w: %w", ErrBodyLength, err))
+			kind := ErrRequestBody
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				kind = ErrBodyLength
+			}
+			return c.fail(PhaseWrite, fmt.Errorf("%w: %w", kind, err))
 		}
 	}
 	if err := c.write(bb.B); err != nil {
@@ -147,7 +151,7 @@ func (c *Conn) writeBody(ex *Exchange) error {
 				break
 			}
 			if err != nil {
-				return c.fail(PhaseWrite, fmt.Errorf("read request body: %w", err))
+				return c.fail(PhaseWrite, fmt.Errorf("%w: %w", ErrRequestBody, err))
 			}
 		}
 		return nil
@@ -172,7 +176,7 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			break
 		}
 		if err != nil {
-			return c.fail(PhaseWrite, fmt.Errorf("read request body: %w", err))
+			return c.fail(PhaseWrite, fmt.Errorf("%w: %w", ErrRequestBody, err))
 		}
 	}
 	if err := c.write(lastChunk); err != nil {

@@ -807,3 +807,49 @@ func TestNilContextRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// failingBody returns some bytes, then err.
+type failingBody struct {
+	sent bool
+	err  error
+}
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, "hel"), nil
+	}
+	return 0, b.err
+}
+
+// A request body that fails to read with a reset (the client of a proxy
+// gone mid-upload) on a reused connection is the caller's failure: not a
+// stale connection, not retried even with GetBody, and the error says so.
+func TestRequestBodyResetNotStale(t *testing.T) {
+	// 5 bytes go out with the head; 1 MiB is streamed after it.
+	for _, size := range []int64{5, 1 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { requestBodyResetNotStale(t, size) })
+	}
+}
+
+func requestBodyResetNotStale(t *testing.T, size int64) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 1})
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("GET: %d %v", st, err)
+	}
+	reset := fmt.Errorf("client: %w", syscall.ECONNRESET)
+	gets := 0
+	req := &Request{Upstream: Upstream{Addr: o.addr()}, Head: head(t, fmt.Sprintf("PUT /p HTTP/1.1\r\nHost: o\r\nContent-Length: %d\r\n\r\n", size)),
+		Body: &failingBody{err: reset}, ContentLength: size,
+		GetBody: func() (io.Reader, error) { gets++; return &failingBody{err: reset}, nil }}
+	_, _, err := do(t, e, req)
+	if !errors.Is(err, conn.ErrRequestBody) || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("PUT: %v, want the request body's error", err)
+	}
+	s := e.Stats()[o.addr()]
+	if s.RacesHit != 0 || s.RacesRetried != 0 || s.Retries != 0 || gets != 0 || o.accepted() != 1 {
+		t.Fatalf("stats %+v, GetBody called %d times, origin accepted %d: want no race, no retry", s, gets, o.accepted())
+	}
+}

@@ -503,7 +503,7 @@ func finish(t *Task, err error) {
 // reused connection, before any response byte, the connection was found
 // closed or reset. Timeouts and sink or request-body failures are not.
 func stale(e *conn.Error) bool {
-	if !e.Reused || e.Responded {
+	if !e.Reused || e.Responded || errors.Is(e, conn.ErrRequestBody) {
 		return false
 	}
 	return errors.Is(e, conn.ErrUnexpectedEOF) || errors.Is(e, conn.ErrClosed) ||
