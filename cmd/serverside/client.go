@@ -168,6 +168,9 @@ type reqState struct {
 	ereq   engine.Request
 	s      sink
 	body   bodyReader
+	// addrs are the forward target's other addresses, tried in turn
+	// when a connect fails (nextAddr).
+	addrs []string
 }
 
 func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn {
@@ -193,6 +196,7 @@ func (cc *clientConn) serveOne() outcome {
 	// origin's once the state is pooled.
 	rs.req.Reset()
 	rs.ereq = engine.Request{}
+	rs.addrs = nil
 	rs.s.cc, rs.s.body, rs.body.cc, rs.body.held, rs.body.err = nil, nil, nil, nil, nil
 	// A pooled state stays small: buffers grown past the usual (a held
 	// body, a TRACE echo) are dropped rather than kept idle.
@@ -419,7 +423,11 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	var err error
 	if s.upgrade {
 		var nc net.Conn
-		if nc, err = cc.p.eng.Upgrade(context.Background(), er, s); nc != nil {
+		nc, err = cc.p.eng.Upgrade(context.Background(), er, s)
+		for nc == nil && cc.nextAddr(er, err) {
+			nc, err = cc.p.eng.Upgrade(context.Background(), er, s)
+		}
+		if nc != nil {
 			// serve returns tunnelIt: the 101 goes out after the hand-over.
 			cc.p.tunnelsLive.Add(1)
 			cc.tunnel, cc.tunnelHead = nc, append([]byte(nil), s.bb.B...)
@@ -428,6 +436,9 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 		// A 101 not handed over comes with an error: its head is dropped.
 	} else {
 		err = cc.p.eng.Exchange(context.Background(), er, s)
+		for cc.nextAddr(er, err) {
+			err = cc.p.eng.Exchange(context.Background(), er, s)
+		}
 	}
 	if err == nil && cc.tunnel == nil {
 		err = s.finish()
@@ -530,12 +541,13 @@ func (cc *clientConn) route(s *sink, ed *parser.Edits) (engine.Upstream, bool) {
 	cc.setOriginForm(ed)
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
-	addr, err := resolve(ctx, hp)
+	addrs, err := resolveAll(ctx, cc.p.cfg.Lookup, hp)
 	if err != nil {
 		cc.writeErrorSink(s, 502, "cannot resolve "+hp+": "+err.Error())
 		return engine.Upstream{}, false
 	}
-	up := engine.Upstream{Addr: addr}
+	up := engine.Upstream{Addr: addrs[0]}
+	cc.rs.addrs = addrs[1:]
 	if scheme == "https" {
 		// The server name is the target's host (the engine takes it from
 		// the absolute-form authority).

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,7 +74,13 @@ type clientConfig struct {
 	// ForwardTLS is the TLS of https:// targets in forward mode (CA
 	// bundle, verification); nil verifies against the system roots.
 	ForwardTLS *engine.TLS
+	// Lookup resolves the host names of forward targets (requests and
+	// CONNECT); nil uses net.DefaultResolver.
+	Lookup lookupFunc
 }
+
+// lookupFunc is net.Resolver's LookupNetIP.
+type lookupFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
 
 // proxy is the client side of the demo proxy.
 //
@@ -232,24 +239,77 @@ func validPort(hp string) bool {
 // resolveTimeout bounds one name lookup.
 const resolveTimeout = 10 * time.Second
 
-// resolve turns host:port into ip:port with net.DefaultResolver; an IP
-// literal (a reverse proxy's usual -origin) needs no lookup.
+// resolve turns host:port into ip:port with net.DefaultResolver, the
+// name's first address; an IP literal (a reverse proxy's usual -origin)
+// needs no lookup.
 func resolve(ctx context.Context, hp string) (string, error) {
+	addrs, err := resolveAll(ctx, nil, hp)
+	if err != nil {
+		return "", err
+	}
+	return addrs[0], nil
+}
+
+// maxDialAddrs bounds the addresses of one forward target tried in turn.
+const maxDialAddrs = 4
+
+// resolveAll turns host:port into the ip:port of each of the name's
+// addresses (at most maxDialAddrs), in the resolver's order of
+// preference, with lookup (nil: net.DefaultResolver). A forward target is
+// tried address by address while connects fail (nextAddr), as clients and
+// Squid do: a name whose first address does not answer (an IPv6 address
+// of localhost where the server listens on 127.0.0.1 only, one server of
+// several down) is still reached.
+func resolveAll(ctx context.Context, lookup lookupFunc, hp string) ([]string, error) {
 	host, port, err := net.SplitHostPort(hp)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if _, err := netip.ParseAddr(host); err == nil {
-		return hp, nil
+		return []string{hp}, nil
 	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupNetIP
+	}
+	ips, err := lookup(ctx, "ip", host)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if len(ips) == 0 {
-		return "", fmt.Errorf("no address for %q", host)
+		return nil, fmt.Errorf("no address for %q", host)
 	}
-	return net.JoinHostPort(ips[0].Unmap().String(), port), nil
+	addrs := make([]string, 0, min(len(ips), maxDialAddrs))
+	for _, ip := range ips {
+		a := net.JoinHostPort(ip.Unmap().String(), port)
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+		if len(addrs) == maxDialAddrs {
+			break
+		}
+	}
+	return addrs, nil
+}
+
+// connectFailed reports an upstream exchange or tunnel that failed in its
+// connect: nothing was sent, so another address of the same name may be
+// tried.
+func connectFailed(err error) bool {
+	e := conn.AsError(err)
+	return e != nil && e.Phase == conn.PhaseDial && !e.Written && !e.BodyRead && !e.Responded
+}
+
+// nextAddr moves er to the next address of its forward target's name
+// after a connect to the current one failed (connectFailed) before any of
+// the request or the response moved, and reports whether it did.
+func (cc *clientConn) nextAddr(er *engine.Request, err error) bool {
+	rs := cc.rs
+	if len(rs.addrs) == 0 || !connectFailed(err) || rs.s.headSent || rs.s.pending || rs.s.status != 0 {
+		return false
+	}
+	cc.p.log.Debug("connect failed, trying the target's next address", "addr", er.Upstream.Addr, "next", rs.addrs[0], "err", err)
+	er.Upstream.Addr, rs.addrs = rs.addrs[0], rs.addrs[1:]
+	return true
 }
 
 // Serve serves client connections accepted on ln (a *net.TCPListener)

@@ -170,16 +170,22 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	defer cancel()
 	treq := engine.TunnelRequest{Target: target, PinKey: cc.requestPinKey(),
 		ProxyAuthorization: string(req.Get(parser.HdrProxyAuthorization))}
+	var addrs []string // the target's other addresses, tried in turn
 	if cc.p.parents {
 		treq.Group = cc.p.group
 	} else {
-		addr, err := resolve(ctx, target)
+		all, err := resolveAll(ctx, cc.p.cfg.Lookup, target)
 		if err != nil {
 			return fail(502, "cannot resolve "+target+": "+err.Error())
 		}
-		treq.Target = addr
+		treq.Target, addrs = all[0], all[1:]
 	}
 	nc, resp, err := cc.p.eng.Tunnel(ctx, treq)
+	for len(addrs) > 0 && err != nil && connectFailed(err) && ctx.Err() == nil {
+		cc.p.log.Debug("connect failed, trying the target's next address", "addr", treq.Target, "next", addrs[0], "err", err)
+		treq.Target, addrs = addrs[0], addrs[1:]
+		nc, resp, err = cc.p.eng.Tunnel(ctx, treq)
+	}
 	if err != nil {
 		if errors.Is(err, engine.ErrTunnelRefused) && resp != nil {
 			_ = cc.r.Skip(hl)
