@@ -671,3 +671,58 @@ func TestClientHalfClose(t *testing.T) {
 		}
 	}
 }
+
+// TestClientHalfClosePipelined: a client that pipelines requests and then
+// shuts down its sending side (printf '...' | nc -N) gets every complete
+// request answered, in order, then the close, as from nginx; an
+// incomplete head at the end is dropped without an answer. Only the
+// first used to be answered: the connection closed after it, and the
+// requests behind it were lost without a word.
+func TestClientHalfClosePipelined(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	reqs := "GET /small?1 HTTP/1.1\r\nHost: a\r\n\r\n" +
+		"HEAD /small?2 HTTP/1.1\r\nHost: a\r\n\r\n" +
+		"GET /small?3 HTTP/1.1\r\nHost: a\r\n\r\n" +
+		"GET /small?4 HTTP/1.1\r\nHo"
+	if _, err := io.WriteString(c, reqs); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i, method := range []string{"GET", "HEAD", "GET"} {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("response %d: %v", i+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := bench.SmallBody
+		if method == "HEAD" {
+			want = ""
+		}
+		if err != nil || resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("response %d: %d %q %v, want 200 %q", i+1, resp.StatusCode, body, err, want)
+		}
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the three responses: %q %v, want the close", rest, err)
+	}
+	var uris []string
+	for _, r := range ng.WaitRequests(3, 5*time.Second) {
+		uris = append(uris, r.Method+" "+r.URI)
+	}
+	if got := strings.Join(uris, ", "); got != "GET /small?1, HEAD /small?2, GET /small?3" {
+		t.Errorf("nginx logged %s", got)
+	}
+}

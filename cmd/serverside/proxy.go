@@ -413,6 +413,12 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 		return nil
 	}
 	o := cc.serveOne()
+	for cc.halfClosed && o == served && cc.r.Len() > 0 {
+		// The client pipelined more requests before its half-close:
+		// those already in are answered too, in order, on the same
+		// duplicate; an incomplete head ends it (readHead).
+		o = cc.serveOne()
+	}
 	if cc.halfClosed {
 		// The client sends no more requests; its response went out on
 		// the duplicate, which ends the connection. A protocol switch
