@@ -47,6 +47,11 @@ type transport struct {
 
 var headerExclude = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true}
 
+// headerExcludeUA is headerExclude for a request whose User-Agent is set
+// to "", which net/http takes for "send none" (httputil.ReverseProxy sets
+// it so when the client sent none).
+var headerExcludeUA = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "User-Agent": true}
+
 // RoundTrip implements http.RoundTripper.
 func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	closeBody := func() {
@@ -96,7 +101,11 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	if hr.Close && hr.Header.Get("Connection") == "" {
 		b.WriteString("Connection: close\r\n")
 	}
-	if err := hr.Header.WriteSubset(&b, headerExclude); err != nil {
+	exclude := headerExclude
+	if ua, ok := hr.Header["User-Agent"]; ok && len(ua) == 1 && ua[0] == "" {
+		exclude = headerExcludeUA
+	}
+	if err := hr.Header.WriteSubset(&b, exclude); err != nil {
 		closeBody()
 		return nil, fmt.Errorf("engine: transport: %w", err)
 	}
@@ -130,7 +139,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	}
 	if resp.Status == 101 {
 		return &http.Response{
-			Status:     "101 " + resp.Reason,
+			Status:     statusText(101, resp.Reason),
 			StatusCode: 101,
 			Proto:      resp.Version.String(),
 			ProtoMajor: int(resp.Version.Major),
@@ -155,7 +164,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	slices.Reverse(codings)
 	resp.Header.Del("Transfer-Encoding")
 	return &http.Response{
-		Status:           strconv.Itoa(resp.Status) + " " + resp.Reason,
+		Status:           statusText(resp.Status, resp.Reason),
 		StatusCode:       resp.Status,
 		Proto:            resp.Version.String(),
 		ProtoMajor:       int(resp.Version.Major),
@@ -273,4 +282,13 @@ func (r *respBody) Close() error {
 	err := r.ReadCloser.Close()
 	r.closeReq()
 	return err
+}
+
+// statusText is http.Response.Status: the code and the reason phrase, or
+// the code alone when the upstream sent no reason, as net/http gives it.
+func statusText(code int, reason string) string {
+	if reason == "" {
+		return strconv.Itoa(code)
+	}
+	return strconv.Itoa(code) + " " + reason
 }

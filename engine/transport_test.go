@@ -474,3 +474,43 @@ func TestTransportCodingsOuterFirst(t *testing.T) {
 		t.Fatalf("body %q, %v, TransferEncoding %q; want \"ab\" and [chunked gzip]", b, err, resp.TransferEncoding)
 	}
 }
+
+// Status and User-Agent as net/http has them: a status line without a
+// reason phrase gives Status "200", and a User-Agent set to "" (as
+// httputil.ReverseProxy sets it for a client that sent none) sends none.
+func TestTransportStatusAndEmptyUserAgent(t *testing.T) {
+	checkLeaks(t)
+	uas := make(chan []string, 4)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			var ua []string
+			for _, l := range lines {
+				if strings.HasPrefix(strings.ToLower(l), "user-agent:") {
+					ua = append(ua, l)
+				}
+			}
+			uas <- ua
+			io.WriteString(c, "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	std := &http.Transport{}
+	defer std.CloseIdleConnections()
+	for _, rt := range []http.RoundTripper{e.Transport(), std} {
+		req, _ := http.NewRequest("GET", "http://"+o.addr()+"/", nil)
+		req.Header.Set("User-Agent", "")
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if ua := <-uas; resp.Status != "200" || len(ua) != 0 {
+			t.Errorf("%T: Status %q, User-Agent lines %q; want \"200\" and none", rt, resp.Status, ua)
+		}
+	}
+}
