@@ -384,6 +384,13 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed.StripHopByHop = true
 	if m := req.MethodID(); m == parser.MethodTrace || m == parser.MethodOptions {
 		if done, keep := cc.maxForwards(s, ed, hasBody); done {
+			if hasBody {
+				// Answered without reading the body: the close lingers
+				// (serve), as after an origin's early answer.
+				body := &cc.rs.body
+				body.reset(req.Framing() == parser.FramingChunked, req.ContentLength())
+				s.body = body
+			}
 			return keep
 		}
 	}

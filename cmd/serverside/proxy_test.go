@@ -491,13 +491,24 @@ func TestEarlyAnswerLingers(t *testing.T) {
 		_ = c.(*net.TCPConn).SetLinger(0)
 	})
 	px := startProxy(t, "http://"+o.Addr())
+	earlyAnswerLingers(t, px, "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n", 413, "nope")
+	// The proxy's own answer to a request it must not forward (RFC 9110
+	// §7.6.2) lingers the same way.
+	earlyAnswerLingers(t, px, "OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nContent-Length: 67108864\r\n\r\n", 200, "")
+}
+
+// earlyAnswerLingers sends head, announcing a 64 MiB body, and the body
+// until the response (status, body) has come and some more after it: the
+// proxy must absorb it, and the response arrive whole, then the end.
+func earlyAnswerLingers(t *testing.T, px, head string, status int, wantBody string) {
+	t.Helper()
 	c, err := net.Dial("tcp", px)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, head); err != nil {
 		t.Fatal(err)
 	}
 	// The upload goes on, as curl's does, until the response has come and
@@ -540,8 +551,8 @@ func TestEarlyAnswerLingers(t *testing.T) {
 		t.Fatalf("reading the response after more body: %v", err)
 	}
 	body, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != 413 || string(body) != "nope" || err != nil || !resp.Close {
-		t.Fatalf("response %d %q (%v), close %v; want the 413 whole, then the end", resp.StatusCode, body, err, resp.Close)
+	if resp.StatusCode != status || string(body) != wantBody || err != nil || !resp.Close {
+		t.Fatalf("response %d %q (%v), close %v; want the %d whole, then the end", resp.StatusCode, body, err, resp.Close, status)
 	}
 }
 
