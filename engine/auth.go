@@ -756,7 +756,19 @@ func (s *capSink) OnHead(resp *parser.Response) error {
 		s.method = s.t.Exchange.Head.MethodID()
 		return nil
 	}
+	s.tellPinned()
 	return s.next.OnHead(resp)
+}
+
+// tellPinned tells a SessionSink, before its OnHead, that the exchange
+// runs on its session's pinned connection.
+func (s *capSink) tellPinned() {
+	if !s.t.Pinned() {
+		return
+	}
+	if ss, ok := s.next.(SessionSink); ok {
+		ss.OnPinnedConn()
+	}
 }
 
 // OnInterim passes interim responses on to a caller's sink that takes
@@ -792,6 +804,7 @@ func (s *capSink) deliver() error {
 	if _, err := resp.Parse(s.head); err != nil {
 		return fmt.Errorf("engine: re-reading a held-back challenge: %w", err)
 	}
+	s.tellPinned()
 	if err := s.next.OnHead(&resp); err != nil {
 		return err
 	}

@@ -146,6 +146,17 @@ type Sink interface {
 // the call, and an error aborts the exchange.
 type InterimSink = conn.InterimSink
 
+// SessionSink is implemented by a Sink that wants to know whether its
+// exchange runs on the connection pinned to its request's PinKey: then
+// OnPinnedConn is called before OnHead, and a response that closes its
+// connection ends the session. (A request with a session's key can go
+// elsewhere, to another upstream, where such a close ends nothing; during
+// that exchange, Engine.Pinned still reports the session live.)
+type SessionSink interface {
+	Sink
+	OnPinnedConn()
+}
+
 // Engine sends requests upstream over pooled connections.
 type Engine struct {
 	cfg    Config
@@ -484,8 +495,8 @@ func (e *Engine) Unpin(pinKey uint64) {
 
 // Pinned reports whether pinKey has a live pinned session for requests:
 // an upstream connection kept for them (one found closed is not live).
-// During an exchange on that connection, it tells a sink whether a
-// response that closes its connection also ends the session.
+// Whether an exchange runs on that connection is for a SessionSink to
+// learn.
 func (e *Engine) Pinned(pinKey uint64) bool {
 	if pinKey == 0 {
 		return false

@@ -260,3 +260,57 @@ func TestEditsFramingReplacedByEngine(t *testing.T) {
 		}
 	}
 }
+
+// sessionSink is a bodySink that counts OnPinnedConn, and when it came
+// (before OnHead or after).
+type sessionSink struct {
+	bodySink
+	told, late int
+}
+
+func (s *sessionSink) OnPinnedConn() {
+	s.told++
+	if s.status != 0 {
+		s.late++
+	}
+}
+
+// A SessionSink learns, before OnHead, that its exchange runs on its
+// session's pinned connection, and only then: not for the exchange that
+// starts the session, not for a request under the session's key that goes
+// to another upstream, not for a request without a key.
+func TestSessionSinkTold(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, keepAlive(""))
+	o2 := newOrigin(t, keepAlive(""))
+	e := newEngine(t, Config{Shards: 2})
+	run := func(r *Request) *sessionSink {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s := &sessionSink{}
+		if err := e.Exchange(ctx, r, s); err != nil || s.status != 200 {
+			t.Fatalf("%d %v", s.status, err)
+		}
+		return s
+	}
+	r := get(o.addr(), t)
+	r.PinKey, r.Pin = 7, true
+	if s := run(r); s.told != 0 {
+		t.Fatalf("the exchange that pins: told %d times", s.told)
+	}
+	r = get(o.addr(), t)
+	r.PinKey = 7
+	if s := run(r); s.told != 1 || s.late != 0 {
+		t.Fatalf("on the pinned connection: told %d times, %d after OnHead; want once, before", s.told, s.late)
+	}
+	r = get(o2.addr(), t)
+	r.PinKey = 7
+	if s := run(r); s.told != 0 {
+		t.Fatalf("another upstream under the key: told %d times", s.told)
+	}
+	if s := run(get(o.addr(), t)); s.told != 0 {
+		t.Fatalf("no key: told %d times", s.told)
+	}
+	e.Unpin(7)
+}

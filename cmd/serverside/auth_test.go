@@ -528,6 +528,7 @@ func TestNTLMForwardOtherSite(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
+	closer := bench.StartNginx(t, bench.NginxOptions{KeepaliveRequests: 1})
 	plog, extra := squidPortLog(t)
 	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
 	p, px := startAuthProxy(t, engine.Config{})
@@ -547,6 +548,11 @@ func TestNTLMForwardOtherSite(t *testing.T) {
 	waitPinned(t, p, 1)
 	if resp, body := get(ng.URL("/small")); resp.StatusCode != 200 || body != bench.SmallBody || resp.Close {
 		t.Fatalf("the other site: %d (close %v) %q, want 200 on a connection that stays", resp.StatusCode, resp.Close, body)
+	}
+	// A site that closes its connection after each response: that close
+	// is not the session's, so the client's connection stays.
+	if resp, body := get(closer.URL("/small")); resp.StatusCode != 200 || body != bench.SmallBody || resp.Close {
+		t.Fatalf("a site closing its connection: %d (close %v) %q, want 200 on a connection that stays", resp.StatusCode, resp.Close, body)
 	}
 	if resp, body := get(ntlmSite); resp.StatusCode != 200 || body != bench.SmallBody {
 		t.Fatalf("back to the NTLM site: %d %q, want 200 on the authenticated connection", resp.StatusCode, body)

@@ -941,6 +941,7 @@ type sink struct {
 	chunked   bool // the body is chunk-encoded to the client
 	pending   bool // bb holds a head not yet handed to the writer
 	headSent  bool // response bytes went to the writer
+	onPinned  bool // the exchange runs on the client's pinned connection (OnPinnedConn)
 	body      *bodyReader
 	status    int
 	bytes     int64
@@ -954,9 +955,13 @@ type sink struct {
 func (s *sink) reset(http11, keepAlive bool) {
 	s.http11, s.keepAlive = http11, keepAlive
 	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
-	s.upgrade, s.switching = false, false
+	s.upgrade, s.switching, s.onPinned = false, false, false
 	s.body, s.status, s.bytes, s.left = nil, 0, 0, -1
 }
+
+// OnPinnedConn is engine.SessionSink's: the response comes on the
+// connection pinned to this client connection.
+func (s *sink) OnPinnedConn() { s.onPinned = true }
 
 func (s *sink) OnHead(resp *parser.Response) error {
 	if resp.IsInterim() {
@@ -1032,7 +1037,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		ed.Remove("Content-Length")
 	}
 	if s.keepAlive && !resp.KeepAlive() {
-		if k := s.cc.rs.ereq.PinKey; k != 0 && s.cc.p.eng.Pinned(k) {
+		if s.onPinned {
 			// The upstream connection this client authenticated on
 			// (NTLM, Negotiate) closes after this response. The client
 			// can only authenticate again on a new connection, so this
