@@ -54,8 +54,11 @@ func (cc *clientConn) needsDetach(hl, buffered int) bool {
 
 // onDetached is the close callback of a connection that Detach took off
 // netpoll. It runs on the goroutine of the connection's last OnRequest,
-// after netpoll deregistered the fd and before it freed its buffers.
-func (cc *clientConn) onDetached(c netpoll.Connection) {
+// after netpoll deregistered the fd and before it freed its buffers. fd
+// is the connection's socket, closed here once duplicated into the Go net
+// connection: c's own after a Detach, a duplicate of it when netpoll
+// closes c's (onParked).
+func (cc *clientConn) onDetached(c netpoll.Connection, fd int) {
 	quiesce(c)
 	r := c.Reader()
 	var left []byte
@@ -65,7 +68,7 @@ func (cc *clientConn) onDetached(c netpoll.Connection) {
 			left = append(make([]byte, 0, max(n, 4096)), b...)
 		}
 	}
-	nc, err := fileConn(c)
+	nc, err := fileConn(fd)
 	if err != nil {
 		cc.p.log.Warn("detach client connection", "err", err)
 		cc.dropTunnel()
@@ -87,14 +90,13 @@ func (cc *clientConn) onDetached(c netpoll.Connection) {
 	go cc.serveDetached()
 }
 
-// fileConn turns the fd of a detached netpoll connection into a Go net
-// connection (a duplicate) and closes the original.
-func fileConn(c netpoll.Connection) (net.Conn, error) {
-	fc, ok := c.(interface{ Fd() int })
-	if !ok {
+// fileConn turns a client socket off netpoll into a Go net connection (a
+// duplicate) and closes fd.
+func fileConn(fd int) (net.Conn, error) {
+	if fd < 0 {
 		return nil, errors.New("netpoll connection has no fd")
 	}
-	f := os.NewFile(uintptr(fc.Fd()), "client")
+	f := os.NewFile(uintptr(fd), "client")
 	nc, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
@@ -220,16 +222,20 @@ func dupFd(c any) (int, error) {
 	fd := -1
 	var derr error
 	if err := rc.Control(func(f uintptr) {
-		r, _, e := syscall.Syscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
-		if e != 0 {
-			derr = e
-			return
-		}
-		fd = int(r)
+		fd, derr = dupCloexec(int(f))
 	}); err != nil {
 		return -1, err
 	}
 	return fd, derr
+}
+
+// dupCloexec duplicates fd (close-on-exec).
+func dupCloexec(fd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
 }
 
 // connReader gives a Go net connection the part of netpoll's Reader the

@@ -21,9 +21,10 @@ import (
 // connection and operator, an input and an output buffer, an iovec
 // barrier) however long the connection stays idle. A keep-alive client
 // connection on which no request started for parkAfter leaves netpoll:
-// the sweeper detaches it, and its fd waits in the parking lot, an epoll
-// set of the proxy's own, until the client sends again or goes; then it
-// costs its clientConn and nothing else.
+// the sweeper closes netpoll's connection, and a duplicate of its fd
+// waits in the parking lot, an epoll set of the proxy's own, until the
+// client sends again or goes; then it costs its clientConn and nothing
+// else.
 //
 // The lot is also the listener netpoll serves. Its fd is the epoll set's,
 // which holds the listening socket besides the parked connections, so
@@ -33,7 +34,7 @@ import (
 // goroutine or thread of its own, and no system call on a request's way.
 //
 // The hand-over to the lot is safe whatever the client does meanwhile:
-// Detach takes the fd out of netpoll's epoll set first, and quiesce then
+// netpoll's close takes the fd out of its epoll set first, and quiesce then
 // waits for netpoll's poller to be done with any event it had already
 // taken for the fd, so that whatever the poller read is in the input
 // buffer. What is there then (a request that came in during the
@@ -149,7 +150,7 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	return &pollConn{fd: fd, local: l.addr, remote: net.TCPAddrFromAddrPort(cc.remote)}, nil
 }
 
-// park puts cc's fd, just detached from netpoll, in the set. It reports
+// park puts cc's fd, just off netpoll, in the set. It reports
 // false, leaving the fd to the caller, once the lot is closed.
 func (l *parkLot) park(cc *clientConn, fd int) bool {
 	l.mu.Lock()
@@ -239,36 +240,60 @@ func (pc parkedCloser) Close() error {
 }
 
 // park takes cc, idle, off netpoll into the lot; false if it was not
-// idle any more, or cannot leave netpoll. The close callbacks finish the
-// move (onParked).
+// idle any more, or cannot leave netpoll. It closes netpoll's connection:
+// the close callbacks finish the move (onParked), with a duplicate of the
+// fd, whoever's close runs them.
 func (cc *clientConn) park() bool {
 	// A detached connection has a goroutine of its own, which takes it
 	// out of idle when a request comes.
-	if cc.detached.Load() || !cc.state.CompareAndSwap(stIdle, stParking) {
+	if cc.detached.Load() {
+		return false
+	}
+	// cc.c is the handler's while a request may start; the closer is
+	// read atomically.
+	c, ok := cc.closer.Load().(closerOf).c.(netpoll.Connection)
+	if !ok || !canQuiesce(c) || !cc.state.CompareAndSwap(stIdle, stParking) {
 		return false
 	}
 	// The connection is the sweeper's now: no request can start on it.
-	c, ok := cc.c.(netpoll.Connection)
-	d, canDetach := cc.c.(interface{ Detach() error })
-	if !ok || !canDetach || !canQuiesce(c) {
-		cc.state.Store(stIdle)
+	// c is still its netpoll connection unless that ended (and another
+	// took its place) between the look and the move.
+	if cc.closer.Load().(closerOf).c != c {
+		cc.state.CompareAndSwap(stParking, stIdle)
 		return false
 	}
-	_ = d.Detach()
+	if testHookPark != nil {
+		testHookPark(cc)
+	}
+	_ = c.Close()
 	return true
 }
 
-// onParked is the close callback of a connection park detached: it runs
-// after netpoll took the fd out of its epoll set, on the goroutine that
-// detached it or on that of an OnRequest that was running then.
+// testHookPark runs between a park's move to parking and its close of
+// netpoll's connection; tests set it before the proxy starts.
+var testHookPark func(*clientConn)
+
+// onParked is the close callback of a connection park closed, or that
+// was closed otherwise while parking (its client went, netpoll's
+// shutdown): it runs after netpoll took the fd out of its epoll set, on
+// the goroutine that closed it, on that of an OnRequest that was running
+// then, or on netpoll's hang-up goroutine. netpoll closes its fd after the
+// close callbacks, so the connection goes on with a duplicate; a client
+// that went is found so by the lot.
 func (cc *clientConn) onParked(c netpoll.Connection) {
 	quiesce(c)
-	fd := c.(interface{ Fd() int }).Fd()
+	fd, err := dupCloexec(c.(interface{ Fd() int }).Fd())
+	if err != nil {
+		cc.p.log.Warn("park client connection", "err", err)
+		cc.state.Store(stClosing)
+		cc.unregister()
+		return
+	}
 	if c.Reader().Len() > 0 {
 		// A request came in during the hand-over: serve it off netpoll,
 		// as a detached connection is from the request on.
 		cc.state.Store(stBusy)
-		cc.onDetached(c)
+		cc.onDetached(c, fd)
 		return
 	}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {

@@ -339,3 +339,47 @@ func TestDetachedParks(t *testing.T) {
 		t.Fatalf("%d client connections open, want 1", open)
 	}
 }
+
+// TestParkClientClosesDuringHandOver: a client that closes its idle
+// connection just as the sweeper takes it off netpoll (netpoll's poller
+// sees the close before the sweeper's call to leave netpoll) has its
+// connection closed and forgotten, not left in the lot on a closed fd
+// whose number a later connection reuses.
+func TestParkClientClosesDuringHandOver(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var (
+		once   sync.Once
+		target net.Conn
+	)
+	ready := make(chan struct{})
+	testHookPark = func(cc *clientConn) {
+		<-ready
+		once.Do(func() {
+			target.Close()
+			// Until netpoll's poller took the close and ran the close
+			// callbacks.
+			deadline := time.Now().Add(5 * time.Second)
+			for cc.state.Load() == stParking && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	t.Cleanup(func() { testHookPark = nil }) // after the proxy's shutdown
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute}, nil,
+		"http://"+ng.Addr())
+
+	rc := dialRaw(t, px)
+	rc.getSmall(t, "a")
+	target = rc.c
+	close(ready)
+	waitFor(t, "the closed connection forgotten", func() bool {
+		return p.metrics.open.Load() == 0 && p.parked() == 0 && p.live() == 0
+	})
+	// The proxy still serves, and parks, new connections.
+	next := dialRaw(t, px)
+	next.getSmall(t, "b")
+	waitFor(t, "the new connection parked", func() bool { return p.parked() == 1 })
+	next.getSmall(t, "c")
+}

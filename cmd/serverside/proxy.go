@@ -365,7 +365,12 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 	_ = c.AddCloseCallback(func(c netpoll.Connection) error {
 		switch {
 		case cc.detaching:
-			cc.onDetached(c)
+			// netpoll leaves the fd of a detached connection open.
+			fd := -1
+			if fc, ok := c.(interface{ Fd() int }); ok {
+				fd = fc.Fd()
+			}
+			cc.onDetached(c, fd)
 		case cc.state.Load() == stParking:
 			cc.onParked(c)
 		default:
@@ -390,8 +395,8 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 	cc, _ := ctx.Value(ccKey{}).(*clientConn)
 	if cc != nil && cc.state.Load() == stParking {
 		// Bytes came in as the sweeper parks the connection: they stay
-		// for onParked, which runs as soon as the Detach is in (netpoll
-		// calls again until then).
+		// for onParked, which runs as soon as the sweeper's close is in
+		// (netpoll calls again until then).
 		runtime.Gosched()
 		return nil
 	}
