@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"reflect"
 	"runtime"
@@ -46,6 +47,7 @@ import (
 type parkLot struct {
 	epfd, lnfd int
 	addr       net.Addr
+	log        *slog.Logger
 	parkedN    atomic.Int64 // len(parked), for the metrics
 
 	mu     sync.Mutex
@@ -53,11 +55,24 @@ type parkLot struct {
 	parked map[int]*clientConn // fd → connection waiting in the set
 	back   map[int]*clientConn // fd → connection Accept gave back, until onPrepare
 	events [1]syscall.EpollEvent
+	// pause is the wait before the listening socket, taken out of the
+	// set after accept4 failed (out of fds), goes back in (resume); 0
+	// after an accept4 that worked.
+	pause  time.Duration
+	resume *time.Timer
 }
+
+// How long the lot stops accepting after accept4 failed: acceptPauseMin
+// the first time, twice as long each time it fails again, at most
+// acceptPauseMax.
+const (
+	acceptPauseMin = 10 * time.Millisecond
+	acceptPauseMax = time.Second
+)
 
 // newParkLot makes the lot for the listening socket of ln, a
 // *net.TCPListener; the lot has a duplicate of it.
-func newParkLot(ln net.Listener) (*parkLot, error) {
+func newParkLot(ln net.Listener, log *slog.Logger) (*parkLot, error) {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("listener %T has no fd", ln)
@@ -81,7 +96,7 @@ func newParkLot(ln net.Listener) (*parkLot, error) {
 		syscall.Close(lnfd)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	return &parkLot{epfd: epfd, lnfd: lnfd, addr: ln.Addr(),
+	return &parkLot{epfd: epfd, lnfd: lnfd, addr: ln.Addr(), log: log,
 		parked: make(map[int]*clientConn), back: make(map[int]*clientConn)}, nil
 }
 
@@ -94,8 +109,11 @@ func (l *parkLot) Addr() net.Addr { return l.addr }
 // Accept runs on netpoll's poller whenever the set has an event: it
 // returns a new connection, or a parked one the client sent bytes on, or
 // (nil, nil) when there is neither (netpoll's "try again"). It never
-// blocks. Errors from accept4 are returned as they are: netpoll backs off
-// on EMFILE and ENFILE.
+// blocks. When accept4 fails (out of fds: EMFILE, ENFILE), the listening
+// socket leaves the set for a moment (pauseAccept), and parked
+// connections are served meanwhile: netpoll never sees the error. (Its
+// own back-off takes the lot out of its poller, and from its second time
+// on fails to, and spins, starting a goroutine per try.)
 func (l *parkLot) Accept() (net.Conn, error) {
 	var gone *clientConn
 	defer func() {
@@ -120,11 +138,12 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	if fd == l.lnfd {
 		nfd, sa, err := syscall.Accept4(l.lnfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		if err != nil {
-			if err == syscall.EAGAIN || err == syscall.ECONNABORTED || err == syscall.EINTR {
-				return nil, nil
+			if err != syscall.EAGAIN && err != syscall.ECONNABORTED && err != syscall.EINTR {
+				l.pauseAccept(err)
 			}
-			return nil, err
+			return nil, nil
 		}
+		l.pause = 0
 		// netpoll sets TCP_NODELAY only on sockets it accepted itself.
 		_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
 		return &pollConn{fd: nfd, local: l.addr, remote: sockaddrAddr(sa)}, nil
@@ -148,6 +167,36 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	cc.state.Store(stUnparking)
 	l.back[fd] = cc
 	return &pollConn{fd: fd, local: l.addr, remote: net.TCPAddrFromAddrPort(cc.remote)}, nil
+}
+
+// pauseAccept takes the listening socket out of the set after accept4
+// failed with err, and has resumeAccept put it back a moment later. The
+// first failure after an accept that worked is logged. l.mu is held.
+func (l *parkLot) pauseAccept(err error) {
+	if syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, l.lnfd, nil) != nil {
+		return
+	}
+	if l.pause == 0 {
+		l.pause = acceptPauseMin
+		l.log.Warn("accept client connection; accepting again in a moment", "err", err)
+	} else {
+		l.pause = min(2*l.pause, acceptPauseMax)
+	}
+	l.resume = time.AfterFunc(l.pause, l.resumeAccept)
+}
+
+// resumeAccept puts the listening socket back in the set.
+func (l *parkLot) resumeAccept() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.lnfd)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, l.lnfd, &ev); err != nil {
+		l.log.Warn("accept client connections again", "err", err)
+		l.resume = time.AfterFunc(l.pause, l.resumeAccept)
+	}
 }
 
 // park puts cc's fd, just off netpoll, in the set. It reports
@@ -212,6 +261,9 @@ func (l *parkLot) Close() error {
 		return nil
 	}
 	l.closed = true
+	if l.resume != nil {
+		l.resume.Stop()
+	}
 	var gone []*clientConn
 	for fd, cc := range l.parked {
 		cc.state.Store(stClosing)

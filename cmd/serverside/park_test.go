@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -382,4 +384,77 @@ func TestParkClientClosesDuringHandOver(t *testing.T) {
 	next.getSmall(t, "b")
 	waitFor(t, "the new connection parked", func() bool { return p.parked() == 1 })
 	next.getSmall(t, "c")
+}
+
+// TestAcceptOutOfFds: while the process is out of fds, the lot stops
+// accepting for a moment and tries again, without netpoll's back-off
+// (which from the second time on spins, starting a goroutine per try);
+// parked connections are served meanwhile, and the clients waiting in the
+// listen queue once fds are free again. Twice in a row.
+func TestAcceptOutOfFds(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var nplog syncBuffer
+	netpoll.SetLoggerOutput(&nplog)
+	t.Cleanup(func() { netpoll.SetLoggerOutput(os.Stderr) })
+	var logs syncBuffer
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond}, &logs, "http://"+ng.Addr())
+
+	parked := dialRaw(t, px)
+	parked.getSmall(t, "parked=0")
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim) })
+	for round := range 2 {
+		waitFor(t, "the connection parked", func() bool { return p.parked() == 1 })
+		// Take every fd the limit leaves, then free one for a client
+		// socket: the proxy's accept finds none.
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		low := lim
+		low.Cur = uint64(len(ents) + 16)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+			t.Fatal(err)
+		}
+		var hold []int
+		for range 64 {
+			fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				break
+			}
+			hold = append(hold, fd)
+		}
+		syscall.Close(hold[len(hold)-1])
+		hold = hold[:len(hold)-1]
+		c, err := net.Dial("tcp", px)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waiting := &rawClient{c: c, br: bufio.NewReader(c)}
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		waitFor(t, "the proxy out of fds", func() bool {
+			return strings.Count(logs.String(), "accept client connection") > round || strings.Contains(nplog.String(), "too many open files")
+		})
+		// A parked connection needs no new fd.
+		parked.getSmall(t, fmt.Sprintf("parked=%d", round+1))
+		for _, fd := range hold {
+			syscall.Close(fd)
+		}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+		waiting.getSmall(t, fmt.Sprintf("waiting=%d", round))
+		c.Close()
+	}
+	if strings.Contains(nplog.String(), "accept conn failed") {
+		t.Fatalf("netpoll saw accept fail:\n%.2000s", nplog.String())
+	}
+	if n := strings.Count(logs.String(), `msg="accept client connection; accepting again in a moment" err="too many open files"`); n != 2 {
+		t.Fatalf("%d warnings of the accept failures, want one per time:\n%s", n, logs.String())
+	}
 }

@@ -322,7 +322,7 @@ func (p *proxy) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	lot, err := newParkLot(ln)
+	lot, err := newParkLot(ln, p.log)
 	if err != nil {
 		p.mu.Unlock()
 		ln.Close()
