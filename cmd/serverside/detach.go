@@ -204,7 +204,7 @@ func (cc *clientConn) parkDetached() bool {
 		cc.unregister()
 		return true
 	}
-	cc.p.parks.Add(1)
+	cc.parkedNow()
 	return true
 }
 

@@ -359,7 +359,19 @@ func (cc *clientConn) onParked(c netpoll.Connection) {
 		cc.unregister()
 		return
 	}
+	cc.parkedNow()
+}
+
+// parkedNow follows a park: it counts it, and closes the connection if
+// the engine ended its pinned session meanwhile (OnPinnedClosed found it
+// parking, not idle), as the idle connection it is, so that its client
+// logs in again on a new one rather than have its next request answered
+// with a 502.
+func (cc *clientConn) parkedNow() {
 	cc.p.parks.Add(1)
+	if cc.pinLost.Load() {
+		cc.closeIfIdle()
+	}
 }
 
 // unpark binds a connection Accept gave back to c, its new netpoll

@@ -458,3 +458,41 @@ func TestAcceptOutOfFds(t *testing.T) {
 		t.Fatalf("%d warnings of the accept failures, want one per time:\n%s", n, logs.String())
 	}
 }
+
+// TestPinLostWhileParking: the engine ends the pinned session of a client
+// connection (OnPinnedClosed) just as the connection parks. It is closed
+// once parked, as an idle one is, so that its client reconnects and logs
+// in again, rather than staying parked to have its next request answered
+// with a 502.
+func TestPinLostWhileParking(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var once sync.Once
+	testHookPark = func(cc *clientConn) {
+		if !cc.authSeen.Load() {
+			return
+		}
+		// What OnPinnedClosed does, from start to end, before the
+		// connection is in the lot.
+		once.Do(func() {
+			cc.pinLost.Store(true)
+			cc.closeIfIdle()
+		})
+	}
+	t.Cleanup(func() { testHookPark = nil }) // after the proxy's shutdown
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute}, nil,
+		"http://"+ng.Addr())
+
+	rc := dialRaw(t, px)
+	rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: Basic dTpw\r\n\r\n")
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if !rc.eof(t) {
+		t.Fatal("the connection whose session ended stayed open")
+	}
+	waitFor(t, "the connection forgotten", func() bool {
+		return p.metrics.open.Load() == 0 && p.parked() == 0 && p.live() == 0
+	})
+}
