@@ -332,7 +332,14 @@ func (p *proxy) Serve(ln net.Listener) error {
 	p.mu.Unlock()
 	defer close(p.serveDone)
 	err = p.evl.Serve(lot)
-	lot.Close() // netpoll closes it when it stops, not when it fails to start
+	if err != nil {
+		// netpoll failed to start serving it. When it stops serving
+		// (Shutdown), it returns first and then takes the lot's fd out of
+		// its epoll set and closes the lot itself: closed here, the fd
+		// number could be another connection's by the time netpoll takes
+		// it out, and that connection would lose its events.
+		lot.Close()
+	}
 	ln.Close()
 	return err
 }
