@@ -314,16 +314,12 @@ func (cc *clientConn) park() bool {
 		cc.state.CompareAndSwap(stParking, stIdle)
 		return false
 	}
-	if testHookPark != nil {
-		testHookPark(cc)
+	if h := cc.p.cfg.parkHook; h != nil {
+		h(cc)
 	}
 	_ = c.Close()
 	return true
 }
-
-// testHookPark runs between a park's move to parking and its close of
-// netpoll's connection; tests set it before the proxy starts.
-var testHookPark func(*clientConn)
 
 // onParked is the close callback of a connection park closed, or that
 // was closed otherwise while parking (its client went, netpoll's

@@ -356,7 +356,7 @@ func TestParkClientClosesDuringHandOver(t *testing.T) {
 		target net.Conn
 	)
 	ready := make(chan struct{})
-	testHookPark = func(cc *clientConn) {
+	hook := func(cc *clientConn) {
 		<-ready
 		once.Do(func() {
 			target.Close()
@@ -368,8 +368,7 @@ func TestParkClientClosesDuringHandOver(t *testing.T) {
 			}
 		})
 	}
-	t.Cleanup(func() { testHookPark = nil }) // after the proxy's shutdown
-	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute}, nil,
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute, parkHook: hook}, nil,
 		"http://"+ng.Addr())
 
 	rc := dialRaw(t, px)
@@ -469,7 +468,7 @@ func TestPinLostWhileParking(t *testing.T) {
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	var once sync.Once
-	testHookPark = func(cc *clientConn) {
+	hook := func(cc *clientConn) {
 		if !cc.authSeen.Load() {
 			return
 		}
@@ -480,8 +479,7 @@ func TestPinLostWhileParking(t *testing.T) {
 			cc.closeIfIdle()
 		})
 	}
-	t.Cleanup(func() { testHookPark = nil }) // after the proxy's shutdown
-	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute}, nil,
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute, parkHook: hook}, nil,
 		"http://"+ng.Addr())
 
 	rc := dialRaw(t, px)

@@ -60,6 +60,9 @@ type clientConfig struct {
 	// until its client sends again (park.go); zero takes the default,
 	// negative never parks.
 	ParkAfter time.Duration
+	// parkHook, for tests, runs between a park's move to parking and its
+	// close of netpoll's connection.
+	parkHook func(*clientConn)
 	// AccessLog logs one line per request.
 	AccessLog bool
 	// ConnectPorts are the ports CONNECT may reach; the zero value allows
