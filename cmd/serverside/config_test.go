@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -311,7 +312,14 @@ func TestApplyConfigTunnelTLS(t *testing.T) {
 
 // A value the user must fix exits 2 before anything listens, whether the
 // flags, the peers or the engine refuse it; other start failures exit 1.
+// The listen address is taken, so that a value let through ends in the
+// listen error's 1 instead of a proxy that serves.
 func TestRunConfigErrorsExit2(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
 	for _, args := range [][]string{
 		{"-origin", "http://127.0.0.1:1", "-parent", "http://127.0.0.1:2"},
 		{"-lb", "random"},
@@ -323,8 +331,12 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-upstream-max-lifetime", "-1m"},
 		{"-origin", "http://127.0.0.1:1", "-origin", "http://127.0.0.1:1"},
 		{"-shards", "-3"},
+		{"-client-idle-timeout", "-1s"},
+		{"-client-header-timeout", "-5s"},
+		{"-client-park-after", "-1s"},
+		{"-tunnel-idle-timeout", "-1m"},
 	} {
-		if rc := run(append([]string{"-listen", "127.0.0.1:0"}, args...)); rc != 2 {
+		if rc := run(append([]string{"-listen", busy.Addr().String()}, args...)); rc != 2 {
 			t.Errorf("%v: exit code %d, want 2", args, rc)
 		}
 	}

@@ -107,6 +107,12 @@ func run(args []string) int {
 		logger.Error("config", "err", err)
 		return 2
 	}
+	// The engine refuses its own negative timeouts; these are the
+	// client side's, which it never sees.
+	if err := notNegative(fs, "client-idle-timeout", "client-header-timeout", "client-park-after", "tunnel-idle-timeout"); err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
 	cfg := x.engineConfig(engine.Config{Shards: *shards, Logger: logger})
 	ports, err := parsePorts(x.connectPorts)
 	if err != nil {
@@ -202,6 +208,19 @@ func run(args []string) int {
 		}
 	}
 	return code
+}
+
+// notNegative refuses a negative value of the named duration flags of fs,
+// which newProxy would otherwise take for their defaults (or, for
+// -client-park-after, for 0).
+func notNegative(fs *flag.FlagSet, names ...string) error {
+	for _, name := range names {
+		d, _ := fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration)
+		if d < 0 {
+			return fmt.Errorf("-%s %v: negative duration", name, d)
+		}
+	}
+	return nil
 }
 
 // parkAfter is clientConfig.ParkAfter for the -client-park-after flag, for
