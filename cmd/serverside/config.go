@@ -356,13 +356,8 @@ func (fc *fileConfig) validate() *ConfigError {
 		if a.addr == "" {
 			continue
 		}
-		_, port, err := net.SplitHostPort(a.addr)
-		if err != nil {
-			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: %v", err)
-		}
-		// A service name ("http") is left to net.Listen.
-		if _, err := strconv.ParseUint(port, 10, 16); errors.Is(err, strconv.ErrRange) {
-			return bad(a.field, "want host:port, e.g. 127.0.0.1:9090: port %q out of range", port)
+		if err := checkListenAddr(a.addr); err != nil {
+			return &ConfigError{Field: a.field, Err: err}
 		}
 	}
 	if fc.Shards != nil && *fc.Shards < 0 {
@@ -382,18 +377,12 @@ func (fc *fileConfig) validate() *ConfigError {
 	if (fc.ClientCert == "") != (fc.ClientKey == "") {
 		return bad("client_cert", "client_cert and client_key go together")
 	}
-	ctl := func(r rune) bool { return r <= ' ' || r == 0x7f }
-	if h := fc.Health; h.Path != "" && (h.Path[0] != '/' || strings.ContainsFunc(h.Path, ctl)) {
-		return bad("health.path", "want a path such as \"/healthz\", got %q", h.Path)
+	maxFails := -1
+	if fc.Health.MaxFails != nil {
+		maxFails = *fc.Health.MaxFails
 	}
-	if h := fc.Health; strings.ContainsFunc(h.Host, ctl) {
-		return bad("health.host", "want a host name, got %q", h.Host)
-	}
-	if h := fc.Health; h.Status != 0 && (h.Status < 100 || h.Status > 599) {
-		return bad("health.status", "want 0 (any 2xx or 3xx) or 100 to 599, got %d", h.Status)
-	}
-	if h := fc.Health; h.MaxFails != nil && *h.MaxFails < -1 {
-		return bad("health.max_fails", "want -1 (off) or more, got %d", *h.MaxFails)
+	if field, err := checkHealth(fc.Health.Path, fc.Health.Host, fc.Health.Status, maxFails); err != nil {
+		return &ConfigError{Field: "health." + field, Err: err}
 	}
 	if len(fc.Origins) > 0 && len(fc.Parents) > 0 {
 		return bad("parents", "origins and parents do not mix: origins make a reverse proxy, parents a forward one")
@@ -417,6 +406,39 @@ func (fc *fileConfig) validate() *ConfigError {
 		}
 	}
 	return nil
+}
+
+// checkListenAddr checks the form of an address to listen on (-listen,
+// -admin) before anything listens.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, e.g. 127.0.0.1:9090: %v", err)
+	}
+	// A service name ("http") is left to net.Listen.
+	if _, err := strconv.ParseUint(port, 10, 16); errors.Is(err, strconv.ErrRange) {
+		return fmt.Errorf("want host:port, e.g. 127.0.0.1:9090: port %q out of range", port)
+	}
+	return nil
+}
+
+// checkHealth checks the health settings, the file's or the flags'; field
+// is the file's name of the offending one (path, host, status, max_fails).
+func checkHealth(path, host string, status, maxFails int) (field string, err error) {
+	ctl := func(r rune) bool { return r <= ' ' || r == 0x7f }
+	if path != "" && (path[0] != '/' || strings.ContainsFunc(path, ctl)) {
+		return "path", fmt.Errorf("want a path such as \"/healthz\", got %q", path)
+	}
+	if strings.ContainsFunc(host, ctl) {
+		return "host", fmt.Errorf("want a host name, got %q", host)
+	}
+	if status != 0 && (status < 100 || status > 599) {
+		return "status", fmt.Errorf("want 0 (any 2xx or 3xx) or 100 to 599, got %d", status)
+	}
+	if maxFails < -1 {
+		return "max_fails", fmt.Errorf("want -1 (off) or more, got %d", maxFails)
+	}
+	return "", nil
 }
 
 type peerError struct {

@@ -335,9 +335,21 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-client-header-timeout", "-5s"},
 		{"-client-park-after", "-1s"},
 		{"-tunnel-idle-timeout", "-1m"},
+		// As the config file's health and address checks.
+		{"-origin", "http://127.0.0.1:1", "-max-fails", "-5"},
+		{"-origin", "http://127.0.0.1:1", "-health-check", "healthz"},
+		{"-origin", "http://127.0.0.1:1", "-health-check", "/h x"},
+		{"-origin", "http://127.0.0.1:1", "-health-host", "a\r\nX: 1"},
+		{"-admin", "9090"},
+		{"-admin", "127.0.0.1:99999"},
 	} {
 		if rc := run(append([]string{"-listen", busy.Addr().String()}, args...)); rc != 2 {
 			t.Errorf("%v: exit code %d, want 2", args, rc)
+		}
+	}
+	for _, addr := range []string{"3128", "127.0.0.1", "127.0.0.1:70000"} {
+		if rc := run([]string{"-listen", addr}); rc != 2 {
+			t.Errorf("-listen %s: exit code %d, want 2", addr, rc)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -27,6 +28,17 @@ func (h *healthFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&h.timeout, "health-timeout", 2*time.Second, "bound on one active health check, e.g. -health-timeout 1s")
 	fs.IntVar(&h.status, "health-status", 0, "status a healthy peer answers a check with; 0 accepts any 2xx or 3xx, e.g. -health-status 204")
 	fs.IntVar(&h.maxFails, "max-fails", 3, "consecutive connect failures or protocol errors that mark a peer down\n(passive checks; then one probe request decides), -1 turns them off, e.g. -max-fails 5")
+}
+
+// check refuses the values that the config file's "health" object
+// refuses, naming the flag.
+func (h *healthFlags) check() error {
+	field, err := checkHealth(h.path, h.host, h.status, h.maxFails)
+	if err == nil {
+		return nil
+	}
+	name := map[string]string{"path": "health-check", "host": "health-host", "status": "health-status", "max_fails": "max-fails"}[field]
+	return fmt.Errorf("-%s: %w", name, err)
 }
 
 // apply sets the group's health configuration, when there is a group.

@@ -109,6 +109,21 @@ func run(args []string) int {
 	}
 	// The engine refuses its own negative timeouts; these are the
 	// client side's, which it never sees.
+	// What the file's checks refuse, the command line's values too
+	// (apply has merged the file's into the flags).
+	for _, a := range []struct{ flag, addr string }{{"listen", *listen}, {"admin", x.admin}} {
+		if a.addr == "" && a.flag == "admin" {
+			continue
+		}
+		if err := checkListenAddr(a.addr); err != nil {
+			logger.Error("config", "err", fmt.Errorf("-%s %q: %w", a.flag, a.addr, err))
+			return 2
+		}
+	}
+	if err := health.check(); err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
 	if err := notNegative(fs, "client-idle-timeout", "client-header-timeout", "client-park-after", "tunnel-idle-timeout"); err != nil {
 		logger.Error("config", "err", err)
 		return 2
