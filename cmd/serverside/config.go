@@ -50,6 +50,10 @@ type fileConfig struct {
 	// -upstream-max-requests and -upstream-max-lifetime.
 	UpstreamMaxRequests *int     `json:"upstream_max_requests"`
 	UpstreamMaxLifetime duration `json:"upstream_max_lifetime"`
+	// UpstreamGoNet is as -upstream-gonet.
+	UpstreamGoNet *bool `json:"upstream_gonet"`
+	// ClientParkAfter is as -client-park-after: "0s" never parks.
+	ClientParkAfter *duration `json:"client_park_after"`
 }
 
 // peerSpec is one origin or parent proxy.
@@ -82,6 +86,10 @@ type timeouts struct {
 	ResponseHeader duration `json:"response_header"`
 	TunnelIdle     duration `json:"tunnel_idle"`
 	TLSHandshake   duration `json:"tls_handshake"`
+	// ClientIdle and ClientHeader are the client side's:
+	// -client-idle-timeout and -client-header-timeout.
+	ClientIdle   duration `json:"client_idle"`
+	ClientHeader duration `json:"client_header"`
 }
 
 // duration is a time.Duration written as a Go duration string in JSON.
@@ -641,6 +649,12 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	if fc.UpstreamMaxRequests != nil {
 		errs = append(errs, set("upstream-max-requests", "upstream_max_requests", strconv.Itoa(*fc.UpstreamMaxRequests)))
 	}
+	if fc.UpstreamGoNet != nil {
+		errs = append(errs, set("upstream-gonet", "upstream_gonet", strconv.FormatBool(*fc.UpstreamGoNet)))
+	}
+	if fc.ClientParkAfter != nil {
+		errs = append(errs, set("client-park-after", "client_park_after", time.Duration(*fc.ClientParkAfter).String()))
+	}
 	if fc.UpstreamMaxLifetime != 0 {
 		errs = append(errs, set("upstream-max-lifetime", "upstream_max_lifetime", time.Duration(fc.UpstreamMaxLifetime).String()))
 	}
@@ -653,6 +667,8 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		{"response-header-timeout", "timeouts.response_header", fc.Timeouts.ResponseHeader},
 		{"tunnel-idle-timeout", "timeouts.tunnel_idle", fc.Timeouts.TunnelIdle},
 		{"tls-handshake-timeout", "timeouts.tls_handshake", fc.Timeouts.TLSHandshake},
+		{"client-idle-timeout", "timeouts.client_idle", fc.Timeouts.ClientIdle},
+		{"client-header-timeout", "timeouts.client_header", fc.Timeouts.ClientHeader},
 	} {
 		if t.d != 0 {
 			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))

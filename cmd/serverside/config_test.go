@@ -241,6 +241,36 @@ func TestApplyConfig(t *testing.T) {
 	}
 }
 
+// The file holds the client side's settings and -upstream-gonet too, and
+// the command line wins over them as over the others; client_park_after
+// "0s" is -client-park-after 0 (never), not an absent field.
+func TestApplyConfigClientSide(t *testing.T) {
+	file := writeConfig(t, `{"timeouts": {"client_idle": "7s", "client_header": "3s"},
+		"client_park_after": "0s", "upstream_gonet": true}`)
+	for _, c := range []struct {
+		args               []string
+		idle, header, park time.Duration
+		goNet              bool
+	}{
+		{nil, 7 * time.Second, 3 * time.Second, 0, true},
+		{[]string{"-client-idle-timeout", "9s", "-client-park-after", "2s", "-upstream-gonet=false"}, 9 * time.Second, 3 * time.Second, 2 * time.Second, false},
+	} {
+		fs, x, _ := testFlags(false)
+		idle := fs.Duration("client-idle-timeout", DefaultClientIdleTimeout, "")
+		header := fs.Duration("client-header-timeout", DefaultClientHeaderTimeout, "")
+		park := fs.Duration("client-park-after", DefaultClientParkAfter, "")
+		if err := fs.Parse(append([]string{"-config", file}, c.args...)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := x.apply(fs); err != nil {
+			t.Fatal(err)
+		}
+		if *idle != c.idle || *header != c.header || *park != c.park || x.goNetIO != c.goNet {
+			t.Errorf("%v: idle %v header %v park %v gonet %v, want %v %v %v %v", c.args, *idle, *header, *park, x.goNetIO, c.idle, c.header, c.park, c.goNet)
+		}
+	}
+}
+
 // The file's peer options (names, weights, connection caps) and policy
 // become the engine peer group's; peers given on the command line keep
 // their own URL options instead.
