@@ -261,6 +261,7 @@ func (cc *clientConn) serve() outcome {
 		// codings (gzip, ...) would reach the origin undeclared, and the
 		// proxy does not decode them either (RFC 9112 §6.1: 501).
 		cc.writeError(501, "transfer codings other than chunked are not supported")
+		cc.logRejected(method, target, start)
 		return closeIt
 	}
 	hasBody := req.Framing() == parser.FramingChunked ||
@@ -275,6 +276,7 @@ func (cc *clientConn) serve() outcome {
 		req.Reset()
 		if _, err := req.Parse(cc.rs.head); err != nil {
 			cc.writeError(400, "malformed request")
+			cc.logRejected(method, target, start)
 			return closeIt
 		}
 		_ = cc.r.Skip(hl)
@@ -332,15 +334,26 @@ func (cc *clientConn) readHead() ([]byte, int, bool) {
 		}
 	}()
 	want := min(max(r.Len(), 1), headPeek)
+	var waited time.Time // the first wait's start, for the access log
+	// rejected answers a head that cannot be served; its method and
+	// target are not known (and the raw line may hold credentials).
+	rejected := func(status int, msg string) {
+		cc.writeError(status, msg)
+		if waited.IsZero() && cc.p.cfg.AccessLog {
+			waited = time.Now()
+		}
+		cc.logRejected("-", "-", waited)
+	}
 	for {
 		if !deadline && want > r.Len() {
-			_ = cc.c.SetReadDeadline(time.Now().Add(cc.p.cfg.HeaderTimeout))
-			deadline = true
+			now := time.Now()
+			_ = cc.c.SetReadDeadline(now.Add(cc.p.cfg.HeaderTimeout))
+			deadline, waited = true, now
 		}
 		buf, err := r.Peek(want)
 		if err != nil {
 			if isTimeout(err) {
-				cc.writeError(408, "request head not complete within "+cc.p.cfg.HeaderTimeout.String())
+				rejected(408, "request head not complete within "+cc.p.cfg.HeaderTimeout.String())
 			}
 			return nil, 0, false
 		}
@@ -357,11 +370,11 @@ func (cc *clientConn) readHead() ([]byte, int, bool) {
 				}
 			}
 			cc.p.log.Debug("bad request", "remote", cc.c.RemoteAddr().String(), "err", err)
-			cc.writeError(status, msg)
+			rejected(status, msg)
 			return nil, 0, false
 		}
 		if len(buf) >= maxHeadBuf {
-			cc.writeError(431, "request head too large")
+			rejected(431, "request head too large")
 			return nil, 0, false
 		}
 		// Look at everything buffered, or wait for one more byte; never
@@ -643,6 +656,16 @@ func (cc *clientConn) setOriginForm(ed *parser.Edits) {
 	}
 	ed.Target = path
 	ed.Set("Host", cc.rs.req.Authority())
+}
+
+// logRejected logs the access line of a request that writeError answered
+// (its status and bytes are in the connection's sink).
+func (cc *clientConn) logRejected(method, target string, start time.Time) {
+	if cc.p.cfg.AccessLog {
+		s := &cc.rs.s
+		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
+			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
+	}
 }
 
 func (cc *clientConn) writeError(status int, msg string) {

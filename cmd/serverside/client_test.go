@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -724,5 +725,48 @@ func TestClientHalfClosePipelined(t *testing.T) {
 	}
 	if got := strings.Join(uris, ", "); got != "GET /small?1, HEAD /small?2, GET /small?3" {
 		t.Errorf("nginx logged %s", got)
+	}
+}
+
+// TestAccessLogRejected: a request the proxy answers itself before any
+// exchange (a head it cannot parse, a head that does not arrive in time,
+// a transfer coding it does not support) has its access log line, as it
+// has its count in the client metrics. A head that did not parse is
+// logged without method and target ("-"): they are not known, and the
+// raw line may carry credentials (userinfo in the target).
+func TestAccessLogRejected(t *testing.T) {
+	bench.CheckLeaks(t)
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	p, err := newProxy(logger, nil, engine.Config{Shards: 2, Logger: logger},
+		clientConfig{AccessLog: true, HeaderTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := serveProxy(t, p)
+	for _, c := range []struct{ req, status, line string }{
+		{"GET http://u:secret@127.0.0.1:1/ HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400 ", "method=- target=- status=400 bytes=25 "},
+		{"GET http://127.0.0.1:1/a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "HTTP/1.1 501 ",
+			"method=GET target=http://127.0.0.1:1/a status=501 bytes=54 "},
+		{"GET http://127.0.0.1:1/b HTTP/1.1\r\nHost: a\r\n", "HTTP/1.1 408 ", "method=- target=- status=408 bytes=39 "},
+	} {
+		c0, err := net.Dial("tcp", px)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c0, c.req); err != nil {
+			t.Fatal(err)
+		}
+		_ = c0.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, _ := io.ReadAll(c0)
+		c0.Close()
+		if !strings.HasPrefix(string(resp), c.status) {
+			t.Fatalf("%q: got %q, want %q", c.req, resp, c.status)
+		}
+		want := "msg=access remote=" + c0.LocalAddr().String() + " " + c.line
+		waitFor(t, "the access log line "+want, func() bool { return strings.Contains(logs.String(), want) })
+	}
+	if strings.Contains(logs.String(), "secret") {
+		t.Fatalf("the access log shows a password:\n%s", logs.String())
 	}
 }
