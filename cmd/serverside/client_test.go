@@ -730,7 +730,8 @@ func TestClientHalfClosePipelined(t *testing.T) {
 
 // TestAccessLogRejected: a request the proxy answers itself before any
 // exchange (a head it cannot parse, a head that does not arrive in time,
-// a transfer coding it does not support) has its access log line, as it
+// a transfer coding it does not support, a CONNECT to a port not allowed)
+// has its access log line, as it
 // has its count in the client metrics. A head that did not parse is
 // logged without method and target ("-"): they are not known, and the
 // raw line may carry credentials (userinfo in the target).
@@ -749,6 +750,10 @@ func TestAccessLogRejected(t *testing.T) {
 		{"GET http://127.0.0.1:1/a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "HTTP/1.1 501 ",
 			"method=GET target=http://127.0.0.1:1/a status=501 bytes=54 "},
 		{"GET http://127.0.0.1:1/b HTTP/1.1\r\nHost: a\r\n", "HTTP/1.1 408 ", "method=- target=- status=408 bytes=39 "},
+		// A CONNECT the proxy refuses: the bytes of its error body, as
+		// counted in the metrics.
+		{"CONNECT 127.0.0.1:25 HTTP/1.1\r\nHost: 127.0.0.1:25\r\n\r\n", "HTTP/1.1 403 ",
+			"method=CONNECT target=127.0.0.1:25 status=403 bytes=34 "},
 	} {
 		c0, err := net.Dial("tcp", px)
 		if err != nil {

@@ -149,7 +149,7 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 		cc.writeErrorSink(s, status, msg)
 		cc.p.metrics.served(s.status, s.bytes)
 		cc.p.tunnels.failed.Add(1)
-		cc.logConnect(target, s.status, 0, start)
+		cc.logConnect(target, s.status, s.bytes, start)
 		return closeIt
 	}
 	if cc.p.group != "" && !cc.p.parents {
