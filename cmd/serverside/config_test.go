@@ -372,6 +372,10 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-origin", "http://127.0.0.1:1", "-health-host", "a\r\nX: 1"},
 		{"-admin", "9090"},
 		{"-admin", "127.0.0.1:99999"},
+		// The proxy takes no arguments: one is a mistake (a second
+		// origin without its -origin), and flags after it went unread.
+		{"-origin", "http://127.0.0.1:1", "http://127.0.0.1:2"},
+		{"stray", "-shards", "-1"},
 	} {
 		if rc := run(append([]string{"-listen", busy.Addr().String()}, args...)); rc != 2 {
 			t.Errorf("%v: exit code %d, want 2", args, rc)

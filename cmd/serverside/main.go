@@ -99,6 +99,13 @@ func run(args []string) int {
 	}
 	// ExitOnError: -h and -help print the usage and exit 0; bad flags exit 2.
 	_ = fs.Parse(args)
+	if fs.NArg() > 0 {
+		// Parsing stops at the first argument that is not a flag: the
+		// flags after it would go unread.
+		fmt.Fprintf(fs.Output(), "serverside takes flags only, not %q (a URL needs its -origin or -parent)\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	peersOnCmdLine := len(origins) > 0 || len(parents) > 0 // before apply adds the file's
