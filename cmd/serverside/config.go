@@ -535,7 +535,7 @@ type cliExtras struct {
 func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.config, "config", "", "JSON config `file` with every flag plus per-peer options (docs/demo.md);\nflags given on the command line override it, e.g. -config /etc/serverside.json")
 	fs.StringVar(&x.admin, "admin", "", "`address` of the admin HTTP server (/metrics, /status, /debug/pprof/); off when empty,\ne.g. -admin 127.0.0.1:9090")
-	fs.StringVar(&x.clientAuth, "client-auth", clientAuthNone, "what happens to the client's Proxy-Authorization: none (stripped) or pass\n(sent to a -parent without credentials of its own: the client logs in to the parent,\nNTLM included)")
+	fs.StringVar(&x.clientAuth, "client-auth", clientAuthNone, "what happens to the client's Proxy-Authorization (`mode`): none (stripped) or pass\n(sent to a -parent without credentials of its own: the client logs in to the parent,\nNTLM included), e.g. -client-auth pass")
 	fs.DurationVar(&x.connectTimeout, "connect-timeout", engine.DefaultConnectTimeout, "bound on dialing an upstream, e.g. -connect-timeout 3s")
 	fs.DurationVar(&x.tlsHandshake, "tls-handshake-timeout", engine.DefaultTLSHandshakeTimeout, "bound on the TLS handshake with an https origin or https:// target (after the dial),\ne.g. -tls-handshake-timeout 5s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
@@ -544,9 +544,9 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
 	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
 	fs.StringVar(&x.caFile, "ca-file", "", "PEM `file` of the CAs that https origins, https parents and https:// targets are verified against\n(default: the system roots), e.g. -ca-file /etc/ssl/internal-ca.pem")
-	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins, https parents and https:// targets (DANGEROUS: testing only)")
-	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins and parents (mTLS); needs -client-key")
-	fs.StringVar(&x.clientKey, "client-key", "", "PEM `file` of the key of -client-cert")
+	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins, https parents and https:// targets (DANGEROUS: testing only),\ne.g. -insecure")
+	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins and parents (mTLS); needs -client-key,\ne.g. -client-cert /etc/serverside/client.pem -client-key /etc/serverside/client.key")
+	fs.StringVar(&x.clientKey, "client-key", "", "PEM `file` of the key of -client-cert, e.g. -client-key /etc/serverside/client.key")
 	fs.IntVar(&x.maxRequests, "upstream-max-requests", 0, "close an upstream connection after this many requests (0: no limit; below an origin's own\nlimit, it saves the origin the close), e.g. -upstream-max-requests 1000")
 	fs.DurationVar(&x.maxLifetime, "upstream-max-lifetime", 0, "close an upstream connection this long after it was opened, once idle (0: no limit),\nso that traffic reaches new instances behind an address, e.g. -upstream-max-lifetime 10m")
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -385,5 +386,28 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		if rc := run([]string{"-listen", addr}); rc != 2 {
 			t.Errorf("-listen %s: exit code %d, want 2", addr, rc)
 		}
+	}
+}
+
+// TestUsage: serverside -h exits 0 and explains every flag with an
+// example of its use ("e.g. -flag value").
+func TestUsage(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "SERVERSIDE_RUN_MAIN=-h")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("serverside -h: %v\n%s", err, out)
+	}
+	flags := 0
+	for _, block := range strings.Split(string(out), "\n  -")[1:] {
+		name, _, _ := strings.Cut(block, " ")
+		name, _, _ = strings.Cut(name, "\n")
+		flags++
+		if !strings.Contains(block, "e.g. -"+name) {
+			t.Errorf("-%s has no example (e.g. -%s ...):\n  -%s", name, name, block)
+		}
+	}
+	if flags < 30 {
+		t.Fatalf("%d flags in the usage:\n%s", flags, out)
 	}
 }

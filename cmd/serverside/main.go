@@ -77,9 +77,9 @@ func run(args []string) int {
 	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100';\ncredentials in userinfo (http://user:pass@host:port) answer the origin's 401s")
 	var parents originList
 	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo, https:// for TLS to the parent,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin, plus preemptive=0)")
-	lb := fs.String("lb", "roundrobin", "how requests are spread over origins or parents: roundrobin, leastconn, p2c or hash (on the request host)")
+	lb := fs.String("lb", "roundrobin", "`policy` spreading requests over origins or parents: roundrobin, leastconn, p2c or hash (on the request host),\ne.g. -lb leastconn")
 	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
-	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\n-access-log=false turns it off")
+	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\noff with e.g. -access-log=false")
 	var x cliExtras
 	x.register(fs)
 	var health healthFlags

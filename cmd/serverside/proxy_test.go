@@ -28,7 +28,13 @@ import (
 	"github.com/serverside-go/serverside/poolset"
 )
 
+// TestMain runs the tests, or the command itself when
+// SERVERSIDE_RUN_MAIN holds its arguments (one a line), so that a test can
+// see what it prints and how it exits (TestUsage).
 func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv("SERVERSIDE_RUN_MAIN"); ok {
+		os.Exit(run(strings.Split(args, "\n")))
+	}
 	// Start the process-wide goroutines (netpoll's pollers, os/signal's
 	// watcher) before any leak check counts goroutines.
 	netpoll.Initialize()
