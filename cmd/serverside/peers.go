@@ -111,6 +111,10 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 	if u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
 		return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port or https://host:port", flagName, raw)
 	}
+	if u.Path != "" && u.Path != "/" || u.Fragment != "" {
+		// Requests keep their own paths: a path here would be dropped.
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: want only scheme, host and port (and ?options)", flagName, raw)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	hp := hostPortScheme(u.Host, u.Scheme)

@@ -175,3 +175,37 @@ func TestCurlThroughSquidParent(t *testing.T) {
 		t.Fatalf("nginx logged %d requests, want 3", n)
 	}
 }
+
+// TestPeerURLErrors: an -origin or -parent URL is refused, naming the
+// flag and the URL (its password hidden), when it has more than a scheme,
+// host and port (and options): the proxy would drop the path; the config
+// file's url refuses it too.
+func TestPeerURLErrors(t *testing.T) {
+	for _, c := range []struct {
+		origin, parent, want string
+	}{
+		{"http://127.0.0.1:8081/app", "", `-origin "http://127.0.0.1:8081/app": want only scheme, host and port (and ?options)`},
+		{"http://127.0.0.1:8081/app?weight=2", "", `-origin "http://127.0.0.1:8081/app?weight=2": want only scheme, host and port (and ?options)`},
+		{"", "http://u:secret@127.0.0.1:3128/x", `-parent "http://u:xxxxx@127.0.0.1:3128/x": want only scheme, host and port (and ?options)`},
+		{"http://127.0.0.1:8081#top", "", `-origin "http://127.0.0.1:8081#top": want only scheme, host and port (and ?options)`},
+	} {
+		var origins, parents []string
+		if c.origin != "" {
+			origins = []string{c.origin}
+		}
+		if c.parent != "" {
+			parents = []string{c.parent}
+		}
+		var cfg engine.Config
+		err := withPeers(&cfg, origins, parents, "")
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%s%s: %v, want %s", c.origin, c.parent, err, c.want)
+		}
+	}
+	for _, ok := range []string{"http://127.0.0.1:8081", "http://127.0.0.1:8081/", "http://127.0.0.1:8081/?weight=2"} {
+		var cfg engine.Config
+		if err := withPeers(&cfg, []string{ok}, nil, ""); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
