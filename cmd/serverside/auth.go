@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/serverside-go/serverside/engine"
@@ -109,10 +110,16 @@ func withClientAuth(cfg *engine.Config, mode string) error {
 
 // redactURL is raw with any password replaced by "xxxxx", for logs and
 // errors.
+// A URL that does not parse, or has no authority where url would find the
+// userinfo ("user:pw@host:port" parses with the scheme "user"), is shown
+// from its last '@' on.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)" // which may hold a password
+	if err != nil || u.Host == "" {
+		if i := strings.LastIndexByte(raw, '@'); i >= 0 {
+			return "xxxxx" + raw[i:]
+		}
+		return raw
 	}
 	if u.User == nil {
 		return raw

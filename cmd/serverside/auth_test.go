@@ -142,15 +142,33 @@ func TestCredentialsRedacted(t *testing.T) {
 		"http://u:" + pw + "@127.0.0.1:1?preemptive=perhaps",
 		"ftp://u:" + pw + "@127.0.0.1:1",
 		"http://u:" + pw + "@127.0.0.1:1/%zz",
+		// Without a scheme: "u" parses as one, the rest as opaque.
+		"u:" + pw + "@127.0.0.1:1",
+		"u:" + pw + "@127.0.0.1:1/%zz",
 	} {
 		err := withPeers(&engine.Config{}, nil, []string{bad}, "")
 		if err == nil || strings.Contains(err.Error(), pw) {
 			t.Errorf("withPeers(%q): %v", bad, err)
 		}
 	}
-	_, err := parseConfig("c.json", []byte(`{"parents": [{"url": "ftp://u:`+pw+`@127.0.0.1:1"}]}`))
-	if err == nil || strings.Contains(err.Error(), pw) {
-		t.Errorf("config error %v", err)
+	for _, bad := range []string{"ftp://u:" + pw + "@127.0.0.1:1", "u:" + pw + "@127.0.0.1:1"} {
+		_, err := parseConfig("c.json", []byte(`{"parents": [{"url": "`+bad+`"}]}`))
+		if err == nil || strings.Contains(err.Error(), pw) {
+			t.Errorf("config error %v", err)
+		}
+	}
+	if s := (&originList{"u:" + pw + "@127.0.0.1:1"}).String(); strings.Contains(s, pw) {
+		t.Errorf("flag value %q", s)
+	}
+	// A URL without a scheme is shown, but for its userinfo, with what
+	// the flag wants.
+	for bad, want := range map[string]string{
+		"127.0.0.1:8081":           `-origin "127.0.0.1:8081": want http://host:port or https://host:port`,
+		"u:" + pw + "@127.0.0.1:1": `-origin "xxxxx@127.0.0.1:1": want http://host:port or https://host:port`,
+	} {
+		if err := withPeers(&engine.Config{}, []string{bad}, nil, ""); err == nil || err.Error() != want {
+			t.Errorf("withPeers(%q): %v, want %s", bad, err, want)
+		}
 	}
 	cfg := engine.Config{}
 	if err := withPeers(&cfg, nil, []string{"http://u:" + pw + "@127.0.0.1:1"}, ""); err != nil {

@@ -463,8 +463,8 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if err != nil {
 		return &peerError{"url", fmt.Errorf("%q: cannot parse", redactURL(ps.URL))}
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return &peerError{"url", fmt.Errorf("%q: want http:// or https://", u.Redacted())}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return &peerError{"url", fmt.Errorf("%q: want http:// or https://", redactURL(ps.URL))}
 	}
 	if u.Hostname() == "" {
 		return &peerError{"url", fmt.Errorf("%q: no host", u.Redacted())}

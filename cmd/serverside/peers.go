@@ -104,11 +104,8 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 		flagName = "-parent"
 	}
 	u, err := url.Parse(raw)
-	if err != nil {
-		return engine.Peer{}, nil, fmt.Errorf("%s %q: cannot parse", flagName, redactURL(raw))
-	}
-	raw = u.Redacted() // for the errors below
-	if u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
+	raw = redactURL(raw) // for the errors below
+	if err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
 		return engine.Peer{}, nil, fmt.Errorf("%s %q: want http://host:port or https://host:port", flagName, raw)
 	}
 	if u.Path != "" && u.Path != "/" || u.Fragment != "" {
