@@ -377,6 +377,10 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		// origin without its -origin), and flags after it went unread.
 		{"-origin", "http://127.0.0.1:1", "http://127.0.0.1:2"},
 		{"stray", "-shards", "-1"},
+		// A peer that is the proxy itself: every request would loop
+		// through it until its head grew too large.
+		{"-parent", "http://" + busy.Addr().String()},
+		{"-origin", "http://" + busy.Addr().String()},
 	} {
 		if rc := run(append([]string{"-listen", busy.Addr().String()}, args...)); rc != 2 {
 			t.Errorf("%v: exit code %d, want 2", args, rc)
@@ -386,6 +390,16 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		if rc := run([]string{"-listen", addr}); rc != 2 {
 			t.Errorf("-listen %s: exit code %d, want 2", addr, rc)
 		}
+	}
+	// Listening on every address, the proxy is any local address.
+	busyAll, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busyAll.Close()
+	_, port, _ := net.SplitHostPort(busyAll.Addr().String())
+	if rc := run([]string{"-listen", ":" + port, "-parent", "http://127.0.0.1:" + port}); rc != 2 {
+		t.Errorf("-listen :%s -parent http://127.0.0.1:%s: exit code %d, want 2", port, port, rc)
 	}
 }
 

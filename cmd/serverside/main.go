@@ -158,6 +158,10 @@ func run(args []string) int {
 		logger.Error("config", "err", err)
 		return 2
 	}
+	if err := selfPeer(cfg, *listen); err != nil {
+		logger.Error("config", "err", err)
+		return 2
+	}
 	withFilePeers(&cfg, fc, !peersOnCmdLine)
 	health.apply(&cfg)
 	p, err := newProxy(logger, nil, cfg,

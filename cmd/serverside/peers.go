@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -251,6 +252,51 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 			p.TLS.ServerName = ps.SNI
 		}
 	}
+}
+
+// selfPeer refuses a peer of cfg's group (an origin or a parent) whose
+// address is the proxy's own listen address: each request would come
+// back to the proxy and go round, a Via longer each time, until its head
+// was too large. Listening on every address (":3128", "0.0.0.0:3128"), a
+// loopback or local address with the listen port is the proxy too.
+func selfPeer(cfg engine.Config, listen string) error {
+	lhost, lport, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil
+	}
+	lip, _ := netip.ParseAddr(lhost)
+	all := lhost == "" || lip.IsValid() && lip.IsUnspecified()
+	for _, p := range cfg.Groups[peerGroup].Peers {
+		ap, err := netip.ParseAddrPort(p.Addr)
+		if err != nil || strconv.Itoa(int(ap.Port())) != lport {
+			continue
+		}
+		ip := ap.Addr().Unmap()
+		if all && (ip.IsLoopback() || ip.IsUnspecified() || isLocalAddr(ip)) || lip.IsValid() && lip.Unmap() == ip {
+			role := "origin"
+			if p.Parent {
+				role = "parent"
+			}
+			return fmt.Errorf("%s %s (%s) is this proxy's own -listen %s: requests would loop through it", role, p.Name, p.Addr, listen)
+		}
+	}
+	return nil
+}
+
+// isLocalAddr reports an address of one of the host's interfaces.
+func isLocalAddr(ip netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if la, ok := netip.AddrFromSlice(n.IP); ok && la.Unmap() == ip {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // peerSpecs lists the group's peers for the admin pages, which name
