@@ -593,8 +593,9 @@ func (x *cliExtras) engineConfig(cfg engine.Config) engine.Config {
 // apply loads -config, when given, and sets through fs every flag that the
 // command line did not set, so the flag variables hold the merged result.
 // A flag the FlagSet does not have leaves its value in the returned
-// config only. A peer list given on the command line replaces the
-// file's; the returned config then lists the command line's peers.
+// config only. Peers given on the command line (-origin or -parent)
+// replace the file's, both lists; the returned config then lists the
+// command line's peers.
 func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	if x.config == "" {
 		return &fileConfig{}, nil
@@ -677,12 +678,18 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	for _, h := range fc.Health.flagValues() {
 		errs = append(errs, set(h.flag, h.field, h.value))
 	}
+	// Peers on the command line replace the file's, both lists: the
+	// file's origins and a -parent would not mix.
+	peersOnCmdLine := onCmdLine["origin"] || onCmdLine["parent"]
 	for _, l := range []struct {
 		flag, field string
 		peers       *[]peerSpec
 	}{{"origin", "origins", &fc.Origins}, {"parent", "parents", &fc.Parents}} {
-		if onCmdLine[l.flag] {
-			*l.peers = cmdLinePeers(fs.Lookup(l.flag).Value)
+		if peersOnCmdLine {
+			*l.peers = nil
+			if onCmdLine[l.flag] {
+				*l.peers = cmdLinePeers(fs.Lookup(l.flag).Value)
+			}
 			continue
 		}
 		for i, ps := range *l.peers {

@@ -272,6 +272,38 @@ func TestApplyConfigClientSide(t *testing.T) {
 	}
 }
 
+// A peer list on the command line replaces the file's peers, whichever
+// list the file has: -parent with a file of origins makes a forward proxy
+// through the parent, not an error that -origin and -parent do not mix.
+func TestApplyConfigCmdLinePeersReplaceFile(t *testing.T) {
+	for _, c := range []struct {
+		file, flag, url string
+	}{
+		{`{"origins": [{"url": "http://127.0.0.1:81", "name": "a"}]}`, "-parent", "http://127.0.0.1:3129"},
+		{`{"parents": [{"url": "http://127.0.0.1:3129"}]}`, "-origin", "http://127.0.0.1:81"},
+	} {
+		fs, x, v := testFlags(true)
+		if err := fs.Parse([]string{"-config", writeConfig(t, c.file), c.flag, c.url}); err != nil {
+			t.Fatal(err)
+		}
+		fc, err := x.apply(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		origins, parents := []string(*v["origin"].(*originList)), []string(*v["parent"].(*stringsFlag))
+		want := peerSpec{URL: c.url, Name: strings.TrimPrefix(c.url, "http://"), Weight: 1}
+		if c.flag == "-parent" {
+			if len(origins) != 0 || !reflect.DeepEqual(parents, []string{c.url}) || len(fc.Origins) != 0 ||
+				!reflect.DeepEqual(fc.Parents, []peerSpec{want}) {
+				t.Errorf("%s %s: origins %v %+v, parents %v %+v", c.flag, c.url, origins, fc.Origins, parents, fc.Parents)
+			}
+		} else if len(parents) != 0 || !reflect.DeepEqual(origins, []string{c.url}) || len(fc.Parents) != 0 ||
+			!reflect.DeepEqual(fc.Origins, []peerSpec{want}) {
+			t.Errorf("%s %s: origins %v %+v, parents %v %+v", c.flag, c.url, origins, fc.Origins, parents, fc.Parents)
+		}
+	}
+}
+
 // The file's peer options (names, weights, connection caps) and policy
 // become the engine peer group's; peers given on the command line keep
 // their own URL options instead.
