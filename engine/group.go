@@ -86,7 +86,8 @@ type Peer struct {
 // Health configures the health of a group's peers.
 //
 // Passive checking watches real requests: MaxFails consecutive connect
-// failures or protocol errors mark a peer down for Backoff, doubled after
+// failures, protocol errors or new connections closed by the peer before
+// any response byte mark a peer down for Backoff, doubled after
 // each failed probe up to MaxBackoff; not the only peer of a group, which
 // keeps taking requests. When the back-off has passed, one
 // request is let through as a probe: its success brings the peer up, its
@@ -207,8 +208,9 @@ type PeerStats struct {
 	State      PeerState
 	// Picks counts the balancer's choices of this peer (probes included).
 	Picks uint64
-	// Failures counts connect failures, protocol errors and failed active
-	// checks; Downs the times the peer was marked down.
+	// Failures counts connect failures, protocol errors, new connections
+	// the peer dropped unanswered and failed active checks; Downs the
+	// times the peer was marked down.
 	Failures, Downs uint64
 	// Rerouted counts requests moved to another peer after their connect
 	// to this one failed.
@@ -477,8 +479,26 @@ func classify(err error) outcome {
 		return failed
 	case e.Responded:
 		return healthy
+	case !e.Reused && (e.Phase == conn.PhaseWrite || e.Phase == conn.PhaseAwaitHead) && peerHungUp(err):
+		// A new connection the peer closed or reset before answering
+		// (a backend that accepts and drops every connection, a port
+		// forwarder whose target is gone): not the stale keep-alive
+		// race, which only a reused connection meets, but a peer that
+		// fails every request sent to it.
+		return failed
 	}
 	return neutral
+}
+
+// peerHungUp reports whether err is the peer closing or resetting the
+// connection, not the caller's body, the sink, a timeout or our own close.
+func peerHungUp(err error) bool {
+	if errors.Is(err, conn.ErrRequestBody) || errors.Is(err, conn.ErrSink) || errors.Is(err, conn.ErrBodyLength) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return errors.Is(err, conn.ErrUnexpectedEOF) || errors.Is(err, conn.ErrPeerReset) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // localResourceError reports whether err is the local host running out

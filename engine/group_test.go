@@ -694,3 +694,50 @@ func TestClassifyLocalResourceErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupPeerDroppingConnectionsGoesDown: a peer that accepts every
+// connection and closes (or resets) it without answering fails every
+// request it gets; MaxFails of those mark it down like failed connects,
+// and the rest of the requests go to the live peer.
+func TestGroupPeerDroppingConnectionsGoesDown(t *testing.T) {
+	checkLeaks(t)
+	for _, reset := range []bool{false, true} {
+		dropper := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+			readHead(br)
+			if reset {
+				c.(*net.TCPConn).SetLinger(0)
+			}
+			c.Close()
+		})
+		live := namedOrigin(t, "live", nil, nil)
+		e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+			Peers:  []Peer{{Name: "dropper", Addr: dropper.addr()}, {Name: "live", Addr: live.addr()}},
+			Health: Health{MaxFails: 2, Backoff: time.Hour},
+		}}})
+		var got []string
+		for i := 0; i < 10; i++ {
+			st, body, err := do(t, e, groupGet(t, "g", "/"))
+			if err != nil {
+				if ce := conn.AsError(err); ce == nil || ce.Reused || ce.Responded {
+					t.Fatalf("reset %v: request %d: %v", reset, i, err)
+				}
+				got = append(got, "err")
+				continue
+			}
+			name, _, _ := strings.Cut(body, " ")
+			got = append(got, fmt.Sprint(st, name))
+		}
+		// Round-robin: requests 0 and 2 went to the dropper, which was
+		// down after the second.
+		want := "err 200live err 200live 200live 200live 200live 200live 200live 200live"
+		if s := strings.Join(got, " "); s != want {
+			t.Fatalf("reset %v: got %s, want %s", reset, s, want)
+		}
+		if p := peerStats(t, e, "g", "dropper"); p.State != PeerDown || p.Picks != 2 || p.Failures != 2 || p.Downs != 1 {
+			t.Fatalf("reset %v: dropper %+v", reset, p)
+		}
+		e.Close()
+		dropper.close()
+		live.close()
+	}
+}
