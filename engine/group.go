@@ -259,6 +259,11 @@ type peer struct {
 	retryAt  time.Time
 
 	picks, failures, downs, rerouted atomic.Uint64
+	// tunnels counts the CONNECT tunnels through the peer being opened
+	// or open (Tunnel with a Group): load that its pool key does not
+	// show, the tunnels pooling under keys of their own. A peer that
+	// stays in a group replaced by SetGroup keeps its counter.
+	tunnels *atomic.Int64
 
 	check     parser.Request // active check head, used by the group's checker only
 	checkBuf  []byte
@@ -305,7 +310,7 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 		if pc.PendingTimeout <= 0 {
 			pc.PendingTimeout = defaultPending
 		}
-		p := &peer{cfg: pc, idx: i, up: true, key: poolset.Key{Addr: pc.Addr}}
+		p := &peer{cfg: pc, idx: i, up: true, key: poolset.Key{Addr: pc.Addr}, tunnels: new(atomic.Int64)}
 		if pc.Parent {
 			p.parent = &Parent{Addr: pc.Addr, User: pc.Username, Password: pc.Password, TLS: pc.TLS}
 			p.key.Via = "fwd"
@@ -427,9 +432,13 @@ func (g *group) pick(pool *poolset.Pool[*conn.Conn], key string, tried uint64) (
 		pool.Loads(g.keys, g.loads)
 	}
 	for i, p := range g.peers {
+		load := g.loads[i]
+		if p.parent != nil {
+			load += int(p.tunnels.Load())
+		}
 		g.view[i] = balance.Peer{
 			Weight:   p.cfg.Weight,
-			Load:     g.loads[i],
+			Load:     load,
 			Eligible: tried&(1<<uint(i)) == 0 && p.eligibleLocked(now),
 		}
 	}
@@ -525,6 +534,21 @@ func (e *Engine) pickParent(groupName, hashKey string) (g *group, p *peer, probe
 	return g, p, probe, nil
 }
 
+// tunnelPeer is the peer of group groupName that is the parent at addr,
+// or nil.
+func (e *Engine) tunnelPeer(groupName, addr string) *peer {
+	g := e.group(groupName)
+	if g == nil {
+		return nil
+	}
+	for _, p := range g.peers {
+		if p.parent != nil && p.cfg.Addr == addr {
+			return p
+		}
+	}
+	return nil
+}
+
 // PickParent picks a parent proxy from the group groupName with the
 // group's balancer (hashKey for balance.Hash), for a request to send
 // through a CONNECT tunnel (Upstream.Via): an https origin behind a group
@@ -617,6 +641,7 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 				// The pool still drains a drained peer's key: the peer
 				// stays drained, until UndrainPeer.
 				g.peers[i].draining = p.draining
+				g.peers[i].tunnels = p.tunnels // its open tunnels stay load
 				continue
 			}
 			e.pool.SetLimits(p.key, poolset.KeyLimits{})

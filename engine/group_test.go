@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -739,5 +740,90 @@ func TestGroupPeerDroppingConnectionsGoesDown(t *testing.T) {
 		e.Close()
 		dropper.close()
 		live.close()
+	}
+}
+
+// tunnelParent is a parent proxy named name: it answers requests with
+// "<name> <request line>", and CONNECTs with 200, then holding the
+// tunnel open until the engine closes it, or, unless tunnels, with 403.
+func tunnelParent(t *testing.T, name string, tunnels bool) *origin {
+	return newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			switch {
+			case !strings.HasPrefix(lines[0], "CONNECT "):
+				body := name + " " + lines[0]
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			case tunnels:
+				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+				io.Copy(io.Discard, br)
+				return
+			default:
+				io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+			}
+		}
+	})
+}
+
+// TestGroupLeastConnCountsTunnels: a tunnel open through a parent is load
+// on that parent for least-connections and p2c, as a busy connection
+// is: while one parent holds a tunnel, requests go to the other, free
+// one, and to both again once the tunnel is closed.
+func TestGroupLeastConnCountsTunnels(t *testing.T) {
+	checkLeaks(t)
+	for _, kind := range []balance.Kind{balance.LeastConn, balance.P2C} {
+		a, b := tunnelParent(t, "a", true), tunnelParent(t, "b", false)
+		e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {Balancer: kind, Seed: 7, Peers: []Peer{
+			{Name: "a", Addr: a.addr(), Parent: true},
+			{Name: "b", Addr: b.addr(), Parent: true},
+		}}}})
+		// Only a opens tunnels: try until one is open through it.
+		var held net.Conn
+		for i := 0; held == nil; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			nc, _, err := e.Tunnel(ctx, TunnelRequest{Target: "example.test:443", Group: "g"})
+			cancel()
+			if i == 20 || err != nil && !errors.Is(err, ErrTunnelRefused) {
+				t.Fatalf("%s: tunnel %d: %v", kind, i, err)
+			}
+			held = nc
+		}
+		t.Cleanup(func() { held.Close() })
+		var got []string
+		for i := 0; i < 6; i++ {
+			got = append(got, who(t, e, "g", "/"))
+		}
+		if s := strings.Join(got, ""); s != "bbbbbb" {
+			t.Fatalf("%s: while a holds a tunnel, requests went to %s", kind, s)
+		}
+		// The group replaced with the same peers: a's tunnel is still its load.
+		if err := e.SetGroup("g", GroupConfig{Balancer: kind, Seed: 7, Peers: []Peer{
+			{Name: "a", Addr: a.addr(), Parent: true},
+			{Name: "b", Addr: b.addr(), Parent: true},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for i := 0; i < 6; i++ {
+			got = append(got, who(t, e, "g", "/"))
+		}
+		if s := strings.Join(got, ""); s != "bbbbbb" {
+			t.Fatalf("%s: after SetGroup, while a holds a tunnel, requests went to %s", kind, s)
+		}
+		held.Close()
+		// Its close is a's load gone: a is free again.
+		got = got[:0]
+		for i := 0; i < 20 && !slices.Contains(got, "a"); i++ {
+			got = append(got, who(t, e, "g", "/"))
+		}
+		if !slices.Contains(got, "a") {
+			t.Fatalf("%s: a not picked after its tunnel closed: %v", kind, got)
+		}
+		e.Close()
+		a.close()
+		b.close()
 	}
 }

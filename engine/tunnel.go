@@ -210,7 +210,13 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		if err != nil {
 			return nil, nil, err
 		}
-		c, resp, err := e.tunnel(ctx, req, p.parent)
+		// The tunnel is load on p from now until it closes (or fails to
+		// open), for the balancers that weigh load.
+		p.tunnels.Add(1)
+		c, resp, err := e.tunnel(ctx, req, p.parent, func() { p.tunnels.Add(-1) })
+		if c == nil {
+			p.tunnels.Add(-1)
+		}
 		o := classify(err)
 		if err != nil && resp != nil {
 			o = healthy // the parent answered
@@ -218,11 +224,12 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		g.report(p, probe, o, false, e.cfg.Logger.Info)
 		return c, resp, err
 	}
-	return e.tunnel(ctx, req, req.Via)
+	return e.tunnel(ctx, req, req.Via, nil)
 }
 
 // tunnel opens a tunnel on a new connection, through parent when not nil.
-func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent) (net.Conn, *TunnelResponse, error) {
+// onClose, when not nil, runs when the returned tunnel is closed.
+func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, onClose func()) (net.Conn, *TunnelResponse, error) {
 	key := poolset.Key{Addr: req.Target, Via: "tunnel"}
 	var route *parentRoute
 	var ta *tunnelAuth
@@ -304,7 +311,12 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent) 
 	e.pool.Dialed(key)
 	ctr.Tunnels.Add(1)
 	pool := e.pool
-	tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() { pool.Closed(key, poolset.Busy) })
+	tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() {
+		pool.Closed(key, poolset.Busy)
+		if onClose != nil {
+			onClose()
+		}
+	})
 	return tc, r.resp, nil
 }
 

@@ -502,7 +502,18 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 		e.pool.Unpin(key)
 		ctr.Tunnels.Add(1)
 		pool := e.pool
-		tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() { pool.Closed(key, poolset.Busy) })
+		// A tunnel through a group's parent is load on that peer until it
+		// closes, as one opened by Tunnel.
+		gp := e.tunnelPeer(p.group, p.parent.Addr)
+		if gp != nil {
+			gp.tunnels.Add(1)
+		}
+		tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() {
+			pool.Closed(key, poolset.Busy)
+			if gp != nil {
+				gp.tunnels.Add(-1)
+			}
+		})
 		return tc, r.resp, nil
 	case r.pin != nil:
 		// The handshake goes on: the same connection stays pinned.
