@@ -488,12 +488,14 @@ func classify(err error) outcome {
 		return failed
 	case e.Responded:
 		return healthy
-	case !e.Reused && (e.Phase == conn.PhaseWrite || e.Phase == conn.PhaseAwaitHead) && peerHungUp(err):
+	case !e.Reused && (e.Phase == conn.PhaseWrite || e.Phase == conn.PhaseAwaitHead || e.Phase == conn.PhaseTunnel) &&
+		peerHungUp(err):
 		// A new connection the peer closed or reset before answering
-		// (a backend that accepts and drops every connection, a port
-		// forwarder whose target is gone): not the stale keep-alive
-		// race, which only a reused connection meets, but a peer that
-		// fails every request sent to it.
+		// a request or a CONNECT (a backend that accepts and drops
+		// every connection, a port forwarder whose target is gone):
+		// not the stale keep-alive race, which only a reused
+		// connection meets, but a peer that fails everything sent to
+		// it.
 		return failed
 	}
 	return neutral

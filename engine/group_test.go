@@ -827,3 +827,43 @@ func TestGroupLeastConnCountsTunnels(t *testing.T) {
 		b.close()
 	}
 }
+
+// TestTunnelGroupParentDroppingConnects: a parent that accepts
+// connections and closes them without answering CONNECT fails every
+// tunnel; MaxFails of those mark it down, and the tunnels go to the
+// other parent.
+func TestTunnelGroupParentDroppingConnects(t *testing.T) {
+	checkLeaks(t)
+	dropper := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		c.Close()
+	})
+	live := tunnelParent(t, "live", true)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "dropper", Addr: dropper.addr(), Parent: true}, {Name: "live", Addr: live.addr(), Parent: true}},
+		Health: Health{MaxFails: 2, Backoff: time.Hour},
+	}}})
+	var got []string
+	for i := 0; i < 8; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		nc, _, err := e.Tunnel(ctx, TunnelRequest{Target: "example.test:443", Group: "g"})
+		cancel()
+		switch {
+		case err == nil:
+			nc.Close()
+			got = append(got, "ok")
+		case conn.AsError(err) != nil && conn.AsError(err).Phase == conn.PhaseTunnel:
+			got = append(got, "dropped")
+		default:
+			t.Fatalf("tunnel %d: %v", i, err)
+		}
+	}
+	// Round-robin: tunnels 0 and 2 went to the dropper, down after the
+	// second.
+	if s, want := strings.Join(got, " "), "dropped ok dropped ok ok ok ok ok"; s != want {
+		t.Fatalf("got %s, want %s", s, want)
+	}
+	if p := peerStats(t, e, "g", "dropper"); p.State != PeerDown || p.Picks != 2 || p.Failures != 2 || p.Downs != 1 {
+		t.Fatalf("dropper %+v", p)
+	}
+}

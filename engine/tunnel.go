@@ -117,9 +117,9 @@ type TunnelRequest struct {
 	// Group, instead of Via, names a peer group of parent proxies
 	// (Peer.Parent): the group's balancer picks one (on HashKey for
 	// balance.Hash, default Target), whose credentials and TLS are used.
-	// The outcome feeds the peer's passive health: a failed connect counts
-	// against it, any answer to the CONNECT (a refusal included) counts
-	// for it. A tunnel is not rerouted to another peer.
+	// The outcome feeds the peer's passive health: a failed connect, or
+	// a connection closed or reset without an answer, counts against it,
+	// any answer to the CONNECT (a refusal included) counts for it. A tunnel is not rerouted to another peer.
 	Group, HashKey string
 	// ProxyAuthorization is the client's own Proxy-Authorization value,
 	// if it sent one. It is forwarded to the parent only when the proxy
