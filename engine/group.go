@@ -71,6 +71,9 @@ type Peer struct {
 	// engine's MaxConnsPerUpstream, the pool's default queue bound
 	// (poolset.DefaultMaxWaitersPerKey, 1024) and the engine's
 	// PendingTimeout.
+	// A peer at its MaxConns (all its connections busy or being dialed)
+	// is skipped by the balancer while another peer can take the
+	// request at once; with every peer at its cap, the request queues.
 	MaxConns, MaxPending int
 	PendingTimeout       time.Duration
 	// TLS, when set, speaks TLS to the peer: an https origin, or a parent
@@ -229,6 +232,8 @@ type group struct {
 	keys  []poolset.Key // peers[i].key, for Pool.Loads
 	byKey map[string]*peer
 
+	capped bool // some peer has a connection cap: pick reads the loads
+
 	mu    sync.Mutex // guards what follows and the peers' health fields
 	bal   balance.Balancer
 	view  []balance.Peer
@@ -243,6 +248,7 @@ type peer struct {
 	cfg  Peer
 	idx  int
 	key  poolset.Key
+	cap  int    // connection cap: cfg.MaxConns, else the engine's; 0 for none
 	auth []byte // Basic Proxy-Authorization value; nil without credentials
 	// dialer makes the peer's connections when they are not plain TCP
 	// (Peer.TLS); nil for netpoll's dial. parent is the peer as a CONNECT
@@ -271,7 +277,7 @@ type peer struct {
 }
 
 // newGroup validates cfg and builds a group.
-func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*group, error) {
+func newGroup(name string, cfg GroupConfig, defaultPending time.Duration, defaultMaxConns int) (*group, error) {
 	if len(cfg.Peers) == 0 {
 		return nil, fmt.Errorf("%w: group %q: no peers", ErrBadConfig, name)
 	}
@@ -310,7 +316,12 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration) (*grou
 		if pc.PendingTimeout <= 0 {
 			pc.PendingTimeout = defaultPending
 		}
-		p := &peer{cfg: pc, idx: i, up: true, key: poolset.Key{Addr: pc.Addr}, tunnels: new(atomic.Int64)}
+		p := &peer{cfg: pc, idx: i, up: true, key: poolset.Key{Addr: pc.Addr}, tunnels: new(atomic.Int64),
+			cap: pc.MaxConns}
+		if p.cap == 0 {
+			p.cap = max(defaultMaxConns, 0)
+		}
+		g.capped = g.capped || p.cap > 0
 		if pc.Parent {
 			p.parent = &Parent{Addr: pc.Addr, User: pc.Username, Password: pc.Password, TLS: pc.TLS}
 			p.key.Via = "fwd"
@@ -428,21 +439,36 @@ func (p *peer) eligibleLocked(now time.Time) bool {
 func (g *group) pick(pool *poolset.Pool[*conn.Conn], key string, tried uint64) (p *peer, probe bool, err error) {
 	now := time.Now()
 	g.mu.Lock()
-	if g.kind == balance.LeastConn || g.kind == balance.P2C {
+	if g.capped || g.kind == balance.LeastConn || g.kind == balance.P2C {
 		pool.Loads(g.keys, g.loads)
 	}
+	full := false
 	for i, p := range g.peers {
 		load := g.loads[i]
+		eligible := tried&(1<<uint(i)) == 0 && p.eligibleLocked(now)
+		if eligible && p.cap > 0 && load >= p.cap {
+			// At its cap: a request would wait in the peer's queue.
+			// Left out while another peer can take it at once.
+			eligible, full = false, true
+		}
 		if p.parent != nil {
 			load += int(p.tunnels.Load())
 		}
 		g.view[i] = balance.Peer{
 			Weight:   p.cfg.Weight,
 			Load:     load,
-			Eligible: tried&(1<<uint(i)) == 0 && p.eligibleLocked(now),
+			Eligible: eligible,
 		}
 	}
 	i := g.bal.Pick(g.view, key)
+	if i < 0 && full {
+		// Every peer that may take the request is at its cap: it
+		// queues at the one the balancer picks among them.
+		for i, p := range g.peers {
+			g.view[i].Eligible = tried&(1<<uint(i)) == 0 && p.eligibleLocked(now)
+		}
+		i = g.bal.Pick(g.view, key)
+	}
 	if i < 0 {
 		g.mu.Unlock()
 		return nil, false, fmt.Errorf("%w: group %q", ErrNoPeer, g.name)
@@ -618,7 +644,7 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	if name == "" {
 		return fmt.Errorf("%w: empty group name", ErrBadConfig)
 	}
-	g, err := newGroup(name, cfg, e.cfg.PendingTimeout)
+	g, err := newGroup(name, cfg, e.cfg.PendingTimeout, e.cfg.MaxConnsPerUpstream)
 	if err != nil {
 		return err
 	}

@@ -867,3 +867,62 @@ func TestTunnelGroupParentDroppingConnects(t *testing.T) {
 		t.Fatalf("dropper %+v", p)
 	}
 }
+
+// TestGroupSkipsPeerAtItsCap: a peer at its MaxConns takes no new request
+// while another peer has room, whatever the balancer; the request would
+// only wait in its queue (or fail with ErrPoolTimeout) with a free peer
+// beside it. With every peer at its cap, requests queue as before.
+func TestGroupSkipsPeerAtItsCap(t *testing.T) {
+	checkLeaks(t)
+	for _, kind := range []balance.Kind{balance.RoundRobin, balance.Hash, balance.LeastConn, balance.P2C} {
+		arrived, release := make(chan struct{}, 1), make(chan struct{})
+		var releaseOnce sync.Once
+		releaseA := func() { releaseOnce.Do(func() { close(release) }) }
+		defer releaseA() // before the origin's cleanup waits for /slow
+		a, b := namedOrigin(t, "a", arrived, release), namedOrigin(t, "b", nil, nil)
+		e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {Balancer: kind, Peers: []Peer{
+			{Name: "a", Addr: a.addr(), MaxConns: 1, PendingTimeout: 100 * time.Millisecond},
+			{Name: "b", Addr: b.addr()},
+		}}}})
+		// Hold a's one connection: send /slow until a has it (b answers
+		// at once).
+		slow := make(chan string, 1)
+		for i := 0; ; i++ {
+			if i == 20 {
+				t.Fatalf("%s: a never picked", kind)
+			}
+			go func() { slow <- who(t, e, "g", "/slow") }()
+			select {
+			case <-arrived:
+			case got := <-slow:
+				if got != "b" {
+					t.Fatalf("%s: /slow answered by %s", kind, got)
+				}
+				continue
+			}
+			break
+		}
+		var got []string
+		for i := 0; i < 8; i++ {
+			r := groupGet(t, "g", "/")
+			r.HashKey = fmt.Sprint("key", i)
+			st, body, err := do(t, e, r)
+			if err != nil || st != 200 {
+				got = append(got, fmt.Sprint(err))
+				continue
+			}
+			name, _, _ := strings.Cut(body, " ")
+			got = append(got, name)
+		}
+		if s := strings.Join(got, ","); s != "b,b,b,b,b,b,b,b" {
+			t.Fatalf("%s: while a is at its cap: %s", kind, s)
+		}
+		releaseA()
+		if got := <-slow; got != "a" {
+			t.Fatalf("%s: /slow answered by %s", kind, got)
+		}
+		e.Close()
+		a.close()
+		b.close()
+	}
+}
