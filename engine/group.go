@@ -582,7 +582,8 @@ func (e *Engine) tunnelPeer(groupName, addr string) *peer {
 // through a CONNECT tunnel (Upstream.Via): an https origin behind a group
 // of parents. The pick counts in PeerStats; the request's outcome does
 // not feed the peer's passive health (a tunnel opened with
-// TunnelRequest.Group does). The returned *Parent is the peer's own, the
+// TunnelRequest.Group does): a down peer is picked once per back-off, as
+// a probe whose outcome stays unknown. The returned *Parent is the peer's own, the
 // same value for every pick of that peer: it must not be changed.
 func (e *Engine) PickParent(groupName, hashKey string) (*Parent, error) {
 	g, p, probe, err := e.pickParent(groupName, hashKey)
@@ -590,9 +591,24 @@ func (e *Engine) PickParent(groupName, hashKey string) (*Parent, error) {
 		return nil, err
 	}
 	if probe {
-		g.report(p, probe, neutral, false, e.cfg.Logger.Info)
+		// The probe is spent on a request whose outcome the engine never
+		// learns: the peer stays down, and the next probe waits another
+		// back-off. Reported as nothing, the peer would take every pick
+		// from now on, a down peer as any other.
+		g.spendProbe(p)
 	}
 	return p.parent, nil
+}
+
+// spendProbe ends p's probe without an outcome: p stays down until its
+// next probe, one back-off from now.
+func (g *group) spendProbe(p *peer) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p.probing = false
+	if !p.up {
+		p.retryAt = time.Now().Add(p.backoff)
+	}
 }
 
 // report records an outcome for p; probe says the request was p's probe.

@@ -926,3 +926,45 @@ func TestGroupSkipsPeerAtItsCap(t *testing.T) {
 		b.close()
 	}
 }
+
+// TestPickParentDownPeerOneProbePerBackoff: PickParent hands out a down
+// parent once per back-off, as the probe of a request whose outcome it
+// never learns; it stayed eligible for every pick once its first
+// back-off had passed, so that a dead parent got its full share of the
+// requests sent through PickParent's parents.
+func TestPickParentDownPeerOneProbePerBackoff(t *testing.T) {
+	checkLeaks(t)
+	live := tunnelParent(t, "live", true)
+	dead := deadAddr(t)
+	const backoff = 300 * time.Millisecond
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "dead", Addr: dead, Parent: true}, {Name: "live", Addr: live.addr(), Parent: true}},
+		Health: Health{MaxFails: 1, Backoff: backoff, MaxBackoff: time.Hour},
+	}}})
+	// The first tunnel goes to dead (round-robin), whose connect fails:
+	// dead is down.
+	if _, _, err := e.Tunnel(context.Background(), TunnelRequest{Target: "example.test:443", Group: "g"}); conn.AsError(err) == nil {
+		t.Fatalf("tunnel through dead: %v", err)
+	}
+	if p := peerStats(t, e, "g", "dead"); p.State != PeerDown {
+		t.Fatalf("dead %+v", p)
+	}
+	time.Sleep(backoff + 10*time.Millisecond)
+	got := 0
+	for i := 0; i < 10; i++ {
+		p, err := e.PickParent("g", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Addr == dead {
+			got++
+		}
+	}
+	// 10 picks in less than a back-off: one probe.
+	if got != 1 {
+		t.Fatalf("PickParent returned the down parent %d times in 10 picks, want 1", got)
+	}
+	if p := peerStats(t, e, "g", "dead"); p.State != PeerDown {
+		t.Fatalf("dead %+v", p)
+	}
+}
