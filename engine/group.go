@@ -546,13 +546,14 @@ func localResourceError(err error) bool {
 }
 
 // pickParent picks a parent peer of the group groupName for a tunnel or
-// a request sent through a CONNECT tunnel. The caller reports the
-// outcome with g.report (probe says the pick is the peer's probe).
-func (e *Engine) pickParent(groupName, hashKey string) (g *group, p *peer, probe bool, err error) {
+// a request sent through a CONNECT tunnel, skipping the peers in the
+// tried mask. The caller reports the outcome with g.report (probe says
+// the pick is the peer's probe).
+func (e *Engine) pickParent(groupName, hashKey string, tried uint64) (g *group, p *peer, probe bool, err error) {
 	if g = e.group(groupName); g == nil {
 		return nil, nil, false, fmt.Errorf("%w: %q", ErrNoGroup, groupName)
 	}
-	if p, probe, err = g.pick(e.pool, hashKey, 0); err != nil {
+	if p, probe, err = g.pick(e.pool, hashKey, tried); err != nil {
 		return nil, nil, false, err
 	}
 	if p.parent == nil {
@@ -586,7 +587,7 @@ func (e *Engine) tunnelPeer(groupName, addr string) *peer {
 // a probe whose outcome stays unknown. The returned *Parent is the peer's own, the
 // same value for every pick of that peer: it must not be changed.
 func (e *Engine) PickParent(groupName, hashKey string) (*Parent, error) {
-	g, p, probe, err := e.pickParent(groupName, hashKey)
+	g, p, probe, err := e.pickParent(groupName, hashKey, 0)
 	if err != nil {
 		return nil, err
 	}

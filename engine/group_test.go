@@ -941,11 +941,13 @@ func TestPickParentDownPeerOneProbePerBackoff(t *testing.T) {
 		Peers:  []Peer{{Name: "dead", Addr: dead, Parent: true}, {Name: "live", Addr: live.addr(), Parent: true}},
 		Health: Health{MaxFails: 1, Backoff: backoff, MaxBackoff: time.Hour},
 	}}})
-	// The first tunnel goes to dead (round-robin), whose connect fails:
-	// dead is down.
-	if _, _, err := e.Tunnel(context.Background(), TunnelRequest{Target: "example.test:443", Group: "g"}); conn.AsError(err) == nil {
-		t.Fatalf("tunnel through dead: %v", err)
+	// The first tunnel goes to dead (round-robin), whose connect fails
+	// (the tunnel moves to live): dead is down.
+	nc, _, err := e.Tunnel(context.Background(), TunnelRequest{Target: "example.test:443", Group: "g"})
+	if err != nil {
+		t.Fatalf("first tunnel: %v", err)
 	}
+	nc.Close()
 	if p := peerStats(t, e, "g", "dead"); p.State != PeerDown {
 		t.Fatalf("dead %+v", p)
 	}
@@ -966,5 +968,47 @@ func TestPickParentDownPeerOneProbePerBackoff(t *testing.T) {
 	}
 	if p := peerStats(t, e, "g", "dead"); p.State != PeerDown {
 		t.Fatalf("dead %+v", p)
+	}
+}
+
+// TestTunnelGroupReroutesFailedConnect: a tunnel whose connect to the
+// picked parent fails (nothing was sent) moves to another parent of the
+// group that it has not tried, as a request does; only when every parent
+// was tried does it fail, with the last dial error.
+func TestTunnelGroupReroutesFailedConnect(t *testing.T) {
+	checkLeaks(t)
+	live := tunnelParent(t, "live", true)
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{
+		"g": {
+			Peers:  []Peer{{Name: "dead", Addr: deadAddr(t), Parent: true}, {Name: "live", Addr: live.addr(), Parent: true}},
+			Health: Health{MaxFails: 100},
+		},
+		"alldead": {
+			Peers:  []Peer{{Name: "x", Addr: deadAddr(t), Parent: true}, {Name: "y", Addr: deadAddr(t), Parent: true}},
+			Health: Health{MaxFails: 100},
+		},
+	}})
+	for i := 0; i < 4; i++ {
+		nc, resp, err := e.Tunnel(context.Background(), TunnelRequest{Target: "example.test:443", Group: "g"})
+		if err != nil || resp.Status != 200 {
+			t.Fatalf("tunnel %d: %v", i, err)
+		}
+		nc.Close()
+	}
+	// Round-robin sent tunnels 0 and 2 to dead first.
+	if d := peerStats(t, e, "g", "dead"); d.Picks != 2 || d.Failures != 2 || d.Rerouted != 2 || d.State != PeerUp {
+		t.Fatalf("dead %+v", d)
+	}
+	if l := peerStats(t, e, "g", "live"); l.Picks != 4 {
+		t.Fatalf("live %+v", l)
+	}
+	_, _, err := e.Tunnel(context.Background(), TunnelRequest{Target: "example.test:443", Group: "alldead"})
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseDial {
+		t.Fatalf("every parent dead: %v, want a dial error", err)
+	}
+	for _, n := range []string{"x", "y"} {
+		if p := peerStats(t, e, "alldead", n); p.Picks != 1 || p.Failures != 1 {
+			t.Fatalf("%s %+v", n, p)
+		}
 	}
 }

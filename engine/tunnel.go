@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -119,7 +120,10 @@ type TunnelRequest struct {
 	// balance.Hash, default Target), whose credentials and TLS are used.
 	// The outcome feeds the peer's passive health: a failed connect, or
 	// a connection closed or reset without an answer, counts against it,
-	// any answer to the CONNECT (a refusal included) counts for it. A tunnel is not rerouted to another peer.
+	// any answer to the CONNECT (a refusal included) counts for it. A
+	// failed connect (TCP or TLS to the parent: nothing was sent) moves
+	// the tunnel to another parent of the group not tried yet; once all
+	// were tried, the last error is returned.
 	Group, HashKey string
 	// ProxyAuthorization is the client's own Proxy-Authorization value,
 	// if it sent one. It is forwarded to the parent only when the proxy
@@ -206,9 +210,30 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		if hk == "" {
 			hk = req.Target
 		}
-		g, p, probe, err := e.pickParent(req.Group, hk)
+		return e.tunnelGroup(ctx, req, hk)
+	}
+	return e.tunnel(ctx, req, req.Via, nil)
+}
+
+// tunnelGroup opens a tunnel through a parent of the group req.Group,
+// picked on hashKey. A connect to the parent that fails (nothing was
+// sent) moves the tunnel to another parent of the group that it has not
+// tried, as a request's failed connect does; once every parent was
+// tried, the last error is returned.
+func (e *Engine) tunnelGroup(ctx context.Context, req TunnelRequest, hashKey string) (net.Conn, *TunnelResponse, error) {
+	var tried uint64
+	var from *peer // the peer whose connect failed, when moving
+	var last error
+	for {
+		g, p, probe, err := e.pickParent(req.Group, hashKey, tried)
 		if err != nil {
+			if last != nil && errors.Is(err, ErrNoPeer) {
+				return nil, nil, last
+			}
 			return nil, nil, err
+		}
+		if from != nil {
+			from.rerouted.Add(1)
 		}
 		// The tunnel is load on p from now until it closes (or fails to
 		// open), for the balancers that weigh load.
@@ -222,9 +247,13 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 			o = healthy // the parent answered
 		}
 		g.report(p, probe, o, false, e.cfg.Logger.Info)
-		return c, resp, err
+		ce := conn.AsError(err)
+		if o != failed || ce == nil || ce.Phase != conn.PhaseDial && ce.Phase != conn.PhaseTLS || ctx.Err() != nil {
+			return c, resp, err
+		}
+		tried |= 1 << uint(p.idx)
+		from, last = p, err
 	}
-	return e.tunnel(ctx, req, req.Via, nil)
 }
 
 // tunnel opens a tunnel on a new connection, through parent when not nil.
