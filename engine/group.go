@@ -653,7 +653,7 @@ type groupsMap = map[string]*group
 // SetGroup adds the peer group name, or replaces it (its health state
 // starts afresh; connections of peers that stay are kept by the pool, and
 // so is their drain (DrainPeer); the connection limits and the drain of
-// peers that leave are lifted). Requests already
+// peers that leave are lifted, unless another group still has the peer). Requests already
 // routed finish on the peer they were given. A peer's limits are those of
 // its pool key: two groups naming the same address with different limits
 // share the ones set last.
@@ -689,8 +689,15 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 				g.peers[i].tunnels = p.tunnels // its open tunnels stay load
 				continue
 			}
-			e.pool.SetLimits(p.key, poolset.KeyLimits{})
-			if p.draining {
+			other := otherGroupPeer(next, name, p.key)
+			if other != nil {
+				// Another group still has the peer: the key keeps that
+				// group's limits.
+				e.pool.SetLimits(p.key, poolset.KeyLimits{MaxConns: other.cfg.MaxConns, MaxWaiters: other.cfg.MaxPending})
+			} else {
+				e.pool.SetLimits(p.key, poolset.KeyLimits{})
+			}
+			if p.draining && (other == nil || !other.draining) {
 				e.pool.Undrain(p.key)
 			}
 		}
@@ -705,6 +712,22 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 	// The old checker's requests take e.mu: stop it outside the lock.
 	if prev := (*old)[name]; prev != nil {
 		prev.stopChecks()
+	}
+	return nil
+}
+
+// otherGroupPeer returns a peer with pool key key in a group of groups
+// other than name, or nil.
+func otherGroupPeer(groups groupsMap, name string, key poolset.Key) *peer {
+	for gn, g := range groups {
+		if gn == name {
+			continue
+		}
+		for _, p := range g.peers {
+			if p.key == key {
+				return p
+			}
+		}
 	}
 	return nil
 }

@@ -1012,3 +1012,35 @@ func TestTunnelGroupReroutesFailedConnect(t *testing.T) {
 		}
 	}
 }
+
+// TestSetGroupKeepsLimitsOfSharedPeer: a peer that leaves one group keeps
+// its connection cap while another group still has it (the cap is its
+// pool key's): replacing one group lifted the limits of a peer that the
+// other group still capped.
+func TestSetGroupKeepsLimitsOfSharedPeer(t *testing.T) {
+	checkLeaks(t)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	var releaseOnce sync.Once
+	releaseA := func() { releaseOnce.Do(func() { close(release) }) }
+	defer releaseA() // before the origin's cleanup waits for /slow
+	a, b := namedOrigin(t, "a", arrived, release), namedOrigin(t, "b", nil, nil)
+	capped := Peer{Name: "a", Addr: a.addr(), MaxConns: 1, PendingTimeout: 100 * time.Millisecond}
+	e := newEngine(t, Config{Shards: 1, Groups: map[string]GroupConfig{
+		"one":  {Peers: []Peer{capped}},
+		"both": {Peers: []Peer{capped, {Name: "b", Addr: b.addr()}}},
+	}})
+	// a leaves "both"; "one" still caps it at one connection.
+	if err := e.SetGroup("both", GroupConfig{Peers: []Peer{{Name: "b", Addr: b.addr()}}}); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan string, 1)
+	go func() { slow <- who(t, e, "one", "/slow") }()
+	<-arrived
+	if _, _, err := do(t, e, groupGet(t, "one", "/")); !errors.Is(err, ErrPoolTimeout) {
+		t.Fatalf("second request to a while one is in flight: %v, want ErrPoolTimeout (a's cap is 1)", err)
+	}
+	releaseA()
+	if w := <-slow; w != "a" {
+		t.Fatalf("/slow answered by %s", w)
+	}
+}
