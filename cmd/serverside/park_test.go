@@ -156,13 +156,8 @@ func TestParkShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln) }()
-	rc := dialRaw(t, ln.Addr().String())
+	addr, done := startServe(t, p)
+	rc := dialRaw(t, addr)
 	rc.getSmall(t, "a")
 	waitFor(t, "the connection parked", func() bool { return p.parked() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -176,7 +171,7 @@ func TestParkShutdown(t *testing.T) {
 	if !rc.eof(t) {
 		t.Fatal("parked connection not closed by shutdown")
 	}
-	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Fatal("still accepting after shutdown")
 	}

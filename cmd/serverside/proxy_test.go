@@ -76,9 +76,9 @@ func startProxyClient(t *testing.T, cfg engine.Config, ccfg clientConfig, origin
 	return serveProxy(t, p)
 }
 
-// serveProxy serves p on a free loopback port until the test ends, then
-// shuts it down, and returns its address.
-func serveProxy(t *testing.T, p *proxy) string {
+// startServe serves p on a free loopback port, and returns the address
+// and what Serve returns; the caller shuts p down.
+func startServe(t *testing.T, p *proxy) (string, <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,6 +86,14 @@ func serveProxy(t *testing.T, p *proxy) string {
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ln) }()
+	return ln.Addr().String(), done
+}
+
+// serveProxy serves p on a free loopback port until the test ends, then
+// shuts it down, and returns its address.
+func serveProxy(t *testing.T, p *proxy) string {
+	t.Helper()
+	addr, done := startServe(t, p)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -96,7 +104,7 @@ func serveProxy(t *testing.T, p *proxy) string {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return addr
 }
 
 // rawExchange writes req to the proxy at px over a fresh connection and

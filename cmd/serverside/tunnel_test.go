@@ -654,13 +654,8 @@ func TestConnectIdleAndShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln) }()
-	c, br, resp, _ := rawConnect(t, ln.Addr().String(), connect)
+	addr, done := startServe(t, p)
+	c, br, resp, _ := rawConnect(t, addr, connect)
 	if resp.StatusCode != 200 {
 		t.Fatalf("CONNECT: %d", resp.StatusCode)
 	}
