@@ -53,6 +53,7 @@ type config struct {
 	args     []string
 	bEnv     []string
 	bArgs    []string
+	bBin     string
 	kinds    map[proxyKind]bool // nil: all
 }
 
@@ -70,10 +71,11 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Minute, "give up after this long")
 	bEnv := fs.String("b-env", "", "adds the proxy serverside-b: serverside with these space-separated VAR=value environment variables (an A/B comparison), e.g. -b-env GOGC=200")
 	bArgs := fs.String("b-args", "", "adds the proxy serverside-b: serverside with these extra space-separated flags, e.g. -b-args -upstream-gonet")
+	fs.StringVar(&cfg.bBin, "b-bin", "", "adds the proxy serverside-b: this serverside binary instead of the one built from the tree (another commit's), e.g. -b-bin /tmp/serverside-old")
 	kindsFlag := fs.String("proxies", "", "comma-separated subset of proxies to run, e.g. -proxies serverside,serverside-b,nginx (default all)")
 	_ = fs.Parse(args)
 	cfg.bEnv, cfg.bArgs = strings.Fields(*bEnv), strings.Fields(*bArgs)
-	if len(cfg.bEnv)+len(cfg.bArgs) > 0 {
+	if len(cfg.bEnv)+len(cfg.bArgs) > 0 || cfg.bBin != "" {
 		addServersideB()
 	}
 	if *kindsFlag != "" {
@@ -141,7 +143,7 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 	if err != nil {
 		return nil, err
 	}
-	e := &env{procs: ps, dir: dir, bEnv: cfg.bEnv, bArgs: cfg.bArgs}
+	e := &env{procs: ps, dir: dir, bEnv: cfg.bEnv, bArgs: cfg.bArgs, bBin: cfg.bBin}
 	if err := e.findTools(ctx, log, root, cfg.install); err != nil {
 		return nil, err
 	}

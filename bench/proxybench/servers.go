@@ -34,10 +34,12 @@ type env struct {
 	wrk        string
 	pinProxy   []string // "taskset -c 0" or nothing
 	pinLoad    []string // "taskset -c 1" or nothing
-	// The serverside-b variant (-b-env, -b-args): the same binary with
-	// other environment variables and extra flags, for A/B comparisons.
+	// The serverside-b variant (-b-env, -b-args, -b-bin): the same binary
+	// (or another, bBin) with other environment variables and extra flags,
+	// for A/B comparisons.
 	bEnv  []string
 	bArgs []string
+	bBin  string
 }
 
 // origin is the nginx origin every proxy forwards to.
@@ -251,6 +253,9 @@ func (e *env) startProxyOnce(kind proxyKind, o *origin, forward bool) (*proc, st
 		// process on one CPU.
 		envv = []string{"GOMAXPROCS=2"}
 		if kind == kindServersideB {
+			if e.bBin != "" {
+				argv[0] = e.bBin
+			}
 			argv = append(argv, e.bArgs...)
 			envv = append(envv, e.bEnv...)
 		}
