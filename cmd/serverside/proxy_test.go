@@ -770,13 +770,7 @@ func TestShutdownClosesInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ln) }()
-	px := ln.Addr().String()
+	px, served := startServe(t, p)
 
 	const big = 2 << 20
 	detached, brd := dialClient(t, px)
@@ -853,13 +847,8 @@ func TestShutdownDeadlineIs503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ln) }()
-	c, br := dialClient(t, ln.Addr().String())
+	px, served := startServe(t, p)
+	c, br := dialClient(t, px)
 	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
