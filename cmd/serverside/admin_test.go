@@ -638,6 +638,7 @@ func TestRunBadConfig(t *testing.T) {
 	}
 }
 
+// freeAddr is a loopback address nothing listens on (a port just freed).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

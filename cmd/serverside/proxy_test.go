@@ -334,12 +334,7 @@ func TestMalformedRequest(t *testing.T) {
 func TestOriginDown(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := freeAddr(t) // nothing listens there now
 	px := startProxy(t, "http://"+addr)
 	out, _ := curl(t, "-i", "http://"+px+"/x")
 	if !strings.HasPrefix(out, "HTTP/1.1 502") {
@@ -355,12 +350,7 @@ func TestOriginDown(t *testing.T) {
 func TestHeadErrorHasNoContent(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := freeAddr(t) // nothing listens there now
 	rev := startProxy(t, "http://"+addr)
 	fwd := startProxy(t)
 	cases := []struct {
@@ -671,15 +661,13 @@ func TestSignalDrains(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	code := make(chan int, 1)
 	go func() { code <- run([]string{"-listen", addr, "-access-log=false", "-origin", "http://" + ng.Addr()}) }()
-	var c net.Conn
+	var (
+		c   net.Conn
+		err error
+	)
 	for i := 0; i < 200; i++ {
 		if c, err = net.Dial("tcp", addr); err == nil {
 			break
