@@ -21,8 +21,6 @@ func TestMain(m *testing.M) {
 
 func checkLeaks(t *testing.T) { t.Helper(); bench.CheckLeaks(t) }
 
-func fdCount(t *testing.T) int { return bench.FDCount(t) }
-
 // origin is bench's in-process upstream under the names these tests use.
 type origin struct{ *bench.Origin }
 

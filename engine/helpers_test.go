@@ -21,8 +21,6 @@ func TestMain(m *testing.M) {
 
 func checkLeaks(t *testing.T) { t.Helper(); bench.CheckLeaks(t) }
 
-func fdCount(t *testing.T) int { return bench.FDCount(t) }
-
 func newEngine(t *testing.T, cfg Config) *Engine {
 	t.Helper()
 	e, err := New(cfg)

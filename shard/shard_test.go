@@ -118,5 +118,3 @@ func TestInboxManyProducers(t *testing.T) {
 }
 
 func checkLeaks(t *testing.T) { t.Helper(); bench.CheckLeaks(t) }
-
-func fdCount(t *testing.T) int { return bench.FDCount(t) }

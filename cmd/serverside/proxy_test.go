@@ -323,9 +323,9 @@ func TestMalformedRequest(t *testing.T) {
 	if body != "Hello, World!" {
 		t.Fatalf("body %q", body)
 	}
-	reqs := ng.WaitRequests(1, 5*time.Second)
-	time.Sleep(100 * time.Millisecond)
-	reqs = ng.Requests()
+	ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // room for a stray request to show up
+	reqs := ng.Requests()
 	if len(reqs) != 1 || reqs[0].URI != "/small" {
 		t.Fatalf("nginx saw %+v", reqs)
 	}
