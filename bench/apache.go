@@ -14,9 +14,14 @@ import (
 // ApacheOptions configures the Apache fixture. The zero value serves its
 // files to anyone.
 type ApacheOptions struct {
-	// Auth protects every path: "" (none), "basic" (mod_auth_basic) or
-	// "digest" (mod_auth_digest, MD5, qop=auth).
+	// Auth protects every path: "" (none), "basic" (mod_auth_basic),
+	// "digest" (mod_auth_digest, MD5, qop=auth) or "gssapi"
+	// (mod_auth_gssapi: Negotiate, with Keytab; a login is bound to its
+	// connection, GssapiConnectionBound, so later requests on that
+	// connection need no credentials).
 	Auth string
+	// Keytab is the path of the keytab for "gssapi" (Kerberos.Keytab).
+	Keytab string
 	// Users maps user names to passwords.
 	Users map[string]string
 	// Realm is the authentication realm; default SquidRealm.
@@ -49,6 +54,13 @@ func StartApache(tb testing.TB, opts ApacheOptions) *Apache {
 	tb.Helper()
 	bin := ApacheBinary()
 	requireBinary(tb, "apache2", bin, "apache2")
+	if opts.Auth == "gssapi" {
+		mod := apacheModules + "/mod_auth_gssapi.so"
+		if _, err := os.Stat(mod); err != nil {
+			mod = ""
+		}
+		requireBinary(tb, "mod_auth_gssapi", mod, "libapache2-mod-auth-gssapi")
+	}
 	if opts.Realm == "" {
 		opts.Realm = SquidRealm
 	}
@@ -85,6 +97,9 @@ func writeApacheConfig(dir, addr string, opts ApacheOptions) (string, error) {
 	line("Listen %s", addr)
 	line("ServerName 127.0.0.1")
 	mods := []string{"mpm_event", "authn_core", "authn_file", "authz_core", "authz_user", "auth_basic", "auth_digest", "mime"}
+	if opts.Auth == "gssapi" {
+		mods = append(mods, "auth_gssapi")
+	}
 	for _, m := range mods {
 		line("LoadModule %s_module %s/mod_%s.so", m, apacheModules, m)
 	}
@@ -110,6 +125,16 @@ func writeApacheConfig(dir, addr string, opts ApacheOptions) (string, error) {
 	switch opts.Auth {
 	case "":
 		line("  Require all granted")
+	case "gssapi":
+		if opts.Keytab == "" {
+			return "", fmt.Errorf("ApacheOptions.Auth gssapi: no Keytab")
+		}
+		line("  AuthType GSSAPI")
+		line("  AuthName %q", opts.Realm)
+		line("  GssapiCredStore keytab:%s", opts.Keytab)
+		line("  GssapiConnectionBound On")
+		line("  GssapiBasicAuth Off")
+		line("  Require valid-user")
 	case "basic", "digest":
 		users, err := writeApacheUsers(dir, opts)
 		if err != nil {
@@ -126,7 +151,7 @@ func writeApacheConfig(dir, addr string, opts ApacheOptions) (string, error) {
 		line("  AuthUserFile %s", users)
 		line("  Require valid-user")
 	default:
-		return "", fmt.Errorf("ApacheOptions.Auth %q: want basic or digest", opts.Auth)
+		return "", fmt.Errorf("ApacheOptions.Auth %q: want basic, digest or gssapi", opts.Auth)
 	}
 	line("</Directory>")
 	for _, l := range opts.Extra {

@@ -78,3 +78,32 @@ func TestApacheFixture(t *testing.T) {
 		t.Errorf("open apache logged %d requests, want 1", n)
 	}
 }
+
+// TestKerberosFixture: a user logged in to the throwaway realm gets
+// Apache's (mod_auth_gssapi) and Squid's (negotiate_kerberos_auth) pages
+// with curl's Negotiate; without a login, the challenges stay.
+func TestKerberosFixture(t *testing.T) {
+	ngx := StartNginx(t, NginxOptions{})
+	krb := StartKerberos(t, KerberosOptions{Users: map[string]string{"alice": "wonderland"}})
+	ap := StartApache(t, ApacheOptions{Auth: "gssapi", Keytab: krb.Keytab()})
+	sq := StartSquid(t, SquidOptions{Auth: "negotiate"})
+	if got := curlStatus(t, "--negotiate", "-u", ":", ap.URL("/small")); got != "401" {
+		t.Errorf("apache before kinit: status %s, want 401", got)
+	}
+	krb.Kinit(t, "alice", "wonderland")
+	if got := curlStatus(t, "--negotiate", "-u", ":", ap.URL("/small")); got != "200" {
+		t.Errorf("apache with a ticket: status %s, want 200", got)
+	}
+	if got := curlStatus(t, ap.URL("/small")); got != "401" {
+		t.Errorf("apache without Negotiate: status %s, want 401", got)
+	}
+	if got := curlStatus(t, "-x", sq.URL(), ngx.URL("/small")); got != "407" {
+		t.Errorf("squid without Negotiate: status %s, want 407", got)
+	}
+	if got := curlStatus(t, "-x", sq.URL(), "--proxy-negotiate", "-U", ":", ngx.URL("/small")); got != "200" {
+		t.Errorf("squid with a ticket: status %s, want 200", got)
+	}
+	if l := ap.AccessLog(); len(l) == 0 || !strings.Contains(l[len(l)-2], Principal("alice")) {
+		t.Errorf("apache's log names no Kerberos user:\n%s", strings.Join(l, "\n"))
+	}
+}

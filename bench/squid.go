@@ -19,7 +19,9 @@ import (
 type SquidOptions struct {
 	// Auth is the proxy authentication Squid demands: "" (none), "basic"
 	// (basic_ncsa_auth), "digest" (digest_file_auth) or "ntlm"
-	// (ntlm_fake_auth, which accepts any well-formed NTLM exchange).
+	// (ntlm_fake_auth, which accepts any well-formed NTLM exchange) or
+	// "negotiate" (negotiate_kerberos_auth, for KerberosHTTPService, with
+	// the keytab that KRB5_KTNAME names: start a Kerberos fixture first).
 	// Users without Auth means "basic".
 	Auth string
 	// Users maps user names to passwords for basic and digest.
@@ -68,6 +70,9 @@ func StartSquid(tb testing.TB, opts SquidOptions) *Squid {
 	tb.Helper()
 	bin := SquidBinary()
 	requireBinary(tb, "squid", bin, "squid")
+	if opts.Auth == "negotiate" {
+		requireBinary(tb, "negotiate_kerberos_auth", findBinary("negotiate_kerberos_auth", squidHelpers+"/negotiate_kerberos_auth"), "squid")
+	}
 	if opts.Realm == "" {
 		opts.Realm = SquidRealm
 	}
@@ -180,8 +185,14 @@ func writeSquidConfig(dir, addr, tlsAddr string, opts SquidOptions) (string, err
 		line("auth_param ntlm children 2")
 		line("acl authed proxy_auth REQUIRED")
 		line("http_access allow loopback authed")
+	case "negotiate":
+		line("auth_param negotiate program %s/negotiate_kerberos_auth -s %s", squidHelpers, Principal(KerberosHTTPService))
+		line("auth_param negotiate children 2")
+		line("auth_param negotiate keep_alive on")
+		line("acl authed proxy_auth REQUIRED")
+		line("http_access allow loopback authed")
 	default:
-		return "", fmt.Errorf("SquidOptions.Auth %q: want basic, digest or ntlm", opts.Auth)
+		return "", fmt.Errorf("SquidOptions.Auth %q: want basic, digest, ntlm or negotiate", opts.Auth)
 	}
 	line("http_access deny all")
 	for _, l := range opts.Extra {

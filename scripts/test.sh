@@ -26,6 +26,10 @@ APT_PACKAGES=(
 	chromium
 	curl
 	haproxy
+	krb5-admin-server
+	krb5-kdc
+	krb5-user
+	libapache2-mod-auth-gssapi
 	nginx
 	openssl
 	python3-websockets
@@ -69,7 +73,7 @@ SUDO=
 daemon_pids() {
 	if command -v pgrep >/dev/null 2>&1; then
 		local n
-		for n in nginx squid apache2 haproxy; do
+		for n in nginx squid apache2 haproxy krb5kdc kadmind; do
 			pgrep -x "$n" 2>/dev/null || true
 		done | sort
 	fi
