@@ -18,7 +18,7 @@ import (
 // 127.0.0.0/8, caches nothing, and relays CONNECT to any port.
 type SquidOptions struct {
 	// Auth is the proxy authentication Squid demands: "" (none), "basic"
-	// (basic_ncsa_auth), "digest" (digest_file_auth) or "ntlm"
+	// (basic_ncsa_auth), "digest" (digest_file_auth), "ntlm"
 	// (ntlm_fake_auth, which accepts any well-formed NTLM exchange) or
 	// "negotiate" (negotiate_kerberos_auth, for KerberosHTTPService, with
 	// the keytab that KRB5_KTNAME names: start a Kerberos fixture first).
