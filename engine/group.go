@@ -216,7 +216,8 @@ type PeerStats struct {
 	// times the peer was marked down.
 	Failures, Downs uint64
 	// Rerouted counts requests moved to another peer after their connect
-	// to this one failed.
+	// to this one failed, or this one was drained while they waited for
+	// a connection.
 	Rerouted uint64
 	// Pool is the pool's view of the peer's connections; while draining,
 	// Pool.Conns() is what is left to close.
@@ -965,7 +966,8 @@ func (r *request) settlePeer(o outcome) {
 	r.peer = nil
 }
 
-// rerouteTask is the task's Reroute: the dial to the current peer failed
+// rerouteTask is the task's Reroute: the dial to the current peer failed,
+// or the peer was drained while the request waited for a connection,
 // before anything was sent, so the request moves to another peer of the
 // group that it has not tried. A failed connect writes nothing and reads
 // no body byte, so the engine's retry rules (an idempotent request without

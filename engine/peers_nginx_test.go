@@ -379,3 +379,68 @@ func TestPeersSquidParentBasicAuth(t *testing.T) {
 		}
 	}
 }
+
+// A request queued for a peer at its connection cap when the peer is
+// drained goes to another peer of the group: nothing of it was sent.
+func TestPeersNginxDrainReroutesQueued(t *testing.T) {
+	leakBaseline(t)
+	ngx := map[string]*bench.Nginx{"a": bench.StartNginx(t, bench.NginxOptions{}), "b": bench.StartNginx(t, bench.NginxOptions{})}
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {Peers: []engine.Peer{
+		{Name: "a", Addr: ngx["a"].Addr(), MaxConns: 1},
+		{Name: "b", Addr: ngx["b"].Addr(), MaxConns: 1},
+	}}}})
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	// Two downloads whose bodies are not read yet hold both connections.
+	var held []*engine.Response
+	for i := 0; i < 2; i++ {
+		resp, err := e.Do(ctx, &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: groupHead(t, "/1m", "peers.test")})
+		if err != nil || resp.Status != 200 {
+			t.Fatalf("GET /1m %d: %v", i, err)
+		}
+		held = append(held, resp)
+	}
+	if p := peersOf(e, "web"); p["a"].Pool.Busy != 1 || p["b"].Pool.Busy != 1 {
+		t.Fatalf("the downloads did not take one connection of each peer: a %+v, b %+v", p["a"].Pool, p["b"].Pool)
+	}
+	type result struct {
+		status int
+		err    error
+	}
+	queued := make(chan result, 1)
+	go func() {
+		st, err := exchange(e, "web", groupHead(t, "/small", "peers.test"))
+		queued <- result{st, err}
+	}()
+	var drained, other string
+	for deadline := time.Now().Add(requestTimeout); drained == ""; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the request did not queue: %+v", peersOf(e, "web"))
+		}
+		for name, p := range peersOf(e, "web") {
+			if p.Pool.Waiting == 1 {
+				drained = name
+			}
+		}
+	}
+	other = map[string]string{"a": "b", "b": "a"}[drained]
+	if err := e.DrainPeer("web", drained); err != nil {
+		t.Fatal(err)
+	}
+	for i, resp := range held {
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != bench.Size1M {
+			t.Fatalf("body %d: %d bytes, %v", i, n, err)
+		}
+	}
+	if r := <-queued; r.err != nil || r.status != 200 {
+		t.Fatalf("request queued for %s when it was drained: %d %v", drained, r.status, r.err)
+	}
+	if got := countURI(ngx[other].WaitRequests(2, requestTimeout), "/small"); got != 1 {
+		t.Fatalf("%s logged %d requests for /small, want 1", other, got)
+	}
+	if p := peersOf(e, "web")[drained]; p.Rerouted != 1 {
+		t.Fatalf("%s: rerouted %d, want 1", drained, p.Rerouted)
+	}
+}

@@ -54,10 +54,12 @@
 // exchange. Timeouts, sink failures and request-body failures are never
 // taken for the race.
 //
-// # Another upstream after a failed dial
+// # Another upstream after a failed dial or a drain
 //
 // A task with a Reroute hook (the engine sets one for requests to a peer
-// group) that fails to connect is offered to the hook: nothing was sent,
-// so the hook may point the task at another upstream (Key and edits), and
-// the shard starts it again there; the failed key counts a retry.
+// group) that fails to connect, or whose key is drained before it had a
+// connection (poolset.ErrDraining, while it waited or as it asked), is
+// offered to the hook: nothing was sent, so the hook may point the task at
+// another upstream (Key and edits), and the shard starts it again there;
+// the failed key counts a retry.
 package shard

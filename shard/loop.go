@@ -202,7 +202,7 @@ func (s *Shard) start(t *Task) {
 		s.post(event{kind: evGrant, t: t, g: g})
 	})
 	if err != nil {
-		s.finish(t, s.fail(t, conn.PhasePoolWait, err))
+		s.waitFailed(t, err)
 		return
 	}
 	s.pending++
@@ -251,13 +251,7 @@ func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
 	pool := s.set.pool
 	if err != nil {
 		pool.DialFailed(t.Key)
-		if t.Reroute != nil && !s.stopping && t.Ctx.Err() == nil && t.Reroute(t, err) {
-			t.ctr.Retries.Add(1)
-			t.ctr = s.set.stats.For(t.Key)
-			s.start(t)
-			return
-		}
-		s.finish(t, err)
+		s.unsent(t, err)
 		return
 	}
 	pool.Dialed(t.Key)
@@ -282,6 +276,33 @@ func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
 	s.exchange(t, c)
 }
 
+// unsent ends t with err, a failure before any byte of it was sent (a
+// dial that failed), unless its Reroute points it at another upstream,
+// where it starts afresh.
+func (s *Shard) unsent(t *Task, err error) {
+	if t.Reroute != nil && !s.stopping && t.Ctx.Err() == nil && t.Reroute(t, err) {
+		t.ctr.Retries.Add(1)
+		t.ctr = s.set.stats.For(t.Key)
+		s.start(t)
+		return
+	}
+	s.finish(t, err)
+}
+
+// waitFailed ends t, whose wait for a connection failed with err. A key
+// that began draining (poolset.ErrDraining) before t had a connection is
+// a failure before anything was sent, which t's Reroute may take to
+// another upstream; other failures (a full queue, a pending timeout) end
+// t.
+func (s *Shard) waitFailed(t *Task, err error) {
+	err = s.fail(t, conn.PhasePoolWait, err)
+	if errors.Is(err, poolset.ErrDraining) {
+		s.unsent(t, err)
+		return
+	}
+	s.finish(t, err)
+}
+
 func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 	s.pending--
 	t.waiter = nil
@@ -291,7 +312,7 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 	}
 	switch {
 	case g.Err != nil:
-		s.finish(t, s.fail(t, conn.PhasePoolWait, g.Err))
+		s.waitFailed(t, g.Err)
 	case s.stopping && g.Permit:
 		s.set.pool.GiveBack(t.Key, g)
 		s.finish(t, ErrClosed)

@@ -79,8 +79,9 @@ type Task struct {
 	// deadline).
 	PendingTimeout time.Duration
 	// Reroute, when set, is called on the shard goroutine after a dial of
-	// Key failed (the request's context still live): nothing was sent, so
-	// the request may go elsewhere. It reports true after pointing the
+	// Key failed, or Key was drained before the task had a connection
+	// (the request's context still live): nothing was sent, so the
+	// request may go elsewhere. It reports true after pointing the
 	// task at another upstream (Key, and Exchange.Edits as that upstream
 	// needs), which the shard then starts afresh; false to fail the task
 	// with err. It must not block.
