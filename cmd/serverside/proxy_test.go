@@ -16,8 +16,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -855,4 +857,82 @@ func TestShutdownDeadlineIs503(t *testing.T) {
 	}
 	<-shut
 	<-served
+}
+
+// TestStaleConnectionReplaysIdempotentBody: an origin reads the second
+// request on a kept-alive connection and closes without answering, the
+// stale keep-alive race. A PUT (idempotent) whose body came whole is sent
+// again on a new connection, with the same bytes; a POST is not: it is
+// sent once and the client gets the 502. (A real server closes an idle
+// connection at a moment of its own, which a test cannot aim at.)
+func TestStaleConnectionReplaysIdempotentBody(t *testing.T) {
+	bench.CheckLeaks(t)
+	for _, method := range []string{"PUT", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []string // "conn method body" for each request read whole
+			o := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+				for n := 0; ; n++ {
+					lines, err := bench.ReadHead(br)
+					if err != nil {
+						return
+					}
+					size := 0
+					for _, l := range lines[1:] {
+						if v, ok := strings.CutPrefix(strings.ToLower(l), "content-length: "); ok {
+							size, _ = strconv.Atoi(v)
+						}
+					}
+					body := make([]byte, size)
+					if _, err := io.ReadFull(br, body); err != nil {
+						return
+					}
+					mu.Lock()
+					got = append(got, fmt.Sprintf("%d %s %s", i, strings.Fields(lines[0])[0], body))
+					mu.Unlock()
+					if i == 0 && n == 1 {
+						return // the race: closed as the request arrived
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				}
+			})
+			px := startProxy(t, "http://"+o.Addr())
+			client := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+			defer client.CloseIdleConnections()
+			send := func(body string) (int, string) {
+				req, err := http.NewRequest(method, "http://"+px+"/x", strings.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("%s %q: %v", method, body, err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			if st, b := send("first"); st != 200 || b != "first" {
+				t.Fatalf("first %s: %d %q", method, st, b)
+			}
+			st, b := send("second")
+			mu.Lock()
+			defer mu.Unlock()
+			if method == "PUT" {
+				if st != 200 || b != "second" {
+					t.Fatalf("PUT on the closing connection: %d %q, want it sent again and answered", st, b)
+				}
+				if want := []string{"0 PUT first", "0 PUT second", "1 PUT second"}; !slices.Equal(got, want) {
+					t.Fatalf("origin read %q, want %q", got, want)
+				}
+				return
+			}
+			if st != 502 {
+				t.Fatalf("POST on the closing connection: %d %q, want 502", st, b)
+			}
+			if want := []string{"0 POST first", "0 POST second"}; !slices.Equal(got, want) {
+				t.Fatalf("origin read %q, want %q: a POST is never sent twice", got, want)
+			}
+		})
+	}
 }
