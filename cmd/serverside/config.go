@@ -454,6 +454,11 @@ type peerError struct {
 	err   error
 }
 
+// maxPeerWeight is the highest weight a peer may have, in a URL option or
+// in the config file. It bounds the balancers' work: the hash policy puts
+// balance.PointsPerWeight points on its ring per unit of weight.
+const maxPeerWeight = 1000
+
 // validate checks a peer and fills in its defaults (Name, Weight).
 func (ps *peerSpec) validate(parent bool) *peerError {
 	if ps.URL == "" {
@@ -472,8 +477,8 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return &peerError{"url", fmt.Errorf("%q: want only scheme, host and port", u.Redacted())}
 	}
-	if ps.Weight < 0 || ps.Weight > 1000 {
-		return &peerError{"weight", fmt.Errorf("want 1 to 1000 (0 or absent for 1), got %d", ps.Weight)}
+	if ps.Weight < 0 || ps.Weight > maxPeerWeight {
+		return &peerError{"weight", fmt.Errorf("want 1 to %d (0 or absent for 1), got %d", maxPeerWeight, ps.Weight)}
 	}
 	if ps.Weight == 0 {
 		ps.Weight = 1

@@ -144,6 +144,9 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 			p.Name = v
 		case "weight":
 			p.Weight, err = strconv.Atoi(v)
+			if err == nil && (p.Weight < 0 || p.Weight > maxPeerWeight) {
+				err = fmt.Errorf("want 1 to %d (0 for 1), got %d", maxPeerWeight, p.Weight)
+			}
 		case "max_conns":
 			p.MaxConns, err = strconv.Atoi(v)
 		case "max_pending":

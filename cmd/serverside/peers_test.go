@@ -97,6 +97,8 @@ func TestPeerURLOptions(t *testing.T) {
 		{{"http://127.0.0.1:1?sni=a"}, nil},                // sni on http
 		{{"http://u:p@127.0.0.1:1?preemptive=maybe"}, nil}, // not a bool
 		{{"http://127.0.0.1:1?weight=x"}, nil},             // bad number
+		{{"http://127.0.0.1:1?weight=1001"}, nil},          // over maxPeerWeight
+		{nil, {"http://127.0.0.1:1?weight=-1"}},            // negative
 		{{"http://127.0.0.1:1?colour=red"}, nil},           // unknown option
 		{nil, {"http://127.0.0.1:1?pending_timeout=soon"}}, // bad duration
 	} {
