@@ -418,6 +418,17 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 			t.Errorf("%v: exit code %d, want 2", args, rc)
 		}
 	}
+	// A listen host given by name is each of its addresses: localhost is
+	// 127.0.0.1 (a bind would fail with exit code 1, the address is busy).
+	_, busyPort, _ := net.SplitHostPort(busy.Addr().String())
+	for _, args := range [][]string{
+		{"-listen", "localhost:" + busyPort, "-origin", "http://" + busy.Addr().String()},
+		{"-listen", "localhost:" + busyPort, "-parent", "http://" + busy.Addr().String()},
+	} {
+		if rc := run(args); rc != 2 {
+			t.Errorf("%v: exit code %d, want 2", args, rc)
+		}
+	}
 	for _, addr := range []string{"3128", "127.0.0.1", "127.0.0.1:70000"} {
 		if rc := run([]string{"-listen", addr}); rc != 2 {
 			t.Errorf("-listen %s: exit code %d, want 2", addr, rc)

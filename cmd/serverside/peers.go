@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -261,21 +262,34 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 // address is the proxy's own listen address: each request would come
 // back to the proxy and go round, a Via longer each time, until its head
 // was too large. Listening on every address (":3128", "0.0.0.0:3128"), a
-// loopback or local address with the listen port is the proxy too.
+// loopback or local address with the listen port is the proxy too; a
+// listen host that is a name ("localhost:3128") is each of its addresses.
 func selfPeer(cfg engine.Config, listen string) error {
 	lhost, lport, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil
 	}
-	lip, _ := netip.ParseAddr(lhost)
-	all := lhost == "" || lip.IsValid() && lip.IsUnspecified()
+	var lips []netip.Addr
+	if lip, err := netip.ParseAddr(lhost); err == nil {
+		lips = append(lips, lip.Unmap())
+	} else if lhost != "" {
+		// A name the resolver does not know cannot be listened on
+		// either: listening reports that.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		addrs, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", lhost)
+		cancel()
+		for _, a := range addrs {
+			lips = append(lips, a.Unmap())
+		}
+	}
+	all := lhost == "" || slices.ContainsFunc(lips, netip.Addr.IsUnspecified)
 	for _, p := range cfg.Groups[peerGroup].Peers {
 		ap, err := netip.ParseAddrPort(p.Addr)
 		if err != nil || strconv.Itoa(int(ap.Port())) != lport {
 			continue
 		}
 		ip := ap.Addr().Unmap()
-		if all && (ip.IsLoopback() || ip.IsUnspecified() || isLocalAddr(ip)) || lip.IsValid() && lip.Unmap() == ip {
+		if all && (ip.IsLoopback() || ip.IsUnspecified() || isLocalAddr(ip)) || slices.Contains(lips, ip) {
 			role := "origin"
 			if p.Parent {
 				role = "parent"
