@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,5 +57,48 @@ func TestGoNetIONginx(t *testing.T) {
 	}
 	if s.Detached != 0 {
 		t.Fatalf("detached %d: Go net connections never detach", s.Detached)
+	}
+}
+
+// Config.GoNetIO holds for a group's plain-TCP peers too, origins and
+// parents: a body far over the high-water mark, read slowly, is relayed
+// with no detach (a netpoll connection detaches for it).
+func TestGoNetIOGroupPeers(t *testing.T) {
+	leakBaseline(t)
+	ngx := bench.StartNginx(t, bench.NginxOptions{})
+	for _, goNet := range []bool{false, true} {
+		for _, parent := range []bool{false, true} {
+			peer := engine.Peer{Name: "n", Addr: ngx.Addr(), Parent: parent}
+			e := startEngine(t, engine.Config{GoNetIO: goNet, BodyHighWater: 64 << 10,
+				Groups: map[string]engine.GroupConfig{"g": {Peers: []engine.Peer{peer}}}})
+			req := ngxRequest(t, ngx, "GET", "/1m", nil, 0)
+			req.Upstream = engine.Upstream{Group: "g"}
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			resp, err := e.Do(ctx, req)
+			if err != nil {
+				cancel()
+				t.Fatalf("GoNetIO %v, parent %v: %v", goNet, parent, err)
+			}
+			n := 0
+			buf := make([]byte, 16<<10)
+			for err == nil {
+				var k int
+				k, err = resp.Body.Read(buf)
+				n += k
+				time.Sleep(time.Millisecond)
+			}
+			resp.Body.Close()
+			cancel()
+			if err != io.EOF || resp.Status != 200 || n != bench.Size1M {
+				t.Fatalf("GoNetIO %v, parent %v: status %d, %d bytes, %v", goNet, parent, resp.Status, n, err)
+			}
+			var detached uint64
+			for _, s := range e.Stats() {
+				detached += s.Detached
+			}
+			if goNet && detached != 0 || !goNet && detached == 0 {
+				t.Errorf("GoNetIO %v, parent %v: %d detached connections", goNet, parent, detached)
+			}
+		}
 	}
 }

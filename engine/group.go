@@ -734,11 +734,16 @@ func otherGroupPeer(groups groupsMap, name string, key poolset.Key) *peer {
 }
 
 // peersTLS completes the pool keys of g's TLS peers with their TLS
-// identity and gives them their key's dialer.
+// identity and gives them their key's dialer. Plain-TCP peers get the Go
+// net dialer with Config.GoNetIO, as a request naming an address does;
+// without it they have none, and netpoll dials them.
 func (e *Engine) peersTLS(g *group) error {
 	for i, p := range g.peers {
 		t := p.cfg.TLS
 		if t == nil {
+			if e.cfg.GoNetIO {
+				p.dialer = e.goNet
+			}
 			continue
 		}
 		prof := e.profile(t)
