@@ -79,7 +79,7 @@ type detacher interface {
 // ctx's end stops a connect in progress. It blocks: callers off the hot
 // path run it on a worker pool. The returned connection is Busy, held by
 // the caller. A failure is an *Error with PhaseDial; one that ctx ended
-// wraps ctx's error.
+// wraps ctx's error, one that timeout ended ErrConnectTimeout.
 func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}
@@ -118,7 +118,9 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 	if err != nil {
 		_ = c.transition(Closing)
 		_ = c.transition(Closed)
-		return nil, dialFailed(ctx, addr, err)
+		// netpoll reports its dial context's deadline as an error of
+		// its own, not a net.Error: the timeout is told by dctx.
+		return nil, dialFailed(ctx, addr, err, errors.Is(dctx.Err(), context.DeadlineExceeded))
 	}
 	if err := ctx.Err(); err != nil {
 		_ = nc.Close()
@@ -183,8 +185,10 @@ func dialNetpoll(ctx context.Context, addr string) (netpoll.Connection, error) {
 // (which bounds the dial, and whose passing the dial may report as its own
 // timeout a moment before the context does), fails with the context's
 // error too: the upstream did not fail. It waits for the context's end
-// once the deadline has passed (dials run on the dial pool).
-func dialFailed(ctx context.Context, addr string, err error) *Error {
+// once the deadline has passed (dials run on the dial pool). One that
+// timedOut, the dial's own timeout over while the context lasts, wraps
+// ErrConnectTimeout: the upstream did not answer the connect.
+func dialFailed(ctx context.Context, addr string, err error, timedOut bool) *Error {
 	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) && ctx.Done() != nil {
 		t := time.NewTimer(time.Second)
 		select {
@@ -195,6 +199,8 @@ func dialFailed(ctx context.Context, addr string, err error) *Error {
 	}
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		err = fmt.Errorf("%w: %w", cerr, err)
+	} else if cerr == nil && timedOut {
+		err = fmt.Errorf("%w: %w", ErrConnectTimeout, err)
 	}
 	return &Error{Phase: PhaseDial, Addr: addr, Err: err}
 }

@@ -34,6 +34,18 @@ func (p Phase) String() string {
 	return "invalid phase"
 }
 
+// ErrConnectTimeout is wrapped by a dial that its timeout (the engine's
+// ConnectTimeout) ended while the caller's context lasted: the upstream
+// did not answer the connect in time. It is a net.Error whose Timeout is
+// true.
+var ErrConnectTimeout error = connectTimeout{}
+
+type connectTimeout struct{}
+
+func (connectTimeout) Error() string   { return "conn: connect timeout" }
+func (connectTimeout) Timeout() bool   { return true }
+func (connectTimeout) Temporary() bool { return true }
+
 // Error is a failed dial or exchange.
 type Error struct {
 	// Phase is where the exchange failed.

@@ -53,12 +53,13 @@ func DialTLS(ctx context.Context, addr string, timeout, handshakeTimeout time.Du
 
 // DialGo connects to addr with Go's net package within timeout (and ctx).
 // A failure is an *Error with PhaseDial; one that ctx ended wraps ctx's
-// error.
+// error, one that timeout ended ErrConnectTimeout.
 func DialGo(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, dialFailed(ctx, addr, err)
+		var ne net.Error
+		return nil, dialFailed(ctx, addr, err, errors.As(err, &ne) && ne.Timeout())
 	}
 	return raw, nil
 }

@@ -853,3 +853,31 @@ func requestBodyResetNotStale(t *testing.T, size int64) {
 		t.Fatalf("stats %+v, GetBody called %d times, origin accepted %d: want no race, no retry", s, gets, o.accepted())
 	}
 }
+
+// TestConnectTimeout: a connect that ConnectTimeout ends (the caller's
+// context still live) is the upstream's failure, on netpoll and Go net
+// alike: an error wrapping conn.ErrConnectTimeout (a net.Error whose
+// Timeout is true), counted as a dial error, not as canceled, and
+// against the peer's health.
+func TestConnectTimeout(t *testing.T) {
+	checkLeaks(t)
+	addr := unanswered(t)
+	for _, goNet := range []bool{false, true} {
+		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet, ConnectTimeout: 100 * time.Millisecond,
+			Groups: map[string]GroupConfig{"g": {Peers: []Peer{{Name: "a", Addr: addr}}}}})
+		for _, req := range []*Request{get(addr, t), groupGet(t, "g", "/")} {
+			err := e.Exchange(context.Background(), req, &chanSink{done: make(chan error, 1)})
+			var ne net.Error
+			if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseDial || !errors.Is(err, conn.ErrConnectTimeout) ||
+				!errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("GoNetIO %v: %v, want a PhaseDial error with ErrConnectTimeout", goNet, err)
+			}
+		}
+		if s := e.Stats()[addr]; s.Requests != 2 || s.Canceled != 0 || s.Errors["dial"] != 2 {
+			t.Errorf("GoNetIO %v: stats %+v, want 2 dial errors, none canceled", goNet, s)
+		}
+		if ps := e.PeerStats()["g"].Peers[0]; ps.Failures != 1 {
+			t.Errorf("GoNetIO %v: peer %+v, want one failure", goNet, ps)
+		}
+	}
+}

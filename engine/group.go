@@ -507,6 +507,11 @@ func classify(err error) outcome {
 		// The proxy is out of descriptors or memory: the dial failed
 		// before anything reached the peer, which says nothing of it.
 		return neutral
+	case e.Phase == conn.PhaseDial && errors.Is(err, conn.ErrConnectTimeout):
+		// The peer did not answer the connect within ConnectTimeout
+		// (Go net's error says DeadlineExceeded too, but the caller's
+		// context was live): a failed connect.
+		return failed
 	case (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) && !errors.Is(err, shard.ErrOverloaded) &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
 		// A failed handshake (a certificate that does not verify, an

@@ -645,7 +645,7 @@ func upstreamStatus(err error) (int, string) {
 		// pending_timeout) turned the request away: nothing went
 		// upstream, and a later try may pass.
 		return 503, "upstream connection limit reached: " + err.Error()
-	case errors.Is(err, conn.ErrHeaderTimeout), errors.Is(err, conn.ErrReadTimeout),
+	case errors.Is(err, conn.ErrConnectTimeout), errors.Is(err, conn.ErrHeaderTimeout), errors.Is(err, conn.ErrReadTimeout),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return 504, "upstream timed out: " + err.Error()
 	case errors.Is(err, engine.ErrOverloaded):
