@@ -29,7 +29,8 @@ const (
 // (ErrBadConfig) unless its field gives it a meaning. Config is read once,
 // by New.
 type Config struct {
-	// Shards is the number of event-loop shards. Default GOMAXPROCS.
+	// Shards is the number of event-loop shards, at most MaxShards.
+	// Default GOMAXPROCS.
 	Shards int
 	// IdleTimeout is how long an idle pooled connection is kept. Default
 	// 60s. An upstream's shorter "Keep-Alive: timeout=N" is honoured.
@@ -134,8 +135,16 @@ func (c Config) validate() error {
 			return fmt.Errorf("%w: %s is negative", ErrBadConfig, f.name)
 		}
 	}
+	if c.Shards > MaxShards {
+		return fmt.Errorf("%w: Shards %d is over MaxShards (%d)", ErrBadConfig, c.Shards, MaxShards)
+	}
 	return nil
 }
+
+// MaxShards bounds Config.Shards. A shard is a goroutine with its own
+// state, and more of them than processors gain nothing; the bound keeps a
+// mistyped count from exhausting memory before the engine starts.
+const MaxShards = 1024
 
 func (c Config) normalized() Config {
 	if c.Shards <= 0 {

@@ -27,6 +27,7 @@ func TestConfigRejectsNonsense(t *testing.T) {
 		want string
 	}{
 		{Config{Shards: -1}, "Shards"},
+		{Config{Shards: MaxShards + 1}, "MaxShards"},
 		{Config{IdleTimeout: -time.Second}, "IdleTimeout"},
 		{Config{ConnectTimeout: -time.Second}, "ConnectTimeout"},
 		{Config{TLSHandshakeTimeout: -time.Second}, "TLSHandshakeTimeout"},

@@ -368,8 +368,8 @@ func (fc *fileConfig) validate() *ConfigError {
 			return &ConfigError{Field: a.field, Err: err}
 		}
 	}
-	if fc.Shards != nil && *fc.Shards < 0 {
-		return bad("shards", "must be 0 (GOMAXPROCS) or more, got %d", *fc.Shards)
+	if fc.Shards != nil && (*fc.Shards < 0 || *fc.Shards > engine.MaxShards) {
+		return bad("shards", "must be 0 (GOMAXPROCS) to %d, got %d", engine.MaxShards, *fc.Shards)
 	}
 	if fc.LB != "" && !slices.Contains(lbPolicies, fc.LB) {
 		return bad("lb", "unknown policy %q; want one of %s", fc.LB, strings.Join(lbPolicies, ", "))

@@ -78,7 +78,7 @@ func run(args []string) int {
 	var parents originList
 	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo, https:// for TLS to the parent,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin, plus preemptive=0)")
 	lb := fs.String("lb", "roundrobin", "`policy` spreading requests over origins or parents: roundrobin, leastconn, p2c or hash (on the request host),\ne.g. -lb leastconn")
-	shards := fs.Int("shards", 0, "number of engine shards (event loops), 0 for GOMAXPROCS, e.g. -shards 2")
+	shards := fs.Int("shards", 0, fmt.Sprintf("number of engine shards (event loops), 0 for GOMAXPROCS, at most %d, e.g. -shards 2", engine.MaxShards))
 	access := fs.Bool("access-log", true, "log one line per request (method, target, status, bytes, duration);\noff with e.g. -access-log=false")
 	var x cliExtras
 	x.register(fs)
