@@ -263,33 +263,37 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 // back to the proxy and go round, a Via longer each time, until its head
 // was too large. Listening on every address (":3128", "0.0.0.0:3128"), a
 // loopback or local address with the listen port is the proxy too; a
-// listen host that is a name ("localhost:3128") is each of its addresses.
+// listen host that is a name ("localhost:3128") is the address it
+// listens on.
 func selfPeer(cfg engine.Config, listen string) error {
 	lhost, lport, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil
 	}
-	var lips []netip.Addr
-	if lip, err := netip.ParseAddr(lhost); err == nil {
-		lips = append(lips, lip.Unmap())
-	} else if lhost != "" {
-		// A name the resolver does not know cannot be listened on
-		// either: listening reports that.
+	lip, err := netip.ParseAddr(lhost)
+	if err != nil && lhost != "" {
+		// A name listens on one of its addresses, as net.Listen picks
+		// it: the first IPv4 one, else the first. A name the resolver
+		// does not know cannot be listened on either: listening
+		// reports that.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		addrs, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", lhost)
 		cancel()
-		for _, a := range addrs {
-			lips = append(lips, a.Unmap())
+		if i := slices.IndexFunc(addrs, func(a netip.Addr) bool { return a.Unmap().Is4() }); i >= 0 {
+			lip = addrs[i]
+		} else if len(addrs) > 0 {
+			lip = addrs[0]
 		}
 	}
-	all := lhost == "" || slices.ContainsFunc(lips, netip.Addr.IsUnspecified)
+	lip = lip.Unmap()
+	all := lhost == "" || lip.IsValid() && lip.IsUnspecified()
 	for _, p := range cfg.Groups[peerGroup].Peers {
 		ap, err := netip.ParseAddrPort(p.Addr)
 		if err != nil || strconv.Itoa(int(ap.Port())) != lport {
 			continue
 		}
 		ip := ap.Addr().Unmap()
-		if all && (ip.IsLoopback() || ip.IsUnspecified() || isLocalAddr(ip)) || slices.Contains(lips, ip) {
+		if all && (ip.IsLoopback() || ip.IsUnspecified() || isLocalAddr(ip)) || lip.IsValid() && lip == ip {
 			role := "origin"
 			if p.Parent {
 				role = "parent"
