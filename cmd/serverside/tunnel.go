@@ -153,7 +153,10 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 		return closeIt
 	}
 	if cc.p.group != "" && !cc.p.parents {
-		return fail(405, "CONNECT is for forward mode; this proxy is a reverse proxy")
+		// 501, not 405: a 405 must list the target's methods in Allow
+		// (RFC 9110 §15.5.6), which a reverse proxy does not know, and
+		// no resource here takes CONNECT.
+		return fail(501, "CONNECT is for forward mode; this proxy is a reverse proxy")
 	}
 	if declaresContent(req) {
 		return fail(400, "a CONNECT request has no body")

@@ -219,7 +219,7 @@ func TestConnectLargeDownload(t *testing.T) {
 }
 
 // TestConnectFailures: a target that refuses connections is 502 with the
-// reason; a reverse proxy answers CONNECT 405.
+// reason; a reverse proxy answers CONNECT 501 (no Allow to give for a 405).
 func TestConnectFailures(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
@@ -233,7 +233,7 @@ func TestConnectFailures(t *testing.T) {
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	rp := startProxy(t, "http://"+ng.Addr())
 	_, _, resp, body = rawConnect(t, rp, "CONNECT "+ng.Addr()+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n\r\n")
-	if resp.StatusCode != 405 {
+	if resp.StatusCode != 501 || body != "CONNECT is for forward mode; this proxy is a reverse proxy\n" || resp.Header.Get("Allow") != "" {
 		t.Fatalf("reverse mode: %d %q", resp.StatusCode, body)
 	}
 }
