@@ -216,8 +216,8 @@ type PeerStats struct {
 	// times the peer was marked down.
 	Failures, Downs uint64
 	// Rerouted counts requests moved to another peer after their connect
-	// to this one failed, or this one was drained while they waited for
-	// a connection.
+	// to this one failed, this one was drained while they waited for a
+	// connection, or this one closed their new connection unanswered.
 	Rerouted uint64
 	// Pool is the pool's view of the peer's connections; while draining,
 	// Pool.Conns() is what is left to close.
@@ -976,13 +976,13 @@ func (r *request) settlePeer(o outcome) {
 	r.peer = nil
 }
 
-// rerouteTask is the task's Reroute: the dial to the current peer failed,
-// or the peer was drained while the request waited for a connection,
-// before anything was sent, so the request moves to another peer of the
-// group that it has not tried. A failed connect writes nothing and reads
-// no body byte, so the engine's retry rules (an idempotent request without
-// a body, or one whose body can be replayed) hold for every request: none
-// of it was sent.
+// rerouteTask is the task's Reroute: the request moves to another peer
+// of the group that it has not tried. Either nothing of it was sent (the
+// dial to the current peer failed, or the peer was drained while the
+// request waited for a connection), or the peer dropped a new connection
+// unanswered and the shard found the request safe to send again (the
+// engine's retry rules: an idempotent request, or one of which nothing
+// was written, with a body that was not read or can be replayed).
 func (r *request) rerouteTask(t *shard.Task, err error) bool {
 	if r.peer == nil {
 		return false

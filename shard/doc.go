@@ -61,5 +61,7 @@
 // connection (poolset.ErrDraining, while it waited or as it asked), is
 // offered to the hook: nothing was sent, so the hook may point the task at
 // another upstream (Key and edits), and the shard starts it again there;
-// the failed key counts a retry.
+// the failed key counts a retry. So is a task whose new connection the
+// peer closed or reset before any response byte, when sending it again
+// is safe (the stale-race rules, without the reuse).
 package shard

@@ -431,6 +431,15 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 			return
 		}
 	}
+	if e := conn.AsError(err); e != nil && t.Reroute != nil && t.Ctx.Err() == nil && !t.pinned && refused(e) &&
+		t.resendable(e) && rewind(t, s.set.cfg.Logger) {
+		// A new connection the peer dropped before answering (a peer
+		// that is stopping, or one that drops every connection): the
+		// request goes to another peer, as after a failed connect,
+		// when sending it again is safe.
+		s.unsent(t, err)
+		return
+	}
 	s.finish(t, err)
 }
 
@@ -524,9 +533,22 @@ func finish(t *Task, err error) {
 // reused connection, before any response byte, the connection was found
 // closed or reset. Timeouts and sink or request-body failures are not.
 func stale(e *conn.Error) bool {
-	if !e.Reused || e.Responded || errors.Is(e, conn.ErrRequestBody) {
+	return e.Reused && hungUp(e)
+}
+
+// refused reports a new connection that the peer closed or reset before
+// any response byte: not the stale keep-alive race, which only a reused
+// connection meets, but a peer that drops what is sent to it.
+func refused(e *conn.Error) bool {
+	return !e.Reused && hungUp(e)
+}
+
+// hungUp reports a failure before any response byte in which the
+// connection was found closed or reset by the peer.
+func hungUp(e *conn.Error) bool {
+	if e.Responded || errors.Is(e, conn.ErrRequestBody) {
 		return false
 	}
-	return errors.Is(e, conn.ErrUnexpectedEOF) || errors.Is(e, conn.ErrClosed) ||
+	return errors.Is(e, conn.ErrUnexpectedEOF) || errors.Is(e, conn.ErrClosed) || errors.Is(e, conn.ErrPeerReset) ||
 		errors.Is(e, syscall.ECONNRESET) || errors.Is(e, syscall.EPIPE)
 }

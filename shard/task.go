@@ -81,7 +81,9 @@ type Task struct {
 	// Reroute, when set, is called on the shard goroutine after a dial of
 	// Key failed, or Key was drained before the task had a connection
 	// (the request's context still live): nothing was sent, so the
-	// request may go elsewhere. It reports true after pointing the
+	// request may go elsewhere; or after a new connection to Key was
+	// closed or reset before any response byte and the request may be
+	// sent again. It reports true after pointing the
 	// task at another upstream (Key, and Exchange.Edits as that upstream
 	// needs), which the shard then starts afresh; false to fail the task
 	// with err. It must not block.
@@ -127,7 +129,14 @@ func (t *Task) Retried() bool { return t.fresh || t.resent }
 
 // replayable reports whether a failed attempt may be sent again.
 func (t *Task) replayable(e *conn.Error) bool {
-	if t.pinned || e == nil || !e.Reused || e.Responded {
+	return e != nil && e.Reused && t.resendable(e)
+}
+
+// resendable reports whether a request whose attempt failed before any
+// response byte may be sent again: it is idempotent, or nothing of it was
+// written, and its body (if any) was not read or can be had again.
+func (t *Task) resendable(e *conn.Error) bool {
+	if t.pinned || e == nil || e.Responded {
 		return false
 	}
 	m := t.Exchange.Head.MethodID()
