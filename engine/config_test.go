@@ -44,6 +44,7 @@ func TestConfigRejectsNonsense(t *testing.T) {
 		{Config{Groups: peer(Peer{Addr: "127.0.0.1:65536"})}, `peer 0 address "127.0.0.1:65536"`},
 		{Config{Groups: peer(Peer{Addr: "127.0.0.1:http"})}, `peer 0 address "127.0.0.1:http"`},
 		{Config{Groups: peer(Peer{Weight: -1})}, "Weight"},
+		{Config{Groups: peer(Peer{Weight: MaxWeight + 1})}, "MaxWeight"},
 		{Config{Groups: peer(Peer{MaxConns: -1})}, "MaxConns"},
 		{Config{Groups: peer(Peer{MaxPending: -1})}, "MaxPending"},
 		{Config{Groups: peer(Peer{PendingTimeout: -1})}, "PendingTimeout"},

@@ -56,7 +56,8 @@ type Peer struct {
 	Name string
 	// Addr is the resolved ip:port of the peer.
 	Addr string
-	// Weight is the peer's share of the requests; default 1.
+	// Weight is the peer's share of the requests, at most MaxWeight;
+	// default 1.
 	Weight int
 	// Parent marks a forwarding proxy: requests to it are sent in
 	// absolute form ("http://host/path", the host taken from the Host
@@ -135,8 +136,18 @@ func (h Health) validate() error {
 	return nil
 }
 
-// validate refuses a peer's negative weight and limits.
+// MaxWeight bounds Peer.Weight. Weights are shares, so a thousand to one
+// is as fine a split as any group needs, and the consistent-hash ring
+// places balance.PointsPerWeight points per unit of weight: an unbounded
+// weight would build a ring of any size.
+const MaxWeight = 1000
+
+// validate refuses a peer's negative weight and limits, and a weight over
+// MaxWeight.
 func (p Peer) validate() error {
+	if p.Weight > MaxWeight {
+		return fmt.Errorf("Weight %d is over MaxWeight (%d)", p.Weight, MaxWeight)
+	}
 	for _, f := range []struct {
 		name string
 		v    int64

@@ -455,9 +455,8 @@ type peerError struct {
 }
 
 // maxPeerWeight is the highest weight a peer may have, in a URL option or
-// in the config file. It bounds the balancers' work: the hash policy puts
-// balance.PointsPerWeight points on its ring per unit of weight.
-const maxPeerWeight = 1000
+// the config file: the engine's bound.
+const maxPeerWeight = engine.MaxWeight
 
 // validate checks a peer and fills in its defaults (Name, Weight).
 func (ps *peerSpec) validate(parent bool) *peerError {
