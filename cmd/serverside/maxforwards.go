@@ -14,6 +14,12 @@ var (
 	cookieName      = []byte("Cookie")
 )
 
+// The Allow fields of the proxy's own answer to OPTIONS.
+const (
+	allowForward = "Allow: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH\r\n"
+	allowReverse = "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n"
+)
+
 // maxForwards applies Max-Forwards to a TRACE or OPTIONS request (RFC
 // 9110 §7.6.2). At 0 the proxy must not forward the request but answer
 // it as its final recipient: done is true, and keep says whether the
@@ -34,11 +40,19 @@ func (cc *clientConn) maxForwards(s *sink, ed *parser.Edits, hasBody bool) (done
 	}
 	keep = s.keepAlive && !hasBody
 	var body []byte
-	ctype := ""
+	fields := ""
+	if req.MethodID() == parser.MethodOptions {
+		// What the proxy itself takes (RFC 9110 §9.3.7): every method
+		// goes on to the upstream, CONNECT only in forward mode.
+		fields = allowForward
+		if cc.p.group != "" && !cc.p.parents {
+			fields = allowReverse
+		}
+	}
 	if req.MethodID() == parser.MethodTrace {
 		// The request as received, as the final recipient reflects it
 		// (RFC 9110 §9.3.8), less the fields likely to carry secrets.
-		ctype = "Content-Type: message/http\r\n"
+		fields = "Content-Type: message/http\r\n"
 		body = append(body, req.Method()...)
 		body = append(body, ' ')
 		body = append(body, req.Target()...)
@@ -62,7 +76,7 @@ func (cc *clientConn) maxForwards(s *sink, ed *parser.Edits, hasBody bool) (done
 	case !s.http11:
 		conn = "Connection: keep-alive\r\n"
 	}
-	head := "HTTP/1.1 200 OK\r\nDate: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n" + ctype +
+	head := "HTTP/1.1 200 OK\r\nDate: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n" + fields +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" + conn + "\r\n"
 	s.status, s.bytes = 200, int64(len(body))
 	s.bb.Reset()

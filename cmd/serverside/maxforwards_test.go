@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
 )
 
 // TRACE and OPTIONS with Max-Forwards: 0 are answered by the proxy as
 // their final recipient and never reach the origin (RFC 9110 §7.6.2);
 // TRACE reflects the request less its credentials and cookies (§9.3.8);
-// the connection stays open for the next request.
+// OPTIONS lists in Allow the methods this proxy takes (§9.3.7; a reverse
+// proxy refuses CONNECT); the connection stays open for the next request.
 func TestMaxForwardsZeroAnsweredHere(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
@@ -29,19 +31,21 @@ func TestMaxForwardsZeroAnsweredHere(t *testing.T) {
 			"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 20*time.Second)
 	br := bufio.NewReader(bytes.NewReader(all))
 	for i, want := range []struct {
-		ctype, body string
+		ctype, body, allow string
 	}{
-		{"", ""},
-		{"message/http", "TRACE /t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nX-A: 1\r\n\r\n"},
-		{"text/plain", bench.SmallBody},
+		{"", "", "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"},
+		{"message/http", "TRACE /t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nX-A: 1\r\n\r\n", ""},
+		{"text/plain", bench.SmallBody, ""},
 	} {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("response %d: %v\n%s", i, err, all)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || string(body) != want.body || !strings.HasPrefix(resp.Header.Get("Content-Type"), want.ctype) {
-			t.Fatalf("response %d: %d %q %q, want 200 %q %q", i, resp.StatusCode, resp.Header.Get("Content-Type"), body, want.ctype, want.body)
+		if resp.StatusCode != 200 || string(body) != want.body || !strings.HasPrefix(resp.Header.Get("Content-Type"), want.ctype) ||
+			resp.Header.Get("Allow") != want.allow {
+			t.Fatalf("response %d: %d %q %q (Allow %q), want 200 %q %q (Allow %q)", i, resp.StatusCode, resp.Header.Get("Content-Type"), body,
+				resp.Header.Get("Allow"), want.ctype, want.body, want.allow)
 		}
 		if i < 2 && resp.Close {
 			t.Fatalf("response %d closes the connection", i)
@@ -51,6 +55,20 @@ func TestMaxForwardsZeroAnsweredHere(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
 	if reqs := ng.Requests(); len(reqs) != 1 || reqs[0].URI != "/small" {
 		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
+
+// A forward proxy's own answer to OPTIONS allows CONNECT too.
+func TestMaxForwardsZeroOptionsForward(t *testing.T) {
+	bench.CheckLeaks(t)
+	px := startProxyClient(t, engine.Config{}, clientConfig{})
+	all := rawExchange(t, px, "OPTIONS http://example.test/ HTTP/1.1\r\nHost: example.test\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n", 20*time.Second)
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, all)
+	}
+	if want := "GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"; resp.StatusCode != 200 || resp.Header.Get("Allow") != want {
+		t.Fatalf("%d, Allow %q, want 200 and %q", resp.StatusCode, resp.Header.Get("Allow"), want)
 	}
 }
 
