@@ -43,8 +43,9 @@ func FDCount(tb testing.TB) int {
 
 // CollectSplicePipes makes the collector close, before tb's leak check
 // counts descriptors, the pipes splice(2) went through: Go's net package
-// caches them in a sync.Pool and closes them by finalizer. Call it before
-// CheckLeaks so that its cleanup runs after the test and before the check.
+// caches them in a sync.Pool and closes them by finalizer. Call it after
+// CheckLeaks: cleanups run last registered first, so its cleanup runs
+// after the test and before the check.
 func CollectSplicePipes(tb testing.TB) {
 	tb.Cleanup(func() {
 		for i := 0; i < 3; i++ {

@@ -153,6 +153,7 @@ func TestUpgradeNotTaken(t *testing.T) {
 // counted as a live tunnel that a shutdown would wait for).
 func TestUpgradeHalfClosedClient(t *testing.T) {
 	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t) // the relay may have spliced before the end
 	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		if _, err := bench.ReadHead(br); err != nil {
 			return
