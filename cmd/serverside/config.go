@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -428,6 +429,23 @@ func checkListenAddr(addr string) error {
 		return fmt.Errorf("want host:port, e.g. 127.0.0.1:9090: port %q out of range", port)
 	}
 	return nil
+}
+
+// sameListenAddr reports whether two listen addresses name the same
+// socket: the same port (not 0, which picks one) on the same host, as
+// written or as IP addresses spelled differently.
+func sameListenAddr(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp || ap == "0" {
+		return false
+	}
+	if ah == bh {
+		return true
+	}
+	ai, err1 := netip.ParseAddr(ah)
+	bi, err2 := netip.ParseAddr(bh)
+	return err1 == nil && err2 == nil && ai.Unmap() == bi.Unmap()
 }
 
 // checkHealth checks the health settings, the file's or the flags'; field

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -407,6 +408,10 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-origin", "http://127.0.0.1:1", "-health-host", "a\r\nX: 1"},
 		{"-admin", "9090"},
 		{"-admin", "127.0.0.1:99999"},
+		// The admin server at the proxy's own address, as written or as
+		// another spelling of it.
+		{"-admin", busy.Addr().String()},
+		{"-admin", "[::ffff:127.0.0.1]:" + strconv.Itoa(busy.Addr().(*net.TCPAddr).Port)},
 		// The proxy takes no arguments: one is a mistake (a second
 		// origin without its -origin), and flags after it went unread.
 		{"-origin", "http://127.0.0.1:1", "http://127.0.0.1:2"},

@@ -127,6 +127,10 @@ func run(args []string) int {
 			return 2
 		}
 	}
+	if x.admin != "" && sameListenAddr(x.admin, *listen) {
+		logger.Error("config", "err", fmt.Errorf("-admin %q is the -listen address: the admin server needs an address of its own", x.admin))
+		return 2
+	}
 	if err := health.check(); err != nil {
 		logger.Error("config", "err", err)
 		return 2
@@ -193,8 +197,8 @@ func run(args []string) int {
 	if len(origins) > 0 {
 		mode = "reverse"
 	}
-	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String(),
-		"parents", len(parents), "lb", *lb)
+	// The admin server opens before the proxy says it listens: a start
+	// that fails is not logged as a start.
 	var adm *adminServer
 	if x.admin != "" {
 		info := adminInfo{Listen: ln.Addr().String(), Mode: mode, Shards: *shards, LB: *lb, Peers: peerSpecs(cfg)}
@@ -204,6 +208,10 @@ func run(args []string) int {
 			_ = p.eng.Close()
 			return 1
 		}
+	}
+	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String(),
+		"parents", len(parents), "lb", *lb)
+	if adm != nil {
 		logger.Info("admin listening", "addr", adm.Addr())
 	}
 
