@@ -156,7 +156,8 @@ var ErrTunnelRefused = conn.ErrTunnelRefused
 
 // Tunnel opens a tunnel to req.Target: a direct TCP connection, or one to
 // the parent on which CONNECT succeeded. The dial (and the CONNECT
-// exchange) runs on the engine's dial pool; the connection counts against
+// exchange) runs on the engine's dial pool, or on a goroutine of its own
+// when the pool is full; the connection counts against
 // MaxConnsPerUpstream of its key (Stats shows it under
 // "<target> via=tunnel" or "<target> via=connect=<parent>", followed by
 // " cred=<hash>" with credentials) until closed,

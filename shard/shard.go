@@ -109,10 +109,12 @@ type Set struct {
 	shards    []*Shard
 	rr        atomic.Uint64
 	wg        sync.WaitGroup
-	// overflow counts dials running on goroutines of their own because
-	// the dial pool was full (Shard.dial).
+	// overflow counts dials and jobs running on goroutines of their own
+	// because the dial pool was full (Shard.dial, Set.Go).
 	overflow sync.WaitGroup
-	closed   atomic.Bool
+	// goMu orders Set.Go's overflow.Add before Close's overflow.Wait.
+	goMu   sync.Mutex
+	closed atomic.Bool
 }
 
 // New starts cfg.Shards shards over pool; stats receives the counters.
@@ -158,15 +160,30 @@ func (s *Set) shardFor(pinKey uint64) *Shard {
 }
 
 // Go runs fn on the dial pool, for blocking work outside a request's
-// flow (opening a tunnel). It fails with ErrOverloaded when the pool is
-// full, ErrClosed after Close.
+// flow (opening a tunnel: the dial, a TLS handshake with the parent, the
+// CONNECT exchange). When the pool is full, fn runs on a goroutine of its
+// own, as a request's dial does (Shard.dial): the pool bounds the
+// goroutines kept, while the number of jobs is bounded by the upstream's
+// cap and fn's own deadlines. Failing for want of a worker turned a burst
+// of CONNECTs to a slow parent into 503s. Go fails with ErrClosed after
+// Close.
 func (s *Set) Go(fn func()) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if err := s.dials.Submit(fn); err != nil {
-		return fmt.Errorf("%w: dial pool: %w", ErrOverloaded, err)
+	if s.dials.Submit(fn) == nil {
+		return nil
 	}
+	s.goMu.Lock()
+	defer s.goMu.Unlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.overflow.Add(1)
+	go func() {
+		defer s.overflow.Done()
+		fn()
+	}()
 	return nil
 }
 
@@ -229,6 +246,9 @@ func (s *Set) Close(timeout time.Duration) {
 		close(sh.quit)
 	}
 	s.wg.Wait()
+	// A Set.Go that saw the Set open has added to overflow by now.
+	s.goMu.Lock()
+	s.goMu.Unlock()
 	_ = s.dials.ReleaseTimeout(timeout)
 	_ = s.exchanges.ReleaseTimeout(timeout)
 	done := make(chan struct{})
