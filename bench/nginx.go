@@ -69,6 +69,10 @@ type NginxOptions struct {
 	// listener ask for a client certificate signed by it
 	// (ssl_verify_client on): a request without one is answered 400.
 	TLSClientCA string
+	// HTTP2 makes the main listener speak HTTP/2 only, with prior
+	// knowledge (listen ... http2, no TLS): an origin that does not speak
+	// HTTP/1.1 and answers a request with its SETTINGS frame.
+	HTTP2 bool
 }
 
 // Nginx is a real nginx process serving the fixture locations on
@@ -275,6 +279,7 @@ func startNginxOnce(tb testing.TB, bin, dir string, opts NginxOptions, try int) 
 		TLSCert:           opts.TLSCert,
 		TLSKey:            opts.TLSKey,
 		TLSClientCA:       opts.TLSClientCA,
+		HTTP2:             opts.HTTP2,
 	}); err != nil {
 		return nil, err
 	}
@@ -684,6 +689,7 @@ type configData struct {
 	Statuses                      []int
 	TLS, TLSLog                   string
 	TLSCert, TLSKey, TLSClientCA  string
+	HTTP2                         bool
 }
 
 func writeConfig(path string, d configData) error {
@@ -727,7 +733,7 @@ http {
 
     # The main server: the one tests and benchmarks talk to.
     server {
-        listen {{.Main}};
+        listen {{.Main}}{{if .HTTP2}} http2{{end}};
         access_log {{.AccessLog}} fixture;
         root {{.Dir}}/html;
 {{- if .Locations}}

@@ -131,6 +131,11 @@ var (
 	// body delimited by the close): an attacker, or a failure, may have
 	// cut it short, so it is not complete (RFC 9112 §9.8).
 	ErrTLSTruncated = errors.New("conn: TLS connection closed without close_notify before a close-delimited body was known complete")
+	// ErrNotHTTP1 reports an answer that does not begin as an HTTP/1.x
+	// status line ("HTTP/"): an HTTP/2-only upstream answers an HTTP/1.1
+	// request with its SETTINGS frame, for one. It is found from the
+	// first bytes, without waiting for a line end that may never come.
+	ErrNotHTTP1 = errors.New("conn: the upstream's answer is not HTTP/1.x")
 	// ErrRelayNil reports a Relay called without one of its two
 	// connections.
 	ErrRelayNil = errors.New("conn: relay needs two connections")

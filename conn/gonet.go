@@ -234,6 +234,9 @@ func (c *Conn) goReadHead(deadline time.Time) (int, error) {
 	s := c.g
 	for {
 		if s.r < s.w {
+			if err := notHTTP1(s.buf[s.r:s.w]); err != nil {
+				return 0, c.fail(PhaseProtocol, err)
+			}
 			hl, perr := c.resp.Parse(s.buf[s.r:s.w])
 			if perr == nil {
 				return hl, nil

@@ -361,6 +361,9 @@ func (c *Conn) readHead(deadline time.Time) (int, error) {
 			return 0, c.readErr(PhaseAwaitHead, err, ErrHeaderTimeout)
 		}
 		c.last.Responded = true
+		if err := notHTTP1(buf); err != nil {
+			return 0, c.fail(PhaseProtocol, err)
+		}
 		hl, perr := c.resp.Parse(buf)
 		if perr == nil {
 			return hl, nil
@@ -370,6 +373,50 @@ func (c *Conn) readHead(deadline time.Time) (int, error) {
 		}
 		n = max(r.Len(), len(buf)+1)
 	}
+}
+
+// http2Settings is the start of an HTTP/2 SETTINGS frame on stream 0
+// (RFC 9113 §6.5), after its 3-byte length: type 0x4, no flags or ACK.
+const http2Settings = 0x4
+
+// notHTTP1 returns an ErrNotHTTP1 error when the first bytes of a
+// response head, b, cannot begin an HTTP/1.x status line, which starts
+// with "HTTP/" (RFC 9112 §4); nil when they can, or when they are too few
+// yet to tell an HTTP/2 frame. An HTTP/2 SETTINGS frame is named as such:
+// an origin that speaks only HTTP/2 answers so.
+func notHTTP1(b []byte) error {
+	const prefix = "HTTP/"
+	n := min(len(b), len(prefix))
+	if string(b[:n]) == prefix[:n] {
+		return nil
+	}
+	if settingsFrame(b) {
+		if len(b) < http2FrameHeader {
+			return nil // wait for the rest of the frame header
+		}
+		return fmt.Errorf("%w: it sent an HTTP/2 SETTINGS frame; the upstream speaks HTTP/2 only", ErrNotHTTP1)
+	}
+	return fmt.Errorf("%w: it begins %q", ErrNotHTTP1, b[:min(len(b), 16)])
+}
+
+// http2FrameHeader is the length of an HTTP/2 frame header: length (3
+// bytes), type, flags, stream identifier (4 bytes) (RFC 9113 §4.1).
+const http2FrameHeader = 9
+
+// settingsFrame reports bytes that begin, or may yet begin, the header of
+// an HTTP/2 SETTINGS frame on stream 0, with no flag but ACK.
+func settingsFrame(b []byte) bool {
+	for i, c := range b[:min(len(b), http2FrameHeader)] {
+		switch {
+		case i < 3: // length: any
+		case i == 3 && c != http2Settings,
+			i == 4 && c&^1 != 0,
+			i == 5 && c&0x7f != 0,
+			i > 5 && c != 0:
+			return false
+		}
+	}
+	return true
 }
 
 // readErr maps a netpoll read error.
