@@ -661,7 +661,7 @@ func upstreamStatus(err error) (int, string) {
 	if errors.As(err, &coded) {
 		return 502, coded.Error()
 	}
-	if ce := conn.AsError(err); ce != nil && ce.Phase == conn.PhaseTLS {
+	if ce := conn.AsError(err); ce != nil && (ce.Phase == conn.PhaseTLS || tlsAlert(err) != nil) {
 		return 502, "upstream TLS: " + tlsReason(err)
 	}
 	if errors.Is(err, engine.ErrTunnelRefused) {
@@ -675,18 +675,36 @@ func upstreamStatus(err error) (int, string) {
 }
 
 // tlsReason names why a TLS handshake failed: the certificate problem
-// when there is one ("certificate signed by unknown authority"), else the
-// error.
+// when there is one ("certificate signed by unknown authority"), the
+// upstream's alert when it sent one ("alert from upstream: tls:
+// certificate required"), else the error.
 func tlsReason(err error) string {
 	var cve *tls.CertificateVerificationError
 	if errors.As(err, &cve) && cve.Err != nil {
 		return strings.TrimPrefix(cve.Err.Error(), "x509: ")
 	}
-	var ae tls.AlertError
-	if errors.As(err, &ae) {
-		return "alert from upstream: " + ae.Error()
+	if a := tlsAlert(err); a != nil {
+		return "alert from upstream: " + a.Error()
 	}
 	return err.Error()
+}
+
+// tlsAlert returns the TLS alert the upstream sent, found in err, or nil.
+// crypto/tls reports an alert received on a TCP connection as a
+// *net.OpError whose Op is "remote error". With TLS 1.3 a server that
+// refuses the client certificate, or wants one and got none, sends its
+// alert after the client's handshake is done: the request fails reading
+// the response, not in the handshake, and is a TLS failure all the same.
+func tlsAlert(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
+		return oe.Err
+	}
+	var ae tls.AlertError // QUIC's alerts
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return nil
 }
 
 func reason(status int) string {
