@@ -101,17 +101,24 @@ func (u *upstreamDialer) Dial(ctx context.Context, addr string) (*conn.Conn, err
 
 // tlsState is the engine's TLS caches.
 type tlsState struct {
-	profiles  sync.Map // *TLS -> *tlsProfile
-	upstreams sync.Map // poolset.Key -> *upstreamDialer
-	routes    sync.Map // routeKey -> *parentRoute
-	nprofiles atomic.Int64
-	warnOnce  sync.Once
+	profiles   sync.Map // *TLS -> *tlsProfile
+	upstreams  sync.Map // poolset.Key -> *upstreamDialer
+	routes     sync.Map // routeKey -> *parentRoute
+	nprofiles  atomic.Int64
+	nupstreams atomic.Int64
+	warnOnce   sync.Once
 }
 
 // maxProfiles bounds the cache of *TLS values: a caller that makes a new
 // *TLS per request would otherwise grow it (and keep every value alive)
 // without end.
 const maxProfiles = 4096
+
+// maxDialers bounds the cache of per-key dialers (each with its TLS
+// configuration and session cache, about 1 KiB before a session is
+// stored): a forward proxy makes one for every https host it fetches, so
+// without a bound the cache grew with every host ever seen.
+const maxDialers = 8192
 
 // profile returns what t yields, computed once per *TLS.
 func (e *Engine) profile(t *TLS) *tlsProfile {
@@ -261,6 +268,13 @@ func (e *Engine) keyDialer(key poolset.Key, p *tlsProfile, sni string, route *pa
 		u.e, u.via, u.login = e, *via, login
 	}
 	v, loaded := e.tls.upstreams.LoadOrStore(key, u)
+	if !loaded && e.tls.nupstreams.Add(1) > maxDialers {
+		// Start over, as the profiles do: the dialers in use (by tasks,
+		// by group peers) stay valid, and a key's next dialer only begins
+		// with an empty session cache.
+		e.tls.upstreams.Clear()
+		e.tls.nupstreams.Store(0)
+	}
 	if !loaded && u.cfg != nil && u.cfg.InsecureSkipVerify {
 		e.cfg.Logger.Warn("engine: TLS certificate verification is OFF for this upstream; anyone on the path can impersonate it",
 			"upstream", key.String())

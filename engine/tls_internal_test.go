@@ -3,9 +3,12 @@ package engine
 import (
 	"bytes"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/serverside-go/serverside/poolset"
 )
 
 type lockedBuf struct {
@@ -36,5 +39,32 @@ func TestProfileCacheBounded(t *testing.T) {
 	}
 	if c := strings.Count(logs.b.String(), "distinct *engine.TLS"); c != 1 {
 		t.Fatalf("%d warnings, want 1:\n%s", c, logs.b.String())
+	}
+}
+
+// TestDialerCacheBounded: a forward proxy fetching from ever more https
+// hosts makes a dialer (TLS configuration, session cache) for each; the
+// engine keeps at most maxDialers of them, and each request still gets a
+// dialer for its own server name.
+func TestDialerCacheBounded(t *testing.T) {
+	e := newEngine(t, Config{})
+	cfg := &TLS{}
+	for i := 0; i < 2*maxDialers+10; i++ {
+		host := "h" + strconv.Itoa(i) + ".test"
+		req := &Request{Upstream: Upstream{Addr: "127.0.0.1:443", TLS: cfg},
+			Head: head(t, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")}
+		key := poolset.Key{Addr: req.Addr}
+		d, err := e.dialerFor(req, &key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.cfg.ServerName != host || key.TLS != "sni="+host+";v=sys" {
+			t.Fatalf("request %d: server name %q, key %q", i, d.cfg.ServerName, key.TLS)
+		}
+	}
+	n := 0
+	e.tls.upstreams.Range(func(any, any) bool { n++; return true })
+	if n > maxDialers {
+		t.Fatalf("%d cached dialers, want at most %d", n, maxDialers)
 	}
 }
