@@ -121,6 +121,11 @@ type Request struct {
 	Auth *Auth
 
 	peer *peer // an active health check's own peer
+	// tlsHost, set by Transport, is the URL's host: the server name when
+	// TLS.ServerName is empty, in place of the Host field, which may be
+	// another name (the client's, that httputil.ReverseProxy forwards),
+	// while net/http verifies the URL's host.
+	tlsHost string
 }
 
 // Sink receives a response as it streams. OnHead and OnBody run on the
@@ -167,9 +172,6 @@ type Engine struct {
 	tls    tlsState
 	// defaultTLS is Transport's TLS for https:// URLs: the system roots.
 	defaultTLS *TLS
-	// urlTLSs holds Transport's TLS settings with the URL's host as the
-	// server name (see urlTLS).
-	urlTLSs sync.Map // urlTLSKey -> *TLS
 	// goNet dials plain-TCP upstreams on Go net (Config.GoNetIO).
 	goNet *upstreamDialer
 	// sessions maps the pin key of each pinned session to its pool key,

@@ -181,16 +181,20 @@ func buildProfile(t *TLS) *tlsProfile {
 	return &tlsProfile{base: cfg, id: id.String()}
 }
 
-// serverName is the SNI for req: the configured name, else the host of the
-// request's authority, else the host of the upstream address. A host name
-// taken from the request is lowercased: names compare without case (RFC
-// 6066 §3), so "LOCALHOST" and "localhost" share a pool key and a session
-// cache instead of splitting them.
+// serverName is the SNI for req: the configured name, else the URL's host
+// of a Transport request, else the host of the request's authority, else
+// the host of the upstream address. A host name taken from the request is
+// lowercased: names compare without case (RFC 6066 §3), so "LOCALHOST" and
+// "localhost" share a pool key and a session cache instead of splitting
+// them.
 func serverName(t *TLS, req *Request) string {
 	if t.ServerName != "" {
 		return t.ServerName
 	}
-	host := string(req.Head.Authority())
+	host := req.tlsHost
+	if host == "" {
+		host = string(req.Head.Authority())
+	}
 	if host == "" {
 		host = req.Addr
 	}

@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"log/slog"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,5 +68,34 @@ func TestDialerCacheBounded(t *testing.T) {
 	e.tls.upstreams.Range(func(any, any) bool { n++; return true })
 	if n > maxDialers {
 		t.Fatalf("%d cached dialers, want at most %d", n, maxDialers)
+	}
+}
+
+// TestTransportManyHosts: Transport used for https URLs of ever more hosts
+// (a forward proxy built on it) uses the one *TLS it was given for all of
+// them: it makes no *TLS per host, so neither the profile cache nor the
+// warning about callers that make a new *TLS per request are set off.
+func TestTransportManyHosts(t *testing.T) {
+	var logs lockedBuf
+	e := newEngine(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	_ = ln.Close() // nothing listens there: each request fails at the dial
+	client := &http.Client{Transport: e.Transport()}
+	for i := 0; i < maxProfiles+10; i++ {
+		url := "https://127.0." + strconv.Itoa(1+i/250) + "." + strconv.Itoa(1+i%250) + ":" + port + "/"
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("GET %s: %s, want a dial error", url, resp.Status)
+		}
+	}
+	n := 0
+	e.tls.profiles.Range(func(any, any) bool { n++; return true })
+	if n != 1 || strings.Contains(logs.b.String(), "distinct *engine.TLS") {
+		t.Fatalf("%d profiles, want 1; log:\n%s", n, logs.b.String())
 	}
 }

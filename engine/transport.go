@@ -66,7 +66,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	port := "80"
 	var tlsCfg *TLS
 	if hr.URL.Scheme == "https" {
-		port, tlsCfg = "443", t.e.urlTLS(t.tls, hr.URL.Hostname())
+		port, tlsCfg = "443", t.tls
 	}
 	addr := hr.URL.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -123,6 +123,9 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("engine: transport: request head: %w", err)
 	}
 	req := &Request{Upstream: Upstream{Addr: addr, TLS: tlsCfg}, Head: head, Body: body, ContentLength: cl}
+	if tlsCfg != nil {
+		req.tlsHost = hr.URL.Hostname()
+	}
 	if hr.GetBody != nil {
 		req.GetBody = func() (io.Reader, error) { return hr.GetBody() }
 	}
@@ -218,33 +221,6 @@ func (e *Engine) doUpgrade(ctx context.Context, req *Request, interim func(*pars
 	}
 	resp.Body = u.nc
 	return resp, nil
-}
-
-// urlTLSKey names the copy of a Transport's TLS settings that verifies one
-// URL host.
-type urlTLSKey struct {
-	base *TLS
-	host string
-}
-
-// urlTLS returns base with ServerName set to host, the URL's host, when
-// base leaves it empty: the Host field (the request's authority, which an
-// Upstream's TLS would take) may be another name, such as the client's that
-// httputil.ReverseProxy forwards, and net/http verifies the URL's host.
-// The copies are kept, one per base and host, because the engine caches
-// what it derives from a *TLS by pointer.
-func (e *Engine) urlTLS(base *TLS, host string) *TLS {
-	if base.ServerName != "" {
-		return base
-	}
-	k := urlTLSKey{base, strings.TrimSuffix(host, ".")}
-	if v, ok := e.urlTLSs.Load(k); ok {
-		return v.(*TLS)
-	}
-	c := *base
-	c.ServerName = k.host
-	v, _ := e.urlTLSs.LoadOrStore(k, &c)
-	return v.(*TLS)
 }
 
 // interimTrace returns what hands interim responses to the request's
