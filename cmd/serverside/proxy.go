@@ -648,6 +648,10 @@ func upstreamStatus(err error) (int, string) {
 	case errors.Is(err, conn.ErrConnectTimeout), errors.Is(err, conn.ErrHeaderTimeout), errors.Is(err, conn.ErrReadTimeout),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return 504, "upstream timed out: " + err.Error()
+	case errors.Is(err, conn.ErrTLSHandshakeTimeout):
+		// The upstream took the connection but did not finish the
+		// handshake in time: a timeout, as a connect timeout is.
+		return 504, "upstream timed out: upstream TLS: " + tlsReason(err)
 	case errors.Is(err, engine.ErrOverloaded):
 		return 503, "proxy overloaded: " + err.Error()
 	case errors.Is(err, engine.ErrClosed):
