@@ -27,11 +27,22 @@ var ErrTLSHandshakeTimeout = errors.New("conn: TLS handshake timeout")
 // way a detached one finishes its body, and shares the rest of the
 // exchange code. The returned connection is Busy, held by the caller, and
 // owns nc.
+//
+// A CONNECT tunnel through a parent spoken to over TLS ends with the
+// parent's close_notify when the target closes (Squid sends one): a body
+// delimited by the close that ends with a bare TCP close of the parent
+// connection instead was cut short on the way, and fails with
+// ErrTLSTruncated as one from a TLS origin does.
 func NewGo(addr string, nc net.Conn) *Conn {
 	c := &Conn{addr: addr, slot: slots.Add(1), born: time.Now()}
 	c.gc = nc
 	c.g = &goSource{gc: nc, buf: make([]byte, maxPiece)}
 	c.state.Store(uint32(Busy))
+	if tc, ok := nc.(*TunnelConn); ok {
+		if pc, ok := tc.Conn.(*tls.Conn); ok {
+			c.tlsRaw, _ = pc.NetConn().(*tlsTransport)
+		}
+	}
 	return c
 }
 

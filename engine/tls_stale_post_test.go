@@ -106,3 +106,50 @@ func TestTLSTruncatedCloseDelimited(t *testing.T) {
 		t.Fatalf("with close_notify: %v, %q, %v; want 200 and the whole body", resp, body, err)
 	}
 }
+
+// TestTLSParentTruncatedCloseDelimited: plain http through a CONNECT tunnel
+// to a parent spoken to over TLS. A body delimited by the close that ends
+// with a bare TCP close of the parent connection, without the parent's
+// close_notify (Squid sends one when the target closes), is
+// conn.ErrTLSTruncated; with close_notify it is whole. A fault-injection
+// parent: a real one drops its connection without close_notify only when
+// it dies.
+func TestTLSParentTruncatedCloseDelimited(t *testing.T) {
+	leakBaseline(t)
+	pki := bench.NewPKI(t, "parent.test")
+	srv := &tls.Config{Certificates: []tls.Certificate{pki.Server}}
+	o := bench.NewOrigin(t, func(i int, c net.Conn, _ *bufio.Reader) {
+		tc := tls.Server(c, srv)
+		br := bufio.NewReader(tc)
+		if _, err := bench.ReadHead(br); err != nil { // the CONNECT
+			_ = tc.Close()
+			return
+		}
+		_, _ = io.WriteString(tc, "HTTP/1.1 200 Connection established\r\n\r\n")
+		if _, err := bench.ReadHead(br); err != nil { // the GET, through the tunnel
+			_ = tc.Close()
+			return
+		}
+		_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart")
+		if i == 0 {
+			_ = c.Close() // TCP close, no close_notify
+			return
+		}
+		_ = tc.Close()
+	})
+	e := startEngine(t, engine.Config{})
+	parent := &engine.Parent{Addr: o.Addr(), TLS: &engine.TLS{RootCAs: pki.CAPEM}}
+	get := func() (*engine.Response, []byte, error) {
+		h := new(parser.Request)
+		if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		return fetch(e, &engine.Request{Upstream: engine.Upstream{Addr: "origin.test:80", Via: parent}, Head: h})
+	}
+	if _, body, err := get(); !errors.Is(err, conn.ErrTLSTruncated) {
+		t.Fatalf("body %q, err %v: want conn.ErrTLSTruncated", body, err)
+	}
+	if resp, body, err := get(); err != nil || resp.Status != 200 || string(body) != "part" {
+		t.Fatalf("with close_notify: %v, %q, %v; want 200 and the whole body", resp, body, err)
+	}
+}
