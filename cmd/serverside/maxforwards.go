@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -24,15 +25,23 @@ const (
 // 9110 §7.6.2). At 0 the proxy must not forward the request but answer
 // it as its final recipient: done is true, and keep says whether the
 // connection stays open (not after a request body, which is not read).
-// Above 0 the request goes on with the value one lower, set in ed. A
-// request without the field, or with a value that is not a number, goes
-// on unchanged.
+// Above 0 the request goes on with the value one lower, set in ed (a
+// value too large for 64 bits counts as the largest there is). A request
+// without the field goes on unchanged. One whose field is not 1*DIGIT,
+// or has lines that differ ("0, 5", "abc", "-1", "0x1"), is answered 400
+// and the connection closes: the next hop may read such a value as 0
+// (Squid does) and answer a request this proxy read as one to forward,
+// or read it otherwise, so no reading of it is safe to pass on.
 func (cc *clientConn) maxForwards(s *sink, ed *parser.Edits, hasBody bool) (done, keep bool) {
 	req := &cc.rs.req
-	v := bytes.TrimSpace(req.Peek(maxForwardsName))
-	n, err := strconv.ParseUint(string(v), 10, 31)
-	if len(v) == 0 || err != nil {
+	n, present, valid := maxForwardsValue(&req.Header)
+	if !present {
 		return false, false
+	}
+	if !valid {
+		s.keepAlive = false
+		cc.writeErrorSink(s, 400, "invalid Max-Forwards")
+		return true, false
 	}
 	if n > 0 {
 		ed.Set("Max-Forwards", strconv.AppendUint(nil, n-1, 10))
@@ -85,4 +94,42 @@ func (cc *clientConn) maxForwards(s *sink, ed *parser.Edits, hasBody bool) (done
 		return true, false
 	}
 	return true, keep
+}
+
+// maxForwardsValue reads the Max-Forwards lines of h: present is false
+// when there are none, valid false when one is not 1*DIGIT (RFC 9110
+// §7.6.2) or two differ in value. A value beyond 64 bits saturates at
+// math.MaxUint64.
+func maxForwardsValue(h *parser.Header) (n uint64, present, valid bool) {
+	for i := range h.Len() {
+		if !bytes.EqualFold(h.Name(i), maxForwardsName) {
+			continue
+		}
+		v, ok := parseDigits(bytes.TrimSpace(h.Value(i)))
+		if !ok || present && v != n {
+			return 0, true, false
+		}
+		n, present = v, true
+	}
+	return n, present, true
+}
+
+// parseDigits parses 1*DIGIT, saturating at math.MaxUint64.
+func parseDigits(b []byte) (uint64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			n = math.MaxUint64
+			continue
+		}
+		n = n*10 + d
+	}
+	return n, true
 }

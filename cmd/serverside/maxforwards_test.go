@@ -104,3 +104,62 @@ func TestMaxForwardsDecremented(t *testing.T) {
 		}
 	}
 }
+
+// A Max-Forwards that is not 1*DIGIT, or given twice with different
+// values, is refused with 400 and never forwarded: Squid reads "0, 5"
+// or "0x1" as 0 and answers the TRACE itself, where the proxy would
+// have read no limit and forwarded it. A valid value too large for any
+// integer type still goes on one lower (RFC 9110 §7.6.2: every
+// intermediary updates it); Apache's reflection of the TRACE shows what
+// arrived.
+func TestMaxForwardsInvalidRefused(t *testing.T) {
+	bench.CheckLeaks(t)
+	ap := bench.StartApache(t, bench.ApacheOptions{})
+	px := startProxy(t, "http://"+ap.Addr())
+	for _, mf := range []string{
+		"Max-Forwards: 0, 5\r\n",
+		"Max-Forwards: 0x1\r\n",
+		"Max-Forwards: abc\r\n",
+		"Max-Forwards: -1\r\n",
+		"Max-Forwards: \r\n",
+		"Max-Forwards: 5\r\nMax-Forwards: 0\r\n",
+	} {
+		req := "TRACE /small HTTP/1.1\r\nHost: x\r\n" + mf + "Connection: close\r\n\r\n"
+		resp, body := readOne(t, rawExchange(t, px, req, 10*time.Second))
+		if resp.StatusCode != 400 || body != "invalid Max-Forwards\n" || !resp.Close {
+			t.Fatalf("%q: %d close=%v %q, want 400 invalid Max-Forwards and a close", mf, resp.StatusCode, resp.Close, body)
+		}
+	}
+	for _, tc := range []struct{ mf, want string }{
+		{"Max-Forwards: 99999999999999999999999999\r\n", "Max-Forwards: 18446744073709551614\r\n"},
+		{"Max-Forwards: 4294967296\r\n", "Max-Forwards: 4294967295\r\n"},
+		{"Max-Forwards: 3\r\nMax-Forwards: 03\r\n", "Max-Forwards: 2\r\n"},
+	} {
+		req := "TRACE /small HTTP/1.1\r\nHost: x\r\n" + tc.mf + "Connection: close\r\n\r\n"
+		resp, body := readOne(t, rawExchange(t, px, req, 10*time.Second))
+		if resp.StatusCode != 200 || !strings.Contains(body, "\r\n"+tc.want) || strings.Count(body, "Max-Forwards") != 1 {
+			t.Fatalf("%q: %d, Apache reflected %q, want %q once", tc.mf, resp.StatusCode, body, tc.want)
+		}
+	}
+	log := ap.AccessLog()
+	for deadline := time.Now().Add(5 * time.Second); len(log) < 3 && time.Now().Before(deadline); log = ap.AccessLog() {
+		time.Sleep(20 * time.Millisecond) // Apache logs a request as it ends
+	}
+	if len(log) != 3 {
+		t.Fatalf("Apache saw %d requests, want the 3 valid ones: %q", len(log), log)
+	}
+}
+
+// readOne parses the first response in raw and returns it with its body.
+func readOne(t *testing.T, raw []byte) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	return resp, string(body)
+}
