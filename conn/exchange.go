@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/serverside-go/serverside/parser"
@@ -182,8 +183,22 @@ func (c *Conn) watched(ex *Exchange, sink Sink, ab *Abortable, stop func() bool)
 
 // fail builds the *Error for the current exchange.
 func (c *Conn) fail(p Phase, err error) *Error {
+	if c.tlsState != nil && !c.last.Reused && !c.last.Responded && (p == PhaseWrite || p == PhaseAwaitHead) && remoteAlert(err) {
+		// A TLS 1.3 server refuses a client certificate (or its absence)
+		// after the client's side of the handshake is done: the first
+		// exchange meets the alert, and the failure is the handshake's,
+		// as it is with TLS 1.2.
+		p = PhaseTLS
+	}
 	return &Error{Phase: p, Addr: c.addr, Reused: c.last.Reused, Written: c.last.Written,
 		BodyRead: c.last.BodyRead, Responded: c.last.Responded, Err: err}
+}
+
+// remoteAlert reports err carrying a TLS alert the peer sent: crypto/tls
+// reports one as a *net.OpError whose Op is "remote error".
+func remoteAlert(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
 }
 
 // Reusable reports whether the last exchange left the connection fit for

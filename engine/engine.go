@@ -375,8 +375,11 @@ func (r *request) finishTask(err error) {
 	}
 	if r.peer != nil {
 		o := classify(err)
-		if e := conn.AsError(err); e != nil && (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) {
-			o = neutral // a connect failure was reported by rerouteTask
+		if e := conn.AsError(err); e != nil && (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) && !e.Written {
+			// A connect failure was reported by rerouteTask; one found
+			// by the exchange (a TLS 1.3 server's alert after the
+			// handshake) is reported here.
+			o = neutral
 		}
 		r.settlePeer(o)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -557,5 +558,58 @@ func TestTLSStaleRaceRetried(t *testing.T) {
 	_, s := statsWithPrefix(t, e, o.Addr())
 	if s.RacesHit != 1 || s.RacesRetried != 1 || s.Requests != 2 || s.Attempts != 3 || s.TLSHandshakes != 2 {
 		t.Fatalf("stats %+v; want one race, retried", s)
+	}
+}
+
+// TestTLS13ClientCertRefusedIsTLSPhase: a TLS 1.3 origin that requires a
+// client certificate sends its "certificate required" alert after the
+// client's side of the handshake is done, so the engine meets it reading
+// the response. It is a TLS failure all the same (PhaseTLS, as it is with
+// TLS 1.2, where the handshake itself fails), and the peer's passive
+// health counts it.
+func TestTLS13ClientCertRefusedIsTLSPhase(t *testing.T) {
+	leakBaseline(t)
+	pki := bench.NewPKI(t, "origin.test")
+	cas := x509.NewCertPool()
+	cas.AppendCertsFromPEM(pki.CAPEM)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: cas})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello") }),
+		ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	anon := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"g": {
+		Peers:  []engine.Peer{{Name: "o", Addr: ln.Addr().String(), TLS: anon}},
+	}}})
+	h := new(parser.Request)
+	if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = fetch(e, &engine.Request{Upstream: engine.Upstream{Group: "g"}, Head: h})
+	ce := conn.AsError(err)
+	if ce == nil || ce.Phase != conn.PhaseTLS || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("err %v, want a PhaseTLS error naming the alert", err)
+	}
+	if p := e.PeerStats()["g"].Peers[0]; p.Failures != 1 {
+		t.Fatalf("peer %+v: the refusal did not count against it", p)
+	}
+
+	// With another peer, the GET it refused goes there: the request never
+	// reached the refusing server's HTTP side.
+	ngx, npki := tlsNginx(t, false)
+	e2 := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"g": {Peers: []engine.Peer{
+		{Name: "o", Addr: ln.Addr().String(), TLS: anon},
+		{Name: "ngx", Addr: ngx.TLSAddr(), TLS: &engine.TLS{ServerName: "origin.test", RootCAs: npki.CAPEM}},
+	}}}})
+	resp, body, err := fetch(e2, &engine.Request{Upstream: engine.Upstream{Group: "g"}, Head: groupHead(t, "/small", "origin.test")})
+	if err != nil || resp.Status != 200 || string(body) != bench.SmallBody {
+		t.Fatalf("GET through the group: %v %q", err, body)
+	}
+	if p := e2.PeerStats()["g"].Peers[0]; p.Failures != 1 || p.Rerouted != 1 {
+		t.Fatalf("refusing peer %+v: want one failure, one request rerouted", p)
 	}
 }

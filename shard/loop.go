@@ -537,10 +537,12 @@ func stale(e *conn.Error) bool {
 }
 
 // refused reports a new connection that the peer closed or reset before
-// any response byte: not the stale keep-alive race, which only a reused
-// connection meets, but a peer that drops what is sent to it.
+// any response byte, or refused with a TLS alert after the handshake (a
+// TLS 1.3 server that wants another client certificate): not the stale
+// keep-alive race, which only a reused connection meets, but a peer that
+// drops what is sent to it.
 func refused(e *conn.Error) bool {
-	return !e.Reused && hungUp(e)
+	return !e.Reused && (hungUp(e) || e.Phase == conn.PhaseTLS && !e.Responded)
 }
 
 // hungUp reports a failure before any response byte in which the
