@@ -583,7 +583,7 @@ func TestTLS13ClientCertRefusedIsTLSPhase(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 	anon := &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}
 	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"g": {
-		Peers:  []engine.Peer{{Name: "o", Addr: ln.Addr().String(), TLS: anon}},
+		Peers: []engine.Peer{{Name: "o", Addr: ln.Addr().String(), TLS: anon}},
 	}}})
 	h := new(parser.Request)
 	if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")); err != nil {
