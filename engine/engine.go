@@ -214,6 +214,9 @@ func New(cfg Config) (*Engine, error) {
 		MaxLifetime:    cfg.MaxConnLifetime,
 		MaxRequests:    cfg.MaxConnRequests,
 	})
+	// The counters of an upstream the pool has retired may go too: a
+	// forward proxy meets new upstreams without end.
+	e.stats.Live = e.pool.Has
 	set, err := shard.New(shard.Config{
 		Shards:         cfg.Shards,
 		ConnectTimeout: cfg.ConnectTimeout,

@@ -421,3 +421,42 @@ func TestNginxDefault(t *testing.T) {
 		}
 	})
 }
+
+// TestStatsBoundedOverManyUpstreams: a forward proxy meets a new upstream
+// with every host. Past a few thousand, the counters of those that have
+// no pool state left and went unused are dropped from Stats, added up
+// under RetiredKey: the entries stay bounded, and the requests counted
+// over all entries are every request made.
+func TestStatsBoundedOverManyUpstreams(t *testing.T) {
+	leakBaseline(t)
+	e := startEngine(t, engine.Config{IdleTimeout: time.Millisecond})
+	h := new(parser.Request)
+	if _, err := h.Parse([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3 * 4096
+	for i := range n {
+		// Nothing listens on port 9 of these loopback addresses: each
+		// request is one refused connect.
+		addr := fmt.Sprintf("127.1.%d.%d:9", i/250, i%250+1)
+		req := &engine.Request{Upstream: engine.Upstream{Addr: addr}, Head: h}
+		if _, _, err := fetch(e, req); err == nil {
+			t.Fatalf("request to %s succeeded", addr)
+		}
+		if i%1000 == 999 {
+			time.Sleep(5 * time.Millisecond) // the pool retires the emptied keys
+		}
+	}
+	st := e.Stats()
+	var sum uint64
+	for _, s := range st {
+		sum += s.Requests
+	}
+	// Sweeps run as the entries double from 4,096: about twice that many
+	// at most (and the retired entry), whatever n.
+	const bound = 2*4096 + 8
+	if len(st) > bound || st[engine.RetiredKey].Requests == 0 || sum != n {
+		t.Fatalf("%d entries, %d requests retired, %d counted; want at most %d entries, some retired, %d counted",
+			len(st), st[engine.RetiredKey].Requests, sum, bound, n)
+	}
+}

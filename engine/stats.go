@@ -56,14 +56,15 @@ type UpstreamStats struct {
 // " tls=…" (SNI and policy), " via=…" (tunnel route) and " cred=<8 hex
 // digits>" when those apply: the credential scope shows only as a short
 // hash of the key's (already hashed) scope, so that two identities are two
-// entries and none is readable.
+// entries and none is readable. The counters of upstreams retired for
+// being many and unused are added up under RetiredKey.
 func (e *Engine) Stats() map[string]UpstreamStats {
 	out := make(map[string]UpstreamStats)
 	for k, s := range e.pool.Snapshot() {
 		out[statsKey(k)] = UpstreamStats{Pool: s}
 	}
-	e.stats.Range(func(k poolset.Key, c *shard.Counters) {
-		u := out[statsKey(k)]
+	fill := func(k string, c *shard.Counters) {
+		u := out[k]
 		u.Requests = c.Requests.Load()
 		u.Attempts = c.Attempts.Load()
 		u.OnReused = c.OnReused.Load()
@@ -85,10 +86,21 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		if u.Attempts > 0 {
 			u.ReuseRatio = float64(u.OnReused) / float64(u.Attempts)
 		}
-		out[statsKey(k)] = u
-	})
+		out[k] = u
+	}
+	e.stats.Range(func(k poolset.Key, c *shard.Counters) { fill(statsKey(k), c) })
+	if c := e.stats.Retired(); c != nil {
+		fill(RetiredKey, c)
+	}
 	return out
 }
+
+// RetiredKey is the Stats entry that adds up the request counters of the
+// upstreams whose own entries were retired: once there are thousands of
+// upstreams (a forward proxy meets a new one with every host), those
+// unused for a while and without pool state are dropped, and their counts
+// go here, so that totals over all entries never go back.
+const RetiredKey = "(retired)"
 
 // statsKey renders k for Stats: Key.String, with the credential scope as a
 // short hash instead of Key.String's "*", which would merge identities.

@@ -102,6 +102,16 @@ func (p *Pool[C]) Stats(key Key) Stats {
 	return Stats{}
 }
 
+// Has reports whether the pool has state for key: connections (connecting,
+// busy, idle or pinned), waiting requests, or a key emptied less than the
+// retirement delay ago.
+func (p *Pool[C]) Has(key Key) bool {
+	p.mu.Lock()
+	_, ok := p.keys[key]
+	p.mu.Unlock()
+	return ok
+}
+
 // Snapshot returns the Stats of every key the pool has state for, taken
 // under one lock acquisition, so the figures are consistent with each
 // other. It allocates the map; it is meant for metrics scrapes, not for the
