@@ -66,6 +66,27 @@ func TestSerializerNormalizesContentLength(t *testing.T) {
 	}
 }
 
+func TestSerializerDropsHTTP10Expect(t *testing.T) {
+	// An HTTP/1.0 request's Expect is ignored (RFC 9110 §10.1.1); the
+	// head goes on as HTTP/1.1, where it would ask for a 100 Continue the
+	// client never asked for. An HTTP/1.1 request keeps it.
+	for _, c := range []struct{ in, want string }{
+		{"POST /u HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", "POST /u HTTP/1.1\r\nContent-Length: 1\r\n\r\n"},
+		{"POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+			"POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"},
+	} {
+		var r Request
+		if _, err := r.Parse([]byte(c.in)); err != nil {
+			t.Fatalf("%q: %v", c.in, err)
+		}
+		bb := bytebufferpool.Get()
+		if err := WriteRequestHead(bb, &r, nil); err != nil || string(bb.B) != c.want {
+			t.Errorf("%q: got %q %v, want %q", c.in, bb.B, err, c.want)
+		}
+		bytebufferpool.Put(bb)
+	}
+}
+
 func TestConnectionOptionsBounded(t *testing.T) {
 	// Marking named fields costs options × fields: the options are capped.
 	in := "GET / HTTP/1.1\r\nHost: a\r\nConnection: a1,a2,a3,a4,a5,a6,a7,a8,a9,b1,b2,b3,b4,b5,b6,b7,b8\r\n\r\n"

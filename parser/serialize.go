@@ -237,6 +237,11 @@ fields:
 			}
 			continue fields
 		}
+		if h.fields[i].id == HdrExpect && h.kind == kindRequest && !h.version.AtLeast11() {
+			// An HTTP/1.0 request's Expect is ignored (RFC 9110 §10.1.1):
+			// sent on as HTTP/1.1 it would ask what the client did not.
+			continue
+		}
 		if id := h.fields[i].id; id == HdrContentLength || id == HdrTransferEncoding {
 			if e.framing || (h.kind == kindRequest && h.methodID == MethodConnect) {
 				continue // replaced by an edit; or CONNECT, which has no content
