@@ -71,8 +71,10 @@ type Config struct {
 	// (default 4096); PendingTimeout bounds each wait (default 30s).
 	MaxPending     int
 	PendingTimeout time.Duration
-	// MaxRetries bounds the stale-connection retries of one request.
-	// Default 2; negative disables them.
+	// MaxRetries bounds the stale-connection retries of one request, and
+	// the resends to another peer of a group's request whose new
+	// connection the peer dropped after it was written. Default 2;
+	// negative disables them.
 	MaxRetries int
 	// BodyHighWater is how many response bytes netpoll may buffer before
 	// a connection moves to blocking I/O for the rest of a body. Default

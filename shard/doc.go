@@ -63,5 +63,6 @@
 // another upstream (Key and edits), and the shard starts it again there;
 // the failed key counts a retry. So is a task whose new connection the
 // peer closed or reset before any response byte, when sending it again
-// is safe (the stale-race rules, without the reuse).
+// is safe (the stale-race rules without the reuse: one that was written
+// goes again only within MaxRetries).
 package shard

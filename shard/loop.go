@@ -432,11 +432,13 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 		}
 	}
 	if e := conn.AsError(err); e != nil && t.Reroute != nil && t.Ctx.Err() == nil && !t.pinned && refused(e) &&
-		t.resendable(e) && rewind(t, s.set.cfg.Logger) {
+		(!e.Written || t.attempts <= s.set.cfg.MaxRetries) && t.resendable(e) && rewind(t, s.set.cfg.Logger) {
 		// A new connection the peer dropped before answering (a peer
 		// that is stopping, or one that drops every connection): the
 		// request goes to another peer, as after a failed connect,
-		// when sending it again is safe.
+		// when sending it again is safe. One that was written is sent
+		// again only within MaxRetries, as after the stale race: with
+		// retries disabled, nothing is sent twice.
 		s.unsent(t, err)
 		return
 	}

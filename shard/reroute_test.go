@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,5 +118,75 @@ func TestTaskPendingTimeout(t *testing.T) {
 	close(release)
 	if err := <-first; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRerouteDroppedNewConnection: a GET whose new connection the peer
+// closes after reading it is offered to Reroute and served elsewhere;
+// with stale-connection retries disabled (MaxRetries negative), the
+// request, which was sent whole, is not sent again: it fails with the
+// close.
+func TestRerouteDroppedNewConnection(t *testing.T) {
+	checkLeaks(t)
+	good := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	var drops atomic.Int32
+	dropper := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		drops.Add(1)
+		// Closed with the request read: nothing answers it.
+	})
+	for _, tc := range []struct {
+		name       string
+		maxRetries int
+		rerouted   bool
+	}{
+		{"retries on", 0, true},
+		{"retries off", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := poolset.New[*conn.Conn](poolset.Config{})
+			defer pool.Close()
+			var reg Registry
+			set, err := New(Config{Shards: 1, MaxRetries: tc.maxRetries}, pool, &reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer set.Close(5 * time.Second)
+			before := drops.Load()
+			done := make(chan error, 1)
+			tk := task(t, context.Background(), dropper.Addr(), done)
+			calls := 0
+			tk.Reroute = func(t *Task, err error) bool {
+				calls++
+				if t.Key.Addr != dropper.Addr() {
+					return false
+				}
+				t.Key = poolset.Key{Addr: good.Addr()}
+				return true
+			}
+			set.Submit(tk)
+			err = <-done
+			if drops.Load() != before+1 {
+				t.Fatalf("the dropping origin read %d requests, want 1", drops.Load()-before)
+			}
+			if tc.rerouted {
+				if err != nil || calls != 1 {
+					t.Fatalf("err %v after %d Reroute calls; want the request served elsewhere", err, calls)
+				}
+				return
+			}
+			if ce := conn.AsError(err); ce == nil || !ce.Written || ce.Responded || calls != 0 {
+				t.Fatalf("err %v after %d Reroute calls; want the drop's error and no resend", err, calls)
+			}
+		})
 	}
 }
