@@ -26,7 +26,7 @@ const (
 // it as its final recipient: done is true, and keep says whether the
 // connection stays open (not after a request body, which is not read).
 // Above 0 the request goes on with the value one lower, set in ed (a
-// value too large for 64 bits counts as the largest there is). A request
+// value over 2^31-1 counts as 2^31-1). A request
 // without the field goes on unchanged. One whose field is not 1*DIGIT,
 // or has lines that differ ("0, 5", "abc", "-1", "0x1"), is answered 400
 // and the connection closes: the next hop may read such a value as 0
@@ -44,6 +44,10 @@ func (cc *clientConn) maxForwards(s *sink, ed *parser.Edits, hasBody bool) (done
 		return true, false
 	}
 	if n > 0 {
+		// A value beyond what every next hop can parse goes on as the
+		// largest 32-bit signed one less one (RFC 9110 §7.6.2 lets a
+		// recipient cap it): an int64 reader would refuse 2^64-2.
+		n = min(n, math.MaxInt32)
 		ed.Set("Max-Forwards", strconv.AppendUint(nil, n-1, 10))
 		return false, false
 	}
