@@ -224,8 +224,8 @@ func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
 
 // dial starts a dial on the dial pool. A dial beyond the pool's size runs
 // on a goroutine of its own rather than failing: the pool bounds the
-// goroutines kept, while the number of dials is bounded by the upstream's
-// cap and MaxPending. Failing a request for want of a worker turned
+// goroutines kept, while the number of dials is bounded by the callers
+// (the upstream's cap and MaxPending, when set). Failing a request for want of a worker turned
 // bursts of new clients into 503s.
 func (s *Shard) dial(t *Task) {
 	fn := func() {

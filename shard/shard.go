@@ -163,8 +163,9 @@ func (s *Set) shardFor(pinKey uint64) *Shard {
 // flow (opening a tunnel: the dial, a TLS handshake with the parent, the
 // CONNECT exchange). When the pool is full, fn runs on a goroutine of its
 // own, as a request's dial does (Shard.dial): the pool bounds the
-// goroutines kept, while the number of jobs is bounded by the upstream's
-// cap and fn's own deadlines. Failing for want of a worker turned a burst
+// goroutines kept, while the number of jobs is bounded by the callers
+// (the upstream's cap, when set, the client connections otherwise) and
+// fn's own deadlines. Failing for want of a worker turned a burst
 // of CONNECTs to a slow parent into 503s. Go fails with ErrClosed after
 // Close.
 func (s *Set) Go(fn func()) error {
