@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/parser"
 	"github.com/serverside-go/serverside/poolset"
@@ -608,45 +609,13 @@ func TestDialRefused(t *testing.T) {
 	}
 }
 
-// unanswered returns an address whose connects hang: a listener with a
-// full accept queue that never accepts, so the kernel drops further SYNs.
-func unanswered(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr // the queue is full
-		}
-		if i == 8 {
-			t.Fatalf("%s still takes connections", addr)
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-}
-
 // TestDialCutByDeadline: a dial that the caller's deadline cuts short
 // (the connect hangs) fails with the context's error, counted as
 // canceled: not as the upstream's dial failure, and not against a peer's
 // health. On netpoll and Go net alike.
 func TestDialCutByDeadline(t *testing.T) {
 	checkLeaks(t)
-	addr := unanswered(t)
+	addr := bench.UnansweredAddr(t)
 	const n = 20
 	for _, goNet := range []bool{false, true} {
 		e := newEngine(t, Config{Shards: 2, GoNetIO: goNet, Groups: map[string]GroupConfig{
@@ -676,7 +645,7 @@ func TestDialCutByDeadline(t *testing.T) {
 // ConnectTimeout; on netpoll as on Go net.
 func TestDialCanceled(t *testing.T) {
 	checkLeaks(t)
-	addr := unanswered(t)
+	addr := bench.UnansweredAddr(t)
 	for _, goNet := range []bool{false, true} {
 		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet, ConnectTimeout: time.Minute})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -861,7 +830,7 @@ func requestBodyResetNotStale(t *testing.T, size int64) {
 // against the peer's health.
 func TestConnectTimeout(t *testing.T) {
 	checkLeaks(t)
-	addr := unanswered(t)
+	addr := bench.UnansweredAddr(t)
 	for _, goNet := range []bool{false, true} {
 		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet, ConnectTimeout: 100 * time.Millisecond,
 			Groups: map[string]GroupConfig{"g": {Peers: []Peer{{Name: "a", Addr: addr}}}}})

@@ -664,7 +664,7 @@ func TestOriginTimeout(t *testing.T) {
 func TestConnectTimeoutIs504(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
-	addr := unansweredAddr(t)
+	addr := bench.UnansweredAddr(t)
 	for _, goNet := range []bool{false, true} {
 		cfg := engine.Config{ConnectTimeout: 200 * time.Millisecond, GoNetIO: goNet}
 		rev := startProxyConfig(t, cfg, "http://"+addr)
@@ -678,39 +678,6 @@ func TestConnectTimeoutIs504(t *testing.T) {
 				t.Errorf("GoNetIO %v, %q: reply:\n%s", goNet, c.req, out)
 			}
 		}
-	}
-}
-
-// unansweredAddr returns an address whose connects hang: a listener with
-// a full accept queue that never accepts, so the kernel drops further
-// SYNs.
-func unansweredAddr(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr // the queue is full
-		}
-		if i == 8 {
-			t.Fatalf("%s still takes connections", addr)
-		}
-		t.Cleanup(func() { c.Close() })
 	}
 }
 
