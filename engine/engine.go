@@ -18,7 +18,11 @@ import (
 )
 
 // Errors returned by Send and Do (request outcomes are *conn.Error values
-// naming the phase; see package conn).
+// naming the phase; see package conn). A caller's context that ends
+// before the response head is the context's own error (context.Canceled
+// or context.DeadlineExceeded) from Do and the Transport, and from Send
+// and Exchange a *conn.Error naming the phase that errors.Is matches with
+// it.
 var (
 	// ErrClosed reports a request to an engine that is closed or draining.
 	ErrClosed = errors.New("engine: closed")
