@@ -65,6 +65,14 @@ type Conn struct {
 	np       npSource // the body source while on netpoll
 	closeFn  func()   // closes c; the context watch's function, made once
 	note     any      // the layer above's per-connection value (SetNote)
+
+	// TCP acknowledgements (acked.go): the peer's acknowledged byte count
+	// after the connect (ackUnknown: not tracked), the request bytes
+	// written over the connection's life, and that count when the
+	// current exchange started.
+	ackBase    int64
+	sent       int64
+	sentBefore int64
 }
 
 // detacher is what netpoll's concrete connection offers beyond the
@@ -130,6 +138,10 @@ func Dial(ctx context.Context, addr string, timeout time.Duration) (*Conn, error
 	}
 	c.nc = nc
 	c.born = time.Now()
+	c.ackBase = ackUnknown
+	if d, ok := nc.(detacher); ok {
+		c.trackAcks(d.Fd())
+	}
 	if err := c.transition(Busy); err != nil {
 		_ = nc.Close()
 		return nil, &Error{Phase: PhaseDial, Addr: addr, Err: err}

@@ -58,6 +58,13 @@ type Error struct {
 	Reused bool
 	// Written reports that request bytes reached the socket.
 	Written bool
+	// Delivered reports that request bytes may have reached the upstream:
+	// they were written, and the upstream's TCP acknowledged some of them
+	// or that cannot be told (a tunnel, a socket already closed). Written without Delivered is a request the upstream never
+	// received, not even into its socket: the stale keep-alive race,
+	// where the upstream had closed the connection and answered the
+	// request with a reset (acked.go).
+	Delivered bool
 	// BodyRead reports that bytes were asked of the request body: without
 	// it, the body is untouched and can be sent again as it is.
 	BodyRead bool

@@ -122,6 +122,7 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 	c.noReuse = true
 	c.last = Outcome{Reused: c.requests > 0}
 	c.requests++
+	c.sentBefore = c.wireSent()
 	if s := c.State(); s != Busy && s != Pinned {
 		return c.last, c.fail(PhaseWrite, ErrClosed)
 	}
@@ -191,7 +192,7 @@ func (c *Conn) fail(p Phase, err error) *Error {
 		p = PhaseTLS
 	}
 	return &Error{Phase: p, Addr: c.addr, Reused: c.last.Reused, Written: c.last.Written,
-		BodyRead: c.last.BodyRead, Responded: c.last.Responded, Err: err}
+		Delivered: c.delivered(), BodyRead: c.last.BodyRead, Responded: c.last.Responded, Err: err}
 }
 
 // remoteAlert reports err carrying a TLS alert the peer sent: crypto/tls

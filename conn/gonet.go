@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,7 @@ func NewGo(addr string, nc net.Conn) *Conn {
 	c := &Conn{addr: addr, slot: slots.Add(1), born: time.Now()}
 	c.gc = nc
 	c.g = &goSource{gc: nc, buf: make([]byte, maxPiece)}
+	c.trackGoAcks(nc)
 	c.state.Store(uint32(Busy))
 	if tc, ok := nc.(*TunnelConn); ok {
 		if pc, ok := tc.Conn.(*tls.Conn); ok {
@@ -88,6 +90,9 @@ func ClientTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout 
 	st := tc.ConnectionState()
 	c.tlsState = &st
 	c.tlsRaw, _ = tc.NetConn().(*tlsTransport)
+	if c.tlsRaw != nil {
+		c.ackBase = c.tlsRaw.ackBase
+	}
 	return c, nil
 }
 
@@ -98,6 +103,18 @@ func ClientTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeout 
 type tlsTransport struct {
 	net.Conn
 	eof bool // set and read by the goroutine running the exchange
+	// The TCP side of acknowledgements (acked.go): the peer's count
+	// before the handshake (ackUnknown unless Conn is plain TCP), and
+	// the bytes written, records and handshake included (a close from
+	// another goroutine writes its alert too).
+	ackBase int64
+	sent    atomic.Int64
+}
+
+func (t *tlsTransport) Write(p []byte) (int, error) {
+	n, err := t.Conn.Write(p)
+	t.sent.Add(int64(n))
+	return n, err
 }
 
 func (t *tlsTransport) Read(p []byte) (int, error) {
@@ -122,7 +139,11 @@ func HandshakeTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeo
 	}
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
-	tc := tls.Client(&tlsTransport{Conn: raw}, cfg)
+	tt := &tlsTransport{Conn: raw, ackBase: ackUnknown}
+	if n, ok := tcpAcked(raw); ok {
+		tt.ackBase = n
+	}
+	tc := tls.Client(tt, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		_ = raw.Close()
 		if ctx.Err() == nil && hctx.Err() != nil {
@@ -234,6 +255,7 @@ func (c *Conn) goWrite(p []byte) error {
 		return err
 	}
 	c.last.Written = true
+	c.sent += int64(len(p))
 	return nil
 }
 

@@ -41,6 +41,7 @@ func (c *Conn) write(p []byte) (err error) {
 		return err
 	}
 	c.last.Written = true
+	c.sent += int64(len(p))
 	return nil
 }
 

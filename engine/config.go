@@ -76,6 +76,16 @@ type Config struct {
 	// connection the peer dropped after it was written. Default 2;
 	// negative disables them.
 	MaxRetries int
+	// StrictResend keeps a request that is not idempotent (POST, say)
+	// from being sent again once any byte of it was written. By default
+	// one whose bytes the upstream's TCP never acknowledged is sent again
+	// after the stale keep-alive race, as an idempotent one is, when its
+	// body was not read or can be replayed (GetBody): the upstream had
+	// closed the connection and cannot have received it (RFC 9110
+	// §9.2.2). Connections straight to the upstream, plain or TLS, are
+	// told apart that way; through a tunnel (an origin behind a parent) a
+	// written request counts as received.
+	StrictResend bool
 	// BodyHighWater is how many response bytes netpoll may buffer before
 	// a connection moves to blocking I/O for the rest of a body. Default
 	// 1 MiB.

@@ -225,6 +225,7 @@ func New(cfg Config) (*Engine, error) {
 		Shards:         cfg.Shards,
 		ConnectTimeout: cfg.ConnectTimeout,
 		MaxRetries:     max(cfg.MaxRetries, -1),
+		StrictResend:   cfg.StrictResend,
 		MaxPending:     cfg.MaxPending,
 		PendingTimeout: cfg.PendingTimeout,
 		Logger:         cfg.Logger,

@@ -46,8 +46,10 @@
 // request that failed on a reused connection before any response byte
 // arrived is sent again on a fresh connection when that is safe: an
 // idempotent method without body, or a body the caller can replay
-// (GetBody); a non-idempotent request is never replayed once request bytes
-// were written. Retries are bounded by Config.MaxRetries, and each upstream
+// (GetBody); a non-idempotent request is never replayed once the upstream
+// may have received it: bytes were written, and TCP cannot show that the
+// upstream had closed the connection before any reached it
+// (conn.Error.Delivered), or Config.StrictResend is set. Retries are bounded by Config.MaxRetries, and each upstream
 // counts the races hit and retried. A retry skips the idle list (an idle
 // connection is as old as the one that failed); a connection the pool
 // hands to a waiting retry is used, since it has just completed an

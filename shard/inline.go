@@ -59,7 +59,7 @@ func (s *Set) RunInline(t *Task) bool {
 	}
 	if e := conn.AsError(err); e != nil && t.Ctx.Err() == nil && stale(e) {
 		t.ctr.RacesHit.Add(1)
-		if t.attempts <= s.cfg.MaxRetries && t.replayable(e) && rewind(t, s.cfg.Logger) {
+		if t.attempts <= s.cfg.MaxRetries && t.replayable(e, s.cfg.StrictResend) && rewind(t, s.cfg.Logger) {
 			t.ctr.RacesRetried.Add(1)
 			t.ctr.Retries.Add(1)
 			t.fresh = true

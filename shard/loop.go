@@ -423,7 +423,7 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 	}
 	if e := conn.AsError(err); e != nil && t.Ctx.Err() == nil && stale(e) {
 		t.ctr.RacesHit.Add(1)
-		if t.attempts <= s.set.cfg.MaxRetries && t.Ctx.Err() == nil && t.replayable(e) && rewind(t, s.set.cfg.Logger) {
+		if t.attempts <= s.set.cfg.MaxRetries && t.Ctx.Err() == nil && t.replayable(e, s.set.cfg.StrictResend) && rewind(t, s.set.cfg.Logger) {
 			t.ctr.RacesRetried.Add(1)
 			t.ctr.Retries.Add(1)
 			t.fresh = true
@@ -432,7 +432,7 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 		}
 	}
 	if e := conn.AsError(err); e != nil && t.Reroute != nil && t.Ctx.Err() == nil && !t.pinned && refused(e) &&
-		(!e.Written || t.attempts <= s.set.cfg.MaxRetries) && t.resendable(e) && rewind(t, s.set.cfg.Logger) {
+		(!e.Written || t.attempts <= s.set.cfg.MaxRetries) && t.resendable(e, s.set.cfg.StrictResend) && rewind(t, s.set.cfg.Logger) {
 		// A new connection the peer dropped before answering (a peer
 		// that is stopping, or one that drops every connection): the
 		// request goes to another peer, as after a failed connect,
@@ -495,7 +495,7 @@ func (s *Set) switchConn(t *Task, c *conn.Conn, out conn.Outcome) error {
 	}
 	_ = c.Close()
 	pool.Closed(key, poolset.Busy)
-	return &conn.Error{Phase: conn.PhaseBody, Addr: key.Addr, Reused: out.Reused, Written: true, Responded: true,
+	return &conn.Error{Phase: conn.PhaseBody, Addr: key.Addr, Reused: out.Reused, Written: true, Delivered: true, Responded: true,
 		Err: fmt.Errorf("101 Switching Protocols, but the connection cannot be handed over: %w", err)}
 }
 

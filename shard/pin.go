@@ -83,7 +83,7 @@ func (s *Shard) switchPinned(t *Task, c *conn.Conn, out conn.Outcome) error {
 		// Unpinned or replaced meanwhile: the connection is ours to close.
 		_ = c.Close()
 		s.set.pool.Closed(t.Key, poolset.Pinned)
-		return &conn.Error{Phase: conn.PhaseBody, Addr: t.Key.Addr, Written: true, Responded: true,
+		return &conn.Error{Phase: conn.PhaseBody, Addr: t.Key.Addr, Written: true, Delivered: true, Responded: true,
 			Err: fmt.Errorf("101 Switching Protocols: %w: session %d ended meanwhile", ErrPinnedGone, t.PinKey)}
 	}
 	if f := s.set.cfg.OnSession; f != nil {

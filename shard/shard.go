@@ -19,6 +19,10 @@ type Config struct {
 	Shards         int           // default GOMAXPROCS
 	ConnectTimeout time.Duration // default 10s
 	MaxRetries     int           // stale-connection retries; default 2, negative for none
+	// StrictResend keeps a non-idempotent request from being sent again
+	// once any byte of it was written, even when the upstream's TCP
+	// acknowledged none (conn.Error.Delivered).
+	StrictResend bool
 	// MaxPending bounds, per shard, the requests waiting for a connection;
 	// beyond it requests fail with ErrOverloaded. Default 4096.
 	MaxPending int

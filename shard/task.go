@@ -128,24 +128,28 @@ type Dialer interface {
 func (t *Task) Retried() bool { return t.fresh || t.resent }
 
 // replayable reports whether a failed attempt may be sent again.
-func (t *Task) replayable(e *conn.Error) bool {
-	return e != nil && e.Reused && t.resendable(e)
+func (t *Task) replayable(e *conn.Error, strict bool) bool {
+	return e != nil && e.Reused && t.resendable(e, strict)
 }
 
 // resendable reports whether a request whose attempt failed before any
-// response byte may be sent again: it is idempotent, or nothing of it was
-// written, and its body (if any) was not read or can be had again.
-func (t *Task) resendable(e *conn.Error) bool {
+// response byte may be sent again: it is idempotent, or the upstream
+// cannot have received it, and its body (if any) was not read or can be
+// had again. The upstream cannot have received a request of which nothing
+// was written, nor (unless strict) one its TCP acknowledged no byte of
+// (conn.Error.Delivered).
+func (t *Task) resendable(e *conn.Error, strict bool) bool {
 	if t.pinned || e == nil || e.Responded {
 		return false
 	}
+	received := e.Delivered || strict && e.Written
 	m := t.Exchange.Head.MethodID()
 	hasBody := t.Exchange.Body != nil && t.Exchange.ContentLength != 0
 	if !hasBody {
-		return m.Idempotent() || !e.Written
+		return m.Idempotent() || !received
 	}
 	if t.GetBody == nil && e.BodyRead {
 		return false // the body cannot be had again
 	}
-	return m.Idempotent() || !e.Written
+	return m.Idempotent() || !received
 }

@@ -17,23 +17,31 @@ func TestReplayable(t *testing.T) {
 		getBody bool
 		e       conn.Error
 		want    bool
+		strict  bool
 	}{
-		{"GET", false, false, conn.Error{Reused: true, Written: true}, true},
-		{"GET", false, false, conn.Error{Reused: false, Written: true}, false},                // fresh connection: a real failure
-		{"GET", false, false, conn.Error{Reused: true, Responded: true}, false},               // the response had started
-		{"POST", false, false, conn.Error{Reused: true, Written: false}, true},                // nothing sent
-		{"POST", true, false, conn.Error{Reused: true, Written: true, BodyRead: true}, false}, // body cannot be replayed
-		{"POST", true, false, conn.Error{Reused: true, Written: true}, false},                 // body unread, but non-idempotent and written
-		{"POST", true, false, conn.Error{Reused: true}, true},                                 // nothing sent, body unread
-		{"POST", true, true, conn.Error{Reused: true, Written: true}, false},                  // non-idempotent, bytes written
-		{"POST", true, true, conn.Error{Reused: true, Written: false}, true},                  // nothing sent, body replayable
-		{"PUT", true, false, conn.Error{Reused: true, Written: true, BodyRead: true}, false},  // no GetBody, body read
-		{"PUT", true, false, conn.Error{Reused: true, Written: true}, true},                   // body unread (waiting for 100 Continue): sent as it is
-		{"PUT", true, true, conn.Error{Reused: true, Written: true}, true},                    // idempotent, replayable
-		{"DELETE", false, false, conn.Error{Reused: true, Written: true}, true},               // idempotent, no body
-		{"PATCH", false, false, conn.Error{Reused: true, Written: true}, false},               // not idempotent
-		{"OPTIONS", false, false, conn.Error{Reused: true, Written: true}, true},              // idempotent
-		{"GET", false, false, conn.Error{Reused: true, Written: true}, true},                  // repeated for the pinned case below
+		{"GET", false, false, conn.Error{Reused: true, Written: true, Delivered: true}, true, false},
+		{"GET", false, false, conn.Error{Reused: false, Written: true, Delivered: true}, false, false},                // fresh connection: a real failure
+		{"GET", false, false, conn.Error{Reused: true, Responded: true}, false, false},                                // the response had started
+		{"POST", false, false, conn.Error{Reused: true, Written: false}, true, false},                                 // nothing sent
+		{"POST", true, false, conn.Error{Reused: true, Written: true, Delivered: true, BodyRead: true}, false, false}, // body cannot be replayed
+		{"POST", true, false, conn.Error{Reused: true, Written: true, Delivered: true}, false, false},                 // body unread, but non-idempotent and written
+		{"POST", true, false, conn.Error{Reused: true}, true, false},                                                  // nothing sent, body unread
+		{"POST", true, true, conn.Error{Reused: true, Written: true, Delivered: true}, false, false},                  // non-idempotent, bytes written
+		{"POST", true, true, conn.Error{Reused: true, Written: false}, true, false},                                   // nothing sent, body replayable
+		{"PUT", true, false, conn.Error{Reused: true, Written: true, Delivered: true, BodyRead: true}, false, false},  // no GetBody, body read
+		{"PUT", true, false, conn.Error{Reused: true, Written: true, Delivered: true}, true, false},                   // body unread (waiting for 100 Continue): sent as it is
+		{"PUT", true, true, conn.Error{Reused: true, Written: true, Delivered: true}, true, false},                    // idempotent, replayable
+		{"DELETE", false, false, conn.Error{Reused: true, Written: true, Delivered: true}, true, false},               // idempotent, no body
+		{"PATCH", false, false, conn.Error{Reused: true, Written: true, Delivered: true}, false, false},               // not idempotent
+		{"OPTIONS", false, false, conn.Error{Reused: true, Written: true, Delivered: true}, true, false},              // idempotent
+		{"GET", false, false, conn.Error{Reused: true, Written: true, Delivered: true}, true, false},                  // repeated for the pinned case below
+		// Written, but the upstream closed before any byte reached it.
+		{"POST", true, true, conn.Error{Reused: true, Written: true}, true, false},
+		{"POST", true, true, conn.Error{Reused: true, Written: true}, false, true},                   // StrictResend
+		{"POST", false, false, conn.Error{Reused: true, Written: true}, true, false},                 // no body
+		{"POST", true, false, conn.Error{Reused: true, Written: true, BodyRead: true}, false, false}, // the body is gone all the same
+		{"POST", true, false, conn.Error{Reused: true, Written: true}, true, false},                  // body unread (waiting for 100 Continue)
+		{"PATCH", false, false, conn.Error{Reused: true, Written: true}, false, true},
 	}
 	for i, tc := range cases {
 		var h parser.Request
@@ -47,11 +55,11 @@ func TestReplayable(t *testing.T) {
 		if tc.getBody {
 			task.GetBody = getBody
 		}
-		if got := task.replayable(&tc.e); got != tc.want {
+		if got := task.replayable(&tc.e, tc.strict); got != tc.want {
 			t.Errorf("case %d %s body=%v getBody=%v %+v: %v, want %v", i, tc.method, tc.body, tc.getBody, tc.e, got, tc.want)
 		}
 		task.pinned = true
-		if task.replayable(&tc.e) {
+		if task.replayable(&tc.e, tc.strict) {
 			t.Errorf("case %d: a pinned request is replayable", i)
 		}
 	}

@@ -1,0 +1,177 @@
+package conn
+
+import (
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Whether the upstream can have received a request: TCP's view.
+//
+// A request that failed before any response byte may be sent again when
+// the upstream cannot have acted on it (RFC 9110 §9.2.2: "some means to
+// detect that the original request was never applied"). Written says that
+// request bytes left for the socket, which is not that. In the stale
+// keep-alive race the upstream closes an idle connection as the next
+// request goes out: its FIN and the request cross, and the request
+// reaches a socket that no longer exists, whose TCP answers with a reset.
+// Linux shows both halves of that: the FIN carried the upstream's
+// acknowledgement of everything it had received (tcp_info's
+// tcpi_bytes_acked, cumulative from the SYN), which covers no byte of
+// the request, and the reset that came after the FIN left EPIPE as the
+// socket's error (a reset before any FIN leaves ECONNRESET), or none came
+// yet and the socket is in CLOSE_WAIT. An upstream that had the request
+// in its socket before it closed acknowledged it with its FIN; one that
+// read it and then reset the connection without a FIN may not have sent
+// its (delayed) acknowledgement, so a reset without a FIN never counts as
+// proof. A half-closed upstream that could still read the request after
+// its FIN answers nothing on that connection; HTTP servers that linger
+// after a close read only to discard, and acknowledge what they read.
+//
+// Connections straight to the upstream over TCP are told apart, TLS
+// included (the bytes counted are those on the wire: records, handshake);
+// through a tunnel the upstream's TCP is not ours to ask, and a written
+// request counts as delivered.
+
+// ackUnknown marks a connection whose acknowledgements are not tracked.
+const ackUnknown = -1
+
+// trackAcks records the peer's acknowledged byte count right after the
+// connect (1 on Linux: the SYN), the base that later counts compare with.
+// A connection it cannot read it for stays untracked.
+func (c *Conn) trackAcks(fd int) {
+	c.ackBase = ackUnknown
+	if n, ok := bytesAcked(fd); ok {
+		c.ackBase = n
+	}
+}
+
+// trackGoAcks is trackAcks for a Go net connection: tracked only when it
+// is plain TCP (ClientTLS sets a TLS connection's base).
+func (c *Conn) trackGoAcks(nc net.Conn) {
+	c.ackBase = ackUnknown
+	if n, ok := tcpAcked(nc); ok {
+		c.ackBase = n
+	}
+}
+
+// tcpAcked reads tcpi_bytes_acked for nc when it is a TCP connection.
+func tcpAcked(nc net.Conn) (n int64, ok bool) {
+	tc, isTCP := nc.(*net.TCPConn)
+	if !isTCP {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	if err := rc.Control(func(fd uintptr) { n, ok = bytesAcked(int(fd)) }); err != nil {
+		return 0, false
+	}
+	return n, ok
+}
+
+// wireSent is the bytes the connection wrote to its socket: the request
+// bytes, or for TLS the records that carried them and the handshake.
+func (c *Conn) wireSent() int64 {
+	if c.tlsRaw != nil {
+		return c.tlsRaw.sent.Load()
+	}
+	return c.sent
+}
+
+// bytesAcked reads tcpi_bytes_acked for fd.
+func bytesAcked(fd int) (int64, bool) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0, false
+	}
+	return int64(ti.Bytes_acked), true
+}
+
+// delivered reports whether request bytes of the current exchange may
+// have reached the upstream: some were written, and it cannot be shown
+// that the upstream closed the connection before any of them reached it
+// (neverReceived). It is called when the exchange fails, the socket still
+// open.
+func (c *Conn) delivered() bool {
+	if !c.last.Written {
+		return false
+	}
+	if c.last.Responded || c.ackBase == ackUnknown {
+		return true
+	}
+	never := false
+	_ = c.withFd(func(fd int) { never = c.neverReceived(fd) })
+	return !never
+}
+
+// Linux TCP states (tcp_info's tcpi_state).
+const (
+	tcpCloseWait = 8
+)
+
+// neverReceived reports that the upstream's FIN came in and acknowledged
+// no byte of the current exchange, and that no reset came before the FIN
+// (see above).
+func (c *Conn) neverReceived(fd int) bool {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil || int64(ti.Bytes_acked) > c.ackBase+c.sentBefore {
+		return false
+	}
+	switch ti.State {
+	case tcpCloseWait: // the FIN, no reset yet
+		return true
+	case tcpClose: // a reset: after the FIN if it left EPIPE
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		return err == nil && v == int(unix.EPIPE)
+	}
+	return false
+}
+
+// peerAcked reads the peer's acknowledged byte count on the connection's
+// socket.
+func (c *Conn) peerAcked() (n int64, ok bool) {
+	_ = c.withFd(func(fd int) { n, ok = bytesAcked(fd) })
+	return n, ok
+}
+
+// withFd runs f with the connection's socket while it is still the
+// connection's; false when it is not (closed, or no socket to reach).
+func (c *Conn) withFd(f func(fd int)) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false // the fd may be another connection's by now
+	}
+	gc := c.gc
+	if c.tlsRaw != nil {
+		gc = c.tlsRaw.Conn // the socket under the TLS layer
+	}
+	switch {
+	case gc != nil:
+		sc, ok := gc.(syscall.Conn)
+		if !ok {
+			return false
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		return rc.Control(func(fd uintptr) { f(int(fd)) }) == nil
+	case c.detached.Load():
+		if c.rawFD < 0 {
+			return false
+		}
+		f(c.rawFD)
+		return true
+	default:
+		d, ok := c.nc.(detacher)
+		if !ok {
+			return false
+		}
+		f(d.Fd())
+		return true
+	}
+}
