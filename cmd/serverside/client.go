@@ -509,13 +509,15 @@ const (
 // bytes: the body is read whole first (waiting for it if need be, under
 // the per-wait read timeout), so that the engine can send it again after a
 // 401 or 407 (the proxy has credentials for upstreams) instead of handing
-// the challenge, which the client cannot answer, to the client; and, for
-// an idempotent method (PUT, DELETE, ...), on a new connection after a
-// kept-alive one the upstream closed as the request reached it (the stale
-// keep-alive race), instead of failing it with a 502 as a request whose
-// body is gone. Larger or streamed bodies are not held, nor one whose
-// client waits for "100 Continue" before sending it: their challenge is
-// answered only with "Expect: 100-continue", before the body goes.
+// the challenge, which the client cannot answer, to the client; and on a
+// new connection after a kept-alive one the upstream closed as the
+// request reached it (the stale keep-alive race), instead of failing it
+// with a 502 as a request whose body is gone: an idempotent method (PUT,
+// DELETE, ...) always, any other (POST) when the upstream never received
+// it (engine Config.StrictResend). Larger or streamed bodies are not
+// held, nor one whose client waits for "100 Continue" before sending it:
+// their challenge is answered only with "Expect: 100-continue", before
+// the body goes.
 func (cc *clientConn) keepReplay(er *engine.Request) {
 	n := er.ContentLength
 	if !cc.p.replay && !cc.rs.req.MethodID().Idempotent() || n <= 0 || n > maxReplay || cc.rs.req.ExpectContinue() {

@@ -53,6 +53,8 @@ type fileConfig struct {
 	UpstreamMaxLifetime duration `json:"upstream_max_lifetime"`
 	// UpstreamGoNet is as -upstream-gonet.
 	UpstreamGoNet *bool `json:"upstream_gonet"`
+	// StrictResend is as -strict-resend.
+	StrictResend *bool `json:"strict_resend"`
 	// ClientParkAfter is as -client-park-after: "0s" never parks.
 	ClientParkAfter *duration `json:"client_park_after"`
 }
@@ -543,6 +545,7 @@ type cliExtras struct {
 	idleTimeout    time.Duration
 	headerTimeout  time.Duration
 	goNetIO        bool
+	strictResend   bool
 	connectPorts   string
 	tunnelIdle     time.Duration
 	caFile         string
@@ -562,6 +565,7 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.DurationVar(&x.tlsHandshake, "tls-handshake-timeout", engine.DefaultTLSHandshakeTimeout, "bound on the TLS handshake with an https origin or https:// target (after the dial),\ne.g. -tls-handshake-timeout 5s")
 	fs.DurationVar(&x.idleTimeout, "idle-timeout", engine.DefaultIdleTimeout, "how long an idle upstream connection is kept for reuse, e.g. -idle-timeout 90s")
 	fs.BoolVar(&x.goNetIO, "upstream-gonet", false, "make plain-TCP upstream connections with Go's net package and runtime poller instead of netpoll\n(engine Config.GoNetIO), e.g. -upstream-gonet")
+	fs.BoolVar(&x.strictResend, "strict-resend", false, "never send a request that is not idempotent (POST, PATCH) again once any byte of it was written, even\nwhen the upstream closed the kept-alive connection before any byte reached it (engine Config.StrictResend),\ne.g. -strict-resend")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
 	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
 	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
@@ -607,6 +611,7 @@ func (x *cliExtras) engineConfig(cfg engine.Config) engine.Config {
 	cfg.IdleTimeout = x.idleTimeout
 	cfg.ResponseHeaderTimeout = x.headerTimeout
 	cfg.GoNetIO = x.goNetIO
+	cfg.StrictResend = x.strictResend
 	cfg.MaxConnRequests = x.maxRequests
 	cfg.MaxConnLifetime = x.maxLifetime
 	return cfg
@@ -674,6 +679,9 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	}
 	if fc.UpstreamGoNet != nil {
 		errs = append(errs, set("upstream-gonet", "upstream_gonet", strconv.FormatBool(*fc.UpstreamGoNet)))
+	}
+	if fc.StrictResend != nil {
+		errs = append(errs, set("strict-resend", "strict_resend", strconv.FormatBool(*fc.StrictResend)))
 	}
 	if fc.ClientParkAfter != nil {
 		errs = append(errs, set("client-park-after", "client_park_after", time.Duration(*fc.ClientParkAfter).String()))

@@ -170,7 +170,7 @@ const applyConfig = `{"listen": "127.0.0.1:8080", "admin": "127.0.0.1:9090", "sh
 	"origins": [{"url": "http://127.0.0.1:81", "name": "a", "weight": 2}, {"url": "http://127.0.0.1:82"}],
 	"lb": "p2c", "client_auth": "pass",
 	"timeouts": {"connect": "2s", "response_header": "5s", "tls_handshake": "3s"},
-	"upstream_max_requests": 100, "upstream_max_lifetime": "10m"}`
+	"upstream_max_requests": 100, "upstream_max_lifetime": "10m", "strict_resend": true}`
 
 // The file fills in what the command line left out; what the command line
 // gave wins, a peer list included.
@@ -201,8 +201,8 @@ func TestApplyConfig(t *testing.T) {
 	if ec.ConnectTimeout != 2*time.Second || ec.IdleTimeout != 7*time.Second || ec.ResponseHeaderTimeout != 5*time.Second || ec.TLSHandshakeTimeout != 3*time.Second {
 		t.Fatalf("timeouts %v %v %v %v", ec.ConnectTimeout, ec.IdleTimeout, ec.ResponseHeaderTimeout, ec.TLSHandshakeTimeout)
 	}
-	if ec.MaxConnRequests != 100 || ec.MaxConnLifetime != 10*time.Minute {
-		t.Fatalf("upstream max requests %d, lifetime %v", ec.MaxConnRequests, ec.MaxConnLifetime)
+	if ec.MaxConnRequests != 100 || ec.MaxConnLifetime != 10*time.Minute || !ec.StrictResend {
+		t.Fatalf("upstream max requests %d, lifetime %v, strict resend %v", ec.MaxConnRequests, ec.MaxConnLifetime, ec.StrictResend)
 	}
 	if len(fc.Origins) != 2 || fc.Origins[0].Name != "a" || fc.Origins[0].Weight != 2 || fc.Origins[1].Name != "127.0.0.1:82" {
 		t.Fatalf("file origins %+v", fc.Origins)

@@ -112,8 +112,10 @@ type proxy struct {
 	originHost string
 	metrics    proxyMetrics // read by the admin server
 	states     sync.Pool    // *reqState, lent to a connection per request
-	// replay: the engine answers challenges (Config.Auth), so a request
-	// body that arrived whole with its head is kept for a resend.
+	// replay: the engine may send any request again (it answers
+	// challenges, Config.Auth, or resends requests the upstream never
+	// received, unless Config.StrictResend), so a small request body is
+	// kept for a resend whatever the method.
 	replay  bool
 	tunnels tunnelMetrics
 	// tunnelsLive counts the tunnels opened and not yet ended; tunnelCtx
@@ -181,7 +183,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{eng: eng, log: logger, cfg: cfg, pins: pins, replay: ecfg.Auth != nil,
+	p := &proxy{eng: eng, log: logger, cfg: cfg, pins: pins, replay: ecfg.Auth != nil || !ecfg.StrictResend,
 		serveDone: make(chan struct{}), stop: make(chan struct{})}
 	p.tunnelCtx, p.tunnelCancel = context.WithCancel(context.Background())
 	if g, ok := ecfg.Groups[peerGroup]; ok {
