@@ -2,6 +2,7 @@ package conn
 
 import (
 	"errors"
+	"io"
 	"strings"
 )
 
@@ -92,6 +93,16 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+type unexpectedEOF struct{}
+
+func (unexpectedEOF) Error() string {
+	return "conn: connection closed before the response was complete"
+}
+
+// Is matches io.ErrUnexpectedEOF, so that a caller checking for a
+// truncated body as with net/http finds it.
+func (unexpectedEOF) Is(target error) bool { return target == io.ErrUnexpectedEOF }
+
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
@@ -105,8 +116,11 @@ var (
 	// ErrReadTimeout reports a body read that waited longer than the read
 	// timeout for a byte.
 	ErrReadTimeout = errors.New("conn: read timeout")
-	// ErrUnexpectedEOF reports a close before the response was complete.
-	ErrUnexpectedEOF = errors.New("conn: connection closed before the response was complete")
+	// ErrUnexpectedEOF reports a close before the response was complete
+	// (a body shorter than its Content-Length, a chunked body without its
+	// last chunk). errors.Is matches it with io.ErrUnexpectedEOF too, the
+	// error net/http's client gives for a truncated body.
+	ErrUnexpectedEOF error = unexpectedEOF{}
 	// ErrSink reports that the sink refused the response (its error is
 	// wrapped too); the upstream is not at fault.
 	ErrSink = errors.New("conn: sink aborted")

@@ -22,7 +22,10 @@ import (
 // before the response head is the context's own error (context.Canceled
 // or context.DeadlineExceeded) from Do and the Transport, and from Send
 // and Exchange a *conn.Error naming the phase that errors.Is matches with
-// it.
+// it. After the head, a read of the Transport's response body that the
+// context's end cut short returns the context's own error too, as
+// net/http's does; Do's Response.Body returns an error that
+// errors.Is matches with it.
 var (
 	// ErrClosed reports a request to an engine that is closed or draining.
 	ErrClosed = errors.New("engine: closed")

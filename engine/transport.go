@@ -34,6 +34,24 @@ import (
 // httputil.ReverseProxy relays. Not supported: trailers (Request.Trailer
 // is not sent; a chunked response's trailer fields are dropped, as RFC
 // 9112 §7.1.2 allows, and Response.Trailer stays empty).
+//
+// Where it differs from net/http's Transport, as a proxy's upstream half
+// should: it adds no header of its own but Host, Content-Length (also
+// "Content-Length: 0" for a POST, PUT or PATCH without a body, as
+// net/http sends it), Transfer-Encoding and, for Request.Close,
+// "Connection: close": no User-Agent and no Accept-Encoding, so it never
+// asks for gzip and never decompresses (Response.Uncompressed is false; a
+// body the caller asked compressed comes as the origin sent it, with its
+// Content-Encoding and Content-Length, as net/http gives it then). Header
+// fields go out as http.Header.Write writes them: a field whose name is
+// not a token is dropped and line breaks in a value become spaces, where
+// net/http refuses the request. A response head over the parser's limits
+// (64 KiB, 100 fields; net/http takes up to 10 MB) fails the round trip
+// with a *conn.Error of phase protocol. Response.TLS is not set. A body
+// read cut short by the request's context returns the context's own error
+// (context.Canceled, context.DeadlineExceeded), and a body the upstream
+// cut short one that errors.Is matches with io.ErrUnexpectedEOF, as with
+// net/http.
 func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
 // TransportTLS is Transport with cfg for https:// URLs; an empty
@@ -111,6 +129,14 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	}
 	switch {
 	case body == nil:
+		// RFC 9110 §8.6: a user agent SHOULD send Content-Length when the
+		// method defines a meaning for content, even for none; some
+		// origins answer 411 without it. net/http sends it for these
+		// methods, and httputil.ReverseProxy hands a client's
+		// "Content-Length: 0" on as a nil Body.
+		if method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
+			b.WriteString("Content-Length: 0\r\n")
+		}
 	case cl >= 0:
 		b.WriteString("Content-Length: " + strconv.FormatInt(cl, 10) + "\r\n")
 	default:
@@ -176,7 +202,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		ContentLength:    resp.ContentLength,
 		TransferEncoding: codings,
 		Close:            resp.Close,
-		Body:             &respBody{ReadCloser: resp.Body, closeReq: closeBody},
+		Body:             &respBody{ReadCloser: resp.Body, ctx: hr.Context(), closeReq: closeBody},
 		Request:          hr,
 	}, nil
 }
@@ -248,10 +274,25 @@ func interimTrace(ctx context.Context) func(*parser.Response) error {
 }
 
 // respBody closes the request body along with the response body, as the
-// RoundTripper contract asks.
+// RoundTripper contract asks, and reports a read cut short by the end of
+// the request's context as that context's error, as net/http's Transport
+// does: httputil.ReverseProxy compares a body read error with
+// context.Canceled (not with errors.Is) to stay quiet when its client
+// went away, and would log every such request otherwise.
 type respBody struct {
 	io.ReadCloser
+	ctx      context.Context
 	closeReq func()
+}
+
+func (r *respBody) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		if cerr := r.ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			err = cerr
+		}
+	}
+	return n, err
 }
 
 func (r *respBody) Close() error {

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +17,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -513,4 +516,199 @@ func TestTransportStatusAndEmptyUserAgent(t *testing.T) {
 			t.Errorf("%T: Status %q, User-Agent lines %q; want \"200\" and none", rt, resp.Status, ua)
 		}
 	}
+}
+
+// TestTransportEmptyBodyContentLength: a POST, PUT or PATCH without a
+// body goes out with "Content-Length: 0", as net/http's Transport sends
+// it (RFC 9110 §8.6: a user agent SHOULD send it when the method defines
+// a meaning for content; some origins answer 411 without it), also when
+// httputil.ReverseProxy hands a client's empty POST on as a nil Body. A
+// GET or DELETE without a body goes out without it, as with net/http.
+func TestTransportEmptyBodyContentLength(t *testing.T) {
+	checkLeaks(t)
+	lengths := make(chan []string, 1)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			var cl []string
+			for _, l := range lines {
+				if strings.HasPrefix(strings.ToLower(l), "content-length:") || strings.HasPrefix(strings.ToLower(l), "transfer-encoding:") {
+					cl = append(cl, l)
+				}
+			}
+			lengths <- cl
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	std := &http.Transport{}
+	defer std.CloseIdleConnections()
+	target, _ := url.Parse("http://" + o.addr())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = e.Transport()
+	front := httptest.NewServer(rp)
+	defer front.Close()
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+
+	for _, tc := range []struct {
+		method string
+		body   io.Reader
+		want   []string
+	}{
+		{"POST", nil, []string{"Content-Length: 0"}},
+		{"POST", http.NoBody, []string{"Content-Length: 0"}},
+		{"PUT", http.NoBody, []string{"Content-Length: 0"}},
+		{"PATCH", nil, []string{"Content-Length: 0"}},
+		{"GET", nil, nil},
+		{"DELETE", nil, nil},
+	} {
+		for _, rt := range []struct {
+			name string
+			rt   http.RoundTripper
+		}{{"engine", e.Transport()}, {"net/http", std}} {
+			req, _ := http.NewRequest(tc.method, "http://"+o.addr()+"/", tc.body)
+			resp, err := rt.rt.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", rt.name, tc.method, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if got := <-lengths; !slices.Equal(got, tc.want) {
+				t.Errorf("%s: %s without a body sent %q, want %q", rt.name, tc.method, got, tc.want)
+			}
+		}
+	}
+	// A client's empty POST through httputil.ReverseProxy.
+	req, _ := http.NewRequest("POST", front.URL+"/", strings.NewReader(""))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got, want := <-lengths, []string{"Content-Length: 0"}; resp.StatusCode != 200 || !slices.Equal(got, want) {
+		t.Errorf("via ReverseProxy: %d, the origin got %q, want %q", resp.StatusCode, got, want)
+	}
+}
+
+// TestTransportBodyContextError: a response body read cut short by the
+// end of the request's context returns the context's own error, as with
+// net/http's Transport, not an error that wraps it: httputil.ReverseProxy
+// compares the error with context.Canceled to tell a client that went
+// away from a broken upstream, and logs "read error during body copy"
+// for anything else. A body the origin truncates (a Content-Length it
+// does not fill, a chunked body without its last chunk) fails with an
+// error errors.Is matches with io.ErrUnexpectedEOF, as net/http's does.
+func TestTransportBodyContextError(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		lines, err := readHead(br)
+		if err != nil {
+			return
+		}
+		switch strings.Fields(lines[0])[1] {
+		case "/short":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+			return
+		case "/shortchunked":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n0123456789")
+			return
+		}
+		// A body that stalls after its first bytes, until the client
+		// goes.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br.ReadByte()
+	})
+	e := newEngine(t, Config{Shards: 1})
+	std := &http.Transport{}
+	defer std.CloseIdleConnections()
+	for _, rt := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{{"engine", e.Transport()}, {"net/http", std}} {
+		for _, path := range []string{"/short", "/shortchunked"} {
+			req, _ := http.NewRequest("GET", "http://"+o.addr()+path, nil)
+			resp, err := rt.rt.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "0123456789" || !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("%s %s: %q, %v; want the 10 bytes and io.ErrUnexpectedEOF", rt.name, path, b, err)
+			}
+		}
+		for _, want := range []error{context.Canceled, context.DeadlineExceeded} {
+			ctx, cancel := context.WithCancel(context.Background())
+			if want == context.DeadlineExceeded {
+				ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+			}
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+o.addr()+"/stall", nil)
+			resp, err := rt.rt.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 10)
+			if _, err := io.ReadFull(resp.Body, b); err != nil {
+				t.Fatal(err)
+			}
+			if want == context.Canceled {
+				time.AfterFunc(50*time.Millisecond, cancel)
+			}
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cancel()
+			if err != want {
+				t.Errorf("%s: body read after the context ended: %T %v, want %v itself", rt.name, err, err, want)
+			}
+		}
+
+		// Through httputil.ReverseProxy: a client that goes away mid-body
+		// leaves nothing in its log.
+		target, _ := url.Parse("http://" + o.addr())
+		rp := httputil.NewSingleHostReverseProxy(target)
+		rp.Transport = rt.rt
+		rp.FlushInterval = -1
+		var logged syncBuf
+		rp.ErrorLog = log.New(&logged, "", 0)
+		front := httptest.NewServer(rp)
+		client := &http.Client{}
+		resp, err := client.Get(front.URL + "/stall")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 10)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close() // unread: the client's connection closes
+		client.CloseIdleConnections()
+		front.Close() // waits for the handler
+		if s := logged.String(); s != "" {
+			t.Errorf("%s: ReverseProxy logged %q for a client that went away", rt.name, s)
+		}
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for a logger on another goroutine.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
