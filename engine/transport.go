@@ -81,6 +81,12 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		closeBody()
 		return nil, errors.New("engine: transport supports http:// and https:// URLs only")
 	}
+	if hr.URL.Host == "" {
+		// Dialing ":80" would reach this machine, whatever the caller
+		// meant; net/http refuses the request too.
+		closeBody()
+		return nil, errors.New("engine: transport: no host in the request URL")
+	}
 	port := "80"
 	var tlsCfg *TLS
 	if hr.URL.Scheme == "https" {

@@ -712,3 +712,35 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestTransportNoHost: a URL without a host (http:///path, or a
+// Director that set the scheme and forgot the host) is refused, as
+// net/http refuses it, and the request body is closed: it is not sent to
+// ":80", which is this machine's port 80.
+func TestTransportNoHost(t *testing.T) {
+	checkLeaks(t)
+	e := newEngine(t, Config{Shards: 1})
+	for _, u := range []string{"http:///small", "https:///small"} {
+		body := &closeCounter{Reader: strings.NewReader("x")}
+		req, _ := http.NewRequest("POST", u, body)
+		req.Host = "example.com"
+		resp, err := e.Transport().RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s: %d, want an error", u, resp.StatusCode)
+		}
+		if !strings.Contains(err.Error(), "no host") || body.closed != 1 {
+			t.Errorf("%s: %v, body closed %d times; want a \"no host\" error and one close", u, err, body.closed)
+		}
+	}
+	if s := e.Stats(); len(s) != 0 {
+		t.Errorf("stats %+v: want no upstream tried", s)
+	}
+}
+
+type closeCounter struct {
+	io.Reader
+	closed int
+}
+
+func (c *closeCounter) Close() error { c.closed++; return nil }
