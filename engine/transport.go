@@ -47,11 +47,13 @@ import (
 // not a token is dropped and line breaks in a value become spaces, where
 // net/http refuses the request. A response head over the parser's limits
 // (64 KiB, 100 fields; net/http takes up to 10 MB) fails the round trip
-// with a *conn.Error of phase protocol. Response.TLS is not set. A body
-// read cut short by the request's context returns the context's own error
-// (context.Canceled, context.DeadlineExceeded), and a body the upstream
-// cut short one that errors.Is matches with io.ErrUnexpectedEOF, as with
-// net/http.
+// with a *conn.Error of phase protocol. Response.TLS is not set. A
+// request body longer than its ContentLength is cut there, where net/http
+// fails the request (a shorter one fails it with both). As with
+// net/http, a response body read cut short by the request's context
+// returns the context's own error (context.Canceled,
+// context.DeadlineExceeded), and one the upstream cut short an error that
+// errors.Is matches with io.ErrUnexpectedEOF.
 func (e *Engine) Transport() http.RoundTripper { return transport{e: e, tls: e.defaultTLS} }
 
 // TransportTLS is Transport with cfg for https:// URLs; an empty
