@@ -175,6 +175,9 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if resp.Status == 101 {
+		// The request is over, its body sent: the Body returned is the
+		// upstream connection, which does not close the request body.
+		closeBody()
 		return &http.Response{
 			Status:     statusText(101, resp.Reason),
 			StatusCode: 101,

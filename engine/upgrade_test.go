@@ -345,3 +345,44 @@ func TestTransportUpgradeInterim(t *testing.T) {
 		t.Fatalf("echo %q, %v", got, err)
 	}
 }
+
+// TestTransportUpgradeClosesRequestBody: a request that switches
+// protocols with a body (an h2c upgrade of a POST, say) has its body
+// closed once the 101 came, as the http.RoundTripper contract asks and
+// net/http's Transport does; the 101's Body, the upstream connection,
+// is the caller's to close.
+func TestTransportUpgradeClosesRequestBody(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(br, make([]byte, 3)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		echo(c, br)
+	})
+	e := newEngine(t, Config{Shards: 1})
+	body := &closeCounter{Reader: strings.NewReader("abc")}
+	hr, _ := http.NewRequest("POST", "http://"+o.addr()+"/chat", body)
+	hr.ContentLength = 3
+	hr.Header.Set("Connection", "Upgrade")
+	hr.Header.Set("Upgrade", "echo")
+	resp, err := e.Transport().RoundTrip(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 101 || body.closed != 1 {
+		t.Fatalf("status %d, request body closed %d times; want 101 and one close", resp.StatusCode, body.closed)
+	}
+	rw := resp.Body.(io.ReadWriteCloser)
+	if _, err := io.WriteString(rw, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(rw, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+}
