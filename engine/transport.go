@@ -33,7 +33,10 @@ import (
 // io.ReadWriteCloser, as net/http gives it, which is what
 // httputil.ReverseProxy relays. Not supported: trailers (Request.Trailer
 // is not sent; a chunked response's trailer fields are dropped, as RFC
-// 9112 §7.1.2 allows, and Response.Trailer stays empty).
+// 9112 §7.1.2 allows, and Response.Trailer stays empty; so "trailers" is
+// taken out of a TE field, which would promise the origin otherwise).
+// CONNECT: a 2xx ends the exchange and closes the connection; open
+// tunnels with Engine.Tunnel.
 //
 // Where it differs from net/http's Transport, as a proxy's upstream half
 // should: it adds no header of its own but Host, Content-Length (also
@@ -65,12 +68,12 @@ type transport struct {
 	tls *TLS
 }
 
-var headerExclude = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true}
+var headerExclude = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Te": true}
 
 // headerExcludeUA is headerExclude for a request whose User-Agent is set
 // to "", which net/http takes for "send none" (httputil.ReverseProxy sets
 // it so when the client sent none).
-var headerExcludeUA = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "User-Agent": true}
+var headerExcludeUA = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Te": true, "User-Agent": true}
 
 // RoundTrip implements http.RoundTripper.
 func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
@@ -134,6 +137,9 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	if err := hr.Header.WriteSubset(&b, exclude); err != nil {
 		closeBody()
 		return nil, fmt.Errorf("engine: transport: %w", err)
+	}
+	if te := teWithoutTrailers(hr.Header.Values("Te")); te != "" {
+		b.WriteString("TE: " + te + "\r\n")
 	}
 	switch {
 	case body == nil:
@@ -216,6 +222,26 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 		Body:             &respBody{ReadCloser: resp.Body, ctx: hr.Context(), closeReq: closeBody},
 		Request:          hr,
 	}, nil
+}
+
+// teWithoutTrailers is the TE field to send for the values vs: without
+// "trailers", which promises that trailer fields are not discarded (RFC
+// 9110 §10.1.4), and this Transport discards them.
+// httputil.ReverseProxy sends "Te: trailers" for a client that offered
+// it, and an origin that takes the promise at its word may send fields
+// as trailers only.
+func teWithoutTrailers(vs []string) string {
+	var keep []string
+	for _, v := range vs {
+		for m := range strings.SplitSeq(v, ",") {
+			m = strings.TrimSpace(m)
+			name, _, _ := strings.Cut(m, ";")
+			if m != "" && !strings.EqualFold(strings.TrimSpace(name), "trailers") {
+				keep = append(keep, m)
+			}
+		}
+	}
+	return strings.Join(keep, ", ")
 }
 
 // doUpgrade is do for a request that asks to switch protocols: after a

@@ -744,3 +744,62 @@ type closeCounter struct {
 }
 
 func (c *closeCounter) Close() error { c.closed++; return nil }
+
+// TestTransportTEWithoutTrailers: the Transport drops trailer fields, so
+// it does not send "trailers" in TE, which promises the origin that they
+// are kept (RFC 9110 §10.1.4): httputil.ReverseProxy sends "Te: trailers"
+// for a client that offered it. Other members of TE go out as given.
+func TestTransportTEWithoutTrailers(t *testing.T) {
+	checkLeaks(t)
+	tes := make(chan []string, 1)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			var te []string
+			for _, l := range lines {
+				if strings.HasPrefix(strings.ToLower(l), "te:") {
+					te = append(te, l)
+				}
+			}
+			tes <- te
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Checksum: 1\r\n\r\n")
+		}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	target, _ := url.Parse("http://" + o.addr())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = e.Transport()
+	front := httptest.NewServer(rp)
+	defer front.Close()
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	for _, tc := range []struct {
+		url, te string
+		want    []string
+	}{
+		{front.URL + "/", "trailers", nil},
+		{"http://" + o.addr() + "/", "trailers", nil},
+		{"http://" + o.addr() + "/", "gzip;q=0.5, Trailers", []string{"TE: gzip;q=0.5"}},
+	} {
+		req, _ := http.NewRequest("GET", tc.url, nil)
+		req.Header.Set("TE", tc.te)
+		var resp *http.Response
+		var err error
+		if strings.HasPrefix(tc.url, front.URL) {
+			resp, err = client.Do(req)
+		} else {
+			resp, err = e.Transport().RoundTrip(req)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := <-tes; string(b) != "ok" || !slices.Equal(got, tc.want) {
+			t.Errorf("%s with TE %q: body %q, the origin got %q, want %q", tc.url, tc.te, b, got, tc.want)
+		}
+	}
+}
