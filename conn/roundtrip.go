@@ -53,9 +53,10 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	}
 	if !bodyDone {
 		if werr := c.writeBody(ex); werr == errAnswered {
-			// The origin answered before the whole body went out: the rest
-			// is not sent (RFC 9112 §9.5), and the connection is not used
-			// again, its request being cut short.
+			// The origin refused the body (an error response) before all
+			// of it went out: the rest is not sent (RFC 9112 §9.5), and
+			// the connection is not used again, its request being cut
+			// short.
 			if hl, err = c.readFinalHead(time.Now().Add(cfg.ResponseHeaderTimeout), sink); err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -835,4 +836,100 @@ func TestTinyChunksGathered(t *testing.T) {
 		t.Fatalf("%d one-byte chunks reached the sink in %d pieces", n, s.pieces)
 	}
 	t.Logf("%d one-byte chunks reached the sink in %d pieces", n, s.pieces)
+}
+
+// echoReader is the body of TestFullDuplexSuccess: its first Read waits
+// for gate; while c is on netpoll, each Read (between two body writes, on
+// the exchange's goroutine) waits until the origin has echoed all that
+// was read before, and notes the most response bytes netpoll held.
+type echoReader struct {
+	gate   <-chan struct{}
+	r      io.Reader
+	c      *Conn
+	echoed *atomic.Int64
+	read   int64
+	maxBuf int
+}
+
+func (e *echoReader) Read(p []byte) (int, error) {
+	<-e.gate
+	if e.c.g == nil && !e.c.detached.Load() {
+		for deadline := time.Now().Add(5 * time.Second); e.echoed.Load() < e.read && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		e.maxBuf = max(e.maxBuf, e.c.nc.Reader().Len())
+	}
+	n, err := e.r.Read(p[:min(len(p), 32<<10)])
+	e.read += int64(n)
+	return n, err
+}
+
+// A full-duplex origin answers 200 at once and then echoes the request
+// body as it reads it: a success before the body is no refusal, so the
+// whole body goes out and the whole echo comes back. On netpoll, the echo
+// that arrives while the body still goes out is not buffered past the
+// high-water mark: the exchange moves to Go net I/O (Detached), where TCP
+// holds the origin back.
+func TestFullDuplexSuccess(t *testing.T) {
+	for _, gonet := range []bool{false, true} {
+		t.Run(fmt.Sprint("gonet=", gonet), func(t *testing.T) {
+			checkLeaks(t)
+			const n = 1 << 20 // over the high-water mark, within the socket buffers
+			headOut := make(chan struct{})
+			var echoed atomic.Int64
+			got := make(chan int, 1)
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				if _, err := readHead(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				close(headOut)
+				buf := make([]byte, 64<<10)
+				total := 0
+				for total < n {
+					k, err := br.Read(buf[:min(len(buf), n-total)])
+					if k > 0 {
+						total += k
+						fmt.Fprintf(c, "%x\r\n%s\r\n", k, buf[:k])
+						echoed.Add(int64(k))
+					}
+					if err != nil {
+						break
+					}
+				}
+				io.WriteString(c, "0\r\n\r\n")
+				got <- total
+			})
+			var c *Conn
+			if gonet {
+				c = goDial(t, o.addr())
+			} else {
+				c = dial(t, o.addr())
+			}
+			gate := make(chan struct{})
+			go func() {
+				<-headOut
+				time.Sleep(50 * time.Millisecond) // the head reaches the poller before the body goes
+				close(gate)
+			}()
+			const hw = 128 << 10
+			body := &echoReader{gate: gate, r: strings.NewReader(strings.Repeat("x", n)), c: c, echoed: &echoed}
+			ex := &Exchange{Head: request(t, "POST /echo HTTP/1.1\r\nHost: o\r\nContent-Length: 1048576\r\n\r\n"),
+				Body: body, ContentLength: n,
+				Config: Config{ResponseHeaderTimeout: 5 * time.Second, BodyHighWater: hw}}
+			s := &sink{}
+			out, err := c.RoundTrip(context.Background(), ex, s)
+			if err != nil || s.status != 200 || s.n != n || out.BodySkipped {
+				t.Fatalf("status %d body %d bytes outcome %+v err %v", s.status, s.n, out, err)
+			}
+			if total := <-got; total != n {
+				t.Fatalf("origin got %d bytes, want %d", total, n)
+			}
+			t.Logf("netpoll held at most %d response bytes during the body", body.maxBuf)
+			// At most the mark, and what came in during one body write.
+			if body.maxBuf > hw+256<<10 {
+				t.Fatalf("netpoll held %d response bytes while the body went out (high-water mark %d)", body.maxBuf, hw)
+			}
+		})
+	}
 }

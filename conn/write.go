@@ -98,17 +98,22 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 	return nil
 }
 
-// errAnswered stops a request body whose final response came in while it
+// errAnswered stops a request body whose error response came in while it
 // was going out (writeBody).
 var errAnswered = errors.New("conn: final response before the request body was sent")
 
-// answered reports a final response that came in while the request body
-// is still going out: the server does not want the rest, and a client
-// stops sending it (RFC 9112 §9.5). Squid, for one, answers a challenge
-// to a large upload and then reads no more of it: the body would block,
-// and the connection would not serve another request. netpoll's poller
-// reads a response as it comes; a Go net connection reads only when
-// asked, and cannot tell.
+// answered reports an error response (status 300 or more) that came in
+// while the request body is still going out: the server does not want
+// the rest, and a client stops sending it (RFC 9112 §9.5). Squid, for
+// one, answers a challenge to a large upload and then reads no more of
+// it: the body would block, and the connection would not serve another
+// request. A success (2xx) before the body is no refusal: a full-duplex
+// origin (a streaming echo, an upload reporting its progress) answers
+// first and then reads the body, which it must get whole; curl, too,
+// keeps sending after a 2xx and stops at 300 or more. An interim
+// response (1xx) is no answer either. netpoll's poller reads a response
+// as it comes; a Go net connection reads only when asked, and cannot
+// tell.
 func (c *Conn) answered() bool {
 	if c.g != nil {
 		return false
@@ -119,7 +124,26 @@ func (c *Conn) answered() bool {
 		return false
 	}
 	b, err := r.Peek(statusEnd)
-	return err == nil && b[statusEnd-3] != '1' // an interim response (1xx) is no answer
+	return err == nil && b[statusEnd-3] >= '3'
+}
+
+// checkAnswer looks at what came in while the request body goes out,
+// before each piece of it: errAnswered for an error response (answered).
+// A success response is read only once the body is done, and netpoll's
+// poller would meanwhile buffer all that a full-duplex origin sends (an
+// echo of a large upload): past the high-water mark, the rest of the
+// exchange moves to Go net I/O (adoptGoNet), where TCP holds the origin
+// back.
+func (c *Conn) checkAnswer() error {
+	if c.answered() {
+		return errAnswered
+	}
+	if c.g == nil && c.nc.Reader().Len() > c.hw {
+		if err := c.adoptGoNet(); err != nil {
+			return c.fail(PhaseWrite, fmt.Errorf("move to Go net during the request body: %w", err))
+		}
+	}
+	return nil
 }
 
 // writeBody streams the body: exactly ContentLength bytes, or chunked.
@@ -137,8 +161,8 @@ func (c *Conn) writeBody(ex *Exchange) error {
 		for left > 0 {
 			n, err := ex.Body.Read(buf[:min(int64(bodyChunk), left)])
 			if n > 0 {
-				if c.answered() {
-					return errAnswered
+				if err := c.checkAnswer(); err != nil {
+					return err
 				}
 				if werr := c.write(buf[:n]); werr != nil {
 					return c.fail(PhaseWrite, fmt.Errorf("write body: %w", werr))
@@ -166,8 +190,8 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			copy(buf[start:], size)
 			end := pre + n
 			buf[end], buf[end+1] = '\r', '\n'
-			if c.answered() {
-				return errAnswered
+			if err := c.checkAnswer(); err != nil {
+				return err
 			}
 			if werr := c.write(buf[start : end+2]); werr != nil {
 				return c.fail(PhaseWrite, fmt.Errorf("write body chunk: %w", werr))
