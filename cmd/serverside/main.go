@@ -28,7 +28,8 @@
 // -client-header-timeout of its first byte.
 //
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
-// finish for up to 10 seconds, and exits 0.
+// finish for up to 10 seconds, and exits 0; a second signal ends the wait
+// at once.
 package main
 
 import (
@@ -230,9 +231,24 @@ func run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
+	// A second SIGTERM or SIGINT ends the drain at once, as the deadline
+	// does: an operator who presses Ctrl-C again does not want to wait
+	// for the downloads and tunnels still open.
+	forced := make(chan struct{})
+	go func() {
+		defer close(forced)
+		select {
+		case sig := <-sigs:
+			logger.Warn("second signal: stopping now, cutting the requests in flight", "signal", sig.String())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := p.Shutdown(ctx); err != nil {
 		logger.Warn("shutdown", "err", err)
 	}
+	cancel()
+	<-forced
 	if adm != nil {
 		// The admin server outlives the drain, so /status shows it.
 		actx, acancel := context.WithTimeout(context.Background(), time.Second)

@@ -730,6 +730,74 @@ func TestSignalDrains(t *testing.T) {
 	}
 }
 
+// TestSecondSignalStopsDrain: a second SIGTERM or SIGINT during the drain
+// ends it at once, as Ctrl-C twice does: the response in flight (1 MiB at
+// 256 KiB/s, which would finish within the drain's deadline) is cut, the
+// client sees its connection close before the body's Content-Length,
+// and run returns 0.
+func TestSecondSignalStopsDrain(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{Locations: `
+        location = /slow1m {
+            sendfile off;
+            limit_rate 262144;
+            try_files /1m =404;
+        }`})
+	addr := freeAddr(t)
+	code := make(chan int, 1)
+	go func() { code <- run([]string{"-listen", addr, "-access-log=false", "-origin", "http://" + ng.Addr()}) }()
+	waitListening(t, addr)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, "GET /slow1m HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ContentLength != bench.Size1M {
+		t.Fatalf("response %d, length %d", resp.StatusCode, resp.ContentLength)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The first signal is taken once the listener is closed: signals that
+	// arrive together are one.
+	for i := 0; ; i++ {
+		probe, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		probe.Close()
+		if i == 500 {
+			t.Fatal("still accepting after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil || n >= bench.Size1M {
+		t.Errorf("body: %d bytes, err %v; want it cut by the second signal", n, err)
+	}
+	select {
+	case rc := <-code:
+		if rc != 0 {
+			t.Fatalf("exit code %d", rc)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return")
+	}
+}
+
 // Clients that each open a connection, send one request and read the
 // reply, one after another, all reuse one upstream connection: the pool
 // is shared by every client connection, and the reply's last bytes leave
