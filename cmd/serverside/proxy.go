@@ -622,6 +622,12 @@ func (p *proxy) Shutdown(ctx context.Context) error {
 			break
 		}
 	}
+	if err == nil {
+		// netpoll's Shutdown waits for its own connections only: one
+		// detached for a large body (detach.go) is served off netpoll,
+		// and is waited for here, until ctx ends like the others.
+		err = p.waitLive(ctx)
+	}
 	if err != nil {
 		p.each((*clientConn).close)
 	}
@@ -637,6 +643,19 @@ func (p *proxy) Shutdown(ctx context.Context) error {
 	}
 	p.sweepers.Wait()
 	return err
+}
+
+// waitLive waits until no client connection is left, or ctx ends (its
+// error then).
+func (p *proxy) waitLive(ctx context.Context) error {
+	for p.live() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // upstreamStatus picks the status and text for an upstream failure.

@@ -908,6 +908,62 @@ func TestShutdownClosesInFlight(t *testing.T) {
 	}
 }
 
+// TestShutdownDeadlineClosesDetached: an upload whose client stalls
+// midway, on a connection detached for its body (8 MiB to nginx's /echo,
+// 3 MiB sent), is the only connection left when the proxy shuts down.
+// netpoll's own Shutdown does not see detached connections, so it is done
+// at once; the drain still ends at the deadline, and the client's
+// connection is closed by then, not left open for the client to give up.
+func TestShutdownDeadlineClosesDetached(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, []string{"http://" + ng.Addr()}, engine.Config{Shards: 2, Logger: logger}, clientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, served := startServe(t, p)
+	c, _ := dialClient(t, px)
+	if _, err := fmt.Fprintf(c, "PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(bytes.Repeat([]byte("u"), 3<<20)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := 0
+		p.each(func(cc *clientConn) {
+			if cc.detached.Load() {
+				n++
+			}
+		})
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the upload's connection was not detached")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err == nil {
+		t.Error("shutdown: nil error, want the deadline's: the upload cannot finish")
+	}
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	if n := p.live(); n != 0 {
+		t.Errorf("%d client connections live after the shutdown", n)
+	}
+	// Closed by the proxy: the read ends (EOF, a reset, or a 400 then
+	// EOF) instead of waiting out its deadline.
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); isTimeout(err) {
+		t.Fatal("the stalled upload's connection is still open after the shutdown")
+	}
+}
+
 // TestShutdownDeadlineIs503: a request still waiting for its origin when
 // the shutdown's deadline passes is answered 503 "proxy shutting down":
 // the proxy cut it off, not the origin.
