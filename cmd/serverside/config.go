@@ -93,6 +93,8 @@ type timeouts struct {
 	// -client-idle-timeout and -client-header-timeout.
 	ClientIdle   duration `json:"client_idle"`
 	ClientHeader duration `json:"client_header"`
+	// Shutdown is -shutdown-timeout.
+	Shutdown duration `json:"shutdown"`
 }
 
 // duration is a time.Duration written as a Go duration string in JSON.
@@ -555,6 +557,7 @@ type cliExtras struct {
 	clientAuth     string
 	maxRequests    int
 	maxLifetime    time.Duration
+	shutdown       time.Duration
 }
 
 func (x *cliExtras) register(fs *flag.FlagSet) {
@@ -568,6 +571,7 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.BoolVar(&x.strictResend, "strict-resend", false, "never send a request that is not idempotent (POST, PATCH) again once any byte of it was written, even\nwhen the upstream closed the kept-alive connection before any byte reached it (engine Config.StrictResend),\ne.g. -strict-resend")
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
 	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
+	fs.DurationVar(&x.shutdown, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM or SIGINT, how long requests and tunnels in flight may run before they are cut\n(0: at once), e.g. -shutdown-timeout 30s")
 	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
 	fs.StringVar(&x.caFile, "ca-file", "", "PEM `file` of the CAs that https origins, https parents and https:// targets are verified against\n(default: the system roots), e.g. -ca-file /etc/ssl/internal-ca.pem")
 	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins, https parents and https:// targets (DANGEROUS: testing only),\ne.g. -insecure")
@@ -700,6 +704,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		{"tls-handshake-timeout", "timeouts.tls_handshake", fc.Timeouts.TLSHandshake},
 		{"client-idle-timeout", "timeouts.client_idle", fc.Timeouts.ClientIdle},
 		{"client-header-timeout", "timeouts.client_header", fc.Timeouts.ClientHeader},
+		{"shutdown-timeout", "timeouts.shutdown", fc.Timeouts.Shutdown},
 	} {
 		if t.d != 0 {
 			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))

@@ -361,7 +361,7 @@ func TestApplyConfigMissingFile(t *testing.T) {
 // line still wins.
 func TestApplyConfigTunnelTLS(t *testing.T) {
 	file := writeConfig(t, `{"connect_ports": "443,8443", "ca_file": "/etc/ca.pem", "insecure": true,
-		"client_cert": "/c.pem", "client_key": "/c.key", "timeouts": {"tunnel_idle": "2m"}}`)
+		"client_cert": "/c.pem", "client_key": "/c.key", "timeouts": {"tunnel_idle": "2m", "shutdown": "30s"}}`)
 	fs, x, _ := testFlags(false)
 	if err := fs.Parse([]string{"-config", file, "-client-key", "/other.key"}); err != nil {
 		t.Fatal(err)
@@ -370,7 +370,7 @@ func TestApplyConfigTunnelTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	if x.connectPorts != "443,8443" || x.caFile != "/etc/ca.pem" || !x.insecure || x.clientCert != "/c.pem" ||
-		x.clientKey != "/other.key" || x.tunnelIdle != 2*time.Minute {
+		x.clientKey != "/other.key" || x.tunnelIdle != 2*time.Minute || x.shutdown != 30*time.Second {
 		t.Fatalf("%+v", x)
 	}
 }
@@ -401,6 +401,7 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-client-header-timeout", "-5s"},
 		{"-client-park-after", "-1s"},
 		{"-tunnel-idle-timeout", "-1m"},
+		{"-shutdown-timeout", "-1s"},
 		// As the config file's health and address checks.
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "-5"},
 		{"-origin", "http://127.0.0.1:1", "-health-check", "healthz"},

@@ -28,8 +28,8 @@
 // -client-header-timeout of its first byte.
 //
 // SIGTERM or SIGINT stops accepting connections, lets requests in flight
-// finish for up to 10 seconds, and exits 0; a second signal ends the wait
-// at once.
+// finish for up to -shutdown-timeout (10 seconds), and exits 0; a second
+// signal ends the wait at once.
 package main
 
 import (
@@ -48,8 +48,9 @@ import (
 	"github.com/serverside-go/serverside/engine"
 )
 
-// drainTimeout bounds how long a shutdown waits for requests in flight.
-const drainTimeout = 10 * time.Second
+// DefaultShutdownTimeout is -shutdown-timeout's default: how long a
+// shutdown waits for requests in flight.
+const DefaultShutdownTimeout = 10 * time.Second
 
 type originList []string
 
@@ -136,7 +137,7 @@ func run(args []string) int {
 		logger.Error("config", "err", err)
 		return 2
 	}
-	if err := notNegative(fs, "client-idle-timeout", "client-header-timeout", "client-park-after", "tunnel-idle-timeout"); err != nil {
+	if err := notNegative(fs, "client-idle-timeout", "client-header-timeout", "client-park-after", "tunnel-idle-timeout", "shutdown-timeout"); err != nil {
 		logger.Error("config", "err", err)
 		return 2
 	}
@@ -229,7 +230,7 @@ func run(args []string) int {
 			code = 1
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), x.shutdown)
 	defer cancel()
 	// A second SIGTERM or SIGINT ends the drain at once, as the deadline
 	// does: an operator who presses Ctrl-C again does not want to wait

@@ -736,6 +736,19 @@ func TestSignalDrains(t *testing.T) {
 // client sees its connection close before the body's Content-Length,
 // and run returns 0.
 func TestSecondSignalStopsDrain(t *testing.T) {
+	cutAtShutdown(t, true)
+}
+
+// TestShutdownTimeoutFlag: -shutdown-timeout 1s cuts the same response
+// after one SIGTERM, and run returns 0.
+func TestShutdownTimeoutFlag(t *testing.T) {
+	cutAtShutdown(t, false, "-shutdown-timeout", "1s")
+}
+
+// cutAtShutdown runs the proxy (with args) in front of nginx, starts a
+// response of 1 MiB at 256 KiB/s, sends SIGTERM, then SIGINT when second,
+// and checks that the response is cut and that run returns 0.
+func cutAtShutdown(t *testing.T, second bool, args ...string) {
 	needTools(t)
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{Locations: `
@@ -746,7 +759,8 @@ func TestSecondSignalStopsDrain(t *testing.T) {
         }`})
 	addr := freeAddr(t)
 	code := make(chan int, 1)
-	go func() { code <- run([]string{"-listen", addr, "-access-log=false", "-origin", "http://" + ng.Addr()}) }()
+	args = append([]string{"-listen", addr, "-access-log=false", "-origin", "http://" + ng.Addr()}, args...)
+	go func() { code <- run(args) }()
 	waitListening(t, addr)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -768,25 +782,27 @@ func TestSecondSignalStopsDrain(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// The first signal is taken once the listener is closed: signals that
-	// arrive together are one.
-	for i := 0; ; i++ {
-		probe, err := net.Dial("tcp", addr)
-		if err != nil {
-			break
+	if second {
+		// The first signal is taken once the listener is closed: signals
+		// that arrive together are one.
+		for i := 0; ; i++ {
+			probe, err := net.Dial("tcp", addr)
+			if err != nil {
+				break
+			}
+			probe.Close()
+			if i == 500 {
+				t.Fatal("still accepting after SIGTERM")
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		probe.Close()
-		if i == 500 {
-			t.Fatal("still accepting after SIGTERM")
+		if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
-		t.Fatal(err)
 	}
 	n, err := io.Copy(io.Discard, resp.Body)
 	if err == nil || n >= bench.Size1M {
-		t.Errorf("body: %d bytes, err %v; want it cut by the second signal", n, err)
+		t.Errorf("body: %d bytes, err %v; want it cut by the shutdown", n, err)
 	}
 	select {
 	case rc := <-code:
