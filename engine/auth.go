@@ -231,10 +231,11 @@ func (e *Engine) setupAuth(r *request) {
 			p.Proxy = Login{} // no proxy identity of ours on this connection
 		}
 		if c := credScope(&p, passThrough); c != "" {
-			if t.Key.Cred != "" {
-				c = t.Key.Cred + "+" + c // a parent peer's own scope, and ours
-			}
-			t.Key.Cred = c
+			// After the peer's own scope (a parent's, or none) and a
+			// "+", even when that is empty: the key stays recognisably
+			// one of the peer's (peer.owns), whose connections its
+			// stats, drain and sessions cover.
+			t.Key.Cred += "+" + c
 		}
 		a.key, a.host = t.Key, string(h.Authority())
 		// A Digest challenge answered before is answered up front, with

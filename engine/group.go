@@ -230,8 +230,10 @@ type PeerStats struct {
 	// to this one failed, this one was drained while they waited for a
 	// connection, or this one closed their new connection unanswered.
 	Rerouted uint64
-	// Pool is the pool's view of the peer's connections; while draining,
-	// Pool.Conns() is what is left to close.
+	// Pool is the pool's view of the peer's connections, added up over
+	// its pool keys: its own, and those its requests' logins give a
+	// credential scope; while draining, Pool.Conns() is what is left to
+	// close.
 	Pool poolset.Stats
 }
 
@@ -715,7 +717,9 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 				e.pool.SetLimits(p.key, poolset.KeyLimits{})
 			}
 			if p.draining && (other == nil || !other.draining) {
-				e.pool.Undrain(p.key)
+				for _, k := range e.peerKeys(p) {
+					e.pool.Undrain(k)
+				}
 			}
 		}
 		prev.mu.Unlock()
@@ -802,14 +806,73 @@ func (e *Engine) DrainPeer(groupName, peerName string) error {
 	g.mu.Lock()
 	p.draining = true
 	g.mu.Unlock()
-	e.pool.Drain(p.key)
+	// Its keys with a credential scope too: they are connections to the
+	// peer as well. (A request that picked the peer just before the
+	// drain and opens the first connection of a new scope leaves that
+	// connection idle until the idle timeout; the peer shows draining
+	// until then.)
+	keys := e.peerKeys(p)
+	for _, k := range keys {
+		e.pool.Drain(k)
+	}
 	e.peersMu.Unlock()
 	// A pinned session's requests may only go to its peer, so the
 	// sessions end now rather than at their idle timeout: their clients
 	// hear of it (OnPinnedClosed) and authenticate again elsewhere.
-	e.shards.EndSessions(p.key)
+	for _, k := range keys {
+		e.shards.EndSessions(k)
+	}
 	e.tpins.endPeer(e, groupName, p.cfg.Addr)
 	return nil
+}
+
+// owns reports whether pool key k holds connections to p by p's route:
+// p's own key, or that key with the credential scope of a request's
+// login added (setupAuth: an origin's credentials, a parent's login, a
+// client's Proxy-Authorization passed to a parent), which pools apart
+// for each identity but goes to the same peer.
+func (p *peer) owns(k poolset.Key) bool {
+	return k.Addr == p.key.Addr && k.TLS == p.key.TLS && k.Via == p.key.Via &&
+		(k.Cred == p.key.Cred || strings.HasPrefix(k.Cred, p.key.Cred+"+"))
+}
+
+// peerKeys lists p's pool keys: its own, and those of its credential
+// scopes that the pool has state for.
+func (e *Engine) peerKeys(p *peer) []poolset.Key {
+	keys := []poolset.Key{p.key}
+	for k := range e.pool.Snapshot() {
+		if k != p.key && p.owns(k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// addStats adds s to sum: the gauges and the counters.
+func addStats(sum *poolset.Stats, s poolset.Stats) {
+	sum.Connecting += s.Connecting
+	sum.Busy += s.Busy
+	sum.Idle += s.Idle
+	sum.Pinned += s.Pinned
+	sum.Waiting += s.Waiting
+	sum.Reused += s.Reused
+	sum.Dialed += s.Dialed
+	sum.DialFailed += s.DialFailed
+	sum.Waits += s.Waits
+	sum.WaitTimeouts += s.WaitTimeouts
+	sum.WaitCancels += s.WaitCancels
+	sum.QueueFull += s.QueueFull
+	c, x := &sum.Closed, s.Closed
+	c.IdleTimeout += x.IdleTimeout
+	c.HintExpired += x.HintExpired
+	c.Lifetime += x.Lifetime
+	c.MaxRequests += x.MaxRequests
+	c.DeadOnCheckout += x.DeadOnCheckout
+	c.DeadOnReturn += x.DeadOnReturn
+	c.PeerClosedIdle += x.PeerClosedIdle
+	c.OverCap += x.OverCap
+	c.Drained += x.Drained
+	c.Owner += x.Owner
 }
 
 // peerDraining reports whether group groupName's peer at addr is draining.
@@ -836,7 +899,9 @@ func (e *Engine) UndrainPeer(groupName, peerName string) error {
 	if err != nil {
 		return err
 	}
-	e.pool.Undrain(p.key)
+	for _, k := range e.peerKeys(p) {
+		e.pool.Undrain(k)
+	}
 	g.mu.Lock()
 	p.draining = false
 	g.mu.Unlock()
@@ -866,13 +931,19 @@ func (e *Engine) findPeer(groupName, peerName string) (*group, *peer, error) {
 // PeerStats returns every group's state, keyed by group name.
 func (e *Engine) PeerStats() map[string]GroupStats {
 	out := make(map[string]GroupStats)
+	snap := e.pool.Snapshot()
 	for name, g := range *e.groups.Load() {
 		gs := GroupStats{Balancer: g.kind, Peers: make([]PeerStats, len(g.peers))}
 		for i, p := range g.peers {
 			ps := PeerStats{
 				Name: p.cfg.Name, Addr: p.cfg.Addr, Parent: p.cfg.Parent, Weight: p.cfg.Weight,
 				Picks: p.picks.Load(), Failures: p.failures.Load(), Downs: p.downs.Load(),
-				Rerouted: p.rerouted.Load(), Pool: e.pool.Stats(p.key),
+				Rerouted: p.rerouted.Load(),
+			}
+			for k, s := range snap {
+				if p.owns(k) {
+					addStats(&ps.Pool, s)
+				}
 			}
 			g.mu.Lock()
 			switch {
@@ -938,7 +1009,7 @@ func (g *group) sessionPeer(key poolset.Key, pinKey uint64) (*peer, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, p := range g.peers {
-		if p.key != key {
+		if !p.owns(key) {
 			continue
 		}
 		if p.draining {

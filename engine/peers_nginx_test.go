@@ -16,6 +16,7 @@ import (
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/engine/balance"
 	"github.com/serverside-go/serverside/parser"
+	"github.com/serverside-go/serverside/poolset"
 )
 
 // Peer groups against real servers: three nginx origins, and Squid as a
@@ -442,5 +443,81 @@ func TestPeersNginxDrainReroutesQueued(t *testing.T) {
 	}
 	if p := peersOf(e, "web")[drained]; p.Rerouted != 1 {
 		t.Fatalf("%s: rerouted %d, want 1", drained, p.Rerouted)
+	}
+}
+
+// TestPeersNginxPeerWithLogin: a peer whose requests carry the engine's
+// own login pools them under a key of their own (the peer's key with the
+// login's credential scope), and those connections are still the peer's:
+// PeerStats counts them, a drain closes the idle one at once and the busy
+// one after its response (draining, then drained), and after the undrain
+// the next request opens a new connection (nginx's log, by connection).
+func TestPeersNginxPeerWithLogin(t *testing.T) {
+	leakBaseline(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	login := &engine.Auth{Origin: engine.Login{Mode: engine.LoginOwn, Preemptive: true,
+		Credentials: engine.Credentials{User: "u", Password: "p"}}}
+	e := startEngine(t, engine.Config{
+		Groups: map[string]engine.GroupConfig{"web": {Peers: []engine.Peer{{Name: "a", Addr: ng.Addr()}}}},
+		Auth:   func(engine.Upstream) *engine.Auth { return login },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	// A download whose body is not read yet holds one connection; a
+	// second request opens another, which goes idle.
+	held, err := e.Do(ctx, &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: groupHead(t, "/1m", "peers.test")})
+	if err != nil || held.Status != 200 {
+		t.Fatalf("GET /1m: %v", err)
+	}
+	if st, err := exchange(e, "web", groupHead(t, "/small", "peers.test")); err != nil || st != 200 {
+		t.Fatalf("GET /small: %d %v", st, err)
+	}
+	// The pool's own figures for the login's key.
+	keyStats := func() poolset.Stats {
+		t.Helper()
+		var out []poolset.Stats
+		for k, s := range e.Stats() {
+			if strings.HasPrefix(k, ng.Addr()+" cred=") {
+				out = append(out, s.Pool)
+			}
+		}
+		if len(out) != 1 {
+			t.Fatalf("%d pool keys with a credential scope, want 1: %v", len(out), e.Stats())
+		}
+		return out[0]
+	}
+	if ks, p := keyStats(), peersOf(e, "web")["a"].Pool; ks.Busy != 1 || ks.Idle != 1 || p.Busy != 1 || p.Idle != 1 {
+		t.Fatalf("before the drain: the login's key %+v, the peer %+v; want one busy, one idle in both", ks, p)
+	}
+	if err := e.DrainPeer("web", "a"); err != nil {
+		t.Fatal(err)
+	}
+	p := peersOf(e, "web")["a"]
+	if ks := keyStats(); ks.Idle != 0 || ks.Busy != 1 || ks.Closed.Drained != 1 || p.State != engine.PeerDraining || p.Pool.Busy != 1 {
+		t.Fatalf("after the drain: the login's key %+v, the peer %v %+v; want the idle connection closed, the busy one left, draining",
+			ks, p.State, p.Pool)
+	}
+	n, err := io.Copy(io.Discard, held.Body)
+	held.Body.Close()
+	if err != nil || n != bench.Size1M {
+		t.Fatalf("body: %d bytes, %v", n, err)
+	}
+	for deadline := time.Now().Add(requestTimeout); peersOf(e, "web")["a"].State != engine.PeerDrained; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer did not turn drained: %+v", peersOf(e, "web")["a"])
+		}
+	}
+	if ks, p := keyStats(), peersOf(e, "web")["a"]; ks.Conns() != 0 || ks.Closed.Drained != 2 || p.Pool.Conns() != 0 || p.Pool.Closed.Drained != 2 {
+		t.Fatalf("drained: the login's key %+v, the peer %+v; want no connection, two closed by the drain", ks, p.Pool)
+	}
+	if err := e.UndrainPeer("web", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := exchange(e, "web", groupHead(t, "/small?after", "peers.test")); err != nil || st != 200 {
+		t.Fatalf("GET after the undrain: %d %v", st, err)
+	}
+	reqs := ng.WaitRequests(3, requestTimeout)
+	if len(reqs) != 3 || reqs[2].URI != "/small?after" || reqs[2].ConnRequests != 1 {
+		t.Fatalf("nginx's log: want the request after the undrain first on a new connection:\n%+v", reqs)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -534,6 +535,47 @@ func TestNTLMDrainPinnedPeer(t *testing.T) {
 	}
 	if n := len(plog.lines(t, 4)); n != 4 {
 		t.Fatalf("Squid logged %d requests, want the 4 of the handshakes", n)
+	}
+}
+
+// TestNTLMOriginWithCredentials: the origin's URL carries credentials
+// (for its Basic and Digest challenges), so its connections pool under a
+// key with their credential scope; a client's NTLM handshake with it
+// pins one of them. The session is still the peer's: the request after
+// the handshake is served on the authenticated connection (Squid's log,
+// by client port), and /metrics counts the pinned connection as the
+// peer's. (The session's key was not the peer's key, so its requests
+// failed as if the peer had left the group: a 502 to the Type 3.)
+func TestNTLMOriginWithCredentials(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	sq := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://u:pw@" + sq.Addr() + "?name=squid"}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	c := dialRaw(t, px)
+	c.handshake(t, "alice")
+	c.write(t, "GET /small?after HTTP/1.1\r\nHost: demo\r\n\r\n")
+	if resp, body := c.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("request after the handshake: %d %q, want 200", resp.StatusCode, body)
+	}
+	lines := plog.lines(t, 3)
+	if len(lines) != 3 || lines[2].port != lines[1].port || lines[2].status != 200 || !strings.Contains(lines[2].url, "after") {
+		t.Fatalf("Squid's log: want the request after the handshake on the authenticated connection:\n%+v", lines)
+	}
+	var b bytes.Buffer
+	a := newAdmin(p, adminInfo{Shards: 2})
+	a.writeMetrics(&b, a.snapshot())
+	m, err := parseProm(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := m.get(t, "serverside_peer_connections", "peer", "squid", "state", "pinned"); n != 1 {
+		t.Fatalf("serverside_peer_connections{state=pinned} %v, want 1", n)
 	}
 }
 
