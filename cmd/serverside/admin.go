@@ -619,7 +619,7 @@ func writePeerMetrics(e expo, peers []peerRow) {
 	}
 	e.family("serverside_peers", "gauge", "Peers (origins or parents) in the proxy's peer group.")
 	e.sample("serverside_peers", strconv.Itoa(len(peers)))
-	gauge("serverside_peer_up", "1 if the peer takes requests: neither down nor drained.",
+	gauge("serverside_peer_up", "1 if the peer takes requests (state up): not down, draining or drained.",
 		func(r peerRow) string { return b01(r.State == engine.PeerUp.String()) })
 	gauge("serverside_peer_draining", "1 if the peer is taken out by a drain (draining or drained).",
 		func(r peerRow) string {
@@ -650,7 +650,7 @@ func writePeerMetrics(e expo, peers []peerRow) {
 		func(r peerRow) uint64 { return r.Failures })
 	counter("serverside_peer_downs_total", "Times the peer was marked down.",
 		func(r peerRow) uint64 { return r.Downs })
-	counter("serverside_peer_rerouted_total", "Requests moved to another peer after their connect to this one failed.",
+	counter("serverside_peer_rerouted_total", "Requests moved to another peer after their connect to this one failed, it was drained while they waited, or it dropped their new connection unanswered.",
 		func(r peerRow) uint64 { return r.Rerouted })
 	counter("serverside_peer_drain_closes_total", "The peer's connections closed by a drain (pool counter).",
 		func(r peerRow) uint64 { return r.ClosedDrained })
