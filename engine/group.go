@@ -231,9 +231,9 @@ type PeerStats struct {
 	// connection, or this one closed their new connection unanswered.
 	Rerouted uint64
 	// Pool is the pool's view of the peer's connections, added up over
-	// its pool keys: its own, and those its requests' logins give a
-	// credential scope; while draining, Pool.Conns() is what is left to
-	// close.
+	// its pool keys: its own, those its requests' logins give a
+	// credential scope, and a parent's tunnel keys (an open tunnel is
+	// Busy); while draining, Pool.Conns() is what is left to close.
 	Pool poolset.Stats
 }
 
@@ -788,8 +788,9 @@ func (e *Engine) peersTLS(g *group) error {
 func (e *Engine) group(name string) *group { return (*e.groups.Load())[name] }
 
 // DrainPeer takes peer out of group: it gets no new requests, its idle
-// connections close at once, its busy ones after their response. Its
-// pinned sessions end the same way, each reported to
+// connections close at once, its busy ones after their response; a
+// parent's open tunnels are not cut (the peer stays PeerDraining until
+// they close). Its pinned sessions end the same way, each reported to
 // Config.OnPinnedClosed, and their keys fail with ErrPinnedGone. Watch
 // PeerStats for the state to turn PeerDrained. Undrain with UndrainPeer.
 // Both fail with ErrClosed once the engine is closing.
@@ -806,8 +807,8 @@ func (e *Engine) DrainPeer(groupName, peerName string) error {
 	g.mu.Lock()
 	p.draining = true
 	g.mu.Unlock()
-	// Its keys with a credential scope too: they are connections to the
-	// peer as well. (A request that picked the peer just before the
+	// Its keys with a credential scope and a parent's tunnel keys too:
+	// they are connections to the peer as well (peer.owns). (A request that picked the peer just before the
 	// drain and opens the first connection of a new scope leaves that
 	// connection idle until the idle timeout; the peer shows draining
 	// until then.)
@@ -826,12 +827,20 @@ func (e *Engine) DrainPeer(groupName, peerName string) error {
 	return nil
 }
 
-// owns reports whether pool key k holds connections to p by p's route:
-// p's own key, or that key with the credential scope of a request's
-// login added (setupAuth: an origin's credentials, a parent's login, a
-// client's Proxy-Authorization passed to a parent), which pools apart
-// for each identity but goes to the same peer.
+// owns reports whether pool key k holds connections to p: p's own key,
+// or that key with the credential scope of a request's login added
+// (setupAuth: an origin's credentials, a parent's login, a client's
+// Proxy-Authorization passed to a parent), which pools apart for each
+// identity but goes to the same peer; and for a parent, the keys of the
+// tunnels through it (parentRouteFor: Via "connect=<addr>", then the
+// parent's TLS identity), CONNECT tunnels and pooled tunnels to https
+// origins alike, whose Addr is the origin's.
 func (p *peer) owns(k poolset.Key) bool {
+	if p.parent != nil {
+		if rest, ok := strings.CutPrefix(k.Via, "connect="+p.cfg.Addr); ok && (rest == "" || strings.HasPrefix(rest, ";")) {
+			return true
+		}
+	}
 	return k.Addr == p.key.Addr && k.TLS == p.key.TLS && k.Via == p.key.Via &&
 		(k.Cred == p.key.Cred || strings.HasPrefix(k.Cred, p.key.Cred+"+"))
 }

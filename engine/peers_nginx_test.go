@@ -521,3 +521,62 @@ func TestPeersNginxPeerWithLogin(t *testing.T) {
 		t.Fatalf("nginx's log: want the request after the undrain first on a new connection:\n%+v", reqs)
 	}
 }
+
+// TestPeersParentTunnelsAreItsConnections: a parent's CONNECT tunnels and
+// its pooled tunnels to an https origin pool under the origin's key with
+// the parent's route (Via "connect=<parent>"), and they are connections
+// to the parent all the same: PeerStats counts the open tunnel busy and
+// the pooled one idle; a drain closes the idle one at once, and the
+// parent stays draining until the open tunnel is closed.
+func TestPeersParentTunnelsAreItsConnections(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())}})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"parents": {Peers: []engine.Peer{
+		{Name: "sq", Addr: sq.Addr(), Parent: true},
+	}}}})
+	nc, _, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Group: "parents"})
+	if err != nil {
+		t.Fatalf("tunnel: %v", err)
+	}
+	defer nc.Close()
+	par, err := e.PickParent("parents", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := tlsGet(t, ngx, "origin.test", "/small", &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}, "")
+	req.Via = par
+	if resp, body, err := fetch(e, req); err != nil || resp.Status != 200 || string(body) != bench.SmallBody {
+		t.Fatalf("https through the parent: %v", err)
+	}
+	// The pool's own figures for the keys of the parent's route.
+	route := func() (busy, idle int, drained uint64) {
+		for k, s := range e.Stats() {
+			if strings.Contains(k, " via=connect="+sq.Addr()) {
+				busy, idle, drained = busy+s.Pool.Busy, idle+s.Pool.Idle, drained+s.Pool.Closed.Drained
+			}
+		}
+		return busy, idle, drained
+	}
+	if b, i, _ := route(); b != 1 || i != 1 {
+		t.Fatalf("the parent's route: %d busy, %d idle; want the tunnel busy and the pooled one idle", b, i)
+	}
+	if p := peersOf(e, "parents")["sq"].Pool; p.Busy != 1 || p.Idle != 1 {
+		t.Fatalf("the parent's stats %+v: want one busy (the tunnel), one idle", p)
+	}
+	if err := e.DrainPeer("parents", "sq"); err != nil {
+		t.Fatal(err)
+	}
+	if b, i, d := route(); b != 1 || i != 0 || d != 1 {
+		t.Fatalf("after the drain, the parent's route: %d busy, %d idle, %d closed by the drain; want the idle one closed", b, i, d)
+	}
+	if p := peersOf(e, "parents")["sq"]; p.State != engine.PeerDraining || p.Pool.Busy != 1 {
+		t.Fatalf("after the drain: %v %+v; want draining with the tunnel open", p.State, p.Pool)
+	}
+	_ = nc.Close()
+	for deadline := time.Now().Add(requestTimeout); peersOf(e, "parents")["sq"].State != engine.PeerDrained; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the parent did not turn drained after its tunnel closed: %+v", peersOf(e, "parents")["sq"])
+		}
+	}
+}
