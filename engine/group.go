@@ -838,7 +838,11 @@ func (e *Engine) DrainPeer(groupName, peerName string) error {
 func (p *peer) owns(k poolset.Key) bool {
 	if p.parent != nil {
 		if rest, ok := strings.CutPrefix(k.Via, "connect="+p.cfg.Addr); ok && (rest == "" || strings.HasPrefix(rest, ";")) {
-			return true
+			// Its own credentials' scope, or none, then a login's after
+			// a "+" (newTunnelAuth): another parent at the same address
+			// with other credentials has other tunnels.
+			scope := p.parent.scope()
+			return k.Cred == scope || strings.HasPrefix(k.Cred, scope+"+")
 		}
 	}
 	return k.Addr == p.key.Addr && k.TLS == p.key.TLS && k.Via == p.key.Via &&

@@ -580,3 +580,29 @@ func TestPeersParentTunnelsAreItsConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestPeersParentTunnelsByCredentials: three groups have the same Squid as
+// a parent, with two credentials of their own and none: a tunnel through
+// one of them is that peer's connection alone (the tunnel's key carries
+// the credentials' scope), not the other two's.
+func TestPeersParentTunnelsByCredentials(t *testing.T) {
+	squidHelper(t)
+	leakBaseline(t)
+	origin := bench.StartNginx(t, bench.NginxOptions{})
+	squid := bench.StartSquid(t, bench.SquidOptions{Auth: "basic", Users: map[string]string{"alice": "s3cret"}})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{
+		"good": {Peers: []engine.Peer{{Name: "squid", Addr: squid.Addr(), Parent: true, Username: "alice", Password: "s3cret"}}},
+		"bad":  {Peers: []engine.Peer{{Name: "squid", Addr: squid.Addr(), Parent: true, Username: "alice", Password: "wrong"}}},
+		"none": {Peers: []engine.Peer{{Name: "squid", Addr: squid.Addr(), Parent: true}}},
+	}})
+	nc, _, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: origin.Addr(), Group: "good"})
+	if err != nil {
+		t.Fatalf("tunnel: %v", err)
+	}
+	defer nc.Close()
+	for g, want := range map[string]int{"good": 1, "bad": 0, "none": 0} {
+		if p := peersOf(e, g)["squid"].Pool; p.Busy != want {
+			t.Fatalf("%s: pool %+v, want %d busy", g, p, want)
+		}
+	}
+}

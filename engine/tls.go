@@ -229,7 +229,7 @@ func (e *Engine) dialerFor(req *Request, key *poolset.Key) (*upstreamDialer, err
 			return nil, err
 		}
 		if login = e.viaLogin(req.Via); login.Mode == LoginOwn {
-			key.Cred = credScope(&Auth{Proxy: login}, nil)
+			key.Cred = "+" + credScope(&Auth{Proxy: login}, nil) // as in newTunnelAuth
 		}
 	}
 	var sni string

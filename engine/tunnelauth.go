@@ -70,7 +70,9 @@ func (e *Engine) newTunnelAuth(req TunnelRequest, p *Parent, key *poolset.Key) *
 		c := pol.Proxy.Credentials
 		a.own = &c
 		preemptive = pol.Proxy.Preemptive
-		key.Cred = credScope(&Auth{Proxy: pol.Proxy}, nil)
+		// After a "+", as the scopes of requests through a parent
+		// (setupAuth): a key of this parent's tunnels (peer.owns).
+		key.Cred = "+" + credScope(&Auth{Proxy: pol.Proxy}, nil)
 	case pol != nil && pol.Proxy.Mode == LoginPassThrough:
 		a.pass = true
 		a.pa = req.ProxyAuthorization
@@ -82,7 +84,7 @@ func (e *Engine) newTunnelAuth(req TunnelRequest, p *Parent, key *poolset.Key) *
 			// pinned connection: they are no identity scope.
 			a.passConn = true
 		} else {
-			key.Cred = credScope(&Auth{}, []byte(a.pa))
+			key.Cred = "+" + credScope(&Auth{}, []byte(a.pa))
 		}
 	}
 	a.dkey = digestKey{key: poolset.Key{Via: key.Via, Cred: key.Cred}, role: 1}
