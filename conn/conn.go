@@ -59,12 +59,13 @@ type Conn struct {
 	ownEdits parser.Edits // the exchange's edits plus framing; owned by the exchange
 	clBuf    [20]byte     // Content-Length digits referenced by ownEdits
 	last     Outcome
-	noReuse  bool     // this exchange left the connection unusable
-	wfail    bool     // a write of this exchange failed on the socket
-	interims int      // interim responses of this exchange so far
-	np       npSource // the body source while on netpoll
-	closeFn  func()   // closes c; the context watch's function, made once
-	note     any      // the layer above's per-connection value (SetNote)
+	noReuse  bool        // this exchange left the connection unusable
+	wfail    bool        // a write of this exchange failed on the socket
+	interims int         // interim responses of this exchange so far
+	np       npSource    // the body source while on netpoll
+	closeFn  func()      // closes c; the context watch's function, made once
+	answerFn func() bool // c.answered, made once: a method value allocates
+	note     any         // the layer above's per-connection value (SetNote)
 
 	// TCP acknowledgements (acked.go): the peer's acknowledged byte count
 	// after the connect (ackUnknown: not tracked), the request bytes

@@ -52,7 +52,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		}
 	}
 	if !bodyDone {
-		if werr := c.writeBody(ex); werr == errAnswered {
+		if werr := c.writeBody(ex); werr == ErrAnswered {
 			// The origin refused the body (an error response) before all
 			// of it went out: the rest is not sent (RFC 9112 §9.5), and
 			// the connection is not used again, its request being cut

@@ -98,9 +98,28 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 	return nil
 }
 
-// errAnswered stops a request body whose error response came in while it
-// was going out (writeBody).
-var errAnswered = errors.New("conn: final response before the request body was sent")
+// ErrAnswered stops a request body whose error response came in while it
+// was going out (writeBody). A body's Read that stops waiting for bytes
+// because the upstream answered (AnswerWatcher) returns an error wrapping
+// it.
+var ErrAnswered = errors.New("conn: final response before the request body was sent")
+
+// AnswerWatcher is implemented by a request body whose Read may wait long
+// for bytes: a reader of a client connection, whose client may pause in
+// the middle of its upload (a streaming client, or one that waits to see
+// whether the server answers, as RFC 9112 §9.5 has clients watch for an
+// answer while they send). Without it, an error response the upstream
+// sends meanwhile (a 413, a 401) is noticed only after that Read returns.
+type AnswerWatcher interface {
+	// WatchAnswer is called with a function before the body is read, and
+	// with nil once the body is done with. A Read that waits for bytes
+	// calls the function now and then, on its own goroutine (the one that
+	// runs RoundTrip: the function is safe for no other); once it reports
+	// true, the upstream has begun an error response, and Read returns an
+	// error wrapping ErrAnswered instead of waiting on. The response is
+	// then read and delivered, and the rest of the body is not sent.
+	WatchAnswer(answered func() bool)
+}
 
 // answered reports an error response (status 300 or more) that came in
 // while the request body is still going out: the server does not want
@@ -128,7 +147,7 @@ func (c *Conn) answered() bool {
 }
 
 // checkAnswer looks at what came in while the request body goes out,
-// before each piece of it: errAnswered for an error response (answered).
+// before each piece of it: ErrAnswered for an error response (answered).
 // A success response is read only once the body is done, and netpoll's
 // poller would meanwhile buffer all that a full-duplex origin sends (an
 // echo of a large upload): past the high-water mark, the rest of the
@@ -136,7 +155,7 @@ func (c *Conn) answered() bool {
 // back.
 func (c *Conn) checkAnswer() error {
 	if c.answered() {
-		return errAnswered
+		return ErrAnswered
 	}
 	if c.g == nil && c.nc.Reader().Len() > c.hw {
 		if err := c.adoptGoNet(); err != nil {
@@ -144,6 +163,12 @@ func (c *Conn) checkAnswer() error {
 		}
 	}
 	return nil
+}
+
+// cutShort reports a body Read that gave up its wait for bytes because
+// the upstream answered (AnswerWatcher), and did.
+func (c *Conn) cutShort(err error) bool {
+	return err != nil && errors.Is(err, ErrAnswered) && c.answered()
 }
 
 // writeBody streams the body: exactly ContentLength bytes, or chunked.
@@ -156,6 +181,13 @@ func (c *Conn) writeBody(ex *Exchange) error {
 	}
 	buf := bb.B[:pre+bodyChunk+2]
 	c.last.BodyRead = true
+	if w, ok := ex.Body.(AnswerWatcher); ok && c.g == nil {
+		if c.answerFn == nil {
+			c.answerFn = c.answered
+		}
+		w.WatchAnswer(c.answerFn)
+		defer w.WatchAnswer(nil)
+	}
 	if ex.ContentLength >= 0 {
 		left := ex.ContentLength
 		for left > 0 {
@@ -168,6 +200,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 					return c.fail(PhaseWrite, fmt.Errorf("write body: %w", werr))
 				}
 				left -= int64(n)
+			}
+			if c.cutShort(err) {
+				return ErrAnswered
 			}
 			if err == io.EOF {
 				if left > 0 {
@@ -196,6 +231,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			if werr := c.write(buf[start : end+2]); werr != nil {
 				return c.fail(PhaseWrite, fmt.Errorf("write body chunk: %w", werr))
 			}
+		}
+		if c.cutShort(err) {
+			return ErrAnswered
 		}
 		if err == io.EOF {
 			break

@@ -105,7 +105,11 @@ type Request struct {
 	// be a client connection's reader: a longer Body is cut there
 	// unnoticed, the rest left unread, and a shorter one fails the request
 	// (conn.ErrBodyLength). 0 sends no body, whatever Body holds (net/http
-	// takes 0 with a Body for unknown).
+	// takes 0 with a Body for unknown). A final response that comes while
+	// the body goes out ends it: the rest is not sent. It is seen between
+	// Reads, or during one that waits for bytes when Body implements
+	// conn.AnswerWatcher (the demo's client body reader does): then a
+	// client that pauses its upload still gets the upstream's early answer.
 	Body          io.Reader
 	ContentLength int64
 	// GetBody returns a fresh copy of the body, allowing a request with a

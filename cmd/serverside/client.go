@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 	"github.com/valyala/bytebufferpool"
@@ -802,6 +803,91 @@ type bodyReader struct {
 	skip      int    // bytes of the last Peek consumed, not yet skipped
 	cont      bool   // "100 Continue" still to send
 	err       error
+	// answered, while the engine sends the body, reports an early final
+	// response from the upstream (conn.AnswerWatcher): waits for client
+	// bytes look at it between slices, so that the answer reaches a
+	// client that paused its upload.
+	answered func() bool
+}
+
+// WatchAnswer is conn.AnswerWatcher's.
+func (b *bodyReader) WatchAnswer(answered func() bool) { b.answered = answered }
+
+// A wait for request body bytes while the engine watches for an early
+// answer goes in slices, from answerSliceMin doubling up to
+// answerSliceMax: an answer that comes at once (most do, to the head) is
+// seen at once, and a client that pauses long costs a look every
+// answerSliceMax.
+const (
+	answerSliceMin = 5 * time.Millisecond
+	answerSliceMax = 500 * time.Millisecond
+)
+
+// errAnsweredWait ends a wait for client bytes cut short by the
+// upstream's early answer; it is not the body's error (b.err): the body
+// stays unfinished, and the connection lingers after the answer.
+var errAnsweredWait = fmt.Errorf("%w: %w", errClientBody, conn.ErrAnswered)
+
+// sliceDeadline sets the read deadline of the next slice of a watched
+// wait that began at start (see answerSliceMin), and returns the slice
+// after it, or 0 when this one ends at the idle timeout: the last.
+func (b *bodyReader) sliceDeadline(start time.Time, slice time.Duration) time.Duration {
+	end := start.Add(b.cc.p.cfg.IdleTimeout)
+	next := time.Now().Add(slice)
+	if !next.Before(end) {
+		_ = b.cc.c.SetReadDeadline(end)
+		return 0
+	}
+	_ = b.cc.c.SetReadDeadline(next)
+	return min(2*slice, answerSliceMax)
+}
+
+// endWatch clears the deadline of a watched wait: on netpoll, the
+// connection's read timeout applies again; off it, each wait sets its own.
+func (b *bodyReader) endWatch() { _ = b.cc.c.SetReadDeadline(time.Time{}) }
+
+// peek is a wait for n bytes buffered: Peek under the idle timeout, in
+// slices with a look at the upstream between them when it is watched.
+func (b *bodyReader) peek(n int) error {
+	if b.answered == nil {
+		b.deadline()
+		_, err := b.cc.r.Peek(n)
+		return err
+	}
+	defer b.endWatch()
+	start := time.Now()
+	for slice := answerSliceMin; ; {
+		slice = b.sliceDeadline(start, slice)
+		_, err := b.cc.r.Peek(n)
+		if err == nil || slice == 0 || !isTimeout(err) {
+			return err
+		}
+		if b.answered() {
+			return errAnsweredWait
+		}
+	}
+}
+
+// readInto reads body bytes straight into p off netpoll, under the idle
+// timeout, in slices with a look at the upstream between them when it is
+// watched.
+func (b *bodyReader) readInto(cr *connReader, p []byte) (int, error) {
+	if b.answered == nil {
+		b.deadline()
+		return cr.readInto(p)
+	}
+	defer b.endWatch()
+	start := time.Now()
+	for slice := answerSliceMin; ; {
+		slice = b.sliceDeadline(start, slice)
+		n, err := cr.readInto(p)
+		if n > 0 || err == nil || slice == 0 || !isTimeout(err) {
+			return n, err
+		}
+		if b.answered() {
+			return 0, errAnsweredWait
+		}
+	}
 }
 
 func (b *bodyReader) reset(chunked bool, length int64) {
@@ -829,8 +915,10 @@ func (b *bodyReader) settle() {
 // wait blocks until more than have bytes are buffered. On netpoll the
 // connection's read timeout bounds each wait; on Go net a deadline does.
 func (b *bodyReader) wait(have int) error {
-	b.deadline()
-	if _, err := b.cc.r.Peek(have + 1); err != nil {
+	if err := b.peek(have + 1); err != nil {
+		if err == errAnsweredWait {
+			return err
+		}
 		if errors.Is(err, netpoll.ErrEOF) || errors.Is(err, netpoll.ErrConnClosed) || errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: %w", io.ErrUnexpectedEOF, err)
 		}
@@ -866,11 +954,13 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if cr, ok := r.(*connReader); ok && r.Len() == 0 {
-			b.deadline()
-			n, err := cr.readInto(p[:min(int64(len(p)), b.remaining)])
+			n, err := b.readInto(cr, p[:min(int64(len(p)), b.remaining)])
 			b.remaining -= int64(n)
 			if n > 0 {
 				return n, nil
+			}
+			if err == errAnsweredWait {
+				return 0, err
 			}
 			if err == nil || errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
