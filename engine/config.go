@@ -76,8 +76,9 @@ type Config struct {
 	// connection the peer dropped after it was written. Default 2;
 	// negative disables them.
 	MaxRetries int
-	// StrictResend keeps a request that is not idempotent (POST, say)
-	// from being sent again once any byte of it was written. By default
+	// StrictResend keeps a request that is not idempotent (POST, say,
+	// without an Idempotency-Key field) from being sent again once any
+	// byte of it was written. By default
 	// one whose bytes the upstream's TCP never acknowledged is sent again
 	// after the stale keep-alive race, as an idempotent one is, when its
 	// body was not read or can be replayed (GetBody): the upstream had

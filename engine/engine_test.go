@@ -143,6 +143,31 @@ func TestStaleConnPOSTNotRetried(t *testing.T) {
 	}
 }
 
+// TestStaleConnIdempotencyKeyRetried: a POST whose head carries an
+// Idempotency-Key is sent again after the stale race even though the
+// origin read it (it closed without answering), as net/http's Transport
+// does: its sender made it safe to receive twice. Its body comes from
+// GetBody.
+func TestStaleConnIdempotencyKeyRetried(t *testing.T) {
+	checkLeaks(t)
+	o := staleOrigin(t)
+	e := newEngine(t, Config{Shards: 1})
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("%d %v", st, err)
+	}
+	post := &Request{Upstream: Upstream{Addr: o.addr()},
+		Head: head(t, "POST /p HTTP/1.1\r\nHost: o\r\nIdempotency-Key: \"8e03978e\"\r\nContent-Length: 5\r\n\r\n"),
+		Body: strings.NewReader("hello"), ContentLength: 5,
+		GetBody: func() (io.Reader, error) { return strings.NewReader("hello"), nil }}
+	if st, body, err := do(t, e, post); err != nil || st != 200 || body != "ok" {
+		t.Fatalf("POST: %d %q %v", st, body, err)
+	}
+	s := e.Stats()[o.addr()]
+	if s.RacesHit != 1 || s.RacesRetried != 1 || len(s.Errors) != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
 // TestStaleConnUnreadBodyRetried: a PUT with "Expect: 100-continue" and
 // no GetBody meets a stale connection while it waits for the 100: its
 // body was never read, so it goes again as it is, on a fresh connection,

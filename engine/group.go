@@ -1076,8 +1076,8 @@ func (r *request) settlePeer(o outcome) {
 // dial to the current peer failed, or the peer was drained while the
 // request waited for a connection), or the peer dropped a new connection
 // unanswered and the shard found the request safe to send again (the
-// engine's retry rules: an idempotent request, or one of which nothing
-// was written, with a body that was not read or can be replayed).
+// engine's retry rules: an idempotent request, or one the peer cannot
+// have received, with a body that was not read or can be replayed).
 func (r *request) rerouteTask(t *shard.Task, err error) bool {
 	if r.peer == nil {
 		return false

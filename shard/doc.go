@@ -45,8 +45,9 @@
 // An upstream may close a kept-alive connection just as we reuse it. A
 // request that failed on a reused connection before any response byte
 // arrived is sent again on a fresh connection when that is safe: an
-// idempotent method without body, or a body the caller can replay
-// (GetBody); a non-idempotent request is never replayed once the upstream
+// idempotent method (or a head with an Idempotency-Key field) without
+// body, or a body the caller can replay (GetBody); a non-idempotent
+// request is never replayed once the upstream
 // may have received it: bytes were written, and TCP cannot show that the
 // upstream had closed the connection before any reached it
 // (conn.Error.Delivered), or Config.StrictResend is set. Retries are bounded by Config.MaxRetries, and each upstream

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
+	"github.com/serverside-go/serverside/parser"
 	"github.com/serverside-go/serverside/poolset"
 )
 
@@ -143,13 +144,27 @@ func (t *Task) resendable(e *conn.Error, strict bool) bool {
 		return false
 	}
 	received := e.Delivered || strict && e.Written
-	m := t.Exchange.Head.MethodID()
+	idempotent := t.Exchange.Head.MethodID().Idempotent() || hasIdempotencyKey(t.Exchange.Head)
 	hasBody := t.Exchange.Body != nil && t.Exchange.ContentLength != 0
 	if !hasBody {
-		return m.Idempotent() || !received
+		return idempotent || !received
 	}
 	if t.GetBody == nil && e.BodyRead {
 		return false // the body cannot be had again
 	}
-	return m.Idempotent() || !received
+	return idempotent || !received
+}
+
+var (
+	idempotencyKey  = []byte("Idempotency-Key")
+	xIdempotencyKey = []byte("X-Idempotency-Key")
+)
+
+// hasIdempotencyKey reports a request head with an Idempotency-Key (or
+// X-Idempotency-Key) field: its sender made it safe to receive twice,
+// whatever its method, which is how RFC 9110 §9.2.2 allows a retry ("some
+// means to know that the request semantics are actually idempotent");
+// net/http's Transport reads the field the same way.
+func hasIdempotencyKey(h *parser.Request) bool {
+	return h != nil && (h.Peek(idempotencyKey) != nil || h.Peek(xIdempotencyKey) != nil)
 }

@@ -64,3 +64,37 @@ func TestReplayable(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayableIdempotencyKey: a POST that carries an Idempotency-Key
+// (or X-Idempotency-Key) field is sent again as an idempotent request
+// would be, even once the upstream may have received it; its body must
+// still be had again.
+func TestReplayableIdempotencyKey(t *testing.T) {
+	getBody := func() (io.Reader, error) { return strings.NewReader("x"), nil }
+	received := conn.Error{Reused: true, Written: true, Delivered: true}
+	for _, tc := range []struct {
+		field   string
+		getBody bool
+		want    bool
+	}{
+		{"", true, false},
+		{"Idempotency-Key: 8e03978e\r\n", true, true},
+		{"x-idempotency-key: 8e03978e\r\n", true, true},
+		{"Idempotency-Keys: 8e03978e\r\n", true, false},
+		{"Idempotency-Key: 8e03978e\r\n", false, false}, // the body was read and is gone
+	} {
+		var h parser.Request
+		if _, err := h.Parse([]byte("POST / HTTP/1.1\r\nHost: o\r\nContent-Length: 1\r\n" + tc.field + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		task := &Task{Exchange: conn.Exchange{Head: &h, Body: strings.NewReader("x"), ContentLength: 1}}
+		if tc.getBody {
+			task.GetBody = getBody
+		}
+		e := received
+		e.BodyRead = true
+		if got := task.replayable(&e, true); got != tc.want {
+			t.Errorf("%q getBody=%v: %v, want %v", tc.field, tc.getBody, got, tc.want)
+		}
+	}
+}
