@@ -168,27 +168,31 @@ func (s *adminServer) Shutdown(ctx context.Context) error {
 
 // upstreamRow is one upstream in /status.json.
 type upstreamRow struct {
-	Upstream     string            `json:"upstream"`       // ip:port
-	Key          string            `json:"key"`            // the pool key: ip:port plus any TLS, parent or credential qualifiers
-	Name         string            `json:"name,omitempty"` // the configured peer's name
-	Connecting   int               `json:"connecting"`
-	Busy         int               `json:"busy"`
-	Idle         int               `json:"idle"`
-	Pinned       int               `json:"pinned"`
-	Waiting      int               `json:"waiting"`
-	Requests     uint64            `json:"requests"`
-	Attempts     uint64            `json:"attempts"`
-	Reused       uint64            `json:"reused"`
-	ReuseRatio   float64           `json:"reuse_ratio"`
-	Retries      uint64            `json:"retries"`
-	RacesHit     uint64            `json:"races_hit"`
-	RacesRetried uint64            `json:"races_retried"`
-	Detached     uint64            `json:"detached"`
-	Dialed       uint64            `json:"dialed"`
-	DialFailed   uint64            `json:"dial_failed"`
-	Closes       map[string]uint64 `json:"closes"`
-	Errors       map[string]uint64 `json:"errors"`
-	Canceled     uint64            `json:"canceled"`
+	Upstream      string            `json:"upstream"`       // ip:port
+	Key           string            `json:"key"`            // the pool key: ip:port plus any TLS, parent or credential qualifiers
+	Name          string            `json:"name,omitempty"` // the configured peer's name
+	Connecting    int               `json:"connecting"`
+	Busy          int               `json:"busy"`
+	Idle          int               `json:"idle"`
+	Pinned        int               `json:"pinned"`
+	Waiting       int               `json:"waiting"`
+	Requests      uint64            `json:"requests"`
+	Attempts      uint64            `json:"attempts"`
+	Reused        uint64            `json:"reused"`
+	ReuseRatio    float64           `json:"reuse_ratio"`
+	Retries       uint64            `json:"retries"`
+	RacesHit      uint64            `json:"races_hit"`
+	RacesRetried  uint64            `json:"races_retried"`
+	Detached      uint64            `json:"detached"`
+	AuthRounds    uint64            `json:"auth_rounds"`
+	TLSHandshakes uint64            `json:"tls_handshakes"`
+	TLSResumed    uint64            `json:"tls_resumed"`
+	Tunnels       uint64            `json:"tunnels"`
+	Dialed        uint64            `json:"dialed"`
+	DialFailed    uint64            `json:"dial_failed"`
+	Closes        map[string]uint64 `json:"closes"`
+	Errors        map[string]uint64 `json:"errors"`
+	Canceled      uint64            `json:"canceled"`
 }
 
 // peerRow is one peer of a group in /status.json: the engine's PeerStats
@@ -297,6 +301,7 @@ func (a *admin) snapshot() statusDoc {
 			Connecting: s.Pool.Connecting, Busy: s.Pool.Busy, Idle: s.Pool.Idle, Pinned: s.Pool.Pinned, Waiting: s.Pool.Waiting,
 			Requests: s.Requests, Attempts: s.Attempts, Reused: s.OnReused, ReuseRatio: s.ReuseRatio,
 			Retries: s.Retries, RacesHit: s.RacesHit, RacesRetried: s.RacesRetried, Detached: s.Detached,
+			AuthRounds: s.AuthRounds, TLSHandshakes: s.TLSHandshakes, TLSResumed: s.TLSResumed, Tunnels: s.Tunnels,
 			Dialed: s.Pool.Dialed, DialFailed: s.Pool.DialFailed,
 			Closes: make(map[string]uint64), Errors: make(map[string]uint64), Canceled: s.Canceled,
 		}
@@ -559,6 +564,14 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 		func(r upstreamRow) uint64 { return r.RacesRetried })
 	counter("serverside_upstream_detached_total", "Connections moved to blocking I/O for a large body.",
 		func(r upstreamRow) uint64 { return r.Detached })
+	counter("serverside_upstream_auth_rounds_total", "Requests sent again with the proxy's credentials answering a 401 or 407.",
+		func(r upstreamRow) uint64 { return r.AuthRounds })
+	counter("serverside_upstream_tls_handshakes_total", "TLS connections made to the upstream.",
+		func(r upstreamRow) uint64 { return r.TLSHandshakes })
+	counter("serverside_upstream_tls_resumed_total", "TLS connections whose handshake resumed an earlier session.",
+		func(r upstreamRow) uint64 { return r.TLSResumed })
+	counter("serverside_upstream_tunnels_total", "CONNECT tunnels opened for clients, to the upstream or through it as a parent.",
+		func(r upstreamRow) uint64 { return r.Tunnels })
 	counter("serverside_upstream_dials_total", "Connections dialed (pool counter; restarts when the pool retires a quiet upstream).",
 		func(r upstreamRow) uint64 { return r.Dialed })
 	counter("serverside_upstream_dial_failures_total", "Dials that failed (pool counter).",

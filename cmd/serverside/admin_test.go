@@ -1125,3 +1125,106 @@ func TestAdminPeerDrain(t *testing.T) {
 		t.Errorf("metrics after undrain: a not up")
 	}
 }
+
+// sum adds up the samples named name whose labels include want (name,
+// value pairs), over every series: an upstream can have several pool
+// keys (a TLS key, a tunnel key).
+func (p *promText) sum(name string, want ...string) float64 {
+	var n float64
+	for _, s := range p.samples {
+		ok := s.name == name
+		for i := 0; ok && i+1 < len(want); i += 2 {
+			ok = s.labels[want[i]] == want[i+1]
+		}
+		if ok {
+			n += s.value
+		}
+	}
+	return n
+}
+
+// metricsOf renders p's /metrics as the admin server would, parsed back
+// strictly.
+func metricsOf(t *testing.T, p *proxy) *promText {
+	t.Helper()
+	a := newAdmin(p, adminInfo{})
+	var b bytes.Buffer
+	a.writeMetrics(&b, a.snapshot())
+	pt, err := parseProm(b.String())
+	if err != nil {
+		t.Fatalf("/metrics malformed: %v\n%s", err, b.String())
+	}
+	return pt
+}
+
+// The engine's TLS, tunnel and authentication counters reach /metrics:
+// two https targets on connections nginx closes after one request (a full
+// handshake, then a resumed one), a CONNECT tunnel, and a Basic challenge
+// from Apache answered with the origin URL's credentials.
+func TestAdminUpstreamTLSTunnelAuth(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	pki := bench.NewPKI(t, "origin.test")
+	ng := bench.StartNginx(t, bench.NginxOptions{TLSCert: pki.ServerCert, TLSKey: pki.ServerKey, KeepaliveRequests: 1})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, nil, engine.Config{Shards: 2, Logger: logger}, clientConfig{
+		ForwardTLS:   &engine.TLS{RootCAs: pki.CAPEM},
+		ConnectPorts: portSet{ports: []int{bench.Port(t, ng.TLSAddr())}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := serveProxy(t, p)
+	get := "GET https://" + ng.TLSAddr() + "/small HTTP/1.1\r\nHost: " + ng.TLSAddr() + "\r\nConnection: close\r\n\r\n"
+	for i := 0; i < 2; i++ {
+		if status, body := rawGet(t, px, get); status != 200 || body != bench.SmallBody {
+			t.Fatalf("https target %d: %d %q", i, status, body)
+		}
+	}
+	if out, _ := curl(t, "-x", "http://"+px, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small"); out != bench.SmallBody {
+		t.Fatalf("through a tunnel: %q", out)
+	}
+	if reqs := ng.WaitTLSRequests(3, 10*time.Second); len(reqs) != 3 {
+		t.Fatalf("nginx logged %d TLS requests, want 3", len(reqs))
+	}
+	up := ng.TLSAddr()
+	m := metricsOf(t, p)
+	for _, w := range []struct {
+		name string
+		v    float64
+	}{
+		{"serverside_upstream_tls_handshakes_total", 2},
+		{"serverside_upstream_tls_resumed_total", 1},
+		{"serverside_upstream_tunnels_total", 1},
+		{"serverside_upstream_auth_rounds_total", 0},
+	} {
+		if got := m.sum(w.name, "upstream", up); got != w.v {
+			t.Errorf("%s{upstream=%q} = %v, want %v", w.name, up, got, w.v)
+		}
+		if m.types[w.name] != "counter" {
+			t.Errorf("%s: type %q", w.name, m.types[w.name])
+		}
+	}
+
+	ap := bench.StartApache(t, bench.ApacheOptions{Auth: "basic", Users: map[string]string{"alice": "pw"}})
+	p2, err := newProxy(logger, []string{"http://alice:pw@" + ap.Addr()}, engine.Config{Shards: 2, Logger: logger}, clientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px2 := serveProxy(t, p2)
+	for i := 0; i < 2; i++ {
+		if out, _ := curl(t, "http://"+px2+"/small"); out != bench.SmallBody {
+			t.Fatalf("through Apache %d: %q", i, out)
+		}
+	}
+	// The first request meets the 401 and is sent again with the
+	// credentials; the second has them from the start.
+	m = metricsOf(t, p2)
+	if got := m.sum("serverside_upstream_auth_rounds_total", "upstream", ap.Addr()); got != 1 {
+		t.Errorf("auth rounds %v, want 1", got)
+	}
+	if got := m.sum("serverside_upstream_tls_handshakes_total", "upstream", ap.Addr()); got != 0 {
+		t.Errorf("TLS handshakes to a plain origin %v, want 0", got)
+	}
+}
