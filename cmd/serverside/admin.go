@@ -524,8 +524,16 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 	}
 
 	ups := doc.Upstreams
-	e.family("serverside_upstreams", "gauge", "Upstreams the engine has state for.")
-	e.sample("serverside_upstreams", strconv.Itoa(len(ups)))
+	// The aggregate of retired upstreams has series of its own, but it is
+	// not an upstream.
+	n := 0
+	for _, r := range ups {
+		if r.Key != engine.RetiredKey {
+			n++
+		}
+	}
+	e.family("serverside_upstreams", "gauge", "Upstreams the engine has state for (not counting the aggregate of retired ones).")
+	e.sample("serverside_upstreams", strconv.Itoa(n))
 
 	e.family("serverside_upstream_connections", "gauge", "Upstream connections by state (connecting, busy, idle, pinned).")
 	for _, r := range ups {

@@ -1228,3 +1228,32 @@ func TestAdminUpstreamTLSTunnelAuth(t *testing.T) {
 		t.Errorf("TLS handshakes to a plain origin %v, want 0", got)
 	}
 }
+
+// The aggregate of retired upstreams (engine.RetiredKey) keeps its own
+// labelled series, but is not an upstream: serverside_upstreams leaves it
+// out.
+func TestMetricsRetiredNotAnUpstream(t *testing.T) {
+	doc := statusDoc{
+		Clients: clientStats{Responses: map[string]uint64{}},
+		Upstreams: []upstreamRow{
+			{Upstream: engine.RetiredKey, Key: engine.RetiredKey, Requests: 40, Closes: map[string]uint64{}, Errors: map[string]uint64{"dial": 3}},
+			{Upstream: "10.0.0.1:80", Key: "10.0.0.1:80", Requests: 2, Closes: map[string]uint64{}, Errors: map[string]uint64{}},
+		},
+	}
+	a := &admin{started: time.Unix(1700000000, 0)}
+	var b bytes.Buffer
+	a.writeMetrics(&b, doc)
+	p, err := parseProm(b.String())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	if got := p.get(t, "serverside_upstreams"); got != 1 {
+		t.Errorf("serverside_upstreams = %v, want 1", got)
+	}
+	if got := p.get(t, "serverside_upstream_requests_total", "upstream", engine.RetiredKey); got != 40 {
+		t.Errorf("retired requests = %v, want 40", got)
+	}
+	if got := p.get(t, "serverside_upstream_errors_total", "upstream", engine.RetiredKey, "phase", "dial"); got != 3 {
+		t.Errorf("retired dial errors = %v, want 3", got)
+	}
+}
