@@ -111,6 +111,11 @@ type Outcome struct {
 	BodySkipped bool
 	// KeepAliveHint is the response's "Keep-Alive: timeout=N", 0 if none.
 	KeepAliveHint time.Duration
+	// CloseAsked reports a final response, read whole, that did not allow
+	// keep-alive: the upstream asked to close ("Connection: close", an
+	// HTTP/1.0 response without "keep-alive", a body delimited by the
+	// close).
+	CloseAsked bool
 }
 
 // RoundTrip sends ex and streams the response into sink, blocking the

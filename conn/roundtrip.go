@@ -108,7 +108,8 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if err := c.readBody(resp, sink, cfg); err != nil {
 		return err
 	}
-	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || c.requestClose(ex) || c.detached.Load()
+	c.last.CloseAsked = !resp.KeepAlive()
+	c.noReuse = c.last.BodySkipped || c.last.CloseAsked || c.requestClose(ex) || c.detached.Load()
 	return nil
 }
 

@@ -885,6 +885,7 @@ func addStats(sum *poolset.Stats, s poolset.Stats) {
 	c.PeerClosedIdle += x.PeerClosedIdle
 	c.OverCap += x.OverCap
 	c.Drained += x.Drained
+	c.UpstreamClose += x.UpstreamClose
 	c.Owner += x.Owner
 }
 

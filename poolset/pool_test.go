@@ -390,3 +390,23 @@ func TestKeyStateRetired(t *testing.T) {
 	p.Put(keyA, dial(t, p, r, keyA), info(clock))
 	wantGauges(t, p, keyA, 0, 0, 1, 0, 0)
 }
+
+// A busy connection closed because its upstream asked for it frees its
+// capacity as Closed does, and counts under UpstreamClose, not Owner.
+func TestClosedByUpstream(t *testing.T) {
+	p, _, r := newPool(t, poolset.Config{MaxConnsPerKey: 1})
+	c := dial(t, p, r, keyA)
+	rec := newRecorder()
+	if _, err := p.Wait(keyA, time.Time{}, rec.fn); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	p.ClosedByUpstream(keyA, poolset.Busy)
+	if g := rec.got(t); !g.Permit {
+		t.Fatalf("grant = %+v, want a permit", g)
+	}
+	if cc := p.Stats(keyA).Closed; cc.UpstreamClose != 1 || cc.Owner != 0 || cc.Total() != 1 {
+		t.Fatalf("closes %+v, want one UpstreamClose", cc)
+	}
+	p.DialFailed(keyA)
+}

@@ -140,20 +140,31 @@ func (p *Pool[C]) Unpin(key Key) {
 // closed itself (an error, Connection: close, the end of a pinned session).
 // The freed capacity goes to the first waiter as a dial permit. Closed does
 // not close anything. Closed of a connection not held in state panics.
-func (p *Pool[C]) Closed(key Key, state State) {
+func (p *Pool[C]) Closed(key Key, state State) { p.ownerClosed(key, state, whyOwner, "Closed") }
+
+// ClosedByUpstream is Closed for a connection closed because the upstream
+// asked for it in its response ("Connection: close"): it counts under
+// CloseCounts.UpstreamClose instead of Owner.
+func (p *Pool[C]) ClosedByUpstream(key Key, state State) {
+	p.ownerClosed(key, state, whyUpstreamClose, "ClosedByUpstream")
+}
+
+// ownerClosed accounts for a connection of key in state that the caller closed,
+// counting it under why; op names the caller's method in a misuse panic.
+func (p *Pool[C]) ownerClosed(key Key, state State, why reason, op string) {
 	var b batch[C]
 	now := p.now()
 	p.mu.Lock()
-	ks := p.mustKeyLocked(key, "Closed")
+	ks := p.mustKeyLocked(key, op)
 	switch {
 	case state == Busy && ks.busy > 0:
 		ks.busy--
 	case state == Pinned && ks.pinned > 0:
 		ks.pinned--
 	default:
-		p.misuseLocked("Closed", key, "no "+state.String()+" connection")
+		p.misuseLocked(op, key, "no "+state.String()+" connection")
 	}
-	ks.stats.Closed.Owner++
+	ks.stats.Closed.add(why)
 	p.serveLocked(ks, &b)
 	p.settleLocked(ks, now)
 	p.mu.Unlock()

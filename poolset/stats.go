@@ -39,13 +39,22 @@ type CloseCounts struct {
 	PeerClosedIdle uint64 // closed by the peer while idle: found by the sweeper or reported by PeerClosed
 	OverCap        uint64 // refused by MaxIdlePerKey, or evicted as the oldest by MaxIdle
 	Drained        uint64 // closed by Drain, CloseIdle or Close, or returned while draining or closed
-	Owner          uint64 // closed by the caller and reported with Closed
+	// UpstreamClose counts connections closed by the caller because the
+	// upstream's response asked for it ("Connection: close", an HTTP/1.0
+	// response without keep-alive, a body delimited by the close),
+	// reported with ClosedByUpstream.
+	UpstreamClose uint64
+	// Owner counts connections closed by the caller for its own reasons
+	// (a failed exchange, a request that asked to close, a connection that
+	// may not be shared, a tunnel or switched connection that ended, a
+	// pinned session that ended) and reported with Closed.
+	Owner uint64
 }
 
 // Total is the sum over all reasons.
 func (c CloseCounts) Total() uint64 {
 	return c.IdleTimeout + c.HintExpired + c.Lifetime + c.MaxRequests + c.DeadOnCheckout +
-		c.DeadOnReturn + c.PeerClosedIdle + c.OverCap + c.Drained + c.Owner
+		c.DeadOnReturn + c.PeerClosedIdle + c.OverCap + c.Drained + c.UpstreamClose + c.Owner
 }
 
 // reason is why a connection was closed; it selects a CloseCounts field.
@@ -62,6 +71,7 @@ const (
 	whyPeerClosedIdle
 	whyOverCap
 	whyDrained
+	whyUpstreamClose
 	whyOwner
 )
 
@@ -86,6 +96,8 @@ func (c *CloseCounts) add(r reason) {
 		c.OverCap++
 	case whyDrained:
 		c.Drained++
+	case whyUpstreamClose:
+		c.UpstreamClose++
 	case whyOwner:
 		c.Owner++
 	}

@@ -470,7 +470,11 @@ func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) error {
 		}
 	}
 	_ = c.Close()
-	s.pool.Closed(t.Key, poolset.Busy)
+	if err == nil && out.CloseAsked {
+		s.pool.ClosedByUpstream(t.Key, poolset.Busy)
+	} else {
+		s.pool.Closed(t.Key, poolset.Busy)
+	}
 	if out.Detached {
 		t.ctr.Detached.Add(1)
 	}

@@ -244,11 +244,11 @@ type statusDoc struct {
 
 // closeReasons names poolset.CloseCounts' fields, in their order.
 var closeReasons = []string{"idle_timeout", "hint_expired", "lifetime", "max_requests",
-	"dead_on_checkout", "dead_on_return", "peer_closed_idle", "over_cap", "drained", "owner"}
+	"dead_on_checkout", "dead_on_return", "peer_closed_idle", "over_cap", "drained", "upstream_close", "owner"}
 
 func closeCounts(c poolset.CloseCounts) []uint64 {
 	return []uint64{c.IdleTimeout, c.HintExpired, c.Lifetime, c.MaxRequests,
-		c.DeadOnCheckout, c.DeadOnReturn, c.PeerClosedIdle, c.OverCap, c.Drained, c.Owner}
+		c.DeadOnCheckout, c.DeadOnReturn, c.PeerClosedIdle, c.OverCap, c.Drained, c.UpstreamClose, c.Owner}
 }
 
 // phases lists the error phases, so that every one appears in /metrics

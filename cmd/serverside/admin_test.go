@@ -1257,3 +1257,30 @@ func TestMetricsRetiredNotAnUpstream(t *testing.T) {
 		t.Errorf("retired dial errors = %v, want 3", got)
 	}
 }
+
+// A connection the origin closes with its response (nginx at its
+// keepalive_requests, 1 here: "Connection: close" on every response) is
+// counted as the upstream's close, not the proxy's.
+func TestAdminMetricsUpstreamClose(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{KeepaliveRequests: 1})
+	px, adm := startProxyAdmin(t, "http://"+ng.Addr())
+	for i := 0; i < 2; i++ {
+		if out, _ := curl(t, "http://"+px+"/small"); out != bench.SmallBody {
+			t.Fatalf("request %d: %q", i, out)
+		}
+	}
+	up := ng.Addr()
+	var p *promText
+	waitFor(t, "both requests counted and their connections closed", func() bool {
+		p = scrapeMetrics(t, adm)
+		return p.get(t, "serverside_upstream_requests_total", "upstream", up) == 2 &&
+			p.get(t, "serverside_upstream_connections", "upstream", up, "state", "busy") == 0
+	})
+	for reason, want := range map[string]float64{"upstream_close": 2, "owner": 0} {
+		if got := p.get(t, "serverside_upstream_closes_total", "upstream", up, "reason", reason); got != want {
+			t.Errorf("closes{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+}
