@@ -667,31 +667,42 @@ func TestDialCutByDeadline(t *testing.T) {
 
 // TestDialCanceled: a caller that gives up while the connect hangs gets
 // its Exchange back at once, with the context's error, not at
-// ConnectTimeout; on netpoll as on Go net.
+// ConnectTimeout; on netpoll as on Go net. The request counts as
+// canceled, and nothing counts against the upstream: no dial error, no
+// failed dial in the pool's counters, no failure of the peer (whose
+// request is not moved to another).
 func TestDialCanceled(t *testing.T) {
 	checkLeaks(t)
 	addr := bench.UnansweredAddr(t)
 	for _, goNet := range []bool{false, true} {
-		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet, ConnectTimeout: time.Minute})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- e.Exchange(ctx, get(addr, t), &chanSink{done: make(chan error, 1)}) }()
-		deadline := time.Now().Add(5 * time.Second)
-		for e.Stats()[addr].Pool.Connecting != 1 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
+		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet, ConnectTimeout: time.Minute,
+			Groups: map[string]GroupConfig{"g": {Peers: []Peer{{Name: "a", Addr: addr}, {Name: "b", Addr: addr}}}}})
+		for i, req := range []*Request{get(addr, t), groupGet(t, "g", "/")} {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- e.Exchange(ctx, req, &chanSink{done: make(chan error, 1)}) }()
+			deadline := time.Now().Add(5 * time.Second)
+			for e.Stats()[addr].Pool.Connecting != 1 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			cancel()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("GoNetIO %v: Exchange still dialing 10s after its context was canceled", goNet)
+			}
+			if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseDial || !errors.Is(err, context.Canceled) {
+				t.Fatalf("GoNetIO %v: %v, want a PhaseDial error with the context's cancellation", goNet, err)
+			}
+			if s := e.Stats()[addr]; s.Pool.Connecting != 0 || s.Pool.DialFailed != 0 || s.Canceled != uint64(i+1) || len(s.Errors) != 0 {
+				t.Errorf("GoNetIO %v, request %d: stats %+v", goNet, i, s)
+			}
 		}
-		cancel()
-		var err error
-		select {
-		case err = <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("GoNetIO %v: Exchange still dialing 10s after its context was canceled", goNet)
-		}
-		if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseDial || !errors.Is(err, context.Canceled) {
-			t.Fatalf("GoNetIO %v: %v, want a PhaseDial error with the context's cancellation", goNet, err)
-		}
-		if s := e.Stats()[addr]; s.Pool.Connecting != 0 || s.Pool.DialFailed != 1 || s.Canceled != 1 || len(s.Errors) != 0 {
-			t.Errorf("GoNetIO %v: stats %+v", goNet, s)
+		for _, ps := range e.PeerStats()["g"].Peers {
+			if ps.Failures != 0 || ps.Rerouted != 0 || ps.State != PeerUp {
+				t.Errorf("GoNetIO %v: peer %+v, want no failure", goNet, ps)
+			}
 		}
 	}
 }

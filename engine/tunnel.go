@@ -332,6 +332,10 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, 
 				// there was a pin for it to end: it ends now, as there.
 				e.tpins.endPeer(e, req.Group, parent.Addr)
 			}
+		} else if ctx.Err() != nil {
+			// Given up by the caller or the engine: the upstream did
+			// not fail.
+			e.pool.DialCanceled(key)
 		} else {
 			e.pool.DialFailed(key)
 		}

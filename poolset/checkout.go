@@ -72,8 +72,16 @@ func (p *Pool[C]) DialFailed(key Key) {
 	p.releasePermit(key, "DialFailed", true)
 }
 
+// DialCanceled gives back a dial permit of key after a dial abandoned
+// because its request's context ended: as DialFailed, but not counted in
+// Stats.DialFailed, since the upstream did not fail.
+func (p *Pool[C]) DialCanceled(key Key) {
+	p.releasePermit(key, "DialCanceled", false)
+}
+
 // releasePermit gives back a dial permit of key: after a failed dial, or
-// when a granted permit reaches a waiter that was canceled.
+// when a granted permit reaches a waiter that was canceled, or after a
+// dial its request abandoned; failed counts it in Stats.DialFailed.
 func (p *Pool[C]) releasePermit(key Key, op string, failed bool) {
 	var b batch[C]
 	now := p.now()

@@ -410,3 +410,27 @@ func TestClosedByUpstream(t *testing.T) {
 	}
 	p.DialFailed(keyA)
 }
+
+// A dial given up by its request frees its permit for a waiter, as a
+// failed one does, without counting as failed.
+func TestDialCanceled(t *testing.T) {
+	p, _, _ := newPool(t, poolset.Config{MaxConnsPerKey: 1})
+	if !p.TryReserve(keyA) {
+		t.Fatal("TryReserve = false")
+	}
+	rec := newRecorder()
+	if _, err := p.Wait(keyA, time.Time{}, rec.fn); err != nil {
+		t.Fatal(err)
+	}
+	p.DialCanceled(keyA)
+	if g := rec.got(t); !g.Permit {
+		t.Fatalf("grant = %+v, want a permit", g)
+	}
+	if s := p.Stats(keyA); s.DialFailed != 0 || s.Connecting != 1 {
+		t.Fatalf("stats %+v, want no failed dial and the waiter's permit out", s)
+	}
+	p.DialFailed(keyA)
+	if s := p.Stats(keyA); s.DialFailed != 1 || s.Connecting != 0 {
+		t.Fatalf("stats %+v after DialFailed", s)
+	}
+}

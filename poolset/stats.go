@@ -16,7 +16,7 @@ type Stats struct {
 	// Counters.
 	Reused       uint64 // connections handed out from the idle list or straight from a Put
 	Dialed       uint64 // permits turned into connections (Dialed)
-	DialFailed   uint64 // permits given back by DialFailed
+	DialFailed   uint64 // permits given back by DialFailed (not by DialCanceled)
 	Waits        uint64 // waiters that had to queue
 	WaitTimeouts uint64 // queued waiters whose deadline passed
 	WaitCancels  uint64 // queued waiters withdrawn by Cancel

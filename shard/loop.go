@@ -250,7 +250,13 @@ func (s *Shard) dial(t *Task) {
 func (s *Shard) dialed(t *Task, c *conn.Conn, err error) {
 	pool := s.set.pool
 	if err != nil {
-		pool.DialFailed(t.Key)
+		if t.Ctx.Err() != nil {
+			// The request gave up (its caller, or the engine's Close),
+			// which ended the dial: not a failure of the upstream.
+			pool.DialCanceled(t.Key)
+		} else {
+			pool.DialFailed(t.Key)
+		}
 		s.unsent(t, err)
 		return
 	}

@@ -582,7 +582,7 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 		func(r upstreamRow) uint64 { return r.Tunnels })
 	counter("serverside_upstream_dials_total", "Connections dialed (pool counter; restarts when the pool retires a quiet upstream).",
 		func(r upstreamRow) uint64 { return r.Dialed })
-	counter("serverside_upstream_dial_failures_total", "Dials that failed (pool counter).",
+	counter("serverside_upstream_dial_failures_total", "Dials that failed; not those given up because the request was canceled (pool counter).",
 		func(r upstreamRow) uint64 { return r.DialFailed })
 	e.family("serverside_upstream_closes_total", "counter", "Upstream connections closed, by reason (pool counter).")
 	for _, r := range ups {
