@@ -127,6 +127,9 @@ type clientConn struct {
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds; when the last request ended
 	closer    atomic.Value // closerOf: what closeIfIdle and Shutdown close
+	// shutCut: the shutdown's deadline closed the connection with a
+	// request in flight (shutdownClose); its access line says so.
+	shutCut atomic.Bool
 
 	detaching bool        // Detach was called: the close callback hands over
 	detached  atomic.Bool // served by serveDetached on Go net I/O
@@ -225,6 +228,13 @@ func (cc *clientConn) close() {
 	_ = cc.closer.Load().(closerOf).c.Close()
 }
 
+// shutdownClose closes the connection at the shutdown's deadline, marking
+// what it cuts short as cut by the shutdown.
+func (cc *clientConn) shutdownClose() {
+	cc.shutCut.Store(true)
+	cc.close()
+}
+
 // unregister removes the connection from its shard.
 func (cc *clientConn) unregister() {
 	if cc.state.Swap(stClosed) != stClosed {
@@ -300,10 +310,7 @@ func (cc *clientConn) serve() outcome {
 	if cc.tunnel != nil {
 		return tunnelIt
 	}
-	if cc.p.cfg.AccessLog {
-		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
-			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
-	}
+	cc.logAccess(s, method, target, start)
 	if b := s.body; !keep && b != nil && !b.complete() && b.err == nil {
 		// The response went out before the whole request body came in
 		// (an early 413, a 401): the client may be sending still, and a
@@ -461,8 +468,10 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 			err = cc.p.eng.Exchange(context.Background(), er, s)
 		}
 	}
+	finishErr := false // a write to the client failed in finish
 	if err == nil && cc.tunnel == nil {
 		err = s.finish()
+		finishErr = err != nil
 	}
 	if body != nil {
 		body.settle()
@@ -472,6 +481,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	if err != nil {
 		if s.headSent {
 			cc.p.log.Debug("exchange failed after the head was sent", "addr", up.Addr, "group", up.Group, "err", err)
+			s.cut, s.cutErr = cc.cutBy(err, finishErr), err
 			if !s.chunked && s.left < 0 {
 				// The client's body ends at the close, which would pass
 				// this cut one off as complete (RFC 9112 §8): reset.
@@ -667,12 +677,47 @@ func (cc *clientConn) setOriginForm(ed *parser.Edits) {
 // logRejected logs the access line of a request that writeError answered
 // (its status and bytes are in the connection's sink).
 func (cc *clientConn) logRejected(method, target string, start time.Time) {
-	if cc.p.cfg.AccessLog {
-		s := &cc.rs.s
+	cc.logAccess(&cc.rs.s, method, target, start)
+}
+
+// logAccess logs the access line of the request whose response s carried:
+// its status (0 when no response went out) and the body bytes handed to
+// the client, and for a response cut short (or one that could not be
+// sent) who cut it, "upstream", "client" or "shutdown", and the error.
+func (cc *clientConn) logAccess(s *sink, method, target string, start time.Time) {
+	if !cc.p.cfg.AccessLog {
+		return
+	}
+	if s.cut == "" {
 		cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
 			"status", s.status, "bytes", s.bytes, "duration", time.Since(start))
+		return
 	}
+	cc.p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
+		"status", s.status, "bytes", s.bytes, "duration", time.Since(start), "cut", s.cut, "err", s.cutErr)
 }
+
+// cutBy names who cut short a response (or kept an error response from
+// the client) that failed with err: the shutdown, when its deadline closed
+// the connection or aborted the exchange; the client, when a write to it
+// failed (clientWrite, or the engine reporting its sink's error) or its
+// request body broke off; else the upstream.
+func (cc *clientConn) cutBy(err error, clientWrite bool) string {
+	switch {
+	case cc.shutCut.Load() || cc.p.closing.Load() && (errors.Is(err, context.Canceled) || errors.Is(err, engine.ErrClosed)):
+		return cutShutdown
+	case clientWrite || errors.Is(err, conn.ErrSink) || errors.Is(err, conn.ErrRequestBody):
+		return cutClient
+	}
+	return cutUpstream
+}
+
+// The values of the access log's cut attribute.
+const (
+	cutUpstream = "upstream"
+	cutClient   = "client"
+	cutShutdown = "shutdown"
+)
 
 func (cc *clientConn) writeError(status int, msg string) {
 	s := &cc.rs.s
@@ -695,10 +740,16 @@ func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
 	if cc.rs.req.MethodID() == parser.MethodHead {
 		body = ""
 	}
-	s.status, s.bytes = status, int64(len(body))
 	s.bb.Reset()
 	s.bb.B = append(append(s.bb.B, head...), body...)
-	_ = cc.send(s.bb.B)
+	if err := cc.send(s.bb.B); err != nil {
+		// Nothing reached the client (gone, or closed by the shutdown):
+		// no status is counted or logged as sent.
+		s.status, s.bytes = 0, 0
+		s.cut, s.cutErr = cc.cutBy(err, true), fmt.Errorf("%d (%s) not sent: %w", status, msg, err)
+		return
+	}
+	s.status, s.bytes = status, int64(len(body))
 }
 
 // send writes p to the client and flushes. Writes happen only while this
@@ -1068,6 +1119,10 @@ type sink struct {
 	bb        bytebufferpool.ByteBuffer
 	scratch   []byte
 	te        []byte // the Transfer-Encoding value relayed, when not just chunked
+	// cut names who cut the response short after its head went out, or
+	// kept an error response from the client (cutBy); cutErr is why.
+	cut    string
+	cutErr error
 }
 
 func (s *sink) reset(http11, keepAlive bool) {
@@ -1075,6 +1130,7 @@ func (s *sink) reset(http11, keepAlive bool) {
 	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
 	s.upgrade, s.switching, s.onPinned = false, false, false
 	s.body, s.status, s.bytes, s.left = nil, 0, 0, -1
+	s.cut, s.cutErr = "", nil
 }
 
 // OnPinnedConn is engine.SessionSink's: the response comes on the

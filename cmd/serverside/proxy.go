@@ -629,7 +629,7 @@ func (p *proxy) Shutdown(ctx context.Context) error {
 		err = p.waitLive(ctx)
 	}
 	if err != nil {
-		p.each((*clientConn).close)
+		p.each((*clientConn).shutdownClose)
 	}
 	// Tunnels are requests in flight too: they may run until ctx ends.
 	p.waitTunnels(ctx)
