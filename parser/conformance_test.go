@@ -262,6 +262,13 @@ func cfRequestCases() []reqCase {
 		cfBad("control character in target", "RFC 9112 §3.2", "GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", ErrBadTarget, 6),
 		cfBad("DEL in target", "RFC 9112 §3.2", "GET /a\x7f HTTP/1.1\r\nHost: x\r\n\r\n", ErrBadTarget, 6),
 		cfBad("HTAB in target", "RFC 9112 §3.2", "GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n", ErrBadTarget, 6),
+		// A URI is ASCII (RFC 3986 §2): raw UTF-8 or Latin-1 is for the
+		// client to percent-encode, and a hop that passed it on would
+		// leave each next one to guess at it (RFC 9112 §3: 400, not an
+		// autocorrection).
+		cfBad("raw UTF-8 in target", "RFC 9112 §3.2", "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", ErrBadTarget, 8),
+		cfBad("raw Latin-1 in query", "RFC 9112 §3.2", "GET /a?q=\xe9 HTTP/1.1\r\nHost: x\r\n\r\n", ErrBadTarget, 9),
+		cfBad("raw non-ASCII in absolute-form path", "RFC 9112 §3.2", "GET http://x/\xff HTTP/1.1\r\nHost: x\r\n\r\n", ErrBadTarget, 13),
 
 		// Host, RFC 9112 §3.2.
 		{name: "HTTP/1.0 without Host", ref: "RFC 9112 §3.2",

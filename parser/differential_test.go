@@ -288,6 +288,13 @@ var dfRequestKnown = []dfKnown{
 		_, target, _ := dfRequestLine(c.input)
 		return c.is(parser.ErrBadTarget) && c.goOK() && bytes.IndexByte(target, '#') >= 0
 	}},
+	// RFC 3986 §2: a URI is ASCII; RFC 9112 §3: an invalid request-line
+	// SHOULD get 400 (or a redirect), not an autocorrection. net/http
+	// takes raw bytes beyond ASCII in the target; we reject them.
+	{"non-ASCII byte in the request target (RFC 9112 §3.2)", func(c *dfCase) bool {
+		_, target, _ := dfRequestLine(c.input)
+		return c.is(parser.ErrBadTarget) && c.goOK() && bytes.ContainsFunc(target, func(r rune) bool { return r >= 0x80 })
+	}},
 	// RFC 9110 §5.4: a server may limit the head and answer 431 (or 414
 	// for the request line). Our limits are 64 KiB, 100 fields and 16
 	// field names in Connection (each one costs a pass over the fields);
@@ -550,6 +557,7 @@ func FuzzDiffRequest(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X: y\r\n", 101) + "\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nConnection: a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\r\n\r\n",
 		"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
 		"GET http://a]/ HTTP/1.1\r\nHost: a\r\n\r\n",
 	} {
 		f.Add([]byte(s))

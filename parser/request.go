@@ -76,8 +76,11 @@ func (h *Header) requestLine(s, e int) error {
 	h.methodID = methodID(b[s:m])
 	ts := m + 1
 	t := ts
-	// No fragment: RFC 9112 §3.2 targets never carry one.
-	for t < e && b[t] > ' ' && b[t] != 0x7f && b[t] != '#' {
+	// No fragment: RFC 9112 §3.2 targets never carry one. No byte
+	// beyond ASCII either: a URI is ASCII (RFC 3986 §2), and raw UTF-8 a
+	// client did not percent-encode is refused, not passed on for each
+	// next hop to read its own way (RFC 9112 §3).
+	for t < e && b[t] > ' ' && b[t] < 0x7f && b[t] != '#' {
 		t++
 	}
 	if t == e || b[t] != ' ' || t == ts {

@@ -446,3 +446,42 @@ func TestResponseTransferCodingsHTTP10(t *testing.T) {
 		}
 	}
 }
+
+// TestNonASCIITargetRefused: a request target with raw bytes beyond
+// ASCII (UTF-8 sent unencoded by an old client) is not a URI (RFC 3986
+// §2), and is answered 400 and the connection closed rather than passed on
+// for the origin to guess at (RFC 9112 §3: no autocorrection). Its
+// percent-encoded form goes through. nginx, Apache and Squid would take
+// the raw bytes: the proxy does not, as it refuses a fragment.
+func TestNonASCIITargetRefused(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	rev := startProxy(t, "http://"+ng.Addr())
+	fwd := startProxy(t)
+	for _, tc := range []struct{ px, req string }{
+		{rev, "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{rev, "GET /caf\xe9 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"},
+		{fwd, "GET http://" + ng.Addr() + "/caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{fwd, "GET http://" + ng.Addr() + "/?q=\xc3\xa9 HTTP/1.0\r\n\r\n"},
+	} {
+		all := rawExchange(t, tc.px, tc.req, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.req, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 400 || string(body) != "malformed request target\n" || !resp.Close {
+			t.Fatalf("%q: status %d close %v body %q, want 400 and a close", tc.req, resp.StatusCode, resp.Close, body)
+		}
+	}
+	all := rawExchange(t, rev, "GET /small?q=caf%C3%A9 HTTP/1.0\r\n\r\n", 20*time.Second)
+	if !strings.HasPrefix(string(all), "HTTP/1.1 200 ") || !strings.HasSuffix(string(all), "\r\n\r\n"+bench.SmallBody) {
+		t.Fatalf("percent-encoded target:\n%s", all)
+	}
+	ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	if reqs := ng.Requests(); len(reqs) != 1 || reqs[0].URI != "/small?q=caf%C3%A9" {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
