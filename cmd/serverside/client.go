@@ -404,7 +404,13 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed.Reset()
 	ed.StripHopByHop = true
 	if m := req.MethodID(); m == parser.MethodTrace || m == parser.MethodOptions {
-		if done, keep := cc.maxForwards(s, ed, hasBody); done {
+		done, keep := cc.maxForwards(s, ed, hasBody)
+		if !done && req.Form() == parser.FormAsterisk && (cc.p.group == "" || cc.p.parents) {
+			// "OPTIONS *" asks about the server that receives it (RFC
+			// 9112 §3.2.4): to a forward proxy, nothing names another.
+			done, keep = cc.answerHere(s, hasBody)
+		}
+		if done {
 			if hasBody {
 				// Answered without reading the body: the close lingers
 				// (serve), as after an origin's early answer.

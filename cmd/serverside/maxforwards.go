@@ -51,6 +51,15 @@ func (cc *clientConn) maxForwards(s *sink, ed *parser.Edits, hasBody bool) (done
 		ed.Set("Max-Forwards", strconv.AppendUint(nil, n-1, 10))
 		return false, false
 	}
+	return cc.answerHere(s, hasBody)
+}
+
+// answerHere answers a TRACE or OPTIONS request as its final recipient:
+// OPTIONS with the methods the proxy takes, TRACE with the request
+// reflected. keep says whether the connection stays open (not after a
+// request body, which is not read).
+func (cc *clientConn) answerHere(s *sink, hasBody bool) (done, keep bool) {
+	req := &cc.rs.req
 	keep = s.keepAlive && !hasBody
 	var body []byte
 	fields := ""

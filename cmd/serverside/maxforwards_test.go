@@ -165,3 +165,87 @@ func readOne(t *testing.T, raw []byte) (*http.Response, string) {
 	}
 	return resp, string(body)
 }
+
+// "OPTIONS *" to a forward proxy asks about the proxy itself (RFC 9112
+// §3.2.4: asterisk-form names the server that receives it; nothing names
+// another), so the proxy answers it, with or without Max-Forwards, as it
+// answers one at Max-Forwards 0, and keeps the connection: not a 400
+// for a well-formed request (Squid answers 501). Directly and through a
+// parent (nginx, which takes absolute-form requests): only the GET after
+// it reaches nginx. A reverse proxy forwards it (TestOptionsAsteriskReverse).
+func TestOptionsAsteriskForward(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + ng.Addr()}, "roundrobin"); err != nil {
+		t.Fatal(err)
+	}
+	direct := startProxy(t)
+	parent := startProxyConfig(t, cfg)
+	get := "GET http://" + ng.Addr() + "/small HTTP/1.1\r\nHost: " + ng.Addr() + "\r\nConnection: close\r\n\r\n"
+	const allow = "GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"
+	for _, tc := range []struct {
+		name, px, req, conn string
+	}{
+		{"direct", direct, "OPTIONS * HTTP/1.1\r\nHost: " + direct + "\r\n\r\n", ""},
+		{"direct, Max-Forwards 5", direct, "OPTIONS * HTTP/1.1\r\nHost: " + direct + "\r\nMax-Forwards: 5\r\n\r\n", ""},
+		{"direct, HTTP/1.0", direct, "OPTIONS * HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "keep-alive"},
+		{"parent", parent, "OPTIONS * HTTP/1.1\r\nHost: " + parent + "\r\n\r\n", ""},
+	} {
+		br := bufio.NewReader(bytes.NewReader(rawExchange(t, tc.px, tc.req+get, 20*time.Second)))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || resp.Header.Get("Allow") != allow || len(body) != 0 || resp.ContentLength != 0 ||
+			resp.Header.Get("Connection") != tc.conn || resp.Header.Get("Date") == "" {
+			t.Fatalf("%s: %d %v %q, want 200 with Allow %q and Connection %q", tc.name, resp.StatusCode, resp.Header, body, allow, tc.conn)
+		}
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: the GET after it: %v", tc.name, err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != bench.SmallBody {
+			t.Fatalf("%s: the GET after it: %d %q", tc.name, resp.StatusCode, body)
+		}
+	}
+	ng.WaitRequests(4, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	reqs := ng.Requests()
+	if len(reqs) != 4 {
+		t.Fatalf("nginx saw %+v, want the 4 GETs", reqs)
+	}
+	for _, r := range reqs {
+		if r.Method != "GET" {
+			t.Fatalf("nginx saw %+v, want the 4 GETs", reqs)
+		}
+	}
+}
+
+// A reverse proxy sends "OPTIONS *" on to its origin, which is the server
+// it asks about: Apache answers it (nginx would refuse asterisk-form), an
+// HTTP/1.0 one without Host included.
+func TestOptionsAsteriskReverse(t *testing.T) {
+	bench.CheckLeaks(t)
+	ap := bench.StartApache(t, bench.ApacheOptions{})
+	px := startProxy(t, "http://"+ap.Addr())
+	for _, req := range []string{
+		"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+		"OPTIONS * HTTP/1.0\r\n\r\n",
+	} {
+		resp, body := readOne(t, rawExchange(t, px, req, 10*time.Second))
+		if resp.StatusCode != 200 || body != "" || resp.Header.Get("Server") == "" || resp.Header.Get("Via") != "1.1 serverside" {
+			t.Fatalf("%q: %d %v %q, want Apache's 200", req, resp.StatusCode, resp.Header, body)
+		}
+	}
+	log := ap.AccessLog()
+	for deadline := time.Now().Add(5 * time.Second); len(log) < 2 && time.Now().Before(deadline); log = ap.AccessLog() {
+		time.Sleep(20 * time.Millisecond) // Apache logs a request as it ends
+	}
+	if len(log) != 2 || !strings.HasPrefix(log[0], `200 "OPTIONS * HTTP/1.1"`) || !strings.HasPrefix(log[1], `200 "OPTIONS * HTTP/1.1"`) {
+		t.Fatalf("Apache saw %q, want two OPTIONS *", log)
+	}
+}
