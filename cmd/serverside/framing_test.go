@@ -485,3 +485,70 @@ func TestNonASCIITargetRefused(t *testing.T) {
 		t.Fatalf("nginx saw %+v", reqs)
 	}
 }
+
+// TestHTTP10OriginPooling: an HTTP/1.0 origin's connection is kept for
+// the next request only when its response said keep-alive and has a
+// length (RFC 9112 §9.3); without keep-alive, or delimited by the close,
+// the next request goes on a new connection, and never first on the old
+// one (a retry after the stale race would hide that: the origin counts
+// the requests each connection got). The client, HTTP/1.1, keeps its own
+// connection throughout, and gets the close-delimited body chunked.
+func TestHTTP10OriginPooling(t *testing.T) {
+	bench.CheckLeaks(t)
+	type got struct {
+		conn int
+		path string
+	}
+	seen := make(chan got, 16)
+	origin := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			seen <- got{i, req.URL.Path}
+			switch req.URL.Path {
+			case "/ka":
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=30\r\nContent-Length: 2\r\n\r\nka")
+			case "/plain":
+				// No keep-alive: the proxy must not send another request
+				// here, though the connection stays open for a while.
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+			case "/until-close":
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nuntil close")
+				return
+			}
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	c, br := dialClient(t, px)
+	paths := []string{"/ka", "/ka", "/plain", "/plain", "/until-close", "/ka", "/ka"}
+	want := map[string]string{"/ka": "ka", "/plain": "plain", "/until-close": "until close"}
+	for _, p := range paths {
+		if _, err := io.WriteString(c, "GET "+p+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != want[p] || resp.Close || resp.Header.Get("Via") != "1.0 serverside" {
+			t.Fatalf("%s: %d close %v %v %q", p, resp.StatusCode, resp.Close, resp.Header, body)
+		}
+		if chunked := len(resp.TransferEncoding) > 0; chunked != (p == "/until-close") {
+			t.Fatalf("%s: transfer codings %q", p, resp.TransferEncoding)
+		}
+	}
+	// The first /ka's connection is kept, and serves the second and the
+	// first /plain, after which it is not; the second /plain and the
+	// /until-close find none kept and get one of their own each; the
+	// next /ka gets a new one, kept for the last.
+	wantConn := []int{0, 0, 0, 1, 2, 3, 3}
+	for i, p := range paths {
+		g := <-seen
+		if g.path != p || g.conn != wantConn[i] {
+			t.Fatalf("request %d (%s) came on origin connection %d for %s, want %d", i, p, g.conn, g.path, wantConn[i])
+		}
+	}
+}
