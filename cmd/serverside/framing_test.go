@@ -552,3 +552,29 @@ func TestHTTP10OriginPooling(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP10WithoutHost: an HTTP/1.0 request may come without Host; it
+// goes on as HTTP/1.1, which needs one (RFC 9112 §3.2; nginx refuses a
+// request without it with 400), so the proxy names the upstream: the
+// origin's address in reverse mode, the target's authority for an
+// absolute-form target (through a parent: TestParentHostFromTarget).
+func TestHTTP10WithoutHost(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{Locations: `
+        location = /host {
+            default_type text/plain;
+            return 200 "$http_host $server_protocol\n";
+        }`})
+	rev := startProxy(t, "http://"+ng.Addr())
+	fwd := startProxy(t)
+	for _, tc := range []struct{ px, req, body string }{
+		{rev, "GET /host HTTP/1.0\r\n\r\n", ng.Addr() + " HTTP/1.1\n"},
+		{fwd, "GET http://" + ng.Addr() + "/host HTTP/1.0\r\n\r\n", ng.Addr() + " HTTP/1.1\n"},
+	} {
+		resp, body := readOne(t, rawExchange(t, tc.px, tc.req, 20*time.Second))
+		if resp.StatusCode != 200 || body != tc.body {
+			t.Fatalf("%q: %d %q, want 200 %q", tc.req, resp.StatusCode, body, tc.body)
+		}
+	}
+}
