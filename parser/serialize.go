@@ -101,6 +101,40 @@ func (e *Edits) push(op editOp, name string, value []byte) {
 	e.ops = append(e.ops, edit{op: op, id: id, name: name, value: value})
 }
 
+// Carries reports whether the head h written with e (nil: no edits) has
+// a field named name, any case: one of h's that e neither strips as
+// hop-by-hop nor removes, or one e sets or adds. It is for fields other
+// than the framing ones and Expect, which the writer also drops by the
+// message's framing and version.
+func (e *Edits) Carries(h *Header, name []byte) bool {
+	if e != nil {
+		for k := range e.ops {
+			if x := &e.ops[k]; x.op != opRemove && equalFoldBytes([]byte(x.name), name) {
+				return true
+			}
+		}
+	}
+fields:
+	for i := range h.fields {
+		if !equalFoldBytes(h.Name(i), name) {
+			continue
+		}
+		if e == nil {
+			return true
+		}
+		if e.StripHopByHop && h.IsHopByHop(i) && !e.Keep.Has(h.fields[i].id) {
+			continue
+		}
+		for k := range e.ops {
+			if x := &e.ops[k]; x.op == opRemove && x.match(h, i) {
+				continue fields
+			}
+		}
+		return true
+	}
+	return false
+}
+
 // dropFraming drops the framing values set before a new framing edit (op on
 // field id): a Set is the message's framing, replacing any set earlier, so
 // that a copy of a caller's edits extended with the framing of the body

@@ -144,7 +144,7 @@ func (t *Task) resendable(e *conn.Error, strict bool) bool {
 		return false
 	}
 	received := e.Delivered || strict && e.Written
-	idempotent := t.Exchange.Head.MethodID().Idempotent() || hasIdempotencyKey(t.Exchange.Head)
+	idempotent := t.Exchange.Head.MethodID().Idempotent() || hasIdempotencyKey(t.Exchange.Head, t.Exchange.Edits)
 	hasBody := t.Exchange.Body != nil && t.Exchange.ContentLength != 0
 	if !hasBody {
 		return idempotent || !received
@@ -160,11 +160,14 @@ var (
 	xIdempotencyKey = []byte("X-Idempotency-Key")
 )
 
-// hasIdempotencyKey reports a request head with an Idempotency-Key (or
-// X-Idempotency-Key) field: its sender made it safe to receive twice,
-// whatever its method, which is how RFC 9110 §9.2.2 allows a retry ("some
-// means to know that the request semantics are actually idempotent");
-// net/http's Transport reads the field the same way.
-func hasIdempotencyKey(h *parser.Request) bool {
-	return h != nil && (h.Peek(idempotencyKey) != nil || h.Peek(xIdempotencyKey) != nil)
+// hasIdempotencyKey reports a request whose forwarded head (h with its
+// edits) carries an Idempotency-Key (or X-Idempotency-Key) field: its
+// sender made it safe to receive twice, whatever its method, which is how
+// RFC 9110 §9.2.2 allows a retry ("some means to know that the request
+// semantics are actually idempotent"); net/http's Transport reads the
+// field the same way. A key the forwarded head drops (one the client
+// named in Connection, which makes it hop-by-hop) tells the upstream
+// nothing, and does not count.
+func hasIdempotencyKey(h *parser.Request, ed *parser.Edits) bool {
+	return h != nil && (ed.Carries(&h.Header, idempotencyKey) || ed.Carries(&h.Header, xIdempotencyKey))
 }

@@ -98,3 +98,39 @@ func TestReplayableIdempotencyKey(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayableIdempotencyKeyForwarded: the field counts only when the
+// upstream gets it. A key the forwarded head drops (a client naming it in
+// Connection, which makes it hop-by-hop, or an edit removing it) asserts
+// nothing to the upstream, and the POST it would receive twice is not sent
+// again; a key an edit adds does.
+func TestReplayableIdempotencyKeyForwarded(t *testing.T) {
+	getBody := func() (io.Reader, error) { return strings.NewReader("x"), nil }
+	removed := &parser.Edits{}
+	removed.Remove("Idempotency-Key")
+	added := &parser.Edits{StripHopByHop: true}
+	added.Add("Idempotency-Key", []byte("k2"))
+	for i, tc := range []struct {
+		fields string
+		edits  *parser.Edits
+		want   bool
+	}{
+		{"Connection: Idempotency-Key\r\nIdempotency-Key: k\r\n", &parser.Edits{StripHopByHop: true}, false},
+		{"Connection: x-idempotency-key\r\nX-Idempotency-Key: k\r\n", &parser.Edits{StripHopByHop: true}, false},
+		{"Connection: Idempotency-Key\r\nIdempotency-Key: k\r\n", nil, true}, // forwarded as it is
+		{"Idempotency-Key: k\r\n", &parser.Edits{StripHopByHop: true}, true},
+		{"Idempotency-Key: k\r\n", removed, false},
+		{"Connection: Idempotency-Key\r\nIdempotency-Key: k\r\n", added, true},
+		{"", added, true},
+	} {
+		var h parser.Request
+		if _, err := h.Parse([]byte("POST / HTTP/1.1\r\nHost: o\r\nContent-Length: 1\r\n" + tc.fields + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		task := &Task{Exchange: conn.Exchange{Head: &h, Edits: tc.edits, Body: strings.NewReader("x"), ContentLength: 1}, GetBody: getBody}
+		e := conn.Error{Reused: true, Written: true, Delivered: true, BodyRead: true}
+		if got := task.replayable(&e, false); got != tc.want {
+			t.Errorf("case %d %q: %v, want %v", i, tc.fields, got, tc.want)
+		}
+	}
+}
