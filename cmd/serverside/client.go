@@ -530,14 +530,15 @@ const (
 // new connection after a kept-alive one the upstream closed as the
 // request reached it (the stale keep-alive race), instead of failing it
 // with a 502 as a request whose body is gone: an idempotent method (PUT,
-// DELETE, ...) always, any other (POST) when the upstream never received
-// it (engine Config.StrictResend). Larger or streamed bodies are not
+// DELETE, ...) or one with an Idempotency-Key field always, any other
+// (POST) when the upstream never received it (engine Config.StrictResend).
+// Larger or streamed bodies are not
 // held, nor one whose client waits for "100 Continue" before sending it:
 // their challenge is answered only with "Expect: 100-continue", before
 // the body goes.
 func (cc *clientConn) keepReplay(er *engine.Request) {
 	n := er.ContentLength
-	if !cc.p.replay && !cc.rs.req.MethodID().Idempotent() || n <= 0 || n > maxReplay || cc.rs.req.ExpectContinue() {
+	if !cc.p.replay && !resentAnyway(&cc.rs.req) || n <= 0 || n > maxReplay || cc.rs.req.ExpectContinue() {
 		return
 	}
 	b, err := cc.r.Peek(int(n))
@@ -547,6 +548,20 @@ func (cc *clientConn) keepReplay(er *engine.Request) {
 	rs := cc.rs
 	rs.replay = append(rs.replay[:0], b...)
 	er.GetBody = func() (io.Reader, error) { return bytes.NewReader(rs.replay), nil }
+}
+
+var (
+	idempotencyKey  = []byte("Idempotency-Key")
+	xIdempotencyKey = []byte("X-Idempotency-Key")
+)
+
+// resentAnyway reports a request the engine sends again after the stale
+// keep-alive race even under Config.StrictResend: an idempotent method,
+// or a head with an Idempotency-Key (or X-Idempotency-Key) field. (The
+// engine counts a key only if the forwarded head carries it; keeping the
+// body of one it drops costs only memory.)
+func resentAnyway(req *parser.Request) bool {
+	return req.MethodID().Idempotent() || req.Peek(idempotencyKey) != nil || req.Peek(xIdempotencyKey) != nil
 }
 
 // viaFor is the Via entry for a message received in version v: its

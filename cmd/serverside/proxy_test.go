@@ -1099,3 +1099,69 @@ func TestStaleConnectionReplaysIdempotentBody(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleConnectionReplaysKeyedPost: with -strict-resend, a POST that
+// carries an Idempotency-Key field is still sent again after the stale
+// keep-alive race (engine Config.StrictResend concerns requests without
+// one), so its body, which came whole, is kept for the resend as an
+// idempotent method's is: the origin that read it and closed gets it again
+// on a new connection, and the client its answer.
+func TestStaleConnectionReplaysKeyedPost(t *testing.T) {
+	bench.CheckLeaks(t)
+	var mu sync.Mutex
+	var got []string // "conn body" for each request read whole
+	o := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for n := 0; ; n++ {
+			lines, err := bench.ReadHead(br)
+			if err != nil {
+				return
+			}
+			size := 0
+			for _, l := range lines[1:] {
+				if v, ok := strings.CutPrefix(strings.ToLower(l), "content-length: "); ok {
+					size, _ = strconv.Atoi(v)
+				}
+			}
+			body := make([]byte, size)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, fmt.Sprintf("%d %s", i, body))
+			mu.Unlock()
+			if i == 0 && n == 1 {
+				return // closed as the request arrived
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	px := startProxyConfig(t, engine.Config{StrictResend: true}, "http://"+o.Addr())
+	client := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	send := func(body string) (int, string) {
+		req, err := http.NewRequest("POST", "http://"+px+"/x", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Idempotency-Key", "k-"+body)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("POST %q: %v", body, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, b := send("first"); st != 200 || b != "first" {
+		t.Fatalf("first POST: %d %q", st, b)
+	}
+	st, b := send("second")
+	mu.Lock()
+	defer mu.Unlock()
+	if st != 200 || b != "second" {
+		t.Fatalf("keyed POST on the closing connection: %d %q, want it sent again and answered", st, b)
+	}
+	if want := []string{"0 first", "0 second", "1 second"}; !slices.Equal(got, want) {
+		t.Fatalf("origin read %q, want %q", got, want)
+	}
+}
