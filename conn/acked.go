@@ -3,6 +3,7 @@ package conn
 import (
 	"net"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,14 +21,17 @@ import (
 // acknowledgement of everything it had received (tcp_info's
 // tcpi_bytes_acked, cumulative from the SYN), which covers no byte of
 // the request, and the reset that came after the FIN left EPIPE as the
-// socket's error (a reset before any FIN leaves ECONNRESET), or none came
-// yet and the socket is in CLOSE_WAIT. An upstream that had the request
-// in its socket before it closed acknowledged it with its FIN; one that
-// read it and then reset the connection without a FIN may not have sent
-// its (delayed) acknowledgement, so a reset without a FIN never counts as
-// proof. A half-closed upstream that could still read the request after
-// its FIN answers nothing on that connection; HTTP servers that linger
-// after a close read only to discard, and acknowledge what they read.
+// socket's error (a reset before any FIN leaves ECONNRESET). An upstream
+// that had the request in its socket before it closed acknowledged it
+// with its FIN; one that read it and then reset the connection without a
+// FIN may not have sent its (delayed) acknowledgement, so a reset without
+// a FIN never counts as proof. The FIN alone (CLOSE_WAIT) is no proof
+// either: an upstream that only shut its sending side still reads, and
+// takes in (and acknowledges, later) a request that came after its FIN.
+// So a socket found in CLOSE_WAIT with nothing acknowledged is watched for
+// a few round trips (resetWait): the reset, or an acknowledgement, comes
+// within one once the request went out; without either, the request
+// counts as delivered.
 //
 // Connections straight to the upstream over TCP are told apart, TLS
 // included (the bytes counted are those on the wire: records, handshake);
@@ -102,32 +106,73 @@ func (c *Conn) delivered() bool {
 	if c.last.Responded || c.ackBase == ackUnknown {
 		return true
 	}
-	never := false
-	_ = c.withFd(func(fd int) { never = c.neverReceived(fd) })
-	return !never
+	var deadline time.Time
+	for step := resetPollMin; ; step = min(2*step, resetPollMax) {
+		v, rtt := ackMaybe, time.Duration(0)
+		if !c.withFd(func(fd int) { v, rtt = c.neverReceived(fd) }) {
+			return true
+		}
+		switch v {
+		case ackNever:
+			return false
+		case ackMaybe:
+			return true
+		}
+		// ackPending: the FIN and nothing acknowledged; the reset (or an
+		// acknowledgement) is at most a round trip behind the request.
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(min(resetWaitMin+resetWaitRTTs*rtt, resetWaitMax))
+		}
+		if now.After(deadline) {
+			return true
+		}
+		time.Sleep(step)
+	}
 }
+
+// How long delivered watches a socket in CLOSE_WAIT for the reset: a few
+// round trips (tcp_info's smoothed RTT) past a floor, under a ceiling,
+// polling at steps that double. It delays only an exchange that failed.
+const (
+	resetWaitMin  = 20 * time.Millisecond
+	resetWaitRTTs = 3
+	resetWaitMax  = 500 * time.Millisecond
+	resetPollMin  = 500 * time.Microsecond
+	resetPollMax  = 10 * time.Millisecond
+)
 
 // Linux TCP states (tcp_info's tcpi_state).
 const (
 	tcpCloseWait = 8
 )
 
-// neverReceived reports that the upstream's FIN came in and acknowledged
-// no byte of the current exchange, and that no reset came before the FIN
-// (see above).
-func (c *Conn) neverReceived(fd int) bool {
+// neverReceived's verdicts.
+const (
+	ackMaybe   = iota // the upstream may have received the request
+	ackNever          // it cannot have: a reset after a FIN that acknowledged none of it
+	ackPending        // its FIN acknowledged none of it, and no reset came yet
+)
+
+// neverReceived tells whether the upstream's FIN came in and acknowledged
+// no byte of the current exchange, followed by a reset and none before it
+// (see above); with the socket's smoothed round-trip time.
+func (c *Conn) neverReceived(fd int) (verdict int, rtt time.Duration) {
 	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil || int64(ti.Bytes_acked) > c.ackBase+c.sentBefore {
-		return false
+		return ackMaybe, 0
 	}
+	rtt = time.Duration(ti.Rtt) * time.Microsecond
 	switch ti.State {
 	case tcpCloseWait: // the FIN, no reset yet
-		return true
+		return ackPending, rtt
 	case tcpClose: // a reset: after the FIN if it left EPIPE
 		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		return err == nil && v == int(unix.EPIPE)
+		if err == nil && v == int(unix.EPIPE) {
+			return ackNever, rtt
+		}
 	}
-	return false
+	return ackMaybe, rtt
 }
 
 // peerAcked reads the peer's acknowledged byte count on the connection's

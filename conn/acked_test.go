@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"golang.org/x/sys/unix"
 )
 
 // postOrigin answers "ok" to the first request on a connection (reading
@@ -201,5 +202,59 @@ func TestDeliveredTLS(t *testing.T) {
 				t.Fatalf("err %v (%+v), want written, delivered %v", err, e, reset)
 			}
 		})
+	}
+}
+
+// TestDeliveredHalfClosedReader: an upstream that shut its sending side
+// (its FIN) and still reads receives a request written after that FIN:
+// the FIN acknowledged none of it, but no reset follows, and its TCP
+// acknowledges it. Delivered, then: only a reset after the FIN shows that
+// no socket was there to take the request. (netpoll refuses to write once
+// it has seen the FIN, so the case is Go net's.)
+func TestDeliveredHalfClosedReader(t *testing.T) {
+	checkLeaks(t)
+	read := make(chan string, 1)
+	done := make(chan struct{})
+	o := postOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		_ = c.(*net.TCPConn).CloseWrite()
+		lines, err := readHead(br)
+		if err == nil {
+			read <- lines[0]
+		}
+		<-done // no reset: the connection is closed only after the check
+		_ = c.Close()
+	})
+	c := goDial(t, o.addr())
+	if _, err := c.RoundTrip(context.Background(), postExchange(t, 5), &sink{}); err != nil {
+		t.Fatal(err)
+	}
+	// Let the FIN arrive before the request goes.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		var st uint8
+		c.withFd(func(fd int) {
+			if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				st = ti.State
+			}
+		})
+		if st == tcpCloseWait {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no FIN: TCP state %d", st)
+		}
+	}
+	_, err := c.RoundTrip(context.Background(), postExchange(t, 5), &sink{})
+	close(done)
+	e := AsError(err)
+	if e == nil || !e.Reused || !e.Written || e.Responded {
+		t.Fatalf("err %v (%+v), want written on a reused connection", err, e)
+	}
+	select {
+	case l := <-read:
+		if !e.Delivered {
+			t.Fatalf("the upstream read %q, but the error says it was not delivered", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream did not read the request")
 	}
 }
