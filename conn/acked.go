@@ -46,16 +46,24 @@ const ackUnknown = -1
 // A connection it cannot read it for stays untracked.
 func (c *Conn) trackAcks(fd int) {
 	c.ackBase = ackUnknown
-	if n, ok := bytesAcked(fd); ok {
+	if n, ok := baseAcked(bytesAcked(fd)); ok {
 		c.ackBase = n
 	}
+}
+
+// baseAcked vets a count read as a base: a connected socket's counts the
+// SYN, so 0 is a kernel without tcpi_bytes_acked (before Linux 4.1, which
+// leaves the bytes past its tcp_info zero) or a stack that does not keep
+// it, whose counts would all read "nothing acknowledged".
+func baseAcked(n int64, ok bool) (int64, bool) {
+	return n, ok && n > 0
 }
 
 // trackGoAcks is trackAcks for a Go net connection: tracked only when it
 // is plain TCP (ClientTLS sets a TLS connection's base).
 func (c *Conn) trackGoAcks(nc net.Conn) {
 	c.ackBase = ackUnknown
-	if n, ok := tcpAcked(nc); ok {
+	if n, ok := baseAcked(tcpAcked(nc)); ok {
 		c.ackBase = n
 	}
 }

@@ -258,3 +258,26 @@ func TestDeliveredHalfClosedReader(t *testing.T) {
 		t.Fatal("the upstream did not read the request")
 	}
 }
+
+// TestAckBaseNeedsTheSYN: a connected socket's tcpi_bytes_acked counts
+// the SYN (1). A count of 0 is a kernel without the field (before Linux
+// 4.1; the bytes past what it fills stay zero), or a stack that does not
+// keep it: every later count would then read 0, "nothing acknowledged",
+// and a request the upstream received would pass for one it never did.
+// Such a connection is not tracked. (An unconnected socket stands in for
+// it here.)
+func TestAckBaseNeedsTheSYN(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if n, ok := bytesAcked(fd); !ok || n != 0 {
+		t.Fatalf("unconnected socket: acked %d %v", n, ok)
+	}
+	var c Conn
+	c.trackAcks(fd)
+	if c.ackBase != ackUnknown {
+		t.Fatalf("ackBase %d from a count of 0, want untracked", c.ackBase)
+	}
+}

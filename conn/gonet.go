@@ -140,7 +140,7 @@ func HandshakeTLS(ctx context.Context, addr string, raw net.Conn, handshakeTimeo
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	tt := &tlsTransport{Conn: raw, ackBase: ackUnknown}
-	if n, ok := tcpAcked(raw); ok {
+	if n, ok := baseAcked(tcpAcked(raw)); ok {
 		tt.ackBase = n
 	}
 	tc := tls.Client(tt, cfg)
