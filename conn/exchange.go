@@ -109,7 +109,8 @@ type Outcome struct {
 	// its body was sent, or all of it ("Expect: 100-continue" refused, an
 	// early 413); BodyRead tells whether any of it was read.
 	BodySkipped bool
-	// KeepAliveHint is the response's "Keep-Alive: timeout=N", 0 if none.
+	// KeepAliveHint is the response's "Keep-Alive: timeout=N", 0 if none,
+	// and KeepAliveNoIdle for timeout=0.
 	KeepAliveHint time.Duration
 	// CloseAsked reports a final response, read whole, that did not allow
 	// keep-alive: the upstream asked to close ("Connection: close", an
@@ -117,6 +118,11 @@ type Outcome struct {
 	// close).
 	CloseAsked bool
 }
+
+// KeepAliveNoIdle is the Outcome.KeepAliveHint of a response that said
+// "Keep-Alive: timeout=0": the upstream keeps the connection idle no time
+// at all. It is negative, which poolset.PutInfo takes the same way.
+const KeepAliveNoIdle time.Duration = -1
 
 // RoundTrip sends ex and streams the response into sink, blocking the
 // calling goroutine. It must be called on a Busy or Pinned connection, by one

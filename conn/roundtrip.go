@@ -88,8 +88,13 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		return c.fail(PhaseProtocol, ErrUnofferedSwitch)
 	}
 	c.last.Status = resp.Status()
-	if t, _ := resp.KeepAliveHint(); t > 0 {
+	switch t, _ := resp.KeepAliveHint(); {
+	case t > 0:
 		c.last.KeepAliveHint = time.Duration(t) * time.Second
+	case t == 0:
+		// The upstream may close at any moment (Apache with a
+		// KeepAliveTimeout under a second says so): not "no hint".
+		c.last.KeepAliveHint = KeepAliveNoIdle
 	}
 	if !c.wholeSmall(resp, hl) {
 		c.startWatch(cfg.BodyHighWater)

@@ -20,15 +20,20 @@ import (
 
 const getReq = "GET /x HTTP/1.1\r\nHost: o\r\n\r\n"
 
+// TestRoundTripKeepAlive: three exchanges on one connection, each
+// reporting its response's Keep-Alive hint: timeout=7, none, and
+// timeout=0 (no idle time at all, not the same as none).
 func TestRoundTripKeepAlive(t *testing.T) {
 	checkLeaks(t)
+	fields := []string{"Keep-Alive: timeout=7\r\n", "", "Keep-Alive: timeout=0, max=100\r\n"}
+	hints := []time.Duration{7 * time.Second, 0, KeepAliveNoIdle}
 	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
 		for i := 0; ; i++ {
 			if _, err := readHead(br); err != nil {
 				return
 			}
 			body := fmt.Sprintf("hello %d", i)
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=7\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s", fields[i%len(fields)], len(body), body)
 		}
 	})
 	c := dial(t, o.addr())
@@ -41,7 +46,7 @@ func TestRoundTripKeepAlive(t *testing.T) {
 		if s.status != 200 || string(s.body) != fmt.Sprintf("hello %d", i) {
 			t.Fatalf("got %d %q", s.status, s.body)
 		}
-		if out.Reused != (i > 0) || !out.Written || !out.Responded || out.KeepAliveHint != 7*time.Second {
+		if out.Reused != (i > 0) || !out.Written || !out.Responded || out.KeepAliveHint != hints[i] {
 			t.Fatalf("outcome %+v", out)
 		}
 		if !c.Reusable() {

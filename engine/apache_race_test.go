@@ -309,3 +309,39 @@ func sum(xs []int) int {
 	}
 	return n
 }
+
+// TestApacheKeepAliveZeroHint: Apache with a KeepAliveTimeout under a
+// second answers a request that says "Connection: keep-alive" with
+// "Keep-Alive: timeout=0" (its timeout in whole seconds, rounded down):
+// it may close the connection any moment after the response. The pool
+// keeps no such connection idle (it could only go straight to a waiter),
+// so sequential POSTs, which are not sent again after the race, never
+// meet Apache's close: each takes a new connection, and none fails.
+func TestApacheKeepAliveZeroHint(t *testing.T) {
+	leakBaseline(t)
+	a := bench.StartApache(t, bench.ApacheOptions{Extra: []string{"KeepAliveTimeout 300ms"}})
+	e := startEngine(t, engine.Config{})
+	const n = 6
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			time.Sleep(300 * time.Millisecond) // about Apache's timeout
+		}
+		resp, body, err := fetch(e, apacheRequest(t, a.Addr(), "POST", "/small", "hello", "Connection: keep-alive"))
+		if err != nil {
+			logStats(t, e, a.Addr())
+			t.Fatalf("POST %d: %v", i, err)
+		}
+		if resp.Status != 200 || string(body) != bench.SmallBody || resp.Header.Get("Keep-Alive") != "timeout=0, max=1000" {
+			t.Fatalf("POST %d: %d %q, Keep-Alive %q", i, resp.Status, body, resp.Header.Get("Keep-Alive"))
+		}
+	}
+	s := logStats(t, e, a.Addr())
+	lines := apacheLog(t, a, n)
+	if got := apachePorts(lines); len(lines) != n || got != n {
+		t.Errorf("apache logged %d requests on %d connections, want %d on %d", len(lines), got, n, n)
+	}
+	if s.Pool.Dialed != n || s.Pool.Closed.HintExpired != n || s.RacesHit != 0 {
+		t.Errorf("engine dialed %d, closed %d for the hint, hit %d races; want %d, %d, 0",
+			s.Pool.Dialed, s.Pool.Closed.HintExpired, s.RacesHit, n, n)
+	}
+}

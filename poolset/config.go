@@ -64,7 +64,8 @@ type Config struct {
 	// receipt of the last byte; the one-second margin absorbs whole-second
 	// rounding in the header. With the default 0.8: timeout=60 → 48s,
 	// timeout=5 → 4s, timeout=2 → 1s, timeout=1 → 0s (such a connection is
-	// never kept idle; it can only be handed straight to a waiter).
+	// never kept idle; it can only be handed straight to a waiter), and
+	// so is one after timeout=0 (PutInfo.KeepAliveHint negative).
 	// Zero, negative or above 1 means DefaultKeepAliveSafety (0.8).
 	KeepAliveSafety float64
 

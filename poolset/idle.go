@@ -29,8 +29,8 @@ func (p *Pool[C]) expiry(info PutInfo, since time.Time) (at time.Time, why reaso
 	if p.cfg.IdleTimeout > 0 {
 		at, why = since.Add(p.cfg.IdleTimeout), whyIdleTimeout
 	}
-	if info.KeepAliveHint > 0 {
-		if t := since.Add(p.cfg.hintWindow(info.KeepAliveHint)); at.IsZero() || t.Before(at) {
+	if info.KeepAliveHint != 0 {
+		if t := since.Add(p.cfg.hintWindow(max(info.KeepAliveHint, 0))); at.IsZero() || t.Before(at) {
 			at, why = t, whyHintExpired
 		}
 	}

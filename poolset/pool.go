@@ -30,7 +30,9 @@ type Conn interface {
 // PutInfo describes a connection being returned by Put.
 type PutInfo struct {
 	// KeepAliveHint is the N of the last response's "Keep-Alive:
-	// timeout=N", or 0 when there was none. See Config.KeepAliveSafety.
+	// timeout=N", or 0 when there was none. A negative value stands for
+	// timeout=0, which leaves no idle time at all (the connection can
+	// only go straight to a waiter). See Config.KeepAliveSafety.
 	KeepAliveHint time.Duration
 	// Requests is how many requests the connection has served so far,
 	// including the one just finished. Compared with Config.MaxRequests.

@@ -130,6 +130,14 @@ func TestKeepAliveHintNoWindow(t *testing.T) {
 	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 1 {
 		t.Fatal("conn with no idle window kept")
 	}
+	// Nor does timeout=0, a negative hint.
+	c = dial(t, p, r, keyA)
+	if err := p.PutForTesting(keyA, c, poolset.PutInfo{KeepAliveHint: -1, Requests: 1}); !errors.Is(err, poolset.ErrNoIdleWindowForTesting) {
+		t.Fatalf("Put after timeout=0 = %v, want no idle window", err)
+	}
+	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 2 {
+		t.Fatal("conn after timeout=0 kept")
+	}
 
 	// Somebody waits: the hand-off takes no idle time, so it is allowed.
 	c = dial(t, p, r, keyA)
