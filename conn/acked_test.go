@@ -281,3 +281,36 @@ func TestAckBaseNeedsTheSYN(t *testing.T) {
 		t.Fatalf("ackBase %d from a count of 0, want untracked", c.ackBase)
 	}
 }
+
+// TestInlineBodyKeptWhenNothingWritten: a small body goes out with the
+// head, read into the same buffer first. When that write fails with
+// nothing sent (netpoll saw the upstream's close between the pool's probe
+// and the write: the stale race), the body read is handed back in the
+// Exchange and BodyRead is false, so the request, POST or not, can go
+// again on another connection without GetBody.
+func TestInlineBodyKeptWhenNothingWritten(t *testing.T) {
+	checkLeaks(t)
+	closed := make(chan struct{})
+	o := postOrigin(t, func(c net.Conn, _ *bufio.Reader) {
+		_ = c.Close()
+		close(closed)
+	})
+	c := dial(t, o.addr())
+	if _, err := c.RoundTrip(context.Background(), postExchange(t, 5), &sink{}); err != nil {
+		t.Fatal(err)
+	}
+	<-closed
+	for deadline := time.Now().Add(5 * time.Second); c.Alive() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond) // until netpoll has seen the close
+	}
+	ex := &Exchange{Head: request(t, "POST /p HTTP/1.1\r\nHost: o\r\nContent-Length: 5\r\n\r\n"),
+		Body: strings.NewReader("hello"), ContentLength: 5}
+	_, err := c.RoundTrip(context.Background(), ex, &sink{})
+	e := AsError(err)
+	if e == nil || !e.Reused || e.Written || e.Delivered || e.BodyRead || e.Phase != PhaseWrite {
+		t.Fatalf("err %v (%+v), want nothing written and the body unread", err, e)
+	}
+	if b, err := io.ReadAll(ex.Body); err != nil || string(b) != "hello" {
+		t.Fatalf("body handed back: %q %v, want hello", b, err)
+	}
+}

@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,14 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 		}
 	}
 	if err := c.write(bb.B); err != nil {
+		if inline && !c.last.Written {
+			// Nothing went out (the upstream's close, seen between the
+			// pool's probe and this write: the stale race): hand the
+			// body read back, so that the request may go again on
+			// another connection without GetBody.
+			ex.Body = bytes.NewReader(bytes.Clone(bb.B[len(bb.B)-int(ex.ContentLength):]))
+			c.last.BodyRead = false
+		}
 		return c.fail(PhaseWrite, fmt.Errorf("write head: %w", err))
 	}
 	return nil
