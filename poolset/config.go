@@ -57,15 +57,17 @@ type Config struct {
 	// closing socket (the stale keep-alive race). With hint N, the
 	// connection expires at
 	//
-	//	min(N × KeepAliveSafety, N − 1s)
+	//	max(min(N × KeepAliveSafety, N − 1s), N / 2)
 	//
 	// after it went idle, and never later than IdleTimeout. The fraction
 	// absorbs clock drift and the origin's timer starting before our
 	// receipt of the last byte; the one-second margin absorbs whole-second
-	// rounding in the header. With the default 0.8: timeout=60 → 48s,
-	// timeout=5 → 4s, timeout=2 → 1s, timeout=1 → 0s (such a connection is
-	// never kept idle; it can only be handed straight to a waiter), and
-	// so is one after timeout=0 (PutInfo.KeepAliveHint negative).
+	// rounding in the header; the floor of half the hint leaves a short
+	// hint some idle time (Apache rounds its timeout down, so it keeps a
+	// connection at least the hint). With the default 0.8: timeout=60 →
+	// 48s, timeout=5 → 4s, timeout=2 → 1s, timeout=1 → 0.5s. After
+	// timeout=0 (PutInfo.KeepAliveHint negative) a connection is never
+	// kept idle; it can only be handed straight to a waiter.
 	// Zero, negative or above 1 means DefaultKeepAliveSafety (0.8).
 	KeepAliveSafety float64
 
@@ -125,5 +127,9 @@ func (c *Config) hintWindow(h time.Duration) time.Duration {
 	if m := h - time.Second; m < w {
 		w = m
 	}
-	return w
+	// Never under half the hint: a server that rounds its timeout down
+	// to whole seconds (Apache) keeps the connection at least the hint,
+	// and without this floor timeout=1 would leave no idle time at all,
+	// so that not even back-to-back requests could share a connection.
+	return max(w, h/2)
 }

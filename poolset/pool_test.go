@@ -76,8 +76,9 @@ func TestHintWindow(t *testing.T) {
 		{0, 60 * time.Second, 48 * time.Second},
 		{0, 5 * time.Second, 4 * time.Second},
 		{0, 2 * time.Second, time.Second},
-		{0, time.Second, 0},
-		{0, 1500 * time.Millisecond, 500 * time.Millisecond},
+		{0, time.Second, 500 * time.Millisecond},
+		{0, 1500 * time.Millisecond, 750 * time.Millisecond},
+		{0, 0, 0},
 		{0.5, 10 * time.Second, 5 * time.Second},
 		{1, 10 * time.Second, 9 * time.Second},
 		{7, 10 * time.Second, 8 * time.Second}, // out of range: default
@@ -120,23 +121,30 @@ func TestKeepAliveHintCappedByIdleTimeout(t *testing.T) {
 
 func TestKeepAliveHintNoWindow(t *testing.T) {
 	p, clock, r := newPool(t, poolset.Config{MaxConnsPerKey: 1})
-	oneSecond := poolset.PutInfo{KeepAliveHint: time.Second, Requests: 1}
+	zero := poolset.PutInfo{KeepAliveHint: -1, Requests: 1} // timeout=0
 
-	// Nobody waits: timeout=1 leaves no safe idle time, so it is closed.
+	// Nobody waits: timeout=0 leaves no safe idle time, so it is closed.
 	c := dial(t, p, r, keyA)
-	if err := p.PutForTesting(keyA, c, oneSecond); !errors.Is(err, poolset.ErrNoIdleWindowForTesting) {
-		t.Fatalf("Put = %v, want no idle window", err)
-	}
-	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 1 {
-		t.Fatal("conn with no idle window kept")
-	}
-	// Nor does timeout=0, a negative hint.
-	c = dial(t, p, r, keyA)
-	if err := p.PutForTesting(keyA, c, poolset.PutInfo{KeepAliveHint: -1, Requests: 1}); !errors.Is(err, poolset.ErrNoIdleWindowForTesting) {
+	if err := p.PutForTesting(keyA, c, zero); !errors.Is(err, poolset.ErrNoIdleWindowForTesting) {
 		t.Fatalf("Put after timeout=0 = %v, want no idle window", err)
 	}
-	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 2 {
+	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 1 {
 		t.Fatal("conn after timeout=0 kept")
+	}
+	// timeout=1 leaves half a second.
+	c = dial(t, p, r, keyA)
+	if err := p.PutForTesting(keyA, c, poolset.PutInfo{KeepAliveHint: time.Second, Requests: 1}); err != nil {
+		t.Fatalf("Put after timeout=1 = %v, want it kept", err)
+	}
+	clock.Advance(500*time.Millisecond - time.Millisecond)
+	mustGet(t, p, keyA, c)
+	if err := p.PutForTesting(keyA, c, poolset.PutInfo{KeepAliveHint: time.Second, Requests: 2}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(500 * time.Millisecond)
+	mustMiss(t, p, keyA)
+	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 2 {
+		t.Fatal("conn idle for timeout=1's half second kept")
 	}
 
 	// Somebody waits: the hand-off takes no idle time, so it is allowed.
@@ -145,11 +153,10 @@ func TestKeepAliveHintNoWindow(t *testing.T) {
 	if _, err := p.Wait(keyA, time.Time{}, rec.fn); err != nil {
 		t.Fatal(err)
 	}
-	p.Put(keyA, c, oneSecond)
+	p.Put(keyA, c, zero)
 	if g := rec.got(t); g.Conn != c {
 		t.Fatalf("grant = %+v, want conn %d", g, c.id)
 	}
-	_ = clock
 }
 
 func TestMaxLifetime(t *testing.T) {
