@@ -70,6 +70,14 @@ func (c *Conn) edits(ex *Exchange) *parser.Edits {
 	default:
 		e.Set("Transfer-Encoding", chunkedValue)
 	}
+	if h.MethodID() != parser.MethodConnect && !e.Carries(&h.Header, connectionName) {
+		// Ask for the upstream's idle timeout. HTTP/1.1 persists without
+		// this option (RFC 9112 §9.3), but Apache announces its timeout
+		// ("Keep-Alive: timeout=N") only to a request that carries it, and
+		// the pool retires a connection before that timeout ends, which
+		// keeps requests out of the stale race with the upstream's close.
+		e.Add("Connection", keepAliveValue)
+	}
 	return e
 }
 
@@ -257,10 +265,12 @@ func (c *Conn) writeBody(ex *Exchange) error {
 	return nil
 }
 
-// Bytes the framing adds; never written to (Edits keep references, so a
+// Bytes the framing and the keep-alive option add; never written to (Edits keep references, so a
 // conversion at the call would allocate per request).
 var (
-	zeroValue    = []byte("0")
-	chunkedValue = []byte("chunked")
-	lastChunk    = []byte("0\r\n\r\n")
+	zeroValue      = []byte("0")
+	keepAliveValue = []byte("keep-alive")
+	connectionName = []byte("Connection")
+	chunkedValue   = []byte("chunked")
+	lastChunk      = []byte("0\r\n\r\n")
 )

@@ -17,10 +17,20 @@ import (
 
 // Keep-alive races against a real Apache. Apache (mpm_event) closes a
 // kept-alive connection exactly KeepAliveTimeout after its last response,
-// sends no "Keep-Alive: timeout=N" hint to HTTP/1.1 clients (so the pool
-// cannot expire the connection first), and closes by lingering: it shuts
-// its side and reads what still comes for a while, so a request that
-// crosses its FIN is acknowledged by its TCP, and then dropped unanswered.
+// and closes by lingering: it shuts its side and reads what still comes
+// for a while, so a request that crosses its FIN is acknowledged by its
+// TCP, and then dropped unanswered. It sends its "Keep-Alive: timeout=N"
+// hint only to a request that says "Connection: keep-alive", as every
+// request the engine forwards does unless its head carries a Connection
+// field of its own; with the hint the pool retires a connection before
+// Apache closes it (TestApacheKeepAliveHint). The race tests send heads
+// with a Connection field of their own (noHint), so that Apache sends no
+// hint and the pool cannot know when it will close: the race is met.
+
+// noHint is a Connection field naming no option Apache knows: the engine
+// forwards it instead of its own "Connection: keep-alive", so Apache
+// announces no timeout.
+const noHint = "Connection: no-hint"
 
 // apacheLine is one line of the fixture's access log.
 type apacheLine struct {
@@ -148,7 +158,7 @@ func TestApacheKeepAliveTimeoutRace(t *testing.T) {
 	const callers = 4
 	mk := make([]func() *engine.Request, callers)
 	for i := range mk {
-		mk[i] = func() *engine.Request { return apacheRequest(t, a.Addr(), "GET", "/small", "") }
+		mk[i] = func() *engine.Request { return apacheRequest(t, a.Addr(), "GET", "/small", "", noHint) }
 	}
 	start := time.Now()
 	errs := raceRounds(t, e, aboutASecond, mk)
@@ -249,16 +259,16 @@ func TestApacheKeepAliveTimeoutRaceBodies(t *testing.T) {
 		replay bool
 	}{
 		{"PUT with GetBody", "PUT /small?put HTTP/1.1", func() *engine.Request {
-			return replay(apacheRequest(t, a.Addr(), "PUT", "/small?put", body))
+			return replay(apacheRequest(t, a.Addr(), "PUT", "/small?put", body, noHint))
 		}, true, true},
 		{"POST with Idempotency-Key", "POST /small?key HTTP/1.1", func() *engine.Request {
-			return replay(apacheRequest(t, a.Addr(), "POST", "/small?key", body, `Idempotency-Key: "k1"`))
+			return replay(apacheRequest(t, a.Addr(), "POST", "/small?key", body, `Idempotency-Key: "k1"`, noHint))
 		}, true, true},
 		{"POST with GetBody", "POST /small?replayable HTTP/1.1", func() *engine.Request {
-			return replay(apacheRequest(t, a.Addr(), "POST", "/small?replayable", body))
+			return replay(apacheRequest(t, a.Addr(), "POST", "/small?replayable", body, noHint))
 		}, false, true},
 		{"POST", "POST /small?once HTTP/1.1", func() *engine.Request {
-			return apacheRequest(t, a.Addr(), "POST", "/small?once", body)
+			return apacheRequest(t, a.Addr(), "POST", "/small?once", body, noHint)
 		}, false, false},
 	}
 	mk := make([]func() *engine.Request, len(kinds))
@@ -343,5 +353,66 @@ func TestApacheKeepAliveZeroHint(t *testing.T) {
 	if s.Pool.Dialed != n || s.Pool.Closed.HintExpired != n || s.RacesHit != 0 {
 		t.Errorf("engine dialed %d, closed %d for the hint, hit %d races; want %d, %d, 0",
 			s.Pool.Dialed, s.Pool.Closed.HintExpired, s.RacesHit, n, n)
+	}
+}
+
+// TestApacheKeepAliveHint: a request the engine forwards says
+// "Connection: keep-alive" (its head has no Connection field of its own),
+// so Apache (KeepAliveTimeout 1) announces its timeout, which it tells no
+// HTTP/1.1 request without that option, and the pool retires an idle
+// connection after half a second, before Apache closes it. The rounds of
+// TestApacheKeepAliveTimeoutRace, POSTs without GetBody or an
+// Idempotency-Key among them, then never meet Apache's close: no race, no
+// error, every request answered once; and the rounds after a short pause
+// still find their connections open.
+func TestApacheKeepAliveHint(t *testing.T) {
+	leakBaseline(t)
+	a := bench.StartApache(t, bench.ApacheOptions{Extra: []string{"KeepAliveTimeout 1"}})
+	e := startEngine(t, engine.Config{})
+	resp, _, err := fetch(e, apacheRequest(t, a.Addr(), "GET", "/small", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ka := resp.Header.Get("Keep-Alive"); !strings.HasPrefix(ka, "timeout=1,") {
+		t.Fatalf("Keep-Alive %q, want Apache's timeout=1", ka)
+	}
+	const callers = 4
+	mk := make([]func() *engine.Request, callers)
+	for i := range mk {
+		method, body := "GET", ""
+		if i%2 == 1 {
+			method, body = "POST", "hello"
+		}
+		mk[i] = func() *engine.Request { return apacheRequest(t, a.Addr(), method, "/small", body) }
+	}
+	errs := raceRounds(t, e, aboutASecond, mk)
+	for r, es := range errs {
+		for i, err := range es {
+			if err != nil {
+				t.Errorf("round %d (after %v idle), caller %d: %v", r, aboutASecond[r], i, err)
+			}
+		}
+	}
+	s := logStats(t, e, a.Addr())
+	n := 1 + len(aboutASecond)*callers
+	lines := apacheLog(t, a, n)
+	conns := apachePorts(lines)
+	t.Logf("apache: %d requests on %d connections", len(lines), conns)
+	if len(lines) != n {
+		t.Errorf("apache logged %d requests, want %d (each answered once)", len(lines), n)
+	}
+	// Only a round after a pause longer than the half second dials.
+	long := 0
+	for _, p := range aboutASecond {
+		if p > 500*time.Millisecond {
+			long++
+		}
+	}
+	if max := callers * (1 + long); conns != int(s.Pool.Dialed) || conns > max {
+		t.Errorf("apache saw %d connections, engine dialed %d; want the same, at most %d", conns, s.Pool.Dialed, max)
+	}
+	if s.RacesHit != 0 || len(s.Errors) != 0 || s.Pool.Closed.HintExpired == 0 {
+		t.Errorf("engine: races hit %d, errors %v, closed for the hint %d; want no race, no error, closes for the hint",
+			s.RacesHit, s.Errors, s.Pool.Closed.HintExpired)
 	}
 }
