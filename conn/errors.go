@@ -167,6 +167,14 @@ var (
 	ErrNotNetpoll = errors.New("conn: connection cannot be detached")
 )
 
+// CallerFault reports whether err is a failure on the caller's side of
+// the exchange, not the upstream's: the sink refused the response
+// (ErrSink: a proxy's client gone, say), or the request body could not be
+// read whole (ErrRequestBody, ErrBodyLength).
+func CallerFault(err error) bool {
+	return errors.Is(err, ErrSink) || errors.Is(err, ErrRequestBody) || errors.Is(err, ErrBodyLength)
+}
+
 // AsError returns the *Error in err's chain, or nil.
 func AsError(err error) *Error {
 	if err == nil {

@@ -549,8 +549,7 @@ func classify(err error) outcome {
 // peerHungUp reports whether err is the peer closing or resetting the
 // connection, not the caller's body, the sink, a timeout or our own close.
 func peerHungUp(err error) bool {
-	if errors.Is(err, conn.ErrRequestBody) || errors.Is(err, conn.ErrSink) || errors.Is(err, conn.ErrBodyLength) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if conn.CallerFault(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	return errors.Is(err, conn.ErrUnexpectedEOF) || errors.Is(err, conn.ErrPeerReset) ||

@@ -896,7 +896,7 @@ func (s *soak) run(dur time.Duration, maxReqs int64) {
 			continue
 		}
 		reqs += st.Requests
-		fails += st.Canceled
+		fails += st.Canceled + st.CallerErrors
 		for _, n := range st.Errors {
 			fails += n
 		}

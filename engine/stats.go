@@ -39,13 +39,22 @@ type UpstreamStats struct {
 	// counts the attempts, failed ones included).
 	Tunnels uint64
 	// Errors counts failed requests by phase name (dial, write,
-	// await-head, body, protocol, pool-wait, tls, tunnel); Canceled those
+	// await-head, body, protocol, pool-wait, tls, tunnel): the upstream's
+	// failures, and the engine's own (a full queue, a pool wait that
+	// timed out). It leaves out two kinds, counted apart: Canceled, those
 	// that failed because their context ended (the caller's: a client
 	// that went away, a deadline, a Response.Body closed before its end;
 	// or the engine's, when Close or Drain aborts the requests still
-	// running), which Errors leaves out.
-	Errors   map[string]uint64
-	Canceled uint64
+	// running); and CallerErrors, those that failed on the caller's side
+	// while its context lasted (conn.CallerFault): the sink refused the
+	// response (conn.ErrSink: a proxy's client that went away
+	// mid-response), or the request body failed to read
+	// (conn.ErrRequestBody: a client gone mid-upload) or ended short of
+	// its ContentLength (conn.ErrBodyLength). Neither kind counts against
+	// a peer's health.
+	Errors       map[string]uint64
+	Canceled     uint64
+	CallerErrors uint64
 	// ReuseRatio is OnReused / Attempts: the share of exchanges that
 	// needed no new connection.
 	ReuseRatio float64
@@ -77,6 +86,7 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		u.TLSResumed = c.TLSResumed.Load()
 		u.Tunnels = c.Tunnels.Load()
 		u.Canceled = c.Canceled.Load()
+		u.CallerErrors = c.CallerErrors.Load()
 		u.Errors = make(map[string]uint64)
 		for p := range c.Errors {
 			if n := c.Errors[p].Load(); n > 0 {

@@ -25,22 +25,30 @@ type Counters struct {
 	TLSHandshakes, TLSResumed atomic.Uint64
 	// Tunnels counts tunnels opened (handed to the caller).
 	Tunnels atomic.Uint64
-	// Errors counts failed requests by phase; Canceled those that failed
-	// because their context ended (the caller's, or the engine's when it
-	// aborts its requests), counted apart: the upstream did not fail.
-	Errors   [conn.NumPhases]atomic.Uint64
-	Canceled atomic.Uint64
+	// Errors counts failed requests by phase. Two kinds of failure are
+	// counted apart, since the upstream did not fail: Canceled, those
+	// that failed because their context ended (the caller's, or the
+	// engine's when it aborts its requests), and CallerErrors, those that
+	// failed on the caller's side (conn.CallerFault: the sink refused the
+	// response, the request body could not be read).
+	Errors       [conn.NumPhases]atomic.Uint64
+	Canceled     atomic.Uint64
+	CallerErrors atomic.Uint64
 }
 
 // Failed counts a request that failed with err: in Canceled when ctx,
 // the request's (the caller's, or the engine's root for a caller's
-// context that cannot end), has ended, else in Errors by the phase of
-// its *conn.Error (errors of other types are not counted).
+// context that cannot end), has ended, in CallerErrors when err is the
+// caller's (conn.CallerFault), else in Errors by the phase of its
+// *conn.Error (errors of other types are not counted).
 func (c *Counters) Failed(ctx context.Context, err error) {
 	if e := conn.AsError(err); e != nil && int(e.Phase) < len(c.Errors) {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			c.Canceled.Add(1)
-		} else {
+		case conn.CallerFault(err):
+			c.CallerErrors.Add(1)
+		default:
 			c.Errors[e.Phase].Add(1)
 		}
 	}
@@ -161,6 +169,7 @@ func (dst *Counters) add(c *Counters) {
 		dst.Errors[i].Add(c.Errors[i].Load())
 	}
 	dst.Canceled.Add(c.Canceled.Load())
+	dst.CallerErrors.Add(c.CallerErrors.Load())
 }
 
 // Range calls fn for every upstream with counters (not Retired).

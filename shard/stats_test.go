@@ -1,11 +1,100 @@
 package shard
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/poolset"
 )
+
+// TestCountersFailed: a failure is counted once, in Canceled when the
+// request's context ended, in CallerErrors when the caller's sink or
+// request body failed, else in Errors by its phase; an error that is not
+// a *conn.Error is not counted.
+func TestCountersFailed(t *testing.T) {
+	live := context.Background()
+	ended, cancel := context.WithCancel(live)
+	cancel()
+	gone := fmt.Errorf("write to client: %w", syscall.EPIPE)
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want func(*Counters) uint64
+	}{
+		{"sink", live, &conn.Error{Phase: conn.PhaseBody, Err: fmt.Errorf("%w: %w", conn.ErrSink, gone)},
+			func(c *Counters) uint64 { return c.CallerErrors.Load() }},
+		{"sink head", live, &conn.Error{Phase: conn.PhaseAwaitHead, Err: fmt.Errorf("%w: %w", conn.ErrSink, gone)},
+			func(c *Counters) uint64 { return c.CallerErrors.Load() }},
+		{"request body", live, &conn.Error{Phase: conn.PhaseWrite, Err: fmt.Errorf("%w: %w", conn.ErrRequestBody, syscall.ECONNRESET)},
+			func(c *Counters) uint64 { return c.CallerErrors.Load() }},
+		{"request body short", live, &conn.Error{Phase: conn.PhaseWrite, Err: fmt.Errorf("%w: 3 bytes short", conn.ErrBodyLength)},
+			func(c *Counters) uint64 { return c.CallerErrors.Load() }},
+		{"sink, context ended", ended, &conn.Error{Phase: conn.PhaseBody, Err: fmt.Errorf("%w: %w", conn.ErrSink, gone)},
+			func(c *Counters) uint64 { return c.Canceled.Load() }},
+		{"upstream reset", live, &conn.Error{Phase: conn.PhaseBody, Err: syscall.ECONNRESET},
+			func(c *Counters) uint64 { return c.Errors[conn.PhaseBody].Load() }},
+		{"write failed", live, &conn.Error{Phase: conn.PhaseWrite, Err: syscall.EPIPE},
+			func(c *Counters) uint64 { return c.Errors[conn.PhaseWrite].Load() }},
+		{"not a conn.Error", live, errors.New("other"), nil},
+	} {
+		var c Counters
+		c.Failed(tc.ctx, tc.err)
+		total := c.Canceled.Load() + c.CallerErrors.Load()
+		for i := range c.Errors {
+			total += c.Errors[i].Load()
+		}
+		switch {
+		case tc.want == nil && total != 0:
+			t.Errorf("%s: counted %d times, want none", tc.name, total)
+		case tc.want != nil && (tc.want(&c) != 1 || total != 1):
+			t.Errorf("%s: counted %d times, %d in the right counter; want once there", tc.name, total, tc.want(&c))
+		}
+	}
+}
+
+// TestCountersAddEveryField: add, which retires an upstream's counts into
+// Retired, carries every counter.
+func TestCountersAddEveryField(t *testing.T) {
+	var src, dst Counters
+	srcs, dsts := counterFields(t, &src), counterFields(t, &dst)
+	for i, c := range srcs {
+		c.Store(uint64(i + 1))
+	}
+	dst.add(&src)
+	dst.add(&src)
+	for i, c := range dsts {
+		if got, want := c.Load(), 2*uint64(i+1); got != want {
+			t.Errorf("counter %d: %d after adding %d twice, want %d", i, got, i+1, want)
+		}
+	}
+}
+
+// counterFields lists c's counters, in field order.
+func counterFields(t *testing.T, c *Counters) []*atomic.Uint64 {
+	var out []*atomic.Uint64
+	v := reflect.ValueOf(c).Elem()
+	for i := range v.NumField() {
+		switch f := v.Field(i).Addr().Interface().(type) {
+		case *atomic.Uint64:
+			out = append(out, f)
+		case *[conn.NumPhases]atomic.Uint64:
+			for j := range f {
+				out = append(out, &f[j])
+			}
+		default:
+			t.Fatalf("field %s of type %s: extend counterFields", v.Type().Field(i).Name, v.Field(i).Type())
+		}
+	}
+	return out
+}
 
 // TestRegistryRetires: past registryFloor entries, a sweep at each
 // doubling drops the entries not used since the sweep before whose
