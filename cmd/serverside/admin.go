@@ -193,6 +193,7 @@ type upstreamRow struct {
 	Closes        map[string]uint64 `json:"closes"`
 	Errors        map[string]uint64 `json:"errors"`
 	Canceled      uint64            `json:"canceled"`
+	CallerErrors  uint64            `json:"caller_errors"`
 }
 
 // peerRow is one peer of a group in /status.json: the engine's PeerStats
@@ -304,6 +305,7 @@ func (a *admin) snapshot() statusDoc {
 			AuthRounds: s.AuthRounds, TLSHandshakes: s.TLSHandshakes, TLSResumed: s.TLSResumed, Tunnels: s.Tunnels,
 			Dialed: s.Pool.Dialed, DialFailed: s.Pool.DialFailed,
 			Closes: make(map[string]uint64), Errors: make(map[string]uint64), Canceled: s.Canceled,
+			CallerErrors: s.CallerErrors,
 		}
 		for i, n := range closeCounts(s.Pool.Closed) {
 			r.Closes[closeReasons[i]] = n
@@ -590,9 +592,11 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 			e.sample("serverside_upstream_closes_total", u64(r.Closes[reason]), upstreamLabels(r, "reason", reason)...)
 		}
 	}
-	counter("serverside_upstream_canceled_total", "Upstream requests that failed because the client went away or a deadline passed (not in errors_total).",
+	counter("serverside_upstream_canceled_total", "Upstream requests the proxy gave up on: their context ended at the shutdown's deadline (not in errors_total).",
 		func(r upstreamRow) uint64 { return r.Canceled })
-	e.family("serverside_upstream_errors_total", "counter", "Failed upstream requests, by the phase they failed in.")
+	counter("serverside_upstream_caller_errors_total", "Upstream requests that failed on the client's side: the response could not be relayed (the client went away) or the request body could not be read from the client (not in errors_total).",
+		func(r upstreamRow) uint64 { return r.CallerErrors })
+	e.family("serverside_upstream_errors_total", "counter", "Failed upstream requests, by the phase they failed in; not those that failed on the client's side or were canceled.")
 	for _, r := range ups {
 		for _, ph := range phases() {
 			e.sample("serverside_upstream_errors_total", u64(r.Errors[ph]), upstreamLabels(r, "phase", ph)...)

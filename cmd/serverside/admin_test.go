@@ -1284,3 +1284,105 @@ func TestAdminMetricsUpstreamClose(t *testing.T) {
 		}
 	}
 }
+
+// A client that goes away mid-download (a reset after 1 MiB of a 64 MiB
+// file from a real nginx) and one that goes away mid-upload (a reset after
+// 1 MiB of an 8 MiB PUT) fail their exchanges on the client's side: they
+// count in serverside_upstream_caller_errors_total, not in
+// serverside_upstream_errors_total, which would blame the origin, nor in
+// canceled_total, nor against the peer (failures, downs, reroutes). Both
+// upstream connections are closed, not pooled with the rest of the
+// response unread or the request unfinished, and the next request works.
+func TestAdminMetricsClientGone(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	writeRandomFile(t, filepath.Join(ng.Dir(), "html", "files", "big"), 64<<20)
+	px, adm := startProxyAdmin(t, "http://"+ng.Addr())
+	up := ng.Addr()
+	busy := func() bool {
+		return scrapeMetrics(t, adm).get(t, "serverside_upstream_connections", "upstream", up, "state", "busy") == 1
+	}
+	settled := func(requests float64) func() bool {
+		return func() bool {
+			p := scrapeMetrics(t, adm)
+			return p.get(t, "serverside_upstream_requests_total", "upstream", up) == requests &&
+				p.get(t, "serverside_upstream_connections", "upstream", up, "state", "busy") == 0
+		}
+	}
+
+	// The download: the proxy's writes to the client fail (the sink's
+	// error).
+	c, br := dialClient(t, px)
+	if _, err := io.WriteString(c, "GET /files/big HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	waitFor(t, "the download counted and its connection settled", settled(1))
+
+	// The upload: reading the request body from the client fails. The
+	// reset waits until the exchange is under way.
+	c, _ = dialClient(t, px)
+	if _, err := fmt.Fprintf(c, "PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the upload's exchange under way", busy)
+	_ = c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	waitFor(t, "the upload counted and its connection settled", settled(2))
+
+	p := scrapeMetrics(t, adm)
+	if n := p.sum("serverside_upstream_errors_total", "upstream", up); n != 0 {
+		for _, ph := range phases() {
+			t.Logf("errors_total{phase=%q} = %v", ph, p.get(t, "serverside_upstream_errors_total", "upstream", up, "phase", ph))
+		}
+		t.Errorf("errors_total = %v, want 0: the clients went away, not the origin", n)
+	}
+	for name, want := range map[string]float64{
+		"serverside_upstream_caller_errors_total": 2,
+		"serverside_upstream_canceled_total":      0,
+		"serverside_upstream_retries_total":       0,
+		"serverside_upstream_dials_total":         2,
+	} {
+		if got := p.get(t, name, "upstream", up); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if got := p.get(t, "serverside_upstream_connections", "upstream", up, "state", "idle"); got != 0 {
+		t.Errorf("%v idle connections, want 0: neither connection may be pooled", got)
+	}
+	if got := p.get(t, "serverside_upstream_closes_total", "upstream", up, "reason", "owner"); got != 2 {
+		t.Errorf("closes_total{reason=owner} = %v, want 2", got)
+	}
+	for _, name := range []string{"serverside_peer_failures_total", "serverside_peer_downs_total", "serverside_peer_rerouted_total"} {
+		if got := p.sum(name); got != 0 {
+			t.Errorf("%s = %v, want 0", name, got)
+		}
+	}
+	var row upstreamRow
+	for _, r := range statusJSON(t, adm).Upstreams {
+		if r.Key == up {
+			row = r
+		}
+	}
+	if row.CallerErrors != 2 || row.Canceled != 0 || row.Errors["body"] != 0 || row.Errors["write"] != 0 {
+		t.Errorf("/status.json: %+v, want 2 caller errors, none canceled, no body or write errors", row)
+	}
+	if got := p.sum("serverside_peer_up"); got != 1 {
+		t.Errorf("serverside_peer_up = %v, want 1", got)
+	}
+	if out, _ := curl(t, "http://"+px+"/small"); out != bench.SmallBody {
+		t.Fatalf("the next request: %q", out)
+	}
+}
