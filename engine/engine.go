@@ -143,7 +143,10 @@ type Request struct {
 // goroutine doing the exchange (an exchange worker, or the caller's own in
 // Exchange's inline path), one call at a time; blocking in them is the
 // backpressure. OnDone runs once, last (on a shard goroutine, or on the
-// caller's in the inline path), and must not block.
+// caller's in the inline path), and must not block. An error from OnHead
+// or OnBody (a proxy's client gone) aborts the exchange: the connection
+// closes, the request fails with an error wrapping conn.ErrSink and the
+// sink's, and it counts in Stats' CallerErrors, not against the upstream.
 type Sink interface {
 	// OnHead receives the final head; views are valid during the call.
 	// (A Sink that is also an InterimSink gets the 1xx heads before it.)
