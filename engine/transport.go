@@ -41,7 +41,9 @@ import (
 // Where it differs from net/http's Transport, as a proxy's upstream half
 // should: it adds no header of its own but Host, Content-Length (also
 // "Content-Length: 0" for a POST, PUT or PATCH without a body, as
-// net/http sends it), Transfer-Encoding and, for Request.Close,
+// net/http sends it), Transfer-Encoding and "Connection: keep-alive" (as
+// on every request the engine forwards without a Connection field of its
+// own: Apache then announces its idle timeout), or for Request.Close
 // "Connection: close": no User-Agent and no Accept-Encoding, so it never
 // asks for gzip and never decompresses (Response.Uncompressed is false; a
 // body the caller asked compressed comes as the origin sent it, with its
