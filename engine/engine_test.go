@@ -67,17 +67,27 @@ func TestDoKeepAliveReuse(t *testing.T) {
 
 func TestKeepAliveHintHonoured(t *testing.T) {
 	checkLeaks(t)
-	// timeout=1 leaves no safe idle window (poolset: min(0.8s, 0s)).
-	o := newOrigin(t, keepAlive("Keep-Alive: timeout=1\r\n"))
-	e := newEngine(t, Config{Shards: 1})
-	for i := 0; i < 2; i++ {
-		if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
-			t.Fatalf("%d %v", st, err)
+	for _, tc := range []struct {
+		hint                    string
+		dialed, reused, expired uint64
+	}{
+		// timeout=0 leaves no idle time at all: each request dials.
+		{"Keep-Alive: timeout=0\r\n", 2, 0, 2},
+		// timeout=1 leaves half a second (poolset: max(min(0.8s, 0s),
+		// 0.5s)): back-to-back requests share the connection.
+		{"Keep-Alive: timeout=1\r\n", 1, 1, 0},
+	} {
+		o := newOrigin(t, keepAlive(tc.hint))
+		e := newEngine(t, Config{Shards: 1})
+		for i := 0; i < 2; i++ {
+			if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+				t.Fatalf("%q: %d %v", tc.hint, st, err)
+			}
 		}
-	}
-	s := e.Stats()[o.addr()]
-	if s.Pool.Dialed != 2 || s.Pool.Closed.HintExpired != 2 || s.Pool.Reused != 0 {
-		t.Fatalf("stats %+v", s.Pool)
+		s := e.Stats()[o.addr()]
+		if s.Pool.Dialed != tc.dialed || s.Pool.Reused != tc.reused || s.Pool.Closed.HintExpired != tc.expired {
+			t.Fatalf("%q: stats %+v", tc.hint, s.Pool)
+		}
 	}
 }
 

@@ -83,9 +83,25 @@ func TestSquidParentIdleTimeoutRace(t *testing.T) {
 		t.Errorf("engine: %d requests, errors %v, races hit %d, retried %d; want %d, none, all retried",
 			s.Requests, s.Errors, s.RacesHit, s.RacesRetried, n)
 	}
-	if max := callers * (1 + longPauses(aboutASecond)); conns != int(s.Pool.Dialed) || conns > max {
+	// Squid's idle timer is coarse: a connection may close after a pause
+	// shorter than its second (a run saw 32 connections where the long
+	// pauses alone would make 28). Only the rounds that follow the one
+	// before at once are sure to find theirs open.
+	if max := n - callers*zeroPauses(aboutASecond); conns != int(s.Pool.Dialed) || conns > max {
 		t.Errorf("squid saw %d connections, engine dialed %d; want the same, at most %d", conns, s.Pool.Dialed, max)
 	}
+}
+
+// zeroPauses counts the rounds that follow the one before without a pause
+// (the first excepted).
+func zeroPauses(ps []time.Duration) int {
+	n := 0
+	for i, p := range ps {
+		if i > 0 && p == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // TestSquidTunnelIdleTimeoutRace: the same rounds to an https origin
