@@ -57,14 +57,15 @@ type Config struct {
 	// closing socket (the stale keep-alive race). With hint N, the
 	// connection expires at
 	//
-	//	max(min(N × KeepAliveSafety, N − 1s), N / 2)
+	//	max(min(N × KeepAliveSafety, N − 1s), min(N / 2, N × KeepAliveSafety))
 	//
 	// after it went idle, and never later than IdleTimeout. The fraction
 	// absorbs clock drift and the origin's timer starting before our
 	// receipt of the last byte; the one-second margin absorbs whole-second
-	// rounding in the header; the floor of half the hint leaves a short
-	// hint some idle time (Apache rounds its timeout down, so it keeps a
-	// connection at least the hint). With the default 0.8: timeout=60 →
+	// rounding in the header; the floor of half the hint (or less, with a
+	// KeepAliveSafety under one half) leaves a short hint some idle time
+	// (Apache rounds its timeout down, so it keeps a connection at least
+	// the hint). With the default 0.8: timeout=60 →
 	// 48s, timeout=5 → 4s, timeout=2 → 1s, timeout=1 → 0.5s. After
 	// timeout=0 (PutInfo.KeepAliveHint negative) a connection is never
 	// kept idle; it can only be handed straight to a waiter.
@@ -123,13 +124,13 @@ func (c Config) normalized() Config {
 // hintWindow is how long a connection may stay idle after a response that
 // carried Keep-Alive: timeout=h. It may be zero or negative: no safe window.
 func (c *Config) hintWindow(h time.Duration) time.Duration {
-	w := time.Duration(float64(h) * c.KeepAliveSafety)
-	if m := h - time.Second; m < w {
-		w = m
-	}
+	f := time.Duration(float64(h) * c.KeepAliveSafety)
+	w := min(f, h-time.Second)
 	// Never under half the hint: a server that rounds its timeout down
 	// to whole seconds (Apache) keeps the connection at least the hint,
 	// and without this floor timeout=1 would leave no idle time at all,
 	// so that not even back-to-back requests could share a connection.
-	return max(w, h/2)
+	// The floor stands in for the one-second margin, not for the
+	// fraction: a KeepAliveSafety under one half still holds.
+	return max(w, min(h/2, f))
 }

@@ -80,6 +80,11 @@ func TestHintWindow(t *testing.T) {
 		{0, 1500 * time.Millisecond, 750 * time.Millisecond},
 		{0, 0, 0},
 		{0.5, 10 * time.Second, 5 * time.Second},
+		// A safety under one half is the user's to choose: the floor of
+		// half the hint stands in for the one-second margin, never for
+		// the fraction.
+		{0.3, 10 * time.Second, 3 * time.Second},
+		{0.3, time.Second, 300 * time.Millisecond},
 		{1, 10 * time.Second, 9 * time.Second},
 		{7, 10 * time.Second, 8 * time.Second}, // out of range: default
 	} {
