@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -312,5 +313,82 @@ func TestInlineBodyKeptWhenNothingWritten(t *testing.T) {
 	}
 	if b, err := io.ReadAll(ex.Body); err != nil || string(b) != "hello" {
 		t.Fatalf("body handed back: %q %v, want hello", b, err)
+	}
+}
+
+// TestInlineBodyKeptWhenPartlyWritten: a write of a head with its inline
+// body that sent part of the bytes before it failed (here its timeout,
+// the upstream reading nothing and both socket buffers small) put request
+// bytes in the upstream's socket: Written, the body read and not handed
+// back, so that the request is not taken for one that never went out and
+// sent again whole (a POST, or under StrictResend). On netpoll and on Go
+// net.
+func TestInlineBodyKeptWhenPartlyWritten(t *testing.T) {
+	checkLeaks(t)
+	small := func(opt int) func(_, _ string, rc syscall.RawConn) error {
+		return func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 4096) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	// The upstream: a receive buffer set before the handshake, so that
+	// its window is small, and no read.
+	ln, err := (&net.ListenConfig{Control: small(unix.SO_RCVBUF)}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		_ = ln.Close()
+		for {
+			select {
+			case c := <-accepted:
+				_ = c.Close()
+			default:
+				return
+			}
+		}
+	})
+	for _, goNet := range []bool{true, false} {
+		var c *Conn
+		if goNet {
+			nc, err := (&net.Dialer{Control: small(unix.SO_SNDBUF)}).Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c = NewGo(ln.Addr().String(), nc)
+			t.Cleanup(func() { _ = c.Close() })
+		} else {
+			c = dial(t, ln.Addr().String())
+			c.withFd(func(fd int) { _ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096) })
+		}
+		ex := postExchange(t, inlineMax)
+		ex.Config.WriteTimeout = 300 * time.Millisecond
+		_, err := c.RoundTrip(context.Background(), ex, &sink{})
+		e := AsError(err)
+		if e == nil || e.Phase != PhaseWrite || !e.Written || !e.Delivered || !e.BodyRead {
+			t.Errorf("GoNetIO %v: err %v, want written in part, delivered, the body read", goNet, err)
+			if e != nil {
+				t.Fatalf("written %v, delivered %v, body read %v", e.Written, e.Delivered, e.BodyRead)
+			}
+			t.FailNow()
+		}
+		if n, _ := io.Copy(io.Discard, ex.Body); n != 0 {
+			t.Fatalf("GoNetIO %v: %d body bytes handed back, want none: part of them went out", goNet, n)
+		}
 	}
 }

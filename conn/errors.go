@@ -57,7 +57,9 @@ type Error struct {
 	// this one: a failure before any response byte may then be the stale
 	// keep-alive race rather than a broken upstream.
 	Reused bool
-	// Written reports that request bytes reached the socket.
+	// Written reports that request bytes reached the socket: all or part
+	// of a write (a netpoll write whose flush failed midway counts, since
+	// it cannot tell how much went out, unless its first send failed).
 	Written bool
 	// Delivered reports that request bytes may have reached the upstream:
 	// they were written, and the upstream's TCP acknowledged some of them

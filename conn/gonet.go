@@ -247,8 +247,19 @@ func nanotime() int64 { return int64(time.Since(epoch)) + 1 }
 // goWrite sends p on a Go net connection under the write timeout.
 func (c *Conn) goWrite(p []byte) error {
 	_ = c.gc.SetWriteDeadline(time.Now().Add(c.wto))
-	if _, err := c.gc.Write(p); err != nil {
+	var wire int64
+	if c.tlsRaw != nil {
+		wire = c.tlsRaw.sent.Load()
+	}
+	if n, err := c.gc.Write(p); err != nil {
 		c.wfail = true
+		if n > 0 || c.tlsRaw != nil && c.tlsRaw.sent.Load() > wire {
+			// Part of p reached the socket before the error (a write
+			// timeout, a reset while the socket buffer was full): the
+			// upstream may hold it (see write).
+			c.last.Written = true
+			c.sent += int64(n)
+		}
 		if errors.Is(err, net.ErrClosed) || c.isClosed() {
 			return fmt.Errorf("%w: %w", ErrClosed, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"syscall"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/parser"
@@ -34,8 +35,19 @@ func (c *Conn) write(p []byte) (err error) {
 			err = fmt.Errorf("%w: write panicked: %v", ErrClosed, r)
 		}
 	}()
-	if _, err = c.nc.Write(p); err != nil {
+	n, err := c.nc.Write(p)
+	if err != nil {
 		c.wfail = true
+		if n > 0 && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+			// netpoll took p (n is all of it) and its flush failed
+			// after sending some, or none, of it: a write timeout, a
+			// close seen while it waited. Only an error of the first
+			// sendmsg (the upstream's reset or close, already there)
+			// shows that nothing went out. Written lets delivered()
+			// look at what the upstream acknowledged, and keeps an
+			// inline body from being handed back for a resend.
+			c.last.Written = true
+		}
 		if errors.Is(err, netpoll.ErrConnClosed) || errors.Is(err, netpoll.ErrEOF) {
 			return fmt.Errorf("%w: %w", ErrClosed, err)
 		}
