@@ -116,9 +116,9 @@ type Outcome struct {
 	// and KeepAliveNoIdle for timeout=0.
 	KeepAliveHint time.Duration
 	// CloseAsked reports a final response, read whole, that did not allow
-	// keep-alive: the upstream asked to close ("Connection: close", an
-	// HTTP/1.0 response without "keep-alive", a body delimited by the
-	// close).
+	// keep-alive to a request that did not ask to close itself: the
+	// upstream asked to close ("Connection: close", an HTTP/1.0 response
+	// without "keep-alive", a body delimited by the close).
 	CloseAsked bool
 }
 

@@ -113,8 +113,11 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if err := c.readBody(resp, sink, cfg); err != nil {
 		return err
 	}
-	c.last.CloseAsked = !resp.KeepAlive()
-	c.noReuse = c.last.BodySkipped || c.last.CloseAsked || c.requestClose(ex) || c.detached.Load()
+	// A close the request asked for is ours, whatever the response says
+	// (an upstream answers "Connection: close" to it).
+	asked := c.requestClose(ex)
+	c.last.CloseAsked = !resp.KeepAlive() && !asked
+	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || asked || c.detached.Load()
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -104,9 +105,9 @@ func logStats(t *testing.T, e *engine.Engine, addr string) engine.UpstreamStats 
 	t.Logf("stats %s: requests %d, attempts %d (on reused %d, reuse ratio %.2f), retries %d, races hit %d / retried %d, dialed %d, reused %d, errors %v",
 		addr, s.Requests, s.Attempts, s.OnReused, s.ReuseRatio, s.Retries, s.RacesHit, s.RacesRetried,
 		s.Pool.Dialed, s.Pool.Reused, s.Errors)
-	t.Logf("closes: idle-timeout %d, hint-expired %d, lifetime %d, max-requests %d, dead-on-checkout %d, dead-on-return %d, peer-closed-idle %d, over-cap %d, drained %d, owner %d (total %d)",
+	t.Logf("closes: idle-timeout %d, hint-expired %d, lifetime %d, max-requests %d, dead-on-checkout %d, dead-on-return %d, peer-closed-idle %d, over-cap %d, drained %d, upstream-close %d, owner %d (total %d)",
 		c.IdleTimeout, c.HintExpired, c.Lifetime, c.MaxRequests, c.DeadOnCheckout, c.DeadOnReturn,
-		c.PeerClosedIdle, c.OverCap, c.Drained, c.Owner, c.Total())
+		c.PeerClosedIdle, c.OverCap, c.Drained, c.UpstreamClose, c.Owner, c.Total())
 	return s
 }
 
@@ -458,5 +459,45 @@ func TestStatsBoundedOverManyUpstreams(t *testing.T) {
 	if len(st) > bound || st[engine.RetiredKey].Requests == 0 || sum != n {
 		t.Fatalf("%d entries, %d requests retired, %d counted; want at most %d entries, some retired, %d counted",
 			len(st), st[engine.RetiredKey].Requests, sum, bound, n)
+	}
+}
+
+// TestNginxRequestCloseIsOwner: a request that asks to close ("Connection:
+// close" in the head it forwards, or net/http's Request.Close through
+// Transport) gets nginx's "Connection: close" back, and its connection
+// closes at the engine's own request: counted under Owner, not under
+// UpstreamClose, which is for an upstream that asked to close by itself.
+func TestNginxRequestCloseIsOwner(t *testing.T) {
+	leakBaseline(t)
+	ngx := bench.StartNginx(t, bench.NginxOptions{})
+	e := startEngine(t, engine.Config{})
+
+	h := new(parser.Request)
+	raw := "GET /small HTTP/1.1\r\nHost: " + ngx.Addr() + "\r\nConnection: close\r\n\r\n"
+	if _, err := h.Parse([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	resp, body, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Addr: ngx.Addr()}, Head: h})
+	if err != nil || resp.Status != 200 || string(body) != bench.SmallBody || !strings.EqualFold(resp.Header.Get("Connection"), "close") {
+		t.Fatalf("Exchange: %v, %+v %q", err, resp, body)
+	}
+
+	hr, err := http.NewRequest("GET", "http://"+ngx.Addr()+"/small", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Close = true
+	hresp, err := e.Transport().RoundTrip(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(hresp.Body)
+	hresp.Body.Close()
+	if err != nil || string(b) != bench.SmallBody || !hresp.Close {
+		t.Fatalf("Transport: %v, %q, Close %v", err, b, hresp.Close)
+	}
+
+	if c := logStats(t, e, ngx.Addr()).Pool.Closed; c.Owner != 2 || c.UpstreamClose != 0 || c.Total() != 2 {
+		t.Errorf("closes %+v, want 2 Owner, no UpstreamClose", c)
 	}
 }
