@@ -501,3 +501,30 @@ func TestNginxRequestCloseIsOwner(t *testing.T) {
 		t.Errorf("closes %+v, want 2 Owner, no UpstreamClose", c)
 	}
 }
+
+// TestNginxTransportNonASCIIQuery: net/http leaves a query's bytes as
+// they are (a client's raw UTF-8 reaches httputil.ReverseProxy so from
+// net/http's server), but a request target is ASCII and the parser
+// refuses any other byte. Transport sends such a byte percent-encoded,
+// as a browser does (RFC 3987 §3.1), instead of failing the request.
+func TestNginxTransportNonASCIIQuery(t *testing.T) {
+	leakBaseline(t)
+	ngx := bench.StartNginx(t, bench.NginxOptions{})
+	e := startEngine(t, engine.Config{})
+	hr, err := http.NewRequest("GET", ngx.URL("/small?q=caf\xc3\xa9&x=%41"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.Transport().RoundTrip(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(b) != bench.SmallBody {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, err)
+	}
+	if reqs := ngx.WaitRequests(1, 5*time.Second); len(reqs) != 1 || reqs[0].URI != "/small?q=caf%C3%A9&x=%41" {
+		t.Errorf("nginx logged %+v, want the target /small?q=caf%%C3%%A9&x=%%41", reqs)
+	}
+}

@@ -41,17 +41,19 @@ import (
 // Where it differs from net/http's Transport, as a proxy's upstream half
 // should: it adds no header of its own but Host, Content-Length (also
 // "Content-Length: 0" for a POST, PUT or PATCH without a body, as
-// net/http sends it), Transfer-Encoding and "Connection: keep-alive" (as
-// on every request the engine forwards without a Connection field of its
-// own: Apache then announces its idle timeout), or for Request.Close
-// "Connection: close": no User-Agent and no Accept-Encoding, so it never
-// asks for gzip and never decompresses (Response.Uncompressed is false; a
-// body the caller asked compressed comes as the origin sent it, with its
-// Content-Encoding and Content-Length, as net/http gives it then). Header
-// fields go out as http.Header.Write writes them: a field whose name is
-// not a token is dropped and line breaks in a value become spaces, where
-// net/http refuses the request. A response head over the parser's limits
-// (64 KiB, 100 fields; net/http takes up to 10 MB) fails the round trip
+// net/http sends it), Transfer-Encoding and, for Request.Close,
+// "Connection: close" (else, without a Connection field in Header, the
+// engine's "Connection: keep-alive"): no User-Agent and no
+// Accept-Encoding, so it never asks for gzip and never decompresses
+// (Response.Uncompressed is false; a body the caller asked compressed
+// comes as the origin sent it, with its Content-Encoding and
+// Content-Length, as net/http gives it then). Header fields go out as
+// http.Header.Write writes them: a field whose name is not a token is
+// dropped and line breaks in a value become spaces, where net/http
+// refuses the request. A byte of the target beyond ASCII (a raw query)
+// goes out percent-encoded, where net/http sends it as it is. A response
+// head over the parser's limits (64 KiB, 100 fields; net/http takes up to
+// 10 MB) fails the round trip
 // with a *conn.Error of phase protocol. Response.TLS is not set. A
 // request body longer than its ContentLength is cut there, where net/http
 // fails the request (a shorter one fails it with both). As with
@@ -125,7 +127,7 @@ func (t transport) RoundTrip(hr *http.Request) (*http.Response, error) {
 	}
 	b.WriteString(method)
 	b.WriteByte(' ')
-	b.WriteString(hr.URL.RequestURI())
+	writeTarget(&b, hr.URL.RequestURI())
 	b.WriteString(" HTTP/1.1\r\nHost: ")
 	b.WriteString(host)
 	b.WriteString("\r\n")
@@ -347,4 +349,22 @@ func statusText(code int, reason string) string {
 		return strconv.Itoa(code)
 	}
 	return strconv.Itoa(code) + " " + reason
+}
+
+// writeTarget writes the request target uri to b, with each byte a target
+// may not hold (beyond ASCII, a control, a space) percent-encoded: net/http
+// leaves a query's bytes as they are (a client's raw UTF-8 reaches a
+// handler so), but a URI is ASCII (RFC 3986 §2) and the parser refuses any
+// other byte. Encoding it is how an IRI becomes a URI (RFC 3987 §3.1).
+func writeTarget(b *strings.Builder, uri string) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c >= 0x7f {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+		} else {
+			b.WriteByte(c)
+		}
+	}
 }
