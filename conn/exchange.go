@@ -56,7 +56,9 @@ func (c Config) normalized() Config {
 type Exchange struct {
 	// Head is the parsed client request head; Edits (may be nil) says how
 	// the forwarded head differs. RoundTrip only reads Edits: the body
-	// framing, from Body and ContentLength, goes into the connection's copy.
+	// framing, from Body and ContentLength, goes into the connection's
+	// copy, and so does "Connection: keep-alive" when the forwarded head
+	// would carry no Connection field (not for CONNECT).
 	Head  *parser.Request
 	Edits *parser.Edits
 	// Body is the request body, nil for none. ContentLength is its length,

@@ -94,7 +94,9 @@ type Request struct {
 	Upstream
 	// Head is the parsed request head, Edits (optional) how the forwarded
 	// head differs. The engine only reads Edits (it adds the body framing
-	// to a copy), so one Edits may serve many requests, also at once. A
+	// to a copy, and "Connection: keep-alive" when the forwarded head
+	// would carry no Connection field, which asks Apache for its idle
+	// timeout), so one Edits may serve many requests, also at once. A
 	// framing field (Content-Length, Transfer-Encoding) set in Edits is
 	// replaced by the framing of Body and ContentLength.
 	Head  *parser.Request
