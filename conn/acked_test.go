@@ -318,7 +318,7 @@ func TestInlineBodyKeptWhenNothingWritten(t *testing.T) {
 
 // TestInlineBodyKeptWhenPartlyWritten: a write of a head with its inline
 // body that sent part of the bytes before it failed (here its timeout,
-// the upstream reading nothing and both socket buffers small) put request
+// the upstream reading nothing, both socket buffers at their least) put request
 // bytes in the upstream's socket: Written, the body read and not handed
 // back, so that the request is not taken for one that never went out and
 // sent again whole (a POST, or under StrictResend). On netpoll and on Go
@@ -328,7 +328,7 @@ func TestInlineBodyKeptWhenPartlyWritten(t *testing.T) {
 	small := func(opt int) func(_, _ string, rc syscall.RawConn) error {
 		return func(_, _ string, rc syscall.RawConn) error {
 			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 4096) }); err != nil {
+			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 1024) }); err != nil {
 				return err
 			}
 			return serr
@@ -374,7 +374,7 @@ func TestInlineBodyKeptWhenPartlyWritten(t *testing.T) {
 			t.Cleanup(func() { _ = c.Close() })
 		} else {
 			c = dial(t, ln.Addr().String())
-			c.withFd(func(fd int) { _ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096) })
+			c.withFd(func(fd int) { _ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1024) })
 		}
 		ex := postExchange(t, inlineMax)
 		ex.Config.WriteTimeout = 300 * time.Millisecond
