@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -45,6 +46,7 @@ func TestExchangePoolOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	accepted := make(chan net.Conn, 4)
+	heads := make(chan struct{}, 4) // a request head came in: its exchange is on a worker
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)
@@ -54,7 +56,13 @@ func TestExchangePoolOverload(t *testing.T) {
 				return
 			}
 			accepted <- c
-			go io.Copy(io.Discard, c)
+			go func() {
+				br := bufio.NewReader(c)
+				if _, err := bench.ReadHead(br); err == nil {
+					heads <- struct{}{}
+				}
+				io.Copy(io.Discard, br)
+			}()
 		}
 	}()
 	pool := poolset.New[*conn.Conn](poolset.Config{})
@@ -66,7 +74,14 @@ func TestExchangePoolOverload(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done1, done2 := make(chan error, 1), make(chan error, 1)
 	set.Submit(task(t, ctx, ln.Addr().String(), done1))
-	time.Sleep(100 * time.Millisecond) // the first exchange is stalled on its worker
+	// The first exchange is stalled on its worker once its head is out
+	// (a fixed pause let the second task, on a loaded machine, take the
+	// worker first and stall there itself).
+	select {
+	case <-heads:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first exchange did not send its head")
+	}
 	set.Submit(task(t, context.Background(), ln.Addr().String(), done2))
 	err = <-done2
 	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhasePoolWait || !errors.Is(err, ErrOverloaded) {
