@@ -93,20 +93,7 @@ func TestAccessLogCutByClient(t *testing.T) {
 	writeRandomFile(t, filepath.Join(ng.Dir(), "html", "files", "big"), 64<<20)
 	var logs syncBuffer
 	_, px := startLoggedProxy(t, &logs, "http://"+ng.Addr())
-	c, br := dialClient(t, px)
-	if _, err := io.WriteString(c, "GET /files/big HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%v %v", resp, err)
-	}
-	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
-		t.Fatal(err)
-	}
-	// Gone with a reset: the proxy's next writes fail.
-	_ = c.(*net.TCPConn).SetLinger(0)
-	c.Close()
+	resetMidDownload(t, px, "/files/big", 1<<20) // gone with a reset: the proxy's next writes fail
 	line := accessLine(t, &logs, "/files/big")
 	t.Log(line)
 	if !strings.Contains(line, " status=200 ") || !strings.Contains(line, " cut=client ") || !strings.Contains(line, " err=") {

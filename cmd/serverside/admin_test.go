@@ -1313,24 +1313,12 @@ func TestAdminMetricsClientGone(t *testing.T) {
 
 	// The download: the proxy's writes to the client fail (the sink's
 	// error).
-	c, br := dialClient(t, px)
-	if _, err := io.WriteString(c, "GET /files/big HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%v %v", resp, err)
-	}
-	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.(*net.TCPConn).SetLinger(0)
-	c.Close()
+	resetMidDownload(t, px, "/files/big", 1<<20) // gone with a reset: the proxy's next writes fail
 	waitFor(t, "the download counted and its connection settled", settled(1))
 
 	// The upload: reading the request body from the client fails. The
 	// reset waits until the exchange is under way.
-	c, _ = dialClient(t, px)
+	c, _ := dialClient(t, px)
 	if _, err := fmt.Fprintf(c, "PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", 8<<20); err != nil {
 		t.Fatal(err)
 	}

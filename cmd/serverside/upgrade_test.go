@@ -56,6 +56,26 @@ func dialClient(t *testing.T, px string) (net.Conn, *bufio.Reader) {
 	return c, bufio.NewReader(c)
 }
 
+// resetMidDownload asks px for target on a connection of its own, reads
+// the 200's head and the first n bytes of its body, and closes the
+// connection with a reset, so that the proxy's next writes to it fail.
+func resetMidDownload(t *testing.T, px, target string, n int) {
+	t.Helper()
+	c, br := dialClient(t, px)
+	if _, err := io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, n)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+}
+
 // wsFrame is a masked client frame (RFC 6455 §5.2) with a payload under
 // 126 bytes.
 func wsFrame(opcode byte, payload []byte) []byte {
