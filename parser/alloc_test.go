@@ -78,6 +78,13 @@ func TestZeroAllocs(t *testing.T) {
 			e.Remove("Cookie")
 			parser.WriteRequestHead(bb, &fwd, &e)
 		}},
+		{"Edits.ConnectionClose", func() {
+			e.Reset()
+			e.Add("Connection", bnVia)
+			if e.ConnectionClose(&fwd.Header) {
+				t.Fatal("close found in keep-alive and 1.1 serverside")
+			}
+		}},
 	}
 	for _, c := range cases {
 		if n := testing.AllocsPerRun(100, c.fn); n != 0 {

@@ -135,6 +135,62 @@ fields:
 	return false
 }
 
+// ConnectionClose reports whether the head h written with e (nil: no
+// edits) carries a Connection field with the "close" option: one of h's
+// that e neither strips as hop-by-hop nor removes nor replaces, or one e
+// sets or adds. It is the forwarded head's own request to close, which
+// h.ConnectionClose (the parsed head's, Proxy-Connection included) is not
+// once edits apply. It does not allocate.
+func (e *Edits) ConnectionClose(h *Header) bool {
+	if e != nil {
+		for k := range e.ops {
+			if x := &e.ops[k]; x.op != opRemove && x.id == HdrConnection && hasClose(x.value) {
+				return true
+			}
+		}
+	}
+	return h.Has(HdrConnection) && h.forwardsClose(e)
+}
+
+// forwardsClose reports a Connection field of h that e (nil: no edits)
+// forwards as parsed and whose value lists "close".
+func (h *Header) forwardsClose(e *Edits) bool {
+fields:
+	for i := range h.fields {
+		if h.fields[i].id != HdrConnection {
+			continue
+		}
+		if e != nil {
+			if e.StripHopByHop && !e.Keep.Has(HdrConnection) {
+				return false // Connection is hop-by-hop: all of them go
+			}
+			for k := range e.ops {
+				// A Set replaces the field, a Remove drops it; an Add
+				// leaves it (see appendFields).
+				if x := &e.ops[k]; x.op != opAdd && x.match(h, i) {
+					continue fields
+				}
+			}
+		}
+		if hasClose(h.Value(i)) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasClose reports a connection-option list v that names "close".
+func hasClose(v []byte) bool {
+	for len(v) > 0 {
+		var opt []byte
+		opt, v = nextListElem(v)
+		if equalFold(opt, "close") {
+			return true
+		}
+	}
+	return false
+}
+
 // dropFraming drops the framing values set before a new framing edit (op on
 // field id): a Set is the message's framing, replacing any set earlier, so
 // that a copy of a caller's edits extended with the framing of the body
