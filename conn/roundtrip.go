@@ -149,13 +149,12 @@ func (c *Conn) wholeSmall(resp *parser.Response, hl int) bool {
 	return size <= wholeSmallMax && int64(c.nc.Reader().Len()) >= size
 }
 
-// requestClose reports that the forwarded head said "Connection: close".
+// requestClose reports that the forwarded head said "Connection: close":
+// the client's field, kept, or one the caller's edits set or add. The
+// edits written (c.edits) are the caller's with framing and keep-alive
+// added.
 func (c *Conn) requestClose(ex *Exchange) bool {
-	if !ex.Head.ConnectionClose() {
-		return false
-	}
-	e := ex.Edits
-	return e == nil || !e.StripHopByHop || e.Keep.Has(parser.HdrConnection)
+	return c.ownEdits.ConnectionClose(&ex.Head.Header)
 }
 
 // switchOffered reports that a 101's Upgrade names at least one protocol,
