@@ -719,6 +719,22 @@ func peerCell(t *testing.T, dom, name, class string) string {
 	return m[1]
 }
 
+// upstreamCell finds, in /status (as served or a DOM dump), the Upstreams
+// row of key and returns the text of its cell whose class starts with
+// class followed by a space or the end of the class attribute.
+func upstreamCell(t *testing.T, dom, key, class string) string {
+	t.Helper()
+	row := regexp.MustCompile(`<tr data-key="` + regexp.QuoteMeta(key) + `">((?s:.*?))</tr>`).FindStringSubmatch(dom)
+	if row == nil {
+		t.Fatalf("no Upstreams row for %s in:\n%s", key, dom)
+	}
+	m := regexp.MustCompile(`<td class="` + regexp.QuoteMeta(class) + `(?: [^"]*)?">([^<]*)</td>`).FindStringSubmatch(row[1])
+	if m == nil {
+		t.Fatalf("no %s cell in the Upstreams row of %s: %s", class, key, row[1])
+	}
+	return m[1]
+}
+
 // /status in a real browser: the script's refresh from /status.json
 // works, the table shows the upstream, and its numbers follow the traffic.
 func TestStatusPageChromium(t *testing.T) {
@@ -1366,6 +1382,21 @@ func TestAdminMetricsClientGone(t *testing.T) {
 	}
 	if row.CallerErrors != 2 || row.Canceled != 0 || row.Errors["body"] != 0 || row.Errors["write"] != 0 {
 		t.Errorf("/status.json: %+v, want 2 caller errors, none canceled, no body or write errors", row)
+	}
+	// The page shows them in a column of their own, apart from the
+	// errors, as served and as the script draws it from /status.json.
+	_, _, html := httpGet(t, "http://"+adm+"/status")
+	if ce, errs := upstreamCell(t, html, up, "caller-errors"), upstreamCell(t, html, up, "errors"); ce != "2" || errs != "0" {
+		t.Errorf("/status as served: caller errors %q, errors %q; want 2 and 0", ce, errs)
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
+		dom := chromium(t, "--virtual-time-budget=3000", "--dump-dom", "http://"+adm+"/status")
+		if !strings.Contains(dom, `<span id="live" class="ok">live, updated`) {
+			t.Fatalf("the page's refresh did not run:\n%s", dom)
+		}
+		if ce, errs := upstreamCell(t, dom, up, "caller-errors"), upstreamCell(t, dom, up, "errors"); ce != "2" || errs != "0" {
+			t.Errorf("/status in Chromium: caller errors %q, errors %q; want 2 and 0", ce, errs)
+		}
 	}
 	if got := p.sum("serverside_peer_up"); got != 1 {
 		t.Errorf("serverside_peer_up = %v, want 1", got)
