@@ -126,12 +126,13 @@ func TestDetachBoundsMemory(t *testing.T) {
 
 // TestDetachRecoversWindow holds the detach back after the slice, so that
 // the poller reads more into netpoll's buffer in between; those bytes must
-// arrive, in order.
+// arrive, in order. The body is chunked: one of known length leaves the
+// poller before OnHead (stopPollerForLength), so nothing comes in between.
 func TestDetachRecoversWindow(t *testing.T) {
 	checkLeaks(t)
 	const size = 48 << 20
 	sums := make(chan uint32, 1)
-	o := bigOrigin(t, size, sums)
+	o := framedOrigin(t, "chunked", size, sums)
 	c := dial(t, o.addr())
 	// Wait, slice taken, until the poller has read more: the window
 	// must not be empty (a fixed sleep was, when the origin was slow to
@@ -184,9 +185,9 @@ func (s *stallSink) OnBody(p []byte) error {
 
 // TestBlockedSinkBounded: a sink that blocks inside one call (OnHead, or
 // its first OnBody) must not let netpoll take in the rest of a large body
-// meanwhile, whatever the framing: a body of known length leaves netpoll
-// before the first piece is handed over, and the sink watchdog takes the
-// connection off the poller while a call blocks.
+// meanwhile, whatever the framing: a body of known length leaves netpoll's
+// poller before OnHead (stopPollerForLength), and the sink watchdog takes
+// the connection off the poller while a call blocks.
 func TestBlockedSinkBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("64 MiB transfers")

@@ -99,6 +99,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	if !c.wholeSmall(resp, hl) {
 		c.startWatch(cfg.BodyHighWater)
 		defer c.stopWatch()
+		c.stopPollerForLength(resp, hl, cfg.BodyHighWater)
 	}
 	c.sinkCall(true)
 	herr := sink.OnHead(resp)

@@ -3,6 +3,8 @@ package conn
 import (
 	"fmt"
 	"time"
+
+	"github.com/serverside-go/serverside/parser"
 )
 
 // The sink watchdog bounds what netpoll buffers while a sink blocks.
@@ -107,4 +109,24 @@ func (c *Conn) stopPoller() error {
 	c.detached.Store(true)
 	c.rawFD = fd
 	return nil
+}
+
+// stopPollerForLength takes the fd off the poller before OnHead when the
+// body has a length and more than the high-water mark of it is still to
+// arrive beyond what is buffered: readBody would leave netpoll at its
+// first look anyway, and OnHead may block meanwhile, during which a fast
+// upstream sends megabytes before the watchdog's first look (later still
+// on a busy machine). hl is the head's length in the buffer.
+func (c *Conn) stopPollerForLength(resp *parser.Response, hl, hw int) {
+	if c.g != nil || c.detached.Load() || resp.Framing() != parser.FramingLength {
+		return
+	}
+	if resp.ContentLength()-int64(c.nc.Reader().Len()-hl) <= int64(hw) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed && !c.detached.Load() {
+		_ = c.stopPoller() // not a netpoll connection: the watchdog looks as before
+	}
 }
