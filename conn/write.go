@@ -159,20 +159,88 @@ type AnswerWatcher interface {
 // origin (a streaming echo, an upload reporting its progress) answers
 // first and then reads the body, which it must get whole; curl, too,
 // keeps sending after a 2xx and stops at 300 or more. An interim
-// response (1xx) is no answer either. netpoll's poller reads a response
-// as it comes; a Go net connection reads only when asked, and cannot
-// tell.
+// response (1xx) is no answer either, but the final one may follow it
+// already (an origin that sends 100 Continue unasked, or 103 Early
+// Hints, then a 413): the complete interim heads buffered are looked
+// past, and left for the response reading to deliver in order. netpoll's
+// poller reads a response as it comes; a Go net connection reads only
+// when asked, and cannot tell.
+//
+// It runs before each piece of an upload and from an AnswerWatcher's
+// wait: the usual look (no byte, or a first status that is not 1xx) is
+// one Peek of a status line.
 func (c *Conn) answered() bool {
 	if c.g != nil {
 		return false
 	}
-	const statusEnd = len("HTTP/1.1 200")
 	r := c.nc.Reader()
-	if r.Len() < statusEnd {
+	n := r.Len()
+	if n < statusEnd {
 		return false
 	}
 	b, err := r.Peek(statusEnd)
-	return err == nil && b[statusEnd-3] >= '3'
+	if err != nil {
+		return false
+	}
+	if b[statusEnd-3] != '1' || string(b[statusEnd-3:]) == "101" {
+		return b[statusEnd-3] >= '3'
+	}
+	// Interim heads first: look at what follows them. A Peek across
+	// netpoll's buffer nodes copies into the buffer's own peek cache,
+	// which it keeps (and grows) until the bytes are consumed.
+	if b, err = r.Peek(min(n, answerScanMax)); err != nil {
+		return false
+	}
+	return refusedAfterInterim(b)
+}
+
+// statusEnd is the length of a status line up to its status code.
+const statusEnd = len("HTTP/1.1 200")
+
+// answerScanMax bounds the bytes answered looks through for a final
+// status line past interim heads: a parser's default head limit. An error
+// response beyond it is seen once the body is sent, as it was before.
+const answerScanMax = parser.DefaultMaxHeadBytes
+
+// refusedAfterInterim reports that b, the start of a response, holds
+// complete interim heads followed by the status line of an error
+// response (300 or more). A 101 ends the look as a final response would:
+// the connection speaks another protocol after it. Incomplete or
+// malformed bytes report false; the response reading deals with them.
+func refusedAfterInterim(b []byte) bool {
+	for range maxInterim + 1 {
+		if len(b) < statusEnd || string(b[:5]) != "HTTP/" {
+			return false
+		}
+		if d := b[statusEnd-3]; d != '1' || string(b[statusEnd-3:statusEnd]) == "101" {
+			return d >= '3'
+		}
+		end := headEnd(b)
+		if end < 0 {
+			return false
+		}
+		b = b[end:]
+	}
+	return false
+}
+
+// headEnd returns the length of the head at the start of b, up to and
+// including the empty line that ends it (CRLF, or a bare LF, which the
+// parser takes too), or -1 when b holds no end yet.
+func headEnd(b []byte) int {
+	for i := 0; ; {
+		k := bytes.IndexByte(b[i:], '\n')
+		if k < 0 {
+			return -1
+		}
+		i += k + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
 }
 
 // checkAnswer looks at what came in while the request body goes out,
