@@ -1,8 +1,11 @@
 package engine_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +70,34 @@ func TestEarlyAnswerToPausedBody(t *testing.T) {
 		if st.Requests != uint64(i+1) || len(st.Errors) != 0 {
 			t.Fatalf("length %d: stats %+v; want %d requests, no error", cl, st, i+1)
 		}
+	}
+}
+
+// TestEarlyAnswerAfterInterimToPausedBody: an origin that sends an
+// interim response nobody asked for (100 Continue to a request without
+// Expect) and then 413, and reads no more, answers a body source that
+// paused after its first bytes: the watch looks past the interim head,
+// and the 413 is delivered while the body still waits.
+func TestEarlyAnswerAfterInterimToPausedBody(t *testing.T) {
+	leakBaseline(t)
+	done := make(chan struct{})
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nnope")
+		<-done // reads no more of the body
+	})
+	defer close(done)
+	e := startEngine(t, engine.Config{})
+	b := &pausedBody{first: []byte(strings.Repeat("x", 4096))}
+	req := request(t, o.Addr(), "POST", "o", "/up", false)
+	req.Body, req.ContentLength = b, 10<<20
+	s := send(t, e, req)
+	if s.err != nil || fmt.Sprint(s.heads) != "[413]" || s.body.String() != "nope" {
+		t.Fatalf("heads %v, body %q, err %v; want the origin's 413", s.heads, s.body.String(), s.err)
+	}
+	if st := e.Stats()[o.Addr()]; st.Requests != 1 || len(st.Errors) != 0 {
+		t.Fatalf("stats %+v; want 1 request, no error", st)
 	}
 }
