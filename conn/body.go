@@ -216,7 +216,7 @@ type goSource struct {
 	// are made on the first probe and kept, and alive is probe's result.
 	answeredAt atomic.Int64
 	raw        syscall.RawConn
-	probe      func(fd uintptr) bool
+	probe      func(fd uintptr)
 	alive      bool
 	peek1      [1]byte
 }

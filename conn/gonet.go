@@ -223,14 +223,15 @@ func (c *Conn) goAlive() bool {
 		}
 		// Made once: SyscallConn and a capturing closure allocate.
 		s.raw = raw
-		s.probe = func(fd uintptr) bool {
+		s.probe = func(fd uintptr) {
 			n, _, err := syscall.Recvfrom(int(fd), s.peek1[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 			s.alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-			return true // never wait for readiness
 		}
 	}
 	s.alive = false
-	err := s.raw.Read(s.probe)
+	// Control, not Read: Read fails at once once the last exchange's read
+	// deadline has passed, which says nothing of the connection.
+	err := s.raw.Control(s.probe)
 	return err == nil && s.alive
 }
 

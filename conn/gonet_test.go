@@ -135,6 +135,41 @@ func TestGoNetAliveAndStale(t *testing.T) {
 	}
 }
 
+// TestGoNetAliveAfterDeadline: an idle Go net connection whose last
+// exchange's read deadline has passed (the timeouts bound that exchange,
+// not the idle time that follows) still probes alive while its peer keeps
+// it open, and serves the next request.
+func TestGoNetAliveAfterDeadline(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	c := goDial(t, o.addr())
+	short := Config{ResponseHeaderTimeout: 50 * time.Millisecond, ReadTimeout: 50 * time.Millisecond}
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq), Config: short}, &sink{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetState(Idle); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // past the deadline and goProbeGrace
+	if !c.Alive() {
+		t.Fatal("idle connection probed dead after its last read deadline passed, with its peer still there")
+	}
+	if err := c.SetState(Busy); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{})
+	if err != nil || !out.Reused {
+		t.Fatalf("second exchange: reused %v, err %v", out.Reused, err)
+	}
+}
+
 // TestGoNetContextClose: the context's end unblocks an exchange waiting
 // for a head on a Go-net connection.
 func TestGoNetContextClose(t *testing.T) {
