@@ -23,7 +23,7 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	c.interims = 0
 	resp := &c.resp
 	resp.Reset()
-	m := ex.Head.MethodID()
+	m := ex.Edits.MethodID(ex.Head) // the method sent
 	resp.SetRequestMethod(m)
 
 	hasBody := ex.Body != nil && ex.ContentLength != 0 && m != parser.MethodConnect

@@ -938,3 +938,39 @@ func TestFullDuplexSuccess(t *testing.T) {
 		})
 	}
 }
+
+// TestRoundTripEditedMethod: a request whose edits change its method is
+// the request of that method: a GET sent as HEAD reads a HEAD response
+// (its Content-Length announces no body that follows), and the
+// connection serves the next request.
+func TestRoundTripEditedMethod(t *testing.T) {
+	checkLeaks(t)
+	methods := make(chan string, 2)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := readHead(br)
+			if err != nil {
+				return
+			}
+			methods <- strings.Fields(lines[0])[0]
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+			if strings.HasPrefix(lines[0], "GET ") {
+				_, _ = io.WriteString(c, "hello")
+			}
+		}
+	})
+	c := dial(t, o.addr())
+	short := Config{ReadTimeout: 2 * time.Second}
+	ex := &Exchange{Head: request(t, getReq), Edits: &parser.Edits{Method: []byte("HEAD")}, Config: short}
+	if _, err := c.RoundTrip(context.Background(), ex, &sink{}); err != nil {
+		t.Fatalf("GET sent as HEAD: %v", err)
+	}
+	if m := <-methods; m != "HEAD" {
+		t.Fatalf("origin read %s, want HEAD", m)
+	}
+	s := &sink{}
+	out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq), Config: short}, s)
+	if err != nil || !out.Reused || s.n != 5 {
+		t.Fatalf("next GET: reused %v, %d body bytes, err %v", out.Reused, s.n, err)
+	}
+}

@@ -71,8 +71,9 @@ func (c *Conn) edits(ex *Exchange) *parser.Edits {
 		e.Reset()
 	}
 	h := ex.Head
+	m := e.MethodID(h)
 	switch {
-	case h.MethodID() == parser.MethodConnect:
+	case m == parser.MethodConnect:
 	case ex.Body == nil:
 		if h.Has(parser.HdrContentLength) || h.Has(parser.HdrTransferEncoding) {
 			e.Set("Content-Length", zeroValue)
@@ -82,7 +83,7 @@ func (c *Conn) edits(ex *Exchange) *parser.Edits {
 	default:
 		e.Set("Transfer-Encoding", chunkedValue)
 	}
-	if h.MethodID() != parser.MethodConnect && !e.Carries(&h.Header, connectionName) {
+	if m != parser.MethodConnect && !e.Carries(&h.Header, connectionName) {
 		// Ask for the upstream's idle timeout. HTTP/1.1 persists without
 		// this option (RFC 9112 §9.3), but Apache announces its timeout
 		// ("Keep-Alive: timeout=N") only to a request that carries it, and

@@ -754,7 +754,7 @@ func (s *capSink) OnHead(resp *parser.Response) error {
 	if role, value, ok := s.a.answer(resp, s.t); ok {
 		s.capturing, s.role, s.answer = true, role, value
 		s.head = append(s.head[:0], resp.Raw()...)
-		s.method = s.t.Exchange.Head.MethodID()
+		s.method = s.t.Exchange.Edits.MethodID(s.t.Exchange.Head)
 		return nil
 	}
 	s.tellPinned()

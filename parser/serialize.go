@@ -65,6 +65,16 @@ func (e *Edits) CopyFrom(src *Edits) {
 	e.ops = ops
 }
 
+// MethodID is the method of the request head h written with e (nil: no
+// edits): e.Method when set, else h's own. Framing, resends and the
+// like follow the method sent, not the one parsed.
+func (e *Edits) MethodID(h *Request) Method {
+	if e != nil && e.Method != nil {
+		return methodID(e.Method)
+	}
+	return h.MethodID()
+}
+
 // Remove drops every field named name.
 func (e *Edits) Remove(name string) { e.push(opRemove, name, nil) }
 

@@ -144,7 +144,7 @@ func (t *Task) resendable(e *conn.Error, strict bool) bool {
 		return false
 	}
 	received := e.Delivered || strict && e.Written
-	idempotent := t.Exchange.Head.MethodID().Idempotent() || hasIdempotencyKey(t.Exchange.Head, t.Exchange.Edits)
+	idempotent := t.Exchange.Edits.MethodID(t.Exchange.Head).Idempotent() || hasIdempotencyKey(t.Exchange.Head, t.Exchange.Edits)
 	hasBody := t.Exchange.Body != nil && t.Exchange.ContentLength != 0
 	if !hasBody {
 		return idempotent || !received

@@ -134,3 +134,28 @@ func TestReplayableIdempotencyKeyForwarded(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayableEditedMethod: the resend rules follow the method sent
+// (Edits.Method), not the one parsed: a GET sent as POST is not sent again
+// once received, a POST sent as PUT is.
+func TestReplayableEditedMethod(t *testing.T) {
+	received := conn.Error{Reused: true, Written: true, Delivered: true}
+	for _, tc := range []struct {
+		parsed, sent string
+		want         bool
+	}{
+		{"GET", "POST", false},
+		{"POST", "PUT", true},
+		{"GET", "GET", true},
+	} {
+		var h parser.Request
+		if _, err := h.Parse([]byte(tc.parsed + " / HTTP/1.1\r\nHost: o\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		task := &Task{Exchange: conn.Exchange{Head: &h, Edits: &parser.Edits{Method: []byte(tc.sent)}}}
+		e := received
+		if got := task.replayable(&e, false); got != tc.want {
+			t.Errorf("%s sent as %s: replayable %v, want %v", tc.parsed, tc.sent, got, tc.want)
+		}
+	}
+}
