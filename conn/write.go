@@ -346,8 +346,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 	return nil
 }
 
-// Bytes the framing and the keep-alive option add; never written to (Edits keep references, so a
-// conversion at the call would allocate per request).
+// Bytes the framing and the keep-alive option add; never written to
+// (Edits keep references, so a conversion at the call would allocate per
+// request).
 var (
 	zeroValue      = []byte("0")
 	keepAliveValue = []byte("keep-alive")

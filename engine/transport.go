@@ -53,8 +53,8 @@ import (
 // refuses the request. A byte of the target beyond ASCII (a raw query)
 // goes out percent-encoded, where net/http sends it as it is. A response
 // head over the parser's limits (64 KiB, 100 fields; net/http takes up to
-// 10 MB) fails the round trip
-// with a *conn.Error of phase protocol. Response.TLS is not set. A
+// 10 MB) fails the round trip with a *conn.Error of phase protocol.
+// Response.TLS is not set. A
 // request body longer than its ContentLength is cut there, where net/http
 // fails the request (a shorter one fails it with both). As with
 // net/http, a response body read cut short by the request's context

@@ -124,25 +124,27 @@ func (e *Edits) Carries(h *Header, name []byte) bool {
 			}
 		}
 	}
-fields:
 	for i := range h.fields {
-		if !equalFoldBytes(h.Name(i), name) {
-			continue
-		}
-		if e == nil {
+		if equalFoldBytes(h.Name(i), name) && (e == nil || e.forwards(h, i)) {
 			return true
 		}
-		if e.StripHopByHop && h.IsHopByHop(i) && !e.Keep.Has(h.fields[i].id) {
-			continue
-		}
-		for k := range e.ops {
-			if x := &e.ops[k]; x.op == opRemove && x.match(h, i) {
-				continue fields
-			}
-		}
-		return true
 	}
 	return false
+}
+
+// forwards reports whether the head written with e passes h's field i on
+// as parsed: e neither strips it as hop-by-hop nor removes it nor replaces
+// it (a Set writes its own value in its place), as appendFields does.
+func (e *Edits) forwards(h *Header, i int) bool {
+	if e.StripHopByHop && h.IsHopByHop(i) && !e.Keep.Has(h.fields[i].id) {
+		return false
+	}
+	for k := range e.ops {
+		if x := &e.ops[k]; x.op != opAdd && x.match(h, i) {
+			return false
+		}
+	}
+	return true
 }
 
 // ConnectionClose reports whether the head h written with e (nil: no
@@ -165,24 +167,8 @@ func (e *Edits) ConnectionClose(h *Header) bool {
 // forwardsClose reports a Connection field of h that e (nil: no edits)
 // forwards as parsed and whose value lists "close".
 func (h *Header) forwardsClose(e *Edits) bool {
-fields:
 	for i := range h.fields {
-		if h.fields[i].id != HdrConnection {
-			continue
-		}
-		if e != nil {
-			if e.StripHopByHop && !e.Keep.Has(HdrConnection) {
-				return false // Connection is hop-by-hop: all of them go
-			}
-			for k := range e.ops {
-				// A Set replaces the field, a Remove drops it; an Add
-				// leaves it (see appendFields).
-				if x := &e.ops[k]; x.op != opAdd && x.match(h, i) {
-					continue fields
-				}
-			}
-		}
-		if hasClose(h.Value(i)) {
+		if h.fields[i].id == HdrConnection && (e == nil || e.forwards(h, i)) && hasClose(h.Value(i)) {
 			return true
 		}
 	}
@@ -324,7 +310,7 @@ func appendFields(b []byte, h *Header, e *Edits) []byte {
 fields:
 	for i := range h.fields {
 		if e.StripHopByHop && h.IsHopByHop(i) && !e.Keep.Has(h.fields[i].id) {
-			continue
+			continue // as forwards: the ops that match are applied here
 		}
 		for k := range e.ops {
 			x := &e.ops[k]
