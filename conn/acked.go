@@ -111,7 +111,8 @@ func (c *Conn) delivered() bool {
 	if !c.last.Written {
 		return false
 	}
-	if c.last.Responded || c.ackBase == ackUnknown {
+	if c.last.Responded || c.ackBase == ackUnknown || c.pipelined() {
+		// Pipelined heads are not counted in sent: take them as received.
 		return true
 	}
 	var deadline time.Time

@@ -66,6 +66,7 @@ type Conn struct {
 	closeFn  func()      // closes c; the context watch's function, made once
 	answerFn func() bool // c.answered, made once: a method value allocates
 	note     any         // the layer above's per-connection value (SetNote)
+	pl       *pipeline   // pipeline mode's state (pipeline.go); nil if never pipelined
 
 	// TCP acknowledgements (acked.go): the peer's acknowledged byte count
 	// after the connect (ackUnknown: not tracked), the request bytes

@@ -71,6 +71,15 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 			c.last.BodySkipped = true
 		}
 	}
+	return c.receive(ex, sink, cfg, hl, c.requestClose(ex))
+}
+
+// receive reads the response to ex (its head already parsed when hl > 0)
+// and streams it into sink, then decides whether the connection may carry
+// another request. asked reports that the request itself asked to close.
+func (c *Conn) receive(ex *Exchange, sink Sink, cfg Config, hl int, asked bool) error {
+	resp := &c.resp
+	var err error
 	if hl == 0 {
 		if hl, err = c.readFinalHead(time.Now().Add(cfg.ResponseHeaderTimeout), sink); err != nil {
 			return err
@@ -116,7 +125,6 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	}
 	// A close the request asked for is ours, whatever the response says
 	// (an upstream answers "Connection: close" to it).
-	asked := c.requestClose(ex)
 	c.last.CloseAsked = !resp.KeepAlive() && !asked
 	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || asked || c.detached.Load()
 	return nil

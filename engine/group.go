@@ -85,6 +85,17 @@ type Peer struct {
 	// not change once used. A parent's TLS also applies to the tunnels
 	// opened through it (TunnelRequest.Group).
 	TLS *TLS
+	// Pipeline, when above 1, pipelines requests to the peer (RFC 9112
+	// §9.3.2): GETs and HEADs without a body go out behind the ones
+	// already waiting on a connection, up to Pipeline per connection, and
+	// the heads that come together go out in one write. It saves a write
+	// and a read per request on busy connections. Only for plain HTTP
+	// peers that answer pipelined requests in order (nginx, Apache,
+	// HAProxy, Go's net/http do); requests whose context the caller can
+	// cancel are not pipelined. A pipelined request whose connection ends
+	// before its response (an earlier response closed it) is sent again
+	// on another connection. Zero or 1: no pipelining.
+	Pipeline int
 }
 
 // Health configures the health of a group's peers.
@@ -1059,6 +1070,10 @@ func (r *request) aim(p *peer, probe bool) error {
 	r.t.Dialer = p.dialer
 	r.t.Exchange.Edits = ed
 	r.t.PendingTimeout = p.cfg.PendingTimeout
+	r.t.Pipeline = 0
+	if !probe && p.dialer == nil {
+		r.t.Pipeline = p.cfg.Pipeline
+	}
 	return nil
 }
 

@@ -24,6 +24,10 @@ type UpstreamStats struct {
 	Attempts, OnReused uint64
 	// Retries is exchanges sent again after a failure.
 	Retries uint64
+	// Pipelined counts exchanges sent pipelined (Peer.Pipeline);
+	// Unanswered those of them sent again because their connection ended
+	// before their response (counted in Retries too).
+	Pipelined, Unanswered uint64
 	// RacesHit counts failures on a reused connection before any response
 	// byte (the stale keep-alive race); RacesRetried those retried.
 	RacesHit, RacesRetried uint64
@@ -78,6 +82,8 @@ func (e *Engine) Stats() map[string]UpstreamStats {
 		u.Attempts = c.Attempts.Load()
 		u.OnReused = c.OnReused.Load()
 		u.Retries = c.Retries.Load()
+		u.Pipelined = c.Pipelined.Load()
+		u.Unanswered = c.Unanswered.Load()
 		u.RacesHit = c.RacesHit.Load()
 		u.RacesRetried = c.RacesRetried.Load()
 		u.Detached = c.Detached.Load()

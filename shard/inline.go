@@ -24,6 +24,13 @@ func (s *Set) RunInline(t *Task) bool {
 	if t.PinKey != 0 || t.fresh || s.closed.Load() || t.Ctx.Err() != nil {
 		return false
 	}
+	if t.Pipeline > 1 {
+		if ran, c := s.runPipelined(t); ran {
+			return true
+		} else if c != nil {
+			return s.runInlineOn(t, c)
+		}
+	}
 	var c *conn.Conn
 	for {
 		var ok bool
@@ -36,6 +43,11 @@ func (s *Set) RunInline(t *Task) bool {
 		_ = c.Close()
 		s.pool.Closed(t.Key, poolset.Busy)
 	}
+	return s.runInlineOn(t, c)
+}
+
+// runInlineOn is RunInline once t has c, a Busy connection from the pool.
+func (s *Set) runInlineOn(t *Task, c *conn.Conn) bool {
 	t.ctr = s.stats.For(t.Key)
 	t.attempts++
 	t.ctr.Attempts.Add(1)

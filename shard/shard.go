@@ -119,6 +119,7 @@ type Set struct {
 	// goMu orders Set.Go's overflow.Add before Close's overflow.Wait.
 	goMu   sync.Mutex
 	closed atomic.Bool
+	pipes  pipes // connections in pipeline mode (pipeline.go)
 }
 
 // New starts cfg.Shards shards over pool; stats receives the counters.

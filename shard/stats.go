@@ -15,6 +15,8 @@ type Counters struct {
 	Requests     atomic.Uint64 // requests finished, successfully or not
 	Attempts     atomic.Uint64 // exchanges started, retries included
 	OnReused     atomic.Uint64 // exchanges started on a reused connection
+	Pipelined    atomic.Uint64 // of those, sent on a connection in pipeline mode (Task.Pipeline)
+	Unanswered   atomic.Uint64 // pipelined requests sent again because their connection ended first
 	Retries      atomic.Uint64 // exchanges sent again after a failure
 	RacesHit     atomic.Uint64 // failures on a reused connection before any response byte
 	RacesRetried atomic.Uint64 // of those, retried
@@ -160,6 +162,8 @@ func (dst *Counters) add(c *Counters) {
 	dst.Retries.Add(c.Retries.Load())
 	dst.RacesHit.Add(c.RacesHit.Load())
 	dst.RacesRetried.Add(c.RacesRetried.Load())
+	dst.Pipelined.Add(c.Pipelined.Load())
+	dst.Unanswered.Add(c.Unanswered.Load())
 	dst.Detached.Add(c.Detached.Load())
 	dst.AuthRounds.Add(c.AuthRounds.Load())
 	dst.TLSHandshakes.Add(c.TLSHandshakes.Load())

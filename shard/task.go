@@ -93,6 +93,15 @@ type Task struct {
 	// through a parent); nil dials plain TCP with netpoll. Its Dial runs
 	// on the dial pool.
 	Dialer Dialer
+	// Pipeline, when above 1, lets the request be pipelined (RFC 9112
+	// §9.3.2) with up to Pipeline requests outstanding on one connection
+	// to Key, for an upstream known to answer pipelined requests: a GET or
+	// HEAD without a body, not pinned, without Run, Switch or Dialer,
+	// under a context that is a *conn.Abortable (one the caller cannot
+	// cancel alone; cancelling a pipelined request would close its
+	// neighbours' connection). A pipelined request whose connection ends
+	// before its response is sent again on another connection, once.
+	Pipeline int
 	// Done is called exactly once, after the connection was put back,
 	// pinned or closed: on the shard goroutine, or on the caller's for a
 	// Set that is already closed. It must not block.

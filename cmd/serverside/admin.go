@@ -183,6 +183,8 @@ type upstreamRow struct {
 	Retries       uint64            `json:"retries"`
 	RacesHit      uint64            `json:"races_hit"`
 	RacesRetried  uint64            `json:"races_retried"`
+	Pipelined     uint64            `json:"pipelined"`
+	Unanswered    uint64            `json:"unanswered"`
 	Detached      uint64            `json:"detached"`
 	AuthRounds    uint64            `json:"auth_rounds"`
 	TLSHandshakes uint64            `json:"tls_handshakes"`
@@ -302,6 +304,7 @@ func (a *admin) snapshot() statusDoc {
 			Connecting: s.Pool.Connecting, Busy: s.Pool.Busy, Idle: s.Pool.Idle, Pinned: s.Pool.Pinned, Waiting: s.Pool.Waiting,
 			Requests: s.Requests, Attempts: s.Attempts, Reused: s.OnReused, ReuseRatio: s.ReuseRatio,
 			Retries: s.Retries, RacesHit: s.RacesHit, RacesRetried: s.RacesRetried, Detached: s.Detached,
+			Pipelined: s.Pipelined, Unanswered: s.Unanswered,
 			AuthRounds: s.AuthRounds, TLSHandshakes: s.TLSHandshakes, TLSResumed: s.TLSResumed, Tunnels: s.Tunnels,
 			Dialed: s.Pool.Dialed, DialFailed: s.Pool.DialFailed,
 			Closes: make(map[string]uint64), Errors: make(map[string]uint64), Canceled: s.Canceled,
@@ -572,6 +575,10 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 		func(r upstreamRow) uint64 { return r.RacesHit })
 	counter("serverside_upstream_races_retried_total", "Stale keep-alive races that were retried.",
 		func(r upstreamRow) uint64 { return r.RacesRetried })
+	counter("serverside_upstream_pipelined_total", "Exchanges sent on a connection in pipeline mode (a peer's pipeline option).",
+		func(r upstreamRow) uint64 { return r.Pipelined })
+	counter("serverside_upstream_unanswered_total", "Pipelined requests sent again because their connection ended before their response.",
+		func(r upstreamRow) uint64 { return r.Unanswered })
 	counter("serverside_upstream_detached_total", "Connections moved to blocking I/O for a large body.",
 		func(r upstreamRow) uint64 { return r.Detached })
 	counter("serverside_upstream_auth_rounds_total", "Requests sent again with the proxy's credentials answering a 401 or 407.",

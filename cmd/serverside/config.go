@@ -76,6 +76,9 @@ type peerSpec struct {
 	// max_pending and pending_timeout (engine defaults when absent).
 	MaxPending     int      `json:"max_pending"`
 	PendingTimeout duration `json:"pending_timeout"`
+	// Pipeline is the URL option pipeline: GETs and HEADs pipelined, up
+	// to this many per connection; 0 or 1 for none.
+	Pipeline int `json:"pipeline"`
 	// SNI is the server name of an https origin; default the URL's host.
 	SNI string `json:"sni"`
 	// Preemptive is the URL option preemptive (peerAuth in auth.go).
@@ -480,6 +483,11 @@ type peerError struct {
 // the config file: the engine's bound.
 const maxPeerWeight = engine.MaxWeight
 
+// maxPipeline bounds a peer's pipeline option: past a few requests per
+// connection a deeper pipeline saves nothing more, and a slow response
+// holds up every request behind it.
+const maxPipeline = 64
+
 // validate checks a peer and fills in its defaults (Name, Weight).
 func (ps *peerSpec) validate(parent bool) *peerError {
 	if ps.URL == "" {
@@ -509,6 +517,12 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	}
 	if ps.MaxConns < 0 {
 		return &peerError{"max_conns", fmt.Errorf("want 0 (no cap) or more, got %d", ps.MaxConns)}
+	}
+	if ps.Pipeline < 0 || ps.Pipeline > maxPipeline {
+		return &peerError{"pipeline", fmt.Errorf("want 0 to %d, got %d", maxPipeline, ps.Pipeline)}
+	}
+	if ps.Pipeline > 1 && u.Scheme != "http" {
+		return &peerError{"pipeline", errors.New("only for http:// peers")}
 	}
 	if ps.MaxPending < 0 {
 		return &peerError{"max_pending", fmt.Errorf("want 0 (the default) or more, got %d", ps.MaxPending)}

@@ -60,7 +60,7 @@ func TestConfigErrors(t *testing.T) {
 		unknown        bool
 	}{
 		{`{"lsiten": "127.0.0.1:1"}`, "lsiten", "known fields here: listen, admin,", true},
-		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns, max_pending, pending_timeout, sni, preemptive", true},
+		{`{"origins": [{"url": "http://a:1"}, {"url": "http://b:1", "weigth": 2}]}`, "origins[1].weigth", "known fields here: url, name, weight, max_conns, max_pending, pending_timeout, pipeline, sni, preemptive", true},
 		{`{"timeouts": {"connect": "1s", "read": "1s"}}`, "timeouts.read", "known fields here: connect, idle, response_header", true},
 		{`{"listen": 8080}`, "listen", "want a string, got a JSON number", false},
 		{`{"shards": -1}`, "shards", "must be 0 (GOMAXPROCS) to 1024", false},
@@ -82,6 +82,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{"parents": [{"url": "http://a:80", "weight": 1001}]}`, "parents[0].weight", "want 1 to 1000", false},
 		{`{"parents": [{"url": "http://a:80", "max_conns": -5}]}`, "parents[0].max_conns", "want 0 (no cap) or more", false},
 		{`{"origins": [{"url": "http://a:80", "max_pending": -1}]}`, "origins[0].max_pending", "want 0 (the default) or more", false},
+		{`{"origins": [{"url": "http://a:80", "pipeline": 65}]}`, "origins[0].pipeline", "want 0 to 64, got 65", false},
+		{`{"origins": [{"url": "https://a:443", "pipeline": 8}]}`, "origins[0].pipeline", "only for http:// peers", false},
 		{`{"origins": [{"url": "http://a:80", "pending_timeout": "-1s"}]}`, "origins[0].pending_timeout", "negative duration", false},
 		{`{"origins": [{"url": "http://a:80"}, {"url": "http://a"}]}`, "origins[1].name", `"a:80" is also the name of origins[0]`, false},
 		{`{"timeouts": {"idle": 30}}`, "timeouts.idle", `want a duration string such as "10s"`, false},
@@ -311,7 +313,7 @@ func TestApplyConfigCmdLinePeersReplaceFile(t *testing.T) {
 // their own URL options instead.
 func TestFilePeerOptionsReachGroup(t *testing.T) {
 	file := writeConfig(t, `{"lb": "p2c", "origins": [
-		{"url": "http://127.0.0.1:81", "name": "a", "weight": 2, "max_conns": 5, "max_pending": 7, "pending_timeout": "3s"},
+		{"url": "http://127.0.0.1:81", "name": "a", "weight": 2, "max_conns": 5, "max_pending": 7, "pending_timeout": "3s", "pipeline": 8},
 		{"url": "http://127.0.0.1:82"}]}`)
 	group := func(args ...string) engine.GroupConfig {
 		t.Helper()
@@ -333,7 +335,7 @@ func TestFilePeerOptionsReachGroup(t *testing.T) {
 	}
 	g := group()
 	want := []engine.Peer{
-		{Name: "a", Addr: "127.0.0.1:81", Weight: 2, MaxConns: 5, MaxPending: 7, PendingTimeout: 3 * time.Second},
+		{Name: "a", Addr: "127.0.0.1:81", Weight: 2, MaxConns: 5, MaxPending: 7, PendingTimeout: 3 * time.Second, Pipeline: 8},
 		{Name: "127.0.0.1:82", Addr: "127.0.0.1:82", Weight: 1},
 	}
 	if g.Balancer != "p2c" || !reflect.DeepEqual(g.Peers, want) {

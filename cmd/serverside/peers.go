@@ -33,6 +33,7 @@ const peerGroup = "upstream"
 //	max_conns=100        its connection cap
 //	max_pending=50       requests that may wait for one of its connections
 //	pending_timeout=5s   how long each may wait
+//	pipeline=8           pipeline GETs and HEADs, up to 8 per connection
 //	preemptive=0         for credentials, see peerAuth (auth.go)
 //
 // Credentials in the userinfo (http://user:pass@host:port) answer the
@@ -154,6 +155,14 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 			p.MaxPending, err = strconv.Atoi(v)
 		case "pending_timeout":
 			p.PendingTimeout, err = time.ParseDuration(v)
+		case "pipeline":
+			p.Pipeline, err = strconv.Atoi(v)
+			if err == nil && (p.Pipeline < 0 || p.Pipeline > maxPipeline) {
+				err = fmt.Errorf("want 0 to %d, got %d", maxPipeline, p.Pipeline)
+			}
+			if err == nil && p.TLS != nil && p.Pipeline > 1 {
+				err = fmt.Errorf("only for http:// peers")
+			}
 		case "sni":
 			if p.TLS == nil {
 				err = fmt.Errorf("only for https:// peers")
@@ -162,7 +171,7 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 			}
 		case "preemptive": // peerAuth read it
 		default:
-			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout, sni or preemptive)")
+			err = fmt.Errorf("unknown option (want name, weight, max_conns, max_pending, pending_timeout, pipeline, sni or preemptive)")
 		}
 		if err != nil {
 			return engine.Peer{}, nil, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
@@ -251,6 +260,9 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 		}
 		if ps.PendingTimeout > 0 {
 			p.PendingTimeout = time.Duration(ps.PendingTimeout)
+		}
+		if ps.Pipeline > 1 {
+			p.Pipeline = ps.Pipeline
 		}
 		if ps.SNI != "" && p.TLS != nil {
 			p.TLS.ServerName = ps.SNI

@@ -14,7 +14,7 @@ import (
 func TestPeerURLOptions(t *testing.T) {
 	var cfg engine.Config
 	err := withPeers(&cfg, nil, []string{
-		"http://u:p%40ss@127.0.0.1:3129?weight=2&name=a&max_conns=100&max_pending=7&pending_timeout=3s",
+		"http://u:p%40ss@127.0.0.1:3129?weight=2&name=a&max_conns=100&max_pending=7&pending_timeout=3s&pipeline=4",
 		"http://127.0.0.1:3130",
 	}, "leastconn")
 	if err != nil {
@@ -22,7 +22,7 @@ func TestPeerURLOptions(t *testing.T) {
 	}
 	g := cfg.Groups[peerGroup]
 	want := engine.Peer{Name: "a", Addr: "127.0.0.1:3129", Weight: 2, Parent: true, Username: "u", Password: "p@ss",
-		MaxConns: 100, MaxPending: 7, PendingTimeout: 3 * time.Second}
+		MaxConns: 100, MaxPending: 7, PendingTimeout: 3 * time.Second, Pipeline: 4}
 	if g.Balancer != "leastconn" || len(g.Peers) != 2 || g.Peers[0] != want ||
 		g.Peers[1] != (engine.Peer{Name: "127.0.0.1:3130", Addr: "127.0.0.1:3130", Parent: true}) {
 		t.Fatalf("group %+v", g)
@@ -101,6 +101,9 @@ func TestPeerURLOptions(t *testing.T) {
 		{nil, {"http://127.0.0.1:1?weight=-1"}},            // negative
 		{{"http://127.0.0.1:1?colour=red"}, nil},           // unknown option
 		{nil, {"http://127.0.0.1:1?pending_timeout=soon"}}, // bad duration
+		{{"http://127.0.0.1:1?pipeline=65"}, nil},          // over maxPipeline
+		{{"http://127.0.0.1:1?pipeline=-1"}, nil},          // negative
+		{{"http://127.0.0.1:1?pipeline=x"}, nil},           // bad number
 	} {
 		if err := withPeers(&engine.Config{}, bad[0], bad[1], ""); err == nil {
 			t.Errorf("withPeers(%q, %q) accepted", bad[0], bad[1])
@@ -110,6 +113,11 @@ func TestPeerURLOptions(t *testing.T) {
 	ts := tlsSettings{roots: []byte("pem"), insecure: true}
 	if err := withPeersTLS(&cfg, []string{"https://localhost?name=l", "https://127.0.0.1:8443?sni=origin.test"}, nil, "", ts); err != nil {
 		t.Fatal(err)
+	}
+	// Pipelining is for plain HTTP peers: the TLS connections run on Go
+	// net, whose exchanges go one at a time.
+	if err := withPeersTLS(&engine.Config{}, []string{"https://127.0.0.1:8443?pipeline=8"}, nil, "", ts); err == nil || !strings.Contains(err.Error(), "pipeline: only for http:// peers") {
+		t.Errorf("https origin with pipeline=8: %v", err)
 	}
 	for i, want := range []struct{ addr, sni string }{{"127.0.0.1:443", "localhost"}, {"127.0.0.1:8443", "origin.test"}} {
 		p := cfg.Groups[peerGroup].Peers[i]

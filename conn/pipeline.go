@@ -1,0 +1,293 @@
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+// Pipelining (RFC 9112 §9.3.2): a connection in pipeline mode carries
+// several requests at once. Their heads go out back to back, several in one
+// write when they come together, and their responses come back in the
+// order sent, each read by its own request's goroutine in turn. That turns
+// the two system calls an exchange makes on the upstream side (one write,
+// one read) into two per batch.
+//
+// Only requests that are safe to send twice take part: GET and HEAD
+// without a body, that do not ask to close. When the connection cannot go
+// on (a response that closes it, an error, a response the watchdog took
+// off the poller), the requests queued behind are answered with
+// ErrUnanswered, and the layer above sends them again on another
+// connection.
+//
+// Writes happen under c.mu, which the watchdog also holds when it takes the
+// fd off the poller: no write lands on a detached connection.
+
+// ErrUnanswered reports a pipelined request whose connection ended, or
+// stopped being read in order, before its response: the upstream may or
+// may not have seen it. Only idempotent requests are pipelined, so it may
+// be sent again.
+var ErrUnanswered = errors.New("conn: pipelined request unanswered: the connection ended before its response")
+
+// pipeline is a connection's pipeline state, under its mu.
+type pipeline struct {
+	mu       sync.Mutex
+	depth    int   // most requests outstanding at once
+	queued   int   // sent and not finished
+	tail     *Turn // last request sent; nil when none waits
+	flushing bool  // a sender will flush what was written
+	answered int   // responses read whole; the turn's holder's
+	closed   bool  // takes no more requests
+	ab       *Abortable
+	edits    parser.Edits // the edits of the head being written
+}
+
+// Turn is one pipelined request's place in its connection's order of
+// responses.
+type Turn struct {
+	ready chan struct{} // signalled when the response before it is done
+	next  *Turn
+	flush bool // its sender flushes the batch (PipeFlush)
+}
+
+// Flushes reports that the turn's sender must call PipeFlush.
+func (t *Turn) Flushes() bool { return t.flush }
+
+var turnPool = sync.Pool{New: func() any { return &Turn{ready: make(chan struct{}, 1)} }}
+
+// Pipelinable reports whether ex may be pipelined: GET or HEAD as sent,
+// with no body, not asking to close or to switch protocols.
+func Pipelinable(ex *Exchange) bool {
+	if ex.Head == nil || ex.Body != nil && ex.ContentLength != 0 {
+		return false
+	}
+	switch ex.Edits.MethodID(ex.Head) {
+	case parser.MethodGet, parser.MethodHead:
+	default:
+		return false
+	}
+	return !ex.Edits.ConnectionClose(&ex.Head.Header) && !offersUpgrade(ex)
+}
+
+// StartPipeline puts a Busy netpoll connection in pipeline mode for up to
+// depth requests at once, under ab (which closes it when aborted; nil for
+// none). It reports false, changing nothing, for a connection that cannot
+// be pipelined (Go net, TLS, detached) or an ab already aborted.
+func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout time.Duration) bool {
+	if c.g != nil || c.tlsState != nil || c.detached.Load() || depth < 2 || c.State() != Busy {
+		return false
+	}
+	if ab != nil && !ab.watch(c) {
+		return false
+	}
+	if c.pl == nil {
+		c.pl = &pipeline{}
+	}
+	pl := c.pl
+	pl.mu.Lock()
+	pl.depth, pl.queued, pl.tail, pl.flushing, pl.closed, pl.ab, pl.answered = depth, 0, nil, false, false, ab, 0
+	pl.mu.Unlock()
+	if writeTimeout <= 0 {
+		writeTimeout = DefaultWriteTimeout
+	}
+	_ = c.nc.SetWriteTimeout(writeTimeout)
+	return true
+}
+
+// EndPipeline takes a connection whose pipeline was closed and finished
+// (PipeDone reported last) out of pipeline mode. It reports false when an
+// abort has closed the connection meanwhile.
+func (c *Conn) EndPipeline() bool {
+	pl := c.pl
+	pl.mu.Lock()
+	ab := pl.ab
+	pl.ab, pl.depth = nil, 0
+	pl.mu.Unlock()
+	if ab != nil && !ab.unwatch(c) {
+		return false
+	}
+	return true
+}
+
+// pipelined reports a connection in pipeline mode, whose writes and
+// reads are not the ones RoundTrip tracks.
+func (c *Conn) pipelined() bool {
+	return c.pl != nil && c.pl.depth > 0
+}
+
+// PipeSend writes ex's head after the requests already pipelined on c
+// (ex must be Pipelinable). It returns ok false, writing nothing, when c
+// takes no more requests (closed, full, gone). With turn.flush set, the
+// caller must call PipeFlush next: it was the first of a batch, whose
+// write goes out once the requests ready to run have joined it.
+func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
+	pl := c.pl
+	bb := headPool.Get()
+	defer headPool.Put(bb)
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.closed || pl.queued >= pl.depth {
+		return nil, false
+	}
+	e := &pl.edits
+	if ex.Edits != nil {
+		e.CopyFrom(ex.Edits)
+	} else {
+		e.Reset()
+	}
+	if ex.Head.Has(parser.HdrContentLength) || ex.Head.Has(parser.HdrTransferEncoding) {
+		e.Set("Content-Length", zeroValue)
+	}
+	if !e.Carries(&ex.Head.Header, connectionName) {
+		e.Add("Connection", keepAliveValue)
+	}
+	if err := parser.WriteRequestHead(bb, ex.Head, e); err != nil {
+		return nil, false
+	}
+	if !c.appendOut(bb.B) {
+		pl.closed = true
+		return nil, false
+	}
+	turn = turnPool.Get().(*Turn)
+	turn.next, turn.flush = nil, !pl.flushing
+	pl.flushing = true
+	if pl.tail == nil && pl.queued == 0 {
+		turn.ready <- struct{}{} // nothing before it
+	} else if pl.tail != nil {
+		pl.tail.next = turn
+	}
+	pl.tail = turn
+	pl.queued++
+	return turn, true
+}
+
+// appendOut copies p into the connection's output buffer, unflushed. It
+// reports false when the connection is closed or off the poller.
+func (c *Conn) appendOut(p []byte) (ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.detached.Load() {
+		return false
+	}
+	defer func() {
+		if r := recover(); r != nil { // netpoll's writer on a closing connection
+			ok = false
+		}
+	}()
+	w := c.nc.Writer()
+	buf, err := w.Malloc(len(p))
+	if err != nil {
+		return false
+	}
+	copy(buf, p)
+	// Counted as sent, so that a later exchange's acknowledgement check
+	// (acked.go) starts from the right place.
+	c.sent += int64(len(p))
+	return true
+}
+
+// PipeFlush sends the batch that the caller's PipeSend began: first it
+// yields, so that the requests already runnable add their heads, then it
+// writes them all at once. A failed write (the upstream closed after an
+// earlier response, say) closes the pipeline but not the connection: the
+// response being read, already sent for, is read to its end, and every
+// request behind it fails unanswered when its turn comes.
+func (c *Conn) PipeFlush() {
+	runtime.Gosched()
+	pl := c.pl
+	pl.mu.Lock()
+	pl.flushing = false
+	if err := c.flushOut(); err != nil {
+		pl.closed = true
+	}
+	pl.mu.Unlock()
+}
+
+// flushOut sends the output buffer, under c.mu.
+func (c *Conn) flushOut() (err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.detached.Load() {
+		return ErrClosed
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: flush panicked: %v", ErrClosed, r)
+		}
+	}()
+	return c.nc.Writer().Flush()
+}
+
+// PipeReceive waits for turn, then reads the response to ex into sink, as
+// RoundTrip does after sending. A request whose turn comes after the
+// connection stopped (an earlier response closed it, or failed) fails with
+// ErrUnanswered, without reading. PipeDone must follow, whatever the
+// outcome.
+func (c *Conn) PipeReceive(ex *Exchange, sink Sink, turn *Turn) (Outcome, error) {
+	<-turn.ready
+	pl := c.pl
+	pl.mu.Lock()
+	closed := pl.closed
+	pl.mu.Unlock()
+	if closed || c.isClosed() {
+		// c.last stays the last response's: the connection's fate (a
+		// close the upstream asked for) is told by it.
+		c.noReuse = true
+		out := Outcome{Reused: true, Written: true}
+		return out, &Error{Phase: PhaseAwaitHead, Addr: c.addr, Reused: true, Written: true, Delivered: true, Err: ErrUnanswered}
+	}
+	c.last = Outcome{Reused: true, Written: true}
+	c.noReuse = true
+	c.requests++
+	cfg := ex.Config.normalized()
+	c.wto, c.hw = cfg.WriteTimeout, cfg.BodyHighWater
+	c.wfail = false
+	c.interims = 0
+	c.resp.Reset()
+	c.resp.SetRequestMethod(ex.Edits.MethodID(ex.Head))
+	err := c.receive(ex, sink, cfg, 0, false)
+	if err != nil {
+		c.noReuse = true
+		if e := AsError(err); e != nil && !e.Responded && pl.answered > 0 && !errors.Is(err, ErrUnanswered) {
+			// Closed or reset after answering a request before this one:
+			// the upstream stopped there, as with a close it announced.
+			e.Err = fmt.Errorf("%w: %w", ErrUnanswered, e.Err)
+		}
+	} else {
+		pl.answered++
+	}
+	return c.last, err
+}
+
+// PipeDone ends turn: the next request's turn begins, or, when the
+// connection cannot go on, every request behind it fails unanswered. It
+// reports last when no request is left: the pipeline is then closed, and
+// the caller ends it (EndPipeline) and settles the connection
+// (Reusable says whether it may go back to the pool).
+func (c *Conn) PipeDone(turn *Turn) (last bool) {
+	pl := c.pl
+	pl.mu.Lock()
+	if c.noReuse || c.detached.Load() {
+		pl.closed = true
+	}
+	pl.queued--
+	next := turn.next
+	if next == nil {
+		pl.tail = nil
+	}
+	if pl.queued == 0 {
+		pl.closed = true // a sender from now on takes another connection
+		last = true
+	}
+	pl.mu.Unlock()
+	turn.next = nil
+	turnPool.Put(turn)
+	if next != nil {
+		next.ready <- struct{}{}
+	}
+	return last
+}

@@ -1,0 +1,352 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/parser"
+)
+
+// bodySink keeps a response's status, body and end.
+type bodySink struct {
+	status int
+	body   strings.Builder
+	err    error
+}
+
+func (s *bodySink) OnHead(r *parser.Response) error { s.status = r.Status(); return nil }
+func (s *bodySink) OnBody(p []byte) error           { s.body.Write(p); return nil }
+func (s *bodySink) OnDone(err error)                { s.err = err }
+
+// pipeEngine is an engine with one group, "web", of one peer at addr
+// that pipelines up to depth requests per connection.
+func pipeEngine(t *testing.T, addr string, depth int) *engine.Engine {
+	t.Helper()
+	return startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+		Peers: []engine.Peer{{Name: "o", Addr: addr, Pipeline: depth}},
+	}}})
+}
+
+// pipeGet sends method path to the group under a context the caller cannot
+// cancel (the engine's own then bounds it, as for a proxy's requests: only
+// such requests are pipelined).
+func pipeGet(t testing.TB, e *engine.Engine, method, path string) (*bodySink, error) {
+	h := new(parser.Request)
+	raw := method + " " + path + " HTTP/1.1\r\nHost: pipe.test\r\n\r\n"
+	if _, err := h.Parse([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	s := &bodySink{}
+	err := e.Exchange(context.Background(), &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: h}, s)
+	return s, err
+}
+
+// answer writes a response whose body is the request's target.
+func answer(c net.Conn, target string, extra string) error {
+	_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s", len(target), extra, target)
+	return err
+}
+
+// target is the request target of a head's lines.
+func target(lines []string) string {
+	f := strings.Fields(lines[0])
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
+}
+
+// pipelineOrigin answers its first connection's first request at once;
+// then it reads n more requests before answering any (a client that does
+// not pipeline never gets there), and answers them in order through
+// respond, which returns false to close the connection; else it goes on
+// answering one request at a time. Other connections are answered one
+// request at a time. got receives the targets read on the
+// first connection after the first request.
+func pipelineOrigin(t *testing.T, n int, respond func(k int, c net.Conn, target string) bool) (o *bench.Origin, got chan []string) {
+	got = make(chan []string, 1)
+	o = bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		serve := func() {
+			for {
+				lines, err := bench.ReadHead(br)
+				if err != nil {
+					return
+				}
+				if answer(c, target(lines), "") != nil {
+					return
+				}
+			}
+		}
+		if i > 0 {
+			serve()
+			return
+		}
+		lines, err := bench.ReadHead(br)
+		if err != nil || answer(c, target(lines), "") != nil {
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var targets []string
+		for len(targets) < n {
+			lines, err := bench.ReadHead(br)
+			if err != nil {
+				break
+			}
+			targets = append(targets, target(lines))
+		}
+		got <- targets
+		for k, tg := range targets {
+			if !respond(k, c, tg) {
+				return
+			}
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		serve()
+	})
+	return o, got
+}
+
+// runPipelined sends n GETs of /p0../p(n-1) at once, after one request
+// that leaves an idle connection in the pool, and checks that each got
+// its own path back.
+func runPipelined(t *testing.T, e *engine.Engine, n int) {
+	t.Helper()
+	if s, err := pipeGet(t, e, "GET", "/warm"); err != nil || s.body.String() != "/warm" {
+		t.Fatalf("warm-up: %v %q", err, s.body.String())
+	}
+	var wg sync.WaitGroup
+	for k := 0; k < n; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := fmt.Sprintf("/p%d", k)
+			s, err := pipeGet(t, e, "GET", path)
+			if err != nil || s.status != 200 || s.body.String() != path {
+				t.Errorf("%s: status %d, body %q, err %v", path, s.status, s.body.String(), err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestPipelineInOrder: GETs sent together go out on one connection before
+// any of their responses, and each gets its own response back.
+func TestPipelineInOrder(t *testing.T) {
+	leakBaseline(t)
+	const n = 6
+	o, got := pipelineOrigin(t, n, func(_ int, c net.Conn, tg string) bool { return answer(c, tg, "") == nil })
+	e := pipeEngine(t, o.Addr(), 8)
+	runPipelined(t, e, n)
+	if targets := <-got; len(targets) != n {
+		t.Fatalf("origin read %d requests on the pipelined connection before answering, want %d: %q", len(targets), n, targets)
+	}
+	s := logStats(t, e, o.Addr())
+	// The warm-up dialed: it was not pipelined.
+	if s.Pipelined != n || s.Retries != 0 || s.Unanswered != 0 || s.Pool.Dialed != 1 || len(s.Errors) != 0 {
+		t.Errorf("pipelined %d (want %d), retries %d, unanswered %d, dialed %d, errors %v; want no retry, one connection",
+			s.Pipelined, n, s.Retries, s.Unanswered, s.Pool.Dialed, s.Errors)
+	}
+	if s.Pool.Idle != 1 {
+		t.Errorf("idle connections after the pipeline: %d, want 1 (back in the pool)", s.Pool.Idle)
+	}
+}
+
+// TestPipelineCloseAfterFirst: the origin answers the first of the
+// pipelined requests with "Connection: close" and closes: the requests
+// behind it were never answered and go again on another connection; the
+// callers see no error.
+func TestPipelineCloseAfterFirst(t *testing.T) {
+	leakBaseline(t)
+	const n = 4
+	o, got := pipelineOrigin(t, n, func(k int, c net.Conn, tg string) bool {
+		_ = answer(c, tg, "Connection: close\r\n")
+		return false
+	})
+	e := pipeEngine(t, o.Addr(), 8)
+	runPipelined(t, e, n)
+	<-got
+	s := logStats(t, e, o.Addr())
+	if s.Unanswered != n-1 || s.Retries != n-1 || len(s.Errors) != 0 {
+		t.Errorf("unanswered %d, retries %d (want %d each), errors %v", s.Unanswered, s.Retries, n-1, s.Errors)
+	}
+	if s.Pool.Closed.UpstreamClose != 1 {
+		t.Errorf("closes by the upstream: %d, want 1", s.Pool.Closed.UpstreamClose)
+	}
+}
+
+// TestPipelineResetAfterFirst: the origin answers the first pipelined
+// request, then resets the connection: the rest go again, no error.
+func TestPipelineResetAfterFirst(t *testing.T) {
+	leakBaseline(t)
+	const n = 4
+	o, got := pipelineOrigin(t, n, func(k int, c net.Conn, tg string) bool {
+		_ = answer(c, tg, "")
+		time.Sleep(20 * time.Millisecond) // the first response is read whole
+		_ = c.(*net.TCPConn).SetLinger(0)
+		return false
+	})
+	e := pipeEngine(t, o.Addr(), 8)
+	runPipelined(t, e, n)
+	<-got
+	s := logStats(t, e, o.Addr())
+	if s.Unanswered != n-1 || len(s.Errors) != 0 {
+		t.Errorf("unanswered %d (want %d), errors %v", s.Unanswered, n-1, s.Errors)
+	}
+}
+
+// TestPipelineDepth: no connection carries more than the peer's Pipeline
+// requests at once: with a depth of 2, four requests sent together need
+// a second connection.
+func TestPipelineDepth(t *testing.T) {
+	leakBaseline(t)
+	o, got := pipelineOrigin(t, 2, func(_ int, c net.Conn, tg string) bool { return answer(c, tg, "") == nil })
+	e := pipeEngine(t, o.Addr(), 2)
+	runPipelined(t, e, 4)
+	if targets := <-got; len(targets) != 2 {
+		t.Errorf("origin read %d requests on the pipelined connection, want 2", len(targets))
+	}
+	if s := logStats(t, e, o.Addr()); s.Pool.Dialed < 2 {
+		t.Errorf("dialed %d connections, want a second one for the requests over the depth", s.Pool.Dialed)
+	}
+}
+
+// TestPipelineOnlySafeRequests: a POST, a GET with a body, a GET that
+// asks to close and a GET whose context the caller can cancel are never
+// pipelined.
+func TestPipelineOnlySafeRequests(t *testing.T) {
+	leakBaseline(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := bench.ReadHead(br)
+			if err != nil {
+				return
+			}
+			for _, l := range lines {
+				if strings.HasPrefix(strings.ToLower(l), "content-length: ") {
+					var n int
+					_, _ = fmt.Sscanf(l[len("content-length: "):], "%d", &n)
+					_, _ = br.Discard(n)
+				}
+			}
+			if answer(c, target(lines), "") != nil {
+				return
+			}
+		}
+	})
+	e := pipeEngine(t, o.Addr(), 8)
+	send := func(ctx context.Context, raw string, body string) {
+		t.Helper()
+		h := new(parser.Request)
+		if _, err := h.Parse([]byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		req := &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: h}
+		if body != "" {
+			req.Body, req.ContentLength = strings.NewReader(body), int64(len(body))
+		}
+		if err := e.Exchange(ctx, req, &bodySink{}); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	send(context.Background(), "POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", "hi")
+	send(context.Background(), "GET /body HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", "hi")
+	send(context.Background(), "GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "")
+	send(context.Background(), "GET /dial HTTP/1.1\r\nHost: x\r\n\r\n", "") // leaves an idle connection
+	send(context.Background(), "GET /warm HTTP/1.1\r\nHost: x\r\n\r\n", "") // pipelined
+	send(ctx, "GET /cancellable HTTP/1.1\r\nHost: x\r\n\r\n", "")
+	if s := logStats(t, e, o.Addr()); s.Pipelined != 1 {
+		t.Errorf("pipelined %d requests, want only the plain GET under an uncancellable context", s.Pipelined)
+	}
+}
+
+// TestNginxPipeline: GETs and HEADs pipelined to a real nginx that closes
+// every connection after three requests (keepalive_requests 3, as in
+// TestNginxKeepaliveRequests): each caller gets its own, complete
+// response, none an error; the requests that met a closing connection
+// went again.
+func TestNginxPipeline(t *testing.T) {
+	leakBaseline(t)
+	ngx := bench.StartNginx(t, bench.NginxOptions{KeepaliveRequests: 3})
+	e := pipeEngine(t, ngx.Addr(), 8)
+	const workers, each = 16, 25
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				method := "GET"
+				if (w+i)%4 == 0 {
+					method = "HEAD" // no body despite its Content-Length
+				}
+				s, err := pipeGet(t, e, method, "/small")
+				want := bench.SmallBody
+				if method == "HEAD" {
+					want = ""
+				}
+				if err != nil || s.status != 200 || s.body.String() != want {
+					t.Errorf("%s /small: status %d, body %q, err %v", method, s.status, s.body.String(), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s := logStats(t, e, ngx.Addr())
+	t.Logf("pipelined %d, unanswered %d", s.Pipelined, s.Unanswered)
+	if s.Pipelined == 0 || len(s.Errors) != 0 {
+		t.Errorf("pipelined %d, errors %v: want pipelined requests and no error", s.Pipelined, s.Errors)
+	}
+	reqs := ngx.WaitRequests(workers*each, 5*time.Second)
+	if conns := bench.CountConnections(reqs); conns >= len(reqs) {
+		t.Errorf("nginx saw %d connections for %d requests", conns, len(reqs))
+	}
+}
+
+// TestNginxPipelineLargeResponses: 1 MiB responses pipelined: each comes
+// whole, those that leave netpoll for Go net included (their connection
+// is not pipelined any further).
+func TestNginxPipelineLargeResponses(t *testing.T) {
+	leakBaseline(t)
+	ngx := bench.StartNginx(t, bench.NginxOptions{})
+	e := pipeEngine(t, ngx.Addr(), 8)
+	if _, err := pipeGet(t, e, "GET", "/small"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 4; i++ {
+				path := "/1m"
+				if i%2 == 1 {
+					path = "/small"
+				}
+				s, err := pipeGet(t, e, "GET", path)
+				want := 1 << 20
+				if path == "/small" {
+					want = len(bench.SmallBody)
+				}
+				if err != nil || s.status != 200 || s.body.Len() != want {
+					t.Errorf("GET %s: status %d, %d bytes (want %d), err %v", path, s.status, s.body.Len(), want, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s := logStats(t, e, ngx.Addr()); len(s.Errors) != 0 {
+		t.Errorf("errors %v", s.Errors)
+	}
+}
