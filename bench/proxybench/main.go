@@ -54,6 +54,7 @@ type config struct {
 	bEnv     []string
 	bArgs    []string
 	bBin     string
+	pipeline int
 	kinds    map[proxyKind]bool // nil: all
 }
 
@@ -72,11 +73,15 @@ func run(args []string) int {
 	bEnv := fs.String("b-env", "", "adds the proxy serverside-b: serverside with these space-separated VAR=value environment variables (an A/B comparison), e.g. -b-env GOGC=200")
 	bArgs := fs.String("b-args", "", "adds the proxy serverside-b: serverside with these extra space-separated flags, e.g. -b-args -upstream-gonet")
 	fs.StringVar(&cfg.bBin, "b-bin", "", "adds the proxy serverside-b: this serverside binary instead of the one built from the tree (another commit's), e.g. -b-bin /tmp/serverside-old")
+	fs.IntVar(&cfg.pipeline, "pipeline", 8, "the pipeline option of the proxy serverside-pipelined (serverside with -origin 'http://origin?pipeline=N'); 0 leaves that proxy out")
 	kindsFlag := fs.String("proxies", "", "comma-separated subset of proxies to run, e.g. -proxies serverside,serverside-b,nginx (default all)")
 	_ = fs.Parse(args)
 	cfg.bEnv, cfg.bArgs = strings.Fields(*bEnv), strings.Fields(*bArgs)
 	if len(cfg.bEnv)+len(cfg.bArgs) > 0 || cfg.bBin != "" {
 		addServersideB()
+	}
+	if cfg.pipeline < 2 {
+		dropPipelined()
 	}
 	if *kindsFlag != "" {
 		cfg.kinds = make(map[proxyKind]bool)
@@ -143,7 +148,7 @@ func bench(ctx context.Context, log *slog.Logger, cfg config, ps *procs, dir str
 	if err != nil {
 		return nil, err
 	}
-	e := &env{procs: ps, dir: dir, bEnv: cfg.bEnv, bArgs: cfg.bArgs, bBin: cfg.bBin}
+	e := &env{procs: ps, dir: dir, bEnv: cfg.bEnv, bArgs: cfg.bArgs, bBin: cfg.bBin, pipeline: cfg.pipeline}
 	if err := e.findTools(ctx, log, root, cfg.install); err != nil {
 		return nil, err
 	}

@@ -21,7 +21,18 @@ type benchCase struct {
 }
 
 // reverseKinds are the targets of the reverse-proxy cases.
-var reverseKinds = []proxyKind{kindServerside, kindNginx, kindHAProxy, kindHAProxyTCP, kindNone}
+var reverseKinds = []proxyKind{kindServerside, kindServersidePipelined, kindNginx, kindHAProxy, kindHAProxyTCP, kindNone}
+
+// dropPipelined leaves serverside-pipelined out of the cases (-pipeline 0).
+func dropPipelined() {
+	out := reverseKinds[:0:0]
+	for _, k := range reverseKinds {
+		if k != kindServersidePipelined {
+			out = append(out, k)
+		}
+	}
+	reverseKinds = out
+}
 
 // idleKinds are the processes whose memory per idle client connection is
 // measured.
@@ -43,8 +54,10 @@ func addServersideB() {
 	reverseKinds, idleKinds, forwardKinds = withB(reverseKinds), withB(idleKinds), withB(forwardKinds)
 }
 
-// isServerside reports serverside or its -b variant.
-func isServerside(k proxyKind) bool { return k == kindServerside || k == kindServersideB }
+// isServerside reports serverside or one of its variants.
+func isServerside(k proxyKind) bool {
+	return k == kindServerside || k == kindServersideB || k == kindServersidePipelined
+}
 
 // forwardKinds are the targets of the forward-proxy case.
 var forwardKinds = []proxyKind{kindServerside, kindNginx, kindHAProxy, kindNone}

@@ -40,6 +40,8 @@ type env struct {
 	bEnv  []string
 	bArgs []string
 	bBin  string
+	// pipeline is serverside-pipelined's pipeline option.
+	pipeline int
 }
 
 // origin is the nginx origin every proxy forwards to.
@@ -198,10 +200,13 @@ const (
 	kindServerside proxyKind = "serverside"
 	// kindServersideB is serverside with -b-env and -b-args.
 	kindServersideB proxyKind = "serverside-b"
-	kindNginx       proxyKind = "nginx"
-	kindHAProxy     proxyKind = "haproxy"
-	kindHAProxyTCP  proxyKind = "haproxy-tcp"
-	kindNone        proxyKind = "none (ceiling)"
+	// kindServersidePipelined is serverside with "?pipeline=N" on its
+	// origin (-pipeline): nginx answers pipelined requests.
+	kindServersidePipelined proxyKind = "serverside-pipelined"
+	kindNginx               proxyKind = "nginx"
+	kindHAProxy             proxyKind = "haproxy"
+	kindHAProxyTCP          proxyKind = "haproxy-tcp"
+	kindNone                proxyKind = "none (ceiling)"
 )
 
 // startTries is how many ports a server start tries: a port found free
@@ -244,9 +249,13 @@ func (e *env) startProxyOnce(kind proxyKind, o *origin, forward bool) (*proc, st
 	var argv, envv []string
 	var stopSig syscall.Signal
 	switch kind {
-	case kindServerside, kindServersideB:
+	case kindServerside, kindServersideB, kindServersidePipelined:
 		argv = []string{e.serverside, "-listen", addr, "-access-log=false", "-shards", "1", "-connect-ports", "any"}
-		if !forward {
+		switch {
+		case forward:
+		case kind == kindServersidePipelined:
+			argv = append(argv, "-origin", "http://"+o.addr+"?pipeline="+strconv.Itoa(e.pipeline))
+		default:
 			argv = append(argv, "-origin", "http://"+o.addr)
 		}
 		// netpoll stalls at GOMAXPROCS=1; taskset still keeps the
