@@ -37,6 +37,15 @@ func init() {
 	registerClient("serverside-gonet", func(cfg clientConfig) (client, error) {
 		return newServersideClient(cfg, false, func(c *engine.Config) { c.GoNetIO = true })
 	})
+	// Pipelining to the origin (Upstream.Pipeline): nginx answers
+	// pipelined requests in order.
+	registerClient("serverside-pipelined", func(cfg clientConfig) (client, error) {
+		c, err := newServersideClient(cfg, false)
+		if err == nil {
+			c.(*serversideClient).pipeline = 8
+		}
+		return c, err
+	})
 }
 
 func newServersideClient(cfg clientConfig, async bool, opts ...func(*engine.Config)) (client, error) {
@@ -63,6 +72,8 @@ type serversideClient struct {
 	e     *engine.Engine
 	addr  string
 	async bool // Send instead of Exchange
+	// pipeline is the requests' Upstream.Pipeline.
+	pipeline int
 	// callers holds per-caller state. A caller takes one for the length
 	// of a request, so no two requests in flight share a head or an
 	// Edits (the engine adds the body framing to an Edits).
@@ -96,7 +107,7 @@ func (s *countSink) OnDone(err error) {
 }
 
 // prepare parses the head of "GET url" once per caller and URL.
-func (sc *serversideCaller) prepare(addr, url string, async bool) error {
+func (sc *serversideCaller) prepare(addr, url string, async bool, pipeline int) error {
 	if sc.url == url && sc.head.Done() {
 		return nil
 	}
@@ -118,7 +129,7 @@ func (sc *serversideCaller) prepare(addr, url string, async bool) error {
 		return fmt.Errorf("serverside client: request head: %w", err)
 	}
 	sc.url = url
-	sc.req = engine.Request{Upstream: engine.Upstream{Addr: addr}, Head: &sc.head, Edits: &sc.edits}
+	sc.req = engine.Request{Upstream: engine.Upstream{Addr: addr, Pipeline: pipeline}, Head: &sc.head, Edits: &sc.edits}
 	if async && sc.sink.done == nil {
 		sc.sink.done = make(chan error, 1)
 	}
@@ -128,7 +139,7 @@ func (sc *serversideCaller) prepare(addr, url string, async bool) error {
 func (c *serversideClient) Get(url string) (int, int, error) {
 	sc := c.callers.Get().(*serversideCaller)
 	defer c.callers.Put(sc)
-	if err := sc.prepare(c.addr, url, c.async); err != nil {
+	if err := sc.prepare(c.addr, url, c.async, c.pipeline); err != nil {
 		return 0, 0, err
 	}
 	sc.edits.Reset()

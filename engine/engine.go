@@ -87,6 +87,11 @@ type Upstream struct {
 	// the connections pool under a key holding both the parent and Addr
 	// (and the parent credentials' hash).
 	Via *Parent
+	// Pipeline pipelines requests to a plain HTTP Addr (no TLS, no Via)
+	// as Peer.Pipeline does to a peer: GETs and HEADs without a body, up
+	// to Pipeline outstanding on a connection. With Group the peer's own
+	// Pipeline applies instead. Zero or 1: no pipelining.
+	Pipeline int
 }
 
 // Request is one request to send upstream.
@@ -474,6 +479,9 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		Sink:    sink,
 		Done:    r.finish,
 		Dialer:  dialer,
+	}
+	if dialer == nil && req.Group == "" && req.peer == nil {
+		r.t.Pipeline = req.Pipeline
 	}
 	switch {
 	case req.peer != nil:

@@ -39,13 +39,18 @@ func pipeEngine(t *testing.T, addr string, depth int) *engine.Engine {
 // cancel (the engine's own then bounds it, as for a proxy's requests: only
 // such requests are pipelined).
 func pipeGet(t testing.TB, e *engine.Engine, method, path string) (*bodySink, error) {
+	return pipeGetFrom(t, e, engine.Upstream{Group: "web"}, method, path)
+}
+
+// pipeGetFrom is pipeGet to up.
+func pipeGetFrom(t testing.TB, e *engine.Engine, up engine.Upstream, method, path string) (*bodySink, error) {
 	h := new(parser.Request)
 	raw := method + " " + path + " HTTP/1.1\r\nHost: pipe.test\r\n\r\n"
 	if _, err := h.Parse([]byte(raw)); err != nil {
 		t.Fatal(err)
 	}
 	s := &bodySink{}
-	err := e.Exchange(context.Background(), &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: h}, s)
+	err := e.Exchange(context.Background(), &engine.Request{Upstream: up, Head: h}, s)
 	return s, err
 }
 
@@ -119,7 +124,13 @@ func pipelineOrigin(t *testing.T, n int, respond func(k int, c net.Conn, target 
 // its own path back.
 func runPipelined(t *testing.T, e *engine.Engine, n int) {
 	t.Helper()
-	if s, err := pipeGet(t, e, "GET", "/warm"); err != nil || s.body.String() != "/warm" {
+	runPipelinedTo(t, e, engine.Upstream{Group: "web"}, n)
+}
+
+// runPipelinedTo is runPipelined to up.
+func runPipelinedTo(t *testing.T, e *engine.Engine, up engine.Upstream, n int) {
+	t.Helper()
+	if s, err := pipeGetFrom(t, e, up, "GET", "/warm"); err != nil || s.body.String() != "/warm" {
 		t.Fatalf("warm-up: %v %q", err, s.body.String())
 	}
 	var wg sync.WaitGroup
@@ -128,7 +139,7 @@ func runPipelined(t *testing.T, e *engine.Engine, n int) {
 		go func() {
 			defer wg.Done()
 			path := fmt.Sprintf("/p%d", k)
-			s, err := pipeGet(t, e, "GET", path)
+			s, err := pipeGetFrom(t, e, up, "GET", path)
 			if err != nil || s.status != 200 || s.body.String() != path {
 				t.Errorf("%s: status %d, body %q, err %v", path, s.status, s.body.String(), err)
 			}
@@ -156,6 +167,22 @@ func TestPipelineInOrder(t *testing.T) {
 	}
 	if s.Pool.Idle != 1 {
 		t.Errorf("idle connections after the pipeline: %d, want 1 (back in the pool)", s.Pool.Idle)
+	}
+}
+
+// TestPipelineByAddress: Upstream.Pipeline pipelines requests to an
+// address as Peer.Pipeline does to a peer.
+func TestPipelineByAddress(t *testing.T) {
+	leakBaseline(t)
+	const n = 5
+	o, got := pipelineOrigin(t, n, func(_ int, c net.Conn, tg string) bool { return answer(c, tg, "") == nil })
+	e := startEngine(t, engine.Config{})
+	runPipelinedTo(t, e, engine.Upstream{Addr: o.Addr(), Pipeline: 8}, n)
+	if targets := <-got; len(targets) != n {
+		t.Fatalf("origin read %d requests on the pipelined connection before answering, want %d", len(targets), n)
+	}
+	if s := logStats(t, e, o.Addr()); s.Pipelined != n || s.Pool.Dialed != 1 {
+		t.Errorf("pipelined %d (want %d), dialed %d (want 1)", s.Pipelined, n, s.Pool.Dialed)
 	}
 }
 
