@@ -33,6 +33,12 @@ import (
 // be sent again.
 var ErrUnanswered = errors.New("conn: pipelined request unanswered: the connection ended before its response")
 
+// StallAfter is how long a pipeline may go without finishing a response
+// and still take more requests: a slow response (a long poll, a slow
+// backend) holds up every request behind it, so once it has held the line
+// this long new requests go to other connections.
+const StallAfter = 20 * time.Millisecond
+
 // pipeline is a connection's pipeline state, under its mu.
 type pipeline struct {
 	mu       sync.Mutex
@@ -41,6 +47,7 @@ type pipeline struct {
 	tail     *Turn // last request sent; nil when none waits
 	flushing bool  // a sender will flush what was written
 	answered int   // responses read whole; the turn's holder's
+	progress int64 // nanotime of the last turn handed on, or of the start
 	closed   bool  // takes no more requests
 	ab       *Abortable
 	edits    parser.Edits // the edits of the head being written
@@ -90,6 +97,7 @@ func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout time.Duratio
 	pl := c.pl
 	pl.mu.Lock()
 	pl.depth, pl.queued, pl.tail, pl.flushing, pl.closed, pl.ab, pl.answered = depth, 0, nil, false, false, ab, 0
+	pl.progress = nanotime()
 	pl.mu.Unlock()
 	if writeTimeout <= 0 {
 		writeTimeout = DefaultWriteTimeout
@@ -130,7 +138,7 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 	defer headPool.Put(bb)
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if pl.closed || pl.queued >= pl.depth {
+	if pl.closed || pl.queued >= pl.depth || pl.queued > 0 && nanotime()-pl.progress > int64(StallAfter) {
 		return nil, false
 	}
 	e := &pl.edits
@@ -275,6 +283,7 @@ func (c *Conn) PipeDone(turn *Turn) (last bool) {
 		pl.closed = true
 	}
 	pl.queued--
+	pl.progress = nanotime()
 	next := turn.next
 	if next == nil {
 		pl.tail = nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 )
@@ -375,5 +376,75 @@ func TestNginxPipelineLargeResponses(t *testing.T) {
 	wg.Wait()
 	if s := logStats(t, e, ngx.Addr()); len(s.Errors) != 0 {
 		t.Errorf("errors %v", s.Errors)
+	}
+}
+
+// TestPipelineAvoidsStalledConnection: a request does not join a pipeline
+// whose response in front has been outstanding for long (conn.StallAfter):
+// it goes on another connection and is answered before the slow one.
+func TestPipelineAvoidsStalledConnection(t *testing.T) {
+	leakBaseline(t)
+	release := make(chan struct{})
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := bench.ReadHead(br)
+			if err != nil {
+				return
+			}
+			if target(lines) == "/slow" {
+				<-release
+			}
+			if answer(c, target(lines), "") != nil {
+				return
+			}
+		}
+	})
+	e := startEngine(t, engine.Config{})
+	up := engine.Upstream{Addr: o.Addr(), Pipeline: 8}
+	if _, err := pipeGetFrom(t, e, up, "GET", "/warm"); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() {
+		s, err := pipeGetFrom(t, e, up, "GET", "/slow")
+		if err == nil && s.body.String() != "/slow" {
+			err = fmt.Errorf("body %q", s.body.String())
+		}
+		slow <- err
+	}()
+	// Wait until the slow request holds the pooled connection (the pool
+	// has none idle then) and its pipeline has stalled.
+	var once sync.Once
+	defer once.Do(func() { close(release) })
+	waitFor(t, "the slow request on the pooled connection", func() bool { return e.Stats()[o.Addr()].Pool.Busy == 1 })
+	time.Sleep(3 * conn.StallAfter)
+	fast := make(chan error, 1)
+	go func() {
+		s, err := pipeGetFrom(t, e, up, "GET", "/fast")
+		if err == nil && s.body.String() != "/fast" {
+			err = fmt.Errorf("body %q", s.body.String())
+		}
+		fast <- err
+	}()
+	select {
+	case err := <-fast:
+		if err != nil {
+			t.Fatalf("/fast: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		once.Do(func() { close(release) })
+		t.Fatalf("/fast waited behind the stalled pipeline: %v", <-fast)
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("/slow finished before it was released: %v", err)
+	default:
+	}
+	once.Do(func() { close(release) })
+	if err := <-slow; err != nil {
+		t.Fatalf("/slow: %v", err)
+	}
+	if st := logStats(t, e, o.Addr()); st.Pool.Dialed != 2 {
+		t.Errorf("dialed %d connections, want 2: /fast on a new one", st.Pool.Dialed)
 	}
 }
