@@ -33,11 +33,12 @@ import (
 // be sent again.
 var ErrUnanswered = errors.New("conn: pipelined request unanswered: the connection ended before its response")
 
-// StallAfter is how long a pipeline may go without finishing a response
-// and still take more requests: a slow response (a long poll, a slow
-// backend) holds up every request behind it, so once it has held the line
-// this long new requests go to other connections.
-const StallAfter = 20 * time.Millisecond
+// DefaultStallAfter is the default of StartPipeline's stall: how long a
+// pipeline may go without finishing a response and still take more
+// requests. A slow response (a long poll, a slow backend) holds up every
+// request behind it, so once it has held the line this long new requests
+// go to other connections.
+const DefaultStallAfter = 20 * time.Millisecond
 
 // pipeline is a connection's pipeline state, under its mu.
 type pipeline struct {
@@ -48,6 +49,7 @@ type pipeline struct {
 	flushing bool  // a sender will flush what was written
 	answered int   // responses read whole; the turn's holder's
 	progress int64 // nanotime of the last turn handed on, or of the start
+	stall    int64 // StartPipeline's stall, in ns
 	closed   bool  // takes no more requests
 	ab       *Abortable
 	edits    parser.Edits // the edits of the head being written
@@ -82,9 +84,10 @@ func Pipelinable(ex *Exchange) bool {
 
 // StartPipeline puts a Busy netpoll connection in pipeline mode for up to
 // depth requests at once, under ab (which closes it when aborted; nil for
-// none). It reports false, changing nothing, for a connection that cannot
+// none), taking no more requests once no response has finished for stall
+// (DefaultStallAfter when not positive). It reports false, changing nothing, for a connection that cannot
 // be pipelined (Go net, TLS, detached) or an ab already aborted.
-func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout time.Duration) bool {
+func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout, stall time.Duration) bool {
 	if c.g != nil || c.tlsState != nil || c.detached.Load() || depth < 2 || c.State() != Busy {
 		return false
 	}
@@ -98,6 +101,10 @@ func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout time.Duratio
 	pl.mu.Lock()
 	pl.depth, pl.queued, pl.tail, pl.flushing, pl.closed, pl.ab, pl.answered = depth, 0, nil, false, false, ab, 0
 	pl.progress = nanotime()
+	if stall <= 0 {
+		stall = DefaultStallAfter
+	}
+	pl.stall = int64(stall)
 	pl.mu.Unlock()
 	if writeTimeout <= 0 {
 		writeTimeout = DefaultWriteTimeout
@@ -138,7 +145,7 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 	defer headPool.Put(bb)
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if pl.closed || pl.queued >= pl.depth || pl.queued > 0 && nanotime()-pl.progress > int64(StallAfter) {
+	if pl.closed || pl.queued >= pl.depth || pl.queued > 0 && nanotime()-pl.progress > pl.stall {
 		return nil, false
 	}
 	e := &pl.edits
@@ -174,7 +181,10 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 }
 
 // appendOut copies p into the connection's output buffer, unflushed. It
-// reports false when the connection is closed or off the poller.
+// reports false when the connection is closed or off the poller. It waits
+// for a flush under way (which holds c.mu while the socket takes the
+// bytes, until the write timeout when the upstream does not read): only
+// requests for this connection wait with it.
 func (c *Conn) appendOut(p []byte) (ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -208,11 +218,15 @@ func (c *Conn) PipeFlush() {
 	runtime.Gosched()
 	pl := c.pl
 	pl.mu.Lock()
-	pl.flushing = false
-	if err := c.flushOut(); err != nil {
-		pl.closed = true
-	}
+	pl.flushing = false // a head added from now on starts the next batch
 	pl.mu.Unlock()
+	// Under c.mu alone, which orders it with appendOut: pl.mu is not held
+	// while the socket takes the bytes.
+	if err := c.flushOut(); err != nil {
+		pl.mu.Lock()
+		pl.closed = true
+		pl.mu.Unlock()
+	}
 }
 
 // flushOut sends the output buffer, under c.mu.

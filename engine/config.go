@@ -87,6 +87,12 @@ type Config struct {
 	// told apart that way; through a tunnel (an origin behind a parent) a
 	// written request counts as received.
 	StrictResend bool
+	// PipelineStall is how long a connection pipelining requests
+	// (Peer.Pipeline, Upstream.Pipeline) may go without finishing a
+	// response and still take more: a slow response holds up the requests
+	// behind it, so after this long new requests go to other connections.
+	// Default 20ms.
+	PipelineStall time.Duration
 	// BodyHighWater is how many response bytes netpoll may buffer before
 	// a connection moves to blocking I/O for the rest of a body. Default
 	// 1 MiB.

@@ -243,6 +243,7 @@ func New(cfg Config) (*Engine, error) {
 		ConnectTimeout: cfg.ConnectTimeout,
 		MaxRetries:     max(cfg.MaxRetries, -1),
 		StrictResend:   cfg.StrictResend,
+		PipelineStall:  cfg.PipelineStall,
 		MaxPending:     cfg.MaxPending,
 		PendingTimeout: cfg.PendingTimeout,
 		Logger:         cfg.Logger,

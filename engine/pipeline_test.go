@@ -28,10 +28,12 @@ func (s *bodySink) OnBody(p []byte) error           { s.body.Write(p); return ni
 func (s *bodySink) OnDone(err error)                { s.err = err }
 
 // pipeEngine is an engine with one group, "web", of one peer at addr
-// that pipelines up to depth requests per connection.
+// that pipelines up to depth requests per connection. Its pipelines never
+// count as stalled (PipelineStall): the fakes hold their answers back on
+// purpose until all the requests of a test have come.
 func pipeEngine(t *testing.T, addr string, depth int) *engine.Engine {
 	t.Helper()
-	return startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+	return startEngine(t, engine.Config{PipelineStall: time.Hour, Groups: map[string]engine.GroupConfig{"web": {
 		Peers: []engine.Peer{{Name: "o", Addr: addr, Pipeline: depth}},
 	}}})
 }
@@ -177,7 +179,7 @@ func TestPipelineByAddress(t *testing.T) {
 	leakBaseline(t)
 	const n = 5
 	o, got := pipelineOrigin(t, n, func(_ int, c net.Conn, tg string) bool { return answer(c, tg, "") == nil })
-	e := startEngine(t, engine.Config{})
+	e := startEngine(t, engine.Config{PipelineStall: time.Hour})
 	runPipelinedTo(t, e, engine.Upstream{Addr: o.Addr(), Pipeline: 8}, n)
 	if targets := <-got; len(targets) != n {
 		t.Fatalf("origin read %d requests on the pipelined connection before answering, want %d", len(targets), n)
@@ -380,7 +382,7 @@ func TestNginxPipelineLargeResponses(t *testing.T) {
 }
 
 // TestPipelineAvoidsStalledConnection: a request does not join a pipeline
-// whose response in front has been outstanding for long (conn.StallAfter):
+// whose response in front has been outstanding for long (PipelineStall):
 // it goes on another connection and is answered before the slow one.
 func TestPipelineAvoidsStalledConnection(t *testing.T) {
 	leakBaseline(t)
@@ -417,7 +419,7 @@ func TestPipelineAvoidsStalledConnection(t *testing.T) {
 	var once sync.Once
 	defer once.Do(func() { close(release) })
 	waitFor(t, "the slow request on the pooled connection", func() bool { return e.Stats()[o.Addr()].Pool.Busy == 1 })
-	time.Sleep(3 * conn.StallAfter)
+	time.Sleep(3 * conn.DefaultStallAfter)
 	fast := make(chan error, 1)
 	go func() {
 		s, err := pipeGetFrom(t, e, up, "GET", "/fast")

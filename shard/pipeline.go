@@ -111,16 +111,29 @@ func pipeReceive(t *Task, c *conn.Conn, turn *conn.Turn) (out conn.Outcome, err 
 // it sent nothing; plain is then a Busy connection from the pool that
 // cannot be pipelined, or nil.
 func (s *Set) pipeJoin(t *Task, ab *conn.Abortable) (c *conn.Conn, turn *conn.Turn, plain *conn.Conn) {
+	// The registry's lock is not held while a connection is written to:
+	// a flush that waits for the socket holds the connection's lock, and
+	// only the requests for that connection may wait with it. A
+	// connection that left pipeline mode since (closed, back in the pool)
+	// refuses the head (PipeSend); one that started another pipeline of
+	// the same key takes it, as it would from the registry.
+	var seen [8]*conn.Conn
+	s.pipes.mu.Lock()
+	if s.closed.Load() {
+		s.pipes.mu.Unlock()
+		return nil, nil, nil
+	}
+	n := copy(seen[:], s.pipes.m[t.Key])
+	s.pipes.mu.Unlock()
+	for _, c := range seen[:n] {
+		if turn, ok := c.PipeSend(&t.Exchange); ok {
+			return c, turn, nil
+		}
+	}
 	s.pipes.mu.Lock()
 	defer s.pipes.mu.Unlock()
 	if s.closed.Load() {
 		return nil, nil, nil
-	}
-	list := s.pipes.m[t.Key]
-	for _, c := range list {
-		if turn, ok := c.PipeSend(&t.Exchange); ok {
-			return c, turn, nil
-		}
 	}
 	for {
 		var ok bool
@@ -133,7 +146,7 @@ func (s *Set) pipeJoin(t *Task, ab *conn.Abortable) (c *conn.Conn, turn *conn.Tu
 		_ = c.Close()
 		s.pool.Closed(t.Key, poolset.Busy)
 	}
-	if !c.StartPipeline(t.Pipeline, ab, t.Exchange.Config.WriteTimeout) {
+	if !c.StartPipeline(t.Pipeline, ab, t.Exchange.Config.WriteTimeout, s.cfg.PipelineStall) {
 		return nil, nil, c
 	}
 	turn, ok := c.PipeSend(&t.Exchange)
@@ -146,7 +159,7 @@ func (s *Set) pipeJoin(t *Task, ab *conn.Abortable) (c *conn.Conn, turn *conn.Tu
 	if s.pipes.m == nil {
 		s.pipes.m = make(map[poolset.Key][]*conn.Conn)
 	}
-	s.pipes.m[t.Key] = append(list, c)
+	s.pipes.m[t.Key] = append(s.pipes.m[t.Key], c)
 	return c, turn, nil
 }
 

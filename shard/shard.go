@@ -50,6 +50,10 @@ type Config struct {
 	// session's requests to its upstream, or fail them. It runs on a
 	// shard goroutine and must not block.
 	OnSession func(pinKey uint64, key poolset.Key, ev SessionEvent)
+	// PipelineStall is how long a connection in pipeline mode
+	// (Task.Pipeline) may go without finishing a response and still take
+	// more requests; default conn.DefaultStallAfter (20 ms).
+	PipelineStall time.Duration
 }
 
 // SessionEvent is what happened to a pinned session (Config.OnSession).
