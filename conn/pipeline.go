@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/serverside-go/serverside/parser"
@@ -274,15 +275,28 @@ func (c *Conn) PipeReceive(ex *Exchange, sink Sink, turn *Turn) (Outcome, error)
 	err := c.receive(ex, sink, cfg, 0, false)
 	if err != nil {
 		c.noReuse = true
-		if e := AsError(err); e != nil && !e.Responded && pl.answered > 0 && !errors.Is(err, ErrUnanswered) {
+		if e := AsError(err); e != nil && !e.Responded && pl.answered > 0 && endedBeforeAnswer(err) {
 			// Closed or reset after answering a request before this one:
 			// the upstream stopped there, as with a close it announced.
+			// A timeout is not: the upstream took the request and is
+			// slow with it, and a resend would ask it twice.
 			e.Err = fmt.Errorf("%w: %w", ErrUnanswered, e.Err)
 		}
 	} else {
 		pl.answered++
 	}
 	return c.last, err
+}
+
+// endedBeforeAnswer reports a read that failed because the connection
+// ended (the upstream's close or reset, or ours), not a timeout or an
+// error of the response itself.
+func endedBeforeAnswer(err error) bool {
+	if errors.Is(err, ErrUnanswered) {
+		return false // already said
+	}
+	return errors.Is(err, ErrUnexpectedEOF) || errors.Is(err, ErrClosed) || errors.Is(err, ErrPeerReset) ||
+		errors.Is(err, syscall.ECONNRESET)
 }
 
 // PipeDone ends turn: the next request's turn begins, or, when the

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -448,5 +449,59 @@ func TestPipelineAvoidsStalledConnection(t *testing.T) {
 	}
 	if st := logStats(t, e, o.Addr()); st.Pool.Dialed != 2 {
 		t.Errorf("dialed %d connections, want 2: /fast on a new one", st.Pool.Dialed)
+	}
+}
+
+// TestPipelineHeaderTimeoutNotResent: the origin answers the first of two
+// pipelined GETs and never the second: the second fails with the
+// response header timeout, as a request that is not pipelined does, and
+// is not sent again (the origin got it; only a connection that ended
+// makes a pipelined request unanswered).
+func TestPipelineHeaderTimeoutNotResent(t *testing.T) {
+	leakBaseline(t)
+	o, got := pipelineOrigin(t, 2, func(k int, c net.Conn, tg string) bool {
+		if k == 0 {
+			return answer(c, tg, "") == nil
+		}
+		// Hold the second request unanswered until the proxy gives up.
+		_ = c.SetReadDeadline(time.Time{})
+		_, _ = c.Read(make([]byte, 1))
+		return false
+	})
+	e := startEngine(t, engine.Config{
+		ResponseHeaderTimeout: 1500 * time.Millisecond, // the first of the two is answered well within it
+		Groups: map[string]engine.GroupConfig{"web": {
+			Peers: []engine.Peer{{Name: "o", Addr: o.Addr(), Pipeline: 8}},
+		}},
+	})
+	if s, err := pipeGet(t, e, "GET", "/warm"); err != nil || s.body.String() != "/warm" {
+		t.Fatalf("warm-up: %v %q", err, s.body.String())
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for k := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[k] = pipeGet(t, e, "GET", fmt.Sprintf("/p%d", k))
+		}()
+	}
+	wg.Wait()
+	if targets := <-got; len(targets) != 2 {
+		t.Fatalf("origin read %q on the pipelined connection, want two requests", targets)
+	}
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			if !errors.Is(err, conn.ErrHeaderTimeout) {
+				t.Errorf("error %v, want the response header timeout", err)
+			}
+		}
+	}
+	s := logStats(t, e, o.Addr())
+	if failed != 1 || s.Unanswered != 0 || s.Retries != 0 || s.Pool.Dialed != 1 {
+		t.Errorf("%d requests failed (want 1), unanswered %d, retries %d, dialed %d: want the one unanswered to time out, not go again",
+			failed, s.Unanswered, s.Retries, s.Pool.Dialed)
 	}
 }
