@@ -141,10 +141,15 @@ const wholeSmallMax = 16 << 10
 // 2% of the demo proxy's CPU on small responses). Bytes an origin sends
 // beyond the response (a protocol error: the connection is not reused)
 // are then not bounded during this delivery, whose sink calls write at
-// most wholeSmallMax bytes to the client.
+// most wholeSmallMax bytes to the client. On a pipelined connection the
+// bytes behind are the next responses, as large as they come: the
+// watchdog always watches there.
 func (c *Conn) wholeSmall(resp *parser.Response, hl int) bool {
 	if c.g != nil || c.detached.Load() {
 		return false // Go net: the watchdog is off anyway
+	}
+	if c.pipelined() {
+		return false
 	}
 	var size int64
 	switch resp.Framing() {
