@@ -54,6 +54,9 @@ type pipeline struct {
 	closed   bool  // takes no more requests
 	ab       *Abortable
 	edits    parser.Edits // the edits of the head being written
+	sent     int          // requests sent on the connection in all, these included
+	limit    int          // most requests the connection may carry in all; 0 for no limit
+	until    time.Time    // no request goes out from then on; zero for no end
 }
 
 // Turn is one pipelined request's place in its connection's order of
@@ -106,12 +109,27 @@ func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout, stall time.
 		stall = DefaultStallAfter
 	}
 	pl.stall = int64(stall)
+
+	pl.sent, pl.limit, pl.until = c.requests, 0, time.Time{}
 	pl.mu.Unlock()
 	if writeTimeout <= 0 {
 		writeTimeout = DefaultWriteTimeout
 	}
 	_ = c.nc.SetWriteTimeout(writeTimeout)
 	return true
+}
+
+// LimitPipeline bounds the requests a connection just put in pipeline
+// mode takes: no more than maxRequests in its life (0 for no limit), none
+// from until on (zero for no end), as the pool's MaxRequests and
+// MaxLifetime bound a connection that goes back to it between requests. A
+// pipeline that stays busy never goes back: without this, its connection
+// would carry requests past both.
+func (c *Conn) LimitPipeline(maxRequests int, until time.Time) {
+	pl := c.pl
+	pl.mu.Lock()
+	pl.limit, pl.until = maxRequests, until
+	pl.mu.Unlock()
 }
 
 // EndPipeline takes a connection whose pipeline was closed and finished
@@ -149,6 +167,12 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 	if pl.closed || pl.queued >= pl.depth || pl.queued > 0 && nanotime()-pl.progress > pl.stall {
 		return nil, false
 	}
+	if pl.limit > 0 && pl.sent >= pl.limit || !pl.until.IsZero() && !time.Now().Before(pl.until) {
+		// Spent: it goes back to the pool, which retires it, once the
+		// requests it took are answered (closed would leave them
+		// unanswered).
+		return nil, false
+	}
 	e := &pl.edits
 	if ex.Edits != nil {
 		e.CopyFrom(ex.Edits)
@@ -178,6 +202,7 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 	}
 	pl.tail = turn
 	pl.queued++
+	pl.sent++
 	return turn, true
 }
 

@@ -505,3 +505,62 @@ func TestPipelineHeaderTimeoutNotResent(t *testing.T) {
 			failed, s.Unanswered, s.Retries, s.Pool.Dialed)
 	}
 }
+
+// TestPipelineMaxConnRequests: a connection carries no more requests than
+// MaxConnRequests, pipelined or not: requests sent together join its
+// pipeline only up to the limit, and the rest go on other connections.
+// The origin waits for four pipelined requests (or a pause) before it
+// answers any, and counts the requests of each connection.
+func TestPipelineMaxConnRequests(t *testing.T) {
+	leakBaseline(t)
+	const limit = 3
+	var mu sync.Mutex
+	most := 0
+	o := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		n := 0
+		for {
+			_ = c.SetReadDeadline(time.Time{})
+			lines, err := bench.ReadHead(br)
+			if err != nil {
+				return
+			}
+			targets := []string{target(lines)}
+			_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			for len(targets) < 4 {
+				lines, err := bench.ReadHead(br)
+				if err != nil {
+					break
+				}
+				targets = append(targets, target(lines))
+			}
+			n += len(targets)
+			mu.Lock()
+			most = max(most, n)
+			mu.Unlock()
+			for _, tg := range targets {
+				if answer(c, tg, "") != nil {
+					return
+				}
+			}
+		}
+	})
+	e := startEngine(t, engine.Config{
+		MaxConnRequests: limit,
+		Groups: map[string]engine.GroupConfig{"web": {
+			Peers: []engine.Peer{{Name: "o", Addr: o.Addr(), Pipeline: 8}},
+		}},
+	})
+	runPipelined(t, e, 4)
+	s := logStats(t, e, o.Addr())
+	mu.Lock()
+	defer mu.Unlock()
+	if most > limit {
+		t.Errorf("a connection carried %d requests, want at most MaxConnRequests (%d)", most, limit)
+	}
+	// The requests the pipeline took are answered on it: none is sent
+	// again.
+	if s.Pipelined == 0 || s.Unanswered != 0 || s.Retries != 0 || len(s.Errors) != 0 {
+		t.Errorf("pipelined %d, unanswered %d, retries %d, errors %v; want pipelined requests, none sent again, no error",
+			s.Pipelined, s.Unanswered, s.Retries, s.Errors)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/poolset"
@@ -149,9 +150,18 @@ func (s *Set) pipeJoin(t *Task, ab *conn.Abortable) (c *conn.Conn, turn *conn.Tu
 	if !c.StartPipeline(t.Pipeline, ab, t.Exchange.Config.WriteTimeout, s.cfg.PipelineStall) {
 		return nil, nil, c
 	}
+	// The pool's limits apply to the requests the pipeline takes while it
+	// never goes back to the pool.
+	var until time.Time
+	pc := s.pool.Config()
+	if pc.MaxLifetime > 0 {
+		until = c.Born().Add(pc.MaxLifetime)
+	}
+	c.LimitPipeline(pc.MaxRequests, until)
 	turn, ok := c.PipeSend(&t.Exchange)
 	if !ok {
-		// Closed under us, or the head cannot be written: the plain path
+		// Closed under us, the head cannot be written, or past the
+		// pool's limits: the plain path runs it (the pool gave it out) or
 		// fails it with the reason.
 		c.EndPipeline()
 		return nil, nil, c
