@@ -271,6 +271,9 @@ var testHookBeforeDetach func()
 func (c *Conn) detach(timeout time.Duration) (*goSource, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for c.writing {
+		c.pl.written.Wait() // a pipelined write: the fd leaves the poller after it
+	}
 	if c.closed {
 		return nil, ErrClosed
 	}

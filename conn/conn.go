@@ -30,6 +30,7 @@ type Conn struct {
 	closed   bool
 	detached atomic.Bool // off netpoll's poller (detach or the sink watchdog)
 	rawFD    int         // the fd taken off the poller and not adopted by Go net yet; -1 none
+	writing  bool        // a pipelined batch is being written (pipeline.go): the fd stays on the poller
 
 	// The sink watchdog (watch.go): stops the poller while a sink blocks.
 	watch    *time.Timer

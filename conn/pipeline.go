@@ -25,8 +25,13 @@ import (
 // ErrUnanswered, and the layer above sends them again on another
 // connection.
 //
-// Writes happen under c.mu, which the watchdog also holds when it takes the
-// fd off the poller: no write lands on a detached connection.
+// A batch's write (flushOut) starts under c.mu, which the watchdog also
+// holds when it takes the fd off the poller, and marks the connection
+// writing: the fd does not leave the poller until the write is over (the
+// watchdog looks again later; detach waits), so no write lands on a
+// detached connection. The write itself runs outside c.mu: it may wait
+// long for room (an upstream that stops reading), and Close must be able
+// to end it meanwhile.
 
 // ErrUnanswered reports a pipelined request whose connection ended, or
 // stopped being read in order, before its response: the upstream may or
@@ -53,6 +58,7 @@ type pipeline struct {
 	stall    int64 // StartPipeline's stall, in ns
 	closed   bool  // takes no more requests
 	ab       *Abortable
+	written  *sync.Cond   // on c.mu: broadcast when a flush ends (c.writing)
 	edits    parser.Edits // the edits of the head being written
 	sent     int          // requests sent on the connection in all, these included
 	limit    int          // most requests the connection may carry in all; 0 for no limit
@@ -99,7 +105,7 @@ func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout, stall time.
 		return false
 	}
 	if c.pl == nil {
-		c.pl = &pipeline{}
+		c.pl = &pipeline{written: sync.NewCond(&c.mu)}
 	}
 	pl := c.pl
 	pl.mu.Lock()
@@ -255,13 +261,23 @@ func (c *Conn) PipeFlush() {
 	}
 }
 
-// flushOut sends the output buffer, under c.mu.
+// flushOut sends the output buffer. It holds c.mu only to start and to
+// end: while c.writing, the fd stays on the poller (stopPoller refuses,
+// detach waits) and Close may close the connection, which ends the write.
 func (c *Conn) flushOut() (err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed || c.detached.Load() {
+		c.mu.Unlock()
 		return ErrClosed
 	}
+	c.writing = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.writing = false
+		c.pl.written.Broadcast()
+		c.mu.Unlock()
+	}()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: flush panicked: %v", ErrClosed, r)

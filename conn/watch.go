@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -81,7 +82,8 @@ func (c *Conn) watchSink() {
 		if err := c.stopPoller(); err == nil {
 			return
 		}
-		// Not a netpoll connection: nothing to stop. Look again later.
+		// Not a netpoll connection, nothing to stop; or a pipelined
+		// write is going on. Look again later.
 	}
 	now := time.Now()
 	arrived := int64(buf-c.wLen) + c.consumed - c.wSeen
@@ -94,13 +96,21 @@ func (c *Conn) watchSink() {
 	c.watch.Reset(min(max(next, watchMin), watchMax))
 }
 
+// errWriting is stopPoller's refusal during a pipelined write.
+var errWriting = errors.New("conn: a pipelined write is going on")
+
 // stopPoller takes the fd off netpoll's poller without closing it (netpoll's
 // Detach) and keeps it in rawFD until detach adopts it; the bytes already
-// buffered stay in the input buffer. It must be called under c.mu.
+// buffered stay in the input buffer. It must be called under c.mu. It
+// refuses while a pipelined batch is being written (c.writing): netpoll's
+// writer must not outlive the fd's place on the poller.
 func (c *Conn) stopPoller() error {
 	d, ok := c.nc.(detacher)
 	if !ok {
 		return ErrNotNetpoll
+	}
+	if c.writing {
+		return errWriting
 	}
 	fd := d.Fd()
 	if err := d.Detach(); err != nil {
@@ -127,6 +137,6 @@ func (c *Conn) stopPollerForLength(resp *parser.Response, hl, hw int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closed && !c.detached.Load() {
-		_ = c.stopPoller() // not a netpoll connection: the watchdog looks as before
+		_ = c.stopPoller() // not a netpoll connection, or writing: the watchdog looks as before
 	}
 }

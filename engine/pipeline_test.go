@@ -564,3 +564,67 @@ func TestPipelineMaxConnRequests(t *testing.T) {
 			s.Pipelined, s.Unanswered, s.Retries, s.Errors)
 	}
 }
+
+// TestPipelineCloseDuringBlockedFlush: an origin that stops reading while
+// heads are pipelined to it (large ones, more than the socket buffers
+// hold) leaves a batch's write waiting for room. Closing the engine then
+// closes the connection at once, which ends that write: it does not wait
+// for the write timeout (60s).
+func TestPipelineCloseDuringBlockedFlush(t *testing.T) {
+	leakBaseline(t)
+	stop := make(chan struct{})
+	o := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		lines, err := bench.ReadHead(br)
+		if err != nil || answer(c, target(lines), "") != nil {
+			return
+		}
+		if i == 0 {
+			<-stop // reads no more
+		}
+	})
+	defer close(stop)
+	e, err := engine.New(engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+		Peers: []engine.Peer{{Name: "o", Addr: o.Addr(), Pipeline: 64}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := pipeGet(t, e, "GET", "/warm"); err != nil || s.body.String() != "/warm" {
+		t.Fatalf("warm-up: %v %q", err, s.body.String())
+	}
+	raw := "GET /big HTTP/1.1\r\nHost: pipe.test\r\nX-Big: " + strings.Repeat("x", 60<<10) + "\r\n\r\n"
+	const n = 64
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			h := new(parser.Request)
+			if _, err := h.Parse([]byte(raw)); err != nil {
+				errs <- err
+				return
+			}
+			errs <- e.Exchange(context.Background(), &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: h}, &bodySink{})
+		}()
+	}
+	// Wait until the pipeline holds many of them: its write is blocked.
+	for i := 0; e.Stats()[o.Addr()].Pipelined < n/2; i++ {
+		if i == 500 {
+			t.Fatalf("pipelined %d requests, want %d or more", e.Stats()[o.Addr()].Pipelined, n/2)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() {
+		_ = e.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Engine.Close still waiting after 20s: the pipelined write holds the connection's lock until its timeout")
+	}
+	for range n {
+		if err := <-errs; err == nil {
+			t.Error("a request to an origin that reads nothing succeeded")
+		}
+	}
+}
