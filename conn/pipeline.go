@@ -214,12 +214,15 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 
 // appendOut copies p into the connection's output buffer, unflushed. It
 // reports false when the connection is closed or off the poller. It waits
-// for a flush under way (which holds c.mu while the socket takes the
-// bytes, until the write timeout when the upstream does not read): only
+// for a flush under way (c.writing: until the socket took the bytes, or
+// the write timeout when the upstream does not read, or a Close): only
 // requests for this connection wait with it.
 func (c *Conn) appendOut(p []byte) (ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for c.writing {
+		c.pl.written.Wait() // netpoll's writer takes one user at a time
+	}
 	if c.closed || c.detached.Load() {
 		return false
 	}
@@ -252,7 +255,7 @@ func (c *Conn) PipeFlush() {
 	pl.mu.Lock()
 	pl.flushing = false // a head added from now on starts the next batch
 	pl.mu.Unlock()
-	// Under c.mu alone, which orders it with appendOut: pl.mu is not held
+	// Ordered with appendOut by c.writing: neither pl.mu nor c.mu is held
 	// while the socket takes the bytes.
 	if err := c.flushOut(); err != nil {
 		pl.mu.Lock()
@@ -266,6 +269,9 @@ func (c *Conn) PipeFlush() {
 // detach waits) and Close may close the connection, which ends the write.
 func (c *Conn) flushOut() (err error) {
 	c.mu.Lock()
+	for c.writing {
+		c.pl.written.Wait() // another batch's write
+	}
 	if c.closed || c.detached.Load() {
 		c.mu.Unlock()
 		return ErrClosed

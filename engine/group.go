@@ -94,7 +94,8 @@ type Peer struct {
 	// HAProxy, Go's net/http do); requests whose context the caller can
 	// cancel are not pipelined. A pipelined request whose connection ends
 	// before its response (an earlier response closed it) is sent again
-	// on another connection. A connection takes no request past
+	// on another connection, whatever MaxRetries says: it failed for
+	// another request's reason. A connection takes no request past
 	// MaxConnRequests or MaxConnLifetime, pipelined or not. Zero or 1: no
 	// pipelining.
 	Pipeline int

@@ -470,6 +470,7 @@ func TestPipelineHeaderTimeoutNotResent(t *testing.T) {
 	})
 	e := startEngine(t, engine.Config{
 		ResponseHeaderTimeout: 1500 * time.Millisecond, // the first of the two is answered well within it
+		PipelineStall:         time.Hour,
 		Groups: map[string]engine.GroupConfig{"web": {
 			Peers: []engine.Peer{{Name: "o", Addr: o.Addr(), Pipeline: 8}},
 		}},
@@ -546,6 +547,7 @@ func TestPipelineMaxConnRequests(t *testing.T) {
 	})
 	e := startEngine(t, engine.Config{
 		MaxConnRequests: limit,
+		PipelineStall:   time.Hour,
 		Groups: map[string]engine.GroupConfig{"web": {
 			Peers: []engine.Peer{{Name: "o", Addr: o.Addr(), Pipeline: 8}},
 		}},
@@ -583,7 +585,7 @@ func TestPipelineCloseDuringBlockedFlush(t *testing.T) {
 		}
 	})
 	defer close(stop)
-	e, err := engine.New(engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+	e, err := engine.New(engine.Config{PipelineStall: time.Hour, Groups: map[string]engine.GroupConfig{"web": {
 		Peers: []engine.Peer{{Name: "o", Addr: o.Addr(), Pipeline: 64}},
 	}}})
 	if err != nil {
