@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -628,5 +629,69 @@ func TestPipelineCloseDuringBlockedFlush(t *testing.T) {
 		if err := <-errs; err == nil {
 			t.Error("a request to an origin that reads nothing succeeded")
 		}
+	}
+}
+
+// TestPipelineOffAfterLargeResponse: a response large enough to take its
+// connection off netpoll ends the pipeline (the requests behind it would
+// go again); the key's next requests for a while are not pipelined.
+func TestPipelineOffAfterLargeResponse(t *testing.T) {
+	leakBaseline(t)
+	big := strings.Repeat("b", 1<<20)
+	var conns atomic.Int32
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			lines, err := bench.ReadHead(br)
+			if err != nil {
+				return
+			}
+			switch target(lines) {
+			case "/hold": // until two connections are open
+				for i := 0; conns.Load() < 2 && i < 500; i++ {
+					time.Sleep(10 * time.Millisecond)
+				}
+			case "/big":
+				if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(big), big); err != nil {
+					return
+				}
+				continue
+			}
+			if answer(c, target(lines), "") != nil {
+				return
+			}
+		}
+	})
+	e := startEngine(t, engine.Config{BodyHighWater: 64 << 10})
+	up := engine.Upstream{Addr: o.Addr(), Pipeline: 8}
+	// Two idle connections, from requests that are not pipelined (their
+	// context can be cancelled).
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			h := new(parser.Request)
+			_, _ = h.Parse([]byte("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"))
+			if err := e.Exchange(ctx, &engine.Request{Upstream: engine.Upstream{Addr: o.Addr()}, Head: h}, &bodySink{}); err != nil {
+				t.Errorf("/hold: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if s, err := pipeGetFrom(t, e, up, "GET", "/big"); err != nil || s.body.Len() != len(big) {
+		t.Fatalf("/big: %d bytes, %v", s.body.Len(), err)
+	}
+	st := e.Stats()[o.Addr()]
+	if st.Pipelined != 1 || st.Detached != 1 {
+		t.Fatalf("pipelined %d, detached %d: want /big pipelined and detached", st.Pipelined, st.Detached)
+	}
+	if s, err := pipeGetFrom(t, e, up, "GET", "/small"); err != nil || s.body.String() != "/small" {
+		t.Fatalf("/small: %q, %v", s.body.String(), err)
+	}
+	if st := logStats(t, e, o.Addr()); st.Pipelined != 1 || st.OnReused != 2 {
+		t.Errorf("pipelined %d, on reused %d: want /small not pipelined, on the other idle connection", st.Pipelined, st.OnReused)
 	}
 }

@@ -17,7 +17,16 @@ import (
 type pipes struct {
 	mu sync.Mutex
 	m  map[poolset.Key][]*conn.Conn
+	// off holds the keys not pipelined for now, with the time they may
+	// be again: a pipeline that a large response took off netpoll sends
+	// the requests behind it again (their responses stay unread), so
+	// after one the key's requests go one per connection for a while.
+	off map[poolset.Key]time.Time
 }
+
+// pipelineOff is how long a key goes unpipelined after a large response
+// ended a pipeline.
+const pipelineOff = time.Second
 
 // pipelinable reports a task that may be pipelined (Task.Pipeline), with
 // its context's Abortable.
@@ -124,6 +133,13 @@ func (s *Set) pipeJoin(t *Task, ab *conn.Abortable) (c *conn.Conn, turn *conn.Tu
 		s.pipes.mu.Unlock()
 		return nil, nil, nil
 	}
+	if until, ok := s.pipes.off[t.Key]; ok {
+		if time.Now().Before(until) {
+			s.pipes.mu.Unlock()
+			return nil, nil, nil
+		}
+		delete(s.pipes.off, t.Key)
+	}
 	n := copy(seen[:], s.pipes.m[t.Key])
 	s.pipes.mu.Unlock()
 	for _, c := range seen[:n] {
@@ -190,6 +206,12 @@ func (s *Set) pipeRetire(t *Task, c *conn.Conn) {
 		delete(s.pipes.m, t.Key)
 	} else {
 		s.pipes.m[t.Key] = list
+	}
+	if c.Detached() {
+		if s.pipes.off == nil {
+			s.pipes.off = make(map[poolset.Key]time.Time)
+		}
+		s.pipes.off[t.Key] = time.Now().Add(pipelineOff)
 	}
 	s.pipes.mu.Unlock()
 	c.EndPipeline()
