@@ -31,7 +31,8 @@ import (
 // watchdog looks again later; detach waits), so no write lands on a
 // detached connection. The write itself runs outside c.mu: it may wait
 // long for room (an upstream that stops reading), and Close must be able
-// to end it meanwhile.
+// to end it meanwhile. Heads that come during the write wait for its end
+// (netpoll's writer takes one user at a time).
 
 // ErrUnanswered reports a pipelined request whose connection ended, or
 // stopped being read in order, before its response: the upstream may or
@@ -95,8 +96,9 @@ func Pipelinable(ex *Exchange) bool {
 // StartPipeline puts a Busy netpoll connection in pipeline mode for up to
 // depth requests at once, under ab (which closes it when aborted; nil for
 // none), taking no more requests once no response has finished for stall
-// (DefaultStallAfter when not positive). It reports false, changing nothing, for a connection that cannot
-// be pipelined (Go net, TLS, detached) or an ab already aborted.
+// (DefaultStallAfter when not positive). It reports false, changing
+// nothing, for a connection that cannot be pipelined (Go net, TLS,
+// detached) or an ab already aborted.
 func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout, stall time.Duration) bool {
 	if c.g != nil || c.tlsState != nil || c.detached.Load() || depth < 2 || c.State() != Busy {
 		return false
@@ -115,7 +117,6 @@ func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout, stall time.
 		stall = DefaultStallAfter
 	}
 	pl.stall = int64(stall)
-
 	pl.sent, pl.limit, pl.until = c.requests, 0, time.Time{}
 	pl.mu.Unlock()
 	if writeTimeout <= 0 {
