@@ -22,6 +22,7 @@ type pipes struct {
 	// the requests behind it again (their responses stay unread), so
 	// after one the key's requests go one per connection for a while.
 	off map[poolset.Key]time.Time
+	gen uint64 // counts the changes to m
 }
 
 // pipelineOff is how long a key goes unpipelined after a large response
@@ -122,36 +123,42 @@ func pipeReceive(t *Task, c *conn.Conn, turn *conn.Turn) (out conn.Outcome, err 
 // cannot be pipelined, or nil.
 func (s *Set) pipeJoin(t *Task, ab *conn.Abortable) (c *conn.Conn, turn *conn.Turn, plain *conn.Conn) {
 	// The registry's lock is not held while a connection is written to:
-	// a flush that waits for the socket holds the connection's lock, and
-	// only the requests for that connection may wait with it. A
+	// a head waits for the batch being written before it, which may wait
+	// for room in the socket, and only the requests for that connection
+	// may wait with it. A
 	// connection that left pipeline mode since (closed, back in the pool)
 	// refuses the head (PipeSend); one that started another pipeline of
 	// the same key takes it, as it would from the registry.
 	var seen [8]*conn.Conn
 	s.pipes.mu.Lock()
-	if s.closed.Load() {
-		s.pipes.mu.Unlock()
-		return nil, nil, nil
-	}
-	if until, ok := s.pipes.off[t.Key]; ok {
-		if time.Now().Before(until) {
+	for try := 0; ; try++ {
+		if s.closed.Load() {
 			s.pipes.mu.Unlock()
 			return nil, nil, nil
 		}
-		delete(s.pipes.off, t.Key)
-	}
-	n := copy(seen[:], s.pipes.m[t.Key])
-	s.pipes.mu.Unlock()
-	for _, c := range seen[:n] {
-		if turn, ok := c.PipeSend(&t.Exchange); ok {
-			return c, turn, nil
+		if until, ok := s.pipes.off[t.Key]; ok {
+			if time.Now().Before(until) {
+				s.pipes.mu.Unlock()
+				return nil, nil, nil
+			}
+			delete(s.pipes.off, t.Key)
 		}
+		n, gen := copy(seen[:], s.pipes.m[t.Key]), s.pipes.gen
+		s.pipes.mu.Unlock()
+		for _, c := range seen[:n] {
+			if turn, ok := c.PipeSend(&t.Exchange); ok {
+				return c, turn, nil
+			}
+		}
+		s.pipes.mu.Lock()
+		if s.pipes.gen == gen || try == 2 {
+			break
+		}
+		// A pipeline started (or ended) meanwhile, maybe one of this
+		// key that a request coming at the same moment just began: look
+		// again rather than take another connection.
 	}
-	s.pipes.mu.Lock()
 	defer s.pipes.mu.Unlock()
-	if s.closed.Load() {
-		return nil, nil, nil
-	}
 	for {
 		var ok bool
 		if c, ok = s.pool.Get(t.Key); !ok {
@@ -186,6 +193,7 @@ func (s *Set) pipeJoin(t *Task, ab *conn.Abortable) (c *conn.Conn, turn *conn.Tu
 		s.pipes.m = make(map[poolset.Key][]*conn.Conn)
 	}
 	s.pipes.m[t.Key] = append(s.pipes.m[t.Key], c)
+	s.pipes.gen++
 	return c, turn, nil
 }
 
@@ -207,6 +215,7 @@ func (s *Set) pipeRetire(t *Task, c *conn.Conn) {
 	} else {
 		s.pipes.m[t.Key] = list
 	}
+	s.pipes.gen++
 	if c.Detached() {
 		if s.pipes.off == nil {
 			s.pipes.off = make(map[poolset.Key]time.Time)
