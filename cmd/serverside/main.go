@@ -76,7 +76,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("serverside", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:3128", "`address` to listen on, e.g. -listen 127.0.0.1:8080")
 	var origins originList
-	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100';\ncredentials in userinfo (http://user:pass@host:port) answer the origin's 401s")
+	fs.Var(&origins, "origin", "origin `URL` for reverse-proxy mode, repeatable; requests are spread by -lb,\ne.g. -origin http://127.0.0.1:8081 -origin 'http://127.0.0.1:8082?weight=2&name=b&max_conns=100';\ncredentials in userinfo (http://user:pass@host:port) answer the origin's 401s;\n?pipeline=8 pipelines GETs to an origin that answers pipelined requests (nginx, Apache)")
 	var parents originList
 	fs.Var(&parents, "parent", "parent proxy `URL` for forward mode, repeatable, credentials in userinfo, https:// for TLS to the parent,\ne.g. -parent http://user:pass@127.0.0.1:3129 (same options as -origin, plus preemptive=0)")
 	lb := fs.String("lb", "roundrobin", "`policy` spreading requests over origins or parents: roundrobin, leastconn, p2c or hash (on the request host),\ne.g. -lb leastconn")
