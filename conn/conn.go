@@ -34,13 +34,14 @@ type Conn struct {
 
 	// The sink watchdog (watch.go): stops the poller while a sink blocks.
 	watch    *time.Timer
-	watching atomic.Bool // an exchange's head or body is being delivered
-	inSink   atomic.Bool // a sink call (OnHead, OnBody) is running
-	consumed int64       // bytes skipped in netpoll's buffer; under mu
-	wLen     int         // buffered bytes at the watchdog's last look; under mu
-	wSeen    int64       // consumed at the watchdog's last look; under mu
-	wAt      time.Time   // time of the watchdog's last look; under mu
-	watchHW  int         // the high-water mark of the exchange being watched
+	watching atomic.Bool  // an exchange's head or body is being delivered
+	inSink   atomic.Bool  // a sink call (OnHead, OnBody) is running
+	sinkAt   atomic.Int64 // nanotime the running sink call began; pipelined connections only
+	consumed int64        // bytes skipped in netpoll's buffer; under mu
+	wLen     int          // buffered bytes at the watchdog's last look; under mu
+	wSeen    int64        // consumed at the watchdog's last look; under mu
+	wAt      time.Time    // time of the watchdog's last look; under mu
+	watchHW  int          // the high-water mark of the exchange being watched
 
 	// Set once at creation for a connection on Go net from the start
 	// (TLS, tunnels), or by an exchange that left netpoll during an

@@ -53,6 +53,8 @@ type pipeline struct {
 	depth    int   // most requests outstanding at once
 	queued   int   // sent and not finished
 	tail     *Turn // last request sent; nil when none waits
+	holder   *Turn // the request whose response is being read, or next to be
+	evicted  bool  // waiters were sent away (evictWaiters): responses remain unread
 	flushing bool  // a sender will flush what was written
 	answered int   // responses read whole; the turn's holder's
 	progress int64 // nanotime of the last turn handed on, or of the start
@@ -69,9 +71,10 @@ type pipeline struct {
 // Turn is one pipelined request's place in its connection's order of
 // responses.
 type Turn struct {
-	ready chan struct{} // signalled when the response before it is done
-	next  *Turn
-	flush bool // its sender flushes the batch (PipeFlush)
+	ready   chan struct{} // signalled when the response before it is done, or when evicted
+	next    *Turn
+	flush   bool // its sender flushes the batch (PipeFlush)
+	evicted bool // sent away while waiting (evictWaiters); under the pipeline's mu
 }
 
 // Flushes reports that the turn's sender must call PipeFlush.
@@ -112,6 +115,7 @@ func (c *Conn) StartPipeline(depth int, ab *Abortable, writeTimeout, stall time.
 	pl := c.pl
 	pl.mu.Lock()
 	pl.depth, pl.queued, pl.tail, pl.flushing, pl.closed, pl.ab, pl.answered = depth, 0, nil, false, false, ab, 0
+	pl.holder, pl.evicted = nil, false
 	pl.progress = nanotime()
 	if stall <= 0 {
 		stall = DefaultStallAfter
@@ -200,10 +204,11 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 		return nil, false
 	}
 	turn = turnPool.Get().(*Turn)
-	turn.next, turn.flush = nil, !pl.flushing
+	turn.next, turn.flush, turn.evicted = nil, !pl.flushing, false
 	pl.flushing = true
 	if pl.tail == nil && pl.queued == 0 {
 		turn.ready <- struct{}{} // nothing before it
+		pl.holder = turn
 	} else if pl.tail != nil {
 		pl.tail.next = turn
 	}
@@ -302,8 +307,13 @@ func (c *Conn) PipeReceive(ex *Exchange, sink Sink, turn *Turn) (Outcome, error)
 	<-turn.ready
 	pl := c.pl
 	pl.mu.Lock()
-	closed := pl.closed
+	closed, evicted := pl.closed, turn.evicted
 	pl.mu.Unlock()
+	if evicted {
+		// Sent away while the response in front was stuck in its sink:
+		// the connection is another request's, not to be touched.
+		return Outcome{Reused: true, Written: true}, &Error{Phase: PhaseAwaitHead, Addr: c.addr, Reused: true, Written: true, Delivered: true, Err: ErrUnanswered}
+	}
 	if closed || c.isClosed() {
 		// c.last stays the last response's: the connection's fate (a
 		// close the upstream asked for) is told by it.
@@ -336,6 +346,40 @@ func (c *Conn) PipeReceive(ex *Exchange, sink Sink, turn *Turn) (Outcome, error)
 	return c.last, err
 }
 
+// EvictAfter is how long a sink call on a pipelined connection may block
+// (a client reading its response slowly) before the requests waiting
+// behind it are sent away, to go again on other connections, rather than
+// wait for that client.
+const EvictAfter = 250 * time.Millisecond
+
+// evictWaiters sends away the requests waiting behind the one whose
+// response is being delivered: each wakes with ErrUnanswered, and the
+// connection, whose responses to them are still to come, takes no more
+// and is not reused. It is called by the watchdog, under c.mu; it does
+// not wait for pl.mu (whose holders may wait for c.mu) and reports
+// whether it got it.
+func (c *Conn) evictWaiters() bool {
+	pl := c.pl
+	if !pl.mu.TryLock() {
+		return false
+	}
+	defer pl.mu.Unlock()
+	h := pl.holder
+	if pl.depth == 0 || h == nil || h.next == nil {
+		return true
+	}
+	for t := h.next; t != nil; {
+		next := t.next
+		t.evicted, t.next = true, nil
+		pl.queued--
+		t.ready <- struct{}{}
+		t = next
+	}
+	h.next, pl.tail = nil, h
+	pl.closed, pl.evicted = true, true
+	return true
+}
+
 // endedBeforeAnswer reports a read that failed because the connection
 // ended (the upstream's close or reset, or ours), not a timeout or an
 // error of the response itself.
@@ -355,6 +399,15 @@ func endedBeforeAnswer(err error) bool {
 func (c *Conn) PipeDone(turn *Turn) (last bool) {
 	pl := c.pl
 	pl.mu.Lock()
+	if turn.evicted {
+		// Counted out and unlinked when it was sent away.
+		pl.mu.Unlock()
+		turnPool.Put(turn)
+		return false
+	}
+	if pl.evicted {
+		c.noReuse = true // the responses of the requests sent away are still to come
+	}
 	if c.noReuse || c.detached.Load() {
 		pl.closed = true
 	}
@@ -368,6 +421,7 @@ func (c *Conn) PipeDone(turn *Turn) (last bool) {
 		pl.closed = true // a sender from now on takes another connection
 		last = true
 	}
+	pl.holder = next
 	pl.mu.Unlock()
 	turn.next = nil
 	turnPool.Put(turn)

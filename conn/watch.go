@@ -60,7 +60,12 @@ func (c *Conn) stopWatch() {
 }
 
 // sinkCall marks a sink call in progress (true) or done (false).
-func (c *Conn) sinkCall(in bool) { c.inSink.Store(in) }
+func (c *Conn) sinkCall(in bool) {
+	if in && c.pl != nil {
+		c.sinkAt.Store(nanotime())
+	}
+	c.inSink.Store(in)
+}
 
 // watchSink is the timer's function.
 func (c *Conn) watchSink() {
@@ -76,6 +81,11 @@ func (c *Conn) watchSink() {
 	defer c.mu.Unlock()
 	if c.closed || c.detached.Load() || !c.watching.Load() {
 		return
+	}
+	if c.pl != nil && c.inSink.Load() && nanotime()-c.sinkAt.Load() > int64(EvictAfter) {
+		// A client slow to take its response holds up the requests
+		// pipelined behind it: they go elsewhere.
+		c.evictWaiters()
 	}
 	buf := c.nc.Reader().Len()
 	if c.inSink.Load() && buf > c.watchHW {

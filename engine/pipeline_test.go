@@ -729,3 +729,72 @@ func TestPipelineOffAfterLargeResponse(t *testing.T) {
 		t.Errorf("pipelined %d, on reused %d: want /small not pipelined, on the other idle connection", st.Pipelined, st.OnReused)
 	}
 }
+
+// gateSink blocks in OnHead until open is closed, after saying so on in.
+type gateSink struct {
+	bodySink
+	in   chan struct{}
+	open chan struct{}
+}
+
+func (s *gateSink) OnHead(r *parser.Response) error {
+	close(s.in)
+	<-s.open
+	return s.bodySink.OnHead(r)
+}
+
+// TestPipelineEvictsWaitersBehindSlowSink: a request pipelined behind one
+// whose sink does not take its response (a client that stopped reading)
+// does not wait for that client: after conn.EvictAfter it goes again on
+// another connection.
+func TestPipelineEvictsWaitersBehindSlowSink(t *testing.T) {
+	leakBaseline(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := bench.ReadHead(br)
+			if err != nil || answer(c, target(lines), "") != nil {
+				return
+			}
+		}
+	})
+	e := startEngine(t, engine.Config{PipelineStall: time.Hour})
+	up := engine.Upstream{Addr: o.Addr(), Pipeline: 8}
+	if _, err := pipeGetFrom(t, e, up, "GET", "/warm"); err != nil {
+		t.Fatal(err)
+	}
+	h := new(parser.Request)
+	if _, err := h.Parse([]byte("GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	gs := &gateSink{in: make(chan struct{}), open: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(gs.open) }) }
+	defer release()
+	stuck := make(chan error, 1)
+	go func() { stuck <- e.Exchange(context.Background(), &engine.Request{Upstream: up, Head: h}, gs) }()
+	<-gs.in // its response is in the sink, which holds it
+	behind := make(chan error, 1)
+	go func() {
+		s, err := pipeGetFrom(t, e, up, "GET", "/behind")
+		if err == nil && s.body.String() != "/behind" {
+			err = fmt.Errorf("body %q", s.body.String())
+		}
+		behind <- err
+	}()
+	select {
+	case err := <-behind:
+		if err != nil {
+			t.Fatalf("/behind: %v", err)
+		}
+	case <-time.After(10 * conn.EvictAfter):
+		release()
+		t.Fatalf("/behind still waiting behind the held response after %v: %v", 10*conn.EvictAfter, <-behind)
+	}
+	release()
+	if err := <-stuck; err != nil || gs.body.String() != "/stuck" {
+		t.Fatalf("/stuck: %q, %v", gs.body.String(), err)
+	}
+	if s := logStats(t, e, o.Addr()); s.Pipelined != 2 || s.Unanswered != 1 || len(s.Errors) != 0 {
+		t.Errorf("pipelined %d (want 2), unanswered %d (want 1: /behind sent away), errors %v", s.Pipelined, s.Unanswered, s.Errors)
+	}
+}
