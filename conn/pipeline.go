@@ -63,6 +63,7 @@ type pipeline struct {
 	ab       *Abortable
 	written  *sync.Cond   // on c.mu: broadcast when a flush ends (c.writing)
 	edits    parser.Edits // the edits of the head being written
+	clBuf    [20]byte     // forwardEdits' digits buffer for edits
 	sent     int          // requests sent on the connection in all, these included
 	limit    int          // most requests the connection may carry in all; 0 for no limit
 	until    time.Time    // no request goes out from then on; zero for no end
@@ -185,17 +186,7 @@ func (c *Conn) PipeSend(ex *Exchange) (turn *Turn, ok bool) {
 		return nil, false
 	}
 	e := &pl.edits
-	if ex.Edits != nil {
-		e.CopyFrom(ex.Edits)
-	} else {
-		e.Reset()
-	}
-	if ex.Head.Has(parser.HdrContentLength) || ex.Head.Has(parser.HdrTransferEncoding) {
-		e.Set("Content-Length", zeroValue)
-	}
-	if !e.Carries(&ex.Head.Header, connectionName) {
-		e.Add("Connection", keepAliveValue)
-	}
+	forwardEdits(e, &pl.clBuf, ex)
 	if err := parser.WriteRequestHead(bb, ex.Head, e); err != nil {
 		return nil, false
 	}
@@ -324,12 +315,7 @@ func (c *Conn) PipeReceive(ex *Exchange, sink Sink, turn *Turn) (Outcome, error)
 	c.last = Outcome{Reused: true, Written: true}
 	c.noReuse = true
 	c.requests++
-	cfg := ex.Config.normalized()
-	c.wto, c.hw = cfg.WriteTimeout, cfg.BodyHighWater
-	c.wfail = false
-	c.interims = 0
-	c.resp.Reset()
-	c.resp.SetRequestMethod(ex.Edits.MethodID(ex.Head))
+	cfg, _ := c.begin(ex)
 	err := c.receive(ex, sink, cfg, 0, false)
 	if err != nil {
 		c.noReuse = true

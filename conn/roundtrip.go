@@ -14,17 +14,10 @@ import (
 // exchange runs the steps of RoundTrip: head, body (after 100 Continue when
 // asked), response head with interim responses, response body.
 func (c *Conn) exchange(ex *Exchange, sink Sink) error {
-	cfg := ex.Config.normalized()
-	c.wto, c.hw = cfg.WriteTimeout, cfg.BodyHighWater // c.g may take over (adoptGoNet)
+	cfg, m := c.begin(ex)
 	if c.g == nil {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
 	}
-	c.wfail = false
-	c.interims = 0
-	resp := &c.resp
-	resp.Reset()
-	m := ex.Edits.MethodID(ex.Head) // the method sent
-	resp.SetRequestMethod(m)
 
 	hasBody := ex.Body != nil && ex.ContentLength != 0 && m != parser.MethodConnect
 	expect := hasBody && ex.Head.ExpectContinue()
@@ -72,6 +65,19 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 		}
 	}
 	return c.receive(ex, sink, cfg, hl, c.requestClose(ex))
+}
+
+// begin resets the per-exchange state for ex and returns its settings and
+// the method sent, which frames the response.
+func (c *Conn) begin(ex *Exchange) (Config, parser.Method) {
+	cfg := ex.Config.normalized()
+	c.wto, c.hw = cfg.WriteTimeout, cfg.BodyHighWater // c.g may take over (adoptGoNet)
+	c.wfail = false
+	c.interims = 0
+	c.resp.Reset()
+	m := ex.Edits.MethodID(ex.Head)
+	c.resp.SetRequestMethod(m)
+	return cfg, m
 }
 
 // receive reads the response to ex (its head already parsed when hl > 0)

@@ -58,13 +58,19 @@ func (c *Conn) write(p []byte) (err error) {
 	return nil
 }
 
-// edits returns the edits to serialize with: a copy of the caller's (the
-// caller's own are never written to, so one Edits may serve request after
-// request) with the body framing set: Content-Length for a known length,
-// chunked for an unknown one, and "Content-Length: 0" when the parsed head
-// announced a body that is absent.
+// edits returns the edits to serialize ex with, in c.ownEdits.
 func (c *Conn) edits(ex *Exchange) *parser.Edits {
-	e := &c.ownEdits
+	forwardEdits(&c.ownEdits, &c.clBuf, ex)
+	return &c.ownEdits
+}
+
+// forwardEdits sets e to the edits to serialize ex with: a copy of the
+// caller's (the caller's own are never written to, so one Edits may serve
+// request after request) with the body framing set: Content-Length for a
+// known length (its digits in clBuf, which e then refers to), chunked for
+// an unknown one, and "Content-Length: 0" when the parsed head announced a
+// body that is absent.
+func forwardEdits(e *parser.Edits, clBuf *[20]byte, ex *Exchange) {
 	if ex.Edits != nil {
 		e.CopyFrom(ex.Edits)
 	} else {
@@ -79,7 +85,7 @@ func (c *Conn) edits(ex *Exchange) *parser.Edits {
 			e.Set("Content-Length", zeroValue)
 		}
 	case ex.ContentLength >= 0:
-		e.Set("Content-Length", strconv.AppendInt(c.clBuf[:0], ex.ContentLength, 10))
+		e.Set("Content-Length", strconv.AppendInt(clBuf[:0], ex.ContentLength, 10))
 	default:
 		e.Set("Transfer-Encoding", chunkedValue)
 	}
@@ -91,7 +97,6 @@ func (c *Conn) edits(ex *Exchange) *parser.Edits {
 		// keeps requests out of the stale race with the upstream's close.
 		e.Add("Connection", keepAliveValue)
 	}
-	return e
 }
 
 // writeHead serializes the head and sends it, with a small body of known
