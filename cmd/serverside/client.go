@@ -295,7 +295,7 @@ func (cc *clientConn) serve() outcome {
 		skip = 0
 	}
 	s := &cc.rs.s
-	s.reset(req.Version().AtLeast11(), req.KeepAlive() && !cc.p.closing.Load())
+	s.reset(req.Version().AtLeast11(), cc.keepAsked(req))
 	keep := cc.exchange(s, hasBody)
 	if cc.tunnel != nil {
 		// Switched protocols: logged when the relay ends, as a CONNECT.
@@ -405,7 +405,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed.StripHopByHop = true
 	if m := req.MethodID(); m == parser.MethodTrace || m == parser.MethodOptions {
 		done, keep := cc.maxForwards(s, ed, hasBody)
-		if !done && req.Form() == parser.FormAsterisk && (cc.p.group == "" || cc.p.parents) {
+		if !done && req.Form() == parser.FormAsterisk && cc.p.forward() {
 			// "OPTIONS *" asks about the server that receives it (RFC
 			// 9112 §3.2.4): to a forward proxy, nothing names another.
 			done, keep = cc.answerHere(s, hasBody)
@@ -1144,6 +1144,17 @@ type sink struct {
 	// kept an error response from the client (cutBy); cutErr is why.
 	cut    string
 	cutErr error
+}
+
+// keepAsked reports that the client connection may stay open after the
+// response to req, as far as req and the proxy's state go. A forward
+// proxy keeps no persistent connection with an HTTP/1.0 client (RFC 9112
+// §9.3), whatever keep-alive it asks for: the field may have come through
+// an HTTP/1.0 proxy that passed it on without keeping its own connection.
+// A reverse proxy is the origin to its clients, and honours it, as
+// origins do.
+func (cc *clientConn) keepAsked(req *parser.Request) bool {
+	return req.KeepAlive() && (req.Version().AtLeast11() || !cc.p.forward()) && !cc.p.closing.Load()
 }
 
 func (s *sink) reset(http11, keepAlive bool) {

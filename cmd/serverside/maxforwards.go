@@ -67,7 +67,7 @@ func (cc *clientConn) answerHere(s *sink, hasBody bool) (done, keep bool) {
 		// What the proxy itself takes (RFC 9110 §9.3.7): every method
 		// goes on to the upstream, CONNECT only in forward mode.
 		fields = allowForward
-		if cc.p.group != "" && !cc.p.parents {
+		if !cc.p.forward() {
 			fields = allowReverse
 		}
 	}

@@ -557,6 +557,10 @@ func (p *proxy) releaseMemory(now time.Time, recent int64) {
 	debug.FreeOSMemory()
 }
 
+// forward reports a forward proxy: requests go to their targets, directly
+// or through parents, rather than to the origins of a reverse proxy.
+func (p *proxy) forward() bool { return p.group == "" || p.parents }
+
 // each calls fn for every live client connection.
 func (p *proxy) each(fn func(*clientConn)) {
 	var all []*clientConn

@@ -1151,3 +1151,35 @@ func staleEchoOrigin(t *testing.T, mu *sync.Mutex, got *[]string) *bench.Origin 
 		}
 	})
 }
+
+// A forward proxy keeps no persistent connection with an HTTP/1.0 client
+// (RFC 9112 §9.3), whatever keep-alive it asks for: old HTTP/1.0 proxies
+// between it and the client may have passed the keep-alive on blindly.
+// Its response says so, and the request pipelined behind it is not read.
+// A reverse proxy, which the client takes for the origin, keeps it
+// (TestClientReverse).
+func TestForwardHTTP10ClientNotKept(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t)
+	for _, field := range []string{"Proxy-Connection: keep-alive", "Connection: keep-alive"} {
+		t.Run(field, func(t *testing.T) {
+			before := len(ng.Requests())
+			all := string(rawExchange(t, px,
+				"GET "+ng.URL("/small")+" HTTP/1.0\r\n"+field+"\r\n\r\n"+
+					"GET "+ng.URL("/small")+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n\r\n", 20*time.Second))
+			head, body, _ := strings.Cut(all, "\r\n\r\n")
+			if !strings.HasPrefix(head, "HTTP/1.1 200 ") || body != bench.SmallBody {
+				t.Fatalf("reply:\n%s", all)
+			}
+			if !strings.Contains(head, "\r\nConnection: close") || strings.Contains(strings.ToLower(head), "keep-alive") {
+				t.Fatalf("head does not say the connection closes:\n%s", head)
+			}
+			time.Sleep(100 * time.Millisecond) // room for a stray request to show up
+			if n := len(ng.Requests()) - before; n != 1 {
+				t.Fatalf("nginx logged %d requests, want 1", n)
+			}
+		})
+	}
+}

@@ -140,7 +140,7 @@ func (m *tunnelMetrics) write(e expo) {
 func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	req := &cc.rs.req
 	s := &cc.rs.s
-	s.reset(req.Version().AtLeast11(), req.KeepAlive() && !cc.p.closing.Load())
+	s.reset(req.Version().AtLeast11(), cc.keepAsked(req))
 	target := string(req.Authority())
 	fail := func(status int, msg string) outcome {
 		_ = cc.r.Skip(hl)
@@ -152,7 +152,7 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 		cc.logConnect(target, s.status, s.bytes, start)
 		return closeIt
 	}
-	if cc.p.group != "" && !cc.p.parents {
+	if !cc.p.forward() {
 		// 501, not 405: a 405 must list the target's methods in Allow
 		// (RFC 9110 §15.5.6), which a reverse proxy does not know, and
 		// no resource here takes CONNECT.
