@@ -294,8 +294,15 @@ var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfe
 // Proxy-Authenticate, a 403) to the client: its status and fields, and
 // its body with a Content-Length. The connection stays open when the
 // client asked for it and the body came whole.
+//
+// A body that did not come whole (the parent closed before its end, or
+// it is longer than the engine keeps, conn.MaxRefusalBody) must not pass
+// for a complete one (RFC 9112 §8): the client gets what came, chunked
+// without the last chunk, or to an HTTP/1.0 client up to a close that is
+// a reset, as a response cut after its head (see exchange).
 func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
-	if resp.BodyTruncated {
+	cut := resp.BodyTruncated
+	if cut {
 		s.keepAlive = false
 	}
 	var b strings.Builder
@@ -318,7 +325,14 @@ func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat)) // RFC 9110 §6.6.1
 	}
 	_ = h.Write(&b)
-	b.WriteString("Content-Length: " + strconv.Itoa(len(resp.Body)) + "\r\n")
+	switch {
+	case !cut:
+		b.WriteString("Content-Length: " + strconv.Itoa(len(resp.Body)) + "\r\n")
+	case s.http11:
+		b.WriteString("Transfer-Encoding: chunked\r\n")
+	default:
+		cc.resetOnClose()
+	}
 	b.WriteString("Via: 1.1 serverside\r\n")
 	switch {
 	case !s.keepAlive:
@@ -329,7 +343,14 @@ func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
 	b.WriteString("\r\n")
 	s.status, s.bytes = resp.Status, int64(len(resp.Body))
 	s.bb.Reset()
-	s.bb.B = append(append(s.bb.B, b.String()...), resp.Body...)
+	s.bb.B = append(s.bb.B, b.String()...)
+	if cut && s.http11 && len(resp.Body) > 0 {
+		s.bb.B = strconv.AppendInt(s.bb.B, int64(len(resp.Body)), 16)
+		s.bb.B = append(s.bb.B, crlf...)
+		s.bb.B = append(append(s.bb.B, resp.Body...), crlf...)
+	} else {
+		s.bb.B = append(s.bb.B, resp.Body...)
+	}
 	if err := cc.send(s.bb.B); err != nil {
 		return false
 	}

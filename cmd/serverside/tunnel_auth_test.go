@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
 )
 
@@ -250,9 +254,11 @@ func TestConnectNTLMPinnedGone(t *testing.T) {
 
 // TestConnectRefusalCutShort: a parent whose refusal ends before the
 // Content-Length it announced (a fault-injecting parent that closes
-// early). The message is incomplete (RFC 9112 §6.3), so the client
-// connection is not kept as if the answer had come whole: the refusal
-// goes out with Connection: close, and the connection ends.
+// early). The message is incomplete (RFC 9112 §8), and the client must
+// be able to tell: the refusal goes out with Connection: close and a
+// chunked body that lacks its last chunk, never with a Content-Length
+// that would pass the bytes that came for the whole body; and the
+// connection ends.
 func TestConnectRefusalCutShort(t *testing.T) {
 	bench.CheckLeaks(t)
 	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
@@ -268,13 +274,57 @@ func TestConnectRefusalCutShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "short" {
-		t.Fatalf("refusal body %q, %v", b, err)
+	if resp.StatusCode != 403 || !resp.Close {
+		t.Fatalf("refusal: %d, close %v; want 403 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if b, err := io.ReadAll(resp.Body); !errors.Is(err, io.ErrUnexpectedEOF) || string(b) != "short" {
+		t.Fatalf("refusal body %q, %v; want %q cut short (unexpected EOF)", b, err, "short")
+	}
+	if !rc.eof(t) {
+		t.Fatal("the client connection is still open after an incomplete refusal")
+	}
+}
+
+// TestConnectRefusalOverLimit: a parent's refusal whose body is longer
+// than the engine keeps (conn.MaxRefusalBody) reaches the client cut
+// short, as a chunked body without its last chunk and Connection: close,
+// not as a complete body of MaxRefusalBody bytes; an HTTP/1.0 client,
+// which cannot be sent chunks, gets the body up to the close, and the
+// close is a reset.
+func TestConnectRefusalOverLimit(t *testing.T) {
+	bench.CheckLeaks(t)
+	big := strings.Repeat("x", conn.MaxRefusalBody+1000)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: "+strconv.Itoa(len(big))+"\r\n\r\n"+big)
+	})
+	_, px := startTunnelAuthProxy(t, engine.Config{}, "http://"+o.Addr(), false)
+
+	rc := dialRaw(t, px)
+	rc.write(t, "CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n")
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if resp.StatusCode != 403 || !resp.Close {
 		t.Fatalf("refusal: %d, close %v; want 403 with Connection: close", resp.StatusCode, resp.Close)
 	}
-	if !rc.eof(t) {
-		t.Fatal("the client connection is still open after an incomplete refusal")
+	if b, err := io.ReadAll(resp.Body); !errors.Is(err, io.ErrUnexpectedEOF) || string(b) != big[:conn.MaxRefusalBody] {
+		t.Fatalf("refusal body of %d bytes, %v; want the first %d cut short (unexpected EOF)", len(b), err, conn.MaxRefusalBody)
+	}
+
+	rc = dialRaw(t, px)
+	rc.write(t, "CONNECT origin.test:443 HTTP/1.0\r\n\r\n")
+	resp, err = http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 403 || resp.ContentLength != -1 || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("HTTP/1.0 refusal: %d, length %d, codings %q; want 403 delimited by the close", resp.StatusCode, resp.ContentLength, resp.TransferEncoding)
+	}
+	if b, err := io.ReadAll(resp.Body); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("HTTP/1.0 refusal body of %d bytes, %v; want a reset", len(b), err)
 	}
 }
