@@ -118,6 +118,7 @@ func (h *Header) transferEncoding() error {
 		return h.fail(ErrTEInHTTP10, int(h.fields[h.known[HdrTransferEncoding]-1].nameOff))
 	}
 	chunked, last, seen := false, false, false
+	unknown := -1 // offset of the first coding not known, in a request
 	var err error
 	h.Each(HdrTransferEncoding, func(v []byte) bool {
 		off := cap(h.buf) - cap(v) // v is a view into h.buf
@@ -143,8 +144,16 @@ func (h *Header) transferEncoding() error {
 				// response (§6.3 rule 4).
 				last = false
 			default:
-				err = h.fail(ErrUnknownTE, off)
-				return false
+				if h.kind != kindRequest {
+					err = h.fail(ErrUnknownTE, off)
+					return false
+				}
+				// Which status a request gets depends on the final
+				// coding (below): read on.
+				if unknown < 0 {
+					unknown = off
+				}
+				last = false
 			}
 			seen = true
 		}
@@ -154,13 +163,20 @@ func (h *Header) transferEncoding() error {
 		return err
 	}
 	switch {
+	case h.kind == kindRequest && !last:
+		// The body's length cannot be told, whatever the codings, known
+		// or not, or none (an empty list): 400 and a close (§6.3 rule
+		// 4), before the 501 an unknown coding would get (§6.1).
+		return h.fail(ErrTENotChunked, int(h.fields[h.known[HdrTransferEncoding]-1].valOff))
+	case unknown >= 0:
+		// Chunked last, so the framing holds, under a coding the proxy
+		// does not know.
+		return h.fail(ErrUnknownTE, unknown)
 	case !seen:
 		// An empty Transfer-Encoding names no coding: not a valid list.
 		return h.fail(ErrUnknownTE, int(h.fields[h.known[HdrTransferEncoding]-1].valOff))
 	case last:
 		h.framing = FramingChunked
-	case h.kind == kindRequest:
-		return h.fail(ErrTENotChunked, int(h.fields[h.known[HdrTransferEncoding]-1].valOff))
 	default:
 		h.framing = FramingUntilClose // §6.3 rule 4, response
 	}
