@@ -1194,6 +1194,13 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	if resp.Framing() == parser.FramingLength && !s.head {
 		s.left = resp.ContentLength()
 	}
+	if s.head && s.http11 && resp.Has(parser.HdrTransferEncoding) {
+		// The codings a GET's response would have had (RFC 9110
+		// §9.3.2); no body follows a HEAD's whatever they say. An
+		// HTTP/1.0 client cannot be told them (RFC 9112 §6.1).
+		s.te = transferCodings(s.te, &resp.Header)
+		ed.Set("Transfer-Encoding", s.te)
+	}
 	switch resp.Framing() {
 	case parser.FramingChunked, parser.FramingUntilClose:
 		if s.head {

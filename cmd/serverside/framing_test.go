@@ -578,3 +578,46 @@ func TestHTTP10WithoutHost(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadKeepsTransferEncoding: a response to HEAD carries the fields a
+// GET's would (RFC 9110 §9.3.2), Transfer-Encoding included, which says
+// nothing of a body there is not (RFC 9112 §6.3 rule 1). An HTTP/1.1
+// client is told it; an HTTP/1.0 one cannot be (RFC 9112 §6.1). Either way
+// no body follows, and the connection serves the next request.
+func TestHeadKeepsTransferEncoding(t *testing.T) {
+	bench.CheckLeaks(t)
+	origin := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == http.MethodHead {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				continue
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	px := startProxy(t, "http://"+origin.Addr())
+	for _, tc := range []struct{ version, te string }{{"HTTP/1.1", "chunked"}, {"HTTP/1.0", ""}} {
+		all := rawExchange(t, px, "HEAD /h "+tc.version+"\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"+
+			"GET /g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 20*time.Second)
+		br := bufio.NewReader(bytes.NewReader(all))
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodHead})
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.version, err, all)
+		}
+		if got := strings.Join(resp.TransferEncoding, ", "); resp.StatusCode != 200 || got != tc.te ||
+			resp.Header.Get("Content-Length") != "" {
+			t.Fatalf("%s: HEAD reply %d, Transfer-Encoding %q, want %q\n%s", tc.version, resp.StatusCode, got, tc.te, all)
+		}
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: the GET after the HEAD: %v\n%s", tc.version, err, all)
+		}
+		if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("%s: the GET after the HEAD: %d %q", tc.version, resp.StatusCode, body)
+		}
+	}
+}
