@@ -163,6 +163,7 @@ type authState struct {
 func (e *Engine) setupAuth(r *request) {
 	t := &r.t
 	t.Run = nil
+	t.PinScope, t.PinOrigin = "", false
 	pol := r.authPol
 	u := r.upstream
 	peerAuth := false
@@ -203,6 +204,9 @@ func (e *Engine) setupAuth(r *request) {
 	}
 	a.method, a.target = string(method), string(target)
 	a.parent = len(target) > 0 && target[0] != '/' && !bytes.Equal(target, []byte("*"))
+	if a.parent && t.PinKey != 0 {
+		t.PinScope = targetAuthority(a.target)
+	}
 
 	var passThrough []byte
 	if pol != nil && pol.Proxy.Mode == LoginPassThrough && a.parent && hasPA {
@@ -292,11 +296,15 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 		// credentials, or a challenge that reaches the caller) pins it;
 		// a challenge the engine answers with Basic or Digest does not.
 		pin := func() {
-			if !s.pin {
+			if s.pin == pinNone {
 				return
 			}
 			if t.PinKey != 0 {
 				t.Pin = true
+				// Through a parent, an origin's login holds for that
+				// origin only: the session takes no request for
+				// another site (Task.PinOrigin).
+				t.PinOrigin = s.pin == pinOrigin
 			} else {
 				t.Isolate = true
 			}
@@ -675,38 +683,61 @@ func values(resp *parser.Response, id parser.HeaderID) []string {
 	return vs
 }
 
+// targetAuthority is the authority of an absolute-form target
+// ("http://Host:80/p" gives "host:80"), or an authority-form one, in lower
+// case: the origin a request through a parent names.
+func targetAuthority(target string) string {
+	if i := strings.Index(target, "://"); i >= 0 {
+		target = target[i+3:]
+		if j := strings.IndexAny(target, "/?#"); j >= 0 {
+			target = target[:j]
+		}
+	}
+	return strings.ToLower(target)
+}
+
+// pinCause is whose connection-based handshake an exchange showed.
+type pinCause uint8
+
+const (
+	pinNone   pinCause = iota
+	pinParent          // the parent's own (407, Proxy-Authorization)
+	pinOrigin          // an origin's (401, Authorization), directly or through a parent
+)
+
 // observe notes a connection-based handshake in the exchange: NTLM or
 // Negotiate credentials in the request, or challenges in a 401 or 407.
 // Through a parent, an origin's handshake (401, Authorization) is pinned
 // only when the parent announces "Proxy-Support:
 // Session-Based-Authentication" (RFC 4559 §5 usage): without it the
 // parent may not keep the origin connection tied to ours.
-func (a *authState) observe(resp *parser.Response) bool {
+func (a *authState) observe(resp *parser.Response) pinCause {
 	originOK := !a.parent || sessionBased(resp)
 	switch a.connAuth {
 	case parser.HdrProxyAuthorization:
 		if a.parent {
-			return true
+			return pinParent
 		}
 	case parser.HdrAuthorization:
 		if originOK {
-			return true
+			return pinOrigin
 		}
 	}
 	var id parser.HeaderID
+	cause := pinOrigin
 	switch resp.Status() {
 	case 407:
 		if !a.parent {
-			return false
+			return pinNone
 		}
-		id = parser.HdrProxyAuthenticate
+		id, cause = parser.HdrProxyAuthenticate, pinParent
 	case 401:
 		if !originOK {
-			return false
+			return pinNone
 		}
 		id = parser.HdrWWWAuthenticate
 	default:
-		return false
+		return pinNone
 	}
 	found := false
 	resp.Each(id, func(v []byte) bool {
@@ -719,7 +750,10 @@ func (a *authState) observe(resp *parser.Response) bool {
 		}
 		return !found
 	})
-	return found
+	if !found {
+		return pinNone
+	}
+	return cause
 }
 
 func sessionBased(resp *parser.Response) bool {
@@ -740,7 +774,7 @@ type capSink struct {
 	t    *shard.Task
 	next conn.Sink
 
-	pin       bool
+	pin       pinCause
 	capturing bool
 	role      int    // whose challenge is held back: 0 origin, 1 proxy
 	answer    string // its credentials

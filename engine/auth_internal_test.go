@@ -49,20 +49,20 @@ func TestObservePinning(t *testing.T) {
 		parent   bool
 		connAuth parser.HeaderID
 		resp     string
-		want     bool
+		want     pinCause
 	}{
-		{"origin NTLM challenge", false, parser.HdrOther, ntlm401, true},
-		{"origin Negotiate challenge", false, parser.HdrOther, nego401, true},
-		{"origin Basic challenge", false, parser.HdrOther, basic401, false},
-		{"origin NTLM via parent without Proxy-Support", true, parser.HdrOther, ntlm401, false},
-		{"origin NTLM via parent with Proxy-Support", true, parser.HdrOther, ntlm401S, true},
-		{"parent NTLM challenge", true, parser.HdrOther, ntlm407, true},
-		{"407 from an origin", false, parser.HdrOther, ntlm407, false},
-		{"NTLM Authorization to an origin", false, parser.HdrAuthorization, ok200, true},
-		{"NTLM Authorization via parent", true, parser.HdrAuthorization, ok200, false},
-		{"NTLM Authorization via session-based parent", true, parser.HdrAuthorization, ok200S, true},
-		{"NTLM Proxy-Authorization to a parent", true, parser.HdrProxyAuthorization, ok200, true},
-		{"plain", false, parser.HdrOther, ok200, false},
+		{"origin NTLM challenge", false, parser.HdrOther, ntlm401, pinOrigin},
+		{"origin Negotiate challenge", false, parser.HdrOther, nego401, pinOrigin},
+		{"origin Basic challenge", false, parser.HdrOther, basic401, pinNone},
+		{"origin NTLM via parent without Proxy-Support", true, parser.HdrOther, ntlm401, pinNone},
+		{"origin NTLM via parent with Proxy-Support", true, parser.HdrOther, ntlm401S, pinOrigin},
+		{"parent NTLM challenge", true, parser.HdrOther, ntlm407, pinParent},
+		{"407 from an origin", false, parser.HdrOther, ntlm407, pinNone},
+		{"NTLM Authorization to an origin", false, parser.HdrAuthorization, ok200, pinOrigin},
+		{"NTLM Authorization via parent", true, parser.HdrAuthorization, ok200, pinNone},
+		{"NTLM Authorization via session-based parent", true, parser.HdrAuthorization, ok200S, pinOrigin},
+		{"NTLM Proxy-Authorization to a parent", true, parser.HdrProxyAuthorization, ok200, pinParent},
+		{"plain", false, parser.HdrOther, ok200, pinNone},
 	} {
 		a := &authState{parent: tc.parent, connAuth: tc.connAuth}
 		if got := a.observe(parseResp(t, tc.resp)); got != tc.want {

@@ -165,12 +165,13 @@ func (s *Shard) start(t *Task) {
 		return
 	}
 	if t.PinKey != 0 {
-		// A session speaks for its own upstream only: the client's
-		// request to another (a forward proxy's next site) goes as any
-		// other, unpinned, and the session stays for the requests to its
-		// upstream. A handshake the request starts there replaces it
-		// (pin).
-		if ss, ok := s.pinned[t.PinKey]; ok && ss.key == t.Key {
+		// A session speaks for its own upstream only (and an origin's
+		// login through a parent for that origin only: serves): the
+		// client's request to another (a forward proxy's next site)
+		// goes as any other, unpinned, and the session stays for the
+		// requests to its upstream. A handshake the request starts
+		// there replaces it (pin).
+		if ss, ok := s.pinned[t.PinKey]; ok && ss.serves(t) {
 			s.runPinned(t, ss)
 			return
 		}

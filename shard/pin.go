@@ -14,9 +14,13 @@ import (
 // its key fail with ErrPinnedGone, never silently go to a new connection,
 // until Unpin forgets the key.
 type session struct {
-	c    *conn.Conn // nil: the session's connection is gone
-	key  poolset.Key
-	busy bool // an exchange runs on c
+	c   *conn.Conn // nil: the session's connection is gone
+	key poolset.Key
+	// scope: "" when the session takes every request of its key, else
+	// only those with this Task.PinScope (an origin's login through a
+	// parent).
+	scope string
+	busy  bool // an exchange runs on c
 	// ending: EndSessions was called for the session's upstream while an
 	// exchange ran on c; the session ends when it completes.
 	ending bool
@@ -27,6 +31,12 @@ type session struct {
 func goneErr(t *Task) error {
 	return &conn.Error{Phase: conn.PhasePoolWait, Addr: t.Key.Addr,
 		Err: fmt.Errorf("%w: session %d", ErrPinnedGone, t.PinKey)}
+}
+
+// serves reports whether t is the session's: to its upstream and, for a
+// session scoped to one origin through a parent, to that origin.
+func (ss *session) serves(t *Task) bool {
+	return ss.key == t.Key && (ss.scope == "" || ss.scope == t.PinScope)
 }
 
 // runPinned runs t on its session's connection, or queues or fails it.
@@ -122,6 +132,9 @@ func (s *Shard) pin(t *Task, c *conn.Conn) {
 	}
 	s.set.pool.Pin(t.Key)
 	ss := &session{c: c, key: t.Key, idle: time.Now()}
+	if t.PinOrigin {
+		ss.scope = t.PinScope
+	}
 	s.pinned[t.PinKey] = ss
 	if f := s.set.cfg.OnSession; f != nil {
 		f(t.PinKey, t.Key, SessionStarted)

@@ -50,6 +50,16 @@ type Task struct {
 	// for connection-based authentication).
 	PinKey uint64
 	Pin    bool
+	// PinScope is, for a request through a parent proxy, the authority
+	// of the origin it names (lower case); empty otherwise. PinOrigin,
+	// with Pin, says that the handshake is that origin's, through the
+	// parent, not the parent's own: the parent tied its connection to
+	// that origin (Proxy-Support: Session-Based-Authentication) and
+	// refuses a request for another site on it (Squid answers 503 and
+	// closes it), so the session takes only the requests with its
+	// PinScope. Those for another site go as any other request.
+	PinScope  string
+	PinOrigin bool
 	// Sink receives the response, on an exchange worker.
 	Sink conn.Sink
 	// Run, when set, runs each attempt in place of the plain exchange

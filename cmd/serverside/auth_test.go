@@ -626,6 +626,85 @@ func TestNTLMForwardOtherSite(t *testing.T) {
 	}
 }
 
+// TestNTLMParentOtherSite: forward mode through a Squid parent, to an
+// NTLM site (a Squid accelerator) behind it. The parent says
+// "Proxy-Support: Session-Based-Authentication" and ties its connection
+// to the site to ours, so ours is pinned for the client. The client then
+// moves on to another site on the same proxy connection, as browsers do:
+// that request is not the session's and goes on another connection to
+// the parent (on the pinned one, the parent answers 503, "Unable to
+// forward", and closes it, ending the login). The next request to the
+// NTLM site runs on the authenticated connection without a new handshake.
+func TestNTLMParentOtherSite(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	plog, extra := squidPortLog(t)
+	site := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm", Extra: extra})
+	// Another name: Squid refuses a request whose Via names itself.
+	parent := bench.StartSquid(t, bench.SquidOptions{Extra: []string{"visible_hostname parent.test"}})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + parent.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	c := dialRaw(t, px)
+	get := func(target string, fields ...string) (*http.Response, string) {
+		t.Helper()
+		c.write(t, "GET "+target+" HTTP/1.1\r\nHost: x\r\n"+strings.Join(append(fields, ""), "\r\n")+"\r\n")
+		return c.read(t)
+	}
+	ntlmSite := "http://" + site.Addr() + "/small"
+	if resp, _ := get(ntlmSite, "Authorization: "+bench.NTLMNegotiate()); resp.StatusCode != 401 {
+		t.Fatalf("Type 1: %d, want the 401 challenge", resp.StatusCode)
+	}
+	if resp, body := get(ntlmSite, "Authorization: "+bench.NTLMAuthenticate("DOM", "user", "WS")); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("Type 3: %d %q", resp.StatusCode, body)
+	}
+	waitPinned(t, p, 1)
+	if resp, body := get(ng.URL("/small")); resp.StatusCode != 200 || body != bench.SmallBody || resp.Close {
+		t.Fatalf("the other site: %d (close %v) %.80q, want 200 on a connection that stays", resp.StatusCode, resp.Close, body)
+	}
+	if resp, body := get(ntlmSite); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("back to the NTLM site: %d %q, want 200 on the authenticated connection", resp.StatusCode, body)
+	}
+	lines := plog.lines(t, 3)
+	if len(lines) != 3 || lines[1].port != lines[2].port || lines[2].status != 200 {
+		t.Fatalf("the NTLM site's log: want the handshake and the last request on one connection:\n%+v", lines)
+	}
+	if pinned(p) != 1 {
+		t.Fatalf("%d pinned connections, want the session kept", pinned(p))
+	}
+
+	// The parent's own NTLM login (-client-auth pass), by contrast, holds
+	// for every site: after it, a request for another site, without
+	// credentials, runs on the authenticated connection.
+	plog, extra = squidPortLog(t)
+	ntlmParent := bench.StartSquid(t, bench.SquidOptions{Auth: "ntlm", Extra: extra})
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, nil, []string{"http://" + ntlmParent.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := withClientAuth(&cfg, clientAuthPass); err != nil {
+		t.Fatal(err)
+	}
+	p, px = startAuthProxy(t, cfg)
+	c = dialRaw(t, px)
+	if resp, _ := get(ng.URL("/small"), "Proxy-Authorization: "+bench.NTLMNegotiate()); resp.StatusCode != 407 {
+		t.Fatalf("parent login, Type 1: %d, want the 407 challenge", resp.StatusCode)
+	}
+	if resp, body := get(ng.URL("/small"), "Proxy-Authorization: "+bench.NTLMAuthenticate("DOM", "user", "WS")); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("parent login, Type 3: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := get(ntlmSite); resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "NTLM") {
+		t.Fatalf("another site through the parent's login: %d %.80q, want the NTLM site's own 401", resp.StatusCode, body)
+	}
+	lines = plog.lines(t, 3)
+	if len(lines) != 3 || lines[1].port != lines[2].port || lines[2].status != 401 || lines[2].url != ntlmSite {
+		t.Fatalf("the parent's log: want the login and the request for the other site on one connection:\n%+v", lines)
+	}
+}
+
 // registered is the number of client connections in p's pin registry.
 func registered(p *proxy) int {
 	n := 0
