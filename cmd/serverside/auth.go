@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/engine/auth"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -168,14 +170,59 @@ func (cc *clientConn) markAuth() {
 // Proxy-Authenticate (hop-by-hop, but the client's login is passed
 // through to the parent, or the refusal is shown). Either marks the
 // connection as authenticating.
-func (s *sink) challenge(ed *parser.Edits) {
+//
+// A 401 that asks a forward proxy's client for an NTLM or Negotiate login
+// says "Proxy-Support: Session-Based-Authentication" (RFC 4559 §5), as
+// Squid does, when the login will work through the proxy: the engine pins
+// the upstream connection to the client's (directly to the origin, or
+// through a parent that said so itself). Clients that log in to an origin
+// through a proxy (.NET's HttpClient) do not start without it. The field
+// is hop-by-hop, and Connection says so to intermediaries that do not know
+// it.
+func (s *sink) challenge(ed *parser.Edits, resp *parser.Response) {
 	if s.status != 401 && s.status != 407 {
 		return
 	}
 	s.cc.markAuth()
 	if s.status == 407 {
 		ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
+		return
 	}
+	if s.cc.rs.req.Form() == parser.FormAbsolute && (!s.cc.p.parents || sessionBased(resp)) && connectionBasedChallenge(resp) {
+		ed.Add("Proxy-Support", sessionBasedAuth)
+		ed.Add("Connection", proxySupport)
+	}
+}
+
+var (
+	sessionBasedAuth = []byte("Session-Based-Authentication")
+	proxySupport     = []byte("Proxy-Support")
+)
+
+// sessionBased reports a response whose Proxy-Support announces
+// Session-Based-Authentication: the parent that sent it ties its
+// connection to the origin to ours.
+func sessionBased(resp *parser.Response) bool {
+	found := false
+	resp.Each(parser.HdrProxySupport, func(v []byte) bool {
+		found = bytes.Contains(bytes.ToLower(v), []byte("session-based-authentication"))
+		return !found
+	})
+	return found
+}
+
+// connectionBasedChallenge reports a 401 that asks for NTLM or Negotiate.
+func connectionBasedChallenge(resp *parser.Response) bool {
+	found := false
+	resp.Each(parser.HdrWWWAuthenticate, func(v []byte) bool {
+		if cs, err := auth.ParseChallenges(string(v)); err == nil {
+			found = auth.AnyConnectionBased(cs)
+		} else {
+			found = auth.ConnectionBased(auth.CredentialsScheme(string(v)))
+		}
+		return !found
+	})
+	return found
 }
 
 // pinRegistry finds client connections by pin key, for

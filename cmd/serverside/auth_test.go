@@ -705,6 +705,56 @@ func TestNTLMParentOtherSite(t *testing.T) {
 	}
 }
 
+// TestNTLMProxySupport: a forward proxy that pins its connection to an
+// origin for a client's NTLM or Negotiate login says so on the 401 that
+// asks for it, "Proxy-Support: Session-Based-Authentication" (RFC 4559
+// §5), as Squid does: clients that log in to an origin through a proxy
+// (.NET's HttpClient) do not start the handshake without it. Directly to
+// the NTLM site, and through a Squid parent that announces it; not as a
+// reverse proxy, where the client does not know of a proxy.
+func TestNTLMProxySupport(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	site := bench.StartSquid(t, bench.SquidOptions{Origin: ng.Addr(), Auth: "ntlm"})
+	parent := bench.StartSquid(t, bench.SquidOptions{Extra: []string{"visible_hostname parent.test"}})
+	viaParent := engine.Config{}
+	if err := withPeers(&viaParent, nil, []string{"http://" + parent.Addr()}, ""); err != nil {
+		t.Fatal(err)
+	}
+	ntlmSite := "http://" + site.Addr() + "/small"
+	for _, tc := range []struct {
+		name string
+		cfg  engine.Config
+	}{{"direct", engine.Config{}}, {"through a parent", viaParent}} {
+		_, px := startAuthProxy(t, tc.cfg)
+		c := dialRaw(t, px)
+		for _, creds := range []string{"", "Authorization: " + bench.NTLMNegotiate() + "\r\n"} {
+			c.write(t, "GET "+ntlmSite+" HTTP/1.1\r\nHost: x\r\n"+creds+"\r\n")
+			resp, _ := c.read(t)
+			if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "NTLM") ||
+				resp.Header.Get("Proxy-Support") != "Session-Based-Authentication" {
+				t.Fatalf("%s, %q: %d %v, want the NTLM challenge with Proxy-Support: Session-Based-Authentication",
+					tc.name, creds, resp.StatusCode, resp.Header)
+			}
+		}
+		c.write(t, "GET "+ntlmSite+" HTTP/1.1\r\nHost: x\r\nAuthorization: "+bench.NTLMAuthenticate("DOM", "user", "WS")+"\r\n\r\n")
+		if resp, body := c.read(t); resp.StatusCode != 200 || body != bench.SmallBody || resp.Header.Get("Proxy-Support") != "" {
+			t.Fatalf("%s, Type 3: %d %q %v, want the 200 without Proxy-Support", tc.name, resp.StatusCode, body, resp.Header)
+		}
+	}
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + site.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, px := startAuthProxy(t, cfg)
+	c := dialRaw(t, px)
+	c.write(t, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := c.read(t); resp.StatusCode != 401 || resp.Header.Get("Proxy-Support") != "" {
+		t.Fatalf("reverse proxy: %d %v, want the 401 without Proxy-Support", resp.StatusCode, resp.Header)
+	}
+}
+
 // registered is the number of client connections in p's pin registry.
 func registered(p *proxy) int {
 	n := 0

@@ -1188,7 +1188,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	ed := &s.edits
 	ed.Reset()
 	ed.StripHopByHop = true
-	s.challenge(ed)
+	s.challenge(ed, resp)
 	flushNow := false
 	s.left = -1
 	if resp.Framing() == parser.FramingLength && !s.head {
