@@ -321,6 +321,10 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, 
 	ctr.Requests.Add(1)
 	ctr.AuthRounds.Add(uint64(r.rounds))
 	if r.err != nil {
+		// A refusal is the parent's answer (a 407, a 403), as to a GET,
+		// where Stats count no failure either: the upstream did not
+		// fail.
+		refused := r.resp != nil && errors.Is(r.err, ErrTunnelRefused)
 		if r.pin != nil {
 			// A connection-based handshake goes on on this connection.
 			e.pool.Dialed(key)
@@ -332,14 +336,15 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, 
 				// there was a pin for it to end: it ends now, as there.
 				e.tpins.endPeer(e, req.Group, parent.Addr)
 			}
-		} else if ctx.Err() != nil {
-			// Given up by the caller or the engine: the upstream did
-			// not fail.
+		} else if ctx.Err() != nil || refused {
+			// Given up by the caller or the engine, or refused.
 			e.pool.DialCanceled(key)
 		} else {
 			e.pool.DialFailed(key)
 		}
-		ctr.Failed(ctx, r.err)
+		if !refused {
+			ctr.Failed(ctx, r.err)
+		}
 		return nil, r.resp, r.err
 	}
 	e.pool.Dialed(key)

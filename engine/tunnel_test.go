@@ -197,6 +197,11 @@ func TestTunnelSquidAuth(t *testing.T) {
 			if s.Requests != 1 {
 				t.Errorf("%s: requests %d, want 1", k, s.Requests)
 			}
+			// A refusal is the parent's answer, as a 407 to a GET is:
+			// neither a failed request nor a failed dial.
+			if len(s.Errors) != 0 || s.Pool.DialFailed != 0 {
+				t.Errorf("%s: errors %v, failed dials %d, want none", k, s.Errors, s.Pool.DialFailed)
+			}
 		}
 	}
 	if keys != 3 || tunnels != 1 {

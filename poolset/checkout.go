@@ -72,9 +72,10 @@ func (p *Pool[C]) DialFailed(key Key) {
 	p.releasePermit(key, "DialFailed", true)
 }
 
-// DialCanceled gives back a dial permit of key after a dial abandoned
-// because its request's context ended: as DialFailed, but not counted in
-// Stats.DialFailed, since the upstream did not fail.
+// DialCanceled gives back a dial permit of key after a dial that gave no
+// connection without the upstream failing: abandoned because its
+// request's context ended, or a tunnel the parent refused (its answer to
+// CONNECT). As DialFailed, but not counted in Stats.DialFailed.
 func (p *Pool[C]) DialCanceled(key Key) {
 	p.releasePermit(key, "DialCanceled", false)
 }
