@@ -299,7 +299,7 @@ func (a *authState) run(ctx context.Context, c *conn.Conn, t *shard.Task) (conn.
 			if s.pin == pinNone {
 				return
 			}
-			if t.PinKey != 0 {
+			if t.PinKey != 0 && s.pin != pinIsolate {
 				t.Pin = true
 				// Through a parent, an origin's login holds for that
 				// origin only: the session takes no request for
@@ -703,6 +703,12 @@ const (
 	pinNone   pinCause = iota
 	pinParent          // the parent's own (407, Proxy-Authorization)
 	pinOrigin          // an origin's (401, Authorization), directly or through a parent
+	// pinIsolate: an origin's credentials through a parent that did not
+	// say it ties its connection to the origin to ours. Nothing to pin
+	// (the login cannot work so), but the parent may have tied it all
+	// the same: the connection is closed after the exchange, never
+	// pooled, so that no other client's request rides on the login.
+	pinIsolate
 )
 
 // observe notes a connection-based handshake in the exchange: NTLM or
@@ -710,7 +716,8 @@ const (
 // Through a parent, an origin's handshake (401, Authorization) is pinned
 // only when the parent announces "Proxy-Support:
 // Session-Based-Authentication" (RFC 4559 §5 usage): without it the
-// parent may not keep the origin connection tied to ours.
+// parent may not keep the origin connection tied to ours, and origin
+// credentials sent through it only isolate the connection (pinIsolate).
 func (a *authState) observe(resp *parser.Response) pinCause {
 	originOK := !a.parent || sessionBased(resp)
 	switch a.connAuth {
@@ -722,6 +729,7 @@ func (a *authState) observe(resp *parser.Response) pinCause {
 		if originOK {
 			return pinOrigin
 		}
+		return pinIsolate
 	}
 	var id parser.HeaderID
 	cause := pinOrigin

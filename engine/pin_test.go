@@ -1,9 +1,13 @@
 package engine_test
 
 import (
+	"bufio"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -309,5 +313,48 @@ func TestGroupNTLMSessionStaysOnItsParent(t *testing.T) {
 	}
 	if s := get(); !errors.Is(s.err, engine.ErrPinnedGone) {
 		t.Fatalf("after draining parent %s: heads %v, err %v; want ErrPinnedGone", pinnedOn, s.heads, s.err)
+	}
+}
+
+// TestParentWithoutSessionSupportIsolates: an origin's NTLM credentials
+// sent through a parent that does not say "Proxy-Support:
+// Session-Based-Authentication" pin nothing (the login cannot work so),
+// but the parent may have tied its connection to the origin to ours all
+// the same: the connection is closed after the exchange, and another
+// client's request goes on a new one, never riding on that login.
+func TestParentWithoutSessionSupportIsolates(t *testing.T) {
+	leakBaseline(t)
+	var mu sync.Mutex
+	var conns []int // the parent connection of each request, in order
+	parent := bench.NewOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, i)
+			mu.Unlock()
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	e := startEngine(t, engine.Config{Auth: passThrough})
+	req := request(t, parent.Addr(), "GET", "origin.test", "/a", true,
+		"Authorization: "+bench.NTLMAuthenticate("DOM", "user1", "WS"))
+	req.PinKey = 1
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+		t.Fatalf("with NTLM credentials: heads %v, err %v", s.heads, s.err)
+	}
+	req = request(t, parent.Addr(), "GET", "origin.test", "/b", true)
+	req.PinKey = 2
+	if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+		t.Fatalf("another client: heads %v, err %v", s.heads, s.err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 2 || conns[0] == conns[1] {
+		t.Fatalf("parent connections of the two requests %v, want two different ones", conns)
+	}
+	if st := e.Stats()[parent.Addr()]; st.Pool.Pinned != 0 {
+		t.Fatalf("pool %+v: want nothing pinned", st.Pool)
 	}
 }
