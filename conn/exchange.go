@@ -224,13 +224,23 @@ func remoteAlert(err error) bool {
 // was fully read, nothing extra is buffered, the body was not skipped
 // after an early final status, and the connection was not detached.
 func (c *Conn) Reusable() bool {
-	if c.noReuse || c.detached.Load() || c.isClosed() {
+	if !c.Keepable() || c.isClosed() {
 		return false
 	}
 	if c.g != nil {
 		return c.g.r == c.g.w
 	}
 	return c.nc.IsActive() && c.nc.Reader().Len() == 0
+}
+
+// Keepable reports whether the last exchange, by itself, left the
+// connection fit for another request: Reusable without the look at the
+// connection (closed, bytes buffered on it). A keepable connection that is
+// not Reusable was closed, or written to, by the upstream after its
+// response: the pool's liveness check on return refuses it, and counts it
+// as dead rather than as closed by its owner.
+func (c *Conn) Keepable() bool {
+	return !c.noReuse && !c.detached.Load()
 }
 
 // LastOutcome returns the outcome of the last exchange.

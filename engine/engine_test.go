@@ -896,3 +896,51 @@ func TestConnectTimeout(t *testing.T) {
 		}
 	}
 }
+
+// closeWaitSink holds the body's delivery until the origin has closed the
+// connection, and a moment more for the engine's poller to see the close.
+type closeWaitSink struct {
+	closed <-chan struct{}
+	body   []byte
+}
+
+func (s *closeWaitSink) OnHead(*parser.Response) error { return nil }
+func (s *closeWaitSink) OnDone(error)                  {}
+func (s *closeWaitSink) OnBody(b []byte) error {
+	s.body = append(s.body, b...)
+	<-s.closed
+	time.Sleep(20 * time.Millisecond)
+	return nil
+}
+
+// TestCloseAfterResponseByOrigin: the origin closes each connection right
+// after a response that let it be kept (HTTP/1.1, no "Connection: close"),
+// and the engine sees the close by the time the exchange ends. The
+// connection is counted as found dead on return, the upstream's doing,
+// not as a close of the engine's own (Owner), which stands for failed
+// exchanges and the engine's own reasons.
+func TestCloseAfterResponseByOrigin(t *testing.T) {
+	checkLeaks(t)
+	closed := make(chan struct{}, 1)
+	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readHead(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		c.Close()
+		closed <- struct{}{}
+	})
+	e := newEngine(t, Config{Shards: 1})
+	const n = 3
+	for i := 0; i < n; i++ {
+		sink := &closeWaitSink{closed: closed}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := e.Exchange(ctx, get(o.addr(), t), sink)
+		cancel()
+		if err != nil || string(sink.body) != "ok" {
+			t.Fatalf("request %d: %q %v", i, sink.body, err)
+		}
+	}
+	s := e.Stats()[o.addr()]
+	if c := s.Pool.Closed; s.Pool.Dialed != n || c.DeadOnReturn != n || c.Owner != 0 || s.RacesHit != 0 || s.Pool.Idle != 0 {
+		t.Fatalf("dialed %d, idle %d, races hit %d, closes %+v; want %d dialed, each closed as dead on return", s.Pool.Dialed, s.Pool.Idle, s.RacesHit, c, n)
+	}
+}

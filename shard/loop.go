@@ -470,7 +470,11 @@ func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) error {
 	if err == nil && t.Switch && out.Status == 101 {
 		return s.switchConn(t, c, out)
 	}
-	if err == nil && c.Reusable() && !t.Isolate {
+	if err == nil && c.Keepable() && !t.Isolate {
+		// Put, not Closed, also when the upstream closed the connection
+		// (or sent bytes on it) after a response that let it be kept:
+		// Put's liveness check refuses it and counts it dead on return,
+		// the upstream's doing, not a close of the engine's own.
 		if serr := c.SetState(conn.Idle); serr == nil {
 			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})
 			return nil
