@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/parser"
+	"golang.org/x/sys/unix"
 )
 
 // Conn is one upstream HTTP/1.1 connection. One goroutine at a time runs
@@ -259,6 +260,30 @@ func (c *Conn) Alive() bool {
 		return c.goAlive()
 	}
 	return c.nc.IsActive() && c.nc.Reader().Len() == 0
+}
+
+// Probe reports, with a non-blocking look at the socket (MSG_PEEK), that
+// the kernel holds nothing from the peer on a connection about to carry a
+// request: no FIN, no reset, no byte. Alive's view of a netpoll
+// connection is the poller's, which turns only once the poller has
+// handled the peer's close, a moment after the kernel has it: an origin
+// that closes right after a response without saying so, or at its idle
+// timeout, leaves that moment in which the pool hands the connection out
+// as alive. A request that could not go again after meeting the close (a
+// POST whose body cannot be had again) is then lost, so its caller
+// probes first. One system call; a Go net connection is always probed by
+// Alive on checkout (goAlive), and Probe reports true for it.
+func (c *Conn) Probe() bool {
+	if c.g != nil || c.detached.Load() {
+		return true
+	}
+	alive := false
+	ok := c.withFd(func(fd int) {
+		var b [1]byte
+		_, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		alive = err == unix.EAGAIN || err == unix.EWOULDBLOCK
+	})
+	return ok && alive
 }
 
 // Close closes the connection. It is idempotent and safe from any

@@ -207,8 +207,9 @@ func (c *Conn) goAlive() bool {
 	// already closed (a graceful shutdown or reload closes idle
 	// connections without a word) to the next request: a body that
 	// cannot be sent again (a POST) then fails instead of going on a
-	// fresh connection. netpoll connections need no probe: the poller
-	// sees the close.
+	// fresh connection. netpoll connections are not probed here (the
+	// poller sees the close, a moment late); a request that could not go
+	// again probes them itself (Probe).
 	if at := s.answeredAt.Swap(0); at != 0 && nanotime()-at < int64(goProbeGrace) {
 		return true
 	}

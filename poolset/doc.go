@@ -22,7 +22,8 @@
 //	busy          busy        Put, handing it straight to the first waiter
 //	busy          pinned      Pin
 //	pinned        busy        Unpin
-//	busy, pinned  (none)      Closed: the owner closed it
+//	busy, pinned  (none)      Closed: the owner closed it (ClosedByUpstream,
+//	                          ClosedDead: the same, counted for the upstream)
 //	busy          (none)      Put refusing it: closed, draining, dead, limits, idle caps
 //	idle          (none)      expiry, Alive false, MaxIdle eviction, PeerClosed,
 //	                          Drain, CloseIdle, Close

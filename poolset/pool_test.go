@@ -431,6 +431,26 @@ func TestClosedByUpstream(t *testing.T) {
 	p.DialFailed(keyA)
 }
 
+// ClosedDead frees the capacity of a connection taken from the pool and
+// found dead by its taker, and counts it dead on checkout.
+func TestClosedDead(t *testing.T) {
+	p, _, r := newPool(t, poolset.Config{MaxConnsPerKey: 1})
+	c := dial(t, p, r, keyA)
+	rec := newRecorder()
+	if _, err := p.Wait(keyA, time.Time{}, rec.fn); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	p.ClosedDead(keyA, poolset.Busy)
+	if g := rec.got(t); !g.Permit {
+		t.Fatalf("grant = %+v, want a permit", g)
+	}
+	if cc := p.Stats(keyA).Closed; cc.DeadOnCheckout != 1 || cc.Owner != 0 || cc.Total() != 1 {
+		t.Fatalf("closes %+v, want one DeadOnCheckout", cc)
+	}
+	p.DialFailed(keyA)
+}
+
 // A dial given up by its request frees its permit for a waiter, as a
 // failed one does, without counting as failed.
 func TestDialCanceled(t *testing.T) {

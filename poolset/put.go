@@ -149,6 +149,14 @@ func (p *Pool[C]) ClosedByUpstream(key Key, state State) {
 	p.ownerClosed(key, state, whyUpstreamClose, "ClosedByUpstream")
 }
 
+// ClosedDead is Closed for a connection the caller took from the pool (Get,
+// or a Grant's connection) and found dead with a check of its own before
+// using it: the upstream's close, which Alive had not yet seen. It counts
+// under CloseCounts.DeadOnCheckout instead of Owner.
+func (p *Pool[C]) ClosedDead(key Key, state State) {
+	p.ownerClosed(key, state, whyDeadOnCheckout, "ClosedDead")
+}
+
 // ownerClosed accounts for a connection of key in state that the caller closed,
 // counting it under why; op names the caller's method in a misuse panic.
 func (p *Pool[C]) ownerClosed(key Key, state State, why reason, op string) {

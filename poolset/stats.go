@@ -34,7 +34,7 @@ type CloseCounts struct {
 	HintExpired    uint64 // idle past the window an origin's Keep-Alive: timeout hint allows
 	Lifetime       uint64 // older than MaxLifetime, found idle or on return
 	MaxRequests    uint64 // returned after MaxRequests requests
-	DeadOnCheckout uint64 // failed Alive when Get or Wait took it from the idle list
+	DeadOnCheckout uint64 // failed Alive when Get or Wait took it from the idle list, or the caller's own check after (ClosedDead)
 	DeadOnReturn   uint64 // failed Alive when returned by Put
 	PeerClosedIdle uint64 // closed by the peer while idle: found by the sweeper or reported by PeerClosed
 	OverCap        uint64 // refused by MaxIdlePerKey, or evicted as the oldest by MaxIdle

@@ -26,7 +26,8 @@
 //     never silently re-sent on another connection. A session for another
 //     upstream does not concern the request, which goes on.
 //  2. An idle connection from the shared pool (poolset.Pool.Get: LIFO,
-//     checked with Alive).
+//     checked with Alive; for a request that might not go again after
+//     meeting its close, Task.fragile, also with conn.Probe).
 //  3. A dial permit (TryReserve): the dial runs on the "dial" ants pool,
 //     submitted without blocking (when that pool is full, on a goroutine
 //     of its own: a burst of new clients is not failed for want of a

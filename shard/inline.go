@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"github.com/serverside-go/serverside/conn"
-	"github.com/serverside-go/serverside/poolset"
 )
 
 // RunInline runs t on the caller's goroutine when the queue runner's first
@@ -37,11 +36,9 @@ func (s *Set) RunInline(t *Task) bool {
 		if c, ok = s.pool.Get(t.Key); !ok {
 			return false
 		}
-		if err := c.SetState(conn.Busy); err == nil {
+		if s.takeFor(t, c) {
 			break
 		}
-		_ = c.Close()
-		s.pool.Closed(t.Key, poolset.Busy)
 	}
 	return s.runInlineOn(t, c)
 }

@@ -182,7 +182,7 @@ func (s *Shard) start(t *Task) {
 		if !ok {
 			break
 		}
-		if s.take(t.Key, c) {
+		if s.set.takeFor(t, c) {
 			s.exchange(t, c)
 			return
 		}
@@ -218,6 +218,27 @@ func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
 	if err := c.SetState(conn.Busy); err != nil {
 		_ = c.Close()
 		s.set.pool.Closed(key, poolset.Busy)
+		return false
+	}
+	return true
+}
+
+// takeFor marks c, a connection the pool handed out for t, busy, as take
+// does. For a request that might not go again after meeting a stale
+// connection's close (Task.fragile), it first looks at the socket
+// (conn.Probe): a connection whose upstream's close is already in the
+// kernel, though not yet seen by the poller and so by the pool's Alive, is
+// closed and counted dead on checkout instead of carrying the request. It
+// reports whether t may use c.
+func (s *Set) takeFor(t *Task, c *conn.Conn) bool {
+	if err := c.SetState(conn.Busy); err != nil {
+		_ = c.Close()
+		s.pool.Closed(t.Key, poolset.Busy)
+		return false
+	}
+	if t.fragile() && !c.Probe() {
+		_ = c.Close()
+		s.pool.ClosedDead(t.Key, poolset.Busy)
 		return false
 	}
 	return true
@@ -344,7 +365,7 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			return
 		}
 		c := g.Conn
-		if !s.take(t.Key, c) {
+		if !s.set.takeFor(t, c) {
 			s.start(t)
 			return
 		}

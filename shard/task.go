@@ -147,6 +147,18 @@ type Dialer interface {
 // Done, while one RunInline ran without a retry is referenced by nothing.
 func (t *Task) Retried() bool { return t.fresh || t.resent }
 
+// fragile reports a request that might not go again after meeting a stale
+// connection's close: one not idempotent (nor made safe by an
+// Idempotency-Key), which goes again only when the upstream's TCP shows it
+// never received it, or one whose body cannot be had again once read. Its
+// connection from the pool is probed first (conn.Probe).
+func (t *Task) fragile() bool {
+	if t.Exchange.Body != nil && t.Exchange.ContentLength != 0 && t.GetBody == nil {
+		return true
+	}
+	return !t.Exchange.Edits.MethodID(t.Exchange.Head).Idempotent() && !hasIdempotencyKey(t.Exchange.Head, t.Exchange.Edits)
+}
+
 // replayable reports whether a failed attempt may be sent again.
 func (t *Task) replayable(e *conn.Error, strict bool) bool {
 	return e != nil && e.Reused && t.resendable(e, strict)
