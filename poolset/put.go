@@ -183,9 +183,11 @@ func (p *Pool[C]) ownerClosed(key Key, state State, why reason, op string) {
 // is removed, counted PeerClosedIdle and closed (after releasing the lock),
 // and PeerClosed returns true. Otherwise c is busy or pinned somewhere, or
 // already gone, and PeerClosed returns false: its holder will notice and
-// report it with Closed. The connection layer calls this from its close
-// notification, so that idle connections the origin drops leave the pool
-// at once instead of at the next Get or sweep.
+// report it with Closed. A connection layer with a close notification
+// calls this from it, so that idle connections the origin drops leave the
+// pool at once instead of at the next Get or sweep. (The engine's conn
+// does not: its idle connections that the origin drops are found by the
+// sweeper's probe, every ProbeInterval, or by the next Get's.)
 //
 // # Race window
 //
