@@ -271,10 +271,15 @@ func (c *Conn) Alive() bool {
 // timeout, leaves that moment in which the pool hands the connection out
 // as alive. A request that could not go again after meeting the close (a
 // POST whose body cannot be had again) is then lost, so its caller
-// probes first. One system call; a Go net connection is always probed by
-// Alive on checkout (goAlive), and Probe reports true for it.
+// probes first. One system call. A Go net connection (TLS) is looked at
+// the same way, under its TLS layers: Alive on checkout does too, but not
+// Alive on return within goProbeGrace of its exchange, after which Put
+// may hand it straight to a waiting request.
 func (c *Conn) Probe() bool {
-	if c.g != nil || c.detached.Load() {
+	if c.g != nil {
+		return c.goLook(false)
+	}
+	if c.detached.Load() {
 		return true
 	}
 	alive := false

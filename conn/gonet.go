@@ -174,7 +174,12 @@ func (c *Conn) OnGoNet() bool { return c.g != nil }
 // connection has not closed it and nothing is waiting to be read: a
 // non-blocking MSG_PEEK on the socket under the TLS layer. Any byte on an
 // idle connection (for TLS, a close_notify alert, say) makes it unfit.
-func (c *Conn) goAlive() bool {
+func (c *Conn) goAlive() bool { return c.goLook(true) }
+
+// goLook is goAlive; grace lets the first look within goProbeGrace of an
+// exchange skip the socket (the pool's on return, below), and Probe,
+// which must look, does not.
+func (c *Conn) goLook(grace bool) bool {
 	s := c.g
 	if s.r != s.w {
 		return false
@@ -210,7 +215,7 @@ func (c *Conn) goAlive() bool {
 	// fresh connection. netpoll connections are not probed here (the
 	// poller sees the close, a moment late); a request that could not go
 	// again probes them itself (Probe).
-	if at := s.answeredAt.Swap(0); at != 0 && nanotime()-at < int64(goProbeGrace) {
+	if at := s.answeredAt.Swap(0); grace && at != 0 && nanotime()-at < int64(goProbeGrace) {
 		return true
 	}
 	if s.probe == nil {

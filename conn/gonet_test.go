@@ -135,6 +135,34 @@ func TestGoNetAliveAndStale(t *testing.T) {
 	}
 }
 
+// TestGoNetProbeWithinGrace: Probe looks at a Go net connection's socket
+// even right after its exchange, when Alive takes it as alive without a
+// look (goProbeGrace, the pool's look on return): a connection handed
+// from a return straight to a waiting POST must not carry it into a close
+// the kernel already has.
+func TestGoNetProbeWithinGrace(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_ = c.Close()
+	})
+	c := goDial(t, o.addr())
+	defer c.Close()
+	if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Probe() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if c.Probe() {
+		t.Fatal("Probe: alive after the peer closed")
+	}
+}
+
 // TestGoNetAliveAfterDeadline: an idle Go net connection whose last
 // exchange's read deadline has passed (the timeouts bound that exchange,
 // not the idle time that follows) still probes alive while its peer keeps
