@@ -719,7 +719,7 @@ const (
 // parent may not keep the origin connection tied to ours, and origin
 // credentials sent through it only isolate the connection (pinIsolate).
 func (a *authState) observe(resp *parser.Response) pinCause {
-	originOK := !a.parent || sessionBased(resp)
+	originOK := !a.parent || SessionBased(resp)
 	switch a.connAuth {
 	case parser.HdrProxyAuthorization:
 		if a.parent {
@@ -747,6 +747,17 @@ func (a *authState) observe(resp *parser.Response) pinCause {
 	default:
 		return pinNone
 	}
+	if !ChallengesConnectionBased(resp, id) {
+		return pinNone
+	}
+	return cause
+}
+
+// ChallengesConnectionBased reports a response whose challenges in field
+// id (parser.HdrWWWAuthenticate or parser.HdrProxyAuthenticate) offer a
+// connection-based scheme, NTLM or Negotiate: a login that holds for one
+// connection only.
+func ChallengesConnectionBased(resp *parser.Response, id parser.HeaderID) bool {
 	found := false
 	resp.Each(id, func(v []byte) bool {
 		cs, err := auth.ParseChallenges(string(v))
@@ -758,13 +769,14 @@ func (a *authState) observe(resp *parser.Response) pinCause {
 		}
 		return !found
 	})
-	if !found {
-		return pinNone
-	}
-	return cause
+	return found
 }
 
-func sessionBased(resp *parser.Response) bool {
+// SessionBased reports a response whose Proxy-Support field announces
+// Session-Based-Authentication (RFC 4559 §5 usage): the proxy that sent
+// it ties its connection to the origin to its client's, so an origin's
+// connection-based login works through it.
+func SessionBased(resp *parser.Response) bool {
 	found := false
 	resp.Each(parser.HdrProxySupport, func(v []byte) bool {
 		found = bytes.Contains(bytes.ToLower(v), []byte("session-based-authentication"))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -9,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/serverside-go/serverside/engine"
-	"github.com/serverside-go/serverside/engine/auth"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -188,7 +186,7 @@ func (s *sink) challenge(ed *parser.Edits, resp *parser.Response) {
 		ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
 		return
 	}
-	if s.cc.rs.req.Form() == parser.FormAbsolute && (!s.cc.p.parents || sessionBased(resp)) && connectionBasedChallenge(resp) {
+	if s.cc.rs.req.Form() == parser.FormAbsolute && (!s.cc.p.parents || engine.SessionBased(resp)) && engine.ChallengesConnectionBased(resp, parser.HdrWWWAuthenticate) {
 		ed.Add("Proxy-Support", sessionBasedAuth)
 		ed.Add("Connection", proxySupport)
 	}
@@ -198,32 +196,6 @@ var (
 	sessionBasedAuth = []byte("Session-Based-Authentication")
 	proxySupport     = []byte("Proxy-Support")
 )
-
-// sessionBased reports a response whose Proxy-Support announces
-// Session-Based-Authentication: the parent that sent it ties its
-// connection to the origin to ours.
-func sessionBased(resp *parser.Response) bool {
-	found := false
-	resp.Each(parser.HdrProxySupport, func(v []byte) bool {
-		found = bytes.Contains(bytes.ToLower(v), []byte("session-based-authentication"))
-		return !found
-	})
-	return found
-}
-
-// connectionBasedChallenge reports a 401 that asks for NTLM or Negotiate.
-func connectionBasedChallenge(resp *parser.Response) bool {
-	found := false
-	resp.Each(parser.HdrWWWAuthenticate, func(v []byte) bool {
-		if cs, err := auth.ParseChallenges(string(v)); err == nil {
-			found = auth.AnyConnectionBased(cs)
-		} else {
-			found = auth.ConnectionBased(auth.CredentialsScheme(string(v)))
-		}
-		return !found
-	})
-	return found
-}
 
 // pinRegistry finds client connections by pin key, for
 // Config.OnPinnedClosed. Every client connection has a pin key of its own
