@@ -993,3 +993,57 @@ func TestPostAfterOriginClosed(t *testing.T) {
 		t.Fatalf("races hit %d, dialed %d; want none, %d", s.RacesHit, s.Pool.Dialed, n)
 	}
 }
+
+// TestRetryUnderCapGoesOnNewConnection: a retry after the stale race goes
+// on a new connection even when the upstream's cap is full and it waits:
+// the connection another request hands it on return is a reused one,
+// which may be as stale as the first (an origin that drops the second
+// request on each connection). The retry closes it and dials in its
+// place, so one retry is enough.
+func TestRetryUnderCapGoesOnNewConnection(t *testing.T) {
+	checkLeaks(t)
+	gotB, drop := make(chan struct{}), make(chan struct{})
+	o := newOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		if i == 0 {
+			close(gotB)
+			<-drop
+		}
+		// The second request on a connection is dropped unanswered.
+	})
+	e := newEngine(t, Config{MaxConnsPerUpstream: 1, MaxRetries: 1})
+	if st, _, err := do(t, e, get(o.addr(), t)); err != nil || st != 200 {
+		t.Fatalf("first request: %d %v", st, err)
+	}
+	type result struct {
+		st  int
+		err error
+	}
+	b, d := make(chan result, 1), make(chan result, 1)
+	go func() { st, _, err := do(t, e, get(o.addr(), t)); b <- result{st, err} }()
+	<-gotB
+	go func() { st, _, err := do(t, e, get(o.addr(), t)); d <- result{st, err} }()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats()[o.addr()].Pool.Waiting != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second request did not queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(drop)
+	if r := <-d; r.err != nil || r.st != 200 {
+		t.Fatalf("the queued request: %d %v", r.st, r.err)
+	}
+	if r := <-b; r.err != nil || r.st != 200 {
+		t.Fatalf("the retried request: %d %v, want 200 on a new connection", r.st, r.err)
+	}
+	if s := e.Stats()[o.addr()]; s.RacesHit != 1 || s.RacesRetried != 1 || o.accepted() != 3 {
+		t.Fatalf("races hit %d, retried %d, connections %d; want 1, 1, 3", s.RacesHit, s.RacesRetried, o.accepted())
+	}
+}

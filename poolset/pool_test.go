@@ -451,6 +451,31 @@ func TestClosedDead(t *testing.T) {
 	p.DialFailed(keyA)
 }
 
+// Replace turns a busy connection the caller closed into a dial permit
+// for that caller: the capacity does not go to a waiter, and the close
+// counts as the owner's.
+func TestReplace(t *testing.T) {
+	p, _, r := newPool(t, poolset.Config{MaxConnsPerKey: 1})
+	c := dial(t, p, r, keyA)
+	rec := newRecorder()
+	if _, err := p.Wait(keyA, time.Time{}, rec.fn); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	p.Replace(keyA)
+	if s := p.Stats(keyA); s.Busy != 0 || s.Connecting != 1 || s.Waiting != 1 || s.Closed.Owner != 1 {
+		t.Fatalf("stats %+v, want the replaced connection's place connecting, the waiter still waiting", s)
+	}
+	if p.TryReserve(keyA) {
+		t.Fatal("TryReserve past the cap after Replace")
+	}
+	p.DialFailed(keyA) // the replacement's dial: its capacity goes to the waiter
+	if g := rec.got(t); !g.Permit {
+		t.Fatalf("grant = %+v, want a permit", g)
+	}
+	p.DialFailed(keyA)
+}
+
 // A dial given up by its request frees its permit for a waiter, as a
 // failed one does, without counting as failed.
 func TestDialCanceled(t *testing.T) {

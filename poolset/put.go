@@ -149,6 +149,24 @@ func (p *Pool[C]) ClosedByUpstream(key Key, state State) {
 	p.ownerClosed(key, state, whyUpstreamClose, "ClosedByUpstream")
 }
 
+// Replace accounts for a busy connection of key that the caller closed in
+// order to dial a new one in its place (a retry after the stale race,
+// which must not go on a reused connection, granted one by a Put): its
+// capacity passes to the caller as a dial permit, counted connecting,
+// not to a waiter. The caller must then call exactly one of Dialed,
+// DialFailed or DialCanceled. The close counts under Owner.
+func (p *Pool[C]) Replace(key Key) {
+	p.mu.Lock()
+	ks := p.mustKeyLocked(key, "Replace")
+	if ks.busy == 0 {
+		p.misuseLocked("Replace", key, "no busy connection")
+	}
+	ks.busy--
+	ks.connecting++
+	ks.stats.Closed.add(whyOwner)
+	p.mu.Unlock()
+}
+
 // ClosedDead is Closed for a connection the caller took from the pool (Get,
 // or a Grant's connection) and found dead with a check of its own before
 // using it: the upstream's close, which Alive had not yet seen. It counts

@@ -365,6 +365,16 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			return
 		}
 		c := g.Conn
+		if t.fresh {
+			// A retry after the stale race goes on a new connection
+			// (start): one handed over on return is a reused one, which
+			// may be as stale as the first. It is closed, and its place
+			// under the cap dialed.
+			_ = c.Close()
+			s.set.pool.Replace(t.Key)
+			s.dial(t)
+			return
+		}
 		if !s.set.takeFor(t, c) {
 			s.start(t)
 			return
