@@ -217,6 +217,11 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 			}
 			return served
 		}
+		if cc.p.closing.Load() && errors.Is(err, context.Canceled) {
+			// Cut off by the shutdown's deadline, not by the parent or
+			// the target: as for a request waiting for its origin.
+			return fail(503, "proxy shutting down")
+		}
 		status, msg := upstreamStatus(err)
 		return fail(status, "tunnel to "+target+": "+msg)
 	}

@@ -755,3 +755,51 @@ func TestConnectNTLMParentDrained(t *testing.T) {
 		t.Fatal("the client connection stayed open after its parent's NTLM session ended")
 	}
 }
+
+// TestShutdownDeadlineConnectIs503: a CONNECT still waiting for its
+// parent's answer when the shutdown's deadline passes is answered 503
+// "proxy shutting down", as a request waiting for its origin is: the
+// proxy cut it off. It was a 504 that blamed a response header timeout
+// on the parent.
+func TestShutdownDeadlineConnectIs503(t *testing.T) {
+	bench.CheckLeaks(t)
+	stall := make(chan struct{})
+	defer close(stall)
+	arrived := make(chan struct{}, 1)
+	parent := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		arrived <- struct{}{}
+		<-stall // no answer to the CONNECT
+	})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := engine.Config{Shards: 1, Logger: logger}
+	if err := withPeers(&cfg, nil, []string{"http://" + parent.Addr()}, "roundrobin"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := newProxy(logger, nil, cfg, clientConfig{ConnectPorts: portSet{any: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, served := startServe(t, p)
+	c, br := dialClient(t, px)
+	if _, err := io.WriteString(c, "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- p.Shutdown(ctx) }()
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || string(body) != "proxy shutting down\n" {
+		t.Errorf("CONNECT cut off by the shutdown: %d %q, want 503 proxy shutting down", resp.StatusCode, body)
+	}
+	<-shut
+	<-served
+}
