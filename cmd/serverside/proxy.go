@@ -436,6 +436,17 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 		// duplicate; an incomplete head ends it (readHead).
 		o = cc.serveOne()
 	}
+	if cc.halfClosed && o == tunnelIt && cc.tunnelHead == nil {
+		// A CONNECT pipelined behind a request answered after the
+		// client's half-close: its tunnel runs on the duplicate, as a
+		// CONNECT followed by the half-close does on the detached
+		// connection (the end passed on to the target, its answer
+		// relayed back).
+		cc.runHalfClosedTunnel()
+		cc.state.Store(stClosing)
+		_ = c.Close()
+		return nil
+	}
 	if cc.halfClosed {
 		// The client sends no more requests; its response went out on
 		// the duplicate, which ends the connection. A protocol switch

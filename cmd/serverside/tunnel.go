@@ -419,6 +419,27 @@ func (cc *clientConn) runTunnel(left []byte) {
 	}
 }
 
+// runHalfClosedTunnel starts the relay of a CONNECT served on a client
+// connection that shut down its sending side (cc.halfConn, the Go net
+// duplicate its earlier responses went out on). The bytes netpoll holds
+// behind the CONNECT head, all the client sent before its half-close, go
+// to the target first. The netpoll connection is closed by the caller;
+// the duplicate stays the relay's.
+func (cc *clientConn) runHalfClosedTunnel() {
+	var left []byte
+	if n := cc.r.Len(); n > 0 {
+		if b, err := cc.r.Peek(n); err == nil {
+			left = append([]byte(nil), b...)
+		}
+		_ = cc.r.Skip(n)
+		_ = cc.r.Release()
+	}
+	hc := cc.halfConn
+	cc.c, cc.halfConn = hc, nil
+	cc.closer.Store(closerOf{hc})
+	go cc.runTunnel(left)
+}
+
 // connectEstablished is the answer to a CONNECT whose tunnel is up.
 var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
 

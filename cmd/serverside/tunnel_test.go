@@ -803,3 +803,53 @@ func TestShutdownDeadlineConnectIs503(t *testing.T) {
 	<-shut
 	<-served
 }
+
+// TestConnectPipelinedHalfClosed: a client pipelines a request and a
+// CONNECT with its tunnel bytes, then shuts down its sending side
+// (printf '...' | nc -N). The first response goes out after the
+// half-close (nginx's /delay is slow), on the Go net duplicate of the
+// connection; the CONNECT behind it still opens its tunnel, and the
+// request sent in it is answered, as for a CONNECT that is the first on
+// its connection (TestConnectEarlyBytes). The tunnel used to be dialed and
+// dropped without an answer or an access log line.
+func TestConnectPipelinedHalfClosed(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{any: true}})
+	c, br := dialClient(t, px)
+	raw := "GET http://" + ng.Addr() + "/delay HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n" +
+		"CONNECT " + ng.Addr() + " HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n" +
+		"GET /small HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, r.Body)
+	if err != nil || r.StatusCode != 200 || n != bench.DelayBodySize {
+		t.Fatalf("first response: %d, %d bytes, %v", r.StatusCode, n, err)
+	}
+	r, err = http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil || r.Status != "200 Connection established" {
+		t.Fatalf("CONNECT after the half-close: %v, %v; want 200 Connection established", r, err)
+	}
+	r, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("in the tunnel: %v", err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || string(b) != bench.SmallBody {
+		t.Fatalf("in the tunnel: %d %q", r.StatusCode, b)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("end: %v, want EOF", err)
+	}
+}
