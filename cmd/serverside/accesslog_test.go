@@ -150,3 +150,52 @@ func TestAccessLogUploadCutByShutdown(t *testing.T) {
 		t.Errorf("the access log line: %s (the client read %q)", line, got)
 	}
 }
+
+// A CONNECT tunnel and a WebSocket still relaying at the shutdown's
+// deadline are closed by it, and their access lines say so (end=shutdown),
+// as cut=shutdown does for a response; they named the relay's read of a
+// connection the shutdown had closed.
+func TestAccessLogTunnelCutByShutdown(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	ws := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_, _ = io.Copy(io.Discard, br) // until the proxy closes
+	})
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	p, err := newProxy(logger, nil, engine.Config{Shards: 2, Logger: logger},
+		clientConfig{AccessLog: true, ConnectPorts: portSet{any: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, served := startServe(t, p)
+	_, _, resp, _ := rawConnect(t, px, "CONNECT "+ng.Addr()+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	wsTarget := "http://" + ws.Addr() + "/chat"
+	c, br := dialClient(t, px)
+	if _, err := io.WriteString(c, "GET "+wsTarget+" HTTP/1.1\r\nHost: "+ws.Addr()+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("WebSocket handshake: %v, %v", resp, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_ = p.Shutdown(ctx)
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	for _, target := range []string{ng.Addr(), wsTarget} {
+		if line := accessLine(t, &logs, target); !strings.HasSuffix(line, " end=shutdown") {
+			t.Errorf("the access log line of %s: %s", target, line)
+		}
+	}
+}

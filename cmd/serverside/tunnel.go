@@ -414,8 +414,15 @@ func (cc *clientConn) runTunnel(left []byte) {
 		p.tunnels.down.Add(uint64(st.BToA))
 	}
 	if p.cfg.AccessLog {
+		end := relayEnd(err)
+		if err != nil && (cc.shutCut.Load() || p.closing.Load() && errors.Is(err, context.Canceled)) {
+			// The shutdown's deadline closed the client connection or
+			// ended the relay: its read of the closed connection is no
+			// failure of either side.
+			end = "shutdown"
+		}
 		p.log.Info("access", "remote", cc.c.RemoteAddr().String(), "method", method, "target", target,
-			"status", status, "bytes", st.BToA, "sent", st.AToB, "duration", time.Since(start), "end", relayEnd(err))
+			"status", status, "bytes", st.BToA, "sent", st.AToB, "duration", time.Since(start), "end", end)
 	}
 }
 
