@@ -426,12 +426,14 @@ func (cc *clientConn) runTunnel(left []byte) {
 	}
 }
 
-// runHalfClosedTunnel starts the relay of a CONNECT served on a client
-// connection that shut down its sending side (cc.halfConn, the Go net
-// duplicate its earlier responses went out on). The bytes netpoll holds
-// behind the CONNECT head, all the client sent before its half-close, go
-// to the target first. The netpoll connection is closed by the caller;
-// the duplicate stays the relay's.
+// runHalfClosedTunnel relays a CONNECT served on a client connection
+// that shut down its sending side, on cc.halfConn (the Go net duplicate
+// its earlier responses went out on), until the relay ends. The bytes
+// netpoll holds behind the CONNECT head, all the client sent before its
+// half-close, go to the target first. It runs on the handler's
+// goroutine, so the connection stays registered (a request in flight for
+// the shutdown, which closes the duplicate at its deadline); the caller
+// then closes the netpoll connection.
 func (cc *clientConn) runHalfClosedTunnel() {
 	var left []byte
 	if n := cc.r.Len(); n > 0 {
@@ -444,7 +446,7 @@ func (cc *clientConn) runHalfClosedTunnel() {
 	hc := cc.halfConn
 	cc.c, cc.halfConn = hc, nil
 	cc.closer.Store(closerOf{hc})
-	go cc.runTunnel(left)
+	cc.runTunnel(left)
 }
 
 // connectEstablished is the answer to a CONNECT whose tunnel is up.

@@ -853,3 +853,64 @@ func TestConnectPipelinedHalfClosed(t *testing.T) {
 		t.Fatalf("end: %v, want EOF", err)
 	}
 }
+
+// TestConnectPipelinedHalfClosedShutdown: such a tunnel (see
+// TestConnectPipelinedHalfClosed) is a request in flight for the
+// shutdown: to a target that keeps it open after the client's half-close,
+// it runs until the shutdown's deadline closes it.
+func TestConnectPipelinedHalfClosedShutdown(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	stall := make(chan struct{})
+	defer close(stall)
+	target := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		_, _ = io.Copy(io.Discard, br) // to the client's half-close
+		_, _ = io.WriteString(c, "still here")
+		<-stall
+	})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, nil, engine.Config{Shards: 1, Logger: logger}, clientConfig{ConnectPorts: portSet{any: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, served := startServe(t, p)
+	c, br := dialClient(t, px)
+	raw := "GET http://" + ng.Addr() + "/delay HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n" +
+		"CONNECT " + target.Addr() + " HTTP/1.1\r\nHost: " + target.Addr() + "\r\n\r\ntunnel bytes"
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	r, err = http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("CONNECT after the half-close: %v, %v", r, err)
+	}
+	got := make([]byte, len("still here"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "still here" {
+		t.Fatalf("in the tunnel: %q, %v", got, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); err == nil {
+		t.Errorf("shutdown: nil; want the deadline's error, with the tunnel still open at it")
+	}
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	if b, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("tunnel after the shutdown: %q, %v; want EOF", b, err)
+	}
+	if n := p.tunnelsLive.Load(); n != 0 {
+		t.Fatalf("%d tunnels live after the shutdown", n)
+	}
+}
