@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,14 @@ type RelayStats struct {
 // ctx's end, or idle (when > 0) without a byte in either direction closes
 // both at once; the first such error is returned (ErrRelayIdle for the
 // idle timeout), nil when both directions ended with EOF.
+//
+// A read or write error (a peer that reset its connection, say) closes
+// both with a TCP reset (SO_LINGER 0 on the sockets, under TLS and
+// tunnels), so that the other peer sees the stream aborted, as it would
+// on a connection of its own to the first, and not an end it could take
+// for the stream's whole (a body delimited by the close, RFC 9112 §8).
+// ctx's end and the idle timeout close with a FIN, as does a connection
+// the caller closed meanwhile.
 //
 // Between two *net.TCPConn the copies are io.Copy (io.CopyN) calls, which
 // the kernel runs as splice(2) on Linux: the bytes never enter user
@@ -131,6 +140,9 @@ func (r *relay) pump(src, dst net.Conn) int64 {
 			n, err := dst.Write(pre)
 			total += int64(n)
 			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					r.reset()
+				}
 				r.abort(fmt.Errorf("relay: write: %w", err))
 				return total
 			}
@@ -166,7 +178,43 @@ func (r *relay) pump(src, dst net.Conn) int64 {
 			r.abort(ErrRelayIdle)
 			return total
 		}
+		if !errors.Is(err, net.ErrClosed) {
+			r.reset()
+		}
 		r.abort(fmt.Errorf("relay: %w", err))
 		return total
+	}
+}
+
+// reset makes the closes of a relay not yet closed send TCP resets: one
+// direction failed on a peer's error, which the other peer is to see as
+// an abort, not as the end of the stream.
+func (r *relay) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	lingerZero(r.a)
+	lingerZero(r.b)
+}
+
+// lingerZero sets SO_LINGER 0 on the TCP socket under c (through tunnels
+// and TLS), so that its close sends a reset.
+func lingerZero(c net.Conn) {
+	for {
+		switch t := c.(type) {
+		case *TunnelConn:
+			c = t.Conn
+		case *tls.Conn:
+			c = t.NetConn()
+		case *tlsTransport:
+			c = t.Conn
+		case interface{ SetLinger(int) error }:
+			_ = t.SetLinger(0)
+			return
+		default:
+			return
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -368,4 +369,56 @@ func TestConnectKeep(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRelayResetPassedOn: a peer that resets its connection, mid-stream
+// or while the other sends, has the relay reset the other peer's too: that
+// one sees the stream aborted (ECONNRESET), not an EOF it could take for
+// its end, whichever side reset and whichever way the bytes were going.
+func TestRelayResetPassedOn(t *testing.T) {
+	checkLeaks(t)
+	abort := func(c *net.TCPConn) {
+		_ = c.SetLinger(0)
+		_ = c.Close()
+	}
+	readToError := func(c net.Conn) ([]byte, error) {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var got []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				return got, err
+			}
+		}
+	}
+	t.Run("server resets mid-response", func(t *testing.T) {
+		client, server, done := startRelay(t, context.Background(), time.Minute, nil)
+		if _, err := io.WriteString(server, "part of a body "); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // the part is through
+		abort(server)
+		got, err := readToError(client)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("client read %q, then %v; want ECONNRESET", got, err)
+		}
+		if r := waitRelay(t, done); r.err == nil {
+			t.Fatalf("relay: nil error after a reset")
+		}
+	})
+	t.Run("client resets mid-upload", func(t *testing.T) {
+		client, server, done := startRelay(t, context.Background(), time.Minute, nil)
+		if _, err := io.WriteString(client, "part of an upload "); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		abort(client)
+		got, err := readToError(server)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("server read %q, then %v; want ECONNRESET", got, err)
+		}
+		waitRelay(t, done)
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -912,5 +914,36 @@ func TestConnectPipelinedHalfClosedShutdown(t *testing.T) {
 	}
 	if n := p.tunnelsLive.Load(); n != 0 {
 		t.Fatalf("%d tunnels live after the shutdown", n)
+	}
+}
+
+// TestConnectTargetResetPassedOn: a target that resets the tunnel's
+// connection mid-stream has the client's reset too: a plain HTTP/1.0 body
+// delimited by the close, cut short by the reset, does not end with a
+// clean close the client would take for its end.
+func TestConnectTargetResetPassedOn(t *testing.T) {
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	target := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\npart of a body")
+		time.Sleep(50 * time.Millisecond) // the part is through
+		_ = c.(*net.TCPConn).SetLinger(0)
+		_ = c.Close()
+	})
+	px := startProxyClient(t, engine.Config{}, clientConfig{ConnectPorts: portSet{any: true}})
+	c, br, resp, _ := rawConnect(t, px, "CONNECT "+target.Addr()+" HTTP/1.1\r\nHost: "+target.Addr()+"\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(br)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read %q, then %v; want ECONNRESET", got, err)
 	}
 }
