@@ -371,7 +371,8 @@ func takeBuffered(t *conn.TunnelConn) []byte {
 }
 
 // Relay copies between a and b until both directions end, passing a
-// half-close on, and closes both; see conn.Relay. idle (> 0) ends a relay
+// half-close on, and closes both (with a TCP reset after a peer's error);
+// see conn.Relay. idle (> 0) ends a relay
 // that moved no byte for that long. It is conn.Relay, here so that
 // callers of Tunnel need only this package.
 func Relay(ctx context.Context, a, b net.Conn, idle time.Duration) (conn.RelayStats, error) {
