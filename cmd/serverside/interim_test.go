@@ -41,3 +41,31 @@ func TestInterimRelayed(t *testing.T) {
 		t.Fatalf("HTTP/1.0 client got %q, want %q", out, want)
 	}
 }
+
+// An origin's 100 Continue to a request that did not ask for one (no
+// Expect) is an interim response like any other, which a proxy must
+// forward (RFC 9110 §15.2) to an HTTP/1.1 client. To a request with
+// Expect the proxy sends its own when it reads the body, so the origin's
+// is not relayed too.
+func TestUnaskedContinueRelayed(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	final := "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
+	if want := "HTTP/1.1 100 Continue\r\nVia: 1.1 serverside\r\n\r\n" + final; out != want {
+		t.Fatalf("HTTP/1.1 client got %q, want %q", out, want)
+	}
+	out = string(rawExchange(t, px, "GET /x HTTP/1.0\r\nHost: x\r\n\r\n", 10*time.Second))
+	if out != final {
+		t.Fatalf("HTTP/1.0 client got %q, want %q", out, final)
+	}
+}
