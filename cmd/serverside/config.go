@@ -586,7 +586,7 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.DurationVar(&x.headerTimeout, "response-header-timeout", engine.DefaultResponseHeaderTimeout, "bound on waiting for an upstream's response head (and each wait for body bytes),\ne.g. -response-header-timeout 30s")
 	fs.StringVar(&x.connectPorts, "connect-ports", "443", "`ports` CONNECT may reach (forward mode), comma-separated, or \"any\";\nothers are answered 403, e.g. -connect-ports 443,8443")
 	fs.DurationVar(&x.shutdown, "shutdown-timeout", DefaultShutdownTimeout, "on SIGTERM or SIGINT, how long requests and tunnels in flight may run before they are cut\n(0: at once), e.g. -shutdown-timeout 30s")
-	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel that moved no byte either way for this long, e.g. -tunnel-idle-timeout 1m")
+	fs.DurationVar(&x.tunnelIdle, "tunnel-idle-timeout", DefaultTunnelIdleTimeout, "end a CONNECT tunnel or protocol switch that moved no byte either way for this long;\n0 never does (long-lived SSH or database sessions), e.g. -tunnel-idle-timeout 1m")
 	fs.StringVar(&x.caFile, "ca-file", "", "PEM `file` of the CAs that https origins, https parents and https:// targets are verified against\n(default: the system roots), e.g. -ca-file /etc/ssl/internal-ca.pem")
 	fs.BoolVar(&x.insecure, "insecure", false, "do not verify the certificates of https origins, https parents and https:// targets (DANGEROUS: testing only),\ne.g. -insecure")
 	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins and parents (mTLS); needs -client-key,\ne.g. -client-cert /etc/serverside/client.pem -client-key /etc/serverside/client.key")

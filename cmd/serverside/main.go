@@ -171,8 +171,8 @@ func run(args []string) int {
 	withFilePeers(&cfg, fc, !peersOnCmdLine)
 	health.apply(&cfg)
 	p, err := newProxy(logger, nil, cfg,
-		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, ParkAfter: parkAfter(*park), AccessLog: *access,
-			ConnectPorts: ports, TunnelIdleTimeout: x.tunnelIdle, ConnectTimeout: x.connectTimeout, TLSHandshakeTimeout: x.tlsHandshake,
+		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, ParkAfter: zeroNever(*park), AccessLog: *access,
+			ConnectPorts: ports, TunnelIdleTimeout: zeroNever(x.tunnelIdle), ConnectTimeout: x.connectTimeout, TLSHandshakeTimeout: x.tlsHandshake,
 			ForwardTLS: ts.forward()})
 	if err != nil {
 		if errors.Is(err, engine.ErrBadConfig) {
@@ -263,7 +263,7 @@ func run(args []string) int {
 
 // notNegative refuses a negative value of the named duration flags of fs,
 // which newProxy would otherwise take for their defaults (or, for
-// -client-park-after, for 0).
+// -client-park-after and -tunnel-idle-timeout, for 0: never).
 func notNegative(fs *flag.FlagSet, names ...string) error {
 	for _, name := range names {
 		d, _ := fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration)
@@ -274,9 +274,10 @@ func notNegative(fs *flag.FlagSet, names ...string) error {
 	return nil
 }
 
-// parkAfter is clientConfig.ParkAfter for the -client-park-after flag, for
-// which 0 means never.
-func parkAfter(d time.Duration) time.Duration {
+// zeroNever is the clientConfig value of a duration flag for which 0
+// means never (-client-park-after, -tunnel-idle-timeout): negative, since
+// newProxy takes 0 for the default.
+func zeroNever(d time.Duration) time.Duration {
 	if d <= 0 {
 		return -1
 	}

@@ -67,7 +67,8 @@ type clientConfig struct {
 	AccessLog bool
 	// ConnectPorts are the ports CONNECT may reach; the zero value allows
 	// 443 only. TunnelIdleTimeout ends a tunnel idle both ways for that
-	// long; zero takes DefaultTunnelIdleTimeout.
+	// long; zero takes DefaultTunnelIdleTimeout, a negative one never
+	// ends it.
 	ConnectPorts      portSet
 	TunnelIdleTimeout time.Duration
 	// ConnectTimeout and TLSHandshakeTimeout are the engine's, to bound
@@ -167,7 +168,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	if cfg.ParkAfter == 0 {
 		cfg.ParkAfter = DefaultClientParkAfter
 	}
-	if cfg.TunnelIdleTimeout <= 0 {
+	if cfg.TunnelIdleTimeout == 0 {
 		cfg.TunnelIdleTimeout = DefaultTunnelIdleTimeout
 	}
 	if cfg.ForwardTLS == nil {

@@ -685,6 +685,45 @@ func TestConnectIdleAndShutdown(t *testing.T) {
 	}
 }
 
+// TestTunnelIdleTimeoutZeroNever: -tunnel-idle-timeout 0 never ends an
+// idle tunnel (an SSH or database session through CONNECT sits idle for
+// long), as -client-park-after 0 never parks; it is not the 5m default.
+// The flag's 0 reaches the proxy as a negative value, which it keeps,
+// and the relay then sets no idle deadline: the tunnel still carries a
+// request after an idle spell.
+func TestTunnelIdleTimeoutZeroNever(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, nil, engine.Config{Shards: 2, Logger: logger},
+		clientConfig{ConnectPorts: portSet{any: true}, TunnelIdleTimeout: zeroNever(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := p.cfg.TunnelIdleTimeout; d >= 0 {
+		t.Fatalf("tunnel idle timeout %v for -tunnel-idle-timeout 0, want none (negative)", d)
+	}
+	px := serveProxy(t, p)
+	c, br, resp, _ := rawConnect(t, px, "CONNECT "+ng.Addr()+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := io.WriteString(c, "GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("through the tunnel after an idle spell: %v", err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || string(body) != bench.SmallBody {
+		t.Fatalf("through the tunnel: %d %q", r.StatusCode, body)
+	}
+}
+
 // Bad tunnel and TLS flags stop run with exit code 2 before anything
 // listens.
 func TestRunBadTunnelTLSFlags(t *testing.T) {
