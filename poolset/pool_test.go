@@ -462,7 +462,9 @@ func TestReplace(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	p.Replace(keyA)
+	if !p.Replace(keyA) {
+		t.Fatal("Replace: no permit")
+	}
 	if s := p.Stats(keyA); s.Busy != 0 || s.Connecting != 1 || s.Waiting != 1 || s.Closed.Owner != 1 {
 		t.Fatalf("stats %+v, want the replaced connection's place connecting, the waiter still waiting", s)
 	}
@@ -474,6 +476,31 @@ func TestReplace(t *testing.T) {
 		t.Fatalf("grant = %+v, want a permit", g)
 	}
 	p.DialFailed(keyA)
+}
+
+// Replace gives no permit once the key drains or the pool is closed,
+// which take no new connection: the close is accounted as Closed's.
+func TestReplaceDrainingOrClosed(t *testing.T) {
+	p, _, r := newPool(t, poolset.Config{MaxConnsPerKey: 1})
+	c := dial(t, p, r, keyA)
+	p.Drain(keyA)
+	c.Close()
+	if p.Replace(keyA) {
+		t.Fatal("Replace gave a permit on a draining key")
+	}
+	if s := p.Stats(keyA); s.Conns() != 0 || s.Connecting != 0 || s.Closed.Owner != 1 {
+		t.Fatalf("stats %+v, want the drain complete, the close counted under Owner", s)
+	}
+	p.Undrain(keyA)
+	c = dial(t, p, r, keyA)
+	p.Close()
+	c.Close()
+	if p.Replace(keyA) {
+		t.Fatal("Replace gave a permit on a closed pool")
+	}
+	if s := p.Stats(keyA); s.Conns() != 0 {
+		t.Fatalf("stats %+v, want no connection left", s)
+	}
 }
 
 // A dial given up by its request frees its permit for a waiter, as a

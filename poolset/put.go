@@ -153,18 +153,29 @@ func (p *Pool[C]) ClosedByUpstream(key Key, state State) {
 // order to dial a new one in its place (a retry after the stale race,
 // which must not go on a reused connection, granted one by a Put): its
 // capacity passes to the caller as a dial permit, counted connecting,
-// not to a waiter. The caller must then call exactly one of Dialed,
-// DialFailed or DialCanceled. The close counts under Owner.
-func (p *Pool[C]) Replace(key Key) {
+// not to a waiter, and Replace reports true. The caller must then call
+// exactly one of Dialed, DialFailed or DialCanceled. The close counts
+// under Owner.
+//
+// Once the pool is closed, or while the key drains, no new connection
+// may be dialed (TryReserve refuses): Replace then accounts the close as
+// Closed does and reports false, and the caller has no permit.
+func (p *Pool[C]) Replace(key Key) bool {
 	p.mu.Lock()
 	ks := p.mustKeyLocked(key, "Replace")
 	if ks.busy == 0 {
 		p.misuseLocked("Replace", key, "no busy connection")
 	}
+	if p.closed || ks.draining {
+		p.mu.Unlock()
+		p.Closed(key, Busy)
+		return false
+	}
 	ks.busy--
 	ks.connecting++
 	ks.stats.Closed.add(whyOwner)
 	p.mu.Unlock()
+	return true
 }
 
 // ClosedDead is Closed for a connection the caller took from the pool (Get,

@@ -369,10 +369,15 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			// A retry after the stale race goes on a new connection
 			// (start): one handed over on return is a reused one, which
 			// may be as stale as the first. It is closed, and its place
-			// under the cap dialed.
+			// under the cap dialed; unless the key began draining
+			// meanwhile, which takes no new connection: start then
+			// fails t with ErrDraining, for its Reroute.
 			_ = c.Close()
-			s.set.pool.Replace(t.Key)
-			s.dial(t)
+			if s.set.pool.Replace(t.Key) {
+				s.dial(t)
+			} else {
+				s.start(t)
+			}
 			return
 		}
 		if !s.set.takeFor(t, c) {
