@@ -161,6 +161,13 @@ func TestGoNetProbeWithinGrace(t *testing.T) {
 	if c.Probe() {
 		t.Fatal("Probe: alive after the peer closed")
 	}
+	// The close is in the kernel. Within the grace of an exchange (as
+	// when Put's look on return hands the connection to a waiter), Alive
+	// takes the connection as alive without a look; Probe must not.
+	c.g.answeredAt.Store(nanotime())
+	if c.Probe() {
+		t.Fatal("Probe: alive within goProbeGrace after the peer closed")
+	}
 }
 
 // TestGoNetAliveAfterDeadline: an idle Go net connection whose last
