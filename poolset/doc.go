@@ -16,7 +16,10 @@
 //	from          to          by
 //	(none)        connecting  TryReserve; Wait granting a dial permit
 //	connecting    busy        Dialed
-//	connecting    (none)      DialFailed
+//	connecting    (none)      DialFailed, DialCanceled
+//	busy          connecting  Replace: the owner closed it to dial in its place
+//	                          (not once the pool is closed or the key draining:
+//	                          then as Closed)
 //	idle          busy        Get; Wait handing an idle connection over
 //	busy          idle        Put, when nobody waits
 //	busy          busy        Put, handing it straight to the first waiter
