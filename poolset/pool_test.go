@@ -503,6 +503,27 @@ func TestReplaceDrainingOrClosed(t *testing.T) {
 	}
 }
 
+// Replace gives no permit over a cap lowered since the connection was
+// dialed: the new connection would overshoot it, as TryReserve's would.
+func TestReplaceOverLoweredCap(t *testing.T) {
+	p, _, r := newPool(t, poolset.Config{MaxConnsPerKey: 2})
+	c1 := dial(t, p, r, keyA)
+	c2 := dial(t, p, r, keyA)
+	p.SetLimits(keyA, poolset.KeyLimits{MaxConns: 1})
+	c1.Close()
+	if p.Replace(keyA) {
+		t.Fatal("Replace gave a permit over the cap")
+	}
+	if s := p.Stats(keyA); s.Conns() != 1 || s.Busy != 1 || s.Connecting != 0 {
+		t.Fatalf("stats %+v, want c2 alone, busy", s)
+	}
+	c2.Close()
+	if !p.Replace(keyA) {
+		t.Fatal("Replace under the cap: no permit")
+	}
+	p.DialFailed(keyA)
+}
+
 // A dial given up by its request frees its permit for a waiter, as a
 // failed one does, without counting as failed.
 func TestDialCanceled(t *testing.T) {

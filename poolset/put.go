@@ -157,25 +157,30 @@ func (p *Pool[C]) ClosedByUpstream(key Key, state State) {
 // exactly one of Dialed, DialFailed or DialCanceled. The close counts
 // under Owner.
 //
-// Once the pool is closed, or while the key drains, no new connection
-// may be dialed (TryReserve refuses): Replace then accounts the close as
-// Closed does and reports false, and the caller has no permit.
+// Once the pool is closed, while the key drains, or when the key's cap was
+// lowered to what its other connections hold, no new connection may be
+// dialed (TryReserve refuses): Replace then accounts the close as Closed
+// does and reports false, and the caller has no permit.
 func (p *Pool[C]) Replace(key Key) bool {
+	var b batch[C]
+	now := p.now()
 	p.mu.Lock()
 	ks := p.mustKeyLocked(key, "Replace")
 	if ks.busy == 0 {
 		p.misuseLocked("Replace", key, "no busy connection")
 	}
-	if p.closed || ks.draining {
-		p.mu.Unlock()
-		p.Closed(key, Busy)
-		return false
-	}
 	ks.busy--
-	ks.connecting++
 	ks.stats.Closed.add(whyOwner)
+	ok := !p.closed && !ks.draining && p.underCapLocked(ks)
+	if ok {
+		ks.connecting++
+	} else {
+		p.serveLocked(ks, &b)
+		p.settleLocked(ks, now)
+	}
 	p.mu.Unlock()
-	return true
+	b.run(p)
+	return ok
 }
 
 // ClosedDead is Closed for a connection the caller took from the pool (Get,

@@ -369,9 +369,10 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			// A retry after the stale race goes on a new connection
 			// (start): one handed over on return is a reused one, which
 			// may be as stale as the first. It is closed, and its place
-			// under the cap dialed; unless the key began draining
-			// meanwhile, which takes no new connection: start then
-			// fails t with ErrDraining, for its Reroute.
+			// under the cap dialed; unless the key takes no new
+			// connection now (it began draining, or its cap was
+			// lowered): start then fails t with ErrDraining, for its
+			// Reroute, or has it wait again.
 			_ = c.Close()
 			if s.set.pool.Replace(t.Key) {
 				s.dial(t)
