@@ -733,7 +733,7 @@ func TestNTLMProxySupport(t *testing.T) {
 			c.write(t, "GET "+ntlmSite+" HTTP/1.1\r\nHost: x\r\n"+creds+"\r\n")
 			resp, _ := c.read(t)
 			if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "NTLM") ||
-				resp.Header.Get("Proxy-Support") != "Session-Based-Authentication" {
+				resp.Header.Get("Proxy-Support") != "Session-Based-Authentication" || len(resp.Header.Values("Proxy-Support")) != 1 {
 				t.Fatalf("%s, %q: %d %v, want the NTLM challenge with Proxy-Support: Session-Based-Authentication",
 					tc.name, creds, resp.StatusCode, resp.Header)
 			}
