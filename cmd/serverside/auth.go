@@ -187,7 +187,7 @@ func (s *sink) challenge(ed *parser.Edits, resp *parser.Response) {
 		return
 	}
 	if s.cc.rs.req.Form() == parser.FormAbsolute && (!s.cc.p.parents || engine.SessionBased(resp)) && engine.ChallengesConnectionBased(resp, parser.HdrWWWAuthenticate) {
-		ed.Add("Proxy-Support", sessionBasedAuth)
+		ed.Set("Proxy-Support", sessionBasedAuth)
 		ed.Add("Connection", proxySupport)
 	}
 }
