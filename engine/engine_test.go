@@ -948,17 +948,20 @@ func TestCloseAfterResponseByOrigin(t *testing.T) {
 // TestPostAfterOriginClosed: the origin closes each connection right after
 // a response that let it be kept, and the next request, a POST whose body
 // cannot be had again (no GetBody), comes once that close is in the
-// kernel, before the poller may have seen it. The pool's check at checkout
-// must not hand it that connection: a POST sent on it meets the close and
-// cannot go again. Each POST gets its 200 on a new connection, and the
-// origin reads each once.
+// engine's kernel (bench.WaitPeerFIN), whether or not the poller has seen
+// it yet. The pool's check at checkout (Alive, and for such a
+// request conn.Probe, which reads the kernel's view) must not hand it that
+// connection: a POST sent on it meets the close and cannot go again. Each
+// POST gets its 200 on a new connection, and the origin reads each once.
+// (Waiting for less, the FIN could arrive after any check: the race no
+// check can close. TestProbeSeesCloseInKernel in conn checks Probe alone.)
 func TestPostAfterOriginClosed(t *testing.T) {
 	checkLeaks(t)
-	closed := make(chan struct{}, 1)
+	closed := make(chan string, 1) // the engine's end of each connection closed
 	var mu sync.Mutex
 	var got []string
 	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
-		defer func() { closed <- struct{}{} }()
+		defer func() { closed <- c.RemoteAddr().String() }()
 		if _, err := readHead(br); err != nil {
 			return
 		}
@@ -981,7 +984,7 @@ func TestPostAfterOriginClosed(t *testing.T) {
 		if st, b, err := do(t, e, req); err != nil || st != 200 || b != "ok" {
 			t.Fatalf("POST %d: %d %q %v", i, st, b, err)
 		}
-		<-closed
+		bench.WaitPeerFIN(t, <-closed, 5*time.Second)
 	}
 	mu.Lock()
 	defer mu.Unlock()

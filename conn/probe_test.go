@@ -1,0 +1,46 @@
+package conn
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/bench"
+)
+
+// TestProbeSeesCloseInKernel: Probe reads the kernel's view of a netpoll
+// connection: once the peer's FIN is in the socket (bench.WaitPeerFIN),
+// Probe reports the connection dead, whether or not the poller has
+// handled the close; a connection whose peer keeps it open probes alive.
+func TestProbeSeesCloseInKernel(t *testing.T) {
+	checkLeaks(t)
+	for _, peerCloses := range []bool{false, true} {
+		local := make(chan string, 1)
+		o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			local <- c.RemoteAddr().String()
+			if peerCloses {
+				_ = c.Close()
+				return
+			}
+			_, _ = readHead(br) // open until the test's end closes it
+		})
+		c := dial(t, o.addr())
+		if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{}); err != nil {
+			t.Fatal(err)
+		}
+		addr := <-local
+		if peerCloses {
+			bench.WaitPeerFIN(t, addr, 5*time.Second)
+		}
+		if got := c.Probe(); got == peerCloses {
+			t.Errorf("peer closes %v: Probe %v", peerCloses, got)
+		}
+	}
+}
