@@ -14,6 +14,10 @@ func TestSweeperRealTimer(t *testing.T) {
 	defer p.Close()
 	r := &registry{}
 	conns := []*fakeConn{dial(t, p, r, keyA), dial(t, p, r, keyA), dial(t, p, r, keyB)}
+	// One busy connection per key keeps the key from being retired (and
+	// its stats forgotten) IdleTimeout after its idle ones closed, which
+	// a slow test run could otherwise see before it reads the stats.
+	busyA, busyB := dial(t, p, r, keyA), dial(t, p, r, keyB)
 	p.Put(keyA, conns[0], poolset.PutInfo{Requests: 1})
 	p.Put(keyA, conns[1], poolset.PutInfo{Requests: 1})
 	p.Put(keyB, conns[2], poolset.PutInfo{Requests: 1})
@@ -24,10 +28,17 @@ func TestSweeperRealTimer(t *testing.T) {
 	if n := p.IdleCountForTesting(); n != 0 {
 		t.Fatalf("sweeper left %d idle conns", n)
 	}
-	r.checkAllClosedOnce(t)
 	if a, b := p.Stats(keyA), p.Stats(keyB); a.Closed.IdleTimeout != 2 || b.Closed.IdleTimeout != 1 {
 		t.Fatalf("A %+v\nB %+v", a.Closed, b.Closed)
 	}
+	for _, c := range []struct {
+		key poolset.Key
+		c   *fakeConn
+	}{{keyA, busyA}, {keyB, busyB}} {
+		_ = c.c.Close()
+		p.Closed(c.key, poolset.Busy)
+	}
+	r.checkAllClosedOnce(t)
 }
 
 func TestSweepClosesOnlyWhatIsDue(t *testing.T) {
