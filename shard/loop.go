@@ -365,10 +365,11 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 			return
 		}
 		c := g.Conn
-		if t.fresh {
+		if t.fresh && c.Requests() > 0 {
 			// A retry after the stale race goes on a new connection
 			// (start): one handed over on return is a reused one, which
-			// may be as stale as the first. It is closed, and its place
+			// may be as stale as the first (one never used, whose dial's
+			// request had gone, is as new as a dial). It is closed, and its place
 			// under the cap dialed; unless the key takes no new
 			// connection now (it began draining, or its cap was
 			// lowered): start then fails t with ErrDraining, for its
