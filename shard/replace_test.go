@@ -42,6 +42,11 @@ func TestFreshRetryGrantedWhileDraining(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool.Dialed(key)
+	// It carries a request first: the retry is handed a reused one.
+	first := task(t, context.Background(), o.Addr(), nil)
+	if _, err := c.RoundTrip(context.Background(), &first.Exchange, nopSink{}); err != nil {
+		t.Fatal(err)
+	}
 
 	// The retry waits for it.
 	done := make(chan error, 1)
