@@ -113,7 +113,8 @@ type Peer struct {
 //
 // Active checking, when CheckPath is set, sends "GET CheckPath" to every
 // peer each CheckInterval: a response with CheckStatus (any 2xx or 3xx
-// when zero) brings the peer up, anything else marks it down.
+// when zero) brings the peer up, anything else marks it down until a
+// check passes (no probe request goes to it meanwhile).
 type Health struct {
 	// MaxFails is the consecutive failures that mark a peer down;
 	// default 3, negative turns passive checking off.
@@ -288,9 +289,15 @@ type peer struct {
 	up       bool
 	draining bool
 	probing  bool // a probe request is out
-	fails    int
-	backoff  time.Duration
-	retryAt  time.Time
+	// checkDown says that an active check marked the peer down: only a
+	// passing check brings it up. A peer that fails its check may well
+	// answer other requests (its operator took it out of service), so
+	// no request goes to it as a probe, and the response to one routed
+	// before the check does not bring it up.
+	checkDown bool
+	fails     int
+	backoff   time.Duration
+	retryAt   time.Time
 
 	picks, failures, downs, rerouted atomic.Uint64
 	// tunnels counts the CONNECT tunnels through the peer being opened
@@ -459,7 +466,7 @@ func (p *peer) eligibleLocked(now time.Time) bool {
 	if p.draining {
 		return false
 	}
-	return p.up || (!p.probing && !now.Before(p.retryAt))
+	return p.up || (!p.checkDown && !p.probing && !now.Before(p.retryAt))
 }
 
 // pick chooses a peer for a request, skipping the peers in the tried
@@ -655,13 +662,19 @@ func (g *group) report(p *peer, probe bool, o outcome, active bool, log func(str
 	}
 	switch o {
 	case healthy:
+		if p.checkDown && !active {
+			return
+		}
 		if !p.up {
 			log("engine: peer up", "group", g.name, "peer", p.cfg.Name)
 		}
-		p.up, p.fails, p.backoff = true, 0, 0
+		p.up, p.fails, p.backoff, p.checkDown = true, 0, 0, false
 	case failed:
 		p.failures.Add(1)
 		p.fails++
+		if active {
+			p.checkDown = true
+		}
 		switch {
 		case !p.up && (probe || active):
 			p.backoff = min(2*p.backoff, g.hc.MaxBackoff)

@@ -252,6 +252,52 @@ func TestPeersNginxOriginStopsAndReturns(t *testing.T) {
 	}
 }
 
+// TestPeersNginxFailedCheckKeepsPeerOut runs active checks against two real
+// nginx origins, one of which answers its health check 503 (taken out of
+// service by its operator) while it still serves every other request. The
+// failed check takes it out until a check passes: no request goes to it as
+// a passive probe once its back-off is over, so that its 200s to those
+// requests would bring it up again between two checks.
+func TestPeersNginxFailedCheckKeepsPeerOut(t *testing.T) {
+	leakBaseline(t)
+	ok := bench.StartNginx(t, bench.NginxOptions{Locations: `
+        location = /healthz { return 200; }`})
+	sick := bench.StartNginx(t, bench.NginxOptions{Locations: `
+        location = /healthz { return 503; }`})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+		Peers: []engine.Peer{{Name: "ok", Addr: ok.Addr()}, {Name: "sick", Addr: sick.Addr()}},
+		// One round of checks (at start), and a back-off over long
+		// before each request below.
+		Health: engine.Health{CheckPath: "/healthz", CheckInterval: time.Hour,
+			Backoff: time.Millisecond, MaxBackoff: time.Millisecond},
+	}}})
+	deadline := time.Now().Add(requestTimeout)
+	for peersOf(e, "web")["sick"].State != engine.PeerDown {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed check did not mark the peer down: %+v", peersOf(e, "web")["sick"])
+		}
+		time.Sleep(time.Millisecond)
+	}
+	const n = 20
+	h := groupHead(t, "/small", "peers.test")
+	for i := 0; i < n; i++ {
+		time.Sleep(5 * time.Millisecond) // past the back-off
+		if st, err := exchange(e, "web", h); err != nil || st != 200 {
+			t.Fatalf("request %d: %d %v", i, st, err)
+		}
+	}
+	ps := peersOf(e, "web")
+	if got := countURI(ok.WaitRequests(n+1, 10*time.Second), "/small"); got != n {
+		t.Errorf("the healthy origin served %d of the %d requests", got, n)
+	}
+	if got := countURI(sick.Requests(), "/small"); got != 0 {
+		t.Errorf("the origin failing its check served %d requests", got)
+	}
+	if ps["sick"].State != engine.PeerDown || ps["sick"].Picks != 0 {
+		t.Errorf("the origin failing its check: state %v, %d picks; want down, none", ps["sick"].State, ps["sick"].Picks)
+	}
+}
+
 // TestPeersNginxCheckWaitingForCapNotAFailure holds the only connection
 // that a real nginx origin's MaxConns allows, with a response whose body
 // nobody reads yet: the active checks meanwhile wait in the engine's own
