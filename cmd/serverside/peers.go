@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -192,8 +193,10 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 			cc.writeErrorSink(s, 400, "a forward proxy needs an absolute-form http:// or https:// target")
 			return up, false
 		}
-		up.HashKey = string(req.Authority())
-		hp := hostPortScheme(up.HashKey, scheme)
+		if cc.p.hashHost {
+			up.HashKey = hostKey(req.Authority())
+		}
+		hp := hostPortScheme(string(req.Authority()), scheme)
 		if !validPort(hp) {
 			cc.writeErrorSink(s, 400, "invalid port in the target")
 			return up, false
@@ -218,13 +221,39 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 			cc.writeErrorSink(s, 400, "only http:// and https:// targets are supported")
 			return up, false
 		}
+		if cc.p.hashHost {
+			up.HashKey = hostKey(req.Authority())
+		}
 		cc.setOriginForm(ed)
+	} else if cc.p.hashHost && req.Has(parser.HdrHost) {
+		up.HashKey = hostKey(req.Get(parser.HdrHost))
 	} else if !req.Has(parser.HdrHost) {
 		// An HTTP/1.0 request without Host; HTTP/1.1 requires one. The
 		// origin is not chosen yet: name the first.
 		ed.Set("Host", []byte(cc.p.originHost))
 	}
 	return up, true
+}
+
+// hostKey is what -lb hash hashes for a request to authority (a Host
+// field, a target's authority, a CONNECT's host:port): the host alone, in
+// lower case, as nginx's $host. A host's spellings that clients send
+// ("Example.com", "example.com:80") then go to one peer, and so do a
+// site's http:// requests and CONNECT tunnels through parents.
+func hostKey(authority []byte) string {
+	host := authority
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && bytes.IndexByte(host[i:], ']') < 0 {
+		host = host[:i]
+	}
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	for _, c := range host {
+		if 'A' <= c && c <= 'Z' {
+			return string(bytes.ToLower(host))
+		}
+	}
+	return string(host)
 }
 
 // withFilePeers applies the -config file's per-peer options (name,

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -216,6 +217,96 @@ func TestPeerURLErrors(t *testing.T) {
 		var cfg engine.Config
 		if err := withPeers(&cfg, []string{ok}, nil, ""); err != nil {
 			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
+
+// TestHashOnTheHost: -lb hash hashes the request's host as nginx's $host
+// is: without case or port. Three real nginx origins behind the reverse
+// proxy: the spellings of a host that a client may send ("h1.test",
+// "H1.TEST", "h1.test:80") reach one origin. Through two Squid parents,
+// "localhost" spelled three ways, as the authority of an http:// request
+// and as a CONNECT (curl -p), goes through one parent.
+func TestHashOnTheHost(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t) // the CONNECT tunnels' relays
+	var origins []string
+	for i := range 3 {
+		ng := bench.StartNginx(t, bench.NginxOptions{Locations: `
+        location = /who { return 200 "o` + strconv.Itoa(i) + `"; }`})
+		origins = append(origins, "http://"+ng.Addr())
+	}
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, origins, nil, "hash"); err != nil {
+		t.Fatal(err)
+	}
+	px := startProxyConfig(t, cfg)
+	used := map[string]bool{}
+	for i := range 12 {
+		host := "h" + strconv.Itoa(i) + ".test"
+		var first string
+		for _, h := range []string{host, strings.ToUpper(host), host + ":80", "H" + host[1:]} {
+			who, _ := curl(t, "-H", "Host: "+h, "http://"+px+"/who")
+			if first == "" {
+				first = who
+			} else if who != first {
+				t.Errorf("Host %s went to %s, Host %s to %s", host, first, h, who)
+			}
+		}
+		used[first] = true
+	}
+	if len(used) < 2 {
+		t.Errorf("12 hosts went to %v", used)
+	}
+
+	// Forward mode through two Squid parents.
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	port := strconv.Itoa(bench.Port(t, ng.Addr()))
+	var parents []string
+	var squids []*bench.Squid
+	for i := range 2 {
+		sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ng.Addr())}})
+		squids = append(squids, sq)
+		parents = append(parents, "http://"+sq.Addr()+"?name=s"+strconv.Itoa(i))
+	}
+	cfg = engine.Config{}
+	if err := withPeers(&cfg, nil, parents, "hash"); err != nil {
+		t.Fatal(err)
+	}
+	px = startProxyClient(t, cfg, clientConfig{AccessLog: true, ConnectPorts: portSet{any: true}})
+	for _, h := range []string{"localhost", "LOCALHOST", "LocalHost"} {
+		for _, tunnel := range []bool{false, true} {
+			args := []string{"-x", "http://" + px, "http://" + h + ":" + port + "/small"}
+			if tunnel {
+				args = append([]string{"-p"}, args...)
+			}
+			if body, _ := curl(t, args...); body != bench.SmallBody {
+				t.Fatalf("curl %v: %q", args, body)
+			}
+		}
+	}
+	var logged []int
+	for _, sq := range squids {
+		logged = append(logged, len(sq.AccessLog()))
+	}
+	for deadline := time.Now().Add(10 * time.Second); logged[0]+logged[1] < 6 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for i, sq := range squids {
+			logged[i] = len(sq.AccessLog())
+		}
+	}
+	if !(logged[0] == 6 && logged[1] == 0 || logged[0] == 0 && logged[1] == 6) {
+		t.Errorf("the parents logged %v requests: want all 6 at one", logged)
+	}
+}
+
+func TestHostKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"example.com": "example.com", "Example.COM:8080": "example.com", "example.com:": "example.com",
+		"[::1]:443": "::1", "[::1]": "::1", "[FE80::1]": "fe80::1", "127.0.0.1:80": "127.0.0.1", "": "",
+	} {
+		if got := hostKey([]byte(in)); got != want {
+			t.Errorf("hostKey(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

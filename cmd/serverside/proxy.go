@@ -21,6 +21,7 @@ import (
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/conn"
 	"github.com/serverside-go/serverside/engine"
+	"github.com/serverside-go/serverside/engine/balance"
 )
 
 // Client-side defaults; the first two are flags of the binary.
@@ -111,8 +112,11 @@ type proxy struct {
 	group      string
 	parents    bool
 	originHost string
-	metrics    proxyMetrics // read by the admin server
-	states     sync.Pool    // *reqState, lent to a connection per request
+	// hashHost says that the group's balancer is balance.Hash: requests
+	// carry their host as the hash key (hostKey).
+	hashHost bool
+	metrics  proxyMetrics // read by the admin server
+	states   sync.Pool    // *reqState, lent to a connection per request
 	// replay: the engine may send any request again (it answers
 	// challenges, Config.Auth, or resends requests the upstream never
 	// received, unless Config.StrictResend), so a small request body is
@@ -189,6 +193,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	p.tunnelCtx, p.tunnelCancel = context.WithCancel(context.Background())
 	if g, ok := ecfg.Groups[peerGroup]; ok {
 		p.group, p.parents, p.originHost = peerGroup, g.Peers[0].Parent, g.Peers[0].Addr
+		p.hashHost = g.Balancer == balance.Hash
 	}
 	for i := range n {
 		p.shards = append(p.shards, &clientShard{id: i, conns: make(map[*clientConn]struct{})})

@@ -176,6 +176,9 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	var addrs []string // the target's other addresses, tried in turn
 	if cc.p.parents {
 		treq.Group = cc.p.group
+		if cc.p.hashHost {
+			treq.HashKey = hostKey([]byte(target))
+		}
 	} else {
 		all, err := resolveAll(ctx, cc.p.cfg.Lookup, target)
 		if err != nil {
