@@ -683,10 +683,12 @@ func TestDialCutByDeadline(t *testing.T) {
 // request is not moved to another).
 func TestDialCanceled(t *testing.T) {
 	checkLeaks(t)
-	addr := bench.UnansweredAddr(t)
+	addr, addrB := bench.UnansweredAddr(t), bench.UnansweredAddr(t)
 	for _, goNet := range []bool{false, true} {
+		// Two peers, so that a failure would move the request to b;
+		// round-robin picks a first.
 		e := newEngine(t, Config{Shards: 1, GoNetIO: goNet, ConnectTimeout: time.Minute,
-			Groups: map[string]GroupConfig{"g": {Peers: []Peer{{Name: "a", Addr: addr}, {Name: "b", Addr: addr}}}}})
+			Groups: map[string]GroupConfig{"g": {Peers: []Peer{{Name: "a", Addr: addr}, {Name: "b", Addr: addrB}}}}})
 		for i, req := range []*Request{get(addr, t), groupGet(t, "g", "/")} {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)

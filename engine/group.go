@@ -385,6 +385,20 @@ func newGroup(name string, cfg GroupConfig, defaultPending time.Duration, defaul
 	return g, nil
 }
 
+// distinctKeys refuses two peers of g that are one upstream (one pool key:
+// the address, and the TLS identity and credentials when they have some).
+// They would share its connections, its limits and its drain, while the
+// group counted, judged and drained each apart: draining one would fail
+// the other's requests while it showed up.
+func (g *group) distinctKeys() error {
+	for i, p := range g.peers {
+		if j := slices.Index(g.keys[:i], p.key); j >= 0 {
+			return fmt.Errorf("%w: group %q: peers %q and %q are one upstream (%s)", ErrBadConfig, g.name, g.peers[j].cfg.Name, p.cfg.Name, p.cfg.Addr)
+		}
+	}
+	return nil
+}
+
 // checkAddr refuses a peer address that is not host:port with a port
 // number from 1 to 65535: a service name ("http") is not a port the
 // configuration should leave to a resolver, and an empty or zero port
@@ -711,6 +725,9 @@ func (e *Engine) SetGroup(name string, cfg GroupConfig) error {
 		return err
 	}
 	if err := e.peersTLS(g); err != nil {
+		return err
+	}
+	if err := g.distinctKeys(); err != nil {
 		return err
 	}
 	e.peersMu.Lock()

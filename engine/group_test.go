@@ -127,9 +127,14 @@ func TestGroupConfigErrors(t *testing.T) {
 	checkLeaks(t)
 	e := newEngine(t, Config{Shards: 1})
 	for name, gc := range map[string]GroupConfig{
-		"no peers":     {},
-		"no address":   {Peers: []Peer{{Name: "a"}}},
-		"same name":    {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "a", Addr: "127.0.0.1:2"}}},
+		"no peers":   {},
+		"no address": {Peers: []Peer{{Name: "a"}}},
+		"same name":  {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "a", Addr: "127.0.0.1:2"}}},
+		// Two names for one upstream would share its connections, its
+		// limits and its drain, each shown apart.
+		"same address": {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "b", Addr: "127.0.0.1:1"}}},
+		"same parent": {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1", Parent: true, Username: "u", Password: "p"},
+			{Name: "b", Addr: "127.0.0.1:1", Parent: true, Username: "u", Password: "p"}}},
 		"bad balancer": {Balancer: "random", Peers: []Peer{{Addr: "127.0.0.1:1"}}},
 		"bad check":    {Peers: []Peer{{Addr: "127.0.0.1:1"}}, Health: Health{CheckPath: "/a b"}},
 		// A check host or path must not end the head early or add fields.
@@ -144,6 +149,17 @@ func TestGroupConfigErrors(t *testing.T) {
 	}
 	if _, err := New(Config{Groups: map[string]GroupConfig{"g": {}}}); err == nil {
 		t.Fatal("New accepted a group without peers")
+	}
+	// One address as two upstreams of their own: a parent with two
+	// identities, an origin over TLS and in the clear.
+	for name, gc := range map[string]GroupConfig{
+		"parent with two logins": {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1", Parent: true, Username: "u", Password: "p"},
+			{Name: "b", Addr: "127.0.0.1:1", Parent: true, Username: "v", Password: "p"}}},
+		"origin with and without TLS": {Peers: []Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "b", Addr: "127.0.0.1:1", TLS: &TLS{}}}},
+	} {
+		if err := e.SetGroup("ok", gc); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 	if err := e.DrainPeer("g", "a"); !errors.Is(err, ErrNoGroup) {
 		t.Fatalf("DrainPeer of an unknown group: %v", err)
