@@ -506,6 +506,9 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return &peerError{"url", fmt.Errorf("%q: want only scheme, host and port", u.Redacted())}
 	}
+	if !validPort(hostPortScheme(u.Host, u.Scheme)) {
+		return &peerError{"url", fmt.Errorf("%q: want a port from 1 to 65535", u.Redacted())}
+	}
 	if ps.Weight < 0 || ps.Weight > maxPeerWeight {
 		return &peerError{"weight", fmt.Errorf("want 1 to %d (0 or absent for 1), got %d", maxPeerWeight, ps.Weight)}
 	}

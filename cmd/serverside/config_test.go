@@ -78,6 +78,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{"client_auth": "maybe"}`, "client_auth", `unknown mode "maybe"; want none or pass`, false},
 		{`{"parents": [{"url": "http://a:80", "preemptive": "no"}]}`, "", "preemptive: want a bool", false},
 		{`{"origins": [{"url": "http://a:80/path"}]}`, "origins[0].url", "want only scheme, host and port", false},
+		{`{"origins": [{"url": "http://a:99999"}]}`, "origins[0].url", `"http://a:99999": want a port from 1 to 65535`, false},
+		{`{"parents": [{"url": "http://a:0"}]}`, "parents[0].url", `"http://a:0": want a port from 1 to 65535`, false},
 		{`{"origins": [{"url": "http://a:80", "weight": -1}]}`, "origins[0].weight", "want 1 to 1000", false},
 		{`{"parents": [{"url": "http://a:80", "weight": 1001}]}`, "parents[0].weight", "want 1 to 1000", false},
 		{`{"parents": [{"url": "http://a:80", "max_conns": -5}]}`, "parents[0].max_conns", "want 0 (no cap) or more", false},

@@ -119,6 +119,9 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	hp := hostPortScheme(u.Host, u.Scheme)
+	if !validPort(hp) {
+		return engine.Peer{}, nil, fmt.Errorf("%s %q: want a port from 1 to 65535", flagName, raw)
+	}
 	addr, err := resolve(ctx, hp)
 	if err != nil {
 		return engine.Peer{}, nil, fmt.Errorf("%s %q: %w", flagName, raw, err)
@@ -152,10 +155,16 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 			}
 		case "max_conns":
 			p.MaxConns, err = strconv.Atoi(v)
+			if err == nil && p.MaxConns < 0 {
+				err = fmt.Errorf("want 0 (no cap) or more, got %d", p.MaxConns)
+			}
 		case "max_pending":
 			p.MaxPending, err = strconv.Atoi(v)
+			if err == nil && p.MaxPending < 0 {
+				err = fmt.Errorf("want 0 (the default) or more, got %d", p.MaxPending)
+			}
 		case "pending_timeout":
-			p.PendingTimeout, err = time.ParseDuration(v)
+			p.PendingTimeout, err = parseDuration(v)
 		case "pipeline":
 			p.Pipeline, err = strconv.Atoi(v)
 			if err == nil && (p.Pipeline < 0 || p.Pipeline > maxPipeline) {

@@ -199,6 +199,11 @@ func TestPeerURLErrors(t *testing.T) {
 		{"http://127.0.0.1:8081/app?weight=2", "", `-origin "http://127.0.0.1:8081/app?weight=2": want only scheme, host and port (and ?options)`},
 		{"", "http://u:secret@127.0.0.1:3128/x", `-parent "http://u:xxxxx@127.0.0.1:3128/x": want only scheme, host and port (and ?options)`},
 		{"http://127.0.0.1:8081#top", "", `-origin "http://127.0.0.1:8081#top": want only scheme, host and port (and ?options)`},
+		// Limits the engine would refuse, named as the URL names them.
+		{"http://127.0.0.1:8081?max_conns=-1", "", `-origin "http://127.0.0.1:8081?max_conns=-1": max_conns: want 0 (no cap) or more, got -1`},
+		{"", "http://127.0.0.1:3128?max_pending=-2", `-parent "http://127.0.0.1:3128?max_pending=-2": max_pending: want 0 (the default) or more, got -2`},
+		{"http://127.0.0.1:8081?pending_timeout=-1s", "", `-origin "http://127.0.0.1:8081?pending_timeout=-1s": pending_timeout: negative duration "-1s"`},
+		{"http://127.0.0.1:0", "", `-origin "http://127.0.0.1:0": want a port from 1 to 65535`},
 	} {
 		var origins, parents []string
 		if c.origin != "" {
