@@ -468,8 +468,10 @@ func checkHealth(path, host string, status, maxFails int) (field string, err err
 	if status != 0 && (status < 100 || status > 599) {
 		return "status", fmt.Errorf("want 0 (any 2xx or 3xx) or 100 to 599, got %d", status)
 	}
-	if maxFails < -1 {
-		return "max_fails", fmt.Errorf("want -1 (off) or more, got %d", maxFails)
+	if maxFails < -1 || maxFails == 0 {
+		// 0 is not the engine's default here: nginx's max_fails=0 turns
+		// the accounting off, which is -1 here.
+		return "max_fails", fmt.Errorf("want -1 (off) or 1 or more, got %d", maxFails)
 	}
 	return "", nil
 }

@@ -109,7 +109,10 @@ func TestConfigErrors(t *testing.T) {
 		{`{"health": {"path": "healthz"}}`, "health.path", `want a path such as "/healthz", got "healthz"`, false},
 		{`{"health": {"path": "/h\r\nX: 1"}}`, "health.path", `want a path such as "/healthz"`, false},
 		{`{"health": {"path": "/h", "host": "a\r\nX: 1"}}`, "health.host", `want a host name, got "a\r\nX: 1"`, false},
-		{`{"health": {"max_fails": -7}}`, "health.max_fails", "want -1 (off) or more, got -7", false},
+		{`{"health": {"max_fails": -7}}`, "health.max_fails", "want -1 (off) or 1 or more, got -7", false},
+		// 0 is nginx's max_fails=0, accounting off; the engine would take
+		// it for its default, 3.
+		{`{"health": {"max_fails": 0}}`, "health.max_fails", "want -1 (off) or 1 or more, got 0", false},
 	} {
 		_, err := parseConfig("c.json", []byte(c.in))
 		var ce *ConfigError
@@ -408,6 +411,7 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-shutdown-timeout", "-1s"},
 		// As the config file's health and address checks.
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "-5"},
+		{"-origin", "http://127.0.0.1:1", "-max-fails", "0"},
 		{"-origin", "http://127.0.0.1:1", "-health-check", "healthz"},
 		{"-origin", "http://127.0.0.1:1", "-health-check", "/h x"},
 		{"-origin", "http://127.0.0.1:1", "-health-host", "a\r\nX: 1"},
