@@ -450,10 +450,21 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 		// its timeout) before reading the body, and the first read sends
 		// the client its own "100 Continue".
 		body.cont = req.ExpectContinue()
-		cc.keepReplay(er)
 	}
 	s.body = body
 	s.head = req.MethodID() == parser.MethodHead
+	if body != nil {
+		if err := cc.keepReplay(er, body); err != nil {
+			// The body to be kept never came whole: nothing went
+			// upstream, and the client gets the error a stalled or cut
+			// body gets while it streams.
+			*er = engine.Request{}
+			status, msg := clientBodyStatus(err)
+			s.keepAlive = false
+			cc.writeErrorSink(s, status, msg)
+			return false
+		}
+	}
 	var err error
 	if s.upgrade {
 		var nc net.Conn
@@ -535,19 +546,28 @@ const (
 // Larger or streamed bodies are not
 // held, nor one whose client waits for "100 Continue" before sending it:
 // their challenge is answered only with "Expect: 100-continue", before
-// the body goes.
-func (cc *clientConn) keepReplay(er *engine.Request) {
+// the body goes. The error is the body's (body.err) when it did not come
+// whole: the client stalled past the idle timeout, or closed.
+func (cc *clientConn) keepReplay(er *engine.Request, body *bodyReader) error {
 	n := er.ContentLength
 	if !cc.p.replay && !resentAnyway(&cc.rs.req) || n <= 0 || n > maxReplay || cc.rs.req.ExpectContinue() {
-		return
+		return nil
+	}
+	// Each wait for more of it is under the idle timeout, as the body's
+	// own reads are: a client that trickles it in keeps its request.
+	for have := cc.r.Len(); have < int(n); have = cc.r.Len() {
+		if err := body.wait(have); err != nil {
+			return err
+		}
 	}
 	b, err := cc.r.Peek(int(n))
 	if err != nil {
-		return
+		return nil // not kept: the body streams as any other
 	}
 	rs := cc.rs
 	rs.replay = append(rs.replay[:0], b...)
 	er.GetBody = func() (io.Reader, error) { return bytes.NewReader(rs.replay), nil }
+	return nil
 }
 
 var (

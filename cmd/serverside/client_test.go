@@ -775,3 +775,77 @@ func TestAccessLogRejected(t *testing.T) {
 		t.Fatalf("the access log shows a password:\n%s", logs.String())
 	}
 }
+
+// TestShortSmallBodyNotForwarded: a request whose small body (one the
+// proxy reads whole first, to be able to send it again) stalls, or ends
+// early with the client's half-close, is answered by the proxy (408 after
+// one idle timeout, 400) without anything going upstream: the body the
+// request would be sent with never came.
+func TestShortSmallBodyNotForwarded(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		_, _ = io.Copy(io.Discard, br)
+	})
+	px := startProxyClient(t, engine.Config{}, clientConfig{IdleTimeout: 300 * time.Millisecond}, "http://"+o.Addr())
+	for _, tc := range []struct {
+		name, method string
+		halfClose    bool
+		status, msg  string
+	}{
+		{"stalled-post", "POST", false, "408 ", "request body stalled: "},
+		{"stalled-put", "PUT", false, "408 ", "request body stalled: "},
+		{"half-closed-post", "POST", true, "400 ", "request body incomplete: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := dialClient(t, px)
+			if _, err := io.WriteString(c, tc.method+" /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789"); err != nil {
+				t.Fatal(err)
+			}
+			if tc.halfClose {
+				if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			all, err := io.ReadAll(br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(string(all), "HTTP/1.1 "+tc.status) || !strings.Contains(string(all), tc.msg) {
+				t.Fatalf("got:\n%s\nwant %s with %q", all, tc.status, tc.msg)
+			}
+			if n := o.Accepted(); n != 0 {
+				t.Fatalf("the origin accepted %d connections for a request whose body never came, want 0", n)
+			}
+		})
+	}
+}
+
+// TestTrickledSmallBodyKept: a small body (read whole before it goes)
+// that comes in pieces, each well within the idle timeout but all of them
+// over it, reaches nginx whole: the timeout bounds each wait for body
+// bytes, not the whole body.
+func TestTrickledSmallBodyKept(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxyClient(t, engine.Config{}, clientConfig{IdleTimeout: time.Second}, "http://"+ng.Addr())
+	c, br := dialClient(t, px)
+	const pieces, piece = 8, "0123456789"
+	if _, err := fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", pieces*len(piece)); err != nil {
+		t.Fatal(err)
+	}
+	for range pieces {
+		time.Sleep(250 * time.Millisecond)
+		if _, err := io.WriteString(c, piece); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || err != nil || string(got) != fmt.Sprintf("%d\n", pieces*len(piece)) {
+		t.Fatalf("status %d body %q, %v; want nginx's 200 with the body's length", resp.StatusCode, got, err)
+	}
+}
