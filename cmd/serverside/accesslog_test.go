@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +198,55 @@ func TestAccessLogTunnelCutByShutdown(t *testing.T) {
 		if line := accessLine(t, &logs, target); !strings.HasSuffix(line, " end=shutdown") {
 			t.Errorf("the access log line of %s: %s", target, line)
 		}
+	}
+}
+
+// An upload still on netpoll (a small body the proxy reads whole first, a
+// larger one it streams) that the shutdown's deadline cuts is not the
+// client's fault: it gets no "400 request body incomplete", but the 503
+// a request still waiting for its origin gets, or nothing, and the access
+// line says which.
+func TestAccessLogNetpollUploadCutByShutdown(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	for _, size := range []int{100, 100000} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			var logs syncBuffer
+			logger := slog.New(slog.NewTextHandler(&logs, nil))
+			p, err := newProxy(logger, []string{"http://" + ng.Addr()}, engine.Config{Shards: 2, Logger: logger}, clientConfig{AccessLog: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			px, served := startServe(t, p)
+			c, _ := dialClient(t, px)
+			if _, err := fmt.Fprintf(c, "PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n0123456789", size); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the upload's request in flight", func() bool {
+				n := 0
+				p.each(func(cc *clientConn) {
+					if cc.state.Load() == stBusy && !cc.detached.Load() {
+						n++
+					}
+				})
+				return n == 1
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			_ = p.Shutdown(ctx)
+			if err := <-served; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+			got, _ := io.ReadAll(c)
+			line := accessLine(t, &logs, "/echo")
+			t.Log(line)
+			if len(got) > 0 && !strings.HasPrefix(string(got), "HTTP/1.1 503 ") {
+				t.Fatalf("the client got %q; want a 503 or nothing", got)
+			}
+			if !strings.Contains(line, " status=503 ") && !(strings.Contains(line, " status=0 ") && strings.Contains(line, " cut=shutdown ")) {
+				t.Errorf("the access log line: %s (the client read %q)", line, got)
+			}
+		})
 	}
 }

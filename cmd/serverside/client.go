@@ -459,7 +459,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 			// upstream, and the client gets the error a stalled or cut
 			// body gets while it streams.
 			*er = engine.Request{}
-			status, msg := clientBodyStatus(err)
+			status, msg := cc.bodyStatus(err)
 			s.keepAlive = false
 			cc.writeErrorSink(s, status, msg)
 			return false
@@ -513,7 +513,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 			status, msg = 503, "proxy shutting down"
 		}
 		if body != nil && body.err != nil {
-			status, msg = clientBodyStatus(body.err)
+			status, msg = cc.bodyStatus(body.err)
 		}
 		s.keepAlive = false
 		cc.writeErrorSink(s, status, msg)
@@ -668,6 +668,18 @@ func transferCodings(dst []byte, h *parser.Header) []byte {
 		return true
 	})
 	return dst
+}
+
+// bodyStatus picks the status for a request body that did not come
+// whole: clientBodyStatus's, unless the shutdown's deadline closed the
+// connection under the wait for it (netpoll closes its connections then),
+// which is not the client's doing: it gets the 503 of a request still
+// waiting for its upstream.
+func (cc *clientConn) bodyStatus(err error) (int, string) {
+	if cc.p.closing.Load() && errors.Is(err, netpoll.ErrConnClosed) {
+		return 503, "proxy shutting down"
+	}
+	return clientBodyStatus(err)
 }
 
 // clientBodyStatus picks the status for a request body the client failed
