@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
 	"time"
 
@@ -257,15 +258,22 @@ func (c *Conn) awaitContinue(deadline time.Time, sink Sink) (int, error) {
 }
 
 // earlyFinal returns the head length of a final response that arrived
-// before the body write failed with werr, or 0 when there is none. Only a
+// before the body write failed with werr, or 0 when there is none. A
 // socket write that failed because the origin closed or reset the
-// connection qualifies: after a write timeout, a failure of the body's
-// source (whatever its error) or our own close, no answer is to be waited
-// for.
+// connection qualifies, and one that timed out, but only for an answer
+// already there (timedOutLook): an origin that answered (a 413) and then
+// neither read nor closed is answered by its response, not by the
+// timeout. After a failure of the body's source (whatever its error) or
+// our own close, no answer is to be waited for.
 func (c *Conn) earlyFinal(werr error, deadline time.Time, sink Sink) int {
+	var ne net.Error
 	gone := errors.Is(werr, ErrClosed) || errors.Is(werr, syscall.EPIPE) || errors.Is(werr, syscall.ECONNRESET)
-	if !c.wfail || !gone || c.isClosed() {
+	timedOut := !gone && errors.As(werr, &ne) && ne.Timeout()
+	if !c.wfail || !gone && !timedOut || c.isClosed() {
 		return 0
+	}
+	if timedOut {
+		deadline = time.Now().Add(timedOutLook)
 	}
 	hl, err := c.readFinalHead(deadline, sink)
 	if err != nil {
@@ -273,6 +281,10 @@ func (c *Conn) earlyFinal(werr error, deadline time.Time, sink Sink) int {
 	}
 	return hl
 }
+
+// timedOutLook bounds the look for an answer after a body write timed
+// out: time to parse what the socket already holds, not to wait for more.
+const timedOutLook = 10 * time.Millisecond
 
 // readFinalHead reads heads until a final one, handing interim responses
 // to the sink (see interim).

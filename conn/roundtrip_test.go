@@ -585,6 +585,49 @@ func TestEarlyResponseThenReset(t *testing.T) {
 	}
 }
 
+// An origin that answers 413 before it has read the body, once the body's
+// write waits on full socket buffers, and then neither reads nor closes
+// holds that write until the write timeout; its
+// answer, already there, is still the exchange's, not the write's timeout
+// (which the demo turns into a 504), and the connection is spent.
+func TestEarlyResponseThenWriteTimeout(t *testing.T) {
+	for _, gonet := range []bool{false, true} {
+		t.Run(fmt.Sprint("gonet=", gonet), func(t *testing.T) {
+			checkLeaks(t)
+			done := make(chan struct{})
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				if _, err := readHead(br); err != nil {
+					return
+				}
+				// Once the socket buffers are full and the body's write
+				// waits, as a slow origin's 413 comes.
+				time.Sleep(100 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\n\r\nnope")
+				<-done // reads nothing more, closes only when the test ends
+			})
+			defer close(done)
+			var c *Conn
+			if gonet {
+				c = goDial(t, o.addr())
+			} else {
+				c = dial(t, o.addr())
+			}
+			const n = 64 << 20 // more than the socket buffers hold
+			ex := &Exchange{Head: request(t, "POST /u HTTP/1.1\r\nHost: o\r\nContent-Length: 67108864\r\n\r\n"),
+				Body: strings.NewReader(strings.Repeat("x", n)), ContentLength: n,
+				Config: Config{WriteTimeout: 300 * time.Millisecond}}
+			s := &sink{keep: true}
+			out, err := c.RoundTrip(context.Background(), ex, s)
+			if err != nil || s.status != 413 || string(s.body) != "nope" || !out.BodySkipped {
+				t.Fatalf("status %d body %q outcome %+v err %v", s.status, s.body, out, err)
+			}
+			if c.Reusable() {
+				t.Fatal("reusable after a body cut short")
+			}
+		})
+	}
+}
+
 // resetReader yields some bytes, then fails as a reset client socket would.
 type resetReader struct{ n int }
 
