@@ -628,6 +628,48 @@ func TestEarlyResponseThenWriteTimeout(t *testing.T) {
 	}
 }
 
+// TestEarlyAnswerWhileWriteBlocked: an origin answers 413 once the body's
+// writes have filled the socket buffers, then reads nothing more and does
+// not close (Squid's 407 to a large upload does the same). The exchange
+// sees the answer while its write waits for room, and delivers it: not
+// after the write timeout (a minute here; the context's 10 s would end the
+// exchange first).
+func TestEarlyAnswerWhileWriteBlocked(t *testing.T) {
+	checkLeaks(t)
+	done := make(chan struct{})
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		time.Sleep(300 * time.Millisecond) // the buffers fill; the write waits
+		io.WriteString(c, "HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\n\r\nnope")
+		<-done
+	})
+	defer close(done)
+	c := dial(t, o.addr())
+	const n = 256 << 20 // far more than the socket buffers hold
+	ex := &Exchange{Head: request(t, "POST /u HTTP/1.1\r\nHost: o\r\nContent-Length: 268435456\r\n\r\n"),
+		Body: io.LimitReader(zeroReader{}, n), ContentLength: n, Config: Config{WriteTimeout: time.Minute}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := &sink{keep: true}
+	out, err := c.RoundTrip(ctx, ex, s)
+	if err != nil || s.status != 413 || string(s.body) != "nope" || !out.BodySkipped {
+		t.Fatalf("status %d body %q outcome %+v err %v", s.status, s.body, out, err)
+	}
+	if c.Reusable() {
+		t.Fatal("reusable after a body cut short")
+	}
+}
+
+// zeroReader reads zeros.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
 // resetReader yields some bytes, then fails as a reset client socket would.
 type resetReader struct{ n int }
 

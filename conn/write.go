@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/parser"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
 )
 
 // Separate pools keep head sizes and body chunk sizes apart, so one does
@@ -57,6 +60,81 @@ func (c *Conn) write(p []byte) (err error) {
 	c.sent += int64(len(p))
 	return nil
 }
+
+// writePiece writes p, a piece of a request body. On a netpoll connection
+// it writes to the socket itself, not through netpoll's writer, whose
+// flush, once the socket has no room, waits for room or for the write
+// timeout and nothing else: an origin that answered (a 407, a 413) and
+// then stopped reading the body (RFC 9112 §9.5 lets it) would hold the
+// exchange until the write timeout. While the socket has no room it looks
+// for such an answer, which netpoll's poller keeps reading, between short
+// waits for room, and returns ErrAnswered when one came; an answer it
+// reads while the body goes out (full duplex) that outgrows the
+// high-water mark moves the exchange to Go net, as checkAnswer does
+// between pieces. Nothing of the head is left in netpoll's buffer by then
+// (its write flushed it), so the bytes go out in order. Go net
+// connections write as before.
+func (c *Conn) writePiece(p []byte) error {
+	if c.g != nil {
+		return c.goWrite(p)
+	}
+	var deadline time.Time
+	for len(p) > 0 {
+		var n int
+		var err error
+		fd := -1
+		if !c.withFd(func(f int) { fd = f; n, err = unix.Write(f, p) }) {
+			c.wfail = true
+			return ErrClosed
+		}
+		if n > 0 {
+			c.last.Written = true
+			c.sent += int64(n)
+			p = p[n:]
+			continue
+		}
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			c.wfail = true
+			return err
+		}
+		if c.answered() {
+			return ErrAnswered
+		}
+		if c.nc.Reader().Len() > c.hw {
+			// An origin that answers while it reads (a 2xx, full
+			// duplex) and has sent more than the high-water mark:
+			// on to Go net, whose blocking I/O holds it back, as
+			// between pieces (checkAnswer).
+			if err := c.adoptGoNet(); err != nil {
+				c.wfail = true
+				return fmt.Errorf("move to Go net during the request body: %w", err)
+			}
+			return c.goWrite(p)
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(c.wto)
+		}
+		if !now.Before(deadline) {
+			c.wfail = true
+			return os.ErrDeadlineExceeded
+		}
+		// Outside the connection's lock, so that Close is not held up:
+		// a close meanwhile ends the wait at the next look, or (its fd
+		// reused) it only wakes this early.
+		wait := min(deadline.Sub(now), pieceLook)
+		_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(wait/time.Millisecond)+1)
+	}
+	return nil
+}
+
+// pieceLook is the longest writePiece waits for room in the socket before
+// it looks for an answer again.
+const pieceLook = 20 * time.Millisecond
 
 // edits returns the edits to serialize ex with, in c.ownEdits.
 func (c *Conn) edits(ex *Exchange) *parser.Edits {
@@ -299,7 +377,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 				if err := c.checkAnswer(); err != nil {
 					return err
 				}
-				if werr := c.write(buf[:n]); werr != nil {
+				if werr := c.writePiece(buf[:n]); werr == ErrAnswered {
+					return werr
+				} else if werr != nil {
 					return c.fail(PhaseWrite, fmt.Errorf("write body: %w", werr))
 				}
 				left -= int64(n)
@@ -331,7 +411,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			if err := c.checkAnswer(); err != nil {
 				return err
 			}
-			if werr := c.write(buf[start : end+2]); werr != nil {
+			if werr := c.writePiece(buf[start : end+2]); werr == ErrAnswered {
+				return werr
+			} else if werr != nil {
 				return c.fail(PhaseWrite, fmt.Errorf("write body chunk: %w", werr))
 			}
 		}
@@ -345,7 +427,9 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			return c.fail(PhaseWrite, fmt.Errorf("%w: %w", ErrRequestBody, err))
 		}
 	}
-	if err := c.write(lastChunk); err != nil {
+	if err := c.writePiece(lastChunk); err == ErrAnswered {
+		return err
+	} else if err != nil {
 		return c.fail(PhaseWrite, fmt.Errorf("write last chunk: %w", err))
 	}
 	return nil
