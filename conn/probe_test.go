@@ -18,13 +18,13 @@ import (
 func TestProbeSeesCloseInKernel(t *testing.T) {
 	checkLeaks(t)
 	for _, peerCloses := range []bool{false, true} {
-		local := make(chan string, 1)
+		ends := make(chan [2]string, 1) // the connection's: ours, the origin's
 		o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
 			if _, err := readHead(br); err != nil {
 				return
 			}
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			local <- c.RemoteAddr().String()
+			ends <- [2]string{c.RemoteAddr().String(), c.LocalAddr().String()}
 			if peerCloses {
 				_ = c.Close()
 				return
@@ -35,9 +35,9 @@ func TestProbeSeesCloseInKernel(t *testing.T) {
 		if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{}); err != nil {
 			t.Fatal(err)
 		}
-		addr := <-local
+		e := <-ends
 		if peerCloses {
-			bench.WaitPeerFIN(t, addr, 5*time.Second)
+			bench.WaitPeerFIN(t, e[0], e[1], 5*time.Second)
 		}
 		if got := c.Probe(); got == peerCloses {
 			t.Errorf("peer closes %v: Probe %v", peerCloses, got)

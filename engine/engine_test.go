@@ -959,11 +959,11 @@ func TestCloseAfterResponseByOrigin(t *testing.T) {
 // check can close. TestProbeSeesCloseInKernel in conn checks Probe alone.)
 func TestPostAfterOriginClosed(t *testing.T) {
 	checkLeaks(t)
-	closed := make(chan string, 1) // the engine's end of each connection closed
+	closed := make(chan [2]string, 1) // each connection closed: the engine's end, the origin's
 	var mu sync.Mutex
 	var got []string
 	o := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
-		defer func() { closed <- c.RemoteAddr().String() }()
+		defer func() { closed <- [2]string{c.RemoteAddr().String(), c.LocalAddr().String()} }()
 		if _, err := readHead(br); err != nil {
 			return
 		}
@@ -986,7 +986,8 @@ func TestPostAfterOriginClosed(t *testing.T) {
 		if st, b, err := do(t, e, req); err != nil || st != 200 || b != "ok" {
 			t.Fatalf("POST %d: %d %q %v", i, st, b, err)
 		}
-		bench.WaitPeerFIN(t, <-closed, 5*time.Second)
+		ends := <-closed
+		bench.WaitPeerFIN(t, ends[0], ends[1], 5*time.Second)
 	}
 	mu.Lock()
 	defer mu.Unlock()
