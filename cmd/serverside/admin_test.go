@@ -599,11 +599,18 @@ func TestRunConfigAdminShutdown(t *testing.T) {
 	if body != "Hello, World!" {
 		t.Fatalf("body %q", body)
 	}
-	_, _, js := httpGet(t, "http://"+admAddr+"/status.json")
+	// The request is counted once its handler is done, which may be just
+	// after curl has the response.
 	var doc statusDoc
-	if err := json.Unmarshal([]byte(js), &doc); err != nil {
-		t.Fatal(err)
-	}
+	var js string
+	waitFor(t, "the request counted in /status.json", func() bool {
+		_, _, js = httpGet(t, "http://"+admAddr+"/status.json")
+		doc = statusDoc{}
+		if err := json.Unmarshal([]byte(js), &doc); err != nil {
+			t.Fatal(err)
+		}
+		return doc.Clients.Requests == 1
+	})
 	if doc.Listen != listen || doc.Shards != 3 || doc.Mode != "reverse" || doc.Clients.Requests != 1 ||
 		len(doc.Upstreams) != 1 || doc.Upstreams[0].Name != "nginx-fixture" || doc.LB != "p2c" ||
 		len(doc.Peers) != 1 || doc.Peers[0].Name != "nginx-fixture" || doc.Peers[0].State != "up" || doc.Peers[0].Picks != 1 {
