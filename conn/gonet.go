@@ -184,26 +184,9 @@ func (c *Conn) goLook(grace bool) bool {
 	if s.r != s.w {
 		return false
 	}
-	// Down to the socket: through the TLS layers and tunnels (an https
-	// origin through a parent, itself maybe reached over TLS).
-	nc := c.gc
-	for {
-		if tc, ok := nc.(*tls.Conn); ok {
-			nc = tc.NetConn()
-			continue
-		}
-		if tt, ok := nc.(*tlsTransport); ok {
-			nc = tt.Conn
-			continue
-		}
-		if tc, ok := nc.(*TunnelConn); ok {
-			if tc.Buffered() > 0 {
-				return false
-			}
-			nc = tc.Conn
-			continue
-		}
-		break
+	nc, buffered := socketUnder(c.gc)
+	if buffered {
+		return false
 	}
 	// The first look within goProbeGrace of a completed exchange makes no
 	// probe: that is the pool's on return, and a connection that closes
@@ -239,6 +222,26 @@ func (c *Conn) goLook(grace bool) bool {
 	// deadline has passed, which says nothing of the connection.
 	err := s.raw.Control(s.probe)
 	return err == nil && s.alive
+}
+
+// socketUnder returns the connection under nc's TLS layers and tunnels
+// (an https origin through a parent, itself maybe reached over TLS): the
+// socket. buffered reports a tunnel layer on the way that holds bytes not
+// read yet.
+func socketUnder(nc net.Conn) (sock net.Conn, buffered bool) {
+	for {
+		switch t := nc.(type) {
+		case *tls.Conn:
+			nc = t.NetConn()
+		case *tlsTransport:
+			nc = t.Conn
+		case *TunnelConn:
+			buffered = buffered || t.Buffered() > 0
+			nc = t.Conn
+		default:
+			return nc, buffered
+		}
+	}
 }
 
 // goProbeGrace is how long after a completed exchange goAlive takes an

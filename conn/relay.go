@@ -2,7 +2,6 @@ package conn
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -202,19 +201,8 @@ func (r *relay) reset() {
 // lingerZero sets SO_LINGER 0 on the TCP socket under c (through tunnels
 // and TLS), so that its close sends a reset.
 func lingerZero(c net.Conn) {
-	for {
-		switch t := c.(type) {
-		case *TunnelConn:
-			c = t.Conn
-		case *tls.Conn:
-			c = t.NetConn()
-		case *tlsTransport:
-			c = t.Conn
-		case interface{ SetLinger(int) error }:
-			_ = t.SetLinger(0)
-			return
-		default:
-			return
-		}
+	sock, _ := socketUnder(c)
+	if l, ok := sock.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
 	}
 }

@@ -61,31 +61,28 @@ func (c *Conn) write(p []byte) (err error) {
 	return nil
 }
 
-// writePiece writes p, a piece of a request body. On a netpoll connection
-// it writes to the socket itself, not through netpoll's writer, whose
-// flush, once the socket has no room, waits for room or for the write
-// timeout and nothing else: an origin that answered (a 407, a 413) and
-// then stopped reading the body (RFC 9112 §9.5 lets it) would hold the
-// exchange until the write timeout. While the socket has no room it looks
-// for such an answer, which netpoll's poller keeps reading, between short
-// waits for room, and returns ErrAnswered when one came; an answer it
-// reads while the body goes out (full duplex) that outgrows the
-// high-water mark moves the exchange to Go net, as checkAnswer does
-// between pieces. Nothing of the head is left in netpoll's buffer by then
-// (its write flushed it), so the bytes go out in order. Go net
-// connections write as before.
-func (c *Conn) writePiece(p []byte) error {
-	if c.g != nil {
-		return c.goWrite(p)
-	}
+// writePiece writes p, a piece of a request body; what names it in an
+// error. On a netpoll connection it writes to the socket itself, not
+// through netpoll's writer, whose flush, once the socket has no room,
+// waits for room or for the write timeout and nothing else: an origin
+// that answered (a 407, a 413) and then stopped reading the body (RFC
+// 9112 §9.5 lets it) would hold the exchange until the write timeout.
+// While the socket has no room it looks again, between short waits for
+// room, at what checkAnswer looks at between pieces: such an answer
+// (ErrAnswered), which netpoll's poller keeps reading, or an answer read
+// while the body goes out (full duplex) that outgrew the high-water mark,
+// which moves the exchange to Go net. Nothing of the head is left in
+// netpoll's buffer by then (its write flushed it), so the bytes go out in
+// order. Go net connections write as before.
+func (c *Conn) writePiece(p []byte, what string) error {
 	var deadline time.Time
-	for len(p) > 0 {
+	for len(p) > 0 && c.g == nil {
 		var n int
 		var err error
 		fd := -1
 		if !c.withFd(func(f int) { fd = f; n, err = unix.Write(f, p) }) {
 			c.wfail = true
-			return ErrClosed
+			return c.fail(PhaseWrite, fmt.Errorf("%s: %w", what, ErrClosed))
 		}
 		if n > 0 {
 			c.last.Written = true
@@ -99,21 +96,13 @@ func (c *Conn) writePiece(p []byte) error {
 		case unix.EAGAIN:
 		default:
 			c.wfail = true
+			return c.fail(PhaseWrite, fmt.Errorf("%s: %w", what, err))
+		}
+		if err := c.checkAnswer(); err != nil {
 			return err
 		}
-		if c.answered() {
-			return ErrAnswered
-		}
-		if c.nc.Reader().Len() > c.hw {
-			// An origin that answers while it reads (a 2xx, full
-			// duplex) and has sent more than the high-water mark:
-			// on to Go net, whose blocking I/O holds it back, as
-			// between pieces (checkAnswer).
-			if err := c.adoptGoNet(); err != nil {
-				c.wfail = true
-				return fmt.Errorf("move to Go net during the request body: %w", err)
-			}
-			return c.goWrite(p)
+		if c.g != nil {
+			continue // moved to Go net (checkAnswer): the rest goes there, below
 		}
 		now := time.Now()
 		if deadline.IsZero() {
@@ -121,13 +110,18 @@ func (c *Conn) writePiece(p []byte) error {
 		}
 		if !now.Before(deadline) {
 			c.wfail = true
-			return os.ErrDeadlineExceeded
+			return c.fail(PhaseWrite, fmt.Errorf("%s: %w", what, os.ErrDeadlineExceeded))
 		}
 		// Outside the connection's lock, so that Close is not held up:
 		// a close meanwhile ends the wait at the next look, or (its fd
 		// reused) it only wakes this early.
 		wait := min(deadline.Sub(now), pieceLook)
 		_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(wait/time.Millisecond)+1)
+	}
+	if len(p) > 0 {
+		if err := c.goWrite(p); err != nil {
+			return c.fail(PhaseWrite, fmt.Errorf("%s: %w", what, err))
+		}
 	}
 	return nil
 }
@@ -377,10 +371,8 @@ func (c *Conn) writeBody(ex *Exchange) error {
 				if err := c.checkAnswer(); err != nil {
 					return err
 				}
-				if werr := c.writePiece(buf[:n]); werr == ErrAnswered {
-					return werr
-				} else if werr != nil {
-					return c.fail(PhaseWrite, fmt.Errorf("write body: %w", werr))
+				if err := c.writePiece(buf[:n], "write body"); err != nil {
+					return err
 				}
 				left -= int64(n)
 			}
@@ -411,10 +403,8 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			if err := c.checkAnswer(); err != nil {
 				return err
 			}
-			if werr := c.writePiece(buf[start : end+2]); werr == ErrAnswered {
-				return werr
-			} else if werr != nil {
-				return c.fail(PhaseWrite, fmt.Errorf("write body chunk: %w", werr))
+			if err := c.writePiece(buf[start:end+2], "write body chunk"); err != nil {
+				return err
 			}
 		}
 		if c.cutShort(err) {
@@ -427,10 +417,8 @@ func (c *Conn) writeBody(ex *Exchange) error {
 			return c.fail(PhaseWrite, fmt.Errorf("%w: %w", ErrRequestBody, err))
 		}
 	}
-	if err := c.writePiece(lastChunk); err == ErrAnswered {
+	if err := c.writePiece(lastChunk, "write last chunk"); err != nil {
 		return err
-	} else if err != nil {
-		return c.fail(PhaseWrite, fmt.Errorf("write last chunk: %w", err))
 	}
 	return nil
 }

@@ -214,10 +214,10 @@ func (s *Shard) start(t *Task) {
 // take marks a connection from the pool busy. It fails only for a
 // connection closed after the pool's Alive probe (a context that ended as
 // the connection was returned); that one is accounted closed.
-func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
+func (s *Set) take(key poolset.Key, c *conn.Conn) bool {
 	if err := c.SetState(conn.Busy); err != nil {
 		_ = c.Close()
-		s.set.pool.Closed(key, poolset.Busy)
+		s.pool.Closed(key, poolset.Busy)
 		return false
 	}
 	return true
@@ -231,9 +231,7 @@ func (s *Shard) take(key poolset.Key, c *conn.Conn) bool {
 // closed and counted dead on checkout instead of carrying the request. It
 // reports whether t may use c.
 func (s *Set) takeFor(t *Task, c *conn.Conn) bool {
-	if err := c.SetState(conn.Busy); err != nil {
-		_ = c.Close()
-		s.pool.Closed(t.Key, poolset.Busy)
+	if !s.take(t.Key, c) {
 		return false
 	}
 	if t.fragile() && !c.Probe() {
@@ -345,7 +343,7 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 		s.set.pool.GiveBack(t.Key, g)
 		s.finish(t, ErrClosed)
 	case s.stopping:
-		if s.take(t.Key, g.Conn) {
+		if s.set.take(t.Key, g.Conn) {
 			s.release(t.Key, g.Conn)
 		}
 		s.finish(t, ErrClosed)
