@@ -9,7 +9,10 @@ import "github.com/serverside-go/serverside/parser"
 // that asked for it (Expect), because the demo sends the client its own
 // when it starts reading the request body (after the origin's, see
 // bodyReader), and any 1xx to an HTTP/1.0 client, which must not get
-// one. One to a request that did not ask is relayed as any other.
+// one. One to a request that did not ask is relayed as any other. An
+// origin's Content-Length on a 1xx is dropped: no server may send one
+// (RFC 9110 §8.6), and a client that took it for a length would eat the
+// final response.
 func (s *sink) OnInterim(resp *parser.Response) error {
 	if resp.Status() == 100 && s.cc.rs.req.ExpectContinue() || !s.http11 {
 		return nil
@@ -17,6 +20,7 @@ func (s *sink) OnInterim(resp *parser.Response) error {
 	ed := &s.edits
 	ed.Reset()
 	ed.StripHopByHop = true
+	ed.Remove("Content-Length")
 	ed.Add("Via", viaValue)
 	s.bb.Reset()
 	if err := parser.WriteResponseHead(&s.bb, resp, ed); err != nil {

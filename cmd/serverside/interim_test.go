@@ -69,3 +69,28 @@ func TestUnaskedContinueRelayed(t *testing.T) {
 		t.Fatalf("HTTP/1.0 client got %q, want %q", out, final)
 	}
 }
+
+// An interim response carries no content, and no server may send it with
+// Content-Length (RFC 9110 §8.6): an origin's 103 that has one reaches
+// the client without it, as a 204 does (Test204ContentLengthDropped), so
+// a client that took it for a length cannot read the final response as
+// the 103's body. (Transfer-Encoding is hop-by-hop and never relayed.)
+func TestInterimFramingDropped(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 5\r\n\r\n")
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	px := startProxy(t, "http://"+o.Addr())
+	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
+	want := "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nVia: 1.1 serverside\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	if out != want {
+		t.Fatalf("client got %q, want %q", out, want)
+	}
+}
