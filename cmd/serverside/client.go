@@ -465,6 +465,21 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 			return false
 		}
 	}
+	if body != nil && body.chunked {
+		if err := cc.bufferedChunkedErr(); err != nil {
+			// The body's framing is broken in what came with the head:
+			// answered here, with nothing upstream (nginx, which reads a
+			// body before forwarding it, and Squid, which decodes what it
+			// has before it connects, send nothing either). An error in
+			// bytes that come later cuts the request already streaming.
+			*er = engine.Request{}
+			body.err = fmt.Errorf("%w: %w", errClientBody, err)
+			status, msg := cc.bodyStatus(body.err)
+			s.keepAlive = false
+			cc.writeErrorSink(s, status, msg)
+			return false
+		}
+	}
 	var err error
 	if s.upgrade {
 		var nc net.Conn
@@ -567,6 +582,33 @@ func (cc *clientConn) keepReplay(er *engine.Request, body *bodyReader) error {
 	rs := cc.rs
 	rs.replay = append(rs.replay[:0], b...)
 	er.GetBody = func() (io.Reader, error) { return bytes.NewReader(rs.replay), nil }
+	return nil
+}
+
+// bufferedChunkedErr decodes the part of a chunked request body that is
+// already buffered (up to bodyPeek bytes), without consuming it, and
+// returns the framing error found there, if any. Most small uploads come
+// whole with their head, and a malformed one is then refused before an
+// upstream connection is dialed for it.
+func (cc *clientConn) bufferedChunkedErr() error {
+	if cc.r.Len() == 0 {
+		return nil
+	}
+	in, err := cc.r.Peek(min(cc.r.Len(), bodyPeek))
+	if err != nil {
+		return nil // the body's own reads see it
+	}
+	var dec parser.ChunkedDecoder
+	for len(in) > 0 && !dec.Done() {
+		_, n, err := dec.Next(in)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		in = in[n:]
+	}
 	return nil
 }
 

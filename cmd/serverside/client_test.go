@@ -849,3 +849,56 @@ func TestTrickledSmallBodyKept(t *testing.T) {
 		t.Fatalf("status %d body %q, %v; want nginx's 200 with the body's length", resp.StatusCode, got, err)
 	}
 }
+
+// TestMalformedChunkedBodyNotForwarded: a chunked request body whose
+// framing error came in with its head (a bad chunk size, extension or
+// line end, a chunk longer than its size, a bad trailer) is answered 400
+// naming the rule, with nothing sent to nginx, as nginx and Squid do:
+// neither forwards a request whose body they have seen to be malformed.
+// The request pipelined behind it is not served either: after a framing
+// error, nothing on the connection can be framed.
+func TestMalformedChunkedBodyNotForwarded(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	px := startProxy(t, "http://"+ng.Addr())
+	const next = "GET /small HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, tc := range []struct {
+		body string
+		rule *parser.Error
+	}{
+		{"5\r\nhello\r\nzz\r\n\r\n", parser.Rule(parser.ErrBadChunkSize)},
+		{"5;\r\nhello\r\n0\r\n\r\n", parser.Rule(parser.ErrBadChunkExt)},
+		{"5\nhello\n0\n\n", parser.Rule(parser.ErrBareLF)},
+		{"5\r\nhelloXX\r\n0\r\n\r\n", parser.Rule(parser.ErrChunkNoCRLF)},
+		{"10000000000000005\r\nhello\r\n0\r\n\r\n", parser.Rule(parser.ErrChunkSizeOverflow)},
+		{"5\r\nhello\r\n0\r\nBad Trailer: x\r\n\r\n", parser.Rule(parser.ErrSpaceBeforeColon)},
+	} {
+		if tc.rule == nil {
+			t.Fatal("no rule")
+		}
+		req := "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + tc.body + next
+		all := rawExchange(t, px, req, 20*time.Second) // the proxy closes the connection
+		br := bufio.NewReader(bytes.NewReader(all))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", tc.body, err, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if want := "malformed request body: " + tc.rule.Msg + "\n"; resp.StatusCode != 400 || string(body) != want || !resp.Close {
+			t.Fatalf("%q: status %d close %v body %q, want 400 %q", tc.body, resp.StatusCode, resp.Close, body, want)
+		}
+		if rest, _ := io.ReadAll(br); len(rest) != 0 {
+			t.Fatalf("%q: bytes after the 400: %q", tc.body, rest)
+		}
+	}
+	out, _ := curl(t, "http://"+px+"/small")
+	if out != bench.SmallBody {
+		t.Fatalf("body %q", out)
+	}
+	ng.WaitRequests(1, 5*time.Second)
+	time.Sleep(100 * time.Millisecond) // a stray request would be logged by now
+	if reqs := ng.Requests(); len(reqs) != 1 || reqs[0].URI != "/small" {
+		t.Fatalf("nginx saw %+v", reqs)
+	}
+}
