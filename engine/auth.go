@@ -167,7 +167,12 @@ func (e *Engine) setupAuth(r *request) {
 	pol := r.authPol
 	u := r.upstream
 	peerAuth := false
-	if r.peer != nil {
+	switch {
+	case r.peer != nil && r.via:
+		// The request goes to its Addr, through the parent's tunnel,
+		// whose credentials the tunnel's dialer sends.
+		u.Via, u.ViaGroup = r.peer.parent, ""
+	case r.peer != nil:
 		u.Addr = r.peer.cfg.Addr
 		// A parent peer's own credentials are already in its edits.
 		peerAuth = r.peer.auth != nil

@@ -87,6 +87,19 @@ type Upstream struct {
 	// the connections pool under a key holding both the parent and Addr
 	// (and the parent credentials' hash).
 	Via *Parent
+	// ViaGroup, instead of Via, reaches Addr through a CONNECT tunnel
+	// opened by a parent of this peer group, picked by the group's
+	// balancer (on HashKey, default Addr). The request counts in that
+	// parent's passive health as one sent to it in absolute form: a
+	// failed connect to the parent (TCP or TLS) or a CONNECT it drops
+	// unanswered counts against it, and moves the request to another
+	// parent of the group that it has not tried, nothing of it having
+	// been sent; any answer to the CONNECT (a refusal included) and any
+	// response through the tunnel count for it. What happens past the
+	// tunnel (the origin's TLS, the origin's answer) says nothing of the
+	// parent. A group the engine does not have fails with ErrNoGroup;
+	// with Group or Via set too, ErrBadRequest.
+	ViaGroup string
 	// Pipeline pipelines requests to a plain HTTP Addr (no TLS, no Via)
 	// as Peer.Pipeline does to a peer: GETs and HEADs without a body, up
 	// to Pipeline outstanding on a connection. With Group the peer's own
@@ -369,6 +382,11 @@ type request struct {
 	tried     uint64
 	hashKey   string
 	userEdits *parser.Edits
+	// via says that the peer is the parent of a tunnel to the request's
+	// Addr (Upstream.ViaGroup), not the request's own upstream; tlsHost
+	// is the request's, for the server name of each parent's route.
+	via     bool
+	tlsHost string
 
 	// The request's authentication policy and upstream, kept to set the
 	// task up again for another peer (setupAuth).
@@ -388,6 +406,7 @@ func (r *request) reset() {
 	r.t = shard.Task{}
 	r.sink, r.stop, r.cancel = nil, nil, nil
 	r.group, r.peer, r.probe, r.tried, r.hashKey, r.userEdits = nil, nil, false, 0, "", nil
+	r.via, r.tlsHost = false, ""
 	r.authPol, r.upstream = nil, Upstream{}
 }
 
@@ -398,6 +417,15 @@ func (r *request) finishTask(err error) {
 	if r.stop != nil {
 		r.stop()
 		r.cancel()
+	}
+	if r.peer != nil && r.via {
+		o := classifyVia(err, r.peer.cfg.Addr)
+		if e := conn.AsError(err); e != nil && e.Addr == r.peer.cfg.Addr {
+			// A failure on the way to the parent, in the dial: reported
+			// by rerouteTask.
+			o = neutral
+		}
+		r.settlePeer(o)
 	}
 	if r.peer != nil {
 		o := classify(err)
@@ -436,9 +464,14 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	if req.Addr == "" && req.Group == "" && req.peer == nil {
 		return fmt.Errorf("%w: no upstream address", ErrBadRequest)
 	}
+	if req.ViaGroup != "" && (req.Group != "" || req.Via != nil || req.Addr == "") {
+		return fmt.Errorf("%w: ViaGroup needs an Addr, and no Group or Via", ErrBadRequest)
+	}
 	key := poolset.Key{Addr: req.Addr}
 	var dialer shard.Dialer
-	if d, err := e.dialerFor(req, &key); err != nil {
+	if req.ViaGroup != "" {
+		// routeVia sets the dialer of the parent it picks.
+	} else if d, err := e.dialerFor(req, &key); err != nil {
 		return err
 	} else if d != nil {
 		dialer = d
@@ -481,15 +514,19 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		Done:    r.finish,
 		Dialer:  dialer,
 	}
-	if dialer == nil && req.Group == "" && req.peer == nil {
+	if dialer == nil && req.Group == "" && req.ViaGroup == "" && req.peer == nil {
 		r.t.Pipeline = req.Pipeline
 	}
 	switch {
 	case req.peer != nil:
 		r.t.Key = req.peer.key
 		r.t.Dialer = req.peer.dialer
-	case req.Group != "":
-		if err := e.route(req, r); err != nil {
+	case req.Group != "" || req.ViaGroup != "":
+		route := e.route
+		if req.ViaGroup != "" {
+			route = e.routeVia
+		}
+		if err := route(req, r); err != nil {
 			if r.stop != nil {
 				r.stop()
 				r.cancel()

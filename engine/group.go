@@ -1059,6 +1059,84 @@ func (e *Engine) route(req *Request, r *request) error {
 	return nil
 }
 
+// routeVia picks the parent of req's ViaGroup that the tunnel to
+// req.Addr goes through (on HashKey, default Addr, as for a Tunnel) and
+// points r's task at it.
+func (e *Engine) routeVia(req *Request, r *request) error {
+	key := req.HashKey
+	if key == "" {
+		key = req.Addr
+	}
+	g, p, probe, err := e.pickParent(req.ViaGroup, key, 0)
+	if err != nil {
+		return err
+	}
+	r.group, r.hashKey, r.userEdits, r.via = g, key, req.Edits, true
+	r.upstream, r.tlsHost = req.Upstream, req.tlsHost
+	if err := r.aimVia(p, probe); err != nil {
+		r.settlePeer(neutral)
+		return err
+	}
+	r.t.Reroute = r.reroute
+	return nil
+}
+
+// aimVia points the task at the tunnel to its Addr through parent p:
+// that route's pool key and dialer, and the caller's edits (the request
+// goes to the origin as the caller shaped it).
+func (r *request) aimVia(p *peer, probe bool) error {
+	r.peer, r.probe = p, probe
+	if p.parent == nil {
+		return fmt.Errorf("%w: peer %q of group %q is not a parent proxy", ErrBadRequest, p.cfg.Name, r.group.name)
+	}
+	vr := Request{Upstream: r.upstream, Head: r.t.Exchange.Head, tlsHost: r.tlsHost}
+	vr.ViaGroup, vr.Via = "", p.parent
+	key := poolset.Key{Addr: vr.Addr}
+	d, err := r.e.dialerFor(&vr, &key)
+	if err != nil {
+		return err
+	}
+	r.t.Key, r.t.Dialer, r.t.Exchange.Edits, r.t.Pipeline = key, d, r.userEdits, 0
+	return nil
+}
+
+// classifyVia judges, for passive health, the finished request's error
+// err when it went through a tunnel opened by the parent at parent. The
+// dial's failures on the way to the parent (its connect, its TLS, its
+// CONNECT dropped unanswered: errors naming the parent's address) judge
+// it as a request's would; any answer to the CONNECT and any response
+// through the tunnel are its success; what else happens past the tunnel
+// is the origin's doing.
+func classifyVia(err error, parent string) outcome {
+	if err == nil || errors.Is(err, conn.ErrTunnelRefused) {
+		return healthy
+	}
+	e := conn.AsError(err)
+	switch {
+	case e == nil:
+		return neutral
+	case e.Addr == parent:
+		return classify(err)
+	case e.Responded:
+		return healthy
+	}
+	return neutral
+}
+
+// viaMoves reports whether a request through parent whose dial or wait
+// failed with err can go through another parent: the connect to the
+// parent failed or the parent dropped the CONNECT, nothing having been
+// sent to the origin, or the parent was drained while the request waited
+// for a connection. Not a refusal (the parent answered), nor a failure
+// past the tunnel, which another parent would meet at the same origin.
+func viaMoves(err error, parent string) bool {
+	if errors.Is(err, poolset.ErrDraining) {
+		return true
+	}
+	e := conn.AsError(err)
+	return e != nil && e.Addr == parent && !errors.Is(err, conn.ErrTunnelRefused)
+}
+
 // sessionPeer is the peer of pinned session pinKey, whose connection
 // pools under key: ErrPinnedGone when the group no longer has that peer or
 // the peer is draining.
@@ -1131,13 +1209,24 @@ func (r *request) rerouteTask(t *shard.Task, err error) bool {
 		return false
 	}
 	from := r.peer
-	r.settlePeer(classify(err))
+	if r.via {
+		r.settlePeer(classifyVia(err, from.cfg.Addr))
+		if !viaMoves(err, from.cfg.Addr) {
+			return false
+		}
+	} else {
+		r.settlePeer(classify(err))
+	}
 	r.tried |= 1 << uint(from.idx)
 	p, probe, perr := r.group.pick(r.e.pool, r.hashKey, r.tried)
 	if perr != nil {
 		return false
 	}
-	if r.aim(p, probe) != nil {
+	aim := r.aim
+	if r.via {
+		aim = r.aimVia
+	}
+	if aim(p, probe) != nil {
 		r.settlePeer(neutral)
 		return false
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -673,5 +674,62 @@ func TestPeersParentTunnelsByCredentials(t *testing.T) {
 		if p := peersOf(e, g)["squid"].Pool; p.Busy != want {
 			t.Fatalf("%s: pool %+v, want %d busy", g, p, want)
 		}
+	}
+}
+
+// TestPeersViaGroup: https requests through a group of parents
+// (Upstream.ViaGroup) count in the parents' health as requests sent to
+// them: a parent that refuses connections fails, its requests move to
+// Squid and none fails, and after MaxFails it is down; a parent that
+// refuses the CONNECT (Squid's 407 for a wrong password) answered, so it
+// counts for its health, and the request is not moved.
+func TestPeersViaGroup(t *testing.T) {
+	squidHelper(t)
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())},
+		Users: map[string]string{"alice": "s3cret"}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there: connects are refused
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{
+		"parents": {Peers: []engine.Peer{
+			{Name: "dead", Addr: dead, Parent: true},
+			{Name: "sq", Addr: sq.Addr(), Parent: true, Username: "alice", Password: "s3cret"},
+		}},
+		"wrong": {Peers: []engine.Peer{
+			{Name: "bad", Addr: sq.Addr(), Parent: true, Username: "alice", Password: "wrong"},
+			{Name: "good", Addr: sq.Addr(), Parent: true, Username: "alice", Password: "s3cret"},
+		}},
+	}})
+	get := func(group string) (*engine.Response, []byte, error) {
+		req := tlsGet(t, ngx, "origin.test", "/small", &engine.TLS{ServerName: "origin.test", RootCAs: pki.CAPEM}, "")
+		req.ViaGroup = group
+		return fetch(e, req)
+	}
+	for i := 0; i < 6; i++ {
+		if resp, body, err := get("parents"); err != nil || resp.Status != 200 || string(body) != bench.SmallBody {
+			t.Fatalf("request %d through the parents: %v", i, err)
+		}
+	}
+	ps := peersOf(e, "parents")
+	if d := ps["dead"]; d.Failures < 3 || d.Rerouted < 3 || d.Downs != 1 || d.State != engine.PeerDown {
+		t.Fatalf("the dead parent %+v: want at least 3 failures and 3 requests moved, down once", d)
+	}
+	if s := ps["sq"]; s.Failures != 0 || s.State != engine.PeerUp || s.Picks < 6 {
+		t.Fatalf("squid %+v: want up with every request", s)
+	}
+	// Round-robin over "wrong": bad, then good.
+	if _, _, err := get("wrong"); !errors.Is(err, conn.ErrTunnelRefused) || !strings.Contains(err.Error(), "407") {
+		t.Fatalf("through the wrong password: %v, want the 407 refusal", err)
+	}
+	if resp, _, err := get("wrong"); err != nil || resp.Status != 200 {
+		t.Fatalf("through the right password: %v", err)
+	}
+	if b := peersOf(e, "wrong")["bad"]; b.Failures != 0 || b.Rerouted != 0 || b.Picks != 1 || b.State != engine.PeerUp {
+		t.Fatalf("the refusing parent %+v: want one pick, no failure, not moved", b)
 	}
 }

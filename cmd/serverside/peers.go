@@ -213,13 +213,11 @@ func (cc *clientConn) routePeers(s *sink, ed *parser.Edits) (engine.Upstream, bo
 		if scheme == "https" {
 			// TLS end to end: a CONNECT tunnel through a parent of the
 			// group, then TLS to the origin through it, in origin form.
-			parent, err := cc.p.eng.PickParent(cc.p.group, up.HashKey)
-			if err != nil {
-				cc.writeErrorSink(s, 502, "no parent proxy: "+err.Error())
-				return up, false
-			}
+			// The engine picks the parent, counts the request in its
+			// health and moves it to another parent when the connect
+			// fails, as for http:// requests.
 			cc.setOriginForm(ed)
-			return engine.Upstream{Addr: hp, TLS: cc.p.cfg.ForwardTLS, Via: parent}, true
+			return engine.Upstream{Addr: hp, TLS: cc.p.cfg.ForwardTLS, ViaGroup: cc.p.group, HashKey: up.HashKey}, true
 		}
 		// The target stays in absolute form; its Host is generated from
 		// the target's authority, not relayed (RFC 9112 §3.2.2), and an

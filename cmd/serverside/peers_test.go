@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -313,5 +315,66 @@ func TestHostKey(t *testing.T) {
 		if got := hostKey([]byte(in)); got != want {
 			t.Errorf("hostKey(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestDeadParentEveryKindOfRequest: a parent that refuses connections
+// counts against its health, and the request moves to the other parent
+// (Squid), whatever the request: a plain http:// one in absolute form, a
+// CONNECT tunnel, an https:// one in absolute form (a pooled tunnel
+// through the parent). After max_fails (3) connect failures the dead
+// parent is down, and no request saw an error.
+func TestDeadParentEveryKindOfRequest(t *testing.T) {
+	needTools(t)
+	if bench.SquidBinary() == "" {
+		t.Skip("squid not installed")
+	}
+	ng, pki := tlsOrigin(t, false)
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ng.TLSAddr())}})
+	dead := freeAddr(t) // nothing listens there: connects are refused
+	kinds := []struct {
+		name string
+		send func(px string) (int, string)
+	}{
+		{"http", func(px string) (int, string) {
+			return rawGet(t, px, "GET "+ng.URL("/small")+" HTTP/1.1\r\nHost: "+ng.Addr()+"\r\nConnection: close\r\n\r\n")
+		}},
+		{"connect", func(px string) (int, string) {
+			out, stderr, code := curlStatus(t, "-x", "http://"+px, "--cacert", pki.CAFile, "https://"+ng.TLSAddr()+"/small")
+			if code != 0 {
+				return 502, stderr
+			}
+			return 200, out
+		}},
+		{"https", func(px string) (int, string) {
+			return rawGet(t, px, "GET https://"+ng.TLSAddr()+"/small HTTP/1.1\r\nHost: "+ng.TLSAddr()+"\r\nConnection: close\r\n\r\n")
+		}},
+	}
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			cfg := engine.Config{}
+			if err := withPeers(&cfg, nil, []string{"http://" + dead + "?name=dead", "http://" + sq.Addr() + "?name=squid"}, "roundrobin"); err != nil {
+				t.Fatal(err)
+			}
+			logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg.Shards, cfg.Logger = 2, logger
+			p, err := newProxy(logger, nil, cfg, clientConfig{ConnectPorts: portSet{any: true}, ForwardTLS: &engine.TLS{RootCAs: pki.CAPEM}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			px := serveProxy(t, p)
+			for i := 0; i < 6; i++ {
+				if status, body := k.send(px); status != 200 || body != bench.SmallBody {
+					t.Fatalf("request %d: %d %q, want 200 from the live parent", i, status, body)
+				}
+			}
+			ps := p.eng.PeerStats()[p.group].Peers
+			if d := ps[0]; d.Name != "dead" || d.Failures < 3 || d.Downs != 1 || d.State != engine.PeerDown || d.Rerouted < 3 {
+				t.Fatalf("dead parent %+v: want at least 3 failures, 3 requests moved, marked down once", d)
+			}
+			if s := ps[1]; s.Failures != 0 || s.State != engine.PeerUp {
+				t.Fatalf("live parent %+v", s)
+			}
+		})
 	}
 }
