@@ -104,8 +104,9 @@ type Peer struct {
 // Health configures the health of a group's peers.
 //
 // Passive checking watches real requests: MaxFails consecutive connect
-// failures, protocol errors or new connections closed by the peer before
-// any response byte mark a peer down for Backoff, doubled after
+// failures, protocol errors, new connections closed by the peer before
+// any response byte or response heads not come within the engine's
+// ResponseHeaderTimeout mark a peer down for Backoff, doubled after
 // each failed probe up to MaxBackoff; not the only peer of a group, which
 // keeps taking requests. When the back-off has passed, one
 // request is let through as a probe: its success brings the peer up, its
@@ -238,12 +239,13 @@ type PeerStats struct {
 	// Picks counts the balancer's choices of this peer (probes included).
 	Picks uint64
 	// Failures counts connect failures, protocol errors, new connections
-	// the peer dropped unanswered and failed active checks; Downs the
-	// times the peer was marked down.
+	// the peer dropped unanswered, response-header timeouts and failed
+	// active checks; Downs the times the peer was marked down.
 	Failures, Downs uint64
 	// Rerouted counts requests moved to another peer after their connect
 	// to this one failed, this one was drained while they waited for a
-	// connection, or this one closed their new connection unanswered.
+	// connection, this one closed their new connection unanswered, or
+	// did not answer them within the response-header timeout.
 	Rerouted uint64
 	// Pool is the pool's view of the peer's connections, added up over
 	// its pool keys: its own, those its requests' logins give a
@@ -565,6 +567,11 @@ func classify(err error) outcome {
 		// A failed handshake (a certificate that does not verify, an
 		// endpoint that does not speak TLS) is a failed connect too: the
 		// request is rerouted, and the peer would fail the next one alike.
+		return failed
+	case e.Phase == conn.PhaseAwaitHead && errors.Is(err, conn.ErrHeaderTimeout):
+		// The peer took the request and gave no response head within
+		// ResponseHeaderTimeout: a peer that hangs fails every request
+		// sent to it (nginx's max_fails counts timeouts too).
 		return failed
 	case e.Responded:
 		return healthy

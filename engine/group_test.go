@@ -1080,3 +1080,73 @@ func TestSetGroupKeepsLimitsOfSharedPeer(t *testing.T) {
 		t.Fatalf("/slow answered by %s", w)
 	}
 }
+
+// TestGroupHangingPeerGoesDown: a peer that reads requests and never
+// answers fails each at ResponseHeaderTimeout, which counts against it
+// (nginx's max_fails counts timeouts): MaxFails of them mark it down. A
+// GET that timed out with no response byte moves to another peer; a POST
+// (the peer may be acting on it) and a GET whose response began do not,
+// but both count.
+func TestGroupHangingPeerGoesDown(t *testing.T) {
+	checkLeaks(t)
+	var got atomic.Int32
+	hang := func(partial string) *origin {
+		return newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			got.Add(1)
+			io.WriteString(c, partial)
+			io.Copy(io.Discard, br) // until the engine closes the connection
+		})
+	}
+	hanger, partial := hang(""), hang("HTTP/1.1 200 OK\r\n")
+	live := namedOrigin(t, "live", nil, nil)
+	cfg := func(slow *origin) Config {
+		return Config{Shards: 1, ResponseHeaderTimeout: 200 * time.Millisecond, Groups: map[string]GroupConfig{"g": {
+			Peers:  []Peer{{Name: "slow", Addr: slow.addr(), Weight: 1000}, {Name: "live", Addr: live.addr()}},
+			Health: Health{MaxFails: 2, Backoff: time.Hour},
+		}}}
+	}
+	e := newEngine(t, cfg(hanger))
+	for i := 0; i < 4; i++ {
+		if name := who(t, e, "g", "/"); name != "live" {
+			t.Fatalf("GET %d answered by %s", i, name)
+		}
+	}
+	if p := peerStats(t, e, "g", "slow"); p.State != PeerDown || p.Picks != 2 || p.Failures != 2 || p.Downs != 1 || p.Rerouted != 2 {
+		t.Fatalf("the hanging peer after 4 GETs: %+v; want two timeouts, both moved, then down", p)
+	}
+	if n := got.Swap(0); n != 2 {
+		t.Fatalf("the hanging peer read %d requests, want 2", n)
+	}
+	e.Close()
+
+	e = newEngine(t, cfg(hanger))
+	body := "a=1"
+	post := &Request{Upstream: Upstream{Group: "g"}, Body: strings.NewReader(body), ContentLength: int64(len(body)),
+		Head: head(t, "POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n\r\n")}
+	if _, _, err := do(t, e, post); !errors.Is(err, conn.ErrHeaderTimeout) {
+		t.Fatalf("POST to the hanging peer: %v, want the header timeout", err)
+	}
+	if p := peerStats(t, e, "g", "slow"); p.Picks != 1 || p.Failures != 1 || p.Rerouted != 0 {
+		t.Fatalf("POST: the hanging peer %+v; want one failure, not moved", p)
+	}
+	e.Close()
+
+	e = newEngine(t, cfg(partial))
+	_, _, err := do(t, e, groupGet(t, "g", "/"))
+	if ce := conn.AsError(err); ce == nil || !ce.Responded || !errors.Is(err, conn.ErrHeaderTimeout) {
+		t.Fatalf("GET to the peer that began its head: %v, want the header timeout after a response byte", err)
+	}
+	if p := peerStats(t, e, "g", "slow"); p.Picks != 1 || p.Failures != 1 || p.Rerouted != 0 {
+		t.Fatalf("GET after a response byte: %+v; want one failure, not moved", p)
+	}
+	if n := got.Load(); n != 2 {
+		t.Fatalf("the hanging peers read %d requests after the GETs, want 2 (the POST, the GET)", n)
+	}
+	e.Close()
+	hanger.close()
+	partial.close()
+	live.close()
+}

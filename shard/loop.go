@@ -474,14 +474,16 @@ func (s *Shard) exchanged(t *Task, c *conn.Conn, out conn.Outcome, err error) {
 			return
 		}
 	}
-	if e := conn.AsError(err); e != nil && t.Reroute != nil && t.Ctx.Err() == nil && !t.pinned && refused(e) &&
+	if e := conn.AsError(err); e != nil && t.Reroute != nil && t.Ctx.Err() == nil && !t.pinned && (refused(e) || headerTimedOut(e)) &&
 		(!e.Written || t.attempts <= s.set.cfg.MaxRetries) && t.resendable(e, s.set.cfg.StrictResend) && rewind(t, s.set.cfg.Logger) {
 		// A new connection the peer dropped before answering (a peer
-		// that is stopping, or one that drops every connection): the
-		// request goes to another peer, as after a failed connect,
-		// when sending it again is safe. One that was written is sent
-		// again only within MaxRetries, as after the stale race: with
-		// retries disabled, nothing is sent twice.
+		// that is stopping, or one that drops every connection), or a
+		// peer that gave no response byte within the response-header
+		// timeout (one that hangs): the request goes to another peer,
+		// as after a failed connect, when sending it again is safe. One
+		// that was written is sent again only within MaxRetries, as
+		// after the stale race: with retries disabled, nothing is sent
+		// twice.
 		s.unsent(t, err)
 		return
 	}
@@ -596,6 +598,12 @@ func stale(e *conn.Error) bool {
 // drops what is sent to it.
 func refused(e *conn.Error) bool {
 	return !e.Reused && (hungUp(e) || e.Phase == conn.PhaseTLS && !e.Responded)
+}
+
+// headerTimedOut reports a request that got no response byte within the
+// response-header timeout.
+func headerTimedOut(e *conn.Error) bool {
+	return e.Phase == conn.PhaseAwaitHead && !e.Responded && errors.Is(e, conn.ErrHeaderTimeout)
 }
 
 // hungUp reports a failure before any response byte in which the

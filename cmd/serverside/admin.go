@@ -215,7 +215,7 @@ type peerRow struct {
 	Picks      uint64 `json:"picks"`    // balancer choices, probes included
 	Failures   uint64 `json:"failures"` // connect failures, protocol errors, failed checks
 	Downs      uint64 `json:"downs"`    // times marked down
-	Rerouted   uint64 `json:"rerouted"` // requests moved away after a failed connect
+	Rerouted   uint64 `json:"rerouted"` // requests moved away: a failed connect, a drain, a drop or a header timeout
 	// ClosedDrained counts the peer's connections closed by a drain (a pool
 	// counter, like the upstream rows' closes).
 	ClosedDrained uint64 `json:"closed_drained"`
@@ -682,7 +682,7 @@ func writePeerMetrics(e expo, peers []peerRow) {
 		func(r peerRow) uint64 { return r.Failures })
 	counter("serverside_peer_downs_total", "Times the peer was marked down.",
 		func(r peerRow) uint64 { return r.Downs })
-	counter("serverside_peer_rerouted_total", "Requests moved to another peer after their connect to this one failed, it was drained while they waited, or it dropped their new connection unanswered.",
+	counter("serverside_peer_rerouted_total", "Requests moved to another peer after their connect to this one failed, it was drained while they waited, it dropped their new connection unanswered, or it did not answer them within the response-header timeout.",
 		func(r peerRow) uint64 { return r.Rerouted })
 	counter("serverside_peer_drain_closes_total", "The peer's connections closed by a drain (pool counter).",
 		func(r peerRow) uint64 { return r.ClosedDrained })

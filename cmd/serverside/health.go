@@ -27,7 +27,7 @@ func (h *healthFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&h.interval, "health-interval", 5*time.Second, "time between active health checks, e.g. -health-interval 2s")
 	fs.DurationVar(&h.timeout, "health-timeout", 2*time.Second, "bound on one active health check, e.g. -health-timeout 1s")
 	fs.IntVar(&h.status, "health-status", 0, "status a healthy peer answers a check with; 0 accepts any 2xx or 3xx, e.g. -health-status 204")
-	fs.IntVar(&h.maxFails, "max-fails", 3, "consecutive connect failures or protocol errors that mark a peer down\n(passive checks; then one probe request decides), -1 turns them off, e.g. -max-fails 5")
+	fs.IntVar(&h.maxFails, "max-fails", 3, "consecutive connect failures, protocol errors or response-header timeouts that mark a peer down\n(passive checks; then one probe request decides), -1 turns them off, e.g. -max-fails 5")
 }
 
 // check refuses the values that the config file's "health" object
