@@ -181,6 +181,60 @@ func TestPeersNginxLeastConnAvoidsSlowOrigin(t *testing.T) {
 	}
 }
 
+// TestPeersNginxLeastConnWeights: under steady concurrent load,
+// leastconn shares the requests in flight by weight, as nginx's
+// least_conn does (active/weight): two nginx origins of weights 3 and 1,
+// both slow to answer /work, take eight requests that stay in flight, 6
+// and 2. (Weighing the loads alone, they would take 4 each.) Each request
+// is started once the one before is counted in flight, so each pick sees
+// the load it leaves.
+func TestPeersNginxLeastConnWeights(t *testing.T) {
+	leakBaseline(t)
+	// 1 MiB at 64 KiB/s: 16s, far longer than the test holds them.
+	slow := `
+        location = /work {
+            limit_rate 65536;
+            try_files /1m =404;
+        }`
+	a := bench.StartNginx(t, bench.NginxOptions{Locations: slow})
+	b := bench.StartNginx(t, bench.NginxOptions{Locations: slow})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+		Balancer: balance.LeastConn,
+		Peers:    []engine.Peer{{Name: "a", Addr: a.Addr(), Weight: 3}, {Name: "b", Addr: b.Addr(), Weight: 1}},
+	}}})
+	h := groupHead(t, "/work", "peers.test")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	const n = 8
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = e.Exchange(ctx, &engine.Request{Upstream: engine.Upstream{Group: "web"}, Head: h}, &statusSink{})
+		}()
+		deadline := time.Now().Add(requestTimeout)
+		for {
+			ps := peersOf(e, "web")
+			if ps["a"].Pool.Busy+ps["b"].Pool.Busy == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d never got busy: %+v", i, ps)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	ps := peersOf(e, "web")
+	if ps["a"].Picks != 6 || ps["b"].Picks != 2 || ps["a"].Pool.Busy != 6 || ps["b"].Pool.Busy != 2 {
+		t.Fatalf("eight requests in flight: a (weight 3) %d picks, %d busy; b (weight 1) %d picks, %d busy; want 6 and 2",
+			ps["a"].Picks, ps["a"].Pool.Busy, ps["b"].Picks, ps["b"].Pool.Busy)
+	}
+}
+
 func TestPeersNginxOriginStopsAndReturns(t *testing.T) {
 	leakBaseline(t)
 	var ngx [3]*bench.Nginx

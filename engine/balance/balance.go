@@ -44,12 +44,13 @@ const (
 	// window of sum(weights) picks every peer gets exactly its weight,
 	// spread out rather than in bursts.
 	RoundRobin Kind = "roundrobin"
-	// LeastConn picks the least loaded peer; ties go to the greater
+	// LeastConn picks the peer with the least load per unit of weight
+	// (nginx's least_conn: active/weight); ties go to the greater
 	// weight, then round-robin.
 	LeastConn Kind = "leastconn"
 	// P2C draws two distinct peers at random, with probability by weight,
-	// and takes the less loaded one (ties: the greater weight, then the
-	// first drawn).
+	// and takes the one with less load per unit of weight (ties: the
+	// greater weight, then the first drawn).
 	P2C Kind = "p2c"
 	// Hash maps the caller's key onto a consistent-hash ring, so that a
 	// key keeps its peer, and a peer joining or leaving moves only about
@@ -118,8 +119,9 @@ func (b *roundRobin) Pick(peers []Peer, _ string) int {
 	return best
 }
 
-// leastConn picks the least loaded peer; among equals the heaviest, and
-// among those the next after the last tie winner.
+// leastConn picks the peer with the least load per unit of weight; among
+// equals the heaviest, and among those the next after the last tie
+// winner.
 type leastConn struct {
 	next int // where the round-robin among ties starts
 }
@@ -143,13 +145,16 @@ func (b *leastConn) Pick(peers []Peer, _ string) int {
 	return best
 }
 
-// better reports whether a beats b: less load, or the same load and more
-// weight.
+// better reports whether a beats b: less load per unit of weight (as
+// nginx's least_conn compares active/weight), or the same and more
+// weight. The ratios are compared cross-multiplied: loads and weights
+// (at most the engine's MaxWeight) are small enough not to overflow.
 func better(a, b *Peer) bool {
-	if a.Load != b.Load {
-		return a.Load < b.Load
+	wa, wb := weight(a), weight(b)
+	if la, lb := a.Load*wb, b.Load*wa; la != lb {
+		return la < lb
 	}
-	return weight(a) > weight(b)
+	return wa > wb
 }
 
 // p2c is the power of two choices over least load.

@@ -295,3 +295,43 @@ func TestKindValid(t *testing.T) {
 		}
 	}
 }
+
+// TestLeastConnWeights: leastconn weighs load by weight, as nginx's
+// least_conn compares active/weight: with weights 3 and 1, requests that
+// stay in flight pile up 3 to 1. Starting idle, eight picks, each adding
+// its request to the load, go a b a a a b a a (ties of load/weight go to
+// the heavier); then, in the steady state where the oldest request ends
+// as each new one comes, the loads stay 6 and 2.
+func TestLeastConnWeights(t *testing.T) {
+	for _, k := range []balance.Kind{balance.LeastConn, balance.P2C} {
+		b := mustNew(t, k, []string{"a", "b"}, []int{3, 1})
+		ps := view([]int{3, 1})
+		var inflight []int // the peers of the requests in flight, oldest first
+		seq := ""
+		for i := 0; i < 8; i++ {
+			p := b.Pick(ps, "")
+			ps[p].Load++
+			inflight = append(inflight, p)
+			seq += string("ab"[p])
+		}
+		if k == balance.LeastConn && seq != "abaaabaa" {
+			t.Fatalf("%s: first eight picks %s, want abaaabaa", k, seq)
+		}
+		if ps[0].Load != 6 || ps[1].Load != 2 {
+			t.Fatalf("%s: loads after eight picks %d and %d, want 6 and 2", k, ps[0].Load, ps[1].Load)
+		}
+		counts := [2]int{}
+		for i := 0; i < 4000; i++ {
+			ps[inflight[0]].Load--
+			inflight = inflight[1:]
+			p := b.Pick(ps, "")
+			ps[p].Load++
+			inflight = append(inflight, p)
+			counts[p]++
+		}
+		// 3:1 exactly would be 3000 and 1000; unweighted, 2000 each.
+		if counts[0] < 2700 || counts[1] > 1300 {
+			t.Fatalf("%s: steady load: the weight-3 peer got %d, the weight-1 peer %d; want about 3:1", k, counts[0], counts[1])
+		}
+	}
+}
