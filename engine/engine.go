@@ -469,12 +469,14 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	}
 	key := poolset.Key{Addr: req.Addr}
 	var dialer shard.Dialer
-	if req.ViaGroup != "" {
-		// routeVia sets the dialer of the parent it picks.
-	} else if d, err := e.dialerFor(req, &key); err != nil {
-		return err
-	} else if d != nil {
-		dialer = d
+	if req.ViaGroup == "" { // else routeVia sets the dialer of the parent it picks
+		d, err := e.dialerFor(req, &key)
+		if err != nil {
+			return err
+		}
+		if d != nil {
+			dialer = d
+		}
 	}
 	e.mu.Lock()
 	if e.closed {
