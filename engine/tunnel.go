@@ -131,6 +131,12 @@ type TunnelRequest struct {
 	// own; otherwise it is dropped (it was meant for the proxy embedding
 	// the engine).
 	ProxyAuthorization string
+	// ViaValue, when not empty, is the Via field value the CONNECT to a
+	// parent carries (RFC 9110 §7.6.3): the client's Via with the
+	// proxy's own element added, so that a parent can tell a CONNECT
+	// that went round back to it. A direct tunnel sends no request and
+	// ignores it.
+	ViaValue string
 	// Auth, when set, is how this CONNECT authenticates to the parent
 	// (its Proxy login; see Auth); otherwise Config.Auth decides, called
 	// with the parent's Addr (and Group). A parent's own User and
@@ -197,6 +203,9 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 	}
 	if !validFieldValue(req.ProxyAuthorization) {
 		return nil, nil, fmt.Errorf("%w: control characters in the Proxy-Authorization", ErrBadRequest)
+	}
+	if !validFieldValue(req.ViaValue) {
+		return nil, nil, fmt.Errorf("%w: control characters in the Via", ErrBadRequest)
 	}
 	if req.PinKey != 0 {
 		if ps, err := e.tpins.take(req); ps != nil || err != nil {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -314,4 +316,42 @@ func TestTunnelTLSParent(t *testing.T) {
 	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhaseTLS || !errors.As(err, &ua) {
 		t.Fatalf("parent with an unknown CA: %v, want PhaseTLS with x509.UnknownAuthorityError", err)
 	}
+}
+
+// TestTunnelViaToParent: TunnelRequest.ViaValue reaches the parent, as
+// Squid logs it, and no Via goes without one. A value that could break
+// out of its line is refused before anything is dialed.
+func TestTunnelViaToParent(t *testing.T) {
+	leakBaseline(t)
+	ngx, pki := tlsNginx(t, false)
+	log := filepath.Join(logDir(t), "via.log")
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())},
+		Extra: []string{"logformat viatest %rm [%{Via}>h]", "access_log stdio:" + log + " viatest"}})
+	e := startEngine(t, engine.Config{})
+	parent := &engine.Parent{Addr: sq.Addr()}
+	for _, via := range []string{"1.0 client, 1.1 proxy.test (serverside)", ""} {
+		nc, resp, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: parent, ViaValue: via})
+		if err != nil || resp.Status != 200 {
+			t.Fatalf("Via %q: %v %+v", via, err, resp)
+		}
+		if status, body := tlsGetThrough(t, nc, pki, "/small"); status != 200 || body != bench.SmallBody {
+			t.Fatalf("through the tunnel: %d %q", status, body)
+		}
+		_ = nc.Close()
+	}
+	if _, _, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: parent,
+		ViaValue: "1.1 a\r\nX-Injected: 1"}); !errors.Is(err, engine.ErrBadRequest) {
+		t.Fatalf("CRLF in the Via: %v, want ErrBadRequest", err)
+	}
+	want := "CONNECT [1.0 client, 1.1 proxy.test (serverside)]\nCONNECT [-]\n"
+	var got string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(log)
+		// Squid logs its own startup probe too, with no method.
+		got = strings.ReplaceAll(string(b), "- [-]\n", "")
+		if got == want {
+			return
+		}
+	}
+	t.Fatalf("squid logged\n%s\nwant\n%s", got, want)
 }

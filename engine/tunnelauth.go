@@ -34,6 +34,8 @@ type tunnelAuth struct {
 	own *Credentials
 	// pa is the Proxy-Authorization sent, "" for none.
 	pa string
+	// via is the Via sent (TunnelRequest.ViaValue), "" for none.
+	via string
 	// passConn: pa is the client's connection-based credentials (an
 	// NTLM or Negotiate handshake message).
 	passConn bool
@@ -51,7 +53,7 @@ type tunnelAuth struct {
 // newTunnelAuth decides what a CONNECT through p sends, and adds the
 // credentials' scope to key.
 func (e *Engine) newTunnelAuth(req TunnelRequest, p *Parent, key *poolset.Key) *tunnelAuth {
-	a := &tunnelAuth{e: e, target: req.Target, pinKey: req.PinKey, maxRounds: DefaultAuthRounds}
+	a := &tunnelAuth{e: e, target: req.Target, pinKey: req.PinKey, via: req.ViaValue, maxRounds: DefaultAuthRounds}
 	pol := req.Auth
 	if pol == nil && e.cfg.Auth != nil {
 		pol = e.cfg.Auth(Upstream{Addr: p.Addr, Group: req.Group})
@@ -103,10 +105,14 @@ func (e *Engine) newTunnelAuth(req TunnelRequest, p *Parent, key *poolset.Key) *
 
 // header is the CONNECT's extra header lines.
 func (a *tunnelAuth) header() []string {
-	if a.pa == "" {
-		return nil
+	var h []string
+	if a.via != "" {
+		h = append(h, "Via: "+a.via)
 	}
-	return []string{"Proxy-Authorization: " + a.pa}
+	if a.pa != "" {
+		h = append(h, "Proxy-Authorization: "+a.pa)
+	}
+	return h
 }
 
 // answer decides whether the engine answers the parent's refusal, and
