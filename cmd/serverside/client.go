@@ -67,8 +67,6 @@ var crlf = []byte("\r\n")
 // references to the bytes they are given, so a []byte("...") conversion
 // at the call would allocate per request; these are never written to.
 var (
-	viaValue       = []byte("1.1 serverside")
-	via10Value     = []byte("1.0 serverside")
 	chunkedValue   = []byte("chunked")
 	closeValue     = []byte("close")
 	keepAliveValue = []byte("keep-alive")
@@ -403,29 +401,39 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed := &cc.rs.edits
 	ed.Reset()
 	ed.StripHopByHop = true
-	if m := req.MethodID(); m == parser.MethodTrace || m == parser.MethodOptions {
-		done, keep := cc.maxForwards(s, ed, hasBody)
+	var done, keep bool
+	switch m := req.MethodID(); {
+	case viaHas(&req.Header, cc.p.viaName):
+		// The request came round back to this proxy (via.go): sent on,
+		// it would come back again, its head longer each time. The
+		// connection stays open unless a body came (not read).
+		done, keep = true, s.keepAlive && !hasBody
+		if !cc.writeText(s, 508, cc.p.loopMsg, keep) {
+			keep = false
+		}
+	case m == parser.MethodTrace || m == parser.MethodOptions:
+		done, keep = cc.maxForwards(s, ed, hasBody)
 		if !done && req.Form() == parser.FormAsterisk && cc.p.forward() {
 			// "OPTIONS *" asks about the server that receives it (RFC
 			// 9112 §3.2.4): to a forward proxy, nothing names another.
 			done, keep = cc.answerHere(s, hasBody)
 		}
-		if done {
-			if hasBody {
-				// Answered without reading the body: the close lingers
-				// (serve), as after an origin's early answer.
-				body := &cc.rs.body
-				body.reset(req.Framing() == parser.FramingChunked, req.ContentLength())
-				s.body = body
-			}
-			return keep
+	}
+	if done {
+		if hasBody {
+			// Answered without reading the body: the close lingers
+			// (serve), as after an origin's early answer.
+			body := &cc.rs.body
+			body.reset(req.Framing() == parser.FramingChunked, req.ContentLength())
+			s.body = body
 		}
+		return keep
 	}
 	up, ok := cc.route(s, ed)
 	if !ok {
 		return false
 	}
-	ed.Add("Via", viaFor(req.Version()))
+	ed.Add("Via", cc.p.viaFor(req.Version()))
 	// A protocol switch (a WebSocket handshake, say) goes on: its Upgrade
 	// and a Connection naming it are forwarded, and after a 101 the
 	// connection becomes a tunnel to the upstream's. Not with a body: its
@@ -626,15 +634,6 @@ func resentAnyway(req *parser.Request) bool {
 	return req.MethodID().Idempotent() || req.Peek(idempotencyKey) != nil || req.Peek(xIdempotencyKey) != nil
 }
 
-// viaFor is the Via entry for a message received in version v: its
-// received-protocol is v's (RFC 9110 §7.6.3).
-func viaFor(v parser.Version) []byte {
-	if v.AtLeast11() {
-		return viaValue
-	}
-	return via10Value
-}
-
 // route picks the upstream: the peer group (origins, or parents), or in
 // direct forward mode the target's own address, and turns the target into
 // what that upstream expects. False means an error was written.
@@ -824,14 +823,29 @@ func (cc *clientConn) writeError(status int, msg string) {
 // writeErrorSink writes a short text/plain error response that closes the
 // connection. A response to HEAD has the head alone (RFC 9110 §9.3.2).
 func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
+	cc.writeText(s, status, msg, false)
+}
+
+// writeText writes a short text/plain response of the proxy's own, msg
+// and a newline, with "Connection: close" unless keep. It reports
+// whether the response reached the client.
+func (cc *clientConn) writeText(s *sink, status int, msg string, keep bool) bool {
 	body := msg + "\n"
+	conn := "Connection: close\r\n"
+	switch {
+	case !keep:
+	case s.http11:
+		conn = ""
+	default:
+		conn = "Connection: keep-alive\r\n"
+	}
 	// The proxy is the origin of this response: it carries a Date (RFC
 	// 9110 §6.6.1).
 	head := "HTTP/1.1 " + strconv.Itoa(status) + " " + reason(status) + "\r\n" +
 		"Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
-		"Via: 1.1 serverside\r\nConnection: close\r\n\r\n"
+		cc.p.viaLine + conn + "\r\n"
 	if cc.rs.req.MethodID() == parser.MethodHead {
 		body = ""
 	}
@@ -842,9 +856,10 @@ func (cc *clientConn) writeErrorSink(s *sink, status int, msg string) {
 		// no status is counted or logged as sent.
 		s.status, s.bytes = 0, 0
 		s.cut, s.cutErr = cc.cutBy(err, true), fmt.Errorf("%d (%s) not sent: %w", status, msg, err)
-		return
+		return false
 	}
 	s.status, s.bytes = status, int64(len(body))
+	return true
 }
 
 // send writes p to the client and flushes. Writes happen only while this
@@ -1339,7 +1354,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 		s.scratch = time.Now().UTC().AppendFormat(s.scratch[:0], http.TimeFormat)
 		ed.Add("Date", s.scratch)
 	}
-	ed.Add("Via", viaFor(resp.Version()))
+	ed.Add("Via", s.cc.p.viaFor(resp.Version()))
 	switch {
 	case s.switching:
 		ed.Add("Connection", upgradeValue)

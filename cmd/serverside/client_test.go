@@ -120,7 +120,7 @@ func TestNetHTTPKeepAlive(t *testing.T) {
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || string(body) != want || resp.Header.Get("Via") != "1.1 serverside" {
+		if err != nil || resp.StatusCode != 200 || string(body) != want || resp.Header.Get("Via") != "1.1 proxy.test (serverside)" {
 			t.Fatalf("request %d: status %d, %d bytes, via %q, err %v", i, resp.StatusCode, len(body), resp.Header.Get("Via"), err)
 		}
 	}

@@ -57,6 +57,8 @@ type fileConfig struct {
 	StrictResend *bool `json:"strict_resend"`
 	// ClientParkAfter is as -client-park-after: "0s" never parks.
 	ClientParkAfter *duration `json:"client_park_after"`
+	// ViaName is as -via-name: the received-by of the proxy's Via.
+	ViaName string `json:"via_name"`
 }
 
 // peerSpec is one origin or parent proxy.
@@ -393,6 +395,11 @@ func (fc *fileConfig) validate() *ConfigError {
 	if (fc.ClientCert == "") != (fc.ClientKey == "") {
 		return bad("client_cert", "client_cert and client_key go together")
 	}
+	if fc.ViaName != "" {
+		if err := checkViaName(fc.ViaName); err != nil {
+			return bad("via_name", "%v", err)
+		}
+	}
 	maxFails := -1
 	if fc.Health.MaxFails != nil {
 		maxFails = *fc.Health.MaxFails
@@ -577,6 +584,7 @@ type cliExtras struct {
 	maxRequests    int
 	maxLifetime    time.Duration
 	shutdown       time.Duration
+	viaName        string
 }
 
 func (x *cliExtras) register(fs *flag.FlagSet) {
@@ -597,6 +605,9 @@ func (x *cliExtras) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.clientCert, "client-cert", "", "PEM `file` of the client certificate offered to https origins and parents (mTLS); needs -client-key,\ne.g. -client-cert /etc/serverside/client.pem -client-key /etc/serverside/client.key")
 	fs.StringVar(&x.clientKey, "client-key", "", "PEM `file` of the key of -client-cert, e.g. -client-key /etc/serverside/client.key")
 	fs.IntVar(&x.maxRequests, "upstream-max-requests", 0, "close an upstream connection after this many requests (0: no limit; below an origin's own\nlimit, it saves the origin the close), e.g. -upstream-max-requests 1000")
+	fs.StringVar(&x.viaName, "via-name", "", "`name` the proxy gives itself in the Via it adds (\"1.1 NAME (serverside)\"), a host[:port] or a token,\n"+
+		"by which it answers 508 to a request that came round back to it (a -parent loop);\n"+
+		"default the host's name and the listening port, e.g. -via-name proxy1.example.com:3128")
 	fs.DurationVar(&x.maxLifetime, "upstream-max-lifetime", 0, "close an upstream connection this long after it was opened, once idle (0: no limit),\nso that traffic reaches new instances behind an address, e.g. -upstream-max-lifetime 10m")
 }
 
@@ -689,6 +700,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		{"ca-file", "ca_file", fc.CAFile},
 		{"client-cert", "client_cert", fc.ClientCert},
 		{"client-key", "client_key", fc.ClientKey},
+		{"via-name", "via_name", fc.ViaName},
 	} {
 		if f.v != "" {
 			errs = append(errs, set(f.flag, f.field, f.v))

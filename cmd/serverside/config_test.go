@@ -48,6 +48,7 @@ func TestDocExampleConfig(t *testing.T) {
 		},
 		Health:       healthSpec{Path: "/healthz", Interval: duration(2 * time.Second), Timeout: duration(time.Second), Status: 200, MaxFails: &fails},
 		ConnectPorts: "443,8443",
+		ViaName:      "proxy1.example.com:8080",
 	}
 	if !reflect.DeepEqual(fc, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", fc, want)

@@ -233,9 +233,9 @@ func TestResponseTransferCodings(t *testing.T) {
 }
 
 // TestViaReceivedProtocol: the Via entry the proxy adds names the version
-// the message was received in (RFC 9110 §7.6.3): "1.0 serverside" on the
-// request of an HTTP/1.0 client and on the response of an HTTP/1.0
-// origin, "1.1 serverside" otherwise.
+// the message was received in (RFC 9110 §7.6.3): "1.0 NAME (serverside)"
+// on the request of an HTTP/1.0 client and on the response of an
+// HTTP/1.0 origin, "1.1 NAME (serverside)" otherwise.
 func TestViaReceivedProtocol(t *testing.T) {
 	bench.CheckLeaks(t)
 	vias := make(chan string, 4)
@@ -255,9 +255,9 @@ func TestViaReceivedProtocol(t *testing.T) {
 	})
 	px := startProxy(t, "http://"+origin.Addr())
 	cases := []struct{ req, reqVia, respVia string }{
-		{"GET /11 HTTP/1.0\r\n\r\n", "1.0 serverside", "1.1 serverside"},
-		{"GET /10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 serverside", "1.0 serverside"},
-		{"GET /11 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 serverside", "1.1 serverside"},
+		{"GET /11 HTTP/1.0\r\n\r\n", "1.0 proxy.test (serverside)", "1.1 proxy.test (serverside)"},
+		{"GET /10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 proxy.test (serverside)", "1.0 proxy.test (serverside)"},
+		{"GET /11 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "1.1 proxy.test (serverside)", "1.1 proxy.test (serverside)"},
 	}
 	for _, tc := range cases {
 		all := rawExchange(t, px, tc.req, 20*time.Second)
@@ -533,7 +533,7 @@ func TestHTTP10OriginPooling(t *testing.T) {
 			t.Fatalf("%s: %v", p, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || string(body) != want[p] || resp.Close || resp.Header.Get("Via") != "1.0 serverside" {
+		if resp.StatusCode != 200 || string(body) != want[p] || resp.Close || resp.Header.Get("Via") != "1.0 proxy.test (serverside)" {
 			t.Fatalf("%s: %d close %v %v %q", p, resp.StatusCode, resp.Close, resp.Header, body)
 		}
 		if chunked := len(resp.TransferEncoding) > 0; chunked != (p == "/until-close") {

@@ -21,7 +21,7 @@ func (s *sink) OnInterim(resp *parser.Response) error {
 	ed.Reset()
 	ed.StripHopByHop = true
 	ed.Remove("Content-Length")
-	ed.Add("Via", viaValue)
+	ed.Add("Via", s.cc.p.via11)
 	s.bb.Reset()
 	if err := parser.WriteResponseHead(&s.bb, resp, ed); err != nil {
 		return err

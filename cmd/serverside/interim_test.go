@@ -29,14 +29,14 @@ func TestInterimRelayed(t *testing.T) {
 	})
 	px := startProxy(t, "http://"+o.Addr())
 	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
-	want := "HTTP/1.1 102 Processing\r\nVia: 1.1 serverside\r\n\r\n" +
-		"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nVia: 1.1 serverside\r\n\r\n" +
-		"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	want := "HTTP/1.1 102 Processing\r\nVia: 1.1 proxy.test (serverside)\r\n\r\n" +
+		"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nVia: 1.1 proxy.test (serverside)\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 proxy.test (serverside)\r\nConnection: close\r\n\r\nok"
 	if out != want {
 		t.Fatalf("HTTP/1.1 client got %q, want %q", out, want)
 	}
 	out = string(rawExchange(t, px, "GET /x HTTP/1.0\r\nHost: x\r\n\r\n", 10*time.Second))
-	want = "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	want = "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 proxy.test (serverside)\r\nConnection: close\r\n\r\nok"
 	if out != want {
 		t.Fatalf("HTTP/1.0 client got %q, want %q", out, want)
 	}
@@ -59,9 +59,9 @@ func TestUnaskedContinueRelayed(t *testing.T) {
 		}
 	})
 	px := startProxy(t, "http://"+o.Addr())
-	final := "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	final := "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 proxy.test (serverside)\r\nConnection: close\r\n\r\nok"
 	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
-	if want := "HTTP/1.1 100 Continue\r\nVia: 1.1 serverside\r\n\r\n" + final; out != want {
+	if want := "HTTP/1.1 100 Continue\r\nVia: 1.1 proxy.test (serverside)\r\n\r\n" + final; out != want {
 		t.Fatalf("HTTP/1.1 client got %q, want %q", out, want)
 	}
 	out = string(rawExchange(t, px, "GET /x HTTP/1.0\r\nHost: x\r\n\r\n", 10*time.Second))
@@ -88,8 +88,8 @@ func TestInterimFramingDropped(t *testing.T) {
 	})
 	px := startProxy(t, "http://"+o.Addr())
 	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
-	want := "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nVia: 1.1 serverside\r\n\r\n" +
-		"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\nok"
+	want := "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nVia: 1.1 proxy.test (serverside)\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\nVia: 1.1 proxy.test (serverside)\r\nConnection: close\r\n\r\nok"
 	if out != want {
 		t.Fatalf("client got %q, want %q", out, want)
 	}

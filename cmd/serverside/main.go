@@ -133,6 +133,12 @@ func run(args []string) int {
 		logger.Error("config", "err", fmt.Errorf("-admin %q is the -listen address: the admin server needs an address of its own", x.admin))
 		return 2
 	}
+	if x.viaName != "" {
+		if err := checkViaName(x.viaName); err != nil {
+			logger.Error("config", "err", fmt.Errorf("-via-name: %w", err))
+			return 2
+		}
+	}
 	if err := health.check(); err != nil {
 		logger.Error("config", "err", err)
 		return 2
@@ -173,7 +179,7 @@ func run(args []string) int {
 	p, err := newProxy(logger, nil, cfg,
 		clientConfig{IdleTimeout: *idle, HeaderTimeout: *header, ParkAfter: zeroNever(*park), AccessLog: *access,
 			ConnectPorts: ports, TunnelIdleTimeout: zeroNever(x.tunnelIdle), ConnectTimeout: x.connectTimeout, TLSHandshakeTimeout: x.tlsHandshake,
-			ForwardTLS: ts.forward()})
+			ForwardTLS: ts.forward(), ViaName: x.viaName})
 	if err != nil {
 		if errors.Is(err, engine.ErrBadConfig) {
 			// Values the engine refuses (a negative timeout, the same
@@ -195,6 +201,7 @@ func run(args []string) int {
 		_ = p.eng.Close()
 		return 1
 	}
+	p.nameVia(ln.Addr())
 	mode := "forward"
 	if len(origins) > 0 {
 		mode = "reverse"
@@ -212,7 +219,7 @@ func run(args []string) int {
 		}
 	}
 	logger.Info("serverside listening", "addr", ln.Addr().String(), "mode", mode, "origins", origins.String(),
-		"parents", len(parents), "lb", *lb)
+		"parents", len(parents), "lb", *lb, "via", string(p.viaName))
 	if adm != nil {
 		logger.Info("admin listening", "addr", adm.Addr())
 	}

@@ -246,7 +246,7 @@ func TestOptionsAsteriskReverse(t *testing.T) {
 		"OPTIONS * HTTP/1.0\r\n\r\n",
 	} {
 		resp, body := readOne(t, rawExchange(t, px, req, 10*time.Second))
-		if resp.StatusCode != 200 || body != "" || resp.Header.Get("Server") == "" || resp.Header.Get("Via") != "1.1 serverside" {
+		if resp.StatusCode != 200 || body != "" || resp.Header.Get("Server") == "" || resp.Header.Get("Via") != "1.1 proxy.test (serverside)" {
 			t.Fatalf("%q: %d %v %q, want Apache's 200", req, resp.StatusCode, resp.Header, body)
 		}
 	}

@@ -308,8 +308,8 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 
 // selfPeer refuses a peer of cfg's group (an origin or a parent) whose
 // address is the proxy's own listen address: each request would come
-// back to the proxy and go round, a Via longer each time, until its head
-// was too large. Listening on every address (":3128", "0.0.0.0:3128"), a
+// back to the proxy, to be answered 508 (via.go), a mistake better told
+// at start. Listening on every address (":3128", "0.0.0.0:3128"), a
 // loopback or local address with the listen port is the proxy too; a
 // listen host that is a name ("localhost:3128") is the address it
 // listens on.

@@ -82,6 +82,10 @@ type clientConfig struct {
 	// Lookup resolves the host names of forward targets (requests and
 	// CONNECT); nil uses net.DefaultResolver.
 	Lookup lookupFunc
+	// ViaName is the received-by of the proxy's Via elements, by which
+	// it finds a request that came round back to it (via.go); empty
+	// takes the host's name and the listening port.
+	ViaName string
 }
 
 // lookupFunc is net.Resolver's LookupNetIP.
@@ -123,6 +127,14 @@ type proxy struct {
 	// kept for a resend whatever the method.
 	replay  bool
 	tunnels tunnelMetrics
+	// viaName is the proxy's received-by, via11 and via10 its Via
+	// elements, viaLine the field line of its own responses, loopMsg
+	// the text of its 508 (setViaName). Set before the first request,
+	// never written after.
+	viaName      []byte
+	via11, via10 []byte
+	viaLine      string
+	loopMsg      string
 	// tunnelsLive counts the tunnels opened and not yet ended; tunnelCtx
 	// ends them at shutdown.
 	tunnelsLive  atomic.Int64
@@ -178,6 +190,11 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	if cfg.ForwardTLS == nil {
 		cfg.ForwardTLS = &engine.TLS{}
 	}
+	if cfg.ViaName != "" {
+		if err := checkViaName(cfg.ViaName); err != nil {
+			return nil, fmt.Errorf("%w: via name: %w", engine.ErrBadConfig, err)
+		}
+	}
 	n := ecfg.Shards
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
@@ -191,6 +208,9 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	p := &proxy{eng: eng, log: logger, cfg: cfg, pins: pins, replay: ecfg.Auth != nil || !ecfg.StrictResend,
 		serveDone: make(chan struct{}), stop: make(chan struct{})}
 	p.tunnelCtx, p.tunnelCancel = context.WithCancel(context.Background())
+	if cfg.ViaName != "" {
+		p.setViaName(cfg.ViaName)
+	}
 	if g, ok := ecfg.Groups[peerGroup]; ok {
 		p.group, p.parents, p.originHost = peerGroup, g.Peers[0].Parent, g.Peers[0].Addr
 		p.hashHost = g.Balancer == balance.Hash
@@ -339,6 +359,7 @@ func (p *proxy) Serve(ln net.Listener) error {
 		ln.Close()
 		return fmt.Errorf("listener: %w", err)
 	}
+	p.nameVia(ln.Addr())
 	p.lot, p.started = lot, true
 	p.mu.Unlock()
 	defer close(p.serveDone)
@@ -777,6 +798,8 @@ func reason(status int) string {
 		return "Gateway Timeout"
 	case 505:
 		return "HTTP Version Not Supported"
+	case 508:
+		return "Loop Detected"
 	}
 	return "Error"
 }

@@ -67,10 +67,17 @@ func startProxyConfig(t *testing.T, cfg engine.Config, origins ...string) string
 	return startProxyClient(t, cfg, clientConfig{AccessLog: true}, origins...)
 }
 
+// testViaName is the received-by name of the proxies of startProxyClient
+// (clientConfig.ViaName), which tests find in the Via it adds.
+const testViaName = "proxy.test"
+
 func startProxyClient(t *testing.T, cfg engine.Config, ccfg clientConfig, origins ...string) string {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Shards, cfg.Logger = 2, logger
+	if ccfg.ViaName == "" {
+		ccfg.ViaName = testViaName
+	}
 	p, err := newProxy(logger, origins, cfg, ccfg)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +240,7 @@ func TestReverse16kAndHead(t *testing.T) {
 	}
 	head, _ := curl(t, "-I", "http://"+px+"/16k")
 	if !strings.HasPrefix(head, "HTTP/1.1 200") || !strings.Contains(head, "Content-Length: "+strconv.Itoa(bench.Size16K)) ||
-		!strings.Contains(head, "Via: 1.1 serverside") {
+		!strings.Contains(head, "Via: 1.1 proxy.test (serverside)") {
 		t.Fatalf("HEAD reply:\n%s", head)
 	}
 }
@@ -449,7 +456,7 @@ func Test204ContentLengthDropped(t *testing.T) {
 	})
 	px := startProxy(t, "http://"+o.Addr())
 	out := string(rawExchange(t, px, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second))
-	want := "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-A: 1\r\nVia: 1.1 serverside\r\nConnection: close\r\n\r\n"
+	want := "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-A: 1\r\nVia: 1.1 proxy.test (serverside)\r\nConnection: close\r\n\r\n"
 	if out != want {
 		t.Fatalf("reply %q, want %q", out, want)
 	}

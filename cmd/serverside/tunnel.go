@@ -158,6 +158,24 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 		// no resource here takes CONNECT.
 		return fail(501, "CONNECT is for forward mode; this proxy is a reverse proxy")
 	}
+	if viaHas(&req.Header, cc.p.viaName) {
+		// A CONNECT that came round back to this proxy (via.go). The
+		// connection stays open, unless bytes for the tunnel followed
+		// the head.
+		_ = cc.r.Skip(hl)
+		_ = cc.r.Release()
+		keep := s.keepAlive && cc.r.Len() == 0
+		if !cc.writeText(s, 508, cc.p.loopMsg, keep) {
+			keep = false
+		}
+		cc.p.metrics.served(s.status, s.bytes)
+		cc.p.tunnels.failed.Add(1)
+		cc.logConnect(target, s.status, s.bytes, start)
+		if !keep {
+			return closeIt
+		}
+		return served
+	}
 	if declaresContent(req) {
 		return fail(400, "a CONNECT request has no body")
 	}
@@ -176,6 +194,9 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	var addrs []string // the target's other addresses, tried in turn
 	if cc.p.parents {
 		treq.Group = cc.p.group
+		// The parent, and the ones after it, can tell a CONNECT that
+		// comes round back to them, as a request.
+		treq.ViaValue = cc.forwardedVia(req)
 		if cc.p.hashHost {
 			treq.HashKey = hostKey([]byte(target))
 		}
@@ -341,7 +362,7 @@ func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
 	default:
 		cc.resetOnClose()
 	}
-	b.WriteString("Via: 1.1 serverside\r\n")
+	b.WriteString(cc.p.viaLine)
 	switch {
 	case !s.keepAlive:
 		b.WriteString("Connection: close\r\n")

@@ -112,7 +112,7 @@ func TestWebSocketForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != 101 || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") ||
-		!strings.EqualFold(resp.Header.Get("Connection"), "upgrade") || resp.Header.Get("Via") != "1.1 serverside" ||
+		!strings.EqualFold(resp.Header.Get("Connection"), "upgrade") || resp.Header.Get("Via") != "1.1 proxy.test (serverside)" ||
 		resp.Header.Get("Sec-WebSocket-Accept") == "" {
 		t.Fatalf("handshake answer %d %v", resp.StatusCode, resp.Header)
 	}
