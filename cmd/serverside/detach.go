@@ -327,9 +327,7 @@ func (cc *clientConn) lingerClose(c netpoll.Connection) {
 		_ = c.Close()
 		return
 	}
-	r := c.Reader()
-	_ = r.Skip(r.Len())
-	_ = r.Release()
+	dropInput(c)
 	cc.idleSince.Store(time.Now().UnixNano())
 	cc.state.Store(stLinger)
 	if cc.p.closing.Load() {

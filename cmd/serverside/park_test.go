@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -241,6 +243,44 @@ func TestParkRace(t *testing.T) {
 	}
 	if p.metrics.accepted.Load() != clients {
 		t.Fatalf("%d connections accepted, want %d", p.metrics.accepted.Load(), clients)
+	}
+}
+
+// TestParkAsRequestStarts: the sweeper parks a connection just as
+// OnRequest, called for a request's bytes, is about to take it out of
+// idle. The request is served (from the buffered bytes, off netpoll), not
+// dropped as if its connection had been closed as idle, which left the
+// client waiting for an answer on a connection parked without it
+// (TestParkRace's lost request).
+func TestParkAsRequestStarts(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var armed atomic.Bool
+	parked := make(chan bool, 1)
+	hook := func(cc *clientConn) {
+		if armed.CompareAndSwap(true, false) {
+			parked <- cc.park() // what the sweeper does, just then
+		}
+	}
+	_, px := startParkProxy(t, clientConfig{ParkAfter: time.Minute, IdleTimeout: 2 * time.Minute, requestHook: hook}, nil,
+		"http://"+ng.Addr())
+
+	rc := dialRaw(t, px)
+	rc.getSmall(t, "r=1")
+	armed.Store(true)
+	rc.getSmall(t, "r=2")
+	if !<-parked {
+		t.Fatal("the park as the request started did not happen")
+	}
+	rc.getSmall(t, "r=3")
+	waitFor(t, "nginx's log of the three requests", func() bool { return len(ng.Requests()) >= 3 })
+	var uris []string
+	for _, r := range ng.Requests() {
+		uris = append(uris, r.URI)
+	}
+	if want := []string{"/small?r=1", "/small?r=2", "/small?r=3"}; !slices.Equal(uris, want) {
+		t.Fatalf("nginx saw %q, want %q", uris, want)
 	}
 }
 

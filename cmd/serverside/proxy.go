@@ -64,6 +64,9 @@ type clientConfig struct {
 	// parkHook, for tests, runs between a park's move to parking and its
 	// close of netpoll's connection.
 	parkHook func(*clientConn)
+	// requestHook, for tests, runs in onRequest just before a request
+	// takes its idle connection: where a sweeper's park may land.
+	requestHook func(*clientConn)
 	// AccessLog logs one line per request.
 	AccessLog bool
 	// ConnectPorts are the ports CONNECT may reach; the zero value allows
@@ -432,28 +435,7 @@ type ccKey struct{}
 // handler model, and it holds only this connection.
 func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 	cc, _ := ctx.Value(ccKey{}).(*clientConn)
-	if cc != nil && cc.state.Load() == stParking {
-		// Bytes came in as the sweeper parks the connection: they stay
-		// for onParked, which runs as soon as the sweeper's close is in
-		// (netpoll calls again until then).
-		runtime.Gosched()
-		return nil
-	}
-	if cc != nil && cc.state.Load() == stLinger {
-		// The rest of an upload whose answer went out: dropped.
-		r := c.Reader()
-		_ = r.Skip(r.Len())
-		_ = r.Release()
-		return nil
-	}
-	if cc == nil || !cc.state.CompareAndSwap(stIdle, stBusy) {
-		// Closed as idle (timeout, shutdown) just as bytes arrived: the
-		// keep-alive race, which clients retry. Consume, or netpoll
-		// calls again.
-		r := c.Reader()
-		_ = r.Skip(r.Len())
-		_ = r.Release()
-		_ = c.Close()
+	if !p.startRequest(cc, c) {
 		return nil
 	}
 	o := cc.serveOne()
@@ -508,6 +490,54 @@ func (p *proxy) onRequest(ctx context.Context, c netpoll.Connection) error {
 	cc.idleSince.Store(time.Now().UnixNano())
 	cc.state.Store(stIdle)
 	return nil
+}
+
+// startRequest moves cc from idle to busy for the bytes c has, and
+// reports whether it did. If not, it has dealt with them: they stay for
+// onParked if the sweeper is parking the connection, are dropped if it
+// lingers, and dropped with it if it was closed as idle. The move comes
+// first and the state is looked at only when it failed: a look first and
+// the move then took a park that came in between for a close as idle,
+// and dropped the request of a client that then waited for its answer
+// on the parked connection.
+func (p *proxy) startRequest(cc *clientConn, c netpoll.Connection) bool {
+	if h := p.cfg.requestHook; h != nil && cc != nil {
+		h(cc)
+	}
+	for cc != nil {
+		if cc.state.CompareAndSwap(stIdle, stBusy) {
+			return true
+		}
+		switch cc.state.Load() {
+		case stIdle:
+			// A park that gave up (park) came and went.
+			continue
+		case stParking:
+			// Bytes came in as the sweeper parks the connection: they
+			// stay for onParked, which runs as soon as the sweeper's
+			// close is in (netpoll calls again until then).
+			runtime.Gosched()
+			return false
+		case stLinger:
+			// The rest of an upload whose answer went out: dropped.
+			dropInput(c)
+			return false
+		}
+		break
+	}
+	// Closed as idle (timeout, shutdown) just as bytes arrived: the
+	// keep-alive race, which clients retry. Consume, or netpoll calls
+	// again.
+	dropInput(c)
+	_ = c.Close()
+	return false
+}
+
+// dropInput drops what c has buffered.
+func dropInput(c netpoll.Connection) {
+	r := c.Reader()
+	_ = r.Skip(r.Len())
+	_ = r.Release()
 }
 
 // sweep is shard sh's timer goroutine: it closes the connections that
