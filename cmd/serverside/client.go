@@ -41,8 +41,11 @@ const (
 // still be sending the request's body: what arrives is dropped until the
 // client closes or lingerTime passes (the sweeper, Shutdown). Parking is
 // an idle connection leaving netpoll for the parking lot (park.go),
-// parked one waiting there, unparking one the lot gave back to netpoll
-// for the bytes its client sent.
+// parked one waiting there. Joining is a connection netpoll is taking,
+// just accepted or given back by the lot for the bytes its client sent,
+// until netpoll has registered its fd (onConnect): nothing may close or
+// park it meanwhile, since netpoll would then register an fd its close
+// had already closed, whose number another connection may have by then.
 const (
 	stIdle int32 = iota
 	stBusy
@@ -51,7 +54,7 @@ const (
 	stLinger
 	stParking
 	stParked
-	stUnparking
+	stJoining
 )
 
 // lingerTime bounds how long a lingering connection absorbs what its
@@ -177,6 +180,7 @@ type reqState struct {
 
 func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn {
 	cc := &clientConn{p: p, c: c, r: c.Reader(), w: c.Writer(), sh: sh}
+	cc.state.Store(stJoining)
 	cc.idleSince.Store(time.Now().UnixNano())
 	cc.closer.Store(closerOf{c})
 	return cc

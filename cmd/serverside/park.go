@@ -164,7 +164,7 @@ func (l *parkLot) Accept() (net.Conn, error) {
 		gone = cc
 		return nil, nil
 	}
-	cc.state.Store(stUnparking)
+	cc.state.Store(stJoining)
 	l.back[fd] = cc
 	return &pollConn{fd: fd, local: l.addr, remote: net.TCPAddrFromAddrPort(cc.remote)}, nil
 }
@@ -371,13 +371,11 @@ func (cc *clientConn) parkedNow() {
 }
 
 // unpark binds a connection Accept gave back to c, its new netpoll
-// connection.
+// connection. It stays joining until netpoll has registered c
+// (onConnect).
 func (cc *clientConn) unpark(c netpoll.Connection) {
 	cc.c, cc.r, cc.w = c, c.Reader(), c.Writer()
 	cc.closer.Store(closerOf{c})
-	// The client just sent something: not a candidate for the next sweep.
-	cc.idleSince.Store(time.Now().UnixNano())
-	cc.state.Store(stIdle)
 }
 
 // netpoll internals quiesce relies on: the connection's operator, and the

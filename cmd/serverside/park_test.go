@@ -284,6 +284,47 @@ func TestParkAsRequestStarts(t *testing.T) {
 	}
 }
 
+// TestNoParkBeforeRegistered: a sweeper's tick that comes while netpoll
+// takes a connection (just accepted, or given back by the lot for the
+// bytes its client sent) but has not registered its fd yet does not park
+// it. Parked then, its close ran before netpoll's registration: before
+// onPrepare's close callback, it closed the fd and left the connection
+// parking for good; after it, netpoll registered the fd number it had
+// closed, by then maybe a parked connection's, which netpoll's
+// registration of that connection when the lot gave it back then failed
+// (EEXIST), closing it.
+func TestNoParkBeforeRegistered(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var mu sync.Mutex
+	var parked []bool
+	hook := func(cc *clientConn) {
+		// What the sweeper does with a connection idle for ParkAfter.
+		ok := cc.park()
+		mu.Lock()
+		parked = append(parked, ok)
+		mu.Unlock()
+	}
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute, prepareHook: hook}, nil,
+		"http://"+ng.Addr())
+
+	rc := dialRaw(t, px)
+	rc.getSmall(t, "new")
+	waitFor(t, "the connection parked", func() bool { return p.parked() == 1 })
+	rc.getSmall(t, "unparked")
+	waitFor(t, "the connection parked again", func() bool { return p.parked() == 1 })
+	rc.getSmall(t, "again")
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []bool{false, false, false}; !slices.Equal(parked, want) {
+		t.Fatalf("parks while netpoll takes the connection: %v, want %v (refused)", parked, want)
+	}
+	if p.metrics.accepted.Load() != 1 {
+		t.Fatalf("%d connections accepted, want 1", p.metrics.accepted.Load())
+	}
+}
+
 // TestNTLMSessionParks: a client connection whose NTLM login pinned an
 // upstream connection parks while idle and keeps its session: its next
 // request goes, without credentials, over the pinned connection, which

@@ -67,6 +67,10 @@ type clientConfig struct {
 	// requestHook, for tests, runs in onRequest just before a request
 	// takes its idle connection: where a sweeper's park may land.
 	requestHook func(*clientConn)
+	// prepareHook, for tests, runs in onPrepare once the connection is
+	// bound to its clientConn, before netpoll registers its fd: where a
+	// sweeper's tick may land when netpoll's poller is slow.
+	prepareHook func(*clientConn)
 	// AccessLog logs one line per request.
 	AccessLog bool
 	// ConnectPorts are the ports CONNECT may reach; the zero value allows
@@ -223,6 +227,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	}
 	p.evl, err = netpoll.NewEventLoop(p.onRequest,
 		netpoll.WithOnPrepare(p.onPrepare),
+		netpoll.WithOnConnect(p.onConnect),
 		netpoll.WithReadTimeout(cfg.IdleTimeout),
 		netpoll.WithWriteTimeout(clientWriteTimeout))
 	if err != nil {
@@ -401,6 +406,9 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 		sh.conns[cc] = struct{}{}
 		sh.mu.Unlock()
 	}
+	if h := p.cfg.prepareHook; h != nil {
+		h(cc)
+	}
 	// Close callbacks run after the last OnRequest of c has returned
 	// (netpoll defers them while one runs), on whichever goroutine closed
 	// c or netpoll's hang-up goroutine.
@@ -427,6 +435,28 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 }
 
 type ccKey struct{}
+
+// onConnect is netpoll's OnConnect: it runs on a gopool goroutine once
+// netpoll has registered c's fd, before c's first OnRequest. Only then
+// does the connection become idle, one the sweeper may park or close:
+// until netpoll's registration, which follows onPrepare on the poller, a
+// close from another goroutine would come before it, and netpoll would
+// register a closed fd (TestNoParkBeforeRegistered).
+func (p *proxy) onConnect(ctx context.Context, c netpoll.Connection) context.Context {
+	cc, _ := ctx.Value(ccKey{}).(*clientConn)
+	if cc == nil {
+		return ctx
+	}
+	// A new connection's idle time starts here, and so does that of one
+	// the lot gave back, whose client just sent something: not a
+	// candidate for the next sweep.
+	cc.idleSince.Store(time.Now().UnixNano())
+	if cc.state.CompareAndSwap(stJoining, stIdle) && p.closing.Load() {
+		// Shutdown's pass over idle connections found it joining.
+		cc.closeIfIdle()
+	}
+	return ctx
+}
 
 // onRequest is netpoll's OnRequest: it runs on a gopool goroutine when
 // bytes arrived, and again as long as unread bytes remain. Each call
