@@ -817,7 +817,21 @@ func (s *capSink) OnHead(resp *parser.Response) error {
 		return nil
 	}
 	s.tellPinned()
+	s.tellChallenge(resp.Status())
 	return s.next.OnHead(resp)
+}
+
+// tellChallenge tells a ChallengeSink, before its OnHead, that the
+// parent's 407 it gets is the client's to answer: the request's
+// Proxy-Authorization is passed through to that parent.
+func (s *capSink) tellChallenge(status int) {
+	a := s.a
+	if status != 407 || a.pol == nil || a.pol.Proxy.Mode != LoginPassThrough || !a.parent || a.peerAuth {
+		return
+	}
+	if cs, ok := s.next.(ChallengeSink); ok {
+		cs.OnClientChallenge()
+	}
 }
 
 // tellPinned tells a SessionSink, before its OnHead, that the exchange
@@ -865,6 +879,7 @@ func (s *capSink) deliver() error {
 		return fmt.Errorf("engine: re-reading a held-back challenge: %w", err)
 	}
 	s.tellPinned()
+	s.tellChallenge(resp.Status())
 	if err := s.next.OnHead(&resp); err != nil {
 		return err
 	}

@@ -196,6 +196,22 @@ type SessionSink interface {
 	OnPinnedConn()
 }
 
+// ChallengeSink is implemented by a Sink that relays a parent proxy's
+// 407 to a client and wants to know whether the client can answer it:
+// OnClientChallenge is called before OnHead of a 407 from a parent (a
+// request in absolute or authority form) that the engine passes on, when
+// the request's Proxy-Authorization goes to that parent
+// (LoginPassThrough, to a parent without credentials of its own). Without
+// the call, the client's answer would not reach the parent (the engine
+// removes or replaces it), so its Proxy-Authenticate is none of the
+// client's business (RFC 9110 §11.7.1): a proxy relays the 407 without
+// it, as Squid does for a cache_peer without login=PASSTHRU, rather than
+// have the client answer in a loop.
+type ChallengeSink interface {
+	Sink
+	OnClientChallenge()
+}
+
 // Engine sends requests upstream over pooled connections.
 type Engine struct {
 	cfg    Config

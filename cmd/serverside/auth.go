@@ -164,10 +164,15 @@ func (cc *clientConn) markAuth() {
 }
 
 // challenge prepares the relay of a 401 or 407 the engine did not
-// answer. The client is the one to answer it: a 407 keeps its
-// Proxy-Authenticate (hop-by-hop, but the client's login is passed
-// through to the parent, or the refusal is shown). Either marks the
-// connection as authenticating.
+// answer. Either marks the connection as authenticating. A 401's
+// WWW-Authenticate is end-to-end: the client answers it. A 407 keeps its
+// Proxy-Authenticate (hop-by-hop) only when the client's answer reaches
+// the parent that sent it (-client-auth pass, to a parent without
+// credentials of its own: the engine says so, OnClientChallenge).
+// Otherwise the demo strips or replaces the client's Proxy-Authorization,
+// and a client shown the challenge would answer it in a loop (a browser
+// asking its user for the password again and again); the 407 goes
+// without it, as Squid relays a cache_peer's 407 without login=PASSTHRU.
 //
 // A 401 that asks a forward proxy's client for an NTLM or Negotiate login
 // says "Proxy-Support: Session-Based-Authentication" (RFC 4559 §5), as
@@ -183,7 +188,9 @@ func (s *sink) challenge(ed *parser.Edits, resp *parser.Response) {
 	}
 	s.cc.markAuth()
 	if s.status == 407 {
-		ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
+		if s.passed {
+			ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
+		}
 		return
 	}
 	if s.cc.rs.req.Form() == parser.FormAbsolute && (!s.cc.p.parents || engine.SessionBased(resp)) && engine.ChallengesConnectionBased(resp, parser.HdrWWWAuthenticate) {

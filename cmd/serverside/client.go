@@ -1225,6 +1225,7 @@ type sink struct {
 	pending   bool // bb holds a head not yet handed to the writer
 	headSent  bool // response bytes went to the writer
 	onPinned  bool // the exchange runs on the client's pinned connection (OnPinnedConn)
+	passed    bool // a parent's 407 is the client's to answer (OnClientChallenge)
 	body      *bodyReader
 	status    int
 	bytes     int64
@@ -1253,7 +1254,7 @@ func (cc *clientConn) keepAsked(req *parser.Request) bool {
 func (s *sink) reset(http11, keepAlive bool) {
 	s.http11, s.keepAlive = http11, keepAlive
 	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
-	s.upgrade, s.switching, s.onPinned = false, false, false
+	s.upgrade, s.switching, s.onPinned, s.passed = false, false, false, false
 	s.body, s.status, s.bytes, s.left = nil, 0, 0, -1
 	s.cut, s.cutErr = "", nil
 }
@@ -1261,6 +1262,15 @@ func (s *sink) reset(http11, keepAlive bool) {
 // OnPinnedConn is engine.SessionSink's: the response comes on the
 // connection pinned to this client connection.
 func (s *sink) OnPinnedConn() { s.onPinned = true }
+
+// OnClientChallenge is engine.ChallengeSink's: the parent's 407 to come
+// is the client's to answer, its Proxy-Authorization being passed through.
+func (s *sink) OnClientChallenge() { s.passed = true }
+
+var (
+	_ engine.SessionSink   = (*sink)(nil)
+	_ engine.ChallengeSink = (*sink)(nil)
+)
 
 func (s *sink) OnHead(resp *parser.Response) error {
 	if resp.IsInterim() {
