@@ -835,9 +835,13 @@ func (s *capSink) tellChallenge(status int) {
 }
 
 // tellPinned tells a SessionSink, before its OnHead, that the exchange
-// runs on its session's pinned connection.
+// runs on its session's pinned connection, or carries the request's
+// handshake message (NTLM or Negotiate credentials) on the connection it
+// pins: a response that closes that connection loses the handshake too,
+// and the client must start over on a new connection rather than send
+// its next message to one that never saw the first.
 func (s *capSink) tellPinned() {
-	if !s.t.Pinned() {
+	if !s.t.Pinned() && (s.t.PinKey == 0 || s.a.connAuth == parser.HdrOther || (s.pin != pinOrigin && s.pin != pinParent)) {
 		return
 	}
 	if ss, ok := s.next.(SessionSink); ok {

@@ -190,7 +190,12 @@ type InterimSink = conn.InterimSink
 // OnPinnedConn is called before OnHead, and a response that closes its
 // connection ends the session. (A request with a session's key can go
 // elsewhere, to another upstream, where such a close ends nothing; during
-// that exchange, Engine.Pinned still reports the session live.)
+// that exchange, Engine.Pinned still reports the session live.) It is
+// called too for a request with a PinKey whose NTLM or Negotiate
+// credentials (a handshake message) go on a connection not pinned yet,
+// which the exchange pins: a response that closes that connection (a
+// Type 2 challenge with "Connection: close") ends the handshake, which
+// can only start over on a new connection.
 type SessionSink interface {
 	Sink
 	OnPinnedConn()

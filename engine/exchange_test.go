@@ -276,9 +276,11 @@ func (s *sessionSink) OnPinnedConn() {
 }
 
 // A SessionSink learns, before OnHead, that its exchange runs on its
-// session's pinned connection, and only then: not for the exchange that
-// starts the session, not for a request under the session's key that goes
-// to another upstream, not for a request without a key.
+// session's pinned connection: not for the exchange that starts the
+// session (Request.Pin), not for a request under the session's key that
+// goes to another upstream, not for a request without a key. It learns it
+// too for a request with a key whose NTLM credentials (a handshake
+// message) go on a connection that the exchange pins.
 func TestSessionSinkTold(t *testing.T) {
 	checkLeaks(t)
 	o := newOrigin(t, keepAlive(""))
@@ -313,4 +315,17 @@ func TestSessionSinkTold(t *testing.T) {
 		t.Fatalf("no key: told %d times", s.told)
 	}
 	e.Unpin(7)
+	ntlm := func(key uint64) *Request {
+		r := get(o2.addr(), t)
+		r.Head = head(t, "GET /r HTTP/1.1\r\nHost: o\r\nAuthorization: NTLM TlRMTVNTUAABAAAAB4IAAAAAAAAgAAAAAAAAACAAAAA=\r\n\r\n")
+		r.PinKey = key
+		return r
+	}
+	if s := run(ntlm(8)); s.told != 1 || s.late != 0 {
+		t.Fatalf("a handshake message on the connection it pins: told %d times, %d after OnHead; want once, before", s.told, s.late)
+	}
+	if s := run(ntlm(0)); s.told != 0 {
+		t.Fatalf("a handshake message without a key: told %d times", s.told)
+	}
+	e.Unpin(8)
 }

@@ -964,6 +964,46 @@ func TestNTLMPinnedClosesWithResponse(t *testing.T) {
 	}
 }
 
+// TestNTLMChallengeCloses: the origin (fault-injecting, playing the NTLM
+// server) answers the client's Type 1 message with its Type 2 challenge
+// and "Connection: close", as a server does at its keep-alive request
+// limit. The handshake is lost with that connection: the client gets the
+// challenge with "Connection: close" and its connection closes, as it
+// would directly, so that it starts over on a new one. Its Type 3 message
+// does not go, on the same client connection, to a new upstream
+// connection that never saw the handshake.
+func TestNTLMChallengeCloses(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := bench.ReadHead(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n"+
+			"WWW-Authenticate: NTLM TlRMTVNTUAACAAAAAAAAADgAAAAFgomiESIzRFVmd4gAAAAAAAAAAAAAAAAAAAAA\r\n"+
+			"Content-Length: 0\r\n\r\n")
+	})
+	cfg := engine.Config{}
+	if err := withPeers(&cfg, []string{"http://" + o.Addr()}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, px := startAuthProxy(t, cfg)
+	rc := dialRaw(t, px)
+	rc.write(t, "GET / HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMNegotiate()+"\r\n\r\n")
+	resp, _ := rc.read(t)
+	if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "NTLM T") || !resp.Close {
+		t.Fatalf("Type 1: %d %v (close %v), want the 401 with the Type 2 challenge and Connection: close",
+			resp.StatusCode, resp.Header, resp.Close)
+	}
+	if !rc.eof(t) {
+		t.Fatal("the client connection is still open after the connection of its handshake closed")
+	}
+	waitPinned(t, p, 0)
+	if n := o.Accepted(); n != 1 {
+		t.Fatalf("the origin accepted %d connections, want 1", n)
+	}
+}
+
 // startSumApache starts Apache demanding Digest (alice:pw) for a CGI
 // script at /cgi/sum that answers the SHA-256 of the request body it
 // received, in hex: what reached the origin, byte for byte.
