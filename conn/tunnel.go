@@ -39,6 +39,11 @@ type ConnectResponse struct {
 	// parent sent more, or the body broke off before its framing's end.
 	Body          []byte
 	BodyTruncated bool
+	// ClientChallenge is set by engine.Tunnel on a parent's 407 when the
+	// client's Proxy-Authorization goes to that parent (a pass-through
+	// login): the client can answer the challenge, so a proxy relays its
+	// Proxy-Authenticate. This package never sets it.
+	ClientChallenge bool
 }
 
 // TunnelConn is an open tunnel: a connection whose bytes go to the tunnel's

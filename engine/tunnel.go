@@ -181,7 +181,10 @@ var ErrTunnelRefused = conn.ErrTunnelRefused
 //
 // A parent's non-2xx answer (its last one) returns a nil connection, the
 // answer (status, header, raw head and body, to relay a 407 to the
-// client, say) and an error matching ErrTunnelRefused. Other failures are
+// client, say) and an error matching ErrTunnelRefused. A 407 says
+// ClientChallenge when the client's ProxyAuthorization goes to that
+// parent (LoginPassThrough): only then can the client answer it, and a
+// proxy relay its Proxy-Authenticate (see ChallengeSink). Other failures are
 // *conn.Error values: PhaseDial, PhaseTunnel, PhaseProtocol, or
 // PhasePoolWait when the cap did not free up within PendingTimeout or,
 // matching ErrPinnedGone, when the connection pinned to PinKey is gone.
@@ -329,6 +332,7 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, 
 	r := <-ch
 	ctr.Requests.Add(1)
 	ctr.AuthRounds.Add(uint64(r.rounds))
+	ta.markClientChallenge(r.resp)
 	if r.err != nil {
 		// A refusal is the parent's answer (a 407, a 403), as to a GET,
 		// where Stats count no failure either: the upstream did not

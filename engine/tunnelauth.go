@@ -169,6 +169,15 @@ func (a *tunnelAuth) answer(resp *TunnelResponse) (string, bool) {
 	return v, true
 }
 
+// markClientChallenge marks a 407 in resp that the client can answer:
+// its Proxy-Authorization goes to the parent (TunnelResponse's
+// ClientChallenge).
+func (a *tunnelAuth) markClientChallenge(resp *TunnelResponse) {
+	if a != nil && a.pass && resp != nil && resp.Status == 407 {
+		resp.ClientChallenge = true
+	}
+}
+
 // connectionBased reports a refusal that continues a connection-based
 // handshake: a 407 offering NTLM or Negotiate, or answering such
 // credentials, when the client's credentials reach the parent (without
@@ -498,6 +507,7 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 	r := <-ch
 	ctr.Requests.Add(1)
 	ctr.AuthRounds.Add(uint64(r.rounds))
+	ta.markClientChallenge(r.resp)
 	switch {
 	case r.err == nil:
 		if !e.tpins.end(req.PinKey, p, false) {

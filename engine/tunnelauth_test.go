@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -135,8 +136,8 @@ func TestTunnelSquidBasicOwn(t *testing.T) {
 	e2 := startEngine(t, engine.Config{})
 	_, resp, err = e2.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: &engine.Parent{Addr: sq.addr},
 		Auth: &engine.Auth{Proxy: own(squidUser, "wrong")}})
-	if !errors.Is(err, engine.ErrTunnelRefused) || resp.Status != 407 {
-		t.Fatalf("wrong password: %v %+v", err, resp)
+	if !errors.Is(err, engine.ErrTunnelRefused) || resp.Status != 407 || resp.ClientChallenge {
+		t.Fatalf("wrong password: %v %+v; want the 407, not the client's to answer", err, resp)
 	}
 	if st := tunnelStats(e2, sq.addr); st.AuthRounds != 1 || st.Requests != 1 {
 		t.Fatalf("stats %+v: one challenge answered, then refused", st)
@@ -144,13 +145,18 @@ func TestTunnelSquidBasicOwn(t *testing.T) {
 }
 
 // TestTunnelSquidPassThroughBasic: with LoginPassThrough the client's
-// Basic Proxy-Authorization reaches Squid.
+// Basic Proxy-Authorization reaches Squid, and Squid's 407 is the
+// client's to answer (ClientChallenge); without, it is not.
 func TestTunnelSquidPassThroughBasic(t *testing.T) {
 	leakBaseline(t)
 	ngx, _ := tlsNginx(t, false)
 	sq := startSquid(t, squidOptions{scheme: "basic"})
 	e := startEngine(t, engine.Config{Auth: passThrough})
 	pa := "Basic " + base64.StdEncoding.EncodeToString([]byte(squidUser+":"+squidPass))
+	_, resp, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: &engine.Parent{Addr: sq.addr}})
+	if !errors.Is(err, engine.ErrTunnelRefused) || resp.Status != 407 || !resp.ClientChallenge {
+		t.Fatalf("no credentials yet: %v %+v; want the 407, the client's to answer", err, resp)
+	}
 	nc, resp, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: &engine.Parent{Addr: sq.addr},
 		ProxyAuthorization: pa})
 	if err != nil || resp.Status != 200 {
@@ -161,18 +167,18 @@ func TestTunnelSquidPassThroughBasic(t *testing.T) {
 	e2 := startEngine(t, engine.Config{})
 	_, resp, err = e2.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: &engine.Parent{Addr: sq.addr},
 		ProxyAuthorization: pa})
-	if !errors.Is(err, engine.ErrTunnelRefused) || resp.Status != 407 {
+	if !errors.Is(err, engine.ErrTunnelRefused) || resp.Status != 407 || resp.ClientChallenge {
 		t.Fatalf("without pass-through: %v %+v", err, resp)
 	}
 	if _, _, err = e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Via: &engine.Parent{Addr: sq.addr},
 		ProxyAuthorization: "Basic x\r\nX-Injected: 1"}); !errors.Is(err, engine.ErrBadRequest) {
 		t.Fatalf("CRLF in the field: %v, want ErrBadRequest", err)
 	}
-	lines := connectLines(readLog(t, sq.log, 2))
-	if len(lines) == 2 && lines[0].Status == 407 {
-		lines[0], lines[1] = lines[1], lines[0] // the tunnel is logged when it ends
-	}
-	if len(lines) != 2 || lines[0].Status != 200 || lines[0].User != squidUser || lines[1].Status != 407 || lines[1].User != "-" {
+	lines := connectLines(readLog(t, sq.log, 3))
+	// The tunnel is logged when it ends: the 200 first.
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].Status < lines[j].Status })
+	if len(lines) != 3 || lines[0].Status != 200 || lines[0].User != squidUser ||
+		lines[1].Status != 407 || lines[1].User != "-" || lines[2].Status != 407 || lines[2].User != "-" {
 		t.Fatalf("squid log %+v", lines)
 	}
 }

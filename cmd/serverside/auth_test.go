@@ -138,10 +138,12 @@ func TestParentDigestAuth(t *testing.T) {
 // Proxy-Authorization, and a challenge kept would only have the client
 // (a browser: its user) answer in a loop; the 407 comes without it, as
 // from Squid with a cache_peer without login=PASSTHRU (RFC 9110 §11.7.1:
-// Proxy-Authenticate is for the next outbound client).
+// Proxy-Authenticate is for the next outbound client). The same for a
+// refused CONNECT.
 func TestParentChallengeRelayed(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
 	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "basic", Users: map[string]string{"alice": "pw"}})
 	proxyTo := func(parent, clientAuth string) string {
@@ -152,8 +154,9 @@ func TestParentChallengeRelayed(t *testing.T) {
 		if err := withClientAuth(&cfg, clientAuth); err != nil {
 			t.Fatal(err)
 		}
-		return startProxyConfig(t, cfg)
+		return startProxyClient(t, cfg, clientConfig{ConnectPorts: portSet{any: true}})
 	}
+	connect := "CONNECT " + ng.Addr() + " HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n"
 	for _, tc := range []struct{ parent, clientAuth string }{
 		{"http://" + sq.Addr(), clientAuthNone},
 		{"http://alice:wrong@" + sq.Addr(), clientAuthNone},
@@ -166,6 +169,12 @@ func TestParentChallengeRelayed(t *testing.T) {
 			t.Fatalf("%s, -client-auth %s: statuses %v, want one 407, Squid's page without its challenge:\n%.1500s",
 				redactURL(tc.parent), tc.clientAuth, codes, out)
 		}
+		// The same for CONNECT.
+		_, _, resp, body := rawConnect(t, px, connect+"\r\n")
+		if resp.StatusCode != 407 || resp.Header.Get("Proxy-Authenticate") != "" || !strings.Contains(body, "ERR_CACHE_ACCESS_DENIED") {
+			t.Fatalf("%s, -client-auth %s: CONNECT: %d %v, want Squid's 407 without its challenge",
+				redactURL(tc.parent), tc.clientAuth, resp.StatusCode, resp.Header)
+		}
 	}
 	// Passed through: curl gets the challenge and answers it.
 	px := proxyTo("http://"+sq.Addr(), clientAuthPass)
@@ -174,6 +183,15 @@ func TestParentChallengeRelayed(t *testing.T) {
 		!strings.HasSuffix(out, bench.SmallBody) {
 		t.Fatalf("-client-auth pass: statuses %v, want 407 with Squid's challenge, then 200:\n%.1500s", codes, out)
 	}
+	_, _, resp, _ := rawConnect(t, px, connect+"\r\n")
+	if resp.StatusCode != 407 || resp.Header.Get("Proxy-Authenticate") != `Basic realm="`+bench.SquidRealm+`"` {
+		t.Fatalf("-client-auth pass: CONNECT: %d %v, want Squid's 407 with its challenge", resp.StatusCode, resp.Header)
+	}
+	c, _, resp, _ := rawConnect(t, px, connect+"Proxy-Authorization: Basic YWxpY2U6cHc=\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("-client-auth pass: CONNECT with curl's answer: %d %v, want 200", resp.StatusCode, resp.Header)
+	}
+	c.Close()
 }
 
 // TestCredentialsRedacted: the passwords of peer URLs appear in no log

@@ -319,9 +319,11 @@ func (p *proxy) connectTimeout() time.Duration {
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding",
 	"Content-Length", "Te", "Trailer", "Upgrade"}
 
-// relayRefusal writes a parent's non-2xx answer to CONNECT (a 407 with its
-// Proxy-Authenticate, a 403) to the client: its status and fields, and
-// its body with a Content-Length. The connection stays open when the
+// relayRefusal writes a parent's non-2xx answer to CONNECT (a 407, a 403)
+// to the client: its status and fields, and its body with a
+// Content-Length. A 407 keeps its Proxy-Authenticate only when the
+// client's answer reaches the parent (resp.ClientChallenge), as for
+// requests (challenge). The connection stays open when the
 // client asked for it and the body came whole.
 //
 // A body that did not come whole (the parent closed before its end, or
@@ -343,6 +345,11 @@ func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
 	h := resp.Header.Clone()
 	for _, f := range hopByHop {
 		h.Del(f)
+	}
+	if !resp.ClientChallenge {
+		// Hop-by-hop too, and the client's answer would not reach the
+		// parent (see challenge).
+		h.Del("Proxy-Authenticate")
 	}
 	// Fields named by Connection are hop-by-hop too.
 	for _, v := range resp.Header.Values("Connection") {

@@ -280,8 +280,9 @@ func TestConnectWithContent(t *testing.T) {
 
 // TestConnectThroughSquid: CONNECT through a Squid parent with Basic
 // credentials from the -parent URL; without them, or with wrong ones,
-// Squid's 407 reaches the client with its challenge and body, and the
-// client connection stays usable.
+// Squid's 407 reaches the client with its body, without the challenge
+// that the client's answer could not meet (without -client-auth pass the
+// demo does not send it), and the client connection stays usable.
 func TestConnectThroughSquid(t *testing.T) {
 	needTools(t)
 	if bench.SquidBinary() == "" {
@@ -309,7 +310,7 @@ func TestConnectThroughSquid(t *testing.T) {
 	for _, parent := range []string{"http://" + sq.Addr(), "http://alice:wrong@" + sq.Addr()} {
 		px := proxyVia(parent)
 		c, br, resp, body := rawConnect(t, px, "CONNECT "+ng.TLSAddr()+" HTTP/1.1\r\nHost: "+ng.TLSAddr()+"\r\n\r\n")
-		if resp.StatusCode != 407 || !strings.Contains(resp.Header.Get("Proxy-Authenticate"), `Basic realm="serverside-test"`) ||
+		if resp.StatusCode != 407 || resp.Header.Get("Proxy-Authenticate") != "" || resp.Header.Get("X-Squid-Error") == "" ||
 			resp.Header.Get("Via") == "" || body == "" || resp.ContentLength != int64(len(body)) {
 			t.Fatalf("%s: %d %v body %d bytes", parent, resp.StatusCode, resp.Header, len(body))
 		}
