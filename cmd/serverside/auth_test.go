@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -80,6 +81,40 @@ func TestReverseOriginAuth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPeerURLCredentialsEscaped: the userinfo of a peer URL is
+// percent-decoded before it becomes credentials: a ':', '@', '%', '/'
+// or a space in the password and UTF-8 in the user name reach Apache
+// (Basic and Digest) and a Squid parent (the peer's preemptive Basic,
+// and the engine's login with preemptive=0) as the user typed them.
+func TestPeerURLCredentialsEscaped(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	const user, pass = "jürgen", "p:w@d%/é ü"
+	userinfo := url.UserPassword(user, pass).String()
+	if userinfo != "j%C3%BCrgen:p%3Aw%40d%25%2F%C3%A9%20%C3%BC" {
+		t.Fatalf("userinfo %q", userinfo)
+	}
+	for _, scheme := range []string{"basic", "digest"} {
+		ap := bench.StartApache(t, bench.ApacheOptions{Auth: scheme, Users: map[string]string{user: pass}})
+		px := startProxy(t, "http://"+userinfo+"@"+ap.Addr())
+		if codes, out, _ := curlCodes(t, "http://"+px+"/small"); !sameInts(codes, 200) || !strings.HasSuffix(out, bench.SmallBody) {
+			t.Fatalf("Apache %s: statuses %v:\n%.1500s", scheme, codes, out)
+		}
+	}
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "basic", Users: map[string]string{user: pass}})
+	for _, q := range []string{"", "?preemptive=0"} {
+		cfg := engine.Config{}
+		if err := withPeers(&cfg, nil, []string{"http://" + userinfo + "@" + sq.Addr() + q}, ""); err != nil {
+			t.Fatal(err)
+		}
+		px := startProxyConfig(t, cfg)
+		if codes, out, _ := curlCodes(t, "-x", "http://"+px, ng.URL("/small")); !sameInts(codes, 200) || !strings.HasSuffix(out, bench.SmallBody) {
+			t.Fatalf("Squid parent%s: statuses %v:\n%.1500s", q, codes, out)
+		}
 	}
 }
 
