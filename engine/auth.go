@@ -817,20 +817,24 @@ func (s *capSink) OnHead(resp *parser.Response) error {
 		return nil
 	}
 	s.tellPinned()
-	s.tellChallenge(resp.Status())
+	s.tellAuth()
 	return s.next.OnHead(resp)
 }
 
-// tellChallenge tells a ChallengeSink, before its OnHead, that the
-// parent's 407 it gets is the client's to answer: the request's
-// Proxy-Authorization is passed through to that parent.
-func (s *capSink) tellChallenge(status int) {
+// tellAuth tells an AuthSink, before its OnHead, whose credentials the
+// exchange carried: the client's to a parent, or the engine's own to the
+// origin (the credentials of this exchange, in a.creds).
+func (s *capSink) tellAuth() {
 	a := s.a
-	if status != 407 || a.pol == nil || a.pol.Proxy.Mode != LoginPassThrough || !a.parent || a.peerAuth {
+	n := AuthNote{
+		ClientProxy: a.pol != nil && a.pol.Proxy.Mode == LoginPassThrough && a.parent && !a.peerAuth,
+		OwnOrigin:   a.creds[0] != "",
+	}
+	if n == (AuthNote{}) {
 		return
 	}
-	if cs, ok := s.next.(ChallengeSink); ok {
-		cs.OnClientChallenge()
+	if as, ok := s.next.(AuthSink); ok {
+		as.OnAuth(n)
 	}
 }
 
@@ -883,7 +887,7 @@ func (s *capSink) deliver() error {
 		return fmt.Errorf("engine: re-reading a held-back challenge: %w", err)
 	}
 	s.tellPinned()
-	s.tellChallenge(resp.Status())
+	s.tellAuth()
 	if err := s.next.OnHead(&resp); err != nil {
 		return err
 	}

@@ -201,20 +201,34 @@ type SessionSink interface {
 	OnPinnedConn()
 }
 
-// ChallengeSink is implemented by a Sink that relays a parent proxy's
-// 407 to a client and wants to know whether the client can answer it:
-// OnClientChallenge is called before OnHead of a 407 from a parent (a
-// request in absolute or authority form) that the engine passes on, when
-// the request's Proxy-Authorization goes to that parent
-// (LoginPassThrough, to a parent without credentials of its own). Without
-// the call, the client's answer would not reach the parent (the engine
-// removes or replaces it), so its Proxy-Authenticate is none of the
-// client's business (RFC 9110 §11.7.1): a proxy relays the 407 without
-// it, as Squid does for a cache_peer without login=PASSTHRU, rather than
-// have the client answer in a loop.
-type ChallengeSink interface {
+// AuthSink is implemented by a Sink that relays responses to a client and
+// wants to know which of the upstream's authentication fields are the
+// client's business. OnAuth is called before OnHead when the note says
+// anything: a sink not told may take the zero AuthNote.
+type AuthSink interface {
 	Sink
-	OnClientChallenge()
+	OnAuth(AuthNote)
+}
+
+// AuthNote says whose credentials a request carried to the upstream that
+// answers it.
+type AuthNote struct {
+	// ClientProxy: to a parent (a request in absolute or authority form),
+	// the request's Proxy-Authorization is passed through
+	// (LoginPassThrough, a parent without credentials of its own). Only
+	// then are the parent's Proxy-Authenticate (on a 407) and
+	// Proxy-Authentication-Info the client's: otherwise its answer would
+	// never reach the parent, and a proxy relays a 407 without its
+	// challenge (RFC 9110 §11.7.1, §11.7.3: they are for the next
+	// outbound client), as Squid does for a cache_peer without
+	// login=PASSTHRU, rather than have the client answer in a loop.
+	ClientProxy bool
+	// OwnOrigin: the request carried the engine's own Authorization
+	// (LoginOwn), in place of any of the client's. The response's
+	// Authentication-Info is about the engine's login: its rspauth,
+	// cnonce and nc, with a nonce the client may have seen in a 401
+	// passed on, let the client test guesses of the password offline.
+	OwnOrigin bool
 }
 
 // Engine sends requests upstream over pooled connections.

@@ -168,7 +168,7 @@ func (cc *clientConn) markAuth() {
 // WWW-Authenticate is end-to-end: the client answers it. A 407 keeps its
 // Proxy-Authenticate (hop-by-hop) only when the client's answer reaches
 // the parent that sent it (-client-auth pass, to a parent without
-// credentials of its own: the engine says so, OnClientChallenge).
+// credentials of its own: the engine says so, AuthNote.ClientProxy).
 // Otherwise the demo strips or replaces the client's Proxy-Authorization,
 // and a client shown the challenge would answer it in a loop (a browser
 // asking its user for the password again and again); the 407 goes
@@ -188,7 +188,7 @@ func (s *sink) challenge(ed *parser.Edits, resp *parser.Response) {
 	}
 	s.cc.markAuth()
 	if s.status == 407 {
-		if s.passed {
+		if s.auth.ClientProxy {
 			ed.Keep = ed.Keep.With(parser.HdrProxyAuthenticate)
 		}
 		return
@@ -199,9 +199,28 @@ func (s *sink) challenge(ed *parser.Edits, resp *parser.Response) {
 	}
 }
 
+// authFields withholds from the client the authentication fields of a
+// response that are not about its own login (the engine's AuthNote):
+// Proxy-Authentication-Info, for the next outbound client only (RFC 9110
+// §11.7.3), unless the client's Proxy-Authorization went to the parent
+// that sent it; and Authentication-Info when the request carried the
+// demo's own credentials for the origin (-origin with userinfo): its
+// rspauth, cnonce and nc, with the nonce of a 401 the client did get,
+// would let the client test guesses of the origin's password offline.
+func (s *sink) authFields(ed *parser.Edits, resp *parser.Response) {
+	if !s.auth.ClientProxy && resp.Peek(proxyAuthInfoName) != nil {
+		ed.Remove(string(proxyAuthInfoName))
+	}
+	if s.auth.OwnOrigin && resp.Peek(authInfoName) != nil {
+		ed.Remove(string(authInfoName))
+	}
+}
+
 var (
-	sessionBasedAuth = []byte("Session-Based-Authentication")
-	proxySupport     = []byte("Proxy-Support")
+	authInfoName      = []byte("Authentication-Info")
+	proxyAuthInfoName = []byte("Proxy-Authentication-Info")
+	sessionBasedAuth  = []byte("Session-Based-Authentication")
+	proxySupport      = []byte("Proxy-Support")
 )
 
 // pinRegistry finds client connections by pin key, for

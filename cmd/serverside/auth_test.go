@@ -118,6 +118,66 @@ func TestPeerURLCredentialsEscaped(t *testing.T) {
 	}
 }
 
+// TestOwnLoginInfoWithheld: Apache's Authentication-Info to a request
+// that carried the demo's own Digest credentials (-origin with
+// credentials) is about the demo's login, not the client's, and does not
+// reach the client: its rspauth, cnonce and nc, with the nonce of a 401
+// that did reach the client (a POST whose body could not be sent again),
+// would let the client test guesses of the origin's password offline. A
+// client's own Digest login gets its Authentication-Info. The same for a
+// Squid parent's Proxy-Authentication-Info (its nextnonce), which is for
+// the next outbound client (RFC 9110 §11.7.3): the client gets it only
+// when its own login went to the parent (-client-auth pass).
+func TestOwnLoginInfoWithheld(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ap := bench.StartApache(t, bench.ApacheOptions{Auth: "digest", Users: map[string]string{"alice": "pw"}})
+	px := startProxy(t, "http://alice:pw@"+ap.Addr())
+	big := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(big, make([]byte, maxReplay+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	codes, out, _ := curlCodes(t, "-H", "Expect:", "--data-binary", "@"+big, "http://"+px+"/small")
+	if !sameInts(codes, 401) || !strings.Contains(out, "WWW-Authenticate: Digest") {
+		t.Fatalf("POST over %d bytes: statuses %v, want Apache's 401 with its challenge:\n%.1500s", maxReplay, codes, out)
+	}
+	codes, out, _ = curlCodes(t, "http://"+px+"/small", "http://"+px+"/small")
+	if !sameInts(codes, 200, 200) || strings.Contains(out, "Authentication-Info") {
+		t.Fatalf("with the demo's login: statuses %v, want 200s without Authentication-Info:\n%.1500s", codes, out)
+	}
+	// The client's own login, through a demo without credentials.
+	px = startProxy(t, "http://"+ap.Addr())
+	codes, out, _ = curlCodes(t, "--digest", "-u", "alice:pw", "http://"+px+"/small")
+	if !sameInts(codes, 401, 200) || !strings.Contains(out, "Authentication-Info: rspauth=") {
+		t.Fatalf("the client's login: statuses %v, want 401 then 200 with Authentication-Info:\n%.1500s", codes, out)
+	}
+
+	// Squid sends a nextnonce on the last request a nonce may serve.
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{Auth: "digest", Users: map[string]string{"alice": "pw"},
+		Extra: []string{"auth_param digest nonce_max_count 2"}})
+	proxyTo := func(parent, clientAuth string) string {
+		cfg := engine.Config{}
+		if err := withPeers(&cfg, nil, []string{parent}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := withClientAuth(&cfg, clientAuth); err != nil {
+			t.Fatal(err)
+		}
+		return startProxyConfig(t, cfg)
+	}
+	px = proxyTo("http://alice:pw@"+sq.Addr()+"?preemptive=0", clientAuthNone)
+	codes, out, _ = curlCodes(t, "-x", "http://"+px, ng.URL("/small"), ng.URL("/small"), ng.URL("/small"))
+	if !sameInts(codes, 200, 200, 200) || strings.Contains(out, "Proxy-Authentication-Info") {
+		t.Fatalf("with the demo's login to Squid: statuses %v, want 200s without Proxy-Authentication-Info:\n%.1500s", codes, out)
+	}
+	px = proxyTo("http://"+sq.Addr(), clientAuthPass)
+	codes, out, _ = curlCodes(t, "--proxy-digest", "-U", "alice:pw", "-x", "http://"+px, ng.URL("/small"))
+	if !sameInts(codes, 407, 200) || !strings.Contains(out, "Proxy-Authentication-Info: nextnonce=") {
+		t.Fatalf("the client's login to Squid: statuses %v, want 407 then 200 with Proxy-Authentication-Info:\n%.1500s", codes, out)
+	}
+}
+
 // TestParentDigestAuth: -parent http://alice:pw@squid answers the
 // Digest 407s of a Squid parent, with or without the preemptive Basic
 // first; wrong credentials bounce the 407 to curl, without its

@@ -1216,16 +1216,16 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // nothing is left in the writer after the flush.
 type sink struct {
 	cc        *clientConn
-	http11    bool // the client speaks HTTP/1.1
-	keepAlive bool // the connection stays open after this response
-	head      bool // a HEAD request: no body follows the head
-	upgrade   bool // the request asks to switch protocols (engine.Upgrade)
-	switching bool // bb holds a 101's head, for the client after the hand-over
-	chunked   bool // the body is chunk-encoded to the client
-	pending   bool // bb holds a head not yet handed to the writer
-	headSent  bool // response bytes went to the writer
-	onPinned  bool // the exchange runs on the client's pinned connection (OnPinnedConn)
-	passed    bool // a parent's 407 is the client's to answer (OnClientChallenge)
+	http11    bool            // the client speaks HTTP/1.1
+	keepAlive bool            // the connection stays open after this response
+	head      bool            // a HEAD request: no body follows the head
+	upgrade   bool            // the request asks to switch protocols (engine.Upgrade)
+	switching bool            // bb holds a 101's head, for the client after the hand-over
+	chunked   bool            // the body is chunk-encoded to the client
+	pending   bool            // bb holds a head not yet handed to the writer
+	headSent  bool            // response bytes went to the writer
+	onPinned  bool            // the exchange runs on the client's pinned connection (OnPinnedConn)
+	auth      engine.AuthNote // whose credentials the request carried (OnAuth)
 	body      *bodyReader
 	status    int
 	bytes     int64
@@ -1254,7 +1254,8 @@ func (cc *clientConn) keepAsked(req *parser.Request) bool {
 func (s *sink) reset(http11, keepAlive bool) {
 	s.http11, s.keepAlive = http11, keepAlive
 	s.head, s.chunked, s.pending, s.headSent = false, false, false, false
-	s.upgrade, s.switching, s.onPinned, s.passed = false, false, false, false
+	s.upgrade, s.switching, s.onPinned = false, false, false
+	s.auth = engine.AuthNote{}
 	s.body, s.status, s.bytes, s.left = nil, 0, 0, -1
 	s.cut, s.cutErr = "", nil
 }
@@ -1263,13 +1264,14 @@ func (s *sink) reset(http11, keepAlive bool) {
 // connection pinned to this client connection.
 func (s *sink) OnPinnedConn() { s.onPinned = true }
 
-// OnClientChallenge is engine.ChallengeSink's: the parent's 407 to come
-// is the client's to answer, its Proxy-Authorization being passed through.
-func (s *sink) OnClientChallenge() { s.passed = true }
+// OnAuth is engine.AuthSink's: whose credentials the request carried,
+// which says which authentication fields of the response the client gets
+// (authFields).
+func (s *sink) OnAuth(n engine.AuthNote) { s.auth = n }
 
 var (
-	_ engine.SessionSink   = (*sink)(nil)
-	_ engine.ChallengeSink = (*sink)(nil)
+	_ engine.SessionSink = (*sink)(nil)
+	_ engine.AuthSink    = (*sink)(nil)
 )
 
 func (s *sink) OnHead(resp *parser.Response) error {
@@ -1292,6 +1294,7 @@ func (s *sink) OnHead(resp *parser.Response) error {
 	ed.Reset()
 	ed.StripHopByHop = true
 	s.challenge(ed, resp)
+	s.authFields(ed, resp)
 	flushNow := false
 	s.left = -1
 	if resp.Framing() == parser.FramingLength && !s.head {
