@@ -391,6 +391,13 @@ var (
 		}
 		return &f
 	}()
+	pollField = func() *reflect.StructField {
+		f, ok := reflect.TypeFor[netpoll.FDOperator]().FieldByName("poll")
+		if !ok || f.Type != reflect.TypeFor[netpoll.Poll]() {
+			return nil
+		}
+		return &f
+	}()
 )
 
 // operatorOf returns c's netpoll operator, or nil.
@@ -409,20 +416,30 @@ func operatorOf(c netpoll.Connection) *netpoll.FDOperator {
 // canQuiesce reports whether quiesce works for c (the netpoll internals
 // it needs are there).
 func canQuiesce(c netpoll.Connection) bool {
-	return stateField != nil && operatorOf(c) != nil
+	return stateField != nil && pollField != nil && operatorOf(c) != nil
 }
 
-// quiesce waits, after netpoll took c's fd out of its epoll set, until
-// the poller is done with any event it had taken for the fd before, and
-// makes it skip any it still holds: then the input buffer has all that was
-// read from the fd. It is what netpoll itself does when it frees the
+// quiesce makes sure netpoll took c's fd out of its epoll set, then waits
+// until the poller is done with any event it had taken for the fd before,
+// and makes it skip any it still holds: then the input buffer has all that
+// was read from the fd. It is what netpoll itself does when it frees the
 // operator, which comes only after the close callbacks and the buffers'
 // release. It takes the operator out of use before netpoll frees it,
 // which then finds it so.
+//
+// The deregistration is netpoll's own (once per operator, so netpoll's
+// later one is a no-op), made here because netpoll skips it when a Close
+// from another goroutine (the sweeper's park) meets a handler that is
+// just returning: the close callbacks then run without it. The fd we keep
+// would stay in netpoll's set, and the next registration of a socket at
+// that number, a parked connection coming back, fail with EEXIST.
 func quiesce(c netpoll.Connection) {
 	op := operatorOf(c)
-	if op == nil || stateField == nil {
+	if op == nil || stateField == nil || pollField == nil {
 		return
+	}
+	if *(*netpoll.Poll)(unsafe.Add(unsafe.Pointer(op), pollField.Offset)) != nil {
+		_ = op.Control(netpoll.PollDetach)
 	}
 	st := (*int32)(unsafe.Add(unsafe.Pointer(op), stateField.Offset))
 	for !atomic.CompareAndSwapInt32(st, 1, 0) {

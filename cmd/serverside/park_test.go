@@ -369,6 +369,53 @@ func TestParkingNeedsNetpollInternals(t *testing.T) {
 	}
 }
 
+// TestQuiesceLeavesPoller: quiesce takes the fd out of netpoll's epoll
+// set itself, whether or not netpoll's close did (it does not when a
+// Close from another goroutine meets a handler just returning), so a
+// parked fd is never left registered there; netpoll's own deregistration
+// afterwards is a no-op.
+func TestQuiesceLeavesPoller(t *testing.T) {
+	ln, err := netpoll.CreateListener("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := netpoll.DialConnection("tcp", ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fd := c.(interface{ Fd() int }).Fd()
+	if !inEpollSet(t, fd) {
+		t.Fatalf("fd %d is not in any epoll set before quiesce", fd)
+	}
+	quiesce(c)
+	if inEpollSet(t, fd) {
+		t.Fatalf("fd %d is still in an epoll set after quiesce", fd)
+	}
+}
+
+// inEpollSet reports whether fd is registered in one of this process's
+// epoll sets (their /proc fdinfo lists it as a "tfd").
+func inEpollSet(t *testing.T, fd int) bool {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("tfd: %8d ", fd)
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); l != "anon_inode:[eventpoll]" {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err == nil && strings.Contains(string(info), want) {
+			return true
+		}
+	}
+	return false
+}
+
 // TestDetachedParks: a connection that left netpoll for a large upload
 // (served on Go net I/O since) parks once idle and comes back on netpoll
 // with its next request; a chunked upload without "Expect" on it detaches
