@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -40,6 +41,11 @@ const (
 func peerAuth(u *url.URL, p *engine.Peer) (*engine.Auth, error) {
 	if u.User == nil {
 		return nil, nil
+	}
+	if strings.IndexByte(u.User.Username(), ':') >= 0 {
+		// Basic joins user and password with the first ':' (RFC 7617
+		// §2): the server would read another user.
+		return nil, errors.New("a user name with ':' cannot be sent (Basic splits at the first ':')")
 	}
 	pw, _ := u.User.Password()
 	l := engine.Login{

@@ -99,6 +99,8 @@ func TestPeerURLOptions(t *testing.T) {
 		{nil, {"socks5://127.0.0.1:1"}},                    // not an HTTP proxy
 		{{"http://127.0.0.1:1?sni=a"}, nil},                // sni on http
 		{{"http://u:p@127.0.0.1:1?preemptive=maybe"}, nil}, // not a bool
+		{{"http://a%3Ab:p@127.0.0.1:1"}, nil},              // ':' in a user name
+		{nil, {"http://a%3Ab:p@127.0.0.1:1"}},              // ':' in a user name
 		{{"http://127.0.0.1:1?weight=x"}, nil},             // bad number
 		{{"http://127.0.0.1:1?weight=1001"}, nil},          // over maxPeerWeight
 		{nil, {"http://127.0.0.1:1?weight=-1"}},            // negative
