@@ -559,11 +559,16 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		r.t.Key = req.peer.key
 		r.t.Dialer = req.peer.dialer
 	case req.Group != "" || req.ViaGroup != "":
-		route := e.route
+		// Direct calls, not through a func value, which escape analysis
+		// cannot see through: req would escape, and a caller's Request
+		// on its stack would cost an allocation per exchange.
+		var err error
 		if req.ViaGroup != "" {
-			route = e.routeVia
+			err = e.routeVia(req, r)
+		} else {
+			err = e.route(req, r)
 		}
-		if err := route(req, r); err != nil {
+		if err != nil {
 			if r.stop != nil {
 				r.stop()
 				r.cancel()
