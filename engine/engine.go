@@ -463,7 +463,7 @@ func (r *request) finishTask(err error) {
 		r.settlePeer(o)
 	}
 	if r.peer != nil {
-		o := classify(err)
+		o := judge(r.peer, err)
 		if e := conn.AsError(err); e != nil && (e.Phase == conn.PhaseDial || e.Phase == conn.PhaseTLS) && !e.Written {
 			// A connect failure was reported by rerouteTask; one found
 			// by the exchange (a TLS 1.3 server's alert after the

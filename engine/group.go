@@ -106,7 +106,9 @@ type Peer struct {
 // Passive checking watches real requests: MaxFails consecutive connect
 // failures, protocol errors, new connections closed by the peer before
 // any response byte or response heads not come within the engine's
-// ResponseHeaderTimeout mark a peer down for Backoff, doubled after
+// ResponseHeaderTimeout (from an origin; a parent waits for the origin
+// as the engine does, and its timeouts say nothing of it) mark a peer
+// down for Backoff, doubled after
 // each failed probe up to MaxBackoff; not the only peer of a group, which
 // keeps taking requests. When the back-off has passed, one
 // request is let through as a probe: its success brings the peer up, its
@@ -239,13 +241,15 @@ type PeerStats struct {
 	// Picks counts the balancer's choices of this peer (probes included).
 	Picks uint64
 	// Failures counts connect failures, protocol errors, new connections
-	// the peer dropped unanswered, response-header timeouts and failed
-	// active checks; Downs the times the peer was marked down.
+	// the peer dropped unanswered, response-header timeouts (an
+	// origin's, not a parent's) and failed active checks; Downs the
+	// times the peer was marked down.
 	Failures, Downs uint64
 	// Rerouted counts requests moved to another peer after their connect
 	// to this one failed, this one was drained while they waited for a
 	// connection, this one closed their new connection unanswered, or
-	// did not answer them within the response-header timeout.
+	// (an origin) did not answer them within the response-header
+	// timeout.
 	Rerouted uint64
 	// Pool is the pool's view of the peer's connections, added up over
 	// its pool keys: its own, those its requests' logins give a
@@ -568,10 +572,11 @@ func classify(err error) outcome {
 		// endpoint that does not speak TLS) is a failed connect too: the
 		// request is rerouted, and the peer would fail the next one alike.
 		return failed
-	case e.Phase == conn.PhaseAwaitHead && errors.Is(err, conn.ErrHeaderTimeout):
+	case headerTimeout(err):
 		// The peer took the request and gave no response head within
 		// ResponseHeaderTimeout: a peer that hangs fails every request
-		// sent to it (nginx's max_fails counts timeouts too).
+		// sent to it (nginx's max_fails counts timeouts too). Not a
+		// parent's (judge).
 		return failed
 	case e.Responded:
 		return healthy
@@ -586,6 +591,26 @@ func classify(err error) outcome {
 		return failed
 	}
 	return neutral
+}
+
+// judge is classify for a request that went to peer p. A parent proxy
+// waits for the origin's response as the engine waits for its own, so a
+// response head not come within ResponseHeaderTimeout is the origin's
+// doing as likely as the parent's: it says nothing of the parent (Squid
+// counts no read timeout against a cache_peer either), or one slow site
+// would mark every parent down.
+func judge(p *peer, err error) outcome {
+	if p.parent != nil && headerTimeout(err) {
+		return neutral
+	}
+	return classify(err)
+}
+
+// headerTimeout reports a request that got no response head within
+// ResponseHeaderTimeout.
+func headerTimeout(err error) bool {
+	e := conn.AsError(err)
+	return e != nil && e.Phase == conn.PhaseAwaitHead && errors.Is(err, conn.ErrHeaderTimeout)
 }
 
 // peerHungUp reports whether err is the peer closing or resetting the
@@ -1222,7 +1247,12 @@ func (r *request) rerouteTask(t *shard.Task, err error) bool {
 			return false
 		}
 	} else {
-		r.settlePeer(classify(err))
+		r.settlePeer(judge(from, err))
+		if from.parent != nil && headerTimeout(err) {
+			// The origin behind every parent is the same: through
+			// another, the request would only go to it again.
+			return false
+		}
 	}
 	r.tried |= 1 << uint(from.idx)
 	p, probe, perr := r.group.pick(r.e.pool, r.hashKey, r.tried)

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -785,5 +786,87 @@ func TestPeersViaGroup(t *testing.T) {
 	}
 	if b := peersOf(e, "wrong")["bad"]; b.Failures != 0 || b.Rerouted != 0 || b.Picks != 1 || b.State != engine.PeerUp {
 		t.Fatalf("the refusing parent %+v: want one pick, no failure, not moved", b)
+	}
+}
+
+// TestPeersParentSlowOriginNotAgainstParent: through a group of parents
+// (two real Squids), an origin that takes the request and never answers
+// fails the request at ResponseHeaderTimeout, but that says nothing of
+// the parent, which only waits for the origin as the engine does: the
+// parent is not counted down (one failure would mark it down here), and
+// the GET does not go again through the other parent, which would send
+// it to the same origin a second time.
+func TestPeersParentSlowOriginNotAgainstParent(t *testing.T) {
+	leakBaseline(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		gets  atomic.Int32
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() { // the origin: reads request heads, never answers
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(line, "GET ") {
+						gets.Add(1)
+					}
+				}
+			}()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	a := bench.StartSquid(t, bench.SquidOptions{})
+	b := bench.StartSquid(t, bench.SquidOptions{})
+	e := startEngine(t, engine.Config{ResponseHeaderTimeout: 500 * time.Millisecond, Groups: map[string]engine.GroupConfig{"parents": {
+		Peers:  []engine.Peer{{Name: "a", Addr: a.Addr(), Parent: true}, {Name: "b", Addr: b.Addr(), Parent: true}},
+		Health: engine.Health{MaxFails: 1, Backoff: time.Hour},
+	}}})
+	h := groupHead(t, "/slow", ln.Addr().String())
+	const n = 2
+	for i := 0; i < n; i++ {
+		if _, _, err := fetch(e, &engine.Request{Upstream: engine.Upstream{Group: "parents"}, Head: h}); !errors.Is(err, conn.ErrHeaderTimeout) {
+			t.Fatalf("GET %d through the parents to the silent origin: %v, want the header timeout", i, err)
+		}
+	}
+	for name, p := range peersOf(e, "parents") {
+		if p.State != engine.PeerUp || p.Failures != 0 || p.Rerouted != 0 || p.Picks != 1 {
+			t.Errorf("parent %s: %+v; want up, one pick, no failure, nothing moved", name, p)
+		}
+	}
+	// Squid may take a moment to pass the last request on.
+	for deadline := time.Now().Add(5 * time.Second); gets.Load() < n && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := gets.Load(); got != n {
+		t.Errorf("the origin read %d GETs, want %d: each once", got, n)
 	}
 }
