@@ -406,21 +406,24 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	ed.Reset()
 	ed.StripHopByHop = true
 	var done, keep bool
-	switch m := req.MethodID(); {
-	case viaHas(&req.Header, cc.p.viaName):
+	if m := req.MethodID(); m == parser.MethodTrace || m == parser.MethodOptions {
+		// Answered here (Max-Forwards 0) also when it came round a loop:
+		// it goes no further, and a TRACE is how a loop is traced (RFC
+		// 9110 §7.6.2).
+		done, keep = cc.maxForwards(s, ed, hasBody)
+		if !done && req.Form() == parser.FormAsterisk && cc.p.forward() {
+			// "OPTIONS *" asks about the server that receives it (RFC
+			// 9112 §3.2.4): to a forward proxy, nothing names another.
+			done, keep = cc.answerHere(s, hasBody)
+		}
+	}
+	if !done && viaHas(&req.Header, cc.p.viaName) {
 		// The request came round back to this proxy (via.go): sent on,
 		// it would come back again, its head longer each time. The
 		// connection stays open unless a body came (not read).
 		done, keep = true, s.keepAlive && !hasBody
 		if !cc.writeText(s, 508, cc.p.loopMsg, keep) {
 			keep = false
-		}
-	case m == parser.MethodTrace || m == parser.MethodOptions:
-		done, keep = cc.maxForwards(s, ed, hasBody)
-		if !done && req.Form() == parser.FormAsterisk && cc.p.forward() {
-			// "OPTIONS *" asks about the server that receives it (RFC
-			// 9112 §3.2.4): to a forward proxy, nothing names another.
-			done, keep = cc.answerHere(s, hasBody)
 		}
 	}
 	if done {

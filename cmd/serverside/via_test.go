@@ -301,3 +301,26 @@ func TestViaNameChecked(t *testing.T) {
 		t.Errorf("via_name: %+v %v", fc, err)
 	}
 }
+
+// TestViaLoopTraced: TRACE with Max-Forwards is how a loop is traced
+// (RFC 9110 §7.6.2), and a request whose Max-Forwards is 0 is answered by
+// its recipient as the final one, whatever its Via: round the loop A, B,
+// A, the TRACE sent to A with Max-Forwards 2 comes back to A with 0, and
+// A reflects it, its Via showing the loop, instead of a 508. One with
+// Max-Forwards 3 would go on from there, and gets the 508.
+func TestViaLoopTraced(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	a, _ := startParentPair(t, "a.test", "b.test", "", nil, nil)
+	rc := dialRaw(t, a)
+	rc.write(t, "TRACE http://example.test/ HTTP/1.1\r\nHost: example.test\r\nMax-Forwards: 2\r\n\r\n")
+	resp, body := rc.read(t)
+	want := "Via: 1.1 a.test (serverside)\r\nVia: 1.1 b.test (serverside)\r\n"
+	if resp.StatusCode != 200 || !strings.Contains(body, "Max-Forwards: 0\r\n") || !strings.Contains(body, want) {
+		t.Fatalf("%d\n%s\nwant 200 reflecting Max-Forwards 0 and the Via lines\n%s", resp.StatusCode, body, want)
+	}
+	rc.write(t, "TRACE http://example.test/ HTTP/1.1\r\nHost: example.test\r\nMax-Forwards: 3\r\n\r\n")
+	if resp, body = rc.read(t); resp.StatusCode != 508 {
+		t.Fatalf("Max-Forwards 3: %d %q, want 508", resp.StatusCode, body)
+	}
+}
