@@ -97,8 +97,11 @@ type Upstream struct {
 	// been sent; any answer to the CONNECT (a refusal included) and any
 	// response through the tunnel count for it. What happens past the
 	// tunnel (the origin's TLS, the origin's answer) says nothing of the
-	// parent. A group the engine does not have fails with ErrNoGroup;
-	// with Group or Via set too, ErrBadRequest.
+	// parent. A request of a pinned session whose connection goes to
+	// Addr through a parent's tunnel (an origin's NTLM login) goes
+	// through that parent, whatever the balancer would pick. A group the
+	// engine does not have fails with ErrNoGroup; with Group or Via set
+	// too, ErrBadRequest.
 	ViaGroup string
 	// Pipeline pipelines requests to a plain HTTP Addr (no TLS, no Via)
 	// as Peer.Pipeline does to a peer: GETs and HEADs without a body, up

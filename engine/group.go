@@ -1099,7 +1099,25 @@ func (e *Engine) routeVia(req *Request, r *request) error {
 	if key == "" {
 		key = req.Addr
 	}
-	g, p, probe, err := e.pickParent(req.ViaGroup, key, 0)
+	g := e.group(req.ViaGroup)
+	if g == nil {
+		return fmt.Errorf("%w: %q", ErrNoGroup, req.ViaGroup)
+	}
+	var p *peer
+	var probe bool
+	var err error
+	if sk, gone, ok := e.viaSession(req); ok {
+		// A pinned session to this target through a tunnel (an
+		// origin's NTLM or Negotiate login): its requests go through
+		// the parent that carries its connection, as a Group request's
+		// go to its session's peer, whatever the balancer would pick.
+		if gone {
+			return fmt.Errorf("%w: session %d: its connection to %s is gone", ErrPinnedGone, req.PinKey, sk.Addr)
+		}
+		p, err = g.sessionPeer(sk, req.PinKey)
+	} else {
+		p, probe, err = g.pick(e.pool, key, 0)
+	}
 	if err != nil {
 		return err
 	}
@@ -1111,6 +1129,28 @@ func (e *Engine) routeVia(req *Request, r *request) error {
 	}
 	r.t.Reroute = r.reroute
 	return nil
+}
+
+// viaSession is the key of req's pinned session when that session's
+// connection goes to req's Addr through a parent's tunnel, and whether
+// the connection is gone; ok false when req has no such session (none,
+// or one to another upstream: a forward proxy's client moving on to
+// another site, whose requests are not the session's).
+func (e *Engine) viaSession(req *Request) (key poolset.Key, gone, ok bool) {
+	if req.PinKey == 0 {
+		return key, false, false
+	}
+	v, pinned := e.sessions.Load(req.PinKey)
+	if !pinned {
+		return key, false, false
+	}
+	switch s := v.(type) {
+	case goneSession:
+		key, gone = s.key, true
+	case poolset.Key:
+		key = s
+	}
+	return key, gone, key.Addr == req.Addr && key.Via != ""
 }
 
 // aimVia points the task at the tunnel to its Addr through parent p:

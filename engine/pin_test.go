@@ -358,3 +358,117 @@ func TestParentWithoutSessionSupportIsolates(t *testing.T) {
 		t.Fatalf("pool %+v: want nothing pinned", st.Pool)
 	}
 }
+
+// ntlmOrigin is an origin that demands NTLM per connection, as IIS does:
+// a Type 1 message gets a 401 with a Type 2 challenge, a Type 3 message
+// is taken only on the connection that got the challenge, and a request
+// without credentials only on a connection a Type 3 authenticated. It
+// counts the connections it accepted.
+func ntlmOrigin(t *testing.T) (addr string, conns func() int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		open  []net.Conn
+		wg    sync.WaitGroup
+		count int
+	)
+	challenge := "NTLM " + base64.StdEncoding.EncodeToString(append([]byte("NTLMSSP\x00\x02\x00\x00\x00"), make([]byte, 36)...))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, c)
+			count++
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				state := 0 // 1: challenged, 2: authenticated
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					a := req.Header.Get("Authorization")
+					msg, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(a, "NTLM "))
+					switch {
+					case len(msg) > 8 && msg[8] == 1:
+						state = 1
+						io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: "+challenge+"\r\nContent-Length: 0\r\n\r\n")
+						continue
+					case len(msg) > 8 && msg[8] == 3 && state == 1, a == "" && state == 2:
+						state = 2
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
+					state = 0
+					io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM\r\nContent-Length: 0\r\n\r\n")
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return count
+	}
+}
+
+// TestViaGroupNTLMSessionStaysOnItsParent: an origin's NTLM handshake
+// through a tunnel of a group of parents (Upstream.ViaGroup; two real
+// Squids, taken in turn by the balancer) pins the tunnel's connection to
+// the client's key, and the handshake's next messages and the requests
+// after it go on that connection, through the parent that carries it,
+// as a Group request's go to its session's peer.
+func TestViaGroupNTLMSessionStaysOnItsParent(t *testing.T) {
+	leakBaseline(t)
+	addr, conns := ntlmOrigin(t)
+	port := bench.Port(t, addr)
+	a := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port}})
+	b := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{port}})
+	e := startEngine(t, engine.Config{PinnedIdleTimeout: 10 * time.Minute, Groups: map[string]engine.GroupConfig{
+		"parents": {Peers: []engine.Peer{
+			{Name: "a", Addr: a.Addr(), Parent: true},
+			{Name: "b", Addr: b.Addr(), Parent: true},
+		}},
+	}})
+	const key = 9
+	get := func(fields ...string) *recSink {
+		req := request(t, addr, "GET", "origin.test", "/", false, fields...)
+		req.ViaGroup = "parents"
+		req.PinKey = key
+		return send(t, e, req)
+	}
+	if s := get("Authorization: " + bench.NTLMNegotiate()); s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
+		t.Fatalf("negotiate: heads %v, err %v; want the 401 challenge", s.heads, s.err)
+	}
+	for i, f := range [][]string{{"Authorization: " + bench.NTLMAuthenticate("DOM", "user9", "WS")}, nil, nil} {
+		if s := get(f...); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+			t.Fatalf("request %d after the challenge: heads %v, err %v; want 200 on the session's connection", i, s.heads, s.err)
+		}
+	}
+	if n := conns(); n != 1 {
+		t.Fatalf("the origin accepted %d connections, want the session's one", n)
+	}
+}
