@@ -73,8 +73,10 @@ type Config struct {
 	PendingTimeout time.Duration
 	// MaxRetries bounds the stale-connection retries of one request, and
 	// the resends to another peer of a group's request whose new
-	// connection the peer dropped after it was written. Default 2;
-	// negative disables them.
+	// connection the peer dropped after it was written, or that an
+	// origin of the group did not answer within ResponseHeaderTimeout
+	// (each resend waits that long again). Default 2; negative disables
+	// them.
 	MaxRetries int
 	// StrictResend keeps a request that is not idempotent (POST, say,
 	// without an Idempotency-Key field) from being sent again once any

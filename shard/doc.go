@@ -66,7 +66,9 @@
 // offered to the hook: nothing was sent, so the hook may point the task at
 // another upstream (Key and edits), and the shard starts it again there;
 // the failed key counts a retry. So is a task whose new connection the
-// peer closed or reset before any response byte, when sending it again
-// is safe (the stale-race rules without the reuse: one that was written
-// goes again only within MaxRetries).
+// peer closed or reset before any response byte, or that got no response
+// byte within the response-header timeout, when sending it again is safe
+// (the stale-race rules without the reuse: one that was written goes
+// again only within MaxRetries); the hook may decline (the engine does
+// for a parent's timeout, which says nothing of the parent).
 package shard

@@ -93,8 +93,9 @@ type Task struct {
 	// Key failed, or Key was drained before the task had a connection
 	// (the request's context still live): nothing was sent, so the
 	// request may go elsewhere; or after a new connection to Key was
-	// closed or reset before any response byte and the request may be
-	// sent again. It reports true after pointing the
+	// closed or reset before any response byte, or no response byte came
+	// within the response-header timeout, and the request may be sent
+	// again. It reports true after pointing the
 	// task at another upstream (Key, and Exchange.Edits as that upstream
 	// needs), which the shard then starts afresh; false to fail the task
 	// with err. It must not block.
