@@ -1150,3 +1150,53 @@ func TestGroupHangingPeerGoesDown(t *testing.T) {
 	partial.close()
 	live.close()
 }
+
+// TestGroupHangingPeerReusedConnection: a peer that starts hanging after
+// it answered (an origin stuck on a lock, its connections kept alive)
+// times out a GET on the connection the pool kept for it, which runs on
+// the caller's goroutine: that GET moves to another peer as one on a new
+// connection does.
+func TestGroupHangingPeerReusedConnection(t *testing.T) {
+	checkLeaks(t)
+	var got atomic.Int32
+	stall := newOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for first := true; ; first = false {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			got.Add(1)
+			if first {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nstall here")
+				continue
+			}
+			io.Copy(io.Discard, br) // never answers again
+			return
+		}
+	})
+	live := namedOrigin(t, "live", nil, nil)
+	e := newEngine(t, Config{Shards: 1, ResponseHeaderTimeout: 200 * time.Millisecond, Groups: map[string]GroupConfig{"g": {
+		Peers:  []Peer{{Name: "stall", Addr: stall.addr(), Weight: 1000}, {Name: "live", Addr: live.addr()}},
+		Health: Health{MaxFails: 2, Backoff: time.Hour},
+	}}})
+	if name := who(t, e, "g", "/"); name != "stall" {
+		t.Fatalf("first GET answered by %s", name)
+	}
+	waitPeer(t, e, "g", "stall", func(p PeerStats) bool { return p.Pool.Idle == 1 })
+	// Exchange runs a request that finds an idle connection on the
+	// caller's goroutine.
+	if s := exchange(t, e, groupGet(t, "g", "/")); s.err != nil || s.status != 200 || !strings.HasPrefix(s.body.String(), "live ") {
+		t.Fatalf("GET on the kept connection: %d %q %v, want live's answer", s.status, s.body.String(), s.err)
+	}
+	if p := peerStats(t, e, "g", "stall"); p.Failures != 1 || p.Rerouted != 1 || p.Pool.Dialed != 1 {
+		t.Fatalf("the stalled peer: %+v; want one timeout on its one connection, the GET moved", p)
+	}
+	if n := got.Load(); n != 2 {
+		t.Fatalf("the stalled peer read %d requests, want 2", n)
+	}
+	// The timed-out connection was closed, not kept; live's went back.
+	waitPeer(t, e, "g", "stall", func(p PeerStats) bool { return p.Pool.Conns() == 0 && p.Pool.Waiting == 0 })
+	waitPeer(t, e, "g", "live", func(p PeerStats) bool { return p.Pool.Busy == 0 && p.Pool.Idle == 1 })
+	e.Close()
+	stall.close()
+	live.close()
+}

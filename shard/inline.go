@@ -80,6 +80,19 @@ func (s *Set) runInlineOn(t *Task, c *conn.Conn) bool {
 			return true
 		}
 	}
+	if e := conn.AsError(err); e != nil && t.Reroute != nil && t.Ctx.Err() == nil && headerTimedOut(e) &&
+		t.attempts <= s.cfg.MaxRetries && t.resendable(e, s.cfg.StrictResend) && !s.closed.Load() && rewind(t, s.cfg.Logger) &&
+		t.Reroute(t, err) {
+		// A peer that gave no response byte within the response-header
+		// timeout on a kept-alive connection: the request moves to
+		// another peer as from a shard (exchanged). The task is this
+		// goroutine's alone until it is posted, so the hook may run here.
+		t.ctr.Retries.Add(1)
+		t.ctr = s.stats.For(t.Key)
+		t.resent = true // on a shard now: Retried
+		s.shardFor(0).post(event{kind: evSubmit, t: t})
+		return true
+	}
 	finish(t, err)
 	return true
 }

@@ -89,7 +89,8 @@ type Task struct {
 	// connection instead of the Set's PendingTimeout (a peer's own queue
 	// deadline).
 	PendingTimeout time.Duration
-	// Reroute, when set, is called on the shard goroutine after a dial of
+	// Reroute, when set, is called on the shard goroutine (or on
+	// RunInline's caller, whose task it is until posted) after a dial of
 	// Key failed, or Key was drained before the task had a connection
 	// (the request's context still live): nothing was sent, so the
 	// request may go elsewhere; or after a new connection to Key was
