@@ -45,8 +45,8 @@ const (
 	// spread out rather than in bursts.
 	RoundRobin Kind = "roundrobin"
 	// LeastConn picks the peer with the least load per unit of weight
-	// (nginx's least_conn: active/weight); ties go to the greater
-	// weight, then round-robin.
+	// (nginx's least_conn: active/weight); ties go by smooth weighted
+	// round-robin.
 	LeastConn Kind = "leastconn"
 	// P2C draws two distinct peers at random, with probability by weight,
 	// and takes the one with less load per unit of weight (ties: the
@@ -119,42 +119,59 @@ func (b *roundRobin) Pick(peers []Peer, _ string) int {
 	return best
 }
 
-// leastConn picks the peer with the least load per unit of weight; among
-// equals the heaviest, and among those the next after the last tie
-// winner.
+// leastConn picks the peer with the least load per unit of weight, and
+// among equals goes by smooth weighted round-robin, as nginx's least_conn
+// does: light sequential traffic, which finds every peer at load 0,
+// spreads by weight rather than all going to the heaviest.
 type leastConn struct {
-	next int // where the round-robin among ties starts
+	current []int // the round-robin's current weights
 }
 
 func (b *leastConn) Pick(peers []Peer, _ string) int {
-	n := len(peers)
-	best := -1
-	for j := 0; j < n; j++ {
-		i := (b.next + j) % n
+	if len(b.current) != len(peers) {
+		b.current = make([]int, len(peers))
+	}
+	least := -1
+	for i := range peers {
+		if peers[i].Eligible && (least < 0 || lessLoaded(&peers[i], &peers[least])) {
+			least = i
+		}
+	}
+	if least < 0 {
+		return -1
+	}
+	best, total := -1, 0
+	for i := range peers {
 		p := &peers[i]
-		if !p.Eligible {
+		if !p.Eligible || lessLoaded(&peers[least], p) {
 			continue
 		}
-		if best < 0 || better(p, &peers[best]) {
+		w := weight(p)
+		b.current[i] += w
+		total += w
+		if best < 0 || b.current[i] > b.current[best] {
 			best = i
 		}
 	}
-	if best >= 0 {
-		b.next = best + 1
-	}
+	b.current[best] -= total
 	return best
 }
 
-// better reports whether a beats b: less load per unit of weight (as
-// nginx's least_conn compares active/weight), or the same and more
-// weight. The ratios are compared cross-multiplied: loads and weights
-// (at most the engine's MaxWeight) are small enough not to overflow.
+// lessLoaded reports whether a has less load per unit of weight than b
+// (as nginx's least_conn compares active/weight). The ratios are compared
+// cross-multiplied: loads and weights (at most the engine's MaxWeight)
+// are small enough not to overflow.
+func lessLoaded(a, b *Peer) bool {
+	return a.Load*weight(b) < b.Load*weight(a)
+}
+
+// better reports whether a beats b for p2c: less load per unit of
+// weight, or the same and more weight.
 func better(a, b *Peer) bool {
-	wa, wb := weight(a), weight(b)
-	if la, lb := a.Load*wb, b.Load*wa; la != lb {
-		return la < lb
+	if lessLoaded(a, b) || lessLoaded(b, a) {
+		return lessLoaded(a, b)
 	}
-	return wa > wb
+	return weight(a) > weight(b)
 }
 
 // p2c is the power of two choices over least load.

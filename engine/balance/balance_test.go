@@ -88,15 +88,18 @@ func TestLeastConn(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		got += strconv.Itoa(b.Pick(ps, ""))
 	}
-	if got != "201201" {
-		t.Fatalf("ties = %s, want 201201 (round-robin after the last winner, 1)", got)
+	if got != "012012" {
+		t.Fatalf("ties = %s, want 012012 (round-robin)", got)
 	}
-	// Ties: the greater weight first.
+	// Ties with weights: weighted round-robin, spread out, so that light
+	// sequential traffic (every peer at load 0) follows the weights.
 	ps[1].Weight = 3
-	for i := 0; i < 3; i++ {
-		if got := b.Pick(ps, ""); got != 1 {
-			t.Fatalf("tie with weights = %d, want the heaviest 1", got)
-		}
+	got = ""
+	for i := 0; i < 10; i++ {
+		got += strconv.Itoa(b.Pick(ps, ""))
+	}
+	if got != "1012110121" {
+		t.Fatalf("ties with weights 1, 3, 1 = %s, want 1012110121", got)
 	}
 	ps[1].Eligible = false
 	ps[2].Load = 1
