@@ -316,6 +316,67 @@ func TestInlineBodyKeptWhenNothingWritten(t *testing.T) {
 	}
 }
 
+// TestInlineBodyKeptWhenNotDelivered: the stale race of
+// TestDeliveredStaleRace, for a request whose small body went out with its
+// head: written whole, and never received (the upstream's TCP answered it
+// with a reset after its FIN). The body read is handed back in the
+// Exchange and BodyRead is false, as when nothing was written, so that
+// the POST can go again on another connection without GetBody.
+func TestInlineBodyKeptWhenNotDelivered(t *testing.T) {
+	checkLeaks(t)
+	closed := make(chan struct{})
+	o := postOrigin(t, func(c net.Conn, _ *bufio.Reader) {
+		_ = c.Close()
+		close(closed)
+	})
+	c := goDial(t, o.addr())
+	if _, err := c.RoundTrip(context.Background(), postExchange(t, 5), &sink{}); err != nil {
+		t.Fatal(err)
+	}
+	<-closed
+	// Let the FIN arrive; the pool's probe would see it, this test skips
+	// the probe to play the race.
+	time.Sleep(50 * time.Millisecond)
+	ex := &Exchange{Head: request(t, "POST /p HTTP/1.1\r\nHost: o\r\nContent-Length: 5\r\n\r\n"),
+		Body: strings.NewReader("hello"), ContentLength: 5}
+	out, err := c.RoundTrip(context.Background(), ex, &sink{})
+	e := AsError(err)
+	if e == nil || !e.Reused || !e.Written || e.Delivered || e.Responded || e.BodyRead || out.BodyRead {
+		t.Fatalf("err %v (%+v), outcome %+v; want written, not delivered, the body unread", err, e, out)
+	}
+	if b, err := io.ReadAll(ex.Body); err != nil || string(b) != "hello" {
+		t.Fatalf("body handed back: %q %v, want hello", b, err)
+	}
+}
+
+// TestInlineBodyNotKeptOnceAnswered: an inline body is handed back only
+// for a request that failed before any response byte: one whose response
+// began and then broke off stays read.
+func TestInlineBodyNotKeptOnceAnswered(t *testing.T) {
+	checkLeaks(t)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		_, _ = io.CopyN(io.Discard, br, 5)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+		_ = c.Close()
+	})
+	for _, d := range []func(*testing.T, string) *Conn{dial, goDial} {
+		c := d(t, o.addr())
+		ex := &Exchange{Head: request(t, "POST /p HTTP/1.1\r\nHost: o\r\nContent-Length: 5\r\n\r\n"),
+			Body: strings.NewReader("hello"), ContentLength: 5}
+		out, err := c.RoundTrip(context.Background(), ex, &sink{})
+		e := AsError(err)
+		if e == nil || !e.Responded || !e.BodyRead || !out.BodyRead {
+			t.Fatalf("err %v (%+v), outcome %+v; want a response begun, the body read", err, e, out)
+		}
+		if b, _ := io.ReadAll(ex.Body); len(b) != 0 {
+			t.Fatalf("body handed back: %q, want none", b)
+		}
+	}
+}
+
 // TestInlineBodyKeptWhenPartlyWritten: a write of a head with its inline
 // body that sent part of the bytes before it failed (here its timeout,
 // the upstream reading nothing, both socket buffers at their least) put request

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/parser"
+	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,6 +71,11 @@ type Conn struct {
 	answerFn func() bool // c.answered, made once: a method value allocates
 	note     any         // the layer above's per-connection value (SetNote)
 	pl       *pipeline   // pipeline mode's state (pipeline.go); nil if never pipelined
+	// kept is the buffer of a head sent with its inline body (writeHead),
+	// held from the write until a response byte arrives or the exchange
+	// ends, so that a request that failed before any can have its body
+	// again (handBack); nil when there is none.
+	kept *bytebufferpool.ByteBuffer
 
 	// TCP acknowledgements (acked.go): the peer's acknowledged byte count
 	// after the connect (ackUnknown: not tracked), the request bytes
@@ -270,8 +276,9 @@ func (c *Conn) Alive() bool {
 // that closes right after a response without saying so, or at its idle
 // timeout, leaves that moment in which the pool hands the connection out
 // as alive. A request that could not go again after meeting the close (a
-// POST whose body cannot be had again) is then lost, so its caller
-// probes first. One system call. A Go net connection (TLS) is looked at
+// POST, which goes again only when the upstream's TCP shows it never
+// received it, or one whose body cannot be had again) is then lost, so
+// its caller probes first. One system call. A Go net connection (TLS) is looked at
 // the same way, under its TLS layers: Alive on checkout does too, but not
 // Alive on return within goProbeGrace of its exchange, after which Put
 // may hand it straight to a waiting request.

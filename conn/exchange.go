@@ -66,8 +66,9 @@ type Exchange struct {
 	// ContentLength bytes are read from Body, never more (see
 	// ErrBodyLength); 0 sends none. A body small enough to go out with
 	// the head is read whole first; when that write sends nothing (the
-	// upstream's close was seen first), Body is set to a reader of the
-	// bytes read, and the Error's BodyRead is false.
+	// upstream's close was seen first), or the exchange fails after it
+	// before any response byte, Body is set to a reader of the bytes
+	// read, and the Error's BodyRead is false.
 	Body          io.Reader
 	ContentLength int64
 	// ExpectContinueTimeout is how long to wait for "100 Continue" before

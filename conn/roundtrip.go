@@ -14,7 +14,8 @@ import (
 
 // exchange runs the steps of RoundTrip: head, body (after 100 Continue when
 // asked), response head with interim responses, response body.
-func (c *Conn) exchange(ex *Exchange, sink Sink) error {
+func (c *Conn) exchange(ex *Exchange, sink Sink) (err error) {
+	defer func() { c.handBack(ex, err) }()
 	cfg, m := c.begin(ex)
 	if c.g == nil {
 		_ = c.nc.SetWriteTimeout(cfg.WriteTimeout)
@@ -29,7 +30,6 @@ func (c *Conn) exchange(ex *Exchange, sink Sink) error {
 	bodyDone := !hasBody || inline
 
 	var hl int
-	var err error
 	if expect {
 		wait := ex.ExpectContinueTimeout
 		if wait <= 0 {
@@ -92,6 +92,7 @@ func (c *Conn) receive(ex *Exchange, sink Sink, cfg Config, hl int, asked bool) 
 			return err
 		}
 	}
+	c.dropKept() // answered: the request cannot go again
 	if resp.Status() == 101 && !offersUpgrade(ex) {
 		// Relaying it would tell the client a switch happened that it
 		// never asked for, on a connection that then only closes.

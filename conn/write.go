@@ -175,7 +175,11 @@ func forwardEdits(e *parser.Edits, clBuf *[20]byte, ex *Exchange) {
 // length appended when inline is true, in one write.
 func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 	bb := headPool.Get()
-	defer headPool.Put(bb)
+	defer func() {
+		if c.kept != bb {
+			headPool.Put(bb)
+		}
+	}()
 	if err := parser.WriteRequestHead(bb, ex.Head, c.edits(ex)); err != nil {
 		return c.fail(PhaseWrite, fmt.Errorf("serialize head: %w", err))
 	}
@@ -202,7 +206,39 @@ func (c *Conn) writeHead(ex *Exchange, inline bool) error {
 		}
 		return c.fail(PhaseWrite, fmt.Errorf("write head: %w", err))
 	}
+	if inline {
+		c.kept = bb
+	}
 	return nil
+}
+
+// handBack ends what writeHead kept of an inline body. When the exchange
+// failed with err before any response byte, after the body went out, the
+// body is handed back as when nothing went out: Body becomes a reader of
+// the bytes sent and BodyRead is false, so that the request can go again
+// without GetBody when the retry rules allow: the upstream never received
+// it (the stale race, conn.Error.Delivered false), or it is idempotent.
+// The buffer then goes back to its pool.
+func (c *Conn) handBack(ex *Exchange, err error) {
+	bb := c.kept
+	if bb == nil {
+		return
+	}
+	c.kept = nil
+	if e := AsError(err); e != nil && e.Written && !e.Responded && !c.last.Responded {
+		ex.Body = bytes.NewReader(bytes.Clone(bb.B[len(bb.B)-int(ex.ContentLength):]))
+		e.BodyRead, c.last.BodyRead = false, false
+	}
+	headPool.Put(bb)
+}
+
+// dropKept gives back what writeHead kept of an inline body once a
+// response byte came in: the request cannot go again after that.
+func (c *Conn) dropKept() {
+	if c.kept != nil {
+		headPool.Put(c.kept)
+		c.kept = nil
+	}
 }
 
 // ErrAnswered stops a request body whose error response came in while it

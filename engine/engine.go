@@ -139,7 +139,9 @@ type Request struct {
 	// body to be retried after a stale connection; nil when not possible.
 	// Without it, only a request whose body was not read yet is retried
 	// (one with "Expect: 100-continue" that met the stale connection
-	// while waiting for the 100): the body goes as it is.
+	// while waiting for the 100): the body goes as it is; or one whose
+	// body, of up to 16 KiB, went out whole with the head, whose bytes
+	// the engine keeps until a response byte comes.
 	GetBody func() (io.Reader, error)
 	// PinKey names a pinned session (a client connection authenticated
 	// with NTLM/Negotiate, say); zero for none. A request with the key of
