@@ -21,6 +21,7 @@ import (
 	"github.com/serverside-go/serverside/engine"
 	"github.com/serverside-go/serverside/parser"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -214,6 +215,40 @@ func (cc *clientConn) serveOne() outcome {
 	}
 	cc.p.states.Put(rs)
 	return o
+}
+
+// closeIdleQuiet is the sweeper's close of a connection idle past the
+// idle timeout: as closeIfIdle, but not while bytes its client sent wait
+// for a request to take them (inputWaiting). Those are the client's next
+// request, come in just before the close: served, as nginx serves one
+// that came in before its keepalive_timeout fired, rather than dropped
+// with the connection (its client would get a reset or an end of file
+// for a request it sent on an open connection). A lingering connection
+// drops what comes, and closes whatever waits.
+func (cc *clientConn) closeIdleQuiet() {
+	if st := cc.state.Load(); (st == stIdle || st == stParked) && cc.inputWaiting() {
+		return
+	}
+	cc.closeIfIdle()
+}
+
+// inputWaiting reports bytes from the client that no request has taken
+// yet: in netpoll's buffer (its poller read them, and onRequest is about
+// to run) or still in the socket (netpoll's poller, or the parking lot,
+// has yet to see them). The fd may be another connection's by now, if
+// this one closed meanwhile: a wrong answer only keeps the sweeper from
+// closing, until its next tick, a connection that is closed anyway.
+func (cc *clientConn) inputWaiting() bool {
+	c := cc.closer.Load().(closerOf).c
+	if nc, ok := c.(netpoll.Connection); ok && nc.Reader().Len() > 0 {
+		return true
+	}
+	fc, ok := c.(interface{ Fd() int })
+	if !ok {
+		return false
+	}
+	n, err := unix.IoctlGetInt(fc.Fd(), unix.SIOCINQ)
+	return err == nil && n > 0
 }
 
 // closeIfIdle closes the connection when no request is running on it

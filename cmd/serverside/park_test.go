@@ -617,3 +617,44 @@ func TestPinLostWhileParking(t *testing.T) {
 		return p.metrics.open.Load() == 0 && p.parked() == 0 && p.live() == 0
 	})
 }
+
+// TestIdleCloseAsRequestArrives: a sweeper's tick that finds a connection
+// idle past the idle timeout just as its client's next request came in
+// (netpoll has the bytes and is about to serve them) leaves it open, and
+// the request is served, as nginx serves one that came in before its
+// keepalive_timeout fired; closed, the client lost a request it had sent
+// on an open connection, to a reset or an end of file before any byte of
+// an answer. A connection idle with nothing come in is still closed.
+func TestIdleCloseAsRequestArrives(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var armed atomic.Bool
+	hook := func(cc *clientConn) {
+		if armed.CompareAndSwap(true, false) {
+			cc.closeIdleQuiet() // what the sweeper does past the idle timeout, just then
+		}
+	}
+	p, px := startParkProxy(t, clientConfig{ParkAfter: -1, IdleTimeout: time.Minute, requestHook: hook}, nil,
+		"http://"+ng.Addr())
+
+	rc := dialRaw(t, px)
+	rc.getSmall(t, "r=1")
+	armed.Store(true)
+	rc.getSmall(t, "r=2")
+	rc.getSmall(t, "r=3")
+	waitFor(t, "nginx's log of the three requests", func() bool { return len(ng.Requests()) >= 3 })
+	var uris []string
+	for _, r := range ng.Requests() {
+		uris = append(uris, r.URI)
+	}
+	if want := []string{"/small?r=1", "/small?r=2", "/small?r=3"}; !slices.Equal(uris, want) {
+		t.Fatalf("nginx saw %q, want %q", uris, want)
+	}
+	// Idle with nothing come in: closed.
+	p.each(func(cc *clientConn) { cc.closeIdleQuiet() })
+	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := rc.br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("idle connection: read %d, %v; want it closed", n, err)
+	}
+}

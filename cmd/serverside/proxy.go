@@ -615,7 +615,7 @@ func (p *proxy) sweep(sh *clientShard) {
 			sh.mu.Unlock()
 			// Close outside the lock: close callbacks take it.
 			for _, cc := range victims {
-				cc.closeIfIdle()
+				cc.closeIdleQuiet()
 			}
 			for _, cc := range parkable {
 				if p.closing.Load() {
