@@ -15,10 +15,11 @@ const (
 // Config sets the pool's limits. The zero value of every field selects the
 // documented default. Config is read once, by New.
 type Config struct {
-	// IdleTimeout is how long a connection may stay idle. Zero means
-	// DefaultIdleTimeout (60s, as Squid and nginx); negative means idle
-	// connections never expire by idleness alone (hints and MaxLifetime
-	// still apply).
+	// IdleTimeout is how long a connection may stay idle, counted from
+	// PutInfo.Ended (the end of its last response) when given, else from
+	// the Put. Zero means DefaultIdleTimeout (60s, as Squid and nginx);
+	// negative means idle connections never expire by idleness alone
+	// (hints and MaxLifetime still apply).
 	IdleTimeout time.Duration
 
 	// MaxIdlePerKey caps the idle connections of one key. A connection
@@ -59,7 +60,8 @@ type Config struct {
 	//
 	//	max(min(N × KeepAliveSafety, N − 1s), min(N / 2, N × KeepAliveSafety))
 	//
-	// after it went idle, and never later than IdleTimeout. The fraction
+	// after it went idle (PutInfo.Ended, else the Put), and never later
+	// than IdleTimeout. The fraction
 	// absorbs clock drift and the origin's timer starting before our
 	// receipt of the last byte; the one-second margin absorbs whole-second
 	// rounding in the header; the floor of half the hint (or less, with a

@@ -77,6 +77,7 @@ func HintWindowForTesting(cfg Config, h time.Duration) time.Duration {
 var (
 	ErrTooManyIdleForTesting  = errTooManyIdle
 	ErrNoIdleWindowForTesting = errNoIdleWindow
+	ErrIdleExpiredForTesting  = errIdleExpired
 	ErrMaxRequestsForTesting  = errMaxRequests
 	ErrLifetimeForTesting     = errLifetime
 	ErrConnDeadForTesting     = errConnDead

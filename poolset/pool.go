@@ -40,6 +40,13 @@ type PutInfo struct {
 	// Born is when the connection was established; zero when unknown.
 	// Compared with Config.MaxLifetime.
 	Born time.Time
+	// Ended is when the last byte of the connection's last response was
+	// read; zero means at Put. The idle expiry (IdleTimeout and the
+	// Keep-Alive hint) counts from it: the upstream's idle timer started
+	// when it had sent that byte, and whatever delayed the Put since (a
+	// sink delivering the body to a slow client) did not hold it. A time
+	// after the Put's counts as the Put's.
+	Ended time.Time
 }
 
 // State is how a caller holds a connection it reports closed.

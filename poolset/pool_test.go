@@ -547,3 +547,80 @@ func TestDialCanceled(t *testing.T) {
 		t.Fatalf("stats %+v after DialFailed", s)
 	}
 }
+
+// TestIdleCountsFromResponseEnd: the idle expiry, the hint's and
+// IdleTimeout's, counts from PutInfo.Ended (the response's last byte
+// read), not from the Put, which a slow sink delays: the upstream's idle
+// timer started at its last byte.
+func TestIdleCountsFromResponseEnd(t *testing.T) {
+	p, clock, r := newPool(t, poolset.Config{IdleTimeout: 10 * time.Second})
+
+	// timeout=5 leaves 4s; the sink took 3s of them.
+	c := dial(t, p, r, keyA)
+	p.Put(keyA, c, poolset.PutInfo{KeepAliveHint: 5 * time.Second, Requests: 1, Ended: clock.Now().Add(-3 * time.Second)})
+	clock.Advance(time.Second - time.Millisecond)
+	mustGet(t, p, keyA, c)
+	p.Put(keyA, c, poolset.PutInfo{KeepAliveHint: 5 * time.Second, Requests: 2, Ended: clock.Now().Add(-3 * time.Second)})
+	clock.Advance(time.Second)
+	mustMiss(t, p, keyA)
+	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 1 {
+		t.Fatalf("conn idle 4s since its response's end: closes %d, stats %+v", c.closes.Load(), p.Stats(keyA).Closed)
+	}
+
+	// No hint: IdleTimeout counts from the end too.
+	c = dial(t, p, r, keyA)
+	p.Put(keyA, c, poolset.PutInfo{Requests: 1, Ended: clock.Now().Add(-9 * time.Second)})
+	clock.Advance(time.Second)
+	mustMiss(t, p, keyA)
+	if !c.closed() || p.Stats(keyA).Closed.IdleTimeout != 1 {
+		t.Fatalf("conn idle 10s since its response's end: closes %d, stats %+v", c.closes.Load(), p.Stats(keyA).Closed)
+	}
+
+	// Past the window already on return: refused.
+	c = dial(t, p, r, keyA)
+	err := p.PutForTesting(keyA, c, poolset.PutInfo{KeepAliveHint: 5 * time.Second, Requests: 1, Ended: clock.Now().Add(-4 * time.Second)})
+	if !errors.Is(err, poolset.ErrNoIdleWindowForTesting) || !c.closed() || p.Stats(keyA).Closed.HintExpired != 2 {
+		t.Fatalf("Put 4s after the end of a timeout=5 response = %v, closes %d", err, c.closes.Load())
+	}
+	c = dial(t, p, r, keyA)
+	err = p.PutForTesting(keyA, c, poolset.PutInfo{Requests: 1, Ended: clock.Now().Add(-10 * time.Second)})
+	if !errors.Is(err, poolset.ErrIdleExpiredForTesting) || !c.closed() || p.Stats(keyA).Closed.IdleTimeout != 2 {
+		t.Fatalf("Put 10s after the end = %v, closes %d", err, c.closes.Load())
+	}
+
+	// An end later than the Put (another clock) counts as the Put.
+	c = dial(t, p, r, keyA)
+	p.Put(keyA, c, poolset.PutInfo{KeepAliveHint: 5 * time.Second, Requests: 1, Ended: clock.Now().Add(time.Hour)})
+	clock.Advance(4*time.Second - time.Millisecond)
+	mustGet(t, p, keyA, c)
+	p.Put(keyA, c, poolset.PutInfo{KeepAliveHint: 5 * time.Second, Requests: 2})
+	clock.Advance(4 * time.Second)
+	mustMiss(t, p, keyA)
+	if !c.closed() || p.Stats(keyA).Closed.HintExpired != 3 {
+		t.Fatalf("stats %+v", p.Stats(keyA).Closed)
+	}
+}
+
+// TestHandOffRefusedPastWindow: a connection whose hint window ran out
+// while its response was delivered (the upstream may be closing it) is not
+// handed to a waiter; the waiter gets a permit to dial instead. A window
+// that was empty from the start (timeout=0) still allows the hand-off,
+// which takes no idle time (TestKeepAliveHintNoWindow).
+func TestHandOffRefusedPastWindow(t *testing.T) {
+	p, clock, r := newPool(t, poolset.Config{MaxConnsPerKey: 1})
+	c := dial(t, p, r, keyA)
+	rec := newRecorder()
+	if _, err := p.Wait(keyA, time.Time{}, rec.fn); err != nil {
+		t.Fatal(err)
+	}
+	err := p.PutForTesting(keyA, c, poolset.PutInfo{KeepAliveHint: time.Second, Requests: 1, Ended: clock.Now().Add(-500 * time.Millisecond)})
+	if !errors.Is(err, poolset.ErrNoIdleWindowForTesting) || !c.closed() {
+		t.Fatalf("Put half a second after a timeout=1 response = %v, closes %d; want refused", err, c.closes.Load())
+	}
+	if g := rec.got(t); g.Conn != nil || !g.Permit || g.Err != nil {
+		t.Fatalf("grant = %+v, want a permit to dial", g)
+	}
+	if s := p.Stats(keyA); s.Closed.HintExpired != 1 || s.Reused != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}

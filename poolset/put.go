@@ -7,8 +7,10 @@ import "time"
 // first one, still counted busy, without passing through the idle list.
 // Otherwise it becomes the newest idle connection, unless it must not be
 // kept: the pool is closed or the key draining, it fails Alive, it reached
-// MaxRequests or MaxLifetime, its Keep-Alive hint leaves no idle time, or
-// MaxIdlePerKey idle connections are already kept. Then Put closes it
+// MaxRequests or MaxLifetime, its idle expiry (counted from info.Ended) has
+// passed or its Keep-Alive hint leaves no idle time, or MaxIdlePerKey idle
+// connections are already kept. An expiry that passed since info.Ended
+// keeps it from a waiter too. Then Put closes it
 // (after releasing the lock) and counts why. At the MaxIdle cap, the oldest
 // idle connection of any key is evicted to make room.
 //
@@ -24,14 +26,18 @@ func (p *Pool[C]) Put(key Key, c C, info PutInfo) {
 	p.put(key, c, info, time.Time{})
 }
 
-// put is Put with the time the connection went idle; zero means now. A
-// grant given back by a canceled waiter keeps its original idle start, so
-// that the hint window is not stretched.
+// put is Put with the time the connection went idle; zero means
+// info.Ended, or now when that is zero or later. A grant given back by a
+// canceled waiter keeps its original idle start, so that the hint window is
+// not stretched.
 func (p *Pool[C]) put(key Key, c C, info PutInfo, since time.Time) *putError {
 	var b batch[C]
 	alive := c.Alive()
 	now := p.now()
 	if since.IsZero() {
+		since = info.Ended
+	}
+	if since.IsZero() || since.After(now) {
 		since = now
 	}
 	p.mu.Lock()
@@ -59,10 +65,12 @@ func (p *Pool[C]) put(key Key, c C, info PutInfo, since time.Time) *putError {
 // counted nowhere and the caller closes it. p.mu must be held.
 //
 // The checks on the connection itself (closed, draining, Alive, MaxRequests,
-// MaxLifetime) come first and apply to a hand-off too. The idle expiry and
-// the idle caps come after the hand-off: a connection handed straight to a
-// waiter never goes idle, so even a Keep-Alive hint too short for any idle
-// time does not stop it.
+// MaxLifetime) come first and apply to a hand-off too. So does an idle
+// expiry that passed between since and now (the response's end and its
+// return: a slow sink): the upstream may be closing the connection by now.
+// The rest of the idle expiry and the idle caps come after the hand-off: a
+// connection handed straight to a waiter goes idle no longer, so even a
+// Keep-Alive hint too short for any idle time (timeout=0) does not stop it.
 func (p *Pool[C]) tryPutLocked(ks *keyState[C], c C, info PutInfo, alive bool, since, now time.Time, b *batch[C]) *putError {
 	switch {
 	case p.closed:
@@ -77,6 +85,11 @@ func (p *Pool[C]) tryPutLocked(ks *keyState[C], c C, info PutInfo, alive bool, s
 		return errLifetime
 	}
 
+	expireAt, why := p.expiry(info, since)
+	expired := !expireAt.IsZero() && !now.Before(expireAt)
+	if expired && expireAt.After(since) {
+		return errExpired[why]
+	}
 	if w := ks.waiters.popFront(); w != nil {
 		ks.busy++
 		ks.stats.Reused++
@@ -85,9 +98,8 @@ func (p *Pool[C]) tryPutLocked(ks *keyState[C], c C, info PutInfo, alive bool, s
 		return nil
 	}
 
-	expireAt, why := p.expiry(info, since)
 	switch {
-	case !expireAt.IsZero() && !now.Before(expireAt):
+	case expired:
 		return errExpired[why]
 	case p.cfg.MaxIdle < 0:
 		return errIdleDisabled
