@@ -113,6 +113,11 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 		default:
 			data, n = b, len(b)
 		}
+		if c.last.Ended.IsZero() && (fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done()) {
+			// The last byte is in hand: the upstream's idle timer runs
+			// from about now, however long the sink takes (Outcome.Ended).
+			c.last.Ended = time.Now()
+		}
 		if len(data) > 0 {
 			c.last.BodyBytes += int64(len(data))
 			c.sinkCall(true)

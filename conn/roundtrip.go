@@ -118,6 +118,9 @@ func (c *Conn) receive(ex *Exchange, sink Sink, cfg Config, hl int, asked bool) 
 		defer c.stopWatch()
 		c.stopPollerForLength(resp, hl, cfg.BodyHighWater)
 	}
+	if c.inHand(resp, hl) {
+		c.last.Ended = time.Now()
+	}
 	c.sinkCall(true)
 	herr := sink.OnHead(resp)
 	c.sinkCall(false)
@@ -136,6 +139,19 @@ func (c *Conn) receive(ex *Exchange, sink Sink, cfg Config, hl int, asked bool) 
 	c.last.CloseAsked = !resp.KeepAlive() && !asked
 	c.noReuse = c.last.BodySkipped || !resp.KeepAlive() || asked || c.detached.Load()
 	return nil
+}
+
+// inHand reports a final response (its head of length hl parsed) that is
+// read whole already: one without a body, or one whose Content-Length body
+// is in netpoll's buffer too. Other bodies are found whole in readBody.
+func (c *Conn) inHand(resp *parser.Response, hl int) bool {
+	switch resp.Framing() {
+	case parser.FramingNone:
+		return true
+	case parser.FramingLength:
+		return c.g == nil && !c.detached.Load() && int64(c.nc.Reader().Len()) >= int64(hl)+resp.ContentLength()
+	}
+	return false
 }
 
 // wholeSmallMax bounds the responses that are delivered without the sink

@@ -34,6 +34,9 @@ type Config struct {
 	Shards int
 	// IdleTimeout is how long an idle pooled connection is kept. Default
 	// 60s. An upstream's shorter "Keep-Alive: timeout=N" is honoured.
+	// Both count from when the last byte of the connection's last response
+	// was read, as the upstream's own idle timer does from when it sent
+	// it, not from when the sink let the connection go back to the pool.
 	IdleTimeout time.Duration
 	// ConnectTimeout bounds a dial, and the CONNECT exchange with a parent
 	// proxy. Default 10s.

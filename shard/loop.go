@@ -388,14 +388,17 @@ func (s *Shard) granted(t *Task, g poolset.Grant[*conn.Conn]) {
 	}
 }
 
-// release returns an unused busy connection to the pool.
+// release returns an unused busy connection to the pool. Its idle time,
+// and the Keep-Alive hint that bounds it, are still those of its last
+// response.
 func (s *Shard) release(key poolset.Key, c *conn.Conn) {
 	if err := c.SetState(conn.Idle); err != nil {
 		_ = c.Close()
 		s.set.pool.Closed(key, poolset.Busy)
 		return
 	}
-	s.set.pool.Put(key, c, poolset.PutInfo{Requests: c.Requests(), Born: c.Born()})
+	out := c.LastOutcome()
+	s.set.pool.Put(key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born(), Ended: out.Ended})
 }
 
 // exchange hands the exchange to a worker; blocking I/O never runs here.
@@ -514,7 +517,7 @@ func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) error {
 		// Put's liveness check refuses it and counts it dead on return,
 		// the upstream's doing, not a close of the engine's own.
 		if serr := c.SetState(conn.Idle); serr == nil {
-			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born()})
+			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born(), Ended: out.Ended})
 			return nil
 		}
 	}

@@ -1,0 +1,89 @@
+package conn
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/serverside-go/serverside/parser"
+)
+
+// stampSink notes when each sink call begins, holds each call a while (a
+// slow client), and tells the origin when the first piece of body came.
+type stampSink struct {
+	head   time.Time // when OnHead began
+	last   time.Time // when the latest call began
+	pieces int
+	first  chan struct{}
+}
+
+func (s *stampSink) OnHead(*parser.Response) error {
+	s.head = time.Now()
+	s.last = s.head
+	time.Sleep(20 * time.Millisecond)
+	return nil
+}
+
+func (s *stampSink) OnBody([]byte) error {
+	s.last = time.Now()
+	if s.pieces++; s.pieces == 1 {
+		s.first <- struct{}{}
+	}
+	time.Sleep(20 * time.Millisecond)
+	return nil
+}
+
+// TestOutcomeEnded: Outcome.Ended, where the pool's idle clock starts, is
+// when the response's last byte was found read, before the sink call that
+// delivers it, whatever the sink then takes: for a response without body,
+// one whose body came with its head, and bodies (Content-Length, chunked)
+// whose last part comes after the first was delivered.
+func TestOutcomeEnded(t *testing.T) {
+	checkLeaks(t)
+	var lastSent atomic.Int64 // UnixNano when the origin began to send the response's last part
+	first := make(chan struct{}, 1)
+	// The first two come whole in one write, so in one read: their end is
+	// in hand before OnHead.
+	parts := [][2]string{
+		{"HTTP/1.1 204 No Content\r\n\r\n", ""},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", ""},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", "world"},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", "5\r\nworld\r\n0\r\n\r\n"},
+	}
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for _, p := range parts {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			lastSent.Store(time.Now().UnixNano())
+			if _, err := c.Write([]byte(p[0])); err != nil || p[1] == "" {
+				continue
+			}
+			<-first // the sink has the first piece: the rest is read later
+			lastSent.Store(time.Now().UnixNano())
+			if _, err := c.Write([]byte(p[1])); err != nil {
+				return
+			}
+		}
+		_, _ = readHead(br) // kept open until the client is done
+	})
+	c := dial(t, o.addr())
+	for i, p := range parts {
+		s := &stampSink{first: first}
+		out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, "GET / HTTP/1.1\r\nHost: o\r\n\r\n")}, s)
+		if err != nil || !c.Reusable() {
+			t.Fatalf("response %d: %v, reusable %v", i, err, c.Reusable())
+		}
+		sent, by := time.Unix(0, lastSent.Load()), s.last
+		if p[1] == "" {
+			by = s.head
+		}
+		if out.Ended.Before(sent) || out.Ended.After(by) {
+			t.Errorf("response %d (%q): ended %v, want between the origin's last write %v and the sink call that delivered it %v",
+				i, p[0][:12], out.Ended.Format(time.StampMicro), sent.Format(time.StampMicro), by.Format(time.StampMicro))
+		}
+	}
+}
