@@ -44,6 +44,12 @@ type ConnectResponse struct {
 	// login): the client can answer the challenge, so a proxy relays its
 	// Proxy-Authenticate. This package never sets it.
 	ClientChallenge bool
+	// ClientProxy is set by engine.Tunnel on any answer of a parent to
+	// which the client's Proxy-Authorization goes (a pass-through login):
+	// only then is the answer's Proxy-Authentication-Info, which is for
+	// the next outbound client alone (RFC 9110 §11.7.3), the client's to
+	// have. This package never sets it.
+	ClientProxy bool
 }
 
 // TunnelConn is an open tunnel: a connection whose bytes go to the tunnel's

@@ -184,7 +184,9 @@ var ErrTunnelRefused = conn.ErrTunnelRefused
 // client, say) and an error matching ErrTunnelRefused. A 407 says
 // ClientChallenge when the client's ProxyAuthorization goes to that
 // parent (LoginPassThrough): only then can the client answer it, and a
-// proxy relay its Proxy-Authenticate (see AuthNote.ClientProxy). Other failures are
+// proxy relay its Proxy-Authenticate (see AuthNote.ClientProxy); any
+// answer says ClientProxy then, and only then is its
+// Proxy-Authentication-Info the client's. Other failures are
 // *conn.Error values: PhaseDial, PhaseTunnel, PhaseProtocol, or
 // PhasePoolWait when the cap did not free up within PendingTimeout or,
 // matching ErrPinnedGone, when the connection pinned to PinKey is gone.

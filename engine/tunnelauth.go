@@ -169,12 +169,13 @@ func (a *tunnelAuth) answer(resp *TunnelResponse) (string, bool) {
 	return v, true
 }
 
-// markClientChallenge marks a 407 in resp that the client can answer:
-// its Proxy-Authorization goes to the parent (TunnelResponse's
-// ClientChallenge).
+// markClientChallenge marks an answer in resp to a CONNECT whose
+// Proxy-Authorization is the client's (TunnelResponse's ClientProxy),
+// and a 407 there as one the client can answer (ClientChallenge).
 func (a *tunnelAuth) markClientChallenge(resp *TunnelResponse) {
-	if a != nil && a.pass && resp != nil && resp.Status == 407 {
-		resp.ClientChallenge = true
+	if a != nil && a.pass && resp != nil {
+		resp.ClientProxy = true
+		resp.ClientChallenge = resp.Status == 407
 	}
 }
 

@@ -351,6 +351,12 @@ func (cc *clientConn) relayRefusal(s *sink, resp *engine.TunnelResponse) bool {
 		// parent (see challenge).
 		h.Del("Proxy-Authenticate")
 	}
+	if !resp.ClientProxy {
+		// About the demo's own login to the parent (its nextnonce,
+		// rspauth), for the next outbound client only (RFC 9110
+		// §11.7.3), as for responses (sink.authFields).
+		h.Del("Proxy-Authentication-Info")
+	}
 	// Fields named by Connection are hop-by-hop too.
 	for _, v := range resp.Header.Values("Connection") {
 		for _, f := range strings.Split(v, ",") {

@@ -328,3 +328,43 @@ func TestConnectRefusalOverLimit(t *testing.T) {
 		t.Fatalf("HTTP/1.0 refusal body of %d bytes, %v; want a reset", len(b), err)
 	}
 }
+
+// TestConnectRefusalAuthInfoWithheld: a parent (fault-injecting: Squid
+// sends none on its error pages) whose refusal of a CONNECT carries
+// Proxy-Authentication-Info. That field is for the next outbound client
+// only (RFC 9110 §11.7.3): when the demo's own credentials went to the
+// parent (-parent with userinfo), its nextnonce or rspauth are about the
+// demo's login, and the refusal reaches the client without it, as a
+// response to a request does (TestOwnLoginInfoWithheld). With -client-auth
+// pass, to a parent without credentials, the client's Proxy-Authorization
+// went there: the field is the client's, and it is relayed.
+func TestConnectRefusalAuthInfoWithheld(t *testing.T) {
+	bench.CheckLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 403 Forbidden\r\n"+
+				"Proxy-Authentication-Info: nextnonce=\"abc\", rspauth=\"0123\", cnonce=\"x\", nc=00000001\r\n"+
+				"Content-Length: 2\r\n\r\nno")
+		}
+	})
+	for _, tc := range []struct {
+		parent string
+		pass   bool
+		want   string
+	}{
+		{"http://alice:pw@" + o.Addr(), false, ""},
+		{"http://alice:pw@" + o.Addr() + "?preemptive=0", false, ""},
+		{"http://" + o.Addr(), true, `nextnonce="abc", rspauth="0123", cnonce="x", nc=00000001`},
+	} {
+		_, px := startTunnelAuthProxy(t, engine.Config{}, tc.parent, tc.pass)
+		rc := dialRaw(t, px)
+		resp, body := rc.connect(t, "origin.test:443", "Basic Ym9iOnNlY3JldA==")
+		if resp.StatusCode != 403 || body != "no" || resp.Header.Get("Proxy-Authentication-Info") != tc.want {
+			t.Fatalf("%s (pass %v): %d %v %q; want the 403 with Proxy-Authentication-Info %q",
+				redactURL(tc.parent), tc.pass, resp.StatusCode, resp.Header, body, tc.want)
+		}
+	}
+}
