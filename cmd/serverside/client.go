@@ -235,11 +235,15 @@ func (cc *clientConn) closeIdleQuiet() {
 // inputWaiting reports bytes from the client that no request has taken
 // yet: in netpoll's buffer (its poller read them, and onRequest is about
 // to run) or still in the socket (netpoll's poller, or the parking lot,
-// has yet to see them). The fd may be another connection's by now, if
+// has yet to see them; a parked connection's socket is the lot's to look
+// at, its closer having no fd). The fd may be another connection's by now, if
 // this one closed meanwhile: a wrong answer only keeps the sweeper from
 // closing, until its next tick, a connection that is closed anyway.
 func (cc *clientConn) inputWaiting() bool {
 	c := cc.closer.Load().(closerOf).c
+	if pc, ok := c.(parkedCloser); ok {
+		return cc.p.lot.hasInput(pc.cc)
+	}
 	if nc, ok := c.(netpoll.Connection); ok && nc.Reader().Len() > 0 {
 		return true
 	}

@@ -238,6 +238,15 @@ func (l *parkLot) takeBack(fd int) *clientConn {
 	return cc
 }
 
+// hasInput reports whether cc is parked with bytes from its client in
+// the socket, which the lot has yet to give back to netpoll for: looked
+// at under the lot's lock, while the fd is the parked connection's.
+func (l *parkLot) hasInput(cc *clientConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return cc.state.Load() == stParked && l.parked[cc.fd] == cc && hasData(cc.fd)
+}
+
 // closeParked closes cc if it is parked, and reports whether it did.
 func (l *parkLot) closeParked(cc *clientConn) bool {
 	l.mu.Lock()

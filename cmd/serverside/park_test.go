@@ -651,10 +651,66 @@ func TestIdleCloseAsRequestArrives(t *testing.T) {
 	if want := []string{"/small?r=1", "/small?r=2", "/small?r=3"}; !slices.Equal(uris, want) {
 		t.Fatalf("nginx saw %q, want %q", uris, want)
 	}
-	// Idle with nothing come in: closed.
+	// Idle with nothing come in: closed. (The client has the response
+	// before the handler marks the connection idle: wait for that.)
+	waitFor(t, "the connection idle", func() bool {
+		idle := false
+		p.each(func(cc *clientConn) { idle = cc.state.Load() == stIdle })
+		return idle
+	})
 	p.each(func(cc *clientConn) { cc.closeIdleQuiet() })
 	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := rc.br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("idle connection: read %d, %v; want it closed", n, err)
 	}
+}
+
+// TestIdleCloseAsRequestArrivesParked: TestIdleCloseAsRequestArrives for a
+// parked connection, the usual state of one idle past the idle timeout
+// (parking comes first): its client's next request is in the socket and
+// the lot has yet to take it back for it (here the lot does not see the
+// fd until the sweeper's tick is over). The tick leaves it parked, and
+// the request is served once the lot takes it back.
+func TestIdleCloseAsRequestArrivesParked(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	p, px := startParkProxy(t, clientConfig{ParkAfter: time.Minute, IdleTimeout: time.Minute}, nil, "http://"+ng.Addr())
+	rc := dialRaw(t, px)
+	rc.getSmall(t, "r=1")
+	var cc *clientConn
+	waitFor(t, "the connection idle", func() bool {
+		p.each(func(c *clientConn) { cc = c })
+		return cc != nil && cc.state.Load() == stIdle
+	})
+	if !cc.park() {
+		t.Fatal("the idle connection did not park")
+	}
+	waitFor(t, "the connection parked", func() bool { return cc.state.Load() == stParked })
+	// The lot stops watching the fd, as if its event were still to come.
+	l := p.lot
+	l.mu.Lock()
+	fd := cc.fd
+	err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+	l.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.write(t, "GET /small?r=2 HTTP/1.1\r\nHost: demo\r\n\r\n")
+	waitFor(t, "the request in the parked socket", func() bool { return hasData(fd) })
+	cc.closeIdleQuiet() // the sweeper's tick past the idle timeout, just then
+	if st := cc.state.Load(); st != stParked {
+		t.Fatalf("state %v after the idle close, want the connection still parked", st)
+	}
+	l.mu.Lock()
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+	err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+	l.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("r=2: %d %q, want 200 %q", resp.StatusCode, body, bench.SmallBody)
+	}
+	rc.getSmall(t, "r=3")
 }
