@@ -47,7 +47,10 @@
 // request that failed on a reused connection before any response byte
 // arrived is sent again on a fresh connection when that is safe: an
 // idempotent method (or a head with an Idempotency-Key field) without
-// body, or a body the caller can replay (GetBody); a non-idempotent
+// body, or with a body not read yet, one the caller can replay (GetBody),
+// or a small one sent with the head that conn handed back in
+// Exchange.Body (the exchange failed before any response byte); a
+// non-idempotent
 // request is never replayed once the upstream
 // may have received it: bytes were written, and TCP cannot show that the
 // upstream had closed the connection before any reached it

@@ -43,7 +43,9 @@ type Task struct {
 	Exchange conn.Exchange
 	// GetBody returns a fresh copy of the body for a retry; nil when the
 	// body cannot be replayed once read (one not read yet is sent as it
-	// is).
+	// is, and so is a small one that went out with the head and that conn
+	// handed back in Exchange.Body, the exchange having failed before any
+	// response byte).
 	GetBody func() (io.Reader, error)
 	// PinKey names a pinned session; zero for none. Pin asks that the
 	// connection be pinned to PinKey after a reusable exchange (the seam
