@@ -18,10 +18,12 @@ import (
 const maxPiece = 64 << 10
 
 // source yields response body bytes: peek returns at least one unread byte
-// (blocking for it), valid until consume.
+// (blocking for it), valid until consume; buffered is how many bytes read
+// from the socket are in hand unconsumed, the peeked ones included.
 type source interface {
 	peek() ([]byte, error)
 	consume(n int) error
+	buffered() int
 }
 
 // readBody streams the body framed as resp says into sink.
@@ -113,9 +115,10 @@ func (c *Conn) readBody(resp *parser.Response, sink Sink, cfg Config) error {
 		default:
 			data, n = b, len(b)
 		}
-		if c.last.Ended.IsZero() && (fr == parser.FramingLength && left == 0 || fr == parser.FramingChunked && dec.Done()) {
-			// The last byte is in hand: the upstream's idle timer runs
-			// from about now, however long the sink takes (Outcome.Ended).
+		if c.last.Ended.IsZero() && (fr == parser.FramingLength && int64(src.buffered()-n) >= left || fr == parser.FramingChunked && dec.Done()) {
+			// The last byte is in hand, in this piece or buffered behind
+			// it: the upstream's idle timer runs from about now, however
+			// long the sink takes with the pieces left (Outcome.Ended).
 			c.last.Ended = time.Now()
 		}
 		if len(data) > 0 {
@@ -197,6 +200,8 @@ func (s *npSource) peek() ([]byte, error) {
 	return b, nil
 }
 
+func (s *npSource) buffered() int { return s.c.nc.Reader().Len() }
+
 func (s *npSource) consume(n int) error {
 	if !s.c.skip(n) {
 		return s.c.fail(PhaseBody, ErrClosed)
@@ -250,6 +255,14 @@ func (s *goSource) peek() ([]byte, error) {
 		return s.buf[:n], nil
 	}
 	return nil, goReadErr(err, ErrReadTimeout)
+}
+
+func (s *goSource) buffered() int {
+	n := len(s.rest) + s.w - s.r
+	if s.sl != nil {
+		n += s.sl.Len()
+	}
+	return n
 }
 
 func (s *goSource) consume(n int) error {

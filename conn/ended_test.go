@@ -2,7 +2,9 @@ package conn
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -85,5 +87,68 @@ func TestOutcomeEnded(t *testing.T) {
 			t.Errorf("response %d (%q): ended %v, want between the origin's last write %v and the sink call that delivered it %v",
 				i, p[0][:12], out.Ended.Format(time.StampMicro), sent.Format(time.StampMicro), by.Format(time.StampMicro))
 		}
+	}
+}
+
+// inHandSink holds its first body piece until the rest of the body is in
+// netpoll's buffer, then notes when each later piece's call began.
+type inHandSink struct {
+	c         *Conn
+	cl        int64 // the body's length
+	delivered int64
+	first     chan struct{}
+	second    time.Time // when the second OnBody began
+	calls     int
+}
+
+func (*inHandSink) OnHead(*parser.Response) error { return nil }
+
+func (s *inHandSink) OnBody(b []byte) error {
+	s.calls++
+	switch s.calls {
+	case 1:
+		s.first <- struct{}{}
+		// Called on the reading goroutine: the buffer's length is its own.
+		for int64(s.c.nc.Reader().Len()) < s.cl-s.delivered {
+			time.Sleep(time.Millisecond)
+		}
+	case 2:
+		s.second = time.Now()
+	}
+	s.delivered += int64(len(b))
+	time.Sleep(5 * time.Millisecond) // a slow client
+	return nil
+}
+
+// TestOutcomeEndedWhenRestBuffered: a Content-Length body longer than a
+// piece whose rest came into netpoll's buffer while its first piece was
+// being delivered ended when the next look found it all in hand, not
+// pieces later, when the sink reached its last byte.
+func TestOutcomeEndedWhenRestBuffered(t *testing.T) {
+	checkLeaks(t)
+	const n = 3*maxPiece + 100
+	first := make(chan struct{}, 1)
+	o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n0123456789", n); err != nil {
+			return
+		}
+		<-first
+		if _, err := c.Write(bytes.Repeat([]byte("x"), n-10)); err != nil {
+			return
+		}
+		_, _ = readHead(br) // kept open until the client is done
+	})
+	c := dial(t, o.addr())
+	s := &inHandSink{c: c, cl: n, first: first}
+	out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, "GET / HTTP/1.1\r\nHost: o\r\n\r\n")}, s)
+	if err != nil || !c.Reusable() || s.delivered != n {
+		t.Fatalf("%v, reusable %v, %d bytes delivered", err, c.Reusable(), s.delivered)
+	}
+	if s.calls < 3 || out.Ended.After(s.second) {
+		t.Fatalf("%d pieces; ended %v, want by the second piece's call %v, when the whole body was in hand",
+			s.calls, out.Ended.Format(time.StampMicro), s.second.Format(time.StampMicro))
 	}
 }

@@ -119,11 +119,12 @@ type Outcome struct {
 	// and KeepAliveNoIdle for timeout=0.
 	KeepAliveHint time.Duration
 	// Ended is when the final response's last byte was found read from
-	// the socket, before the sink call that delivers it; zero when the
-	// response was not read whole. The upstream's idle timer started
-	// about when it sent that byte, so the pool counts a connection's
-	// idle time from here (poolset.PutInfo.Ended), not from its return,
-	// which a slow sink delays.
+	// the socket (in the piece the sink is about to take, or, for a
+	// Content-Length body, buffered behind it), before that sink call;
+	// zero when the response was not read whole. The upstream's idle
+	// timer started about when it sent that byte, so the pool counts a
+	// connection's idle time from here (poolset.PutInfo.Ended), not from
+	// its return, which a slow sink delays.
 	Ended time.Time
 	// CloseAsked reports a final response, read whole, that did not allow
 	// keep-alive to a request that did not ask to close itself: the
