@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/serverside-go/serverside/bench"
 	"github.com/serverside-go/serverside/parser"
 )
 
@@ -150,5 +154,52 @@ func TestOutcomeEndedWhenRestBuffered(t *testing.T) {
 	if s.calls < 3 || out.Ended.After(s.second) {
 		t.Fatalf("%d pieces; ended %v, want by the second piece's call %v, when the whole body was in hand",
 			s.calls, out.Ended.Format(time.StampMicro), s.second.Format(time.StampMicro))
+	}
+}
+
+// TestOutcomeEndedTLS: on a TLS connection (Go net reads), a response
+// whose Content-Length body, empty or not, came with its head ended
+// before OnHead, as on netpoll.
+func TestOutcomeEndedTLS(t *testing.T) {
+	checkLeaks(t)
+	pki := bench.NewPKI(t, "origin.test")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pki.CAPEM)
+	resps := []string{
+		"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+	}
+	o := newOrigin(t, func(raw net.Conn, _ *bufio.Reader) {
+		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{pki.Server}})
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for _, r := range resps {
+			if _, err := readHead(br); err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, r); err != nil {
+				return
+			}
+		}
+		_, _ = readHead(br) // kept open until the client is done
+	})
+	raw, err := net.Dial("tcp", o.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ClientTLS(context.Background(), o.addr(), raw, time.Second, &tls.Config{ServerName: "origin.test", RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	for i, r := range resps {
+		s := &stampSink{first: make(chan struct{}, 1)}
+		out, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, "GET / HTTP/1.1\r\nHost: o\r\n\r\n")}, s)
+		if err != nil || !c.Reusable() {
+			t.Fatalf("response %d: %v, reusable %v", i, err, c.Reusable())
+		}
+		if out.Ended.IsZero() || out.Ended.After(s.head) {
+			t.Errorf("response %d (%q): ended %v, want by OnHead %v", i, r[:12], out.Ended.Format(time.StampMicro), s.head.Format(time.StampMicro))
+		}
 	}
 }

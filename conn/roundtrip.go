@@ -143,13 +143,18 @@ func (c *Conn) receive(ex *Exchange, sink Sink, cfg Config, hl int, asked bool) 
 
 // inHand reports a final response (its head of length hl parsed) that is
 // read whole already: one without a body, or one whose Content-Length body
-// is in netpoll's buffer too. Other bodies are found whole in readBody.
+// (empty included) is buffered too, by netpoll or by Go net reads. Other
+// bodies are found whole in readBody, which an empty one never enters.
 func (c *Conn) inHand(resp *parser.Response, hl int) bool {
 	switch resp.Framing() {
 	case parser.FramingNone:
 		return true
 	case parser.FramingLength:
-		return c.g == nil && !c.detached.Load() && int64(c.nc.Reader().Len()) >= int64(hl)+resp.ContentLength()
+		whole := int64(hl) + resp.ContentLength()
+		if c.g != nil {
+			return int64(c.g.buffered()) >= whole
+		}
+		return !c.detached.Load() && int64(c.nc.Reader().Len()) >= whole
 	}
 	return false
 }
