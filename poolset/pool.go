@@ -44,7 +44,9 @@ type PutInfo struct {
 	// read; zero means at Put. The idle expiry (IdleTimeout and the
 	// Keep-Alive hint) counts from it: the upstream's idle timer started
 	// when it had sent that byte, and whatever delayed the Put since (a
-	// sink delivering the body to a slow client) did not hold it. A time
+	// sink delivering the body to a slow client) did not hold it. It is
+	// read on the pool's clock (Config.Now; time.Now by default, whose
+	// monotonic reading the comparisons then use), as Born is. A time
 	// after the Put's counts as the Put's.
 	Ended time.Time
 }
