@@ -170,12 +170,15 @@ func TestRelayIdle(t *testing.T) {
 }
 
 // TestRelayIdleOneWay: a long one-way stream keeps the relay alive even
-// though the other direction never moves a byte.
+// though the other direction never moves a byte. The ticks come at a
+// twelfth of the idle timeout, so that a loaded machine that delays some
+// of them does not idle the relay out.
 func TestRelayIdleOneWay(t *testing.T) {
 	checkLeaks(t)
-	client, server, done := startRelay(t, context.Background(), 200*time.Millisecond, nil)
+	const ticks = 36 // 36 × 50 ms: three idle periods of 600 ms
+	client, server, done := startRelay(t, context.Background(), 600*time.Millisecond, nil)
 	go func() {
-		for i := 0; i < 12; i++ { // 12 × 50 ms: three idle periods
+		for i := 0; i < ticks; i++ {
 			if _, err := io.WriteString(server, "tick"); err != nil {
 				return
 			}
@@ -185,12 +188,12 @@ func TestRelayIdleOneWay(t *testing.T) {
 	}()
 	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(client)
-	if err != nil || string(got) != strings.Repeat("tick", 12) {
+	if err != nil || string(got) != strings.Repeat("tick", ticks) {
 		t.Fatalf("client read %q, %v", got, err)
 	}
 	_ = client.Close()
 	r := waitRelay(t, done)
-	if r.st.BToA != 48 {
+	if r.st.BToA != 4*ticks {
 		t.Fatalf("relay %+v, %v", r.st, r.err)
 	}
 }
