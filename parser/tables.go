@@ -8,6 +8,10 @@ var (
 	hostTable  [256]bool // characters of uri-host [":" port], RFC 3986 §3.2.2
 )
 
+// IsTokenChar reports whether c may be part of a token (tchar, RFC 9110
+// §5.6.2): a method, a field name, a Via received-by pseudonym.
+func IsTokenChar(c byte) bool { return tokenTable[c] }
+
 func init() {
 	for c := '0'; c <= '9'; c++ {
 		tokenTable[c] = true

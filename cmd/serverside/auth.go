@@ -215,16 +215,23 @@ func (s *sink) challenge(ed *parser.Edits, resp *parser.Response) {
 // would let the client test guesses of the origin's password offline.
 func (s *sink) authFields(ed *parser.Edits, resp *parser.Response) {
 	if !s.auth.ClientProxy && resp.Peek(proxyAuthInfoName) != nil {
-		ed.Remove(string(proxyAuthInfoName))
+		ed.Remove(proxyAuthInfo)
 	}
 	if s.auth.OwnOrigin && resp.Peek(authInfoName) != nil {
-		ed.Remove(string(authInfoName))
+		ed.Remove(authInfo)
 	}
 }
 
+// The names as strings for Edits, which keeps them (a conversion from the
+// []byte would allocate), and as []byte for Peek.
+const (
+	authInfo      = "Authentication-Info"
+	proxyAuthInfo = "Proxy-Authentication-Info"
+)
+
 var (
-	authInfoName      = []byte("Authentication-Info")
-	proxyAuthInfoName = []byte("Proxy-Authentication-Info")
+	authInfoName      = []byte(authInfo)
+	proxyAuthInfoName = []byte(proxyAuthInfo)
 	sessionBasedAuth  = []byte("Session-Based-Authentication")
 	proxySupport      = []byte("Proxy-Support")
 )

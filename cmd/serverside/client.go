@@ -508,27 +508,24 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	s.body = body
 	s.head = req.MethodID() == parser.MethodHead
 	if body != nil {
-		if err := cc.keepReplay(er, body); err != nil {
-			// The body to be kept never came whole: nothing went
-			// upstream, and the client gets the error a stalled or cut
-			// body gets while it streams.
+		// Two ways a body fails before anything went upstream: the body
+		// to be kept never came whole (the client gets the error a
+		// stalled or cut body gets while it streams), or a chunked
+		// body's framing is broken in what came with the head (nginx,
+		// which reads a body before forwarding it, and Squid, which
+		// decodes what it has before it connects, send nothing either;
+		// an error in bytes that come later cuts the request already
+		// streaming).
+		err := cc.keepReplay(er, body)
+		if err == nil && body.chunked {
+			if ferr := cc.bufferedChunkedErr(); ferr != nil {
+				body.err = fmt.Errorf("%w: %w", errClientBody, ferr)
+				err = body.err
+			}
+		}
+		if err != nil {
 			*er = engine.Request{}
 			status, msg := cc.bodyStatus(err)
-			s.keepAlive = false
-			cc.writeErrorSink(s, status, msg)
-			return false
-		}
-	}
-	if body != nil && body.chunked {
-		if err := cc.bufferedChunkedErr(); err != nil {
-			// The body's framing is broken in what came with the head:
-			// answered here, with nothing upstream (nginx, which reads a
-			// body before forwarding it, and Squid, which decodes what it
-			// has before it connects, send nothing either). An error in
-			// bytes that come later cuts the request already streaming.
-			*er = engine.Request{}
-			body.err = fmt.Errorf("%w: %w", errClientBody, err)
-			status, msg := cc.bodyStatus(body.err)
 			s.keepAlive = false
 			cc.writeErrorSink(s, status, msg)
 			return false

@@ -40,24 +40,11 @@ func checkViaName(s string) error {
 		return fmt.Errorf("%d bytes, more than %d", len(s), maxViaName)
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !isTchar(c) && c != ':' && c != '[' && c != ']' {
+		if c := s[i]; !parser.IsTokenChar(c) && c != ':' && c != '[' && c != ']' {
 			return fmt.Errorf("%q has %q; want a host[:port] or a token, e.g. proxy1.example.com:3128, with no space, comma or parenthesis", s, c)
 		}
 	}
 	return nil
-}
-
-// isTchar reports a byte a token may hold (RFC 9110 §5.6.2).
-func isTchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // defaultViaName is the received-by name of a proxy listening on addr
