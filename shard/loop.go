@@ -397,8 +397,13 @@ func (s *Shard) release(key poolset.Key, c *conn.Conn) {
 		s.set.pool.Closed(key, poolset.Busy)
 		return
 	}
-	out := c.LastOutcome()
-	s.set.pool.Put(key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born(), Ended: out.Ended})
+	s.set.pool.Put(key, c, putInfo(c, c.LastOutcome()))
+}
+
+// putInfo is what the pool needs of c, whose last exchange ended with
+// out, to decide its idle expiry and retirement.
+func putInfo(c *conn.Conn, out conn.Outcome) poolset.PutInfo {
+	return poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born(), Ended: out.Ended}
 }
 
 // exchange hands the exchange to a worker; blocking I/O never runs here.
@@ -517,7 +522,7 @@ func (s *Set) settle(t *Task, c *conn.Conn, out conn.Outcome, err error) error {
 		// Put's liveness check refuses it and counts it dead on return,
 		// the upstream's doing, not a close of the engine's own.
 		if serr := c.SetState(conn.Idle); serr == nil {
-			s.pool.Put(t.Key, c, poolset.PutInfo{KeepAliveHint: out.KeepAliveHint, Requests: c.Requests(), Born: c.Born(), Ended: out.Ended})
+			s.pool.Put(t.Key, c, putInfo(c, out))
 			return nil
 		}
 	}
