@@ -26,6 +26,11 @@ type ApacheOptions struct {
 	Users map[string]string
 	// Realm is the authentication realm; default SquidRealm.
 	Realm string
+	// AlsoOffer is a scheme (such as "NTLM") that Apache's challenges
+	// offer before their own, as a server that takes Windows logins
+	// besides passwords does: mod_headers adds a WWW-Authenticate field
+	// with it to every response that has one. Nothing answers it.
+	AlsoOffer string
 	// Extra lines appended to httpd.conf.
 	Extra []string
 }
@@ -100,6 +105,9 @@ func writeApacheConfig(dir, addr string, opts ApacheOptions) (string, error) {
 	if opts.Auth == "gssapi" {
 		mods = append(mods, "auth_gssapi")
 	}
+	if opts.AlsoOffer != "" {
+		mods = append(mods, "headers")
+	}
 	for _, m := range mods {
 		line("LoadModule %s_module %s/mod_%s.so", m, apacheModules, m)
 	}
@@ -154,6 +162,9 @@ func writeApacheConfig(dir, addr string, opts ApacheOptions) (string, error) {
 		return "", fmt.Errorf("ApacheOptions.Auth %q: want basic, digest or gssapi", opts.Auth)
 	}
 	line("</Directory>")
+	if opts.AlsoOffer != "" {
+		line(`Header always add WWW-Authenticate %q "expr=-n %%{resp:WWW-Authenticate}"`, opts.AlsoOffer)
+	}
 	for _, l := range opts.Extra {
 		line("%s", l)
 	}

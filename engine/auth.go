@@ -138,8 +138,9 @@ type authState struct {
 	parent   bool         // the target is in absolute or authority form
 	method   string       // as sent, for Digest
 	target   string
-	connAuth parser.HeaderID // a request field with NTLM/Negotiate credentials, HdrOther if none
-	peerAuth bool            // a parent peer sends its own Proxy-Authorization: 407s are not ours
+	connAuth [2]bool // NTLM/Negotiate credentials in the request, per role (Authorization, Proxy-Authorization)
+	passPA   bool    // the client's Proxy-Authorization is forwarded (to a parent, LoginPassThrough)
+	peerAuth bool    // a parent peer sends its own Proxy-Authorization: 407s are not ours
 
 	e         *Engine
 	key       poolset.Key     // the task's pool key, credential scope included
@@ -183,13 +184,13 @@ func (e *Engine) setupAuth(r *request) {
 	h := t.Exchange.Head
 	edits := t.Exchange.Edits
 	hasPA := h.Has(parser.HdrProxyAuthorization)
-	connAuth := parser.HdrOther
-	for _, id := range []parser.HeaderID{parser.HdrAuthorization, parser.HdrProxyAuthorization} {
+	var connAuth [2]bool
+	for role, id := range [2]parser.HeaderID{parser.HdrAuthorization, parser.HdrProxyAuthorization} {
 		if v := h.Get(id); v != nil && auth.ConnectionBased(auth.CredentialsScheme(string(v))) {
-			connAuth = id
+			connAuth[role] = true
 		}
 	}
-	if pol == nil && !hasPA && t.PinKey == 0 && connAuth == parser.HdrOther {
+	if pol == nil && !hasPA && t.PinKey == 0 && connAuth == [2]bool{} {
 		return
 	}
 	// r is not kept: a Request a caller built on its stack stays there.
@@ -216,7 +217,9 @@ func (e *Engine) setupAuth(r *request) {
 	var passThrough []byte
 	if pol != nil && pol.Proxy.Mode == LoginPassThrough && a.parent && hasPA {
 		a.base.Keep = a.base.Keep.With(parser.HdrProxyAuthorization)
-		if connAuth != parser.HdrProxyAuthorization {
+		// (A parent peer's own credentials replace it all the same.)
+		a.passPA = !peerAuth
+		if !connAuth[1] {
 			// Connection-based credentials change with every message of
 			// the handshake and live on a pinned connection: they are
 			// not a scope of the shared pool.
@@ -716,8 +719,28 @@ const (
 	pinIsolate
 )
 
+// sentConnAuth is the request field whose NTLM or Negotiate credentials
+// the exchange in progress carries upstream, HdrOther for none. A field
+// the engine does not forward starts no handshake there: a
+// Proxy-Authorization it removes (meant for the proxy in front of it) or
+// replaces (a parent peer's own credentials, its own login), or an
+// Authorization replaced by its own credentials (a 401 it answers, or
+// Basic sent up front). Counting them would pin a connection that the
+// engine's own per-request login authenticated, and its close would fail
+// the client's next request with ErrPinnedGone.
+func (a *authState) sentConnAuth() parser.HeaderID {
+	switch {
+	case a.connAuth[1] && a.passPA:
+		return parser.HdrProxyAuthorization
+	case a.connAuth[0] && a.creds[0] == "":
+		return parser.HdrAuthorization
+	}
+	return parser.HdrOther
+}
+
 // observe notes a connection-based handshake in the exchange: NTLM or
-// Negotiate credentials in the request, or challenges in a 401 or 407.
+// Negotiate credentials it carries upstream (sentConnAuth), or challenges
+// in a 401 or 407.
 // Through a parent, an origin's handshake (401, Authorization) is pinned
 // only when the parent announces "Proxy-Support:
 // Session-Based-Authentication" (RFC 4559 §5 usage): without it the
@@ -725,7 +748,7 @@ const (
 // credentials sent through it only isolate the connection (pinIsolate).
 func (a *authState) observe(resp *parser.Response) pinCause {
 	originOK := !a.parent || SessionBased(resp)
-	switch a.connAuth {
+	switch a.sentConnAuth() {
 	case parser.HdrProxyAuthorization:
 		if a.parent {
 			return pinParent
@@ -845,7 +868,7 @@ func (s *capSink) tellAuth() {
 // and the client must start over on a new connection rather than send
 // its next message to one that never saw the first.
 func (s *capSink) tellPinned() {
-	if !s.t.Pinned() && (s.t.PinKey == 0 || s.a.connAuth == parser.HdrOther || (s.pin != pinOrigin && s.pin != pinParent)) {
+	if !s.t.Pinned() && (s.t.PinKey == 0 || s.a.sentConnAuth() == parser.HdrOther || (s.pin != pinOrigin && s.pin != pinParent)) {
 		return
 	}
 	if ss, ok := s.next.(SessionSink); ok {

@@ -33,7 +33,9 @@ func parseResp(t *testing.T, raw string) *parser.Response {
 
 // TestObservePinning checks which exchanges pin: connection-based
 // challenges and credentials, and, through a parent, an origin's only
-// with "Proxy-Support: Session-Based-Authentication".
+// with "Proxy-Support: Session-Based-Authentication". Credentials the
+// engine does not forward (replaced by its own, or a Proxy-Authorization
+// it removes) pin nothing.
 func TestObservePinning(t *testing.T) {
 	const (
 		ntlm401  = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nWWW-Authenticate: NTLM\r\nContent-Length: 0\r\n\r\n"
@@ -50,22 +52,37 @@ func TestObservePinning(t *testing.T) {
 		connAuth parser.HeaderID
 		resp     string
 		want     pinCause
+		notSent  bool // the engine replaces or removes the connAuth field
 	}{
-		{"origin NTLM challenge", false, parser.HdrOther, ntlm401, pinOrigin},
-		{"origin Negotiate challenge", false, parser.HdrOther, nego401, pinOrigin},
-		{"origin Basic challenge", false, parser.HdrOther, basic401, pinNone},
-		{"origin NTLM via parent without Proxy-Support", true, parser.HdrOther, ntlm401, pinNone},
-		{"origin NTLM via parent with Proxy-Support", true, parser.HdrOther, ntlm401S, pinOrigin},
-		{"parent NTLM challenge", true, parser.HdrOther, ntlm407, pinParent},
-		{"407 from an origin", false, parser.HdrOther, ntlm407, pinNone},
-		{"NTLM Authorization to an origin", false, parser.HdrAuthorization, ok200, pinOrigin},
-		{"NTLM Authorization via parent", true, parser.HdrAuthorization, ok200, pinIsolate},
-		{"NTLM Authorization via parent, challenged", true, parser.HdrAuthorization, ntlm401, pinIsolate},
-		{"NTLM Authorization via session-based parent", true, parser.HdrAuthorization, ok200S, pinOrigin},
-		{"NTLM Proxy-Authorization to a parent", true, parser.HdrProxyAuthorization, ok200, pinParent},
-		{"plain", false, parser.HdrOther, ok200, pinNone},
+		{"origin NTLM challenge", false, parser.HdrOther, ntlm401, pinOrigin, false},
+		{"origin Negotiate challenge", false, parser.HdrOther, nego401, pinOrigin, false},
+		{"origin Basic challenge", false, parser.HdrOther, basic401, pinNone, false},
+		{"origin NTLM via parent without Proxy-Support", true, parser.HdrOther, ntlm401, pinNone, false},
+		{"origin NTLM via parent with Proxy-Support", true, parser.HdrOther, ntlm401S, pinOrigin, false},
+		{"parent NTLM challenge", true, parser.HdrOther, ntlm407, pinParent, false},
+		{"407 from an origin", false, parser.HdrOther, ntlm407, pinNone, false},
+		{"NTLM Authorization to an origin", false, parser.HdrAuthorization, ok200, pinOrigin, false},
+		{"NTLM Authorization via parent", true, parser.HdrAuthorization, ok200, pinIsolate, false},
+		{"NTLM Authorization via parent, challenged", true, parser.HdrAuthorization, ntlm401, pinIsolate, false},
+		{"NTLM Authorization via session-based parent", true, parser.HdrAuthorization, ok200S, pinOrigin, false},
+		{"NTLM Proxy-Authorization to a parent", true, parser.HdrProxyAuthorization, ok200, pinParent, false},
+		{"plain", false, parser.HdrOther, ok200, pinNone, false},
+		{"NTLM Authorization replaced by the engine's", false, parser.HdrAuthorization, ok200, pinNone, true},
+		{"NTLM Authorization replaced by the engine's, challenged", false, parser.HdrAuthorization, ntlm401, pinOrigin, true},
+		{"NTLM Authorization replaced, via session-based parent", true, parser.HdrAuthorization, ok200S, pinNone, true},
+		{"NTLM Proxy-Authorization removed", true, parser.HdrProxyAuthorization, ok200, pinNone, true},
+		{"NTLM Proxy-Authorization removed, parent challenges", true, parser.HdrProxyAuthorization, ntlm407, pinParent, true},
 	} {
-		a := &authState{parent: tc.parent, connAuth: tc.connAuth}
+		a := &authState{parent: tc.parent}
+		switch tc.connAuth {
+		case parser.HdrAuthorization:
+			a.connAuth[0] = true
+			if tc.notSent {
+				a.creds[0] = "Basic dTpw"
+			}
+		case parser.HdrProxyAuthorization:
+			a.connAuth[1], a.passPA = true, !tc.notSent
+		}
 		if got := a.observe(parseResp(t, tc.resp)); got != tc.want {
 			t.Errorf("%s: pin %v, want %v", tc.name, got, tc.want)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -470,5 +471,128 @@ func TestViaGroupNTLMSessionStaysOnItsParent(t *testing.T) {
 	}
 	if n := conns(); n != 1 {
 		t.Fatalf("the origin accepted %d connections, want the session's one", n)
+	}
+}
+
+// poolConns is the number of addr's connections, over every credential
+// scope.
+func poolConns(e *engine.Engine, addr string) int {
+	n := 0
+	for k, st := range e.Stats() {
+		if k == addr || strings.HasPrefix(k, addr+" ") {
+			n += st.Pool.Conns()
+		}
+	}
+	return n
+}
+
+// TestOwnLoginDoesNotPin: Apache offers NTLM besides Basic or Digest, and
+// the client's request carries an NTLM Type 1 message (curl --ntlm sends
+// one before any challenge). The engine answers the 401 with its own
+// Basic or Digest credentials, which replace the client's: the client's
+// message never reached Apache on the connection that was authenticated,
+// and the login that did is the engine's, per request. The connection is
+// pinned to nobody; once Apache's keep-alive timeout has closed it, the
+// key's next request is served on a new one. (The client's NTLM field
+// pinned it, and that request failed with ErrPinnedGone.)
+func TestOwnLoginDoesNotPin(t *testing.T) {
+	leakBaseline(t)
+	for _, scheme := range []string{"basic", "digest"} {
+		t.Run(scheme, func(t *testing.T) {
+			log := filepath.Join(logDir(t), "ports.log")
+			ap := bench.StartApache(t, bench.ApacheOptions{
+				Auth: scheme, Users: map[string]string{apacheUser: apachePass}, AlsoOffer: "NTLM",
+				Extra: []string{
+					`LogFormat "%{remote}p %>s %m %U %u %{Proxy-Authorization}i" authtest`,
+					"CustomLog " + log + " authtest",
+					"KeepAliveTimeout 1",
+				},
+			})
+			addr := ap.Addr()
+			closed := make(chan uint64, 1)
+			e := startEngine(t, engine.Config{
+				Auth:           func(engine.Upstream) *engine.Auth { return &engine.Auth{Origin: own(apacheUser, apachePass)} },
+				OnPinnedClosed: func(k uint64) { closed <- k },
+			})
+			const key = 5
+
+			// Apache offers both schemes.
+			bare := request(t, addr, "GET", "a.test", "/small", false)
+			bare.Auth = &engine.Auth{}
+			if s := send(t, e, bare); s.err != nil || len(s.heads) != 1 || s.heads[0] != 401 {
+				t.Fatalf("without credentials: heads %v, err %v; want Apache's 401", s.heads, s.err)
+			}
+			logged := len(readLog(t, log, 1))
+
+			req := request(t, addr, "GET", "a.test", "/small", false, "Authorization: "+bench.NTLMNegotiate())
+			req.PinKey = key
+			if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+				t.Fatalf("with the client's Type 1: heads %v, body %q, err %v; want the 200 of the engine's login", s.heads, s.body.String(), s.err)
+			}
+			lines := readLog(t, log, logged+2)[logged:]
+			if len(lines) != 2 || lines[0].Status != 401 || lines[1].Status != 200 || lines[1].User != apacheUser || lines[0].Port != lines[1].Port {
+				t.Fatalf("Apache's log %+v: want a 401, then %s's 200 on the same connection", lines, apacheUser)
+			}
+			if e.Pinned(key) {
+				t.Fatal("the engine's own login pinned its connection to the client's key")
+			}
+			for k, st := range e.Stats() {
+				if st.Pool.Pinned != 0 {
+					t.Fatalf("%s: %d pinned connections, want none", k, st.Pool.Pinned)
+				}
+			}
+
+			waitFor(t, "Apache's keep-alive timeout to close the connection", func() bool { return poolConns(e, addr) == 0 })
+			req = request(t, addr, "GET", "a.test", "/small?after", false)
+			req.PinKey = key
+			if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 || s.body.String() != bench.SmallBody {
+				t.Fatalf("after Apache's close: heads %v, body %q, err %v; want a 200 on a new connection", s.heads, s.body.String(), s.err)
+			}
+			lines = readLog(t, log, logged+3)[logged:]
+			if len(lines) != 3 || lines[2].Status != 200 || lines[2].User != apacheUser || lines[2].Port == lines[1].Port {
+				t.Fatalf("Apache's log %+v: want the last request served to %s on a new connection", lines, apacheUser)
+			}
+			select {
+			case k := <-closed:
+				t.Fatalf("OnPinnedClosed(%d): no session should have started", k)
+			default:
+			}
+		})
+	}
+}
+
+// TestStrippedProxyCredentialsDoNotPin: a client's NTLM Proxy-Authorization
+// that the engine does not forward (it was for the proxy in front of
+// the engine, or the engine answers the parent with its own login) starts
+// no handshake with the parent: the parent connection goes back to the
+// pool, and a request without a pin key runs on it next. (It was pinned
+// to the client's key, or closed without one, as if the message had gone
+// to the parent.)
+func TestStrippedProxyCredentialsDoNotPin(t *testing.T) {
+	leakBaseline(t)
+	sq, ngx := squidAndNginx(t, squidOptions{scheme: "basic"})
+	for i, pol := range []*engine.Auth{
+		{Proxy: own(squidUser, squidPass)}, // the engine's own login answers the 407
+		{Proxy: func() engine.Login { l := own(squidUser, squidPass); l.Preemptive = true; return l }()}, // sent up front
+	} {
+		e := startEngine(t, engine.Config{Auth: func(engine.Upstream) *engine.Auth { return pol }})
+		logged := len(readLog(t, sq.log, 0))
+		req := request(t, sq.addr, "GET", ngx.Addr(), "/small", true, "Proxy-Authorization: "+bench.NTLMNegotiate())
+		req.PinKey = 7
+		if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+			t.Fatalf("login %d: heads %v, err %v; want the 200 of the engine's login", i, s.heads, s.err)
+		}
+		if e.Pinned(7) {
+			t.Fatalf("login %d: the client's stripped NTLM message pinned the parent connection", i)
+		}
+		req = request(t, sq.addr, "GET", ngx.Addr(), "/small?next", true)
+		if s := send(t, e, req); s.err != nil || len(s.heads) != 1 || s.heads[0] != 200 {
+			t.Fatalf("login %d, next request: heads %v, err %v", i, s.heads, s.err)
+		}
+		lines := readLog(t, sq.log, logged+2)[logged:]
+		last := lines[len(lines)-1]
+		if last.Status != 200 || !strings.Contains(last.Target, "next") || last.Port != lines[len(lines)-2].Port {
+			t.Fatalf("login %d: Squid's log %+v: want the next request on the connection of the first", i, lines)
+		}
 	}
 }

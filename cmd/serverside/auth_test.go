@@ -1200,3 +1200,66 @@ func TestReverseOriginAuthPostReplay(t *testing.T) {
 		t.Fatalf("POST over %d bytes: statuses %v, want Apache's 401 with its challenge and page:\n%.1500s", maxReplay, codes, out)
 	}
 }
+
+// TestOwnLoginDoesNotPin: Apache offers NTLM besides Basic or Digest, the
+// demo's -origin URL carries the credentials, and the client's first
+// request carries an NTLM Type 1 message (curl --ntlm sends one before
+// any challenge). The demo answers Apache's 401 with its own login, which
+// replaces the client's field: the upstream connection is authenticated
+// per request and pinned to nobody. After Apache's keep-alive timeout has
+// closed it, the client connection is still open and its next request is
+// served on a new upstream connection. (The client's unsent NTLM field
+// pinned the connection: its close closed the client's idle connection,
+// or answered a request under way with a 502.)
+func TestOwnLoginDoesNotPin(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	for _, scheme := range []string{"basic", "digest"} {
+		t.Run(scheme, func(t *testing.T) {
+			ap := bench.StartApache(t, bench.ApacheOptions{Auth: scheme, Users: map[string]string{"alice": "pw"},
+				AlsoOffer: "NTLM", Extra: []string{"KeepAliveTimeout 1"}})
+			cfg := engine.Config{}
+			if err := withPeers(&cfg, []string{"http://alice:pw@" + ap.Addr()}, nil, ""); err != nil {
+				t.Fatal(err)
+			}
+			p, px := startAuthProxy(t, cfg)
+			c := dialRaw(t, px)
+			c.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\nAuthorization: "+bench.NTLMNegotiate()+"\r\n\r\n")
+			if resp, body := c.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+				t.Fatalf("with the client's Type 1: %d %q, want the 200 of the demo's login", resp.StatusCode, body)
+			}
+			if n := pinned(p); n != 0 {
+				t.Fatalf("%d pinned connections after the demo's own login, want none", n)
+			}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				n := 0
+				for _, st := range p.eng.Stats() {
+					n += st.Pool.Conns()
+				}
+				if n == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d upstream connections still open after Apache's keep-alive timeout", n)
+				}
+			}
+			c.write(t, "GET /small?after HTTP/1.1\r\nHost: demo\r\n\r\n")
+			resp, err := http.ReadResponse(c.br, nil)
+			if err != nil {
+				t.Fatalf("request after Apache closed the upstream connection: %v (the demo closed the client connection)", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(body) != bench.SmallBody || resp.Close {
+				t.Fatalf("request after Apache closed the upstream connection: %d (close %v) %q, want 200", resp.StatusCode, resp.Close, body)
+			}
+			// Apache logs a request after answering it.
+			log := ap.AccessLog()
+			for deadline := time.Now().Add(5 * time.Second); len(log) < 3 && time.Now().Before(deadline); log = ap.AccessLog() {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if len(log) != 3 || !strings.HasPrefix(log[0], "401 ") || !strings.HasPrefix(log[2], `200 "GET /small?after HTTP/1.1" alice `) {
+				t.Fatalf("Apache's log: want a 401, then alice's two 200s:\n%s", strings.Join(log, "\n"))
+			}
+		})
+	}
+}
