@@ -75,6 +75,9 @@ type Peer struct {
 	// A peer at its MaxConns (all its connections busy or being dialed)
 	// is skipped by the balancer while another peer can take the
 	// request at once; with every peer at its cap, the request queues.
+	// A parent's MaxConns counts the CONNECT tunnels through it (Tunnel
+	// with Group) as well: a CONNECT waits for a slot in the parent's
+	// queue, with its requests, as they do.
 	MaxConns, MaxPending int
 	PendingTimeout       time.Duration
 	// TLS, when set, speaks TLS to the peer: an https origin, or a parent
@@ -500,14 +503,16 @@ func (g *group) pick(pool *poolset.Pool[*conn.Conn], key string, tried uint64) (
 	full := false
 	for i, p := range g.peers {
 		load := g.loads[i]
+		if p.parent != nil {
+			// Its tunnels are connections to it too, under keys of
+			// their own, and hold slots of its cap (Pool.Hold).
+			load += int(p.tunnels.Load())
+		}
 		eligible := tried&(1<<uint(i)) == 0 && p.eligibleLocked(now)
 		if eligible && p.cap > 0 && load >= p.cap {
 			// At its cap: a request would wait in the peer's queue.
 			// Left out while another peer can take it at once.
 			eligible, full = false, true
-		}
-		if p.parent != nil {
-			load += int(p.tunnels.Load())
 		}
 		g.view[i] = balance.Peer{
 			Weight:   p.cfg.Weight,
@@ -942,6 +947,7 @@ func addStats(sum *poolset.Stats, s poolset.Stats) {
 	sum.Busy += s.Busy
 	sum.Idle += s.Idle
 	sum.Pinned += s.Pinned
+	sum.Held += s.Held
 	sum.Waiting += s.Waiting
 	sum.Reused += s.Reused
 	sum.Dialed += s.Dialed

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -868,5 +869,140 @@ func TestPeersParentSlowOriginNotAgainstParent(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := gets.Load(); got != n {
 		t.Errorf("the origin read %d GETs, want %d: each once", got, n)
+	}
+}
+
+// TestPeersParentMaxConnsCountsTunnels: a parent's MaxConns caps every
+// connection to it, its CONNECT tunnels included (as Squid's cache_peer
+// max-conn does): with two tunnels open through a Squid parent of
+// MaxConns 2, a third CONNECT and a request through the parent queue in
+// its wait queue, first come first served, and are served as the tunnels
+// close; nothing more reaches Squid meanwhile. An idle connection of the
+// parent's makes room for a tunnel at the cap, and a CONNECT that waits
+// past the peer's PendingTimeout fails with ErrPoolTimeout, sending
+// nothing.
+func TestPeersParentMaxConnsCountsTunnels(t *testing.T) {
+	leakBaseline(t)
+	ngx, _ := tlsNginx(t, false)
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ngx.TLSAddr())}})
+	group := func(pending time.Duration) engine.GroupConfig {
+		return engine.GroupConfig{Peers: []engine.Peer{
+			{Name: "sq", Addr: sq.Addr(), Parent: true, MaxConns: 2, PendingTimeout: pending},
+		}}
+	}
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"parents": group(time.Minute)}})
+	open := func() (net.Conn, error) {
+		nc, _, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Group: "parents"})
+		return nc, err
+	}
+	// connects is the number of CONNECTs sent to Squid (the tunnel keys'
+	// connections dialed).
+	connects := func() uint64 {
+		var n uint64
+		for k, s := range e.Stats() {
+			if strings.Contains(k, " via=connect="+sq.Addr()) {
+				n += s.Pool.Dialed
+			}
+		}
+		return n
+	}
+	sqStats := func() engine.PeerStats { return peersOf(e, "parents")["sq"] }
+
+	t1, err := open()
+	if err != nil {
+		t.Fatalf("first tunnel: %v", err)
+	}
+	t2, err := open()
+	if err != nil {
+		t.Fatalf("second tunnel: %v", err)
+	}
+	defer t2.Close()
+	if p := sqStats().Pool; p.Busy != 2 || p.Waiting != 0 {
+		t.Fatalf("two tunnels open: the parent's stats %+v, want 2 busy", p)
+	}
+
+	type result struct {
+		nc  net.Conn
+		err error
+	}
+	third := make(chan result, 1)
+	go func() { nc, err := open(); third <- result{nc, err} }()
+	waitFor(t, "the third CONNECT to queue", func() bool { return sqStats().Pool.Waiting == 1 })
+	got := make(chan error, 1)
+	go func() {
+		status, err := exchange(e, "parents", groupHead(t, "/small", ngx.Addr()))
+		if err == nil && status != 200 {
+			err = fmt.Errorf("status %d", status)
+		}
+		got <- err
+	}()
+	waitFor(t, "the request to queue behind it", func() bool { return sqStats().Pool.Waiting == 2 })
+	if n := connects(); n != 2 {
+		t.Fatalf("%d CONNECTs sent at the cap, want 2", n)
+	}
+
+	// One tunnel closes: the third CONNECT (first in the queue) is sent.
+	_ = t1.Close()
+	r := <-third
+	if r.err != nil {
+		t.Fatalf("third tunnel, after one closed: %v", r.err)
+	}
+	if p := sqStats().Pool; p.Busy != 2 || p.Waiting != 1 {
+		t.Fatalf("third tunnel open: the parent's stats %+v, want 2 busy and the request waiting", p)
+	}
+	// Another closes: the request goes.
+	_ = t2.Close()
+	if err := <-got; err != nil {
+		t.Fatalf("request through the parent, after a tunnel closed: %v", err)
+	}
+	// The request's connection stays idle; a tunnel at the cap (the third
+	// one open, that idle connection) closes it to make room.
+	waitFor(t, "the request's connection to go idle", func() bool { p := sqStats().Pool; return p.Idle == 1 && p.Busy == 1 })
+	fourth, err := open()
+	if err != nil {
+		t.Fatalf("fourth tunnel, at the cap with an idle connection: %v", err)
+	}
+	defer fourth.Close()
+	if p := sqStats().Pool; p.Busy != 2 || p.Idle != 0 {
+		t.Fatalf("fourth tunnel open: the parent's stats %+v, want 2 busy, none idle", p)
+	}
+
+	// A wait past the peer's PendingTimeout fails, nothing sent.
+	if err := e.SetGroup("parents", group(200*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	before := connects()
+	nc, err := open()
+	if !errors.Is(err, poolset.ErrPoolTimeout) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("CONNECT at the cap past PendingTimeout: err %v, want ErrPoolTimeout", err)
+	}
+	if ce := conn.AsError(err); ce == nil || ce.Phase != conn.PhasePoolWait {
+		t.Fatalf("CONNECT at the cap past PendingTimeout: err %v, want a pool-wait *conn.Error", err)
+	}
+	if n := connects(); n != before {
+		t.Fatalf("%d CONNECTs sent by the one that timed out, want none", n-before)
+	}
+	_ = r.nc.Close()
+	_ = fourth.Close()
+	waitFor(t, "the tunnels to close", func() bool { return sqStats().Pool.Conns() == 0 })
+	// Squid logs a tunnel when it ends: the four, and the request.
+	var connectLines, getLines int
+	waitFor(t, "Squid to log the tunnels", func() bool {
+		connectLines, getLines = 0, 0
+		for _, l := range sq.AccessLog() {
+			switch {
+			case strings.Contains(l, " CONNECT "):
+				connectLines++
+			case strings.Contains(l, " GET "):
+				getLines++
+			}
+		}
+		return connectLines >= 4
+	})
+	if connectLines != 4 || getLines != 1 {
+		t.Fatalf("Squid logged %d CONNECTs and %d GETs, want 4 and 1:\n%s", connectLines, getLines, strings.Join(sq.AccessLog(), "\n"))
 	}
 }

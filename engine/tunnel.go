@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/serverside-go/serverside/conn"
@@ -123,7 +124,11 @@ type TunnelRequest struct {
 	// any answer to the CONNECT (a refusal included) counts for it. A
 	// failed connect (TCP or TLS to the parent: nothing was sent) moves
 	// the tunnel to another parent of the group not tried yet; once all
-	// were tried, the last error is returned.
+	// were tried, the last error is returned. The tunnel counts against
+	// the peer's MaxConns with its requests: at the cap it waits in the
+	// peer's queue (MaxPending, PendingTimeout), and fails as they do,
+	// PhasePoolWait, having sent nothing; a drain meanwhile moves it to
+	// another parent.
 	Group, HashKey string
 	// ProxyAuthorization is the client's own Proxy-Authorization value,
 	// if it sent one. It is forwarded to the parent only when the proxy
@@ -227,7 +232,7 @@ func (e *Engine) Tunnel(ctx context.Context, req TunnelRequest) (net.Conn, *Tunn
 		}
 		return e.tunnelGroup(ctx, req, hk)
 	}
-	return e.tunnel(ctx, req, req.Via, nil)
+	return e.tunnel(ctx, req, req.Via, nil, nil)
 }
 
 // tunnelGroup opens a tunnel through a parent of the group req.Group,
@@ -253,7 +258,7 @@ func (e *Engine) tunnelGroup(ctx context.Context, req TunnelRequest, hashKey str
 		// The tunnel is load on p from now until it closes (or fails to
 		// open), for the balancers that weigh load.
 		p.tunnels.Add(1)
-		c, resp, err := e.tunnel(ctx, req, p.parent, func() { p.tunnels.Add(-1) })
+		c, resp, err := e.tunnel(ctx, req, p.parent, func() { p.tunnels.Add(-1) }, p)
 		if c == nil {
 			p.tunnels.Add(-1)
 		}
@@ -263,7 +268,10 @@ func (e *Engine) tunnelGroup(ctx context.Context, req TunnelRequest, hashKey str
 		}
 		g.report(p, probe, o, false, e.cfg.Logger.Info)
 		ce := conn.AsError(err)
-		if o != failed || ce == nil || ce.Phase != conn.PhaseDial && ce.Phase != conn.PhaseTLS || ctx.Err() != nil {
+		// A drain of the peer while the tunnel waited for a slot of its
+		// cap: nothing was sent, as after a failed connect.
+		drained := ce != nil && ce.Phase == conn.PhasePoolWait && errors.Is(err, poolset.ErrDraining)
+		if (o != failed || ce == nil || ce.Phase != conn.PhaseDial && ce.Phase != conn.PhaseTLS) && !drained || ctx.Err() != nil {
 			return c, resp, err
 		}
 		tried |= 1 << uint(p.idx)
@@ -272,8 +280,12 @@ func (e *Engine) tunnelGroup(ctx context.Context, req TunnelRequest, hashKey str
 }
 
 // tunnel opens a tunnel on a new connection, through parent when not nil.
-// onClose, when not nil, runs when the returned tunnel is closed.
-func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, onClose func()) (net.Conn, *TunnelResponse, error) {
+// onClose, when not nil, runs when the returned tunnel is closed. through,
+// when not nil, is the group's peer that parent is: the tunnel is a
+// connection to it, and holds a slot of its connection cap (Peer.MaxConns,
+// shared with its requests) from before the CONNECT until the tunnel, or
+// the connection pinned for its handshake, closes.
+func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, onClose func(), through *peer) (net.Conn, *TunnelResponse, error) {
 	key := poolset.Key{Addr: req.Target, Via: "tunnel"}
 	var route *parentRoute
 	var ta *tunnelAuth
@@ -296,6 +308,26 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, 
 		ctr.Requests.Add(1)
 		ctr.Failed(ctx, err)
 		return nil, nil, err
+	}
+
+	// unhold gives back the slot of the parent's cap; kept says that the
+	// tunnel or the pin took it over.
+	unhold, kept := func() {}, false
+	if through != nil {
+		hctx, cancel := context.WithTimeout(ctx, through.cfg.PendingTimeout)
+		err := e.pool.Hold(hctx, through.key)
+		cancel()
+		if err != nil {
+			return fail(&conn.Error{Phase: conn.PhasePoolWait, Addr: through.cfg.Addr, Err: err})
+		}
+		var once sync.Once
+		pool, held := e.pool, through.key
+		unhold = func() { once.Do(func() { pool.Unhold(held) }) }
+		defer func() {
+			if !kept {
+				unhold()
+			}
+		}()
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, e.cfg.PendingTimeout)
@@ -344,8 +376,9 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, 
 			// A connection-based handshake goes on on this connection.
 			e.pool.Dialed(key)
 			e.pool.Pin(key)
+			kept = true
 			e.tpins.put(e, req.PinKey, &tunnelPin{nc: r.pin, key: key, route: route,
-				group: req.Group, parent: parent})
+				group: req.Group, parent: parent, unhold: unhold})
 			if req.Group != "" && e.peerDraining(req.Group, parent.Addr) {
 				// DrainPeer ran while this CONNECT was in flight, before
 				// there was a pin for it to end: it ends now, as there.
@@ -365,8 +398,10 @@ func (e *Engine) tunnel(ctx context.Context, req TunnelRequest, parent *Parent, 
 	e.pool.Dialed(key)
 	ctr.Tunnels.Add(1)
 	pool := e.pool
+	kept = true
 	tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() {
 		pool.Closed(key, poolset.Busy)
+		unhold()
 		if onClose != nil {
 			onClose()
 		}

@@ -273,6 +273,19 @@ type tunnelPin struct {
 	ending bool      // endPeer ran while busy: the pin ends after the call
 	idle   time.Time // when the last Tunnel call on nc ended
 	timer  *time.Timer
+	// unhold gives back the slot of the parent peer's connection cap
+	// that the connection holds (Pool.Hold), once it closes; nil for a
+	// parent that is no group's peer.
+	unhold func()
+}
+
+// closed accounts for the pin's connection, closed: the pool's pinned
+// count of its tunnel key, and the slot it held of its parent's cap.
+func (p *tunnelPin) closed(e *Engine) {
+	e.pool.Closed(p.key, poolset.Pinned)
+	if p.unhold != nil {
+		p.unhold()
+	}
 }
 
 // tunnelPins are the pinned tunnel connections by pin key. They are Go
@@ -323,7 +336,7 @@ func (ps *tunnelPins) put(e *Engine, key uint64, p *tunnelPin) {
 	if ps.closed {
 		ps.mu.Unlock()
 		_ = p.nc.Close()
-		e.pool.Closed(p.key, poolset.Pinned)
+		p.closed(e)
 		return
 	}
 	if ps.m == nil {
@@ -356,7 +369,7 @@ func (ps *tunnelPins) release(e *Engine, key uint64, p *tunnelPin) bool {
 		p.nc, p.busy = nil, false
 		ps.mu.Unlock()
 		_ = nc.Close()
-		e.pool.Closed(p.key, poolset.Pinned)
+		p.closed(e)
 		if f := e.cfg.OnPinnedClosed; f != nil {
 			f(key)
 		}
@@ -404,7 +417,7 @@ func (ps *tunnelPins) expire(e *Engine, key uint64, p *tunnelPin) {
 	p.nc = nil
 	ps.mu.Unlock()
 	_ = nc.Close()
-	e.pool.Closed(p.key, poolset.Pinned)
+	p.closed(e)
 	if f := e.cfg.OnPinnedClosed; f != nil {
 		f(key)
 	}
@@ -436,7 +449,7 @@ func (ps *tunnelPins) endPeer(e *Engine, group, addr string) {
 	ps.mu.Unlock()
 	for _, g := range gone {
 		_ = g.nc.Close()
-		e.pool.Closed(g.p.key, poolset.Pinned)
+		g.p.closed(e)
 		if f := e.cfg.OnPinnedClosed; f != nil {
 			f(g.key)
 		}
@@ -467,7 +480,7 @@ func (ps *tunnelPins) drop(e *Engine, p *tunnelPin) {
 	}
 	_ = nc.Close()
 	if !busy {
-		e.pool.Closed(p.key, poolset.Pinned)
+		p.closed(e)
 	}
 }
 
@@ -499,7 +512,7 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 		// Not sent: the pin stays for another try.
 		if !e.tpins.release(e, req.PinKey, p) {
 			_ = nc.Close()
-			e.pool.Closed(key, poolset.Pinned)
+			p.closed(e)
 		}
 		ctr.Requests.Add(1)
 		ctr.Errors[conn.PhaseDial].Add(1)
@@ -514,7 +527,7 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 		if !e.tpins.end(req.PinKey, p, false) {
 			// Unpinned while the CONNECT ran: the client is gone.
 			_ = r.tc.Close()
-			e.pool.Closed(key, poolset.Pinned)
+			p.closed(e)
 			ctr.Errors[conn.PhasePoolWait].Add(1)
 			return nil, nil, pinnedGone(req.Target, req.PinKey, errors.New("unpinned"))
 		}
@@ -529,6 +542,9 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 		}
 		tc := conn.NewTunnelConn(r.tc.Conn, takeBuffered(r.tc), func() {
 			pool.Closed(key, poolset.Busy)
+			if p.unhold != nil {
+				p.unhold()
+			}
 			if gp != nil {
 				gp.tunnels.Add(-1)
 			}
@@ -538,7 +554,7 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 		// The handshake goes on: the same connection stays pinned.
 		if !e.tpins.release(e, req.PinKey, p) {
 			_ = r.pin.Close()
-			e.pool.Closed(key, poolset.Pinned)
+			p.closed(e)
 		}
 		ctr.Errors[conn.PhaseTunnel].Add(1)
 		return nil, r.resp, r.err
@@ -547,7 +563,7 @@ func (e *Engine) tunnelPinned(ctx context.Context, req TunnelRequest, p *tunnelP
 	// starts over, on a new connection); a failure leaves a tombstone.
 	failed := r.resp == nil
 	e.tpins.end(req.PinKey, p, failed)
-	e.pool.Closed(key, poolset.Pinned)
+	p.closed(e)
 	err := r.err
 	if failed {
 		err = pinnedGone(req.Target, req.PinKey, err)

@@ -1,6 +1,7 @@
 package poolset_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -86,5 +87,75 @@ func TestLoads(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { p.Loads(keys, out) }); n != 0 {
 		t.Fatalf("Loads allocates %v times", n)
+	}
+}
+
+// TestHold: a slot held for a connection of another key counts against
+// the key's cap (not in Conns), a Hold at the cap waits in the key's
+// queue with its requests and times out as they do, an idle connection
+// at the cap is closed to make room, and Unhold serves the next waiter.
+func TestHold(t *testing.T) {
+	p, clock, r := newPool(t, poolset.Config{MaxConnsPerKey: 5, MaxWaitersPerKey: 5})
+	p.SetLimits(keyA, poolset.KeyLimits{MaxConns: 2})
+	ctx := context.Background()
+	if err := p.Hold(ctx, keyA); err != nil {
+		t.Fatalf("Hold under the cap: %v", err)
+	}
+	c := dial(t, p, r, keyA)
+	if s := p.Stats(keyA); s.Held != 1 || s.Conns() != 1 || s.Connecting != 0 {
+		t.Fatalf("stats %+v: want one held slot and one busy connection", s)
+	}
+	if p.TryReserve(keyA) {
+		t.Fatal("TryReserve at the cap (a held slot, a busy connection) succeeded")
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	err := p.Hold(short, keyA)
+	cancel()
+	if !errors.Is(err, poolset.ErrPoolTimeout) {
+		t.Fatalf("Hold at the cap past its deadline: %v, want ErrPoolTimeout", err)
+	}
+
+	// A request waits; the held slot's release serves it.
+	rec := newRecorder()
+	if _, err := p.Wait(keyA, time.Time{}, rec.fn); err != nil {
+		t.Fatal(err)
+	}
+	rec.none(t)
+	p.Unhold(keyA)
+	if g := rec.got(t); !g.Permit {
+		t.Fatalf("grant after Unhold = %+v, want a permit", g)
+	}
+	p.Dialed(keyA)
+	p.Put(keyA, c, info(clock))
+	if s := p.Stats(keyA); s.Held != 0 || s.Idle != 1 || s.Busy != 1 {
+		t.Fatalf("stats %+v: want one idle, one busy, none held", s)
+	}
+
+	// At the cap with an idle connection: it is closed to make room.
+	if err := p.Hold(ctx, keyA); err != nil {
+		t.Fatalf("Hold at the cap with an idle connection: %v", err)
+	}
+	if !c.closed() {
+		t.Fatal("the idle connection was not closed to make room")
+	}
+	if s := p.Stats(keyA); s.Held != 1 || s.Idle != 0 || s.Busy != 1 || s.Closed.OverCap != 1 {
+		t.Fatalf("stats %+v: want one held, one busy, the idle one closed as OverCap", s)
+	}
+
+	// A drain fails a waiting Hold.
+	done := make(chan error, 1)
+	go func() { done <- p.Hold(ctx, keyA) }()
+	for deadline := time.Now().Add(5 * time.Second); p.Stats(keyA).Waiting != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second Hold did not queue")
+		}
+	}
+	p.Drain(keyA)
+	if err := <-done; !errors.Is(err, poolset.ErrDraining) {
+		t.Fatalf("Hold queued at a drain: %v, want ErrDraining", err)
+	}
+	p.Unhold(keyA)
+	if s := p.Stats(keyA); s.Held != 0 {
+		t.Fatalf("stats %+v after Unhold: want none held", s)
 	}
 }

@@ -104,11 +104,12 @@ type Pool[C Conn] struct {
 type keyState[C Conn] struct {
 	key Key
 
-	// Gauges. connecting+busy+idle+pinned never exceeds MaxConnsPerKey.
+	// Gauges. connecting+busy+idle+pinned+held never exceeds MaxConnsPerKey.
 	connecting int // dial permits out
 	busy       int // checked out
 	idle       int // length of the idle list
 	pinned     int // pinned by their owners
+	held       int // slots taken by Hold for connections of other keys
 
 	idleHead *idleNode[C] // oldest idle connection (linked by knext)
 	idleTail *idleNode[C] // newest idle connection: the one Get takes (LIFO)
@@ -176,7 +177,7 @@ func (p *Pool[C]) misuseLocked(op string, key Key, what string) {
 // held.
 func (p *Pool[C]) underCapLocked(ks *keyState[C]) bool {
 	max := p.maxConnsLocked(ks)
-	return max == 0 || ks.connecting+ks.busy+ks.idle+ks.pinned < max
+	return max == 0 || ks.connecting+ks.busy+ks.idle+ks.pinned+ks.held < max
 }
 
 // serveLocked grants dial permits to the waiters of ks, first come first
@@ -198,7 +199,7 @@ func (p *Pool[C]) serveLocked(ks *keyState[C], b *batch[C]) {
 // waiters and is not draining, or takes it off when it has some again. The
 // sweeper retires keys that stay empty for retireAfter. p.mu must be held.
 func (p *Pool[C]) settleLocked(ks *keyState[C], now time.Time) {
-	isEmpty := ks.connecting+ks.busy+ks.idle+ks.pinned == 0 && ks.waiters.n == 0 && !ks.draining
+	isEmpty := ks.connecting+ks.busy+ks.idle+ks.pinned+ks.held == 0 && ks.waiters.n == 0 && !ks.draining
 	switch {
 	case isEmpty && !ks.empty:
 		ks.empty, ks.emptyAt = true, now

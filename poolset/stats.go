@@ -11,6 +11,7 @@ type Stats struct {
 	Busy       int // checked out: by Get, handed over, or Dialed
 	Idle       int // in the idle list
 	Pinned     int // moved out of the shared accounting by Pin
+	Held       int // slots of the cap taken by Hold, for connections that show under keys of their own
 	Waiting    int // queued waiters
 
 	// Counters.
@@ -24,8 +25,9 @@ type Stats struct {
 	Closed       CloseCounts
 }
 
-// Conns is the key's connection count: connecting + busy + idle + pinned,
-// the figure MaxConnsPerKey caps.
+// Conns is the key's connection count: connecting + busy + idle + pinned.
+// MaxConnsPerKey caps it plus Held, the slots of connections counted
+// under keys of their own.
 func (s Stats) Conns() int { return s.Connecting + s.Busy + s.Idle + s.Pinned }
 
 // CloseCounts counts connections closed, by reason.
@@ -37,7 +39,7 @@ type CloseCounts struct {
 	DeadOnCheckout uint64 // failed Alive when Get or Wait took it from the idle list, or the caller's own check after (ClosedDead)
 	DeadOnReturn   uint64 // failed Alive when returned by Put
 	PeerClosedIdle uint64 // closed by the peer while idle: found by the sweeper or reported by PeerClosed
-	OverCap        uint64 // refused by MaxIdlePerKey, or evicted as the oldest by MaxIdle
+	OverCap        uint64 // refused by MaxIdlePerKey, evicted as the oldest by MaxIdle, or closed at the cap to make room for Hold
 	Drained        uint64 // closed by Drain, CloseIdle or Close, or returned while draining or closed
 	// UpstreamClose counts connections closed by the caller because the
 	// upstream's response asked for it ("Connection: close", an HTTP/1.0
@@ -145,6 +147,7 @@ func (ks *keyState[C]) statsLocked() Stats {
 	s.Busy = ks.busy
 	s.Idle = ks.idle
 	s.Pinned = ks.pinned
+	s.Held = ks.held
 	s.Waiting = ks.waiters.n
 	return s
 }

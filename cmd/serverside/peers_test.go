@@ -380,3 +380,120 @@ func TestDeadParentEveryKindOfRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestParentMaxConnsCountsTunnels: a -parent's max_conns counts the
+// clients' CONNECT tunnels through it, as Squid's cache_peer max-conn
+// counts every connection to the peer. With max_conns=1 and a tunnel
+// open, a second client's CONNECT waits, and gets its 200 once the first
+// tunnel closes. With a short pending_timeout it gets a 503 instead, and
+// nothing reaches Squid for it.
+func TestParentMaxConnsCountsTunnels(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ng.Addr())}})
+	demo := func(query string) (*proxy, string) {
+		cfg := engine.Config{Shards: 2}
+		if err := withPeers(&cfg, nil, []string{"http://" + sq.Addr() + "?name=sq&max_conns=1&" + query}, ""); err != nil {
+			t.Fatal(err)
+		}
+		logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.Logger = logger
+		p, err := newProxy(logger, nil, cfg, clientConfig{ConnectPorts: portSet{any: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, serveProxy(t, p)
+	}
+	connect := "CONNECT " + ng.Addr() + " HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
+	// status reads the answer to a CONNECT: its status, up to the blank
+	// line (a 200's tunnel follows it).
+	status := func(rc *rawClient) int {
+		t.Helper()
+		line, err := rc.br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the CONNECT's answer: %v", err)
+		}
+		for {
+			l, err := rc.br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the CONNECT's answer: %v", err)
+			}
+			if l == "\r\n" {
+				break
+			}
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			t.Fatalf("CONNECT answered %q", line)
+		}
+		n, _ := strconv.Atoi(f[1])
+		return n
+	}
+	waiting := func(p *proxy) int {
+		for _, ps := range p.eng.PeerStats()[peerGroup].Peers {
+			return ps.Pool.Waiting
+		}
+		return -1
+	}
+
+	p, px := demo("pending_timeout=30s")
+	first := dialRaw(t, px)
+	first.write(t, connect)
+	if st := status(first); st != 200 {
+		t.Fatalf("first CONNECT: %d, want 200", st)
+	}
+	second := dialRaw(t, px)
+	second.write(t, connect)
+	for deadline := time.Now().Add(10 * time.Second); waiting(p) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second CONNECT does not wait for the parent's connection (%d waiting)", waiting(p))
+		}
+	}
+	// A request through the tunnel, so that Squid logs it as used.
+	first.write(t, "GET /small HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n")
+	if resp, body := first.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("through the first tunnel: %d %q", resp.StatusCode, body)
+	}
+	_ = first.c.Close()
+	if st := status(second); st != 200 {
+		t.Fatalf("second CONNECT, after the first tunnel closed: %d, want 200", st)
+	}
+	second.write(t, "GET /small HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n")
+	if resp, body := second.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+		t.Fatalf("through the second tunnel: %d %q", resp.StatusCode, body)
+	}
+
+	// Past pending_timeout: a 503 that says why.
+	_, px2 := demo("pending_timeout=200ms")
+	third := dialRaw(t, px2)
+	third.write(t, connect)
+	if st := status(third); st != 200 {
+		t.Fatalf("third CONNECT: %d, want 200", st)
+	}
+	fourth := dialRaw(t, px2)
+	fourth.write(t, connect)
+	resp, body := fourth.read(t)
+	if resp.StatusCode != 503 || !strings.Contains(body, "upstream connection limit reached") {
+		t.Fatalf("CONNECT at the cap past pending_timeout: %d %q, want 503", resp.StatusCode, body)
+	}
+	_ = third.c.Close()
+	_ = second.c.Close()
+	// Squid logs a tunnel when it ends: three, none for the refused one.
+	var n int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n = 0
+		for _, l := range sq.AccessLog() {
+			if strings.Contains(l, " CONNECT ") {
+				n++
+			}
+		}
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if n != 3 {
+		t.Fatalf("Squid logged %d CONNECTs, want 3:\n%s", n, strings.Join(sq.AccessLog(), "\n"))
+	}
+}
