@@ -1006,3 +1006,85 @@ func TestPeersParentMaxConnsCountsTunnels(t *testing.T) {
 		t.Fatalf("Squid logged %d CONNECTs and %d GETs, want 4 and 1:\n%s", connectLines, getLines, strings.Join(sq.AccessLog(), "\n"))
 	}
 }
+
+// TestPeersDrainMovesWaitingTunnel: two Squid parents of MaxConns 1,
+// each with a tunnel open. A third CONNECT waits for a slot at one of
+// them; draining that parent moves it, having sent nothing there, to the
+// other, where it is served once that parent's tunnel closes.
+func TestPeersDrainMovesWaitingTunnel(t *testing.T) {
+	leakBaseline(t)
+	ngx, _ := tlsNginx(t, false)
+	ports := []int{bench.Port(t, ngx.TLSAddr())}
+	sq1 := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: ports})
+	sq2 := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: ports})
+	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"parents": {Peers: []engine.Peer{
+		{Name: "sq1", Addr: sq1.Addr(), Parent: true, MaxConns: 1, PendingTimeout: time.Minute},
+		{Name: "sq2", Addr: sq2.Addr(), Parent: true, MaxConns: 1, PendingTimeout: time.Minute},
+	}}}})
+	addr := map[string]string{"sq1": sq1.Addr(), "sq2": sq2.Addr()}
+	// tunnelsVia counts the tunnels through the named parent.
+	tunnelsVia := func(name string) (open int, dialed uint64) {
+		for k, s := range e.Stats() {
+			if strings.Contains(k, " via=connect="+addr[name]) {
+				open, dialed = open+s.Pool.Busy, dialed+s.Pool.Dialed
+			}
+		}
+		return open, dialed
+	}
+	open := func() (net.Conn, error) {
+		nc, _, err := e.Tunnel(tunnelCtx(t), engine.TunnelRequest{Target: ngx.TLSAddr(), Group: "parents"})
+		return nc, err
+	}
+	through := map[string]net.Conn{}
+	for i := 0; i < 2; i++ {
+		nc, err := open()
+		if err != nil {
+			t.Fatalf("tunnel %d: %v", i, err)
+		}
+		defer nc.Close()
+		for _, name := range []string{"sq1", "sq2"} {
+			if n, _ := tunnelsVia(name); n == 1 && through[name] == nil {
+				through[name] = nc
+				break
+			}
+		}
+	}
+	if len(through) != 2 {
+		t.Fatal("the two tunnels did not go one through each parent")
+	}
+	third := make(chan error, 1)
+	go func() {
+		nc, err := open()
+		if nc != nil {
+			defer nc.Close()
+		}
+		third <- err
+	}()
+	var queued, other string
+	waitFor(t, "the third CONNECT to queue at a parent", func() bool {
+		for _, name := range []string{"sq1", "sq2"} {
+			if peersOf(e, "parents")[name].Pool.Waiting == 1 {
+				queued = name
+			}
+		}
+		return queued != ""
+	})
+	other = map[string]string{"sq1": "sq2", "sq2": "sq1"}[queued]
+	if err := e.DrainPeer("parents", queued); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the third CONNECT to queue at the other parent", func() bool { return peersOf(e, "parents")[other].Pool.Waiting == 1 })
+	_ = through[other].Close()
+	if err := <-third; err != nil {
+		t.Fatalf("third tunnel, moved off the drained parent: %v", err)
+	}
+	if _, dialed := tunnelsVia(queued); dialed != 1 {
+		t.Fatalf("%d CONNECTs through the drained parent, want its first alone", dialed)
+	}
+	if _, dialed := tunnelsVia(other); dialed != 2 {
+		t.Fatalf("%d CONNECTs through %s, want 2", dialed, other)
+	}
+	if n := peersOf(e, "parents")[queued].Rerouted; n != 1 {
+		t.Fatalf("%s: %d moved away, want the waiting CONNECT", queued, n)
+	}
+}
