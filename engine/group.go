@@ -67,7 +67,9 @@ type Peer struct {
 	// Username and Password, for a parent, are sent preemptively as Basic
 	// Proxy-Authorization on every request.
 	Username, Password string
-	// MaxConns caps the peer's connections; MaxPending the requests
+	// MaxConns caps the peer's connections (those of its own pool key:
+	// not those that a login's credential scope pools apart, under keys
+	// capped by MaxConnsPerUpstream); MaxPending the requests
 	// waiting for one of them, PendingTimeout each wait. Zero takes the
 	// engine's MaxConnsPerUpstream, the pool's default queue bound
 	// (poolset.DefaultMaxWaitersPerKey, 1024) and the engine's
