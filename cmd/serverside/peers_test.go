@@ -497,3 +497,46 @@ func TestParentMaxConnsCountsTunnels(t *testing.T) {
 		t.Fatalf("Squid logged %d CONNECTs, want 3:\n%s", n, strings.Join(sq.AccessLog(), "\n"))
 	}
 }
+
+// TestParentMaxConnsWaitOutlastsConnectDeadline: a CONNECT's deadline
+// (the resolve, connect and TLS handshake timeouts) allows for the wait
+// for a slot of the parent's max_conns, up to its pending_timeout: a
+// CONNECT that waits longer than those timeouts add up to is still
+// served when a slot frees. (It got a 503 when the deadline passed.)
+func TestParentMaxConnsWaitOutlastsConnectDeadline(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	sq := bench.StartSquid(t, bench.SquidOptions{ConnectPorts: []int{bench.Port(t, ng.Addr())}})
+	const timeout = 200 * time.Millisecond
+	cfg := engine.Config{Shards: 2}
+	if err := withPeers(&cfg, nil, []string{"http://" + sq.Addr() + "?max_conns=1&pending_timeout=30s"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Logger = logger
+	p, err := newProxy(logger, nil, cfg, clientConfig{ConnectPorts: portSet{any: true}, ConnectTimeout: timeout, TLSHandshakeTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := serveProxy(t, p)
+	connect := "CONNECT " + ng.Addr() + " HTTP/1.1\r\nHost: " + ng.Addr() + "\r\n\r\n"
+	first := dialRaw(t, px)
+	first.write(t, connect)
+	if line, err := first.br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("first CONNECT: %q %v", line, err)
+	}
+	second := dialRaw(t, px)
+	second.write(t, connect)
+	// Past the deadline the timeouts alone would give it.
+	_ = second.c.SetReadDeadline(time.Now().Add(resolveTimeout + 2*timeout + timeout + time.Second))
+	if line, err := second.br.ReadString('\n'); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("second CONNECT answered %q (%v) while the first tunnel is open, want no answer yet", line, err)
+	}
+	_ = second.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = first.c.Close()
+	if line, err := second.br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("second CONNECT, after the first tunnel closed: %q %v, want 200", line, err)
+	}
+}

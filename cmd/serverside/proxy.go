@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -123,6 +124,10 @@ type proxy struct {
 	group      string
 	parents    bool
 	originHost string
+	// parentWait is the longest a CONNECT may wait for a slot of a
+	// parent's max_conns (its pending_timeout), which its deadline
+	// allows for; zero without parents.
+	parentWait time.Duration
 	// hashHost says that the group's balancer is balance.Hash: requests
 	// carry their host as the hash key (hostKey).
 	hashHost bool
@@ -221,6 +226,15 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	if g, ok := ecfg.Groups[peerGroup]; ok {
 		p.group, p.parents, p.originHost = peerGroup, g.Peers[0].Parent, g.Peers[0].Addr
 		p.hashHost = g.Balancer == balance.Hash
+		if p.parents {
+			for _, pc := range g.Peers {
+				w := pc.PendingTimeout
+				if w <= 0 {
+					w = cmp.Or(ecfg.PendingTimeout, engine.DefaultPendingTimeout)
+				}
+				p.parentWait = max(p.parentWait, w)
+			}
+		}
 	}
 	for i := range n {
 		p.shards = append(p.shards, &clientShard{id: i, conns: make(map[*clientConn]struct{})})

@@ -187,7 +187,9 @@ func (cc *clientConn) serveConnect(hl int, start time.Time) outcome {
 	if !cc.p.cfg.ConnectPorts.allows(port) {
 		return fail(403, "CONNECT to port "+portStr+" is not allowed")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout()+cc.p.tlsHandshakeTimeout())
+	// Through a parent, the CONNECT may first wait for a slot of the
+	// parent's max_conns.
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout+2*cc.p.connectTimeout()+cc.p.tlsHandshakeTimeout()+cc.p.parentWait)
 	defer cancel()
 	treq := engine.TunnelRequest{Target: target, PinKey: cc.requestPinKey(),
 		ProxyAuthorization: string(req.Get(parser.HdrProxyAuthorization))}
