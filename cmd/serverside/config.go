@@ -88,18 +88,20 @@ type peerSpec struct {
 }
 
 // timeouts are the engine's timeouts, as Go duration strings ("10s").
+// Nil is absent: "0s" is a value, 0 for TunnelIdle (never) and Shutdown
+// (at once), and refused for the others, as for their flags.
 type timeouts struct {
-	Connect        duration `json:"connect"`
-	Idle           duration `json:"idle"`
-	ResponseHeader duration `json:"response_header"`
-	TunnelIdle     duration `json:"tunnel_idle"`
-	TLSHandshake   duration `json:"tls_handshake"`
+	Connect        *duration `json:"connect"`
+	Idle           *duration `json:"idle"`
+	ResponseHeader *duration `json:"response_header"`
+	TunnelIdle     *duration `json:"tunnel_idle"`
+	TLSHandshake   *duration `json:"tls_handshake"`
 	// ClientIdle and ClientHeader are the client side's:
 	// -client-idle-timeout and -client-header-timeout.
-	ClientIdle   duration `json:"client_idle"`
-	ClientHeader duration `json:"client_header"`
+	ClientIdle   *duration `json:"client_idle"`
+	ClientHeader *duration `json:"client_header"`
 	// Shutdown is -shutdown-timeout.
-	Shutdown duration `json:"shutdown"`
+	Shutdown *duration `json:"shutdown"`
 }
 
 // duration is a time.Duration written as a Go duration string in JSON.
@@ -398,6 +400,23 @@ func (fc *fileConfig) validate() *ConfigError {
 	if fc.ViaName != "" {
 		if err := checkViaName(fc.ViaName); err != nil {
 			return bad("via_name", "%v", err)
+		}
+	}
+	for _, t := range []struct {
+		field string
+		d     *duration
+	}{
+		{"timeouts.connect", fc.Timeouts.Connect},
+		{"timeouts.idle", fc.Timeouts.Idle},
+		{"timeouts.response_header", fc.Timeouts.ResponseHeader},
+		{"timeouts.tls_handshake", fc.Timeouts.TLSHandshake},
+		{"timeouts.client_idle", fc.Timeouts.ClientIdle},
+		{"timeouts.client_header", fc.Timeouts.ClientHeader},
+		{"health.interval", fc.Health.Interval},
+		{"health.timeout", fc.Health.Timeout},
+	} {
+		if t.d != nil && *t.d == 0 {
+			return bad(t.field, "want a duration above 0 (leave it out for the default)")
 		}
 	}
 	maxFails := -1
@@ -726,7 +745,7 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 	}
 	for _, t := range []struct {
 		flag, field string
-		d           duration
+		d           *duration
 	}{
 		{"connect-timeout", "timeouts.connect", fc.Timeouts.Connect},
 		{"idle-timeout", "timeouts.idle", fc.Timeouts.Idle},
@@ -737,8 +756,8 @@ func (x *cliExtras) apply(fs *flag.FlagSet) (*fileConfig, error) {
 		{"client-header-timeout", "timeouts.client_header", fc.Timeouts.ClientHeader},
 		{"shutdown-timeout", "timeouts.shutdown", fc.Timeouts.Shutdown},
 	} {
-		if t.d != 0 {
-			errs = append(errs, set(t.flag, t.field, time.Duration(t.d).String()))
+		if t.d != nil {
+			errs = append(errs, set(t.flag, t.field, time.Duration(*t.d).String()))
 		}
 	}
 	for _, h := range fc.Health.flagValues() {

@@ -34,6 +34,7 @@ func TestDocExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	shards, access, fails := 2, false, 3
+	dur := func(d time.Duration) *duration { v := duration(d); return &v }
 	want := &fileConfig{
 		Listen: "127.0.0.1:8080", Admin: "127.0.0.1:9090", Shards: &shards, AccessLog: &access,
 		Origins: []peerSpec{
@@ -43,10 +44,10 @@ func TestDocExampleConfig(t *testing.T) {
 		LB:         "leastconn",
 		ClientAuth: "none",
 		Timeouts: timeouts{
-			Connect: duration(3 * time.Second), Idle: duration(90 * time.Second), ResponseHeader: duration(30 * time.Second),
-			TunnelIdle: duration(10 * time.Minute),
+			Connect: dur(3 * time.Second), Idle: dur(90 * time.Second), ResponseHeader: dur(30 * time.Second),
+			TunnelIdle: dur(10 * time.Minute),
 		},
-		Health:       healthSpec{Path: "/healthz", Interval: duration(2 * time.Second), Timeout: duration(time.Second), Status: 200, MaxFails: &fails},
+		Health:       healthSpec{Path: "/healthz", Interval: dur(2 * time.Second), Timeout: dur(time.Second), Status: 200, MaxFails: &fails},
 		ConnectPorts: "443,8443",
 		ViaName:      "proxy1.example.com:8080",
 	}
@@ -114,6 +115,12 @@ func TestConfigErrors(t *testing.T) {
 		// 0 is nginx's max_fails=0, accounting off; the engine would take
 		// it for its default, 3.
 		{`{"health": {"max_fails": 0}}`, "health.max_fails", "want -1 (off) or 1 or more, got 0", false},
+		// A timeout of 0 would silently be its default: refused, as the
+		// flag's is.
+		{`{"timeouts": {"connect": "0s"}}`, "timeouts.connect", "want a duration above 0 (leave it out for the default)", false},
+		{`{"timeouts": {"response_header": "0s"}}`, "timeouts.response_header", "want a duration above 0", false},
+		{`{"timeouts": {"client_header": "0s"}}`, "timeouts.client_header", "want a duration above 0", false},
+		{`{"health": {"path": "/h", "interval": "0s"}}`, "health.interval", "want a duration above 0", false},
 	} {
 		_, err := parseConfig("c.json", []byte(c.in))
 		var ce *ConfigError
@@ -282,6 +289,23 @@ func TestApplyConfigClientSide(t *testing.T) {
 	}
 }
 
+// A timeout of "0s" in the file is set, not taken for an absent field:
+// timeouts.shutdown 0 cuts the requests in flight at once and
+// timeouts.tunnel_idle 0 never idles a tunnel out, as the flags' 0 does.
+func TestApplyConfigZeroTimeouts(t *testing.T) {
+	fs, x, _ := testFlags(false)
+	file := writeConfig(t, `{"timeouts": {"shutdown": "0s", "tunnel_idle": "0s"}}`)
+	if err := fs.Parse([]string{"-config", file}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.apply(fs); err != nil {
+		t.Fatal(err)
+	}
+	if x.shutdown != 0 || x.tunnelIdle != 0 {
+		t.Fatalf("shutdown %v, tunnel idle %v; want 0s and 0s", x.shutdown, x.tunnelIdle)
+	}
+}
+
 // A peer list on the command line replaces the file's peers, whichever
 // list the file has: -parent with a file of origins makes a forward proxy
 // through the parent, not an error that -origin and -parent do not mix.
@@ -410,6 +434,16 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-client-park-after", "-1s"},
 		{"-tunnel-idle-timeout", "-1m"},
 		{"-shutdown-timeout", "-1s"},
+		// 0 is no timeout's "off": it would silently be the default.
+		{"-connect-timeout", "0"},
+		{"-tls-handshake-timeout", "0s"},
+		{"-idle-timeout", "0s"},
+		{"-response-header-timeout", "0s"},
+		{"-client-idle-timeout", "0s"},
+		{"-client-header-timeout", "0s"},
+		{"-origin", "http://127.0.0.1:1", "-health-check", "/h", "-health-interval", "0s"},
+		{"-origin", "http://127.0.0.1:1", "-health-check", "/h", "-health-timeout", "0s"},
+		{"-origin", "http://127.0.0.1:1", "-health-interval", "-1s"},
 		// As the config file's health and address checks.
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "-5"},
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "0"},

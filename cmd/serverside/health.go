@@ -60,12 +60,12 @@ func (h *healthFlags) apply(cfg *engine.Config) {
 
 // healthSpec is the -config file's "health" object.
 type healthSpec struct {
-	Path     string   `json:"path"`
-	Host     string   `json:"host"`
-	Interval duration `json:"interval"`
-	Timeout  duration `json:"timeout"`
-	Status   int      `json:"status"`
-	MaxFails *int     `json:"max_fails"`
+	Path     string    `json:"path"`
+	Host     string    `json:"host"`
+	Interval *duration `json:"interval"`
+	Timeout  *duration `json:"timeout"`
+	Status   int       `json:"status"`
+	MaxFails *int      `json:"max_fails"`
 }
 
 // flagValues lists the flags the file's health object sets, with their
@@ -81,11 +81,11 @@ func (s *healthSpec) flagValues() []struct{ flag, field, value string } {
 	if s.Host != "" {
 		add("health-host", "health.host", s.Host)
 	}
-	if s.Interval != 0 {
-		add("health-interval", "health.interval", time.Duration(s.Interval).String())
+	if s.Interval != nil {
+		add("health-interval", "health.interval", time.Duration(*s.Interval).String())
 	}
-	if s.Timeout != 0 {
-		add("health-timeout", "health.timeout", time.Duration(s.Timeout).String())
+	if s.Timeout != nil {
+		add("health-timeout", "health.timeout", time.Duration(*s.Timeout).String())
 	}
 	if s.Status != 0 {
 		add("health-status", "health.status", strconv.Itoa(s.Status))

@@ -41,6 +41,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -143,7 +144,10 @@ func run(args []string) int {
 		logger.Error("config", "err", err)
 		return 2
 	}
-	if err := notNegative(fs, "client-idle-timeout", "client-header-timeout", "client-park-after", "tunnel-idle-timeout", "shutdown-timeout"); err != nil {
+	if err := checkDurations(fs,
+		[]string{"client-park-after", "tunnel-idle-timeout", "shutdown-timeout", "upstream-max-lifetime"},
+		[]string{"connect-timeout", "tls-handshake-timeout", "idle-timeout", "response-header-timeout",
+			"client-idle-timeout", "client-header-timeout", "health-interval", "health-timeout"}); err != nil {
 		logger.Error("config", "err", err)
 		return 2
 	}
@@ -268,14 +272,21 @@ func run(args []string) int {
 	return code
 }
 
-// notNegative refuses a negative value of the named duration flags of fs,
-// which newProxy would otherwise take for their defaults (or, for
-// -client-park-after and -tunnel-idle-timeout, for 0: never).
-func notNegative(fs *flag.FlagSet, names ...string) error {
-	for _, name := range names {
-		d, _ := fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration)
+// checkDurations refuses a negative value of the named duration flags of
+// fs, and 0 for those in positive. Their 0 has no meaning of its own: the
+// engine and newProxy would take it for the default, so that
+// "-response-header-timeout 0", meant as "no timeout", would silently be
+// 60s. A negative value would be the default too (or, for
+// -client-park-after and -tunnel-idle-timeout, 0: never).
+func checkDurations(fs *flag.FlagSet, nonNegative, positive []string) error {
+	for _, name := range append(nonNegative, positive...) {
+		f := fs.Lookup(name)
+		d, _ := f.Value.(flag.Getter).Get().(time.Duration)
 		if d < 0 {
 			return fmt.Errorf("-%s %v: negative duration", name, d)
+		}
+		if d == 0 && slices.Contains(positive, name) {
+			return fmt.Errorf("-%s 0s: want a duration above 0 (the default is %s)", name, f.DefValue)
 		}
 	}
 	return nil
