@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -145,6 +146,18 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 	for k, vs := range u.Query() {
 		v := vs[len(vs)-1]
 		var err error
+		switch {
+		case len(vs) > 1:
+			// As a repeated key in the config file: which one was meant?
+			err = errors.New("given more than once")
+		case k == "preemptive" && u.User == nil:
+			// It says how the URL's credentials go: without any it
+			// would be ignored.
+			err = errors.New("only with credentials in the URL (http://user:pass@host:port)")
+		}
+		if err != nil {
+			return engine.Peer{}, nil, fmt.Errorf("%s %q: %s: %w", flagName, raw, k, err)
+		}
 		switch k {
 		case "name":
 			p.Name = v

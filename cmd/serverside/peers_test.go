@@ -109,6 +109,14 @@ func TestPeerURLOptions(t *testing.T) {
 		{{"http://127.0.0.1:1?pipeline=65"}, nil},          // over maxPipeline
 		{{"http://127.0.0.1:1?pipeline=-1"}, nil},          // negative
 		{{"http://127.0.0.1:1?pipeline=x"}, nil},           // bad number
+		// preemptive says how the URL's credentials go: without any it
+		// would be ignored.
+		{{"http://127.0.0.1:1?preemptive=maybe"}, nil},
+		{nil, {"http://127.0.0.1:1?preemptive=0"}},
+		{{"http://127.0.0.1:1?preemptive=1"}, nil},
+		// An option given twice: which one was meant?
+		{{"http://127.0.0.1:1?weight=2&weight=3"}, nil},
+		{nil, {"http://u:p@127.0.0.1:1?preemptive=0&preemptive=1"}},
 	} {
 		if err := withPeers(&engine.Config{}, bad[0], bad[1], ""); err == nil {
 			t.Errorf("withPeers(%q, %q) accepted", bad[0], bad[1])
