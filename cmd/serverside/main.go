@@ -163,7 +163,7 @@ func run(args []string) int {
 		return 2
 	}
 	if ts.insecure {
-		logger.Warn("-insecure: TLS certificates of https origins and https:// targets are NOT verified; " +
+		logger.Warn("-insecure: TLS certificates of https origins, https parents and https:// targets are NOT verified; " +
 			"anyone on the path can impersonate them. Use -ca-file instead outside of tests.")
 	}
 	err = withPeersTLS(&cfg, origins, parents, *lb, ts)
