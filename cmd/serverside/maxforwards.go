@@ -99,7 +99,7 @@ func (cc *clientConn) answerHere(s *sink, hasBody bool) (done, keep bool) {
 		conn = "Connection: keep-alive\r\n"
 	}
 	head := "HTTP/1.1 200 OK\r\nDate: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n" + fields +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" + conn + "\r\n"
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" + cc.p.viaLine + conn + "\r\n"
 	s.status, s.bytes = 200, int64(len(body))
 	s.bb.Reset()
 	s.bb.B = append(append(s.bb.B, head...), body...)

@@ -20,6 +20,8 @@ import (
 // TRACE reflects the request less its credentials and cookies (§9.3.8);
 // OPTIONS lists in Allow the methods this proxy takes (§9.3.7; a reverse
 // proxy refuses CONNECT); the connection stays open for the next request.
+// The answers carry the proxy's Via, as its error responses do and as
+// Squid's answer to them does.
 func TestMaxForwardsZeroAnsweredHere(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
@@ -49,6 +51,9 @@ func TestMaxForwardsZeroAnsweredHere(t *testing.T) {
 		}
 		if i < 2 && resp.Close {
 			t.Fatalf("response %d closes the connection", i)
+		}
+		if via := resp.Header.Values("Via"); len(via) != 1 || via[0] != "1.1 "+testViaName+" (serverside)" {
+			t.Fatalf("response %d: Via %q, want the proxy's alone", i, via)
 		}
 	}
 	ng.WaitRequests(1, 5*time.Second)
