@@ -519,3 +519,27 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("%d flags in the usage:\n%s", flags, out)
 	}
 }
+
+// A refused flag value is reported by the flag's name and what it wants,
+// not by the engine field it would have become ("Shards is negative").
+func TestRunErrorNamesFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-shards", "-1"}, "-shards -1: want 0 (GOMAXPROCS) to 1024"},
+		{[]string{"-shards", "2000"}, "-shards 2000: want 0 (GOMAXPROCS) to 1024"},
+		{[]string{"-upstream-max-requests", "-1"}, "-upstream-max-requests -1: want 0 (no limit) or more"},
+		{[]string{"-upstream-max-lifetime", "-1s"}, "-upstream-max-lifetime -1s: negative duration"},
+		{[]string{"-connect-timeout", "-1s"}, "-connect-timeout -1s: negative duration"},
+		{[]string{"-response-header-timeout", "0"}, "-response-header-timeout 0s: want a duration above 0 (the default is 1m0s)"},
+	} {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "SERVERSIDE_RUN_MAIN="+strings.Join(append([]string{"-listen", "127.0.0.1:0"}, c.args...), "\n"))
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), strconv.Quote(c.want)[1:len(strconv.Quote(c.want))-1]) {
+			t.Errorf("%v: %v\n%s\nwant exit status 2 and %q", c.args, err, out, c.want)
+		}
+	}
+}

@@ -151,6 +151,15 @@ func run(args []string) int {
 		logger.Error("config", "err", err)
 		return 2
 	}
+	// The engine refuses these too, but by its own field names.
+	if *shards < 0 || *shards > engine.MaxShards {
+		logger.Error("config", "err", fmt.Errorf("-shards %d: want 0 (GOMAXPROCS) to %d", *shards, engine.MaxShards))
+		return 2
+	}
+	if x.maxRequests < 0 {
+		logger.Error("config", "err", fmt.Errorf("-upstream-max-requests %d: want 0 (no limit) or more", x.maxRequests))
+		return 2
+	}
 	cfg := x.engineConfig(engine.Config{Shards: *shards, Logger: logger})
 	ports, err := parsePorts(x.connectPorts)
 	if err != nil {
