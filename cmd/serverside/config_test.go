@@ -444,6 +444,8 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-origin", "http://127.0.0.1:1", "-health-check", "/h", "-health-interval", "0s"},
 		{"-origin", "http://127.0.0.1:1", "-health-check", "/h", "-health-timeout", "0s"},
 		{"-origin", "http://127.0.0.1:1", "-health-interval", "-1s"},
+		// Health checks with no peer to check would be ignored.
+		{"-health-check", "/h"},
 		// As the config file's health and address checks.
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "-5"},
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "0"},

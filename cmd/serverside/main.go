@@ -183,6 +183,11 @@ func run(args []string) int {
 		logger.Error("config", "err", err)
 		return 2
 	}
+	if _, ok := cfg.Groups[peerGroup]; !ok && health.path != "" {
+		// Direct forwarding has no peers: the checks would be ignored.
+		logger.Error("config", "err", fmt.Errorf("-health-check %s: no peer to check; health checks are for -origin or -parent peers", health.path))
+		return 2
+	}
 	if err := selfPeer(cfg, *listen); err != nil {
 		logger.Error("config", "err", err)
 		return 2
