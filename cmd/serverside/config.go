@@ -419,6 +419,21 @@ func (fc *fileConfig) validate() *ConfigError {
 			return bad(t.field, "want a duration above 0 (leave it out for the default)")
 		}
 	}
+	if fc.Health.Path == "" {
+		// The active checks' settings, without the checks, would be
+		// ignored; max_fails is the passive ones'.
+		for _, f := range []struct {
+			field string
+			set   bool
+		}{
+			{"host", fc.Health.Host != ""}, {"interval", fc.Health.Interval != nil},
+			{"timeout", fc.Health.Timeout != nil}, {"status", fc.Health.Status != 0},
+		} {
+			if f.set {
+				return bad("health."+f.field, "only with health.path (active checks)")
+			}
+		}
+	}
 	maxFails := -1
 	if fc.Health.MaxFails != nil {
 		maxFails = *fc.Health.MaxFails

@@ -115,6 +115,8 @@ func TestConfigErrors(t *testing.T) {
 		// 0 is nginx's max_fails=0, accounting off; the engine would take
 		// it for its default, 3.
 		{`{"health": {"max_fails": 0}}`, "health.max_fails", "want -1 (off) or 1 or more, got 0", false},
+		{`{"health": {"interval": "2s", "max_fails": 2}}`, "health.interval", "only with health.path (active checks)", false},
+		{`{"health": {"status": 204}}`, "health.status", "only with health.path (active checks)", false},
 		// A timeout of 0 would silently be its default: refused, as the
 		// flag's is.
 		{`{"timeouts": {"connect": "0s"}}`, "timeouts.connect", "want a duration above 0 (leave it out for the default)", false},
@@ -446,6 +448,11 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-origin", "http://127.0.0.1:1", "-health-interval", "-1s"},
 		// Health checks with no peer to check would be ignored.
 		{"-health-check", "/h"},
+		// Their settings without them would be ignored too.
+		{"-origin", "http://127.0.0.1:1", "-health-host", "example.com"},
+		{"-origin", "http://127.0.0.1:1", "-health-status", "204"},
+		{"-origin", "http://127.0.0.1:1", "-health-interval", "2s"},
+		{"-origin", "http://127.0.0.1:1", "-health-timeout", "1s"},
 		// As the config file's health and address checks.
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "-5"},
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "0"},

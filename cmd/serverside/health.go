@@ -31,8 +31,24 @@ func (h *healthFlags) register(fs *flag.FlagSet) {
 }
 
 // check refuses the values that the config file's "health" object
-// refuses, naming the flag.
-func (h *healthFlags) check() error {
+// refuses, naming the flag; fs is the flag set health registered on.
+func (h *healthFlags) check(fs *flag.FlagSet) error {
+	if h.path == "" {
+		// The active checks' settings, without the checks, would be
+		// ignored; -max-fails is the passive ones'.
+		var err error
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "health-host", "health-interval", "health-timeout", "health-status":
+				if err == nil {
+					err = fmt.Errorf("-%s: only with -health-check (active checks)", f.Name)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
 	field, err := checkHealth(h.path, h.host, h.status, h.maxFails)
 	if err == nil {
 		return nil

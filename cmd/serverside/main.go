@@ -140,7 +140,7 @@ func run(args []string) int {
 			return 2
 		}
 	}
-	if err := health.check(); err != nil {
+	if err := health.check(fs); err != nil {
 		logger.Error("config", "err", err)
 		return 2
 	}
