@@ -76,8 +76,8 @@ type peerSpec struct {
 	// MaxPending bounds the requests waiting for one of those
 	// connections, PendingTimeout each wait: as the URL options
 	// max_pending and pending_timeout (engine defaults when absent).
-	MaxPending     int      `json:"max_pending"`
-	PendingTimeout duration `json:"pending_timeout"`
+	MaxPending     int       `json:"max_pending"`
+	PendingTimeout *duration `json:"pending_timeout"`
 	// Pipeline is the URL option pipeline: GETs and HEADs pipelined, up
 	// to this many per connection; 0 or 1 for none.
 	Pipeline int `json:"pipeline"`
@@ -569,6 +569,10 @@ func (ps *peerSpec) validate(parent bool) *peerError {
 	}
 	if ps.Pipeline > 1 && u.Scheme != "http" {
 		return &peerError{"pipeline", errors.New("only for http:// peers")}
+	}
+	if ps.PendingTimeout != nil && *ps.PendingTimeout == 0 {
+		// The engine would take 0 for its default.
+		return &peerError{"pending_timeout", errors.New("want a duration above 0 (leave it out for the default)")}
 	}
 	if ps.MaxPending < 0 {
 		return &peerError{"max_pending", fmt.Errorf("want 0 (the default) or more, got %d", ps.MaxPending)}

@@ -89,6 +89,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{"origins": [{"url": "http://a:80", "pipeline": 65}]}`, "origins[0].pipeline", "want 0 to 64, got 65", false},
 		{`{"origins": [{"url": "https://a:443", "pipeline": 8}]}`, "origins[0].pipeline", "only for http:// peers", false},
 		{`{"origins": [{"url": "http://a:80", "pending_timeout": "-1s"}]}`, "origins[0].pending_timeout", "negative duration", false},
+		{`{"origins": [{"url": "http://a:80", "pending_timeout": "0s"}]}`, "origins[0].pending_timeout", "want a duration above 0 (leave it out for the default)", false},
 		{`{"origins": [{"url": "http://a:80"}, {"url": "http://a"}]}`, "origins[1].name", `"a:80" is also the name of origins[0]`, false},
 		{`{"timeouts": {"idle": 30}}`, "timeouts.idle", `want a duration string such as "10s"`, false},
 		{`{"timeouts": {"idle": "-3s"}}`, "timeouts.idle", `negative duration`, false},

@@ -178,6 +178,10 @@ func parsePeer(raw string, parent bool, ts tlsSettings) (engine.Peer, *engine.Au
 			}
 		case "pending_timeout":
 			p.PendingTimeout, err = parseDuration(v)
+			if err == nil && p.PendingTimeout == 0 {
+				// The engine would take 0 for its default.
+				err = errors.New("want a duration above 0 (leave it out for the default)")
+			}
 		case "pipeline":
 			p.Pipeline, err = strconv.Atoi(v)
 			if err == nil && (p.Pipeline < 0 || p.Pipeline > maxPipeline) {
@@ -307,8 +311,8 @@ func withFilePeers(cfg *engine.Config, fc *fileConfig, fromFile bool) {
 		if ps.MaxPending > 0 {
 			p.MaxPending = ps.MaxPending
 		}
-		if ps.PendingTimeout > 0 {
-			p.PendingTimeout = time.Duration(ps.PendingTimeout)
+		if ps.PendingTimeout != nil {
+			p.PendingTimeout = time.Duration(*ps.PendingTimeout)
 		}
 		if ps.Pipeline > 1 {
 			p.Pipeline = ps.Pipeline

@@ -116,6 +116,8 @@ func TestPeerURLOptions(t *testing.T) {
 		{{"http://127.0.0.1:1?preemptive=1"}, nil},
 		// An option given twice: which one was meant?
 		{{"http://127.0.0.1:1?weight=2&weight=3"}, nil},
+		// 0 would silently be the engine's 30s.
+		{{"http://127.0.0.1:1?pending_timeout=0s"}, nil},
 		{nil, {"http://u:p@127.0.0.1:1?preemptive=0&preemptive=1"}},
 	} {
 		if err := withPeers(&engine.Config{}, bad[0], bad[1], ""); err == nil {
