@@ -42,6 +42,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -105,7 +106,15 @@ func run(args []string) int {
 	if fs.NArg() > 0 {
 		// Parsing stops at the first argument that is not a flag: the
 		// flags after it would go unread.
-		fmt.Fprintf(fs.Output(), "serverside takes flags only, not %q (a URL needs its -origin or -parent)\n", fs.Arg(0))
+		hint := "a URL needs its -origin or -parent"
+		if i := len(args) - fs.NArg() - 1; i >= 0 && isBoolFlag(fs, args[i]) {
+			if _, err := strconv.ParseBool(fs.Arg(0)); err == nil {
+				// "-access-log false": the flag package reads a boolean
+				// flag alone as true, and its value as an argument.
+				hint = fmt.Sprintf("a boolean flag takes its value after \"=\": %s=%s", args[i], fs.Arg(0))
+			}
+		}
+		fmt.Fprintf(fs.Output(), "serverside takes flags only, not %q (%s)\n", fs.Arg(0), hint)
 		fs.Usage()
 		return 2
 	}
@@ -284,6 +293,22 @@ func run(args []string) int {
 		}
 	}
 	return code
+}
+
+// isBoolFlag reports whether arg is a boolean flag of fs given alone
+// ("-insecure" or "--insecure", not "-insecure=true").
+func isBoolFlag(fs *flag.FlagSet, arg string) bool {
+	name, ok := strings.CutPrefix(arg, "-")
+	if !ok {
+		return false
+	}
+	name = strings.TrimPrefix(name, "-")
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // checkDurations refuses a negative value of the named duration flags of
