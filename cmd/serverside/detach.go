@@ -75,6 +75,16 @@ func (cc *clientConn) onDetached(c netpoll.Connection, fd int) {
 		cc.unregister()
 		return
 	}
+	if nc.RemoteAddr() == nil {
+		// getpeername failed on the duplicate: the client reset the
+		// connection during the hand-over. No answer can reach it, and
+		// serving the request would send a part of it upstream (and
+		// find no address to log).
+		_ = nc.Close()
+		cc.dropTunnel()
+		cc.unregister()
+		return
+	}
 	cc.c = nc
 	cc.detached.Store(true)
 	cc.closer.Store(closerOf{nc})
