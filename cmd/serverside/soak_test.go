@@ -82,6 +82,7 @@ func runProxySoak(t *testing.T, dur time.Duration, clients int) {
 	}
 	t.Logf("seed %d, %v, %d clients, GOMAXPROCS %d", seed, dur, clients, runtime.GOMAXPROCS(0))
 	bench.CheckLeaks(t)
+	bench.CollectSplicePipes(t) // the tunnels' relays and the echo splice
 	s := newProxySoak(t, seed)
 	s.run(dur, clients)
 	s.shutdown()
@@ -136,9 +137,15 @@ func newProxySoak(t *testing.T, seed uint64) *proxySoak {
 	s.tlsEcho = s.listenEcho(&tls.Config{Certificates: []tls.Certificate{pki.Server}})
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The configuration is drawn from the seed: upstream I/O on netpoll
+	// or Go net, pipelining to nginx or not, when clients park.
+	cfgRng := rand.New(rand.NewPCG(seed, 1))
+	gonet, pipeline := cfgRng.IntN(2) == 0, cfgRng.IntN(2) == 0
+	park := []time.Duration{-1, 50 * time.Millisecond, 200 * time.Millisecond}[cfgRng.IntN(3)]
+	t.Logf("GoNetIO %v, pipelining to nginx %v, park after %v", gonet, pipeline, park)
 	ecfg := func() engine.Config {
 		return engine.Config{
-			Shards: 2, Logger: logger,
+			Shards: 2, Logger: logger, GoNetIO: gonet,
 			ConnectTimeout:        time.Second,
 			ResponseHeaderTimeout: time.Second,
 			IdleTimeout:           2 * time.Second,
@@ -149,9 +156,12 @@ func newProxySoak(t *testing.T, seed uint64) *proxySoak {
 	ccfg := clientConfig{
 		AccessLog: true, ViaName: testViaName,
 		IdleTimeout: 3 * time.Second, HeaderTimeout: 2 * time.Second,
-		ParkAfter: 200 * time.Millisecond,
+		ParkAfter: park,
 	}
 	origins := []string{"http://" + s.ngx.Addr()}
+	if pipeline {
+		origins[0] += "?pipeline=4"
+	}
 	for _, f := range s.fakes {
 		origins = append(origins, "http://"+f.Addr())
 	}
@@ -439,6 +449,7 @@ type soakReq struct {
 	body    []byte
 	chunked bool
 	expect  bool
+	slow    bool // the body goes in pieces with pauses
 	http10  bool
 	close   bool
 	host    string // Host, and for forward mode the origin's address
@@ -504,13 +515,17 @@ func (s *proxySoak) newReq(rng *rand.Rand, forward bool) *soakReq {
 	switch {
 	case r.method == "POST" || r.method == "PUT":
 		r.path = "/echo"
-		r.body = bytes.Repeat([]byte{'p'}, rng.IntN([]int{1, 100, 5000, 100000}[rng.IntN(4)]))
+		// Some past the 1 MiB that takes a connection off netpoll.
+		r.body = bytes.Repeat([]byte{'p'}, rng.IntN([]int{1, 100, 5000, 100000, 1100000, 3 << 20}[rng.IntN(6)]))
+		r.slow = rng.IntN(6) == 0
 		r.chunked = rng.IntN(3) == 0
 		r.expect = rng.IntN(4) == 0
 	case rng.IntN(6) == 0:
 		r.path = "/small"
 	case rng.IntN(6) == 0:
 		r.path = "/16k"
+	case rng.IntN(20) == 0:
+		r.path = "/1m"
 	}
 	r.target = r.path + "?id=" + id + "&m=" + r.mode
 	r.host = "soak.test"
@@ -705,6 +720,8 @@ func (s *proxySoak) check(where string, req *soakReq, resp *soakResp, allowNone 
 			want = bench.SmallBody
 		case "/16k":
 			want = string(bench.PatternBody(bench.Size16K))
+		case "/1m":
+			want = string(bench.PatternBody(bench.Size1M))
 		default:
 			want = req.target
 			if resp.hdr["x-id"] != req.id {
@@ -901,13 +918,24 @@ func (s *proxySoak) send(rng *rand.Rand, c net.Conn, br *bufio.Reader, req *soak
 		_, err := c.Write(head)
 		return err == nil
 	}
-	if req.expect {
+	if req.expect || req.slow {
 		if _, err := c.Write(head); err != nil {
 			return false
 		}
 		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
-		_, err := c.Write(req.bodyWire())
-		return err == nil
+		body := req.bodyWire()
+		for len(body) > 0 {
+			n := len(body)
+			if req.slow {
+				n = min(n, 1+rng.IntN(64<<10))
+				time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
+			}
+			if _, err := c.Write(body[:n]); err != nil {
+				return false
+			}
+			body = body[n:]
+		}
+		return true
 	}
 	_, err := c.Write(append(head, req.bodyWire()...))
 	return err == nil
