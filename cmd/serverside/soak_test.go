@@ -44,8 +44,9 @@ import (
 // is left.
 //
 // It is skipped unless SERVERSIDE_SOAK is set: SERVERSIDE_SOAK=1 runs it
-// for 60 s; SERVERSIDE_SOAK_TIME (a duration) and SERVERSIDE_SOAK_SEED
-// (default: the clock) change the run:
+// for 60 s with 24 clients; SERVERSIDE_SOAK_TIME (a duration),
+// SERVERSIDE_SOAK_CLIENTS and SERVERSIDE_SOAK_SEED (default: the clock)
+// change the run:
 //
 //	SERVERSIDE_SOAK=1 SERVERSIDE_SOAK_TIME=3m go test -race -run TestProxySoak -v ./cmd/serverside
 //
@@ -62,7 +63,15 @@ func TestProxySoak(t *testing.T) {
 		}
 		dur = d
 	}
-	runProxySoak(t, dur, 24)
+	clients := 24
+	if v := os.Getenv("SERVERSIDE_SOAK_CLIENTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("SERVERSIDE_SOAK_CLIENTS: %q", v)
+		}
+		clients = n
+	}
+	runProxySoak(t, dur, clients)
 }
 
 // TestProxySoakShort is TestProxySoak for five seconds with fewer clients.
@@ -96,6 +105,7 @@ var proxySoakModes = []string{
 	"ok", "ok", "ok", "ok", "ok", "chunked", "interim", "close", "idleclose",
 	"resetbefore", "resetafterhead", "midbody", "stall", "malformed", "big",
 	"extra", "early413", "http10", "nocontent", "untilclose", "continue",
+	"dualcl", "tecl", "badchunk",
 }
 
 type proxySoak struct {
@@ -387,6 +397,19 @@ func (s *proxySoak) serve(_ int, c net.Conn, br *bufio.Reader) {
 		case "stall":
 			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
 			_, _ = io.Copy(io.Discard, c)
+			return
+		case "dualcl":
+			// Two lengths that differ: no framing to trust (RFC 9112 §6.3).
+			w("200 OK", "Content-Length: "+strconv.Itoa(len(body))+"\r\nContent-Length: "+strconv.Itoa(len(body)+5)+"\r\n", body)
+			return
+		case "tecl":
+			// Chunked wins over the length (RFC 9112 §6.3), and the
+			// connection is not to be reused.
+			w("200 OK", "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+				strconv.FormatInt(int64(len(body)), 16)+"\r\n"+body+"\r\n0\r\n\r\n")
+			return
+		case "badchunk":
+			w("200 OK", "Transfer-Encoding: chunked\r\n", "2\r\nid\r\nzz\r\n"+body+"\r\n0\r\n\r\n")
 			return
 		case "malformed":
 			io.WriteString(c, "HTTP/1.1 2x0 OK\r\nServer: fake\r\nContent-Length: 2\r\n\r\nok")
@@ -699,7 +722,9 @@ func (s *proxySoak) check(where string, req *soakReq, resp *soakResp, allowNone 
 			s.count("cut")
 			return false
 		}
-		if (req.mode == "resetafterhead" || req.mode == "midbody") && req.method != "HEAD" {
+		// A HEAD's response ends with its head whatever its lengths (RFC
+		// 9112 §6.3): the proxy relays it without them.
+		if (req.mode == "resetafterhead" || req.mode == "midbody" || req.mode == "badchunk" || req.mode == "dualcl") && req.method != "HEAD" {
 			t.Errorf("%s: a cut response came complete: %d %.80q", what, resp.status, body)
 			return false
 		}
@@ -1035,6 +1060,10 @@ func (s *proxySoak) malformed(rng *rand.Rand, c net.Conn, br *bufio.Reader) {
 		"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
 		"GET / HTTP/1.1\r\n\r\n",
 		"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
 	}
 	req := bad[rng.IntN(len(bad))]
 	if _, err := io.WriteString(c, req); err != nil {
