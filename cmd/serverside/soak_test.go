@@ -39,9 +39,10 @@ import (
 // client reads answers its own request, pipelined ones in order; that a
 // well-formed request gets the origin's response or the proxy's 502, 503
 // or 504, and a response is either complete by its framing or ends with
-// the connection; that no POST reached an origin twice; and that after
-// shutdown the engine's gauges are zero and no goroutine or descriptor
-// is left.
+// the connection; that no POST reached an origin twice; that a shutdown
+// while the clients still run (half the seeds) cuts responses and closes
+// connections but answers no request wrongly; and that after shutdown
+// the engine's gauges are zero and no goroutine or descriptor is left.
 //
 // It is skipped unless SERVERSIDE_SOAK is set: SERVERSIDE_SOAK=1 runs it
 // for 60 s with 24 clients; SERVERSIDE_SOAK_TIME (a duration),
@@ -123,6 +124,8 @@ type proxySoak struct {
 	nextID   atomic.Uint64
 	posts    sync.Map // POST id -> *atomic.Int32: times a fake origin got it
 	stopOnce sync.Once
+	// stopping: the proxies are shutting down with requests in flight.
+	stopping atomic.Bool
 	mu       sync.Mutex
 	outcomes map[string]int
 }
@@ -259,7 +262,9 @@ func (s *proxySoak) shutdown() {
 			done <-chan error
 		}{{"reverse", s.rev, s.revDone}, {"forward", s.fwd, s.fwdDone}} {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := p.p.Shutdown(ctx); err != nil {
+			if err := p.p.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) && s.stopping.Load() {
+				t.Logf("%s shutdown: %v", p.name, err) // in-flight requests cut, as documented
+			} else if err != nil {
 				t.Errorf("%s shutdown: %v", p.name, err)
 			}
 			cancel()
@@ -668,16 +673,17 @@ func readSoakResp(br *bufio.Reader, head bool) *soakResp {
 // connection may carry another response.
 func (s *proxySoak) check(where string, req *soakReq, resp *soakResp, allowNone bool) bool {
 	t := s.t
-	what := fmt.Sprintf("%s: %s %s (id %s, mode %s)", where, req.method, req.target, req.id, req.mode)
+	what := fmt.Sprintf("%s: %s %s (id %s, mode %s, body %d, chunked %v, expect %v, slow %v, forward %v, HTTP/1.0 %v)",
+		where, req.method, req.target, req.id, req.mode, len(req.body), req.chunked, req.expect, req.slow, req.forward, req.http10)
 	if resp.err != nil {
 		if errors.Is(resp.err, errNoBytes) {
 			if !allowNone {
-				t.Errorf("%s: %v", what, resp.err)
+				s.softErrorf("%s: %v", what, resp.err)
 			}
 			s.count("none")
 			return false
 		}
-		t.Errorf("%s: %v", what, resp.err)
+		s.softErrorf("%s: %v", what, resp.err)
 		return false
 	}
 	server := resp.hdr["server"]
@@ -781,7 +787,7 @@ func (s *proxySoak) check(where string, req *soakReq, resp *soakResp, allowNone 
 			return false
 		}
 		if !resp.complete {
-			t.Errorf("%s: proxy's %d cut: %q", what, resp.status, resp.body)
+			s.softErrorf("%s: proxy's %d cut: %q", what, resp.status, resp.body)
 			return false
 		}
 	}
@@ -791,6 +797,17 @@ func (s *proxySoak) check(where string, req *soakReq, resp *soakResp, allowNone 
 
 func (r *soakResp) closing() bool {
 	return strings.EqualFold(r.hdr["connection"], "close") || r.proto == "HTTP/1.0" && !strings.EqualFold(r.hdr["connection"], "keep-alive")
+}
+
+// softErrorf fails the test for a response or tunnel that did not come
+// whole, unless the proxy is shutting down, which cuts them.
+func (s *proxySoak) softErrorf(format string, args ...any) {
+	if s.stopping.Load() {
+		s.count("cut by shutdown")
+		return
+	}
+	s.t.Helper()
+	s.t.Errorf(format, args...)
 }
 
 func (s *proxySoak) count(k string) {
@@ -850,17 +867,30 @@ func (s *proxySoak) checkPosts() {
 }
 
 func (s *proxySoak) run(dur time.Duration, clients int) {
+	// Half the seeds shut the proxies down while the clients still run.
+	inFlight := rand.New(rand.NewPCG(s.seed, 2)).IntN(2) == 0
+	s.t.Logf("shutdown with requests in flight: %v", inFlight)
 	end := time.Now().Add(dur)
+	var stopped atomic.Bool
 	var wg sync.WaitGroup
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(s.seed, uint64(i)))
-			for n := 0; n < 100000 && time.Now().Before(end) && !s.t.Failed(); n++ {
+			for n := 0; n < 100000 && !s.t.Failed(); n++ {
+				if time.Now().After(end) && (!inFlight || stopped.Load() || time.Now().After(end.Add(20*time.Second))) {
+					return
+				}
 				s.client(rng)
 			}
 		}()
+	}
+	if inFlight {
+		time.Sleep(time.Until(end))
+		s.stopping.Store(true)
+		s.shutdown()
+		stopped.Store(true)
 	}
 	wg.Wait()
 }
@@ -875,6 +905,11 @@ func (s *proxySoak) client(rng *rand.Rand) {
 	}
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
+		if s.stopping.Load() {
+			s.count("dial after shutdown")
+			time.Sleep(5 * time.Millisecond)
+			return
+		}
 		s.t.Errorf("dial: %v", err)
 		return
 	}
@@ -992,15 +1027,23 @@ func (r *slowReader) Read(p []byte) (int, error) {
 // sequence sends keep-alive requests one after another.
 func (s *proxySoak) sequence(rng *rand.Rand, c net.Conn, br *bufio.Reader, forward bool) {
 	n := 1 + rng.IntN(5)
+	where := "sequence"
 	for i := 0; i < n; i++ {
 		req := s.newReq(rng, forward)
 		req.close = i == n-1 && rng.IntN(3) == 0
-		if !s.check("sequence", req, s.sendRead(rng, c, br, req), false) {
+		start := time.Now()
+		resp := s.sendRead(rng, c, br, req)
+		if !s.check(where, req, resp, false) {
 			return
 		}
+		pause := time.Duration(0)
 		if rng.IntN(4) == 0 {
-			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			pause = time.Duration(rng.IntN(300)) * time.Millisecond
+			time.Sleep(pause)
 		}
+		// What came before, should the next answer be missing.
+		where = fmt.Sprintf("sequence, after %s %s (mode %s, body %d) answered %d %q in %v, then a pause of %v",
+			req.method, req.path, req.mode, len(req.body), resp.status, resp.hdr["connection"], time.Since(start).Round(time.Millisecond), pause)
 	}
 }
 
@@ -1071,12 +1114,12 @@ func (s *proxySoak) malformed(rng *rand.Rand, c net.Conn, br *bufio.Reader) {
 	}
 	resp := readSoakResp(br, false)
 	if resp.err != nil || resp.hdr["server"] != "" || resp.status < 400 || resp.status > 505 || !resp.complete {
-		s.t.Errorf("malformed %q: %d %q %v", req, resp.status, resp.body, resp.err)
+		s.softErrorf("malformed %q: %d %q %v", req, resp.status, resp.body, resp.err)
 		return
 	}
 	// The connection closes after the refusal.
 	if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil && !errors.Is(err, io.EOF) && !isReset(err) {
-		s.t.Errorf("malformed %q: after the %d: %q %v", req, resp.status, rest, err)
+		s.softErrorf("malformed %q: after the %d: %q %v", req, resp.status, rest, err)
 	}
 	s.count("refused " + strconv.Itoa(resp.status))
 }
@@ -1092,12 +1135,12 @@ func (s *proxySoak) tunnel(rng *rand.Rand, c net.Conn, br *bufio.Reader) {
 		target = s.tlsEcho.Addr().String()
 	}
 	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target); err != nil {
-		s.t.Errorf("CONNECT: %v", err)
+		s.softErrorf("CONNECT: %v", err)
 		return
 	}
 	lines := readSoakHead(br)
 	if len(lines) == 0 || !strings.HasPrefix(lines[0], "HTTP/1.1 200") {
-		s.t.Errorf("CONNECT %s: %q", target, lines)
+		s.softErrorf("CONNECT %s: %q", target, lines)
 		return
 	}
 	var rw io.ReadWriter = struct {
@@ -1107,7 +1150,7 @@ func (s *proxySoak) tunnel(rng *rand.Rand, c net.Conn, br *bufio.Reader) {
 	if useTLS {
 		tc := tls.Client(&bufConn{Conn: c, br: br}, &tls.Config{InsecureSkipVerify: true})
 		if err := tc.Handshake(); err != nil {
-			s.t.Errorf("TLS through CONNECT: %v", err)
+			s.softErrorf("TLS through CONNECT: %v", err)
 			return
 		}
 		rw = tc
@@ -1116,7 +1159,7 @@ func (s *proxySoak) tunnel(rng *rand.Rand, c net.Conn, br *bufio.Reader) {
 	go func() { _, _ = rw.Write(msg) }()
 	got := make([]byte, len(msg))
 	if _, err := io.ReadFull(rw, got); err != nil || !bytes.Equal(got, msg) {
-		s.t.Errorf("tunnel to %s: %v, echo differs: %v", target, err, !bytes.Equal(got, msg))
+		s.softErrorf("tunnel to %s: %v, echo differs: %v", target, err, !bytes.Equal(got, msg))
 		return
 	}
 	s.count("tunnel")
