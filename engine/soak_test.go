@@ -35,7 +35,12 @@ import (
 // close", HTTP/1.0, bodies delimited by the close), the same origins as
 // parent proxies (CONNECT tunnels, some refused, and a group of parents),
 // an address that refuses connections and a peer group whose peers are
-// drained, undrained and replaced at random, with random deadlines,
+// drained, undrained and replaced at random (random weights and
+// balancers, leastconn among them), requests tunnelled through a parent of
+// a group (Upstream.ViaGroup), requests pipelined to origins
+// (Upstream.Pipeline, and Peer.Pipeline on some peers of the groups:
+// those of callers whose context cannot end), origins that answer with a
+// "Keep-Alive: timeout=1" hint and close at its end, with random deadlines,
 // cancellations, early Body.Close, slow and failing sinks, uploads with
 // and without a length or "Expect: 100-continue", and pinned requests
 // with Unpin. It runs in rounds, each with a new engine of a random
@@ -110,6 +115,7 @@ var soakModes = []string{
 	"ok", "ok", "ok", "ok", "chunked", "interim", "close", "idleclose",
 	"resetbefore", "resetafterhead", "midbody", "stall", "malformed", "big",
 	"extra", "early413", "http10", "hint", "nocontent", "untilclose", "continue",
+	"hintclose",
 }
 
 type soak struct {
@@ -177,6 +183,7 @@ func (s *soak) newEngine(round int) {
 		ConnectTimeout:        time.Second,
 		ResponseHeaderTimeout: time.Second,
 		ExpectContinueTimeout: 100 * time.Millisecond,
+		PipelineStall:         []time.Duration{0, 2 * time.Millisecond, 100 * time.Millisecond}[cfgRng.IntN(3)],
 		IdleTimeout:           2 * time.Second,
 		MaxConnsPerUpstream:   24,
 		MaxConnRequests:       20,
@@ -185,13 +192,9 @@ func (s *soak) newEngine(round int) {
 		// An embedder closes the client connection, which unpins.
 		OnPinnedClosed: func(key uint64) { go e.Unpin(key) },
 		Groups: map[string]engine.GroupConfig{"pg": {
-			Peers: []engine.Peer{{Name: "p0", Addr: s.fakes[0].Addr(), Parent: true}, {Name: "p1", Addr: s.fakes[1].Addr(), Parent: true}},
-		}, "g": {
-			Peers: s.peers,
-			// Passive health only: active checks are requests too, which
-			// the Stats check at the end could not tell from the callers'.
-			Health: engine.Health{MaxFails: 2, Backoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
-		}},
+			Peers:    s.randomPeers(cfgRng, []engine.Peer{{Name: "p0", Addr: s.fakes[0].Addr(), Parent: true}, {Name: "p1", Addr: s.fakes[1].Addr(), Parent: true}}),
+			Balancer: randomBalancer(cfgRng),
+		}, "g": s.randomGroup(cfgRng, s.peers)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +212,35 @@ func (s *soak) newEngine(round int) {
 	t.Logf("round %d: GoNetIO %v, end %d", round, s.gonet, s.drainMode)
 }
 
+// randomGroup is a configuration of group "g" with peers: a random
+// balancer, random weights and pipelining.
+func (s *soak) randomGroup(rng *rand.Rand, peers []engine.Peer) engine.GroupConfig {
+	return engine.GroupConfig{
+		Peers:    s.randomPeers(rng, peers),
+		Balancer: randomBalancer(rng),
+		Seed:     rng.Uint64(),
+		// Passive health only: active checks are requests too, which
+		// the Stats check at the end could not tell from the callers'.
+		Health: engine.Health{MaxFails: 2, Backoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+	}
+}
+
+// randomPeers returns a copy of peers with random weights and pipeline
+// depths.
+func (s *soak) randomPeers(rng *rand.Rand, peers []engine.Peer) []engine.Peer {
+	out := make([]engine.Peer, len(peers))
+	for i, p := range peers {
+		p.Weight = []int{0, 1, 2, 5}[rng.IntN(4)]
+		p.Pipeline = []int{0, 2, 4, 8}[rng.IntN(4)]
+		out[i] = p
+	}
+	return out
+}
+
+func randomBalancer(rng *rand.Rand) balance.Kind {
+	return []balance.Kind{balance.RoundRobin, balance.LeastConn, balance.P2C, balance.Hash}[rng.IntN(4)]
+}
+
 // serve is the fake origins' connection handler: it reads requests and
 // does what each one's path says.
 func (s *soak) serve(_ int, c net.Conn, br *bufio.Reader) {
@@ -218,6 +250,7 @@ func (s *soak) serve(_ int, c net.Conn, br *bufio.Reader) {
 		if err != nil || len(lines) == 0 {
 			return
 		}
+		_ = c.SetReadDeadline(time.Time{}) // "hintclose" set one
 		f := strings.Fields(lines[0])
 		if len(f) != 3 {
 			return
@@ -323,6 +356,11 @@ func (s *soak) serve(_ int, c net.Conn, br *bufio.Reader) {
 			return
 		case "hint":
 			w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok")
+		case "hintclose":
+			// As Apache does: the hint is the origin's own idle timeout,
+			// counted from when it wrote the response.
+			w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 2\r\n\r\nok")
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
 		case "nocontent":
 			w("HTTP/1.1 204 No Content\r\n\r\n")
 		case "untilclose":
@@ -353,27 +391,35 @@ func reset(c net.Conn) {
 
 // call is one caller's random request.
 type call struct {
-	api     int // 0 Do, 1 Exchange, 2 Send, 3 Transport, 4 Tunnel
-	addr    string
-	group   bool   // to the origin group "g"
-	pgroup  bool   // to the parent group "pg"
-	via     string // through a CONNECT tunnel opened by this parent
-	path    string
-	post    bool
-	body    []byte
-	getBody bool
-	pin     uint64
-	early   bool // close the body early / fail the sink
-	slow    bool // the sink or reader takes its time
-	expect  bool // "Expect: 100-continue"
-	chunked bool // a body of unknown length
-	head    bool // HEAD instead of GET
-	close   bool // "Connection: close"
-	timeout time.Duration
-	cancel  time.Duration // > 0: cancel after this long
+	api    int // 0 Do, 1 Exchange, 2 Send, 3 Transport, 4 Tunnel
+	addr   string
+	group  bool   // to the origin group "g"
+	pgroup bool   // to the parent group "pg"
+	via    string // through a CONNECT tunnel opened by this parent
+	viaPG  bool   // through a CONNECT tunnel opened by a parent of "pg" (ViaGroup)
+	// pipeline is Upstream.Pipeline; only requests whose context cannot
+	// end (background) are pipelined.
+	pipeline   int
+	background bool
+	path       string
+	post       bool
+	body       []byte
+	getBody    bool
+	pin        uint64
+	early      bool // close the body early / fail the sink
+	slow       bool // the sink or reader takes its time
+	expect     bool // "Expect: 100-continue"
+	chunked    bool // a body of unknown length
+	head       bool // HEAD instead of GET
+	close      bool // "Connection: close"
+	timeout    time.Duration
+	cancel     time.Duration // > 0: cancel after this long
 }
 
-func (s *soak) randomCall(rng *rand.Rand) call {
+// randomCall draws a call; a piped one is a GET or HEAD by Exchange or
+// Send under a context that cannot end, with Upstream.Pipeline, which a
+// connection to its upstream may take behind others.
+func (s *soak) randomCall(rng *rand.Rand, piped bool) call {
 	c := call{api: rng.IntN(5), timeout: time.Duration(50+rng.IntN(2000)) * time.Millisecond}
 	if rng.IntN(8) == 0 {
 		c.cancel = time.Duration(rng.IntN(1<<rng.IntN(19))) * time.Microsecond
@@ -388,7 +434,11 @@ func (s *soak) randomCall(rng *rand.Rand) call {
 		c.addr = s.fakes[rng.IntN(len(s.fakes))].Addr()
 		c.path = fmt.Sprintf("/f/%s/%d", soakModes[rng.IntN(len(soakModes))], id)
 	case r < 9 && rng.IntN(2) == 0:
-		c.via = s.fakes[rng.IntN(2)].Addr()
+		if rng.IntN(2) == 0 {
+			c.via = s.fakes[rng.IntN(2)].Addr()
+		} else {
+			c.viaPG = true
+		}
 		c.path = fmt.Sprintf("/f/%s/%d", soakModes[rng.IntN(len(soakModes))], id)
 	case r < 9 && rng.IntN(2) == 0:
 		c.pgroup = true
@@ -420,6 +470,19 @@ func (s *soak) randomCall(rng *rand.Rand) call {
 	c.close = rng.IntN(10) == 0
 	if rng.IntN(8) == 0 && c.api <= 2 {
 		c.pin = uint64(1 + rng.IntN(8))
+	}
+	if rng.IntN(3) == 0 {
+		c.pipeline = []int{2, 4, 8}[rng.IntN(3)]
+	}
+	// Exchange and Send under a context that cannot end: the pipelined
+	// requests, and those the engine's own timeouts and Close must end.
+	c.background = (c.api == 1 || c.api == 2) && rng.IntN(3) == 0
+	if piped {
+		c.api, c.background, c.pipeline = 1+rng.IntN(2), true, []int{2, 4, 8}[rng.IntN(3)]
+		c.post, c.body, c.getBody, c.expect, c.chunked, c.pin = false, nil, false, false, false, 0
+		if c.addr == s.ngx.Addr() && c.path == "/echo" {
+			c.path = "/small"
+		}
 	}
 	return c
 }
@@ -455,8 +518,10 @@ func (s *soak) request(c call) *engine.Request {
 		req.Group = "pg"
 	case c.via != "":
 		req.Addr, req.Via = "o:80", &engine.Parent{Addr: c.via}
+	case c.viaPG:
+		req.Addr, req.ViaGroup = "o:80", "pg"
 	default:
-		req.Addr = c.addr
+		req.Addr, req.Pipeline = c.addr, c.pipeline
 	}
 	if c.post {
 		req.Body, req.ContentLength = bytes.NewReader(c.body), int64(len(c.body))
@@ -557,6 +622,9 @@ func (s *soak) one(rng *rand.Rand, c call) {
 		tm := time.AfterFunc(c.cancel, cancel)
 		defer tm.Stop()
 	}
+	if c.background {
+		ctx = context.Background()
+	}
 	if c.pin != 0 && rng.IntN(4) == 0 {
 		s.e.Unpin(c.pin)
 	}
@@ -618,7 +686,7 @@ func (s *soak) one(rng *rand.Rand, c call) {
 			method = "HEAD"
 		}
 		addr := c.addr
-		if c.group || c.pgroup || c.via != "" {
+		if c.group || c.pgroup || c.via != "" || c.viaPG {
 			addr = s.fakes[0].Addr()
 		}
 		hr, err := http.NewRequestWithContext(ctx, method, "http://"+addr+c.path, body)
@@ -642,7 +710,7 @@ func (s *soak) one(rng *rand.Rand, c call) {
 		switch {
 		case c.group:
 			tr.Target = s.ngx.Addr()
-		case c.pgroup:
+		case c.pgroup, c.viaPG:
 			tr.Target, tr.Group = "t:80", "pg"
 		case c.via != "":
 			tr.Target, tr.Via = "t:80", &engine.Parent{Addr: c.via}
@@ -769,7 +837,9 @@ func (s *soak) run(dur time.Duration, maxReqs int64) {
 					return
 				default:
 				}
-				c := s.randomCall(rng)
+				// A quarter of the callers pipeline: enough requests
+				// at once on one upstream to fill pipelines.
+				c := s.randomCall(rng, i%4 == 0)
 				limit[i].Store(int64(c.timeout))
 				started[i].Store(time.Now().UnixNano())
 				s.one(rng, c)
@@ -804,8 +874,7 @@ func (s *soak) run(dur time.Duration, maxReqs int64) {
 				if len(ps) == 0 {
 					ps = s.peers[:1]
 				}
-				_ = s.e.SetGroup("g", engine.GroupConfig{Peers: ps, Balancer: []balance.Kind{balance.RoundRobin, balance.LeastConn, balance.P2C, balance.Hash}[rng.IntN(4)],
-					Health: engine.Health{MaxFails: 2, Backoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}})
+				_ = s.e.SetGroup("g", s.randomGroup(rng, ps))
 			} else if rng.IntN(2) == 0 {
 				_ = s.e.DrainPeer("g", n)
 			} else {
@@ -881,9 +950,11 @@ func (s *soak) run(dur time.Duration, maxReqs int64) {
 		return true
 	})
 
-	var reqs, fails, treqs, topen uint64
+	var reqs, fails, treqs, topen, piped, unanswered uint64
 	for k, st := range s.e.Stats() {
 		p := st.Pool
+		piped += st.Pipelined
+		unanswered += st.Unanswered
 		if p.Busy != 0 || p.Idle != 0 || p.Connecting != 0 || p.Pinned != 0 || p.Waiting != 0 {
 			t.Errorf("after Close, %s: pool gauges %+v", k, p)
 		}
@@ -901,6 +972,7 @@ func (s *soak) run(dur time.Duration, maxReqs int64) {
 			fails += n
 		}
 	}
+	t.Logf("%d requests pipelined, %d of them sent again unanswered", piped, unanswered)
 	// A tunnel whose connect to a parent of "pg" failed was tried again
 	// through another: one call, two tunnel requests. The group's
 	// rerouted count (its requests' reroutes too) bounds those.
