@@ -538,20 +538,23 @@ func (s *soak) request(c call) *engine.Request {
 
 // soakSink counts its calls and fails on demand.
 type soakSink struct {
-	id    string // the response's X-Id
-	fail  bool
-	slow  bool
-	body  int
-	dones atomic.Int32
-	done  chan error
+	id     string // the response's X-Id
+	fake   bool   // the response has an X-Id: from a fake origin
+	status int
+	fail   bool
+	slow   bool
+	body   int
+	dones  atomic.Int32
+	done   chan error
 }
 
 func (k *soakSink) OnHead(r *parser.Response) error {
 	for i := 0; i < r.Len(); i++ {
 		if strings.EqualFold(string(r.Name(i)), "X-Id") {
-			k.id = string(r.Value(i))
+			k.id, k.fake = string(r.Value(i)), true
 		}
 	}
+	k.status = r.Status()
 	return nil
 }
 func (k *soakSink) OnBody(p []byte) error {
@@ -642,7 +645,8 @@ func (s *soak) one(rng *rand.Rand, c call) {
 			return
 		}
 		s.checkID(c.path, resp.Header.Get("X-Id"))
-		s.body(c, resp.Body, "do-body")
+		_, fake := resp.Header["X-Id"]
+		s.body(c, resp.Body, resp.Status, fake, "do-body")
 	case 1, 2:
 		req := s.request(c)
 		k := &soakSink{fail: c.early, slow: c.slow, done: make(chan error, 1)}
@@ -674,6 +678,9 @@ func (s *soak) one(rng *rand.Rand, c call) {
 		}
 		if n := k.dones.Load(); n > 0 {
 			s.checkID(c.path, k.id) // OnDone ran after OnHead
+			if err == nil && !c.early {
+				s.checkSize(c, k.status, k.fake, int64(k.body))
+			}
 		}
 		s.count(err)
 		s.classify([]string{"", "exchange", "send"}[c.api], err)
@@ -704,7 +711,8 @@ func (s *soak) one(rng *rand.Rand, c call) {
 			return
 		}
 		s.checkID(c.path, resp.Header.Get("X-Id"))
-		s.body(c, resp.Body, "transport-body")
+		_, fake := resp.Header["X-Id"]
+		s.body(c, resp.Body, resp.StatusCode, fake, "transport-body")
 	case 4:
 		tr := engine.TunnelRequest{Target: c.addr}
 		switch {
@@ -766,7 +774,7 @@ func (s *soak) checkID(path, got string) {
 
 // body reads or closes early a response body of c's call, and counts the
 // outcome under what.
-func (s *soak) body(c call, b io.ReadCloser, what string) {
+func (s *soak) body(c call, b io.ReadCloser, status int, fake bool, what string) {
 	if c.early {
 		// The body may have been complete already: a success or a
 		// cancellation.
@@ -776,28 +784,52 @@ func (s *soak) body(c call, b io.ReadCloser, what string) {
 		s.early.Add(1)
 		return
 	}
-	err := readAll(b, c.slow)
+	n, err := readAll(b, c.slow)
 	b.Close()
+	if err == nil {
+		s.checkSize(c, status, fake, n)
+	}
 	s.count(err)
 	s.classify(what, err)
 }
 
-// readAll reads r to its end, slowly with slow.
-func readAll(r io.Reader, slow bool) error {
+// readAll reads r to its end, slowly with slow, and returns the bytes read.
+func readAll(r io.Reader, slow bool) (int64, error) {
 	if !slow {
-		_, err := io.Copy(io.Discard, r)
-		return err
+		return io.Copy(io.Discard, r)
 	}
 	buf := make([]byte, 8<<10)
+	var n int64
 	for {
-		_, err := r.Read(buf)
+		m, err := r.Read(buf)
+		n += int64(m)
 		if err == io.EOF {
-			return nil
+			return n, nil
 		}
 		if err != nil {
-			return err
+			return n, err
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// checkSize fails when a whole 200 response from nginx (one without the
+// fake origins' X-Id) to a GET of c's has another body length than the
+// one of the location asked for: nginx's responses name no request, and
+// their lengths tell a response to another location (pipelined, say).
+func (s *soak) checkSize(c call, status int, fake bool, n int64) {
+	if fake || status != 200 || c.head || c.post || c.via != "" || c.viaPG || c.pgroup {
+		return
+	}
+	if c.api == 3 && c.group {
+		return // the Transport sends these to a fake origin
+	}
+	if c.addr != s.ngx.Addr() && !(c.group && c.path == "/small") {
+		return
+	}
+	want := map[string]int64{"/small": int64(len(bench.SmallBody)), "/16k": bench.Size16K, "/1m": bench.Size1M}[c.path]
+	if want != 0 && n != want {
+		s.t.Errorf("%s to nginx: a 200 response with %d body bytes, want %d", c.path, n, want)
 	}
 }
 
