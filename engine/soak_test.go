@@ -44,7 +44,8 @@ import (
 // cancellations, early Body.Close, slow and failing sinks, uploads with
 // and without a length or "Expect: 100-continue", and pinned requests
 // with Unpin. It runs in rounds, each with a new engine of a random
-// configuration (netpoll or Go net, shards, high-water mark, retries),
+// configuration (netpoll or Go net, shards, high-water mark, retries,
+// strict resends, connection lifetime and request limits, pipeline stall),
 // ended by Drain and Close while requests are in flight. It checks that
 // every call returns, that every error is a *conn.Error or a documented
 // sentinel, that a response names the request it answers, that no POST
@@ -186,7 +187,9 @@ func (s *soak) newEngine(round int) {
 		PipelineStall:         []time.Duration{0, 2 * time.Millisecond, 100 * time.Millisecond}[cfgRng.IntN(3)],
 		IdleTimeout:           2 * time.Second,
 		MaxConnsPerUpstream:   24,
-		MaxConnRequests:       20,
+		MaxConnRequests:       []int{20, 0, 3}[cfgRng.IntN(3)],
+		MaxConnLifetime:       []time.Duration{0, 300 * time.Millisecond, 2 * time.Second}[cfgRng.IntN(3)],
+		StrictResend:          cfgRng.IntN(4) == 0,
 		PendingTimeout:        500 * time.Millisecond,
 		PinnedIdleTimeout:     time.Second,
 		// An embedder closes the client connection, which unpins.
