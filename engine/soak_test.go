@@ -56,7 +56,9 @@ import (
 //
 // It is skipped unless SERVERSIDE_SOAK is set: SERVERSIDE_SOAK=1 runs it
 // for 60 s; SERVERSIDE_SOAK_TIME (a duration), SERVERSIDE_SOAK_REQUESTS
-// (a count, default 200000) and SERVERSIDE_SOAK_SEED (default: the clock)
+// (a count, default 200000), SERVERSIDE_SOAK_CALLERS (default 64: fewer
+// leave idle connections in the pools, which the inline path and
+// pipelines start on) and SERVERSIDE_SOAK_SEED (default: the clock)
 // change the run, and SERVERSIDE_SOAK_GAUGES=1 logs the pool's gauges as
 // it goes. Run it under the race detector:
 //
@@ -86,6 +88,14 @@ func TestSoak(t *testing.T) {
 		}
 		maxReqs = n
 	}
+	callers := 64
+	if v := os.Getenv("SERVERSIDE_SOAK_CALLERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("SERVERSIDE_SOAK_CALLERS: %q is not a positive count", v)
+		}
+		callers = n
+	}
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("SERVERSIDE_SOAK_SEED"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
@@ -94,7 +104,7 @@ func TestSoak(t *testing.T) {
 		}
 		seed = n
 	}
-	t.Logf("seed %d, %v, at most %d requests, GOMAXPROCS %d", seed, dur, maxReqs, runtime.GOMAXPROCS(0))
+	t.Logf("seed %d, %v, at most %d requests, %d callers, GOMAXPROCS %d", seed, dur, maxReqs, callers, runtime.GOMAXPROCS(0))
 
 	bench.CheckLeaks(t)
 	s := newSoak(t, seed)
@@ -102,7 +112,7 @@ func TestSoak(t *testing.T) {
 	end := time.Now().Add(dur)
 	for round := 0; time.Now().Before(end) && s.reqs.Load() < maxReqs; round++ {
 		s.newEngine(round)
-		s.run(min(time.Until(end), time.Duration(2+rng.IntN(10))*time.Second), maxReqs)
+		s.run(min(time.Until(end), time.Duration(2+rng.IntN(10))*time.Second), maxReqs, callers)
 		if t.Failed() {
 			break
 		}
@@ -853,9 +863,8 @@ func (s *soak) count(err error) {
 	}
 }
 
-func (s *soak) run(dur time.Duration, maxReqs int64) {
+func (s *soak) run(dur time.Duration, maxReqs int64, callers int) {
 	t := s.t
-	const callers = 64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	// started[i] is when caller i's current call began (UnixNano), 0 between calls.
