@@ -222,8 +222,9 @@ type goSource struct {
 	from    int // where the last peek came from: 0 sl, 1 rest, 2 buf
 
 	// goAlive's state: answeredAt is when the last exchange completed
-	// (nanotime; 0 never, or once the next look took it); raw and probe
-	// are made on the first probe and kept, and alive is probe's result.
+	// (nanotime; 0 never, or once the first look at a connection that
+	// has carried one exchange took it); raw and probe are made on the
+	// first probe and kept, and alive is probe's result.
 	answeredAt atomic.Int64
 	raw        syscall.RawConn
 	probe      func(fd uintptr)

@@ -278,10 +278,10 @@ func (c *Conn) Alive() bool {
 // as alive. A request that could not go again after meeting the close (a
 // POST, which goes again only when the upstream's TCP shows it never
 // received it, or one whose body cannot be had again) is then lost, so
-// its caller probes first. One system call. A Go net connection (TLS) is looked at
-// the same way, under its TLS layers: Alive on checkout does too, but not
-// Alive on return within goProbeGrace of its exchange, after which Put
-// may hand it straight to a waiting request.
+// // its caller probes first. One system call. A Go net connection (TLS,
+// Config.GoNetIO) is looked at the same way, under its TLS layers,
+// whatever the grace in which Alive takes it as alive without a look
+// (goProbeGrace after its last exchange).
 func (c *Conn) Probe() bool {
 	if c.g != nil {
 		return c.goLook(false)

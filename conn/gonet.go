@@ -176,9 +176,8 @@ func (c *Conn) OnGoNet() bool { return c.g != nil }
 // idle connection (for TLS, a close_notify alert, say) makes it unfit.
 func (c *Conn) goAlive() bool { return c.goLook(true) }
 
-// goLook is goAlive; grace lets the first look within goProbeGrace of an
-// exchange skip the socket (the pool's on return, below), and Probe,
-// which must look, does not.
+// goLook is goAlive; grace lets a look within goProbeGrace of the last
+// exchange skip the socket (below), and Probe, which must look, does not.
 func (c *Conn) goLook(grace bool) bool {
 	s := c.g
 	if s.r != s.w {
@@ -188,17 +187,23 @@ func (c *Conn) goLook(grace bool) bool {
 	if buffered {
 		return false
 	}
-	// The first look within goProbeGrace of a completed exchange makes no
-	// probe: that is the pool's on return, and a connection that closes
-	// then is still caught by the probe on checkout, which is always
-	// made. Skipping that one too would hand a connection the origin
-	// already closed (a graceful shutdown or reload closes idle
-	// connections without a word) to the next request: a body that
-	// cannot be sent again (a POST) then fails instead of going on a
-	// fresh connection. netpoll connections are not probed here (the
-	// poller sees the close, a moment late); a request that could not go
-	// again probes them itself (Probe).
-	if at := s.answeredAt.Swap(0); grace && at != 0 && nanotime()-at < int64(goProbeGrace) {
+	// Within goProbeGrace of a completed exchange the pool's first look
+	// (on return) makes no probe: a connection that answered a moment ago
+	// is very likely still open. The next look (on checkout) probes while
+	// the connection has carried one exchange only, so an origin that
+	// closes right after each response without saying so has every
+	// close caught before a request meets it. Once a connection has
+	// carried more than one, its origin keeps connections open, and the
+	// look on checkout within the grace makes no probe either: that is a
+	// system call per request saved for a caller that keeps one
+	// connection busy. A close that still comes in that moment (an idle
+	// timeout, a reload) is met by a request that can go again on a fresh
+	// connection (a GET: counted as a race, retried); one that cannot (a
+	// POST, a body that cannot be had again) probes first whatever the
+	// grace (Probe, from the shard's takeFor). netpoll connections are not
+	// probed here at all (the poller sees the close, a moment late).
+	if at := s.answeredAt.Load(); grace && at != 0 && nanotime()-at < int64(goProbeGrace) &&
+		(c.requests > 1 || s.answeredAt.CompareAndSwap(at, 0)) {
 		return true
 	}
 	if s.probe == nil {

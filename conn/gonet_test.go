@@ -228,3 +228,54 @@ func TestGoNetContextClose(t *testing.T) {
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
+
+// TestGoNetGraceByExchanges: within goProbeGrace of its last exchange,
+// the pool's look on return takes a Go net connection as alive without a
+// probe; the look on checkout probes while the connection has carried one
+// exchange (an origin that closes right after each response is caught
+// before a request meets it) and not once it has carried more (a GET that
+// meets a close then is retried; Probe still looks for one that could
+// not be).
+func TestGoNetGraceByExchanges(t *testing.T) {
+	for _, exchanges := range []int{1, 2} {
+		t.Run(fmt.Sprintf("exchanges=%d", exchanges), func(t *testing.T) {
+			checkLeaks(t)
+			closeNow := make(chan struct{})
+			o := newOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				for i := 0; i < exchanges; i++ {
+					if _, err := readHead(br); err != nil {
+						return
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+				<-closeNow
+			})
+			c := goDial(t, o.addr())
+			for i := 0; i < exchanges; i++ {
+				if _, err := c.RoundTrip(context.Background(), &Exchange{Head: request(t, getReq)}, &sink{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(closeNow)
+			deadline := time.Now().Add(5 * time.Second)
+			for c.Probe() && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if c.Probe() {
+				t.Fatal("Probe: alive after the peer closed")
+			}
+			// The close is in the kernel; the exchange ended a moment ago.
+			c.g.answeredAt.Store(nanotime())
+			if !c.goAlive() {
+				t.Fatal("look on return within the grace probed the socket")
+			}
+			want := exchanges > 1
+			if got := c.goAlive(); got != want {
+				t.Fatalf("look on checkout within the grace after %d exchanges: alive %v, want %v", exchanges, got, want)
+			}
+			if c.Probe() {
+				t.Fatal("Probe: alive within the grace after the peer closed")
+			}
+		})
+	}
+}
