@@ -168,13 +168,17 @@ func (s *adminServer) Shutdown(ctx context.Context) error {
 
 // upstreamRow is one upstream in /status.json.
 type upstreamRow struct {
-	Upstream      string            `json:"upstream"`       // ip:port
-	Key           string            `json:"key"`            // the pool key: ip:port plus any TLS, parent or credential qualifiers
-	Name          string            `json:"name,omitempty"` // the configured peer's name
-	Connecting    int               `json:"connecting"`
-	Busy          int               `json:"busy"`
-	Idle          int               `json:"idle"`
-	Pinned        int               `json:"pinned"`
+	Upstream   string `json:"upstream"`       // ip:port
+	Key        string `json:"key"`            // the pool key: ip:port plus any TLS, parent or credential qualifiers
+	Name       string `json:"name,omitempty"` // the configured peer's name
+	Connecting int    `json:"connecting"`
+	Busy       int    `json:"busy"`
+	Idle       int    `json:"idle"`
+	Pinned     int    `json:"pinned"`
+	// TunnelsOpen counts the CONNECT tunnels through this parent open
+	// now, each holding a slot of its max_conns; each is also a busy
+	// connection under a key of its own.
+	TunnelsOpen   int               `json:"tunnels_open"`
 	Waiting       int               `json:"waiting"`
 	Requests      uint64            `json:"requests"`
 	Attempts      uint64            `json:"attempts"`
@@ -211,11 +215,15 @@ type peerRow struct {
 	Busy       int    `json:"busy"`
 	Idle       int    `json:"idle"`
 	Pinned     int    `json:"pinned"`
-	Waiting    int    `json:"waiting"`
-	Picks      uint64 `json:"picks"`    // balancer choices, probes included
-	Failures   uint64 `json:"failures"` // connect failures, protocol errors, failed checks
-	Downs      uint64 `json:"downs"`    // times marked down
-	Rerouted   uint64 `json:"rerouted"` // requests moved away: a failed connect, a drain, a drop or a header timeout
+	// TunnelsOpen counts the CONNECT tunnels through this parent open
+	// now, each holding a slot of its max_conns; each is also one of the
+	// busy connections.
+	TunnelsOpen int    `json:"tunnels_open"`
+	Waiting     int    `json:"waiting"`
+	Picks       uint64 `json:"picks"`    // balancer choices, probes included
+	Failures    uint64 `json:"failures"` // connect failures, protocol errors, failed checks
+	Downs       uint64 `json:"downs"`    // times marked down
+	Rerouted    uint64 `json:"rerouted"` // requests moved away: a failed connect, a drain, a drop or a header timeout
 	// ClosedDrained counts the peer's connections closed by a drain (a pool
 	// counter, like the upstream rows' closes).
 	ClosedDrained uint64 `json:"closed_drained"`
@@ -301,7 +309,7 @@ func (a *admin) snapshot() statusDoc {
 	for key, s := range a.p.eng.Stats() {
 		r := upstreamRow{
 			Upstream: keyAddr(key), Key: key, Name: a.names[keyAddr(key)],
-			Connecting: s.Pool.Connecting, Busy: s.Pool.Busy, Idle: s.Pool.Idle, Pinned: s.Pool.Pinned, Waiting: s.Pool.Waiting,
+			Connecting: s.Pool.Connecting, Busy: s.Pool.Busy, Idle: s.Pool.Idle, Pinned: s.Pool.Pinned, TunnelsOpen: s.Pool.Held, Waiting: s.Pool.Waiting,
 			Requests: s.Requests, Attempts: s.Attempts, Reused: s.OnReused, ReuseRatio: s.ReuseRatio,
 			Retries: s.Retries, RacesHit: s.RacesHit, RacesRetried: s.RacesRetried, Detached: s.Detached,
 			Pipelined: s.Pipelined, Unanswered: s.Unanswered,
@@ -341,7 +349,7 @@ func (a *admin) peerRows() []peerRow {
 			rows = append(rows, peerRow{
 				Group: name, Name: ps.Name, Addr: ps.Addr, Role: role, Weight: ps.Weight, State: ps.State.String(),
 				Connecting: ps.Pool.Connecting, Busy: ps.Pool.Busy, Idle: ps.Pool.Idle, Pinned: ps.Pool.Pinned,
-				Waiting: ps.Pool.Waiting, Picks: ps.Picks, Failures: ps.Failures, Downs: ps.Downs,
+				TunnelsOpen: ps.Pool.Held, Waiting: ps.Pool.Waiting, Picks: ps.Picks, Failures: ps.Failures, Downs: ps.Downs,
 				Rerouted: ps.Rerouted, ClosedDrained: ps.Pool.Closed.Drained,
 			})
 		}
@@ -561,6 +569,8 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 			e.sample(name, u64(v(r)), upstreamLabels(r)...)
 		}
 	}
+	gauge("serverside_upstream_tunnels_open", "CONNECT tunnels through the upstream (a parent) open now, each holding a slot of its max_conns; each is also a busy connection under an upstream key of its own.",
+		func(r upstreamRow) string { return strconv.Itoa(r.TunnelsOpen) })
 	gauge("serverside_upstream_waiting", "Requests queued for a connection to the upstream.",
 		func(r upstreamRow) string { return strconv.Itoa(r.Waiting) })
 	counter("serverside_upstream_requests_total", "Requests to the upstream finished, successfully or not.",
@@ -674,6 +684,8 @@ func writePeerMetrics(e expo, peers []peerRow) {
 			e.sample("serverside_peer_connections", strconv.Itoa(st.n), labels(r, "state", st.name)...)
 		}
 	}
+	gauge("serverside_peer_tunnels_open", "CONNECT tunnels through the peer (a parent) open now, each holding a slot of its max_conns; each is also one of its busy connections.",
+		func(r peerRow) string { return strconv.Itoa(r.TunnelsOpen) })
 	gauge("serverside_peer_waiting", "Requests queued for a connection to the peer.",
 		func(r peerRow) string { return strconv.Itoa(r.Waiting) })
 	counter("serverside_peer_picks_total", "Times the balancer chose the peer, probes included.",

@@ -344,12 +344,12 @@ func TestWriteMetricsEscapes(t *testing.T) {
 		Upstreams: []upstreamRow{
 			{Upstream: "10.0.0.1:80", Key: "10.0.0.1:80", Idle: 4, Requests: 10, Attempts: 12, Reused: 9, ReuseRatio: 0.75,
 				Closes: map[string]uint64{"owner": 2}, Errors: map[string]uint64{"dial": 1}},
-			{Upstream: "10.0.0.1:80", Key: key, Busy: 1, Closes: map[string]uint64{}, Errors: map[string]uint64{}},
+			{Upstream: "10.0.0.1:80", Key: key, Busy: 1, TunnelsOpen: 3, Closes: map[string]uint64{}, Errors: map[string]uint64{}},
 		},
 		Peers: []peerRow{
 			{Group: peerGroup, Name: "a \"b\"\\c", Addr: "10.0.0.1:80", Role: "origin", Weight: 3, State: "draining",
 				Busy: 2, Idle: 0, Waiting: 1, Picks: 40, Failures: 1, Downs: 1, Rerouted: 2, ClosedDrained: 5},
-			{Group: "other", Name: "a \"b\"\\c", Addr: "10.0.0.1:80", Role: "parent", Weight: 1, State: "up", Idle: 1},
+			{Group: "other", Name: "a \"b\"\\c", Addr: "10.0.0.1:80", Role: "parent", Weight: 1, State: "up", Idle: 1, TunnelsOpen: 2},
 			// A name from a URL's ?name=%ff is not UTF-8; the exposition must be.
 			{Group: "third", Name: "n\xffx", Addr: "10.0.0.1:80", Role: "origin", Weight: 1, State: "up"},
 		},
@@ -379,6 +379,8 @@ func TestWriteMetricsEscapes(t *testing.T) {
 		{"serverside_upstreams", nil, 2},
 		{"serverside_upstream_connections", []string{"upstream", "10.0.0.1:80", "key", "", "state", "idle"}, 4},
 		{"serverside_upstream_connections", []string{"key", key, "state", "busy"}, 1},
+		{"serverside_upstream_tunnels_open", []string{"key", key}, 3},
+		{"serverside_upstream_tunnels_open", []string{"key", ""}, 0},
 		{"serverside_upstream_requests_total", []string{"key", ""}, 10},
 		{"serverside_upstream_attempts_total", []string{"key", ""}, 12},
 		{"serverside_upstream_reused_total", []string{"key", ""}, 9},
@@ -407,6 +409,8 @@ func TestWriteMetricsEscapes(t *testing.T) {
 		{"serverside_peer_draining", []string{"group", "other"}, 0},
 		{"serverside_peer_state", []string{"group", "other", "state", "up"}, 1},
 		{"serverside_peer_connections", []string{"group", "other", "state", "idle"}, 1},
+		{"serverside_peer_tunnels_open", []string{"group", "other"}, 2},
+		{"serverside_peer_tunnels_open", []string{"group", ""}, 0},
 	}
 	for _, c := range checks {
 		if got := p.get(t, c.name, c.labels...); got != c.want {

@@ -454,6 +454,22 @@ func TestParentMaxConnsCountsTunnels(t *testing.T) {
 	if st := status(first); st != 200 {
 		t.Fatalf("first CONNECT: %d, want 200", st)
 	}
+	// The admin shows the open tunnel as the parent's, on its peer row
+	// (where it is also the one busy connection) and on its upstream
+	// rows.
+	a := newAdmin(p, adminInfo{})
+	if rows := a.peerRows(); len(rows) != 1 || rows[0].TunnelsOpen != 1 || rows[0].Busy != 1 {
+		t.Fatalf("peer rows with one tunnel open: %+v, want one row with 1 tunnel open, 1 busy", rows)
+	}
+	tunnels := 0
+	for _, u := range a.snapshot().Upstreams {
+		if u.Upstream == sq.Addr() {
+			tunnels += u.TunnelsOpen
+		}
+	}
+	if tunnels != 1 {
+		t.Fatalf("upstream rows of %s with one tunnel open: %d tunnels open, want 1", sq.Addr(), tunnels)
+	}
 	second := dialRaw(t, px)
 	second.write(t, connect)
 	for deadline := time.Now().Add(10 * time.Second); waiting(p) != 1; time.Sleep(10 * time.Millisecond) {
