@@ -47,12 +47,23 @@ func TestDocExampleConfig(t *testing.T) {
 			Connect: dur(3 * time.Second), Idle: dur(90 * time.Second), ResponseHeader: dur(30 * time.Second),
 			TunnelIdle: dur(10 * time.Minute),
 		},
-		Health:       healthSpec{Path: "/healthz", Interval: dur(2 * time.Second), Timeout: dur(time.Second), Status: 200, MaxFails: &fails},
-		ConnectPorts: "443,8443",
-		ViaName:      "proxy1.example.com:8080",
+		Health:  healthSpec{Path: "/healthz", Interval: dur(2 * time.Second), Timeout: dur(time.Second), Status: 200, MaxFails: &fails},
+		ViaName: "proxy1.example.com:8080",
 	}
 	if !reflect.DeepEqual(fc, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", fc, want)
+	}
+	// It passes every check of a start too: with its listen address
+	// taken, the start ends in the listen error's exit code 1, not in a
+	// config error's 2.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := writeConfig(t, example)
+	if rc := run([]string{"-config", file, "-listen", busy.Addr().String(), "-admin", ""}); rc != 1 {
+		t.Fatalf("starting with the example: exit code %d, want 1 (the listen address is taken)", rc)
 	}
 }
 
@@ -454,6 +465,9 @@ func TestRunConfigErrorsExit2(t *testing.T) {
 		{"-origin", "http://127.0.0.1:1", "-health-status", "204"},
 		{"-origin", "http://127.0.0.1:1", "-health-interval", "2s"},
 		{"-origin", "http://127.0.0.1:1", "-health-timeout", "1s"},
+		// A reverse proxy answers CONNECT 501, whatever the port.
+		{"-origin", "http://127.0.0.1:1", "-connect-ports", "443,8443"},
+		{"-origin", "http://127.0.0.1:1", "-connect-ports", "any"},
 		// As the config file's health and address checks.
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "-5"},
 		{"-origin", "http://127.0.0.1:1", "-max-fails", "0"},

@@ -153,6 +153,12 @@ func run(args []string) int {
 		logger.Error("config", "err", err)
 		return 2
 	}
+	if len(origins) > 0 && flagSet(fs, "connect-ports") {
+		// A reverse proxy answers every CONNECT 501: the ports would be
+		// ignored.
+		logger.Error("config", "err", fmt.Errorf("-connect-ports %s: only in forward mode; a reverse proxy (-origin) answers CONNECT 501", x.connectPorts))
+		return 2
+	}
 	if err := checkDurations(fs,
 		[]string{"client-park-after", "tunnel-idle-timeout", "shutdown-timeout", "upstream-max-lifetime"},
 		[]string{"connect-timeout", "tls-handshake-timeout", "idle-timeout", "response-header-timeout",
@@ -339,4 +345,12 @@ func zeroNever(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// flagSet reports whether the flag name was set, on the command line or
+// from the config file.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
