@@ -465,7 +465,7 @@ func (r *request) finishTask(err error) {
 			// by rerouteTask.
 			o = neutral
 		}
-		r.settlePeer(o)
+		r.settlePeer(o, err)
 	}
 	if r.peer != nil {
 		o := judge(r.peer, err)
@@ -475,7 +475,7 @@ func (r *request) finishTask(err error) {
 			// handshake) is reported here.
 			o = neutral
 		}
-		r.settlePeer(o)
+		r.settlePeer(o, err)
 	}
 	r.sink.OnDone(err)
 	r.e.doneOne()

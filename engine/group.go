@@ -649,7 +649,7 @@ func (e *Engine) pickParent(groupName, hashKey string, tried uint64) (g *group, 
 		return nil, nil, false, err
 	}
 	if p.parent == nil {
-		g.report(p, probe, neutral, false, e.cfg.Logger.Info)
+		g.report(p, probe, neutral, false, nil, e.cfg.Logger.Info)
 		return nil, nil, false, fmt.Errorf("%w: peer %q of group %q is not a parent proxy", ErrBadRequest, p.cfg.Name, groupName)
 	}
 	return g, p, probe, nil
@@ -706,8 +706,9 @@ func (g *group) spendProbe(p *peer) {
 
 // report records an outcome for p; probe says the request was p's probe.
 // active marks an active check, whose failure marks the peer down at
-// once.
-func (g *group) report(p *peer, probe bool, o outcome, active bool, log func(string, ...any)) {
+// once. why is the failure, for the log line of a peer marked down (nil
+// when there is none to tell).
+func (g *group) report(p *peer, probe bool, o outcome, active bool, why error, log func(string, ...any)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if probe {
@@ -740,7 +741,11 @@ func (g *group) report(p *peer, probe bool, o outcome, active bool, log func(str
 			p.backoff = g.hc.Backoff
 			p.retryAt = time.Now().Add(p.backoff)
 			p.downs.Add(1)
-			log("engine: peer down", "group", g.name, "peer", p.cfg.Name, "fails", p.fails, "backoff", p.backoff)
+			args := []any{"group", g.name, "peer", p.cfg.Name, "fails", p.fails, "backoff", p.backoff}
+			if why != nil {
+				args = append(args, "reason", why.Error())
+			}
+			log("engine: peer down", args...)
 		}
 	}
 }
@@ -1092,7 +1097,7 @@ func (e *Engine) route(req *Request, r *request) error {
 	}
 	r.group, r.hashKey, r.userEdits = g, key, req.Edits
 	if err := r.aim(p, probe); err != nil {
-		r.settlePeer(neutral)
+		r.settlePeer(neutral, nil)
 		return err
 	}
 	r.t.Reroute = r.reroute
@@ -1132,7 +1137,7 @@ func (e *Engine) routeVia(req *Request, r *request) error {
 	r.group, r.hashKey, r.userEdits, r.via = g, key, req.Edits, true
 	r.upstream, r.tlsHost = req.Upstream, req.tlsHost
 	if err := r.aimVia(p, probe); err != nil {
-		r.settlePeer(neutral)
+		r.settlePeer(neutral, nil)
 		return err
 	}
 	r.t.Reroute = r.reroute
@@ -1268,12 +1273,13 @@ func (r *request) aim(p *peer, probe bool) error {
 	return nil
 }
 
-// settlePeer reports the request's outcome to its peer's health, once.
-func (r *request) settlePeer(o outcome) {
+// settlePeer reports the request's outcome to its peer's health, once;
+// err is the request's failure, nil for none.
+func (r *request) settlePeer(o outcome, err error) {
 	if r.peer == nil {
 		return
 	}
-	r.group.report(r.peer, r.probe, o, false, r.e.cfg.Logger.Info)
+	r.group.report(r.peer, r.probe, o, false, err, r.e.cfg.Logger.Info)
 	r.peer = nil
 }
 
@@ -1290,12 +1296,12 @@ func (r *request) rerouteTask(t *shard.Task, err error) bool {
 	}
 	from := r.peer
 	if r.via {
-		r.settlePeer(classifyVia(err, from.cfg.Addr))
+		r.settlePeer(classifyVia(err, from.cfg.Addr), err)
 		if !viaMoves(err, from.cfg.Addr) {
 			return false
 		}
 	} else {
-		r.settlePeer(judge(from, err))
+		r.settlePeer(judge(from, err), err)
 		if from.parent != nil && headerTimeout(err) {
 			// The origin behind every parent is the same: through
 			// another, the request would only go to it again.
@@ -1312,7 +1318,7 @@ func (r *request) rerouteTask(t *shard.Task, err error) bool {
 		aim = r.aimVia
 	}
 	if aim(p, probe) != nil {
-		r.settlePeer(neutral)
+		r.settlePeer(neutral, nil)
 		return false
 	}
 	// The new peer has its own key, edits and credentials.
@@ -1377,11 +1383,18 @@ func (e *Engine) checkPeer(ctx context.Context, g *group, p *peer) {
 		return
 	}
 	ok := err == nil && (s.status == g.hc.CheckStatus || g.hc.CheckStatus == 0 && s.status >= 200 && s.status < 400)
-	o := failed
-	if ok {
+	o, why := failed, err
+	switch {
+	case ok:
 		o = healthy
+	case err == nil && g.hc.CheckStatus != 0:
+		why = fmt.Errorf("health check %s answered %d, want %d", p.check.Target(), s.status, g.hc.CheckStatus)
+	case err == nil:
+		why = fmt.Errorf("health check %s answered %d, want 2xx or 3xx", p.check.Target(), s.status)
+	default:
+		why = fmt.Errorf("health check %s: %w", p.check.Target(), err)
 	}
-	g.report(p, false, o, true, e.cfg.Logger.Info)
+	g.report(p, false, o, true, why, e.cfg.Logger.Info)
 }
 
 // checkSink keeps an active check's status and discards its body.

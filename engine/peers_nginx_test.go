@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -321,7 +322,8 @@ func TestPeersNginxFailedCheckKeepsPeerOut(t *testing.T) {
         location = /healthz { return 200; }`})
 	sick := bench.StartNginx(t, bench.NginxOptions{Locations: `
         location = /healthz { return 503; }`})
-	e := startEngine(t, engine.Config{Groups: map[string]engine.GroupConfig{"web": {
+	var logs syncLog
+	e := startEngine(t, engine.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Groups: map[string]engine.GroupConfig{"web": {
 		Peers: []engine.Peer{{Name: "ok", Addr: ok.Addr()}, {Name: "sick", Addr: sick.Addr()}},
 		// One round of checks (at start), and a back-off over long
 		// before each request below.
@@ -334,6 +336,10 @@ func TestPeersNginxFailedCheckKeepsPeerOut(t *testing.T) {
 			t.Fatalf("the failed check did not mark the peer down: %+v", peersOf(e, "web")["sick"])
 		}
 		time.Sleep(time.Millisecond)
+	}
+	// The log says why.
+	if want := `msg="engine: peer down" group=web peer=sick fails=1 backoff=1ms reason="health check /healthz answered 503, want 2xx or 3xx"`; !strings.Contains(logs.String(), want) {
+		t.Fatalf("log lacks %s:\n%s", want, logs.String())
 	}
 	const n = 20
 	h := groupHead(t, "/small", "peers.test")

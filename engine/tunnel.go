@@ -266,7 +266,7 @@ func (e *Engine) tunnelGroup(ctx context.Context, req TunnelRequest, hashKey str
 		if err != nil && resp != nil {
 			o = healthy // the parent answered
 		}
-		g.report(p, probe, o, false, e.cfg.Logger.Info)
+		g.report(p, probe, o, false, err, e.cfg.Logger.Info)
 		ce := conn.AsError(err)
 		// A drain of the peer while the tunnel waited for a slot of its
 		// cap: nothing was sent, as after a failed connect.
