@@ -45,7 +45,10 @@ func (p *Pool[C]) toHeld(key Key, permit bool) {
 	if permit {
 		ks.connecting--
 	} else {
+		// Acquire counted the connection as handed out for reuse; it
+		// was closed instead, and carried nothing.
 		ks.busy--
+		ks.stats.Reused--
 		ks.stats.Closed.add(whyOverCap)
 	}
 	ks.held++

@@ -131,15 +131,17 @@ func TestHold(t *testing.T) {
 		t.Fatalf("stats %+v: want one idle, one busy, none held", s)
 	}
 
-	// At the cap with an idle connection: it is closed to make room.
+	// At the cap with an idle connection: it is closed to make room,
+	// and not counted as reused.
+	reused := p.Stats(keyA).Reused
 	if err := p.Hold(ctx, keyA); err != nil {
 		t.Fatalf("Hold at the cap with an idle connection: %v", err)
 	}
 	if !c.closed() {
 		t.Fatal("the idle connection was not closed to make room")
 	}
-	if s := p.Stats(keyA); s.Held != 1 || s.Idle != 0 || s.Busy != 1 || s.Closed.OverCap != 1 {
-		t.Fatalf("stats %+v: want one held, one busy, the idle one closed as OverCap", s)
+	if s := p.Stats(keyA); s.Held != 1 || s.Idle != 0 || s.Busy != 1 || s.Closed.OverCap != 1 || s.Reused != reused {
+		t.Fatalf("stats %+v: want one held, one busy, the idle one closed as OverCap, reused still %d", s, reused)
 	}
 
 	// A drain fails a waiting Hold.
