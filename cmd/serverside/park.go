@@ -54,12 +54,17 @@ type parkLot struct {
 	closed bool
 	parked map[int]*clientConn // fd → connection waiting in the set
 	back   map[int]*clientConn // fd → connection Accept gave back, until onPrepare
+	// fresh maps the fd of a connection just accepted, held back from
+	// netpoll in a race build (holdFresh), to its client's address.
+	fresh  map[int]net.Addr
 	events [1]syscall.EpollEvent
 	// pause is the wait before the listening socket, taken out of the
 	// set after accept4 failed (out of fds), goes back in (resume); 0
 	// after an accept4 that worked.
 	pause  time.Duration
 	resume *time.Timer
+	// acceptHook is clientConfig.acceptHook.
+	acceptHook func()
 }
 
 // How long the lot stops accepting after accept4 failed: acceptPauseMin
@@ -136,6 +141,9 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	ev := l.events[0]
 	fd := int(ev.Fd)
 	if fd == l.lnfd {
+		if l.acceptHook != nil {
+			l.acceptHook()
+		}
 		nfd, sa, err := syscall.Accept4(l.lnfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		if err != nil {
 			if err != syscall.EAGAIN && err != syscall.ECONNABORTED && err != syscall.EINTR {
@@ -146,7 +154,16 @@ func (l *parkLot) Accept() (net.Conn, error) {
 		l.pause = 0
 		// netpoll sets TCP_NODELAY only on sockets it accepted itself.
 		_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
-		return &pollConn{fd: nfd, local: l.addr, remote: sockaddrAddr(sa)}, nil
+		remote := sockaddrAddr(sa)
+		if raceEnabled && l.holdFresh(nfd, remote) {
+			return nil, nil
+		}
+		return &pollConn{fd: nfd, local: l.addr, remote: remote}, nil
+	}
+	if remote, ok := l.fresh[fd]; ok {
+		delete(l.fresh, fd)
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		return &pollConn{fd: fd, local: l.addr, remote: remote}, nil
 	}
 	cc := l.parked[fd]
 	if cc == nil {
@@ -167,6 +184,31 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	cc.state.Store(stJoining)
 	l.back[fd] = cc
 	return &pollConn{fd: fd, local: l.addr, remote: net.TCPAddrFromAddrPort(cc.remote)}, nil
+}
+
+// holdFresh keeps fd, a connection just accepted, in the set for one
+// event (a new socket is writable at once), and reports whether it did:
+// Accept hands it over to netpoll then, in a later batch of the poller's
+// events. Only in a race build, in which netpoll looks a connection's
+// events up by fd number. Accept runs on the poller, in the middle of a
+// batch, which may hold an event of the socket that had fd's number and
+// was closed since by another goroutine (its client's FIN, for a
+// connection the sweeper parked or closed meanwhile): netpoll would hand
+// it to the new connection, take that for hung up, and close it with its
+// client's request unread. A batch fetched after accept4 holds none: the
+// old socket left netpoll's set before its number was free. A normal
+// build carries the connection's operator in the event, which netpoll
+// skips once freed, and keeps until the batch is done.
+func (l *parkLot) holdFresh(fd int, remote net.Addr) bool {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLOUT | syscall.EPOLLONESHOT, Fd: int32(fd)}
+	if syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) != nil {
+		return false
+	}
+	if l.fresh == nil {
+		l.fresh = make(map[int]net.Addr)
+	}
+	l.fresh[fd] = remote
+	return true
 }
 
 // pauseAccept takes the listening socket out of the set after accept4
@@ -281,6 +323,10 @@ func (l *parkLot) Close() error {
 	}
 	clear(l.parked)
 	l.parkedN.Store(0)
+	for fd := range l.fresh {
+		syscall.Close(fd)
+	}
+	clear(l.fresh)
 	err := syscall.Close(l.lnfd)
 	syscall.Close(l.epfd)
 	l.mu.Unlock()

@@ -714,3 +714,123 @@ func TestIdleCloseAsRequestArrivesParked(t *testing.T) {
 	}
 	rc.getSmall(t, "r=3")
 }
+
+// TestFreshConnectionNotTakenForClosed: a connection the lot accepts
+// while netpoll's poller works through a batch of events that holds one
+// for the socket that had the same fd number, closed since, is not taken
+// for that socket. netpoll's race build looks a connection's events up by
+// fd number: that event, the hang-up of the old socket's client, went to
+// the new connection, which netpoll then either closed with its client's
+// request unread (no answer, no access line; TestProxySoak lost fresh
+// pipelining connections that way) or, finding nothing to read, waited
+// for in a loop on its poller, which served no other connection until
+// that client sent. Its normal build carries the connection's operator
+// in the event, and skips one it freed, so the test is for race builds.
+// It lines the events up on the poller: a hook in the lot's Accept holds
+// the poller while client B connects and client A, idle, closes; then,
+// with the next batch (the lot's event, then A's hang-up), the hook
+// closes A's connection just before the lot accepts B's, on A's fd
+// number. Client C, connected before, is answered while B sends nothing,
+// and then B is.
+func TestFreshConnectionNotTakenForClosed(t *testing.T) {
+	if !raceEnabled {
+		t.Skip("netpoll's normal build skips the events of a closed connection")
+	}
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	type conn struct {
+		cc     *clientConn
+		fd     int
+		remote string
+	}
+	var (
+		calls           atomic.Int32
+		entered         = make(chan struct{})
+		release         = make(chan struct{})
+		prepared        = make(chan conn, 4)
+		victim          atomic.Pointer[conn]
+		placeholders    []int
+		placeholdersErr error
+	)
+	acceptHook := func() {
+		switch calls.Add(1) {
+		case 3: // X's: the poller waits while the events line up
+			close(entered)
+			<-release
+		case 4: // B's: A's connection closes, its fd number the lowest free
+			a := victim.Load()
+			for {
+				fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+				if err != nil {
+					placeholdersErr = err
+					break
+				}
+				if fd > a.fd {
+					syscall.Close(fd)
+					break
+				}
+				placeholders = append(placeholders, fd)
+			}
+			a.cc.closeIfIdle()
+		}
+	}
+	prepareHook := func(cc *clientConn) {
+		prepared <- conn{cc, cc.c.(interface{ Fd() int }).Fd(), cc.c.RemoteAddr().String()}
+	}
+	_, px := startParkProxy(t, clientConfig{ParkAfter: -1, IdleTimeout: time.Minute,
+		acceptHook: acceptHook, prepareHook: prepareHook}, nil, "http://"+ng.Addr())
+	next := func(who string) conn {
+		t.Helper()
+		select {
+		case c := <-prepared:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the proxy did not take %s's connection", who)
+		}
+		return conn{}
+	}
+
+	a := dialRaw(t, px)
+	ac := next("A")
+	victim.Store(&ac)
+	c := dialRaw(t, px)
+	cc := next("C")
+	waitFor(t, "A's and C's connections idle", func() bool {
+		return ac.cc.state.Load() == stIdle && cc.cc.state.Load() == stIdle
+	})
+	dialRaw(t, px) // X
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy accepted nothing after A")
+	}
+	b := dialRaw(t, px)
+	a.c.Close()
+	close(release)
+	bc := next("X")
+	if bc.remote != b.c.LocalAddr().String() {
+		bc = next("B")
+	}
+	for _, p := range placeholders {
+		syscall.Close(p)
+	}
+	if placeholdersErr != nil || bc.fd != ac.fd {
+		t.Fatalf("B's connection has fd %d, A's had %d (%v): the events did not line up", bc.fd, ac.fd, placeholdersErr)
+	}
+	for _, rc := range []struct {
+		who string
+		*rawClient
+	}{{"C, while B sends nothing", c}, {"B, on A's fd number", b}} {
+		_ = rc.c.SetDeadline(time.Now().Add(10 * time.Second))
+		rc.write(t, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n")
+		resp, err := http.ReadResponse(rc.br, nil)
+		if err != nil {
+			t.Fatalf("the request of %s: %v", rc.who, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 || string(body) != bench.SmallBody {
+			t.Fatalf("the request of %s: %d %q %v", rc.who, resp.StatusCode, body, err)
+		}
+	}
+}

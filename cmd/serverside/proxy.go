@@ -72,6 +72,9 @@ type clientConfig struct {
 	// bound to its clientConn, before netpoll registers its fd: where a
 	// sweeper's tick may land when netpoll's poller is slow.
 	prepareHook func(*clientConn)
+	// acceptHook, for tests, runs in the lot's Accept, on netpoll's
+	// poller, just before it accepts a connection.
+	acceptHook func()
 	// AccessLog logs one line per request.
 	AccessLog bool
 	// ConnectPorts are the ports CONNECT may reach; the zero value allows
@@ -381,6 +384,7 @@ func (p *proxy) Serve(ln net.Listener) error {
 		ln.Close()
 		return fmt.Errorf("listener: %w", err)
 	}
+	lot.acceptHook = p.cfg.acceptHook
 	p.nameVia(ln.Addr())
 	p.lot, p.started = lot, true
 	p.mu.Unlock()
