@@ -84,3 +84,59 @@ func (a *Abortable) unwatch(c *Conn) bool {
 	delete(s.busy, c)
 	return true
 }
+
+// Abort aborts the exchange running under it, from any goroutine, without
+// a context: a caller that runs one exchange at a time for a party of its
+// own (a proxy's client connection) keeps one per party, set up once and
+// given to each of its exchanges (Exchange.Abort), at no cost per
+// exchange beyond a lock taken twice. Abort closes the connection of the
+// exchange in progress, which fails with ErrAborted, and makes every later
+// exchange under it fail the same way before anything is sent. A
+// pipelined exchange (PipeReceive) is not aborted: its connection carries
+// other requests. The zero value is ready to use; an Abort must not be
+// copied once used.
+type Abort struct {
+	mu      sync.Mutex
+	aborted atomic.Bool // set under mu; read without it by Aborted
+	busy    *Conn       // exchanging under it
+}
+
+// Abort marks a aborted and closes the connection exchanging under it,
+// if any. It is idempotent, safe from any goroutine, and does not block
+// on the exchange.
+func (a *Abort) Abort() {
+	a.mu.Lock()
+	a.aborted.Store(true)
+	c := a.busy
+	a.busy = nil
+	a.mu.Unlock()
+	if c != nil {
+		_ = c.Close()
+	}
+}
+
+// Aborted reports whether Abort was called.
+func (a *Abort) Aborted() bool { return a.aborted.Load() }
+
+// watch makes c the connection Abort closes; false when a was aborted.
+func (a *Abort) watch(c *Conn) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.aborted.Load() {
+		return false
+	}
+	a.busy = c
+	return true
+}
+
+// unwatch ends the watch of c; false when Abort took it first and has
+// closed it or is closing it.
+func (a *Abort) unwatch(c *Conn) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.busy != c {
+		return false
+	}
+	a.busy = nil
+	return true
+}

@@ -135,6 +135,10 @@ var (
 	// upstream's, even when the error is a reset (the client of a proxy
 	// gone mid-upload), so it is never taken for a stale connection.
 	ErrRequestBody = errors.New("conn: reading the request body failed")
+	// ErrAborted reports an exchange ended by its Abort (Exchange.Abort):
+	// the caller's doing (a proxy's client that reset its connection), so
+	// it is never taken for a stale connection or sent again.
+	ErrAborted = errors.New("conn: exchange aborted by its caller")
 	// ErrUnrequestedSwitch reports a 101 Switching Protocols to a request
 	// whose forwarded head offered no Upgrade (RFC 9110 §7.8, §15.2.2).
 	ErrUnrequestedSwitch = errors.New("conn: 101 Switching Protocols to a request that offered no upgrade")
@@ -172,9 +176,11 @@ var (
 // CallerFault reports whether err is a failure on the caller's side of
 // the exchange, not the upstream's: the sink refused the response
 // (ErrSink: a proxy's client gone, say), or the request body could not be
-// read whole (ErrRequestBody, ErrBodyLength).
+// read whole (ErrRequestBody, ErrBodyLength), or the caller aborted the
+// exchange (ErrAborted).
 func CallerFault(err error) bool {
-	return errors.Is(err, ErrSink) || errors.Is(err, ErrRequestBody) || errors.Is(err, ErrBodyLength)
+	return errors.Is(err, ErrSink) || errors.Is(err, ErrRequestBody) || errors.Is(err, ErrBodyLength) ||
+		errors.Is(err, ErrAborted)
 }
 
 // AsError returns the *Error in err's chain, or nil.

@@ -77,6 +77,10 @@ type Exchange struct {
 	ExpectContinueTimeout time.Duration
 	// Config tunes the exchange.
 	Config Config
+	// Abort, when set, aborts the exchange from another goroutine: its
+	// Abort closes the connection, and the exchange fails with ErrAborted
+	// (see Abort).
+	Abort *Abort
 }
 
 // Sink receives a response. Its methods run on the goroutine running
@@ -170,7 +174,23 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 		}
 		stop = context.AfterFunc(ctx, c.closeFn)
 	}
-	stopped, err := c.watched(ex, sink, ab, stop)
+	if ex.Abort != nil && !ex.Abort.watch(c) {
+		if ab != nil {
+			ab.unwatch(c)
+		} else if stop != nil {
+			stop()
+		}
+		return c.last, c.fail(PhaseWrite, ErrAborted)
+	}
+	stopped, aborted, err := c.watched(ex, sink, ab, stop)
+	if aborted {
+		// Aborted by the caller: the connection is closed, or about to
+		// be. A sink's error says the rest.
+		c.noReuse = true
+		if e := AsError(err); e != nil && !errors.Is(err, ErrSink) {
+			e.Err = fmt.Errorf("%w: %w", ErrAborted, e.Err)
+		}
+	}
 	if !stopped {
 		// The context's watch has started closing the connection, maybe
 		// not finished: it must never go back to the pool, where the late
@@ -191,10 +211,13 @@ func (c *Conn) RoundTrip(ctx context.Context, ex *Exchange, sink Sink) (out Outc
 // watched runs the exchange and then ends the context's watch, also when
 // the sink panics (the panic goes on up, to the shard's recovery): a watch
 // left behind would keep the connection in the Abortable's set for the
-// engine's lifetime. stopped is false when the watch had already started
-// closing the connection.
-func (c *Conn) watched(ex *Exchange, sink Sink, ab *Abortable, stop func() bool) (stopped bool, err error) {
+// engine's lifetime, and one left in ex.Abort would have its Abort close
+// the connection under a later exchange. stopped is false when the
+// context's watch had already started closing the connection, aborted
+// true when ex.Abort's had.
+func (c *Conn) watched(ex *Exchange, sink Sink, ab *Abortable, stop func() bool) (stopped, aborted bool, err error) {
 	defer func() {
+		aborted = ex.Abort != nil && !ex.Abort.unwatch(c)
 		switch {
 		case ab != nil:
 			stopped = ab.unwatch(c)
@@ -204,7 +227,7 @@ func (c *Conn) watched(ex *Exchange, sink Sink, ab *Abortable, stop func() bool)
 			stopped = true
 		}
 	}()
-	return true, c.exchange(ex, sink)
+	return true, false, c.exchange(ex, sink)
 }
 
 // fail builds the *Error for the current exchange.

@@ -51,16 +51,20 @@ type callerCase struct {
 	body         func() io.Reader
 	cl           int64
 	sink         func(cancel context.CancelFunc) engine.Sink
-	want         error      // in the error's chain
-	phase        conn.Phase // the error's
-	canceled     bool       // counted in Canceled, not CallerErrors
+	// aborting, when set, makes the sink instead, for a request with an
+	// Abort (Request.Abort).
+	aborting func(a *engine.Abort) engine.Sink
+	want     error      // in the error's chain
+	phase    conn.Phase // the error's
+	canceled bool       // counted in Canceled, not CallerErrors
 }
 
 // TestCallerFailures: an exchange with a real nginx that fails on the
 // caller's side (its sink refuses the response head or body, its request
 // body fails to read or ends short of its ContentLength) is counted in
 // CallerErrors, not in Errors, which would blame the upstream; one whose
-// context the caller canceled counts in Canceled. None of them counts
+// context the caller canceled counts in Canceled; one the caller aborted
+// (Request.Abort) in CallerErrors. None of them counts
 // against the peer (failures, downs, reroutes: the group's other peer is
 // never tried), and the connection, with the rest of the response unread
 // or the request body unsent, is closed, not pooled: the next request
@@ -101,6 +105,11 @@ func TestCallerFailures(t *testing.T) {
 			body: func() io.Reader { return bytes.NewReader(make([]byte, part)) },
 			sink: func(context.CancelFunc) engine.Sink { return &callerSink{} },
 			want: conn.ErrBodyLength, phase: conn.PhaseWrite},
+		{name: "aborted mid-body", method: "GET", path: "/files/big",
+			aborting: func(a *engine.Abort) engine.Sink {
+				return &callerSink{body: func() error { a.Abort(); return nil }}
+			},
+			want: engine.ErrAborted, phase: conn.PhaseBody},
 		{name: "context canceled", method: "GET", path: "/files/big",
 			sink: func(cancel context.CancelFunc) engine.Sink {
 				return &callerSink{body: func() error { cancel(); return nil }}
@@ -144,7 +153,14 @@ func callerFailure(t *testing.T, ngx *bench.Nginx, goNet, reused bool, tc caller
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	err := e.Exchange(ctx, req, tc.sink(cancel))
+	var sink engine.Sink
+	if tc.aborting != nil {
+		req.Abort = new(engine.Abort)
+		sink = tc.aborting(req.Abort)
+	} else {
+		sink = tc.sink(cancel)
+	}
+	err := e.Exchange(ctx, req, sink)
 	if ce := conn.AsError(err); ce == nil || !errors.Is(err, tc.want) || ce.Phase != tc.phase {
 		t.Fatalf("%v, want a %s error with %v", err, tc.phase, tc.want)
 	}

@@ -151,6 +151,17 @@ type Request struct {
 	// be pinned to PinKey after this exchange, starting a session.
 	PinKey uint64
 	Pin    bool
+	// Abort, when set, lets the caller abort the request from another
+	// goroutine without a context, at no cost per request: a proxy keeps
+	// one per client connection and aborts when that client resets its
+	// connection. Its Abort closes the upstream connection the request is
+	// exchanging on (never pooled then), and the request fails with an
+	// error wrapping ErrAborted, counted in Stats' CallerErrors and never
+	// sent again; every later request under it fails that way at once,
+	// uncounted, with nothing dialed or sent. A request waiting for a connection is not woken:
+	// it fails once it has one. A pipelined request is not aborted (its
+	// connection carries other requests).
+	Abort *Abort
 	// Auth, when set, is how the engine authenticates this request (see
 	// Auth); otherwise Config.Auth decides. Connection-based handshakes
 	// (NTLM, Negotiate) pin the connection to PinKey whatever Auth says.
@@ -163,6 +174,14 @@ type Request struct {
 	// while net/http verifies the URL's host.
 	tlsHost string
 }
+
+// Abort aborts the request running under it (Request.Abort); the zero
+// value is ready to use. See conn.Abort.
+type Abort = conn.Abort
+
+// ErrAborted is wrapped by the error of a request ended by its
+// Request.Abort.
+var ErrAborted = conn.ErrAborted
 
 // Sink receives a response as it streams. OnHead and OnBody run on the
 // goroutine doing the exchange (an exchange worker, or the caller's own in
@@ -507,6 +526,10 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 	if req.ViaGroup != "" && (req.Group != "" || req.Via != nil || req.Addr == "") {
 		return fmt.Errorf("%w: ViaGroup needs an Addr, and no Group or Via", ErrBadRequest)
 	}
+	if req.Abort != nil && req.Abort.Aborted() {
+		// Nothing to dial or wait for: the caller is gone.
+		return fmt.Errorf("engine: %w", ErrAborted)
+	}
 	key := poolset.Key{Addr: req.Addr}
 	var dialer shard.Dialer
 	if req.ViaGroup == "" { // else routeVia sets the dialer of the parent it picks
@@ -543,6 +566,7 @@ func (e *Engine) task(ctx context.Context, req *Request, sink Sink, r *request) 
 		Exchange: conn.Exchange{
 			Head: req.Head, Edits: req.Edits, Body: req.Body, ContentLength: cl,
 			ExpectContinueTimeout: e.cfg.ExpectContinueTimeout,
+			Abort:                 req.Abort,
 			Config: conn.Config{
 				BodyHighWater:         e.cfg.BodyHighWater,
 				ResponseHeaderTimeout: e.cfg.ResponseHeaderTimeout,

@@ -617,7 +617,7 @@ func headerTimedOut(e *conn.Error) bool {
 // hungUp reports a failure before any response byte in which the
 // connection was found closed or reset by the peer.
 func hungUp(e *conn.Error) bool {
-	if e.Responded || errors.Is(e, conn.ErrRequestBody) {
+	if e.Responded || errors.Is(e, conn.ErrRequestBody) || errors.Is(e, conn.ErrAborted) {
 		return false
 	}
 	return errors.Is(e, conn.ErrUnexpectedEOF) || errors.Is(e, conn.ErrClosed) || errors.Is(e, conn.ErrPeerReset) ||
