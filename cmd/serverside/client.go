@@ -153,6 +153,16 @@ type clientConn struct {
 	// rs is the request being served, nil between requests (serveOne).
 	rs *reqState
 
+	// abort ends the exchange of the request being served when the
+	// client resets its connection (clientGone): every request's
+	// (engine.Request.Abort), set up with the connection, at no cost per
+	// request.
+	abort engine.Abort
+
+	// watchFd is the socket of a detached connection in the parking
+	// lot's set (parkLot.watch), -1 when it is not.
+	watchFd int
+
 	// fd and remote are the socket and the client's address while the
 	// connection is parked (park.go); c, r and w are nil then.
 	fd     int
@@ -180,7 +190,7 @@ type reqState struct {
 }
 
 func newClientConn(p *proxy, c netpoll.Connection, sh *clientShard) *clientConn {
-	cc := &clientConn{p: p, c: c, r: c.Reader(), w: c.Writer(), sh: sh}
+	cc := &clientConn{p: p, c: c, r: c.Reader(), w: c.Writer(), sh: sh, watchFd: -1}
 	cc.state.Store(stJoining)
 	cc.idleSince.Store(time.Now().UnixNano())
 	cc.closer.Store(closerOf{c})
@@ -491,7 +501,7 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	}
 
 	er := &cc.rs.ereq
-	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey()}
+	*er = engine.Request{Upstream: up, Head: req, Edits: ed, PinKey: cc.requestPinKey(), Abort: &cc.abort}
 	var body *bodyReader
 	if hasBody {
 		body = &cc.rs.body
@@ -561,6 +571,16 @@ func (cc *clientConn) exchange(s *sink, hasBody bool) bool {
 	}
 	*er = engine.Request{}
 	bodyDone := body == nil || body.complete()
+	if err != nil && errors.Is(err, engine.ErrAborted) {
+		// The client reset its connection (clientGone): nobody reads
+		// an answer, and none is written.
+		s.pending = false
+		s.cut, s.cutErr = cutClient, fmt.Errorf("client reset the connection: %w", err)
+		if !s.headSent {
+			s.status, s.bytes = 0, 0
+		}
+		return false
+	}
 	if err != nil {
 		if s.headSent {
 			cc.p.log.Debug("exchange failed after the head was sent", "addr", up.Addr, "group", up.Group, "err", err)
@@ -837,13 +857,14 @@ func (cc *clientConn) logAccess(s *sink, method, target string, start time.Time)
 // cutBy names who cut short a response (or kept an error response from
 // the client) that failed with err: the shutdown, when its deadline closed
 // the connection or aborted the exchange; the client, when a write to it
-// failed (clientWrite, or the engine reporting its sink's error) or its
-// request body broke off; else the upstream.
+// failed (clientWrite, or the engine reporting its sink's error), its
+// request body broke off or it reset the connection (clientGone); else
+// the upstream.
 func (cc *clientConn) cutBy(err error, clientWrite bool) string {
 	switch {
 	case cc.shutCut.Load() || cc.p.closing.Load() && (errors.Is(err, context.Canceled) || errors.Is(err, engine.ErrClosed)):
 		return cutShutdown
-	case clientWrite || errors.Is(err, conn.ErrSink) || errors.Is(err, conn.ErrRequestBody):
+	case clientWrite || errors.Is(err, conn.ErrSink) || errors.Is(err, conn.ErrRequestBody) || errors.Is(err, conn.ErrAborted):
 		return cutClient
 	}
 	return cutUpstream
@@ -1501,3 +1522,26 @@ func (s *sink) finish() error {
 	}
 	return nil
 }
+
+// clientGone aborts the exchange of the request being served if the
+// client's socket fd was reset (or failed otherwise): nobody will read
+// the answer, and the upstream connection, with the origin's work on it,
+// is let go at once (closed, as nginx's proxy_ignore_client_abort off
+// and Squid do), not at the response-header timeout. A FIN alone is not
+// enough: a client that shut down its sending side after its request
+// still reads the response (out), and one that closed its socket with
+// nothing unread sent the same FIN; the first response bytes written to
+// that one meet its reset, which ends the exchange as a failed write.
+// The kernel has taken a reset socket to TCP_CLOSE, while a FIN leaves it
+// in CLOSE_WAIT. Called when the fd is seen closing (netpoll's
+// OnDisconnect); the TCP_INFO look costs a system call only then.
+func (cc *clientConn) clientGone(fd int) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil || ti.State != tcpClose {
+		return
+	}
+	cc.abort.Abort()
+}
+
+// tcpClose is TCP_CLOSE, the kernel's state of a reset socket.
+const tcpClose = 7

@@ -97,7 +97,23 @@ func (cc *clientConn) onDetached(c netpoll.Connection, fd int) {
 	}
 	cc.r = &connReader{c: nc, buf: left, w: len(left)}
 	cc.w = &connWriter{c: nc}
+	cc.watchDetached(nc)
 	go cc.serveDetached()
+}
+
+// watchDetached has the parking lot report the client's FIN or reset on
+// nc, the connection's socket off netpoll, so that a reset aborts the
+// request being served as netpoll's OnDisconnect does (clientGone).
+func (cc *clientConn) watchDetached(nc net.Conn) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) { cc.p.lot.watch(cc, int(fd)) })
 }
 
 // fileConn turns a client socket off netpoll into a Go net connection (a
@@ -122,6 +138,7 @@ func (cc *clientConn) serveDetached() {
 	nc := cc.c
 	defer func() {
 		if !parked {
+			cc.p.lot.unwatch(cc)
 			nc.Close()
 			cc.unregister()
 		}
@@ -138,7 +155,11 @@ func (cc *clientConn) serveDetached() {
 				return
 			}
 		}
-		switch cc.serveOne() {
+		o := cc.serveOne()
+		if o != served {
+			cc.p.lot.unwatch(cc) // before lingerGo or the relay may close the fd
+		}
+		switch o {
 		case served:
 		case lingerIt:
 			cc.state.Store(stClosing)
@@ -203,6 +224,7 @@ func (cc *clientConn) parkDetached() bool {
 	if ta, ok := cc.c.RemoteAddr().(*net.TCPAddr); ok {
 		cc.remote = ta.AddrPort()
 	}
+	cc.p.lot.unwatch(cc) // the duplicate keeps the socket: its entry would stay
 	_ = cc.c.Close()
 	cc.c, cc.r, cc.w = nil, nil, nil
 	cc.detaching = false

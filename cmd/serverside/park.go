@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/cloudwego/netpoll"
+	"golang.org/x/sys/unix"
 )
 
 // Parking idle client connections.
@@ -56,8 +57,13 @@ type parkLot struct {
 	back   map[int]*clientConn // fd → connection Accept gave back, until onPrepare
 	// fresh maps the fd of a connection just accepted, held back from
 	// netpoll in a race build (holdFresh), to its client's address.
-	fresh  map[int]net.Addr
-	events [1]syscall.EpollEvent
+	fresh map[int]net.Addr
+	// watched maps the fd of each detached connection (watchDetached)
+	// to it: the set reports the client's FIN or reset on it, so that a
+	// reset aborts the request being served (clientGone), as netpoll's
+	// OnDisconnect does on netpoll.
+	watched map[int]*clientConn
+	events  [1]syscall.EpollEvent
 	// pause is the wait before the listening socket, taken out of the
 	// set after accept4 failed (out of fds), goes back in (resume); 0
 	// after an accept4 that worked.
@@ -102,7 +108,7 @@ func newParkLot(ln net.Listener, log *slog.Logger) (*parkLot, error) {
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
 	return &parkLot{epfd: epfd, lnfd: lnfd, addr: ln.Addr(), log: log,
-		parked: make(map[int]*clientConn), back: make(map[int]*clientConn)}, nil
+		parked: make(map[int]*clientConn), back: make(map[int]*clientConn), watched: make(map[int]*clientConn)}, nil
 }
 
 // Fd is what netpoll's poller watches: the epoll set.
@@ -167,6 +173,9 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	}
 	cc := l.parked[fd]
 	if cc == nil {
+		if wc := l.watched[fd]; wc != nil && wc.state.Load() == stBusy {
+			wc.clientGone(fd)
+		}
 		return nil, nil
 	}
 	delete(l.parked, fd)
@@ -258,6 +267,51 @@ func (l *parkLot) park(cc *clientConn, fd int) bool {
 	l.parked[fd] = cc
 	l.parkedN.Add(1)
 	return true
+}
+
+// watch adds fd, the socket of cc just detached, to the set for its
+// client's FIN or reset (edge-triggered: once each, whatever bytes come),
+// which Accept takes to cc.clientGone while a request is being served.
+// It stays there until unwatch, for the connection's time off netpoll:
+// two system calls for its life, none per request.
+func (l *parkLot) watch(cc *clientConn, fd int) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	ev := syscall.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) != nil {
+		return
+	}
+	cc.watchFd = fd
+	l.watched[fd] = cc
+}
+
+// unwatch takes cc's socket out of the set, before the connection closes
+// its fd or parks a duplicate of it: the set's entry would outlive the fd
+// while a duplicate keeps the socket open. A connection closed from
+// another goroutine meanwhile (the shutdown's deadline) left the set with
+// its socket, and the fd may be another's by now, maybe parked here or
+// just accepted and held (holdFresh): its entry is left alone then.
+func (l *parkLot) unwatch(cc *clientConn) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fd := cc.watchFd
+	if fd < 0 || l.watched[fd] != cc {
+		return
+	}
+	cc.watchFd = -1
+	delete(l.watched, fd)
+	if _, held := l.fresh[fd]; l.parked[fd] == nil && !held && !l.closed {
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+	}
 }
 
 // hasData reports whether fd has a byte to read (a request that came

@@ -245,6 +245,7 @@ func newProxy(logger *slog.Logger, origins []string, ecfg engine.Config, cfg cli
 	p.evl, err = netpoll.NewEventLoop(p.onRequest,
 		netpoll.WithOnPrepare(p.onPrepare),
 		netpoll.WithOnConnect(p.onConnect),
+		netpoll.WithOnDisconnect(p.onDisconnect),
 		netpoll.WithReadTimeout(cfg.IdleTimeout),
 		netpoll.WithWriteTimeout(clientWriteTimeout))
 	if err != nil {
@@ -474,6 +475,26 @@ func (p *proxy) onConnect(ctx context.Context, c netpoll.Connection) context.Con
 		cc.closeIfIdle()
 	}
 	return ctx
+}
+
+// onDisconnect is netpoll's OnDisconnect: its poller saw the client's
+// FIN or a reset, maybe while a request is being served. It runs on the
+// poller: a look at the state, and for a busy connection, or an idle one
+// with a request buffered that OnRequest has yet to take (one sent just
+// before the reset), a look at the socket (clientGone). The usual end of
+// a keep-alive connection, idle with nothing buffered, costs no system
+// call.
+func (p *proxy) onDisconnect(ctx context.Context, c netpoll.Connection) {
+	cc, _ := ctx.Value(ccKey{}).(*clientConn)
+	if cc == nil {
+		return
+	}
+	if st := cc.state.Load(); st != stBusy && (st != stIdle || c.Reader().Len() == 0) {
+		return
+	}
+	if fc, ok := c.(interface{ Fd() int }); ok {
+		cc.clientGone(fc.Fd())
+	}
 }
 
 // onRequest is netpoll's OnRequest: it runs on a gopool goroutine when

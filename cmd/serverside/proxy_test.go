@@ -71,7 +71,7 @@ func startProxyConfig(t *testing.T, cfg engine.Config, origins ...string) string
 // (clientConfig.ViaName), which tests find in the Via it adds.
 const testViaName = "proxy.test"
 
-func startProxyClient(t *testing.T, cfg engine.Config, ccfg clientConfig, origins ...string) string {
+func startProxyClient(t testing.TB, cfg engine.Config, ccfg clientConfig, origins ...string) string {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Shards, cfg.Logger = 2, logger
@@ -87,7 +87,7 @@ func startProxyClient(t *testing.T, cfg engine.Config, ccfg clientConfig, origin
 
 // startServe serves p on a free loopback port, and returns the address
 // and what Serve returns; the caller shuts p down.
-func startServe(t *testing.T, p *proxy) (string, <-chan error) {
+func startServe(t testing.TB, p *proxy) (string, <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -100,7 +100,7 @@ func startServe(t *testing.T, p *proxy) (string, <-chan error) {
 
 // serveProxy serves p on a free loopback port until the test ends, then
 // shuts it down, and returns its address.
-func serveProxy(t *testing.T, p *proxy) string {
+func serveProxy(t testing.TB, p *proxy) string {
 	t.Helper()
 	addr, done := startServe(t, p)
 	t.Cleanup(func() {
