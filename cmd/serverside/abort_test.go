@@ -8,10 +8,14 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/serverside-go/serverside/bench"
+	"github.com/serverside-go/serverside/engine"
+	"golang.org/x/sys/unix"
 )
 
 // stallingOrigin answers /ok and /slow (after 300 ms), and stalls on
@@ -210,4 +214,154 @@ func TestClientResetMidDownloadFromNginx(t *testing.T) {
 	if s := p.eng.Stats()[up]; s.Pool.Dialed != 2 {
 		t.Errorf("%d dials, want 2: the next request on a new connection", s.Pool.Dialed)
 	}
+}
+
+// TestClientFINNotTakenForResetOnReusedFd: netpoll runs OnDisconnect on
+// a goroutine of its own, after its poller let go of the fd, and a
+// request served meanwhile may take the connection off netpoll (a
+// chunked upload detaches it), which closes that fd: the connection goes
+// on with a duplicate, and the fd's number may be another socket's, a
+// reset one, by the time OnDisconnect looks at it. A client that sent a
+// chunked POST and then its FIN still gets its answer: OnDisconnect looks
+// at its own socket, or not at all. Hooks order it: the request waits
+// for OnDisconnect (the client's FIN), which waits until the connection
+// is detached and a reset socket of the test's has its old fd number.
+func TestClientFINNotTakenForResetOnReusedFd(t *testing.T) {
+	bench.CheckLeaks(t)
+	o, _, _ := stallingOrigin(t)
+	var (
+		armed        atomic.Bool
+		victim       atomic.Pointer[clientConn]
+		victimFd     atomic.Int32
+		disconnected = make(chan struct{})
+		reused       = make(chan struct{})
+		hookTimeout  atomic.Bool
+	)
+	wait := func(ch chan struct{}) {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			hookTimeout.Store(true)
+		}
+	}
+	ccfg := clientConfig{AccessLog: true, ViaName: testViaName,
+		prepareHook: func(cc *clientConn) {
+			if armed.Load() {
+				victimFd.Store(int32(cc.c.(interface{ Fd() int }).Fd()))
+				victim.Store(cc)
+			}
+		},
+		requestHook: func(cc *clientConn) {
+			if cc == victim.Load() {
+				wait(disconnected)
+			}
+		},
+		disconnectHook: func(cc *clientConn) {
+			if cc == victim.Load() {
+				close(disconnected)
+				wait(reused)
+			}
+		},
+	}
+	px := startProxyClient(t, engine.Config{}, ccfg, "http://"+o.Addr())
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // before the fd number is free
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// A keep-alive upstream connection for the upload's request, so that
+	// no dial takes the fd number the detach frees.
+	w, wbr := dialClient(t, px)
+	if _, err := io.WriteString(w, "GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(wbr, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("warm-up: %v %v", resp, err)
+	}
+	armed.Store(true)
+
+	c, _ := dialClient(t, px)
+	// The request comes once OnConnect is done: netpoll would otherwise
+	// run OnDisconnect after it, before the request's hook.
+	waitFor(t, "the connection idle", func() bool {
+		cc := victim.Load()
+		return cc != nil && cc.state.Load() == stIdle
+	})
+	if _, err := io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-disconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnDisconnect for the client's FIN")
+	}
+	waitFor(t, "the connection detached", func() bool { return victim.Load().detached.Load() })
+	n := int(victimFd.Load())
+	rc := resetSocketAt(t, ln, n)
+	defer rc.Close()
+	close(reused)
+	all, err := io.ReadAll(c)
+	if err != nil || !strings.HasPrefix(string(all), "HTTP/1.1 200 ") || !strings.HasSuffix(string(all), "\r\n\r\nslow") {
+		t.Fatalf("the half-closed client's POST: %v, got %q", err, all)
+	}
+	if hookTimeout.Load() {
+		t.Fatal("a hook timed out")
+	}
+}
+
+// resetSocketAt returns a connection to ln whose socket has fd number n,
+// free, and which ln's side has reset (TCP_CLOSE).
+func resetSocketAt(t *testing.T, ln net.Listener, n int) net.Conn {
+	t.Helper()
+	var holes []int
+	defer func() {
+		for _, fd := range holes {
+			syscall.Close(fd)
+		}
+	}()
+	for {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fd >= n {
+			syscall.Close(fd)
+			break
+		}
+		holes = append(holes, fd)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	_ = s.(*net.TCPConn).SetLinger(0)
+	s.Close()
+	fd := -1
+	if rc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+		_ = rc.Control(func(f uintptr) { fd = int(f) })
+	}
+	var state uint8
+	for range 100 {
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil {
+			state = ti.State
+		}
+		if state == tcpClose {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fd != n || state != tcpClose {
+		c.Close()
+		t.Fatalf("the reset socket has fd %d (want %d), state %d (want %d)", fd, n, state, tcpClose)
+	}
+	return c
 }

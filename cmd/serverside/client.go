@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -158,6 +159,15 @@ type clientConn struct {
 	// (engine.Request.Abort), set up with the connection, at no cost per
 	// request.
 	abort engine.Abort
+
+	// hupMu orders onDisconnect's look at the socket of hupConn, the
+	// netpoll connection, with that connection's close callback, which
+	// sets hupConn to nil first: netpoll runs OnDisconnect on a goroutine
+	// of its own, which may come after the callback, once the fd is
+	// closed (netpoll's, or a detach's, which goes on with a duplicate)
+	// and its number maybe another socket's.
+	hupMu   sync.Mutex
+	hupConn netpoll.Connection
 
 	// watchFd is the socket of a detached connection in the parking
 	// lot's set (parkLot.watch), -1 when it is not.

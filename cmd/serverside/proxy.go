@@ -75,6 +75,9 @@ type clientConfig struct {
 	// acceptHook, for tests, runs in the lot's Accept, on netpoll's
 	// poller, just before it accepts a connection.
 	acceptHook func()
+	// disconnectHook, for tests, runs in onDisconnect before it looks
+	// at the connection.
+	disconnectHook func(*clientConn)
 	// AccessLog logs one line per request.
 	AccessLog bool
 	// ConnectPorts are the ports CONNECT may reach; the zero value allows
@@ -428,10 +431,18 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 	if h := p.cfg.prepareHook; h != nil {
 		h(cc)
 	}
+	cc.hupMu.Lock()
+	cc.hupConn = c
+	cc.hupMu.Unlock()
 	// Close callbacks run after the last OnRequest of c has returned
 	// (netpoll defers them while one runs), on whichever goroutine closed
 	// c or netpoll's hang-up goroutine.
 	_ = c.AddCloseCallback(func(c netpoll.Connection) error {
+		cc.hupMu.Lock()
+		if cc.hupConn == c {
+			cc.hupConn = nil // its fd is closed from here on
+		}
+		cc.hupMu.Unlock()
 		switch {
 		case cc.detaching:
 			// netpoll leaves the fd of a detached connection open.
@@ -478,15 +489,27 @@ func (p *proxy) onConnect(ctx context.Context, c netpoll.Connection) context.Con
 }
 
 // onDisconnect is netpoll's OnDisconnect: its poller saw the client's
-// FIN or a reset, maybe while a request is being served. It runs on the
-// poller: a look at the state, and for a busy connection, or an idle one
-// with a request buffered that OnRequest has yet to take (one sent just
-// before the reset), a look at the socket (clientGone). The usual end of
-// a keep-alive connection, idle with nothing buffered, costs no system
-// call.
+// FIN or a reset, maybe while a request is being served. It runs on a
+// goroutine netpoll starts for the poller's hang-ups, once the poller let
+// go of the fd: a look at the state, and for a busy connection, or an
+// idle one with a request buffered that OnRequest has yet to take (one
+// sent just before the reset), a look at the socket (clientGone), unless
+// the connection's close callback has begun (hupMu): the fd may be
+// another socket's then (TestClientFINNotTakenForResetOnReusedFd), and a
+// detached connection's reset is the parking lot's to see. The usual end
+// of a keep-alive connection, idle with nothing buffered, costs no
+// system call.
 func (p *proxy) onDisconnect(ctx context.Context, c netpoll.Connection) {
 	cc, _ := ctx.Value(ccKey{}).(*clientConn)
 	if cc == nil {
+		return
+	}
+	if h := p.cfg.disconnectHook; h != nil {
+		h(cc)
+	}
+	cc.hupMu.Lock()
+	defer cc.hupMu.Unlock()
+	if cc.hupConn != c {
 		return
 	}
 	if st := cc.state.Load(); st != stBusy && (st != stIdle || c.Reader().Len() == 0) {
