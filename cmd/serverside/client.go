@@ -48,6 +48,8 @@ const (
 // until netpoll has registered its fd (onConnect): nothing may close or
 // park it meanwhile, since netpoll would then register an fd its close
 // had already closed, whose number another connection may have by then.
+// Moved is a connection the lot keeps as a record (park.go): its
+// clientConn is done with, and a new one is made when it comes back.
 const (
 	stIdle int32 = iota
 	stBusy
@@ -57,6 +59,7 @@ const (
 	stParking
 	stParked
 	stJoining
+	stMoved
 )
 
 // lingerTime bounds how long a lingering connection absorbs what its

@@ -230,13 +230,14 @@ func (cc *clientConn) parkDetached() bool {
 	cc.detaching = false
 	cc.detached.Store(false)
 	cc.closer.Store(closerOf{parkedCloser{cc}})
-	if !cc.p.lot.park(cc, fd) {
+	parked, moved := cc.p.lot.park(cc, fd)
+	if !parked {
 		syscall.Close(fd)
 		cc.state.Store(stClosing)
 		cc.unregister()
 		return true
 	}
-	cc.parkedNow()
+	cc.parkedNow(moved)
 	return true
 }
 

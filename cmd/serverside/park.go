@@ -25,15 +25,16 @@ import (
 // connection on which no request started for parkAfter leaves netpoll:
 // the sweeper closes netpoll's connection, and a duplicate of its fd
 // waits in the parking lot, an epoll set of the proxy's own, until the
-// client sends again or goes; then it costs its clientConn and nothing
-// else.
+// client sends again or goes; then it costs a 40-byte record (parkRec),
+// or its clientConn if it authenticated.
 //
 // The lot is also the listener netpoll serves. Its fd is the epoll set's,
 // which holds the listening socket besides the parked connections, so
 // netpoll's poller wakes for either, and Accept returns a new connection
 // or a parked one with bytes to read, which netpoll takes back as if just
-// accepted (onPrepare finds its clientConn in the lot). Parking costs no
-// goroutine or thread of its own, and no system call on a request's way.
+// accepted (onPrepare finds its clientConn, or its record, in the lot).
+// Parking costs no goroutine or thread of its own, and no system call on
+// a request's way.
 //
 // The hand-over to the lot is safe whatever the client does meanwhile:
 // netpoll's close takes the fd out of its epoll set first, and quiesce then
@@ -45,15 +46,29 @@ import (
 // parkLot is the epoll set of parked client connections, and the
 // listener netpoll accepts from. Its fields are guarded by mu, which
 // every transition out of stParked holds.
+//
+// Most parked connections keep no clientConn: what coming back needs
+// (the pin key, which also names the shard, the idle time, the client's
+// address) is a parkRec in recs, a slice indexed by fd (fds are small
+// and dense), and a new clientConn is made when the lot gives the
+// connection back. A connection that authenticated keeps its clientConn
+// (parked, back): the pin registry and the engine's pinned session refer
+// to it.
 type parkLot struct {
 	epfd, lnfd int
 	addr       net.Addr
 	log        *slog.Logger
-	parkedN    atomic.Int64 // len(parked), for the metrics
+	parkedN    atomic.Int64 // connections waiting in the set, for the metrics
+	// recN counts the parkRecs in use (parked, or given back until
+	// onPrepare has made their clientConn): connections no shard holds.
+	recN atomic.Int64
+	// dropped is called (outside mu) for each record closed by the lot:
+	// the connection is gone.
+	dropped func()
 
 	mu     sync.Mutex
 	closed bool
-	parked map[int]*clientConn // fd → connection waiting in the set
+	parked map[int]*clientConn // fd → connection waiting in the set, kept whole
 	back   map[int]*clientConn // fd → connection Accept gave back, until onPrepare
 	// fresh maps the fd of a connection just accepted, held back from
 	// netpoll in a race build (holdFresh), to its client's address.
@@ -63,6 +78,7 @@ type parkLot struct {
 	// reset aborts the request being served (clientGone), as netpoll's
 	// OnDisconnect does on netpoll.
 	watched map[int]*clientConn
+	recs    []parkRec // fd → connection waiting in the set, or given back, as a record
 	events  [1]syscall.EpollEvent
 	// pause is the wait before the listening socket, taken out of the
 	// set after accept4 failed (out of fds), goes back in (resume); 0
@@ -71,6 +87,72 @@ type parkLot struct {
 	resume *time.Timer
 	// acceptHook is clientConfig.acceptHook.
 	acceptHook func()
+}
+
+// parkRec is a parked connection that kept no clientConn. It holds no
+// pointer: the GC does not scan the lot's records.
+type parkRec struct {
+	serial    uint64 // the connection's pin key: its accept serial
+	idleSince int64  // unix nanoseconds, as clientConn.idleSince
+	ip        [16]byte
+	port      uint16
+	v4        bool
+	kind      uint8 // recFree, recParked, recBack
+}
+
+// parkRec kinds.
+const (
+	recFree   uint8 = iota
+	recParked       // waiting in the set
+	recBack         // given back to netpoll by Accept, until onPrepare
+)
+
+// recOf is the record of cc, idle and leaving netpoll, and whether the lot
+// may keep it as one: not a connection that authenticated (the pin
+// registry refers to its clientConn, and the engine may hold a session
+// pinned to it), nor one whose client's address has a zone or is not
+// known.
+func recOf(cc *clientConn) (parkRec, bool) {
+	ra := cc.remote.Addr()
+	if cc.authSeen.Load() || cc.pinLost.Load() || !ra.IsValid() || ra.Zone() != "" {
+		return parkRec{}, false
+	}
+	return parkRec{serial: cc.pinKey, idleSince: cc.idleSince.Load(), ip: ra.As16(),
+		port: cc.remote.Port(), v4: ra.Unmap().Is4(), kind: recParked}, true
+}
+
+// remote is the client's address.
+func (r *parkRec) remote() *net.TCPAddr {
+	if r.v4 {
+		return &net.TCPAddr{IP: net.IPv4(r.ip[12], r.ip[13], r.ip[14], r.ip[15]), Port: int(r.port)}
+	}
+	return &net.TCPAddr{IP: append(net.IP(nil), r.ip[:]...), Port: int(r.port)}
+}
+
+// recFor returns the record for fd, growing recs when fd is past its end.
+// l.mu is held.
+func (l *parkLot) recFor(fd int) *parkRec {
+	if fd >= len(l.recs) {
+		if fd >= cap(l.recs) {
+			// Grown by a quarter rather than doubled: recs stays about
+			// the size of the highest fd.
+			n := max(fd+1, cap(l.recs)+cap(l.recs)/4)
+			n = (n + 255) &^ 255
+			recs := make([]parkRec, n)
+			copy(recs, l.recs)
+			l.recs = recs
+		}
+		l.recs = l.recs[:fd+1]
+	}
+	return &l.recs[fd]
+}
+
+// rec returns fd's record if it is of kind k, or nil. l.mu is held.
+func (l *parkLot) rec(fd int, k uint8) *parkRec {
+	if fd < 0 || fd >= len(l.recs) || l.recs[fd].kind != k {
+		return nil
+	}
+	return &l.recs[fd]
 }
 
 // How long the lot stops accepting after accept4 failed: acceptPauseMin
@@ -82,8 +164,9 @@ const (
 )
 
 // newParkLot makes the lot for the listening socket of ln, a
-// *net.TCPListener; the lot has a duplicate of it.
-func newParkLot(ln net.Listener, log *slog.Logger) (*parkLot, error) {
+// *net.TCPListener; the lot has a duplicate of it. dropped is called for
+// each connection kept as a record that the lot closes.
+func newParkLot(ln net.Listener, log *slog.Logger, dropped func()) (*parkLot, error) {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("listener %T has no fd", ln)
@@ -107,7 +190,7 @@ func newParkLot(ln net.Listener, log *slog.Logger) (*parkLot, error) {
 		syscall.Close(lnfd)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	return &parkLot{epfd: epfd, lnfd: lnfd, addr: ln.Addr(), log: log,
+	return &parkLot{epfd: epfd, lnfd: lnfd, addr: ln.Addr(), log: log, dropped: dropped,
 		parked: make(map[int]*clientConn), back: make(map[int]*clientConn), watched: make(map[int]*clientConn)}, nil
 }
 
@@ -127,9 +210,13 @@ func (l *parkLot) Addr() net.Addr { return l.addr }
 // on fails to, and spins, starting a goroutine per try.)
 func (l *parkLot) Accept() (net.Conn, error) {
 	var gone *clientConn
+	goneRec := false
 	defer func() {
 		if gone != nil {
 			gone.unregister()
+		}
+		if goneRec {
+			l.dropped()
 		}
 	}()
 	l.mu.Lock()
@@ -171,6 +258,20 @@ func (l *parkLot) Accept() (net.Conn, error) {
 		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
 		return &pollConn{fd: fd, local: l.addr, remote: remote}, nil
 	}
+	hup := ev.Events&syscall.EPOLLIN == 0 || ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 && !hasData(fd)
+	if r := l.rec(fd, recParked); r != nil {
+		l.parkedN.Add(-1)
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		if hup {
+			r.kind = recFree
+			l.recN.Add(-1)
+			syscall.Close(fd)
+			goneRec = true
+			return nil, nil
+		}
+		r.kind = recBack
+		return &pollConn{fd: fd, local: l.addr, remote: r.remote()}, nil
+	}
 	cc := l.parked[fd]
 	if cc == nil {
 		if wc := l.watched[fd]; wc != nil && wc.state.Load() == stBusy {
@@ -181,7 +282,7 @@ func (l *parkLot) Accept() (net.Conn, error) {
 	delete(l.parked, fd)
 	l.parkedN.Add(-1)
 	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-	if ev.Events&syscall.EPOLLIN == 0 || ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 && !hasData(fd) {
+	if hup {
 		// The client closed (the usual end of an idle keep-alive
 		// connection) or the connection failed, with nothing to read:
 		// no need for netpoll to find that out.
@@ -251,22 +352,34 @@ func (l *parkLot) resumeAccept() {
 }
 
 // park puts cc's fd, just off netpoll, in the set. It reports
-// false, leaving the fd to the caller, once the lot is closed.
-func (l *parkLot) park(cc *clientConn, fd int) bool {
+// false, leaving the fd to the caller, once the lot is closed. A
+// connection that never authenticated (nothing but its shard refers to
+// it) is kept as a record: cc moves to stMoved, and the caller takes it
+// out of its shard (moved is true).
+func (l *parkLot) park(cc *clientConn, fd int) (parked, moved bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return false
+		return false, false
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
 	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		return false
+		return false, false
+	}
+	l.parkedN.Add(1)
+	// The poller may give the fd back as soon as mu is free.
+	if rec, ok := recOf(cc); ok {
+		*l.recFor(fd) = rec
+		l.recN.Add(1)
+		// Whoever still holds cc (a sweeper's list of idle connections,
+		// Shutdown's) finds it done with.
+		cc.state.Store(stMoved)
+		return true, true
 	}
 	cc.fd = fd
 	cc.state.Store(stParked)
 	l.parked[fd] = cc
-	l.parkedN.Add(1)
-	return true
+	return true, false
 }
 
 // watch adds fd, the socket of cc just detached, to the set for its
@@ -322,16 +435,74 @@ func hasData(fd int) bool {
 	return err == nil && n > 0
 }
 
-// takeBack returns the parked connection Accept gave back on fd, or nil
-// for a new connection.
-func (l *parkLot) takeBack(fd int) *clientConn {
+// takeBack returns the parked connection Accept gave back on fd: its
+// clientConn when it kept one, else its record (ok); neither for a new
+// connection. A record's recN stays counted until its connection is in
+// its shard (joined).
+func (l *parkLot) takeBack(fd int) (cc *clientConn, rec parkRec, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	cc := l.back[fd]
+	if r := l.rec(fd, recBack); r != nil {
+		rec, *r = *r, parkRec{}
+		return nil, rec, true
+	}
+	cc = l.back[fd]
 	if cc != nil {
 		delete(l.back, fd)
 	}
-	return cc
+	return cc, parkRec{}, false
+}
+
+// expire closes the connections parked as records and idle since before
+// limit (unix nanoseconds), but not one with bytes from its client in the
+// socket, which the lot has yet to give back (see closeIdleQuiet). The
+// sweeper of the first shard calls it.
+func (l *parkLot) expire(limit int64) {
+	n := 0
+	l.mu.Lock()
+	for fd := range l.recs {
+		r := &l.recs[fd]
+		if r.kind != recParked || r.idleSince >= limit || hasData(fd) {
+			continue
+		}
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		syscall.Close(fd)
+		r.kind = recFree
+		l.recN.Add(-1)
+		l.parkedN.Add(-1)
+		n++
+	}
+	l.mu.Unlock()
+	for range n {
+		l.dropped()
+	}
+}
+
+// closeRecs closes the connections parked as records (Shutdown).
+func (l *parkLot) closeRecs() {
+	l.mu.Lock()
+	n := l.closeRecsLocked()
+	l.mu.Unlock()
+	for range n {
+		l.dropped()
+	}
+}
+
+// closeRecsLocked closes the connections parked as records and returns
+// how many; l.mu is held.
+func (l *parkLot) closeRecsLocked() int {
+	n := 0
+	for fd := range l.recs {
+		if r := &l.recs[fd]; r.kind == recParked {
+			_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+			syscall.Close(fd)
+			r.kind = recFree
+			l.recN.Add(-1)
+			l.parkedN.Add(-1)
+			n++
+		}
+	}
+	return n
 }
 
 // hasInput reports whether cc is parked with bytes from its client in
@@ -376,6 +547,7 @@ func (l *parkLot) Close() error {
 		gone = append(gone, cc)
 	}
 	clear(l.parked)
+	n := l.closeRecsLocked()
 	l.parkedN.Store(0)
 	for fd := range l.fresh {
 		syscall.Close(fd)
@@ -386,6 +558,9 @@ func (l *parkLot) Close() error {
 	l.mu.Unlock()
 	for _, cc := range gone {
 		cc.unregister()
+	}
+	for range n {
+		l.dropped()
 	}
 	return err
 }
@@ -458,22 +633,30 @@ func (cc *clientConn) onParked(c netpoll.Connection) {
 	}
 	cc.c, cc.r, cc.w = nil, nil, nil
 	cc.closer.Store(closerOf{parkedCloser{cc}})
-	if !cc.p.lot.park(cc, fd) {
+	parked, moved := cc.p.lot.park(cc, fd)
+	if !parked {
 		cc.state.Store(stClosing)
 		syscall.Close(fd)
 		cc.unregister()
 		return
 	}
-	cc.parkedNow()
+	cc.parkedNow(moved)
 }
 
-// parkedNow follows a park: it counts it, and closes the connection if
-// the engine ended its pinned session meanwhile (OnPinnedClosed found it
+// parkedNow follows a park: it counts it, takes a connection the lot keeps
+// as a record (moved) out of its shard, and closes the connection if the
+// engine ended its pinned session meanwhile (OnPinnedClosed found it
 // parking, not idle), as the idle connection it is, so that its client
 // logs in again on a new one rather than have its next request answered
 // with a 502.
-func (cc *clientConn) parkedNow() {
+func (cc *clientConn) parkedNow(moved bool) {
 	cc.p.parks.Add(1)
+	if moved {
+		cc.sh.mu.Lock()
+		delete(cc.sh.conns, cc)
+		cc.sh.mu.Unlock()
+		return
+	}
 	if cc.pinLost.Load() {
 		cc.closeIfIdle()
 	}

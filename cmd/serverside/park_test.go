@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/serverside-go/serverside/bench"
@@ -670,49 +672,315 @@ func TestIdleCloseAsRequestArrives(t *testing.T) {
 // (parking comes first): its client's next request is in the socket and
 // the lot has yet to take it back for it (here the lot does not see the
 // fd until the sweeper's tick is over). The tick leaves it parked, and
-// the request is served once the lot takes it back.
+// the request is served once the lot takes it back. For a connection the
+// lot keeps as a record (the sweeper's close is the lot's expire) and for
+// one that authenticated, which keeps its clientConn.
 func TestIdleCloseAsRequestArrivesParked(t *testing.T) {
 	needTools(t)
 	bench.CheckLeaks(t)
 	ng := bench.StartNginx(t, bench.NginxOptions{})
-	p, px := startParkProxy(t, clientConfig{ParkAfter: time.Minute, IdleTimeout: time.Minute}, nil, "http://"+ng.Addr())
-	rc := dialRaw(t, px)
-	rc.getSmall(t, "r=1")
-	var cc *clientConn
-	waitFor(t, "the connection idle", func() bool {
-		p.each(func(c *clientConn) { cc = c })
-		return cc != nil && cc.state.Load() == stIdle
+	for _, whole := range []bool{false, true} {
+		t.Run(fmt.Sprintf("whole=%v", whole), func(t *testing.T) {
+			p, px := startParkProxy(t, clientConfig{ParkAfter: time.Minute, IdleTimeout: time.Minute}, nil, "http://"+ng.Addr())
+			rc := dialRaw(t, px)
+			creds := ""
+			if whole {
+				creds = "Authorization: Basic dTpw\r\n"
+			}
+			rc.write(t, "GET /small?r=1 HTTP/1.1\r\nHost: demo\r\n"+creds+"\r\n")
+			if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+				t.Fatalf("r=1: %d %q", resp.StatusCode, body)
+			}
+			var cc *clientConn
+			waitFor(t, "the connection idle", func() bool {
+				p.each(func(c *clientConn) { cc = c })
+				return cc != nil && cc.state.Load() == stIdle
+			})
+			if !cc.park() {
+				t.Fatal("the idle connection did not park")
+			}
+			waitFor(t, "the connection parked", func() bool { return p.parked() == 1 })
+			l := p.lot
+			l.mu.Lock()
+			fd := -1
+			if whole {
+				if cc.state.Load() == stParked {
+					fd = cc.fd
+				}
+			} else {
+				for i := range l.recs {
+					if l.recs[i].kind == recParked {
+						fd = i
+					}
+				}
+			}
+			if fd < 0 {
+				l.mu.Unlock()
+				t.Fatalf("parked connection not found (whole %v, state %v)", whole, cc.state.Load())
+			}
+			// The lot stops watching the fd, as if its event were still to come.
+			err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+			l.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.write(t, "GET /small?r=2 HTTP/1.1\r\nHost: demo\r\n\r\n")
+			waitFor(t, "the request in the parked socket", func() bool { return hasData(fd) })
+			// The sweeper's tick past the idle timeout, just then.
+			if whole {
+				cc.closeIdleQuiet()
+				if st := cc.state.Load(); st != stParked {
+					t.Fatalf("state %v after the idle close, want the connection still parked", st)
+				}
+			} else {
+				l.expire(time.Now().Add(time.Hour).UnixNano())
+			}
+			if n := p.parked(); n != 1 {
+				t.Fatalf("%d parked after the idle close, want the connection still parked", n)
+			}
+			l.mu.Lock()
+			ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+			err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+			l.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
+				t.Fatalf("r=2: %d %q, want 200 %q", resp.StatusCode, body, bench.SmallBody)
+			}
+			rc.getSmall(t, "r=3")
+		})
+	}
+}
+
+// TestParkedAsRecordResumes: a connection that never authenticated parks
+// as a record, its clientConn dropped, and comes back with a new one that
+// has its pin key, its client's address (in the access log) and its
+// counters: parked and resumed ten times, with two pipelined requests
+// each time, it serves them all in order, and it is still counted as one
+// connection open, accepted once.
+func TestParkedAsRecordResumes(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	var keysMu sync.Mutex
+	keys := make(map[string]map[uint64]bool) // client address → pin keys seen
+	hook := func(cc *clientConn) {
+		keysMu.Lock()
+		defer keysMu.Unlock()
+		a := cc.c.RemoteAddr().String()
+		if keys[a] == nil {
+			keys[a] = make(map[uint64]bool)
+		}
+		keys[a][cc.pinKey] = true
+	}
+	var logs syncBuffer
+	p, px := startParkProxy(t, clientConfig{ParkAfter: 20 * time.Millisecond, IdleTimeout: time.Minute,
+		AccessLog: true, requestHook: hook}, &logs, "http://"+ng.Addr())
+	const n, rounds = 3, 10
+	clients := make([]*rawClient, n)
+	for i := range clients {
+		clients[i] = dialRaw(t, px)
+		clients[i].getSmall(t, fmt.Sprintf("c=%d&k=0", i))
+	}
+	inShards := func() int {
+		m := 0
+		for _, sh := range p.shards {
+			sh.mu.Lock()
+			m += len(sh.conns)
+			sh.mu.Unlock()
+		}
+		return m
+	}
+	for k := 1; k <= rounds; k++ {
+		waitFor(t, "the connections parked as records", func() bool {
+			return p.parked() == n && p.lot.recN.Load() == n && inShards() == 0
+		})
+		if live := p.live(); live != n {
+			t.Fatalf("round %d: %d connections live, want %d", k, live, n)
+		}
+		for i, rc := range clients {
+			rc.write(t, fmt.Sprintf("GET /small?c=%d&k=%d&j=1 HTTP/1.1\r\nHost: demo\r\n\r\n"+
+				"GET /small?c=%d&k=%d&j=2 HTTP/1.1\r\nHost: demo\r\n\r\n", i, k, i, k))
+			for j := 1; j <= 2; j++ {
+				if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody || resp.Close {
+					t.Fatalf("round %d, client %d, request %d: %d %q close %v", k, i, j, resp.StatusCode, body, resp.Close)
+				}
+			}
+		}
+	}
+	if open, acc := p.metrics.open.Load(), p.metrics.accepted.Load(); open != n || acc != n {
+		t.Fatalf("%d connections open, %d accepted; want %d and %d", open, acc, n, n)
+	}
+	if parks := p.parks.Load(); parks < n*rounds {
+		t.Fatalf("%d parks, want at least %d", parks, n*rounds)
+	}
+	keysMu.Lock()
+	seen := make(map[uint64]bool)
+	for a, ks := range keys {
+		if len(ks) != 1 {
+			t.Errorf("client %s had pin keys %v, want one", a, ks)
+		}
+		for k := range ks {
+			if seen[k] {
+				t.Errorf("pin key %d on two clients", k)
+			}
+			seen[k] = true
+		}
+	}
+	keysMu.Unlock()
+	if len(keys) != n {
+		t.Fatalf("requests from %d clients, want %d", len(keys), n)
+	}
+	// Each request logged once, with its client's address, in the order
+	// sent.
+	log := logs.String()
+	for i, rc := range clients {
+		remote := "remote=" + rc.c.LocalAddr().String() + " method=GET target="
+		last := -1
+		for k := 1; k <= rounds; k++ {
+			for j := 1; j <= 2; j++ {
+				line := remote + fmt.Sprintf("\"/small?c=%d&k=%d&j=%d\"", i, k, j)
+				at := strings.Index(log, line)
+				if at < 0 || strings.Count(log, line) != 1 {
+					t.Fatalf("access log has %d of %q:\n%s", strings.Count(log, line), line, log)
+				}
+				if at < last {
+					t.Fatalf("%q logged out of order:\n%s", line, log)
+				}
+				last = at
+			}
+		}
+	}
+	if got, want := len(ng.Requests()), n*(2*rounds+1); got != want {
+		waitFor(t, "nginx's log of every request", func() bool { return len(ng.Requests()) >= want })
+		if got = len(ng.Requests()); got != want {
+			t.Fatalf("nginx saw %d requests, want %d", got, want)
+		}
+	}
+}
+
+// TestRecOf: which connections park as records, and the client address a
+// record gives back.
+func TestRecOf(t *testing.T) {
+	// The size docs/architecture.md and docs/demo.md give.
+	if sz := unsafe.Sizeof(parkRec{}); sz != 40 {
+		t.Errorf("a record is %d bytes, want 40", sz)
+	}
+	for _, tc := range []struct {
+		addr   string
+		auth   bool
+		ok     bool
+		remote string
+	}{
+		{addr: "192.0.2.7:40000", ok: true, remote: "192.0.2.7:40000"},
+		{addr: "[::ffff:192.0.2.7]:40001", ok: true, remote: "192.0.2.7:40001"},
+		{addr: "[2001:db8::1]:443", ok: true, remote: "[2001:db8::1]:443"},
+		{addr: "[fe80::1%eth0]:80"},
+		{addr: "192.0.2.7:40000", auth: true},
+		{addr: ""},
+	} {
+		cc := &clientConn{pinKey: 7}
+		if tc.addr != "" {
+			cc.remote = netip.MustParseAddrPort(tc.addr)
+		}
+		cc.authSeen.Store(tc.auth)
+		cc.idleSince.Store(42)
+		rec, ok := recOf(cc)
+		if ok != tc.ok {
+			t.Errorf("%q auth %v: record %v, want %v", tc.addr, tc.auth, ok, tc.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if got := rec.remote().String(); got != tc.remote || rec.serial != 7 || rec.idleSince != 42 || rec.kind != recParked {
+			t.Errorf("%q: record %+v, address %s; want %s, serial 7, idle since 42, parked", tc.addr, rec, got, tc.remote)
+		}
+	}
+}
+
+// TestShardMapShrinks: once most of a burst of connections has parked as
+// records, the shard's map of connections, which a Go map never shrinks,
+// is made anew, and the connections are served as before.
+func TestShardMapShrinks(t *testing.T) {
+	needTools(t)
+	bench.CheckLeaks(t)
+	ng := bench.StartNginx(t, bench.NginxOptions{})
+	// Long enough for every connection to be open before the first parks.
+	const parkAfter = 4 * time.Second
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, []string{"http://" + ng.Addr()}, engine.Config{Shards: 1, Logger: logger},
+		clientConfig{ParkAfter: parkAfter, IdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := serveProxy(t, p)
+	n := shrinkConnsAt + 76
+	start := time.Now()
+	clients := make([]*rawClient, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 16 {
+				c, err := net.Dial("tcp", px)
+				if err != nil {
+					errs <- err
+					return
+				}
+				rc := &rawClient{c: c, br: bufio.NewReader(c)}
+				clients[i] = rc
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, err := io.WriteString(c, "GET /small HTTP/1.1\r\nHost: demo\r\n\r\n"); err != nil {
+					errs <- err
+					return
+				}
+				resp, err := http.ReadResponse(rc.br, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != 200 || string(b) != bench.SmallBody {
+					errs <- fmt.Errorf("connection %d: %d %q %v", i, resp.StatusCode, b, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, rc := range clients {
+			if rc != nil {
+				rc.c.Close()
+			}
+		}
 	})
-	if !cc.park() {
-		t.Fatal("the idle connection did not park")
-	}
-	waitFor(t, "the connection parked", func() bool { return cc.state.Load() == stParked })
-	// The lot stops watching the fd, as if its event were still to come.
-	l := p.lot
-	l.mu.Lock()
-	fd := cc.fd
-	err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-	l.mu.Unlock()
-	if err != nil {
+	close(errs)
+	for err := range errs {
 		t.Fatal(err)
 	}
-	rc.write(t, "GET /small?r=2 HTTP/1.1\r\nHost: demo\r\n\r\n")
-	waitFor(t, "the request in the parked socket", func() bool { return hasData(fd) })
-	cc.closeIdleQuiet() // the sweeper's tick past the idle timeout, just then
-	if st := cc.state.Load(); st != stParked {
-		t.Fatalf("state %v after the idle close, want the connection still parked", st)
+	sh := p.shards[0]
+	peak := func() int {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		return sh.peak
 	}
-	l.mu.Lock()
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
-	err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
-	l.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
+	if pk := peak(); pk < shrinkConnsAt && time.Since(start) < parkAfter {
+		t.Fatalf("peak %d before the connections parked, want at least %d", pk, shrinkConnsAt)
 	}
-	if resp, body := rc.read(t); resp.StatusCode != 200 || body != bench.SmallBody {
-		t.Fatalf("r=2: %d %q, want 200 %q", resp.StatusCode, body, bench.SmallBody)
+	waitFor(t, "the connections parked and the map made anew", func() bool {
+		return p.parked() == int64(n) && peak() < shrinkConnsAt/4
+	})
+	for _, i := range []int{0, n / 2, n - 1} {
+		clients[i].getSmall(t, fmt.Sprint(i))
 	}
-	rc.getSmall(t, "r=3")
+	if live := p.live(); live != n {
+		t.Fatalf("%d connections live, want %d", live, n)
+	}
 }
 
 // TestFreshConnectionNotTakenForClosed: a connection the lot accepts

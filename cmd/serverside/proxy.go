@@ -184,7 +184,15 @@ type clientShard struct {
 	id    int
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
+	// peak is the most connections conns has held since it was made: a
+	// Go map keeps the room it grew to, so once most of a burst of
+	// connections has parked as records, the sweeper makes a smaller one.
+	peak int
 }
+
+// shrinkConnsAt is the peak from which conns is made anew once it holds
+// under a quarter of it.
+const shrinkConnsAt = 1024
 
 // newProxy builds the proxy and starts its engine. Origins, when given,
 // become ecfg's peer group (round-robin); ecfg may instead carry the group
@@ -382,7 +390,7 @@ func (p *proxy) Serve(ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
-	lot, err := newParkLot(ln, p.log)
+	lot, err := newParkLot(ln, p.log, p.metrics.connClosed)
 	if err != nil {
 		p.mu.Unlock()
 		ln.Close()
@@ -415,18 +423,18 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 	}
 	// The lot accepts with SOCK_CLOEXEC: client sockets stay out of the
 	// processes we start (nginx, curl in tests; helpers later).
-	cc := p.lot.takeBack(fd)
-	if cc != nil {
+	cc, rec, fromRec := p.lot.takeBack(fd)
+	switch {
+	case cc != nil:
 		cc.unpark(c)
-	} else {
-		serial := p.nextSh.Add(1) // never 0: a pin key
-		sh := p.shards[(serial-1)%uint64(len(p.shards))]
-		cc = newClientConn(p, c, sh)
-		cc.pinKey = serial
+	case fromRec:
+		// A connection the lot kept as a record: a new clientConn with
+		// its pin key (and so its shard); it is counted open already.
+		cc = p.addConn(c, rec.serial)
+		p.lot.recN.Add(-1)
+	default:
+		cc = p.addConn(c, p.nextSh.Add(1)) // never 0: a pin key
 		p.metrics.connOpened()
-		sh.mu.Lock()
-		sh.conns[cc] = struct{}{}
-		sh.mu.Unlock()
 	}
 	if h := p.cfg.prepareHook; h != nil {
 		h(cc)
@@ -465,6 +473,19 @@ func (p *proxy) onPrepare(c netpoll.Connection) context.Context {
 }
 
 type ccKey struct{}
+
+// addConn makes the clientConn of c, whose accept serial (pin key) is
+// serial, and adds it to its shard.
+func (p *proxy) addConn(c netpoll.Connection, serial uint64) *clientConn {
+	sh := p.shards[(serial-1)%uint64(len(p.shards))]
+	cc := newClientConn(p, c, sh)
+	cc.pinKey = serial
+	sh.mu.Lock()
+	sh.conns[cc] = struct{}{}
+	sh.peak = max(sh.peak, len(sh.conns))
+	sh.mu.Unlock()
+	return cc
+}
 
 // onConnect is netpoll's OnConnect: it runs on a gopool goroutine once
 // netpoll has registered c's fd, before c's first OnRequest. Only then
@@ -674,7 +695,22 @@ func (p *proxy) sweep(sh *clientShard) {
 					}
 				}
 			}
+			if sh.peak >= shrinkConnsAt && len(sh.conns) < sh.peak/4 {
+				conns := make(map[*clientConn]struct{}, len(sh.conns))
+				for cc := range sh.conns {
+					conns[cc] = struct{}{}
+				}
+				sh.conns, sh.peak = conns, len(conns)
+			}
 			sh.mu.Unlock()
+			if sh.id == 0 {
+				// The connections the lot keeps as records are in no
+				// shard: the first shard's sweeper closes those idle
+				// past the idle timeout.
+				if lot := p.parkLot(); lot != nil {
+					lot.expire(limit)
+				}
+			}
 			// Close outside the lock: close callbacks take it.
 			for _, cc := range victims {
 				cc.closeIdleQuiet()
@@ -685,6 +721,10 @@ func (p *proxy) sweep(sh *clientShard) {
 				}
 				cc.park()
 			}
+			// The lists keep no connection alive: a parked one's
+			// clientConn is garbage once the lot holds its record.
+			clear(victims)
+			clear(parkable)
 			if parking {
 				// Parks since the last tick, by this sweeper or by handlers
 				// (a connection's first request), on any shard.
@@ -736,19 +776,29 @@ func (p *proxy) each(fn func(*clientConn)) {
 	}
 }
 
+// parkLot is the parking lot, nil before Serve.
+func (p *proxy) parkLot() *parkLot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lot
+}
+
 // parked is how many client connections are parked now.
 func (p *proxy) parked() int64 {
-	p.mu.Lock()
-	lot := p.lot
-	p.mu.Unlock()
+	lot := p.parkLot()
 	if lot == nil {
 		return 0
 	}
 	return lot.parkedN.Load()
 }
 
+// live is how many client connections are open: those of the shards, and
+// those the parking lot keeps as records.
 func (p *proxy) live() int {
 	n := 0
+	if lot := p.parkLot(); lot != nil {
+		n += int(lot.recN.Load())
+	}
 	for _, sh := range p.shards {
 		sh.mu.Lock()
 		n += len(sh.conns)
@@ -765,8 +815,11 @@ func (p *proxy) Shutdown(ctx context.Context) error {
 	p.stopOnce.Do(func() { close(p.stop) })
 	p.each((*clientConn).closeIfIdle)
 	p.mu.Lock()
-	started := p.started
+	started, lot := p.started, p.lot
 	p.mu.Unlock()
+	if lot != nil {
+		lot.closeRecs()
+	}
 	var err error
 	if started {
 		// netpoll's Shutdown closes the listener, then closes connections
