@@ -1102,3 +1102,52 @@ func TestFreshConnectionNotTakenForClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseMemoryAfterBurst: the memory parked connections held goes
+// back to the system once their burst is over (a sweep that parked none),
+// not while parking goes on, also the first time; and not again until
+// enough more connections parked.
+func TestReleaseMemoryAfterBurst(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := newProxy(logger, nil, engine.Config{Shards: 1, Logger: logger}, clientConfig{ParkAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	})
+	now := time.Now()
+	p.parks.Store(300)
+	p.releaseMemory(now, 300) // the burst parks
+	if rel := p.parksRel.Load(); rel != 0 {
+		t.Fatalf("released with %d parks while parking went on", rel)
+	}
+	p.parks.Store(1000)
+	p.releaseMemory(now.Add(500*time.Millisecond), 700)
+	if rel := p.parksRel.Load(); rel != 0 {
+		t.Fatalf("released with %d parks while parking went on", rel)
+	}
+	p.releaseMemory(now.Add(time.Second), 0) // the burst is over
+	if rel := p.parksRel.Load(); rel != 1000 {
+		t.Fatalf("released with %d parks counted after the burst, want 1000", rel)
+	}
+	p.parks.Store(1000 + releaseAfterParked - 1)
+	p.releaseMemory(now.Add(3*time.Second), 0)
+	if rel := p.parksRel.Load(); rel != 1000 {
+		t.Fatalf("released again with %d parks, want no release for %d more", rel, releaseAfterParked-1)
+	}
+	// Parking that goes on without a pause: a release once releaseEvery
+	// has passed since the parks began.
+	p.parks.Store(1000 + releaseAfterParked)
+	p.releaseMemory(now.Add(4*time.Second), 1)
+	p.releaseMemory(now.Add(4*time.Second+releaseEvery/2), 1)
+	if rel := p.parksRel.Load(); rel != 1000 {
+		t.Fatalf("released with %d parks, want no release before releaseEvery", rel)
+	}
+	p.releaseMemory(now.Add(3*time.Second+releaseEvery), 1)
+	if rel := p.parksRel.Load(); rel != 1000+releaseAfterParked {
+		t.Fatalf("released with %d parks counted, want %d after releaseEvery", rel, 1000+releaseAfterParked)
+	}
+}

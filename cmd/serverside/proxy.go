@@ -163,17 +163,20 @@ type proxy struct {
 	nextSh       atomic.Uint64
 	closing      atomic.Bool
 
-	evl       netpoll.EventLoop
-	lot       *parkLot     // set by Serve before netpoll accepts from it
-	released  atomic.Int64 // unix nanoseconds of the last memory release
-	parks     atomic.Int64 // connections parked, ever
-	parksRel  atomic.Int64 // parks at the last memory release
-	mu        sync.Mutex   // guards started
-	started   bool         // Serve handed a listener to netpoll
-	serveDone chan struct{}
-	stopOnce  sync.Once
-	stop      chan struct{} // closed by Shutdown: ends the sweepers
-	sweepers  sync.WaitGroup
+	evl      netpoll.EventLoop
+	lot      *parkLot     // set by Serve before netpoll accepts from it
+	released atomic.Int64 // unix nanoseconds of the last memory release
+	parks    atomic.Int64 // connections parked, ever
+	parksRel atomic.Int64 // parks at the last memory release
+	// parksSince is when a sweeper first found parks since the last
+	// memory release (unix nanoseconds), 0 when none.
+	parksSince atomic.Int64
+	mu         sync.Mutex // guards started
+	started    bool       // Serve handed a listener to netpoll
+	serveDone  chan struct{}
+	stopOnce   sync.Once
+	stop       chan struct{} // closed by Shutdown: ends the sweepers
+	sweepers   sync.WaitGroup
 }
 
 // clientShard is one shard of client connections: the set of its live
@@ -741,18 +744,27 @@ func (p *proxy) sweep(sh *clientShard) {
 // a burst of clients went idle, the Go runtime would keep it (netpoll's
 // buffers wait in its pools until two collections have passed, the heap
 // grown for the burst is returned only slowly). recent is how many were
-// parked since the last tick.
+// parked since the last tick. It waits for the burst to end (a tick that
+// parked none), also the first time, so that one release follows the
+// whole burst; releaseEvery counts from the first tick that found parks
+// since the last release.
 func (p *proxy) releaseMemory(now time.Time, recent int64) {
 	rel := p.parksRel.Load()
 	pending := p.parks.Load() - rel
+	if pending <= 0 {
+		return
+	}
+	t := now.UnixNano()
+	p.parksSince.CompareAndSwap(0, t)
 	last := p.released.Load()
-	since := now.UnixNano() - last
-	if pending < releaseAfterParked || !(recent == 0 && since >= int64(releaseGap) || since >= int64(releaseEvery)) {
+	if pending < releaseAfterParked ||
+		!(recent == 0 && t-last >= int64(releaseGap) || t-p.parksSince.Load() >= int64(releaseEvery)) {
 		return
 	}
-	if !p.released.CompareAndSwap(last, now.UnixNano()) || !p.parksRel.CompareAndSwap(rel, rel+pending) {
+	if !p.released.CompareAndSwap(last, t) || !p.parksRel.CompareAndSwap(rel, rel+pending) {
 		return
 	}
+	p.parksSince.Store(0)
 	runtime.GC() // the pools' buffers move to their victim caches
 	debug.FreeOSMemory()
 }
