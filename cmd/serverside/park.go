@@ -437,8 +437,8 @@ func hasData(fd int) bool {
 
 // takeBack returns the parked connection Accept gave back on fd: its
 // clientConn when it kept one, else its record (ok); neither for a new
-// connection. A record's recN stays counted until its connection is in
-// its shard (joined).
+// connection. A record stays counted in recN until onPrepare has put its
+// new clientConn in its shard.
 func (l *parkLot) takeBack(fd int) (cc *clientConn, rec parkRec, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

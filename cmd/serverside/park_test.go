@@ -833,7 +833,9 @@ func TestParkedAsRecordResumes(t *testing.T) {
 		t.Fatalf("requests from %d clients, want %d", len(keys), n)
 	}
 	// Each request logged once, with its client's address, in the order
-	// sent.
+	// sent. (A line is logged once the response went out.)
+	want := n * (2*rounds + 1)
+	waitFor(t, "every request logged", func() bool { return strings.Count(logs.String(), "msg=access") >= want })
 	log := logs.String()
 	for i, rc := range clients {
 		remote := "remote=" + rc.c.LocalAddr().String() + " method=GET target="
@@ -852,7 +854,7 @@ func TestParkedAsRecordResumes(t *testing.T) {
 			}
 		}
 	}
-	if got, want := len(ng.Requests()), n*(2*rounds+1); got != want {
+	if got := len(ng.Requests()); got != want {
 		waitFor(t, "nginx's log of every request", func() bool { return len(ng.Requests()) >= want })
 		if got = len(ng.Requests()); got != want {
 			t.Fatalf("nginx saw %d requests, want %d", got, want)
