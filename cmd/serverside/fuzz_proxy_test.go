@@ -335,8 +335,10 @@ func (o *fuzzOrigin) quiet() bool {
 
 // readResponses reads final responses from c (skipping interim ones)
 // with the strict reference reader, until stop says so, the proxy closes,
-// or the deadline. head(i) says whether the i-th answers a HEAD.
-func readResponses(t *testing.T, c net.Conn, head func(i int) bool, stop func(n int) bool) (resps []*refMsg, partial *refMsg, rest []byte, closed bool) {
+// or the deadline. head(i) says whether the i-th answers a HEAD,
+// http10(i) whether it answers an HTTP/1.0 request (which gets no
+// interim response).
+func readResponses(t *testing.T, c net.Conn, http10, head func(i int) bool, stop func(n int) bool) (resps []*refMsg, partial *refMsg, rest []byte, closed bool) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(fuzzDeadline))
 	var buf []byte
@@ -354,6 +356,10 @@ func readResponses(t *testing.T, c net.Conn, head func(i int) bool, stop func(n 
 			partial = nil
 			buf = buf[m.n:]
 			if m.status >= 100 && m.status < 200 && m.status != 101 {
+				if http10(len(resps)) {
+					// RFC 9110 §15.2: not to an HTTP/1.0 client.
+					t.Fatalf("an HTTP/1.0 client got a %d", m.status)
+				}
 				continue
 			}
 			resps = append(resps, m)
@@ -505,6 +511,7 @@ func checkRequests(t *testing.T, p *fuzzProxy, o *fuzzOrigin, in []byte, split u
 	}
 	errHead := bytes.HasPrefix(bytes.TrimLeft(in[off:], "\r\n"), []byte("HEAD "))
 	resps, partial, rest, closed := readResponses(t, c,
+		func(i int) bool { return i < len(ref) && ref[i].minor == 0 },
 		func(i int) bool { return i < len(ref) && ref[i].method == "HEAD" || i == len(ref) && errHead },
 		func(n int) bool { return !waitClose && n >= len(ref) })
 	_ = c.Close()
@@ -679,6 +686,36 @@ func checkForwarded(fail func(string, ...any), sent, got *refMsg) {
 			fail("field %q: %q not forwarded", f.name, f.value)
 		}
 	}
+	// Host: the client's, or the absolute-form target's authority
+	// (RFC 9112 §3.2.2), which a reverse proxy forwards in origin form.
+	wantHost, _ := sent.get("Host")
+	if i := strings.Index(sent.target, "://"); i > 0 && !strings.HasPrefix(sent.target, "/") {
+		wantHost = sent.target[i+3:]
+		if j := strings.IndexAny(wantHost, "/?"); j >= 0 {
+			wantHost = wantHost[:j]
+		}
+	}
+	// (One without, or empty, gets the origin's.)
+	if h, _ := got.get("Host"); wantHost != "" && h != wantHost || len(got.list("Host")) > 1 {
+		fail("Host %q forwarded as %q, want %q", sent.target, h, wantHost)
+	}
+	// Nothing the client did not send, but for what a proxy sets.
+	for _, g := range got.fields {
+		switch strings.ToLower(g.name) {
+		case "via", "connection", "host", "content-length", "transfer-encoding", "upgrade", "max-forwards":
+			continue
+		}
+		found := false
+		for _, f := range sent.fields {
+			if strings.EqualFold(g.name, f.name) && g.value == f.value {
+				found = true
+				break
+			}
+		}
+		if !found {
+			fail("field %q: %q forwarded, not sent", g.name, g.value)
+		}
+	}
 }
 
 // fuzzRequestSeeds are hostile request streams.
@@ -752,6 +789,8 @@ var fuzzRequestSeeds = []string{
 	"GET /a HTTP/1.2\r\nHost: o\r\n\r\n",
 	// Expect, Upgrade, CONNECT, TRACE, hop-by-hop tricks.
 	"POST /a HTTP/1.1\r\nHost: o\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+	"POST /a HTTP/1.0\r\nHost: o\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+	"POST /a HTTP/1.1\r\nHost: o\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
 	"GET /a HTTP/1.1\r\nHost: o\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
 	"CONNECT o:443 HTTP/1.1\r\nHost: o:443\r\n\r\nGET /b HTTP/1.1\r\nHost: o\r\n\r\n",
 	"TRACE /a HTTP/1.1\r\nHost: o\r\nMax-Forwards: 0\r\n\r\nGET /b HTTP/1.1\r\nHost: o\r\n\r\n",
@@ -844,11 +883,12 @@ func checkResponses(t *testing.T, p *fuzzProxy, o *fuzzOrigin, ro *respOrigin, r
 	b := resp
 	for {
 		if head {
+			// A response to HEAD ends with its head whatever its
+			// fields say (RFC 9112 §6.3 rule 1, before the rules on
+			// Transfer-Encoding and Content-Length).
 			want, wantErr = refReadHead(b, false, true)
 			if wantErr == nil {
-				if wantErr = refFramingOf(want, false); wantErr == nil {
-					want.framing, want.n, want.keepAlive = refNoBody, want.headLen, refKeep(want, want.minor >= 1)
-				}
+				want.framing, want.n, want.keepAlive = refNoBody, want.headLen, refKeep(want, want.minor >= 1)
 			}
 		} else {
 			want, wantErr = refReadMessage(b, false, true, !keep)
@@ -895,7 +935,7 @@ func checkResponses(t *testing.T, p *fuzzProxy, o *fuzzOrigin, ro *respOrigin, r
 	if _, err := io.WriteString(c1, r1); err != nil {
 		t.Fatal(err)
 	}
-	resps, partial, rest, closed := readResponses(t, c1, func(int) bool { return head }, func(n int) bool { return n >= 1 })
+	resps, partial, rest, closed := readResponses(t, c1, func(int) bool { return http10 }, func(int) bool { return head }, func(n int) bool { return n >= 1 })
 	failed := false
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -970,7 +1010,7 @@ func checkResponses(t *testing.T, p *fuzzProxy, o *fuzzOrigin, ro *respOrigin, r
 	if _, err := io.WriteString(c2, "GET /r2 HTTP/1.1\r\nHost: fuzz\r\n\r\n"); err != nil {
 		fail("second request: %v", err)
 	}
-	resps2, _, _, _ := readResponses(t, c2, func(int) bool { return false }, func(n int) bool { return n >= 1 })
+	resps2, _, _, _ := readResponses(t, c2, func(int) bool { return false }, func(int) bool { return false }, func(n int) bool { return n >= 1 })
 	if !late {
 		if len(resps2) != 1 {
 			fail("second request: %d responses", len(resps2))
