@@ -396,7 +396,8 @@ func readResponses(t *testing.T, c net.Conn, http10, head func(i int) bool, stop
 }
 
 // refReadResponse reads a response of the proxy's, strictly; one to a
-// HEAD has no body.
+// HEAD has no body, whatever its fields say (RFC 9112 §6.3 rule 1: the
+// proxy relays a HEAD response's Transfer-Encoding as it came).
 func refReadResponse(b []byte, head, closed bool) (*refMsg, error) {
 	if !head {
 		return refReadMessage(b, false, false, closed)
@@ -405,10 +406,7 @@ func refReadResponse(b []byte, head, closed bool) (*refMsg, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := refFramingOf(m, false); err != nil {
-		return m, err
-	}
-	m.framing, m.n, m.body = refNoBody, m.headLen, nil
+	m.framing, m.n, m.keepAlive = refNoBody, m.headLen, refKeep(m, m.minor >= 1)
 	return m, nil
 }
 
