@@ -111,7 +111,7 @@ func (a *Abort) Abort() {
 	a.busy = nil
 	a.mu.Unlock()
 	if c != nil {
-		_ = c.Close()
+		c.closeAtOnce()
 	}
 }
 

@@ -453,3 +453,59 @@ func TestInlineBodyKeptWhenPartlyWritten(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortTLSDoesNotWaitForPeer: an abort closes a TLS connection at
+// once even when its origin stopped reading and the send buffer is full.
+// A plain close sends close_notify first, which waits up to 5 s for room:
+// on netpoll's poller (the demo's abort on a client's reset runs there),
+// that would stall every connection it serves.
+func TestAbortTLSDoesNotWaitForPeer(t *testing.T) {
+	checkLeaks(t)
+	pki := bench.NewPKI(t, "origin.test")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pki.CAPEM)
+	release := make(chan struct{})
+	defer close(release)
+	o := newOrigin(t, func(raw net.Conn, _ *bufio.Reader) {
+		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{pki.Server}})
+		if c.Handshake() != nil {
+			return
+		}
+		<-release // reads nothing more
+	})
+	raw, err := net.Dial("tcp", o.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ClientTLS(context.Background(), o.addr(), raw, time.Second, &tls.Config{ServerName: "origin.test", RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Fill the socket's send buffer under the TLS layer, which stays
+	// intact: the origin's receive window and our buffer fill up.
+	// Smaller and smaller writes, so that not even an alert's few bytes
+	// fit.
+	junk := make([]byte, 64<<10)
+	for _, size := range []int{64 << 10, 1 << 10, 16, 1} {
+		for i := 0; i < 4096; i++ {
+			_ = raw.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+			if _, err := raw.Write(junk[:size]); err != nil {
+				break
+			}
+		}
+	}
+	_ = raw.SetWriteDeadline(time.Time{})
+	var a Abort
+	if !a.watch(c) {
+		t.Fatal("watch refused")
+	}
+	start := time.Now()
+	a.Abort()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Abort took %v: it waited for the peer to read the close_notify", d)
+	}
+	if !a.Aborted() || c.State() != Closed && c.State() != Closing {
+		t.Fatalf("aborted %v, state %v", a.Aborted(), c.State())
+	}
+}

@@ -278,7 +278,7 @@ func (c *Conn) Alive() bool {
 // as alive. A request that could not go again after meeting the close (a
 // POST, which goes again only when the upstream's TCP shows it never
 // received it, or one whose body cannot be had again) is then lost, so
-// // its caller probes first. One system call. A Go net connection (TLS,
+// its caller probes first. One system call. A Go net connection (TLS,
 // Config.GoNetIO) is looked at the same way, under its TLS layers,
 // whatever the grace in which Alive takes it as alive without a look
 // (goProbeGrace after its last exchange).
@@ -296,6 +296,24 @@ func (c *Conn) Probe() bool {
 		alive = err == unix.EAGAIN || err == unix.EWOULDBLOCK
 	})
 	return ok && alive
+}
+
+// closeAtOnce closes the connection without waiting on its peer: a TLS
+// connection's close sends close_notify, which waits (up to its write
+// deadline) for room in a send buffer an origin that stopped reading
+// keeps full, so the socket under the TLS layers is closed first and the
+// alert fails at once. For an abort, which may run on netpoll's poller:
+// the exchange it ends needs no orderly close.
+func (c *Conn) closeAtOnce() {
+	c.mu.Lock()
+	gc, closed := c.gc, c.closed
+	c.mu.Unlock()
+	if gc != nil && !closed {
+		if sock, _ := socketUnder(gc); sock != nil && sock != gc {
+			_ = sock.Close()
+		}
+	}
+	_ = c.Close()
 }
 
 // Close closes the connection. It is idempotent and safe from any
