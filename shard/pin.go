@@ -46,7 +46,11 @@ func (s *Shard) runPinned(t *Task, ss *session) {
 		s.finish(t, goneErr(t))
 	case ss.busy:
 		ss.queue = append(ss.queue, t)
-	case !ss.c.Alive():
+	case !ss.c.Alive() || !ss.c.Probe():
+		// A pinned request never goes again, so the socket is looked at
+		// (Probe), as for a pooled request that could not: a close
+		// already in the kernel is answered ErrPinnedGone before the
+		// request meets it.
 		s.endSession(t.PinKey, ss, true)
 		s.finish(t, goneErr(t))
 	default:

@@ -326,3 +326,64 @@ func TestEndSessionsHandshakeInFlight(t *testing.T) {
 	set.Close(5 * time.Second)
 	pool.Close()
 }
+
+// goNetDialer dials Go net connections (conn.NewGo), as the engine's
+// Config.GoNetIO and TLS dialers do.
+type goNetDialer struct{}
+
+func (goNetDialer) Dial(ctx context.Context, addr string) (*conn.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return conn.NewGo(addr, nc), nil
+}
+
+// TestPinnedGoNetCloseSeenBeforeUse: the upstream closes a pinned Go net
+// connection right after its responses; the session's next request, a
+// moment later (within the pool's grace, in which Alive takes a Go net
+// connection that carried more than one exchange as alive without a
+// look), fails with ErrPinnedGone without being sent: a pinned request
+// never goes again, so the socket is looked at first.
+func TestPinnedGoNetCloseSeenBeforeUse(t *testing.T) {
+	checkLeaks(t)
+	o := bench.NewOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for i := 0; i < 2; i++ {
+			if _, err := bench.ReadHead(br); err != nil {
+				return
+			}
+			_, _ = fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		}
+		// Closed without a word after the second response.
+	})
+	pool := poolset.New[*conn.Conn](poolset.Config{})
+	var reg Registry
+	set, err := New(Config{Shards: 1, ProbeInterval: time.Hour}, pool, &reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	for i := 0; i < 2; i++ {
+		tk := task(t, context.Background(), o.Addr(), done)
+		tk.PinKey, tk.Pin, tk.Dialer = 4, true, goNetDialer{}
+		set.Submit(tk)
+		if err := <-done; err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	time.Sleep(10 * time.Millisecond) // the close reaches our kernel
+	tk := task(t, context.Background(), o.Addr(), done)
+	tk.PinKey, tk.Dialer = 4, goNetDialer{}
+	set.Submit(tk)
+	err = <-done
+	if !errors.Is(err, ErrPinnedGone) {
+		t.Fatalf("request after the close: %v, want ErrPinnedGone", err)
+	}
+	if e := conn.AsError(err); e == nil || e.Written {
+		t.Fatalf("request after the close: %#v, want one never sent", e)
+	}
+	set.Unpin(4)
+	set.Close(5 * time.Second)
+	pool.Close()
+}
