@@ -175,9 +175,9 @@ type upstreamRow struct {
 	Busy       int    `json:"busy"`
 	Idle       int    `json:"idle"`
 	Pinned     int    `json:"pinned"`
-	// TunnelsOpen counts the CONNECT tunnels through this parent open
-	// now, each holding a slot of its max_conns; each is also a busy
-	// connection under a key of its own.
+	// TunnelsOpen counts the CONNECT tunnels through this parent open or
+	// being opened now, each holding a slot of its max_conns; each is also
+	// a busy (or connecting) connection under a key of its own.
 	TunnelsOpen   int               `json:"tunnels_open"`
 	Waiting       int               `json:"waiting"`
 	Requests      uint64            `json:"requests"`
@@ -215,9 +215,9 @@ type peerRow struct {
 	Busy       int    `json:"busy"`
 	Idle       int    `json:"idle"`
 	Pinned     int    `json:"pinned"`
-	// TunnelsOpen counts the CONNECT tunnels through this parent open
-	// now, each holding a slot of its max_conns; each is also one of the
-	// busy connections.
+	// TunnelsOpen counts the CONNECT tunnels through this parent open or
+	// being opened now, each holding a slot of its max_conns; each is also
+	// one of the busy (or connecting) connections.
 	TunnelsOpen int    `json:"tunnels_open"`
 	Waiting     int    `json:"waiting"`
 	Picks       uint64 `json:"picks"`    // balancer choices, probes included
@@ -569,7 +569,7 @@ func (a *admin) writeMetrics(b *bytes.Buffer, doc statusDoc) {
 			e.sample(name, u64(v(r)), upstreamLabels(r)...)
 		}
 	}
-	gauge("serverside_upstream_tunnels_open", "CONNECT tunnels through the upstream (a parent) open now, each holding a slot of its max_conns; each is also a busy connection under an upstream key of its own.",
+	gauge("serverside_upstream_tunnels_open", "CONNECT tunnels through the upstream (a parent) open or being opened now, each holding a slot of its max_conns; each is also a busy connection under an upstream key of its own.",
 		func(r upstreamRow) string { return strconv.Itoa(r.TunnelsOpen) })
 	gauge("serverside_upstream_waiting", "Requests queued for a connection to the upstream.",
 		func(r upstreamRow) string { return strconv.Itoa(r.Waiting) })
@@ -684,7 +684,7 @@ func writePeerMetrics(e expo, peers []peerRow) {
 			e.sample("serverside_peer_connections", strconv.Itoa(st.n), labels(r, "state", st.name)...)
 		}
 	}
-	gauge("serverside_peer_tunnels_open", "CONNECT tunnels through the peer (a parent) open now, each holding a slot of its max_conns; each is also one of its busy connections.",
+	gauge("serverside_peer_tunnels_open", "CONNECT tunnels through the peer (a parent) open or being opened now, each holding a slot of its max_conns; each is also one of its busy connections.",
 		func(r peerRow) string { return strconv.Itoa(r.TunnelsOpen) })
 	gauge("serverside_peer_waiting", "Requests queued for a connection to the peer.",
 		func(r peerRow) string { return strconv.Itoa(r.Waiting) })
