@@ -250,9 +250,12 @@ func (e *env) startProxyOnce(kind proxyKind, o *origin, forward bool) (*proc, st
 	var stopSig syscall.Signal
 	switch kind {
 	case kindServerside, kindServersideB, kindServersidePipelined:
-		argv = []string{e.serverside, "-listen", addr, "-access-log=false", "-shards", "1", "-connect-ports", "any"}
+		argv = []string{e.serverside, "-listen", addr, "-access-log=false", "-shards", "1"}
 		switch {
 		case forward:
+			// CONNECT is for forward mode: with -origin the flag is
+			// refused.
+			argv = append(argv, "-connect-ports", "any")
 		case kind == kindServersidePipelined:
 			argv = append(argv, "-origin", "http://"+o.addr+"?pipeline="+strconv.Itoa(e.pipeline))
 		default:
