@@ -465,11 +465,7 @@ func (l *parkLot) expire(limit int64) {
 		if r.kind != recParked || r.idleSince >= limit || hasData(fd) {
 			continue
 		}
-		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-		syscall.Close(fd)
-		r.kind = recFree
-		l.recN.Add(-1)
-		l.parkedN.Add(-1)
+		l.closeRecLocked(fd, r)
 		n++
 	}
 	l.mu.Unlock()
@@ -494,15 +490,21 @@ func (l *parkLot) closeRecsLocked() int {
 	n := 0
 	for fd := range l.recs {
 		if r := &l.recs[fd]; r.kind == recParked {
-			_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-			syscall.Close(fd)
-			r.kind = recFree
-			l.recN.Add(-1)
-			l.parkedN.Add(-1)
+			l.closeRecLocked(fd, r)
 			n++
 		}
 	}
 	return n
+}
+
+// closeRecLocked closes fd, a connection parked as the record r, and
+// frees r; l.mu is held.
+func (l *parkLot) closeRecLocked(fd int, r *parkRec) {
+	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+	syscall.Close(fd)
+	r.kind = recFree
+	l.recN.Add(-1)
+	l.parkedN.Add(-1)
 }
 
 // hasInput reports whether cc is parked with bytes from its client in
