@@ -69,41 +69,10 @@ import (
 // its "operator has critical problem" log while a cancelled dial resets
 // that operator's fields.
 func TestSoak(t *testing.T) {
-	if os.Getenv("SERVERSIDE_SOAK") == "" {
-		t.Skip("set SERVERSIDE_SOAK=1 to run the soak test")
-	}
-	dur := 60 * time.Second
-	if v := os.Getenv("SERVERSIDE_SOAK_TIME"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("SERVERSIDE_SOAK_TIME: %v", err)
-		}
-		dur = d
-	}
-	maxReqs := int64(200000)
-	if v := os.Getenv("SERVERSIDE_SOAK_REQUESTS"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			t.Fatalf("SERVERSIDE_SOAK_REQUESTS: %v", err)
-		}
-		maxReqs = n
-	}
-	callers := 64
-	if v := os.Getenv("SERVERSIDE_SOAK_CALLERS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("SERVERSIDE_SOAK_CALLERS: %q is not a positive count", v)
-		}
-		callers = n
-	}
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("SERVERSIDE_SOAK_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("SERVERSIDE_SOAK_SEED: %v", err)
-		}
-		seed = n
-	}
+	dur := bench.SoakDuration(t, 60*time.Second)
+	maxReqs := int64(bench.SoakCount(t, "SERVERSIDE_SOAK_REQUESTS", 200000))
+	callers := bench.SoakCount(t, "SERVERSIDE_SOAK_CALLERS", 64)
+	seed := bench.SoakSeed(t)
 	t.Logf("seed %d, %v, at most %d requests, %d callers, GOMAXPROCS %d", seed, dur, maxReqs, callers, runtime.GOMAXPROCS(0))
 
 	bench.CheckLeaks(t)

@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http/httputil"
-	"os"
 	"runtime"
 	"sort"
 	"strconv"
@@ -53,26 +52,8 @@ import (
 //
 // TestProxySoakShort runs the same for a few seconds in the normal suite.
 func TestProxySoak(t *testing.T) {
-	if os.Getenv("SERVERSIDE_SOAK") == "" {
-		t.Skip("set SERVERSIDE_SOAK=1 to run the soak test")
-	}
-	dur := 60 * time.Second
-	if v := os.Getenv("SERVERSIDE_SOAK_TIME"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("SERVERSIDE_SOAK_TIME: %v", err)
-		}
-		dur = d
-	}
-	clients := 24
-	if v := os.Getenv("SERVERSIDE_SOAK_CLIENTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("SERVERSIDE_SOAK_CLIENTS: %q", v)
-		}
-		clients = n
-	}
-	runProxySoak(t, dur, clients)
+	dur := bench.SoakDuration(t, 60*time.Second)
+	runProxySoak(t, dur, bench.SoakCount(t, "SERVERSIDE_SOAK_CLIENTS", 24))
 }
 
 // TestProxySoakShort is TestProxySoak for five seconds with fewer clients.
@@ -82,14 +63,7 @@ func TestProxySoakShort(t *testing.T) {
 
 func runProxySoak(t *testing.T, dur time.Duration, clients int) {
 	needTools(t)
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("SERVERSIDE_SOAK_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("SERVERSIDE_SOAK_SEED: %v", err)
-		}
-		seed = n
-	}
+	seed := bench.SoakSeed(t)
 	t.Logf("seed %d, %v, %d clients, GOMAXPROCS %d", seed, dur, clients, runtime.GOMAXPROCS(0))
 	bench.CheckLeaks(t)
 	bench.CollectSplicePipes(t) // the tunnels' relays and the echo splice
@@ -114,8 +88,8 @@ type proxySoak struct {
 	seed     uint64
 	ngx      *bench.Nginx
 	fakes    []*bench.Origin
-	echo     net.Listener
-	tlsEcho  net.Listener
+	echo     *bench.Origin
+	tlsEcho  *bench.Origin
 	rev, fwd *proxy
 	revAddr  string
 	fwdAddr  string
@@ -197,59 +171,23 @@ func newProxySoak(t *testing.T, seed uint64) *proxySoak {
 
 // listenEcho starts an echo server (TLS when cfg is set) closed at
 // the test's end.
-func (s *proxySoak) listenEcho(cfg *tls.Config) net.Listener {
-	t := s.t
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+func (s *proxySoak) listenEcho(cfg *tls.Config) *bench.Origin {
+	return bench.NewOrigin(s.t, func(_ int, c net.Conn, _ *bufio.Reader) {
+		var rw io.ReadWriter = c
+		if cfg != nil {
+			tc := tls.Server(c, cfg)
+			_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+			if tc.Handshake() != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				var rw io.ReadWriter = c
-				if cfg != nil {
-					tc := tls.Server(c, cfg)
-					_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-					if tc.Handshake() != nil {
-						return
-					}
-					_ = tc.SetDeadline(time.Time{})
-					rw = tc
-				}
-				_, _ = io.Copy(rw, rw)
-				if tcp, ok := c.(*net.TCPConn); ok && cfg == nil {
-					_ = tcp.CloseWrite()
-				}
-			}()
+			_ = tc.SetDeadline(time.Time{})
+			rw = tc
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+		_, _ = io.Copy(rw, rw)
+		if tcp, ok := c.(*net.TCPConn); ok && cfg == nil {
+			_ = tcp.CloseWrite()
 		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return ln
 }
 
 // shutdown stops both proxies and checks what they leave.
@@ -1130,9 +1068,9 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 // that what goes in comes back.
 func (s *proxySoak) tunnel(rng *rand.Rand, c net.Conn, br *bufio.Reader) {
 	useTLS := rng.IntN(2) == 0
-	target := s.echo.Addr().String()
+	target := s.echo.Addr()
 	if useTLS {
-		target = s.tlsEcho.Addr().String()
+		target = s.tlsEcho.Addr()
 	}
 	if _, err := fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target); err != nil {
 		s.softErrorf("CONNECT: %v", err)
